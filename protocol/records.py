@@ -1,0 +1,65 @@
+"""The matching core's input and output records.
+
+COMMAND is what the core consumes (the server builds one per decoded client
+message, timers and admin actions build them too) and what the journal stores
+as the inbound record; EVENT is what the core writes into its output buffer and
+what the journal stores as the outbound record. See engine/RULES.md for what
+each field means per command and event kind.
+"""
+from protocol.layout import Layout
+
+COMMAND = Layout("Command", [
+    ("kind", "u8", "CommandKind"),
+    ("side", "u8", "Side (MASS_CANCEL: 0 = both sides)"),
+    ("order_type", "u8", "OrderType"),
+    ("tif", "u8", "TimeInForce"),
+    ("stp", "u8", "SelfTradePrevention"),
+    ("flags", "u8", "OrderFlag bits (POST_ONLY)"),
+    ("_pad0", "u16", "zero"),
+    ("symbol", "u32", "symbol id (MASS_CANCEL/END_OF_DAY: 0 = all)"),
+    ("account", "u32", "account id, set by the server from the session"),
+    ("seq", "u64", "engine-assigned command sequence number"),
+    ("ts_ns", "u64", "receive time, ns since the epoch (journaled, never read by the core)"),
+    ("client_order_id", "u64", "NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0"),
+    ("order_id", "u64", "CANCEL/AMEND: target order id (0 = use client_order_id)"),
+    ("price", "i64", "limit price in price units; AMEND: new price, 0 = unchanged"),
+    ("qty", "i64", "quantity in qty units; AMEND: new remaining qty (0 cancels)"),
+    ("stop_price", "i64", "STOP/STOP_LIMIT trigger price; AMEND: new stop, 0 = unchanged"),
+    ("display_qty", "i64", "iceberg slice size (0 = fully displayed)"),
+    ("expire_ts_ns", "i64", "GTD expiry; EXPIRE: now"),
+    ("strategy", "u32", "strategy id (risk limits per strategy)"),
+    ("session", "u32", "server session id that sent it (0 = engine/admin)"),
+], doc="96-byte command record")
+
+EVENT = Layout("Event", [
+    ("kind", "u8", "EventKind"),
+    ("side", "u8", "Side of order_id"),
+    ("cmd_kind", "u8", "CommandKind of the command that caused it"),
+    ("flags", "u8", "reserved, zero"),
+    ("reason", "u16", "Reject / CancelReason / SymbolState, by kind"),
+    ("_pad0", "u16", "zero"),
+    ("symbol", "u32", "symbol id"),
+    ("account", "u32", "account of order_id (the taker of a FILL)"),
+    ("other_account", "u32", "FILL/STP_PREVENTED: the maker's account"),
+    ("_pad1", "u32", "zero"),
+    ("order_id", "u64", "the order (FILL: taker)"),
+    ("client_order_id", "u64", "its client order id"),
+    ("other_order_id", "u64", "FILL/STP_PREVENTED: the maker order id"),
+    ("other_client_order_id", "u64", "FILL/STP_PREVENTED: the maker's client order id"),
+    ("price", "i64", "ACCEPTED/REPLACED: limit price; FILL: trade price; TRIGGERED: stop price"),
+    ("qty", "i64", "ACCEPTED: order qty; FILL: traded; CANCELLED: cancelled; RESTATED: shown; STP: would-trade"),
+    ("leaves", "i64", "remaining qty of order_id after the event (hidden included)"),
+    ("other_leaves", "i64", "FILL: remaining qty of the maker after the trade"),
+    ("trade_id", "u64", "FILL: engine trade id (1, 2, ...)"),
+    ("seq", "u64", "seq of the command that caused it"),
+], doc="104-byte event record")
+
+
+def _python_tuple(layout, name):
+    from collections import namedtuple
+    return namedtuple(name, [f for f, _, _ in layout.fields if not f.startswith("_")])
+
+
+# Python views of one record, for tests and tools (never on the hot path).
+CommandTuple = _python_tuple(COMMAND, "CommandTuple")
+EventTuple = _python_tuple(EVENT, "EventTuple")
