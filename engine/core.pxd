@@ -1,0 +1,163 @@
+# The matching core's contract: data layout and the C-level entry points.
+# Rules it implements: engine/RULES.md. Record layouts: protocol/records.py.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from protocol.cdefs cimport Command, Event
+
+# -- DOMAIN SCALARS --
+ctypedef int64_t ticks_t    # a price in the symbol's price units
+ctypedef int64_t lots_t     # a quantity in the symbol's qty units
+ctypedef int32_t slot_t     # index into an array; -1 = none
+
+# -- LAYOUT --
+# One order slot: 128 bytes, two cache lines, naturally aligned.
+cdef packed struct Order:
+    int64_t price            # @0   limit price (0 for market / stop-market)
+    int64_t stop_price       # @8   trigger price of a stop (kept after trigger)
+    int64_t qty              # @16  filled + leaves (what the order is for, after amends)
+    int64_t leaves           # @24  remaining quantity, hidden part included
+    int64_t shown            # @32  matchable displayed slice while RESTING, else 0
+    int64_t display          # @40  iceberg slice size, 0 = fully displayed
+    int64_t filled           # @48  cumulative filled quantity
+    int64_t expire_ts_ns     # @56  GTD expiry
+    uint64_t order_id        # @64  engine-assigned, 1, 2, ...
+    uint64_t client_order_id # @72  client-assigned, increasing per account
+    int32_t next             # @80  next order in its level's FIFO (towards the back), -1 = tail
+    int32_t prev             # @84  previous order (towards the head), -1 = head
+    int32_t level            # @88  level pool index while on a ladder, else -1
+    int32_t acct_next        # @92  account's live orders, acceptance order; also free-list link
+    int32_t acct_prev        # @96
+    int32_t tif_next         # @100 DAY or GTD list, acceptance order
+    int32_t tif_prev         # @104
+    uint32_t account         # @108
+    uint32_t symbol          # @112
+    uint32_t strategy        # @116
+    uint8_t side             # @120 Side
+    uint8_t order_type       # @121 OrderType (a triggered stop becomes LIMIT / MARKET)
+    uint8_t tif              # @122 TimeInForce
+    uint8_t stp              # @123 SelfTradePrevention
+    uint8_t flags            # @124 OrderFlag bits
+    uint8_t state            # @125 OrderState
+    uint8_t registered       # @126 1 while in the id tables and the account/TIF lists
+    uint8_t _pad             # @127
+
+# One price level: 48 bytes. A FIFO of orders linked through Order.next/prev.
+cdef packed struct Level:
+    int64_t price            # @0
+    int64_t shown            # @8   sum of the orders' shown qty (what depth publishes)
+    int64_t total            # @16  sum of the orders' leaves
+    int32_t head             # @24  oldest order slot
+    int32_t tail             # @28  newest order slot
+    int32_t count            # @32  orders in the FIFO
+    int32_t next_free        # @36  free-list link while unused
+    uint32_t ladder          # @40  ladder index: symbol * 4 + LADDER_*
+    uint32_t _pad            # @44
+
+
+cdef class Engine:
+    # -- CAPACITY (readonly) --
+    cdef readonly int32_t max_orders
+    """Order slots."""
+    cdef readonly int32_t max_accounts
+    cdef readonly int32_t max_symbols
+    cdef readonly int32_t max_levels
+    """Prices per ladder (each symbol has 4 ladders: bids, asks, buy stops, sell stops)."""
+    cdef readonly int32_t max_level_slots
+
+    # -- ARRAYS (numpy-owned; raw pointers below) --
+    cdef readonly object orders_arr, levels_arr, ladder_key_arr, ladder_level_arr, ladder_count_arr
+    cdef readonly object oid_table_arr, clid_table_arr, queue_arr, events_arr
+    cdef readonly object sym_arr, acct_arr
+    cdef Order* orders
+    cdef Level* levels
+    cdef int64_t* ladder_key      # per ladder, max_levels keys ascending; best = last. key = price (bids, sell stops) or -price
+    cdef int32_t* ladder_level    # level pool index beside each key
+    cdef int32_t* ladder_count
+    cdef int32_t* oid_table       # order_id -> slot, open addressing, -1 empty
+    cdef int32_t* clid_table      # (account, client_order_id) -> slot
+    cdef uint64_t table_mask
+    cdef int32_t* queue           # stop trigger FIFO (slots)
+    cdef int32_t q_head, q_tail
+
+    # per symbol (structured numpy array, see core.pyx SYMBOL_DTYPE)
+    cdef int64_t* sym_tick
+    cdef int64_t* sym_lot
+    cdef int64_t* sym_max_price
+    cdef int64_t* sym_max_qty
+    cdef int64_t* sym_last
+    cdef uint8_t* sym_has_last
+    cdef uint8_t* sym_state       # 0 = not defined, else SymbolState
+    # per account
+    cdef uint64_t* acct_last_clid
+    cdef int64_t* acct_stp_key
+    cdef int32_t* acct_head
+    cdef int32_t* acct_tail
+    cdef int32_t* acct_open
+    cdef uint8_t* acct_defined
+
+    # -- COUNTERS --
+    cdef readonly uint64_t next_order_id
+    cdef readonly uint64_t next_trade_id
+    cdef readonly int64_t clock_ns
+    """Greatest EXPIRE time seen."""
+    cdef readonly int32_t live_orders
+    """Orders resting or untriggered."""
+    cdef readonly int32_t used_slots
+    cdef int32_t free_head
+    cdef int32_t level_free_head
+    cdef int32_t day_head, day_tail, gtd_head, gtd_tail
+
+    # -- EVENTS --
+    cdef Event* ev_buf
+    cdef readonly Py_ssize_t ev_count
+    cdef Py_ssize_t ev_cap
+    cdef const Command* cur     # the command being processed
+
+    # -- SWEEP STATE --
+    cdef int64_t sw_lo, sw_hi
+    cdef bint sw_traded
+
+    # -- ENTRY POINTS --
+    cdef int process_one(self, const Command* cmd) except -1
+    cdef int grow_events(self) except -1
+
+    # -- COMMANDS --
+    cdef int cmd_new(self) except -1
+    cdef int cmd_cancel(self) except -1
+    cdef int cmd_amend(self) except -1
+    cdef int cmd_mass_cancel(self) except -1
+    cdef int cmd_end_of_day(self) except -1
+    cdef int cmd_expire(self) except -1
+    cdef int cmd_symbol_state(self, uint8_t state) except -1
+
+    # -- MATCHING --
+    cdef int execute(self, slot_t s) except -1
+    cdef bint fok_can_fill(self, slot_t s) noexcept
+    cdef int trigger_stops(self, uint32_t symbol) except -1
+    cdef int run_triggers(self) except -1
+    cdef bint crosses(self, uint32_t symbol, uint8_t side, int64_t price) noexcept
+
+    # -- BOOK MAINTENANCE --
+    cdef int32_t ladder_find(self, int32_t ladder, int64_t key, bint* found) noexcept
+    cdef bint ladder_has_room(self, int32_t ladder, int64_t key) noexcept
+    cdef int32_t level_get(self, int32_t ladder, int64_t price) noexcept
+    cdef void level_drop(self, int32_t lv) noexcept
+    cdef void fifo_append(self, int32_t lv, slot_t s) noexcept
+    cdef void fifo_unlink(self, slot_t s) noexcept
+    cdef int rest(self, slot_t s) except -1
+    cdef void unrest(self, slot_t s) noexcept
+
+    # -- ORDER LIFECYCLE --
+    cdef void register(self, slot_t s) noexcept
+    cdef void release(self, slot_t s) noexcept
+    cdef int cancel_order(self, slot_t s, uint16_t reason) except -1
+    cdef slot_t find_order(self, uint32_t account, uint64_t order_id, uint64_t client_order_id) noexcept
+
+    # -- ID TABLES --
+    cdef uint64_t slot_hash(self, slot_t s, bint by_clid) noexcept
+    cdef void table_insert(self, int32_t* table, slot_t s, bint by_clid) noexcept
+    cdef void table_erase(self, int32_t* table, slot_t s, bint by_clid) noexcept
+
+    # -- EVENTS --
+    cdef Event* emit(self, uint8_t kind, slot_t s) except NULL
+    cdef int reject(self, uint16_t reason) except -1
+    cdef dict _order_dict(self, slot_t s)

@@ -1,0 +1,1343 @@
+# The matching core: price-time order books for many symbols over preallocated
+# numpy arrays. Rules: engine/RULES.md. Layout and entry points: core.pxd.
+#
+# Hot-module directives (setup.py): boundscheck/wraparound/initializedcheck off.
+# What makes that safe: every index used here is a slot, level or ladder index
+# produced by this module itself (free lists, ladders, id tables), all sized at
+# construction; ids coming from commands (symbol, account) are range-checked
+# before use (UNKNOWN_SYMBOL / UNKNOWN_ACCOUNT); validate() checks the links.
+#
+# Processing order of one command (process_one):
+#   1. checks, in the order of RULES.md ("Checks, in order")
+#   2. ACCEPTED / REJECTED
+#   3. the sweep (execute): fills, iceberg refreshes, self-trade prevention
+#   4. the remainder: rest, or cancel (IOC / MARKET / FOK / capacity)
+#   5. stop triggers, cascading through the trigger FIFO (run_triggers)
+cimport cython
+cimport numpy as cnp
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.string cimport memset, memmove, memcpy
+from libc.stdlib cimport qsort
+
+from protocol.cdefs cimport *
+
+import numpy as np
+
+from protocol.records import COMMAND, EVENT, EventTuple
+from protocol.codes import OrderType, SelfTradePrevention, TimeInForce, CommandKind
+
+cnp.import_array()
+
+# Ladder kinds: symbol s owns ladders s*4 + kind.
+cdef enum:
+    LADDER_BIDS = 0        # key = price: best (highest) last
+    LADDER_ASKS = 1        # key = -price: best (lowest) last
+    LADDER_BUY_STOPS = 2   # key = -stop: the lowest stop (first to trigger on a rise) last
+    LADDER_SELL_STOPS = 3  # key = stop: the highest stop (first to trigger on a fall) last
+
+
+cdef inline void* _data(object arr) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>arr)
+
+ORDER_DTYPE = np.dtype([
+    ("price", "<i8"), ("stop_price", "<i8"), ("qty", "<i8"), ("leaves", "<i8"), ("shown", "<i8"),
+    ("display", "<i8"), ("filled", "<i8"), ("expire_ts_ns", "<i8"), ("order_id", "<u8"),
+    ("client_order_id", "<u8"), ("next", "<i4"), ("prev", "<i4"), ("level", "<i4"),
+    ("acct_next", "<i4"), ("acct_prev", "<i4"), ("tif_next", "<i4"), ("tif_prev", "<i4"),
+    ("account", "<u4"), ("symbol", "<u4"), ("strategy", "<u4"), ("side", "u1"), ("order_type", "u1"),
+    ("tif", "u1"), ("stp", "u1"), ("flags", "u1"), ("state", "u1"), ("registered", "u1"), ("_pad", "u1"),
+])
+LEVEL_DTYPE = np.dtype([
+    ("price", "<i8"), ("shown", "<i8"), ("total", "<i8"), ("head", "<i4"), ("tail", "<i4"),
+    ("count", "<i4"), ("next_free", "<i4"), ("ladder", "<u4"), ("_pad", "<u4"),
+])
+SYMBOL_DTYPE = np.dtype([
+    ("tick", "<i8"), ("lot", "<i8"), ("max_price", "<i8"), ("max_qty", "<i8"), ("last", "<i8"),
+    ("has_last", "u1"), ("state", "u1"),
+])
+ACCOUNT_DTYPE = np.dtype([
+    ("last_clid", "<u8"), ("stp_key", "<i8"), ("head", "<i4"), ("tail", "<i4"), ("open", "<i4"),
+    ("defined", "u1"),
+])
+
+# The sizes the C structs must have (checked by tests against the dtypes).
+SIZEOF_ORDER = sizeof(Order)
+SIZEOF_LEVEL = sizeof(Level)
+SIZEOF_COMMAND = sizeof(Command)
+SIZEOF_EVENT = sizeof(Event)
+
+
+cdef inline uint64_t mix64(uint64_t x) noexcept:
+    # splitmix64 finalizer: a bijection, so distinct ids never collide before masking
+    x ^= x >> 30
+    x *= <uint64_t>0xbf58476d1ce4e5b9ULL
+    x ^= x >> 27
+    x *= <uint64_t>0x94d049bb133111ebULL
+    x ^= x >> 31
+    return x
+
+
+cdef inline uint64_t clid_hash(uint32_t account, uint64_t clid) noexcept:
+    return mix64(clid ^ mix64(<uint64_t>account + <uint64_t>0x9e3779b97f4a7c15ULL))
+
+
+cdef inline int64_t min64(int64_t a, int64_t b) noexcept:
+    return a if a < b else b
+
+
+cdef inline bint stp_mode_valid(uint8_t m) noexcept:
+    return STP_CANCEL_NEWEST <= m <= STP_NONE
+
+
+cdef inline bint can_rest(uint8_t tif) noexcept:
+    return tif == TIF_GTC or tif == TIF_DAY or tif == TIF_GTD
+
+
+# qsort of trigger slots by order id: single-threaded, so a module-level pointer is safe.
+cdef Order* _sort_orders = NULL
+
+cdef int _cmp_by_order_id(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = _sort_orders[(<const int32_t*>a)[0]].order_id
+    cdef uint64_t y = _sort_orders[(<const int32_t*>b)[0]].order_id
+    return (x > y) - (x < y)
+
+
+cdef inline void _fnv(uint64_t* h, uint64_t v) noexcept:
+    h[0] = (h[0] ^ mix64(v)) * <uint64_t>0x100000001b3ULL
+
+
+@cython.final
+cdef class Engine:
+    """A multi-symbol price-time matching core. See engine/RULES.md."""
+
+    def __cinit__(self, int32_t max_orders=1 << 16, int32_t max_accounts=1024, int32_t max_symbols=64,
+                  int32_t max_levels=4096, Py_ssize_t event_capacity=1 << 14):
+        if max_orders < 1 or max_accounts < 2 or max_symbols < 2 or max_levels < 1:
+            raise ValueError("capacities must be positive (accounts and symbols >= 2: id 0 is never valid)")
+        if max_orders >= (1 << 30):
+            raise ValueError("max_orders must be below 2**30")
+        self.max_orders = max_orders
+        self.max_accounts = max_accounts
+        self.max_symbols = max_symbols
+        self.max_levels = max_levels
+        cdef int64_t nladders = <int64_t>max_symbols * 4
+        # Every level holds at least one order, and every ladder at most max_levels.
+        self.max_level_slots = <int32_t>min(<int64_t>max_orders, nladders * max_levels)
+
+        self.orders_arr = np.zeros(max_orders, dtype=ORDER_DTYPE)
+        self.levels_arr = np.zeros(self.max_level_slots, dtype=LEVEL_DTYPE)
+        self.ladder_key_arr = np.zeros(nladders * max_levels, dtype=np.int64)
+        self.ladder_level_arr = np.zeros(nladders * max_levels, dtype=np.int32)
+        self.ladder_count_arr = np.zeros(nladders, dtype=np.int32)
+        cdef uint64_t tsize = 16
+        while tsize < <uint64_t>max_orders * 2:
+            tsize <<= 1
+        self.table_mask = tsize - 1
+        self.oid_table_arr = np.full(tsize, -1, dtype=np.int32)
+        self.clid_table_arr = np.full(tsize, -1, dtype=np.int32)
+        self.queue_arr = np.zeros(max_orders, dtype=np.int32)
+        self.sym_arr = np.zeros(max_symbols, dtype=SYMBOL_DTYPE)
+        self.acct_arr = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
+        self.events_arr = np.zeros(max(event_capacity, 64), dtype=EVENT.dtype)
+
+        self.orders = <Order*>_data(self.orders_arr)
+        self.levels = <Level*>_data(self.levels_arr)
+        self.ladder_key = <int64_t*>_data(self.ladder_key_arr)
+        self.ladder_level = <int32_t*>_data(self.ladder_level_arr)
+        self.ladder_count = <int32_t*>_data(self.ladder_count_arr)
+        self.oid_table = <int32_t*>_data(self.oid_table_arr)
+        self.clid_table = <int32_t*>_data(self.clid_table_arr)
+        self.queue = <int32_t*>_data(self.queue_arr)
+        self._bind_columns()
+        self.ev_buf = <Event*>_data(self.events_arr)
+        self.ev_cap = len(self.events_arr)
+        self.ev_count = 0
+
+        cdef int32_t i
+        for i in range(max_orders):
+            self.orders[i].acct_next = i + 1 if i + 1 < max_orders else -1
+            self.orders[i].level = -1
+        self.free_head = 0
+        for i in range(self.max_level_slots):
+            self.levels[i].next_free = i + 1 if i + 1 < self.max_level_slots else -1
+        self.level_free_head = 0
+        for i in range(max_accounts):
+            self.acct_head[i] = -1
+            self.acct_tail[i] = -1
+        self.day_head = self.day_tail = self.gtd_head = self.gtd_tail = -1
+        self.next_order_id = 1
+        self.next_trade_id = 1
+
+    def _bind_columns(self):
+        # Per-symbol and per-account columns are strided views of structured arrays;
+        # copy them into contiguous column arrays so C sees plain vectors.
+        self.sym_arr = {name: np.zeros(self.max_symbols, dtype=self.sym_arr.dtype[name])
+                        for name in self.sym_arr.dtype.names}
+        self.acct_arr = {name: np.zeros(self.max_accounts, dtype=self.acct_arr.dtype[name])
+                         for name in self.acct_arr.dtype.names}
+        self.sym_tick = <int64_t*>_data(self.sym_arr["tick"])
+        self.sym_lot = <int64_t*>_data(self.sym_arr["lot"])
+        self.sym_max_price = <int64_t*>_data(self.sym_arr["max_price"])
+        self.sym_max_qty = <int64_t*>_data(self.sym_arr["max_qty"])
+        self.sym_last = <int64_t*>_data(self.sym_arr["last"])
+        self.sym_has_last = <uint8_t*>_data(self.sym_arr["has_last"])
+        self.sym_state = <uint8_t*>_data(self.sym_arr["state"])
+        self.acct_last_clid = <uint64_t*>_data(self.acct_arr["last_clid"])
+        self.acct_stp_key = <int64_t*>_data(self.acct_arr["stp_key"])
+        self.acct_head = <int32_t*>_data(self.acct_arr["head"])
+        self.acct_tail = <int32_t*>_data(self.acct_arr["tail"])
+        self.acct_open = <int32_t*>_data(self.acct_arr["open"])
+        self.acct_defined = <uint8_t*>_data(self.acct_arr["defined"])
+
+    # -- CONFIGURATION --
+
+    def add_symbol(self, uint32_t symbol, int64_t tick_size=1, int64_t lot_size=1,
+                   int64_t max_price=(1 << 62), int64_t max_qty=(1 << 62)):
+        """Define a symbol (ids 1 .. max_symbols-1). Prices/quantities are in its integer units."""
+        if symbol == 0 or symbol >= <uint32_t>self.max_symbols:
+            raise ValueError(f"symbol id {symbol} outside 1..{self.max_symbols - 1}")
+        if tick_size <= 0 or lot_size <= 0 or max_price <= 0 or max_qty <= 0:
+            raise ValueError("tick_size, lot_size, max_price and max_qty must be positive")
+        self.sym_tick[symbol] = tick_size
+        self.sym_lot[symbol] = lot_size
+        self.sym_max_price[symbol] = max_price
+        self.sym_max_qty[symbol] = max_qty
+        if self.sym_state[symbol] == 0:
+            self.sym_state[symbol] = SYM_TRADING
+
+    def add_account(self, uint32_t account, uint32_t stp_group=0):
+        """Define an account (ids 1 .. max_accounts-1); accounts sharing a non-zero STP group never self-trade."""
+        if account == 0 or account >= <uint32_t>self.max_accounts:
+            raise ValueError(f"account id {account} outside 1..{self.max_accounts - 1}")
+        self.acct_defined[account] = 1
+        # group keys live above 2**32 so they never equal a bare account key
+        self.acct_stp_key[account] = (<int64_t>stp_group + (<int64_t>1 << 32)) if stp_group else <int64_t>account
+
+    # -- ENTRY POINTS --
+
+    cdef int process_one(self, const Command* cmd) except -1:
+        """Apply one command; its events are appended to ev_buf[ev_count:]."""
+        self.cur = cmd
+        cdef uint8_t k = cmd.kind
+        if k == CMD_NEW_ORDER:
+            self.cmd_new()
+        elif k == CMD_CANCEL:
+            self.cmd_cancel()
+        elif k == CMD_AMEND:
+            self.cmd_amend()
+        elif k == CMD_MASS_CANCEL:
+            self.cmd_mass_cancel()
+        elif k == CMD_END_OF_DAY:
+            self.cmd_end_of_day()
+        elif k == CMD_EXPIRE:
+            self.cmd_expire()
+        elif k == CMD_HALT:
+            self.cmd_symbol_state(SYM_HALTED)
+        elif k == CMD_RESUME:
+            self.cmd_symbol_state(SYM_TRADING)
+        else:
+            self.reject(REJ_INVALID_COMMAND)
+        self.cur = NULL
+        return 0
+
+    def process(self, cnp.ndarray commands not None):
+        """Apply every command of a contiguous COMMAND-dtype array; return a copy of the events."""
+        if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
+            raise TypeError("commands must be a 1-D contiguous array of protocol.records.COMMAND.dtype")
+        cdef const Command* cmds = <const Command*>_data(commands)
+        cdef Py_ssize_t i, n = commands.shape[0]
+        self.ev_count = 0
+        for i in range(n):
+            self.process_one(&cmds[i])
+        out = self.events_arr[:self.ev_count].copy()
+        self.ev_count = 0
+        return out
+
+    def run(self, cnp.ndarray commands not None):
+        """Apply the commands and discard the events (benchmarks); returns the number of events."""
+        if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
+            raise TypeError("commands must be a 1-D contiguous array of protocol.records.COMMAND.dtype")
+        cdef const Command* cmds = <const Command*>_data(commands)
+        cdef Py_ssize_t i, n = commands.shape[0], total = 0
+        for i in range(n):
+            self.process_one(&cmds[i])
+            if self.ev_count > 4096:
+                total += self.ev_count
+                self.ev_count = 0
+        total += self.ev_count
+        self.ev_count = 0
+        return total
+
+    cdef int grow_events(self) except -1:
+        bigger = np.zeros(self.ev_cap * 2, dtype=EVENT.dtype)
+        memcpy(_data(bigger), self.ev_buf, self.ev_count * sizeof(Event))
+        self.events_arr = bigger
+        self.ev_buf = <Event*>_data(bigger)
+        self.ev_cap *= 2
+        return 0
+
+    def drain(self):
+        """The events written since the last drain, as a copied EVENT-dtype array."""
+        out = self.events_arr[:self.ev_count].copy()
+        self.ev_count = 0
+        return out
+
+    # -- EVENTS --
+
+    cdef Event* emit(self, uint8_t kind, slot_t s) except NULL:
+        """Append a zeroed event for the current command, filled from order slot s (if s >= 0)."""
+        if self.ev_count == self.ev_cap:
+            self.grow_events()
+        cdef Event* e = &self.ev_buf[self.ev_count]
+        self.ev_count += 1
+        memset(e, 0, sizeof(Event))
+        e.kind = kind
+        e.cmd_kind = self.cur.kind
+        e.seq = self.cur.seq
+        cdef Order* o
+        if s >= 0:
+            o = &self.orders[s]
+            e.side = o.side
+            e.symbol = o.symbol
+            e.account = o.account
+            e.order_id = o.order_id
+            e.client_order_id = o.client_order_id
+            e.price = o.price
+            e.leaves = o.leaves
+        return e
+
+    cdef int reject(self, uint16_t reason) except -1:
+        cdef Event* e = self.emit(EV_REJECTED, -1)
+        cdef const Command* c = self.cur
+        e.reason = reason
+        e.side = c.side
+        e.symbol = c.symbol
+        e.account = c.account
+        e.order_id = c.order_id
+        e.client_order_id = c.client_order_id
+        return 0
+
+    # -- COMMANDS --
+
+    cdef int cmd_new(self) except -1:
+        cdef const Command* c = self.cur
+        cdef uint32_t a = c.account, sym = c.symbol
+        if a == 0 or a >= <uint32_t>self.max_accounts or not self.acct_defined[a]:
+            return self.reject(REJ_UNKNOWN_ACCOUNT)
+        if c.client_order_id <= self.acct_last_clid[a]:
+            return self.reject(REJ_DUPLICATE_CLIENT_ORDER_ID)
+        self.acct_last_clid[a] = c.client_order_id
+        if sym == 0 or sym >= <uint32_t>self.max_symbols or self.sym_state[sym] == 0:
+            return self.reject(REJ_UNKNOWN_SYMBOL)
+        if self.sym_state[sym] == SYM_HALTED:
+            return self.reject(REJ_SYMBOL_HALTED)
+        if c.side != SIDE_BUY and c.side != SIDE_SELL:
+            return self.reject(REJ_INVALID_SIDE)
+        cdef uint8_t ot = c.order_type
+        if ot < OT_LIMIT or ot > OT_STOP_LIMIT:
+            return self.reject(REJ_INVALID_ORDER_TYPE)
+        if c.tif < TIF_GTC or c.tif > TIF_GTD:
+            return self.reject(REJ_INVALID_TIF)
+        if not stp_mode_valid(c.stp):
+            return self.reject(REJ_INVALID_STP)
+        if c.flags & ~FLAG_POST_ONLY:
+            return self.reject(REJ_INVALID_FLAGS)
+        if c.qty <= 0:
+            return self.reject(REJ_INVALID_QTY)
+        if c.qty % self.sym_lot[sym]:
+            return self.reject(REJ_QTY_NOT_LOT_MULTIPLE)
+        if c.qty > self.sym_max_qty[sym]:
+            return self.reject(REJ_QTY_ABOVE_MAX)
+        cdef bint has_limit = ot == OT_LIMIT or ot == OT_STOP_LIMIT
+        cdef bint is_stop = ot == OT_STOP or ot == OT_STOP_LIMIT
+        if has_limit:
+            if c.price <= 0:
+                return self.reject(REJ_INVALID_PRICE)
+            if c.price % self.sym_tick[sym]:
+                return self.reject(REJ_PRICE_NOT_TICK_MULTIPLE)
+            if c.price > self.sym_max_price[sym]:
+                return self.reject(REJ_PRICE_ABOVE_MAX)
+        elif c.price != 0:
+            return self.reject(REJ_INVALID_PRICE)
+        if is_stop:
+            if c.stop_price <= 0 or c.stop_price % self.sym_tick[sym] or c.stop_price > self.sym_max_price[sym]:
+                return self.reject(REJ_INVALID_STOP_PRICE)
+        elif c.stop_price != 0:
+            return self.reject(REJ_INVALID_STOP_PRICE)
+        if c.display_qty != 0:
+            if (not has_limit or not can_rest(c.tif) or c.display_qty < 0 or c.display_qty >= c.qty
+                    or c.display_qty % self.sym_lot[sym]):
+                return self.reject(REJ_INVALID_DISPLAY_QTY)
+        cdef bint post_only = (c.flags & FLAG_POST_ONLY) != 0
+        if post_only and (ot != OT_LIMIT or not can_rest(c.tif)):
+            return self.reject(REJ_INVALID_POST_ONLY)
+        if c.tif == TIF_GTD:
+            if c.expire_ts_ns <= self.clock_ns:
+                return self.reject(REJ_INVALID_EXPIRY)
+        elif c.expire_ts_ns != 0:
+            return self.reject(REJ_INVALID_EXPIRY)
+        if self.free_head < 0:
+            return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
+        if is_stop and self.sym_has_last[sym]:
+            if (c.side == SIDE_BUY and c.stop_price <= self.sym_last[sym]) or \
+               (c.side == SIDE_SELL and c.stop_price >= self.sym_last[sym]):
+                return self.reject(REJ_STOP_ALREADY_TRIGGERED)
+        cdef int32_t ladder
+        if is_stop:
+            if c.side == SIDE_BUY:
+                ladder = sym * 4 + LADDER_BUY_STOPS
+                if not self.ladder_has_room(ladder, -c.stop_price):
+                    return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+            else:
+                ladder = sym * 4 + LADDER_SELL_STOPS
+                if not self.ladder_has_room(ladder, c.stop_price):
+                    return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+        elif ot == OT_LIMIT and can_rest(c.tif):
+            if c.side == SIDE_BUY:
+                if not self.ladder_has_room(sym * 4 + LADDER_BIDS, c.price):
+                    return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+            elif not self.ladder_has_room(sym * 4 + LADDER_ASKS, -c.price):
+                return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+        if post_only and self.crosses(sym, c.side, c.price):
+            return self.reject(REJ_POST_ONLY_WOULD_CROSS)
+
+        # accepted: take a slot
+        cdef slot_t s = self.free_head
+        cdef Order* o = &self.orders[s]
+        self.free_head = o.acct_next
+        self.used_slots += 1
+        memset(o, 0, sizeof(Order))
+        o.price = c.price
+        o.stop_price = c.stop_price
+        o.qty = c.qty
+        o.leaves = c.qty
+        o.display = c.display_qty
+        o.expire_ts_ns = c.expire_ts_ns
+        o.order_id = self.next_order_id
+        self.next_order_id += 1
+        o.client_order_id = c.client_order_id
+        o.next = o.prev = o.level = -1
+        o.acct_next = o.acct_prev = o.tif_next = o.tif_prev = -1
+        o.account = a
+        o.symbol = sym
+        o.strategy = c.strategy
+        o.side = c.side
+        o.order_type = ot
+        o.tif = c.tif
+        o.stp = c.stp
+        o.flags = c.flags
+        o.state = OS_IN_FLIGHT
+        cdef Event* e = self.emit(EV_ACCEPTED, s)
+        e.qty = c.qty
+        if is_stop:
+            self.register(s)
+            self.rest(s)
+            return 0
+        self.execute(s)
+        self.run_triggers()
+        return 0
+
+    cdef int cmd_cancel(self) except -1:
+        cdef const Command* c = self.cur
+        cdef uint32_t a = c.account
+        if a == 0 or a >= <uint32_t>self.max_accounts or not self.acct_defined[a]:
+            return self.reject(REJ_UNKNOWN_ACCOUNT)
+        cdef slot_t s = self.find_order(a, c.order_id, c.client_order_id)
+        if s < 0:
+            return self.reject(REJ_UNKNOWN_ORDER)
+        return self.cancel_order(s, CXL_USER)
+
+    cdef int cmd_amend(self) except -1:
+        cdef const Command* c = self.cur
+        cdef uint32_t a = c.account
+        if a == 0 or a >= <uint32_t>self.max_accounts or not self.acct_defined[a]:
+            return self.reject(REJ_UNKNOWN_ACCOUNT)
+        cdef slot_t s = self.find_order(a, c.order_id, c.client_order_id)
+        if s < 0:
+            return self.reject(REJ_UNKNOWN_ORDER)
+        cdef Order* o = &self.orders[s]
+        cdef uint32_t sym = o.symbol
+        if self.sym_state[sym] == SYM_HALTED:
+            return self.reject(REJ_SYMBOL_HALTED)
+        if c.qty < 0:
+            return self.reject(REJ_INVALID_QTY)
+        if c.qty == 0:
+            return self.cancel_order(s, CXL_USER)
+        if c.qty % self.sym_lot[sym]:
+            return self.reject(REJ_QTY_NOT_LOT_MULTIPLE)
+        if c.qty > self.sym_max_qty[sym]:
+            return self.reject(REJ_QTY_ABOVE_MAX)
+        cdef bint untriggered = o.state == OS_UNTRIGGERED
+        cdef int64_t new_price = o.price
+        if c.price != 0:
+            if o.order_type != OT_LIMIT and o.order_type != OT_STOP_LIMIT:
+                return self.reject(REJ_INVALID_AMEND)
+            if c.price < 0:
+                return self.reject(REJ_INVALID_PRICE)
+            if c.price % self.sym_tick[sym]:
+                return self.reject(REJ_PRICE_NOT_TICK_MULTIPLE)
+            if c.price > self.sym_max_price[sym]:
+                return self.reject(REJ_PRICE_ABOVE_MAX)
+            new_price = c.price
+        cdef int64_t new_stop = o.stop_price
+        if c.stop_price != 0:
+            if not untriggered:
+                return self.reject(REJ_INVALID_AMEND)
+            if c.stop_price < 0 or c.stop_price % self.sym_tick[sym] or c.stop_price > self.sym_max_price[sym]:
+                return self.reject(REJ_INVALID_STOP_PRICE)
+            if self.sym_has_last[sym] and (
+                    (o.side == SIDE_BUY and c.stop_price <= self.sym_last[sym]) or
+                    (o.side == SIDE_SELL and c.stop_price >= self.sym_last[sym])):
+                return self.reject(REJ_STOP_ALREADY_TRIGGERED)
+            new_stop = c.stop_price
+        cdef int32_t ladder
+        cdef int64_t key
+        cdef Event* e
+        cdef Level* lv
+        cdef int64_t new_shown
+        if untriggered:
+            if new_stop != o.stop_price:
+                if o.side == SIDE_BUY:
+                    ladder = sym * 4 + LADDER_BUY_STOPS
+                    key = -new_stop
+                else:
+                    ladder = sym * 4 + LADDER_SELL_STOPS
+                    key = new_stop
+                if not self.ladder_has_room(ladder, key) and self.levels[o.level].count > 1:
+                    return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+                self.unrest(s)
+                o.stop_price = new_stop
+                o.price = new_price
+                o.leaves = c.qty
+                o.qty = o.filled + c.qty
+                self.rest(s)
+            else:
+                o.price = new_price
+                lv = &self.levels[o.level]
+                lv.total += c.qty - o.leaves
+                o.leaves = c.qty
+                o.qty = o.filled + c.qty
+            e = self.emit(EV_REPLACED, s)
+            e.qty = o.leaves
+            return 0
+        # a resting limit order
+        cdef bint loses = new_price != o.price or c.qty > o.leaves
+        if not loses:
+            lv = &self.levels[o.level]
+            new_shown = min64(o.shown, c.qty)
+            lv.total -= o.leaves - c.qty
+            lv.shown -= o.shown - new_shown
+            o.shown = new_shown
+            o.leaves = c.qty
+            o.qty = o.filled + c.qty
+            e = self.emit(EV_REPLACED, s)
+            e.qty = o.leaves
+            return 0
+        if new_price != o.price:
+            if o.side == SIDE_BUY:
+                ladder = sym * 4 + LADDER_BIDS
+                key = new_price
+            else:
+                ladder = sym * 4 + LADDER_ASKS
+                key = -new_price
+            # capacity is judged after the order has left its old level
+            if not self.ladder_has_room(ladder, key) and self.levels[o.level].count > 1:
+                return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+            if (o.flags & FLAG_POST_ONLY) and self.crosses(sym, o.side, new_price):
+                return self.reject(REJ_POST_ONLY_WOULD_CROSS)
+        self.unrest(s)
+        o.price = new_price
+        o.leaves = c.qty
+        o.qty = o.filled + c.qty
+        e = self.emit(EV_REPLACED, s)
+        e.qty = o.leaves
+        self.execute(s)
+        self.run_triggers()
+        return 0
+
+    cdef int cmd_mass_cancel(self) except -1:
+        cdef const Command* c = self.cur
+        cdef uint32_t a = c.account, sym = c.symbol
+        if a == 0 or a >= <uint32_t>self.max_accounts or not self.acct_defined[a]:
+            return self.reject(REJ_UNKNOWN_ACCOUNT)
+        if sym != 0 and (sym >= <uint32_t>self.max_symbols or self.sym_state[sym] == 0):
+            return self.reject(REJ_UNKNOWN_SYMBOL)
+        if c.side > SIDE_SELL:
+            return self.reject(REJ_INVALID_SIDE)
+        cdef slot_t s = self.acct_head[a], nxt
+        cdef int64_t n = 0
+        while s >= 0:
+            nxt = self.orders[s].acct_next
+            if (sym == 0 or self.orders[s].symbol == sym) and (c.side == 0 or self.orders[s].side == c.side):
+                self.cancel_order(s, CXL_MASS_CANCEL)
+                n += 1
+            s = nxt
+        cdef Event* e = self.emit(EV_MASS_CANCEL_DONE, -1)
+        e.account = a
+        e.symbol = sym
+        e.side = c.side
+        e.qty = n
+        return 0
+
+    cdef int cmd_end_of_day(self) except -1:
+        cdef uint32_t sym = self.cur.symbol
+        if sym != 0 and (sym >= <uint32_t>self.max_symbols or self.sym_state[sym] == 0):
+            return self.reject(REJ_UNKNOWN_SYMBOL)
+        cdef slot_t s = self.day_head, nxt
+        while s >= 0:
+            nxt = self.orders[s].tif_next
+            if sym == 0 or self.orders[s].symbol == sym:
+                self.cancel_order(s, CXL_END_OF_DAY)
+            s = nxt
+        return 0
+
+    cdef int cmd_expire(self) except -1:
+        cdef int64_t now = self.cur.expire_ts_ns
+        if now > self.clock_ns:
+            self.clock_ns = now
+        cdef slot_t s = self.gtd_head, nxt
+        while s >= 0:
+            nxt = self.orders[s].tif_next
+            if self.orders[s].expire_ts_ns <= now:
+                self.cancel_order(s, CXL_EXPIRED)
+            s = nxt
+        return 0
+
+    cdef int cmd_symbol_state(self, uint8_t state) except -1:
+        cdef uint32_t sym = self.cur.symbol
+        if sym == 0 or sym >= <uint32_t>self.max_symbols or self.sym_state[sym] == 0:
+            return self.reject(REJ_UNKNOWN_SYMBOL)
+        self.sym_state[sym] = state
+        cdef Event* e = self.emit(EV_SYMBOL_STATE, -1)
+        e.symbol = sym
+        e.reason = state
+        return 0
+
+    # -- MATCHING --
+
+    cdef bint crosses(self, uint32_t symbol, uint8_t side, int64_t price) noexcept:
+        """Would a limit at `price` be marketable against the opposite best?"""
+        cdef int32_t ladder = symbol * 4 + (LADDER_ASKS if side == SIDE_BUY else LADDER_BIDS)
+        cdef int32_t n = self.ladder_count[ladder]
+        if n == 0:
+            return False
+        cdef int64_t best = self.levels[self.ladder_level[<int64_t>ladder * self.max_levels + n - 1]].price
+        return price >= best if side == SIDE_BUY else price <= best
+
+    cdef bint fok_can_fill(self, slot_t s) noexcept:
+        """Dry run of the sweep of aggressor s: would it fill completely? (RULES.md 2 and 7)"""
+        cdef Order* o = &self.orders[s]
+        cdef bint market = o.order_type == OT_MARKET
+        cdef bint buy = o.side == SIDE_BUY
+        cdef int32_t ladder = o.symbol * 4 + (LADDER_ASKS if buy else LADDER_BIDS)
+        cdef int64_t base = <int64_t>ladder * self.max_levels
+        cdef int32_t pos = self.ladder_count[ladder] - 1
+        cdef int64_t need = o.leaves, avail = 0, own_key = self.acct_stp_key[o.account]
+        cdef bint stp = o.stp != STP_NONE
+        cdef Level* lv
+        cdef slot_t m
+        while pos >= 0:
+            lv = &self.levels[self.ladder_level[base + pos]]
+            if not market and ((buy and lv.price > o.price) or (not buy and lv.price < o.price)):
+                break
+            if not stp:
+                avail += lv.total
+            else:
+                m = lv.head
+                while m >= 0:
+                    if self.acct_stp_key[self.orders[m].account] == own_key:
+                        if o.stp != STP_CANCEL_OLDEST:
+                            # stops at its first own order: only the slices ahead of it trade
+                            return avail >= need
+                    else:
+                        avail += self.orders[m].leaves
+                    m = self.orders[m].next
+            if avail >= need:
+                return True
+            pos -= 1
+        return avail >= need
+
+    cdef int execute(self, slot_t s) except -1:
+        """Sweep with aggressor s (IN_FLIGHT, not on a ladder), then rest or cancel its remainder."""
+        cdef Order* o = &self.orders[s]
+        cdef Order* mo
+        cdef bint market = o.order_type == OT_MARKET
+        cdef bint buy = o.side == SIDE_BUY
+        cdef uint32_t sym = o.symbol
+        cdef int32_t ladder = sym * 4 + (LADDER_ASKS if buy else LADDER_BIDS)
+        cdef int64_t base = <int64_t>ladder * self.max_levels
+        cdef int64_t own_key = self.acct_stp_key[o.account]
+        cdef bint stp = o.stp != STP_NONE
+        cdef int32_t lvi
+        cdef Level* lv
+        cdef slot_t m
+        cdef int64_t q
+        cdef Event* e
+        cdef bint stopped = False
+        self.sw_traded = False
+        if o.tif == TIF_FOK and not self.fok_can_fill(s):
+            return self.cancel_order(s, CXL_FOK_UNFILLED)
+        # one resting order per iteration: the best level's head (matched orders leave the
+        # head, refreshed icebergs go to the back, so the same aggressor may meet them again)
+        while o.leaves > 0 and self.ladder_count[ladder] > 0:
+            lvi = self.ladder_level[base + self.ladder_count[ladder] - 1]
+            lv = &self.levels[lvi]
+            if not market and ((buy and lv.price > o.price) or (not buy and lv.price < o.price)):
+                break
+            m = lv.head
+            mo = &self.orders[m]
+            if stp and self.acct_stp_key[mo.account] == own_key:
+                e = self.emit(EV_STP_PREVENTED, s)
+                e.other_account = mo.account
+                e.other_order_id = mo.order_id
+                e.other_client_order_id = mo.client_order_id
+                e.price = lv.price
+                e.qty = min64(o.leaves, mo.shown)
+                e.other_leaves = mo.leaves
+                if o.stp == STP_CANCEL_NEWEST:
+                    stopped = True
+                    break
+                self.cancel_order(m, CXL_SELF_TRADE)   # drops the level if it empties
+                if o.stp == STP_CANCEL_BOTH:
+                    stopped = True
+                    break
+                continue
+            q = min64(o.leaves, mo.shown)
+            o.leaves -= q
+            o.filled += q
+            mo.leaves -= q
+            mo.filled += q
+            mo.shown -= q
+            lv.shown -= q
+            lv.total -= q
+            if not self.sw_traded:
+                self.sw_traded = True
+                self.sw_lo = self.sw_hi = lv.price
+            elif lv.price < self.sw_lo:
+                self.sw_lo = lv.price
+            elif lv.price > self.sw_hi:
+                self.sw_hi = lv.price
+            e = self.emit(EV_FILL, s)
+            e.other_account = mo.account
+            e.other_order_id = mo.order_id
+            e.other_client_order_id = mo.client_order_id
+            e.price = lv.price
+            e.qty = q
+            e.other_leaves = mo.leaves
+            e.trade_id = self.next_trade_id
+            self.next_trade_id += 1
+            if mo.leaves == 0:
+                self.fifo_unlink(m)
+                mo.level = -1
+                self.release(m)
+                if lv.count == 0:
+                    self.level_drop(lvi)
+            elif mo.shown == 0:
+                # iceberg: a new slice at the back of the level, new time priority
+                self.fifo_unlink(m)
+                mo.shown = min64(mo.display, mo.leaves)
+                lv.shown += mo.shown
+                self.fifo_append(lvi, m)
+                e = self.emit(EV_RESTATED, m)
+                e.qty = mo.shown
+        if self.sw_traded:
+            # buy sweeps print upwards, sell sweeps downwards: the last print is the extreme
+            self.sym_last[sym] = self.sw_hi if buy else self.sw_lo
+            self.sym_has_last[sym] = 1
+        if stopped:
+            self.cancel_order(s, CXL_SELF_TRADE)
+        elif o.leaves == 0:
+            self.release(s)
+        elif market:
+            self.cancel_order(s, CXL_MARKET_REMAINDER)
+        elif not can_rest(o.tif):
+            self.cancel_order(s, CXL_IOC_REMAINDER)   # FOK never gets here with leaves: the dry run said so
+        elif not self.ladder_has_room(sym * 4 + (LADDER_BIDS if buy else LADDER_ASKS), o.price if buy else -o.price):
+            self.cancel_order(s, CXL_NO_LEVEL_CAPACITY)
+        else:
+            if not o.registered:
+                self.register(s)
+            self.rest(s)
+        if self.sw_traded:
+            self.trigger_stops(sym)
+        return 0
+
+    cdef int trigger_stops(self, uint32_t sym) except -1:
+        """After a sweep that traded between sw_lo and sw_hi: queue the stops it reached."""
+        cdef int32_t start = self.q_tail
+        cdef int32_t ladder, lvi
+        cdef int64_t base
+        cdef Level* lv
+        cdef slot_t m
+        cdef int k
+        for k in range(2):
+            ladder = sym * 4 + LADDER_BUY_STOPS + k
+            base = <int64_t>ladder * self.max_levels
+            while self.ladder_count[ladder] > 0:
+                lvi = self.ladder_level[base + self.ladder_count[ladder] - 1]
+                lv = &self.levels[lvi]
+                if (ladder & 3) == LADDER_BUY_STOPS:
+                    if lv.price > self.sw_hi:
+                        break
+                elif lv.price < self.sw_lo:
+                    break
+                while lv.count > 0:
+                    m = lv.head
+                    self.fifo_unlink(m)
+                    self.orders[m].level = -1
+                    self.orders[m].state = OS_IN_FLIGHT
+                    self.queue[self.q_tail] = m
+                    self.q_tail += 1
+                self.level_drop(lvi)
+        global _sort_orders
+        if self.q_tail - start > 1:
+            _sort_orders = self.orders
+            qsort(&self.queue[start], self.q_tail - start, sizeof(int32_t), _cmp_by_order_id)
+        return 0
+
+    cdef int run_triggers(self) except -1:
+        """Enter queued stops one at a time, first in first out, until none is left (RULES.md 5)."""
+        cdef slot_t s
+        cdef Order* o
+        cdef Event* e
+        while self.q_head < self.q_tail:
+            s = self.queue[self.q_head]
+            self.q_head += 1
+            o = &self.orders[s]
+            o.order_type = OT_MARKET if o.order_type == OT_STOP else OT_LIMIT
+            e = self.emit(EV_TRIGGERED, s)
+            e.price = o.stop_price
+            e.qty = o.leaves
+            self.execute(s)
+        self.q_head = self.q_tail = 0
+        return 0
+
+    # -- BOOK MAINTENANCE --
+
+    cdef int32_t ladder_find(self, int32_t ladder, int64_t key, bint* found) noexcept:
+        """Position of `key` in the ascending ladder (lower bound); found set if present."""
+        cdef int64_t base = <int64_t>ladder * self.max_levels
+        cdef int32_t n = self.ladder_count[ladder]
+        cdef int32_t lo = 0, hi = n, mid, i
+        # most activity is near the top of the book: look at the last few first
+        i = n - 1
+        while i >= 0 and i >= n - 4:
+            if self.ladder_key[base + i] <= key:
+                found[0] = self.ladder_key[base + i] == key
+                return i if found[0] else i + 1
+            i -= 1
+        hi = i + 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.ladder_key[base + mid] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        found[0] = lo < n and self.ladder_key[base + lo] == key
+        return lo
+
+    cdef bint ladder_has_room(self, int32_t ladder, int64_t key) noexcept:
+        cdef bint found
+        if self.ladder_count[ladder] < self.max_levels:
+            return True
+        self.ladder_find(ladder, key, &found)
+        return found
+
+    cdef int32_t level_get(self, int32_t ladder, int64_t price) noexcept:
+        """The level at `price` on `ladder`, created if absent (the caller checked room)."""
+        cdef int64_t key = price if ((ladder & 3) == LADDER_BIDS or (ladder & 3) == LADDER_SELL_STOPS) else -price
+        cdef bint found
+        cdef int32_t pos = self.ladder_find(ladder, key, &found)
+        cdef int64_t base = <int64_t>ladder * self.max_levels
+        if found:
+            return self.ladder_level[base + pos]
+        cdef int32_t n = self.ladder_count[ladder]
+        cdef int32_t lvi = self.level_free_head
+        cdef Level* lv = &self.levels[lvi]
+        self.level_free_head = lv.next_free
+        memset(lv, 0, sizeof(Level))
+        lv.price = price
+        lv.head = lv.tail = -1
+        lv.next_free = -1
+        lv.ladder = ladder
+        if pos < n:
+            memmove(&self.ladder_key[base + pos + 1], &self.ladder_key[base + pos], (n - pos) * sizeof(int64_t))
+            memmove(&self.ladder_level[base + pos + 1], &self.ladder_level[base + pos], (n - pos) * sizeof(int32_t))
+        self.ladder_key[base + pos] = key
+        self.ladder_level[base + pos] = lvi
+        self.ladder_count[ladder] = n + 1
+        return lvi
+
+    cdef void level_drop(self, int32_t lvi) noexcept:
+        """Remove an empty level from its ladder and free it."""
+        cdef Level* lv = &self.levels[lvi]
+        cdef int32_t ladder = lv.ladder
+        cdef int64_t base = <int64_t>ladder * self.max_levels
+        cdef int32_t n = self.ladder_count[ladder]
+        cdef int64_t key = lv.price if ((ladder & 3) == LADDER_BIDS or (ladder & 3) == LADDER_SELL_STOPS) else -lv.price
+        cdef bint found
+        cdef int32_t pos
+        if self.ladder_level[base + n - 1] == lvi:
+            pos = n - 1
+        else:
+            pos = self.ladder_find(ladder, key, &found)
+            memmove(&self.ladder_key[base + pos], &self.ladder_key[base + pos + 1], (n - pos - 1) * sizeof(int64_t))
+            memmove(&self.ladder_level[base + pos], &self.ladder_level[base + pos + 1], (n - pos - 1) * sizeof(int32_t))
+        self.ladder_count[ladder] = n - 1
+        lv.next_free = self.level_free_head
+        lv.count = 0
+        self.level_free_head = lvi
+
+    cdef void fifo_append(self, int32_t lvi, slot_t s) noexcept:
+        cdef Level* lv = &self.levels[lvi]
+        cdef Order* o = &self.orders[s]
+        o.level = lvi
+        o.next = -1
+        o.prev = lv.tail
+        if lv.tail >= 0:
+            self.orders[lv.tail].next = s
+        else:
+            lv.head = s
+        lv.tail = s
+        lv.count += 1
+
+    cdef void fifo_unlink(self, slot_t s) noexcept:
+        """Take s out of its level's FIFO (aggregates are the caller's)."""
+        cdef Order* o = &self.orders[s]
+        cdef Level* lv = &self.levels[o.level]
+        if o.prev >= 0:
+            self.orders[o.prev].next = o.next
+        else:
+            lv.head = o.next
+        if o.next >= 0:
+            self.orders[o.next].prev = o.prev
+        else:
+            lv.tail = o.prev
+        o.next = o.prev = -1
+        lv.count -= 1
+
+    cdef int rest(self, slot_t s) except -1:
+        """Put s at the back of its level: a book level (limit) or a stop level (untriggered stop)."""
+        cdef Order* o = &self.orders[s]
+        cdef int32_t lvi
+        cdef bint stop = o.order_type == OT_STOP or o.order_type == OT_STOP_LIMIT
+        if stop:
+            lvi = self.level_get(o.symbol * 4 + (LADDER_BUY_STOPS if o.side == SIDE_BUY else LADDER_SELL_STOPS),
+                                 o.stop_price)
+            o.shown = 0
+            o.state = OS_UNTRIGGERED
+        else:
+            lvi = self.level_get(o.symbol * 4 + (LADDER_BIDS if o.side == SIDE_BUY else LADDER_ASKS), o.price)
+            o.shown = min64(o.display, o.leaves) if o.display > 0 else o.leaves
+            o.state = OS_RESTING
+        self.fifo_append(lvi, s)
+        self.levels[lvi].shown += o.shown
+        self.levels[lvi].total += o.leaves
+        return 0
+
+    cdef void unrest(self, slot_t s) noexcept:
+        """Take a RESTING/UNTRIGGERED order off its ladder (it stays registered)."""
+        cdef Order* o = &self.orders[s]
+        cdef int32_t lvi = o.level
+        cdef Level* lv = &self.levels[lvi]
+        lv.shown -= o.shown
+        lv.total -= o.leaves
+        self.fifo_unlink(s)
+        o.level = -1
+        o.shown = 0
+        o.state = OS_IN_FLIGHT
+        if lv.count == 0:
+            self.level_drop(lvi)
+
+    # -- ORDER LIFECYCLE --
+
+    cdef void register(self, slot_t s) noexcept:
+        """Make s findable (id tables) and listed (account, DAY/GTD lists): it rests or waits."""
+        cdef Order* o = &self.orders[s]
+        cdef uint32_t a = o.account
+        o.registered = 1
+        self.table_insert(self.oid_table, s, False)
+        self.table_insert(self.clid_table, s, True)
+        o.acct_prev = self.acct_tail[a]
+        o.acct_next = -1
+        if self.acct_tail[a] >= 0:
+            self.orders[self.acct_tail[a]].acct_next = s
+        else:
+            self.acct_head[a] = s
+        self.acct_tail[a] = s
+        self.acct_open[a] += 1
+        self.live_orders += 1
+        o.tif_prev = o.tif_next = -1
+        if o.tif == TIF_DAY:
+            o.tif_prev = self.day_tail
+            if self.day_tail >= 0:
+                self.orders[self.day_tail].tif_next = s
+            else:
+                self.day_head = s
+            self.day_tail = s
+        elif o.tif == TIF_GTD:
+            o.tif_prev = self.gtd_tail
+            if self.gtd_tail >= 0:
+                self.orders[self.gtd_tail].tif_next = s
+            else:
+                self.gtd_head = s
+            self.gtd_tail = s
+
+    cdef void release(self, slot_t s) noexcept:
+        """s is done: unregister it (if registered) and free its slot. It must be off any ladder."""
+        cdef Order* o = &self.orders[s]
+        cdef uint32_t a = o.account
+        if o.registered:
+            self.table_erase(self.oid_table, s, False)
+            self.table_erase(self.clid_table, s, True)
+            if o.acct_prev >= 0:
+                self.orders[o.acct_prev].acct_next = o.acct_next
+            else:
+                self.acct_head[a] = o.acct_next
+            if o.acct_next >= 0:
+                self.orders[o.acct_next].acct_prev = o.acct_prev
+            else:
+                self.acct_tail[a] = o.acct_prev
+            self.acct_open[a] -= 1
+            self.live_orders -= 1
+            if o.tif == TIF_DAY or o.tif == TIF_GTD:
+                if o.tif_prev >= 0:
+                    self.orders[o.tif_prev].tif_next = o.tif_next
+                elif o.tif == TIF_DAY:
+                    self.day_head = o.tif_next
+                else:
+                    self.gtd_head = o.tif_next
+                if o.tif_next >= 0:
+                    self.orders[o.tif_next].tif_prev = o.tif_prev
+                elif o.tif == TIF_DAY:
+                    self.day_tail = o.tif_prev
+                else:
+                    self.gtd_tail = o.tif_prev
+            o.registered = 0
+        o.state = OS_FREE
+        o.shown = 0
+        o.acct_next = self.free_head
+        self.free_head = s
+        self.used_slots -= 1
+
+    cdef int cancel_order(self, slot_t s, uint16_t reason) except -1:
+        """Cancel the whole remainder of s (resting, untriggered or in flight) and free it."""
+        cdef Order* o = &self.orders[s]
+        if o.level >= 0:
+            self.unrest(s)
+        cdef Event* e = self.emit(EV_CANCELLED, s)
+        e.reason = reason
+        e.qty = o.leaves
+        e.leaves = 0
+        o.leaves = 0
+        self.release(s)
+        return 0
+
+    cdef slot_t find_order(self, uint32_t account, uint64_t order_id, uint64_t client_order_id) noexcept:
+        """The live order of `account` with that order id (or, if 0, that client order id); -1 if none."""
+        cdef uint64_t i
+        cdef slot_t s
+        if order_id != 0:
+            i = mix64(order_id) & self.table_mask
+            while True:
+                s = self.oid_table[i]
+                if s < 0:
+                    return -1
+                if self.orders[s].order_id == order_id:
+                    return s if self.orders[s].account == account else -1
+                i = (i + 1) & self.table_mask
+        i = clid_hash(account, client_order_id) & self.table_mask
+        while True:
+            s = self.clid_table[i]
+            if s < 0:
+                return -1
+            if self.orders[s].client_order_id == client_order_id and self.orders[s].account == account:
+                return s
+            i = (i + 1) & self.table_mask
+
+    # -- ID TABLES --
+    # Open addressing with linear probing over int32 slots; keys are read from the
+    # order itself, so a table costs 4 bytes an entry. Load <= 1/2. Deletion shifts
+    # back the following run (no tombstones, so probes never degrade).
+
+    cdef uint64_t slot_hash(self, slot_t s, bint by_clid) noexcept:
+        if by_clid:
+            return clid_hash(self.orders[s].account, self.orders[s].client_order_id)
+        return mix64(self.orders[s].order_id)
+
+    cdef void table_insert(self, int32_t* table, slot_t s, bint by_clid) noexcept:
+        cdef uint64_t i = self.slot_hash(s, by_clid) & self.table_mask
+        while table[i] >= 0:
+            i = (i + 1) & self.table_mask
+        table[i] = s
+
+    cdef void table_erase(self, int32_t* table, slot_t s, bint by_clid) noexcept:
+        cdef uint64_t mask = self.table_mask
+        cdef uint64_t i = self.slot_hash(s, by_clid) & mask, j, k
+        while table[i] != s:
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            if table[j] < 0:
+                break
+            k = self.slot_hash(table[j], by_clid) & mask
+            # leave table[j] where it is if its home k lies cyclically in (i, j]
+            if (i <= j and i < k <= j) or (i > j and (i < k or k <= j)):
+                continue
+            table[i] = table[j]
+            i = j
+        table[i] = -1
+
+    # -- PYTHON-FRIENDLY WRAPPER (tests and tools; not the hot path) --
+
+    def command(self, **fields):
+        """Apply one command given as COMMAND fields; return its events as EventTuples."""
+        rec = np.zeros(1, dtype=COMMAND.dtype)
+        for name, value in fields.items():
+            rec[name] = value
+        return [EventTuple(*(int(ev[f]) for f in EventTuple._fields)) for ev in self.process(rec)]
+
+    def new_order(self, account, client_order_id, symbol, side, qty, price=0, order_type=OrderType.LIMIT,
+                  tif=TimeInForce.GTC, stp=SelfTradePrevention.CANCEL_NEWEST, flags=0, stop_price=0,
+                  display_qty=0, expire_ts_ns=0, strategy=0, seq=0):
+        return self.command(kind=CommandKind.NEW_ORDER, account=account, client_order_id=client_order_id,
+                            symbol=symbol, side=side, qty=qty, price=price, order_type=order_type, tif=tif,
+                            stp=stp, flags=flags, stop_price=stop_price, display_qty=display_qty,
+                            expire_ts_ns=expire_ts_ns, strategy=strategy, seq=seq)
+
+    def cancel(self, account, order_id=0, client_order_id=0, seq=0):
+        return self.command(kind=CommandKind.CANCEL, account=account, order_id=order_id,
+                            client_order_id=client_order_id, seq=seq)
+
+    def amend(self, account, order_id=0, client_order_id=0, qty=0, price=0, stop_price=0, seq=0):
+        return self.command(kind=CommandKind.AMEND, account=account, order_id=order_id,
+                            client_order_id=client_order_id, qty=qty, price=price, stop_price=stop_price, seq=seq)
+
+    def mass_cancel(self, account, symbol=0, side=0, seq=0):
+        return self.command(kind=CommandKind.MASS_CANCEL, account=account, symbol=symbol, side=side, seq=seq)
+
+    def end_of_day(self, symbol=0, seq=0):
+        return self.command(kind=CommandKind.END_OF_DAY, symbol=symbol, seq=seq)
+
+    def expire(self, now_ns, seq=0):
+        return self.command(kind=CommandKind.EXPIRE, expire_ts_ns=now_ns, seq=seq)
+
+    def halt(self, symbol, seq=0):
+        return self.command(kind=CommandKind.HALT, symbol=symbol, seq=seq)
+
+    def resume(self, symbol, seq=0):
+        return self.command(kind=CommandKind.RESUME, symbol=symbol, seq=seq)
+
+    # -- QUERIES --
+
+    def depth(self, uint32_t symbol, int levels=5):
+        """(bids, asks): lists of (price, shown_qty, order_count), best first."""
+        if symbol == 0 or symbol >= <uint32_t>self.max_symbols:
+            raise ValueError(f"unknown symbol {symbol}")
+        out = []
+        cdef int32_t ladder, pos, k
+        cdef int64_t base
+        cdef Level* lv
+        for ladder in (symbol * 4 + LADDER_BIDS, symbol * 4 + LADDER_ASKS):
+            side = []
+            base = <int64_t>ladder * self.max_levels
+            pos = self.ladder_count[ladder] - 1
+            k = 0
+            while pos >= 0 and k < levels:
+                lv = &self.levels[self.ladder_level[base + pos]]
+                side.append((lv.price, lv.shown, lv.count))
+                pos -= 1
+                k += 1
+            out.append(side)
+        return out[0], out[1]
+
+    cdef dict _order_dict(self, slot_t s):
+        cdef Order* o = &self.orders[s]
+        return dict(order_id=o.order_id, client_order_id=o.client_order_id, account=o.account,
+                    symbol=o.symbol, side=o.side, order_type=o.order_type, tif=o.tif, stp=o.stp,
+                    flags=o.flags, price=o.price, stop_price=o.stop_price, qty=o.qty, leaves=o.leaves,
+                    shown=o.shown, display_qty=o.display, filled=o.filled, expire_ts_ns=o.expire_ts_ns,
+                    strategy=o.strategy, state=o.state)
+
+    def order(self, uint64_t order_id):
+        """The live order with that id as a dict, or None."""
+        if order_id == 0:
+            return None
+        cdef uint64_t i = mix64(order_id) & self.table_mask
+        cdef slot_t s
+        while True:
+            s = self.oid_table[i]
+            if s < 0:
+                return None
+            if self.orders[s].order_id == order_id:
+                return self._order_dict(s)
+            i = (i + 1) & self.table_mask
+
+    def open_orders(self, uint32_t account):
+        """The account's live orders (resting and untriggered), ascending order id."""
+        if account == 0 or account >= <uint32_t>self.max_accounts:
+            return []
+        out = []
+        cdef slot_t s = self.acct_head[account]
+        while s >= 0:
+            out.append(self._order_dict(s))
+            s = self.orders[s].acct_next
+        return out
+
+    def last_price(self, uint32_t symbol):
+        if symbol == 0 or symbol >= <uint32_t>self.max_symbols or not self.sym_has_last[symbol]:
+            return None
+        return self.sym_last[symbol]
+
+    def symbol_state(self, uint32_t symbol):
+        return self.sym_state[symbol] if 0 < symbol < <uint32_t>self.max_symbols else 0
+
+    def memory_bytes(self):
+        """Bytes held by the preallocated arrays."""
+        total = 0
+        for arr in (self.orders_arr, self.levels_arr, self.ladder_key_arr, self.ladder_level_arr,
+                    self.ladder_count_arr, self.oid_table_arr, self.clid_table_arr, self.queue_arr,
+                    self.events_arr):
+            total += arr.nbytes
+        for cols in (self.sym_arr, self.acct_arr):
+            total += sum(a.nbytes for a in cols.values())
+        return total
+
+    # -- CHECKS --
+
+    def state_hash(self):
+        """A 64-bit hash of the whole matching state: books in priority order, stops, counters."""
+        cdef uint64_t h = <uint64_t>0xcbf29ce484222325ULL
+        cdef int32_t sym, ladder, pos
+        cdef int64_t base
+        cdef Level* lv
+        cdef slot_t m
+        cdef Order* o
+        _fnv(&h, self.next_order_id)
+        _fnv(&h, self.next_trade_id)
+        _fnv(&h, <uint64_t>self.clock_ns)
+        for sym in range(self.max_symbols):
+            if self.sym_state[sym] == 0:
+                continue
+            _fnv(&h, sym)
+            _fnv(&h, self.sym_state[sym])
+            _fnv(&h, self.sym_has_last[sym])
+            _fnv(&h, <uint64_t>self.sym_last[sym])
+            for ladder in range(sym * 4, sym * 4 + 4):
+                base = <int64_t>ladder * self.max_levels
+                for pos in range(self.ladder_count[ladder] - 1, -1, -1):
+                    lv = &self.levels[self.ladder_level[base + pos]]
+                    _fnv(&h, <uint64_t>lv.price)
+                    m = lv.head
+                    while m >= 0:
+                        o = &self.orders[m]
+                        for v in (o.order_id, o.client_order_id, o.account, o.side, o.order_type, o.tif, o.stp,
+                                  o.flags, o.price, o.stop_price, o.qty, o.leaves, o.shown, o.display, o.filled,
+                                  o.expire_ts_ns, o.strategy):
+                            _fnv(&h, <uint64_t><int64_t>v)
+                        m = o.next
+        for sym in range(self.max_accounts):
+            if self.acct_defined[sym]:
+                _fnv(&h, sym)
+                _fnv(&h, self.acct_last_clid[sym])
+                _fnv(&h, <uint64_t>self.acct_stp_key[sym])
+        return h
+
+    def validate(self):
+        """Check every internal invariant; raise AssertionError naming the first broken one."""
+        cdef int32_t sym, ladder, pos, n, cnt
+        cdef int64_t base, shown, total
+        cdef Level* lv
+        cdef slot_t m, prev
+        cdef Order* o
+        on_book = 0
+        for sym in range(self.max_symbols):
+            for ladder in range(sym * 4, sym * 4 + 4):
+                base = <int64_t>ladder * self.max_levels
+                n = self.ladder_count[ladder]
+                assert 0 <= n <= self.max_levels, f"ladder {ladder}: count {n}"
+                if n and self.sym_state[sym] == 0:
+                    raise AssertionError(f"ladder {ladder} of undefined symbol {sym} holds levels")
+                for pos in range(n):
+                    if pos:
+                        assert self.ladder_key[base + pos - 1] < self.ladder_key[base + pos], \
+                            f"ladder {ladder}: keys not strictly ascending at {pos}"
+                    lv = &self.levels[self.ladder_level[base + pos]]
+                    assert lv.ladder == <uint32_t>ladder, f"level on ladder {ladder} says {lv.ladder}"
+                    key = lv.price if (ladder & 3) in (LADDER_BIDS, LADDER_SELL_STOPS) else -lv.price
+                    assert key == self.ladder_key[base + pos], f"ladder {ladder}: key/price mismatch"
+                    assert lv.count > 0, f"ladder {ladder}: empty level at {lv.price}"
+                    cnt = 0
+                    shown = total = 0
+                    prev = -1
+                    m = lv.head
+                    while m >= 0:
+                        o = &self.orders[m]
+                        assert o.prev == prev, f"order {o.order_id}: broken FIFO back link"
+                        assert o.level == self.ladder_level[base + pos], f"order {o.order_id}: wrong level"
+                        assert o.symbol == <uint32_t>sym, f"order {o.order_id}: on another symbol's ladder"
+                        assert o.registered, f"order {o.order_id}: on a ladder but not registered"
+                        assert o.leaves > 0, f"order {o.order_id}: on a ladder with no leaves"
+                        assert o.qty == o.filled + o.leaves, f"order {o.order_id}: qty != filled + leaves"
+                        if (ladder & 3) < 2:
+                            assert o.state == OS_RESTING, f"order {o.order_id}: on the book but not RESTING"
+                            assert o.side == (SIDE_BUY if (ladder & 3) == LADDER_BIDS else SIDE_SELL), \
+                                f"order {o.order_id}: wrong side"
+                            assert o.price == lv.price, f"order {o.order_id}: price != level price"
+                            assert 0 < o.shown <= o.leaves, f"order {o.order_id}: shown {o.shown}"
+                            if o.display == 0:
+                                assert o.shown == o.leaves, f"order {o.order_id}: not fully shown"
+                            else:
+                                assert o.shown <= o.display, f"order {o.order_id}: shown above display"
+                        else:
+                            assert o.state == OS_UNTRIGGERED, f"order {o.order_id}: on a stop ladder, not UNTRIGGERED"
+                            assert o.stop_price == lv.price, f"order {o.order_id}: stop != level price"
+                        shown += o.shown
+                        total += o.leaves
+                        cnt += 1
+                        prev = m
+                        m = o.next
+                    assert lv.tail == prev, f"level {lv.price}: tail mismatch"
+                    assert cnt == lv.count, f"level {lv.price}: count {lv.count} != {cnt}"
+                    assert shown == lv.shown, f"level {lv.price}: shown {lv.shown} != {shown}"
+                    assert total == lv.total, f"level {lv.price}: total {lv.total} != {total}"
+                    on_book += cnt
+            bids = sym * 4 + LADDER_BIDS
+            asks = sym * 4 + LADDER_ASKS
+            if self.ladder_count[bids] and self.ladder_count[asks]:
+                bb = self.levels[self.ladder_level[<int64_t>bids * self.max_levels + self.ladder_count[bids] - 1]].price
+                ba = self.levels[self.ladder_level[<int64_t>asks * self.max_levels + self.ladder_count[asks] - 1]].price
+                assert bb < ba, f"symbol {sym}: crossed book at rest (bid {bb} >= ask {ba})"
+        assert on_book == self.live_orders, f"{on_book} orders on ladders, live_orders {self.live_orders}"
+        listed = 0
+        for a in range(self.max_accounts):
+            m = self.acct_head[a]
+            prev = -1
+            cnt = 0
+            while m >= 0:
+                o = &self.orders[m]
+                assert o.account == <uint32_t>a and o.registered, f"account {a}: foreign or unregistered order"
+                assert o.acct_prev == prev, f"account {a}: broken back link"
+                assert self.find_order(a, o.order_id, 0) == m, f"order {o.order_id}: not found by id"
+                assert self.find_order(a, 0, o.client_order_id) == m, f"order {o.order_id}: not found by client id"
+                if prev >= 0:
+                    assert self.orders[prev].order_id < o.order_id, f"account {a}: list not in acceptance order"
+                prev = m
+                m = o.acct_next
+                cnt += 1
+            assert cnt == self.acct_open[a], f"account {a}: open {self.acct_open[a]} != {cnt}"
+            listed += cnt
+        assert listed == self.live_orders, f"accounts list {listed} orders, live_orders {self.live_orders}"
+        free = 0
+        m = self.free_head
+        while m >= 0:
+            assert self.orders[m].state == OS_FREE, f"slot {m}: on the free list but in use"
+            free += 1
+            m = self.orders[m].acct_next
+        assert free + self.used_slots == self.max_orders, f"free {free} + used {self.used_slots} != capacity"
+        assert self.used_slots == self.live_orders, f"used slots {self.used_slots} != live orders {self.live_orders}"
+        tabled = int((self.oid_table_arr >= 0).sum())
+        assert tabled == self.live_orders, f"order id table holds {tabled}, live {self.live_orders}"
+        tabled = int((self.clid_table_arr >= 0).sum())
+        assert tabled == self.live_orders, f"client id table holds {tabled}, live {self.live_orders}"
