@@ -65,15 +65,17 @@ cdef class Engine:
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
     cdef readonly object orders_arr, levels_arr, ladder_key_arr, ladder_level_arr, ladder_count_arr
-    cdef readonly object oid_table_arr, clid_table_arr, queue_arr, events_arr
+    cdef readonly object oid_table_arr, clid_table_arr, oid_disp_arr, clid_disp_arr, queue_arr, events_arr
     cdef readonly object sym_arr, acct_arr
     cdef Order* orders
     cdef Level* levels
     cdef int64_t* ladder_key      # per ladder, max_levels keys ascending; best = last. key = price (bids, sell stops) or -price
     cdef int32_t* ladder_level    # level pool index beside each key
     cdef int32_t* ladder_count
-    cdef int32_t* oid_table       # order_id -> slot, open addressing, -1 empty
-    cdef int32_t* clid_table      # (account, client_order_id) -> slot
+    cdef int32_t* oid_table       # order_id -> slot, Robin Hood linear probing, -1 empty
+    cdef int32_t* clid_table      # (account, client_order_id) -> slot, likewise
+    cdef uint16_t* oid_disp       # each entry's distance from its home position
+    cdef uint16_t* clid_disp
     cdef uint64_t table_mask
     cdef int32_t* queue           # stop trigger FIFO (slots)
     cdef int32_t q_head, q_tail
@@ -153,9 +155,9 @@ cdef class Engine:
     cdef slot_t find_order(self, uint32_t account, uint64_t order_id, uint64_t client_order_id) noexcept
 
     # -- ID TABLES --
-    cdef uint64_t slot_hash(self, slot_t s, bint by_clid) noexcept
-    cdef void table_insert(self, int32_t* table, slot_t s, bint by_clid) noexcept
-    cdef void table_erase(self, int32_t* table, slot_t s, bint by_clid) noexcept
+    cdef void table_insert(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept
+    cdef void table_erase(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept
+    cdef slot_t find_by_id(self, uint64_t order_id) noexcept
 
     # -- EVENTS --
     cdef Event* emit(self, uint8_t kind, slot_t s) except NULL

@@ -135,6 +135,8 @@ cdef class Engine:
         self.table_mask = tsize - 1
         self.oid_table_arr = np.full(tsize, -1, dtype=np.int32)
         self.clid_table_arr = np.full(tsize, -1, dtype=np.int32)
+        self.oid_disp_arr = np.zeros(tsize, dtype=np.uint16)
+        self.clid_disp_arr = np.zeros(tsize, dtype=np.uint16)
         self.queue_arr = np.zeros(max_orders, dtype=np.int32)
         self.sym_arr = np.zeros(max_symbols, dtype=SYMBOL_DTYPE)
         self.acct_arr = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
@@ -147,6 +149,8 @@ cdef class Engine:
         self.ladder_count = <int32_t*>_data(self.ladder_count_arr)
         self.oid_table = <int32_t*>_data(self.oid_table_arr)
         self.clid_table = <int32_t*>_data(self.clid_table_arr)
+        self.oid_disp = <uint16_t*>_data(self.oid_disp_arr)
+        self.clid_disp = <uint16_t*>_data(self.clid_disp_arr)
         self.queue = <int32_t*>_data(self.queue_arr)
         self._bind_columns()
         self.ev_buf = <Event*>_data(self.events_arr)
@@ -956,8 +960,8 @@ cdef class Engine:
         cdef Order* o = &self.orders[s]
         cdef uint32_t a = o.account
         o.registered = 1
-        self.table_insert(self.oid_table, s, False)
-        self.table_insert(self.clid_table, s, True)
+        self.table_insert(self.oid_table, self.oid_disp, s, o.order_id)
+        self.table_insert(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
         o.acct_prev = self.acct_tail[a]
         o.acct_next = -1
         if self.acct_tail[a] >= 0:
@@ -988,8 +992,8 @@ cdef class Engine:
         cdef Order* o = &self.orders[s]
         cdef uint32_t a = o.account
         if o.registered:
-            self.table_erase(self.oid_table, s, False)
-            self.table_erase(self.clid_table, s, True)
+            self.table_erase(self.oid_table, self.oid_disp, s, o.order_id)
+            self.table_erase(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
             if o.acct_prev >= 0:
                 self.orders[o.acct_prev].acct_next = o.acct_next
             else:
@@ -1035,59 +1039,77 @@ cdef class Engine:
 
     cdef slot_t find_order(self, uint32_t account, uint64_t order_id, uint64_t client_order_id) noexcept:
         """The live order of `account` with that order id (or, if 0, that client order id); -1 if none."""
-        cdef uint64_t i
         cdef slot_t s
         if order_id != 0:
-            i = mix64(order_id) & self.table_mask
-            while True:
-                s = self.oid_table[i]
-                if s < 0:
-                    return -1
-                if self.orders[s].order_id == order_id:
-                    return s if self.orders[s].account == account else -1
-                i = (i + 1) & self.table_mask
-        i = clid_hash(account, client_order_id) & self.table_mask
+            s = self.find_by_id(order_id)
+            return s if s >= 0 and self.orders[s].account == account else -1
+        cdef uint64_t mask = self.table_mask
+        cdef uint64_t i = clid_hash(account, client_order_id) & mask
+        cdef uint16_t d = 0
         while True:
             s = self.clid_table[i]
-            if s < 0:
+            if s < 0 or self.clid_disp[i] < d:
                 return -1
             if self.orders[s].client_order_id == client_order_id and self.orders[s].account == account:
                 return s
-            i = (i + 1) & self.table_mask
+            i = (i + 1) & mask
+            d += 1
+
+    cdef slot_t find_by_id(self, uint64_t order_id) noexcept:
+        cdef uint64_t mask = self.table_mask
+        cdef uint64_t i = order_id & mask
+        cdef uint16_t d = 0
+        cdef slot_t s
+        while True:
+            s = self.oid_table[i]
+            if s < 0 or self.oid_disp[i] < d:
+                return -1
+            if self.orders[s].order_id == order_id:
+                return s
+            i = (i + 1) & mask
+            d += 1
 
     # -- ID TABLES --
-    # Open addressing with linear probing over int32 slots; keys are read from the
-    # order itself, so a table costs 4 bytes an entry. Load <= 1/2. Deletion shifts
-    # back the following run (no tombstones, so probes never degrade).
+    # Robin Hood linear probing over int32 slots, with each entry's displacement
+    # from its home kept beside it (2 bytes), so inserts and deletes never read
+    # another order's key. Load <= 1/2. Order ids are assigned sequentially by
+    # the core, so they are their own hash: inserts walk the table in order.
+    # Client order ids are chosen by clients, so they are mixed (splitmix64)
+    # and no choice of ids can build long probe runs. Deletion shifts the run
+    # after the hole back until an entry at its home (the Robin Hood invariant
+    # keeps a run sorted by home, so nothing after that entry can move).
 
-    cdef uint64_t slot_hash(self, slot_t s, bint by_clid) noexcept:
-        if by_clid:
-            return clid_hash(self.orders[s].account, self.orders[s].client_order_id)
-        return mix64(self.orders[s].order_id)
-
-    cdef void table_insert(self, int32_t* table, slot_t s, bint by_clid) noexcept:
-        cdef uint64_t i = self.slot_hash(s, by_clid) & self.table_mask
-        while table[i] >= 0:
-            i = (i + 1) & self.table_mask
-        table[i] = s
-
-    cdef void table_erase(self, int32_t* table, slot_t s, bint by_clid) noexcept:
+    cdef void table_insert(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept:
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = self.slot_hash(s, by_clid) & mask, j, k
+        cdef uint64_t i = home & mask
+        cdef uint16_t d = 0, td
+        cdef slot_t ts
+        while table[i] >= 0:
+            if disp[i] < d:
+                ts = table[i]
+                td = disp[i]
+                table[i] = s
+                disp[i] = d
+                s = ts
+                d = td
+            i = (i + 1) & mask
+            d += 1
+        table[i] = s
+        disp[i] = d
+
+    cdef void table_erase(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept:
+        cdef uint64_t mask = self.table_mask
+        cdef uint64_t i = home & mask, j
         while table[i] != s:
             i = (i + 1) & mask
-        j = i
-        while True:
-            j = (j + 1) & mask
-            if table[j] < 0:
-                break
-            k = self.slot_hash(table[j], by_clid) & mask
-            # leave table[j] where it is if its home k lies cyclically in (i, j]
-            if (i <= j and i < k <= j) or (i > j and (i < k or k <= j)):
-                continue
+        j = (i + 1) & mask
+        while table[j] >= 0 and disp[j] > 0:
             table[i] = table[j]
+            disp[i] = disp[j] - 1
             i = j
+            j = (j + 1) & mask
         table[i] = -1
+        disp[i] = 0
 
     # -- PYTHON-FRIENDLY WRAPPER (tests and tools; not the hot path) --
 
@@ -1162,17 +1184,8 @@ cdef class Engine:
 
     def order(self, uint64_t order_id):
         """The live order with that id as a dict, or None."""
-        if order_id == 0:
-            return None
-        cdef uint64_t i = mix64(order_id) & self.table_mask
-        cdef slot_t s
-        while True:
-            s = self.oid_table[i]
-            if s < 0:
-                return None
-            if self.orders[s].order_id == order_id:
-                return self._order_dict(s)
-            i = (i + 1) & self.table_mask
+        cdef slot_t s = self.find_by_id(order_id) if order_id else -1
+        return self._order_dict(s) if s >= 0 else None
 
     def open_orders(self, uint32_t account):
         """The account's live orders (resting and untriggered), ascending order id."""
@@ -1197,8 +1210,8 @@ cdef class Engine:
         """Bytes held by the preallocated arrays."""
         total = 0
         for arr in (self.orders_arr, self.levels_arr, self.ladder_key_arr, self.ladder_level_arr,
-                    self.ladder_count_arr, self.oid_table_arr, self.clid_table_arr, self.queue_arr,
-                    self.events_arr):
+                    self.ladder_count_arr, self.oid_table_arr, self.clid_table_arr, self.oid_disp_arr,
+                    self.clid_disp_arr, self.queue_arr, self.events_arr):
             total += arr.nbytes
         for cols in (self.sym_arr, self.acct_arr):
             total += sum(a.nbytes for a in cols.values())
