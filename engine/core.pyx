@@ -1247,6 +1247,65 @@ cdef class Engine:
             total += sum(a.nbytes for a in cols.values())
         return total
 
+    # -- SNAPSHOT STATE --
+
+    SCALARS = ("next_order_id", "next_trade_id", "clock_ns", "live_orders", "used_slots", "free_head",
+               "level_free_head", "day_head", "day_tail", "gtd_head", "gtd_tail", "table_mask")
+
+    def export_state(self):
+        """The whole matching state as {name: numpy array (a view, not a copy) or int}.
+        Only meaningful between commands (no event pending)."""
+        if self.ev_count:
+            raise RuntimeError("drain events before exporting state")
+        state = {"capacity": np.array([self.max_orders, self.max_accounts, self.max_symbols, self.max_levels],
+                                      dtype=np.int64)}
+        state["scalars"] = np.array([
+            self.next_order_id, self.next_trade_id, self.clock_ns, self.live_orders, self.used_slots,
+            self.free_head, self.level_free_head, self.day_head, self.day_tail, self.gtd_head, self.gtd_tail,
+            self.table_mask], dtype=np.int64)   # order: SCALARS
+        for name in ("orders_arr", "levels_arr", "ladder_key_arr", "ladder_level_arr", "ladder_count_arr",
+                     "oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr"):
+            state[name] = getattr(self, name)
+        for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
+            for col, arr in cols.items():
+                state[prefix + col] = arr
+        return state
+
+    def import_state(self, state):
+        """Load a state made by export_state() into this engine (same capacities)."""
+        cap = [int(x) for x in state["capacity"]]
+        if cap != [self.max_orders, self.max_accounts, self.max_symbols, self.max_levels]:
+            raise ValueError(f"snapshot capacities {cap} differ from this engine's "
+                             f"{[self.max_orders, self.max_accounts, self.max_symbols, self.max_levels]}")
+        targets = {name: getattr(self, name) for name in (
+            "orders_arr", "levels_arr", "ladder_key_arr", "ladder_level_arr", "ladder_count_arr",
+            "oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr")}
+        for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
+            for col, arr in cols.items():
+                targets[prefix + col] = arr
+        for name, dst in targets.items():
+            src = state[name]
+            if src.dtype != dst.dtype or src.shape != dst.shape:
+                raise ValueError(f"snapshot array {name}: {src.dtype}{src.shape} != {dst.dtype}{dst.shape}")
+        for name, dst in targets.items():
+            dst[...] = state[name]
+        cdef const int64_t[:] sc = np.ascontiguousarray(state["scalars"], dtype=np.int64)
+        self.next_order_id = sc[0]
+        self.next_trade_id = sc[1]
+        self.clock_ns = sc[2]
+        self.live_orders = <int32_t>sc[3]
+        self.used_slots = <int32_t>sc[4]
+        self.free_head = <int32_t>sc[5]
+        self.level_free_head = <int32_t>sc[6]
+        self.day_head = <int32_t>sc[7]
+        self.day_tail = <int32_t>sc[8]
+        self.gtd_head = <int32_t>sc[9]
+        self.gtd_tail = <int32_t>sc[10]
+        if <uint64_t>sc[11] != self.table_mask:
+            raise ValueError("snapshot table size differs")
+        self.q_head = self.q_tail = 0
+        self.ev_count = 0
+
     # -- CHECKS --
 
     def state_hash(self):
