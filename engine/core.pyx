@@ -666,7 +666,7 @@ cdef class Engine:
         cdef int32_t ladder = o.symbol * 4 + (LADDER_ASKS if buy else LADDER_BIDS)
         cdef int64_t base = <int64_t>ladder * self.max_levels
         cdef int32_t pos = self.ladder_count[ladder] - 1
-        cdef int64_t need = o.leaves, avail = 0, own_key = self.acct_stp_key[o.account]
+        cdef int64_t need = o.leaves, avail = 0, ahead, level_leaves, own_key = self.acct_stp_key[o.account]
         cdef bint stp = o.stp != STP_NONE
         cdef Level* lv
         cdef slot_t m
@@ -677,15 +677,22 @@ cdef class Engine:
             if not stp:
                 avail += lv.total
             else:
+                # Without an own order in the level, every other order trades in full
+                # (icebergs refresh behind and are met again). Under CANCEL_NEWEST/BOTH
+                # the sweep stops at the first own order: only the shown slices ahead
+                # of it trade (an iceberg's refresh goes behind it).
+                ahead = 0
+                level_leaves = 0
                 m = lv.head
                 while m >= 0:
                     if self.acct_stp_key[self.orders[m].account] == own_key:
                         if o.stp != STP_CANCEL_OLDEST:
-                            # stops at its first own order: only the slices ahead of it trade
-                            return avail >= need
+                            return avail + ahead >= need
                     else:
-                        avail += self.orders[m].leaves
+                        ahead += self.orders[m].shown
+                        level_leaves += self.orders[m].leaves
                     m = self.orders[m].next
+                avail += level_leaves
             if avail >= need:
                 return True
             pos -= 1
