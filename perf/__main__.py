@@ -1,0 +1,196 @@
+"""trading-engine benchmarks: `python -m perf SCENARIO [options]`.
+
+Scenarios here:
+  core     the matching core alone, in-process, driven from a command buffer
+           (perf/workload.py), 1 symbol and 100 symbols; median ops/s of --runs
+           fresh engines with the spread, per-command latency percentiles from
+           Engine.run_timed, and the same workload through the Python baselines
+           in the same run (a sorted-dict book; lightmatchingengine if installed)
+  memory   RSS and preallocated array bytes holding 1,000,000 resting orders
+Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
+perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
+Scenarios that need the server (roundtrip, throughput, sessions, journal, replay,
+recovery) arrive with the server and journal.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from perf import baseline, workload
+
+OUT = Path(__file__).resolve().parent / "out"
+PERCENTILES = (50, 90, 99, 99.9, 99.99)
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    return dict(cpu=cpu, cores=os.cpu_count(), kernel=platform.release(), python=platform.python_version(),
+                commit=commit, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
+def pin(cpu):
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+
+
+def spread(xs):
+    return dict(median=statistics.median(xs), min=min(xs), max=max(xs), runs=len(xs))
+
+
+def core_scenario(args):
+    results = {}
+    for symbols in args.symbols:
+        cmds, ops = workload.generate(args.n, symbols=symbols, seed=args.seed, prefill=args.prefill)
+        rates, lat_runs = [], []
+        for _ in range(args.runs):
+            e = workload.make_engine(symbols, max_orders=args.max_orders)
+            gc.collect()
+            gc.disable()
+            t = time.perf_counter()
+            events = e.run(cmds)
+            dt = time.perf_counter() - t
+            gc.enable()
+            rates.append(len(cmds) / dt)
+            e = workload.make_engine(symbols, max_orders=args.max_orders)
+            lat = np.zeros(len(cmds), dtype=np.int64)
+            e.run_timed(cmds, lat)
+            lat_runs.append(lat)
+            e.validate()
+        lat = np.concatenate(lat_runs)
+        n = len(cmds)
+        entry = dict(ops=n, prefill=args.prefill, events_per_run=int(events), ops_per_s=spread(rates),
+                     latency_ns={str(p): float(np.percentile(lat, p)) for p in PERCENTILES} | {"max": int(lat.max())})
+        bn = min(args.baseline_n + args.prefill, len(cmds))
+        b_rates = []
+        for _ in range(max(1, args.runs // 2)):
+            t = time.perf_counter()
+            baseline.run_sorted_dict(ops[:bn])
+            b_rates.append(bn / (time.perf_counter() - t))
+        entry["sorted_dict_ops_per_s"] = spread(b_rates)
+        entry["ratio_vs_sorted_dict"] = entry["ops_per_s"]["median"] / entry["sorted_dict_ops_per_s"]["median"]
+        try:
+            t = time.perf_counter()
+            baseline.run_lightmatchingengine(ops[:bn])
+            lme = bn / (time.perf_counter() - t)
+            entry["lightmatchingengine_ops_per_s"] = lme
+            entry["ratio_vs_lightmatchingengine"] = entry["ops_per_s"]["median"] / lme
+        except ImportError:
+            entry["lightmatchingengine_ops_per_s"] = None
+        entry["live_orders_at_end"] = e.live_orders
+        results[f"{symbols}_symbols"] = entry
+        if args.plot:
+            plot_latency(lat, f"core, {symbols} symbol(s)", OUT / f"core-latency-{symbols}sym.png")
+    return results
+
+
+def plot_latency(lat, title, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot; pip install '.[perf]')", file=sys.stderr)
+        return
+    qs = np.array([50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999])
+    vals = np.percentile(lat, qs)
+    x = -np.log10(1 - qs / 100)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, vals, marker="o")
+    ax.set_xticks(x, [f"p{q:g}" for q in qs], rotation=45)
+    ax.set_ylabel("ns per command")
+    ax.set_yscale("log")
+    ax.set_title(f"Latency by percentile: {title}")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_scenario(args):
+    n = args.resting
+    cmds = workload.resting_adds(n)
+    before = rss_bytes()
+    e = workload.make_engine(1, max_orders=max(n, 1 << 20), max_levels=4096)
+    e.run(cmds)
+    after = rss_bytes()
+    assert e.live_orders == n, e.live_orders
+    return dict(resting_orders=n, array_bytes=e.memory_bytes(), rss_delta_bytes=after - before,
+                rss_total_bytes=after, bytes_per_order=e.memory_bytes() / n)
+
+
+def print_table(name, results):
+    print(f"\n== {name} ==")
+    if name == "core":
+        for k, r in results.items():
+            print(f"{k}: {r['ops']:,} commands ({r['prefill']:,} prefill), {r['live_orders_at_end']:,} live at end")
+        print(f"{'workload':<12}{'ops/s median':>14}{'min':>12}{'max':>12}{'p50 ns':>8}{'p99 ns':>8}"
+              f"{'p99.9 ns':>10}{'vs dict':>9}{'vs LME':>8}")
+        for k, r in results.items():
+            o, lat = r["ops_per_s"], r["latency_ns"]
+            lme = r.get("ratio_vs_lightmatchingengine")
+            print(f"{k:<12}{o['median']:>14,.0f}{o['min']:>12,.0f}{o['max']:>12,.0f}{lat['50']:>8.0f}{lat['99']:>8.0f}"
+                  f"{lat['99.9']:>10.0f}{r['ratio_vs_sorted_dict']:>8.1f}x{(f'{lme:.1f}x' if lme else '-'):>8}")
+    else:
+        for k, v in results.items():
+            print(f"{k:<20}{v:>16,.1f}" if isinstance(v, float) else f"{k:<20}{v:>16,}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", choices=["core", "memory"])
+    p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--prefill", type=int, default=0, help="deep resting orders placed before the flow (core)")
+    p.add_argument("--max-orders", type=int, default=1 << 20)
+    p.add_argument("--baseline-n", type=int, default=300_000, help="commands through the Python baselines")
+    p.add_argument("--resting", type=int, default=1_000_000, help="resting orders (memory)")
+    p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
+    p.add_argument("--no-plot", dest="plot", action="store_false")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    pin(args.cpu)
+    OUT.mkdir(exist_ok=True)
+    results = core_scenario(args) if args.scenario == "core" else memory_scenario(args)
+    doc = dict(scenario=args.scenario, machine=machine(), args={k: str(v) for k, v in vars(args).items()},
+               results=results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.scenario}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(doc, indent=2))
+    print_table(args.scenario, results)
+    print(f"\nmachine: {doc['machine']}\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

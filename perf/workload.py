@@ -1,0 +1,156 @@
+"""Seeded order-flow workloads, generated before timing.
+
+The default mix resembles real order flow (most adds are cancelled before they
+trade, as in Nasdaq ITCH/LOBSTER data; a minority of orders take liquidity):
+  55% passive limit adds, 1..20 ticks from a mid that drifts by one tick now and then
+  35% cancels of a live order, chosen uniformly (by client order id); liveness is
+      tracked by running the flow through the reference sorted-dict book while
+      generating, so no cancel misses
+  10% aggressive IOC limits that sweep exactly 1-3 levels of the opposite side
+      (price = the k-th level, qty = the k levels' total; no fill if that side is empty)
+With that mix the book settles at a few dozen orders near the touch, so a second
+variant starts from `prefill` extra resting orders 30-2000 ticks away from the mid
+(a deep book that is never touched, as in real books): it shows the cost of a
+large working set.
+Accounts: 8, all with STP NONE so every cross trades.
+
+Each workload is returned twice: as a COMMAND array for the Cython core, and as a
+list of neutral tuples for the Python baselines:
+  ("add", symbol, account, clid, side, price, qty) | ("cancel", symbol, account, clid)
+  | ("ioc", symbol, account, clid, side, price, qty)
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from perf.baseline import SortedDictBook
+from protocol.codes import CommandKind, OrderType, SelfTradePrevention, Side, TimeInForce
+from protocol.records import COMMAND
+
+ACCOUNTS = 8
+MID = 1_000_000          # price units
+
+
+def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
+    rng = random.Random(seed)
+    cmds = np.zeros(n, dtype=COMMAND.dtype)
+    ops = []
+    mids = [MID] * (symbols + 1)
+    clid = [0] * (ACCOUNTS + 1)
+    live: list[tuple[int, int]] = []             # (account, clid) of resting orders
+    where: dict[tuple[int, int], int] = {}       # (account, clid) -> index in live
+    books = [SortedDictBook() for _ in range(symbols + 1)]
+    sym_of: dict[tuple[int, int], int] = {}
+
+    deep = resting_adds(prefill, min_offset=30) if prefill else None
+    deep_ops = []
+    if prefill:          # the deep book comes first; the flow's client order ids continue after it
+        deep_ops = [("add", 1, int(a), int(c), int(sd), int(p), int(q)) for a, c, sd, p, q in zip(
+            deep["account"], deep["client_order_id"], deep["side"], deep["price"], deep["qty"])]
+        for op in deep_ops:
+            books[1].apply(op)
+            clid[op[2]] = max(clid[op[2]], op[3])
+
+    def drop(key):
+        if key not in where:     # a deep-book order (never cancelled by the flow) that traded away
+            return
+        j = where.pop(key)
+        last = live.pop()
+        if j < len(live):
+            live[j] = last
+            where[last] = j
+    kind = np.zeros(n, np.uint8)
+    acct = np.zeros(n, np.uint32)
+    cl = np.zeros(n, np.uint64)
+    sym = np.zeros(n, np.uint32)
+    side = np.zeros(n, np.uint8)
+    tif = np.zeros(n, np.uint8)
+    price = np.zeros(n, np.int64)
+    qty = np.zeros(n, np.int64)
+    for i in range(n):
+        r = rng.random()
+        s = rng.randint(1, symbols)
+        if rng.random() < 0.02:
+            mids[s] += rng.choice((-1, 1))
+        if r < 0.35 and live:
+            a, c = live[rng.randrange(len(live))]
+            drop((a, c))
+            s = sym_of.pop((a, c))
+            kind[i], acct[i], cl[i], sym[i] = CommandKind.CANCEL, a, c, s
+            ops.append(("cancel", s, a, c))
+            books[s].apply(ops[-1])
+            continue
+        a = rng.randint(1, ACCOUNTS)
+        clid[a] += 1
+        sd = rng.choice((Side.BUY, Side.SELL))
+        kind[i], acct[i], cl[i], sym[i], side[i] = CommandKind.NEW_ORDER, a, clid[a], s, sd
+        if r < 0.90:
+            off = rng.randint(1, 20)
+            p = mids[s] - off if sd == Side.BUY else mids[s] + off
+            q = rng.randint(1, 10) * 100
+            tif[i] = TimeInForce.GTC
+            ops.append(("add", s, a, clid[a], int(sd), p, q))
+        else:
+            opp = 1 if sd == Side.BUY else 0
+            near = [lp for lp in books[s].prices[opp] if abs(lp - mids[s]) <= 25]   # never the deep book
+            prices = near
+            k = min(rng.randint(1, 3), len(prices))
+            if k:
+                swept = prices[:k] if opp == 1 else prices[::-1][:k]
+                p = swept[-1]
+                q = sum(e[1] for lp in swept for e in books[s].levels[opp][lp])
+            else:
+                p, q = (mids[s] + 1 if sd == Side.BUY else mids[s] - 1), 100
+            tif[i] = TimeInForce.IOC
+            ops.append(("ioc", s, a, clid[a], int(sd), p, q))
+        price[i], qty[i] = p, q
+        book = books[s]
+        book.apply(ops[-1])
+        for key in book.done:
+            drop(key)
+            sym_of.pop(key, None)
+        book.done.clear()
+        if (a, clid[a]) in book.orders:
+            where[(a, clid[a])] = len(live)
+            live.append((a, clid[a]))
+            sym_of[(a, clid[a])] = s
+    cmds["kind"], cmds["account"], cmds["client_order_id"], cmds["symbol"] = kind, acct, cl, sym
+    cmds["side"], cmds["tif"], cmds["price"], cmds["qty"] = side, tif, price, qty
+    cmds["order_type"] = np.where(kind == CommandKind.NEW_ORDER, OrderType.LIMIT, 0)
+    cmds["stp"] = np.where(kind == CommandKind.NEW_ORDER, SelfTradePrevention.NONE, 0)
+    cmds["seq"] = np.arange(1, n + 1)
+    if prefill:
+        cmds = np.concatenate([deep, cmds])
+        ops = deep_ops + ops
+    return cmds, ops
+
+
+def resting_adds(n: int, first_clid: int = 1, min_offset: int = 1):
+    """n passive adds that never cross (bids below, asks above the mid by min_offset..+2000 ticks),
+    symbol 1, client order ids per account from first_clid (so they can precede other flow)."""
+    i = np.arange(n)
+    cmds = np.zeros(n, dtype=COMMAND.dtype)
+    cmds["kind"] = CommandKind.NEW_ORDER
+    cmds["account"] = i % ACCOUNTS + 1
+    cmds["client_order_id"] = i // ACCOUNTS + first_clid
+    cmds["symbol"] = 1
+    cmds["side"] = np.where(i % 2 == 0, Side.BUY, Side.SELL)
+    cmds["order_type"] = OrderType.LIMIT
+    cmds["tif"] = TimeInForce.GTC
+    cmds["stp"] = SelfTradePrevention.NONE
+    cmds["qty"] = 100
+    band = (i // 2) % 2000
+    cmds["price"] = np.where(i % 2 == 0, MID - min_offset - band, MID + min_offset + band)
+    return cmds
+
+
+def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096):
+    from engine.core import Engine
+    e = Engine(max_orders=max_orders, max_symbols=symbols + 1, max_levels=max_levels, max_accounts=ACCOUNTS + 1)
+    for s in range(1, symbols + 1):
+        e.add_symbol(s)
+    for a in range(1, ACCOUNTS + 1):
+        e.add_account(a)
+    return e

@@ -1,0 +1,41 @@
+"""The benchmarks run end to end at a tiny size (no timing is asserted: figures go to perf/RESULTS.md)."""
+import json
+
+import pytest
+
+from perf import __main__ as bench, baseline, workload
+from protocol.codes import EventKind
+
+
+def test_workload_when_generated_then_every_cancel_hits_a_live_order():
+    cmds, ops = workload.generate(20_000, symbols=3, seed=7)
+    e = workload.make_engine(3, max_orders=1 << 14)
+    events = e.process(cmds)
+    assert (events["kind"] == EventKind.REJECTED).sum() == 0
+    assert (events["kind"] == EventKind.FILL).sum() > 0
+    assert len(ops) == len(cmds)
+
+
+def test_baseline_when_same_flow_then_same_resting_orders_as_core():
+    cmds, ops = workload.generate(5_000, symbols=1, seed=3, prefill=500)
+    e = workload.make_engine(1, max_orders=1 << 14)
+    e.run(cmds)
+    book = baseline.SortedDictBook()
+    for op in ops:
+        book.apply(op)
+    core_live = {(o["account"], o["client_order_id"], o["leaves"]) for a in range(1, workload.ACCOUNTS + 1)
+                 for o in e.open_orders(a)}
+    base_live = {(k[0], k[1], entry[1]) for k, (_, _, entry) in book.orders.items()}
+    assert core_live == base_live
+
+
+@pytest.mark.parametrize("argv", [
+    ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--baseline-n", "1000", "--no-plot"],
+    ["memory", "--resting", "20000"],
+])
+def test_scenario_when_run_small_then_prints_and_writes_json(tmp_path, capsys, argv):
+    assert bench.main(argv + ["--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    doc = json.loads(path.read_text())
+    assert doc["scenario"] == argv[0] and doc["results"]
+    assert "==" in capsys.readouterr().out
