@@ -109,7 +109,66 @@ cdef enum:
     REJ_INVALID_AMEND = 1024
     REJ_INVALID_COMMAND = 1025
     REJ_INVALID_FLAGS = 1026
+    REJ_NOT_LOGGED_ON = 3001
+    REJ_AUTH_FAILED = 3002
+    REJ_STALE_TIMESTAMP = 3003
+    REJ_REPLAYED_LOGON = 3004
+    REJ_LOCKED_OUT = 3005
+    REJ_THROTTLED = 3006
+    REJ_UNSUPPORTED_VERSION = 3007
+    REJ_BAD_LENGTH = 3008
+    REJ_UNKNOWN_MSG_TYPE = 3009
+    REJ_ALREADY_LOGGED_ON = 3010
+    REJ_TOO_MANY_CONNECTIONS = 3011
+    REJ_SLOW_CONSUMER = 3012
+    REJ_HEARTBEAT_TIMEOUT = 3013
+    REJ_RATE_LIMIT_LOGOUT = 3014
+    REJ_SERVER_SHUTDOWN = 3015
     REJ_JOURNAL_UNAVAILABLE = 4001
+
+# MsgType
+cdef enum:
+    MSG_LOGOUT = 2
+    MSG_HEARTBEAT = 3
+    MSG_LOGON = 1
+    MSG_NEW_ORDER = 10
+    MSG_CANCEL = 11
+    MSG_AMEND = 12
+    MSG_MASS_CANCEL = 13
+    MSG_SYMBOL_DIRECTORY_REQUEST = 20
+    MSG_ORDER_STATUS_REQUEST = 21
+    MSG_OPEN_ORDERS_REQUEST = 22
+    MSG_BOOK_DEPTH_REQUEST = 23
+    MSG_LOGON_ACCEPTED = 64
+    MSG_LOGON_REJECTED = 65
+    MSG_END_OF_SESSION = 66
+    MSG_PROTOCOL_ERROR = 67
+    MSG_ACCEPTED = 80
+    MSG_REJECTED = 81
+    MSG_FILL = 82
+    MSG_CANCELLED = 83
+    MSG_REPLACED = 84
+    MSG_TRIGGERED = 85
+    MSG_RESTATED = 86
+    MSG_MASS_CANCEL_DONE = 87
+    MSG_SYMBOL_DIRECTORY = 96
+    MSG_ORDER_STATUS = 97
+    MSG_OPEN_ORDERS = 98
+    MSG_BOOK_DEPTH = 99
+
+# Liquidity
+cdef enum:
+    LIQ_MAKER = 1
+    LIQ_TAKER = 2
+
+# LogonFlag
+cdef enum:
+    LOGON_CANCEL_ON_DISCONNECT = 1
+
+cdef enum:
+    SCHEMA_VERSION = 1
+    MAX_FRAME = 4096
+    MAX_DEPTH_LEVELS = 50
 
 # 96-byte command record
 cdef packed struct Command:
@@ -156,3 +215,171 @@ cdef packed struct Event:
     int64_t other_leaves  # @80 8B FILL: remaining qty of the maker after the trade
     uint64_t trade_id  # @88 8B FILL: engine trade id (1, 2, ...)
     uint64_t seq  # @96 8B seq of the command that caused it
+
+# 8-byte frame header
+cdef packed struct FrameHeader:
+    uint16_t length  # @0 2B frame length in bytes, header included
+    uint8_t msg_type  # @2 1B MsgType
+    uint8_t version  # @3 1B schema version (1)
+    uint32_t reserved  # @4 4B zero
+
+# LOGON (1), client -> server: a 72-byte frame
+cdef packed struct Logon:
+    uint32_t account  # @0 4B account id
+    uint32_t heartbeat_ms  # @4 4B heartbeat interval the client asks for (the server may clamp it)
+    uint64_t next_seq  # @8 8B next execution-report sequence number the client expects (1 = from the start)
+    uint64_t timestamp_ns  # @16 8B client time, ns since the epoch; refused when too far from server time
+    uint8_t flags  # @24 1B LogonFlag bits (CANCEL_ON_DISCONNECT)
+    uint8_t proto_version  # @25 1B protocol version (1)
+    uint16_t _pad0  # @26 2B zero
+    uint32_t nonce  # @28 4B client-chosen; (account, timestamp_ns, nonce) may be used once
+    uint8_t hmac[32]  # @32 32B HMAC-SHA256 under the account's signing key of bytes 8..39 of this frame
+
+# LOGOUT (2), either direction
+cdef packed struct Logout:
+    uint16_t reason  # @0 2B Reject code (0 = normal)
+    uint16_t _pad0  # @2 2B zero
+    uint32_t _pad1  # @4 4B zero
+
+# HEARTBEAT (3), either direction
+cdef packed struct Heartbeat:
+    uint64_t timestamp_ns  # @0 8B sender time
+
+# NEW_ORDER (10), client -> server
+cdef packed struct NewOrder:
+    uint64_t client_order_id  # @0 8B strictly increasing per account
+    uint32_t symbol  # @8 4B symbol id (see SYMBOL_DIRECTORY)
+    uint8_t side  # @12 1B Side
+    uint8_t order_type  # @13 1B OrderType
+    uint8_t tif  # @14 1B TimeInForce
+    uint8_t stp  # @15 1B SelfTradePrevention
+    int64_t price  # @16 8B limit price (0 for MARKET / STOP)
+    int64_t qty  # @24 8B quantity
+    int64_t stop_price  # @32 8B trigger price (STOP / STOP_LIMIT only)
+    int64_t display_qty  # @40 8B iceberg slice (0 = fully displayed)
+    int64_t expire_ts_ns  # @48 8B GTD expiry (GTD only)
+    uint32_t strategy  # @56 4B strategy id
+    uint8_t flags  # @60 1B OrderFlag bits (POST_ONLY)
+    uint8_t _pad0  # @61 1B zero
+    uint16_t _pad1  # @62 2B zero
+
+# CANCEL (11), client -> server
+cdef packed struct Cancel:
+    uint64_t client_order_id  # @0 8B the order to cancel, when order_id is 0
+    uint64_t order_id  # @8 8B the order to cancel (0 = use client_order_id)
+
+# AMEND (12), client -> server
+cdef packed struct Amend:
+    uint64_t client_order_id  # @0 8B the order to amend, when order_id is 0
+    uint64_t order_id  # @8 8B the order to amend (0 = use client_order_id)
+    int64_t price  # @16 8B new limit price (0 = unchanged)
+    int64_t qty  # @24 8B new remaining quantity (0 cancels)
+    int64_t stop_price  # @32 8B new stop price of an untriggered stop (0 = unchanged)
+
+# MASS_CANCEL (13), client -> server
+cdef packed struct MassCancel:
+    uint32_t symbol  # @0 4B 0 = all symbols
+    uint8_t side  # @4 1B 0 = both sides
+    uint8_t _pad0  # @5 1B zero
+    uint16_t _pad1  # @6 2B zero
+
+# SYMBOL_DIRECTORY_REQUEST (20), ORDER_STATUS_REQUEST (21), OPEN_ORDERS_REQUEST (22), BOOK_DEPTH_REQUEST (23), client -> server
+cdef packed struct Query:
+    uint32_t request_id  # @0 4B echoed in the response
+    uint32_t symbol  # @4 4B BOOK_DEPTH_REQUEST: symbol
+    uint64_t order_id  # @8 8B ORDER_STATUS_REQUEST: order id (0 = use client_order_id)
+    uint64_t client_order_id  # @16 8B ORDER_STATUS_REQUEST: client order id
+    uint32_t levels  # @24 4B BOOK_DEPTH_REQUEST: levels per side (1..MAX_DEPTH_LEVELS)
+    uint32_t _pad0  # @28 4B zero
+
+# LOGON_ACCEPTED (64), server -> client
+cdef packed struct LogonAccepted:
+    uint32_t session_id  # @0 4B server-assigned
+    uint32_t heartbeat_ms  # @4 4B the heartbeat interval in force
+    uint64_t next_seq  # @8 8B sequence number of the next execution report the server will send
+    uint64_t next_client_order_id  # @16 8B the smallest client order id the server will accept
+    uint64_t server_time_ns  # @24 8B server time
+
+# LOGON_REJECTED (65), server -> client; the connection is closed after it
+cdef packed struct LogonRejected:
+    uint16_t reason  # @0 2B Reject code (session range)
+    uint16_t _pad0  # @2 2B zero
+    uint32_t _pad1  # @4 4B zero
+
+# END_OF_SESSION (66), server -> client, on graceful shutdown
+cdef packed struct EndOfSession:
+    uint64_t last_seq  # @0 8B the last execution-report sequence number sent to this account
+
+# PROTOCOL_ERROR (67), server -> client; the connection is closed after it
+cdef packed struct ProtocolError:
+    uint16_t reason  # @0 2B Reject code (protocol range)
+    uint8_t msg_type  # @2 1B type of the offending frame (0 if unknown)
+    uint8_t _pad0  # @3 1B zero
+    uint32_t offset  # @4 4B byte offset of the offending frame in the connection's stream
+
+# ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), RESTATED (86), MASS_CANCEL_DONE (87), server -> client
+cdef packed struct ExecReport:
+    uint64_t seq  # @0 8B per-account sequence number (1, 2, ...)
+    uint64_t order_id  # @8 8B engine order id (0 in a REJECTED for a new order)
+    uint64_t client_order_id  # @16 8B the client's id of the order
+    uint32_t symbol  # @24 4B symbol id
+    uint8_t side  # @28 1B Side
+    uint8_t liquidity  # @29 1B FILL: Liquidity (MAKER / TAKER)
+    uint16_t reason  # @30 2B REJECTED: Reject; CANCELLED: CancelReason
+    int64_t price  # @32 8B ACCEPTED/REPLACED: limit price; FILL: trade price; TRIGGERED: stop price
+    int64_t qty  # @40 8B ACCEPTED: order qty; FILL: traded; CANCELLED: cancelled; RESTATED: shown; MASS_CANCEL_DONE: count
+    int64_t leaves  # @48 8B remaining quantity after the event
+    uint64_t trade_id  # @56 8B FILL: engine trade id
+    uint64_t counterparty_order_id  # @64 8B reserved, zero (never another account's order id)
+    uint8_t cmd_kind  # @72 1B CommandKind that caused it (REJECTED: what was rejected)
+    uint8_t _pad0  # @73 1B zero
+    uint16_t _pad1  # @74 2B zero
+    uint32_t _pad2  # @76 4B zero
+
+# the fixed part of every query response; `count` entries follow. A response too long for one frame is split into frames with the same request_id, all but the last with more = 1
+cdef packed struct ListHeader:
+    uint32_t request_id  # @0 4B from the request
+    uint16_t count  # @4 2B entries that follow in this frame
+    uint8_t more  # @6 1B 1 if another frame of this response follows, else 0
+    uint8_t _pad0  # @7 1B zero
+    uint16_t status  # @8 2B 0, or a Reject code (e.g. UNKNOWN_SYMBOL)
+    uint16_t _pad1  # @10 2B zero
+    uint32_t _pad2  # @12 4B zero
+
+# SYMBOL_DIRECTORY (96) entry
+cdef packed struct SymbolEntry:
+    uint32_t symbol  # @0 4B symbol id
+    uint8_t state  # @4 1B SymbolState
+    uint8_t price_decimals  # @5 1B price = units / 10**price_decimals
+    uint8_t qty_decimals  # @6 1B qty = units / 10**qty_decimals
+    uint8_t _pad0  # @7 1B zero
+    uint8_t name[16]  # @8 16B ASCII, NUL padded
+    int64_t tick_size  # @24 8B price units
+    int64_t lot_size  # @32 8B qty units
+    int64_t max_price  # @40 8B price units
+    int64_t max_qty  # @48 8B qty units
+
+# ORDER_STATUS (97, 0 or 1 entry) and OPEN_ORDERS (98) entry
+cdef packed struct OrderEntry:
+    uint64_t order_id  # @0 8B
+    uint64_t client_order_id  # @8 8B
+    uint32_t symbol  # @16 4B
+    uint8_t side  # @20 1B Side
+    uint8_t order_type  # @21 1B OrderType
+    uint8_t tif  # @22 1B TimeInForce
+    uint8_t state  # @23 1B OrderState
+    int64_t price  # @24 8B
+    int64_t stop_price  # @32 8B
+    int64_t qty  # @40 8B filled + leaves
+    int64_t leaves  # @48 8B
+    int64_t shown  # @56 8B displayed slice while resting
+    int64_t filled  # @64 8B
+
+# BOOK_DEPTH (99) entry: bids best first, then asks best first
+cdef packed struct LevelEntry:
+    int64_t price  # @0 8B
+    int64_t qty  # @8 8B sum of shown quantities
+    uint32_t orders  # @16 4B order count
+    uint8_t side  # @20 1B Side
+    uint8_t _pad0  # @21 1B zero
+    uint16_t _pad1  # @22 2B zero

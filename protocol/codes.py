@@ -127,6 +127,21 @@ class Reject(IntEnum):
     INVALID_COMMAND = 1025             # an unknown command kind
     INVALID_FLAGS = 1026               # unknown bits set in Command.flags
     # 2000-2999: risk (engine/risk.pyx) -- added by the risk issue
-    # 3000-3999: session and protocol (engine/server.py, protocol/)
+    # 3000-3999: session and protocol (engine/server.py, protocol/wire.py)
+    NOT_LOGGED_ON = 3001               # an application message before LOGON_ACCEPTED
+    AUTH_FAILED = 3002                 # unknown account or bad signature: one reply for both
+    STALE_TIMESTAMP = 3003             # logon timestamp too far from server time
+    REPLAYED_LOGON = 3004              # a logon (account, timestamp, nonce) seen before
+    LOCKED_OUT = 3005                  # too many failed logons from this account or address
+    THROTTLED = 3006                   # above the session's first message-rate tier
+    UNSUPPORTED_VERSION = 3007         # schema or protocol version not served
+    BAD_LENGTH = 3008                  # frame length below the header, above MAX_FRAME, or wrong for its type
+    UNKNOWN_MSG_TYPE = 3009            # not a client message type
+    ALREADY_LOGGED_ON = 3010           # a second LOGON on a logged-on connection
+    TOO_MANY_CONNECTIONS = 3011        # the cap on connections not yet logged on
+    SLOW_CONSUMER = 3012               # the client stopped reading: output buffer cap reached
+    HEARTBEAT_TIMEOUT = 3013           # the peer was silent past the timeout
+    RATE_LIMIT_LOGOUT = 3014           # above the session's second message-rate tier
+    SERVER_SHUTDOWN = 3015             # graceful shutdown
     # 4000-4999: journal and operations
     JOURNAL_UNAVAILABLE = 4001

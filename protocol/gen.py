@@ -1,8 +1,10 @@
-"""Writes the Cython declarations derived from protocol/: ``python -m protocol.gen``.
+"""Writes what is derived from protocol/: ``python -m protocol.gen``.
 
-``protocol/cdefs.pxd`` holds every enum of protocol/codes.py as C constants and
-every record layout as a packed struct. It is committed (so a build needs no
-step of its own) and tests/test_protocol_gen.py fails when it is stale.
+- ``protocol/cdefs.pxd``: every enum of protocol/codes.py and protocol/wire.py as C
+  constants and every record and message layout as a packed struct;
+- ``protocol/SPEC.md``: the human spec, a byte table per message.
+Both are committed (a build needs no step of its own); ``--check`` fails when
+either is stale, and tests/test_build.py runs it.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import sys
 from enum import IntEnum
 from pathlib import Path
 
-from protocol import codes, records
+from protocol import codes, records, wire
 
 # enum class -> prefix of its C constants
 PREFIXES = {
@@ -25,11 +27,18 @@ PREFIXES = {
     codes.OrderState: "OS_",
     codes.CancelReason: "CXL_",
     codes.Reject: "REJ_",
+    wire.MsgType: "MSG_",
+    wire.Liquidity: "LIQ_",
+    wire.LogonFlag: "LOGON_",
 }
 
-LAYOUTS = [records.COMMAND, records.EVENT]
+LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT, wire.HEARTBEAT, wire.NEW_ORDER,
+           wire.CANCEL, wire.AMEND, wire.MASS_CANCEL, wire.QUERY, wire.LOGON_ACCEPTED, wire.LOGON_REJECTED,
+           wire.END_OF_SESSION, wire.PROTOCOL_ERROR, wire.EXEC_REPORT, wire.LIST_HEADER, wire.SYMBOL_ENTRY,
+           wire.ORDER_ENTRY, wire.LEVEL_ENTRY]
 
 TARGET = Path(__file__).with_name("cdefs.pxd")
+SPEC = Path(__file__).with_name("SPEC.md")
 
 
 def render() -> str:
@@ -46,6 +55,8 @@ def render() -> str:
         for member in enum_cls:
             out.append(f"    {prefix}{member.name} = {int(member)}")
         out.append("")
+    out.append(f"cdef enum:\n    SCHEMA_VERSION = {wire.SCHEMA_VERSION}\n    MAX_FRAME = {wire.MAX_FRAME}\n"
+               f"    MAX_DEPTH_LEVELS = {wire.MAX_DEPTH_LEVELS}\n")
     for layout in LAYOUTS:
         out.append(f"# {layout.doc}")
         out.append(layout.cython_struct())
@@ -53,14 +64,95 @@ def render() -> str:
     return "\n".join(out)
 
 
+SESSION_RULES = """\
+## Session rules
+
+1. **Connect and log on.** The first frame on a connection must be LOGON; any other
+   frame before LOGON_ACCEPTED is answered with PROTOCOL_ERROR (NOT_LOGGED_ON) and
+   the connection is closed. The HMAC is HMAC-SHA256 over bytes 8..39 of the LOGON
+   frame (the body up to and including `nonce`) under the account's *signing key*,
+   which is `HMAC-SHA256(key=secret, msg=b"trading-engine signing key")` of the
+   account secret (the server stores only the signing key). A logon whose
+   timestamp is more than 30 s from server time is refused (STALE_TIMESTAMP); a
+   (account, timestamp_ns, nonce) seen before is refused (REPLAYED_LOGON).
+   Unknown account and bad signature get the same reply (AUTH_FAILED), after a
+   delay; repeated failures per account and per address lock out (LOCKED_OUT).
+2. **Sequence numbers.** Every execution report (message types 80-87) carries the
+   account's sequence number, 1, 2, 3, ... across all its sessions and restarts.
+   LOGON.next_seq is the next one the client expects: the server first replays
+   every report from there to its newest, then continues live. A client that
+   sees a gap reconnects asking for the first missing number.
+3. **Client order ids** must be strictly increasing per account;
+   LOGON_ACCEPTED.next_client_order_id is the smallest the server will accept.
+   A resent NEW_ORDER with an id already used is rejected with
+   DUPLICATE_CLIENT_ORDER_ID and never becomes a second order.
+4. **Heartbeats.** Each side sends HEARTBEAT when it has sent nothing for the
+   heartbeat interval; a peer silent for 3 intervals is disconnected
+   (HEARTBEAT_TIMEOUT).
+5. **Throttling.** New orders above the session's first rate tier are rejected
+   (THROTTLED); above the second tier the session is logged out
+   (RATE_LIMIT_LOGOUT). Cancels have a budget of their own.
+6. **Cancel on disconnect.** With LogonFlag.CANCEL_ON_DISCONNECT, all the
+   account's orders are cancelled when its last such session ends.
+7. **Slow consumers.** A connection whose unsent output exceeds its cap is
+   closed (SLOW_CONSUMER), with cancel on disconnect if it asked for it.
+8. **Shutdown.** On graceful shutdown every session receives END_OF_SESSION
+   (with its account's last sequence number) and is closed.
+9. **Malformed input.** A frame whose length is below 8, above MAX_FRAME or not
+   the size of its type, an unknown type or version: PROTOCOL_ERROR, then the
+   connection is closed. Other sessions are not affected.
+10. **Acknowledgement.** No execution report leaves the server before the event
+   it reports is committed to the journal at the configured durability.
+"""
+
+
+def render_spec() -> str:
+    out = ["# trading-engine wire protocol, schema version %d" % wire.SCHEMA_VERSION, "",
+           "GENERATED by `python -m protocol.gen` from protocol/wire.py and protocol/codes.py; do not edit.", "",
+           "TCP, one stream of frames per connection. All integers little-endian. Every frame is an",
+           "8-byte header then a body of the size fixed by its type (query responses: a fixed part",
+           f"then `count` fixed-size entries). Maximum frame size: {wire.MAX_FRAME} bytes. Prices and",
+           "quantities are int64 in each symbol's integer units: price = units / 10**price_decimals,",
+           "qty = units / 10**qty_decimals (SYMBOL_DIRECTORY); a price must be a multiple of the",
+           "symbol's tick_size and a quantity of its lot_size.",
+           "Matching semantics, event order and check order: [engine/RULES.md](../engine/RULES.md).",
+           "A later schema version may append fields to a message but never moves an existing offset.", "",
+           "## Frame header", "", wire.HEADER.table(), "", "## Message types", "",
+           "| type | name | direction | body | frame bytes |", "|---:|---|---|---|---:|"]
+    for t in sorted(wire.MsgType):
+        body = wire.BODY[t]
+        direction = ("both" if t in (wire.MsgType.LOGOUT, wire.MsgType.HEARTBEAT)
+                     else "client -> server" if t in wire.CLIENT_TYPES else "server -> client")
+        size = str(wire.frame_size(t)) + (f" + count x {wire.ENTRY[t].size}" if t in wire.ENTRY else "")
+        out.append(f"| {int(t)} | {t.name} | {direction} | {body.name} | {size} |")
+    out += ["", "## Message bodies", ""]
+    seen = set()
+    for layout in LAYOUTS[3:]:
+        if layout.name in seen:
+            continue
+        seen.add(layout.name)
+        out += [f"### {layout.name}: {layout.size} bytes", "", layout.doc, "", layout.table(), ""]
+    out += [SESSION_RULES, "## Enumerations", ""]
+    for enum_cls in PREFIXES:
+        out += [f"### {enum_cls.__name__}", "", "| value | name |", "|---:|---|"]
+        out += [f"| {int(m)} | {m.name} |" for m in enum_cls]
+        out.append("")
+    out += ["Reject codes are numbered by subsystem: 1000s matching core, 2000s risk, 3000s session",
+            "and protocol, 4000s journal and operations. Their meanings: protocol/codes.py and",
+            "engine/RULES.md (check order).", ""]
+    return "\n".join(out)
+
+
 def main() -> int:
-    text = render()
+    outputs = {TARGET: render(), SPEC: render_spec()}
     if "--check" in sys.argv:
-        if not TARGET.exists() or TARGET.read_text() != text:
-            print(f"{TARGET} is stale: run python -m protocol.gen", file=sys.stderr)
+        stale = [p.name for p, text in outputs.items() if not p.exists() or p.read_text() != text]
+        if stale:
+            print(f"stale: {', '.join(stale)}: run python -m protocol.gen", file=sys.stderr)
             return 1
         return 0
-    TARGET.write_text(text)
+    for path, text in outputs.items():
+        path.write_text(text)
     return 0
 
 

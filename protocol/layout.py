@@ -2,7 +2,7 @@
 
 A Layout is an ordered list of (name, type) with explicit sizes; offsets are the
 running sum, so there is no implicit padding. Every field is naturally aligned
-(each offset is a multiple of the field's size) and the total is a multiple of 8,
+(each offset is a multiple of the field's size; bN byte arrays align to 1) and the total is a multiple of 8,
 so the packed C struct and the naturally aligned one coincide. Little-endian.
 
 From a Layout come: a numpy dtype (``layout.dtype``), a Cython ``packed struct``
@@ -24,6 +24,17 @@ TYPES = {
 }
 
 
+def _type(ftype: str):
+    """(numpy type, C declaration format, size) of a field type: u8..u64, i32, i64, or bN (N raw bytes)."""
+    if ftype in TYPES:
+        np_t, c_t, size = TYPES[ftype]
+        return np_t, c_t + " {}", size
+    if ftype.startswith("b") and ftype[1:].isdigit():
+        n = int(ftype[1:])
+        return f"V{n}", "uint8_t {}[%d]" % n, n
+    raise ValueError(f"unknown field type {ftype}")
+
+
 class Layout:
     def __init__(self, name: str, fields: list[tuple[str, str, str]], doc: str = ""):
         """fields: (name, type, one-line meaning). Names starting with '_' are padding."""
@@ -33,26 +44,28 @@ class Layout:
         self.offsets: dict[str, int] = {}
         off = 0
         for fname, ftype, _ in fields:
-            size = TYPES[ftype][2]
-            if off % size:
+            size = _type(ftype)[2]
+            align = size if ftype in TYPES else 1
+            if off % align:
                 raise ValueError(f"{name}.{fname}: offset {off} not aligned to {size}")
             self.offsets[fname] = off
             off += size
         if off % 8:
             raise ValueError(f"{name}: size {off} is not a multiple of 8")
         self.size = off
-        self.dtype = np.dtype([(f, TYPES[t][0]) for f, t, _ in fields])
+        self.dtype = np.dtype([(f, _type(t)[0]) for f, t, _ in fields])
         assert self.dtype.itemsize == self.size
 
     def cython_struct(self, struct_name: str | None = None) -> str:
         lines = [f"cdef packed struct {struct_name or self.name}:"]
         for fname, ftype, meaning in self.fields:
             off = self.offsets[fname]
-            lines.append(f"    {TYPES[ftype][1]} {fname}  # @{off} {TYPES[ftype][2]}B {meaning}".rstrip())
+            _, decl, size = _type(ftype)
+            lines.append(f"    {decl.format(fname)}  # @{off} {size}B {meaning}".rstrip())
         return "\n".join(lines)
 
     def table(self) -> str:
         rows = ["| offset | size | type | field | meaning |", "|---:|---:|---|---|---|"]
         for fname, ftype, meaning in self.fields:
-            rows.append(f"| {self.offsets[fname]} | {TYPES[ftype][2]} | {ftype} | {fname} | {meaning} |")
+            rows.append(f"| {self.offsets[fname]} | {_type(ftype)[2]} | {ftype} | {fname} | {meaning} |")
         return "\n".join(rows)
