@@ -34,6 +34,7 @@ BASE_DIRECTIVES = {"language_level": 3, "embedsignature": True}
 # module name -> (sources, hot?)
 MODULES = {
     "engine.core": (["engine/core.pyx"], True),
+    "engine.gateway": (["engine/gateway.pyx"], True),
 }
 
 HINTS: list[str] = []

@@ -278,7 +278,7 @@ class ProtocolViolation(Exception):
         self.reason, self.offset, self.msg_type = reason, offset, msg_type
 
 
-def encode(msg_type: int, entries=None, **fields) -> bytes:
+def encode(msg_type: int, /, entries=None, **fields) -> bytes:
     """One frame: header + body from keyword fields (missing ones are 0) + optional entries
     (a sequence of dicts, or a numpy array of the entry layout's dtype)."""
     import numpy as np

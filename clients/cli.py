@@ -1,0 +1,103 @@
+"""`trading-engine order|cancel|book|orders|symbols`: the SDK from the command line.
+
+The secret comes from the TRADING_ENGINE_SECRET environment variable or from
+--secret-file (readable by its owner only), never from the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import stat
+import sys
+from pathlib import Path
+
+from clients.client import Client, ServerError
+
+
+def _secret(args) -> str:
+    if args.secret_file:
+        p = Path(args.secret_file)
+        if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SystemExit(f"{p}: must be readable by its owner only (chmod 600)")
+        return p.read_text().strip()
+    value = os.environ.get("TRADING_ENGINE_SECRET")
+    if not value:
+        raise SystemExit("set TRADING_ENGINE_SECRET or pass --secret-file")
+    return value
+
+
+def _table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+    line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(f"{str(v):>{w}}" for v, w in zip(r, widths)))
+
+
+async def _run(args):
+    async with Client.connect(args.host, args.port, account=args.account, secret=_secret(args)) as c:
+        if args.command == "symbols":
+            _table(["id", "symbol", "tick", "lot", "trading"],
+                   [(s.id, s.name, s.price(s.tick_size), s.qty(s.lot_size), s.trading) for s in c.symbols_by_id.values()])
+        elif args.command == "book":
+            b = await c.book(args.symbol, args.depth)
+            rows = [(f"{x.orders}", f"{x.qty}", f"{x.price}", "", "", "") for x in b.bids]
+            for i, x in enumerate(b.asks):
+                if i < len(rows):
+                    rows[i] = rows[i][:3] + (f"{x.price}", f"{x.qty}", f"{x.orders}")
+                else:
+                    rows.append(("", "", "", f"{x.price}", f"{x.qty}", f"{x.orders}"))
+            print(b.symbol)
+            _table(["orders", "bid qty", "bid", "ask", "ask qty", "orders"], rows)
+        elif args.command == "orders":
+            _table(["order id", "client id", "symbol", "side", "type", "tif", "price", "leaves", "filled", "state"],
+                   [(o.order_id, o.client_order_id, o.symbol, o.side, o.type, o.tif, o.price, o.leaves, o.filled,
+                     o.state) for o in await c.open_orders()])
+        elif args.command == "order":
+            r = await c.place(args.symbol, args.side, args.qty, price=args.price, type=args.type, tif=args.tif,
+                              stop_price=args.stop_price, display_qty=args.display_qty, post_only=args.post_only)
+            _table(["report", "order id", "client id", "symbol", "side", "price", "qty", "reason"],
+                   [(r.kind, r.order_id, r.client_order_id, r.symbol, r.side, r.price, r.qty, r.reason or "")])
+            return 0 if r.kind == "accepted" else 1
+        elif args.command == "cancel":
+            r = await c.cancel(order_id=args.order_id)
+            _table(["report", "order id", "qty", "reason"], [(r.kind, r.order_id, r.qty, r.reason or "")])
+            return 0 if r.kind == "cancelled" else 1
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="trading-engine")
+    p.add_argument("--host", default=os.environ.get("TRADING_ENGINE_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("TRADING_ENGINE_PORT", "7001")))
+    p.add_argument("--account", type=int, default=int(os.environ.get("TRADING_ENGINE_ACCOUNT", "1")))
+    p.add_argument("--secret-file")
+    sub = p.add_subparsers(dest="command", required=True)
+    o = sub.add_parser("order", help="place an order: order buy BTCUSDT 1.5 --price 45000.00")
+    o.add_argument("side", choices=["buy", "sell"])
+    o.add_argument("symbol")
+    o.add_argument("qty")
+    o.add_argument("--price")
+    o.add_argument("--type", default=None, choices=["limit", "market", "stop", "stop_limit"])
+    o.add_argument("--tif", default="gtc", choices=["gtc", "day", "ioc", "fok", "gtd"])
+    o.add_argument("--stop-price")
+    o.add_argument("--display-qty")
+    o.add_argument("--post-only", action="store_true")
+    c = sub.add_parser("cancel", help="cancel an order by order id")
+    c.add_argument("order_id", type=int)
+    b = sub.add_parser("book", help="show a book")
+    b.add_argument("symbol")
+    b.add_argument("--depth", type=int, default=10)
+    sub.add_parser("orders", help="the account's open orders")
+    sub.add_parser("symbols", help="the symbol directory")
+    args = p.parse_args(argv)
+    if args.command == "order" and args.type is None:
+        args.type = "limit" if args.price is not None else "market"
+    try:
+        return asyncio.run(_run(args)) or 0
+    except (ServerError, ValueError, ConnectionError) as e:
+        print(f"trading-engine: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,468 @@
+"""The Python SDK: an asyncio client (works under uvloop) and a blocking wrapper.
+
+    async with Client.connect("127.0.0.1", 7001, account=1, secret="...") as c:
+        report = await c.place("BTCUSDT", "buy", "1.5", price="45000.00")
+
+Prices and quantities are Decimal (or str/int) at this edge and integer units on
+the wire, converted with the symbol directory; a value that is not a multiple of
+the symbol's tick or lot is refused here with ValueError before anything is sent.
+Many requests may be in flight at once: each awaits its own reply.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import os
+import threading
+import time
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from protocol import wire
+from protocol.codes import (CancelReason, CommandKind, OrderFlag, OrderState, OrderType, Reject,
+                            SelfTradePrevention, Side, TimeInForce)
+from protocol.wire import MsgType
+
+REPORT_KINDS = {MsgType.ACCEPTED: "accepted", MsgType.REJECTED: "rejected", MsgType.FILL: "fill",
+                MsgType.CANCELLED: "cancelled", MsgType.REPLACED: "replaced", MsgType.TRIGGERED: "triggered",
+                MsgType.RESTATED: "restated", MsgType.MASS_CANCEL_DONE: "mass_cancel_done"}
+
+
+class ServerError(Exception):
+    """The server refused the session (LOGON_REJECTED, PROTOCOL_ERROR) or ended it."""
+
+    def __init__(self, reason: int, text: str):
+        super().__init__(f"{text}: {_reason_name(reason)}")
+        self.reason = reason
+
+
+def _reason_name(code):
+    try:
+        return Reject(code).name
+    except ValueError:
+        return str(code)
+
+
+class Symbol(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    price_decimals: int
+    qty_decimals: int
+    tick_size: int
+    lot_size: int
+    trading: bool
+
+    def price_units(self, value) -> int:
+        return _units(value, self.price_decimals, self.tick_size, f"{self.name} price", "tick")
+
+    def qty_units(self, value) -> int:
+        return _units(value, self.qty_decimals, self.lot_size, f"{self.name} quantity", "lot")
+
+    def price(self, units: int) -> Decimal:
+        return Decimal(units).scaleb(-self.price_decimals)
+
+    def qty(self, units: int) -> Decimal:
+        return Decimal(units).scaleb(-self.qty_decimals)
+
+
+def _units(value, decimals, step, what, step_name) -> int:
+    if isinstance(value, float):
+        raise TypeError(f"{what}: pass a Decimal, str or int, not a float ({value!r})")
+    d = Decimal(value).scaleb(decimals)
+    if d != d.to_integral_value():
+        raise ValueError(f"{what} {value} has more than {decimals} decimals")
+    units = int(d)
+    if units % step:
+        raise ValueError(f"{what} {value} is not a multiple of the {step_name} "
+                         f"{Decimal(step).scaleb(-decimals)}")
+    return units
+
+
+class ExecutionReport(msgspec.Struct, frozen=True):
+    """One execution report: kind is accepted, rejected, fill, cancelled, replaced,
+    triggered, restated or mass_cancel_done. Prices and quantities are Decimal."""
+    kind: str
+    seq: int
+    order_id: int
+    client_order_id: int
+    symbol: str
+    side: str | None
+    price: Decimal
+    qty: Decimal
+    leaves: Decimal
+    reason: str | None = None
+    trade_id: int = 0
+    liquidity: str | None = None
+    request: str = ""                 # what caused it: new_order, cancel, amend, mass_cancel, ...
+
+
+class Level(msgspec.Struct, frozen=True):
+    price: Decimal
+    qty: Decimal
+    orders: int
+
+
+class Book(msgspec.Struct, frozen=True):
+    symbol: str
+    bids: list[Level]
+    asks: list[Level]
+
+
+class OrderInfo(msgspec.Struct, frozen=True):
+    order_id: int
+    client_order_id: int
+    symbol: str
+    side: str
+    type: str
+    tif: str
+    state: str
+    price: Decimal
+    stop_price: Decimal
+    qty: Decimal
+    leaves: Decimal
+    shown: Decimal
+    filled: Decimal
+
+
+def signing_key(secret: str | bytes) -> bytes:
+    """Derived exactly as the server derives it (protocol/SPEC.md, session rule 1)."""
+    s = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(s, b"trading-engine signing key", hashlib.sha256).digest()
+
+
+class _Connect:
+    def __init__(self, coro):
+        self._coro = coro
+        self._client = None
+
+    def __await__(self):
+        return self._coro.__await__()
+
+    async def __aenter__(self):
+        self._client = await self._coro
+        return self._client
+
+    async def __aexit__(self, *exc):
+        await self._client.close()
+
+
+class Client:
+    """An asyncio session. Use `Client.connect(...)` (awaitable or `async with`)."""
+
+    def __init__(self):
+        self.reader = self.writer = None
+        self.symbols_by_name: dict[str, Symbol] = {}
+        self.symbols_by_id: dict[int, Symbol] = {}
+        self.last_seq = 0
+        self.gaps: list[tuple[int, int]] = []      # (expected, received) sequence gaps seen
+        self.next_client_order_id = 1
+        self.session_id = 0
+        self._waiters: dict[tuple, list[asyncio.Future]] = {}
+        self._queries: dict[int, tuple[asyncio.Future, list]] = {}
+        self._request_ids = itertools.count(1)
+        self._reports: asyncio.Queue = asyncio.Queue()
+        self._reader_task = None
+        self._closed = False
+        self.end_of_session = False
+
+    @classmethod
+    def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
+                cancel_on_disconnect: bool = False, next_seq: int = 1) -> _Connect:
+        return _Connect(cls()._open(host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq))
+
+    async def _open(self, host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq):
+        self.account, self._key, self._addr = account, signing_key(secret), (host, port)
+        self._heartbeat_ms, self._cod = heartbeat_ms, cancel_on_disconnect
+        self.last_seq = next_seq - 1
+        await self._logon()
+        await self.symbols()
+        return self
+
+    async def _logon(self):
+        self.reader, self.writer = await asyncio.open_connection(*self._addr)
+        frame = bytearray(wire.encode(MsgType.LOGON, account=self.account, heartbeat_ms=self._heartbeat_ms,
+                                      next_seq=self.last_seq + 1, timestamp_ns=time.time_ns(),
+                                      flags=wire.LogonFlag.CANCEL_ON_DISCONNECT if self._cod else 0,
+                                      proto_version=1, nonce=int.from_bytes(os.urandom(4), "little")))
+        frame[40:72] = hmac.new(self._key, bytes(frame[8:40]), hashlib.sha256).digest()
+        self.writer.write(frame)
+        header = await self.reader.readexactly(wire.HEADER.size)
+        length, mtype = int.from_bytes(header[:2], "little"), header[2]
+        body = await self.reader.readexactly(length - wire.HEADER.size)
+        (t, rec, _), = wire.decode(header + body)[0]
+        if t != MsgType.LOGON_ACCEPTED:
+            self.writer.close()
+            raise ServerError(int(rec["reason"]), "logon refused")
+        self.session_id = int(rec["session_id"])
+        self.next_client_order_id = max(self.next_client_order_id, int(rec["next_client_order_id"]))
+        self._reader_task = asyncio.ensure_future(self._read_loop())
+        self._hb_task = asyncio.ensure_future(self._heartbeats(int(rec["heartbeat_ms"]) / 1000))
+
+    async def reconnect(self):
+        """Log on again, asking for every report after the last one seen (the server replays the gap)."""
+        await self._drop()
+        await self._logon()
+
+    async def _drop(self):
+        for task in (self._reader_task, getattr(self, "_hb_task", None)):
+            if task is not None:
+                task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+
+    async def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.writer.write(wire.encode(MsgType.LOGOUT))
+            await self.writer.drain()
+        except (ConnectionError, RuntimeError):
+            pass
+        await self._drop()
+
+    async def _heartbeats(self, interval):
+        while True:
+            await asyncio.sleep(interval)
+            self.writer.write(wire.encode(MsgType.HEARTBEAT, timestamp_ns=time.time_ns()))
+
+    # -- incoming --
+    async def _read_loop(self):
+        buf = b""
+        try:
+            while True:
+                data = await self.reader.read(1 << 16)
+                if not data:
+                    break
+                buf += data
+                frames, used = wire.decode(buf)
+                buf = buf[used:]
+                for t, rec, entries in frames:
+                    self._on_frame(t, rec, entries)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            err = ServerError(Reject.SERVER_SHUTDOWN if self.end_of_session else 0, "connection closed")
+            for fs in list(self._waiters.values()):
+                for f in fs:
+                    if not f.done():
+                        f.set_exception(err)
+            for f, _ in list(self._queries.values()):
+                if not f.done():
+                    f.set_exception(err)
+            self._waiters.clear()
+            self._queries.clear()
+            self._reports.put_nowait(None)
+
+    def _on_frame(self, t, rec, entries):
+        if t in REPORT_KINDS:
+            seq = int(rec["seq"])
+            if seq <= self.last_seq:
+                return                             # already seen (a replay overlap)
+            if seq != self.last_seq + 1:
+                self.gaps.append((self.last_seq + 1, seq))
+            self.last_seq = seq
+            report = self._report(t, rec)
+            self._reports.put_nowait(report)
+            self._resolve(report)
+        elif t in wire.ENTRY:
+            rid = int(rec["request_id"])
+            if rid in self._queries:
+                fut, acc = self._queries[rid]
+                acc.append((rec, entries))
+                if not int(rec["more"]):
+                    del self._queries[rid]
+                    fut.set_result(acc)
+        elif t == MsgType.END_OF_SESSION:
+            self.end_of_session = True
+        elif t in (MsgType.PROTOCOL_ERROR, MsgType.LOGOUT):
+            self.last_error = int(rec["reason"])
+
+    def _report(self, t, r) -> ExecutionReport:
+        sym = self.symbols_by_id.get(int(r["symbol"]))
+        kind = REPORT_KINDS[t]
+        reason = None
+        if t == MsgType.REJECTED:
+            reason = _reason_name(int(r["reason"]))
+        elif t == MsgType.CANCELLED:
+            reason = CancelReason(int(r["reason"])).name.lower()
+        side = {Side.BUY: "buy", Side.SELL: "sell"}.get(int(r["side"]))
+        price = sym.price(int(r["price"])) if sym else Decimal(int(r["price"]))
+        conv = sym.qty if sym and t != MsgType.MASS_CANCEL_DONE else Decimal
+        liq = {wire.Liquidity.MAKER: "maker", wire.Liquidity.TAKER: "taker"}.get(int(r["liquidity"]))
+        try:
+            request = CommandKind(int(r["cmd_kind"])).name.lower()
+        except ValueError:
+            request = ""
+        return ExecutionReport(kind, int(r["seq"]), int(r["order_id"]), int(r["client_order_id"]),
+                               sym.name if sym else str(int(r["symbol"])), side, price, conv(int(r["qty"])),
+                               conv(int(r["leaves"])), reason, int(r["trade_id"]), liq, request)
+
+    def _resolve(self, rep: ExecutionReport):
+        keys = []
+        if rep.request == "new_order" and rep.kind in ("accepted", "rejected"):
+            keys.append(("new", rep.client_order_id))
+        elif rep.request in ("cancel", "amend") and rep.kind in ("cancelled", "replaced", "rejected"):
+            keys += [(rep.request, "oid", rep.order_id), (rep.request, "clid", rep.client_order_id)]
+        elif rep.request == "mass_cancel" and rep.kind in ("mass_cancel_done", "rejected"):
+            keys.append(("mass",))
+        for key in keys:
+            fs = self._waiters.get(key)
+            if fs:
+                f = fs.pop(0)
+                if not fs:
+                    del self._waiters[key]
+                if not f.done():
+                    f.set_result(rep)
+                return
+
+    def _wait(self, key) -> asyncio.Future:
+        f = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(f)
+        return f
+
+    async def reports(self):
+        """Every execution report of the account, in sequence order (fills, cancels, triggers, ...)."""
+        while True:
+            r = await self._reports.get()
+            if r is None:
+                return
+            yield r
+
+    # -- requests --
+    def _symbol(self, symbol) -> Symbol:
+        try:
+            return self.symbols_by_name[symbol] if isinstance(symbol, str) else self.symbols_by_id[symbol]
+        except KeyError:
+            raise ValueError(f"unknown symbol {symbol!r}") from None
+
+    async def place(self, symbol, side: Literal["buy", "sell"], qty, price=None, type="limit", tif="gtc",
+                    stop_price=None, display_qty=None, post_only=False, stp="cancel_newest",
+                    client_order_id=None, expire=None, strategy=0) -> ExecutionReport:
+        """Send a NewOrder; returns its Accepted or Rejected report."""
+        sym = self._symbol(symbol)
+        clid = client_order_id if client_order_id is not None else self.next_client_order_id
+        self.next_client_order_id = max(self.next_client_order_id, clid + 1)
+        expire_ns = 0
+        if expire is not None:
+            expire_ns = int(expire.timestamp() * 1e9) if hasattr(expire, "timestamp") else int(expire)
+        frame = wire.encode(
+            MsgType.NEW_ORDER, client_order_id=clid, symbol=sym.id, side=Side[side.upper()],
+            order_type=OrderType[type.upper()], tif=TimeInForce[tif.upper()],
+            stp=SelfTradePrevention[stp.upper()], price=sym.price_units(price) if price is not None else 0,
+            qty=sym.qty_units(qty), stop_price=sym.price_units(stop_price) if stop_price is not None else 0,
+            display_qty=sym.qty_units(display_qty) if display_qty is not None else 0,
+            expire_ts_ns=expire_ns, strategy=strategy, flags=OrderFlag.POST_ONLY if post_only else 0)
+        fut = self._wait(("new", clid))
+        self.writer.write(frame)
+        return await fut
+
+    def _target(self, order_id, client_order_id):
+        if order_id is None and client_order_id is None:
+            raise ValueError("give order_id or client_order_id")
+        return (("oid", order_id) if order_id else ("clid", client_order_id)), order_id or 0, client_order_id or 0
+
+    async def cancel(self, order_id=None, client_order_id=None) -> ExecutionReport:
+        key, oid, clid = self._target(order_id, client_order_id)
+        fut = self._wait(("cancel",) + key)
+        self.writer.write(wire.encode(MsgType.CANCEL, order_id=oid, client_order_id=clid))
+        return await fut
+
+    async def amend(self, symbol, order_id=None, client_order_id=None, qty=None, price=None,
+                    stop_price=None) -> ExecutionReport:
+        """New remaining qty (0 cancels), new price / stop price (None = unchanged)."""
+        sym = self._symbol(symbol)
+        key, oid, clid = self._target(order_id, client_order_id)
+        fut = self._wait(("amend",) + key)
+        self.writer.write(wire.encode(
+            MsgType.AMEND, order_id=oid, client_order_id=clid, qty=sym.qty_units(qty),
+            price=sym.price_units(price) if price is not None else 0,
+            stop_price=sym.price_units(stop_price) if stop_price is not None else 0))
+        return await fut
+
+    async def mass_cancel(self, symbol=None, side=None) -> ExecutionReport:
+        fut = self._wait(("mass",))
+        self.writer.write(wire.encode(MsgType.MASS_CANCEL, symbol=self._symbol(symbol).id if symbol else 0,
+                                      side=Side[side.upper()] if side else 0))
+        return await fut
+
+    async def _query(self, t, **fields):
+        rid = next(self._request_ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._queries[rid] = (fut, [])
+        self.writer.write(wire.encode(t, request_id=rid, **fields))
+        parts = await fut
+        status = int(parts[0][0]["status"])
+        entries = np.concatenate([e for _, e in parts]) if parts else []
+        return status, entries
+
+    async def symbols(self) -> list[Symbol]:
+        _, entries = await self._query(MsgType.SYMBOL_DIRECTORY_REQUEST)
+        out = [Symbol(int(e["symbol"]), bytes(e["name"]).rstrip(b"\0").decode(), int(e["price_decimals"]),
+                      int(e["qty_decimals"]), int(e["tick_size"]), int(e["lot_size"]), int(e["state"]) == 1)
+               for e in entries]
+        self.symbols_by_name = {s.name: s for s in out}
+        self.symbols_by_id = {s.id: s for s in out}
+        return out
+
+    async def book(self, symbol, depth=10) -> Book:
+        sym = self._symbol(symbol)
+        status, entries = await self._query(MsgType.BOOK_DEPTH_REQUEST, symbol=sym.id, levels=depth)
+        if status:
+            raise ValueError(f"book {symbol}: {_reason_name(status)}")
+        lv = [(int(e["side"]), Level(sym.price(int(e["price"])), sym.qty(int(e["qty"])), int(e["orders"])))
+              for e in entries]
+        return Book(sym.name, [x for s, x in lv if s == Side.BUY], [x for s, x in lv if s == Side.SELL])
+
+    def _order_info(self, e) -> OrderInfo:
+        sym = self.symbols_by_id[int(e["symbol"])]
+        return OrderInfo(int(e["order_id"]), int(e["client_order_id"]), sym.name, Side(int(e["side"])).name.lower(),
+                         OrderType(int(e["order_type"])).name.lower(), TimeInForce(int(e["tif"])).name.lower(),
+                         OrderState(int(e["state"])).name.lower(), sym.price(int(e["price"])),
+                         sym.price(int(e["stop_price"])), sym.qty(int(e["qty"])), sym.qty(int(e["leaves"])),
+                         sym.qty(int(e["shown"])), sym.qty(int(e["filled"])))
+
+    async def open_orders(self) -> list[OrderInfo]:
+        _, entries = await self._query(MsgType.OPEN_ORDERS_REQUEST)
+        return [self._order_info(e) for e in entries]
+
+    async def order(self, order_id=None, client_order_id=None) -> OrderInfo | None:
+        _, oid, clid = self._target(order_id, client_order_id)
+        status, entries = await self._query(MsgType.ORDER_STATUS_REQUEST, order_id=oid, client_order_id=clid)
+        return self._order_info(entries[0]) if len(entries) else None
+
+
+class SyncClient:
+    """The same surface as Client, blocking: for scripts and notebooks.
+    Runs a private event loop in a daemon thread."""
+
+    def __init__(self, host, port, *, account, secret, **kw):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client: Client = self._run(Client.connect(host, port, account=account, secret=secret, **kw))
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+        return lambda *a, **kw: self._run(attr(*a, **kw))
+
+    def close(self):
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,607 @@
+"""The trading server: one process, one thread, one uvloop event loop.
+
+Processing order of a flush (the group commit):
+  1. reads append order-entry frames as core Commands to the pending batch
+     (engine/gateway.pyx walks the frames: no Python object per message)
+  2. one Engine.process call over the whole batch
+  3. one journal commit of the batch's commands and events (engine/journal.py)
+  4. execution reports encoded from the event array (vectorized numpy), sequenced
+     per account, appended to each account's replay ring
+  5. one transport.write per connection
+Nothing is written to a socket before step 3 returns. Session messages (logon,
+heartbeat, logout) and queries are handled in Python: a connection's walk stops in
+front of one, the pending batch is flushed first (so a query sees the orders that
+preceded it on the wire), then the message is handled and the walk resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import hashlib
+import hmac
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+
+import numpy as np
+
+from engine import config as cfgmod
+from engine import gateway
+from engine.core import Engine
+from engine.journal import Journal, JournalUnavailable
+from protocol import wire
+from protocol.codes import CommandKind, EventKind, Reject, Side
+from protocol.records import COMMAND
+from protocol.wire import MsgType
+
+log = logging.getLogger("trading-engine")
+
+REPORT_DTYPE = np.dtype([("h", wire.HEADER.dtype), ("r", wire.EXEC_REPORT.dtype)])
+REPORT_SIZE = REPORT_DTYPE.itemsize
+# EventKind -> MsgType of the report (0: not reported to an account)
+REPORT_TYPE = np.zeros(32, dtype=np.uint8)
+for _k, _t in ((EventKind.ACCEPTED, MsgType.ACCEPTED), (EventKind.REJECTED, MsgType.REJECTED),
+               (EventKind.FILL, MsgType.FILL), (EventKind.CANCELLED, MsgType.CANCELLED),
+               (EventKind.REPLACED, MsgType.REPLACED), (EventKind.TRIGGERED, MsgType.TRIGGERED),
+               (EventKind.RESTATED, MsgType.RESTATED), (EventKind.MASS_CANCEL_DONE, MsgType.MASS_CANCEL_DONE)):
+    REPORT_TYPE[_k] = _t
+BATCH_CAP = 1 << 16
+ORDER_TYPES = frozenset({MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.AMEND, MsgType.MASS_CANCEL})
+READ_BUFFER = 1 << 18
+
+
+def encode_reports(events: np.ndarray) -> np.ndarray:
+    """The execution reports for a batch's events, in event order (a FILL gives the
+    taker's report, then the maker's). Vectorized: no Python object per report."""
+    kinds = events["kind"]
+    mtype = REPORT_TYPE[kinds]
+    keep = (mtype != 0) & (events["account"] != 0)
+    ev = events[keep]
+    mt = mtype[keep]
+    fill = ev["kind"] == EventKind.FILL
+    n = len(ev)
+    out = np.zeros(n + int(fill.sum()), dtype=REPORT_DTYPE)
+    # index of each taker report: event i goes to i + (fills before i)
+    taker_pos = np.arange(n) + np.concatenate(([0], np.cumsum(fill)[:-1])) if n else np.zeros(0, np.int64)
+    t = out[taker_pos]
+    t["h"]["length"] = REPORT_SIZE
+    t["h"]["msg_type"] = mt
+    t["h"]["version"] = wire.SCHEMA_VERSION
+    r = t["r"]
+    r["order_id"], r["client_order_id"], r["symbol"], r["side"] = \
+        ev["order_id"], ev["client_order_id"], ev["symbol"], ev["side"]
+    r["reason"], r["price"], r["qty"], r["leaves"], r["trade_id"] = \
+        ev["reason"], ev["price"], ev["qty"], ev["leaves"], ev["trade_id"]
+    r["cmd_kind"] = ev["cmd_kind"]
+    r["liquidity"] = np.where(fill, wire.Liquidity.TAKER, 0)
+    out[taker_pos] = t
+    accounts = np.zeros(len(out), dtype=np.uint32)
+    accounts[taker_pos] = ev["account"]
+    if fill.any():
+        f = ev[fill]
+        maker_pos = taker_pos[fill] + 1
+        m = out[maker_pos]
+        m["h"]["length"] = REPORT_SIZE
+        m["h"]["msg_type"] = MsgType.FILL
+        m["h"]["version"] = wire.SCHEMA_VERSION
+        mr = m["r"]
+        mr["order_id"], mr["client_order_id"], mr["symbol"] = f["other_order_id"], f["other_client_order_id"], f["symbol"]
+        mr["side"] = np.where(f["side"] == Side.BUY, Side.SELL, Side.BUY)
+        mr["price"], mr["qty"], mr["leaves"], mr["trade_id"] = f["price"], f["qty"], f["other_leaves"], f["trade_id"]
+        mr["liquidity"] = wire.Liquidity.MAKER
+        mr["cmd_kind"] = f["cmd_kind"]
+        out[maker_pos] = m
+        accounts[maker_pos] = f["other_account"]
+    return out, accounts
+
+
+class Account:
+    __slots__ = ("id", "name", "key", "next_seq", "ring", "ring_reports", "sessions")
+
+    def __init__(self, id, name, key):
+        self.id, self.name, self.key = id, name, key
+        self.next_seq = 1
+        self.ring = deque()           # (first seq, bytes of consecutive reports), oldest first
+        self.ring_reports = 0
+        self.sessions = set()
+
+    def append(self, first_seq, chunk, cap):
+        self.ring.append((first_seq, chunk))
+        self.ring_reports += len(chunk) // REPORT_SIZE
+        while self.ring_reports - len(self.ring[0][1]) // REPORT_SIZE >= cap:
+            self.ring_reports -= len(self.ring.popleft()[1]) // REPORT_SIZE
+
+    def replay_from(self, seq):
+        """Bytes of every kept report with sequence >= seq (those older than the ring are gone)."""
+        parts = []
+        for first, chunk in self.ring:
+            last = first + len(chunk) // REPORT_SIZE - 1
+            if last < seq:
+                continue
+            parts.append(chunk[max(0, seq - first) * REPORT_SIZE:])
+        return b"".join(parts)
+
+
+class Server:
+    def __init__(self, cfg: cfgmod.Config):
+        self.cfg = cfg
+        e = cfg.engine
+        self.engine = Engine(max_orders=e.max_orders, max_accounts=e.max_accounts, max_symbols=e.max_symbols,
+                             max_levels=e.max_levels)
+        for s in cfg.symbols:
+            self.engine.add_symbol(s.id, tick_size=s.tick_size, lot_size=s.lot_size, max_price=s.max_price,
+                                   max_qty=s.max_qty)
+        self.accounts: dict[int, Account] = {}
+        for a in cfg.accounts:
+            self.engine.add_account(a.id, stp_group=a.stp_group)
+            if a.demo_secret is not None:
+                log.warning("account %s uses a demo secret from the config: demo only", a.name)
+            self.accounts[a.id] = Account(a.id, a.name, cfgmod.signing_key(cfgmod.account_secret(a)))
+        self.symbol_entries = np.zeros(len(cfg.symbols), dtype=wire.SYMBOL_ENTRY.dtype)
+        for i, s in enumerate(cfg.symbols):
+            self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
+                                      s.tick_size, s.lot_size, s.max_price, s.max_qty)
+        self.journal = None
+        if cfg.journal.durability != "none":
+            os.makedirs(cfg.journal.path, exist_ok=True)
+            self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size)
+        self.pending = np.zeros(BATCH_CAP, dtype=COMMAND.dtype)
+        self.n_pending = 0
+        self.next_cmd_seq = 1
+        self.flush_scheduled = False
+        self.conns: set[Connection] = set()
+        self.pending_logons = 0
+        self.next_session = 1
+        self.failures: dict = {}          # ("acct", id) / ("addr", host) -> [count, first_ts]
+        self.seen_logons: dict = {}       # (account, ts, nonce) -> expiry
+        self.journal_ok = True
+        self.ready = False
+        self.loop = None
+        self.tcp_server = None
+        self.stopping = False
+
+    # -- recovery --
+    def recover(self):
+        """Rebuild state by replaying the journal through the same engine code."""
+        if self.journal is None:
+            return 0
+        n = 0
+        t = time.perf_counter()
+        for cmds, events in self.journal.batches():
+            produced = self.engine.process(np.ascontiguousarray(cmds))
+            if produced.tobytes() != events.tobytes():
+                raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
+            self._sequence_reports(events, send=False)
+            n += len(cmds)
+        self.next_cmd_seq = self.journal.last_seq + 1
+        if n:
+            log.info("recovered %d commands from the journal in %.3f s", n, time.perf_counter() - t)
+        return n
+
+    # -- the batch path --
+    def schedule_flush(self):
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self):
+        self.flush_scheduled = False
+        n = self.n_pending
+        if n == 0:
+            return
+        cmds = self.pending[:n]
+        cmds["seq"] = np.arange(self.next_cmd_seq, self.next_cmd_seq + n)
+        cmds["ts_ns"] = time.time_ns()
+        events = self.engine.process(cmds)
+        if self.journal is not None:
+            try:
+                self.journal.append(cmds, events)
+            except JournalUnavailable:
+                # Nothing of this batch is acknowledged; the engine has applied it, so the
+                # only safe state is to stop taking state changes until an operator restarts
+                # (recovery replays what the journal holds).
+                log.exception("journal unavailable: refusing state changes")
+                self.journal_ok = False
+                self.n_pending = 0
+                for c in list(self.conns):
+                    c.close(Reject.JOURNAL_UNAVAILABLE)
+                return
+        self.next_cmd_seq += n
+        self.n_pending = 0
+        self._sequence_reports(events, send=True)
+
+    def _sequence_reports(self, events, send):
+        reports, accounts = encode_reports(events)
+        if not len(reports):
+            return
+        order = np.argsort(accounts, kind="stable")
+        accounts_sorted = accounts[order]
+        bounds = np.flatnonzero(np.diff(accounts_sorted)) + 1
+        starts = np.concatenate(([0], bounds))
+        ends = np.concatenate((bounds, [len(order)]))
+        for s, e in zip(starts, ends):
+            acct = self.accounts.get(int(accounts_sorted[s]))
+            if acct is None:
+                continue
+            idx = order[s:e]
+            chunk = reports[idx]
+            chunk["r"]["seq"] = np.arange(acct.next_seq, acct.next_seq + len(idx))
+            data = chunk.tobytes()
+            acct.append(acct.next_seq, data, self.cfg.server.replay_ring)
+            acct.next_seq += len(idx)
+            if send:
+                for conn in acct.sessions:
+                    conn.write(data)
+
+    def submit(self, cmd_fields: dict):
+        """Queue one command built in Python (timers, cancel on disconnect)."""
+        if self.n_pending == BATCH_CAP:
+            self.flush()
+        c = self.pending[self.n_pending]
+        c.fill(0)
+        for k, v in cmd_fields.items():
+            c[k] = v
+        self.n_pending += 1
+        self.schedule_flush()
+
+    # -- periodic work --
+    async def timers(self):
+        s = self.cfg.server
+        hb = s.heartbeat_ms / 1000
+        last_expire = 0.0
+        while not self.stopping:
+            await asyncio.sleep(min(hb / 2, s.expire_interval_ms / 1000))
+            now = time.monotonic()
+            for c in list(self.conns):
+                c.tick(now)
+            if now - last_expire >= s.expire_interval_ms / 1000 and self.journal_ok:
+                last_expire = now
+                if self.engine.live_orders:
+                    self.submit(dict(kind=CommandKind.EXPIRE, expire_ts_ns=time.time_ns()))
+            cutoff = time.time_ns()
+            for k in [k for k, exp in self.seen_logons.items() if exp < cutoff]:
+                del self.seen_logons[k]
+
+    # -- lifecycle --
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        s = self.cfg.server
+        self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port, reuse_address=True)
+        port = self.tcp_server.sockets[0].getsockname()[1]
+        if s.port_file:
+            with open(s.port_file + ".tmp", "w") as f:
+                f.write(str(port))
+            os.replace(s.port_file + ".tmp", s.port_file)
+        self.ready = True
+        print(json.dumps({"event": "listening", "host": s.host, "port": port}), flush=True)
+        return port
+
+    async def stop(self):
+        """Graceful: stop accepting, flush, END_OF_SESSION to every session, close the journal."""
+        self.stopping = True
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+        self.flush()
+        for c in list(self.conns):
+            if c.account is not None:
+                c.write(wire.encode(MsgType.END_OF_SESSION, last_seq=c.account.next_seq - 1))
+            c.close(None)
+        await asyncio.sleep(0.05)
+        if self.journal is not None:
+            self.journal.close()
+
+
+class Connection(asyncio.BufferedProtocol):
+    def __init__(self, server: Server):
+        self.server = server
+        self.buf = bytearray(READ_BUFFER)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        self.stream_offset = 0
+        self.transport = None
+        self.account: Account | None = None
+        self.session_id = 0
+        self.cancel_on_disconnect = False
+        self.heartbeat = server.cfg.server.heartbeat_ms / 1000
+        self.last_recv = self.last_sent = self.opened = time.monotonic()
+        self.closed = False
+        self.peer = None
+        self.logon_pending = False
+
+    # -- asyncio --
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = (transport.get_extra_info("peername") or ("?",))[0]
+        srv = self.server
+        if srv.stopping or srv.pending_logons >= srv.cfg.server.max_pending_logons:
+            self.protocol_error(Reject.TOO_MANY_CONNECTIONS if not srv.stopping else Reject.SERVER_SHUTDOWN, 0)
+            return
+        srv.pending_logons += 1
+        self.logon_pending = True
+        srv.conns.add(self)
+
+    def get_buffer(self, sizehint):
+        if self.end == len(self.buf):          # compact: keep the unconsumed tail at the front
+            tail = self.end - self.start
+            self.buf[:tail] = self.buf[self.start:self.end]
+            self.start, self.end = 0, tail
+        return self.view[self.end:]
+
+    def buffer_updated(self, nbytes):
+        self.end += nbytes
+        self.last_recv = time.monotonic()
+        self.process()
+
+    def connection_lost(self, exc):
+        self.close(None)
+
+    # -- input --
+    def process(self):
+        srv = self.server
+        while not self.closed:
+            acct = self.account
+            consumed, n, stop, mtype, reason = gateway.walk(
+                self.buf, self.start, self.end, srv.pending, srv.n_pending, acct.id if acct else 0,
+                self.session_id, acct is not None, srv.journal_ok)
+            if n > srv.n_pending:
+                srv.n_pending = n
+                srv.schedule_flush()
+            self.start += consumed
+            self.stream_offset += consumed
+            if stop == gateway.STOP_END:
+                break
+            if stop == gateway.STOP_ERROR:
+                self.protocol_error(reason, mtype)
+                return
+            # STOP_SESSION: a session or query frame, a full batch, or the journal is down
+            srv.flush()
+            if mtype in ORDER_TYPES and srv.journal_ok:
+                continue                   # the batch was full: walk on into the emptied one
+            length = int.from_bytes(self.buf[self.start:self.start + 2], "little")
+            frame = bytes(self.buf[self.start:self.start + length])
+            self.start += length
+            self.stream_offset += length
+            self.handle(MsgType(mtype), frame)
+        if self.start == self.end:
+            self.start = self.end = 0
+
+    def handle(self, t: MsgType, frame: bytes):
+        srv = self.server
+        body = wire.decode(frame)[0][0][1]
+        if t in ORDER_TYPES:           # only while the journal is down: nothing may change state
+            self.write(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE))
+            return
+        if t == MsgType.LOGON:
+            self.logon(frame, body)
+        elif t == MsgType.HEARTBEAT:
+            pass
+        elif t == MsgType.LOGOUT:
+            self.write(wire.encode(MsgType.LOGOUT))
+            self.close(None)
+        else:
+            self.query(t, body)
+
+    def _reject_report(self, t, body, reason):
+        acct = self.account
+        fields = dict(seq=0, reason=reason, cmd_kind={MsgType.NEW_ORDER: CommandKind.NEW_ORDER,
+                                                      MsgType.CANCEL: CommandKind.CANCEL,
+                                                      MsgType.AMEND: CommandKind.AMEND}.get(t, CommandKind.MASS_CANCEL))
+        if "client_order_id" in body.dtype.names:
+            fields["client_order_id"] = int(body["client_order_id"])
+        return wire.encode(MsgType.REJECTED, **fields) if acct else b""
+
+    # -- logon --
+    def logon(self, frame, body):
+        srv, s = self.server, self.server.cfg.server
+        if self.account is not None:
+            self.protocol_error(Reject.ALREADY_LOGGED_ON, MsgType.LOGON)
+            return
+        acct_id = int(body["account"])
+        now = time.time_ns()
+        for key in (("acct", acct_id), ("addr", self.peer)):
+            count, first = srv.failures.get(key, (0, 0))
+            if count >= s.lockout_failures and now - first < s.lockout_s * 1e9:
+                return self.logon_reject(Reject.LOCKED_OUT)
+        acct = srv.accounts.get(acct_id)
+        sig_ok = acct is not None and hmac.compare_digest(
+            hmac.new(acct.key, frame[8:40], hashlib.sha256).digest(), frame[40:72])
+        if not sig_ok:
+            for key in (("acct", acct_id), ("addr", self.peer)):
+                count, first = srv.failures.get(key, (0, now))
+                if now - first >= s.lockout_s * 1e9:
+                    count, first = 0, now
+                srv.failures[key] = (count + 1, first)
+            return self.logon_reject(Reject.AUTH_FAILED, delay=s.auth_failure_delay_s)
+        if int(body["proto_version"]) != 1:
+            return self.logon_reject(Reject.UNSUPPORTED_VERSION)
+        ts = int(body["timestamp_ns"])
+        if abs(ts - now) > s.logon_skew_s * 1e9:
+            return self.logon_reject(Reject.STALE_TIMESTAMP)
+        replay_key = (acct_id, ts, int(body["nonce"]))
+        if replay_key in srv.seen_logons:
+            return self.logon_reject(Reject.REPLAYED_LOGON)
+        srv.seen_logons[replay_key] = now + int(2 * s.logon_skew_s * 1e9)
+        srv.failures.pop(("acct", acct_id), None)
+        self.account = acct
+        srv.pending_logons -= 1
+        self.logon_pending = False
+        self.session_id = srv.next_session
+        srv.next_session += 1
+        self.cancel_on_disconnect = bool(int(body["flags"]) & wire.LogonFlag.CANCEL_ON_DISCONNECT)
+        self.heartbeat = max(s.heartbeat_ms, int(body["heartbeat_ms"]) or s.heartbeat_ms) / 1000
+        next_clid = int(srv.engine.acct_arr["last_clid"][acct_id]) + 1
+        self.write(wire.encode(MsgType.LOGON_ACCEPTED, session_id=self.session_id,
+                               heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.next_seq,
+                               next_client_order_id=next_clid, server_time_ns=time.time_ns()))
+        want = int(body["next_seq"]) or 1
+        if want < acct.next_seq:
+            self.write(acct.replay_from(want))
+        acct.sessions.add(self)
+        log.info("logon account=%s session=%d peer=%s", acct.name, self.session_id, self.peer)
+
+    def logon_reject(self, reason, delay=0.0):
+        def send():
+            if not self.closed:
+                self.write(wire.encode(MsgType.LOGON_REJECTED, reason=reason))
+                self.close(None)
+        if delay:
+            self.transport.pause_reading()
+            self.server.loop.call_later(delay, send)
+        else:
+            send()
+
+    # -- queries --
+    def query(self, t, body):
+        srv = self.server
+        rid = int(body["request_id"])
+        acct = self.account.id
+        if t == MsgType.SYMBOL_DIRECTORY_REQUEST:
+            states = np.array([srv.engine.symbol_state(int(s)) for s in srv.symbol_entries["symbol"]], dtype=np.uint8)
+            entries = srv.symbol_entries.copy()
+            entries["state"] = states
+            self.send_list(MsgType.SYMBOL_DIRECTORY, rid, entries)
+        elif t == MsgType.BOOK_DEPTH_REQUEST:
+            sym = int(body["symbol"])
+            levels = max(1, min(int(body["levels"]) or 10, wire.MAX_DEPTH_LEVELS))
+            if not srv.engine.symbol_state(sym):
+                return self.send_list(MsgType.BOOK_DEPTH, rid, [], status=Reject.UNKNOWN_SYMBOL)
+            bids, asks = srv.engine.depth(sym, levels)
+            rows = [dict(price=p, qty=q, orders=c, side=Side.BUY) for p, q, c in bids] + \
+                   [dict(price=p, qty=q, orders=c, side=Side.SELL) for p, q, c in asks]
+            self.send_list(MsgType.BOOK_DEPTH, rid, rows)
+        elif t == MsgType.OPEN_ORDERS_REQUEST:
+            self.send_list(MsgType.OPEN_ORDERS, rid, [self._order_row(o) for o in srv.engine.open_orders(acct)])
+        elif t == MsgType.ORDER_STATUS_REQUEST:
+            oid, clid = int(body["order_id"]), int(body["client_order_id"])
+            if oid:
+                o = srv.engine.order(oid)
+                found = [o] if o and o["account"] == acct else []
+            else:
+                found = [o for o in srv.engine.open_orders(acct) if o["client_order_id"] == clid]
+            self.send_list(MsgType.ORDER_STATUS, rid, [self._order_row(o) for o in found],
+                           status=0 if found else Reject.UNKNOWN_ORDER)
+
+    @staticmethod
+    def _order_row(o):
+        return {k: o[k] for k in ("order_id", "client_order_id", "symbol", "side", "order_type", "tif", "state",
+                                  "price", "stop_price", "qty", "leaves", "shown", "filled")}
+
+    def send_list(self, t, rid, rows, status=0):
+        per_frame = (wire.MAX_FRAME - wire.frame_size(t)) // wire.ENTRY[t].size
+        chunks = [rows[i:i + per_frame] for i in range(0, len(rows), per_frame)] or [rows[:0]]
+        for i, chunk in enumerate(chunks):
+            self.write(wire.encode(t, entries=chunk, request_id=rid, count=len(chunk),
+                                   more=int(i < len(chunks) - 1), status=status))
+
+    # -- output and lifetime --
+    def write(self, data):
+        if self.closed or not data:
+            return
+        self.transport.write(data)
+        self.last_sent = time.monotonic()
+        if self.transport.get_write_buffer_size() > self.server.cfg.server.output_buffer_bytes:
+            log.warning("slow consumer: session=%d closed", self.session_id)
+            self.close(Reject.SLOW_CONSUMER, abort=True)
+
+    def protocol_error(self, reason, msg_type):
+        log.info("protocol error %s from %s at byte %d", Reject(reason).name, self.peer, self.stream_offset)
+        self.write(wire.encode(MsgType.PROTOCOL_ERROR, reason=reason, msg_type=msg_type, offset=self.stream_offset))
+        self.close(None)
+
+    def tick(self, now):
+        if self.closed:
+            return
+        s = self.server.cfg.server
+        if self.account is None:
+            if now - self.opened > s.logon_timeout_s:
+                self.close(None)
+            return
+        if now - self.last_recv > self.heartbeat * s.heartbeat_timeout_factor:
+            self.write(wire.encode(MsgType.LOGOUT, reason=Reject.HEARTBEAT_TIMEOUT))
+            self.close(None)
+        elif now - self.last_sent >= self.heartbeat:
+            self.write(wire.encode(MsgType.HEARTBEAT, timestamp_ns=time.time_ns()))
+
+    def close(self, reason, abort=False):
+        if self.closed:
+            return
+        srv = self.server
+        if reason is not None and not abort:
+            self.write(wire.encode(MsgType.LOGOUT, reason=reason))
+        self.closed = True
+        srv.conns.discard(self)
+        if self.logon_pending:
+            srv.pending_logons -= 1
+            self.logon_pending = False
+        acct = self.account
+        if acct is not None:
+            acct.sessions.discard(self)
+            if self.cancel_on_disconnect and srv.journal_ok and not srv.stopping and \
+                    not any(c.cancel_on_disconnect for c in acct.sessions):
+                srv.submit(dict(kind=CommandKind.MASS_CANCEL, account=acct.id, session=self.session_id))
+        if self.transport is not None:
+            self.transport.abort() if abort else self.transport.close()
+
+
+def configure_logging(level="INFO"):
+    class JsonFormatter(logging.Formatter):
+        def format(self, record):
+            out = {"ts": round(record.created, 6), "level": record.levelname, "msg": record.getMessage()}
+            if record.exc_info:
+                out["exc"] = self.formatException(record.exc_info)
+            return json.dumps(out)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+async def _serve(cfg):
+    srv = Server(cfg)
+    srv.recover()
+    await srv.start()
+    gc.collect()
+    gc.freeze()                      # start-up objects never need collecting again
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    timers = asyncio.ensure_future(srv.timers())
+    await stop.wait()
+    log.info("shutting down")
+    await srv.stop()
+    timers.cancel()
+
+
+def serve(cfg: cfgmod.Config):
+    import uvloop
+    configure_logging()
+    if cfg.server.cpu is not None:
+        os.sched_setaffinity(0, {cfg.server.cpu})
+    uvloop.run(_serve(cfg))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="trading-engine serve")
+    p.add_argument("--config", help="TOML config file (default: the embedded demo config)")
+    args = p.parse_args(argv)
+    try:
+        cfg = cfgmod.load(args.config)
+    except (cfgmod.ConfigError, OSError) as e:
+        print(f"trading-engine: {e}", file=sys.stderr)
+        return 2
+    serve(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""A real server as a subprocess on a loopback ephemeral port, with its journal in a temp dir."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE_CONFIG = """
+[server]
+host = "127.0.0.1"
+port = 0
+port_file = "{dir}/port"
+heartbeat_ms = {heartbeat_ms}
+output_buffer_bytes = {output_buffer_bytes}
+lockout_failures = 3
+auth_failure_delay_s = 0.05
+logon_timeout_s = 2.0
+
+[engine]
+max_orders = 65536
+max_accounts = 16
+max_symbols = 8
+max_levels = 1024
+
+[journal]
+path = "{dir}/journal"
+durability = "{durability}"
+allow_none = true
+
+[[symbols]]
+id = 1
+name = "BTCUSDT"
+price_decimals = 2
+qty_decimals = 3
+tick_size = 1
+lot_size = 1
+
+[[symbols]]
+id = 2
+name = "AAPL"
+price_decimals = 4
+qty_decimals = 0
+tick_size = 100
+lot_size = 1
+"""
+
+SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"}
+
+
+class ServerProc:
+    def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra=""):
+        self.dir = Path(tmp)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        text = BASE_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
+                                  output_buffer_bytes=output_buffer_bytes) + extra
+        for acct, secret in SECRETS.items():
+            text += f'\n[[accounts]]\nid = {acct}\nname = "acct{acct}"\nsecret_env = "TE_TEST_SECRET_{acct}"\n'
+            if acct >= 3:
+                text += "stp_group = 5\n"
+        self.config = self.dir / "config.toml"
+        self.config.write_text(text)
+        self.proc = None
+        self.port = None
+
+    def start(self, timeout=20.0):
+        (self.dir / "port").unlink(missing_ok=True)
+        env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()})
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.log = open(self.dir / "server.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine.server", "--config", str(self.config)],
+                                     cwd=self.dir, env=env, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + timeout
+        port_file = self.dir / "port"
+        while not port_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {self.output()}")
+            time.sleep(0.02)
+        self.port = int(port_file.read_text())
+        return self
+
+    def output(self):
+        return (self.dir / "server.log").read_text(errors="replace")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout=15):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if getattr(self, "log", None):
+            self.log.close()
