@@ -347,7 +347,6 @@ class Client:
         """Send a NewOrder; returns its Accepted or Rejected report."""
         sym = self._symbol(symbol)
         clid = client_order_id if client_order_id is not None else self.next_client_order_id
-        self.next_client_order_id = max(self.next_client_order_id, clid + 1)
         expire_ns = 0
         if expire is not None:
             expire_ns = int(expire.timestamp() * 1e9) if hasattr(expire, "timestamp") else int(expire)
@@ -358,6 +357,7 @@ class Client:
             qty=sym.qty_units(qty), stop_price=sym.price_units(stop_price) if stop_price is not None else 0,
             display_qty=sym.qty_units(display_qty) if display_qty is not None else 0,
             expire_ts_ns=expire_ns, strategy=strategy, flags=OrderFlag.POST_ONLY if post_only else 0)
+        self.next_client_order_id = max(self.next_client_order_id, clid + 1)   # only once it is sent
         fut = self._wait(("new", clid))
         self.writer.write(frame)
         return await fut
@@ -445,7 +445,9 @@ class SyncClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._client: Client = self._run(Client.connect(host, port, account=account, secret=secret, **kw))
+        async def connect():
+            return await Client.connect(host, port, account=account, secret=secret, **kw)
+        self._client: Client = self._run(connect())
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
