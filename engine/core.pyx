@@ -262,6 +262,24 @@ cdef class Engine:
         self.ev_count = 0
         return out
 
+    def feed(self, cnp.ndarray commands not None):
+        """Apply the commands and leave their events in the buffer (events_view(), clear_events()):
+        the server's path, which journals and encodes them without a copy. Returns the event count."""
+        if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
+            raise TypeError("commands must be a 1-D contiguous array of protocol.records.COMMAND.dtype")
+        cdef const Command* cmds = <const Command*>_data(commands)
+        cdef Py_ssize_t i, n = commands.shape[0]
+        for i in range(n):
+            self.process_one(&cmds[i])
+        return self.ev_count
+
+    def events_view(self):
+        """The events in the buffer (a view: valid until the next feed/clear)."""
+        return self.events_arr[:self.ev_count]
+
+    def clear_events(self):
+        self.ev_count = 0
+
     def run(self, cnp.ndarray commands not None):
         """Apply the commands and discard the events (benchmarks); returns the number of events."""
         if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:

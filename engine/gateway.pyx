@@ -131,3 +131,121 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
         n_cmds += 1
         pos += length
     return pos - start, n_cmds, STOP_END, 0, 0
+
+
+# -- core events -> execution reports --
+
+from engine.core cimport Engine
+
+cdef uint8_t[32] REPORT_TYPE
+REPORT_TYPE[:] = [0] * 32
+REPORT_TYPE[EV_ACCEPTED] = MSG_ACCEPTED
+REPORT_TYPE[EV_REJECTED] = MSG_REJECTED
+REPORT_TYPE[EV_FILL] = MSG_FILL
+REPORT_TYPE[EV_CANCELLED] = MSG_CANCELLED
+REPORT_TYPE[EV_REPLACED] = MSG_REPLACED
+REPORT_TYPE[EV_TRIGGERED] = MSG_TRIGGERED
+REPORT_TYPE[EV_RESTATED] = MSG_RESTATED
+REPORT_TYPE[EV_MASS_CANCEL_DONE] = MSG_MASS_CANCEL_DONE
+
+cdef enum:
+    REPORT_FRAME = 88     # FrameHeader (8) + ExecReport (80); checked in encode_reports
+
+
+cdef inline uint32_t report_count(const Event* e) noexcept:
+    if e.kind >= 32 or REPORT_TYPE[e.kind] == 0 or e.account == 0:
+        return 0
+    return 2 if e.kind == EV_FILL else 1
+
+
+cdef inline void put_report(uint8_t* p, uint8_t msg_type, uint64_t seq, const Event* e, bint maker) noexcept:
+    cdef FrameHeader* h = <FrameHeader*>p
+    cdef ExecReport* r = <ExecReport*>(p + sizeof(FrameHeader))
+    memset(p, 0, REPORT_FRAME)
+    h.length = REPORT_FRAME
+    h.msg_type = msg_type
+    h.version = SCHEMA_VERSION
+    r.seq = seq
+    r.symbol = e.symbol
+    r.reason = e.reason
+    r.price = e.price
+    r.qty = e.qty
+    r.trade_id = e.trade_id
+    r.cmd_kind = e.cmd_kind
+    if maker:
+        r.order_id = e.other_order_id
+        r.client_order_id = e.other_client_order_id
+        r.side = SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY
+        r.leaves = e.other_leaves
+        r.liquidity = LIQ_MAKER
+    else:
+        r.order_id = e.order_id
+        r.client_order_id = e.client_order_id
+        r.side = e.side
+        r.leaves = e.leaves
+        r.liquidity = LIQ_TAKER if e.kind == EV_FILL else 0
+
+
+def encode_reports(Engine eng, int64_t[::1] next_seq not None, uint32_t[::1] counts not None,
+                   uint8_t[::1] out not None):
+    """Write the execution reports for the events in eng's buffer into `out`, grouped by
+    account (a counting sort: each account's reports contiguous, in event order, a FILL
+    giving the taker's then the maker's), numbered from next_seq[account] (advanced).
+
+    `counts` is scratch, one slot per account, all zero on entry and on return.
+    Returns [(account, first_seq, start, end)] per account, or the byte size `out`
+    needs (an int) if it is too small."""
+    if sizeof(FrameHeader) + sizeof(ExecReport) != REPORT_FRAME:
+        raise AssertionError("report layout changed")
+    cdef Py_ssize_t i, n = eng.ev_count, total = 0
+    cdef const Event* e
+    cdef uint32_t a, k, na = next_seq.shape[0]
+    cdef list touched = []
+    for i in range(n):
+        e = &eng.ev_buf[i]
+        k = report_count(e)
+        if k == 0:
+            continue
+        a = e.account
+        if a >= na or (k == 2 and e.other_account >= na):
+            raise ValueError("event for an account outside next_seq")
+        if counts[a] == 0:
+            touched.append(a)
+        counts[a] += 1
+        total += 1
+        if k == 2:
+            a = e.other_account
+            if counts[a] == 0:
+                touched.append(a)
+            counts[a] += 1
+            total += 1
+    if total * REPORT_FRAME > out.shape[0]:
+        for a in touched:
+            counts[a] = 0
+        return total * REPORT_FRAME
+    # offsets: counts[a] becomes the next write index of account a
+    cdef list groups = []
+    cdef Py_ssize_t pos = 0, c
+    for a in touched:
+        c = counts[a]
+        groups.append((a, next_seq[a], pos * REPORT_FRAME, (pos + c) * REPORT_FRAME))
+        counts[a] = <uint32_t>pos
+        pos += c
+    cdef uint8_t* base = &out[0]
+    for i in range(n):
+        e = &eng.ev_buf[i]
+        k = report_count(e)
+        if k == 0:
+            continue
+        a = e.account
+        put_report(base + counts[a] * REPORT_FRAME, REPORT_TYPE[e.kind], next_seq[a], e, False)
+        counts[a] += 1
+        next_seq[a] += 1
+        if k == 2:
+            a = e.other_account
+            put_report(base + counts[a] * REPORT_FRAME, MSG_FILL, next_seq[a], e, True)
+            counts[a] += 1
+            next_seq[a] += 1
+    for a in touched:
+        counts[a] = 0
+    return groups

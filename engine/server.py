@@ -42,74 +42,25 @@ from protocol.wire import MsgType
 
 log = logging.getLogger("trading-engine")
 
-REPORT_DTYPE = np.dtype([("h", wire.HEADER.dtype), ("r", wire.EXEC_REPORT.dtype)])
-REPORT_SIZE = REPORT_DTYPE.itemsize
-# EventKind -> MsgType of the report (0: not reported to an account)
-REPORT_TYPE = np.zeros(32, dtype=np.uint8)
-for _k, _t in ((EventKind.ACCEPTED, MsgType.ACCEPTED), (EventKind.REJECTED, MsgType.REJECTED),
-               (EventKind.FILL, MsgType.FILL), (EventKind.CANCELLED, MsgType.CANCELLED),
-               (EventKind.REPLACED, MsgType.REPLACED), (EventKind.TRIGGERED, MsgType.TRIGGERED),
-               (EventKind.RESTATED, MsgType.RESTATED), (EventKind.MASS_CANCEL_DONE, MsgType.MASS_CANCEL_DONE)):
-    REPORT_TYPE[_k] = _t
+REPORT_SIZE = wire.frame_size(MsgType.ACCEPTED)
 BATCH_CAP = 1 << 16
 ORDER_TYPES = frozenset({MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.AMEND, MsgType.MASS_CANCEL})
 READ_BUFFER = 1 << 18
 
 
-def encode_reports(events: np.ndarray) -> np.ndarray:
-    """The execution reports for a batch's events, in event order (a FILL gives the
-    taker's report, then the maker's). Vectorized: no Python object per report."""
-    kinds = events["kind"]
-    mtype = REPORT_TYPE[kinds]
-    keep = (mtype != 0) & (events["account"] != 0)
-    ev = events[keep]
-    mt = mtype[keep]
-    fill = ev["kind"] == EventKind.FILL
-    n = len(ev)
-    out = np.zeros(n + int(fill.sum()), dtype=REPORT_DTYPE)
-    # index of each taker report: event i goes to i + (fills before i)
-    taker_pos = np.arange(n) + np.concatenate(([0], np.cumsum(fill)[:-1])) if n else np.zeros(0, np.int64)
-    t = out[taker_pos]
-    t["h"]["length"] = REPORT_SIZE
-    t["h"]["msg_type"] = mt
-    t["h"]["version"] = wire.SCHEMA_VERSION
-    r = t["r"]
-    r["order_id"], r["client_order_id"], r["symbol"], r["side"] = \
-        ev["order_id"], ev["client_order_id"], ev["symbol"], ev["side"]
-    r["reason"], r["price"], r["qty"], r["leaves"], r["trade_id"] = \
-        ev["reason"], ev["price"], ev["qty"], ev["leaves"], ev["trade_id"]
-    r["cmd_kind"] = ev["cmd_kind"]
-    r["liquidity"] = np.where(fill, wire.Liquidity.TAKER, 0)
-    out[taker_pos] = t
-    accounts = np.zeros(len(out), dtype=np.uint32)
-    accounts[taker_pos] = ev["account"]
-    if fill.any():
-        f = ev[fill]
-        maker_pos = taker_pos[fill] + 1
-        m = out[maker_pos]
-        m["h"]["length"] = REPORT_SIZE
-        m["h"]["msg_type"] = MsgType.FILL
-        m["h"]["version"] = wire.SCHEMA_VERSION
-        mr = m["r"]
-        mr["order_id"], mr["client_order_id"], mr["symbol"] = f["other_order_id"], f["other_client_order_id"], f["symbol"]
-        mr["side"] = np.where(f["side"] == Side.BUY, Side.SELL, Side.BUY)
-        mr["price"], mr["qty"], mr["leaves"], mr["trade_id"] = f["price"], f["qty"], f["other_leaves"], f["trade_id"]
-        mr["liquidity"] = wire.Liquidity.MAKER
-        mr["cmd_kind"] = f["cmd_kind"]
-        out[maker_pos] = m
-        accounts[maker_pos] = f["other_account"]
-    return out, accounts
-
-
 class Account:
-    __slots__ = ("id", "name", "key", "next_seq", "ring", "ring_reports", "sessions")
+    __slots__ = ("id", "name", "key", "seqs", "ring", "ring_reports", "sessions")
 
-    def __init__(self, id, name, key):
+    def __init__(self, id, name, key, seqs):
         self.id, self.name, self.key = id, name, key
-        self.next_seq = 1
+        self.seqs = seqs              # the server's next-sequence array (gateway.encode_reports advances it)
         self.ring = deque()           # (first seq, bytes of consecutive reports), oldest first
         self.ring_reports = 0
         self.sessions = set()
+
+    @property
+    def next_seq(self):
+        return int(self.seqs[self.id])
 
     def append(self, first_seq, chunk, cap):
         self.ring.append((first_seq, chunk))
@@ -138,11 +89,14 @@ class Server:
             self.engine.add_symbol(s.id, tick_size=s.tick_size, lot_size=s.lot_size, max_price=s.max_price,
                                    max_qty=s.max_qty)
         self.accounts: dict[int, Account] = {}
+        self.next_seq = np.ones(e.max_accounts, dtype=np.int64)     # per account: next report sequence
+        self.seq_scratch = np.zeros(e.max_accounts, dtype=np.uint32)
+        self.report_buf = np.zeros(1 << 20, dtype=np.uint8)
         for a in cfg.accounts:
             self.engine.add_account(a.id, stp_group=a.stp_group)
             if a.demo_secret is not None:
                 log.warning("account %s uses a demo secret from the config: demo only", a.name)
-            self.accounts[a.id] = Account(a.id, a.name, cfgmod.signing_key(cfgmod.account_secret(a)))
+            self.accounts[a.id] = Account(a.id, a.name, cfgmod.signing_key(cfgmod.account_secret(a)), self.next_seq)
         self.symbol_entries = np.zeros(len(cfg.symbols), dtype=wire.SYMBOL_ENTRY.dtype)
         for i, s in enumerate(cfg.symbols):
             self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
@@ -174,10 +128,10 @@ class Server:
         n = 0
         t = time.perf_counter()
         for cmds, events in self.journal.batches():
-            produced = self.engine.process(np.ascontiguousarray(cmds))
-            if produced.tobytes() != events.tobytes():
+            self.engine.feed(np.ascontiguousarray(cmds))
+            if self.engine.events_view().tobytes() != events.tobytes():
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
-            self._sequence_reports(events, send=False)
+            self._reports(send=False)
             n += len(cmds)
         self.next_cmd_seq = self.journal.last_seq + 1
         if n:
@@ -198,10 +152,10 @@ class Server:
         cmds = self.pending[:n]
         cmds["seq"] = np.arange(self.next_cmd_seq, self.next_cmd_seq + n)
         cmds["ts_ns"] = time.time_ns()
-        events = self.engine.process(cmds)
+        self.engine.feed(cmds)
         if self.journal is not None:
             try:
-                self.journal.append(cmds, events)
+                self.journal.append(cmds, self.engine.events_view())
             except JournalUnavailable:
                 # Nothing of this batch is acknowledged; the engine has applied it, so the
                 # only safe state is to stop taking state changes until an operator restarts
@@ -209,32 +163,28 @@ class Server:
                 log.exception("journal unavailable: refusing state changes")
                 self.journal_ok = False
                 self.n_pending = 0
+                self.engine.clear_events()
                 for c in list(self.conns):
                     c.close(Reject.JOURNAL_UNAVAILABLE)
                 return
         self.next_cmd_seq += n
         self.n_pending = 0
-        self._sequence_reports(events, send=True)
+        self._reports(send=True)
 
-    def _sequence_reports(self, events, send):
-        reports, accounts = encode_reports(events)
-        if not len(reports):
-            return
-        order = np.argsort(accounts, kind="stable")
-        accounts_sorted = accounts[order]
-        bounds = np.flatnonzero(np.diff(accounts_sorted)) + 1
-        starts = np.concatenate(([0], bounds))
-        ends = np.concatenate((bounds, [len(order)]))
-        for s, e in zip(starts, ends):
-            acct = self.accounts.get(int(accounts_sorted[s]))
+    def _reports(self, send):
+        """Encode, sequence and deliver the reports of the events in the engine's buffer."""
+        groups = gateway.encode_reports(self.engine, self.next_seq, self.seq_scratch, self.report_buf)
+        if isinstance(groups, int):                      # a big batch: grow the buffer and retry
+            self.report_buf = np.zeros(max(groups, 2 * len(self.report_buf)), dtype=np.uint8)
+            groups = gateway.encode_reports(self.engine, self.next_seq, self.seq_scratch, self.report_buf)
+        self.engine.clear_events()
+        ring = self.cfg.server.replay_ring
+        for acct_id, first_seq, start, end in groups:
+            acct = self.accounts.get(acct_id)
             if acct is None:
                 continue
-            idx = order[s:e]
-            chunk = reports[idx]
-            chunk["r"]["seq"] = np.arange(acct.next_seq, acct.next_seq + len(idx))
-            data = chunk.tobytes()
-            acct.append(acct.next_seq, data, self.cfg.server.replay_ring)
-            acct.next_seq += len(idx)
+            data = self.report_buf[start:end].tobytes()
+            acct.append(first_seq, data, ring)
             if send:
                 for conn in acct.sessions:
                     conn.write(data)

@@ -7,10 +7,13 @@ Scenarios here:
            Engine.run_timed, and the same workload through the Python baselines
            in the same run (a sorted-dict book; lightmatchingengine if installed)
   memory   RSS and preallocated array bytes holding 1,000,000 resting orders
+  roundtrip  client-observed latency over loopback TCP, open loop at --rate, server
+           pinned to --server-cpu, generator to --cpu, per journal durability
+           (see perf/roundtrip.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
 perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
-Scenarios that need the server (roundtrip, throughput, sessions, journal, replay,
-recovery) arrive with the server and journal.
+Still to come: throughput (pipelined clients), sessions, symbols, journal, replay,
+recovery.
 """
 from __future__ import annotations
 
@@ -158,6 +161,14 @@ def print_table(name, results):
             lme = r.get("ratio_vs_lightmatchingengine")
             print(f"{k:<12}{o['median']:>14,.0f}{o['min']:>12,.0f}{o['max']:>12,.0f}{lat['50']:>8.0f}{lat['99']:>8.0f}"
                   f"{lat['99.9']:>10.0f}{r['ratio_vs_sorted_dict']:>8.1f}x{(f'{lme:.1f}x' if lme else '-'):>8}")
+    elif name == "roundtrip":
+        print(f"{'durability':<12}{'rate/s':>9}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'p99.9 us':>10}"
+              f"{'max us':>10}{'gen lag p99 us':>16}")
+        for k, r in results.items():
+            m = r["median_latency_us"]
+            lag = max(x["generator_lag_us"]["p99"] for x in r["runs"])
+            print(f"{k:<12}{r['rate']:>9,.0f}{m['50']:>9.1f}{m['90']:>9.1f}{m['99']:>9.1f}{m['99.9']:>10.1f}"
+                  f"{m['max']:>10.0f}{lag:>16.1f}")
     else:
         for k, v in results.items():
             print(f"{k:<20}{v:>16,.1f}" if isinstance(v, float) else f"{k:<20}{v:>16,}")
@@ -166,7 +177,12 @@ def print_table(name, results):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["core", "memory"])
+    p.add_argument("scenario", choices=["core", "memory", "roundtrip"])
+    p.add_argument("--rate", type=float, default=50_000, help="orders/s (roundtrip)")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds per run (roundtrip)")
+    p.add_argument("--server-cpu", type=int, default=0, help="the server's CPU (roundtrip)")
+    p.add_argument("--durability", type=lambda s: s.split(","), default=["none", "sync"],
+                   help="journal durabilities to run (roundtrip)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
@@ -181,7 +197,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     pin(args.cpu)
     OUT.mkdir(exist_ok=True)
-    results = core_scenario(args) if args.scenario == "core" else memory_scenario(args)
+    if args.scenario == "core":
+        results = core_scenario(args)
+    elif args.scenario == "memory":
+        results = memory_scenario(args)
+    else:
+        from perf import roundtrip
+        results = roundtrip.scenario(args)
     doc = dict(scenario=args.scenario, machine=machine(), args={k: str(v) for k, v in vars(args).items()},
                results=results)
     args.out.mkdir(parents=True, exist_ok=True)

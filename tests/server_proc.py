@@ -20,6 +20,7 @@ output_buffer_bytes = {output_buffer_bytes}
 lockout_failures = 3
 auth_failure_delay_s = 0.05
 logon_timeout_s = 2.0
+{server_extra}
 
 [engine]
 max_orders = 65536
@@ -53,11 +54,12 @@ SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"
 
 
 class ServerProc:
-    def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra=""):
+    def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra="",
+                 server_extra=""):
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = BASE_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
-                                  output_buffer_bytes=output_buffer_bytes) + extra
+                                  output_buffer_bytes=output_buffer_bytes, server_extra=server_extra) + extra
         for acct, secret in SECRETS.items():
             text += f'\n[[accounts]]\nid = {acct}\nname = "acct{acct}"\nsecret_env = "TE_TEST_SECRET_{acct}"\n'
             if acct >= 3:

@@ -39,3 +39,14 @@ def test_scenario_when_run_small_then_prints_and_writes_json(tmp_path, capsys, a
     doc = json.loads(path.read_text())
     assert doc["scenario"] == argv[0] and doc["results"]
     assert "==" in capsys.readouterr().out
+
+
+def test_roundtrip_when_run_small_then_every_order_acknowledged(tmp_path, capsys):
+    argv = ["roundtrip", "--rate", "2000", "--seconds", "0.5", "--runs", "1", "--durability", "none,sync",
+            "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (path,) = tmp_path.glob("*.json")
+    results = json.loads(path.read_text())["results"]
+    for durability in ("none", "sync"):
+        (run,) = results[durability]["runs"]
+        assert run["acked"] == run["orders"] == 1000
