@@ -262,6 +262,11 @@ class Client:
     def _on_frame(self, t, rec, entries):
         if t in REPORT_KINDS:
             seq = int(rec["seq"])
+            if seq == 0:                           # a session-level reject (THROTTLED...): not sequenced
+                report = self._report(t, rec)
+                self._reports.put_nowait(report)
+                self._resolve(report)
+                return
             if seq <= self.last_seq:
                 return                             # already seen (a replay overlap)
             if seq != self.last_seq + 1:

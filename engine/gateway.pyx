@@ -49,12 +49,23 @@ cdef inline bint body_size_ok(uint8_t t, Py_ssize_t length) noexcept:
     return False
 
 
+# budgets[] slots: frames the session may still send, by class (throttling tiers)
+cdef enum:
+    B_NEW = 0         # NEW_ORDER and AMEND (tier 1)
+    B_CANCEL = 1      # CANCEL and MASS_CANCEL (their own budget)
+    B_ALL = 2         # every frame (tier 2)
+BUDGET_NEW, BUDGET_CANCEL, BUDGET_ALL = B_NEW, B_CANCEL, B_ALL
+
+
 def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.ndarray cmds not None,
-         Py_ssize_t n_cmds, uint32_t account, uint32_t session, bint logged_on, bint orders_allowed):
+         Py_ssize_t n_cmds, uint32_t account, uint32_t session, bint logged_on, bint orders_allowed,
+         int64_t[::1] budgets not None):
     """Walk frames in buf[start:end]; append order-entry Commands to cmds[n_cmds:].
 
-    Returns (consumed, n_cmds, stop, msg_type, reason). orders_allowed False (throttled)
-    stops in front of each order-entry frame too (STOP_SESSION), so Python can reject it.
+    Returns (consumed, n_cmds, stop, msg_type, reason). Each order-entry frame taken
+    spends one unit of its class's budget and of BUDGET_ALL; the walk stops
+    (STOP_SESSION) in front of an order-entry frame whose budget is spent, or of any
+    frame when orders_allowed is False, so Python can answer it.
     """
     if cmds.dtype != COMMAND.dtype or not cmds.flags.c_contiguous:
         raise TypeError("cmds must be a contiguous COMMAND array")
@@ -68,6 +79,9 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
     cdef const MassCancel* mc
     cdef Command* c
     cdef uint8_t t
+    cdef Py_ssize_t klass
+    if budgets.shape[0] != 3:
+        raise ValueError("budgets: 3 slots")
     if end > buf.shape[0] or start < 0 or start > end:
         raise ValueError("bad range")
     while end - pos >= <Py_ssize_t>sizeof(FrameHeader):
@@ -89,6 +103,11 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
             return pos - start, n_cmds, STOP_ERROR, t, REJ_NOT_LOGGED_ON
         if t < MSG_NEW_ORDER or t > MSG_MASS_CANCEL or not orders_allowed or n_cmds == cap:
             return pos - start, n_cmds, STOP_SESSION, t, 0
+        klass = B_NEW if (t == MSG_NEW_ORDER or t == MSG_AMEND) else B_CANCEL
+        if budgets[klass] <= 0 or budgets[<Py_ssize_t>B_ALL] <= 0:
+            return pos - start, n_cmds, STOP_SESSION, t, 0
+        budgets[klass] -= 1
+        budgets[<Py_ssize_t>B_ALL] -= 1
         c = &out[n_cmds]
         memset(c, 0, sizeof(Command))
         c.account = account

@@ -264,6 +264,13 @@ class Connection(asyncio.BufferedProtocol):
         self.closed = False
         self.peer = None
         self.logon_pending = False
+        s = server.cfg.server
+        # token buckets: [new orders and amends, cancels, all frames], refilled per read
+        self.rates = np.array([s.orders_per_s, s.cancels_per_s, s.logout_per_s], dtype=np.float64)
+        self.bursts = np.array([s.orders_burst, s.cancels_burst, s.logout_burst], dtype=np.float64)
+        self.tokens = self.bursts.copy()
+        self.budgets = np.zeros(3, dtype=np.int64)
+        self.refilled = time.monotonic()
 
     # -- asyncio --
     def connection_made(self, transport):
@@ -289,7 +296,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes):
         self.end += nbytes
-        self.last_recv = time.monotonic()
+        now = self.last_recv = time.monotonic()
+        np.minimum(self.tokens + (now - self.refilled) * self.rates, self.bursts, out=self.tokens)
+        self.refilled = now
         self.process()
 
     def connection_lost(self, exc):
@@ -300,9 +309,12 @@ class Connection(asyncio.BufferedProtocol):
         srv = self.server
         while not self.closed:
             acct = self.account
+            self.budgets[:] = self.tokens
+            spent_before = self.budgets.copy()
             consumed, n, stop, mtype, reason = gateway.walk(
                 self.buf, self.start, self.end, srv.pending, srv.n_pending, acct.id if acct else 0,
-                self.session_id, acct is not None, srv.journal_ok)
+                self.session_id, acct is not None, srv.journal_ok, self.budgets)
+            self.tokens -= spent_before - self.budgets
             if n > srv.n_pending:
                 srv.n_pending = n
                 srv.schedule_flush()
@@ -315,12 +327,27 @@ class Connection(asyncio.BufferedProtocol):
                 return
             # STOP_SESSION: a session or query frame, a full batch, or the journal is down
             srv.flush()
+            throttled = None
             if mtype in ORDER_TYPES and srv.journal_ok:
-                continue                   # the batch was full: walk on into the emptied one
+                klass = 0 if mtype in (MsgType.NEW_ORDER, MsgType.AMEND) else 1
+                if self.tokens[2] < 1:
+                    self.close(Reject.RATE_LIMIT_LOGOUT)        # tier 2: cancel on disconnect applies
+                    return
+                if self.tokens[klass] >= 1:
+                    continue                   # the batch was full: walk on into the emptied one
+                throttled = Reject.THROTTLED
+            self.tokens[2] -= 1
             length = int.from_bytes(self.buf[self.start:self.start + 2], "little")
             frame = bytes(self.buf[self.start:self.start + length])
             self.start += length
             self.stream_offset += length
+            if throttled:
+                body = wire.decode(frame)[0][0][1]
+                self.write(self._reject_report(MsgType(mtype), body, throttled))
+                continue
+            if self.tokens[2] < 0:
+                self.close(Reject.RATE_LIMIT_LOGOUT)
+                return
             self.handle(MsgType(mtype), frame)
         if self.start == self.end:
             self.start = self.end = 0
@@ -342,12 +369,15 @@ class Connection(asyncio.BufferedProtocol):
             self.query(t, body)
 
     def _reject_report(self, t, body, reason):
+        """A session-level REJECTED (THROTTLED, JOURNAL_UNAVAILABLE): the order never reached
+        the engine, so the report is not sequenced (seq 0) and nothing is journaled."""
         acct = self.account
         fields = dict(seq=0, reason=reason, cmd_kind={MsgType.NEW_ORDER: CommandKind.NEW_ORDER,
                                                       MsgType.CANCEL: CommandKind.CANCEL,
                                                       MsgType.AMEND: CommandKind.AMEND}.get(t, CommandKind.MASS_CANCEL))
-        if "client_order_id" in body.dtype.names:
-            fields["client_order_id"] = int(body["client_order_id"])
+        for name in ("client_order_id", "order_id"):
+            if name in body.dtype.names:
+                fields[name] = int(body[name])
         return wire.encode(MsgType.REJECTED, **fields) if acct else b""
 
     # -- logon --

@@ -89,9 +89,13 @@ SESSION_RULES = """\
 4. **Heartbeats.** Each side sends HEARTBEAT when it has sent nothing for the
    heartbeat interval; a peer silent for 3 intervals is disconnected
    (HEARTBEAT_TIMEOUT).
-5. **Throttling.** New orders above the session's first rate tier are rejected
-   (THROTTLED); above the second tier the session is logged out
-   (RATE_LIMIT_LOGOUT). Cancels have a budget of their own.
+5. **Throttling.** Token buckets per session, refilled continuously. New orders
+   and amends above the first tier are answered with REJECTED (THROTTLED);
+   cancels and mass cancels have a budget of their own, so a client can always
+   pull its orders; any frame above the second tier logs the session out
+   (LOGOUT with RATE_LIMIT_LOGOUT; cancel on disconnect applies). Session-level
+   rejects (THROTTLED, JOURNAL_UNAVAILABLE) never reached the engine: they carry
+   seq 0 and are not replayed.
 6. **Cancel on disconnect.** With LogonFlag.CANCEL_ON_DISCONNECT, all the
    account's orders are cancelled when its last such session ends.
 7. **Slow consumers.** A connection whose unsent output exceeds its cap is

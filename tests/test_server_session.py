@@ -65,9 +65,12 @@ class Raw:
             self.buf += data
 
     def until(self, msg_type, timeout=5.0):
+        return self.until_any((msg_type,), timeout)
+
+    def until_any(self, msg_types, timeout=5.0):
         while True:
             f = self.next(timeout)
-            if f is None or f[0] == msg_type:
+            if f is None or f[0] in msg_types:
                 return f
 
     def order(self, clid, side, qty, price, symbol=1, **kw):
@@ -265,3 +268,42 @@ def test_sigterm_when_sessions_open_then_end_of_session_and_exit_0(server_factor
     assert srv.terminate() == 0
     t, body, _ = a.until(MsgType.END_OF_SESSION)
     assert int(body["last_seq"]) == 1
+
+
+THROTTLE = "orders_per_s = 1.0\norders_burst = 10\ncancels_per_s = 1.0\ncancels_burst = 40\n" \
+           "logout_per_s = 1.0\nlogout_burst = 100"
+
+
+def test_throttle_when_burst_exceeded_then_throttled_but_cancels_pass(server_factory):
+    srv = server_factory(server_extra=THROTTLE).start()
+    a = Raw(srv.port)
+    a.logon(1)
+    a.send(b"".join(wire.encode(MsgType.NEW_ORDER, client_order_id=i, symbol=1, side=Side.SELL, order_type=1,
+                                tif=1, stp=1, price=100 + i, qty=1) for i in range(1, 31)))
+    got = [a.until_any((MsgType.ACCEPTED, MsgType.REJECTED)) for _ in range(30)]
+    accepted = [int(b["order_id"]) for t, b, _ in got if t == MsgType.ACCEPTED]
+    throttled = [(int(b["seq"]), int(b["reason"])) for t, b, _ in got if t == MsgType.REJECTED]
+    assert len(accepted) == 10 and throttled == [(0, Reject.THROTTLED)] * 20      # not sequenced
+    a.send(b"".join(wire.encode(MsgType.CANCEL, order_id=o) for o in accepted))   # their own budget
+    assert [a.until(MsgType.CANCELLED)[0] for _ in accepted] == [MsgType.CANCELLED] * 10
+
+
+def test_throttle_when_second_tier_exceeded_then_logged_out_and_orders_cancelled(server_factory):
+    srv = server_factory(server_extra=THROTTLE).start()
+    a = Raw(srv.port)
+    a.logon(1, flags=wire.LogonFlag.CANCEL_ON_DISCONNECT)
+    a.order(1, Side.SELL, 1, 150)
+    a.until(MsgType.ACCEPTED)
+    a.send(wire.encode(MsgType.HEARTBEAT) * 150)
+    t, body, _ = a.until(MsgType.LOGOUT)
+    assert int(body["reason"]) == Reject.RATE_LIMIT_LOGOUT
+    b = Raw(srv.port)
+    b.logon(2)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        b.send(wire.encode(MsgType.BOOK_DEPTH_REQUEST, request_id=1, symbol=1, levels=5))
+        if len(b.until(MsgType.BOOK_DEPTH)[2]) == 0:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("orders of the logged-out session were not cancelled")
