@@ -8,6 +8,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {
         "serve": ("engine.server", "run the engine server"),
+        "journal": ("engine.journal", "journal stats|verify PATH"),
         "order": ("clients.cli", "place an order"),
         "cancel": ("clients.cli", "cancel an order"),
         "book": ("clients.cli", "show a book"),
@@ -20,7 +21,7 @@ def main(argv=None) -> int:
             print(f"  {name:<10}{text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = __import__(commands[argv[0]][0], fromlist=["main"])
-    if commands[argv[0]][0] == "engine.server":
+    if commands[argv[0]][0] in ("engine.server", "engine.journal"):
         return module.main(argv[1:])
     return module.main(argv)
 

@@ -75,6 +75,7 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: str = "./journal"
     durability: Literal["sync", "async", "none"] = "sync"
     map_size: int = 1 << 30
+    sync_interval_ms: int = 100            # durability "async": env.sync(True) this often
     allow_none: bool = False               # durability "none" is for tests and benchmarks only
 
 

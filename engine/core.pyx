@@ -1253,6 +1253,17 @@ cdef class Engine:
             s = self.orders[s].acct_next
         return out
 
+    def next_expiry_ns(self):
+        """The earliest expiry among live GTD orders, or 0 if there is none (the server's timer
+        turns the clock into an EXPIRE command only when one is due). O(GTD orders)."""
+        cdef slot_t s = self.gtd_head
+        cdef int64_t best = 0
+        while s >= 0:
+            if best == 0 or self.orders[s].expire_ts_ns < best:
+                best = self.orders[s].expire_ts_ns
+            s = self.orders[s].tif_next
+        return best
+
     def last_price(self, uint32_t symbol):
         if symbol == 0 or symbol >= <uint32_t>self.max_symbols or not self.sym_has_last[symbol]:
             return None

@@ -204,16 +204,23 @@ class Server:
     async def timers(self):
         s = self.cfg.server
         hb = s.heartbeat_ms / 1000
-        last_expire = 0.0
+        j = self.cfg.journal
+        tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000)
+        last_expire = last_sync = 0.0
         while not self.stopping:
-            await asyncio.sleep(min(hb / 2, s.expire_interval_ms / 1000))
+            await asyncio.sleep(tick)
             now = time.monotonic()
+            if self.journal is not None and j.durability == "async" and now - last_sync >= j.sync_interval_ms / 1000:
+                last_sync = now
+                self.journal.sync()       # async durability: flush to disk on a timer, not per commit
             for c in list(self.conns):
                 c.tick(now)
             if now - last_expire >= s.expire_interval_ms / 1000 and self.journal_ok:
                 last_expire = now
-                if self.engine.live_orders:
-                    self.submit(dict(kind=CommandKind.EXPIRE, expire_ts_ns=time.time_ns()))
+                due = self.engine.next_expiry_ns()
+                wall = time.time_ns()
+                if due and due <= wall:       # only a due GTD order makes the clock a journaled command
+                    self.submit(dict(kind=CommandKind.EXPIRE, expire_ts_ns=wall))
             cutoff = time.time_ns()
             for k in [k for k, exp in self.seen_logons.items() if exp < cutoff]:
                 del self.seen_logons[k]

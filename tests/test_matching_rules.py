@@ -326,6 +326,8 @@ def test_expire_when_time_passes_then_gtd_orders_cancelled_and_past_expiry_refus
     g1 = oid(eng.o(A, SELL, 5, 101, tif=TIF.GTD, expire_ts_ns=100))
     g2 = oid(eng.o(A, SELL, 5, 102, tif=TIF.GTD, expire_ts_ns=200))
     assert eng.expire(99) == []
+    if isinstance(eng.e, Engine):
+        assert eng.next_expiry_ns() == 100
     assert [(e.order_id, e.reason) for e in eng.expire(150)] == [(g1, CR.EXPIRED)]
     assert reason(eng.o(A, SELL, 5, 101, tif=TIF.GTD, expire_ts_ns=150)) == Reject.INVALID_EXPIRY
     assert eng.order(g2) is not None

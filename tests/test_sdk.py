@@ -160,3 +160,20 @@ def test_cli_when_ordering_then_tables_printed(server):
     assert "AAPL" in r.stdout and "0.01" in r.stdout
     r = cli(server, "order", "buy", "BTCUSDT", "1.5", "--price", "45000.001")
     assert r.returncode == 1 and "decimals" in r.stderr
+
+
+def test_gtd_when_expiry_passes_then_server_timer_expires_it(server):
+    import time
+    from datetime import datetime, timezone
+
+    async def go():
+        async with connect(server, 1) as a:
+            r = await a.place("AAPL", "sell", 5, price="200.00", tif="gtd",
+                              expire=datetime.fromtimestamp(time.time() + 0.3, tz=timezone.utc))
+            assert r.kind == "accepted"
+            async for rep in a.reports():
+                if rep.kind == "cancelled":
+                    assert (rep.order_id, rep.reason) == (r.order_id, "expired")
+                    break
+            assert await a.open_orders() == []
+    run(go())
