@@ -32,7 +32,7 @@ from collections import deque
 import numpy as np
 
 from engine import config as cfgmod
-from engine import gateway
+from engine import gateway, snapshot
 from engine.core import Engine
 from engine.journal import Journal, JournalUnavailable
 from protocol import wire
@@ -102,8 +102,11 @@ class Server:
             self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
                                       s.tick_size, s.lot_size, s.max_price, s.max_qty)
         self.journal = None
+        self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
+        self.snapshot_child = None
+        self.last_snapshot_seq = 0
         if cfg.journal.durability != "none":
-            os.makedirs(cfg.journal.path, exist_ok=True)
+            os.makedirs(self.snapshot_dir, exist_ok=True)
             self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size)
         self.pending = np.zeros(BATCH_CAP, dtype=COMMAND.dtype)
         self.n_pending = 0
@@ -122,21 +125,63 @@ class Server:
 
     # -- recovery --
     def recover(self):
-        """Rebuild state by replaying the journal through the same engine code."""
+        """Rebuild state: the newest intact snapshot, then the journal after it, replayed
+        through the same engine code (events must match the journaled ones byte for byte)."""
         if self.journal is None:
             return 0
         n = 0
         t = time.perf_counter()
-        for cmds, events in self.journal.batches():
+        from_seq = 1
+        found = snapshot.load_latest(self.snapshot_dir,
+                                     on_bad=lambda path, e: log.error("skipping damaged snapshot %s: %s", path, e))
+        if found is not None:
+            path, last_seq, state, _ = found
+            if last_seq > self.journal.last_seq:
+                raise RuntimeError(f"snapshot {path} is at seq {last_seq} but the journal ends at "
+                                   f"{self.journal.last_seq}: the journal lost acknowledged events")
+            self.engine.import_state(state)
+            self.next_seq[:] = state["server.next_seq"]
+            self.last_snapshot_seq = last_seq
+            from_seq = last_seq + 1
+            log.info("loaded snapshot %s (seq %d)", os.path.basename(path), last_seq)
+        for cmds, events in self.journal.batches(from_seq):
             self.engine.feed(np.ascontiguousarray(cmds))
             if self.engine.events_view().tobytes() != events.tobytes():
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
             self._reports(send=False)
             n += len(cmds)
         self.next_cmd_seq = self.journal.last_seq + 1
-        if n:
-            log.info("recovered %d commands from the journal in %.3f s", n, time.perf_counter() - t)
+        log.info("recovered: %d commands replayed from the journal in %.3f s, next seq %d",
+                 n, time.perf_counter() - t, self.next_cmd_seq)
         return n
+
+    def snapshot(self, fork=True):
+        """Write the state at the last flushed command: forked (matching pauses only for fork())
+        or, at shutdown, in this process."""
+        if self.journal is None or self.n_pending or self.snapshot_child is not None:
+            return
+        last = self.next_cmd_seq - 1
+        if last == self.last_snapshot_seq:
+            return
+        state = self.engine.export_state()
+        state["server.next_seq"] = self.next_seq
+        if fork:
+            self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last)
+        else:
+            snapshot.write(self.snapshot_dir, state, last)
+            snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
+        self.last_snapshot_seq = last
+
+    def reap_snapshot(self):
+        if self.snapshot_child is None:
+            return
+        pid, status = os.waitpid(self.snapshot_child, os.WNOHANG)
+        if pid:
+            self.snapshot_child = None
+            if os.waitstatus_to_exitcode(status) != 0:
+                log.error("snapshot writer failed (exit %d)", os.waitstatus_to_exitcode(status))
+            else:
+                snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
 
     # -- the batch path --
     def schedule_flush(self):
@@ -170,6 +215,9 @@ class Server:
         self.next_cmd_seq += n
         self.n_pending = 0
         self._reports(send=True)
+        every = self.cfg.journal.snapshot_every
+        if every and self.next_cmd_seq - 1 - self.last_snapshot_seq >= every:
+            self.snapshot(fork=True)
 
     def _reports(self, send):
         """Encode, sequence and deliver the reports of the events in the engine's buffer."""
@@ -210,6 +258,7 @@ class Server:
         while not self.stopping:
             await asyncio.sleep(tick)
             now = time.monotonic()
+            self.reap_snapshot()
             if self.journal is not None and j.durability == "async" and now - last_sync >= j.sync_interval_ms / 1000:
                 last_sync = now
                 self.journal.sync()       # async durability: flush to disk on a timer, not per commit
@@ -250,7 +299,11 @@ class Server:
                 c.write(wire.encode(MsgType.END_OF_SESSION, last_seq=c.account.next_seq - 1))
             c.close(None)
         await asyncio.sleep(0.05)
+        if self.snapshot_child is not None:
+            os.waitpid(self.snapshot_child, 0)
+            self.snapshot_child = None
         if self.journal is not None:
+            self.snapshot(fork=False)         # the next start loads it and replays nothing
             self.journal.close()
 
 

@@ -32,6 +32,7 @@ max_levels = 1024
 path = "{dir}/journal"
 durability = "{durability}"
 allow_none = true
+{journal_extra}
 
 [[symbols]]
 id = 1
@@ -55,11 +56,12 @@ SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"
 
 class ServerProc:
     def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra="",
-                 server_extra=""):
+                 server_extra="", journal_extra=""):
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = BASE_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
-                                  output_buffer_bytes=output_buffer_bytes, server_extra=server_extra) + extra
+                                  output_buffer_bytes=output_buffer_bytes, server_extra=server_extra,
+                                  journal_extra=journal_extra) + extra
         for acct, secret in SECRETS.items():
             text += f'\n[[accounts]]\nid = {acct}\nname = "acct{acct}"\nsecret_env = "TE_TEST_SECRET_{acct}"\n'
             if acct >= 3:
