@@ -10,10 +10,12 @@ Scenarios here:
   roundtrip  client-observed latency over loopback TCP, open loop at --rate, server
            pinned to --server-cpu, generator to --cpu, per journal durability
            (see perf/roundtrip.py)
+  replay   journal replay rate (what a restart without a snapshot does) and snapshot
+           write/load time (see perf/replay.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
 perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
-Still to come: throughput (pipelined clients), sessions, symbols, journal, replay,
-recovery.
+Still to come: throughput (pipelined clients), sessions, symbols, journal, recovery
+(restart-to-ready of the real server).
 """
 from __future__ import annotations
 
@@ -169,6 +171,10 @@ def print_table(name, results):
             lag = max(x["generator_lag_us"]["p99"] for x in r["runs"])
             print(f"{k:<12}{r['rate']:>9,.0f}{m['50']:>9.1f}{m['90']:>9.1f}{m['99']:>9.1f}{m['99.9']:>10.1f}"
                   f"{m['max']:>10.0f}{lag:>16.1f}")
+    elif name == "replay":
+        for part, values in results.items():
+            for k, v in values.items():
+                print(f"{part + '.' + k:<28}{v:>18,.3f}" if isinstance(v, float) else f"{part + '.' + k:<28}{v:>18,}")
     else:
         for k, v in results.items():
             print(f"{k:<20}{v:>16,.1f}" if isinstance(v, float) else f"{k:<20}{v:>16,}")
@@ -177,7 +183,8 @@ def print_table(name, results):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["core", "memory", "roundtrip"])
+    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay"])
+    p.add_argument("--batch", type=int, default=256, help="commands per journal batch (replay)")
     p.add_argument("--rate", type=float, default=50_000, help="orders/s (roundtrip)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per run (roundtrip)")
     p.add_argument("--server-cpu", type=int, default=0, help="the server's CPU (roundtrip)")
@@ -201,6 +208,9 @@ def main(argv=None):
         results = core_scenario(args)
     elif args.scenario == "memory":
         results = memory_scenario(args)
+    elif args.scenario == "replay":
+        from perf import replay
+        results = replay.scenario(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)

@@ -50,3 +50,10 @@ def test_roundtrip_when_run_small_then_every_order_acknowledged(tmp_path, capsys
     for durability in ("none", "sync"):
         (run,) = results[durability]["runs"]
         assert run["acked"] == run["orders"] == 1000
+
+
+def test_replay_when_run_small_then_state_reproduced(tmp_path):
+    assert bench.main(["replay", "--n", "5000", "--runs", "1", "--max-orders", "4096", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    r = json.loads(path.read_text())["results"]
+    assert r["replay"]["commands"] == 5000 and r["snapshot"]["bytes"] > 0
