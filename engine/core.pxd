@@ -123,6 +123,8 @@ cdef class Engine:
     cdef int grow_events(self) except -1
 
     # -- COMMANDS --
+    cdef bint account_ok(self, uint32_t a) noexcept
+    cdef bint symbol_ok(self, uint32_t sym) noexcept
     cdef int cmd_new(self) except -1
     cdef int cmd_cancel(self) except -1
     cdef int cmd_amend(self) except -1

@@ -371,15 +371,22 @@ cdef class Engine:
 
     # -- COMMANDS --
 
+    cdef inline bint account_ok(self, uint32_t a) noexcept:
+        """A configured account (ids come from commands: range-checked before any array use)."""
+        return 0 < a < <uint32_t>self.max_accounts and self.acct_defined[a]
+
+    cdef inline bint symbol_ok(self, uint32_t sym) noexcept:
+        return 0 < sym < <uint32_t>self.max_symbols and self.sym_state[sym] != 0
+
     cdef int cmd_new(self) except -1:
         cdef const Command* c = self.cur
         cdef uint32_t a = c.account, sym = c.symbol
-        if a == 0 or a >= <uint32_t>self.max_accounts or not self.acct_defined[a]:
+        if not self.account_ok(a):
             return self.reject(REJ_UNKNOWN_ACCOUNT)
         if c.client_order_id <= self.acct_last_clid[a]:
             return self.reject(REJ_DUPLICATE_CLIENT_ORDER_ID)
         self.acct_last_clid[a] = c.client_order_id
-        if sym == 0 or sym >= <uint32_t>self.max_symbols or self.sym_state[sym] == 0:
+        if not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
         if self.sym_state[sym] == SYM_HALTED:
             return self.reject(REJ_SYMBOL_HALTED)
@@ -492,7 +499,7 @@ cdef class Engine:
     cdef int cmd_cancel(self) except -1:
         cdef const Command* c = self.cur
         cdef uint32_t a = c.account
-        if a == 0 or a >= <uint32_t>self.max_accounts or not self.acct_defined[a]:
+        if not self.account_ok(a):
             return self.reject(REJ_UNKNOWN_ACCOUNT)
         cdef slot_t s = self.find_order(a, c.order_id, c.client_order_id)
         if s < 0:
@@ -502,7 +509,7 @@ cdef class Engine:
     cdef int cmd_amend(self) except -1:
         cdef const Command* c = self.cur
         cdef uint32_t a = c.account
-        if a == 0 or a >= <uint32_t>self.max_accounts or not self.acct_defined[a]:
+        if not self.account_ok(a):
             return self.reject(REJ_UNKNOWN_ACCOUNT)
         cdef slot_t s = self.find_order(a, c.order_id, c.client_order_id)
         if s < 0:
@@ -610,9 +617,9 @@ cdef class Engine:
     cdef int cmd_mass_cancel(self) except -1:
         cdef const Command* c = self.cur
         cdef uint32_t a = c.account, sym = c.symbol
-        if a == 0 or a >= <uint32_t>self.max_accounts or not self.acct_defined[a]:
+        if not self.account_ok(a):
             return self.reject(REJ_UNKNOWN_ACCOUNT)
-        if sym != 0 and (sym >= <uint32_t>self.max_symbols or self.sym_state[sym] == 0):
+        if sym != 0 and not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
         if c.side > SIDE_SELL:
             return self.reject(REJ_INVALID_SIDE)
@@ -633,7 +640,7 @@ cdef class Engine:
 
     cdef int cmd_end_of_day(self) except -1:
         cdef uint32_t sym = self.cur.symbol
-        if sym != 0 and (sym >= <uint32_t>self.max_symbols or self.sym_state[sym] == 0):
+        if sym != 0 and not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
         cdef slot_t s = self.day_head, nxt
         while s >= 0:
@@ -657,7 +664,7 @@ cdef class Engine:
 
     cdef int cmd_symbol_state(self, uint8_t state) except -1:
         cdef uint32_t sym = self.cur.symbol
-        if sym == 0 or sym >= <uint32_t>self.max_symbols or self.sym_state[sym] == 0:
+        if not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
         self.sym_state[sym] = state
         cdef Event* e = self.emit(EV_SYMBOL_STATE, -1)
