@@ -32,7 +32,7 @@ from collections import deque
 import numpy as np
 
 from engine import config as cfgmod
-from engine import gateway, snapshot
+from engine import gateway, ops as opsmod, snapshot
 from engine.core import Engine
 from engine.journal import Journal, JournalUnavailable
 from protocol import wire
@@ -119,14 +119,17 @@ class Server:
         self.seen_logons: dict = {}       # (account, ts, nonce) -> expiry
         self.journal_ok = True
         self.ready = False
+        self.batches = 0
+        self.bytes_in = 0
         self.loop = None
         self.tcp_server = None
         self.stopping = False
 
     # -- recovery --
-    def recover(self):
+    async def recover(self):
         """Rebuild state: the newest intact snapshot, then the journal after it, replayed
-        through the same engine code (events must match the journaled ones byte for byte)."""
+        through the same engine code (events must match the journaled ones byte for byte).
+        Yields to the loop between batches so health probes answer (not ready) meanwhile."""
         if self.journal is None:
             return 0
         n = 0
@@ -150,6 +153,9 @@ class Server:
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
             self._reports(send=False)
             n += len(cmds)
+            self.batches += 1
+            if self.batches % 64 == 0:
+                await asyncio.sleep(0)
         self.next_cmd_seq = self.journal.last_seq + 1
         log.info("recovered: %d commands replayed from the journal in %.3f s, next seq %d",
                  n, time.perf_counter() - t, self.next_cmd_seq)
@@ -214,6 +220,7 @@ class Server:
                 return
         self.next_cmd_seq += n
         self.n_pending = 0
+        self.batches += 1
         self._reports(send=True)
         every = self.cfg.journal.snapshot_every
         if every and self.next_cmd_seq - 1 - self.last_snapshot_seq >= every:
@@ -254,11 +261,17 @@ class Server:
         hb = s.heartbeat_ms / 1000
         j = self.cfg.journal
         tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000)
-        last_expire = last_sync = 0.0
+        last_expire = last_sync = last_ping = 0.0
+        self.watchdog = opsmod.watchdog_interval()
+        if self.watchdog:
+            tick = min(tick, self.watchdog / 2)
         while not self.stopping:
             await asyncio.sleep(tick)
             now = time.monotonic()
             self.reap_snapshot()
+            if self.watchdog and now - last_ping >= self.watchdog:
+                last_ping = now
+                opsmod.notify("WATCHDOG=1")   # from the loop itself: a stuck loop stops the pings
             if self.journal is not None and j.durability == "async" and now - last_sync >= j.sync_interval_ms / 1000:
                 last_sync = now
                 self.journal.sync()       # async durability: flush to disk on a timer, not per commit
@@ -356,6 +369,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes):
         self.end += nbytes
+        self.server.bytes_in += nbytes
         now = self.last_recv = time.monotonic()
         np.minimum(self.tokens + (now - self.refilled) * self.rates, self.bursts, out=self.tokens)
         self.refilled = now
@@ -607,8 +621,19 @@ def configure_logging(level="INFO"):
 
 async def _serve(cfg):
     srv = Server(cfg)
-    srv.recover()
+    ops = None
+    if cfg.server.ops_port is not None:
+        ops = opsmod.Ops(srv, cfg.server.host, cfg.server.ops_port)
+        ops_port = await ops.start()
+        if cfg.server.ops_port_file:
+            with open(cfg.server.ops_port_file + ".tmp", "w") as f:
+                f.write(str(ops_port))
+            os.replace(cfg.server.ops_port_file + ".tmp", cfg.server.ops_port_file)
+        log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.host, ops_port)
+    opsmod.notify("STATUS=recovering")
+    await srv.recover()
     await srv.start()
+    opsmod.notify(f"READY=1\nSTATUS=trading, next seq {srv.next_cmd_seq}")
     gc.collect()
     gc.freeze()                      # start-up objects never need collecting again
     stop = asyncio.Event()
@@ -618,8 +643,11 @@ async def _serve(cfg):
     timers = asyncio.ensure_future(srv.timers())
     await stop.wait()
     log.info("shutting down")
+    opsmod.notify("STOPPING=1")
     await srv.stop()
     timers.cancel()
+    if ops is not None:
+        ops.close()
 
 
 def serve(cfg: cfgmod.Config):

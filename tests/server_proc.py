@@ -15,6 +15,8 @@ BASE_CONFIG = """
 host = "127.0.0.1"
 port = 0
 port_file = "{dir}/port"
+ops_port = 0
+ops_port_file = "{dir}/ops_port"
 heartbeat_ms = {heartbeat_ms}
 output_buffer_bytes = {output_buffer_bytes}
 lockout_failures = 3
@@ -71,9 +73,9 @@ class ServerProc:
         self.proc = None
         self.port = None
 
-    def start(self, timeout=20.0):
+    def start(self, timeout=20.0, env_extra=None):
         (self.dir / "port").unlink(missing_ok=True)
-        env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()})
+        env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()}, **(env_extra or {}))
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.log = open(self.dir / "server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "engine.server", "--config", str(self.config)],
@@ -87,6 +89,7 @@ class ServerProc:
                 raise RuntimeError(f"server did not start: {self.output()}")
             time.sleep(0.02)
         self.port = int(port_file.read_text())
+        self.ops_port = int((self.dir / "ops_port").read_text())
         return self
 
     def output(self):

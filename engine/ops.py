@@ -1,0 +1,149 @@
+"""Operations: Prometheus metrics and health probes over HTTP, and systemd notification.
+
+The HTTP listener runs on the engine's own event loop (asyncio streams), not in a
+thread: a Python thread would share the GIL with the engine and could stall it for
+milliseconds. A scrape reads integer counters the engine and server already keep
+(orders, trades, live orders, sequence numbers, sessions, bytes) at scrape time;
+nothing is counted per message for it.
+
+    GET /metrics          Prometheus text format (prometheus-client), process metrics included
+    GET /health/live      200 while the process serves
+    GET /health/ready     200 once recovery is done and the journal is writable, else 503
+    GET /health/detailed  JSON: sessions, journal, snapshots, symbols, build
+
+systemd: `notify()` speaks the sd_notify datagram protocol to $NOTIFY_SOCKET (READY=1
+after recovery, WATCHDOG=1 from the event loop at half of $WATCHDOG_USEC, STOPPING=1).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from importlib import metadata
+
+import msgspec
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from protocol.codes import SymbolState
+
+
+def notify(message: str) -> bool:
+    """Send one sd_notify message; False when not run under systemd (no NOTIFY_SOCKET)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    if path.startswith("@"):
+        path = "\0" + path[1:]                 # abstract namespace
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.connect(path)
+        s.sendall(message.encode())
+    return True
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None if no watchdog."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and int(pid) != os.getpid()):
+        return None
+    return int(usec) / 2e6
+
+
+class EngineCollector:
+    """Reads the server's counters at scrape time."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def collect(self):
+        srv = self.server
+        e = srv.engine
+        yield CounterMetricFamily("te_orders_accepted", "orders accepted by the core", value=e.next_order_id - 1)
+        yield CounterMetricFamily("te_trades", "trades executed", value=e.next_trade_id - 1)
+        yield CounterMetricFamily("te_commands", "commands processed (journaled)", value=srv.next_cmd_seq - 1)
+        yield CounterMetricFamily("te_batches", "processing batches (journal group commits)", value=srv.batches)
+        yield CounterMetricFamily("te_bytes_in", "bytes received from clients", value=srv.bytes_in)
+        yield GaugeMetricFamily("te_open_orders", "orders resting or untriggered", value=e.live_orders)
+        yield GaugeMetricFamily("te_sessions", "logged-on sessions",
+                                value=sum(1 for c in srv.conns if c.account is not None))
+        yield GaugeMetricFamily("te_pending_logons", "connections not yet logged on", value=srv.pending_logons)
+        yield GaugeMetricFamily("te_journal_writable", "1 while the journal accepts writes", value=int(srv.journal_ok))
+        yield GaugeMetricFamily("te_journal_last_seq", "last journaled command sequence",
+                                value=srv.journal.last_seq if srv.journal else 0)
+        yield GaugeMetricFamily("te_snapshot_seq", "sequence of the last snapshot", value=srv.last_snapshot_seq)
+        halted = GaugeMetricFamily("te_symbol_halted", "1 if the symbol is halted", labels=["symbol"])
+        for s in srv.cfg.symbols:
+            halted.add_metric([s.name], int(e.symbol_state(s.id) == SymbolState.HALTED))
+        yield halted
+
+
+class Ops:
+    def __init__(self, server, host: str, port: int):
+        self.server, self.host, self.port = server, host, port
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.registry.register(EngineCollector(server))
+        self.http = None
+        self.started = time.time()
+
+    async def start(self):
+        self.http = await asyncio.start_server(self.handle, self.host, self.port)
+        return self.http.sockets[0].getsockname()[1]
+
+    def close(self):
+        if self.http is not None:
+            self.http.close()
+
+    def ready(self) -> bool:
+        srv = self.server
+        return srv.ready and srv.journal_ok and not srv.stopping
+
+    def detailed(self) -> dict:
+        srv = self.server
+        try:
+            version = metadata.version("trading-engine")
+        except metadata.PackageNotFoundError:
+            version = "source"
+        return {
+            "ready": self.ready(),
+            "version": version,
+            "uptime_s": round(time.time() - self.started, 3),
+            "sessions": sum(1 for c in srv.conns if c.account is not None),
+            "pending_logons": srv.pending_logons,
+            "journal": {"durability": srv.cfg.journal.durability, "writable": srv.journal_ok,
+                        "last_seq": srv.journal.last_seq if srv.journal else 0},
+            "snapshot": {"last_seq": srv.last_snapshot_seq},
+            "engine": {"open_orders": srv.engine.live_orders, "orders_accepted": srv.engine.next_order_id - 1,
+                       "trades": srv.engine.next_trade_id - 1},
+            "halted_symbols": [s.name for s in srv.cfg.symbols
+                               if srv.engine.symbol_state(s.id) == SymbolState.HALTED],
+        }
+
+    async def handle(self, reader, writer):
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = line.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else ""
+            if path == "/metrics":
+                status, ctype, body = 200, "text/plain; version=0.0.4", generate_latest(self.registry)
+            elif path == "/health/live":
+                status, ctype, body = 200, "application/json", b'{"live":true}'
+            elif path == "/health/ready":
+                ok = self.ready()
+                status, ctype, body = (200 if ok else 503), "application/json", msgspec.json.encode({"ready": ok})
+            elif path == "/health/detailed":
+                status, ctype, body = 200, "application/json", msgspec.json.encode(self.detailed())
+            else:
+                status, ctype, body = 404, "text/plain", b"not found\n"
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         f"Connection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
