@@ -44,6 +44,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     expire_interval_ms: int = 100          # how often the timer checks for due GTD orders
     ops_port: int | None = 7002            # HTTP /metrics and /health/* on host (0 = ephemeral, None = off)
     ops_port_file: str | None = None
+    admin_host: str = "127.0.0.1"          # the admin listener: never the trading port
+    admin_port: int | None = 7003          # 0 = ephemeral, None = off
+    admin_port_file: str | None = None
 
 
 class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -73,6 +76,14 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     demo_secret: str | None = None
 
 
+class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An operator of the admin listener. password_scrypt: "scrypt$N$r$p$salt_hex$hash_hex",
+    made by `python -m engine.admin hash` (never the password itself)."""
+    id: int
+    name: str
+    password_scrypt: str
+
+
 class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: str = "./journal"
     durability: Literal["sync", "async", "none"] = "sync"
@@ -89,6 +100,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     symbols: list[SymbolConfig] = []
     accounts: list[AccountConfig] = []
+    admins: list[AdminConfig] = []
 
 
 class ConfigError(Exception):
@@ -136,6 +148,9 @@ def validate(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: `accounts.id` {a.id} outside 1..engine.max_accounts-1")
         if sum(x is not None for x in (a.secret_env, a.secret_file, a.demo_secret)) != 1:
             raise ConfigError(f"{where}: account {a.name}: exactly one of secret_env, secret_file, demo_secret")
+    if len({a.id for a in cfg.admins}) != len(cfg.admins) or len({a.name for a in cfg.admins}) != len(cfg.admins) \
+            or any(a.id <= 0 for a in cfg.admins):
+        raise ConfigError(f"{where}: `admins`: ids (> 0) and names must be unique")
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")

@@ -20,7 +20,6 @@ import asyncio
 import os
 import socket
 import time
-from importlib import metadata
 
 import msgspec
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -101,25 +100,7 @@ class Ops:
         return srv.ready and srv.journal_ok and not srv.stopping
 
     def detailed(self) -> dict:
-        srv = self.server
-        try:
-            version = metadata.version("trading-engine")
-        except metadata.PackageNotFoundError:
-            version = "source"
-        return {
-            "ready": self.ready(),
-            "version": version,
-            "uptime_s": round(time.time() - self.started, 3),
-            "sessions": sum(1 for c in srv.conns if c.account is not None),
-            "pending_logons": srv.pending_logons,
-            "journal": {"durability": srv.cfg.journal.durability, "writable": srv.journal_ok,
-                        "last_seq": srv.journal.last_seq if srv.journal else 0},
-            "snapshot": {"last_seq": srv.last_snapshot_seq},
-            "engine": {"open_orders": srv.engine.live_orders, "orders_accepted": srv.engine.next_order_id - 1,
-                       "trades": srv.engine.next_trade_id - 1},
-            "halted_symbols": [s.name for s in srv.cfg.symbols
-                               if srv.engine.symbol_state(s.id) == SymbolState.HALTED],
-        }
+        return dict(self.server.status(), ready=self.ready(), uptime_s=round(time.time() - self.started, 3))
 
     async def handle(self, reader, writer):
         try:

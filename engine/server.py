@@ -28,15 +28,16 @@ import socket
 import sys
 import time
 from collections import deque
+from importlib import metadata
 
 import numpy as np
 
 from engine import config as cfgmod
-from engine import gateway, ops as opsmod, snapshot
+from engine import admin as adminmod, gateway, ops as opsmod, snapshot
 from engine.core import Engine
 from engine.journal import Journal, JournalUnavailable
 from protocol import wire
-from protocol.codes import CommandKind, EventKind, Reject, Side
+from protocol.codes import CommandKind, EventKind, Reject, Side, SymbolState
 from protocol.records import COMMAND
 from protocol.wire import MsgType
 
@@ -160,6 +161,25 @@ class Server:
         log.info("recovered: %d commands replayed from the journal in %.3f s, next seq %d",
                  n, time.perf_counter() - t, self.next_cmd_seq)
         return n
+
+    def status(self) -> dict:
+        """Counters for /health/detailed and the admin `status` action."""
+        try:
+            version = metadata.version("trading-engine")
+        except metadata.PackageNotFoundError:
+            version = "source"
+        return {
+            "version": version,
+            "sessions": sum(1 for c in self.conns if c.account is not None),
+            "pending_logons": self.pending_logons,
+            "journal": {"durability": self.cfg.journal.durability, "writable": self.journal_ok,
+                        "last_seq": self.journal.last_seq if self.journal else 0},
+            "snapshot": {"last_seq": self.last_snapshot_seq},
+            "engine": {"open_orders": self.engine.live_orders, "orders_accepted": self.engine.next_order_id - 1,
+                       "trades": self.engine.next_trade_id - 1, "commands": self.next_cmd_seq - 1},
+            "halted_symbols": [s.name for s in self.cfg.symbols
+                               if self.engine.symbol_state(s.id) == SymbolState.HALTED],
+        }
 
     def snapshot(self, fork=True):
         """Write the state at the last flushed command: forked (matching pauses only for fork())
@@ -633,6 +653,17 @@ async def _serve(cfg):
     opsmod.notify("STATUS=recovering")
     await srv.recover()
     await srv.start()
+    admin = None
+    if cfg.server.admin_port is not None and cfg.admins:
+        admin = adminmod.AdminListener(srv)
+        admin_port = await admin.start(cfg.server.admin_host, cfg.server.admin_port)
+        if cfg.server.admin_port_file:
+            with open(cfg.server.admin_port_file + ".tmp", "w") as f:
+                f.write(str(admin_port))
+            os.replace(cfg.server.admin_port_file + ".tmp", cfg.server.admin_port_file)
+        log.info("admin listening on %s:%d", cfg.server.admin_host, admin_port)
+    elif cfg.server.admin_port is not None:
+        log.info("admin listener off: no [[admins]] in the config")
     opsmod.notify(f"READY=1\nSTATUS=trading, next seq {srv.next_cmd_seq}")
     gc.collect()
     gc.freeze()                      # start-up objects never need collecting again
@@ -646,8 +677,9 @@ async def _serve(cfg):
     opsmod.notify("STOPPING=1")
     await srv.stop()
     timers.cancel()
-    if ops is not None:
-        ops.close()
+    for listener in (ops, admin):
+        if listener is not None:
+            listener.close()
 
 
 def serve(cfg: cfgmod.Config):

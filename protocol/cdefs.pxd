@@ -180,7 +180,7 @@ cdef packed struct Command:
     uint8_t flags  # @5 1B OrderFlag bits (POST_ONLY)
     uint16_t _pad0  # @6 2B zero
     uint32_t symbol  # @8 4B symbol id (MASS_CANCEL/END_OF_DAY: 0 = all)
-    uint32_t account  # @12 4B account id, set by the server from the session
+    uint32_t account  # @12 4B account id, set by the server from the session (admin commands: the operator's id)
     uint64_t seq  # @16 8B engine-assigned command sequence number
     uint64_t ts_ns  # @24 8B receive time, ns since the epoch (journaled, never read by the core)
     uint64_t client_order_id  # @32 8B NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0

@@ -17,6 +17,8 @@ port = 0
 port_file = "{dir}/port"
 ops_port = 0
 ops_port_file = "{dir}/ops_port"
+admin_port = 0
+admin_port_file = "{dir}/admin_port"
 heartbeat_ms = {heartbeat_ms}
 output_buffer_bytes = {output_buffer_bytes}
 lockout_failures = 3
@@ -58,12 +60,16 @@ SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"
 
 class ServerProc:
     def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra="",
-                 server_extra="", journal_extra=""):
+                 server_extra="", journal_extra="", admins=None):
+        admins = admins or {}
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = BASE_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
                                   output_buffer_bytes=output_buffer_bytes, server_extra=server_extra,
                                   journal_extra=journal_extra) + extra
+        self.admin = admins
+        for i, (name, hashed) in enumerate(admins.items(), 1):
+            text += f'\n[[admins]]\nid = {i}\nname = "{name}"\npassword_scrypt = "{hashed}"\n'
         for acct, secret in SECRETS.items():
             text += f'\n[[accounts]]\nid = {acct}\nname = "acct{acct}"\nsecret_env = "TE_TEST_SECRET_{acct}"\n'
             if acct >= 3:
@@ -90,6 +96,11 @@ class ServerProc:
             time.sleep(0.02)
         self.port = int(port_file.read_text())
         self.ops_port = int((self.dir / "ops_port").read_text())
+        admin = self.dir / "admin_port"
+        deadline = time.monotonic() + timeout
+        while self.admin and not admin.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.admin_port = int(admin.read_text()) if self.admin else None
         return self
 
     def output(self):
