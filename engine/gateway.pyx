@@ -268,3 +268,14 @@ def encode_reports(Engine eng, int64_t[::1] next_seq not None, uint32_t[::1] cou
     for a in touched:
         counts[a] = 0
     return groups
+
+
+def stamp(cnp.ndarray cmds not None, Py_ssize_t n, uint64_t first_seq, uint64_t ts_ns):
+    """Give cmds[:n] consecutive sequence numbers from first_seq and the receive time ts_ns."""
+    if cmds.dtype != COMMAND.dtype or not cmds.flags.c_contiguous or n > cmds.shape[0] or n < 0:
+        raise TypeError("cmds must be a contiguous COMMAND array with at least n records")
+    cdef Command* c = <Command*>cnp.PyArray_DATA(cmds)
+    cdef Py_ssize_t i
+    for i in range(n):
+        c[i].seq = first_seq + <uint64_t>i
+        c[i].ts_ns = ts_ns

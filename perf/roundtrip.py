@@ -139,7 +139,11 @@ def scenario(args):
     results = {}
     for durability in args.durability:
         with tempfile.TemporaryDirectory() as tmp:
-            srv = ServerProc(Path(tmp), durability=durability, server_extra=f"cpu = {args.server_cpu}").start()
+            # the load generator's session may send far above the default throttle tiers
+            limits = "".join(f"\n{k} = 1e12" for k in ("orders_per_s", "orders_burst", "cancels_per_s",
+                                                          "cancels_burst", "logout_per_s", "logout_burst"))
+            srv = ServerProc(Path(tmp), durability=durability,
+                             server_extra=f"cpu = {args.server_cpu}{limits}").start()
             try:
                 runs = [run(srv.port, args.rate, args.seconds, cpu=args.cpu)[0] for _ in range(args.runs)]
             finally:
