@@ -40,6 +40,13 @@ cdef enum:
 cdef inline void* _data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
 
+
+cdef const Command* _commands(cnp.ndarray commands) except NULL:
+    """The records of a command array, after checking it is one (every batch entry point)."""
+    if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
+        raise TypeError("commands must be a 1-D contiguous array of protocol.records.COMMAND.dtype")
+    return <const Command*>_data(commands)
+
 ORDER_DTYPE = np.dtype([
     ("price", "<i8"), ("stop_price", "<i8"), ("qty", "<i8"), ("leaves", "<i8"), ("shown", "<i8"),
     ("display", "<i8"), ("filled", "<i8"), ("expire_ts_ns", "<i8"), ("order_id", "<u8"),
@@ -251,9 +258,7 @@ cdef class Engine:
 
     def process(self, cnp.ndarray commands not None):
         """Apply every command of a contiguous COMMAND-dtype array; return a copy of the events."""
-        if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
-            raise TypeError("commands must be a 1-D contiguous array of protocol.records.COMMAND.dtype")
-        cdef const Command* cmds = <const Command*>_data(commands)
+        cdef const Command* cmds = _commands(commands)
         cdef Py_ssize_t i, n = commands.shape[0]
         self.ev_count = 0
         for i in range(n):
@@ -265,9 +270,7 @@ cdef class Engine:
     def feed(self, cnp.ndarray commands not None):
         """Apply the commands and leave their events in the buffer (events_view(), clear_events()):
         the server's path, which journals and encodes them without a copy. Returns the event count."""
-        if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
-            raise TypeError("commands must be a 1-D contiguous array of protocol.records.COMMAND.dtype")
-        cdef const Command* cmds = <const Command*>_data(commands)
+        cdef const Command* cmds = _commands(commands)
         cdef Py_ssize_t i, n = commands.shape[0]
         for i in range(n):
             self.process_one(&cmds[i])
@@ -282,9 +285,7 @@ cdef class Engine:
 
     def run(self, cnp.ndarray commands not None):
         """Apply the commands and discard the events (benchmarks); returns the number of events."""
-        if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
-            raise TypeError("commands must be a 1-D contiguous array of protocol.records.COMMAND.dtype")
-        cdef const Command* cmds = <const Command*>_data(commands)
+        cdef const Command* cmds = _commands(commands)
         cdef Py_ssize_t i, n = commands.shape[0], total = 0
         for i in range(n):
             self.process_one(&cmds[i])
@@ -299,12 +300,10 @@ cdef class Engine:
         """Benchmark driver: run() that also stores each command's processing time (ns,
         CLOCK_MONOTONIC around process_one) in latencies_ns (int64, same length).
         The clock is read here, by the driver, never by matching."""
-        if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
-            raise TypeError("commands must be a 1-D contiguous array of protocol.records.COMMAND.dtype")
+        cdef const Command* cmds = _commands(commands)
         if latencies_ns.dtype != np.int64 or not latencies_ns.flags.c_contiguous or \
                 latencies_ns.shape[0] < commands.shape[0]:
             raise TypeError("latencies_ns must be a contiguous int64 array at least as long as commands")
-        cdef const Command* cmds = <const Command*>_data(commands)
         cdef int64_t* lat = <int64_t*>_data(latencies_ns)
         cdef Py_ssize_t i, n = commands.shape[0], total = 0
         cdef timespec t0, t1
