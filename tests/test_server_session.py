@@ -29,8 +29,8 @@ class Raw:
         self.sock.settimeout(5)
         self.buf = b""
 
-    def logon_frame(self, account, secret, ts=None, nonce=None, flags=0, next_seq=1):
-        f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=1000, next_seq=next_seq,
+    def logon_frame(self, account, secret, ts=None, nonce=None, flags=0, next_seq=1, heartbeat_ms=1000):
+        f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=heartbeat_ms, next_seq=next_seq,
                                   timestamp_ns=ts if ts is not None else time.time_ns(), flags=flags,
                                   proto_version=1, nonce=nonce if nonce is not None else
                                   int.from_bytes(os.urandom(4), "little")))
@@ -307,3 +307,30 @@ def test_throttle_when_second_tier_exceeded_then_logged_out_and_orders_cancelled
         time.sleep(0.05)
     else:
         raise AssertionError("orders of the logged-out session were not cancelled")
+
+
+def test_idle_session_when_silent_then_heartbeats_then_timeout_logout(server_factory):
+    srv = server_factory(heartbeat_ms=100).start()
+    a = Raw(srv.port)
+    t, body, _ = a.logon(1, heartbeat_ms=100)
+    assert int(body["heartbeat_ms"]) == 100
+    kinds = []
+    while True:                                  # the client stays silent
+        f = a.next(timeout=5)
+        if f is None:
+            break
+        kinds.append((f[0], int(f[1]["reason"]) if f[0] == MsgType.LOGOUT else 0))
+    assert kinds.count((MsgType.HEARTBEAT, 0)) >= 1
+    assert kinds[-1] == (MsgType.LOGOUT, Reject.HEARTBEAT_TIMEOUT)
+
+
+def test_unauthenticated_connections_when_over_cap_then_refused_and_idle_ones_closed(server_factory):
+    srv = server_factory(server_extra="max_pending_logons = 2").start()
+    idle = [Raw(srv.port), Raw(srv.port)]
+    time.sleep(0.2)
+    third = Raw(srv.port)
+    t, body, _ = third.next()
+    assert (t, int(body["reason"])) == (MsgType.PROTOCOL_ERROR, Reject.TOO_MANY_CONNECTIONS)
+    for c in idle:                               # closed after logon_timeout_s (2 s) without a logon
+        assert c.next(timeout=5) is None
+    assert Raw(srv.port).logon(1)[0] == MsgType.LOGON_ACCEPTED     # the slots are free again
