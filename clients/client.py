@@ -234,6 +234,7 @@ class Client:
     # -- incoming --
     async def _read_loop(self):
         buf = b""
+        replaced = False
         try:
             while True:
                 data = await self.reader.read(1 << 16)
@@ -246,6 +247,9 @@ class Client:
                     self._on_frame(t, rec, entries)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            replaced = not self._closed        # reconnect(): the reports stream goes on
+            raise
         finally:
             err = ServerError(Reject.SERVER_SHUTDOWN if self.end_of_session else 0, "connection closed")
             for fs in list(self._waiters.values()):
@@ -257,7 +261,8 @@ class Client:
                     f.set_exception(err)
             self._waiters.clear()
             self._queries.clear()
-            self._reports.put_nowait(None)
+            if not replaced:
+                self._reports.put_nowait(None)
 
     def _on_frame(self, t, rec, entries):
         if t in REPORT_KINDS:

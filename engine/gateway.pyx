@@ -19,10 +19,12 @@ from protocol.records import COMMAND
 
 cnp.import_array()
 
-# walk() stop reasons
-STOP_END = 0          # every complete frame consumed (a partial one may remain)
-STOP_SESSION = 1      # in front of a frame Python handles (its type in `msg_type`)
-STOP_ERROR = 2        # a malformed frame: `reason` is the Reject code, `consumed` its offset
+# walk() / Hot.step() stop reasons
+cdef enum:
+    S_END = 0         # every complete frame consumed (a partial one may remain)
+    S_SESSION = 1     # in front of a frame Python handles (its type in `msg_type`)
+    S_ERROR = 2       # a malformed frame: `reason` is the Reject code, `consumed` its offset
+STOP_END, STOP_SESSION, STOP_ERROR = S_END, S_SESSION, S_ERROR
 
 
 cdef inline uint16_t rd16(const uint8_t* p) noexcept:
@@ -57,21 +59,12 @@ cdef enum:
 BUDGET_NEW, BUDGET_CANCEL, BUDGET_ALL = B_NEW, B_CANCEL, B_ALL
 
 
-def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.ndarray cmds not None,
-         Py_ssize_t n_cmds, uint32_t account, uint32_t session, bint logged_on, bint orders_allowed,
-         int64_t[::1] budgets not None):
-    """Walk frames in buf[start:end]; append order-entry Commands to cmds[n_cmds:].
-
-    Returns (consumed, n_cmds, stop, msg_type, reason). Each order-entry frame taken
-    spends one unit of its class's budget and of BUDGET_ALL; the walk stops
-    (STOP_SESSION) in front of an order-entry frame whose budget is spent, or of any
-    frame when orders_allowed is False, so Python can answer it.
-    """
-    if cmds.dtype != COMMAND.dtype or not cmds.flags.c_contiguous:
-        raise TypeError("cmds must be a contiguous COMMAND array")
-    cdef Command* out = <Command*>cnp.PyArray_DATA(cmds)
-    cdef Py_ssize_t cap = cmds.shape[0]
-    cdef Py_ssize_t pos = start, length
+cdef int walk_frames(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, Command* out, Py_ssize_t* n_io,
+                     Py_ssize_t cap, uint32_t account, uint32_t session, bint logged_on, bint orders_allowed,
+                     int64_t* budgets, Py_ssize_t* consumed, uint8_t* msg_type, uint16_t* reason) noexcept:
+    """The walk itself (see walk()); the caller guarantees 0 <= start <= end <= len(buf) and
+    room for cap records in out. Returns the stop reason; *n_io is advanced per command."""
+    cdef Py_ssize_t pos = start, length, n_cmds = n_io[0]
     cdef const uint8_t* p
     cdef const NewOrder* no
     cdef const Cancel* cx
@@ -80,32 +73,45 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
     cdef Command* c
     cdef uint8_t t
     cdef Py_ssize_t klass
-    if budgets.shape[0] != 3:
-        raise ValueError("budgets: 3 slots")
-    if end > buf.shape[0] or start < 0 or start > end:
-        raise ValueError("bad range")
+    cdef int stop = S_END
+    msg_type[0] = 0
+    reason[0] = 0
     while end - pos >= <Py_ssize_t>sizeof(FrameHeader):
         p = &buf[pos]
         length = rd16(p)
         t = p[2]
+        msg_type[0] = t
         if length < <Py_ssize_t>sizeof(FrameHeader) or length > MAX_FRAME:
-            return pos - start, n_cmds, STOP_ERROR, t, REJ_BAD_LENGTH
+            reason[0] = REJ_BAD_LENGTH
+            stop = S_ERROR
+            break
         if p[3] != SCHEMA_VERSION:
-            return pos - start, n_cmds, STOP_ERROR, t, REJ_UNSUPPORTED_VERSION
+            reason[0] = REJ_UNSUPPORTED_VERSION
+            stop = S_ERROR
+            break
         if not (t == MSG_LOGON or t == MSG_LOGOUT or t == MSG_HEARTBEAT or MSG_NEW_ORDER <= t <= MSG_MASS_CANCEL
                 or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST):
-            return pos - start, n_cmds, STOP_ERROR, t, REJ_UNKNOWN_MSG_TYPE
+            reason[0] = REJ_UNKNOWN_MSG_TYPE
+            stop = S_ERROR
+            break
         if not body_size_ok(t, length):
-            return pos - start, n_cmds, STOP_ERROR, t, REJ_BAD_LENGTH
+            reason[0] = REJ_BAD_LENGTH
+            stop = S_ERROR
+            break
         if end - pos < length:
+            msg_type[0] = 0
             break                                   # a partial frame: wait for more bytes
         if not logged_on and t != MSG_LOGON:
-            return pos - start, n_cmds, STOP_ERROR, t, REJ_NOT_LOGGED_ON
+            reason[0] = REJ_NOT_LOGGED_ON
+            stop = S_ERROR
+            break
         if t < MSG_NEW_ORDER or t > MSG_MASS_CANCEL or not orders_allowed or n_cmds == cap:
-            return pos - start, n_cmds, STOP_SESSION, t, 0
+            stop = S_SESSION
+            break
         klass = B_NEW if (t == MSG_NEW_ORDER or t == MSG_AMEND) else B_CANCEL
         if budgets[klass] <= 0 or budgets[<Py_ssize_t>B_ALL] <= 0:
-            return pos - start, n_cmds, STOP_SESSION, t, 0
+            stop = S_SESSION
+            break
         budgets[klass] -= 1
         budgets[<Py_ssize_t>B_ALL] -= 1
         c = &out[n_cmds]
@@ -149,7 +155,47 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
             c.side = mc.side
         n_cmds += 1
         pos += length
-    return pos - start, n_cmds, STOP_END, 0, 0
+    if stop == S_END:
+        msg_type[0] = 0
+    consumed[0] = pos - start
+    n_io[0] = n_cmds
+    return stop
+
+
+cdef int check_walk_args(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end,
+                         int64_t[::1] budgets) except -1:
+    if budgets.shape[0] != 3:
+        raise ValueError("budgets: 3 slots")
+    if end > buf.shape[0] or start < 0 or start > end:
+        raise ValueError("bad range")
+    return 0
+
+
+def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.ndarray cmds not None,
+         Py_ssize_t n_cmds, uint32_t account, uint32_t session, bint logged_on, bint orders_allowed,
+         int64_t[::1] budgets not None):
+    """Walk frames in buf[start:end]; append order-entry Commands to cmds[n_cmds:].
+
+    Returns (consumed, n_cmds, stop, msg_type, reason). Each order-entry frame taken
+    spends one unit of its class's budget and of BUDGET_ALL; the walk stops
+    (STOP_SESSION) in front of an order-entry frame whose budget is spent, or of any
+    frame when orders_allowed is False, so Python can answer it. (The server uses
+    Hot.step, which walks the same way and also applies and encodes.)
+    """
+    if cmds.dtype != COMMAND.dtype or not cmds.flags.c_contiguous:
+        raise TypeError("cmds must be a contiguous COMMAND array")
+    check_walk_args(buf, start, end, budgets)
+    if n_cmds < 0 or n_cmds > cmds.shape[0]:
+        raise ValueError("bad n_cmds")
+    cdef Py_ssize_t consumed = 0, n = n_cmds
+    cdef uint8_t t = 0
+    cdef uint16_t reason = 0
+    cdef const uint8_t* base = &buf[0] if buf.shape[0] else NULL
+    cdef int stop = S_END
+    if end > start:
+        stop = walk_frames(base, start, end, <Command*>cnp.PyArray_DATA(cmds), &n, cmds.shape[0], account,
+                           session, logged_on, orders_allowed, &budgets[0], &consumed, &t, &reason)
+    return consumed, n, stop, t, reason
 
 
 # -- core events -> execution reports --
@@ -205,77 +251,361 @@ cdef inline void put_report(uint8_t* p, uint8_t msg_type, uint64_t seq, const Ev
         r.liquidity = LIQ_TAKER if e.kind == EV_FILL else 0
 
 
-def encode_reports(Engine eng, int64_t[::1] next_seq not None, uint32_t[::1] counts not None,
-                   uint8_t[::1] out not None):
-    """Write the execution reports for the events in eng's buffer into `out`, grouped by
-    account (a counting sort: each account's reports contiguous, in event order, a FILL
-    giving the taker's then the maker's), numbered from next_seq[account] (advanced).
+# -- the per-read hot path: walk + apply + encode, and the metrics counted on it --
+#
+# Hot owns the open batch (the COMMAND array the walk appends to). step() walks one
+# read's complete frames, stamps each command with its sequence number and the read's
+# receive time, applies it in the engine at once, counts it, and encodes the reports
+# of the events it caused, grouped per account, straight into one bytes object per
+# account. The events stay in the engine's buffer until the batch is sealed for the
+# journal (seal()), or, without a journal, until done() after the replies are written.
+#
+# Metrics are integer arrays incremented here (numpy-owned, read by engine/ops.py at
+# scrape time): commands by kind / order type / outcome, rejects by reason, fills and
+# traded quantity by symbol, bytes in, and three histograms of fixed integer buckets
+# (receive -> acknowledgement written, journal commit time, commands per batch).
 
-    `counts` is scratch, one slot per account, all zero on entry and on return.
-    Returns [(account, first_seq, start, end)] per account, or the byte size `out`
-    needs (an int) if it is too small."""
-    if sizeof(FrameHeader) + sizeof(ExecReport) != REPORT_FRAME:
-        raise AssertionError("report layout changed")
-    cdef Py_ssize_t i, n = eng.ev_count, total = 0
-    cdef const Event* e
-    cdef uint32_t a, k, na = next_seq.shape[0]
-    cdef list touched = []
-    for i in range(n):
-        e = &eng.ev_buf[i]
-        k = report_count(e)
-        if k == 0:
-            continue
-        a = e.account
-        if a >= na or (k == 2 and e.other_account >= na):
-            raise ValueError("event for an account outside next_seq")
-        if counts[a] == 0:
-            touched.append(a)
-        counts[a] += 1
-        total += 1
-        if k == 2:
-            a = e.other_account
-            if counts[a] == 0:
-                touched.append(a)
-            counts[a] += 1
-            total += 1
-    if total * REPORT_FRAME > out.shape[0]:
-        for a in touched:
-            counts[a] = 0
-        return total * REPORT_FRAME
-    # offsets: counts[a] becomes the next write index of account a
-    cdef list groups = []
-    cdef Py_ssize_t pos = 0, c
-    for a in touched:
-        c = counts[a]
-        groups.append((a, next_seq[a], pos * REPORT_FRAME, (pos + c) * REPORT_FRAME))
-        counts[a] = <uint32_t>pos
-        pos += c
-    cdef uint8_t* base = &out[0]
-    for i in range(n):
-        e = &eng.ev_buf[i]
-        k = report_count(e)
-        if k == 0:
-            continue
-        a = e.account
-        put_report(base + counts[a] * REPORT_FRAME, REPORT_TYPE[e.kind], next_seq[a], e, False)
-        counts[a] += 1
-        next_seq[a] += 1
-        if k == 2:
-            a = e.other_account
-            put_report(base + counts[a] * REPORT_FRAME, MSG_FILL, next_seq[a], e, True)
-            counts[a] += 1
-            next_seq[a] += 1
-    for a in touched:
-        counts[a] = 0
-    return groups
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.stdlib cimport malloc, free
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
+
+cdef enum:
+    N_KINDS = 16          # CommandKind slots
+    N_OTYPES = 8          # OrderType slots (0 for commands that are not NEW_ORDER)
+    N_REASONS = 5000      # Reject codes are < 5000 (protocol/codes.py ranges)
+
+# Histogram bucket upper bounds (inclusive); one more bucket counts everything above.
+LATENCY_BOUNDS_NS = np.array([1_000 * x for x in (5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750, 1_000,
+                                                  2_000, 5_000, 10_000, 20_000, 50_000, 100_000)], dtype=np.int64)
+BATCH_BOUNDS = np.array([1 << k for k in range(17)], dtype=np.int64)
 
 
-def stamp(cnp.ndarray cmds not None, Py_ssize_t n, uint64_t first_seq, uint64_t ts_ns):
-    """Give cmds[:n] consecutive sequence numbers from first_seq and the receive time ts_ns."""
-    if cmds.dtype != COMMAND.dtype or not cmds.flags.c_contiguous or n > cmds.shape[0] or n < 0:
-        raise TypeError("cmds must be a contiguous COMMAND array with at least n records")
-    cdef Command* c = <Command*>cnp.PyArray_DATA(cmds)
-    cdef Py_ssize_t i
-    for i in range(n):
-        c[i].seq = first_seq + <uint64_t>i
-        c[i].ts_ns = ts_ns
+cdef inline int64_t now_ns() noexcept:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef class Histogram:
+    """Fixed integer buckets: counts[i] = observations <= bounds[i] (and > bounds[i-1]);
+    counts[len(bounds)] the rest. Read at scrape time (buckets(), sum)."""
+    cdef readonly object bounds_arr, counts_arr
+    cdef const int64_t* bounds
+    cdef uint64_t* counts
+    cdef Py_ssize_t n
+    cdef readonly int64_t sum
+    cdef readonly uint64_t count
+
+    def __cinit__(self, bounds):
+        self.bounds_arr = np.ascontiguousarray(bounds, dtype=np.int64)
+        self.n = self.bounds_arr.shape[0]
+        self.counts_arr = np.zeros(self.n + 1, dtype=np.uint64)
+        self.bounds = <const int64_t*>cnp.PyArray_DATA(self.bounds_arr)
+        self.counts = <uint64_t*>cnp.PyArray_DATA(self.counts_arr)
+
+    cdef inline void add(self, int64_t v) noexcept:
+        cdef Py_ssize_t i = 0
+        while i < self.n and v > self.bounds[i]:
+            i += 1
+        self.counts[i] += 1
+        self.sum += v
+        self.count += 1
+
+    def observe(self, int64_t v):
+        self.add(v)
+
+    def buckets(self):
+        """[(upper bound or None for +Inf, cumulative count)]"""
+        out = []
+        cdef uint64_t acc = 0
+        cdef Py_ssize_t i
+        for i in range(self.n + 1):
+            acc += self.counts[i]
+            out.append((self.bounds[i] if i < self.n else None, acc))
+        return out
+
+
+cdef class Throttle:
+    """A session's token buckets [new orders and amends, cancels, every frame] (the two
+    throttling tiers), refilled per read and spent by Hot.step, in C doubles."""
+    cdef double tok[3]
+    cdef double rate[3]
+    cdef double burst[3]
+    cdef double last
+
+    def __cinit__(self, rates, bursts, double now):
+        cdef int i
+        for i in range(3):
+            self.rate[i] = rates[i]
+            self.burst[i] = bursts[i]
+            self.tok[i] = bursts[i]
+        self.last = now
+
+    cdef inline void refill(self, double now) noexcept:
+        cdef double dt = now - self.last
+        cdef int i
+        if dt > 0:
+            for i in range(3):
+                self.tok[i] = min(self.tok[i] + dt * self.rate[i], self.burst[i])
+        self.last = now
+
+    def level(self, int i):
+        """Tokens left in bucket i (BUDGET_NEW, BUDGET_CANCEL, BUDGET_ALL)."""
+        if i < 0 or i > 2:
+            raise IndexError(i)
+        return self.tok[i]
+
+    def spend(self, int i):
+        if i < 0 or i > 2:
+            raise IndexError(i)
+        self.tok[i] -= 1
+
+
+cdef class Hot:
+    cdef Engine eng
+    cdef readonly object pending
+    """The open batch: a COMMAND array; commands [0, n_pending) are applied, not yet sealed."""
+    cdef Command* cmds
+    cdef Py_ssize_t cap
+    cdef readonly Py_ssize_t n_pending
+    cdef public uint64_t next_cmd_seq
+    """Sequence number the next command gets."""
+    cdef Py_ssize_t ev_mark           # events of the open batch already encoded
+    cdef readonly bint journaled
+    cdef object next_seq_arr
+    cdef int64_t* next_seq
+    cdef uint32_t* counts             # per account scratch, zero between calls
+    cdef char** bases                 # per account scratch: where its reports go
+    cdef uint32_t na
+    # -- metrics --
+    cdef readonly object commands_arr  # [kind][order type][0 = accepted, 1 = rejected]
+    cdef readonly object rejects_arr   # [reason]
+    cdef readonly object fills_arr, volume_arr   # [symbol]
+    cdef uint64_t* m_commands
+    cdef uint64_t* m_rejects
+    cdef uint64_t* m_fills
+    cdef uint64_t* m_volume
+    cdef uint32_t n_symbols
+    cdef public uint64_t bytes_in, bytes_out
+    cdef readonly Histogram latency, commit, batch
+    """receive -> acknowledgement written (ns); journal commit (ns); commands per batch."""
+
+    def __cinit__(self, Engine eng not None, int64_t[::1] next_seq not None, Py_ssize_t capacity, bint journaled):
+        self.eng = eng
+        self.pending = np.zeros(capacity, dtype=COMMAND.dtype)
+        self.cmds = <Command*>cnp.PyArray_DATA(self.pending)
+        self.cap = capacity
+        self.next_cmd_seq = 1
+        self.journaled = journaled
+        self.next_seq_arr = next_seq.base if next_seq.base is not None else next_seq
+        self.next_seq = &next_seq[0]
+        self.na = <uint32_t>next_seq.shape[0]
+        self.counts = <uint32_t*>malloc(self.na * sizeof(uint32_t))
+        self.bases = <char**>malloc(self.na * sizeof(char*))
+        if self.counts == NULL or self.bases == NULL:
+            raise MemoryError()
+        memset(self.counts, 0, self.na * sizeof(uint32_t))
+        self.commands_arr = np.zeros((N_KINDS, N_OTYPES, 2), dtype=np.uint64)
+        self.rejects_arr = np.zeros(N_REASONS, dtype=np.uint64)
+        self.n_symbols = <uint32_t>eng.max_symbols
+        self.fills_arr = np.zeros(self.n_symbols, dtype=np.uint64)
+        self.volume_arr = np.zeros(self.n_symbols, dtype=np.uint64)
+        self.m_commands = <uint64_t*>cnp.PyArray_DATA(self.commands_arr)
+        self.m_rejects = <uint64_t*>cnp.PyArray_DATA(self.rejects_arr)
+        self.m_fills = <uint64_t*>cnp.PyArray_DATA(self.fills_arr)
+        self.m_volume = <uint64_t*>cnp.PyArray_DATA(self.volume_arr)
+        self.latency = Histogram(LATENCY_BOUNDS_NS)
+        self.commit = Histogram(LATENCY_BOUNDS_NS)
+        self.batch = Histogram(BATCH_BOUNDS)
+
+    def __dealloc__(self):
+        free(self.counts)
+        free(self.bases)
+
+    # -- applying --
+    cdef int apply(self, Py_ssize_t n0, Py_ssize_t n1, int64_t ts) except -1:
+        """Sequence, stamp (ts > 0), apply and count commands [n0, n1) of the open batch."""
+        cdef Py_ssize_t i, j, e0
+        cdef Command* c
+        cdef const Event* e
+        cdef uint8_t kind, ot
+        for i in range(n0, n1):
+            c = &self.cmds[i]
+            c.seq = self.next_cmd_seq
+            self.next_cmd_seq += 1
+            if ts > 0:
+                c.ts_ns = <uint64_t>ts
+            e0 = self.eng.ev_count
+            self.eng.process_one(c)
+            kind = c.kind if c.kind < N_KINDS else 0
+            ot = c.order_type if (kind == CMD_NEW_ORDER and c.order_type < N_OTYPES) else 0
+            e = &self.eng.ev_buf[e0]
+            self.m_commands[(kind * N_OTYPES + ot) * 2 + (1 if (self.eng.ev_count > e0 and e.kind == EV_REJECTED)
+                                                         else 0)] += 1
+            for j in range(e0, self.eng.ev_count):
+                e = &self.eng.ev_buf[j]
+                if e.kind == EV_REJECTED:
+                    self.m_rejects[e.reason if e.reason < N_REASONS else 0] += 1
+                elif e.kind == EV_FILL and e.symbol < self.n_symbols:
+                    self.m_fills[e.symbol] += 1
+                    self.m_volume[e.symbol] += <uint64_t>e.qty
+        self.n_pending = n1
+        return 0
+
+    def step(self, const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, uint32_t account,
+             uint32_t session, bint logged_on, bint orders_allowed, Throttle throttle not None, double now,
+             Py_ssize_t nbytes):
+        """One read of nbytes at monotonic time `now` (0 bytes: resuming after a session
+        frame): refill the session's buckets, walk buf[start:end] as walk() does spending
+        them, apply what it took, encode. Returns (consumed, stop, msg_type, reason, groups),
+        groups as encode()."""
+        if end > buf.shape[0] or start < 0 or start > end:
+            raise ValueError("bad range")
+        cdef int64_t budgets[3]
+        cdef int i
+        if nbytes:
+            self.bytes_in += <uint64_t>nbytes
+            throttle.refill(now)
+        for i in range(3):
+            budgets[i] = <int64_t>throttle.tok[i] if throttle.tok[i] > 0 else 0
+        cdef int64_t b0 = budgets[0], b1 = budgets[1], b2 = budgets[2]
+        cdef Py_ssize_t consumed = 0, n0 = self.n_pending, n = self.n_pending
+        cdef uint8_t t = 0
+        cdef uint16_t reason = 0
+        cdef int stop = S_END
+        if end > start:
+            stop = walk_frames(&buf[0], start, end, self.cmds, &n, self.cap, account, session, logged_on,
+                               orders_allowed, budgets, &consumed, &t, &reason)
+        throttle.tok[0] -= b0 - budgets[0]
+        throttle.tok[1] -= b1 - budgets[1]
+        throttle.tok[2] -= b2 - budgets[2]
+        if n == n0:
+            return consumed, stop, t, reason, None
+        self.apply(n0, n, now_ns())
+        return consumed, stop, t, reason, self.encode()
+
+    def apply_last(self):
+        """Apply the command Python wrote at pending[n_pending] (timers, cancel on disconnect,
+        admin); returns groups as encode()."""
+        if self.n_pending >= self.cap:
+            raise OverflowError("the open batch is full: seal it first")
+        self.apply(self.n_pending, self.n_pending + 1, now_ns())
+        return self.encode()
+
+    @property
+    def full(self):
+        return self.n_pending >= self.cap
+
+    # -- encoding --
+    def encode(self):
+        """Reports for the events not yet encoded (all of them after a replay feed), one
+        bytes object per account, each account's reports in event order, a FILL giving
+        the taker's then the maker's, numbered from next_seq[account] (advanced).
+        Returns [(account, first_seq, bytes)] or None when there is nothing to send."""
+        cdef Engine eng = self.eng
+        cdef Py_ssize_t i, n = eng.ev_count, m = self.ev_mark
+        cdef const Event* e
+        cdef uint32_t a, k, na = self.na
+        cdef int step
+        cdef list touched = None
+        cdef list groups = []
+        cdef bytes chunk
+        # a counting sort: step 0 counts each account's reports, then one bytes object per
+        # account is allocated; step 1 writes the reports into them (counts = write index)
+        for step in range(2):
+            for i in range(m, n):
+                e = &eng.ev_buf[i]
+                k = report_count(e)
+                if k == 0:
+                    continue
+                a = e.account
+                if step == 0:
+                    if a >= na or (k == 2 and e.other_account >= na):
+                        self.clear_counts(touched)
+                        raise ValueError("event for an account outside next_seq")
+                    if touched is None:
+                        touched = []
+                    if self.counts[a] == 0:
+                        touched.append(a)
+                    self.counts[a] += 1
+                    if k == 2:
+                        a = e.other_account
+                        if self.counts[a] == 0:
+                            touched.append(a)
+                        self.counts[a] += 1
+                    continue
+                put_report(<uint8_t*>self.bases[a] + self.counts[a] * REPORT_FRAME, REPORT_TYPE[e.kind],
+                           self.next_seq[a], e, False)
+                self.counts[a] += 1
+                self.next_seq[a] += 1
+                if k == 2:
+                    a = e.other_account
+                    put_report(<uint8_t*>self.bases[a] + self.counts[a] * REPORT_FRAME, MSG_FILL,
+                               self.next_seq[a], e, True)
+                    self.counts[a] += 1
+                    self.next_seq[a] += 1
+            if step == 0:
+                self.ev_mark = n
+                if touched is None:
+                    return None
+                for a in touched:
+                    chunk = PyBytes_FromStringAndSize(NULL, self.counts[a] * REPORT_FRAME)
+                    self.bases[a] = PyBytes_AS_STRING(chunk)
+                    groups.append((a, self.next_seq[a], chunk))
+                    self.counts[a] = 0
+        self.clear_counts(touched)
+        return groups
+
+    cdef void clear_counts(self, list touched) noexcept:
+        cdef uint32_t a
+        if touched is not None:
+            for a in touched:
+                self.counts[a] = 0
+
+    # -- the end of a batch --
+    def seal(self):
+        """Close the open batch for the journal: (first_seq, commands bytes, events bytes);
+        the next command starts a new batch. None if it is empty."""
+        cdef Py_ssize_t n = self.n_pending
+        if n == 0:
+            return None
+        cdef uint64_t first = self.cmds[0].seq
+        cmds = PyBytes_FromStringAndSize(<char*>self.cmds, n * sizeof(Command))
+        events = PyBytes_FromStringAndSize(<char*>self.eng.ev_buf, self.eng.ev_count * sizeof(Event))
+        self.batch.add(n)
+        self.n_pending = 0
+        self.eng.ev_count = 0
+        self.ev_mark = 0
+        return first, cmds, events
+
+    def done(self):
+        """Without a journal: the replies of the open batch are written; count it and start the next."""
+        if self.n_pending:
+            self.batch.add(self.n_pending)
+            self.observe_acked(self.cmds, self.n_pending)
+        self.n_pending = 0
+        self.eng.ev_count = 0
+        self.ev_mark = 0
+
+    def discard(self):
+        """Drop the open batch's commands and events (a failed journal, or after a replay feed)."""
+        self.n_pending = 0
+        self.eng.ev_count = 0
+        self.ev_mark = 0
+
+    def acked(self, const uint8_t[::1] commands not None):
+        """The replies of a committed batch (its commands bytes from seal()) are written."""
+        if commands.shape[0] % sizeof(Command):
+            raise ValueError("not a whole number of commands")
+        if commands.shape[0]:
+            self.observe_acked(<const Command*>&commands[0], commands.shape[0] // sizeof(Command))
+
+    cdef void observe_acked(self, const Command* c, Py_ssize_t n) noexcept:
+        cdef int64_t t = now_ns()
+        cdef Py_ssize_t i
+        for i in range(n):
+            self.latency.add(t - <int64_t>c[i].ts_ns)
+
+    def count_reject(self, uint16_t reason):
+        """A session-level reject answered in Python (THROTTLED, JOURNAL_UNAVAILABLE)."""
+        self.m_rejects[reason if reason < N_REASONS else 0] += 1

@@ -1,22 +1,32 @@
 """The trading server: one process, one thread, one uvloop event loop.
 
-Processing order of a flush (the group commit):
-  1. reads append order-entry frames as core Commands to the pending batch
-     (engine/gateway.pyx walks the frames: no Python object per message)
-  2. one Engine.process call over the whole batch
-  3. one journal commit of the batch's commands and events (engine/journal.py)
-  4. execution reports encoded from the event array (vectorized numpy), sequenced
-     per account, appended to each account's replay ring
-  5. one transport.write per connection
-Nothing is written to a socket before step 3 returns. Session messages (logon,
-heartbeat, logout) and queries are handled in Python: a connection's walk stops in
-front of one, the pending batch is flushed first (so a query sees the orders that
-preceded it on the wire), then the message is handled and the walk resumes.
+The hot path of one read is one Cython call, gateway.Hot.step: it walks the read's
+complete frames into core Commands of the open batch (no Python object per message),
+stamps each with its sequence number and receive time, applies it in the engine at
+once, counts it for /metrics, and encodes the execution reports of the events it
+caused into one bytes object per account, sequenced per account.
+
+Without a journal the reports are written at once (one transport.write per
+connection per read). With one (group commit, off the event loop):
+  1. reads keep applying into the open batch while a commit is in flight;
+  2. when no commit is in flight the open batch is sealed (its commands and events
+     copied out) and handed to the single commit thread; LMDB's commit (the fsync)
+     releases the GIL, so the loop keeps reading and the engine keeps processing;
+  3. when the commit returns the loop seals the batch that accumulated meanwhile
+     (the next single commit: batches grow under load), then writes the committed
+     batch's reports (one write per connection) and appends them to the replay rings.
+Commits run one at a time, in order. Nothing is written to a socket before the
+commit of what it acknowledges returns. A failed commit stops state changes.
+Session messages (logon, heartbeat, logout), throttled frames and queries are
+handled in Python: a connection's walk stops in front of one, everything
+outstanding is committed and delivered first (flush(), synchronous), so a query sees
+only committed state and replies stay in wire order; then the walk resumes.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import gc
 import hashlib
 import hmac
@@ -38,7 +48,7 @@ from engine.core import Engine
 from engine.journal import Journal, JournalUnavailable
 from protocol import wire
 from protocol.codes import CommandKind, EventKind, Reject, Side, SymbolState
-from protocol.records import COMMAND
+from protocol.records import COMMAND, EVENT
 from protocol.wire import MsgType
 
 log = logging.getLogger("trading-engine")
@@ -54,7 +64,7 @@ class Account:
 
     def __init__(self, id, name, key, seqs):
         self.id, self.name, self.key = id, name, key
-        self.seqs = seqs              # the server's next-sequence array (gateway.encode_reports advances it)
+        self.seqs = seqs              # the server's next-sequence array (gateway.Hot.encode advances it)
         self.ring = deque()           # (first seq, bytes of consecutive reports), oldest first
         self.ring_reports = 0
         self.sessions = set()
@@ -91,8 +101,6 @@ class Server:
                                    max_qty=s.max_qty)
         self.accounts: dict[int, Account] = {}
         self.next_seq = np.ones(e.max_accounts, dtype=np.int64)     # per account: next report sequence
-        self.seq_scratch = np.zeros(e.max_accounts, dtype=np.uint32)
-        self.report_buf = np.zeros(1 << 20, dtype=np.uint8)
         for a in cfg.accounts:
             self.engine.add_account(a.id, stp_group=a.stp_group)
             if a.demo_secret is not None:
@@ -109,10 +117,14 @@ class Server:
         if cfg.journal.durability != "none":
             os.makedirs(self.snapshot_dir, exist_ok=True)
             self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size)
-        self.pending = np.zeros(BATCH_CAP, dtype=COMMAND.dtype)
-        self.n_pending = 0
-        self.next_cmd_seq = 1
-        self.flush_scheduled = False
+        self.hot = gateway.Hot(self.engine, self.next_seq, BATCH_CAP, self.journal is not None)
+        # group commit off the loop: one thread, so commits run one at a time and in order
+        self.committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-commit") \
+            if self.journal is not None else None
+        self.inflight = None              # (future, groups to deliver, the batch's commands bytes)
+        self.open_out = []                # groups of the open batch, delivered after its commit
+        self.snapshotting = False
+        self.last_snapshot_time = time.time()
         self.conns: set[Connection] = set()
         self.pending_logons = 0
         self.next_session = 1
@@ -121,10 +133,21 @@ class Server:
         self.journal_ok = True
         self.ready = False
         self.batches = 0
-        self.bytes_in = 0
         self.loop = None
         self.tcp_server = None
         self.stopping = False
+
+    @property
+    def next_cmd_seq(self):
+        return self.hot.next_cmd_seq
+
+    @next_cmd_seq.setter
+    def next_cmd_seq(self, seq):
+        self.hot.next_cmd_seq = seq
+
+    @property
+    def bytes_in(self):
+        return self.hot.bytes_in
 
     # -- recovery --
     async def recover(self):
@@ -152,7 +175,10 @@ class Server:
             self.engine.feed(np.ascontiguousarray(cmds))
             if self.engine.events_view().tobytes() != events.tobytes():
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
-            self._reports(send=False)
+            groups = self.hot.encode()          # advances the sequences and refills the replay rings
+            self.hot.discard()
+            if groups:
+                self._deliver(groups, send=False)
             n += len(cmds)
             self.batches += 1
             if self.batches % 64 == 0:
@@ -184,7 +210,7 @@ class Server:
     def snapshot(self, fork=True):
         """Write the state at the last flushed command: forked (matching pauses only for fork())
         or, at shutdown, in this process."""
-        if self.journal is None or self.n_pending or self.snapshot_child is not None:
+        if self.journal is None or self.hot.n_pending or self.inflight or self.snapshot_child is not None:
             return
         last = self.next_cmd_seq - 1
         if last == self.last_snapshot_seq:
@@ -197,6 +223,7 @@ class Server:
             snapshot.write(self.snapshot_dir, state, last)
             snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
         self.last_snapshot_seq = last
+        self.last_snapshot_time = time.time()
 
     def reap_snapshot(self):
         if self.snapshot_child is None:
@@ -210,69 +237,131 @@ class Server:
                 snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
 
     # -- the batch path --
-    def schedule_flush(self):
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self.flush)
+    def input_done(self):
+        """After a read (or a command from Python): without a journal the open batch is
+        done (its reports are written); with one, start its commit unless one is in flight."""
+        if self.committer is None:
+            self.hot.done()
+        elif self.inflight is None and self.hot.n_pending:
+            self.dispatch()
+
+    def output(self, groups):
+        """Reports of applied commands: written now without a journal, else after their commit."""
+        if self.committer is None:
+            self._deliver(groups, send=True)
+        else:
+            self.open_out.extend(groups)
+
+    def dispatch(self):
+        """Seal the open batch and hand it to the commit thread (none may be in flight)."""
+        sealed = self.hot.seal()
+        if sealed is None:
+            return
+        _, cmds, events = sealed
+        out, self.open_out = self.open_out, []
+        fut = self.committer.submit(self._commit, cmds, events)
+        self.inflight = (fut, out, cmds)
+        fut.add_done_callback(self._commit_returned)
+
+    def _commit(self, cmds, events):
+        """On the commit thread: one LMDB transaction (fsync'd with `sync`); its duration in ns."""
+        t = time.perf_counter_ns()
+        self.journal.append(np.frombuffer(cmds, dtype=COMMAND.dtype), np.frombuffer(events, dtype=EVENT.dtype))
+        return time.perf_counter_ns() - t
+
+    def _commit_returned(self, fut):
+        try:
+            self.loop.call_soon_threadsafe(self.committed, fut)
+        except RuntimeError:              # the loop is closed: stop() flushed synchronously
+            pass
+
+    def committed(self, fut):
+        """On the loop: a commit returned. Start the next one, then deliver this batch's reports."""
+        if self.inflight is None or self.inflight[0] is not fut:
+            return                        # already handled by flush()
+        _, out, cmds = self.inflight
+        self.inflight = None
+        try:
+            self.hot.commit.observe(fut.result())
+        except Exception as e:            # JournalUnavailable, or a journal bug: nothing is acknowledged
+            self.journal_failed(e)
+            return
+        self.batches += 1
+        if self.hot.n_pending:
+            self.dispatch()               # what accumulated meanwhile becomes the next single commit
+        self._deliver(out, send=True)
+        self.hot.acked(cmds)
+        every = self.cfg.journal.snapshot_every
+        if every and not self.snapshotting and self.next_cmd_seq - 1 - self.last_snapshot_seq >= every:
+            self.snapshotting = True
+            try:
+                self.flush()
+                self.snapshot(fork=True)
+            finally:
+                self.snapshotting = False
+
+    def journal_failed(self, exc):
+        # Nothing of the failed batch, nor of the ones applied after it, is acknowledged; the
+        # engine has applied them, so the only safe state is to stop taking state changes until
+        # an operator restarts (recovery replays what the journal holds).
+        log.error("journal unavailable: refusing state changes: %s", exc, exc_info=exc)
+        self.journal_ok = False
+        self.inflight = None
+        self.open_out = []
+        self.hot.discard()
+        for c in list(self.conns):
+            c.close(Reject.JOURNAL_UNAVAILABLE)
 
     def flush(self):
-        self.flush_scheduled = False
-        n = self.n_pending
-        if n == 0:
+        """Commit and deliver everything outstanding, synchronously (before a session or
+        query frame, an admin action's reply, a snapshot, shutdown)."""
+        if self.committer is None:
             return
-        gateway.stamp(self.pending, n, self.next_cmd_seq, time.time_ns())
-        cmds = self.pending[:n]
-        self.engine.feed(cmds)
-        if self.journal is not None:
-            try:
-                self.journal.append(cmds, self.engine.events_view())
-            except JournalUnavailable:
-                # Nothing of this batch is acknowledged; the engine has applied it, so the
-                # only safe state is to stop taking state changes until an operator restarts
-                # (recovery replays what the journal holds).
-                log.exception("journal unavailable: refusing state changes")
-                self.journal_ok = False
-                self.n_pending = 0
-                self.engine.clear_events()
-                for c in list(self.conns):
-                    c.close(Reject.JOURNAL_UNAVAILABLE)
+        while self.journal_ok:
+            if self.inflight is not None:
+                fut = self.inflight[0]
+                concurrent.futures.wait([fut])
+                self.committed(fut)
+            elif self.hot.n_pending:
+                self.dispatch()
+            else:
                 return
-        self.next_cmd_seq += n
-        self.n_pending = 0
-        self.batches += 1
-        self._reports(send=True)
-        every = self.cfg.journal.snapshot_every
-        if every and self.next_cmd_seq - 1 - self.last_snapshot_seq >= every:
-            self.snapshot(fork=True)
 
-    def _reports(self, send):
-        """Encode, sequence and deliver the reports of the events in the engine's buffer."""
-        groups = gateway.encode_reports(self.engine, self.next_seq, self.seq_scratch, self.report_buf)
-        if isinstance(groups, int):                      # a big batch: grow the buffer and retry
-            self.report_buf = np.zeros(max(groups, 2 * len(self.report_buf)), dtype=np.uint8)
-            groups = gateway.encode_reports(self.engine, self.next_seq, self.seq_scratch, self.report_buf)
-        self.engine.clear_events()
+    def _deliver(self, groups, send):
+        """Append reports to the accounts' replay rings and write them to their sessions
+        (one write per connection: an account's chunks of one batch are joined)."""
         ring = self.cfg.server.replay_ring
-        for acct_id, first_seq, start, end in groups:
+        if len(groups) > 1:
+            merged = {}
+            for acct_id, first_seq, data in groups:
+                m = merged.get(acct_id)
+                if m is None:
+                    merged[acct_id] = [first_seq, [data]]
+                else:
+                    m[1].append(data)
+            groups = [(a, first, parts[0] if len(parts) == 1 else b"".join(parts))
+                      for a, (first, parts) in merged.items()]
+        for acct_id, first_seq, data in groups:
             acct = self.accounts.get(acct_id)
             if acct is None:
                 continue
-            data = self.report_buf[start:end].tobytes()
             acct.append(first_seq, data, ring)
             if send:
                 for conn in acct.sessions:
                     conn.write(data)
 
     def submit(self, cmd_fields: dict):
-        """Queue one command built in Python (timers, cancel on disconnect)."""
-        if self.n_pending == BATCH_CAP:
+        """Apply one command built in Python (timers, cancel on disconnect, admin)."""
+        if self.hot.full:
             self.flush()
-        c = self.pending[self.n_pending]
+        c = self.hot.pending[self.hot.n_pending]
         c.fill(0)
         for k, v in cmd_fields.items():
             c[k] = v
-        self.n_pending += 1
-        self.schedule_flush()
+        groups = self.hot.apply_last()
+        if groups:
+            self.output(groups)
+        self.input_done()
 
     # -- periodic work --
     async def timers(self):
@@ -293,7 +382,7 @@ class Server:
                 opsmod.notify("WATCHDOG=1")   # from the loop itself: a stuck loop stops the pings
             if self.journal is not None and j.durability == "async" and now - last_sync >= j.sync_interval_ms / 1000:
                 last_sync = now
-                self.journal.sync()       # async durability: flush to disk on a timer, not per commit
+                self.committer.submit(self.journal.sync)   # async durability: on a timer, off the loop
             for c in list(self.conns):
                 c.tick(now)
             if now - last_expire >= s.expire_interval_ms / 1000 and self.journal_ok:
@@ -335,7 +424,9 @@ class Server:
             os.waitpid(self.snapshot_child, 0)
             self.snapshot_child = None
         if self.journal is not None:
+            self.flush()
             self.snapshot(fork=False)         # the next start loads it and replays nothing
+            self.committer.shutdown(wait=True)
             self.journal.close()
 
 
@@ -357,13 +448,10 @@ class Connection(asyncio.BufferedProtocol):
         self.peer = None
         self.logon_pending = False
         s = server.cfg.server
-        # token buckets [new orders and amends, cancels, all frames], refilled per read: plain
-        # floats (numpy small-array calls cost microseconds per read on this path)
-        self.rates = (s.orders_per_s, s.cancels_per_s, s.logout_per_s)
-        self.bursts = (float(s.orders_burst), float(s.cancels_burst), float(s.logout_burst))
-        self.tokens = list(self.bursts)
-        self.budgets = np.zeros(3, dtype=np.int64)
-        self.refilled = time.monotonic()
+        # token buckets [new orders and amends, cancels, all frames], refilled and spent in Cython
+        self.throttle = gateway.Throttle((s.orders_per_s, s.cancels_per_s, s.logout_per_s),
+                                         (float(s.orders_burst), float(s.cancels_burst), float(s.logout_burst)),
+                                         self.last_recv)
 
     # -- asyncio --
     def connection_made(self, transport):
@@ -389,36 +477,28 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes):
         self.end += nbytes
-        self.server.bytes_in += nbytes
-        now = self.last_recv = time.monotonic()
-        dt = now - self.refilled
-        t, r, b = self.tokens, self.rates, self.bursts
-        t[0] = min(t[0] + dt * r[0], b[0])
-        t[1] = min(t[1] + dt * r[1], b[1])
-        t[2] = min(t[2] + dt * r[2], b[2])
-        self.refilled = now
-        self.process()
+        self.last_recv = time.monotonic()
+        try:
+            self.process(nbytes)
+        finally:
+            self.server.input_done()
 
     def connection_lost(self, exc):
         self.close(None)
 
     # -- input --
-    def process(self):
+    def process(self, nbytes=0):
         srv = self.server
+        step = srv.hot.step
+        th = self.throttle
         while not self.closed:
             acct = self.account
-            tok, budgets = self.tokens, self.budgets
-            b0, b1, b2 = int(tok[0]), int(tok[1]), int(tok[2])
-            budgets[0], budgets[1], budgets[2] = b0, b1, b2
-            consumed, n, stop, mtype, reason = gateway.walk(
-                self.buf, self.start, self.end, srv.pending, srv.n_pending, acct.id if acct else 0,
-                self.session_id, acct is not None, srv.journal_ok, budgets)
-            tok[0] -= b0 - budgets[0]
-            tok[1] -= b1 - budgets[1]
-            tok[2] -= b2 - budgets[2]
-            if n > srv.n_pending:
-                srv.n_pending = n
-                srv.schedule_flush()
+            consumed, stop, mtype, reason, groups = step(
+                self.buf, self.start, self.end, acct.id if acct else 0, self.session_id, acct is not None,
+                srv.journal_ok, th, self.last_recv, nbytes)
+            nbytes = 0
+            if groups is not None:
+                srv.output(groups)
             self.start += consumed
             self.stream_offset += consumed
             if stop == gateway.STOP_END:
@@ -427,17 +507,18 @@ class Connection(asyncio.BufferedProtocol):
                 self.protocol_error(reason, mtype)
                 return
             # STOP_SESSION: a session or query frame, a full batch, or the journal is down
+            srv.input_done()
             srv.flush()
             throttled = None
             if mtype in ORDER_TYPES and srv.journal_ok:
-                klass = 0 if mtype in (MsgType.NEW_ORDER, MsgType.AMEND) else 1
-                if self.tokens[2] < 1:
+                klass = gateway.BUDGET_NEW if mtype in (MsgType.NEW_ORDER, MsgType.AMEND) else gateway.BUDGET_CANCEL
+                if th.level(gateway.BUDGET_ALL) < 1:
                     self.close(Reject.RATE_LIMIT_LOGOUT)        # tier 2: cancel on disconnect applies
                     return
-                if self.tokens[klass] >= 1:
+                if th.level(klass) >= 1:
                     continue                   # the batch was full: walk on into the emptied one
                 throttled = Reject.THROTTLED
-            self.tokens[2] -= 1
+            th.spend(gateway.BUDGET_ALL)
             length = int.from_bytes(self.buf[self.start:self.start + 2], "little")
             frame = bytes(self.buf[self.start:self.start + length])
             self.start += length
@@ -446,7 +527,7 @@ class Connection(asyncio.BufferedProtocol):
                 body = wire.decode(frame)[0][0][1]
                 self.write(self._reject_report(MsgType(mtype), body, throttled))
                 continue
-            if self.tokens[2] < 0:
+            if th.level(gateway.BUDGET_ALL) < 0:
                 self.close(Reject.RATE_LIMIT_LOGOUT)
                 return
             self.handle(MsgType(mtype), frame)
@@ -473,6 +554,7 @@ class Connection(asyncio.BufferedProtocol):
         """A session-level REJECTED (THROTTLED, JOURNAL_UNAVAILABLE): the order never reached
         the engine, so the report is not sequenced (seq 0) and nothing is journaled."""
         acct = self.account
+        self.server.hot.count_reject(reason)
         fields = dict(seq=0, reason=reason, cmd_kind={MsgType.NEW_ORDER: CommandKind.NEW_ORDER,
                                                       MsgType.CANCEL: CommandKind.CANCEL,
                                                       MsgType.AMEND: CommandKind.AMEND}.get(t, CommandKind.MASS_CANCEL))
@@ -589,6 +671,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.closed or not data:
             return
         self.transport.write(data)
+        self.server.hot.bytes_out += len(data)
         self.last_sent = time.monotonic()
         if self.transport.get_write_buffer_size() > self.server.cfg.server.output_buffer_bytes:
             log.warning("slow consumer: session=%d closed", self.session_id)

@@ -8,14 +8,15 @@ Scenarios here:
            in the same run (a sorted-dict book; lightmatchingengine if installed)
   memory   RSS and preallocated array bytes holding 1,000,000 resting orders
   roundtrip  client-observed latency over loopback TCP, open loop at --rate, server
-           pinned to --server-cpu, generator to --cpu, per journal durability
-           (see perf/roundtrip.py)
+           pinned to --server-cpu, generator to --cpu, per journal durability, beside
+           an echo server (the floor) in the same run; --scrape adds the server under
+           a /metrics scrape every second (see perf/roundtrip.py)
+  throughput  closed-loop pipelined sessions, max sustained orders/s (perf/throughput.py)
   replay   journal replay rate (what a restart without a snapshot does) and snapshot
            write/load time (see perf/replay.py)
-Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
-perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
-Still to come: throughput (pipelined clients), sessions, symbols, journal, recovery
-(restart-to-ready of the real server).
+Each prints a table and writes perf/out/<scenario>-<time>.json; latency scenarios
+also draw latency-by-percentile PNGs there when matplotlib is installed.
+Still to come: sessions, symbols, journal, recovery (restart-to-ready of the real server).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perf import baseline, workload
+from perf import baseline, latency, workload
 
 OUT = Path(__file__).resolve().parent / "out"
 PERCENTILES = (50, 90, 99, 99.9, 99.99)
@@ -107,31 +108,9 @@ def core_scenario(args):
         entry["live_orders_at_end"] = e.live_orders
         results[f"{symbols}_symbols"] = entry
         if args.plot:
-            plot_latency(lat, f"core, {symbols} symbol(s)", OUT / f"core-latency-{symbols}sym.png")
+            latency.plot({"core": lat}, f"core, {symbols} symbol(s)", args.out / f"core-latency-{symbols}sym.png",
+                         unit="ns")
     return results
-
-
-def plot_latency(lat, title, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot; pip install '.[perf]')", file=sys.stderr)
-        return
-    qs = np.array([50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999])
-    vals = np.percentile(lat, qs)
-    x = -np.log10(1 - qs / 100)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(x, vals, marker="o")
-    ax.set_xticks(x, [f"p{q:g}" for q in qs], rotation=45)
-    ax.set_ylabel("ns per command")
-    ax.set_yscale("log")
-    ax.set_title(f"Latency by percentile: {title}")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def rss_bytes():
@@ -164,13 +143,16 @@ def print_table(name, results):
             print(f"{k:<12}{o['median']:>14,.0f}{o['min']:>12,.0f}{o['max']:>12,.0f}{lat['50']:>8.0f}{lat['99']:>8.0f}"
                   f"{lat['99.9']:>10.0f}{r['ratio_vs_sorted_dict']:>8.1f}x{(f'{lme:.1f}x' if lme else '-'):>8}")
     elif name == "roundtrip":
-        print(f"{'durability':<12}{'rate/s':>9}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'p99.9 us':>10}"
-              f"{'max us':>10}{'gen lag p99 us':>16}")
+        print(f"{'variant':<13}{'rate/s':>9}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'p99.9 us':>10}"
+              f"{'p99.99 us':>11}{'max us':>10}{'gen lag p99 us':>16}")
         for k, r in results.items():
+            if k == "scrape_impact":
+                print("scrape impact (median p99, p99.9): " + ", ".join(f"{p}: {v:+.1%}" for p, v in r.items()))
+                continue
             m = r["median_latency_us"]
             lag = max(x["generator_lag_us"]["p99"] for x in r["runs"])
-            print(f"{k:<12}{r['rate']:>9,.0f}{m['50']:>9.1f}{m['90']:>9.1f}{m['99']:>9.1f}{m['99.9']:>10.1f}"
-                  f"{m['max']:>10.0f}{lag:>16.1f}")
+            print(f"{k:<13}{r['rate']:>9,.0f}{m['50']:>9.1f}{m['90']:>9.1f}{m['99']:>9.1f}{m['99.9']:>10.1f}"
+                  f"{m['99.99']:>11.1f}{m['max']:>10.0f}{lag:>16.1f}")
     elif name == "replay":
         for part, values in results.items():
             for k, v in values.items():
@@ -183,13 +165,15 @@ def print_table(name, results):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay"])
+    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "throughput"])
     p.add_argument("--batch", type=int, default=256, help="commands per journal batch (replay)")
     p.add_argument("--rate", type=float, default=50_000, help="orders/s (roundtrip)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per run (roundtrip)")
     p.add_argument("--server-cpu", type=int, default=0, help="the server's CPU (roundtrip)")
     p.add_argument("--durability", type=lambda s: s.split(","), default=["none", "sync"],
-                   help="journal durabilities to run (roundtrip)")
+                   help="journal durabilities to run (roundtrip, throughput)")
+    p.add_argument("--no-echo", dest="echo", action="store_false", help="skip the echo floor (roundtrip)")
+    p.add_argument("--scrape", action="store_true", help="also run under a /metrics scrape every second (roundtrip)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
@@ -203,7 +187,7 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     pin(args.cpu)
-    OUT.mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.scenario == "core":
         results = core_scenario(args)
     elif args.scenario == "memory":
@@ -216,7 +200,6 @@ def main(argv=None):
         results = roundtrip.scenario(args)
     doc = dict(scenario=args.scenario, machine=machine(), args={k: str(v) for k, v in vars(args).items()},
                results=results)
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.scenario}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(doc, indent=2))
     print_table(args.scenario, results)

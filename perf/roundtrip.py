@@ -4,10 +4,24 @@ generator pinned to the other, open loop at a fixed rate.
 Each order's latency runs from its *scheduled* send time (not the moment it was
 actually sent) to the receipt of its ACCEPTED report, so a stall of the server or
 of the generator is charged to every order scheduled during it (coordinated
-omission corrected). Percentiles are exact, over every sample. The generator also
-reports how far behind schedule it sent (its own lag) so a generator bottleneck
-is visible. Flow: GTC limit orders away from the touch, each cancelled 200 orders
-later, so the book stays bounded; latency is taken on the NEW_ORDER acks.
+omission corrected). Percentiles come from an HdrHistogram of every sample after a
+warm-up (p50 .. p99.99 and max). Flow: GTC limit orders away from the touch, each
+cancelled 200 orders later, so the book stays bounded; latency is taken on the
+NEW_ORDER acks.
+
+The generator does no per-message work while timing: the whole order stream is one
+pre-encoded byte string sent in slices as orders fall due, replies are received
+into one preallocated buffer and only their byte count is recorded per recv (the
+server answers in wire order with fixed-size reports, so order k's ACCEPTED ends at
+a known offset). After the run the received stream is checked report by report
+against what it must be (every ACCEPTED for the right client order id, every
+cancel CANCELLED), so a counting mistake cannot pass unnoticed. How late the
+generator sent each order (its own lag) is reported beside the latencies.
+
+Variants measured in the same run, interleaved run by run: `echo` (perf/echo.py:
+the same loopback and Python at both ends, no engine, every byte written straight
+back: the floor), the server per journal durability, and with --scrape the server
+(journal off) while a separate process scrapes /metrics every second.
 """
 from __future__ import annotations
 
@@ -15,21 +29,29 @@ import hashlib
 import hmac
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from perf import latency
 from protocol import wire
 from protocol.codes import Side
 from protocol.wire import MsgType
 
 REPORT = np.dtype([("h", wire.HEADER.dtype), ("r", wire.EXEC_REPORT.dtype)])
+ORDER = np.dtype([("h", wire.HEADER.dtype), ("b", wire.NEW_ORDER.dtype)])
+CANCEL = np.dtype([("h", wire.HEADER.dtype), ("b", wire.CANCEL.dtype)])
+CANCEL_LAG = 200            # order k cancels order k - 200
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def logon(sock, account, secret):
-    f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=10_000, next_seq=1,
+    # next_seq far ahead: no replay of earlier runs' reports (the server keeps running between runs)
+    f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=10_000, next_seq=1 << 62,
                               timestamp_ns=time.time_ns(), proto_version=1, nonce=int.from_bytes(os.urandom(4), "little")))
     key = hmac.new(secret.encode(), b"trading-engine signing key", hashlib.sha256).digest()
     f[40:72] = hmac.new(key, bytes(f[8:40]), hashlib.sha256).digest()
@@ -39,115 +61,236 @@ def logon(sock, account, secret):
         data += sock.recv(4096)
     assert data[2] == MsgType.LOGON_ACCEPTED, data[:16]
     (_, body, _), = wire.decode(data[:wire.frame_size(MsgType.LOGON_ACCEPTED)])[0]
-    return data[wire.frame_size(MsgType.LOGON_ACCEPTED):], int(body["next_client_order_id"])
+    return data[wire.frame_size(MsgType.LOGON_ACCEPTED):], int(body["next_client_order_id"]), int(body["next_seq"])
 
 
-def frames(n, first_clid=1):
-    """Order i and, from i = 200 on, the cancel of order i - 200 (by client order id)."""
-    orders = np.zeros(n, dtype=[("h", wire.HEADER.dtype), ("b", wire.NEW_ORDER.dtype)])
-    orders["h"]["length"] = orders.itemsize
+def stream(n, first_clid=1, cancels=True):
+    """The order flow as one byte string: order k (a NEW_ORDER) followed, from k = 200 on,
+    by the cancel of order k - 200 (by client order id). Returns (bytes, end offset of
+    each order's frames, end offset of each NEW_ORDER frame)."""
+    i = np.arange(n)
+    orders = np.zeros(n, dtype=ORDER)
+    orders["h"]["length"] = ORDER.itemsize
     orders["h"]["msg_type"] = MsgType.NEW_ORDER
     orders["h"]["version"] = wire.SCHEMA_VERSION
     b = orders["b"]
-    i = np.arange(n)
     b["client_order_id"] = i + first_clid
     b["symbol"] = 1
     b["side"] = np.where(i % 2, Side.SELL, Side.BUY)
     b["order_type"], b["tif"], b["stp"] = 1, 1, 4
     b["price"] = np.where(i % 2, 200_000 + i % 500, 100_000 - i % 500)
     b["qty"] = 1
-    cancels = np.zeros(n, dtype=[("h", wire.HEADER.dtype), ("b", wire.CANCEL.dtype)])
-    cancels["h"]["length"] = cancels.itemsize
-    cancels["h"]["msg_type"] = MsgType.CANCEL
-    cancels["h"]["version"] = wire.SCHEMA_VERSION
-    cancels["b"]["client_order_id"] = i - 200 + first_clid
-    ob, cb = orders.tobytes(), cancels.tobytes()
-    out = []
-    for k in range(n):
-        part = ob[k * orders.itemsize:(k + 1) * orders.itemsize]
-        if k >= 200:
-            part += cb[k * cancels.itemsize:(k + 1) * cancels.itemsize]
-        out.append(part)
-    return out
+    with_cancel = (i >= CANCEL_LAG) & cancels
+    sizes = ORDER.itemsize + np.where(with_cancel, CANCEL.itemsize, 0)
+    ends = np.cumsum(sizes)
+    out = np.zeros(int(ends[-1]) if n else 0, dtype=np.uint8)
+    starts = ends - sizes
+    out[(starts[:, None] + np.arange(ORDER.itemsize)).ravel()] = orders.view(np.uint8)
+    k = np.nonzero(with_cancel)[0]
+    if len(k):
+        cancels_arr = np.zeros(len(k), dtype=CANCEL)
+        cancels_arr["h"]["length"] = CANCEL.itemsize
+        cancels_arr["h"]["msg_type"] = MsgType.CANCEL
+        cancels_arr["h"]["version"] = wire.SCHEMA_VERSION
+        cancels_arr["b"]["client_order_id"] = k - CANCEL_LAG + first_clid
+        pos = (starts[k] + ORDER.itemsize)[:, None] + np.arange(CANCEL.itemsize)
+        out[pos.ravel()] = cancels_arr.view(np.uint8)
+    return out.tobytes(), ends, starts + ORDER.itemsize
 
 
-def run(port, rate, seconds, cpu=None, warmup=0.5):
+def expected_reports(n):
+    """Per order k, the end offset of its ACCEPTED in the reply stream: the server answers in
+    wire order, ACCEPTED(k) then CANCELLED(k - 200), every report one fixed-size frame."""
+    k = np.arange(n)
+    return (k + 1 + np.maximum(0, k - CANCEL_LAG)) * REPORT.itemsize
+
+
+def verify_reports(data, n, first_clid):
+    """The reply stream is exactly ACCEPTED(k) [+ CANCELLED(k - 200)] for every order: else raise."""
+    reps = np.frombuffer(data, dtype=REPORT, count=len(data) // REPORT.itemsize)
+    k = np.arange(n)
+    idx_acc = k + np.maximum(0, k - CANCEL_LAG)
+    acc = reps[idx_acc]
+    bad = (acc["h"]["msg_type"] != MsgType.ACCEPTED) | (acc["r"]["client_order_id"] != k + first_clid)
+    kc = k[(k >= CANCEL_LAG) & (idx_acc + 1 < len(reps))]      # the last cancels may still be on the way
+    cx = reps[idx_acc[kc] + 1]
+    bad_cx = (cx["h"]["msg_type"] != MsgType.CANCELLED) | (cx["r"]["client_order_id"] != kc - CANCEL_LAG + first_clid)
+    if bad.any() or bad_cx.any():
+        j = int(np.argmax(bad)) if bad.any() else int(kc[np.argmax(bad_cx)])
+        raise RuntimeError(f"reply stream is not what the flow must produce (first difference at order {j})")
+
+
+def run(port, rate, seconds, cpu=None, warmup=0.5, echo=False):
+    """One open-loop run against a server (or the echo floor); returns (result dict, latencies ns)."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     n = int(rate * seconds)
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    rest, first_clid = logon(sock, 1, "secret-one")
-    msgs = frames(n, first_clid)
+    if echo:
+        rest, first_clid = b"", 1
+    else:
+        rest, first_clid, _ = logon(sock, 1, "secret-one")
+    data, send_end, order_end = stream(n, first_clid)
+    ack_end = order_end if echo else expected_reports(n)
+    need = int(ack_end[-1])
+    rbuf = bytearray(max(need, len(data)) + (1 << 20))
+    rview = memoryview(rbuf)
+    rbuf[:len(rest)] = rest
+    got = len(rest)
+    view = memoryview(data)
+    send_end_list = send_end.tolist()
     sock.setblocking(False)
     interval = 1e9 / rate
-    recv_ns = np.zeros(n + 1, dtype=np.int64)
-    sent_lag = np.zeros(n, dtype=np.int64)
-    buf = bytearray(rest)
-    got = 0
-    start = time.perf_counter_ns() + 1_000_000
-    sched = start + (np.arange(n) * interval).astype(np.int64)
+    rec_t, rec_b = [], []          # per recv: time, cumulative bytes received
+    snd_t, snd_b = [], []          # per send: time, cumulative bytes handed to the kernel
+    sent = target = 0
     i = 0
+    clock = time.perf_counter_ns
+    start = clock() + 1_000_000
     deadline = start + int(seconds * 1e9) + 5_000_000_000
-    while got < n and time.perf_counter_ns() < deadline:
-        now = time.perf_counter_ns()
-        if i < n and sched[i] <= now:
-            j = int(np.searchsorted(sched, now, side="right"))
-            j = min(j, n)
-            _send_all(sock, b"".join(msgs[i:j]))
-            sent_lag[i:j] = now - sched[i:j]
-            i = j
+    while got < need:
+        now = clock()
+        if i < n and now >= start:
+            due = min(n, int((now - start) / interval) + 1)
+            if due > i:
+                i = due
+                target = send_end_list[i - 1]
+        if sent < target:
+            try:
+                sent += sock.send(view[sent:target])
+                snd_t.append(clock())
+                snd_b.append(sent)
+            except BlockingIOError:
+                pass
         try:
-            data = sock.recv(1 << 20)
+            r = sock.recv_into(rview[got:])
         except BlockingIOError:
-            data = b""
-        if data:
-            t = time.perf_counter_ns()
-            buf += data
-            k = len(buf) // REPORT.itemsize
-            reps = np.frombuffer(bytes(buf[:k * REPORT.itemsize]), dtype=REPORT)
-            del buf[:k * REPORT.itemsize]
-            acc = reps[reps["h"]["msg_type"] == MsgType.ACCEPTED]["r"]["client_order_id"].astype(np.int64) \
-                - first_clid + 1
-            recv_ns[acc] = t
-            got += len(acc)
+            if now > deadline:
+                break
+            continue
+        if r == 0:
+            break
+        got += r
+        rec_t.append(clock())
+        rec_b.append(got)
     sock.close()
-    ok = recv_ns[1:] > 0
-    if not ok.any():
-        raise RuntimeError("no order was acknowledged")
-    lat = (recv_ns[1:] - sched)[ok]
+    sched = start + (np.arange(n) * interval).astype(np.int64)
+    rec_b, rec_t = np.array(rec_b, dtype=np.int64), np.array(rec_t, dtype=np.int64)
+    at = np.searchsorted(rec_b, ack_end, side="left")
+    acked = at < len(rec_b)
+    if not acked.all():
+        raise RuntimeError(f"{int((~acked).sum())} of {n} orders not acknowledged in time")
+    if echo:
+        if bytes(rbuf[:len(data)]) != data:
+            raise RuntimeError("the echo server changed the bytes")
+    else:
+        verify_reports(bytes(rbuf[:got]), n, first_clid)
+    lat = rec_t[at] - sched
+    sent_at = np.array(snd_t, dtype=np.int64)[np.searchsorted(np.array(snd_b, dtype=np.int64), send_end, side="left")]
+    lag = sent_at - sched
     skip = int(min(warmup, 0.1 * seconds) * rate)     # warm-up samples left out
-    return dict(rate=rate, seconds=seconds, orders=n, acked=int(ok.sum()),
-                latency_us={str(p): float(np.percentile(lat[skip:], p)) / 1000 for p in (50, 90, 99, 99.9, 99.99)}
-                | {"max": float(lat[skip:].max()) / 1000},
-                generator_lag_us={"p50": float(np.percentile(sent_lag, 50)) / 1000,
-                                  "p99": float(np.percentile(sent_lag, 99)) / 1000}), lat[skip:]
+    return dict(rate=rate, seconds=seconds, orders=n, acked=int(acked.sum()),
+                recvs=len(rec_b), sends=len(snd_b),
+                latency_us=latency.summary_us(lat[skip:]),
+                generator_lag_us={"p50": float(np.percentile(lag[skip:], 50)) / 1000,
+                                  "p99": float(np.percentile(lag[skip:], 99)) / 1000}), lat[skip:]
 
 
-def _send_all(sock, data):
-    view = memoryview(data)
-    while view:
-        try:
-            sent = sock.send(view)
-            view = view[sent:]
-        except BlockingIOError:
-            time.sleep(0)
+def _wait_port(path, proc, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args} did not start")
+        time.sleep(0.02)
+    return int(path.read_text())
+
+
+class Scraper:
+    """A separate process that GETs /metrics every `interval` seconds (off the generator's GIL)."""
+
+    def __init__(self, port, interval=1.0, cpu=None):
+        code = ("import os, sys, time, urllib.request\n"
+                f"cpu = {cpu!r}\n"
+                "if cpu is not None: os.sched_setaffinity(0, {cpu})\n"
+                "n = 0\n"
+                "while True:\n"
+                f"    t = time.monotonic(); urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read()\n"
+                "    n += 1; print(n, flush=True)\n"
+                f"    time.sleep(max(0.0, {interval} - (time.monotonic() - t)))\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+    def stop(self):
+        self.proc.kill()
+        out = self.proc.communicate()[0].split()
+        return int(out[-1]) if out else 0
+
+
+def server_limits():
+    """The load generator's session may send far above the default throttle tiers."""
+    return "".join(f"\n{k} = 1e12" for k in ("orders_per_s", "orders_burst", "cancels_per_s",
+                                              "cancels_burst", "logout_per_s", "logout_burst"))
 
 
 def scenario(args):
     from tests.server_proc import ServerProc
-    results = {}
-    for durability in args.durability:
-        with tempfile.TemporaryDirectory() as tmp:
-            # the load generator's session may send far above the default throttle tiers
-            limits = "".join(f"\n{k} = 1e12" for k in ("orders_per_s", "orders_burst", "cancels_per_s",
-                                                          "cancels_burst", "logout_per_s", "logout_burst"))
-            srv = ServerProc(Path(tmp), durability=durability,
-                             server_extra=f"cpu = {args.server_cpu}{limits}").start()
+    variants = (["echo"] if args.echo else []) + list(args.durability) + (["none+scrape"] if args.scrape else [])
+    procs, ports, cleanup = {}, {}, []
+    tmp = tempfile.TemporaryDirectory()
+    cleanup.append(tmp.cleanup)
+    try:
+        for v in variants:
+            if v == "echo":
+                pf = Path(tmp.name) / "echo.port"
+                p = subprocess.Popen([sys.executable, "-m", "perf.echo", "--port-file", str(pf), "--cpu",
+                                      str(args.server_cpu)], cwd=ROOT)
+                cleanup.append(p.kill)
+                ports[v] = _wait_port(pf, p)
+            else:
+                durability = v.split("+")[0]
+                if durability not in procs:
+                    srv = ServerProc(Path(tmp.name) / durability, durability=durability,
+                                     server_extra=f"cpu = {args.server_cpu}{server_limits()}").start()
+                    cleanup.append(srv.stop)
+                    procs[durability] = srv
+                ports[v] = procs[durability]
+        results = {v: dict(rate=args.rate, seconds=args.seconds, runs=[]) for v in variants}
+        samples = {v: [] for v in variants}
+        for _ in range(args.runs):
+            for v in variants:                       # interleaved: the machine's noise hits every variant
+                scraper = None
+                if v.endswith("+scrape"):
+                    scraper = Scraper(ports[v].ops_port, 1.0, cpu=args.cpu)
+                    time.sleep(0.3)
+                port = ports[v] if v == "echo" else ports[v].port
+                r, lat = run(port, args.rate, args.seconds, cpu=args.cpu, echo=v == "echo")
+                if scraper is not None:
+                    r["scrapes"] = scraper.stop()
+                results[v]["runs"].append(r)
+                samples[v].append(lat)
+        for v in variants:
+            runs = results[v]["runs"]
+            results[v]["median_latency_us"] = {p: float(np.median([r["latency_us"][p] for r in runs]))
+                                               for p in runs[0]["latency_us"] if p != "count"}
+            results[v]["spread_us"] = {p: [min(r["latency_us"][p] for r in runs), max(r["latency_us"][p] for r in runs)]
+                                       for p in ("50", "99", "99.9")}
+        if getattr(args, "plot", True):
+            out = Path(args.out)
+            for v in variants:
+                path = latency.plot({f"run {i + 1}": lat for i, lat in enumerate(samples[v])},
+                                    f"round trip, {v}, {args.rate:,.0f} orders/s",
+                                    out / f"roundtrip-{v.replace('+', '-')}-{int(args.rate)}.png")
+                if path:
+                    results[v]["plot"] = str(path)
+            latency.plot({v: np.concatenate(samples[v]) for v in variants},
+                         f"round trip, {args.rate:,.0f} orders/s, all runs", out / f"roundtrip-{int(args.rate)}.png")
+        if args.scrape and "none" in results:
+            base, scr = results["none"]["median_latency_us"], results["none+scrape"]["median_latency_us"]
+            results["scrape_impact"] = {p: (scr[p] - base[p]) / base[p] for p in ("99", "99.9")}
+        return results
+    finally:
+        for f in reversed(cleanup):
             try:
-                runs = [run(srv.port, args.rate, args.seconds, cpu=args.cpu)[0] for _ in range(args.runs)]
-            finally:
-                srv.stop()
-        med = {p: float(np.median([r["latency_us"][p] for r in runs])) for p in runs[0]["latency_us"]}
-        results[durability] = dict(rate=args.rate, seconds=args.seconds, runs=runs, median_latency_us=med)
-    return results
+                f()
+            except Exception:
+                pass

@@ -1,5 +1,7 @@
 """Recovery through snapshots: a graceful stop snapshots and the next start replays nothing;
 periodic forked snapshots plus the journal tail after kill -9; a damaged snapshot falls back."""
+import time
+
 from protocol import wire
 from protocol.codes import Side
 from protocol.wire import MsgType
@@ -54,7 +56,12 @@ def test_restart_when_killed_after_periodic_snapshots_then_snapshot_plus_tail(se
 
 def test_restart_when_newest_snapshot_damaged_then_older_state_plus_longer_replay(server_factory):
     srv = server_factory(journal_extra="snapshot_every = 100").start()
-    trade(srv, 1, 450)
+    trade(srv, 1, 150)
+    snap_dir = srv.dir / "journal" / "snapshots"
+    deadline = time.monotonic() + 20
+    while not list(snap_dir.glob("snapshot-*.snap")) and time.monotonic() < deadline:
+        time.sleep(0.02)                         # the periodic (forked) snapshot of the first round
+    trade(srv, 151, 300)                         # so the shutdown snapshot is a second, newer one
     before = book_state(srv)
     assert srv.terminate() == 0                  # the shutdown snapshot is the newest
     snaps = sorted((srv.dir / "journal" / "snapshots").glob("snapshot-*.snap"))
