@@ -2,9 +2,12 @@
 
 The HTTP listener runs on the engine's own event loop (asyncio streams), not in a
 thread: a Python thread would share the GIL with the engine and could stall it for
-milliseconds. A scrape reads integer counters the engine and server already keep
-(orders, trades, live orders, sequence numbers, sessions, bytes) at scrape time;
-nothing is counted per message for it.
+milliseconds. A scrape reads, at scrape time, integer counters the engine and server
+keep anyway (orders, trades, live orders, sequence numbers, sessions) and the ones
+the hot path counts in Cython (engine/gateway.pyx Hot: commands by type and outcome,
+rejects by reason, fills and traded quantity by symbol, bytes in and out, and fixed
+integer-bucket histograms of batch size, receive -> acknowledgement written, and
+journal commit time); nothing is a Python object per message.
 
     GET /metrics          Prometheus text format (prometheus-client), process metrics included
     GET /health/live      200 while the process serves
@@ -23,9 +26,11 @@ import time
 
 import msgspec
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from protocol.codes import SymbolState
+from protocol.codes import CommandKind, OrderType, Reject, SymbolState
+
+ORDER_ENTRY = (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL)
 
 
 def notify(message: str) -> bool:
@@ -63,7 +68,10 @@ class EngineCollector:
         yield CounterMetricFamily("te_trades", "trades executed", value=e.next_trade_id - 1)
         yield CounterMetricFamily("te_commands", "commands processed (journaled)", value=srv.next_cmd_seq - 1)
         yield CounterMetricFamily("te_batches", "processing batches (journal group commits)", value=srv.batches)
-        yield CounterMetricFamily("te_bytes_in", "bytes received from clients", value=srv.bytes_in)
+        hot = srv.hot
+        yield CounterMetricFamily("te_bytes_in", "bytes received from clients", value=hot.bytes_in)
+        yield CounterMetricFamily("te_bytes_out", "bytes written to clients", value=hot.bytes_out)
+        yield from self.hot_metrics(hot)
         yield GaugeMetricFamily("te_open_orders", "orders resting or untriggered", value=e.live_orders)
         yield GaugeMetricFamily("te_sessions", "logged-on sessions",
                                 value=sum(1 for c in srv.conns if c.account is not None))
@@ -72,10 +80,59 @@ class EngineCollector:
         yield GaugeMetricFamily("te_journal_last_seq", "last journaled command sequence",
                                 value=srv.journal.last_seq if srv.journal else 0)
         yield GaugeMetricFamily("te_snapshot_seq", "sequence of the last snapshot", value=srv.last_snapshot_seq)
+        if srv.last_snapshot_time is not None:
+            yield GaugeMetricFamily("te_snapshot_age_seconds", "age of the newest snapshot written or loaded",
+                                    value=time.time() - srv.last_snapshot_time)
+        if srv.journal is not None:
+            info, st = srv.journal.env.info(), srv.journal.env.stat()
+            yield GaugeMetricFamily("te_journal_bytes", "bytes of journal pages in use",
+                                    value=(info["last_pgno"] + 1) * st["psize"])
         halted = GaugeMetricFamily("te_symbol_halted", "1 if the symbol is halted", labels=["symbol"])
         for s in srv.cfg.symbols:
             halted.add_metric([s.name], int(e.symbol_state(s.id) == SymbolState.HALTED))
         yield halted
+
+    def hot_metrics(self, hot):
+        """What the hot path counts (gateway.Hot)."""
+        srv = self.server
+        orders = CounterMetricFamily("te_orders", "commands applied by the engine, by type and outcome (rejected: "
+                                     "the engine's REJECTED)", labels=["type", "outcome"])
+        counts = hot.commands_arr
+        for kind in CommandKind:
+            types = [(t.name.lower(), int(t)) for t in OrderType] if kind == CommandKind.NEW_ORDER else \
+                [(kind.name.lower(), 0)]
+            for name, ot in types:
+                acc, rej = int(counts[kind, ot, 0]), int(counts[kind, ot, 1])
+                if kind in ORDER_ENTRY or acc or rej:
+                    orders.add_metric([name, "accepted"], acc)
+                    orders.add_metric([name, "rejected"], rej)
+        yield orders
+        rejects = CounterMetricFamily("te_rejects", "rejects by reason (engine and session level)", labels=["reason"])
+        for code in hot.rejects_arr.nonzero()[0].tolist():
+            try:
+                name = Reject(code).name
+            except ValueError:
+                name = str(code)
+            rejects.add_metric([name], int(hot.rejects_arr[code]))
+        yield rejects
+        fills = CounterMetricFamily("te_fills", "trades by symbol", labels=["symbol"])
+        volume = CounterMetricFamily("te_traded_qty", "traded quantity by symbol, in the symbol's qty units",
+                                     labels=["symbol"])
+        for s in srv.cfg.symbols:
+            fills.add_metric([s.name], int(hot.fills_arr[s.id]))
+            volume.add_metric([s.name], int(hot.volume_arr[s.id]))
+        yield fills
+        yield volume
+        yield _histogram("te_batch_commands", "commands per batch (one journal commit each)", hot.batch, 1)
+        yield _histogram("te_ack_latency_seconds", "per command: receive to acknowledgement written", hot.latency, 1e9)
+        yield _histogram("te_journal_commit_seconds", "journal commit (fsync with sync durability)", hot.commit, 1e9)
+
+
+def _histogram(name, doc, h, scale):
+    """A gateway.Histogram (integer buckets) as a Prometheus histogram; bounds and sum
+    divided by `scale` (ns -> seconds)."""
+    buckets = [("+Inf" if le is None else repr(le / scale), count) for le, count in h.buckets()]
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum / scale)
 
 
 class Ops:

@@ -153,6 +153,15 @@ def print_table(name, results):
             lag = max(x["generator_lag_us"]["p99"] for x in r["runs"])
             print(f"{k:<13}{r['rate']:>9,.0f}{m['50']:>9.1f}{m['90']:>9.1f}{m['99']:>9.1f}{m['99.9']:>10.1f}"
                   f"{m['99.99']:>11.1f}{m['max']:>10.0f}{lag:>16.1f}")
+    elif name == "throughput":
+        print(f"{'variant':<10}{'sessions':>9}{'window':>8}{'orders/s median':>17}{'min':>12}{'max':>12}"
+              f"{'server cpu':>12}{'gen cpu':>9}")
+        for k, r in results.items():
+            o = r["orders_per_s"]
+            scpu = np.median([x["server_cpu"] for x in r["runs"]])
+            gcpu = np.median([x["generator_cpu"] for x in r["runs"]])
+            print(f"{k:<10}{r['sessions']:>9}{r['window']:>8}{o['median']:>17,.0f}{o['min']:>12,.0f}{o['max']:>12,.0f}"
+                  f"{scpu:>11.0%}{gcpu:>9.0%}")
     elif name == "replay":
         for part, values in results.items():
             for k, v in values.items():
@@ -172,6 +181,9 @@ def main(argv=None):
     p.add_argument("--server-cpu", type=int, default=0, help="the server's CPU (roundtrip)")
     p.add_argument("--durability", type=lambda s: s.split(","), default=["none", "sync"],
                    help="journal durabilities to run (roundtrip, throughput)")
+    p.add_argument("--sessions", type=int, default=2, help="pipelined sessions (throughput)")
+    p.add_argument("--window", type=int, default=8192, help="unacknowledged orders per session (throughput)")
+    p.add_argument("--orders", type=int, default=500_000, help="orders per session per run (throughput)")
     p.add_argument("--no-echo", dest="echo", action="store_false", help="skip the echo floor (roundtrip)")
     p.add_argument("--scrape", action="store_true", help="also run under a /metrics scrape every second (roundtrip)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
@@ -195,6 +207,9 @@ def main(argv=None):
     elif args.scenario == "replay":
         from perf import replay
         results = replay.scenario(args)
+    elif args.scenario == "throughput":
+        from perf import throughput
+        results = throughput.scenario(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)

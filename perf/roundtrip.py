@@ -232,65 +232,90 @@ def server_limits():
                                               "cancels_burst", "logout_per_s", "logout_burst"))
 
 
-def scenario(args):
-    from tests.server_proc import ServerProc
-    variants = (["echo"] if args.echo else []) + list(args.durability) + (["none+scrape"] if args.scrape else [])
-    procs, ports, cleanup = {}, {}, []
-    tmp = tempfile.TemporaryDirectory()
-    cleanup.append(tmp.cleanup)
-    try:
-        for v in variants:
-            if v == "echo":
-                pf = Path(tmp.name) / "echo.port"
-                p = subprocess.Popen([sys.executable, "-m", "perf.echo", "--port-file", str(pf), "--cpu",
-                                      str(args.server_cpu)], cwd=ROOT)
-                cleanup.append(p.kill)
-                ports[v] = _wait_port(pf, p)
-            else:
+class Targets:
+    """The processes a scenario measures, pinned to the server CPU, one per variant:
+    "echo" (perf/echo.py) or a server per journal durability ("none+scrape" shares the
+    "none" server). A context manager: everything is stopped on exit."""
+
+    def __init__(self, variants, server_cpu, **server_kw):
+        from tests.server_proc import ServerProc
+        self.tmp = tempfile.TemporaryDirectory()
+        self.procs = {}
+        self.echo = None
+        try:
+            for v in variants:
+                if v == "echo":
+                    pf = Path(self.tmp.name) / "echo.port"
+                    self.echo = subprocess.Popen([sys.executable, "-m", "perf.echo", "--port-file", str(pf),
+                                                  "--cpu", str(server_cpu)], cwd=ROOT)
+                    self.echo_port = _wait_port(pf, self.echo)
+                    continue
                 durability = v.split("+")[0]
-                if durability not in procs:
-                    srv = ServerProc(Path(tmp.name) / durability, durability=durability,
-                                     server_extra=f"cpu = {args.server_cpu}{server_limits()}").start()
-                    cleanup.append(srv.stop)
-                    procs[durability] = srv
-                ports[v] = procs[durability]
+                if durability not in self.procs:
+                    self.procs[durability] = ServerProc(
+                        Path(self.tmp.name) / durability, durability=durability,
+                        server_extra=f"cpu = {server_cpu}{server_limits()}", **server_kw).start()
+        except BaseException:
+            self.close()
+            raise
+
+    def server(self, v):
+        return self.procs[v.split("+")[0]]
+
+    def port(self, v):
+        return self.echo_port if v == "echo" else self.server(v).port
+
+    def pid(self, v):
+        return self.echo.pid if v == "echo" else self.server(v).proc.pid
+
+    def close(self):
+        if self.echo is not None:
+            self.echo.kill()
+            self.echo.wait(10)
+        for srv in self.procs.values():
+            srv.stop()
+        self.tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def scenario(args):
+    variants = (["echo"] if args.echo else []) + list(args.durability) + (["none+scrape"] if args.scrape else [])
+    with Targets(variants, args.server_cpu) as targets:
         results = {v: dict(rate=args.rate, seconds=args.seconds, runs=[]) for v in variants}
         samples = {v: [] for v in variants}
         for _ in range(args.runs):
             for v in variants:                       # interleaved: the machine's noise hits every variant
                 scraper = None
                 if v.endswith("+scrape"):
-                    scraper = Scraper(ports[v].ops_port, 1.0, cpu=args.cpu)
+                    scraper = Scraper(targets.server(v).ops_port, 1.0, cpu=args.cpu)
                     time.sleep(0.3)
-                port = ports[v] if v == "echo" else ports[v].port
-                r, lat = run(port, args.rate, args.seconds, cpu=args.cpu, echo=v == "echo")
+                r, lat = run(targets.port(v), args.rate, args.seconds, cpu=args.cpu, echo=v == "echo")
                 if scraper is not None:
                     r["scrapes"] = scraper.stop()
                 results[v]["runs"].append(r)
                 samples[v].append(lat)
+    for v in variants:
+        runs = results[v]["runs"]
+        results[v]["median_latency_us"] = {p: float(np.median([r["latency_us"][p] for r in runs]))
+                                           for p in runs[0]["latency_us"] if p != "count"}
+        results[v]["spread_us"] = {p: [min(r["latency_us"][p] for r in runs), max(r["latency_us"][p] for r in runs)]
+                                   for p in ("50", "99", "99.9")}
+    if getattr(args, "plot", True):
+        out = Path(args.out)
         for v in variants:
-            runs = results[v]["runs"]
-            results[v]["median_latency_us"] = {p: float(np.median([r["latency_us"][p] for r in runs]))
-                                               for p in runs[0]["latency_us"] if p != "count"}
-            results[v]["spread_us"] = {p: [min(r["latency_us"][p] for r in runs), max(r["latency_us"][p] for r in runs)]
-                                       for p in ("50", "99", "99.9")}
-        if getattr(args, "plot", True):
-            out = Path(args.out)
-            for v in variants:
-                path = latency.plot({f"run {i + 1}": lat for i, lat in enumerate(samples[v])},
-                                    f"round trip, {v}, {args.rate:,.0f} orders/s",
-                                    out / f"roundtrip-{v.replace('+', '-')}-{int(args.rate)}.png")
-                if path:
-                    results[v]["plot"] = str(path)
-            latency.plot({v: np.concatenate(samples[v]) for v in variants},
-                         f"round trip, {args.rate:,.0f} orders/s, all runs", out / f"roundtrip-{int(args.rate)}.png")
-        if args.scrape and "none" in results:
-            base, scr = results["none"]["median_latency_us"], results["none+scrape"]["median_latency_us"]
-            results["scrape_impact"] = {p: (scr[p] - base[p]) / base[p] for p in ("99", "99.9")}
-        return results
-    finally:
-        for f in reversed(cleanup):
-            try:
-                f()
-            except Exception:
-                pass
+            path = latency.plot({f"run {i + 1}": lat for i, lat in enumerate(samples[v])},
+                                f"round trip, {v}, {args.rate:,.0f} orders/s",
+                                out / f"roundtrip-{v.replace('+', '-')}-{int(args.rate)}.png")
+            if path:
+                results[v]["plot"] = str(path)
+        latency.plot({v: np.concatenate(samples[v]) for v in variants},
+                     f"round trip, {args.rate:,.0f} orders/s, all runs", out / f"roundtrip-{int(args.rate)}.png")
+    if args.scrape and "none" in results:
+        base, scr = results["none"]["median_latency_us"], results["none+scrape"]["median_latency_us"]
+        results["scrape_impact"] = {p: (scr[p] - base[p]) / base[p] for p in ("99", "99.9")}
+    return results

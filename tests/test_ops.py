@@ -6,7 +6,8 @@ import time
 import urllib.error
 import urllib.request
 
-from protocol.codes import Side
+from protocol import wire
+from protocol.codes import Reject, Side
 from protocol.wire import MsgType
 from tests.test_server_session import Raw
 
@@ -26,9 +27,8 @@ def metric(text, name):
     raise KeyError(name)
 
 
-def test_metrics_when_trading_then_counters_move(server):
-    status, before = get(server, "/metrics")
-    assert status == 200 and "process_resident_memory_bytes" in before
+def trade_once(server):
+    """Account 1 rests 5 @ 100 on BTCUSDT, account 2 buys 2 of it: 2 accepted, 1 trade."""
     a, b = Raw(server.port), Raw(server.port)
     a.logon(1)
     b.logon(2)
@@ -36,6 +36,13 @@ def test_metrics_when_trading_then_counters_move(server):
     a.until(MsgType.ACCEPTED)
     b.order(1, Side.BUY, 2, 100)
     b.until(MsgType.FILL)
+    return a, b
+
+
+def test_metrics_when_trading_then_counters_move(server):
+    status, before = get(server, "/metrics")
+    assert status == 200 and "process_resident_memory_bytes" in before
+    a, b = trade_once(server)
     _, after = get(server, "/metrics")
     assert metric(after, "te_orders_accepted_total") == metric(before, "te_orders_accepted_total") + 2
     assert metric(after, "te_trades_total") == 1
@@ -71,3 +78,44 @@ def test_notify_when_under_systemd_then_ready_after_recovery_watchdog_and_stoppi
     rest = []
     while "STOPPING=1" not in rest:
         rest.append(sock.recv(4096).decode())
+
+
+def families(text):
+    """{sample name: {labels tuple: value}} through prometheus-client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_metrics_when_trading_then_hot_path_counters_and_histograms_move(server):
+    before = families(get(server, "/metrics")[1])
+    a, b = trade_once(server)
+    b.order(2, Side.BUY, 1, 100, symbol=7)                         # unknown symbol: rejected by the engine
+    assert b.until_any((MsgType.REJECTED,))[1]["reason"] == Reject.UNKNOWN_SYMBOL
+    b.send(wire.encode(MsgType.CANCEL, client_order_id=99))         # unknown order
+    b.until(MsgType.REJECTED)
+    m = families(get(server, "/metrics")[1])
+    orders = m["te_orders_total"]
+    assert orders[(("outcome", "accepted"), ("type", "limit"))] == 2
+    assert orders[(("outcome", "rejected"), ("type", "limit"))] == 1
+    assert orders[(("outcome", "rejected"), ("type", "cancel"))] == 1
+    assert orders[(("outcome", "accepted"), ("type", "market"))] == 0
+    rejects = m["te_rejects_total"]
+    assert rejects[(("reason", "UNKNOWN_SYMBOL"),)] == 1 and rejects[(("reason", "UNKNOWN_ORDER"),)] == 1
+    assert m["te_fills_total"][(("symbol", "BTCUSDT"),)] == 1 and m["te_fills_total"][(("symbol", "AAPL"),)] == 0
+    assert m["te_traded_qty_total"][(("symbol", "BTCUSDT"),)] == 2
+    assert m["te_bytes_out_total"][()] > before["te_bytes_out_total"][()]
+    # every applied command was acknowledged after its commit: 4 latency samples, >= 1 batch and commit
+    assert m["te_ack_latency_seconds_count"][()] == 4
+    assert m["te_ack_latency_seconds_bucket"][(("le", "+Inf"),)] == 4
+    assert m["te_ack_latency_seconds_sum"][()] > 0
+    assert 1 <= m["te_batch_commands_count"][()] <= 4 and m["te_batch_commands_sum"][()] == 4
+    assert m["te_journal_commit_seconds_count"][()] == m["te_batch_commands_count"][()]
+    assert m["te_journal_bytes"][()] > 0 and m["te_journal_last_seq"][()] == 4
+    # the buckets are cumulative and end at the count
+    buckets = sorted((float(dict(k)["le"]), v) for k, v in m["te_journal_commit_seconds_bucket"].items())
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)
+    assert buckets[-1][1] == m["te_journal_commit_seconds_count"][()]

@@ -5,6 +5,7 @@ import pytest
 
 from perf import __main__ as bench, baseline, workload
 from protocol.codes import EventKind
+from protocol.wire import MsgType
 
 
 def test_workload_when_generated_then_every_cancel_hits_a_live_order():
@@ -43,13 +44,44 @@ def test_scenario_when_run_small_then_prints_and_writes_json(tmp_path, capsys, a
 
 def test_roundtrip_when_run_small_then_every_order_acknowledged(tmp_path, capsys):
     argv = ["roundtrip", "--rate", "2000", "--seconds", "0.5", "--runs", "1", "--durability", "none,sync",
-            "--out", str(tmp_path)]
+            "--scrape", "--no-plot", "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     (path,) = tmp_path.glob("*.json")
     results = json.loads(path.read_text())["results"]
-    for durability in ("none", "sync"):
-        (run,) = results[durability]["runs"]
-        assert run["acked"] == run["orders"] == 1000
+    for variant in ("echo", "none", "sync", "none+scrape"):
+        (run,) = results[variant]["runs"]
+        assert run["acked"] == run["orders"] == 1000       # and the reply stream was verified report by report
+        assert run["latency_us"]["count"] == 900 and run["latency_us"]["max"] >= run["latency_us"]["99.99"]
+    assert set(results["scrape_impact"]) == {"99", "99.9"}
+
+
+def test_throughput_when_run_small_then_every_reply_verified(tmp_path):
+    argv = ["throughput", "--orders", "3000", "--window", "400", "--sessions", "2", "--runs", "1",
+            "--durability", "none,sync", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (path,) = tmp_path.glob("*.json")
+    results = json.loads(path.read_text())["results"]
+    for variant in ("echo", "none", "sync"):
+        (run,) = results[variant]["runs"]
+        assert run["orders"] == 6000 and run["orders_per_s"] > 0
+
+
+def test_roundtrip_verify_when_a_report_is_wrong_then_it_raises():
+    from perf import roundtrip
+    import numpy as np
+    n = 300
+    reps = np.zeros(n + n - roundtrip.CANCEL_LAG, dtype=roundtrip.REPORT)
+    k = np.arange(n)
+    at = k + np.maximum(0, k - roundtrip.CANCEL_LAG)
+    reps["h"]["msg_type"][at] = MsgType.ACCEPTED
+    reps["r"]["client_order_id"][at] = k + 5
+    kc = k[k >= roundtrip.CANCEL_LAG]
+    reps["h"]["msg_type"][at[kc] + 1] = MsgType.CANCELLED
+    reps["r"]["client_order_id"][at[kc] + 1] = kc - roundtrip.CANCEL_LAG + 5
+    roundtrip.verify_reports(reps.tobytes(), n, 5)
+    reps["r"]["client_order_id"][at[250] + 1] += 1
+    with pytest.raises(RuntimeError, match="order 250"):
+        roundtrip.verify_reports(reps.tobytes(), n, 5)
 
 
 def test_replay_when_run_small_then_state_reproduced(tmp_path):
