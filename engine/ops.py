@@ -135,14 +135,37 @@ def _histogram(name, doc, h, scale):
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum / scale)
 
 
+class _One:
+    """One metric family, in the shape generate_latest() takes."""
+
+    def __init__(self, family):
+        self.family = family
+
+    def collect(self):
+        return [self.family]
+
+
 class Ops:
     def __init__(self, server, host: str, port: int):
         self.server, self.host, self.port = server, host, port
+        self.collectors = [ProcessCollector(registry=None), EngineCollector(server)]
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        self.registry.register(EngineCollector(server))
+        for c in self.collectors:
+            self.registry.register(c)
         self.http = None
         self.started = time.time()
+
+    async def metrics(self) -> bytes:
+        """The /metrics text, built one metric family per loop iteration: formatting costs
+        about 2 us per sample line here, so a whole scrape at once would hold the engine's
+        loop for about half a millisecond; in steps, no step holds it for more than tens
+        of microseconds and reads are served in between."""
+        parts = []
+        for collector in self.collectors:
+            for family in collector.collect():
+                parts.append(generate_latest(_One(family)))
+                await asyncio.sleep(0)
+        return b"".join(parts)
 
     async def start(self):
         self.http = await asyncio.start_server(self.handle, self.host, self.port)
@@ -167,7 +190,7 @@ class Ops:
             parts = line.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else ""
             if path == "/metrics":
-                status, ctype, body = 200, "text/plain; version=0.0.4", generate_latest(self.registry)
+                status, ctype, body = 200, "text/plain; version=0.0.4", await self.metrics()
             elif path == "/health/live":
                 status, ctype, body = 200, "application/json", b'{"live":true}'
             elif path == "/health/ready":

@@ -130,6 +130,12 @@ def memory_scenario(args):
                 rss_total_bytes=after, bytes_per_order=e.memory_bytes() / n)
 
 
+def _median(runs, key):
+    """The median of a per-run figure, formatted; '-' where the runs do not have it."""
+    xs = [r[key] for r in runs if key in r]
+    return f"{statistics.median(xs):.1f}" if xs else "-"
+
+
 def print_table(name, results):
     print(f"\n== {name} ==")
     if name == "core":
@@ -144,7 +150,8 @@ def print_table(name, results):
                   f"{lat['99.9']:>10.0f}{r['ratio_vs_sorted_dict']:>8.1f}x{(f'{lme:.1f}x' if lme else '-'):>8}")
     elif name == "roundtrip":
         print(f"{'variant':<13}{'rate/s':>9}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'p99.9 us':>10}"
-              f"{'p99.99 us':>11}{'max us':>10}{'gen lag p99 us':>16}")
+              f"{'p99.99 us':>11}{'max us':>10}{'gen lag p99 us':>16}{'cmds/batch':>12}{'commit ms':>11}"
+              f"{'others, cores':>15}")
         for k, r in results.items():
             if k == "scrape_impact":
                 print("scrape impact (median p99, p99.9): " + ", ".join(f"{p}: {v:+.1%}" for p, v in r.items()))
@@ -152,16 +159,18 @@ def print_table(name, results):
             m = r["median_latency_us"]
             lag = max(x["generator_lag_us"]["p99"] for x in r["runs"])
             print(f"{k:<13}{r['rate']:>9,.0f}{m['50']:>9.1f}{m['90']:>9.1f}{m['99']:>9.1f}{m['99.9']:>10.1f}"
-                  f"{m['99.99']:>11.1f}{m['max']:>10.0f}{lag:>16.1f}")
+                  f"{m['99.99']:>11.1f}{m['max']:>10.0f}{lag:>16.1f}{_median(r['runs'], 'mean_batch'):>12}"
+                  f"{_median(r['runs'], 'mean_commit_ms'):>11}{_median(r['runs'], 'other_cores'):>15}")
     elif name == "throughput":
         print(f"{'variant':<10}{'sessions':>9}{'window':>8}{'orders/s median':>17}{'min':>12}{'max':>12}"
-              f"{'server cpu':>12}{'gen cpu':>9}")
+              f"{'server cpu':>12}{'gen cpu':>9}{'cmds/batch':>12}{'commit ms':>11}{'others, cores':>15}")
         for k, r in results.items():
             o = r["orders_per_s"]
             scpu = np.median([x["server_cpu"] for x in r["runs"]])
             gcpu = np.median([x["generator_cpu"] for x in r["runs"]])
             print(f"{k:<10}{r['sessions']:>9}{r['window']:>8}{o['median']:>17,.0f}{o['min']:>12,.0f}{o['max']:>12,.0f}"
-                  f"{scpu:>11.0%}{gcpu:>9.0%}")
+                  f"{scpu:>11.0%}{gcpu:>9.0%}{_median(r['runs'], 'mean_batch'):>12}"
+                  f"{_median(r['runs'], 'mean_commit_ms'):>11}{_median(r['runs'], 'other_cores'):>15}")
     elif name == "replay":
         for part, values in results.items():
             for k, v in values.items():

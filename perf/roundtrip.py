@@ -226,6 +226,58 @@ class Scraper:
         return int(out[-1]) if out else 0
 
 
+def batch_stats(ops_port):
+    """(batches, commands, commit seconds summed, commits) from the server's /metrics histograms."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=5).read().decode()
+    vals = {}
+    for line in text.splitlines():
+        if line.startswith(("te_batch_commands_", "te_journal_commit_seconds_")) and "{" not in line:
+            name, value = line.split()
+            vals[name] = float(value)
+    return (vals["te_batch_commands_count"], vals["te_batch_commands_sum"], vals["te_journal_commit_seconds_sum"],
+            vals["te_journal_commit_seconds_count"])
+
+
+def with_batch_stats(result, before, after):
+    """Mean commands per batch (one journal commit each, or one read without a journal) and
+    mean commit time over a run."""
+    batches, commands, commit_s, commits = (a - b for a, b in zip(after, before))
+    result["batches"] = int(batches)
+    result["mean_batch"] = commands / batches if batches else 0.0
+    if commits:
+        result["mean_commit_ms"] = 1000 * commit_s / commits
+    return result
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds():
+    """CPU seconds every process on the machine has used so far (all cores, from /proc/stat)."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class Noise:
+    """How many cores other processes kept busy while we measured: the machine is shared,
+    and this says how noisy each run was."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.t, self.busy, self.mine, self.gen = time.monotonic(), busy_seconds(), cpu_seconds(pid), time.process_time()
+
+    def result(self):
+        dt = time.monotonic() - self.t
+        server = (cpu_seconds(self.pid) - self.mine) / dt
+        gen = (time.process_time() - self.gen) / dt
+        return dict(server_cpu=server, generator_cpu=gen,
+                    other_cores=max(0.0, (busy_seconds() - self.busy) / dt - server - gen))
+
+
 def server_limits():
     """The load generator's session may send far above the default throttle tiers."""
     return "".join(f"\n{k} = 1e12" for k in ("orders_per_s", "orders_burst", "cancels_per_s",
@@ -294,7 +346,12 @@ def scenario(args):
                 if v.endswith("+scrape"):
                     scraper = Scraper(targets.server(v).ops_port, 1.0, cpu=args.cpu)
                     time.sleep(0.3)
+                before = None if v == "echo" else batch_stats(targets.server(v).ops_port)
+                noise = Noise(targets.pid(v))
                 r, lat = run(targets.port(v), args.rate, args.seconds, cpu=args.cpu, echo=v == "echo")
+                r.update(noise.result())
+                if before is not None:
+                    with_batch_stats(r, before, batch_stats(targets.server(v).ops_port))
                 if scraper is not None:
                     r["scrapes"] = scraper.stop()
                 results[v]["runs"].append(r)

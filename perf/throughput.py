@@ -28,11 +28,6 @@ from perf import roundtrip as rt
 from tests.server_proc import SECRETS
 
 
-def cpu_seconds(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Session:
     def __init__(self, port, account, n, echo):
         self.sock = socket.create_connection(("127.0.0.1", port))
@@ -87,8 +82,7 @@ class Session:
 def run(port, sessions, n, window, echo=False, timeout=60.0, server_pid=None):
     ss = [Session(port, 1 + i % len(SECRETS), n, echo) for i in range(sessions)]
     live = list(ss)
-    c0 = cpu_seconds(server_pid) if server_pid else 0.0
-    g0 = time.process_time()
+    noise = rt.Noise(server_pid)
     t0 = time.perf_counter()
     deadline = t0 + timeout
     while live:
@@ -96,13 +90,11 @@ def run(port, sessions, n, window, echo=False, timeout=60.0, server_pid=None):
         if time.perf_counter() > deadline:
             raise RuntimeError("throughput run timed out")
     dt = time.perf_counter() - t0
-    gen_cpu = (time.process_time() - g0) / dt
-    server_cpu = (cpu_seconds(server_pid) - c0) / dt if server_pid else None
+    cpu = noise.result()
     for s in ss:
         s.verify()
     total = n * sessions
-    return dict(orders=total, seconds=dt, orders_per_s=total / dt, messages_in_per_s=2 * total / dt,
-                server_cpu=server_cpu, generator_cpu=gen_cpu)
+    return dict(orders=total, seconds=dt, orders_per_s=total / dt, messages_in_per_s=2 * total / dt, **cpu)
 
 
 def scenario(args):
@@ -114,8 +106,12 @@ def scenario(args):
     with rt.Targets(variants, args.server_cpu, output_buffer_bytes=64 << 20) as targets:
         for _ in range(args.runs):
             for v in variants:
-                results[v]["runs"].append(run(targets.port(v), args.sessions, args.orders, args.window,
-                                              echo=v == "echo", server_pid=targets.pid(v)))
+                before = None if v == "echo" else rt.batch_stats(targets.server(v).ops_port)
+                r = run(targets.port(v), args.sessions, args.orders, args.window, echo=v == "echo",
+                        server_pid=targets.pid(v))
+                if before is not None:
+                    rt.with_batch_stats(r, before, rt.batch_stats(targets.server(v).ops_port))
+                results[v]["runs"].append(r)
     for v in variants:
         rates = [r["orders_per_s"] for r in results[v]["runs"]]
         results[v]["orders_per_s"] = dict(median=float(np.median(rates)), min=min(rates), max=max(rates))
