@@ -936,7 +936,7 @@ cdef class Engine:
                     e.reason = 2
                     if self.sym_state[i] == SYM_HALTED:
                         self.set_symbol_state(i, SYM_TRADING)
-                if self.sym_has_last[i] and self.sym_last[i] != r.mark[i]:
+                if self.sym_has_last[i] and self.sym_last[i] != r.mark[i] and not r.override(LIM_EXTERNAL_MARK, 0, i):
                     r.mark[i] = self.sym_last[i]
                     r.chg[i] = 1
                     e = self.emit(EV_MARK, -1)
@@ -957,7 +957,8 @@ cdef class Engine:
         cdef Risk r = self.risk
         cdef int32_t i
         for i in range(1, self.max_symbols):
-            if self.sym_state[i] and ((self.sym_has_last[i] and self.sym_last[i] != r.mark[i]) or
+            if self.sym_state[i] and ((self.sym_has_last[i] and self.sym_last[i] != r.mark[i] and
+                                       not r.override(LIM_EXTERNAL_MARK, 0, i)) or
                                       (r.brk_tripped[i] and r.brk_resume[i] and now_ns >= r.brk_resume[i])):
                 return True
         for i in range(1, self.max_accounts):

@@ -11,7 +11,7 @@ ctypedef int64_t bps_t      # basis points, 1/10000
 
 # The not-set value of a limit table entry (0 is a real value: e.g. a zero fee).
 cdef enum:
-    N_LIMITS = 18           # LimitKind values are 1..17; index 0 unused
+    N_LIMITS = 19           # LimitKind values are 1..18; index 0 unused
 
 # One (account, symbol) entry: 96 bytes, naturally aligned.
 cdef packed struct Position:

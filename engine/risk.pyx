@@ -84,7 +84,8 @@ for _k in (LIM_MAX_ORDER_QTY, LIM_MAX_ORDER_VALUE, LIM_MAX_POSITION_VALUE, LIM_M
     KIND_CLASS[_k] = 1
 KIND_CLASS[LIM_INITIAL_MARGIN] = 2
 KIND_CLASS[LIM_MAINTENANCE_MARGIN] = 2
-for _k in (LIM_MAKER_FEE, LIM_TAKER_FEE, LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS):
+for _k in (LIM_MAKER_FEE, LIM_TAKER_FEE, LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS,
+           LIM_EXTERNAL_MARK):
     KIND_CLASS[_k] = 3
 KIND_CLASS[LIM_ERROR_THRESHOLD] = 4
 
@@ -267,7 +268,7 @@ cdef class Risk:
             row = self.lim_default
         elif scope == SCOPE_ACCOUNT:
             if target == 0 or target >= <uint32_t>self.max_accounts or klass == 4 or \
-                    kind in (LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS):
+                    kind in (LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS, LIM_EXTERNAL_MARK):
                 return REJ_INVALID_LIMIT
             row = self.lim_acct + <int64_t>target * N_LIMITS
         elif scope == SCOPE_SYMBOL:
