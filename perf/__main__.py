@@ -69,6 +69,8 @@ def core_scenario(args):
     results = {}
     for symbols in args.symbols:
         cmds, ops = workload.generate(args.n, symbols=symbols, seed=args.seed, prefill=args.prefill)
+        if args.risk:
+            results[f"{symbols}_symbols_risk"] = risk_comparison(args, symbols, cmds)
         rates, lat_runs = [], []
         for _ in range(args.runs):
             e = workload.make_engine(symbols, max_orders=args.max_orders)
@@ -109,6 +111,37 @@ def core_scenario(args):
         if args.plot:
             plot_latency(lat, f"core, {symbols} symbol(s)", OUT / f"core-latency-{symbols}sym.png")
     return results
+
+
+def risk_comparison(args, symbols, cmds):
+    """The same commands with risk off and with every check on, runs interleaved (off, on, off,
+    on, ...) so both see the same machine; the events of both must be the matching ones."""
+    rates = {"off": [], "on": []}
+    lat = {"off": [], "on": []}
+    counts = {}
+    for _ in range(args.runs):
+        for mode in ("off", "on"):
+            e = workload.make_engine(symbols, max_orders=args.max_orders, risk=mode == "on")
+            gc.collect()
+            gc.disable()
+            t = time.perf_counter()
+            counts[mode] = e.run(cmds)
+            dt = time.perf_counter() - t
+            gc.enable()
+            rates[mode].append(len(cmds) / dt)
+            e = workload.make_engine(symbols, max_orders=args.max_orders, risk=mode == "on")
+            x = np.zeros(len(cmds), dtype=np.int64)
+            e.run_timed(cmds, x)
+            lat[mode].append(x)
+            e.validate()
+    out = {}
+    for mode in ("off", "on"):
+        x = np.concatenate(lat[mode])
+        out[mode] = dict(ops_per_s=spread(rates[mode]), events=int(counts[mode]),
+                         latency_ns={str(p): float(np.percentile(x, p)) for p in PERCENTILES})
+    pairs = [on / off for on, off in zip(rates["on"], rates["off"])]
+    out["on_over_off"] = dict(median_of_pairs=statistics.median(pairs), min=min(pairs), max=max(pairs))
+    return out
 
 
 def plot_latency(lat, title, path):
@@ -154,6 +187,14 @@ def memory_scenario(args):
 def print_table(name, results):
     print(f"\n== {name} ==")
     if name == "core":
+        for k, r in [(k, r) for k, r in results.items() if k.endswith("_risk")]:
+            print(f"{k}: risk off {r['off']['ops_per_s']['median']:,.0f} ops/s (p50 {r['off']['latency_ns']['50']:.0f}"
+                  f" ns, p99 {r['off']['latency_ns']['99']:.0f} ns), every check on "
+                  f"{r['on']['ops_per_s']['median']:,.0f} ops/s (p50 {r['on']['latency_ns']['50']:.0f} ns, p99 "
+                  f"{r['on']['latency_ns']['99']:.0f} ns); on/off median of pairs "
+                  f"{r['on_over_off']['median_of_pairs']:.3f} (range {r['on_over_off']['min']:.3f}-"
+                  f"{r['on_over_off']['max']:.3f})")
+        results = {k: r for k, r in results.items() if not k.endswith("_risk")}
         for k, r in results.items():
             print(f"{k}: {r['ops']:,} commands ({r['prefill']:,} prefill), {r['live_orders_at_end']:,} live at end")
         print(f"{'workload':<12}{'ops/s median':>14}{'min':>12}{'max':>12}{'p50 ns':>8}{'p99 ns':>8}"
@@ -195,6 +236,7 @@ def main(argv=None):
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--prefill", type=int, default=0, help="deep resting orders placed before the flow (core)")
+    p.add_argument("--risk", action="store_true", help="core: also run with every risk check on, same commands")
     p.add_argument("--max-orders", type=int, default=1 << 20)
     p.add_argument("--baseline-n", type=int, default=300_000, help="commands through the Python baselines")
     p.add_argument("--resting", type=int, default=1_000_000, help="resting orders (memory)")
