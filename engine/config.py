@@ -89,6 +89,7 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     durability: Literal["sync", "async", "none"] = "sync"
     map_size: int = 1 << 30
     sync_interval_ms: int = 100            # durability "async": env.sync(True) this often
+    retry_interval_ms: int = 1000          # after a failed commit: how often the disk is probed to resume
     snapshot_every: int = 1_000_000        # commands between periodic snapshots (0 = only at shutdown)
     snapshots_keep: int = 3                # newest intact snapshots kept
     allow_none: bool = False               # durability "none" is for tests and benchmarks only
