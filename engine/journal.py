@@ -171,7 +171,7 @@ class Journal:
                 yield cmds, events
             key = rows[-1][0]
 
-    def records(self, from_seq: int = 1, chunk: int = 256):
+    def read_from(self, from_seq: int = 1, chunk: int = 256):
         """(commands, events) of each batch from the one containing from_seq, each record's digest
         checked but not the chain (for readers that start in the middle: gap replay, tools).
         Chunked like batches()."""

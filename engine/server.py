@@ -153,7 +153,7 @@ class Server:
         self.accounts: dict[int, Account] = {}
         self.next_seq = np.ones(e.max_accounts, dtype=np.int64)     # per account: next report sequence
         self.seq_scratch = np.zeros(e.max_accounts, dtype=np.uint32)
-        self.seq_index = SeqIndex(e.max_accounts)
+        self.seq_index = SeqIndex(e.max_accounts, every=cfg.server.replay_index_every)
         self.report_buf = np.zeros(1 << 20, dtype=np.uint8)
         for a in cfg.accounts:
             if a.demo_secret is not None:
@@ -313,7 +313,7 @@ class Server:
         limit = self.cfg.server.output_buffer_bytes // 4
         records = 0
         try:
-            for cmds, events in self.journal.records(cmd_seq):
+            for cmds, events in self.journal.read_from(cmd_seq):
                 if conn.closed:
                     return
                 if acct.has(seq):
@@ -333,7 +333,7 @@ class Server:
                 records += 1
                 if records % 64 == 0:
                     await asyncio.sleep(0)
-        except JournalError as e:
+        except (JournalError, OSError, ValueError) as e:
             log.error("gap replay for account %s stopped: %s", acct.name, e)
             conn.close(None)
             return
