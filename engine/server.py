@@ -279,12 +279,15 @@ class Server:
         last = self.next_cmd_seq - 1
         if last == self.last_snapshot_seq:
             return
+        t = time.perf_counter()
         state = self.engine.export_state()
         state["server.next_seq"] = self.next_seq
         state["journal.digest"] = np.frombuffer(self.journal.last_digest, dtype=np.uint8)
         self.seq_index.export(state)
         if fork:
             self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last)
+            self.snapshot_pause_s = time.perf_counter() - t    # the loop stood still this long
+            log.info("snapshot at seq %d: writer forked, loop paused %.3f ms", last, self.snapshot_pause_s * 1e3)
         else:
             snapshot.write(self.snapshot_dir, state, last)
             snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
