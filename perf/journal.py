@@ -129,45 +129,20 @@ def group_commit(args, tmp):
 
 # -- the real server --
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-port = 0
-port_file = "{dir}/port"
-ops_port = 0
-ops_port_file = "{dir}/ops_port"
-admin_port = 0
-orders_per_s = 10000000.0
-orders_burst = 1000000.0
-logout_per_s = 10000000.0
-logout_burst = 1000000.0
-cancels_per_s = 10000000.0
-cancels_burst = 1000000.0
-{server_extra}
-
-[engine]
-max_orders = {max_orders}
-max_accounts = {accounts}
-max_symbols = 2
-max_levels = 4096
-
-[journal]
-path = "{journal}"
-durability = "{durability}"
-map_size = {map_size}
-{journal_extra}
-
-[[symbols]]
-id = 1
-name = "BENCH"
-"""
+# no throttling: the benchmark offers more than a session's default budget
+UNTHROTTLED = {f"{k}_{x}": 10_000_000.0 if x == "per_s" else 1_000_000.0
+               for k in ("orders", "logout", "cancels") for x in ("per_s", "burst")}
 
 
 def write_config(d, journal, durability="sync", max_orders=1 << 20, server_extra="", journal_extra="",
                  map_size=1 << 30):
-    text = CONFIG.format(dir=d, journal=journal, durability=durability, max_orders=max_orders,
-                         accounts=workload.ACCOUNTS + 1, server_extra=server_extra, journal_extra=journal_extra,
-                         map_size=map_size)
+    """A config for the core workload: one symbol, its accounts, ephemeral ports in files."""
+    server = dict(host='"127.0.0.1"', port=0, port_file=f'"{d}/port"', ops_port=0, ops_port_file=f'"{d}/ops_port"',
+                  admin_port=0, **UNTHROTTLED)
+    text = "[server]\n" + "".join(f"{k} = {v}\n" for k, v in server.items()) + server_extra + "\n"
+    text += (f"[engine]\nmax_orders = {max_orders}\nmax_accounts = {workload.ACCOUNTS + 1}\nmax_symbols = 2\n"
+             f"max_levels = 4096\n\n[journal]\npath = \"{journal}\"\ndurability = \"{durability}\"\n"
+             f"map_size = {map_size}\n{journal_extra}\n\n[[symbols]]\nid = 1\nname = \"BENCH\"\n")
     for a in range(1, workload.ACCOUNTS + 1):
         text += f'\n[[accounts]]\nid = {a}\nname = "bench{a}"\ndemo_secret = "bench-secret-{a}"\n'
     path = Path(d) / "config.toml"
