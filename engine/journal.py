@@ -21,6 +21,22 @@ Durability (config `journal.durability`):
   simulated power cuts), so it is process-crash-safe only.
 - none: no journal at all. Tests and benchmarks only; refused unless allow_none.
 
+When a commit fails (ENOSPC, EIO) the server (engine/server.py, journal_failed/rebuild/
+probe_journal) does this, and nothing else:
+  1. nothing of the failed batch is acknowledged; from that moment every order-entry message is
+     answered with a session-level REJECTED JOURNAL_UNAVAILABLE (seq 0), Python-queued commands
+     (admin actions, timers, cancel on disconnect) are dropped, /health/ready answers 503 and
+     /health/detailed says why (journal.writable false, journal.error, journal.rebuilding);
+  2. the engine has already applied the failed batch, so it is rebuilt: the environment is
+     reopened, a fresh engine loads the newest intact snapshot and replays the journal after
+     it, i.e. exactly what the journal holds (queries answer JOURNAL_UNAVAILABLE meanwhile). If
+     the "failed" batch is found in the journal after all (the commit landed), its reports are
+     delivered; otherwise its commands get JOURNAL_UNAVAILABLE;
+  3. every journal.retry_interval_ms the disk is probed (Journal.probe: write 1 MiB beside the
+     journal and fdatasync it, the call LMDB commits with); when that works, trading resumes at
+     the next sequence number. A commit that fails again starts over at 1.
+Sessions stay logged on throughout; no commit is retried blindly.
+
 LMDB rules followed: writemap stays off (a full disk must be an error, not SIGBUS);
 a False from put(append=True) is fatal; the map size is always passed on open;
 MapFullError grows the map and retries the same batch; no long-lived read
