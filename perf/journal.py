@@ -261,13 +261,14 @@ def scenario_journal(args):
     return out
 
 
-def build_journal(path, n, batch=256, seed=1, engine=None, journal=None, first_seq=1, clid_base=None):
+def build_journal(path, n, batch=256, seed=1, engine=None, journal=None, first_seq=1, clid_base=None,
+                  max_orders=1 << 20):
     """Journal n commands of the core workload (a 1M-command block repeated with client order
     ids shifted, so it is fast to make) through Journal at async durability, synced at the end.
     Returns (engine, journal, clid_base) to continue from."""
     block, _ = workload.generate(min(n, 1_000_000), symbols=1, seed=seed)
     span = int(block["client_order_id"].max()) + 1
-    e = engine or workload.make_engine(1)
+    e = engine or workload.make_engine(1, max_orders=max_orders)
     j = journal or Journal(str(path), durability="async", map_size=1 << 34)
     base = clid_base if clid_base is not None else 0
     seq = first_seq
@@ -295,10 +296,10 @@ def scenario_recovery(args):
         jpath = d / "journal"
         jpath.mkdir()
         t = time.perf_counter()
-        e, j, base = build_journal(jpath, args.n - args.tail)
+        e, j, base = build_journal(jpath, args.n - args.tail, max_orders=args.max_orders)
         res["build_s"] = time.perf_counter() - t
         j.close()
-        cfg = write_config(d, jpath, map_size=1 << 34, journal_extra="snapshot_every = 0",
+        cfg = write_config(d, jpath, map_size=1 << 34, journal_extra="snapshot_every = 0", max_orders=args.max_orders,
                            server_extra=f"cpu = {args.server_cpu}")
         full = []
         for _ in range(args.runs):
