@@ -12,10 +12,14 @@ Scenarios here:
            (see perf/roundtrip.py)
   replay   journal replay rate (what a restart without a snapshot does) and snapshot
            write/load time (see perf/replay.py)
+  journal  Journal append rate and commit latency per durability and batch size, and group
+           commit under load (batches grow while an fsync is in flight), for the Journal
+           class and for the server (see perf/journal.py)
+  recovery restart-to-ready of the real server over --n journaled commands, without and with
+           a recent snapshot, and the loop pause a periodic (forked) snapshot causes
 Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
 perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
-Still to come: throughput (pipelined clients), sessions, symbols, journal, recovery
-(restart-to-ready of the real server).
+Still to come: throughput (pipelined clients), sessions, symbols.
 """
 from __future__ import annotations
 
@@ -217,14 +221,32 @@ def print_table(name, results):
             for k, v in values.items():
                 print(f"{part + '.' + k:<28}{v:>18,.3f}" if isinstance(v, float) else f"{part + '.' + k:<28}{v:>18,}")
     else:
-        for k, v in results.items():
-            print(f"{k:<20}{v:>16,.1f}" if isinstance(v, float) else f"{k:<20}{v:>16,}")
+        def show(d, indent=""):
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    print(f"{indent}{k}")
+                    show(v, indent + "  ")
+                elif isinstance(v, float):
+                    print(f"{indent}{k:<28}{v:>16,.3f}")
+                elif isinstance(v, int):
+                    print(f"{indent}{k:<28}{v:>16,}")
+                else:
+                    print(f"{indent}{k:<28}  {v}")
+        show(results)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay"])
+    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery"])
+    p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
+    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
+                   help="batch sizes (journal)")
+    p.add_argument("--commits", type=int, default=1000, help="sync commits per batch size (journal)")
+    p.add_argument("--offered", type=lambda s: [int(x) for x in s.split(",")], default=[2_000, 20_000, 100_000],
+                   help="offered commands/s for group commit (journal)")
+    p.add_argument("--tail", type=int, default=100_000, help="commands journaled after the snapshot (recovery)")
+    p.add_argument("--tmp", default=None, help="directory for the benchmark's journals (journal, recovery)")
     p.add_argument("--batch", type=int, default=256, help="commands per journal batch (replay)")
     p.add_argument("--rate", type=float, default=50_000, help="orders/s (roundtrip)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per run (roundtrip)")
@@ -253,6 +275,9 @@ def main(argv=None):
     elif args.scenario == "replay":
         from perf import replay
         results = replay.scenario(args)
+    elif args.scenario in ("journal", "recovery"):
+        from perf import journal
+        results = journal.scenario_journal(args) if args.scenario == "journal" else journal.scenario_recovery(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)
