@@ -270,7 +270,7 @@ from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
 cdef enum:
-    N_KINDS = 16          # CommandKind slots
+    N_KINDS = 32          # CommandKind slots (codes.py; a kind beyond counts as 0)
     N_OTYPES = 8          # OrderType slots (0 for commands that are not NEW_ORDER)
     N_REASONS = 5000      # Reject codes are < 5000 (protocol/codes.py ranges)
 
@@ -421,6 +421,15 @@ cdef class Hot:
     def __dealloc__(self):
         free(self.counts)
         free(self.bases)
+
+    def bind(self, Engine eng not None):
+        """Apply to another engine from now on (one rebuilt from the journal, with the same
+        capacities); the open batch must be empty."""
+        if self.n_pending or self.ev_mark:
+            raise RuntimeError("the open batch is not empty")
+        if eng.max_symbols != self.eng.max_symbols or eng.max_accounts != self.eng.max_accounts:
+            raise ValueError("a differently sized engine")
+        self.eng = eng
 
     # -- applying --
     cdef int apply(self, Py_ssize_t n0, Py_ssize_t n1, int64_t ts) except -1:
@@ -609,3 +618,41 @@ cdef class Hot:
     def count_reject(self, uint16_t reason):
         """A session-level reject answered in Python (THROTTLED, JOURNAL_UNAVAILABLE)."""
         self.m_rejects[reason if reason < N_REASONS else 0] += 1
+
+
+def encode_account_reports(const uint8_t[::1] events not None, uint32_t account, uint64_t first_seq,
+                           uint8_t[::1] out not None):
+    """The execution reports of one account for journaled events (EVENT records, as bytes): what
+    Hot.encode wrote for that account when the events were live, in the same order, with
+    the same put_report, numbered from first_seq (the account's sequence before these events).
+    Gap replay after a restart rebuilds old reports with it. Returns the number of reports
+    written, or minus the number of bytes `out` needs if it is too small."""
+    if events.shape[0] % sizeof(Event):
+        raise ValueError("events: not a whole number of EVENT records")
+    cdef Py_ssize_t i, n = events.shape[0] // sizeof(Event), total = 0
+    cdef const Event* evs = <const Event*>&events[0] if n else NULL
+    cdef const Event* e
+    cdef uint32_t k
+    for i in range(n):
+        e = &evs[i]
+        k = report_count(e)
+        if k and e.account == account:
+            total += 1
+        if k == 2 and e.other_account == account:
+            total += 1
+    if total * REPORT_FRAME > out.shape[0]:
+        return -(total * REPORT_FRAME)
+    cdef uint8_t* p = &out[0] if total else NULL
+    cdef uint64_t seq = first_seq
+    for i in range(n):
+        e = &evs[i]
+        k = report_count(e)
+        if k and e.account == account:
+            put_report(p, REPORT_TYPE[e.kind], seq, e, False)
+            p += REPORT_FRAME
+            seq += 1
+        if k == 2 and e.other_account == account:
+            put_report(p, MSG_FILL, seq, e, True)
+            p += REPORT_FRAME
+            seq += 1
+    return total

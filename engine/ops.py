@@ -99,6 +99,8 @@ class EngineCollector:
                                      "the engine's REJECTED)", labels=["type", "outcome"])
         counts = hot.commands_arr
         for kind in CommandKind:
+            if kind >= counts.shape[0]:
+                continue                  # counted under slot 0 (gateway.N_KINDS)
             types = [(t.name.lower(), int(t)) for t in OrderType] if kind == CommandKind.NEW_ORDER else \
                 [(kind.name.lower(), 0)]
             for name, ot in types:

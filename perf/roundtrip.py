@@ -61,7 +61,7 @@ def logon(sock, account, secret):
         data += sock.recv(4096)
     assert data[2] == MsgType.LOGON_ACCEPTED, data[:16]
     (_, body, _), = wire.decode(data[:wire.frame_size(MsgType.LOGON_ACCEPTED)])[0]
-    return data[wire.frame_size(MsgType.LOGON_ACCEPTED):], int(body["next_client_order_id"]), int(body["next_seq"])
+    return data[wire.frame_size(MsgType.LOGON_ACCEPTED):], int(body["next_client_order_id"])
 
 
 def stream(n, first_clid=1, cancels=True):
@@ -130,7 +130,7 @@ def run(port, rate, seconds, cpu=None, warmup=0.5, echo=False):
     if echo:
         rest, first_clid = b"", 1
     else:
-        rest, first_clid, _ = logon(sock, 1, "secret-one")
+        rest, first_clid = logon(sock, 1, "secret-one")
     data, send_end, order_end = stream(n, first_clid)
     ack_end = order_end if echo else expected_reports(n)
     need = int(ack_end[-1])

@@ -35,7 +35,7 @@ class Session:
         if echo:
             rest, self.first_clid = b"", 1
         else:
-            rest, self.first_clid, _ = rt.logon(self.sock, account, SECRETS[account])
+            rest, self.first_clid = rt.logon(self.sock, account, SECRETS[account])
         self.data, send_end, order_end = rt.stream(n, self.first_clid)
         self.send_end = send_end.tolist()
         self.ack_end = (order_end if echo else rt.expected_reports(n)).tolist()
