@@ -258,6 +258,9 @@ def main(argv=None):
     p.add_argument("--sessions", type=int, default=2, help="pipelined sessions (throughput)")
     p.add_argument("--window", type=int, default=8192, help="unacknowledged orders per session (throughput)")
     p.add_argument("--orders", type=int, default=500_000, help="orders per session per run (throughput)")
+    p.add_argument("--quiet-wait", type=float, default=0.0,
+                   help="before each run, wait up to this many seconds for the shared machine to be idle "
+                        "(roundtrip, throughput)")
     p.add_argument("--no-echo", dest="echo", action="store_false", help="skip the echo floor (roundtrip)")
     p.add_argument("--scrape", action="store_true", help="also run under a /metrics scrape every second (roundtrip)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")

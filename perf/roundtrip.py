@@ -262,6 +262,18 @@ def busy_seconds():
     return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_quiet(limit, threshold=0.1, window=1.0):
+    """Wait up to `limit` s until the machine's other work uses < `threshold` cores over
+    `window` s (our idle servers use ~0); returns the seconds waited (limit if never quiet)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        b = busy_seconds()
+        time.sleep(window)
+        if (busy_seconds() - b) / window < threshold:
+            break
+    return time.monotonic() - t0
+
+
 class Noise:
     """How many cores other processes kept busy while we measured: the machine is shared,
     and this says how noisy each run was."""
@@ -346,10 +358,11 @@ def scenario(args):
                 if v.endswith("+scrape"):
                     scraper = Scraper(targets.server(v).ops_port, 1.0, cpu=args.cpu)
                     time.sleep(0.3)
+                waited = wait_quiet(args.quiet_wait) if args.quiet_wait else 0.0
                 before = None if v == "echo" else batch_stats(targets.server(v).ops_port)
                 noise = Noise(targets.pid(v))
                 r, lat = run(targets.port(v), args.rate, args.seconds, cpu=args.cpu, echo=v == "echo")
-                r.update(noise.result())
+                r.update(noise.result(), waited_for_quiet_s=waited)
                 if before is not None:
                     with_batch_stats(r, before, batch_stats(targets.server(v).ops_port))
                 if scraper is not None:

@@ -106,6 +106,8 @@ def scenario(args):
     with rt.Targets(variants, args.server_cpu, output_buffer_bytes=64 << 20) as targets:
         for _ in range(args.runs):
             for v in variants:
+                if args.quiet_wait:
+                    rt.wait_quiet(args.quiet_wait)
                 before = None if v == "echo" else rt.batch_stats(targets.server(v).ops_port)
                 r = run(targets.port(v), args.sessions, args.orders, args.window, echo=v == "echo",
                         server_pid=targets.pid(v))
