@@ -58,6 +58,20 @@ BATCH_CAP = 1 << 16
 ORDER_TYPES = frozenset({MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.AMEND, MsgType.MASS_CANCEL})
 READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
+COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
+
+
+def _raise_commit_thread_priority():
+    """On the commit thread: a higher priority than the loop thread it shares the engine's core
+    with, so that when an fsync completes the thread runs at once instead of waiting out the
+    busy loop thread's time slice (measured at 50k orders/s with `sync`: p50 1.48 -> 1.20 ms,
+    p90 4.8 -> 2.4 ms, mean commit 0.78 -> 0.61 ms). It sleeps in I/O almost all the time.
+    Needs CAP_SYS_NICE or RLIMIT_NICE (systemd: LimitNICE=); without, it runs at normal priority."""
+    import threading
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMMIT_THREAD_NICE)
+    except OSError as e:
+        log.info("journal commit thread keeps normal priority (%s)", e)
 
 
 def engine_from_config(cfg: cfgmod.Config) -> Engine:
@@ -192,6 +206,8 @@ class Server:
         # group commit off the loop: one thread, so commits run one at a time and in order
         self.committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-commit") \
             if self.journal is not None else None
+        if self.committer is not None:
+            self.committer.submit(_raise_commit_thread_priority)
         if self.committer is not None:
             # When a commit returns, the commit thread needs the GIL back from a busy loop thread:
             # it waits up to the switch interval (5 ms by default; measured: a commit went from
