@@ -21,7 +21,7 @@ generator sent each order (its own lag) is reported beside the latencies.
 Variants measured in the same run, interleaved run by run: `echo` (perf/echo.py:
 the same loopback and Python at both ends, no engine, every byte written straight
 back: the floor), the server per journal durability, and with --scrape the server
-(journal off) while a separate process scrapes /metrics every second.
+(journal off) while the generator itself scrapes /metrics every second (Scrape).
 """
 from __future__ import annotations
 
@@ -120,8 +120,46 @@ def verify_reports(data, n, first_clid):
         raise RuntimeError(f"reply stream is not what the flow must produce (first difference at order {j})")
 
 
-def run(port, rate, seconds, cpu=None, warmup=0.5, echo=False):
-    """One open-loop run against a server (or the echo floor); returns (result dict, latencies ns)."""
+class Scrape:
+    """GET /metrics every `every` seconds from inside the generator's loop, non-blocking (a few
+    microseconds per poll; another process would take the generator's core for milliseconds
+    per scrape). The response is read to its end and discarded."""
+
+    def __init__(self, port, every=1.0):
+        self.port, self.every = port, every
+        self.sock = None
+        self.next = time.monotonic()
+        self.done = 0
+        self.request = b""
+
+    def poll(self):
+        if self.sock is None:
+            if time.monotonic() < self.next:
+                return
+            self.next += self.every
+            self.sock = socket.socket()
+            self.sock.setblocking(False)
+            self.sock.connect_ex(("127.0.0.1", self.port))
+            self.request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            return
+        try:
+            if self.request:
+                self.request = self.request[self.sock.send(self.request):]
+                return
+            data = self.sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.sock.close()
+            self.sock = None
+            self.done += 1
+
+
+def run(port, rate, seconds, cpu=None, warmup=0.5, echo=False, scrape_port=None):
+    """One open-loop run against a server (or the echo floor); returns (result dict, latencies ns).
+    With scrape_port, /metrics there is scraped every second meanwhile (Scrape)."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     n = int(rate * seconds)
@@ -147,10 +185,13 @@ def run(port, rate, seconds, cpu=None, warmup=0.5, echo=False):
     sent = target = 0
     i = 0
     clock = time.perf_counter_ns
+    scrape = Scrape(scrape_port) if scrape_port else None
     start = clock() + 1_000_000
     deadline = start + int(seconds * 1e9) + 5_000_000_000
     while got < need:
         now = clock()
+        if scrape is not None:
+            scrape.poll()
         if i < n and now >= start:
             due = min(n, int((now - start) / interval) + 1)
             if due > i:
@@ -191,7 +232,7 @@ def run(port, rate, seconds, cpu=None, warmup=0.5, echo=False):
     lag = sent_at - sched
     skip = int(min(warmup, 0.1 * seconds) * rate)     # warm-up samples left out
     return dict(rate=rate, seconds=seconds, orders=n, acked=int(acked.sum()),
-                recvs=len(rec_b), sends=len(snd_b),
+                recvs=len(rec_b), sends=len(snd_b), scrapes=scrape.done if scrape else 0,
                 latency_us=latency.summary_us(lat[skip:]),
                 generator_lag_us={"p50": float(np.percentile(lag[skip:], 50)) / 1000,
                                   "p99": float(np.percentile(lag[skip:], 99)) / 1000}), lat[skip:]
@@ -204,26 +245,6 @@ def _wait_port(path, proc, timeout=20.0):
             raise RuntimeError(f"{proc.args} did not start")
         time.sleep(0.02)
     return int(path.read_text())
-
-
-class Scraper:
-    """A separate process that GETs /metrics every `interval` seconds (off the generator's GIL)."""
-
-    def __init__(self, port, interval=1.0, cpu=None):
-        code = ("import os, sys, time, urllib.request\n"
-                f"cpu = {cpu!r}\n"
-                "if cpu is not None: os.sched_setaffinity(0, {cpu})\n"
-                "n = 0\n"
-                "while True:\n"
-                f"    t = time.monotonic(); urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read()\n"
-                "    n += 1; print(n, flush=True)\n"
-                f"    time.sleep(max(0.0, {interval} - (time.monotonic() - t)))\n")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-
-    def stop(self):
-        self.proc.kill()
-        out = self.proc.communicate()[0].split()
-        return int(out[-1]) if out else 0
 
 
 def batch_stats(ops_port):
@@ -354,19 +375,14 @@ def scenario(args):
         samples = {v: [] for v in variants}
         for _ in range(args.runs):
             for v in variants:                       # interleaved: the machine's noise hits every variant
-                scraper = None
-                if v.endswith("+scrape"):
-                    scraper = Scraper(targets.server(v).ops_port, 1.0, cpu=args.cpu)
-                    time.sleep(0.3)
                 waited = wait_quiet(args.quiet_wait) if args.quiet_wait else 0.0
                 before = None if v == "echo" else batch_stats(targets.server(v).ops_port)
                 noise = Noise(targets.pid(v))
-                r, lat = run(targets.port(v), args.rate, args.seconds, cpu=args.cpu, echo=v == "echo")
+                r, lat = run(targets.port(v), args.rate, args.seconds, cpu=args.cpu, echo=v == "echo",
+                             scrape_port=targets.server(v).ops_port if v.endswith("+scrape") else None)
                 r.update(noise.result(), waited_for_quiet_s=waited)
                 if before is not None:
                     with_batch_stats(r, before, batch_stats(targets.server(v).ops_port))
-                if scraper is not None:
-                    r["scrapes"] = scraper.stop()
                 results[v]["runs"].append(r)
                 samples[v].append(lat)
     for v in variants:
