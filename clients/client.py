@@ -26,6 +26,7 @@ import numpy as np
 from protocol import wire
 from protocol.codes import (CancelReason, CommandKind, OrderFlag, OrderState, OrderType, Reject,
                             SelfTradePrevention, Side, TimeInForce)
+from protocol.units import from_units, to_units
 from protocol.wire import MsgType
 
 REPORT_KINDS = {MsgType.ACCEPTED: "accepted", MsgType.REJECTED: "rejected", MsgType.FILL: "fill",
@@ -58,29 +59,16 @@ class Symbol(msgspec.Struct, frozen=True):
     trading: bool
 
     def price_units(self, value) -> int:
-        return _units(value, self.price_decimals, self.tick_size, f"{self.name} price", "tick")
+        return to_units(value, self.price_decimals, self.tick_size, f"{self.name} price", "tick")
 
     def qty_units(self, value) -> int:
-        return _units(value, self.qty_decimals, self.lot_size, f"{self.name} quantity", "lot")
+        return to_units(value, self.qty_decimals, self.lot_size, f"{self.name} quantity", "lot")
 
     def price(self, units: int) -> Decimal:
-        return Decimal(units).scaleb(-self.price_decimals)
+        return from_units(units, self.price_decimals)
 
     def qty(self, units: int) -> Decimal:
-        return Decimal(units).scaleb(-self.qty_decimals)
-
-
-def _units(value, decimals, step, what, step_name) -> int:
-    if isinstance(value, float):
-        raise TypeError(f"{what}: pass a Decimal, str or int, not a float ({value!r})")
-    d = Decimal(value).scaleb(decimals)
-    if d != d.to_integral_value():
-        raise ValueError(f"{what} {value} has more than {decimals} decimals")
-    units = int(d)
-    if units % step:
-        raise ValueError(f"{what} {value} is not a multiple of the {step_name} "
-                         f"{Decimal(step).scaleb(-decimals)}")
-    return units
+        return from_units(units, self.qty_decimals)
 
 
 class ExecutionReport(msgspec.Struct, frozen=True):

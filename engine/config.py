@@ -14,10 +14,14 @@ import hmac
 import os
 import stat
 from importlib import resources
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 import msgspec
+
+from protocol.codes import LimitKind, LimitScope
+from protocol.units import to_bps, to_units
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -57,6 +61,54 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_levels: int = 4096
 
 
+class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Risk limits of one scope (engine/RISK.md "Limits"), in the units people use: money in the
+    quote currency (strings or integers, e.g. "50000" or "0.50"), ratios as fractions ("0.10" is
+    10%), leverage as a multiple ("10"), quantities in the symbol's units, times in ms. A limit
+    left out is not set at this scope. Each converts exactly to the engine's integer units or
+    start-up stops, naming it."""
+    max_order_qty: Decimal | None = None          # symbol scope only (its qty units)
+    max_order_value: Decimal | None = None
+    max_position_value: Decimal | None = None
+    max_open_orders: int | None = None
+    max_leverage: Decimal | None = None
+    max_daily_loss: Decimal | None = None
+    price_collar: Decimal | None = None
+    market_band: Decimal | None = None
+    max_var: Decimal | None = None                # recorded, not enforced (no VaR model yet)
+    initial_margin: Decimal | None = None
+    maintenance_margin: Decimal | None = None
+    maker_fee: Decimal | None = None              # negative = rebate; whole basis points
+    taker_fee: Decimal | None = None
+    breaker_band: Decimal | None = None           # default / symbol scope
+    breaker_window_ms: int | None = None
+    breaker_cooloff_ms: int | None = None         # 0 = resume only by admin
+    external_mark: bool | None = None             # default / symbol: marks only from MARK_PRICE
+    error_threshold: int | None = None            # default scope: rejects/s that trip the engine breaker
+
+
+def _prototype_defaults() -> RiskLimits:
+    """The prototype's riskLimits (maxPositionValue, maxDailyLoss, maxLeverage, maxOrderValue,
+    maxVaR, marginRequirement, maintenanceMargin)."""
+    return RiskLimits(max_position_value=Decimal("1000000"), max_daily_loss=Decimal("100000"),
+                      max_leverage=Decimal("10"), max_order_value=Decimal("50000"), max_var=Decimal("50000"),
+                      initial_margin=Decimal("0.10"), maintenance_margin=Decimal("0.05"))
+
+
+class StrategyLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: int
+    limits: RiskLimits
+
+
+class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    cash_decimals: int = 2                 # cash units: 10**-cash_decimals of the quote currency
+    max_strategies: int = 256              # orders carry strategy ids 0 .. max_strategies-1
+    mark_interval_ms: int = 100            # how often marks may follow last trades (a journaled RISK_TICK)
+    defaults: RiskLimits = msgspec.field(default_factory=_prototype_defaults)
+    strategies: list[StrategyLimits] = []
+
+
 class SymbolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: int
     name: str
@@ -66,6 +118,9 @@ class SymbolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lot_size: int = 1                      # in qty units
     max_price: int = 1 << 62
     max_qty: int = 1 << 62
+    multiplier: int = 1                    # risk: contract multiplier (notional = price x qty x multiplier)
+    reference_price: Decimal | None = None  # risk: the first mark (a symbol without a mark takes no orders)
+    limits: RiskLimits | None = None
 
 
 class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -75,6 +130,8 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     secret_env: str | None = None
     secret_file: str | None = None
     demo_secret: str | None = None
+    initial_deposit: Decimal | None = None  # risk: cash deposited (journaled) on the first start only
+    limits: RiskLimits | None = None
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -100,6 +157,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     symbols: list[SymbolConfig] = []
     accounts: list[AccountConfig] = []
     admins: list[AdminConfig] = []
@@ -153,6 +211,14 @@ def validate(cfg: Config, where: str) -> None:
     if len({a.id for a in cfg.admins}) != len(cfg.admins) or len({a.name for a in cfg.admins}) != len(cfg.admins) \
             or any(a.id <= 0 for a in cfg.admins):
         raise ConfigError(f"{where}: `admins`: ids (> 0) and names must be unique")
+    if cfg.risk.enabled:
+        risk_limits(cfg, where)          # every limit converts, and sits in a scope that takes it
+        for s in cfg.symbols:
+            if s.multiplier <= 0:
+                raise ConfigError(f"{where}: symbol {s.name}: `multiplier` must be > 0")
+            if s.reference_price is not None:
+                _convert(where, f"symbols.{s.name}.reference_price", s.reference_price, s.price_decimals,
+                         s.tick_size)
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")
@@ -170,3 +236,72 @@ def account_secret(a: AccountConfig) -> bytes:
             raise ConfigError(f"account {a.name}: {p} must be readable by its owner only (chmod 600)")
         return p.read_bytes().strip()
     return a.demo_secret.encode()
+
+
+# RiskLimits field -> (LimitKind, how its value converts)
+_LIMIT_FIELDS = {
+    "max_order_qty": (LimitKind.MAX_ORDER_QTY, "qty"), "max_order_value": (LimitKind.MAX_ORDER_VALUE, "cash"),
+    "max_position_value": (LimitKind.MAX_POSITION_VALUE, "cash"), "max_open_orders": (LimitKind.MAX_OPEN_ORDERS, "int"),
+    "max_leverage": (LimitKind.MAX_LEVERAGE, "bps"), "max_daily_loss": (LimitKind.MAX_DAILY_LOSS, "cash"),
+    "price_collar": (LimitKind.PRICE_COLLAR, "bps"), "market_band": (LimitKind.MARKET_BAND, "bps"),
+    "max_var": (LimitKind.MAX_VAR, "cash"), "initial_margin": (LimitKind.INITIAL_MARGIN, "bps"),
+    "maintenance_margin": (LimitKind.MAINTENANCE_MARGIN, "bps"), "maker_fee": (LimitKind.MAKER_FEE, "bps"),
+    "taker_fee": (LimitKind.TAKER_FEE, "bps"), "breaker_band": (LimitKind.BREAKER_BAND, "bps"),
+    "breaker_window_ms": (LimitKind.BREAKER_WINDOW_MS, "int"),
+    "breaker_cooloff_ms": (LimitKind.BREAKER_COOLOFF_MS, "int"),
+    "external_mark": (LimitKind.EXTERNAL_MARK, "int"), "error_threshold": (LimitKind.ERROR_THRESHOLD, "int"),
+}
+_SCOPE_FIELDS = {  # what each scope may set (engine/RISK.md "Limits")
+    LimitScope.DEFAULT: set(_LIMIT_FIELDS) - {"max_order_qty"},
+    LimitScope.ACCOUNT: set(_LIMIT_FIELDS) - {"max_order_qty", "breaker_band", "breaker_window_ms",
+                                             "breaker_cooloff_ms", "external_mark", "error_threshold"},
+    LimitScope.SYMBOL: set(_LIMIT_FIELDS) - {"error_threshold"},
+    LimitScope.STRATEGY: {"max_order_value", "max_position_value", "max_open_orders", "max_leverage",
+                          "max_daily_loss", "price_collar", "market_band", "max_var"},
+}
+
+
+def _convert(where, name, value, decimals, step=1) -> int:
+    try:
+        return to_units(value, decimals, step, what=name)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: `{name}`: {e}") from None
+
+
+def limit_value(field: str, value, cash_decimals: int, qty_decimals: int = 0, where="", name=None) -> int:
+    """One RiskLimits value in the engine's integer units (cash units, bps, qty units, counts)."""
+    unit = _LIMIT_FIELDS[field][1]
+    name = name or field
+    if unit == "cash":
+        return _convert(where, name, value, cash_decimals)
+    if unit == "bps":
+        return _convert(where, name, value, 4)
+    if unit == "qty":
+        return _convert(where, name, value, qty_decimals)
+    return int(value)
+
+
+def risk_limits(cfg: Config, where: str = "config") -> dict[tuple[int, int, int], int]:
+    """Every limit the config sets: (LimitScope, target id, LimitKind) -> value in engine units."""
+    out = {}
+    r = cfg.risk
+    scopes = [(LimitScope.DEFAULT, 0, r.defaults, "risk.defaults", 0)]
+    scopes += [(LimitScope.ACCOUNT, a.id, a.limits, f"accounts.{a.name}.limits", 0) for a in cfg.accounts if a.limits]
+    scopes += [(LimitScope.SYMBOL, s.id, s.limits, f"symbols.{s.name}.limits", s.qty_decimals)
+               for s in cfg.symbols if s.limits]
+    for st in r.strategies:
+        if not 0 <= st.id < r.max_strategies:
+            raise ConfigError(f"{where}: `risk.strategies.id` {st.id} outside 0..risk.max_strategies-1")
+        scopes.append((LimitScope.STRATEGY, st.id, st.limits, f"risk.strategies.{st.id}.limits", 0))
+    for scope, target, limits, prefix, qty_decimals in scopes:
+        for field in limits.__struct_fields__:
+            value = getattr(limits, field)
+            if value is None:
+                continue
+            if field not in _SCOPE_FIELDS[scope]:
+                raise ConfigError(f"{where}: `{prefix}.{field}` cannot be set at this scope (engine/RISK.md)")
+            v = limit_value(field, value, r.cash_decimals, qty_decimals, where, f"{prefix}.{field}")
+            if v < 0 and field not in ("maker_fee", "taker_fee"):
+                raise ConfigError(f"{where}: `{prefix}.{field}` must not be negative")
+            out[(int(scope), target, int(_LIMIT_FIELDS[field][0]))] = v
+    return out

@@ -44,7 +44,8 @@ cdef inline bint body_size_ok(uint8_t t, Py_ssize_t length) noexcept:
         return length == sizeof(FrameHeader) + sizeof(Logout)
     if t == MSG_HEARTBEAT:
         return length == sizeof(FrameHeader) + sizeof(Heartbeat)
-    if MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST:
+    if MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST or \
+            t == MSG_PORTFOLIO_REQUEST:
         return length == sizeof(FrameHeader) + sizeof(Query)
     return False
 
@@ -93,7 +94,8 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
         if p[3] != SCHEMA_VERSION:
             return pos - start, n_cmds, STOP_ERROR, t, REJ_UNSUPPORTED_VERSION
         if not (t == MSG_LOGON or t == MSG_LOGOUT or t == MSG_HEARTBEAT or MSG_NEW_ORDER <= t <= MSG_MASS_CANCEL
-                or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST):
+                or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST
+                or t == MSG_PORTFOLIO_REQUEST):
             return pos - start, n_cmds, STOP_ERROR, t, REJ_UNKNOWN_MSG_TYPE
         if not body_size_ok(t, length):
             return pos - start, n_cmds, STOP_ERROR, t, REJ_BAD_LENGTH
@@ -166,6 +168,8 @@ REPORT_TYPE[EV_REPLACED] = MSG_REPLACED
 REPORT_TYPE[EV_TRIGGERED] = MSG_TRIGGERED
 REPORT_TYPE[EV_RESTATED] = MSG_RESTATED
 REPORT_TYPE[EV_MASS_CANCEL_DONE] = MSG_MASS_CANCEL_DONE
+REPORT_TYPE[EV_BALANCE] = MSG_BALANCE
+REPORT_TYPE[EV_ACCOUNT_STATE] = MSG_ACCOUNT_STATE
 
 cdef enum:
     REPORT_FRAME = 88     # FrameHeader (8) + ExecReport (80); checked in encode_reports
@@ -203,6 +207,7 @@ cdef inline void put_report(uint8_t* p, uint8_t msg_type, uint64_t seq, const Ev
         r.side = e.side
         r.leaves = e.leaves
         r.liquidity = LIQ_TAKER if e.kind == EV_FILL else 0
+        r.flags = e.flags & EVFLAG_LIQUIDATION          # the flag belongs to order_id's side
 
 
 def encode_reports(Engine eng, int64_t[::1] next_seq not None, uint32_t[::1] counts not None,

@@ -35,9 +35,11 @@ import numpy as np
 from engine import config as cfgmod
 from engine import admin as adminmod, gateway, ops as opsmod, snapshot
 from engine.core import Engine
+from engine.risk import Risk
 from engine.journal import Journal, JournalError, JournalUnavailable
 from protocol import wire
-from protocol.codes import CommandKind, EventKind, Reject, Side, SymbolState
+from protocol.codes import AccountState, CommandKind, EventKind, LimitScope, Reject, Side, SymbolState
+from protocol.units import to_units
 from protocol.records import COMMAND
 from protocol.wire import MsgType
 
@@ -46,6 +48,10 @@ log = logging.getLogger("trading-engine")
 REPORT_SIZE = wire.frame_size(MsgType.ACCEPTED)
 BATCH_CAP = 1 << 16
 ORDER_TYPES = frozenset({MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.AMEND, MsgType.MASS_CANCEL})
+QUERY_RESPONSE = {MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
+                  MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH, MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
+                  MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS, MsgType.POSITIONS_REQUEST: MsgType.POSITIONS,
+                  MsgType.PORTFOLIO_REQUEST: MsgType.PORTFOLIO}
 READ_BUFFER = 1 << 18
 
 
@@ -59,6 +65,12 @@ def engine_from_config(cfg: cfgmod.Config) -> Engine:
         eng.add_symbol(s.id, tick_size=s.tick_size, lot_size=s.lot_size, max_price=s.max_price, max_qty=s.max_qty)
     for a in cfg.accounts:
         eng.add_account(a.id, stp_group=a.stp_group)
+    if cfg.risk.enabled:
+        r = Risk(e.max_accounts, e.max_symbols, max_strategies=cfg.risk.max_strategies,
+                 cash_decimals=cfg.risk.cash_decimals)
+        for s in cfg.symbols:
+            r.define_symbol(s.id, s.price_decimals, s.qty_decimals, s.multiplier)
+        eng.attach_risk(r)
     return eng
 
 
@@ -251,6 +263,41 @@ class Server:
                 await asyncio.sleep(0)
         return n
 
+    def reconcile(self):
+        """Bring the risk set-up the config asks for into the journaled state, as journaled
+        commands (operator 0 = the config), before trading opens: every limit the config names
+        at its value, a mark from reference_price for each symbol without one, and on the very
+        first start the accounts' initial deposits. Replay never reads the config: it replays
+        these commands."""
+        risk = self.engine.risk
+        if risk is None or not self.journal_ok:
+            return 0
+        cfg = self.cfg
+        have = {(scope, target, kind): value for scope, target, kind, value in risk.limits()}
+        n = 0
+        for (scope, target, kind), value in sorted(cfgmod.risk_limits(cfg).items()):
+            if have.get((scope, target, kind)) != value:
+                field = {LimitScope.ACCOUNT: "account", LimitScope.SYMBOL: "symbol",
+                         LimitScope.STRATEGY: "strategy"}.get(scope)
+                self.submit(dict(kind=CommandKind.SET_LIMIT, side=scope, order_type=kind, qty=value,
+                                 **({field: target} if field else {})))
+                n += 1
+        for s in cfg.symbols:
+            if s.reference_price is not None and not risk.mark_price(s.id):
+                self.submit(dict(kind=CommandKind.MARK_PRICE, symbol=s.id,
+                                 price=to_units(s.reference_price, s.price_decimals)))
+                n += 1
+        if self.next_cmd_seq == 1:
+            for a in cfg.accounts:
+                if a.initial_deposit:
+                    self.submit(dict(kind=CommandKind.DEPOSIT, account=a.id,
+                                     qty=to_units(a.initial_deposit, cfg.risk.cash_decimals)))
+                    n += 1
+        self.flush()
+        if n:
+            log.info("risk set-up from the config: %d commands journaled", n)
+        return n
+
     def status(self) -> dict:
         """Counters for /health/detailed and the admin `status` action."""
         try:
@@ -269,7 +316,22 @@ class Server:
                        "trades": self.engine.next_trade_id - 1, "commands": self.next_cmd_seq - 1},
             "halted_symbols": [s.name for s in self.cfg.symbols
                                if self.engine.symbol_state(s.id) == SymbolState.HALTED],
+            "risk": self.risk_status(),
         }
+
+    def risk_status(self):
+        r = self.engine.risk
+        if r is None:
+            return {"enabled": False}
+        states = r.acct_cols["state"]
+        return {"enabled": True, "global_kill_switch": bool(r.kill_all), "error_breaker_tripped": bool(r.breaker),
+                "breaker_halted_symbols": [s.name for s in self.cfg.symbols if r.breaker_state(s.id)[0]],
+                "killed_accounts": [a.name for a in self.cfg.accounts if r.acct_cols["kill"][a.id]],
+                "liquidating_accounts": [a.name for a in self.cfg.accounts
+                                         if states[a.id] == AccountState.LIQUIDATING],
+                "suspended_or_reduce_only": {a.name: AccountState(int(states[a.id])).name.lower()
+                                             for a in self.cfg.accounts
+                                             if states[a.id] in (AccountState.SUSPENDED, AccountState.REDUCE_ONLY)}}
 
     def snapshot(self, fork=True):
         """Write the state at the last flushed command: forked (matching pauses only for fork())
@@ -475,8 +537,10 @@ class Server:
         s = self.cfg.server
         hb = s.heartbeat_ms / 1000
         j = self.cfg.journal
-        tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000, j.retry_interval_ms / 1000)
-        last_expire = last_sync = last_ping = last_probe = 0.0
+        tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000, j.retry_interval_ms / 1000,
+                   self.cfg.risk.mark_interval_ms / 1000)
+        last_expire = last_sync = last_ping = last_probe = last_mark = 0.0
+        mark_every = self.cfg.risk.mark_interval_ms / 1000
         self.watchdog = opsmod.watchdog_interval()
         if self.watchdog:
             tick = min(tick, self.watchdog / 2)
@@ -501,6 +565,11 @@ class Server:
                 wall = time.time_ns()
                 if due and due <= wall:       # only a due GTD order makes the clock a journaled command
                     self.submit(dict(kind=CommandKind.EXPIRE, expire_ts_ns=wall))
+            if now - last_mark >= mark_every and self.journal_ok and not self.rebuilding:
+                last_mark = now
+                wall = time.time_ns()
+                if self.engine.risk_tick_due(wall):   # marks behind last trades, a cool-off over, a liquidation
+                    self.submit(dict(kind=CommandKind.RISK_TICK, expire_ts_ns=wall))
             cutoff = time.time_ns()
             for k in [k for k, exp in self.seen_logons.items() if exp < cutoff]:
                 del self.seen_logons[k]
@@ -508,6 +577,7 @@ class Server:
     # -- lifecycle --
     async def start(self):
         self.loop = asyncio.get_running_loop()
+        self.reconcile()
         s = self.cfg.server
         self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port, reuse_address=True)
         port = self.tcp_server.sockets[0].getsockname()[1]
@@ -752,11 +822,7 @@ class Connection(asyncio.BufferedProtocol):
         rid = int(body["request_id"])
         acct = self.account.id
         if srv.rebuilding:         # the engine holds a batch the journal refused: show nothing of it
-            return self.send_list({MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
-                                   MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH,
-                                   MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
-                                   MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS}[t], rid, [],
-                                  status=Reject.JOURNAL_UNAVAILABLE)
+            return self.send_list(QUERY_RESPONSE[t], rid, [], status=Reject.JOURNAL_UNAVAILABLE)
         if t == MsgType.SYMBOL_DIRECTORY_REQUEST:
             states = np.array([srv.engine.symbol_state(int(s)) for s in srv.symbol_entries["symbol"]], dtype=np.uint8)
             entries = srv.symbol_entries.copy()
@@ -782,6 +848,20 @@ class Connection(asyncio.BufferedProtocol):
                 found = [o for o in srv.engine.open_orders(acct) if o["client_order_id"] == clid]
             self.send_list(MsgType.ORDER_STATUS, rid, [self._order_row(o) for o in found],
                            status=0 if found else Reject.UNKNOWN_ORDER)
+        elif t in (MsgType.POSITIONS_REQUEST, MsgType.PORTFOLIO_REQUEST):
+            risk = srv.engine.risk
+            if risk is None:
+                return self.send_list(QUERY_RESPONSE[t], rid, [], status=Reject.RISK_OFF)
+            if t == MsgType.POSITIONS_REQUEST:
+                rows = [{k: p[k] for k in wire.POSITION_ENTRY.offsets if not k.startswith("_")}
+                        for p in risk.positions(acct)]
+                return self.send_list(MsgType.POSITIONS, rid, rows)
+            pf = risk.portfolio(acct)
+            pf["leverage_bps"] = -1 if pf["leverage_bps"] is None else pf["leverage_bps"]
+            pf["kill"] = int(pf["kill"] or pf["kill_all"])
+            row = {k: pf[k] for k in wire.PORTFOLIO_ENTRY.offsets if k in pf}
+            row.update(open_orders=int(srv.engine.acct_arr["open"][acct]), cash_decimals=risk.cash_decimals)
+            self.send_list(MsgType.PORTFOLIO, rid, [row])
 
     @staticmethod
     def _order_row(o):

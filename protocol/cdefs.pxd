@@ -218,6 +218,8 @@ cdef enum:
     MSG_ORDER_STATUS_REQUEST = 21
     MSG_OPEN_ORDERS_REQUEST = 22
     MSG_BOOK_DEPTH_REQUEST = 23
+    MSG_POSITIONS_REQUEST = 30
+    MSG_PORTFOLIO_REQUEST = 31
     MSG_LOGON_ACCEPTED = 64
     MSG_LOGON_REJECTED = 65
     MSG_END_OF_SESSION = 66
@@ -230,10 +232,14 @@ cdef enum:
     MSG_TRIGGERED = 85
     MSG_RESTATED = 86
     MSG_MASS_CANCEL_DONE = 87
+    MSG_BALANCE = 88
+    MSG_ACCOUNT_STATE = 89
     MSG_SYMBOL_DIRECTORY = 96
     MSG_ORDER_STATUS = 97
     MSG_OPEN_ORDERS = 98
     MSG_BOOK_DEPTH = 99
+    MSG_POSITIONS = 120
+    MSG_PORTFOLIO = 121
 
 # Liquidity
 cdef enum:
@@ -243,6 +249,10 @@ cdef enum:
 # LogonFlag
 cdef enum:
     LOGON_CANCEL_ON_DISCONNECT = 1
+
+# ReportFlag
+cdef enum:
+    RFLAG_LIQUIDATION = 1
 
 cdef enum:
     SCHEMA_VERSION = 1
@@ -396,7 +406,7 @@ cdef packed struct ProtocolError:
     uint8_t _pad0  # @3 1B zero
     uint32_t offset  # @4 4B byte offset of the offending frame in the connection's stream
 
-# ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), RESTATED (86), MASS_CANCEL_DONE (87), server -> client
+# ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client
 cdef packed struct ExecReport:
     uint64_t seq  # @0 8B per-account sequence number (1, 2, ...)
     uint64_t order_id  # @8 8B engine order id (0 in a REJECTED for a new order)
@@ -411,7 +421,7 @@ cdef packed struct ExecReport:
     uint64_t trade_id  # @56 8B FILL: engine trade id
     uint64_t counterparty_order_id  # @64 8B reserved, zero (never another account's order id)
     uint8_t cmd_kind  # @72 1B CommandKind that caused it (REJECTED: what was rejected)
-    uint8_t _pad0  # @73 1B zero
+    uint8_t flags  # @73 1B ReportFlag bits (LIQUIDATION: an order the engine placed to liquidate the account)
     uint16_t _pad1  # @74 2B zero
     uint32_t _pad2  # @76 4B zero
 
@@ -462,3 +472,39 @@ cdef packed struct LevelEntry:
     uint8_t side  # @20 1B Side
     uint8_t _pad0  # @21 1B zero
     uint16_t _pad1  # @22 2B zero
+
+# POSITIONS (120) entry: the account's symbols with a position or open orders, ascending id
+cdef packed struct PositionEntry:
+    uint32_t symbol  # @0 4B symbol id
+    uint32_t _pad0  # @4 4B zero
+    int64_t position  # @8 8B signed qty units (long > 0)
+    int64_t avg_price  # @16 8B average entry price, price units (0 when flat)
+    int64_t mark  # @24 8B mark price, price units
+    int64_t open_buy  # @32 8B qty units of live buy orders
+    int64_t open_sell  # @40 8B qty units of live sell orders
+    int64_t realized  # @48 8B cumulative realized P&L, cash units (fees not included)
+    int64_t fees  # @56 8B cumulative fees, cash units (negative: rebates)
+    int64_t unrealized  # @64 8B at the mark, cash units
+    int64_t exposure  # @72 8B |position| at the mark, cash units
+    int64_t initial_margin  # @80 8B of the worst case with open orders, cash units
+    int64_t maintenance_margin  # @88 8B of the position, cash units
+
+# PORTFOLIO (121) entry (one): the account's risk figures (engine/RISK.md)
+cdef packed struct PortfolioEntry:
+    int64_t cash  # @0 8B cash units: 10**-cash_decimals of the quote currency
+    int64_t equity  # @8 8B cash + unrealized
+    int64_t unrealized  # @16 8B
+    int64_t realized  # @24 8B cumulative, fees not included
+    int64_t fees  # @32 8B cumulative
+    int64_t exposure  # @40 8B sum of |position| at the mark
+    int64_t worst_exposure  # @48 8B sum of the worst cases with open orders at the mark
+    int64_t initial_margin  # @56 8B
+    int64_t maintenance_margin  # @64 8B
+    int64_t available  # @72 8B equity - initial margin
+    int64_t daily_pnl  # @80 8B equity - equity at the last end of day (deposits excluded)
+    int64_t leverage_bps  # @88 8B exposure / equity in basis points, rounded up; -1 when equity <= 0
+    uint32_t open_orders  # @96 4B live orders
+    uint8_t state  # @100 1B AccountState
+    uint8_t kill  # @101 1B 1 while the account's (or the global) kill switch is on
+    uint8_t cash_decimals  # @102 1B cash = units / 10**cash_decimals
+    uint8_t _pad0  # @103 1B zero

@@ -34,12 +34,13 @@ PREFIXES = {
     wire.MsgType: "MSG_",
     wire.Liquidity: "LIQ_",
     wire.LogonFlag: "LOGON_",
+    wire.ReportFlag: "RFLAG_",
 }
 
 LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT, wire.HEARTBEAT, wire.NEW_ORDER,
            wire.CANCEL, wire.AMEND, wire.MASS_CANCEL, wire.QUERY, wire.LOGON_ACCEPTED, wire.LOGON_REJECTED,
            wire.END_OF_SESSION, wire.PROTOCOL_ERROR, wire.EXEC_REPORT, wire.LIST_HEADER, wire.SYMBOL_ENTRY,
-           wire.ORDER_ENTRY, wire.LEVEL_ENTRY]
+           wire.ORDER_ENTRY, wire.LEVEL_ENTRY, wire.POSITION_ENTRY, wire.PORTFOLIO_ENTRY]
 
 TARGET = Path(__file__).with_name("cdefs.pxd")
 SPEC = Path(__file__).with_name("SPEC.md")

@@ -43,6 +43,8 @@ class MsgType(IntEnum):
     ORDER_STATUS_REQUEST = 21
     OPEN_ORDERS_REQUEST = 22
     BOOK_DEPTH_REQUEST = 23
+    POSITIONS_REQUEST = 30        # risk (engine/RISK.md): the account's positions
+    PORTFOLIO_REQUEST = 31        # risk: cash, equity, margin, leverage, P&L, state
     # server -> client: session
     LOGON_ACCEPTED = 64
     LOGON_REJECTED = 65
@@ -57,17 +59,26 @@ class MsgType(IntEnum):
     TRIGGERED = 85
     RESTATED = 86
     MASS_CANCEL_DONE = 87
+    BALANCE = 88                  # risk: a deposit or withdrawal (qty = signed amount, leaves = cash after)
+    ACCOUNT_STATE = 89            # risk: reason = AccountState, qty = 1 while the kill switch is on
     # server -> client: query responses (not sequenced; fixed part + counted entries)
     SYMBOL_DIRECTORY = 96
     ORDER_STATUS = 97
     OPEN_ORDERS = 98
     BOOK_DEPTH = 99
+    POSITIONS = 120
+    PORTFOLIO = 121
 
 
 class Liquidity(IntEnum):
     """EXEC_REPORT.liquidity of a FILL."""
     MAKER = 1
     TAKER = 2
+
+
+class ReportFlag(IntEnum):
+    """EXEC_REPORT.flags (the same bits as the core's EventFlag)."""
+    LIQUIDATION = 1
 
 
 class LogonFlag(IntEnum):
@@ -184,11 +195,11 @@ EXEC_REPORT = Layout("ExecReport", [
     ("trade_id", "u64", "FILL: engine trade id"),
     ("counterparty_order_id", "u64", "reserved, zero (never another account's order id)"),
     ("cmd_kind", "u8", "CommandKind that caused it (REJECTED: what was rejected)"),
-    ("_pad0", "u8", "zero"),
+    ("flags", "u8", "ReportFlag bits (LIQUIDATION: an order the engine placed to liquidate the account)"),
     ("_pad1", "u16", "zero"),
     ("_pad2", "u32", "zero"),
 ], doc="ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), "
-       "RESTATED (86), MASS_CANCEL_DONE (87), server -> client")
+       "RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client")
 
 LIST_HEADER = Layout("ListHeader", [
     ("request_id", "u32", "from the request"),
@@ -239,27 +250,68 @@ LEVEL_ENTRY = Layout("LevelEntry", [
     ("_pad1", "u16", "zero"),
 ], doc="BOOK_DEPTH (99) entry: bids best first, then asks best first")
 
+POSITION_ENTRY = Layout("PositionEntry", [
+    ("symbol", "u32", "symbol id"),
+    ("_pad0", "u32", "zero"),
+    ("position", "i64", "signed qty units (long > 0)"),
+    ("avg_price", "i64", "average entry price, price units (0 when flat)"),
+    ("mark", "i64", "mark price, price units"),
+    ("open_buy", "i64", "qty units of live buy orders"),
+    ("open_sell", "i64", "qty units of live sell orders"),
+    ("realized", "i64", "cumulative realized P&L, cash units (fees not included)"),
+    ("fees", "i64", "cumulative fees, cash units (negative: rebates)"),
+    ("unrealized", "i64", "at the mark, cash units"),
+    ("exposure", "i64", "|position| at the mark, cash units"),
+    ("initial_margin", "i64", "of the worst case with open orders, cash units"),
+    ("maintenance_margin", "i64", "of the position, cash units"),
+], doc="POSITIONS (120) entry: the account's symbols with a position or open orders, ascending id")
+
+PORTFOLIO_ENTRY = Layout("PortfolioEntry", [
+    ("cash", "i64", "cash units: 10**-cash_decimals of the quote currency"),
+    ("equity", "i64", "cash + unrealized"),
+    ("unrealized", "i64", ""),
+    ("realized", "i64", "cumulative, fees not included"),
+    ("fees", "i64", "cumulative"),
+    ("exposure", "i64", "sum of |position| at the mark"),
+    ("worst_exposure", "i64", "sum of the worst cases with open orders at the mark"),
+    ("initial_margin", "i64", ""),
+    ("maintenance_margin", "i64", ""),
+    ("available", "i64", "equity - initial margin"),
+    ("daily_pnl", "i64", "equity - equity at the last end of day (deposits excluded)"),
+    ("leverage_bps", "i64", "exposure / equity in basis points, rounded up; -1 when equity <= 0"),
+    ("open_orders", "u32", "live orders"),
+    ("state", "u8", "AccountState"),
+    ("kill", "u8", "1 while the account's (or the global) kill switch is on"),
+    ("cash_decimals", "u8", "cash = units / 10**cash_decimals"),
+    ("_pad0", "u8", "zero"),
+], doc="PORTFOLIO (121) entry (one): the account's risk figures (engine/RISK.md)")
+
 # message type -> body layout (one fixed size per type; list responses: fixed part)
 BODY = {
     MsgType.LOGON: LOGON, MsgType.LOGOUT: LOGOUT, MsgType.HEARTBEAT: HEARTBEAT,
     MsgType.NEW_ORDER: NEW_ORDER, MsgType.CANCEL: CANCEL, MsgType.AMEND: AMEND, MsgType.MASS_CANCEL: MASS_CANCEL,
     MsgType.SYMBOL_DIRECTORY_REQUEST: QUERY, MsgType.ORDER_STATUS_REQUEST: QUERY,
     MsgType.OPEN_ORDERS_REQUEST: QUERY, MsgType.BOOK_DEPTH_REQUEST: QUERY,
+    MsgType.POSITIONS_REQUEST: QUERY, MsgType.PORTFOLIO_REQUEST: QUERY,
     MsgType.LOGON_ACCEPTED: LOGON_ACCEPTED, MsgType.LOGON_REJECTED: LOGON_REJECTED,
     MsgType.END_OF_SESSION: END_OF_SESSION, MsgType.PROTOCOL_ERROR: PROTOCOL_ERROR,
     **{t: EXEC_REPORT for t in (MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL, MsgType.CANCELLED,
-                                MsgType.REPLACED, MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE)},
+                                MsgType.REPLACED, MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE,
+                                MsgType.BALANCE, MsgType.ACCOUNT_STATE)},
     MsgType.SYMBOL_DIRECTORY: LIST_HEADER, MsgType.ORDER_STATUS: LIST_HEADER,
     MsgType.OPEN_ORDERS: LIST_HEADER, MsgType.BOOK_DEPTH: LIST_HEADER,
+    MsgType.POSITIONS: LIST_HEADER, MsgType.PORTFOLIO: LIST_HEADER,
 }
 # list responses: message type -> entry layout
 ENTRY = {MsgType.SYMBOL_DIRECTORY: SYMBOL_ENTRY, MsgType.ORDER_STATUS: ORDER_ENTRY,
-         MsgType.OPEN_ORDERS: ORDER_ENTRY, MsgType.BOOK_DEPTH: LEVEL_ENTRY}
+         MsgType.OPEN_ORDERS: ORDER_ENTRY, MsgType.BOOK_DEPTH: LEVEL_ENTRY,
+         MsgType.POSITIONS: POSITION_ENTRY, MsgType.PORTFOLIO: PORTFOLIO_ENTRY}
 
 # Client messages accepted before logon: LOGON only. The rest: after LOGON_ACCEPTED.
 CLIENT_TYPES = frozenset({MsgType.LOGON, MsgType.LOGOUT, MsgType.HEARTBEAT, MsgType.NEW_ORDER, MsgType.CANCEL,
                           MsgType.AMEND, MsgType.MASS_CANCEL, MsgType.SYMBOL_DIRECTORY_REQUEST,
-                          MsgType.ORDER_STATUS_REQUEST, MsgType.OPEN_ORDERS_REQUEST, MsgType.BOOK_DEPTH_REQUEST})
+                          MsgType.ORDER_STATUS_REQUEST, MsgType.OPEN_ORDERS_REQUEST, MsgType.BOOK_DEPTH_REQUEST,
+                          MsgType.POSITIONS_REQUEST, MsgType.PORTFOLIO_REQUEST})
 
 
 def frame_size(msg_type: int, count: int = 0) -> int:

@@ -38,6 +38,9 @@ durability = "{durability}"
 allow_none = true
 {journal_extra}
 
+[risk]
+{risk}
+
 [[symbols]]
 id = 1
 name = "BTCUSDT"
@@ -60,13 +63,13 @@ SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"
 
 class ServerProc:
     def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra="",
-                 server_extra="", journal_extra="", admins=None):
+                 server_extra="", journal_extra="", admins=None, risk="enabled = false"):
         admins = admins or {}
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = BASE_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
                                   output_buffer_bytes=output_buffer_bytes, server_extra=server_extra,
-                                  journal_extra=journal_extra) + extra
+                                  journal_extra=journal_extra, risk=risk) + extra
         self.admin = admins
         for i, (name, hashed) in enumerate(admins.items(), 1):
             text += f'\n[[admins]]\nid = {i}\nname = "{name}"\npassword_scrypt = "{hashed}"\n'
