@@ -35,6 +35,7 @@ BASE_DIRECTIVES = {"language_level": 3, "embedsignature": True}
 MODULES = {
     "engine.core": (["engine/core.pyx"], True),
     "engine.gateway": (["engine/gateway.pyx"], True),
+    "engine.marketdata": (["engine/marketdata.pyx"], True),
 }
 
 HINTS: list[str] = []

@@ -46,6 +46,10 @@ cdef inline bint body_size_ok(uint8_t t, Py_ssize_t length) noexcept:
         return length == sizeof(FrameHeader) + sizeof(Heartbeat)
     if MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST:
         return length == sizeof(FrameHeader) + sizeof(Query)
+    if t == MSG_SUBSCRIBE or t == MSG_UNSUBSCRIBE:
+        return length == sizeof(FrameHeader) + sizeof(Subscribe)
+    if t == MSG_RECENT_TRADES_REQUEST:
+        return length == sizeof(FrameHeader) + sizeof(RecentTradesRequest)
     return False
 
 
@@ -93,7 +97,8 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
         if p[3] != SCHEMA_VERSION:
             return pos - start, n_cmds, STOP_ERROR, t, REJ_UNSUPPORTED_VERSION
         if not (t == MSG_LOGON or t == MSG_LOGOUT or t == MSG_HEARTBEAT or MSG_NEW_ORDER <= t <= MSG_MASS_CANCEL
-                or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST):
+                or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST
+                or MSG_SUBSCRIBE <= t <= MSG_RECENT_TRADES_REQUEST):
             return pos - start, n_cmds, STOP_ERROR, t, REJ_UNKNOWN_MSG_TYPE
         if not body_size_ok(t, length):
             return pos - start, n_cmds, STOP_ERROR, t, REJ_BAD_LENGTH

@@ -33,7 +33,7 @@ from importlib import metadata
 import numpy as np
 
 from engine import config as cfgmod
-from engine import admin as adminmod, gateway, ops as opsmod, snapshot
+from engine import admin as adminmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, tls as tlsmod
 from engine.core import Engine
 from engine.journal import Journal, JournalUnavailable
 from protocol import wire
@@ -102,6 +102,9 @@ class Server:
         for i, s in enumerate(cfg.symbols):
             self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
                                       s.tick_size, s.lot_size, s.max_price, s.max_qty)
+        self.feeds = feedsmod.Feeds(self)          # market data (engine/feeds.py)
+        self.tls = None                            # engine/tls.py TlsState when TLS is configured
+        self.recovery = {}
         self.journal = None
         self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
         self.snapshot_child = None
@@ -144,6 +147,7 @@ class Server:
                 raise RuntimeError(f"snapshot {path} is at seq {last_seq} but the journal ends at "
                                    f"{self.journal.last_seq}: the journal lost acknowledged events")
             self.engine.import_state(state)
+            self.feeds.md.import_state(state)
             self.next_seq[:] = state["server.next_seq"]
             self.last_snapshot_seq = last_seq
             from_seq = last_seq + 1
@@ -152,12 +156,15 @@ class Server:
             self.engine.feed(np.ascontiguousarray(cmds))
             if self.engine.events_view().tobytes() != events.tobytes():
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
+            self.feeds.on_batch(np.ascontiguousarray(cmds), live=False)
             self._reports(send=False)
             n += len(cmds)
             self.batches += 1
             if self.batches % 64 == 0:
                 await asyncio.sleep(0)
         self.next_cmd_seq = self.journal.last_seq + 1
+        self.recovery = {"snapshot_seq": from_seq - 1, "replayed_commands": n,
+                         "seconds": round(time.perf_counter() - t, 3)}
         log.info("recovered: %d commands replayed from the journal in %.3f s, next seq %d",
                  n, time.perf_counter() - t, self.next_cmd_seq)
         return n
@@ -179,6 +186,8 @@ class Server:
                        "trades": self.engine.next_trade_id - 1, "commands": self.next_cmd_seq - 1},
             "halted_symbols": [s.name for s in self.cfg.symbols
                                if self.engine.symbol_state(s.id) == SymbolState.HALTED],
+            "recovery": self.recovery,
+            "market_data": self.feeds.status(),
         }
 
     def snapshot(self, fork=True):
@@ -191,6 +200,7 @@ class Server:
             return
         state = self.engine.export_state()
         state["server.next_seq"] = self.next_seq
+        state.update(self.feeds.md.export_state())
         if fork:
             self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last)
         else:
@@ -240,6 +250,7 @@ class Server:
         self.next_cmd_seq += n
         self.n_pending = 0
         self.batches += 1
+        self.feeds.on_batch(cmds)             # market data of the committed batch (engine/feeds.py)
         self._reports(send=True)
         every = self.cfg.journal.snapshot_every
         if every and self.next_cmd_seq - 1 - self.last_snapshot_seq >= every:
@@ -310,7 +321,8 @@ class Server:
     async def start(self):
         self.loop = asyncio.get_running_loop()
         s = self.cfg.server
-        self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port, reuse_address=True)
+        factory = (lambda: Connection(self)) if s.tls_cert is None else tlsmod.gate_factory(self, Connection)
+        self.tcp_server = await self.loop.create_server(factory, s.host, s.port, reuse_address=True)
         port = self.tcp_server.sockets[0].getsockname()[1]
         if s.port_file:
             with open(s.port_file + ".tmp", "w") as f:
@@ -379,6 +391,8 @@ class Connection(asyncio.BufferedProtocol):
         srv.pending_logons += 1
         self.logon_pending = True
         srv.conns.add(self)
+        if self.end > self.start:              # TLS: bytes that arrived with the end of the handshake
+            self.buffer_updated(0)
 
     def get_buffer(self, sizehint):
         if self.end == len(self.buf):          # compact: keep the unconsumed tail at the front
@@ -390,6 +404,8 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes):
         self.end += nbytes
         self.server.bytes_in += nbytes
+        if self.transport is None:             # TLS: decrypted before engine/tls.py handed over the transport
+            return
         now = self.last_recv = time.monotonic()
         dt = now - self.refilled
         t, r, b = self.tokens, self.rates, self.bursts
@@ -401,6 +417,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc):
         self.close(None)
+
+    def pause_writing(self):                   # unsent output above md_high_water_bytes
+        self.server.feeds.pause(self)
+
+    def resume_writing(self):                  # ... and back under md_low_water_bytes
+        self.server.feeds.resume(self)
 
     # -- input --
     def process(self):
@@ -571,6 +593,8 @@ class Connection(asyncio.BufferedProtocol):
                 found = [o for o in srv.engine.open_orders(acct) if o["client_order_id"] == clid]
             self.send_list(MsgType.ORDER_STATUS, rid, [self._order_row(o) for o in found],
                            status=0 if found else Reject.UNKNOWN_ORDER)
+        elif t in feedsmod.REQUESTS:
+            srv.feeds.request(self, t, body)
 
     @staticmethod
     def _order_row(o):
@@ -621,6 +645,7 @@ class Connection(asyncio.BufferedProtocol):
             self.write(wire.encode(MsgType.LOGOUT, reason=reason))
         self.closed = True
         srv.conns.discard(self)
+        srv.feeds.drop(self)
         if self.logon_pending:
             srv.pending_logons -= 1
             self.logon_pending = False
