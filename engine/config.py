@@ -34,6 +34,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lockout_s: float = 60.0
     auth_failure_delay_s: float = 0.2      # every failed logon is answered after this
     output_buffer_bytes: int = 4 << 20     # unsent bytes per connection before SLOW_CONSUMER
+    socket_send_buffer_bytes: int | None = None   # SO_SNDBUF per connection (None = kernel autotuning, up to
+                                           # net.ipv4.tcp_wmem max: MBs of stale market data before conflation)
     orders_per_s: float = 20_000           # tier 1: new orders above it are THROTTLED
     orders_burst: float = 2_000
     logout_per_s: float = 100_000          # tier 2: all messages above it log the session out

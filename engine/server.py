@@ -103,7 +103,7 @@ class Server:
             self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
                                       s.tick_size, s.lot_size, s.max_price, s.max_qty)
         self.feeds = feedsmod.Feeds(self)          # market data (engine/feeds.py)
-        self.tls = None                            # engine/tls.py TlsState when TLS is configured
+        self.tls = None                            # the engine/tls.py Listener when TLS is configured
         self.recovery = {}
         self.journal = None
         self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
@@ -321,8 +321,11 @@ class Server:
     async def start(self):
         self.loop = asyncio.get_running_loop()
         s = self.cfg.server
-        factory = (lambda: Connection(self)) if s.tls_cert is None else tlsmod.gate_factory(self, Connection)
-        self.tcp_server = await self.loop.create_server(factory, s.host, s.port, reuse_address=True)
+        if s.tls_cert is None:
+            self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port,
+                                                            reuse_address=True)
+        else:
+            self.tcp_server = self.tls = tlsmod.Listener(self, Connection, s.host, s.port)
         port = self.tcp_server.sockets[0].getsockname()[1]
         if s.port_file:
             with open(s.port_file + ".tmp", "w") as f:
@@ -383,6 +386,8 @@ class Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.server.cfg.server.socket_send_buffer_bytes:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.cfg.server.socket_send_buffer_bytes)
         self.peer = (transport.get_extra_info("peername") or ("?",))[0]
         srv = self.server
         if srv.stopping or srv.pending_logons >= srv.cfg.server.max_pending_logons:
@@ -391,8 +396,6 @@ class Connection(asyncio.BufferedProtocol):
         srv.pending_logons += 1
         self.logon_pending = True
         srv.conns.add(self)
-        if self.end > self.start:              # TLS: bytes that arrived with the end of the handshake
-            self.buffer_updated(0)
 
     def get_buffer(self, sizehint):
         if self.end == len(self.buf):          # compact: keep the unconsumed tail at the front
@@ -404,8 +407,6 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes):
         self.end += nbytes
         self.server.bytes_in += nbytes
-        if self.transport is None:             # TLS: decrypted before engine/tls.py handed over the transport
-            return
         now = self.last_recv = time.monotonic()
         dt = now - self.refilled
         t, r, b = self.tokens, self.rates, self.bursts

@@ -1,23 +1,28 @@
 """TLS on the trading port, by config: `[server] tls_cert` and `tls_key` (PEM paths).
 
-Python's ssl under uvloop: each accepted TCP connection first meets a Gate protocol
-that decides whether it may have a handshake at all -- a token bucket
+Python's ssl under uvloop. The listener accepts connections itself (a non-blocking
+listening socket read by the event loop) so that it can decide, before any TLS work,
+whether a connection may have a handshake at all: a token bucket
 (`tls_handshakes_per_s`, `tls_handshake_burst`) and the cap on connections not yet
-logged on (`max_pending_logons`, which counts handshakes in progress too). A handshake
-costs about 2.5 ms of the engine's own loop (measured here), so without the limit a
-burst of connects would stall matching; a connection over the limit is closed before
-its handshake starts and costs nothing. Admitted ones are upgraded with
-loop.start_tls (handshake timeout = `logon_timeout_s`), then handed to the ordinary
-Connection: from there on nothing differs from plain TCP.
+logged on (`max_pending_logons`, counting handshakes in progress). A handshake costs
+about 2.5 ms of the engine's own loop (measured here), so without the limit a burst of
+connects would stall matching; a connection over the limit is closed before its
+handshake starts and costs only accept() and close(). Admitted sockets go, untouched,
+to loop.connect_accepted_socket(ssl=...) (handshake timeout = `logon_timeout_s`), which
+calls the ordinary Connection's connection_made once the handshake is done: from there
+on nothing differs from plain TCP.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 
 log = logging.getLogger("trading-engine")
+
+ACCEPTS_PER_WAKEUP = 64
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:
@@ -27,18 +32,26 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
-class TlsState:
-    """The listener's context, handshake budget and counters (read by /metrics)."""
+class Listener:
+    """The TLS trading listener; `sockets` and `close()` as an asyncio Server has them.
+    Its counters are read by /metrics."""
 
-    def __init__(self, ctx, rate, burst):
-        self.ctx = ctx
-        self.rate, self.burst = rate, burst
-        self.tokens, self.refilled = burst, time.monotonic()
+    def __init__(self, server, connection_cls, host: str, port: int):
+        s = server.cfg.server
+        self.server, self.connection_cls = server, connection_cls
+        self.ctx = server_context(s.tls_cert, s.tls_key)
+        self.rate, self.burst = s.tls_handshakes_per_s, s.tls_handshake_burst
+        self.tokens, self.refilled = self.burst, time.monotonic()
         self.in_progress = 0
         self.handshakes = 0       # completed
         self.refused = 0          # closed before a handshake (over the rate or the cap)
         self.failed = 0           # handshakes that failed or timed out
         self.last_warning = 0.0
+        self.sock = socket.create_server((host, port), backlog=1024)
+        self.sock.setblocking(False)
+        self.sockets = [self.sock]
+        self.loop = server.loop
+        self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def take(self) -> bool:
         now = time.monotonic()
@@ -49,55 +62,42 @@ class TlsState:
             return True
         return False
 
+    def _accept(self):
+        srv = self.server
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:             # EMFILE and the like: the next wakeup tries again
+                log.error("tls: accept failed: %s", e)
+                return
+            if srv.stopping or self.in_progress + srv.pending_logons >= srv.cfg.server.max_pending_logons \
+                    or not self.take():
+                self.refused += 1
+                conn.close()
+                now = time.monotonic()
+                if now - self.last_warning >= 1.0:
+                    self.last_warning = now
+                    log.warning("tls: connection refused before its handshake (rate or cap); %d so far", self.refused)
+                continue
+            conn.setblocking(False)
+            self.in_progress += 1
+            asyncio.ensure_future(self._handshake(conn))
 
-def gate_factory(server, connection_cls):
-    s = server.cfg.server
-    state = server.tls = TlsState(server_context(s.tls_cert, s.tls_key), s.tls_handshakes_per_s,
-                                  s.tls_handshake_burst)
-    return lambda: Gate(server, connection_cls, state)
-
-
-class Gate(asyncio.Protocol):
-    def __init__(self, server, connection_cls, state):
-        self.server, self.connection_cls, self.state = server, connection_cls, state
-
-    def connection_made(self, transport):
-        srv, st = self.server, self.state
-        if srv.stopping or st.in_progress + srv.pending_logons >= srv.cfg.server.max_pending_logons \
-                or not st.take():
-            st.refused += 1
-            now = time.monotonic()
-            if now - st.last_warning >= 1.0:
-                st.last_warning = now
-                log.warning("tls: connection refused before its handshake (rate or cap); %d so far", st.refused)
-            transport.abort()
-            return
-        transport.pause_reading()             # the ClientHello waits in the kernel for start_tls
-        st.in_progress += 1
-        asyncio.ensure_future(self._upgrade(transport))
-
-    async def _upgrade(self, transport):
-        srv, st = self.server, self.state
-        conn = self.connection_cls(srv)
+    async def _handshake(self, conn):
+        srv = self.server
         try:
-            tls = await srv.loop.start_tls(transport, conn, st.ctx, server_side=True,
-                                           ssl_handshake_timeout=srv.cfg.server.logon_timeout_s)
+            await self.loop.connect_accepted_socket(lambda: self.connection_cls(srv), conn, ssl=self.ctx,
+                                                    ssl_handshake_timeout=srv.cfg.server.logon_timeout_s)
+            self.handshakes += 1
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as e:
-            st.failed += 1
+            self.failed += 1                 # the transport closed the socket
             log.info("tls: handshake failed: %s", e)
-            transport.abort()
-            return
         finally:
-            st.in_progress -= 1
-        st.handshakes += 1
-        if tls is None or conn.closed or tls.is_closing():
-            if tls is not None:
-                tls.abort()
-            return
-        conn.connection_made(tls)
+            self.in_progress -= 1
 
-    def data_received(self, data):            # never: reading is paused until start_tls takes over
-        pass
-
-    def connection_lost(self, exc):
-        pass
+    def close(self):
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
