@@ -79,23 +79,28 @@ class ServerProc:
         self.proc = None
         self.port = None
 
-    def start(self, timeout=20.0, env_extra=None):
+    def start(self, timeout=20.0, env_extra=None, wait_listening=True):
+        """Start and wait until it listens (after recovery); wait_listening=False: only until its
+        ops port (health probes) is known, which is before recovery."""
         (self.dir / "port").unlink(missing_ok=True)
+        (self.dir / "ops_port").unlink(missing_ok=True)
         env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()}, **(env_extra or {}))
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.log = open(self.dir / "server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "engine.server", "--config", str(self.config)],
                                      cwd=self.dir, env=env, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + timeout
-        port_file = self.dir / "port"
+        port_file = self.dir / ("port" if wait_listening else "ops_port")
         while not port_file.exists():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {self.output()}")
-            time.sleep(0.02)
-        self.port = int(port_file.read_text())
+            time.sleep(0.02 if wait_listening else 0.002)
         self.ops_port = int((self.dir / "ops_port").read_text())
+        if not wait_listening:
+            return self
+        self.port = int(port_file.read_text())
         admin = self.dir / "admin_port"
         deadline = time.monotonic() + timeout
         while self.admin and not admin.exists() and time.monotonic() < deadline:
