@@ -12,9 +12,12 @@ Scenarios here:
            (see perf/roundtrip.py)
   replay   journal replay rate (what a restart without a snapshot does) and snapshot
            write/load time (see perf/replay.py)
+  sessions N logged-on sessions (--sessions, default 1,100,500) trading at an aggregate open-loop
+           --rate through the real server; symbols: 4 sessions spreading orders over S symbols
+           (--symbol-counts, default 1,1000,5000) (see perf/sessions.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
 perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
-Still to come: throughput (pipelined clients), sessions, symbols, journal, recovery
+Still to come: throughput (pipelined clients), journal, recovery
 (restart-to-ready of the real server).
 """
 from __future__ import annotations
@@ -183,7 +186,11 @@ def print_table(name, results):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay"])
+    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "sessions", "symbols"])
+    p.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100, 500],
+                   help="session counts (sessions)")
+    p.add_argument("--symbol-counts", type=lambda s: [int(x) for x in s.split(",")], default=[1, 1000, 5000],
+                   help="symbol counts (symbols)")
     p.add_argument("--batch", type=int, default=256, help="commands per journal batch (replay)")
     p.add_argument("--rate", type=float, default=50_000, help="orders/s (roundtrip)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per run (roundtrip)")
@@ -211,6 +218,9 @@ def main(argv=None):
     elif args.scenario == "replay":
         from perf import replay
         results = replay.scenario(args)
+    elif args.scenario in ("sessions", "symbols"):
+        from perf import sessions
+        results = (sessions.sessions_scenario if args.scenario == "sessions" else sessions.symbols_scenario)(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)
@@ -219,7 +229,11 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.scenario}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(doc, indent=2))
-    print_table(args.scenario, results)
+    if args.scenario in ("sessions", "symbols"):
+        from perf import sessions
+        sessions.print_table(args.scenario, results)
+    else:
+        print_table(args.scenario, results)
     print(f"\nmachine: {doc['machine']}\nwrote {path}")
     return 0
 

@@ -27,10 +27,10 @@ logon_timeout_s = 2.0
 {server_extra}
 
 [engine]
-max_orders = 65536
-max_accounts = 16
-max_symbols = 8
-max_levels = 1024
+max_orders = {max_orders}
+max_accounts = {max_accounts}
+max_symbols = {max_symbols}
+max_levels = {max_levels}
 
 [journal]
 path = "{dir}/journal"
@@ -56,17 +56,18 @@ lot_size = 1
 """
 
 SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"}
+ENGINE = dict(max_orders=65536, max_accounts=16, max_symbols=8, max_levels=1024)
 
 
 class ServerProc:
     def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra="",
-                 server_extra="", journal_extra="", admins=None):
+                 server_extra="", journal_extra="", admins=None, engine=None):
         admins = admins or {}
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = BASE_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
                                   output_buffer_bytes=output_buffer_bytes, server_extra=server_extra,
-                                  journal_extra=journal_extra) + extra
+                                  journal_extra=journal_extra, **dict(ENGINE, **(engine or {}))) + extra
         self.admin = admins
         for i, (name, hashed) in enumerate(admins.items(), 1):
             text += f'\n[[admins]]\nid = {i}\nname = "{name}"\npassword_scrypt = "{hashed}"\n'
