@@ -15,6 +15,8 @@ Scenarios here:
   sessions N logged-on sessions (--sessions, default 1,100,500) trading at an aggregate open-loop
            --rate through the real server; symbols: 4 sessions spreading orders over S symbols
            (--symbol-counts, default 1,1000,5000) (see perf/sessions.py)
+  tls      server CPU per TLS handshake (ECDSA P-256, RSA 2048) and the round trip over TLS
+           against plain TCP (see perf/tls.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
 perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
 Still to come: throughput (pipelined clients), journal, recovery
@@ -186,7 +188,9 @@ def print_table(name, results):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "sessions", "symbols"])
+    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "sessions", "symbols", "tls"])
+    p.add_argument("--handshakes", type=int, default=200, help="handshakes per run (tls)")
+    p.add_argument("--orders", type=int, default=3000, help="closed-loop orders per run (tls)")
     p.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100, 500],
                    help="session counts (sessions)")
     p.add_argument("--symbol-counts", type=lambda s: [int(x) for x in s.split(",")], default=[1, 1000, 5000],
@@ -221,6 +225,9 @@ def main(argv=None):
     elif args.scenario in ("sessions", "symbols"):
         from perf import sessions
         results = (sessions.sessions_scenario if args.scenario == "sessions" else sessions.symbols_scenario)(args)
+    elif args.scenario == "tls":
+        from perf import tls
+        results = tls.scenario(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)
@@ -232,6 +239,9 @@ def main(argv=None):
     if args.scenario in ("sessions", "symbols"):
         from perf import sessions
         sessions.print_table(args.scenario, results)
+    elif args.scenario == "tls":
+        from perf import tls
+        tls.print_table(results)
     else:
         print_table(args.scenario, results)
     print(f"\nmachine: {doc['machine']}\nwrote {path}")
