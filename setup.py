@@ -33,6 +33,7 @@ BASE_DIRECTIVES = {"language_level": 3, "embedsignature": True}
 
 # module name -> (sources, hot?)
 MODULES = {
+    "engine.risk": (["engine/risk.pyx"], True),
     "engine.core": (["engine/core.pyx"], True),
     "engine.gateway": (["engine/gateway.pyx"], True),
     "engine.marketdata": (["engine/marketdata.pyx"], True),

@@ -2,6 +2,7 @@
 # Rules it implements: engine/RULES.md. Record layouts: protocol/records.py.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from protocol.cdefs cimport Command, Event
+from engine.risk cimport Risk
 
 # -- DOMAIN SCALARS --
 ctypedef int64_t ticks_t    # a price in the symbol's price units
@@ -42,7 +43,7 @@ cdef packed struct Order:
     uint8_t order_type       # @121 OrderType (a triggered stop becomes LIMIT / MARKET)
     uint8_t tif              # @122 TimeInForce
     uint8_t stp              # @123 SelfTradePrevention
-    uint8_t flags            # @124 OrderFlag bits
+    uint8_t flags            # @124 OrderFlag bits; OFLAG_LIQUIDATION (core.pyx) for engine liquidation orders
     uint8_t state            # @125 OrderState
     uint8_t registered       # @126 1 while in the id tables and the account/TIF lists
     uint8_t _pad             # @127
@@ -103,6 +104,10 @@ cdef class Engine:
     cdef int32_t* acct_open
     cdef uint8_t* acct_defined
 
+    # -- RISK --
+    cdef readonly Risk risk
+    """Pre-trade risk, positions and margin (engine/risk.pyx), or None: matching only."""
+
     # -- COUNTERS --
     cdef readonly uint64_t next_order_id
     cdef readonly uint64_t next_trade_id
@@ -139,10 +144,22 @@ cdef class Engine:
     cdef int cmd_end_of_day(self) except -1
     cdef int cmd_expire(self) except -1
     cdef int cmd_symbol_state(self, uint8_t state) except -1
+    cdef int cmd_risk(self) except -1
+    cdef slot_t new_slot(self, uint32_t account, uint32_t symbol, uint8_t side, uint8_t order_type, uint8_t tif,
+                         uint8_t stp, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
+                         int64_t display, int64_t expire_ts_ns, uint64_t client_order_id, uint32_t strategy) noexcept
+
+    # -- RISK ORCHESTRATION (engine/RISK.md) --
+    cdef int risk_after(self, Py_ssize_t start) except -1
+    cdef int margin_step(self, uint32_t a) except -1
+    cdef int place_liquidation(self, uint32_t a, uint32_t symbol, uint8_t side, int64_t qty) except -1
+    cdef int cancel_account(self, uint32_t a, uint16_t reason) except -1
+    cdef int set_symbol_state(self, uint32_t symbol, uint8_t state) except -1
+    cdef Event* emit_account(self, uint8_t kind, uint32_t a) except NULL
 
     # -- MATCHING --
     cdef int execute(self, slot_t s) except -1
-    cdef bint fok_can_fill(self, slot_t s) noexcept
+    cdef bint fok_can_fill(self, slot_t s, int64_t bound) noexcept
     cdef int trigger_stops(self, uint32_t symbol) except -1
     cdef int run_triggers(self) except -1
     cdef bint crosses(self, uint32_t symbol, uint8_t side, int64_t price) noexcept

@@ -21,15 +21,22 @@ from libc.stdlib cimport qsort
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from protocol.cdefs cimport *
+from engine.risk cimport Risk
 
 import numpy as np
 
 from protocol.records import COMMAND, EVENT, EventTuple
-from protocol.codes import OrderType, SelfTradePrevention, TimeInForce, CommandKind
+from protocol.codes import OrderType, SelfTradePrevention, TimeInForce, CommandKind, LimitScope
 
 cnp.import_array()
 
 # Ladder kinds (LADDER_*): core.pxd.
+
+
+# Order.flags bit of an order the engine placed to liquidate an account (never on the wire:
+# NEW_ORDER's flags are checked against the OrderFlag bits).
+cdef enum:
+    OFLAG_LIQUIDATION = 0x80
 
 
 cdef inline void* _data(object arr) noexcept:
@@ -230,6 +237,7 @@ cdef class Engine:
         """Apply one command; its events are appended to ev_buf[ev_count:]."""
         self.cur = cmd
         cdef uint8_t k = cmd.kind
+        cdef Py_ssize_t start = self.ev_count
         if k == CMD_NEW_ORDER:
             self.cmd_new()
         elif k == CMD_CANCEL:
@@ -246,8 +254,15 @@ cdef class Engine:
             self.cmd_symbol_state(SYM_HALTED)
         elif k == CMD_RESUME:
             self.cmd_symbol_state(SYM_TRADING)
+        elif CMD_DEPOSIT <= k <= CMD_RISK_TICK:
+            if self.risk is None:
+                self.reject(REJ_RISK_OFF)
+            else:
+                self.cmd_risk()
         else:
             self.reject(REJ_INVALID_COMMAND)
+        if self.risk is not None:
+            self.risk_after(start)
         self.cur = NULL
         return 0
 
@@ -350,6 +365,8 @@ cdef class Engine:
             e.client_order_id = o.client_order_id
             e.price = o.price
             e.leaves = o.leaves
+            if o.flags & OFLAG_LIQUIDATION:
+                e.flags = EVFLAG_LIQUIDATION
         return e
 
     cdef int reject(self, uint16_t reason) except -1:
@@ -393,7 +410,7 @@ cdef class Engine:
             return self.reject(REJ_INVALID_TIF)
         if not stp_mode_valid(c.stp):
             return self.reject(REJ_INVALID_STP)
-        if c.flags & ~FLAG_POST_ONLY:
+        if c.flags & ~(FLAG_POST_ONLY | FLAG_REDUCE_ONLY) or ((c.flags & FLAG_REDUCE_ONLY) and self.risk is None):
             return self.reject(REJ_INVALID_FLAGS)
         if c.qty <= 0:
             return self.reject(REJ_INVALID_QTY)
@@ -453,33 +470,16 @@ cdef class Engine:
                 return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
         if post_only and self.crosses(sym, c.side, c.price):
             return self.reject(REJ_POST_ONLY_WOULD_CROSS)
+        cdef int code
+        if self.risk is not None:
+            code = self.risk.check_order(a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
+                                         c.qty, c.qty, self.acct_open[a])
+            if code:
+                return self.reject(code)
 
         # accepted: take a slot
-        cdef slot_t s = self.free_head
-        cdef Order* o = &self.orders[s]
-        self.free_head = o.acct_next
-        self.used_slots += 1
-        memset(o, 0, sizeof(Order))
-        o.price = c.price
-        o.stop_price = c.stop_price
-        o.qty = c.qty
-        o.leaves = c.qty
-        o.display = c.display_qty
-        o.expire_ts_ns = c.expire_ts_ns
-        o.order_id = self.next_order_id
-        self.next_order_id += 1
-        o.client_order_id = c.client_order_id
-        o.next = o.prev = o.level = -1
-        o.acct_next = o.acct_prev = o.tif_next = o.tif_prev = -1
-        o.account = a
-        o.symbol = sym
-        o.strategy = c.strategy
-        o.side = c.side
-        o.order_type = ot
-        o.tif = c.tif
-        o.stp = c.stp
-        o.flags = c.flags
-        o.state = OS_IN_FLIGHT
+        cdef slot_t s = self.new_slot(a, sym, c.side, ot, c.tif, c.stp, c.flags, c.price, c.stop_price, c.qty,
+                                      c.display_qty, c.expire_ts_ns, c.client_order_id, c.strategy)
         cdef Event* e = self.emit(EV_ACCEPTED, s)
         e.qty = c.qty
         if is_stop:
@@ -489,6 +489,37 @@ cdef class Engine:
         self.execute(s)
         self.run_triggers()
         return 0
+
+    cdef slot_t new_slot(self, uint32_t account, uint32_t symbol, uint8_t side, uint8_t order_type, uint8_t tif,
+                         uint8_t stp, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
+                         int64_t display, int64_t expire_ts_ns, uint64_t client_order_id, uint32_t strategy) noexcept:
+        """Take the free slot (the caller checked there is one) for an accepted order, IN_FLIGHT."""
+        cdef slot_t s = self.free_head
+        cdef Order* o = &self.orders[s]
+        self.free_head = o.acct_next
+        self.used_slots += 1
+        memset(o, 0, sizeof(Order))
+        o.price = price
+        o.stop_price = stop_price
+        o.qty = qty
+        o.leaves = qty
+        o.display = display
+        o.expire_ts_ns = expire_ts_ns
+        o.order_id = self.next_order_id
+        self.next_order_id += 1
+        o.client_order_id = client_order_id
+        o.next = o.prev = o.level = -1
+        o.acct_next = o.acct_prev = o.tif_next = o.tif_prev = -1
+        o.account = account
+        o.symbol = symbol
+        o.strategy = strategy
+        o.side = side
+        o.order_type = order_type
+        o.tif = tif
+        o.stp = stp
+        o.flags = flags
+        o.state = OS_IN_FLIGHT
+        return s
 
     cdef int cmd_cancel(self) except -1:
         cdef const Command* c = self.cur
@@ -547,7 +578,13 @@ cdef class Engine:
         cdef int64_t key
         cdef Event* e
         cdef Level* lv
-        cdef int64_t new_shown
+        cdef int64_t new_shown, old_leaves = o.leaves
+        cdef int code
+        if self.risk is not None and (c.qty > o.leaves or new_price != o.price or new_stop != o.stop_price):
+            code = self.risk.check_order(a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
+                                         new_stop, c.qty, c.qty - o.leaves, -1)
+            if code:
+                return self.reject(code)
         if untriggered:
             if new_stop != o.stop_price:
                 if o.side == SIDE_BUY:
@@ -572,6 +609,7 @@ cdef class Engine:
                 o.qty = o.filled + c.qty
             e = self.emit(EV_REPLACED, s)
             e.qty = o.leaves
+            e.other_leaves = old_leaves
             return 0
         # a resting limit order
         cdef bint loses = new_price != o.price or c.qty > o.leaves
@@ -585,6 +623,7 @@ cdef class Engine:
             o.qty = o.filled + c.qty
             e = self.emit(EV_REPLACED, s)
             e.qty = o.leaves
+            e.other_leaves = old_leaves
             return 0
         if new_price != o.price:
             if o.side == SIDE_BUY:
@@ -604,6 +643,7 @@ cdef class Engine:
         o.qty = o.filled + c.qty
         e = self.emit(EV_REPLACED, s)
         e.qty = o.leaves
+        e.other_leaves = old_leaves
         self.execute(s)
         self.run_triggers()
         return 0
@@ -636,6 +676,8 @@ cdef class Engine:
         cdef uint32_t sym = self.cur.symbol
         if sym != 0 and not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
+        if sym == 0 and self.risk is not None:
+            self.risk.end_of_day()
         cdef slot_t s = self.day_head, nxt
         while s >= 0:
             nxt = self.orders[s].tif_next
@@ -660,11 +702,263 @@ cdef class Engine:
         cdef uint32_t sym = self.cur.symbol
         if not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
+        if state == SYM_TRADING and self.risk is not None:
+            self.risk.brk_tripped[sym] = 0          # an admin resume also ends a breaker halt
+            self.risk.brk_ref[sym] = 0
+        return self.set_symbol_state(sym, state)
+
+    cdef int set_symbol_state(self, uint32_t sym, uint8_t state) except -1:
         self.sym_state[sym] = state
         cdef Event* e = self.emit(EV_SYMBOL_STATE, -1)
         e.symbol = sym
         e.reason = state
         return 0
+
+    # -- RISK ORCHESTRATION (engine/RISK.md) --
+    # Risk keeps the numbers; the core acts on them. After every command (process_one) the
+    # new events are folded into risk (open quantities, positions, cash, breakers), then what
+    # that calls for is done here, each action's events folded in turn, until nothing is left:
+    # the engine-wide breaker event, breaker halts, then margin checks of the accounts the
+    # command touched (liquidation steps). All of it belongs to the command being processed.
+
+    def attach_risk(self, Risk risk not None):
+        """Turn on pre-trade risk (before any command; the capacities must match the engine's)."""
+        if risk.max_accounts != self.max_accounts or risk.max_symbols != self.max_symbols:
+            raise ValueError("risk capacities (accounts, symbols) must equal the engine's")
+        if self.next_order_id != 1 or self.used_slots:
+            raise ValueError("attach risk to a fresh engine")
+        self.risk = risk
+
+    cdef int risk_after(self, Py_ssize_t i) except -1:
+        cdef Risk r = self.risk
+        cdef int32_t a, k, n
+        cdef uint32_t sym
+        cdef Event* e
+        cdef int64_t ts = self.cur.ts_ns
+        while True:
+            while i < self.ev_count:
+                r.on_event(&self.ev_buf[i], ts)
+                i += 1
+            if r.breaker_new:
+                r.breaker_new = 0
+                e = self.emit(EV_BREAKER, -1)
+                e.reason = 1
+                continue
+            if r.n_trip:
+                n = r.n_trip
+                r.n_trip = 0
+                for k in range(n):
+                    sym = r.trip_q[k]
+                    e = self.emit(EV_BREAKER, -1)
+                    e.symbol = sym
+                    e.price = r.brk_ref[sym]
+                    e.reason = 1
+                    if self.sym_state[sym] != SYM_HALTED:
+                        self.set_symbol_state(sym, SYM_HALTED)
+                continue
+            a = r.pop_touched()
+            if a == 0:
+                return 0
+            self.margin_step(a)
+
+    cdef int margin_step(self, uint32_t a) except -1:
+        """One step of margin monitoring for account a (RISK.md "Liquidation")."""
+        cdef Risk r = self.risk
+        cdef bint below = r.below_maintenance(a)
+        cdef int64_t qty
+        cdef uint8_t side
+        cdef uint32_t sym
+        if r.state[a] != ACCT_LIQUIDATING:
+            if not below:
+                return 0
+            r.prev_state[a] = r.state[a]
+            r.state[a] = ACCT_LIQUIDATING
+            r.liq_cursor[a] = 0
+            self.emit_account(EV_ACCOUNT_STATE, a)
+            self.cancel_account(a, CXL_LIQUIDATION)
+            r.touch(a)
+            return 0
+        if not below:
+            r.state[a] = r.prev_state[a]
+            self.emit_account(EV_ACCOUNT_STATE, a)
+            return 0
+        sym = r.next_liquidation(a, &qty, &side)
+        if sym == 0:
+            return 0                # every position tried this pass; the next RISK_TICK tries again
+        self.place_liquidation(a, sym, side, qty)
+        r.touch(a)
+        return 0
+
+    cdef int place_liquidation(self, uint32_t a, uint32_t sym, uint8_t side, int64_t qty) except -1:
+        """A reduce-only market IOC for the account (protected by the market band), placed by the
+        engine: client order id 0, flagged LIQUIDATION in its events. Skipped when the symbol is
+        halted or no order slot is free."""
+        if self.free_head < 0 or self.sym_state[sym] == SYM_HALTED:
+            return 0
+        cdef slot_t s = self.new_slot(a, sym, side, OT_MARKET, TIF_IOC, STP_CANCEL_OLDEST, OFLAG_LIQUIDATION,
+                                      0, 0, qty, 0, 0, 0, 0)
+        cdef Event* e = self.emit(EV_ACCEPTED, s)
+        e.qty = qty
+        self.execute(s)
+        self.run_triggers()
+        return 0
+
+    cdef int cancel_account(self, uint32_t a, uint16_t reason) except -1:
+        """Cancel every live order of account a, ascending order id."""
+        cdef slot_t s = self.acct_head[a], nxt
+        while s >= 0:
+            nxt = self.orders[s].acct_next
+            self.cancel_order(s, reason)
+            s = nxt
+        return 0
+
+    cdef Event* emit_account(self, uint8_t kind, uint32_t a) except NULL:
+        """An account-level risk event (ACCOUNT_STATE: reason = state, qty = kill switch)."""
+        cdef Event* e = self.emit(kind, -1)
+        e.account = a
+        if kind == EV_ACCOUNT_STATE:
+            e.reason = self.risk.state[a]
+            e.qty = self.risk.kill[a]
+        return e
+
+    cdef int cmd_risk(self) except -1:
+        """DEPOSIT .. RISK_TICK (CommandKind; RISK.md "Commands")."""
+        cdef const Command* c = self.cur
+        cdef Risk r = self.risk
+        cdef uint8_t k = c.kind
+        cdef uint32_t a = c.account, sym = c.symbol, target
+        cdef int64_t amount, now
+        cdef int code
+        cdef Event* e
+        cdef int32_t i
+        if k == CMD_DEPOSIT or k == CMD_WITHDRAW:
+            if not self.account_ok(a):
+                return self.reject(REJ_UNKNOWN_ACCOUNT)
+            if c.qty <= 0:
+                return self.reject(REJ_INVALID_AMOUNT)
+            if k == CMD_WITHDRAW and c.qty > r.available(a):
+                return self.reject(REJ_INSUFFICIENT_FUNDS)
+            amount = c.qty if k == CMD_DEPOSIT else -c.qty
+            if (amount > 0 and r.cash[a] > (<int64_t>1 << 62) - amount):
+                return self.reject(REJ_INVALID_AMOUNT)      # cash stays within +-2**62
+            r.cash[a] += amount
+            r.day_base[a] += amount                         # deposits are not profit
+            e = self.emit_account(EV_BALANCE, a)
+            e.qty = amount
+            e.leaves = r.cash[a]
+            r.touch(a)
+        elif k == CMD_SET_LIMIT:
+            target = a if c.side == SCOPE_ACCOUNT else (sym if c.side == SCOPE_SYMBOL else
+                                                       (c.strategy if c.side == SCOPE_STRATEGY else 0))
+            if c.side == SCOPE_ACCOUNT and not self.account_ok(a):
+                return self.reject(REJ_UNKNOWN_ACCOUNT)
+            if c.side == SCOPE_SYMBOL and not self.symbol_ok(sym):
+                return self.reject(REJ_UNKNOWN_SYMBOL)
+            code = r.set_limit(c.side, c.order_type, target, c.qty, c.flags & 1)
+            if code:
+                return self.reject(code)
+            e = self.emit(EV_LIMIT_SET, -1)
+            e.side = c.side
+            e.reason = c.order_type
+            e.account = a if c.side == SCOPE_ACCOUNT else 0
+            e.symbol = sym if c.side == SCOPE_SYMBOL else 0
+            e.order_id = target
+            e.qty = c.qty
+            e.flags = c.flags & 1
+        elif k == CMD_SET_ACCOUNT_STATE:
+            if not self.account_ok(a):
+                return self.reject(REJ_UNKNOWN_ACCOUNT)
+            if c.side < ACCT_ACTIVE or c.side > ACCT_SUSPENDED:
+                return self.reject(REJ_INVALID_STATE)
+            if r.state[a] == ACCT_LIQUIDATING:
+                r.prev_state[a] = c.side                    # applied when the liquidation ends
+            else:
+                r.state[a] = c.side
+            self.emit_account(EV_ACCOUNT_STATE, a)
+        elif k == CMD_KILL_SWITCH:
+            if c.side != 1 and c.side != 2:
+                return self.reject(REJ_INVALID_STATE)
+            if a == 0:
+                r.kill_all = c.side == 1
+                e = self.emit(EV_ACCOUNT_STATE, -1)
+                e.qty = r.kill_all
+                if r.kill_all:
+                    for i in range(1, self.max_accounts):
+                        self.cancel_account(i, CXL_KILL_SWITCH)
+            else:
+                if not self.account_ok(a):
+                    return self.reject(REJ_UNKNOWN_ACCOUNT)
+                r.kill[a] = c.side == 1
+                self.emit_account(EV_ACCOUNT_STATE, a)
+                if r.kill[a]:
+                    self.cancel_account(a, CXL_KILL_SWITCH)
+        elif k == CMD_RESTRICT_SYMBOL:
+            if not self.account_ok(a):
+                return self.reject(REJ_UNKNOWN_ACCOUNT)
+            if not self.symbol_ok(sym):
+                return self.reject(REJ_UNKNOWN_SYMBOL)
+            if c.side != 1 and c.side != 2:
+                return self.reject(REJ_INVALID_STATE)
+            r.P[<int64_t>a * self.max_symbols + sym].restricted = c.side == 1
+            e = self.emit(EV_LIMIT_SET, -1)                 # kind 0: a symbol restriction
+            e.account = a
+            e.symbol = sym
+            e.qty = c.side == 1
+        elif k == CMD_MARK_PRICE:
+            if not self.symbol_ok(sym):
+                return self.reject(REJ_UNKNOWN_SYMBOL)
+            if c.price <= 0 or c.price % self.sym_tick[sym] or c.price > self.sym_max_price[sym]:
+                return self.reject(REJ_INVALID_PRICE)
+            r.set_mark(sym, c.price)
+            e = self.emit(EV_MARK, -1)
+            e.symbol = sym
+            e.price = c.price
+        elif k == CMD_RESET_BREAKER:
+            r.breaker = 0
+            r.err_count = 0
+            e = self.emit(EV_BREAKER, -1)
+            e.reason = 2
+        else:                                               # RISK_TICK
+            now = c.expire_ts_ns
+            for i in range(1, self.max_symbols):
+                if self.sym_state[i] == 0:
+                    continue
+                if r.brk_tripped[i] and r.brk_resume[i] and now >= r.brk_resume[i]:
+                    r.brk_tripped[i] = 0
+                    r.brk_ref[i] = 0
+                    e = self.emit(EV_BREAKER, -1)
+                    e.symbol = i
+                    e.reason = 2
+                    if self.sym_state[i] == SYM_HALTED:
+                        self.set_symbol_state(i, SYM_TRADING)
+                if self.sym_has_last[i] and self.sym_last[i] != r.mark[i]:
+                    r.mark[i] = self.sym_last[i]
+                    r.chg[i] = 1
+                    e = self.emit(EV_MARK, -1)
+                    e.symbol = i
+                    e.price = r.mark[i]
+            r.revalue()
+            for i in range(1, self.max_accounts):
+                if r.state[i] == ACCT_LIQUIDATING:
+                    r.liq_cursor[i] = 0
+                    r.touch(i)
+        return 0
+
+    def risk_tick_due(self, int64_t now_ns):
+        """Would a RISK_TICK at now_ns change anything (a mark behind the last trade, or a breaker
+        cool-off over, or an account liquidating)? The server's timer journals one only then."""
+        if self.risk is None:
+            return False
+        cdef Risk r = self.risk
+        cdef int32_t i
+        for i in range(1, self.max_symbols):
+            if self.sym_state[i] and ((self.sym_has_last[i] and self.sym_last[i] != r.mark[i]) or
+                                      (r.brk_tripped[i] and r.brk_resume[i] and now_ns >= r.brk_resume[i])):
+                return True
+        for i in range(1, self.max_accounts):
+            if r.state[i] == ACCT_LIQUIDATING:
+                return True
+        return False
 
     # -- MATCHING --
 
@@ -677,10 +971,12 @@ cdef class Engine:
         cdef int64_t best = self.levels[self.ladder_level[<int64_t>ladder * self.max_levels + n - 1]].price
         return price >= best if side == SIDE_BUY else price <= best
 
-    cdef bint fok_can_fill(self, slot_t s) noexcept:
-        """Dry run of the sweep of aggressor s: would it fill completely? (RULES.md 2 and 7)"""
+    cdef bint fok_can_fill(self, slot_t s, int64_t bound) noexcept:
+        """Dry run of the sweep of aggressor s: would it fill completely? (RULES.md 2 and 7)
+        bound: a market order's protection price (0 = none)."""
         cdef Order* o = &self.orders[s]
-        cdef bint market = o.order_type == OT_MARKET
+        cdef bint market = o.order_type == OT_MARKET and bound == 0
+        cdef int64_t limit = bound if o.order_type == OT_MARKET else o.price
         cdef bint buy = o.side == SIDE_BUY
         cdef int32_t ladder = o.symbol * 4 + (LADDER_ASKS if buy else LADDER_BIDS)
         cdef int64_t base = <int64_t>ladder * self.max_levels
@@ -691,7 +987,7 @@ cdef class Engine:
         cdef slot_t m
         while pos >= 0:
             lv = &self.levels[self.ladder_level[base + pos]]
-            if not market and ((buy and lv.price > o.price) or (not buy and lv.price < o.price)):
+            if not market and ((buy and lv.price > limit) or (not buy and lv.price < limit)):
                 break
             if not stp:
                 avail += lv.total
@@ -733,16 +1029,23 @@ cdef class Engine:
         cdef slot_t m
         cdef int64_t q
         cdef Event* e
-        cdef bint stopped = False
+        cdef bint stopped = False, protected = False
+        cdef int64_t bound = 0            # a market order's protection price (risk's market band)
+        if market and self.risk is not None:
+            bound = self.risk.market_bound(o.account, sym, o.side, self.sym_tick[sym])
         self.sw_traded = False
-        if o.tif == TIF_FOK and not self.fok_can_fill(s):
+        if o.tif == TIF_FOK and not self.fok_can_fill(s, bound):
             return self.cancel_order(s, CXL_FOK_UNFILLED)
         # one resting order per iteration: the best level's head (matched orders leave the
         # head, refreshed icebergs go to the back, so the same aggressor may meet them again)
         while o.leaves > 0 and self.ladder_count[ladder] > 0:
             lvi = self.ladder_level[base + self.ladder_count[ladder] - 1]
             lv = &self.levels[lvi]
-            if not market and ((buy and lv.price > o.price) or (not buy and lv.price < o.price)):
+            if not market:
+                if (buy and lv.price > o.price) or (not buy and lv.price < o.price):
+                    break
+            elif bound and ((buy and lv.price > bound) or (not buy and lv.price < bound)):
+                protected = True
                 break
             m = lv.head
             mo = &self.orders[m]
@@ -809,7 +1112,7 @@ cdef class Engine:
         elif o.leaves == 0:
             self.release(s)
         elif market:
-            self.cancel_order(s, CXL_MARKET_REMAINDER)
+            self.cancel_order(s, CXL_MARKET_PROTECTION if protected else CXL_MARKET_REMAINDER)
         elif not can_rest(o.tif):
             self.cancel_order(s, CXL_IOC_REMAINDER)   # FOK never gets here with leaves: the dry run said so
         elif not self.ladder_has_room(sym * 4 + (LADDER_BIDS if buy else LADDER_ASKS), o.price if buy else -o.price):
@@ -1207,6 +1510,38 @@ cdef class Engine:
     def resume(self, symbol, seq=0):
         return self.command(kind=CommandKind.RESUME, symbol=symbol, seq=seq)
 
+    # risk commands (engine/RISK.md); amounts in cash units, ratios in bps
+    def deposit(self, account, amount, seq=0):
+        return self.command(kind=CommandKind.DEPOSIT, account=account, qty=amount, seq=seq)
+
+    def withdraw(self, account, amount, seq=0):
+        return self.command(kind=CommandKind.WITHDRAW, account=account, qty=amount, seq=seq)
+
+    def set_limit(self, scope, kind, value=0, target=0, clear=False, seq=0):
+        fields = dict(kind=CommandKind.SET_LIMIT, side=scope, order_type=kind, qty=value, flags=int(clear), seq=seq)
+        fields[{LimitScope.ACCOUNT: "account", LimitScope.SYMBOL: "symbol",
+                LimitScope.STRATEGY: "strategy"}.get(LimitScope(scope), "account")] = target
+        return self.command(**fields)
+
+    def set_account_state(self, account, state, seq=0):
+        return self.command(kind=CommandKind.SET_ACCOUNT_STATE, account=account, side=state, seq=seq)
+
+    def kill_switch(self, account=0, on=True, seq=0):
+        return self.command(kind=CommandKind.KILL_SWITCH, account=account, side=1 if on else 2, seq=seq)
+
+    def restrict(self, account, symbol, restricted=True, seq=0):
+        return self.command(kind=CommandKind.RESTRICT_SYMBOL, account=account, symbol=symbol,
+                            side=1 if restricted else 2, seq=seq)
+
+    def mark_price(self, symbol, price, seq=0):
+        return self.command(kind=CommandKind.MARK_PRICE, symbol=symbol, price=price, seq=seq)
+
+    def reset_breaker(self, seq=0):
+        return self.command(kind=CommandKind.RESET_BREAKER, seq=seq)
+
+    def risk_tick(self, now_ns, seq=0):
+        return self.command(kind=CommandKind.RISK_TICK, expire_ts_ns=now_ns, ts_ns=now_ns, seq=seq)
+
     # -- QUERIES --
 
     def depth(self, uint32_t symbol, int levels=5):
@@ -1306,6 +1641,8 @@ cdef class Engine:
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
                 state[prefix + col] = arr
+        if self.risk is not None:
+            state.update(self.risk.export_state())
         return state
 
     def import_state(self, state):
@@ -1340,6 +1677,10 @@ cdef class Engine:
         self.gtd_tail = <int32_t>sc[10]
         if <uint64_t>sc[11] != self.table_mask:
             raise ValueError("snapshot table size differs")
+        if (self.risk is not None) != ("risk.capacity" in state):
+            raise ValueError("snapshot and engine differ in whether risk is on")
+        if self.risk is not None:
+            self.risk.import_state(state)
         self.q_head = self.q_tail = 0
         self.ev_count = 0
 
@@ -1381,6 +1722,9 @@ cdef class Engine:
                 _fnv(&h, sym)
                 _fnv(&h, self.acct_last_clid[sym])
                 _fnv(&h, <uint64_t>self.acct_stp_key[sym])
+        if self.risk is not None:
+            import hashlib
+            _fnv(&h, int.from_bytes(hashlib.blake2b(self.risk.state_bytes(), digest_size=8).digest(), "little"))
         return h
 
     def validate(self):
@@ -1480,3 +1824,25 @@ cdef class Engine:
         assert tabled == self.live_orders, f"order id table holds {tabled}, live {self.live_orders}"
         tabled = int((self.clid_table_arr >= 0).sum())
         assert tabled == self.live_orders, f"client id table holds {tabled}, live {self.live_orders}"
+        if self.risk is not None:
+            self._validate_risk()
+
+    def _validate_risk(self):
+        """Risk's open quantities equal the live orders' leaves; its cached sums equal its figures."""
+        S = self.max_symbols
+        want = np.zeros((self.max_accounts * S, 2), dtype=np.int64)
+        for a in range(self.max_accounts):
+            for o in self.open_orders(a):
+                want[a * S + o["symbol"], o["side"] - 1] += o["leaves"]
+        pos = self.risk.pos_arr
+        got = np.stack([pos["open_buy"], pos["open_sell"]], axis=1)
+        bad = np.nonzero((got != want).any(axis=1))[0]
+        assert not len(bad), f"risk open qty of (account, symbol) {divmod(int(bad[0]), S)}: " \
+                             f"{got[bad[0]].tolist()} != live leaves {want[bad[0]].tolist()}"
+        positions = self.risk.pos_arr.reshape(self.max_accounts, S)
+        for name, col in (("upnl_sum", "upnl"), ("expo_sum", "expo"), ("wexpo_sum", "wexpo"),
+                          ("im_sum", "im"), ("mm_sum", "mm")):
+            sums = positions[col].sum(axis=1)
+            assert (sums == self.risk.acct_cols[name]).all(), f"risk {name} != the sum of its figures"
+        listed = (positions["slot"] >= 0).sum(axis=1)
+        assert (listed == self.risk.acct_cols["n_active"]).all(), "risk active lists out of step"

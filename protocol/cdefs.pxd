@@ -32,6 +32,11 @@ cdef enum:
 # OrderFlag
 cdef enum:
     FLAG_POST_ONLY = 1
+    FLAG_REDUCE_ONLY = 2
+
+# EventFlag
+cdef enum:
+    EVFLAG_LIQUIDATION = 1
 
 # CommandKind
 cdef enum:
@@ -43,6 +48,15 @@ cdef enum:
     CMD_EXPIRE = 6
     CMD_HALT = 7
     CMD_RESUME = 8
+    CMD_DEPOSIT = 9
+    CMD_WITHDRAW = 10
+    CMD_SET_LIMIT = 11
+    CMD_SET_ACCOUNT_STATE = 12
+    CMD_KILL_SWITCH = 13
+    CMD_RESTRICT_SYMBOL = 14
+    CMD_MARK_PRICE = 15
+    CMD_RESET_BREAKER = 16
+    CMD_RISK_TICK = 17
 
 # EventKind
 cdef enum:
@@ -56,6 +70,11 @@ cdef enum:
     EV_STP_PREVENTED = 8
     EV_MASS_CANCEL_DONE = 9
     EV_SYMBOL_STATE = 10
+    EV_BALANCE = 11
+    EV_ACCOUNT_STATE = 12
+    EV_LIMIT_SET = 13
+    EV_MARK = 14
+    EV_BREAKER = 15
 
 # SymbolState
 cdef enum:
@@ -80,6 +99,43 @@ cdef enum:
     CXL_END_OF_DAY = 7
     CXL_EXPIRED = 8
     CXL_NO_LEVEL_CAPACITY = 9
+    CXL_MARKET_PROTECTION = 10
+    CXL_LIQUIDATION = 11
+    CXL_KILL_SWITCH = 12
+
+# AccountState
+cdef enum:
+    ACCT_ACTIVE = 1
+    ACCT_REDUCE_ONLY = 2
+    ACCT_SUSPENDED = 3
+    ACCT_LIQUIDATING = 4
+
+# LimitScope
+cdef enum:
+    SCOPE_DEFAULT = 1
+    SCOPE_ACCOUNT = 2
+    SCOPE_SYMBOL = 3
+    SCOPE_STRATEGY = 4
+
+# LimitKind
+cdef enum:
+    LIM_MAX_ORDER_QTY = 1
+    LIM_MAX_ORDER_VALUE = 2
+    LIM_MAX_POSITION_VALUE = 3
+    LIM_MAX_OPEN_ORDERS = 4
+    LIM_MAX_LEVERAGE = 5
+    LIM_MAX_DAILY_LOSS = 6
+    LIM_PRICE_COLLAR = 7
+    LIM_MARKET_BAND = 8
+    LIM_MAX_VAR = 9
+    LIM_INITIAL_MARGIN = 10
+    LIM_MAINTENANCE_MARGIN = 11
+    LIM_MAKER_FEE = 12
+    LIM_TAKER_FEE = 13
+    LIM_BREAKER_BAND = 14
+    LIM_BREAKER_WINDOW_MS = 15
+    LIM_BREAKER_COOLOFF_MS = 16
+    LIM_ERROR_THRESHOLD = 17
 
 # Reject
 cdef enum:
@@ -109,6 +165,28 @@ cdef enum:
     REJ_INVALID_AMEND = 1024
     REJ_INVALID_COMMAND = 1025
     REJ_INVALID_FLAGS = 1026
+    REJ_KILL_SWITCH = 2001
+    REJ_CIRCUIT_BREAKER = 2002
+    REJ_ACCOUNT_SUSPENDED = 2003
+    REJ_ACCOUNT_LIQUIDATING = 2004
+    REJ_SYMBOL_RESTRICTED = 2005
+    REJ_INVALID_STRATEGY = 2006
+    REJ_NO_REFERENCE_PRICE = 2007
+    REJ_MAX_ORDER_QTY = 2008
+    REJ_MAX_ORDER_VALUE = 2009
+    REJ_PRICE_COLLAR = 2010
+    REJ_MAX_OPEN_ORDERS = 2011
+    REJ_REDUCE_ONLY_VIOLATION = 2012
+    REJ_ACCOUNT_REDUCE_ONLY = 2013
+    REJ_MAX_DAILY_LOSS = 2014
+    REJ_MAX_POSITION_VALUE = 2015
+    REJ_MAX_LEVERAGE = 2016
+    REJ_INSUFFICIENT_MARGIN = 2017
+    REJ_INSUFFICIENT_FUNDS = 2020
+    REJ_INVALID_AMOUNT = 2021
+    REJ_INVALID_LIMIT = 2022
+    REJ_INVALID_STATE = 2023
+    REJ_RISK_OFF = 2024
     REJ_NOT_LOGGED_ON = 3001
     REJ_AUTH_FAILED = 3002
     REJ_STALE_TIMESTAMP = 3003
@@ -195,8 +273,8 @@ cdef packed struct Command:
     uint8_t order_type  # @2 1B OrderType
     uint8_t tif  # @3 1B TimeInForce
     uint8_t stp  # @4 1B SelfTradePrevention
-    uint8_t flags  # @5 1B OrderFlag bits (POST_ONLY)
-    uint16_t _pad0  # @6 2B zero
+    uint8_t flags  # @5 1B OrderFlag bits (POST_ONLY, REDUCE_ONLY)
+    uint16_t operator  # @6 2B admin commands: the operator's id from [[admins]] (who did it); else 0
     uint32_t symbol  # @8 4B symbol id (MASS_CANCEL/END_OF_DAY: 0 = all)
     uint32_t account  # @12 4B account id, set by the server from the session (admin commands: the operator's id)
     uint64_t seq  # @16 8B engine-assigned command sequence number
@@ -216,8 +294,8 @@ cdef packed struct Event:
     uint8_t kind  # @0 1B EventKind
     uint8_t side  # @1 1B Side of order_id
     uint8_t cmd_kind  # @2 1B CommandKind of the command that caused it
-    uint8_t flags  # @3 1B reserved, zero
-    uint16_t reason  # @4 2B Reject / CancelReason / SymbolState, by kind
+    uint8_t flags  # @3 1B EventFlag bits (LIQUIDATION)
+    uint16_t reason  # @4 2B Reject / CancelReason / SymbolState / AccountState, by kind
     uint16_t _pad0  # @6 2B zero
     uint32_t symbol  # @8 4B symbol id
     uint32_t account  # @12 4B account of order_id (the taker of a FILL)
@@ -230,7 +308,7 @@ cdef packed struct Event:
     int64_t price  # @56 8B ACCEPTED/REPLACED: limit price; FILL: trade price; TRIGGERED: stop price
     int64_t qty  # @64 8B ACCEPTED: order qty; FILL: traded; CANCELLED: cancelled; RESTATED: shown; STP: would-trade
     int64_t leaves  # @72 8B remaining qty of order_id after the event (hidden included)
-    int64_t other_leaves  # @80 8B FILL: remaining qty of the maker after the trade
+    int64_t other_leaves  # @80 8B FILL/STP_PREVENTED: remaining qty of the maker; REPLACED: leaves before
     uint64_t trade_id  # @88 8B FILL: engine trade id (1, 2, ...)
     uint64_t seq  # @96 8B seq of the command that caused it
 

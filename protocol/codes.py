@@ -41,8 +41,14 @@ class SelfTradePrevention(IntEnum):
 
 
 class OrderFlag(IntEnum):
-    """Bits of Command.flags."""
+    """Bits of Command.flags (NEW_ORDER)."""
     POST_ONLY = 1
+    REDUCE_ONLY = 2   # risk: the order may only reduce the account's position (engine/RISK.md)
+
+
+class EventFlag(IntEnum):
+    """Bits of Event.flags."""
+    LIQUIDATION = 1   # an order the engine placed to liquidate an account (engine/RISK.md)
 
 
 class CommandKind(IntEnum):
@@ -54,7 +60,17 @@ class CommandKind(IntEnum):
     END_OF_DAY = 5   # cancels DAY orders (one symbol, or all when symbol == 0)
     EXPIRE = 6       # cancels GTD orders with expire_ts_ns <= Command.expire_ts_ns
     HALT = 7         # symbol state -> halted
-    RESUME = 8       # symbol state -> trading
+    RESUME = 8       # symbol state -> trading (also clears a circuit-breaker halt)
+    # risk (engine/RISK.md): admin commands carry the operator's id in Command.operator
+    DEPOSIT = 9            # account's cash += qty (cash units)
+    WITHDRAW = 10          # account's cash -= qty, if available
+    SET_LIMIT = 11         # side = LimitScope, order_type = LimitKind, qty = value; flags 1 = clear
+    SET_ACCOUNT_STATE = 12 # side = AccountState (ACTIVE, REDUCE_ONLY, SUSPENDED)
+    KILL_SWITCH = 13       # account (0 = every account); side 1 = on (cancel all, block), 2 = off
+    RESTRICT_SYMBOL = 14   # account, symbol; side 1 = restricted, 2 = allowed
+    MARK_PRICE = 15        # symbol's mark := price (admin or market-data mark)
+    RESET_BREAKER = 16     # the engine-wide error-rate circuit breaker is reset
+    RISK_TICK = 17         # timer: now = expire_ts_ns; marks := last trades, margin checks, breaker cool-offs
 
 
 class EventKind(IntEnum):
@@ -69,6 +85,11 @@ class EventKind(IntEnum):
     STP_PREVENTED = 8   # a match was prevented by self-trade prevention
     MASS_CANCEL_DONE = 9  # end of a MASS_CANCEL; qty = number of orders cancelled
     SYMBOL_STATE = 10   # a HALT/RESUME took effect; reason = SymbolState value
+    BALANCE = 11        # risk: cash changed by a DEPOSIT/WITHDRAW; qty = signed amount, leaves = cash after
+    ACCOUNT_STATE = 12  # risk: reason = AccountState; qty = 1 while the account's kill switch is on
+    LIMIT_SET = 13      # risk: a SET_LIMIT took effect (side, reason = scope, kind; qty = value)
+    MARK = 14           # risk: a symbol's mark price changed; price = new mark
+    BREAKER = 15        # risk: a circuit breaker tripped (symbol, price = trade price) or was reset
 
 
 class SymbolState(IntEnum):
@@ -95,6 +116,49 @@ class CancelReason(IntEnum):
     END_OF_DAY = 7
     EXPIRED = 8           # GTD expiry
     NO_LEVEL_CAPACITY = 9 # a triggered stop-limit could not rest: its side's price ladder was full
+    MARKET_PROTECTION = 10  # risk: a market order's remainder beyond the market band from the reference price
+    LIQUIDATION = 11      # risk: the account entered liquidation; its open orders are cancelled
+    KILL_SWITCH = 12      # risk: a kill switch (account or global) cancelled it
+
+
+class AccountState(IntEnum):
+    """Risk state of an account (engine/RISK.md)."""
+    ACTIVE = 1
+    REDUCE_ONLY = 2      # only orders that do not increase its worst-case position
+    SUSPENDED = 3        # no new orders or amends; cancels work
+    LIQUIDATING = 4      # set by the engine below maintenance margin; only the engine trades for it
+
+
+class LimitScope(IntEnum):
+    """Where a risk limit is set; the effective limit combines the scopes that apply (LimitKind)."""
+    DEFAULT = 1
+    ACCOUNT = 2
+    SYMBOL = 3
+    STRATEGY = 4
+
+
+class LimitKind(IntEnum):
+    """Risk limits and parameters. Units: qty units, cash units (minor units of the quote
+    currency), counts, basis points (1/10000) or milliseconds. Combination over the scopes
+    that are set: CAP = the smallest wins; FLOOR = the largest wins (margin requirements);
+    OVERRIDE = the most specific wins (account, then symbol, then default)."""
+    MAX_ORDER_QTY = 1        # CAP, qty units
+    MAX_ORDER_VALUE = 2      # CAP, cash units
+    MAX_POSITION_VALUE = 3   # CAP, cash units, worst case with open orders
+    MAX_OPEN_ORDERS = 4      # CAP, orders per account
+    MAX_LEVERAGE = 5         # CAP, bps of equity (10x = 100000)
+    MAX_DAILY_LOSS = 6       # CAP, cash units
+    PRICE_COLLAR = 7         # CAP, bps from the reference price
+    MARKET_BAND = 8          # CAP, bps from the reference price a market order may sweep to
+    MAX_VAR = 9              # CAP, cash units: recorded, not enforced (no VaR model yet)
+    INITIAL_MARGIN = 10      # FLOOR, bps of worst-case exposure
+    MAINTENANCE_MARGIN = 11  # FLOOR, bps of position exposure
+    MAKER_FEE = 12           # OVERRIDE, bps of notional (negative = rebate)
+    TAKER_FEE = 13           # OVERRIDE, bps of notional
+    BREAKER_BAND = 14        # OVERRIDE (symbol/default), bps a trade may move within the window
+    BREAKER_WINDOW_MS = 15   # OVERRIDE (symbol/default)
+    BREAKER_COOLOFF_MS = 16  # OVERRIDE (symbol/default); 0 = resume only by admin
+    ERROR_THRESHOLD = 17     # DEFAULT only: rejects per second that trip the engine-wide breaker (0 = off)
 
 
 class Reject(IntEnum):
@@ -126,7 +190,30 @@ class Reject(IntEnum):
     INVALID_AMEND = 1024               # an amend that changes nothing valid (e.g. price on a market stop)
     INVALID_COMMAND = 1025             # an unknown command kind
     INVALID_FLAGS = 1026               # unknown bits set in Command.flags
-    # 2000-2999: risk (engine/risk.pyx) -- added by the risk issue
+    # 2000-2999: risk (engine/risk.pyx); NEW_ORDER checks run in this order after the core's
+    KILL_SWITCH = 2001                 # the account's or the global kill switch is on
+    CIRCUIT_BREAKER = 2002             # the engine-wide error-rate breaker is tripped
+    ACCOUNT_SUSPENDED = 2003
+    ACCOUNT_LIQUIDATING = 2004
+    SYMBOL_RESTRICTED = 2005           # this account may not trade this symbol
+    INVALID_STRATEGY = 2006            # strategy id >= risk.max_strategies
+    NO_REFERENCE_PRICE = 2007          # a market order for a symbol with no mark price yet
+    MAX_ORDER_QTY = 2008
+    MAX_ORDER_VALUE = 2009
+    PRICE_COLLAR = 2010                # limit price too far from the reference price
+    MAX_OPEN_ORDERS = 2011
+    REDUCE_ONLY_VIOLATION = 2012       # a REDUCE_ONLY order that could increase the position
+    ACCOUNT_REDUCE_ONLY = 2013         # the account is REDUCE_ONLY and the order adds risk
+    MAX_DAILY_LOSS = 2014              # the daily loss limit is reached and the order adds risk
+    MAX_POSITION_VALUE = 2015
+    MAX_LEVERAGE = 2016
+    INSUFFICIENT_MARGIN = 2017         # initial margin of the worst case exceeds equity
+    # admin / risk command rejects
+    INSUFFICIENT_FUNDS = 2020          # a WITHDRAW above the available equity (or cash)
+    INVALID_AMOUNT = 2021              # a DEPOSIT/WITHDRAW amount <= 0
+    INVALID_LIMIT = 2022               # a SET_LIMIT with a bad scope, kind, target or value
+    INVALID_STATE = 2023               # a bad AccountState / switch value
+    RISK_OFF = 2024                    # a risk command to an engine without risk
     # 3000-3999: session and protocol (engine/server.py, protocol/wire.py)
     NOT_LOGGED_ON = 3001               # an application message before LOGON_ACCEPTED
     AUTH_FAILED = 3002                 # unknown account or bad signature: one reply for both

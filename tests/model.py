@@ -404,6 +404,7 @@ class Model:
             if S.last is not None and ((o.side == Side.BUY and st <= S.last) or (o.side == Side.SELL and st >= S.last)):
                 return self._reject(Reject.STOP_ALREADY_TRIGGERED)
             new_stop = st
+        old_leaves = o.leaves
         if untriggered:
             if new_stop != o.stop_price:
                 if not self._has_room(o.symbol, o.side, new_stop, stop=True) and self._level_count(o) > 1:
@@ -411,13 +412,13 @@ class Model:
                 o.prio = self._next_prio()
             o.stop_price, o.price = new_stop, new_price
             o.leaves, o.qty = qty, o.filled + qty
-            self._ev(EventKind.REPLACED, o, qty=o.leaves)
+            self._ev(EventKind.REPLACED, o, qty=o.leaves, other_leaves=old_leaves)
             return
         loses = new_price != o.price or qty > o.leaves
         if not loses:
             o.shown = min(o.shown, qty)
             o.leaves, o.qty = qty, o.filled + qty
-            self._ev(EventKind.REPLACED, o, qty=o.leaves)
+            self._ev(EventKind.REPLACED, o, qty=o.leaves, other_leaves=old_leaves)
             return
         if new_price != o.price:
             if not self._has_room(o.symbol, o.side, new_price) and self._level_count(o) > 1:
@@ -427,7 +428,7 @@ class Model:
         o.state = OrderState.IN_FLIGHT
         o.shown = 0
         o.price, o.leaves, o.qty = new_price, qty, o.filled + qty
-        self._ev(EventKind.REPLACED, o, qty=o.leaves)
+        self._ev(EventKind.REPLACED, o, qty=o.leaves, other_leaves=old_leaves)
         self._execute(o)
         self._run_triggers()
 

@@ -1,0 +1,123 @@
+# Pre-trade risk, positions, P&L and margin: data layout and the C-level entry points.
+# Rules and arithmetic: engine/RISK.md. The matching core (core.pyx) owns a Risk and calls
+# it: check_order before an order is accepted, on_event for every event it emits, and the
+# margin/breaker hooks after each command. Risk never calls back into the core.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from protocol.cdefs cimport Event
+
+# -- DOMAIN SCALARS --
+ctypedef int64_t cash_t     # quote-currency minor units (risk.cash_decimals)
+ctypedef int64_t bps_t      # basis points, 1/10000
+
+# The not-set value of a limit table entry (0 is a real value: e.g. a zero fee).
+cdef enum:
+    N_LIMITS = 18           # LimitKind values are 1..17; index 0 unused
+
+# One (account, symbol) entry: 96 bytes, naturally aligned.
+cdef packed struct Position:
+    int64_t pos              # @0  signed qty units (long > 0)
+    int64_t avg_price        # @8  average entry price, price units (0 when flat)
+    int64_t open_buy         # @16 leaves of the account's live buy orders (resting, untriggered, in flight)
+    int64_t open_sell        # @24 same, sell
+    int64_t realized         # @32 cumulative realized P&L, cash units (fees not included)
+    int64_t fees             # @40 cumulative fees, cash units (negative: rebates)
+    int64_t upnl             # @48 cached: unrealized P&L at the mark, rounded down
+    int64_t expo             # @56 cached: |pos| at the mark, rounded up
+    int64_t wexpo            # @64 cached: worst-case qty (with open orders) at the mark, rounded up
+    int64_t im               # @72 cached: initial margin of wexpo
+    int64_t mm               # @80 cached: maintenance margin of expo
+    int32_t slot             # @88 index in the account's active list, -1 = not listed
+    uint8_t dirty            # @92 DIRTY_* bits: cached figures stale
+    uint8_t restricted       # @93 1 = the account may not trade this symbol
+    uint16_t _pad            # @94
+
+
+cdef class Risk:
+    # -- CAPACITY (readonly) --
+    cdef readonly int32_t max_accounts
+    cdef readonly int32_t max_symbols
+    cdef readonly int32_t max_strategies
+    cdef readonly int32_t cash_decimals
+    """Cash units are 10**-cash_decimals of the quote currency."""
+
+    # -- ARRAYS (numpy-owned; raw pointers below) --
+    cdef readonly object pos_arr, active_arr, dirty_arr, acct_cols, sym_cols
+    cdef readonly object lim_default_arr, lim_acct_arr, lim_sym_arr, lim_strat_arr
+    cdef Position* P                 # [account * max_symbols + symbol]
+    cdef int32_t* active             # per account: symbols with a position or open orders (max_symbols each)
+    cdef int32_t* dirty_list         # per account: symbols whose cached figures are stale
+    cdef int64_t* lim_default        # [kind]
+    cdef int64_t* lim_acct           # [account * N_LIMITS + kind]
+    cdef int64_t* lim_sym            # [symbol * N_LIMITS + kind]
+    cdef int64_t* lim_strat          # [strategy * N_LIMITS + kind]
+
+    # per account (sums of the cached Position figures, valid after refresh())
+    cdef int64_t* cash
+    cdef int64_t* upnl_sum
+    cdef int64_t* expo_sum
+    cdef int64_t* wexpo_sum
+    cdef int64_t* im_sum
+    cdef int64_t* mm_sum
+    cdef int64_t* day_base           # equity at the last END_OF_DAY plus net deposits since
+    cdef int32_t* n_active
+    cdef int32_t* n_dirty
+    cdef uint32_t* liq_cursor        # liquidation: the last symbol a liquidation order was sent for
+    cdef uint8_t* state              # AccountState
+    cdef uint8_t* prev_state         # the state to return to when a liquidation ends
+    cdef uint8_t* kill
+    cdef uint8_t* touched            # queued for a margin check
+    # per symbol
+    cdef int64_t* num                # notional(price, qty) = price * qty * num / den, cash units
+    cdef int64_t* den
+    cdef int64_t* mark
+    cdef int64_t* brk_ts             # circuit breaker: start of the current window (journaled ns)
+    cdef int64_t* brk_ref            # first trade price of the window
+    cdef int64_t* brk_resume         # cool-off end (0 = resume only by admin)
+    cdef uint8_t* sym_defined
+    cdef uint8_t* brk_tripped        # halted by the breaker
+
+    # -- QUEUES (between commands always empty) --
+    cdef object _touch_arr, _trip_arr, _chg_arr
+    cdef uint8_t* chg                # scratch of RISK_TICK: symbols whose mark changed (zero between commands)
+    cdef int32_t* touch_q            # accounts waiting for a margin check (a ring; each at most once)
+    cdef int32_t touch_head, touch_n
+    cdef int32_t* trip_q             # symbols whose breaker tripped in this command
+    cdef int32_t n_trip
+
+    # -- ENGINE-WIDE --
+    cdef readonly uint8_t kill_all
+    cdef readonly uint8_t breaker
+    """1 while the engine-wide error-rate breaker is tripped."""
+    cdef readonly uint8_t breaker_new
+    cdef int64_t err_ts, err_count
+    cdef int64_t fig_max             # every cached figure is clamped to +-fig_max = 2**62 / max_symbols
+
+    # -- LIMITS --
+    cdef int64_t cap(self, int k, uint32_t a, uint32_t s, uint32_t t) noexcept
+    cdef int64_t floor_(self, int k, uint32_t a, uint32_t s) noexcept
+    cdef int64_t override(self, int k, uint32_t a, uint32_t s) noexcept
+
+    # -- CHECKS --
+    cdef int check_order(self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
+                         uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
+                         int64_t added, int32_t open_orders) except -1
+    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept
+
+    # -- STATE CHANGES --
+    cdef int on_event(self, const Event* e, int64_t ts) except -1
+    cdef void open_change(self, uint32_t a, uint32_t s, uint8_t side, int64_t delta) noexcept
+    cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept
+    cdef void breaker_check(self, uint32_t s, int64_t price, int64_t ts) noexcept
+    cdef void touch(self, uint32_t a) noexcept
+    cdef void mark_dirty(self, uint32_t a, uint32_t s, uint8_t bits) noexcept
+    cdef void refresh(self, uint32_t a) noexcept
+    cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept
+    cdef int set_mark(self, uint32_t s, int64_t price) except -1
+    cdef int revalue(self) except -1
+    cdef int64_t equity(self, uint32_t a) noexcept
+    cdef int64_t available(self, uint32_t a) noexcept
+    cdef int32_t pop_touched(self) noexcept
+    cdef bint below_maintenance(self, uint32_t a) noexcept
+    cdef uint32_t next_liquidation(self, uint32_t a, int64_t* qty, uint8_t* side) noexcept
+    cdef void end_of_day(self) noexcept
+    cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1

@@ -1,0 +1,743 @@
+# Pre-trade risk, positions, P&L, margin and circuit breakers over preallocated numpy
+# arrays. Rules, units and rounding: engine/RISK.md. Layout and entry points: risk.pxd.
+#
+# Hot-module directives (setup.py): boundscheck/wraparound off. What makes that safe:
+# every account and symbol id reaching this module comes from the core after its own
+# range checks (UNKNOWN_ACCOUNT / UNKNOWN_SYMBOL) or from range-checked admin commands
+# (check_target), and strategy ids are checked here (INVALID_STRATEGY) before any table
+# lookup. All 128-bit arithmetic is done by the C helpers below, which saturate instead of
+# wrapping; every cached figure is clamped to +-fig_max so that per-account sums of up to
+# max_symbols figures can never overflow int64.
+cimport cython
+cimport numpy as cnp
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, INT64_MIN, INT64_MAX
+from libc.string cimport memset
+
+from protocol.cdefs cimport *
+
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    typedef __int128 te_i128;
+    #define TE_I128_MAX ((te_i128)(((unsigned __int128)1 << 127) - 1))
+    #define TE_I128_MIN (-TE_I128_MAX - 1)
+
+    static inline te_i128 te_mul(te_i128 a, te_i128 b) {
+        te_i128 r;
+        if (__builtin_mul_overflow(a, b, &r)) return ((a < 0) != (b < 0)) ? TE_I128_MIN : TE_I128_MAX;
+        return r;
+    }
+    static inline int64_t te_sat64(te_i128 x) {
+        return x > INT64_MAX ? INT64_MAX : (x < INT64_MIN ? INT64_MIN : (int64_t)x);
+    }
+    /* round(a * b * c * e / (d1 * d2)), d1, d2 > 0; mode 0 = floor, 1 = ceil. Saturating. */
+    static inline int64_t te_muldiv(int64_t a, int64_t b, int64_t c, int64_t e, int64_t d1, int64_t d2, int mode) {
+        te_i128 x = te_mul(te_mul(te_mul(a, b), c), e);
+        te_i128 d = (te_i128)d1 * (te_i128)d2;
+        if (x >= INT64_MIN && x <= INT64_MAX && d <= INT64_MAX) {
+            int64_t xi = (int64_t)x, di = (int64_t)d, q = xi / di, r = xi % di;
+            if (r != 0 && ((mode == 0 && xi < 0) || (mode == 1 && xi > 0))) q += mode ? 1 : -1;
+            return q;
+        }
+        te_i128 q = x / d, r = x % d;
+        if (r != 0 && ((mode == 0 && x < 0) || (mode == 1 && x > 0))) q += mode ? 1 : -1;
+        return te_sat64(q);
+    }
+    /* a * b > c * d, exactly (saturated products compare as infinities). */
+    static inline int te_gt(int64_t a, int64_t b, int64_t c, int64_t d) {
+        return te_mul(a, b) > te_mul(c, d);
+    }
+    /* a * b * c > x * y */
+    static inline int te_gt3(int64_t a, int64_t b, int64_t c, int64_t x, int64_t y) {
+        return te_mul(te_mul(a, b), c) > te_mul(x, y);
+    }
+    /* the new average entry price: (avg * n + price * q) / (n + q), rounded half up (all >= 0) */
+    static inline int64_t te_avg(int64_t avg, int64_t n, int64_t price, int64_t q) {
+        te_i128 total = te_mul(avg, n) + te_mul(price, q);
+        te_i128 m = (te_i128)n + (te_i128)q;
+        return te_sat64((total + m / 2) / m);
+    }
+    """
+    int64_t te_muldiv(int64_t a, int64_t b, int64_t c, int64_t e, int64_t d1, int64_t d2, int mode) noexcept nogil
+    bint te_gt(int64_t a, int64_t b, int64_t c, int64_t d) noexcept nogil
+    bint te_gt3(int64_t a, int64_t b, int64_t c, int64_t x, int64_t y) noexcept nogil
+    int64_t te_avg(int64_t avg, int64_t n, int64_t price, int64_t q) noexcept nogil
+
+cdef enum:
+    FLOOR = 0
+    CEIL = 1
+    DIRTY_OPEN = 1           # open quantities changed: wexpo, im
+    DIRTY_ALL = 3            # position or mark or margin rates changed: everything
+
+cdef int64_t UNSET = INT64_MIN
+cdef int64_t QTY_BOUND = <int64_t>1 << 62     # no worst-case position beyond this is ever accepted
+UNSET_LIMIT = INT64_MIN
+
+# LimitKind -> how the scopes combine (RISK.md "Limits")
+cdef uint8_t[N_LIMITS] KIND_CLASS       # 1 = CAP, 2 = FLOOR, 3 = OVERRIDE, 4 = DEFAULT only
+for _k in (LIM_MAX_ORDER_QTY, LIM_MAX_ORDER_VALUE, LIM_MAX_POSITION_VALUE, LIM_MAX_OPEN_ORDERS, LIM_MAX_LEVERAGE,
+           LIM_MAX_DAILY_LOSS, LIM_PRICE_COLLAR, LIM_MARKET_BAND, LIM_MAX_VAR):
+    KIND_CLASS[_k] = 1
+KIND_CLASS[LIM_INITIAL_MARGIN] = 2
+KIND_CLASS[LIM_MAINTENANCE_MARGIN] = 2
+for _k in (LIM_MAKER_FEE, LIM_TAKER_FEE, LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS):
+    KIND_CLASS[_k] = 3
+KIND_CLASS[LIM_ERROR_THRESHOLD] = 4
+
+POSITION_DTYPE = np.dtype([
+    ("pos", "<i8"), ("avg_price", "<i8"), ("open_buy", "<i8"), ("open_sell", "<i8"), ("realized", "<i8"),
+    ("fees", "<i8"), ("upnl", "<i8"), ("expo", "<i8"), ("wexpo", "<i8"), ("im", "<i8"), ("mm", "<i8"),
+    ("slot", "<i4"), ("dirty", "u1"), ("restricted", "u1"), ("_pad", "<u2"),
+])
+ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.int64), ("wexpo_sum", np.int64),
+                   ("im_sum", np.int64), ("mm_sum", np.int64), ("day_base", np.int64), ("n_active", np.int32),
+                   ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
+                   ("kill", np.uint8), ("touched", np.uint8))
+SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("mark", np.int64), ("brk_ts", np.int64),
+                  ("brk_ref", np.int64), ("brk_resume", np.int64), ("defined", np.uint8), ("brk_tripped", np.uint8))
+SIZEOF_POSITION = sizeof(Position)
+
+
+cdef inline void* _data(object arr) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>arr)
+
+
+cdef inline int64_t iabs(int64_t x) noexcept:
+    return -x if x < 0 else x
+
+
+cdef inline int64_t imax(int64_t a, int64_t b) noexcept:
+    return a if a > b else b
+
+
+cdef inline int64_t sat_add(int64_t a, int64_t b) noexcept:
+    cdef int64_t r
+    if b > 0 and a > INT64_MAX - b:
+        return INT64_MAX
+    if b < 0 and a < INT64_MIN - b:
+        return INT64_MIN
+    return a + b
+
+
+@cython.final
+cdef class Risk:
+    """Per-account cash, positions, P&L and margin, limits per scope, circuit breakers."""
+
+    def __cinit__(self, int32_t max_accounts, int32_t max_symbols, int32_t max_strategies=256,
+                  int32_t cash_decimals=2):
+        if max_accounts < 2 or max_symbols < 2 or max_strategies < 1 or not 0 <= cash_decimals <= 12:
+            raise ValueError("risk: max_accounts/max_symbols >= 2, max_strategies >= 1, cash_decimals 0..12")
+        self.max_accounts = max_accounts
+        self.max_symbols = max_symbols
+        self.max_strategies = max_strategies
+        self.cash_decimals = cash_decimals
+        self.fig_max = (<int64_t>1 << 62) // max_symbols
+        cdef int64_t n = <int64_t>max_accounts * max_symbols
+        self.pos_arr = np.zeros(n, dtype=POSITION_DTYPE)
+        self.pos_arr["slot"] = -1
+        self.active_arr = np.zeros(n, dtype=np.int32)
+        self.dirty_arr = np.zeros(n, dtype=np.int32)
+        self.acct_cols = {name: np.zeros(max_accounts, dtype=t) for name, t in ACCOUNT_COLUMNS}
+        self.sym_cols = {name: np.zeros(max_symbols, dtype=t) for name, t in SYMBOL_COLUMNS}
+        self.acct_cols["state"][:] = ACCT_ACTIVE
+        self.acct_cols["prev_state"][:] = ACCT_ACTIVE
+        self.sym_cols["den"][:] = 1
+        self.lim_default_arr = np.full(N_LIMITS, UNSET, dtype=np.int64)
+        self.lim_acct_arr = np.full(<int64_t>max_accounts * N_LIMITS, UNSET, dtype=np.int64)
+        self.lim_sym_arr = np.full(<int64_t>max_symbols * N_LIMITS, UNSET, dtype=np.int64)
+        self.lim_strat_arr = np.full(<int64_t>max_strategies * N_LIMITS, UNSET, dtype=np.int64)
+        self._touch_arr = np.zeros(max_accounts, dtype=np.int32)
+        self._trip_arr = np.zeros(max_symbols, dtype=np.int32)
+        self._chg_arr = np.zeros(max_symbols, dtype=np.uint8)
+        self._bind()
+
+    def _bind(self):
+        self.P = <Position*>_data(self.pos_arr)
+        self.active = <int32_t*>_data(self.active_arr)
+        self.dirty_list = <int32_t*>_data(self.dirty_arr)
+        self.lim_default = <int64_t*>_data(self.lim_default_arr)
+        self.lim_acct = <int64_t*>_data(self.lim_acct_arr)
+        self.lim_sym = <int64_t*>_data(self.lim_sym_arr)
+        self.lim_strat = <int64_t*>_data(self.lim_strat_arr)
+        a, s = self.acct_cols, self.sym_cols
+        self.cash = <int64_t*>_data(a["cash"])
+        self.upnl_sum = <int64_t*>_data(a["upnl_sum"])
+        self.expo_sum = <int64_t*>_data(a["expo_sum"])
+        self.wexpo_sum = <int64_t*>_data(a["wexpo_sum"])
+        self.im_sum = <int64_t*>_data(a["im_sum"])
+        self.mm_sum = <int64_t*>_data(a["mm_sum"])
+        self.day_base = <int64_t*>_data(a["day_base"])
+        self.n_active = <int32_t*>_data(a["n_active"])
+        self.n_dirty = <int32_t*>_data(a["n_dirty"])
+        self.liq_cursor = <uint32_t*>_data(a["liq_cursor"])
+        self.state = <uint8_t*>_data(a["state"])
+        self.prev_state = <uint8_t*>_data(a["prev_state"])
+        self.kill = <uint8_t*>_data(a["kill"])
+        self.touched = <uint8_t*>_data(a["touched"])
+        self.num = <int64_t*>_data(s["num"])
+        self.den = <int64_t*>_data(s["den"])
+        self.mark = <int64_t*>_data(s["mark"])
+        self.brk_ts = <int64_t*>_data(s["brk_ts"])
+        self.brk_ref = <int64_t*>_data(s["brk_ref"])
+        self.brk_resume = <int64_t*>_data(s["brk_resume"])
+        self.sym_defined = <uint8_t*>_data(s["defined"])
+        self.brk_tripped = <uint8_t*>_data(s["brk_tripped"])
+        self.touch_q = <int32_t*>_data(self._touch_arr)
+        self.trip_q = <int32_t*>_data(self._trip_arr)
+        self.chg = <uint8_t*>_data(self._chg_arr)
+
+    # -- CONFIGURATION --
+
+    def define_symbol(self, uint32_t symbol, int price_decimals, int qty_decimals, int64_t multiplier=1):
+        """notional(price, qty) in cash units = price * qty * multiplier * 10**cash_decimals
+        / 10**(price_decimals + qty_decimals), as an exact fraction num/den."""
+        if symbol == 0 or symbol >= <uint32_t>self.max_symbols:
+            raise ValueError(f"symbol id {symbol} outside 1..{self.max_symbols - 1}")
+        if multiplier <= 0 or price_decimals < 0 or qty_decimals < 0 or price_decimals + qty_decimals > 18:
+            raise ValueError("risk: multiplier > 0, decimals >= 0, price + qty decimals <= 18")
+        from math import gcd
+        num = int(multiplier) * 10 ** int(self.cash_decimals)      # Python ints: exact
+        den = 10 ** int(price_decimals + qty_decimals)
+        g = gcd(num, den)
+        num //= g
+        den //= g
+        if num > INT64_MAX:
+            raise ValueError("risk: multiplier * 10**cash_decimals too large")
+        self.num[symbol] = num
+        self.den[symbol] = den
+        self.sym_defined[symbol] = 1
+
+    # -- LIMITS --
+
+    cdef inline int64_t cap(self, int k, uint32_t a, uint32_t s, uint32_t t) noexcept:
+        """The tightest set value over default, account, symbol and (t < max_strategies) strategy."""
+        cdef int64_t v = self.lim_default[k], x
+        x = self.lim_acct[<int64_t>a * N_LIMITS + k]
+        if x != UNSET and (v == UNSET or x < v):
+            v = x
+        x = self.lim_sym[<int64_t>s * N_LIMITS + k]
+        if x != UNSET and (v == UNSET or x < v):
+            v = x
+        if t < <uint32_t>self.max_strategies:
+            x = self.lim_strat[<int64_t>t * N_LIMITS + k]
+            if x != UNSET and (v == UNSET or x < v):
+                v = x
+        return v
+
+    cdef inline int64_t floor_(self, int k, uint32_t a, uint32_t s) noexcept:
+        """The largest set value over default, account and symbol (0 if none)."""
+        cdef int64_t v = 0, x
+        x = self.lim_default[k]
+        if x > v:
+            v = x
+        x = self.lim_acct[<int64_t>a * N_LIMITS + k]
+        if x > v:
+            v = x
+        x = self.lim_sym[<int64_t>s * N_LIMITS + k]
+        if x > v:
+            v = x
+        return v
+
+    cdef inline int64_t override(self, int k, uint32_t a, uint32_t s) noexcept:
+        """The most specific set value: account, then symbol, then default (0 if none)."""
+        cdef int64_t x
+        if a:
+            x = self.lim_acct[<int64_t>a * N_LIMITS + k]
+            if x != UNSET:
+                return x
+        x = self.lim_sym[<int64_t>s * N_LIMITS + k]
+        if x != UNSET:
+            return x
+        x = self.lim_default[k]
+        return x if x != UNSET else 0
+
+    cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1:
+        """Returns 0, or REJ_INVALID_LIMIT."""
+        if kind == 0 or kind >= N_LIMITS:
+            return REJ_INVALID_LIMIT
+        cdef uint8_t klass = KIND_CLASS[kind]
+        cdef int64_t* row
+        if scope == SCOPE_DEFAULT:
+            if target != 0:
+                return REJ_INVALID_LIMIT
+            row = self.lim_default
+        elif scope == SCOPE_ACCOUNT:
+            if target == 0 or target >= <uint32_t>self.max_accounts or klass == 4 or \
+                    kind in (LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS):
+                return REJ_INVALID_LIMIT
+            row = self.lim_acct + <int64_t>target * N_LIMITS
+        elif scope == SCOPE_SYMBOL:
+            if target == 0 or target >= <uint32_t>self.max_symbols or klass == 4:
+                return REJ_INVALID_LIMIT
+            row = self.lim_sym + <int64_t>target * N_LIMITS
+        elif scope == SCOPE_STRATEGY:
+            if target >= <uint32_t>self.max_strategies or klass != 1:
+                return REJ_INVALID_LIMIT
+            row = self.lim_strat + <int64_t>target * N_LIMITS
+        else:
+            return REJ_INVALID_LIMIT
+        if not clear:
+            if kind in (LIM_MAKER_FEE, LIM_TAKER_FEE):
+                if value < -10000 or value > 10000:
+                    return REJ_INVALID_LIMIT
+            elif value < 0 or (klass == 2 and value > 1000000):
+                return REJ_INVALID_LIMIT
+        row[kind] = UNSET if clear else value
+        cdef int32_t a, i
+        if kind == LIM_INITIAL_MARGIN or kind == LIM_MAINTENANCE_MARGIN:
+            # margin rates changed: re-value every entry they apply to
+            for a in range(1, self.max_accounts):
+                if scope == SCOPE_ACCOUNT and <uint32_t>a != target:
+                    continue
+                for i in range(self.n_active[a]):
+                    if scope != SCOPE_SYMBOL or <uint32_t>self.active[<int64_t>a * self.max_symbols + i] == target:
+                        self.mark_dirty(a, self.active[<int64_t>a * self.max_symbols + i], DIRTY_ALL)
+                if self.n_active[a]:
+                    self.touch(a)
+        return 0
+
+    # -- CHECKS --
+
+    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept:
+        """The worst price a market order may trade at (0 = no band), a multiple of tick."""
+        cdef int64_t band = self.cap(LIM_MARKET_BAND, a, s, 0xFFFFFFFF), m = self.mark[s], b
+        if band == UNSET or m == 0:
+            return 0
+        if side == SIDE_BUY:
+            b = te_muldiv(m, 10000 + band, 1, 1, 10000, tick, FLOOR)
+            return b * tick if b > 0 else tick
+        b = te_muldiv(m, 10000 - band, 1, 1, 10000, tick, CEIL) if band < 10000 else 1
+        return (b if b > 0 else 1) * tick
+
+    cdef int check_order(self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
+                         uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
+                         int64_t added, int32_t open_orders) except -1:
+        """0, or the Reject code of the first failing check (RISK.md "Checks, in order").
+        qty: the order's (new) remaining qty; added: what it adds to the account's open qty on
+        its side (a new order: qty; an amend: new - old remaining); open_orders: the account's
+        live orders, or -1 for an amend (MAX_OPEN_ORDERS applies to new resting orders only)."""
+        if self.kill_all or self.kill[a]:
+            return REJ_KILL_SWITCH
+        if self.breaker:
+            return REJ_CIRCUIT_BREAKER
+        cdef uint8_t st = self.state[a]
+        if st == ACCT_SUSPENDED:
+            return REJ_ACCOUNT_SUSPENDED
+        if st == ACCT_LIQUIDATING:
+            return REJ_ACCOUNT_LIQUIDATING
+        cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
+        if p.restricted:
+            return REJ_SYMBOL_RESTRICTED
+        if strategy >= <uint32_t>self.max_strategies:
+            return REJ_INVALID_STRATEGY
+        cdef int64_t m = self.mark[s]
+        if m == 0:
+            return REJ_NO_REFERENCE_PRICE
+        cdef int64_t vp, lim
+        if order_type == OT_MARKET:
+            vp = self.market_bound(a, s, side, 1)
+            if vp == 0:
+                vp = m
+        elif order_type == OT_STOP:
+            vp = stop_price
+        else:
+            vp = price
+        lim = self.cap(LIM_MAX_ORDER_QTY, a, s, strategy)
+        if lim != UNSET and qty > lim:
+            return REJ_MAX_ORDER_QTY
+        lim = self.cap(LIM_MAX_ORDER_VALUE, a, s, strategy)
+        if lim != UNSET and te_gt3(vp, qty, self.num[s], lim, self.den[s]):
+            return REJ_MAX_ORDER_VALUE
+        if order_type == OT_LIMIT or order_type == OT_STOP_LIMIT:
+            lim = self.cap(LIM_PRICE_COLLAR, a, s, strategy)
+            if lim != UNSET and te_gt(iabs(price - m), 10000, lim, m):
+                return REJ_PRICE_COLLAR
+        if open_orders >= 0 and (tif == TIF_GTC or tif == TIF_DAY or tif == TIF_GTD or
+                                 order_type == OT_STOP or order_type == OT_STOP_LIMIT):
+            lim = self.cap(LIM_MAX_OPEN_ORDERS, a, s, strategy)
+            if lim != UNSET and open_orders >= lim:
+                return REJ_MAX_OPEN_ORDERS
+        cdef int64_t ob = p.open_buy, os = p.open_sell, pos = p.pos
+        if flags & FLAG_REDUCE_ONLY:
+            if side == SIDE_BUY:
+                if not (pos < 0 and ob + added <= -pos):
+                    return REJ_REDUCE_ONLY_VIOLATION
+            elif not (pos > 0 and os + added <= pos):
+                return REJ_REDUCE_ONLY_VIOLATION
+        # worst case of the position if every open order filled (RISK.md "Worst case")
+        cdef int64_t worst = imax(iabs(pos + ob), iabs(pos - os)), worst2
+        if side == SIDE_BUY:
+            worst2 = imax(iabs(pos + ob + added), iabs(pos - os))
+        else:
+            worst2 = imax(iabs(pos + ob), iabs(pos - os - added))
+        if worst2 <= worst:
+            return 0                   # does not add risk: nothing below applies
+        if st == ACCT_REDUCE_ONLY:
+            return REJ_ACCOUNT_REDUCE_ONLY
+        self.refresh(a)
+        cdef int64_t eq = self.cash[a] + self.upnl_sum[a]
+        lim = self.cap(LIM_MAX_DAILY_LOSS, a, s, strategy)
+        if lim != UNSET and eq - self.day_base[a] < -lim:
+            return REJ_MAX_DAILY_LOSS
+        if worst2 > QTY_BOUND:
+            return REJ_MAX_POSITION_VALUE
+        cdef int64_t w2 = te_muldiv(worst2, m, self.num[s], 1, self.den[s], 1, CEIL)
+        if w2 > self.fig_max:
+            w2 = self.fig_max
+        lim = self.cap(LIM_MAX_POSITION_VALUE, a, s, strategy)
+        if lim != UNSET and w2 > lim:
+            return REJ_MAX_POSITION_VALUE
+        lim = self.cap(LIM_MAX_LEVERAGE, a, s, strategy)
+        if lim != UNSET and te_gt(self.wexpo_sum[a] - p.wexpo + w2, 10000, lim, eq):
+            return REJ_MAX_LEVERAGE
+        cdef int64_t im2 = te_muldiv(w2, self.floor_(LIM_INITIAL_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
+        if self.im_sum[a] - p.im + im2 > eq:
+            return REJ_INSUFFICIENT_MARGIN
+        return 0
+
+    # -- STATE CHANGES --
+
+    cdef int on_event(self, const Event* e, int64_t ts) except -1:
+        """Fold one core event into open quantities, positions, cash, breakers and the error rate."""
+        cdef uint8_t k = e.kind
+        cdef int64_t thr
+        if k == EV_FILL:
+            self.open_change(e.account, e.symbol, e.side, -e.qty)
+            self.open_change(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, -e.qty)
+            self.fill(e.account, e.symbol, e.side, e.qty, e.price, False)
+            self.fill(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, e.qty, e.price, True)
+            self.touch(e.account)
+            self.touch(e.other_account)
+            self.breaker_check(e.symbol, e.price, ts)
+        elif k == EV_ACCEPTED:
+            self.open_change(e.account, e.symbol, e.side, e.qty)
+        elif k == EV_CANCELLED:
+            self.open_change(e.account, e.symbol, e.side, -e.qty)
+        elif k == EV_REPLACED:
+            self.open_change(e.account, e.symbol, e.side, e.qty - e.other_leaves)
+        elif k == EV_REJECTED:
+            thr = self.lim_default[LIM_ERROR_THRESHOLD]
+            if thr > 0 and not self.breaker and e.reason != REJ_CIRCUIT_BREAKER:
+                if self.err_count == 0 or ts - self.err_ts >= 1000000000:
+                    self.err_ts = ts
+                    self.err_count = 0
+                self.err_count += 1
+                if self.err_count > thr:
+                    self.breaker = 1
+                    self.breaker_new = 1
+        return 0
+
+    cdef inline void open_change(self, uint32_t a, uint32_t s, uint8_t side, int64_t delta) noexcept:
+        cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
+        if side == SIDE_BUY:
+            p.open_buy += delta
+        else:
+            p.open_sell += delta
+        self.mark_dirty(a, s, DIRTY_OPEN)
+
+    cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
+        """One side of a trade: position, average entry price, realized P&L, fee, cash."""
+        cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
+        cdef int64_t pos = p.pos, d = qty if side == SIDE_BUY else -qty, npos = pos + d
+        cdef int64_t realized = 0, fee, closed, bps
+        if pos == 0 or (pos > 0) == (d > 0):
+            p.avg_price = te_avg(p.avg_price, iabs(pos), price, qty)
+        else:
+            closed = qty if qty < iabs(pos) else iabs(pos)
+            realized = te_muldiv(price - p.avg_price if pos > 0 else p.avg_price - price, closed,
+                                 self.num[s], 1, self.den[s], 1, FLOOR)
+            if npos == 0:
+                p.avg_price = 0
+            elif (npos > 0) != (pos > 0):
+                p.avg_price = price        # flipped: the remainder opens at the fill price
+        p.pos = npos
+        bps = self.override(LIM_MAKER_FEE if maker else LIM_TAKER_FEE, a, s)
+        fee = te_muldiv(price, qty, self.num[s], bps, self.den[s], 10000, CEIL) if bps else 0
+        if realized > self.fig_max:
+            realized = self.fig_max
+        elif realized < -self.fig_max:
+            realized = -self.fig_max
+        if fee > self.fig_max:
+            fee = self.fig_max
+        elif fee < -self.fig_max:
+            fee = -self.fig_max
+        p.realized = sat_add(p.realized, realized)
+        p.fees = sat_add(p.fees, fee)
+        self.cash[a] = sat_add(self.cash[a], realized - fee)
+        self.mark_dirty(a, s, DIRTY_ALL)
+
+    cdef void breaker_check(self, uint32_t s, int64_t price, int64_t ts) noexcept:
+        cdef int64_t band = self.override(LIM_BREAKER_BAND, 0, s), window, cool
+        if band <= 0 or self.brk_tripped[s]:
+            return
+        window = self.override(LIM_BREAKER_WINDOW_MS, 0, s) * 1000000
+        if self.brk_ref[s] == 0 or ts - self.brk_ts[s] > window:
+            self.brk_ts[s] = ts
+            self.brk_ref[s] = price
+            return
+        if te_gt(iabs(price - self.brk_ref[s]), 10000, band, self.brk_ref[s]):
+            self.brk_tripped[s] = 1
+            self.brk_ref[s] = price            # the trade that tripped it (reported in the BREAKER event)
+            cool = self.override(LIM_BREAKER_COOLOFF_MS, 0, s)
+            self.brk_resume[s] = ts + cool * 1000000 if cool > 0 else 0
+            self.trip_q[self.n_trip] = s
+            self.n_trip += 1
+
+    cdef inline void touch(self, uint32_t a) noexcept:
+        cdef int32_t i
+        if not self.touched[a]:
+            self.touched[a] = 1
+            i = self.touch_head + self.touch_n
+            if i >= self.max_accounts:
+                i -= self.max_accounts
+            self.touch_q[i] = a
+            self.touch_n += 1
+
+    cdef int32_t pop_touched(self) noexcept:
+        """The next account queued for a margin check (first in, first out), or 0."""
+        if self.touch_n == 0:
+            return 0
+        cdef int32_t a = self.touch_q[self.touch_head]
+        self.touch_head += 1
+        if self.touch_head == self.max_accounts:
+            self.touch_head = 0
+        self.touch_n -= 1
+        self.touched[a] = 0
+        return a
+
+    cdef inline void mark_dirty(self, uint32_t a, uint32_t s, uint8_t bits) noexcept:
+        cdef int64_t base = <int64_t>a * self.max_symbols
+        cdef Position* p = &self.P[base + s]
+        if p.slot < 0:
+            p.slot = self.n_active[a]
+            self.active[base + p.slot] = s
+            self.n_active[a] += 1
+        if p.dirty == 0:
+            self.dirty_list[base + self.n_dirty[a]] = s
+            self.n_dirty[a] += 1
+        p.dirty |= bits
+
+    cdef void refresh(self, uint32_t a) noexcept:
+        """Bring the account's cached figures and sums up to date."""
+        cdef int32_t i, n = self.n_dirty[a]
+        cdef int64_t base = <int64_t>a * self.max_symbols
+        for i in range(n):
+            self.refresh_one(a, self.dirty_list[base + i])
+        self.n_dirty[a] = 0
+
+    cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
+        cdef int64_t base = <int64_t>a * self.max_symbols
+        cdef Position* p = &self.P[base + s]
+        cdef int64_t m = self.mark[s], num = self.num[s], den = self.den[s], fm = self.fig_max, v, last
+        cdef int64_t worst = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell))
+        if p.dirty & 2:
+            v = te_muldiv(m - p.avg_price, p.pos, num, 1, den, 1, FLOOR) if p.pos else 0
+            v = fm if v > fm else (-fm if v < -fm else v)
+            self.upnl_sum[a] += v - p.upnl
+            p.upnl = v
+            v = te_muldiv(iabs(p.pos), m, num, 1, den, 1, CEIL)
+            v = fm if v > fm else v
+            self.expo_sum[a] += v - p.expo
+            p.expo = v
+            v = te_muldiv(v, self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
+            v = fm if v > fm else v
+            self.mm_sum[a] += v - p.mm
+            p.mm = v
+        v = te_muldiv(worst, m, num, 1, den, 1, CEIL)
+        v = fm if v > fm else v
+        self.wexpo_sum[a] += v - p.wexpo
+        p.wexpo = v
+        v = te_muldiv(v, self.floor_(LIM_INITIAL_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
+        v = fm if v > fm else v
+        self.im_sum[a] += v - p.im
+        p.im = v
+        p.dirty = 0
+        if p.pos == 0 and p.open_buy == 0 and p.open_sell == 0 and p.slot >= 0:
+            # flat with nothing open: every cached figure is 0; drop it from the active list
+            last = self.active[base + self.n_active[a] - 1]
+            self.active[base + p.slot] = <int32_t>last
+            self.P[base + last].slot = p.slot
+            self.n_active[a] -= 1
+            p.slot = -1
+
+    cdef int set_mark(self, uint32_t s, int64_t price) except -1:
+        """mark := price; every account holding s is re-valued and queued for a margin check."""
+        self.mark[s] = price
+        cdef int32_t a
+        cdef int64_t S = self.max_symbols
+        for a in range(1, self.max_accounts):
+            if self.P[a * S + s].slot >= 0:
+                self.mark_dirty(a, s, DIRTY_ALL)
+                self.touch(a)
+        return 0
+
+    cdef int revalue(self) except -1:
+        """After marks changed (chg[s] set): re-value and queue every account holding such a symbol,
+        in one pass over the active lists (O(positions), not O(accounts x symbols)); clears chg."""
+        cdef int32_t a, i
+        cdef int64_t base
+        cdef uint32_t s
+        for a in range(1, self.max_accounts):
+            base = <int64_t>a * self.max_symbols
+            for i in range(self.n_active[a]):
+                s = self.active[base + i]
+                if self.chg[s]:
+                    self.mark_dirty(a, s, DIRTY_ALL)
+                    self.touch(a)
+        memset(self.chg, 0, self.max_symbols)
+        return 0
+
+    cdef inline int64_t equity(self, uint32_t a) noexcept:
+        self.refresh(a)
+        return self.cash[a] + self.upnl_sum[a]
+
+    cdef int64_t available(self, uint32_t a) noexcept:
+        """Equity not used by initial margin (what may be withdrawn, at most the cash)."""
+        cdef int64_t free = self.equity(a) - self.im_sum[a]
+        return free if free < self.cash[a] else self.cash[a]
+
+    cdef bint below_maintenance(self, uint32_t a) noexcept:
+        return self.equity(a) < self.mm_sum[a]
+
+    cdef uint32_t next_liquidation(self, uint32_t a, int64_t* qty, uint8_t* side) noexcept:
+        """The smallest symbol above the account's liquidation cursor with a position (0 = none);
+        qty/side: the reduce-only order that closes it."""
+        cdef int32_t i
+        cdef int64_t base = <int64_t>a * self.max_symbols
+        cdef uint32_t s, best = 0
+        for i in range(self.n_active[a]):
+            s = self.active[base + i]
+            if s > self.liq_cursor[a] and self.P[base + s].pos != 0 and (best == 0 or s < best):
+                best = s
+        if best:
+            self.liq_cursor[a] = best
+            qty[0] = iabs(self.P[base + best].pos)
+            side[0] = SIDE_SELL if self.P[base + best].pos > 0 else SIDE_BUY
+        return best
+
+    cdef void end_of_day(self) noexcept:
+        """The daily loss baseline of every account := its equity now."""
+        cdef int32_t a
+        for a in range(1, self.max_accounts):
+            self.day_base[a] = self.equity(a)
+
+    # -- PYTHON-FRIENDLY VIEWS (queries, tools, tests; not the hot path) --
+
+    def effective(self, int kind, uint32_t account, uint32_t symbol, uint32_t strategy=0xFFFFFFFF):
+        """The limit in force for (account, symbol[, strategy]), None where no scope sets a cap."""
+        if kind <= 0 or kind >= N_LIMITS or account >= <uint32_t>self.max_accounts or \
+                symbol >= <uint32_t>self.max_symbols:
+            raise ValueError("bad limit kind, account or symbol")
+        if KIND_CLASS[kind] == 1:
+            v = self.cap(kind, account, symbol, strategy)
+            return None if v == UNSET else v
+        if KIND_CLASS[kind] == 2:
+            return self.floor_(kind, account, symbol)
+        if KIND_CLASS[kind] == 4:
+            v = self.lim_default[kind]
+            return 0 if v == UNSET else v
+        return self.override(kind, account, symbol)
+
+    def limits(self):
+        """Every set limit as (scope, target, kind, value)."""
+        out = []
+        for scope, arr in ((SCOPE_DEFAULT, self.lim_default_arr.reshape(1, N_LIMITS)),
+                           (SCOPE_ACCOUNT, self.lim_acct_arr.reshape(-1, N_LIMITS)),
+                           (SCOPE_SYMBOL, self.lim_sym_arr.reshape(-1, N_LIMITS)),
+                           (SCOPE_STRATEGY, self.lim_strat_arr.reshape(-1, N_LIMITS))):
+            for target, kind in zip(*np.nonzero(arr != UNSET)):
+                out.append((scope, int(target), int(kind), int(arr[target, kind])))
+        return out
+
+    def positions(self, uint32_t account):
+        """The account's entries with a position or open orders, ascending symbol, as dicts."""
+        if account == 0 or account >= <uint32_t>self.max_accounts:
+            return []
+        self.refresh(account)
+        cdef int64_t base = <int64_t>account * self.max_symbols
+        syms = sorted(self.active[base + i] for i in range(self.n_active[account]))
+        out = []
+        cdef Position* p
+        for s in syms:
+            p = &self.P[base + s]
+            out.append(dict(symbol=s, position=p.pos, avg_price=p.avg_price, mark=self.mark[s],
+                            open_buy=p.open_buy, open_sell=p.open_sell, realized=p.realized, fees=p.fees,
+                            unrealized=p.upnl, exposure=p.expo, worst_exposure=p.wexpo, initial_margin=p.im,
+                            maintenance_margin=p.mm))
+        return out
+
+    def portfolio(self, uint32_t account):
+        """Cash, equity, margin, leverage, P&L and state of one account (cash units, bps)."""
+        if account == 0 or account >= <uint32_t>self.max_accounts:
+            raise ValueError(f"account {account} outside 1..{self.max_accounts - 1}")
+        cdef int64_t eq = self.equity(account)
+        cdef int64_t base = <int64_t>account * self.max_symbols
+        col = self.pos_arr[base:base + self.max_symbols]
+        expo = self.expo_sum[account]
+        return dict(cash=self.cash[account], equity=eq, unrealized=self.upnl_sum[account],
+                    realized=int(col["realized"].sum()), fees=int(col["fees"].sum()), exposure=expo,
+                    worst_exposure=self.wexpo_sum[account], initial_margin=self.im_sum[account],
+                    maintenance_margin=self.mm_sum[account], available=eq - self.im_sum[account],
+                    # gross exposure over equity in bps, rounded up; None when equity <= 0
+                    leverage_bps=-(-expo * 10000 // eq) if eq > 0 else None,
+                    daily_pnl=eq - self.day_base[account], state=self.state[account], kill=self.kill[account],
+                    kill_all=self.kill_all)
+
+    def mark_price(self, uint32_t symbol):
+        return self.mark[symbol] if 0 < symbol < <uint32_t>self.max_symbols else 0
+
+    def breaker_state(self, uint32_t symbol):
+        """(tripped, resume_ns) of a symbol's circuit breaker."""
+        return bool(self.brk_tripped[symbol]), self.brk_resume[symbol]
+
+    # -- SNAPSHOT STATE --
+
+    def export_state(self):
+        """Every array (views) and scalar, under names import_state() takes back."""
+        state = {"risk.capacity": np.array([self.max_accounts, self.max_symbols, self.max_strategies,
+                                            self.cash_decimals], dtype=np.int64),
+                 "risk.scalars": np.array([self.kill_all, self.breaker, self.err_ts, self.err_count], dtype=np.int64),
+                 "risk.pos": self.pos_arr, "risk.active": self.active_arr, "risk.dirty": self.dirty_arr,
+                 "risk.lim_default": self.lim_default_arr, "risk.lim_acct": self.lim_acct_arr,
+                 "risk.lim_sym": self.lim_sym_arr, "risk.lim_strat": self.lim_strat_arr}
+        for name, arr in self.acct_cols.items():
+            state["risk.acct." + name] = arr
+        for name, arr in self.sym_cols.items():
+            state["risk.sym." + name] = arr
+        return state
+
+    def import_state(self, state):
+        cap = [int(x) for x in state["risk.capacity"]]
+        mine = [self.max_accounts, self.max_symbols, self.max_strategies, self.cash_decimals]
+        if cap != mine:
+            raise ValueError(f"snapshot risk capacities {cap} differ from this engine's {mine}")
+        targets = {"risk.pos": self.pos_arr, "risk.active": self.active_arr, "risk.dirty": self.dirty_arr,
+                   "risk.lim_default": self.lim_default_arr, "risk.lim_acct": self.lim_acct_arr,
+                   "risk.lim_sym": self.lim_sym_arr, "risk.lim_strat": self.lim_strat_arr}
+        targets.update({"risk.acct." + n: a for n, a in self.acct_cols.items()})
+        targets.update({"risk.sym." + n: a for n, a in self.sym_cols.items()})
+        for name, dst in targets.items():
+            src = state[name]
+            if src.dtype != dst.dtype or src.shape != dst.shape:
+                raise ValueError(f"snapshot array {name}: {src.dtype}{src.shape} != {dst.dtype}{dst.shape}")
+        for name, dst in targets.items():
+            dst[...] = state[name]
+        sc = [int(x) for x in state["risk.scalars"]]
+        self.kill_all, self.breaker, self.err_ts, self.err_count = sc
+        self.breaker_new = 0
+        self.touch_head = self.touch_n = self.n_trip = 0
+
+    def state_bytes(self):
+        """Every byte of risk state, in a fixed order (for state hashes)."""
+        parts = [self.pos_arr.tobytes(), self.lim_default_arr.tobytes(), self.lim_acct_arr.tobytes(),
+                 self.lim_sym_arr.tobytes(), self.lim_strat_arr.tobytes(),
+                 np.array([self.kill_all, self.breaker, self.err_ts, self.err_count], dtype=np.int64).tobytes()]
+        for name, _ in ACCOUNT_COLUMNS:
+            parts.append(self.acct_cols[name].tobytes())
+        for name, _ in SYMBOL_COLUMNS:
+            parts.append(self.sym_cols[name].tobytes())
+        return b"".join(parts)
