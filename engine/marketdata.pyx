@@ -50,6 +50,13 @@ cdef inline void put_header(uint8_t* p, Py_ssize_t length, uint8_t msg_type) noe
     h.reserved = 0
 
 
+cdef inline bint changes_book(uint8_t kind) noexcept:
+    """Events that can change a symbol's public book, state or last price (the others --
+    rejects, STP notices, mass-cancel totals, risk bookkeeping, marks -- cannot)."""
+    return kind == EV_ACCEPTED or kind == EV_FILL or kind == EV_CANCELLED or kind == EV_TRIGGERED or \
+        kind == EV_REPLACED or kind == EV_RESTATED or kind == EV_SYMBOL_STATE or kind == EV_BREAKER
+
+
 cdef inline void fill_top(Engine eng, uint32_t sym, TopOfBook* tb) noexcept:
     cdef int32_t ladder = <int32_t>sym * 4 + LADDER_BIDS
     cdef int32_t n = eng.ladder_count[ladder]
@@ -155,9 +162,8 @@ cdef class MarketData:
         for i in range(eng.ev_count):
             e = &eng.ev_buf[i]
             sym = e.symbol
-            if sym == 0 or sym >= <uint32_t>self.max_symbols or e.kind == EV_REJECTED or \
-                    e.kind == EV_MASS_CANCEL_DONE or e.kind == EV_STP_PREVENTED:
-                continue                              # no change to the public book
+            if sym == 0 or sym >= <uint32_t>self.max_symbols or not changes_book(e.kind):
+                continue
             if e.kind == EV_FILL:
                 t = &self.trades[<int64_t>sym * self.ring + self.total[sym] % self.ring]
                 memset(t, 0, sizeof(TradeEntry))
