@@ -30,6 +30,7 @@ import numpy as np
 
 from protocol import wire
 from protocol.codes import OrderType, SelfTradePrevention, Side, TimeInForce
+from perf.roundtrip import NO_REPLAY
 from protocol.wire import MsgType
 
 REPORT = np.dtype([("h", wire.HEADER.dtype), ("r", wire.EXEC_REPORT.dtype)])
@@ -54,7 +55,7 @@ def config_extra(accounts: int, symbols: int) -> str:
 def logon(port, account, secret):
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=60_000, next_seq=1,
+    f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=60_000, next_seq=NO_REPLAY,
                               timestamp_ns=time.time_ns(), proto_version=1,
                               nonce=int.from_bytes(os.urandom(4), "little")))
     key = hmac.new(secret.encode(), b"trading-engine signing key", hashlib.sha256).digest()
