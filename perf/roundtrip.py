@@ -123,7 +123,7 @@ def run(port, rate, seconds, cpu=None, warmup=0.5):
     skip = int(min(warmup, 0.1 * seconds) * rate)     # warm-up samples left out
     return dict(rate=rate, seconds=seconds, orders=n, acked=int(ok.sum()),
                 latency_us={str(p): float(np.percentile(lat[skip:], p)) / 1000 for p in (50, 90, 99, 99.9, 99.99)}
-                | {"max": float(lat[skip:].max()) / 1000},
+                | {"max": float(lat[skip:].max()) / 1000, "min": float(lat[skip:].min()) / 1000},
                 generator_lag_us={"p50": float(np.percentile(sent_lag, 50)) / 1000,
                                   "p99": float(np.percentile(sent_lag, 99)) / 1000}), lat[skip:]
 

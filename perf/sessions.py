@@ -82,7 +82,8 @@ def payloads(n, sessions, symbols, seed=1):
     sell = rng.random(n) < 0.5
     b["side"] = np.where(sell, Side.SELL, Side.BUY)
     b["order_type"], b["tif"], b["stp"] = OrderType.LIMIT, TimeInForce.GTC, SelfTradePrevention.NONE
-    b["price"] = np.where(sell, 200_000 + rng.integers(0, 50, n), 100_000 - rng.integers(0, 50, n))
+    # multiples of 100: symbol 2 of the base config (AAPL) has a tick of 100
+    b["price"] = 100 * np.where(sell, 2_000 + rng.integers(0, 50, n), 1_000 - rng.integers(0, 50, n))
     b["qty"] = 1
     c = np.zeros(n, dtype=CANCEL)
     c["h"]["length"], c["h"]["msg_type"], c["h"]["version"] = CANCEL.itemsize, MsgType.CANCEL, wire.SCHEMA_VERSION
@@ -155,7 +156,7 @@ def drive(port, accounts, secrets, rate, seconds, symbols, cpu=None, warmup=0.5)
     return dict(sessions=n_s, symbols=len(symbols), rate=rate, seconds=seconds, orders=n, acked=int(ok.sum()),
                 achieved_per_s=float(ok.sum() / span),
                 latency_us={str(p): float(np.percentile(lat, p)) / 1000 for p in (50, 90, 99, 99.9)}
-                | {"max": float(lat.max()) / 1000},
+                | {"max": float(lat.max()) / 1000, "min": float(lat.min()) / 1000},
                 generator_lag_us={"p50": float(np.percentile(lag, 50)) / 1000,
                                   "p99": float(np.percentile(lag, 99)) / 1000})
 
