@@ -107,6 +107,8 @@ class AdminListener:
         if req.action == "status":
             return {"ok": True, "status": srv.status()}
         if req.action in ("halt", "resume", "end_of_day"):
+            if not srv.journal_ok:
+                return {"ok": False, "error": f"journal unavailable: {srv.journal_error}"}
             sym = 0
             if req.symbol is not None or req.action != "end_of_day":
                 if req.symbol not in self.symbols:

@@ -8,7 +8,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {
         "serve": ("engine.server", "run the engine server"),
-        "journal": ("engine.journal", "journal stats|verify PATH"),
+        "journal": ("engine.journal_tool", "journal stats|verify|dump|audit|replay PATH ..."),
         "admin": ("engine.admin", "admin status|halt|resume|end_of_day|snapshot|log_level|hash"),
         "order": ("clients.cli", "place an order"),
         "cancel": ("clients.cli", "cancel an order"),
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
             print(f"  {name:<10}{text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = __import__(commands[argv[0]][0], fromlist=["main"])
-    if commands[argv[0]][0] in ("engine.server", "engine.journal", "engine.admin"):
+    if commands[argv[0]][0] in ("engine.server", "engine.journal_tool", "engine.admin"):
         return module.main(argv[1:])
     return module.main(argv)
 

@@ -43,6 +43,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cancels_per_s: float = 50_000          # cancels have their own budget
     cancels_burst: float = 5_000
     replay_ring: int = 1 << 16             # execution reports kept per account for gap replay
+    replay_index_every: int = 1 << 16      # commands between rows of the index into the journal for older gaps
     expire_interval_ms: int = 100          # how often the timer checks for due GTD orders
     ops_port: int | None = 7002            # HTTP /metrics and /health/* on host (0 = ephemeral, None = off)
     ops_port_file: str | None = None
@@ -101,6 +102,7 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     durability: Literal["sync", "async", "none"] = "sync"
     map_size: int = 1 << 30
     sync_interval_ms: int = 100            # durability "async": env.sync(True) this often
+    retry_interval_ms: int = 1000          # after a failed commit: how often the disk is probed to resume
     snapshot_every: int = 1_000_000        # commands between periodic snapshots (0 = only at shutdown)
     snapshots_keep: int = 3                # newest intact snapshots kept
     allow_none: bool = False               # durability "none" is for tests and benchmarks only

@@ -116,6 +116,9 @@ cdef class Engine:
     cdef readonly int32_t live_orders
     """Orders resting or untriggered."""
     cdef readonly int32_t used_slots
+    cdef readonly int32_t slot_hwm
+    """Order slots ever used: [0, slot_hwm) (taken lowest first)."""
+    cdef readonly int32_t level_hwm
     cdef int32_t free_head
     cdef int32_t level_free_head
     cdef int32_t day_head, day_tail, gtd_head, gtd_tail

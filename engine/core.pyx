@@ -497,6 +497,8 @@ cdef class Engine:
         cdef slot_t s = self.free_head
         cdef Order* o = &self.orders[s]
         self.free_head = o.acct_next
+        if s >= self.slot_hwm:          # slots are handed out lowest first: [0, hwm) is all ever used
+            self.slot_hwm = s + 1
         self.used_slots += 1
         memset(o, 0, sizeof(Order))
         o.price = price
@@ -931,7 +933,7 @@ cdef class Engine:
                     e.reason = 2
                     if self.sym_state[i] == SYM_HALTED:
                         self.set_symbol_state(i, SYM_TRADING)
-                if self.sym_has_last[i] and self.sym_last[i] != r.mark[i]:
+                if self.sym_has_last[i] and self.sym_last[i] != r.mark[i] and not r.override(LIM_EXTERNAL_MARK, 0, i):
                     r.mark[i] = self.sym_last[i]
                     r.chg[i] = 1
                     e = self.emit(EV_MARK, -1)
@@ -952,7 +954,8 @@ cdef class Engine:
         cdef Risk r = self.risk
         cdef int32_t i
         for i in range(1, self.max_symbols):
-            if self.sym_state[i] and ((self.sym_has_last[i] and self.sym_last[i] != r.mark[i]) or
+            if self.sym_state[i] and ((self.sym_has_last[i] and self.sym_last[i] != r.mark[i] and
+                                       not r.override(LIM_EXTERNAL_MARK, 0, i)) or
                                       (r.brk_tripped[i] and r.brk_resume[i] and now_ns >= r.brk_resume[i])):
                 return True
         for i in range(1, self.max_accounts):
@@ -1216,6 +1219,8 @@ cdef class Engine:
             return self.ladder_level[base + pos]
         cdef int32_t n = self.ladder_count[ladder]
         cdef int32_t lvi = self.level_free_head
+        if lvi >= self.level_hwm:
+            self.level_hwm = lvi + 1
         cdef Level* lv = &self.levels[lvi]
         self.level_free_head = lv.next_free
         memset(lv, 0, sizeof(Level))
@@ -1622,7 +1627,8 @@ cdef class Engine:
     # -- SNAPSHOT STATE --
 
     SCALARS = ("next_order_id", "next_trade_id", "clock_ns", "live_orders", "used_slots", "free_head",
-               "level_free_head", "day_head", "day_tail", "gtd_head", "gtd_tail", "table_mask")
+               "level_free_head", "day_head", "day_tail", "gtd_head", "gtd_tail", "table_mask", "slot_hwm",
+               "level_hwm")
 
     def export_state(self):
         """The whole matching state as {name: numpy array (a view, not a copy) or int}.
@@ -1634,8 +1640,12 @@ cdef class Engine:
         state["scalars"] = np.array([
             self.next_order_id, self.next_trade_id, self.clock_ns, self.live_orders, self.used_slots,
             self.free_head, self.level_free_head, self.day_head, self.day_tail, self.gtd_head, self.gtd_tail,
-            self.table_mask], dtype=np.int64)   # order: SCALARS
-        for name in ("orders_arr", "levels_arr", "ladder_key_arr", "ladder_level_arr", "ladder_count_arr",
+            self.table_mask, self.slot_hwm, self.level_hwm], dtype=np.int64)   # order: SCALARS
+        # order slots and levels are taken lowest index first and never touched above the high-water
+        # mark, so only the used prefix is state (a thin book's snapshot is small, whatever the capacity)
+        state["orders_arr"] = self.orders_arr[:self.slot_hwm]
+        state["levels_arr"] = self.levels_arr[:self.level_hwm]
+        for name in ("ladder_key_arr", "ladder_level_arr", "ladder_count_arr",
                      "oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr"):
             state[name] = getattr(self, name)
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
@@ -1657,13 +1667,25 @@ cdef class Engine:
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
                 targets[prefix + col] = arr
+        prefix = ("orders_arr", "levels_arr")      # may hold only the used prefix (export_state)
         for name, dst in targets.items():
             src = state[name]
-            if src.dtype != dst.dtype or src.shape != dst.shape:
+            if src.dtype != dst.dtype or (src.shape != dst.shape and not (
+                    name in prefix and src.ndim == 1 and src.shape[0] <= dst.shape[0])):
                 raise ValueError(f"snapshot array {name}: {src.dtype}{src.shape} != {dst.dtype}{dst.shape}")
         for name, dst in targets.items():
-            dst[...] = state[name]
+            dst[:len(state[name])] = state[name]
         cdef const int64_t[:] sc = np.ascontiguousarray(state["scalars"], dtype=np.int64)
+        cdef int32_t i
+        self.slot_hwm = <int32_t>len(state["orders_arr"])
+        self.level_hwm = <int32_t>len(state["levels_arr"])
+        for i in range(self.slot_hwm, self.max_orders):          # above the mark: as never used
+            memset(&self.orders[i], 0, sizeof(Order))
+            self.orders[i].acct_next = i + 1 if i + 1 < self.max_orders else -1
+            self.orders[i].level = -1
+        for i in range(self.level_hwm, self.max_level_slots):
+            memset(&self.levels[i], 0, sizeof(Level))
+            self.levels[i].next_free = i + 1 if i + 1 < self.max_level_slots else -1
         self.next_order_id = sc[0]
         self.next_trade_id = sc[1]
         self.clock_ns = sc[2]

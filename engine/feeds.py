@@ -103,9 +103,7 @@ class Feeds:
 
     def deliver(self):
         self.scheduled = False
-        pending, self.pending = self.pending, []
-        if not self.server.journal_ok:
-            return                     # the last batch may not be committed: publish nothing of it
+        pending, self.pending = self.pending, []    # all encoded after their own batch's commit
         if self.paused:
             for sub in [s for s in self.subs.values() if s.paused]:
                 self._maybe_resume(sub)

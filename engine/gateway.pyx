@@ -275,6 +275,44 @@ def encode_reports(Engine eng, int64_t[::1] next_seq not None, uint32_t[::1] cou
     return groups
 
 
+def encode_account_reports(const uint8_t[::1] events not None, uint32_t account, uint64_t first_seq,
+                           uint8_t[::1] out not None):
+    """The execution reports of one account for journaled events (EVENT records, as bytes): what
+    encode_reports wrote for that account when the events were live, in the same order, with
+    the same put_report, numbered from first_seq (the account's sequence before these events).
+    Gap replay after a restart rebuilds old reports with it. Returns the number of reports
+    written, or minus the number of bytes `out` needs if it is too small."""
+    if events.shape[0] % sizeof(Event):
+        raise ValueError("events: not a whole number of EVENT records")
+    cdef Py_ssize_t i, n = events.shape[0] // sizeof(Event), total = 0
+    cdef const Event* evs = <const Event*>&events[0] if n else NULL
+    cdef const Event* e
+    cdef uint32_t k
+    for i in range(n):
+        e = &evs[i]
+        k = report_count(e)
+        if k and e.account == account:
+            total += 1
+        if k == 2 and e.other_account == account:
+            total += 1
+    if total * REPORT_FRAME > out.shape[0]:
+        return -(total * REPORT_FRAME)
+    cdef uint8_t* p = &out[0] if total else NULL
+    cdef uint64_t seq = first_seq
+    for i in range(n):
+        e = &evs[i]
+        k = report_count(e)
+        if k and e.account == account:
+            put_report(p, REPORT_TYPE[e.kind], seq, e, False)
+            p += REPORT_FRAME
+            seq += 1
+        if k == 2 and e.other_account == account:
+            put_report(p, MSG_FILL, seq, e, True)
+            p += REPORT_FRAME
+            seq += 1
+    return total
+
+
 def stamp(cnp.ndarray cmds not None, Py_ssize_t n, uint64_t first_seq, uint64_t ts_ns):
     """Give cmds[:n] consecutive sequence numbers from first_seq and the receive time ts_ns."""
     if cmds.dtype != COMMAND.dtype or not cmds.flags.c_contiguous or n > cmds.shape[0] or n < 0:

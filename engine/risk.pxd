@@ -11,9 +11,9 @@ ctypedef int64_t bps_t      # basis points, 1/10000
 
 # The not-set value of a limit table entry (0 is a real value: e.g. a zero fee).
 cdef enum:
-    N_LIMITS = 18           # LimitKind values are 1..17; index 0 unused
+    N_LIMITS = 19           # LimitKind values are 1..18; index 0 unused
 
-# One (account, symbol) entry: 96 bytes, naturally aligned.
+# One (account, symbol) entry: 104 bytes, naturally aligned.
 cdef packed struct Position:
     int64_t pos              # @0  signed qty units (long > 0)
     int64_t avg_price        # @8  average entry price, price units (0 when flat)
@@ -26,10 +26,11 @@ cdef packed struct Position:
     int64_t wexpo            # @64 cached: worst-case qty (with open orders) at the mark, rounded up
     int64_t im               # @72 cached: initial margin of wexpo
     int64_t mm               # @80 cached: maintenance margin of expo
-    int32_t slot             # @88 index in the account's active list, -1 = not listed
-    uint8_t dirty            # @92 DIRTY_* bits: cached figures stale
-    uint8_t restricted       # @93 1 = the account may not trade this symbol
-    uint16_t _pad            # @94
+    int64_t worst            # @88 max(|pos + open_buy|, |pos - open_sell|), kept current on every change
+    int32_t slot             # @96 index in the account's active list, -1 = not listed
+    uint8_t dirty            # @100 DIRTY_* bits: cached figures stale
+    uint8_t restricted       # @101 1 = the account may not trade this symbol
+    uint16_t _pad            # @102
 
 
 cdef class Risk:
@@ -43,6 +44,7 @@ cdef class Risk:
     # -- ARRAYS (numpy-owned; raw pointers below) --
     cdef readonly object pos_arr, active_arr, dirty_arr, acct_cols, sym_cols
     cdef readonly object lim_default_arr, lim_acct_arr, lim_sym_arr, lim_strat_arr
+    cdef object eff_acct_arr, eff_sym_arr, eff_strat_arr
     cdef Position* P                 # [account * max_symbols + symbol]
     cdef int32_t* active             # per account: symbols with a position or open orders (max_symbols each)
     cdef int32_t* dirty_list         # per account: symbols whose cached figures are stale
@@ -50,6 +52,13 @@ cdef class Risk:
     cdef int64_t* lim_acct           # [account * N_LIMITS + kind]
     cdef int64_t* lim_sym            # [symbol * N_LIMITS + kind]
     cdef int64_t* lim_strat          # [strategy * N_LIMITS + kind]
+    # The same tables pre-combined for the checks (rebuilt by every SET_LIMIT; derived, never
+    # snapshotted): eff_acct = default combined with the account's value, eff_sym = the symbol's
+    # value (OVERRIDE kinds: combined with the default), eff_strat = the strategy's; a CAP that no
+    # scope sets is NO_CAP, a FLOOR 0, an OVERRIDE in eff_acct UNSET (then eff_sym decides).
+    cdef int64_t* eff_acct
+    cdef int64_t* eff_sym
+    cdef int64_t* eff_strat
 
     # per account (sums of the cached Position figures, valid after refresh())
     cdef int64_t* cash
@@ -69,6 +78,8 @@ cdef class Risk:
     # per symbol
     cdef int64_t* num                # notional(price, qty) = price * qty * num / den, cash units
     cdef int64_t* den
+    cdef uint64_t* den_magic         # den's invariant-divisor multiplier (risk.pyx te_udiv_gen)
+    cdef uint8_t* den_more
     cdef int64_t* mark
     cdef int64_t* brk_ts             # circuit breaker: start of the current window (journaled ns)
     cdef int64_t* brk_ref            # first trade price of the window
@@ -93,6 +104,7 @@ cdef class Risk:
     cdef int64_t fig_max             # every cached figure is clamped to +-fig_max = 2**62 / max_symbols
 
     # -- LIMITS --
+    cdef int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept
     cdef int64_t cap(self, int k, uint32_t a, uint32_t s, uint32_t t) noexcept
     cdef int64_t floor_(self, int k, uint32_t a, uint32_t s) noexcept
     cdef int64_t override(self, int k, uint32_t a, uint32_t s) noexcept
@@ -121,3 +133,4 @@ cdef class Risk:
     cdef uint32_t next_liquidation(self, uint32_t a, int64_t* qty, uint8_t* side) noexcept
     cdef void end_of_day(self) noexcept
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1
+    cdef void rebuild_eff(self, uint8_t kind) noexcept

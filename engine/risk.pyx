@@ -26,6 +26,9 @@ cdef extern from *:
     #define TE_I128_MAX ((te_i128)(((unsigned __int128)1 << 127) - 1))
     #define TE_I128_MIN (-TE_I128_MAX - 1)
 
+    /* Each helper has a 64-bit fast path (every product checked with __builtin_mul_overflow,
+       which is one imul and a jump) and falls back to exact 128-bit arithmetic, which
+       saturates instead of wrapping. Only the final division rounds. */
     static inline te_i128 te_mul(te_i128 a, te_i128 b) {
         te_i128 r;
         if (__builtin_mul_overflow(a, b, &r)) return ((a < 0) != (b < 0)) ? TE_I128_MIN : TE_I128_MAX;
@@ -34,31 +37,91 @@ cdef extern from *:
     static inline int64_t te_sat64(te_i128 x) {
         return x > INT64_MAX ? INT64_MAX : (x < INT64_MIN ? INT64_MIN : (int64_t)x);
     }
-    /* round(a * b * c * e / (d1 * d2)), d1, d2 > 0; mode 0 = floor, 1 = ceil. Saturating. */
-    static inline int64_t te_muldiv(int64_t a, int64_t b, int64_t c, int64_t e, int64_t d1, int64_t d2, int mode) {
+    static inline int64_t te_div64(int64_t x, int64_t d, int mode) {
+        int64_t q = x / d, r = x % d;
+        if (r != 0 && ((mode == 0 && x < 0) || (mode == 1 && x > 0))) q += mode ? 1 : -1;
+        return q;
+    }
+    static __attribute__((noinline)) int64_t te_muldiv_slow(int64_t a, int64_t b, int64_t c, int64_t e,
+                                                           int64_t d1, int64_t d2, int mode) {
         te_i128 x = te_mul(te_mul(te_mul(a, b), c), e);
         te_i128 d = (te_i128)d1 * (te_i128)d2;
-        if (x >= INT64_MIN && x <= INT64_MAX && d <= INT64_MAX) {
-            int64_t xi = (int64_t)x, di = (int64_t)d, q = xi / di, r = xi % di;
-            if (r != 0 && ((mode == 0 && xi < 0) || (mode == 1 && xi > 0))) q += mode ? 1 : -1;
-            return q;
-        }
         te_i128 q = x / d, r = x % d;
         if (r != 0 && ((mode == 0 && x < 0) || (mode == 1 && x > 0))) q += mode ? 1 : -1;
         return te_sat64(q);
     }
-    /* a * b > c * d, exactly (saturated products compare as infinities). */
-    static inline int te_gt(int64_t a, int64_t b, int64_t c, int64_t d) {
-        return te_mul(a, b) > te_mul(c, d);
+    /* round(a * b * c * e / (d1 * d2)), d1, d2 > 0; mode 0 = floor, 1 = ceil. Saturating. */
+    static inline int64_t te_muldiv(int64_t a, int64_t b, int64_t c, int64_t e, int64_t d1, int64_t d2, int mode) {
+        int64_t x, d;
+        if (!__builtin_mul_overflow(a, b, &x) && !__builtin_mul_overflow(x, c, &x) &&
+                !__builtin_mul_overflow(x, e, &x) && !__builtin_mul_overflow(d1, d2, &d))
+            return te_div64(x, d, mode);
+        return te_muldiv_slow(a, b, c, e, d1, d2, mode);
     }
-    /* a * b * c > x * y */
+    /* a * b > c * d, exactly (int64 x int64 always fits 128 bits). */
+    static inline int te_gt(int64_t a, int64_t b, int64_t c, int64_t d) {
+        int64_t x, y;
+        if (!__builtin_mul_overflow(a, b, &x) && !__builtin_mul_overflow(c, d, &y)) return x > y;
+        return (te_i128)a * b > (te_i128)c * d;
+    }
+    /* a * b * c > x * y (a saturated product compares as an infinity) */
     static inline int te_gt3(int64_t a, int64_t b, int64_t c, int64_t x, int64_t y) {
-        return te_mul(te_mul(a, b), c) > te_mul(x, y);
+        int64_t l, r;
+        if (!__builtin_mul_overflow(a, b, &l) && !__builtin_mul_overflow(l, c, &l) &&
+                !__builtin_mul_overflow(x, y, &r)) return l > r;
+        return te_mul(te_mul(a, b), c) > (te_i128)x * y;
+    }
+    /* Division by a symbol's den, which is fixed once the symbol is defined: a multiply-high and
+       shifts instead of a hardware divide (the invariant-divisor method of Granlund and
+       Montgomery, as in Hacker's Delight 10-9; magic 0 means den is a power of two). */
+    #define TE_DIV_ADD 0x40
+    static void te_udiv_gen(uint64_t d, uint64_t* magic, uint8_t* more) {
+        if ((d & (d - 1)) == 0) { *magic = 0; *more = (uint8_t)__builtin_ctzll(d); return; }
+        uint32_t l = 63 - __builtin_clzll(d);
+        unsigned __int128 n = (unsigned __int128)1 << (64 + l);
+        uint64_t m = (uint64_t)(n / d), rem = (uint64_t)(n % d);
+        if (d - rem < ((uint64_t)1 << l)) {
+            *more = (uint8_t)l;
+        } else {
+            uint64_t twice = rem + rem;
+            m += m;
+            if (twice >= d || twice < rem) m += 1;
+            *more = (uint8_t)(l | TE_DIV_ADD);
+        }
+        *magic = m + 1;
+    }
+    static inline uint64_t te_udiv(uint64_t n, uint64_t magic, uint8_t more) {
+        if (magic == 0) return n >> more;
+        uint64_t q = (uint64_t)(((unsigned __int128)magic * n) >> 64);
+        if (more & TE_DIV_ADD) return (((n - q) >> 1) + q) >> (more & 0x3F);
+        return q >> more;
+    }
+    /* floor (mode 0) or ceil (mode 1) of x / d, d > 0, with d's magic */
+    static inline int64_t te_qdiv(int64_t x, uint64_t d, uint64_t magic, uint8_t more, int mode) {
+        uint64_t n;
+        if (x >= 0) {
+            n = (uint64_t)x + (mode ? d - 1 : 0);
+            return (int64_t)te_udiv(n, magic, more);
+        }
+        n = (uint64_t)0 - (uint64_t)x + (mode ? 0 : d - 1);
+        return (int64_t)((uint64_t)0 - te_udiv(n, magic, more));
+    }
+    /* round(a * b * c * e / den) with den's magic: the notional helper of every valuation */
+    static inline int64_t te_mulq(int64_t a, int64_t b, int64_t c, int64_t e, int64_t den, uint64_t magic,
+                                  uint8_t more, int mode) {
+        int64_t x;
+        if (!__builtin_mul_overflow(a, b, &x) && !__builtin_mul_overflow(x, c, &x) &&
+                !__builtin_mul_overflow(x, e, &x))
+            return te_qdiv(x, (uint64_t)den, magic, more, mode);
+        return te_muldiv_slow(a, b, c, e, den, 1, mode);
     }
     /* the new average entry price: (avg * n + price * q) / (n + q), rounded half up (all >= 0) */
     static inline int64_t te_avg(int64_t avg, int64_t n, int64_t price, int64_t q) {
-        te_i128 total = te_mul(avg, n) + te_mul(price, q);
-        te_i128 m = (te_i128)n + (te_i128)q;
+        int64_t t1, t2, t, m = n + q;
+        if (!__builtin_mul_overflow(avg, n, &t1) && !__builtin_mul_overflow(price, q, &t2) &&
+                !__builtin_add_overflow(t1, t2, &t) && !__builtin_add_overflow(t, m / 2, &t))
+            return t / m;
+        te_i128 total = (te_i128)avg * n + (te_i128)price * q;
         return te_sat64((total + m / 2) / m);
     }
     """
@@ -66,6 +129,11 @@ cdef extern from *:
     bint te_gt(int64_t a, int64_t b, int64_t c, int64_t d) noexcept nogil
     bint te_gt3(int64_t a, int64_t b, int64_t c, int64_t x, int64_t y) noexcept nogil
     int64_t te_avg(int64_t avg, int64_t n, int64_t price, int64_t q) noexcept nogil
+    void te_udiv_gen(uint64_t d, uint64_t* magic, uint8_t* more) noexcept nogil
+    int64_t te_qdiv(int64_t x, uint64_t d, uint64_t magic, uint8_t more, int mode) noexcept nogil
+    int64_t te_mulq(int64_t a, int64_t b, int64_t c, int64_t e, int64_t den, uint64_t magic, uint8_t more,
+                    int mode) noexcept nogil
+    int64_t te_div64(int64_t x, int64_t d, int mode) noexcept nogil
 
 cdef enum:
     FLOOR = 0
@@ -74,6 +142,7 @@ cdef enum:
     DIRTY_ALL = 3            # position or mark or margin rates changed: everything
 
 cdef int64_t UNSET = INT64_MIN
+cdef int64_t NO_CAP = INT64_MAX                # a CAP no scope sets (eff tables)
 cdef int64_t QTY_BOUND = <int64_t>1 << 62     # no worst-case position beyond this is ever accepted
 UNSET_LIMIT = INT64_MIN
 
@@ -84,21 +153,23 @@ for _k in (LIM_MAX_ORDER_QTY, LIM_MAX_ORDER_VALUE, LIM_MAX_POSITION_VALUE, LIM_M
     KIND_CLASS[_k] = 1
 KIND_CLASS[LIM_INITIAL_MARGIN] = 2
 KIND_CLASS[LIM_MAINTENANCE_MARGIN] = 2
-for _k in (LIM_MAKER_FEE, LIM_TAKER_FEE, LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS):
+for _k in (LIM_MAKER_FEE, LIM_TAKER_FEE, LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS,
+           LIM_EXTERNAL_MARK):
     KIND_CLASS[_k] = 3
 KIND_CLASS[LIM_ERROR_THRESHOLD] = 4
 
 POSITION_DTYPE = np.dtype([
     ("pos", "<i8"), ("avg_price", "<i8"), ("open_buy", "<i8"), ("open_sell", "<i8"), ("realized", "<i8"),
     ("fees", "<i8"), ("upnl", "<i8"), ("expo", "<i8"), ("wexpo", "<i8"), ("im", "<i8"), ("mm", "<i8"),
-    ("slot", "<i4"), ("dirty", "u1"), ("restricted", "u1"), ("_pad", "<u2"),
+    ("worst", "<i8"), ("slot", "<i4"), ("dirty", "u1"), ("restricted", "u1"), ("_pad", "<u2"),
 ])
 ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.int64), ("wexpo_sum", np.int64),
                    ("im_sum", np.int64), ("mm_sum", np.int64), ("day_base", np.int64), ("n_active", np.int32),
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
                    ("kill", np.uint8), ("touched", np.uint8))
-SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("mark", np.int64), ("brk_ts", np.int64),
-                  ("brk_ref", np.int64), ("brk_resume", np.int64), ("defined", np.uint8), ("brk_tripped", np.uint8))
+SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
+                  ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64), ("defined", np.uint8),
+                  ("brk_tripped", np.uint8), ("den_more", np.uint8))
 SIZEOF_POSITION = sizeof(Position)
 
 
@@ -150,6 +221,9 @@ cdef class Risk:
         self.lim_acct_arr = np.full(<int64_t>max_accounts * N_LIMITS, UNSET, dtype=np.int64)
         self.lim_sym_arr = np.full(<int64_t>max_symbols * N_LIMITS, UNSET, dtype=np.int64)
         self.lim_strat_arr = np.full(<int64_t>max_strategies * N_LIMITS, UNSET, dtype=np.int64)
+        self.eff_acct_arr = np.zeros(<int64_t>max_accounts * N_LIMITS, dtype=np.int64)
+        self.eff_sym_arr = np.zeros(<int64_t>max_symbols * N_LIMITS, dtype=np.int64)
+        self.eff_strat_arr = np.zeros(<int64_t>max_strategies * N_LIMITS, dtype=np.int64)
         self._touch_arr = np.zeros(max_accounts, dtype=np.int32)
         self._trip_arr = np.zeros(max_symbols, dtype=np.int32)
         self._chg_arr = np.zeros(max_symbols, dtype=np.uint8)
@@ -163,6 +237,12 @@ cdef class Risk:
         self.lim_acct = <int64_t*>_data(self.lim_acct_arr)
         self.lim_sym = <int64_t*>_data(self.lim_sym_arr)
         self.lim_strat = <int64_t*>_data(self.lim_strat_arr)
+        self.eff_acct = <int64_t*>_data(self.eff_acct_arr)
+        self.eff_sym = <int64_t*>_data(self.eff_sym_arr)
+        self.eff_strat = <int64_t*>_data(self.eff_strat_arr)
+        cdef int k
+        for k in range(1, N_LIMITS):
+            self.rebuild_eff(k)
         a, s = self.acct_cols, self.sym_cols
         self.cash = <int64_t*>_data(a["cash"])
         self.upnl_sum = <int64_t*>_data(a["upnl_sum"])
@@ -180,6 +260,8 @@ cdef class Risk:
         self.touched = <uint8_t*>_data(a["touched"])
         self.num = <int64_t*>_data(s["num"])
         self.den = <int64_t*>_data(s["den"])
+        self.den_magic = <uint64_t*>_data(s["den_magic"])
+        self.den_more = <uint8_t*>_data(s["den_more"])
         self.mark = <int64_t*>_data(s["mark"])
         self.brk_ts = <int64_t*>_data(s["brk_ts"])
         self.brk_ref = <int64_t*>_data(s["brk_ref"])
@@ -209,51 +291,59 @@ cdef class Risk:
             raise ValueError("risk: multiplier * 10**cash_decimals too large")
         self.num[symbol] = num
         self.den[symbol] = den
+        te_udiv_gen(<uint64_t>den, &self.den_magic[symbol], &self.den_more[symbol])
         self.sym_defined[symbol] = 1
+
+    cdef inline int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept:
+        """a * b (a price and a qty) in cash units of symbol s, rounded down (FLOOR) or up (CEIL)."""
+        return te_mulq(a, b, self.num[s], 1, self.den[s], self.den_magic[s], self.den_more[s], mode)
 
     # -- LIMITS --
 
     cdef inline int64_t cap(self, int k, uint32_t a, uint32_t s, uint32_t t) noexcept:
-        """The tightest set value over default, account, symbol and (t < max_strategies) strategy."""
-        cdef int64_t v = self.lim_default[k], x
-        x = self.lim_acct[<int64_t>a * N_LIMITS + k]
-        if x != UNSET and (v == UNSET or x < v):
-            v = x
-        x = self.lim_sym[<int64_t>s * N_LIMITS + k]
-        if x != UNSET and (v == UNSET or x < v):
+        """The tightest set value over default, account, symbol and (t < max_strategies) strategy;
+        NO_CAP if none is set."""
+        cdef int64_t v = self.eff_acct[<int64_t>a * N_LIMITS + k], x = self.eff_sym[<int64_t>s * N_LIMITS + k]
+        if x < v:
             v = x
         if t < <uint32_t>self.max_strategies:
-            x = self.lim_strat[<int64_t>t * N_LIMITS + k]
-            if x != UNSET and (v == UNSET or x < v):
+            x = self.eff_strat[<int64_t>t * N_LIMITS + k]
+            if x < v:
                 v = x
         return v
 
     cdef inline int64_t floor_(self, int k, uint32_t a, uint32_t s) noexcept:
         """The largest set value over default, account and symbol (0 if none)."""
-        cdef int64_t v = 0, x
-        x = self.lim_default[k]
-        if x > v:
-            v = x
-        x = self.lim_acct[<int64_t>a * N_LIMITS + k]
-        if x > v:
-            v = x
-        x = self.lim_sym[<int64_t>s * N_LIMITS + k]
-        if x > v:
-            v = x
-        return v
+        cdef int64_t v = self.eff_acct[<int64_t>a * N_LIMITS + k], x = self.eff_sym[<int64_t>s * N_LIMITS + k]
+        return x if x > v else v
 
     cdef inline int64_t override(self, int k, uint32_t a, uint32_t s) noexcept:
         """The most specific set value: account, then symbol, then default (0 if none)."""
-        cdef int64_t x
-        if a:
-            x = self.lim_acct[<int64_t>a * N_LIMITS + k]
-            if x != UNSET:
-                return x
-        x = self.lim_sym[<int64_t>s * N_LIMITS + k]
-        if x != UNSET:
-            return x
-        x = self.lim_default[k]
-        return x if x != UNSET else 0
+        cdef int64_t x = self.eff_acct[<int64_t>a * N_LIMITS + k]
+        return x if x != UNSET else self.eff_sym[<int64_t>s * N_LIMITS + k]
+
+    cdef void rebuild_eff(self, uint8_t k) noexcept:
+        """Re-combine kind k's tables into eff_acct / eff_sym / eff_strat (O(accounts + symbols))."""
+        cdef uint8_t klass = KIND_CLASS[k]
+        cdef int64_t d = self.lim_default[k], x
+        cdef int32_t i
+        for i in range(self.max_accounts):
+            x = self.lim_acct[<int64_t>i * N_LIMITS + k]
+            if klass == 2:
+                x = imax(0 if x == UNSET else x, 0 if d == UNSET else d)
+            elif klass == 3:
+                pass                                  # the account's own value, or UNSET
+            elif x == UNSET or (d != UNSET and d < x):
+                x = NO_CAP if d == UNSET else d       # CAP (and DEFAULT-only kinds)
+            self.eff_acct[<int64_t>i * N_LIMITS + k] = x
+        for i in range(self.max_symbols):
+            x = self.lim_sym[<int64_t>i * N_LIMITS + k]
+            if x == UNSET:
+                x = NO_CAP if klass == 1 or klass == 4 else (0 if klass == 2 else (0 if d == UNSET else d))
+            self.eff_sym[<int64_t>i * N_LIMITS + k] = x
+        for i in range(self.max_strategies):
+            x = self.lim_strat[<int64_t>i * N_LIMITS + k]
+            self.eff_strat[<int64_t>i * N_LIMITS + k] = NO_CAP if x == UNSET else x
 
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1:
         """Returns 0, or REJ_INVALID_LIMIT."""
@@ -267,7 +357,7 @@ cdef class Risk:
             row = self.lim_default
         elif scope == SCOPE_ACCOUNT:
             if target == 0 or target >= <uint32_t>self.max_accounts or klass == 4 or \
-                    kind in (LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS):
+                    kind in (LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS, LIM_EXTERNAL_MARK):
                 return REJ_INVALID_LIMIT
             row = self.lim_acct + <int64_t>target * N_LIMITS
         elif scope == SCOPE_SYMBOL:
@@ -287,6 +377,7 @@ cdef class Risk:
             elif value < 0 or (klass == 2 and value > 1000000):
                 return REJ_INVALID_LIMIT
         row[kind] = UNSET if clear else value
+        self.rebuild_eff(kind)
         cdef int32_t a, i
         if kind == LIM_INITIAL_MARGIN or kind == LIM_MAINTENANCE_MARGIN:
             # margin rates changed: re-value every entry they apply to
@@ -305,7 +396,7 @@ cdef class Risk:
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept:
         """The worst price a market order may trade at (0 = no band), a multiple of tick."""
         cdef int64_t band = self.cap(LIM_MARKET_BAND, a, s, 0xFFFFFFFF), m = self.mark[s], b
-        if band == UNSET or m == 0:
+        if band == NO_CAP or m == 0:
             return 0
         if side == SIDE_BUY:
             b = te_muldiv(m, 10000 + band, 1, 1, 10000, tick, FLOOR)
@@ -347,19 +438,19 @@ cdef class Risk:
         else:
             vp = price
         lim = self.cap(LIM_MAX_ORDER_QTY, a, s, strategy)
-        if lim != UNSET and qty > lim:
+        if lim != NO_CAP and qty > lim:
             return REJ_MAX_ORDER_QTY
         lim = self.cap(LIM_MAX_ORDER_VALUE, a, s, strategy)
-        if lim != UNSET and te_gt3(vp, qty, self.num[s], lim, self.den[s]):
+        if lim != NO_CAP and te_gt3(vp, qty, self.num[s], lim, self.den[s]):
             return REJ_MAX_ORDER_VALUE
         if order_type == OT_LIMIT or order_type == OT_STOP_LIMIT:
             lim = self.cap(LIM_PRICE_COLLAR, a, s, strategy)
-            if lim != UNSET and te_gt(iabs(price - m), 10000, lim, m):
+            if lim != NO_CAP and te_gt(iabs(price - m), 10000, lim, m):
                 return REJ_PRICE_COLLAR
         if open_orders >= 0 and (tif == TIF_GTC or tif == TIF_DAY or tif == TIF_GTD or
                                  order_type == OT_STOP or order_type == OT_STOP_LIMIT):
             lim = self.cap(LIM_MAX_OPEN_ORDERS, a, s, strategy)
-            if lim != UNSET and open_orders >= lim:
+            if lim != NO_CAP and open_orders >= lim:
                 return REJ_MAX_OPEN_ORDERS
         cdef int64_t ob = p.open_buy, os = p.open_sell, pos = p.pos
         if flags & FLAG_REDUCE_ONLY:
@@ -368,8 +459,8 @@ cdef class Risk:
                     return REJ_REDUCE_ONLY_VIOLATION
             elif not (pos > 0 and os + added <= pos):
                 return REJ_REDUCE_ONLY_VIOLATION
-        # worst case of the position if every open order filled (RISK.md "Worst case")
-        cdef int64_t worst = imax(iabs(pos + ob), iabs(pos - os)), worst2
+        # worst case of the position if every open order filled (RISK.md "Valuation")
+        cdef int64_t worst = p.worst, worst2
         if side == SIDE_BUY:
             worst2 = imax(iabs(pos + ob + added), iabs(pos - os))
         else:
@@ -381,18 +472,18 @@ cdef class Risk:
         self.refresh(a)
         cdef int64_t eq = self.cash[a] + self.upnl_sum[a]
         lim = self.cap(LIM_MAX_DAILY_LOSS, a, s, strategy)
-        if lim != UNSET and eq - self.day_base[a] < -lim:
+        if lim != NO_CAP and eq - self.day_base[a] < -lim:
             return REJ_MAX_DAILY_LOSS
         if worst2 > QTY_BOUND:
             return REJ_MAX_POSITION_VALUE
-        cdef int64_t w2 = te_muldiv(worst2, m, self.num[s], 1, self.den[s], 1, CEIL)
+        cdef int64_t w2 = self.notional(worst2, m, s, CEIL)
         if w2 > self.fig_max:
             w2 = self.fig_max
         lim = self.cap(LIM_MAX_POSITION_VALUE, a, s, strategy)
-        if lim != UNSET and w2 > lim:
+        if lim != NO_CAP and w2 > lim:
             return REJ_MAX_POSITION_VALUE
         lim = self.cap(LIM_MAX_LEVERAGE, a, s, strategy)
-        if lim != UNSET and te_gt(self.wexpo_sum[a] - p.wexpo + w2, 10000, lim, eq):
+        if lim != NO_CAP and te_gt(self.wexpo_sum[a] - p.wexpo + w2, 10000, lim, eq):
             return REJ_MAX_LEVERAGE
         cdef int64_t im2 = te_muldiv(w2, self.floor_(LIM_INITIAL_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
         if self.im_sum[a] - p.im + im2 > eq:
@@ -437,7 +528,10 @@ cdef class Risk:
             p.open_buy += delta
         else:
             p.open_sell += delta
-        self.mark_dirty(a, s, DIRTY_OPEN)
+        cdef int64_t w = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell))
+        if w != p.worst:              # an order on the side that is not the worst changes no figure
+            p.worst = w
+            self.mark_dirty(a, s, DIRTY_OPEN)
 
     cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
         """One side of a trade: position, average entry price, realized P&L, fee, cash."""
@@ -448,15 +542,17 @@ cdef class Risk:
             p.avg_price = te_avg(p.avg_price, iabs(pos), price, qty)
         else:
             closed = qty if qty < iabs(pos) else iabs(pos)
-            realized = te_muldiv(price - p.avg_price if pos > 0 else p.avg_price - price, closed,
-                                 self.num[s], 1, self.den[s], 1, FLOOR)
+            realized = self.notional(price - p.avg_price if pos > 0 else p.avg_price - price, closed, s, FLOOR)
             if npos == 0:
                 p.avg_price = 0
             elif (npos > 0) != (pos > 0):
                 p.avg_price = price        # flipped: the remainder opens at the fill price
         p.pos = npos
+        p.worst = imax(iabs(npos + p.open_buy), iabs(npos - p.open_sell))
         bps = self.override(LIM_MAKER_FEE if maker else LIM_TAKER_FEE, a, s)
-        fee = te_muldiv(price, qty, self.num[s], bps, self.den[s], 10000, CEIL) if bps else 0
+        # ceil(ceil(x / den) / 10000) == ceil(x / (den * 10000)) for integer x and positive divisors
+        fee = te_div64(te_mulq(price, qty, self.num[s], bps, self.den[s], self.den_magic[s], self.den_more[s],
+                               CEIL), 10000, CEIL) if bps else 0
         if realized > self.fig_max:
             realized = self.fig_max
         elif realized < -self.fig_max:
@@ -532,26 +628,26 @@ cdef class Risk:
     cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
         cdef int64_t base = <int64_t>a * self.max_symbols
         cdef Position* p = &self.P[base + s]
-        cdef int64_t m = self.mark[s], num = self.num[s], den = self.den[s], fm = self.fig_max, v, last
-        cdef int64_t worst = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell))
+        cdef int64_t m = self.mark[s], fm = self.fig_max, v, last
+        cdef int64_t worst = p.worst
         if p.dirty & 2:
-            v = te_muldiv(m - p.avg_price, p.pos, num, 1, den, 1, FLOOR) if p.pos else 0
+            v = self.notional(m - p.avg_price, p.pos, s, FLOOR) if p.pos else 0
             v = fm if v > fm else (-fm if v < -fm else v)
             self.upnl_sum[a] += v - p.upnl
             p.upnl = v
-            v = te_muldiv(iabs(p.pos), m, num, 1, den, 1, CEIL)
+            v = self.notional(iabs(p.pos), m, s, CEIL)
             v = fm if v > fm else v
             self.expo_sum[a] += v - p.expo
             p.expo = v
-            v = te_muldiv(v, self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
+            v = te_div64(v * self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 10000, CEIL)    # v <= 2**62/S, bps <= 1e6
             v = fm if v > fm else v
             self.mm_sum[a] += v - p.mm
             p.mm = v
-        v = te_muldiv(worst, m, num, 1, den, 1, CEIL)
+        v = self.notional(worst, m, s, CEIL)
         v = fm if v > fm else v
         self.wexpo_sum[a] += v - p.wexpo
         p.wexpo = v
-        v = te_muldiv(v, self.floor_(LIM_INITIAL_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
+        v = te_div64(v * self.floor_(LIM_INITIAL_MARGIN, a, s), 10000, CEIL)
         v = fm if v > fm else v
         self.im_sum[a] += v - p.im
         p.im = v
@@ -634,7 +730,7 @@ cdef class Risk:
             raise ValueError("bad limit kind, account or symbol")
         if KIND_CLASS[kind] == 1:
             v = self.cap(kind, account, symbol, strategy)
-            return None if v == UNSET else v
+            return None if v == NO_CAP else v
         if KIND_CLASS[kind] == 2:
             return self.floor_(kind, account, symbol)
         if KIND_CLASS[kind] == 4:
@@ -687,6 +783,16 @@ cdef class Risk:
                     daily_pnl=eq - self.day_base[account], state=self.state[account], kill=self.kill[account],
                     kill_all=self.kill_all)
 
+    @staticmethod
+    def _divide(int64_t x, int64_t d, int mode):
+        """The invariant-divisor division used for notionals (tests check it against Python)."""
+        cdef uint64_t magic
+        cdef uint8_t more
+        if d <= 0:
+            raise ValueError("d > 0")
+        te_udiv_gen(<uint64_t>d, &magic, &more)
+        return te_qdiv(x, <uint64_t>d, magic, more, mode)
+
     def mark_price(self, uint32_t symbol):
         return self.mark[symbol] if 0 < symbol < <uint32_t>self.max_symbols else 0
 
@@ -728,6 +834,9 @@ cdef class Risk:
             dst[...] = state[name]
         sc = [int(x) for x in state["risk.scalars"]]
         self.kill_all, self.breaker, self.err_ts, self.err_count = sc
+        cdef int k
+        for k in range(1, N_LIMITS):
+            self.rebuild_eff(k)
         self.breaker_new = 0
         self.touch_head = self.touch_n = self.n_trip = 0
 

@@ -35,7 +35,7 @@ import numpy as np
 from engine import config as cfgmod
 from engine import admin as adminmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, tls as tlsmod
 from engine.core import Engine
-from engine.journal import Journal, JournalUnavailable
+from engine.journal import Journal, JournalError, JournalUnavailable
 from protocol import wire
 from protocol.codes import CommandKind, EventKind, Reject, Side, SymbolState
 from protocol.records import COMMAND
@@ -47,6 +47,19 @@ REPORT_SIZE = wire.frame_size(MsgType.ACCEPTED)
 BATCH_CAP = 1 << 16
 ORDER_TYPES = frozenset({MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.AMEND, MsgType.MASS_CANCEL})
 READ_BUFFER = 1 << 18
+
+
+def engine_from_config(cfg: cfgmod.Config) -> Engine:
+    """A fresh matching engine with the config's capacities, symbols and accounts (the server's,
+    and the replay tool's: the journal holds commands, not this set-up)."""
+    e = cfg.engine
+    eng = Engine(max_orders=e.max_orders, max_accounts=e.max_accounts, max_symbols=e.max_symbols,
+                 max_levels=e.max_levels)
+    for s in cfg.symbols:
+        eng.add_symbol(s.id, tick_size=s.tick_size, lot_size=s.lot_size, max_price=s.max_price, max_qty=s.max_qty)
+    for a in cfg.accounts:
+        eng.add_account(a.id, stp_group=a.stp_group)
+    return eng
 
 
 class Account:
@@ -69,6 +82,10 @@ class Account:
         while self.ring_reports - len(self.ring[0][1]) // REPORT_SIZE >= cap:
             self.ring_reports -= len(self.ring.popleft()[1]) // REPORT_SIZE
 
+    def has(self, seq):
+        """True if the ring still holds report `seq` (or it is not written yet)."""
+        return seq >= (self.ring[0][0] if self.ring else self.next_seq)
+
     def replay_from(self, seq):
         """Bytes of every kept report with sequence >= seq (those older than the ring are gone)."""
         parts = []
@@ -80,21 +97,65 @@ class Account:
         return b"".join(parts)
 
 
+class SeqIndex:
+    """Where each account's report sequence stood in the journal, sparsely: rows of
+    (first command seq of a batch, every account's next report seq before that batch), one at
+    least `every` commands after the previous. Gap replay older than an account's ring starts at
+    the last row whose next seq for that account is <= the one asked for, and re-encodes the
+    journaled events from there (the numbering of an account's reports depends only on its own
+    events, so one counter suffices). Bounded: when `cap` rows are full every other row is
+    dropped and `every` doubles. Kept in snapshots, so it survives a restart from one."""
+
+    def __init__(self, accounts, every=1 << 16, cap=256):
+        self.rows = np.zeros((cap, 1 + accounts), dtype=np.int64)
+        self.n = 0
+        self.every = every
+        self.last = -every
+
+    def note(self, cmd_seq, next_seq):
+        if cmd_seq - self.last < self.every:
+            return
+        if self.n == len(self.rows):
+            kept = self.rows[0:self.n:2].copy()
+            self.n = len(kept)
+            self.rows[:self.n] = kept
+            self.every *= 2
+        self.rows[self.n, 0] = cmd_seq
+        self.rows[self.n, 1:] = next_seq
+        self.n += 1
+        self.last = cmd_seq
+
+    def find(self, account, seq):
+        """(command seq to read the journal from, the account's next report seq there)."""
+        col = self.rows[:self.n, 1 + account]
+        i = max(0, int(np.searchsorted(col, seq, side="right")) - 1)
+        return int(self.rows[i, 0]), int(col[i])
+
+    def export(self, state):
+        state["server.seq_index"] = self.rows[:self.n]
+        state["server.seq_index_every"] = np.array([self.every, self.last], dtype=np.int64)
+
+    def load(self, state):
+        rows = state.get("server.seq_index")
+        if rows is None or rows.shape[1] != self.rows.shape[1] or len(rows) > len(self.rows):
+            return False
+        self.n = len(rows)
+        self.rows[:self.n] = rows
+        self.every, self.last = (int(x) for x in state["server.seq_index_every"])
+        return True
+
+
 class Server:
     def __init__(self, cfg: cfgmod.Config):
         self.cfg = cfg
         e = cfg.engine
-        self.engine = Engine(max_orders=e.max_orders, max_accounts=e.max_accounts, max_symbols=e.max_symbols,
-                             max_levels=e.max_levels)
-        for s in cfg.symbols:
-            self.engine.add_symbol(s.id, tick_size=s.tick_size, lot_size=s.lot_size, max_price=s.max_price,
-                                   max_qty=s.max_qty)
+        self.engine = engine_from_config(cfg)
         self.accounts: dict[int, Account] = {}
         self.next_seq = np.ones(e.max_accounts, dtype=np.int64)     # per account: next report sequence
         self.seq_scratch = np.zeros(e.max_accounts, dtype=np.uint32)
+        self.seq_index = SeqIndex(e.max_accounts, every=cfg.server.replay_index_every)
         self.report_buf = np.zeros(1 << 20, dtype=np.uint8)
         for a in cfg.accounts:
-            self.engine.add_account(a.id, stp_group=a.stp_group)
             if a.demo_secret is not None:
                 log.warning("account %s uses a demo secret from the config: demo only", a.name)
             self.accounts[a.id] = Account(a.id, a.name, cfgmod.signing_key(cfgmod.account_secret(a)), self.next_seq)
@@ -122,6 +183,8 @@ class Server:
         self.failures: dict = {}          # ("acct", id) / ("addr", host) -> [count, first_ts]
         self.seen_logons: dict = {}       # (account, ts, nonce) -> expiry
         self.journal_ok = True
+        self.journal_error = None         # why the journal is unavailable (health, status)
+        self.rebuilding = False           # after a failed commit, until the engine is back at the journal's state
         self.ready = False
         self.batches = 0
         self.bytes_in = 0
@@ -133,40 +196,67 @@ class Server:
     async def recover(self):
         """Rebuild state: the newest intact snapshot, then the journal after it, replayed
         through the same engine code (events must match the journaled ones byte for byte).
+        Reports are re-encoded as they were live (per-account sequence, ring, index), not sent.
         Yields to the loop between batches so health probes answer (not ready) meanwhile."""
         if self.journal is None:
             return 0
-        n = 0
         t = time.perf_counter()
-        from_seq = 1
+        from_seq, anchor = self._restore_snapshot(self.engine, restore_server=True)
+        n = await self._replay(self.engine, from_seq, anchor, known=None)
+        self.next_cmd_seq = self.journal.last_seq + 1
+        self.recovery = {"snapshot_seq": from_seq - 1, "replayed_commands": n,
+                         "seconds": round(time.perf_counter() - t, 3)}
+        log.info("recovered: %d commands replayed from the journal in %.3f s, next seq %d, state_hash %#018x",
+                 n, time.perf_counter() - t, self.next_cmd_seq, self.engine.state_hash())
+        return n
+
+    def _restore_snapshot(self, eng, restore_server):
+        """Load the newest intact snapshot into `eng` (and, at start-up, the server's report
+        sequences and index); return (first seq to replay, digest of the journal record before it
+        or None when the chain must be checked from the journal's start)."""
         found = snapshot.load_latest(self.snapshot_dir,
                                      on_bad=lambda path, e: log.error("skipping damaged snapshot %s: %s", path, e))
-        if found is not None:
-            path, last_seq, state, _ = found
-            if last_seq > self.journal.last_seq:
-                raise RuntimeError(f"snapshot {path} is at seq {last_seq} but the journal ends at "
-                                   f"{self.journal.last_seq}: the journal lost acknowledged events")
-            self.engine.import_state(state)
+        if found is None:
+            return 1, None
+        path, last_seq, state, _ = found
+        if last_seq > self.journal.last_seq:
+            raise RuntimeError(f"snapshot {path} is at seq {last_seq} but the journal ends at "
+                               f"{self.journal.last_seq}: the journal lost acknowledged events")
+        eng.import_state(state)
+        if restore_server:
             self.feeds.md.import_state(state)
             self.next_seq[:] = state["server.next_seq"]
             self.last_snapshot_seq = last_seq
-            from_seq = last_seq + 1
+            if not self.seq_index.load(state):
+                self.seq_index.note(last_seq + 1, self.next_seq)
             log.info("loaded snapshot %s (seq %d)", os.path.basename(path), last_seq)
-        for cmds, events in self.journal.batches(from_seq):
-            self.engine.feed(np.ascontiguousarray(cmds))
-            if self.engine.events_view().tobytes() != events.tobytes():
+        digest = state.get("journal.digest")
+        return last_seq + 1, (bytes(digest) if digest is not None and last_seq else None)
+
+    async def _replay(self, eng, from_seq, anchor, known):
+        """Feed the journal from from_seq through `eng`, checking its events against the journaled
+        ones. known=None (start-up): each batch's reports are encoded as they were live, unsent.
+        known=SEQ (rebuild after a failed commit): batches up to SEQ were acknowledged already;
+        one after it is a commit that did land although it reported failure, so `eng` becomes
+        the engine and that batch's reports are delivered."""
+        n = 0
+        for cmds, events in self.journal.batches(from_seq, anchor=anchor):
+            eng.feed(np.ascontiguousarray(cmds))
+            if eng.events_view().tobytes() != events.tobytes():
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
-            self.feeds.on_batch(np.ascontiguousarray(cmds), live=False)
-            self._reports(send=False)
+            first = int(cmds["seq"][0])
+            if known is None or first > known:
+                self.engine = eng
+                self.seq_index.note(first, self.next_seq)
+                # trade rings; in a rebuild also the market data of the batch that landed
+                self.feeds.on_batch(np.ascontiguousarray(cmds), live=known is not None)
+                self._reports(send=known is not None)
+            else:
+                eng.clear_events()        # acknowledged before: its trades are in the rings already
             n += len(cmds)
             self.batches += 1
             if self.batches % 64 == 0:
                 await asyncio.sleep(0)
-        self.next_cmd_seq = self.journal.last_seq + 1
-        self.recovery = {"snapshot_seq": from_seq - 1, "replayed_commands": n,
-                         "seconds": round(time.perf_counter() - t, 3)}
-        log.info("recovered: %d commands replayed from the journal in %.3f s, next seq %d",
-                 n, time.perf_counter() - t, self.next_cmd_seq)
         return n
 
     def status(self) -> dict:
@@ -180,6 +270,7 @@ class Server:
             "sessions": sum(1 for c in self.conns if c.account is not None),
             "pending_logons": self.pending_logons,
             "journal": {"durability": self.cfg.journal.durability, "writable": self.journal_ok,
+                        "error": self.journal_error, "rebuilding": self.rebuilding,
                         "last_seq": self.journal.last_seq if self.journal else 0},
             "snapshot": {"last_seq": self.last_snapshot_seq},
             "engine": {"open_orders": self.engine.live_orders, "orders_accepted": self.engine.next_order_id - 1,
@@ -198,11 +289,16 @@ class Server:
         last = self.next_cmd_seq - 1
         if last == self.last_snapshot_seq:
             return
+        t = time.perf_counter()
         state = self.engine.export_state()
         state["server.next_seq"] = self.next_seq
+        state["journal.digest"] = np.frombuffer(self.journal.last_digest, dtype=np.uint8)
+        self.seq_index.export(state)
         state.update(self.feeds.md.export_state())
         if fork:
             self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last)
+            self.snapshot_pause_s = time.perf_counter() - t    # the loop stood still this long
+            log.info("snapshot at seq %d: writer forked, loop paused %.3f ms", last, self.snapshot_pause_s * 1e3)
         else:
             snapshot.write(self.snapshot_dir, state, last)
             snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
@@ -219,6 +315,52 @@ class Server:
             else:
                 snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
 
+    async def replay_from_journal(self, conn, acct, want):
+        """Gap replay older than the ring: re-encode the account's reports from the journaled
+        events (gateway.encode_account_reports: the live encoder's bytes and numbering), from
+        the seq index's nearest row, in chunks of records each read in its own short read
+        transaction, yielding to the loop between chunks and while the client's socket drains.
+        The ring takes over (and the session joins its account's live stream) in the same loop
+        step as the journal catches up with it, so no report is missed or doubled."""
+        cmd_seq, seq = self.seq_index.find(acct.id, want)
+        out = np.zeros(1 << 16, dtype=np.uint8)
+        limit = self.cfg.server.output_buffer_bytes // 4
+        records = 0
+        try:
+            for cmds, events in self.journal.read_from(cmd_seq):
+                if conn.closed:
+                    return
+                if acct.has(seq):
+                    break
+                raw = events.view(np.uint8)
+                n = gateway.encode_account_reports(raw, acct.id, seq, out)
+                if n < 0:
+                    out = np.zeros(-n, dtype=np.uint8)
+                    n = gateway.encode_account_reports(raw, acct.id, seq, out)
+                if seq + n > want:
+                    data = out[max(0, want - seq) * REPORT_SIZE:n * REPORT_SIZE].tobytes()
+                    for i in range(0, len(data), limit):
+                        while conn.transport.get_write_buffer_size() > limit and not conn.closed:
+                            await asyncio.sleep(0.002)
+                        conn.write(data[i:i + limit])
+                seq += n
+                records += 1
+                if records % 64 == 0:
+                    await asyncio.sleep(0)
+        except (JournalError, OSError, ValueError) as e:
+            log.error("gap replay for account %s stopped: %s", acct.name, e)
+            conn.close(None)
+            return
+        if conn.closed:
+            return
+        if not acct.has(seq):            # cannot happen: every sent report was journaled first
+            log.error("gap replay for account %s ended at seq %d, ring starts later", acct.name, seq)
+            conn.close(None)
+            return
+        conn.write(acct.replay_from(seq))
+        acct.sessions.add(conn)
+        log.info("gap replay for account %s: reports %d..%d from the journal", acct.name, want, seq - 1)
+
     # -- the batch path --
     def schedule_flush(self):
         if not self.flush_scheduled:
@@ -230,26 +372,22 @@ class Server:
         n = self.n_pending
         if n == 0:
             return
+        if not self.journal_ok:               # commands queued from Python while the journal is down
+            self.refuse(self.pending[:n].copy())
+            return
         gateway.stamp(self.pending, n, self.next_cmd_seq, time.time_ns())
         cmds = self.pending[:n]
         self.engine.feed(cmds)
         if self.journal is not None:
             try:
                 self.journal.append(cmds, self.engine.events_view())
-            except JournalUnavailable:
-                # Nothing of this batch is acknowledged; the engine has applied it, so the
-                # only safe state is to stop taking state changes until an operator restarts
-                # (recovery replays what the journal holds).
-                log.exception("journal unavailable: refusing state changes")
-                self.journal_ok = False
-                self.n_pending = 0
-                self.engine.clear_events()
-                for c in list(self.conns):
-                    c.close(Reject.JOURNAL_UNAVAILABLE)
+            except JournalUnavailable as e:
+                self.journal_failed(cmds.copy(), e)
                 return
         self.next_cmd_seq += n
         self.n_pending = 0
         self.batches += 1
+        self.seq_index.note(self.next_cmd_seq - n, self.next_seq)
         self.feeds.on_batch(cmds)             # market data of the committed batch (engine/feeds.py)
         self._reports(send=True)
         every = self.cfg.journal.snapshot_every
@@ -274,6 +412,65 @@ class Server:
                 for conn in acct.sessions:
                     conn.write(data)
 
+    # -- journal failure: halt, rebuild, probe, resume --
+    def journal_failed(self, cmds, exc):
+        """A commit failed (disk full, I/O error). Nothing of the batch is acknowledged, but the
+        engine has applied it: state changes stop (orders get JOURNAL_UNAVAILABLE, readiness goes
+        false), the engine is rebuilt from snapshot + journal, i.e. to exactly what the journal
+        holds, and the batch's commands are refused; then the timer probes the disk and trading
+        resumes once a write and fdatasync succeed again."""
+        log.error("journal unavailable, refusing state changes until it can be written again: %s", exc)
+        self.journal_ok = False
+        self.journal_error = str(exc)
+        self.n_pending = 0
+        self.engine.clear_events()
+        self.rebuilding = True
+        self.loop.create_task(self.rebuild(cmds))
+
+    async def rebuild(self, failed):
+        known = self.next_cmd_seq - 1
+        while True:
+            try:
+                self.journal.reopen()
+                eng = engine_from_config(self.cfg)
+                from_seq, anchor = self._restore_snapshot(eng, restore_server=False)
+                await self._replay(eng, from_seq, anchor, known)
+                break
+            except Exception as e:       # the journal cannot even be read: keep refusing, try again
+                log.error("rebuild from the journal failed, retrying: %s", e)
+                await asyncio.sleep(self.cfg.journal.retry_interval_ms / 1000)
+        self.engine = eng
+        self.next_cmd_seq = self.journal.last_seq + 1
+        self.refuse(failed[failed["seq"] > self.journal.last_seq])
+        self.rebuilding = False
+        log.warning("engine rebuilt from the journal at seq %d; probing the disk", self.journal.last_seq)
+
+    def refuse(self, cmds):
+        """Session-level JOURNAL_UNAVAILABLE for commands that never took effect."""
+        by_session = {c.session_id: c for c in self.conns if c.account is not None}
+        for c in cmds:
+            conn = by_session.get(int(c["session"]))
+            if conn is not None and c["kind"] in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
+                                                  CommandKind.MASS_CANCEL):
+                conn.write(conn.session_reject(int(c["kind"]), int(c["client_order_id"]), int(c["order_id"]),
+                                               Reject.JOURNAL_UNAVAILABLE))
+        if len(cmds):
+            log.warning("refused %d commands: journal unavailable", len(cmds))
+        self.n_pending = 0
+
+    def probe_journal(self):
+        """After a rebuild: resume when the journal's disk takes a write and an fdatasync again."""
+        if self.journal_ok or self.rebuilding:
+            return
+        try:
+            self.journal.probe()
+        except OSError as e:
+            log.info("journal still unavailable: %s", e)
+            return
+        self.journal_ok = True
+        self.journal_error = None
+        log.warning("journal writable again: resuming at seq %d", self.next_cmd_seq)
+
     def submit(self, cmd_fields: dict):
         """Queue one command built in Python (timers, cancel on disconnect)."""
         if self.n_pending == BATCH_CAP:
@@ -290,8 +487,8 @@ class Server:
         s = self.cfg.server
         hb = s.heartbeat_ms / 1000
         j = self.cfg.journal
-        tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000)
-        last_expire = last_sync = last_ping = 0.0
+        tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000, j.retry_interval_ms / 1000)
+        last_expire = last_sync = last_ping = last_probe = 0.0
         self.watchdog = opsmod.watchdog_interval()
         if self.watchdog:
             tick = min(tick, self.watchdog / 2)
@@ -307,6 +504,9 @@ class Server:
                 self.journal.sync()       # async durability: flush to disk on a timer, not per commit
             for c in list(self.conns):
                 c.tick(now)
+            if not self.journal_ok and self.journal is not None and now - last_probe >= j.retry_interval_ms / 1000:
+                last_probe = now
+                self.probe_journal()
             if now - last_expire >= s.expire_interval_ms / 1000 and self.journal_ok:
                 last_expire = now
                 due = self.engine.next_expiry_ns()
@@ -495,14 +695,17 @@ class Connection(asyncio.BufferedProtocol):
     def _reject_report(self, t, body, reason):
         """A session-level REJECTED (THROTTLED, JOURNAL_UNAVAILABLE): the order never reached
         the engine, so the report is not sequenced (seq 0) and nothing is journaled."""
-        acct = self.account
-        fields = dict(seq=0, reason=reason, cmd_kind={MsgType.NEW_ORDER: CommandKind.NEW_ORDER,
-                                                      MsgType.CANCEL: CommandKind.CANCEL,
-                                                      MsgType.AMEND: CommandKind.AMEND}.get(t, CommandKind.MASS_CANCEL))
-        for name in ("client_order_id", "order_id"):
-            if name in body.dtype.names:
-                fields[name] = int(body[name])
-        return wire.encode(MsgType.REJECTED, **fields) if acct else b""
+        kind = {MsgType.NEW_ORDER: CommandKind.NEW_ORDER, MsgType.CANCEL: CommandKind.CANCEL,
+                MsgType.AMEND: CommandKind.AMEND}.get(t, CommandKind.MASS_CANCEL)
+        names = body.dtype.names
+        return self.session_reject(kind, int(body["client_order_id"]) if "client_order_id" in names else 0,
+                                   int(body["order_id"]) if "order_id" in names else 0, reason)
+
+    def session_reject(self, cmd_kind, client_order_id, order_id, reason):
+        if self.account is None:
+            return b""
+        return wire.encode(MsgType.REJECTED, seq=0, reason=reason, cmd_kind=cmd_kind,
+                           client_order_id=client_order_id, order_id=order_id)
 
     # -- logon --
     def logon(self, frame, body):
@@ -548,10 +751,13 @@ class Connection(asyncio.BufferedProtocol):
                                heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.next_seq,
                                next_client_order_id=next_clid, server_time_ns=time.time_ns()))
         want = int(body["next_seq"]) or 1
+        log.info("logon account=%s session=%d peer=%s", acct.name, self.session_id, self.peer)
+        if want < acct.next_seq and not acct.has(want) and srv.journal is not None:
+            srv.loop.create_task(srv.replay_from_journal(self, acct, want))   # joins acct.sessions when caught up
+            return
         if want < acct.next_seq:
             self.write(acct.replay_from(want))
         acct.sessions.add(self)
-        log.info("logon account=%s session=%d peer=%s", acct.name, self.session_id, self.peer)
 
     def logon_reject(self, reason, delay=0.0):
         def send():
@@ -569,6 +775,12 @@ class Connection(asyncio.BufferedProtocol):
         srv = self.server
         rid = int(body["request_id"])
         acct = self.account.id
+        if srv.rebuilding:         # the engine holds a batch the journal refused: show nothing of it
+            return self.send_list({MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
+                                   MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH,
+                                   MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
+                                   MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS}[t], rid, [],
+                                  status=Reject.JOURNAL_UNAVAILABLE)
         if t == MsgType.SYMBOL_DIRECTORY_REQUEST:
             states = np.array([srv.engine.symbol_state(int(s)) for s in srv.symbol_entries["symbol"]], dtype=np.uint8)
             entries = srv.symbol_entries.copy()

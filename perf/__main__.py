@@ -12,6 +12,11 @@ Scenarios here:
            (see perf/roundtrip.py)
   replay   journal replay rate (what a restart without a snapshot does) and snapshot
            write/load time (see perf/replay.py)
+  journal  Journal append rate and commit latency per durability and batch size, and group
+           commit under load (batches grow while an fsync is in flight), for the Journal
+           class and for the server (see perf/journal.py)
+  recovery restart-to-ready of the real server over --n journaled commands, without and with
+           a recent snapshot, and the loop pause a periodic (forked) snapshot causes
   sessions N logged-on sessions (--sessions, default 1,100,500) trading at an aggregate open-loop
            --rate through the real server; symbols: 4 sessions spreading orders over S symbols
            (--symbol-counts, default 1,1000,5000) (see perf/sessions.py)
@@ -19,8 +24,7 @@ Scenarios here:
            against plain TCP (see perf/tls.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
 perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
-Still to come: throughput (pipelined clients), journal, recovery
-(restart-to-ready of the real server).
+Still to come: throughput (pipelined clients).
 """
 from __future__ import annotations
 
@@ -74,6 +78,8 @@ def core_scenario(args):
     results = {}
     for symbols in args.symbols:
         cmds, ops = workload.generate(args.n, symbols=symbols, seed=args.seed, prefill=args.prefill)
+        if args.risk:
+            results[f"{symbols}_symbols_risk"] = risk_comparison(args, symbols, cmds)
         rates, lat_runs = [], []
         for _ in range(args.runs):
             e = workload.make_engine(symbols, max_orders=args.max_orders)
@@ -114,6 +120,37 @@ def core_scenario(args):
         if args.plot:
             plot_latency(lat, f"core, {symbols} symbol(s)", OUT / f"core-latency-{symbols}sym.png")
     return results
+
+
+def risk_comparison(args, symbols, cmds):
+    """The same commands with risk off and with every check on, runs interleaved (off, on, off,
+    on, ...) so both see the same machine; the events of both must be the matching ones."""
+    rates = {"off": [], "on": []}
+    lat = {"off": [], "on": []}
+    counts = {}
+    for _ in range(args.runs):
+        for mode in ("off", "on"):
+            e = workload.make_engine(symbols, max_orders=args.max_orders, risk=mode == "on")
+            gc.collect()
+            gc.disable()
+            t = time.perf_counter()
+            counts[mode] = e.run(cmds)
+            dt = time.perf_counter() - t
+            gc.enable()
+            rates[mode].append(len(cmds) / dt)
+            e = workload.make_engine(symbols, max_orders=args.max_orders, risk=mode == "on")
+            x = np.zeros(len(cmds), dtype=np.int64)
+            e.run_timed(cmds, x)
+            lat[mode].append(x)
+            e.validate()
+    out = {}
+    for mode in ("off", "on"):
+        x = np.concatenate(lat[mode])
+        out[mode] = dict(ops_per_s=spread(rates[mode]), events=int(counts[mode]),
+                         latency_ns={str(p): float(np.percentile(x, p)) for p in PERCENTILES})
+    pairs = [on / off for on, off in zip(rates["on"], rates["off"])]
+    out["on_over_off"] = dict(median_of_pairs=statistics.median(pairs), min=min(pairs), max=max(pairs))
+    return out
 
 
 def plot_latency(lat, title, path):
@@ -159,6 +196,14 @@ def memory_scenario(args):
 def print_table(name, results):
     print(f"\n== {name} ==")
     if name == "core":
+        for k, r in [(k, r) for k, r in results.items() if k.endswith("_risk")]:
+            print(f"{k}: risk off {r['off']['ops_per_s']['median']:,.0f} ops/s (p50 {r['off']['latency_ns']['50']:.0f}"
+                  f" ns, p99 {r['off']['latency_ns']['99']:.0f} ns), every check on "
+                  f"{r['on']['ops_per_s']['median']:,.0f} ops/s (p50 {r['on']['latency_ns']['50']:.0f} ns, p99 "
+                  f"{r['on']['latency_ns']['99']:.0f} ns); on/off median of pairs "
+                  f"{r['on_over_off']['median_of_pairs']:.3f} (range {r['on_over_off']['min']:.3f}-"
+                  f"{r['on_over_off']['max']:.3f})")
+        results = {k: r for k, r in results.items() if not k.endswith("_risk")}
         for k, r in results.items():
             print(f"{k}: {r['ops']:,} commands ({r['prefill']:,} prefill), {r['live_orders_at_end']:,} live at end")
         print(f"{'workload':<12}{'ops/s median':>14}{'min':>12}{'max':>12}{'p50 ns':>8}{'p99 ns':>8}"
@@ -181,14 +226,33 @@ def print_table(name, results):
             for k, v in values.items():
                 print(f"{part + '.' + k:<28}{v:>18,.3f}" if isinstance(v, float) else f"{part + '.' + k:<28}{v:>18,}")
     else:
-        for k, v in results.items():
-            print(f"{k:<20}{v:>16,.1f}" if isinstance(v, float) else f"{k:<20}{v:>16,}")
+        def show(d, indent=""):
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    print(f"{indent}{k}")
+                    show(v, indent + "  ")
+                elif isinstance(v, float):
+                    print(f"{indent}{k:<28}{v:>16,.3f}")
+                elif isinstance(v, int):
+                    print(f"{indent}{k:<28}{v:>16,}")
+                else:
+                    print(f"{indent}{k:<28}  {v}")
+        show(results)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "sessions", "symbols", "tls"])
+    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
+                                        "symbols", "tls"])
+    p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
+    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
+                   help="batch sizes (journal)")
+    p.add_argument("--commits", type=int, default=1000, help="sync commits per batch size (journal)")
+    p.add_argument("--offered", type=lambda s: [int(x) for x in s.split(",")], default=[2_000, 20_000, 100_000],
+                   help="offered commands/s for group commit (journal)")
+    p.add_argument("--tail", type=int, default=100_000, help="commands journaled after the snapshot (recovery)")
+    p.add_argument("--tmp", default=None, help="directory for the benchmark's journals (journal, recovery)")
     p.add_argument("--handshakes", type=int, default=200, help="handshakes per run (tls)")
     p.add_argument("--orders", type=int, default=3000, help="closed-loop orders per run (tls)")
     p.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100, 500],
@@ -206,6 +270,7 @@ def main(argv=None):
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--prefill", type=int, default=0, help="deep resting orders placed before the flow (core)")
+    p.add_argument("--risk", action="store_true", help="core: also run with every risk check on, same commands")
     p.add_argument("--max-orders", type=int, default=1 << 20)
     p.add_argument("--baseline-n", type=int, default=300_000, help="commands through the Python baselines")
     p.add_argument("--resting", type=int, default=1_000_000, help="resting orders (memory)")
@@ -222,6 +287,9 @@ def main(argv=None):
     elif args.scenario == "replay":
         from perf import replay
         results = replay.scenario(args)
+    elif args.scenario in ("journal", "recovery"):
+        from perf import journal
+        results = journal.scenario_journal(args) if args.scenario == "journal" else journal.scenario_recovery(args)
     elif args.scenario in ("sessions", "symbols"):
         from perf import sessions
         results = (sessions.sessions_scenario if args.scenario == "sessions" else sessions.symbols_scenario)(args)

@@ -146,11 +146,32 @@ def resting_adds(n: int, first_clid: int = 1, min_offset: int = 1):
     return cmds
 
 
-def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096):
+def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096, risk: bool = False):
+    """An engine for the workload; risk=True turns every risk check on (engine/RISK.md) with
+    limits loose enough that the same workload passes unchanged (no rejects: the same events
+    plus the risk ones), so the two runs differ only by the cost of risk."""
     from engine.core import Engine
     e = Engine(max_orders=max_orders, max_symbols=symbols + 1, max_levels=max_levels, max_accounts=ACCOUNTS + 1)
     for s in range(1, symbols + 1):
         e.add_symbol(s)
     for a in range(1, ACCOUNTS + 1):
         e.add_account(a)
+    if risk:
+        from engine.risk import Risk
+        from protocol.codes import LimitKind as K, LimitScope
+        r = Risk(ACCOUNTS + 1, symbols + 1, max_strategies=16, cash_decimals=2)
+        for s in range(1, symbols + 1):
+            r.define_symbol(s, 2, 0)          # price units are cents, qty units are whole lots
+        e.attach_risk(r)
+        for s in range(1, symbols + 1):
+            e.mark_price(s, MID)
+        for a in range(1, ACCOUNTS + 1):
+            e.deposit(a, 1 << 50)
+        limits = {K.MAX_ORDER_QTY: 1 << 40, K.MAX_ORDER_VALUE: 1 << 50, K.MAX_POSITION_VALUE: 1 << 55,
+                  K.MAX_OPEN_ORDERS: 1 << 20, K.MAX_LEVERAGE: 100_000, K.MAX_DAILY_LOSS: 1 << 50,
+                  K.PRICE_COLLAR: 5_000, K.MARKET_BAND: 5_000, K.MAX_VAR: 1 << 50, K.INITIAL_MARGIN: 1_000,
+                  K.MAINTENANCE_MARGIN: 500, K.MAKER_FEE: -1, K.TAKER_FEE: 5}
+        for kind, value in limits.items():
+            e.set_limit(LimitScope.DEFAULT, kind, value)
+        e.set_limit(LimitScope.STRATEGY, K.MAX_ORDER_QTY, 1 << 40, target=0)
     return e

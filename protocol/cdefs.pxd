@@ -136,6 +136,7 @@ cdef enum:
     LIM_BREAKER_WINDOW_MS = 15
     LIM_BREAKER_COOLOFF_MS = 16
     LIM_ERROR_THRESHOLD = 17
+    LIM_EXTERNAL_MARK = 18
 
 # Reject
 cdef enum:

@@ -159,6 +159,7 @@ class LimitKind(IntEnum):
     BREAKER_WINDOW_MS = 15   # OVERRIDE (symbol/default)
     BREAKER_COOLOFF_MS = 16  # OVERRIDE (symbol/default); 0 = resume only by admin
     ERROR_THRESHOLD = 17     # DEFAULT only: rejects per second that trip the engine-wide breaker (0 = off)
+    EXTERNAL_MARK = 18       # OVERRIDE (symbol/default): 1 = marks only from MARK_PRICE, not from last trades
 
 
 class Reject(IntEnum):

@@ -108,3 +108,21 @@ def test_tool_when_run_on_server_journal_then_stats_and_verify(server):
     stats = dict(line.split(None, 1) for line in s.stdout.splitlines())
     assert s.returncode == 0 and int(stats["commands"]) >= n            # the live server keeps writing
     assert stats["seq"] == f"1..{stats['commands']}"
+
+
+def test_tool_when_journal_damaged_then_every_action_refuses_naming_the_seq(tmp_path, capsys):
+    from engine import journal_tool
+    j = Journal(str(tmp_path / "j"))
+    for first in (1, 4, 7):
+        j.append(*batch(first, 3))
+    j.close()
+    env = lmdb.open(str(tmp_path / "j"), map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        value = bytearray(txn.get(struct.pack(">Q", 7)))
+        value[60] ^= 1
+        txn.put(struct.pack(">Q", 7), bytes(value))
+    env.close()
+    for argv in (["verify"], ["stats"], ["dump"], ["dump", "--format", "jsonl"], ["audit", "1"]):
+        path = str(tmp_path / "j")
+        assert journal_tool.main([argv[0], path] + argv[1:]) == 1, argv
+        assert "first bad seq 7" in capsys.readouterr().out

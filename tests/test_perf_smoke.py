@@ -32,6 +32,10 @@ def test_baseline_when_same_flow_then_same_resting_orders_as_core():
 @pytest.mark.parametrize("argv", [
     ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--baseline-n", "1000", "--no-plot"],
     ["memory", "--resting", "20000"],
+    ["journal", "--journal-n", "2000", "--commits", "20", "--batches", "1,64", "--offered", "3000", "--seconds", "0.3",
+     "--server-cpu", "0"],
+    ["recovery", "--n", "20000", "--tail", "2000", "--runs", "1", "--seconds", "0.3", "--max-orders", "4096",
+     "--server-cpu", "0"],
 ])
 def test_scenario_when_run_small_then_prints_and_writes_json(tmp_path, capsys, argv):
     assert bench.main(argv + ["--out", str(tmp_path)]) == 0

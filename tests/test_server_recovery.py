@@ -56,7 +56,8 @@ def test_restart_when_killed_after_periodic_snapshots_then_snapshot_plus_tail(se
 
 def test_restart_when_newest_snapshot_damaged_then_older_state_plus_longer_replay(server_factory):
     srv = server_factory(journal_extra="snapshot_every = 100").start()
-    trade(srv, 1, 450)
+    for first in (1, 151, 301):                  # in rounds: one big batch would make one snapshot only
+        trade(srv, first, 150)
     before = book_state(srv)
     assert srv.terminate() == 0                  # the shutdown snapshot is the newest
     snaps = sorted((srv.dir / "journal" / "snapshots").glob("snapshot-*.snap"))

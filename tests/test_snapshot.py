@@ -127,3 +127,21 @@ def test_fork_write_when_parent_keeps_trading_then_child_file_is_the_forked_stat
     b = Engine(max_orders=4096, max_accounts=8, max_symbols=4, max_levels=64)
     b.import_state(state)
     assert b.state_hash() == expected != a.state_hash()
+
+
+def test_snapshot_when_book_thin_then_only_used_slots_stored_and_restore_into_used_engine_equal(tmp_path):
+    a = make_engine()
+    cmds = random_commands(5, 5000)
+    a.process(cmds[:3000])
+    state = a.export_state()
+    assert len(state["orders_arr"]) == a.slot_hwm < a.max_orders         # the untouched capacity is not written
+    assert len(state["levels_arr"]) == a.level_hwm < a.max_level_slots
+    path = snapshot.write(tmp_path, state, last_seq=3000)
+    assert path.stat().st_size < a.orders_arr.nbytes
+    b = make_engine()                          # not fresh: its slots above a's mark are dirty
+    b.process(random_commands(6, 4000))
+    b.import_state(snapshot.read(path)[1])
+    b.validate()
+    assert b.state_hash() == a.state_hash()
+    assert a.process(cmds[3000:]).tobytes() == b.process(cmds[3000:]).tobytes()
+    assert a.state_hash() == b.state_hash()
