@@ -1,6 +1,6 @@
 """The trading-engine SDK: `from clients import Client, SyncClient`."""
-from clients.client import (Book, Client, ExecutionReport, Level, OrderInfo, ServerError, Symbol, SyncClient,
-                            signing_key)
+from clients.client import (Book, Client, Depth, ExecutionReport, Level, OrderInfo, ServerError, Subscription, Symbol,
+                            SyncClient, SyncSubscription, TopOfBook, Trade, TradeSummary, signing_key)
 
-__all__ = ["Book", "Client", "ExecutionReport", "Level", "OrderInfo", "ServerError", "Symbol", "SyncClient",
-           "signing_key"]
+__all__ = ["Book", "Client", "Depth", "ExecutionReport", "Level", "OrderInfo", "ServerError", "Subscription", "Symbol",
+           "SyncClient", "SyncSubscription", "TopOfBook", "Trade", "TradeSummary", "signing_key"]

@@ -11,10 +11,12 @@ Many requests may be in flight at once: each awaits its own reply.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import itertools
 import os
+import ssl as ssllib
 import threading
 import time
 from decimal import Decimal
@@ -25,9 +27,9 @@ import numpy as np
 
 from protocol import wire
 from protocol.codes import (CancelReason, CommandKind, OrderFlag, OrderState, OrderType, Reject,
-                            SelfTradePrevention, Side, TimeInForce)
+                            SelfTradePrevention, Side, SymbolState, TimeInForce)
 from protocol.units import from_units, to_units
-from protocol.wire import MsgType
+from protocol.wire import MdFlag, MsgType
 
 REPORT_KINDS = {MsgType.ACCEPTED: "accepted", MsgType.REJECTED: "rejected", MsgType.FILL: "fill",
                 MsgType.CANCELLED: "cancelled", MsgType.REPLACED: "replaced", MsgType.TRIGGERED: "triggered",
@@ -117,6 +119,119 @@ class OrderInfo(msgspec.Struct, frozen=True):
     filled: Decimal
 
 
+class TopOfBook(msgspec.Struct, frozen=True):
+    """Best bid and ask (None when that side is empty), displayed quantities, order counts, and
+    the last trade price; `seq` is the engine command sequence this state follows."""
+    symbol: str
+    seq: int
+    bid: Decimal | None
+    bid_qty: Decimal
+    bid_orders: int
+    ask: Decimal | None
+    ask_qty: Decimal
+    ask_orders: int
+    last: Decimal | None
+    halted: bool
+
+
+class Depth(msgspec.Struct, frozen=True):
+    """The top levels per side (best first) as of engine command `seq`."""
+    symbol: str
+    seq: int
+    bids: list[Level]
+    asks: list[Level]
+    halted: bool
+
+
+class Trade(msgspec.Struct, frozen=True):
+    """A trade print: never an account or order id. `aggressor` is the taker's side."""
+    symbol: str
+    trade_id: int
+    price: Decimal
+    qty: Decimal
+    aggressor: str
+    seq: int
+    time_ns: int
+
+
+class TradeSummary(msgspec.Struct, frozen=True):
+    """Trades not delivered one by one (the server or this SDK conflated them because the
+    reader was behind); recent_trades() returns the prints themselves."""
+    symbol: str
+    count: int
+    first_trade_id: int
+    last_trade_id: int
+    volume: Decimal
+    high: Decimal
+    low: Decimal
+    last: Decimal
+    seq: int
+
+
+MarketUpdate = TopOfBook | Depth | Trade | TradeSummary
+
+
+def _merge_trades(items) -> TradeSummary | None:
+    """One TradeSummary of a run of Trade and TradeSummary updates (oldest first)."""
+    out = None
+    for x in items:
+        if isinstance(x, Trade):
+            x = TradeSummary(x.symbol, 1, x.trade_id, x.trade_id, x.qty, x.price, x.price, x.price, x.seq)
+        if out is None:
+            out = x
+        else:
+            out = TradeSummary(x.symbol, out.count + x.count, out.first_trade_id, x.last_trade_id,
+                               out.volume + x.volume, max(out.high, x.high), min(out.low, x.low), x.last, x.seq)
+    return out
+
+
+class Subscription:
+    """One symbol's market data as an async iterator of TopOfBook, Depth, Trade and
+    TradeSummary. Bounded: when more than `maxsize` updates wait unread, they are conflated
+    (the latest TopOfBook and Depth kept, the trades merged into one TradeSummary)."""
+
+    def __init__(self, client, symbol: Symbol, flags: int, levels: int, maxsize: int):
+        self.client, self.symbol, self.flags, self.levels, self.maxsize = client, symbol, flags, levels, maxsize
+        self._items: collections.deque = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._ended = False
+        self.conflated = 0                    # updates merged here because the application read slowly
+
+    def _push(self, update):
+        self._items.append(update)
+        if len(self._items) > self.maxsize:
+            items = list(self._items)
+            tops = [x for x in items if isinstance(x, TopOfBook)][-1:]
+            depths = [x for x in items if isinstance(x, Depth)][-1:]
+            merged = _merge_trades(x for x in items if isinstance(x, (Trade, TradeSummary)))
+            self._items = collections.deque(([merged] if merged else []) + tops + depths)
+            self.conflated += len(items) - len(self._items)
+        self._wakeup.set()
+
+    def _end(self):
+        self._ended = True
+        self._wakeup.set()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> MarketUpdate:
+        while not self._items:
+            if self._ended:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+    def pending(self) -> int:
+        return len(self._items)
+
+    async def close(self):
+        """Unsubscribe (the iterator ends after what was already received)."""
+        if not self._ended:
+            await self.client.unsubscribe(self.symbol.name)
+
+
 def signing_key(secret: str | bytes) -> bytes:
     """Derived exactly as the server derives it (protocol/SPEC.md, session rule 1)."""
     s = secret.encode() if isinstance(secret, str) else secret
@@ -157,11 +272,19 @@ class Client:
         self._reader_task = None
         self._closed = False
         self.end_of_session = False
+        self._subs: dict[int, Subscription] = {}
+        self._ssl = None
+        self._reconnecting = False
 
     @classmethod
     def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
-                cancel_on_disconnect: bool = False, next_seq: int = 1) -> _Connect:
-        return _Connect(cls()._open(host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq))
+                cancel_on_disconnect: bool = False, next_seq: int = 1,
+                tls: bool | ssllib.SSLContext = False) -> _Connect:
+        """tls=True: TLS verified against the system's CAs and the host name; or pass an
+        ssl.SSLContext (e.g. one that trusts the server's own certificate)."""
+        c = cls()
+        c._ssl = (ssllib.create_default_context() if tls is True else tls) or None
+        return _Connect(c._open(host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq))
 
     async def _open(self, host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq):
         self.account, self._key, self._addr = account, signing_key(secret), (host, port)
@@ -172,7 +295,7 @@ class Client:
         return self
 
     async def _logon(self):
-        self.reader, self.writer = await asyncio.open_connection(*self._addr)
+        self.reader, self.writer = await asyncio.open_connection(*self._addr, ssl=self._ssl)
         frame = bytearray(wire.encode(MsgType.LOGON, account=self.account, heartbeat_ms=self._heartbeat_ms,
                                       next_seq=self.last_seq + 1, timestamp_ns=time.time_ns(),
                                       flags=wire.LogonFlag.CANCEL_ON_DISCONNECT if self._cod else 0,
@@ -193,8 +316,16 @@ class Client:
 
     async def reconnect(self):
         """Log on again, asking for every report after the last one seen (the server replays the gap)."""
-        await self._drop()
-        await self._logon()
+        self._reconnecting = True
+        try:
+            await self._drop()
+            if self._reader_task is not None:
+                await asyncio.gather(self._reader_task, return_exceptions=True)
+            await self._logon()
+        finally:
+            self._reconnecting = False
+        for sub in list(self._subs.values()):         # market data is not replayed: subscribe again
+            await self._query(MsgType.SUBSCRIBE, symbol=sub.symbol.id, flags=sub.flags, levels=sub.levels)
 
     async def _drop(self):
         for task in (self._reader_task, getattr(self, "_hb_task", None)):
@@ -246,6 +377,9 @@ class Client:
             self._waiters.clear()
             self._queries.clear()
             self._reports.put_nowait(None)
+            if not self._reconnecting:           # a reconnect() keeps the subscriptions and renews them
+                for sub in self._subs.values():
+                    sub._end()
 
     def _on_frame(self, t, rec, entries):
         if t in REPORT_KINDS:
@@ -263,6 +397,8 @@ class Client:
             report = self._report(t, rec)
             self._reports.put_nowait(report)
             self._resolve(report)
+        elif t in wire.MARKET_DATA_TYPES:
+            self._on_market_data(t, rec, entries)
         elif t in wire.ENTRY:
             rid = int(rec["request_id"])
             if rid in self._queries:
@@ -275,6 +411,34 @@ class Client:
             self.end_of_session = True
         elif t in (MsgType.PROTOCOL_ERROR, MsgType.LOGOUT):
             self.last_error = int(rec["reason"])
+
+    def _on_market_data(self, t, r, entries):
+        sub = self._subs.get(int(r["symbol"]))
+        if sub is None:
+            return
+        sym = sub.symbol
+        if t == MsgType.TOP_OF_BOOK:
+            bid, ask = int(r["bid_price"]), int(r["ask_price"])
+            sub._push(TopOfBook(sym.name, int(r["seq"]), sym.price(bid) if bid else None, sym.qty(int(r["bid_qty"])),
+                                int(r["bid_orders"]), sym.price(ask) if ask else None, sym.qty(int(r["ask_qty"])),
+                                int(r["ask_orders"]), sym.price(int(r["last_price"])) if int(r["last_price"]) else None,
+                                int(r["state"]) == SymbolState.HALTED))
+        elif t == MsgType.DEPTH:
+            levels = [Level(sym.price(int(e["price"])), sym.qty(int(e["qty"])), int(e["orders"])) for e in entries]
+            nb = int(r["bid_count"])
+            sub._push(Depth(sym.name, int(r["seq"]), levels[:nb], levels[nb:], int(r["state"]) == SymbolState.HALTED))
+        elif t == MsgType.TRADES:
+            for e in entries:
+                sub._push(self._trade(sym, e))
+        elif t == MsgType.TRADE_SUMMARY:
+            sub._push(TradeSummary(sym.name, int(r["count"]), int(r["first_trade_id"]), int(r["last_trade_id"]),
+                                   sym.qty(int(r["volume"])), sym.price(int(r["high"])), sym.price(int(r["low"])),
+                                   sym.price(int(r["last_price"])), int(r["seq"])))
+
+    @staticmethod
+    def _trade(sym: Symbol, e) -> Trade:
+        return Trade(sym.name, int(e["trade_id"]), sym.price(int(e["price"])), sym.qty(int(e["qty"])),
+                     "buy" if int(e["side"]) == Side.BUY else "sell", int(e["seq"]), int(e["ts_ns"]))
 
     def _report(self, t, r) -> ExecutionReport:
         sym = self.symbols_by_id.get(int(r["symbol"]))
@@ -412,6 +576,51 @@ class Client:
               for e in entries]
         return Book(sym.name, [x for s, x in lv if s == Side.BUY], [x for s, x in lv if s == Side.SELL])
 
+    # -- market data --
+    async def subscribe(self, symbol, *, top: bool = True, depth: int = 0, trades: bool = True,
+                        maxsize: int = 10_000) -> Subscription:
+        """Subscribe to a symbol's top of book, `depth` levels per side (0 = no depth) and trade
+        prints; returns a Subscription (async iterator of typed updates, the current
+        TopOfBook/Depth first). Subscribing again to a symbol replaces the earlier one."""
+        sym = self._symbol(symbol)
+        flags = (MdFlag.TOP_OF_BOOK if top else 0) | (MdFlag.DEPTH if depth else 0) | (MdFlag.TRADES if trades else 0)
+        if not flags:
+            raise ValueError("subscribe to something: top, depth or trades")
+        if depth and not 1 <= depth <= wire.MAX_DEPTH_LEVELS:
+            raise ValueError(f"depth {depth}: 1..{wire.MAX_DEPTH_LEVELS} levels")
+        sub = Subscription(self, sym, int(flags), depth, maxsize)
+        old = self._subs.get(sym.id)
+        self._subs[sym.id] = sub             # before the request: the current picture follows its response
+        status, _ = await self._query(MsgType.SUBSCRIBE, symbol=sym.id, flags=int(flags), levels=depth)
+        if status:
+            if old is not None:
+                self._subs[sym.id] = old
+            else:
+                del self._subs[sym.id]
+            raise ServerError(status, f"subscribe {sym.name} refused")
+        if old is not None:
+            old._end()
+        return sub
+
+    async def unsubscribe(self, symbol=None):
+        """Stop one symbol's market data (None: every symbol's)."""
+        sym = self._symbol(symbol) if symbol is not None else None
+        status, _ = await self._query(MsgType.UNSUBSCRIBE, symbol=sym.id if sym else 0)
+        for sid in ([sym.id] if sym else list(self._subs)):
+            sub = self._subs.pop(sid, None)
+            if sub is not None:
+                sub._end()
+        if status:
+            raise ServerError(status, f"unsubscribe {symbol if symbol is not None else 'all'} refused")
+
+    async def recent_trades(self, symbol, n: int = 100) -> list[Trade]:
+        """The last n trade prints of a symbol, oldest first (as many as the server keeps at most)."""
+        sym = self._symbol(symbol)
+        status, entries = await self._query(MsgType.RECENT_TRADES_REQUEST, symbol=sym.id, count=n)
+        if status:
+            raise ValueError(f"recent trades {symbol}: {_reason_name(status)}")
+        return [self._trade(sym, e) for e in entries]
+
     def _order_info(self, e) -> OrderInfo:
         sym = self.symbols_by_id[int(e["symbol"])]
         return OrderInfo(int(e["order_id"]), int(e["client_order_id"]), sym.name, Side(int(e["side"])).name.lower(),
@@ -451,6 +660,9 @@ class SyncClient:
             return attr
         return lambda *a, **kw: self._run(attr(*a, **kw))
 
+    def subscribe(self, symbol, **kw) -> "SyncSubscription":
+        return SyncSubscription(self, self._run(self._client.subscribe(symbol, **kw)))
+
     def close(self):
         self._run(self._client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -461,3 +673,31 @@ class SyncClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SyncSubscription:
+    """Subscription for SyncClient: iterate it, or next_update(timeout)."""
+
+    def __init__(self, client: SyncClient, sub: Subscription):
+        self._client, self.subscription = client, sub
+
+    def next_update(self, timeout: float | None = None) -> MarketUpdate:
+        """The next update; TimeoutError after `timeout` seconds, StopIteration once it has ended."""
+        async def get():
+            try:
+                return await asyncio.wait_for(self.subscription.__anext__(), timeout)
+            except StopAsyncIteration:
+                return None
+        update = self._client._run(get())
+        if update is None:
+            raise StopIteration
+        return update
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> MarketUpdate:
+        return self.next_update()
+
+    def close(self):
+        self._client._run(self.subscription.close())

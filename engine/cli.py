@@ -15,6 +15,8 @@ def main(argv=None) -> int:
         "book": ("clients.cli", "show a book"),
         "orders": ("clients.cli", "list open orders"),
         "symbols": ("clients.cli", "list symbols"),
+        "trades": ("clients.cli", "a symbol's recent trades"),
+        "watch": ("clients.cli", "print a symbol's market data as it comes"),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: trading-engine COMMAND [options]\n\ncommands:")

@@ -38,6 +38,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lockout_s: float = 60.0
     auth_failure_delay_s: float = 0.2      # every failed logon is answered after this
     output_buffer_bytes: int = 4 << 20     # unsent bytes per connection before SLOW_CONSUMER
+    socket_send_buffer_bytes: int | None = None   # SO_SNDBUF per connection (None = kernel autotuning, up to
+                                           # net.ipv4.tcp_wmem max: MBs of stale market data before conflation)
     orders_per_s: float = 20_000           # tier 1: new orders above it are THROTTLED
     orders_burst: float = 2_000
     logout_per_s: float = 100_000          # tier 2: all messages above it log the session out
@@ -52,6 +54,16 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_host: str = "127.0.0.1"          # the admin listener: never the trading port
     admin_port: int | None = 7003          # 0 = ephemeral, None = off
     admin_port_file: str | None = None
+    # market data (protocol/SPEC.md, "Market data")
+    max_subscriptions: int = 256           # symbols one connection may subscribe to
+    md_high_water_bytes: int = 64 << 10    # unsent output above which a connection's market data is conflated
+    md_low_water_bytes: int = 16 << 10     # ... until it has drained below this
+    recent_trades: int = 256               # trade prints kept per symbol (RECENT_TRADES_REQUEST, snapshots)
+    # TLS: both paths, or neither (plain TCP)
+    tls_cert: str | None = None            # PEM certificate chain
+    tls_key: str | None = None             # PEM private key (readable by the service only)
+    tls_handshakes_per_s: float = 100.0    # a handshake costs ~2.5 ms of the engine's loop: rate-limited
+    tls_handshake_burst: float = 20.0
 
 
 class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -219,6 +231,16 @@ def validate(cfg: Config, where: str) -> None:
             if s.reference_price is not None:
                 _convert(where, f"symbols.{s.name}.reference_price", s.reference_price, s.price_decimals,
                          s.tick_size)
+    s = cfg.server
+    if not 0 < s.md_low_water_bytes <= s.md_high_water_bytes < s.output_buffer_bytes:
+        raise ConfigError(f"{where}: `server`: need 0 < md_low_water_bytes <= md_high_water_bytes < "
+                          "output_buffer_bytes (market data must never make a slow consumer)")
+    if s.recent_trades < 1 or s.max_subscriptions < 0:
+        raise ConfigError(f"{where}: `server.recent_trades` must be >= 1 and max_subscriptions >= 0")
+    if (s.tls_cert is None) != (s.tls_key is None):
+        raise ConfigError(f"{where}: `server.tls_cert` and `server.tls_key` go together")
+    if s.tls_handshakes_per_s <= 0 or s.tls_handshake_burst < 1:
+        raise ConfigError(f"{where}: `server.tls_handshakes_per_s` must be > 0 and tls_handshake_burst >= 1")
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")

@@ -9,6 +9,13 @@ ctypedef int64_t ticks_t    # a price in the symbol's price units
 ctypedef int64_t lots_t     # a quantity in the symbol's qty units
 ctypedef int32_t slot_t     # index into an array; -1 = none
 
+# Ladder kinds: symbol s owns ladders s*4 + kind (also read by engine/marketdata.pyx).
+cdef enum:
+    LADDER_BIDS = 0        # key = price: best (highest) last
+    LADDER_ASKS = 1        # key = -price: best (lowest) last
+    LADDER_BUY_STOPS = 2   # key = -stop: the lowest stop (first to trigger on a rise) last
+    LADDER_SELL_STOPS = 3  # key = stop: the highest stop (first to trigger on a fall) last
+
 # -- LAYOUT --
 # One order slot: 128 bytes, two cache lines, naturally aligned.
 cdef packed struct Order:

@@ -30,12 +30,7 @@ from protocol.codes import OrderType, SelfTradePrevention, TimeInForce, CommandK
 
 cnp.import_array()
 
-# Ladder kinds: symbol s owns ladders s*4 + kind.
-cdef enum:
-    LADDER_BIDS = 0        # key = price: best (highest) last
-    LADDER_ASKS = 1        # key = -price: best (lowest) last
-    LADDER_BUY_STOPS = 2   # key = -stop: the lowest stop (first to trigger on a rise) last
-    LADDER_SELL_STOPS = 3  # key = stop: the highest stop (first to trigger on a fall) last
+# Ladder kinds (LADDER_*): core.pxd.
 
 
 # Order.flags bit of an order the engine placed to liquidate an account (never on the wire:

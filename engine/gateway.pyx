@@ -47,6 +47,10 @@ cdef inline bint body_size_ok(uint8_t t, Py_ssize_t length) noexcept:
     if MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST or \
             t == MSG_PORTFOLIO_REQUEST:
         return length == sizeof(FrameHeader) + sizeof(Query)
+    if t == MSG_SUBSCRIBE or t == MSG_UNSUBSCRIBE:
+        return length == sizeof(FrameHeader) + sizeof(Subscribe)
+    if t == MSG_RECENT_TRADES_REQUEST:
+        return length == sizeof(FrameHeader) + sizeof(RecentTradesRequest)
     return False
 
 
@@ -95,7 +99,7 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
             return pos - start, n_cmds, STOP_ERROR, t, REJ_UNSUPPORTED_VERSION
         if not (t == MSG_LOGON or t == MSG_LOGOUT or t == MSG_HEARTBEAT or MSG_NEW_ORDER <= t <= MSG_MASS_CANCEL
                 or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST
-                or t == MSG_PORTFOLIO_REQUEST):
+                or t == MSG_PORTFOLIO_REQUEST or MSG_SUBSCRIBE <= t <= MSG_RECENT_TRADES_REQUEST):
             return pos - start, n_cmds, STOP_ERROR, t, REJ_UNKNOWN_MSG_TYPE
         if not body_size_ok(t, length):
             return pos - start, n_cmds, STOP_ERROR, t, REJ_BAD_LENGTH

@@ -72,6 +72,19 @@ class EngineCollector:
         yield GaugeMetricFamily("te_journal_last_seq", "last journaled command sequence",
                                 value=srv.journal.last_seq if srv.journal else 0)
         yield GaugeMetricFamily("te_snapshot_seq", "sequence of the last snapshot", value=srv.last_snapshot_seq)
+        f = srv.feeds
+        yield GaugeMetricFamily("te_md_subscriptions", "market-data subscriptions (connection x symbol)",
+                                value=sum(len(x.items) for x in f.subs.values()))
+        yield GaugeMetricFamily("te_md_behind", "subscribed connections above their market-data high-water mark",
+                                value=f.paused)
+        yield CounterMetricFamily("te_md_frames", "market-data frames written", value=f.frames_sent)
+        yield CounterMetricFamily("te_md_conflated", "market-data updates conflated for connections behind",
+                                  value=f.conflated)
+        if srv.tls is not None:
+            yield CounterMetricFamily("te_tls_handshakes", "TLS handshakes completed", value=srv.tls.handshakes)
+            yield CounterMetricFamily("te_tls_refused", "connections closed before a TLS handshake (rate or cap)",
+                                      value=srv.tls.refused)
+            yield CounterMetricFamily("te_tls_failed", "TLS handshakes failed or timed out", value=srv.tls.failed)
         halted = GaugeMetricFamily("te_symbol_halted", "1 if the symbol is halted", labels=["symbol"])
         for s in srv.cfg.symbols:
             halted.add_metric([s.name], int(e.symbol_state(s.id) == SymbolState.HALTED))

@@ -33,7 +33,7 @@ from importlib import metadata
 import numpy as np
 
 from engine import config as cfgmod
-from engine import admin as adminmod, gateway, ops as opsmod, snapshot
+from engine import admin as adminmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, tls as tlsmod
 from engine.core import Engine
 from engine.risk import Risk
 from engine.journal import Journal, JournalError, JournalUnavailable
@@ -51,7 +51,8 @@ ORDER_TYPES = frozenset({MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.AMEND, MsgTy
 QUERY_RESPONSE = {MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
                   MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH, MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
                   MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS, MsgType.POSITIONS_REQUEST: MsgType.POSITIONS,
-                  MsgType.PORTFOLIO_REQUEST: MsgType.PORTFOLIO}
+                  MsgType.PORTFOLIO_REQUEST: MsgType.PORTFOLIO, MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES,
+                  MsgType.SUBSCRIBE: MsgType.SUBSCRIPTIONS, MsgType.UNSUBSCRIBE: MsgType.SUBSCRIPTIONS}
 READ_BUFFER = 1 << 18
 
 
@@ -175,6 +176,9 @@ class Server:
         for i, s in enumerate(cfg.symbols):
             self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
                                       s.tick_size, s.lot_size, s.max_price, s.max_qty)
+        self.feeds = feedsmod.Feeds(self)          # market data (engine/feeds.py)
+        self.tls = None                            # the engine/tls.py Listener when TLS is configured
+        self.recovery = {}
         self.journal = None
         self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
         self.snapshot_child = None
@@ -213,6 +217,8 @@ class Server:
         from_seq, anchor = self._restore_snapshot(self.engine, restore_server=True)
         n = await self._replay(self.engine, from_seq, anchor, known=None)
         self.next_cmd_seq = self.journal.last_seq + 1
+        self.recovery = {"snapshot_seq": from_seq - 1, "replayed_commands": n,
+                         "seconds": round(time.perf_counter() - t, 3)}
         log.info("recovered: %d commands replayed from the journal in %.3f s, next seq %d, state_hash %#018x",
                  n, time.perf_counter() - t, self.next_cmd_seq, self.engine.state_hash())
         return n
@@ -231,6 +237,7 @@ class Server:
                                f"{self.journal.last_seq}: the journal lost acknowledged events")
         eng.import_state(state)
         if restore_server:
+            self.feeds.md.import_state(state)
             self.next_seq[:] = state["server.next_seq"]
             self.last_snapshot_seq = last_seq
             if not self.seq_index.load(state):
@@ -254,9 +261,11 @@ class Server:
             if known is None or first > known:
                 self.engine = eng
                 self.seq_index.note(first, self.next_seq)
+                # trade rings; in a rebuild also the market data of the batch that landed
+                self.feeds.on_batch(np.ascontiguousarray(cmds), live=known is not None)
                 self._reports(send=known is not None)
             else:
-                eng.clear_events()
+                eng.clear_events()        # acknowledged before: its trades are in the rings already
             n += len(cmds)
             self.batches += 1
             if self.batches % 64 == 0:
@@ -317,6 +326,8 @@ class Server:
             "halted_symbols": [s.name for s in self.cfg.symbols
                                if self.engine.symbol_state(s.id) == SymbolState.HALTED],
             "risk": self.risk_status(),
+            "recovery": self.recovery,
+            "market_data": self.feeds.status(),
         }
 
     def risk_status(self):
@@ -346,6 +357,7 @@ class Server:
         state["server.next_seq"] = self.next_seq
         state["journal.digest"] = np.frombuffer(self.journal.last_digest, dtype=np.uint8)
         self.seq_index.export(state)
+        state.update(self.feeds.md.export_state())
         if fork:
             self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last)
             self.snapshot_pause_s = time.perf_counter() - t    # the loop stood still this long
@@ -439,6 +451,7 @@ class Server:
         self.n_pending = 0
         self.batches += 1
         self.seq_index.note(self.next_cmd_seq - n, self.next_seq)
+        self.feeds.on_batch(cmds)             # market data of the committed batch (engine/feeds.py)
         self._reports(send=True)
         every = self.cfg.journal.snapshot_every
         if every and self.next_cmd_seq - 1 - self.last_snapshot_seq >= every:
@@ -579,7 +592,11 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self.reconcile()
         s = self.cfg.server
-        self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port, reuse_address=True)
+        if s.tls_cert is None:
+            self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port,
+                                                            reuse_address=True)
+        else:
+            self.tcp_server = self.tls = tlsmod.Listener(self, Connection, s.host, s.port)
         port = self.tcp_server.sockets[0].getsockname()[1]
         if s.port_file:
             with open(s.port_file + ".tmp", "w") as f:
@@ -640,6 +657,8 @@ class Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.server.cfg.server.socket_send_buffer_bytes:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.cfg.server.socket_send_buffer_bytes)
         self.peer = (transport.get_extra_info("peername") or ("?",))[0]
         srv = self.server
         if srv.stopping or srv.pending_logons >= srv.cfg.server.max_pending_logons:
@@ -670,6 +689,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc):
         self.close(None)
+
+    def pause_writing(self):                   # unsent output above md_high_water_bytes
+        self.server.feeds.pause(self)
+
+    def resume_writing(self):                  # ... and back under md_low_water_bytes
+        self.server.feeds.resume(self)
 
     # -- input --
     def process(self):
@@ -862,6 +887,8 @@ class Connection(asyncio.BufferedProtocol):
             row = {k: pf[k] for k in wire.PORTFOLIO_ENTRY.offsets if k in pf}
             row.update(open_orders=int(srv.engine.acct_arr["open"][acct]), cash_decimals=risk.cash_decimals)
             self.send_list(MsgType.PORTFOLIO, rid, [row])
+        elif t in feedsmod.REQUESTS:
+            srv.feeds.request(self, t, body)
 
     @staticmethod
     def _order_row(o):
@@ -912,6 +939,7 @@ class Connection(asyncio.BufferedProtocol):
             self.write(wire.encode(MsgType.LOGOUT, reason=reason))
         self.closed = True
         srv.conns.discard(self)
+        srv.feeds.drop(self)
         if self.logon_pending:
             srv.pending_logons -= 1
             self.logon_pending = False

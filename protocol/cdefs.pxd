@@ -203,6 +203,9 @@ cdef enum:
     REJ_HEARTBEAT_TIMEOUT = 3013
     REJ_RATE_LIMIT_LOGOUT = 3014
     REJ_SERVER_SHUTDOWN = 3015
+    REJ_TOO_MANY_SUBSCRIPTIONS = 3016
+    REJ_INVALID_SUBSCRIPTION = 3017
+    REJ_NOT_SUBSCRIBED = 3018
     REJ_JOURNAL_UNAVAILABLE = 4001
 
 # MsgType
@@ -220,6 +223,9 @@ cdef enum:
     MSG_BOOK_DEPTH_REQUEST = 23
     MSG_POSITIONS_REQUEST = 30
     MSG_PORTFOLIO_REQUEST = 31
+    MSG_SUBSCRIBE = 24
+    MSG_UNSUBSCRIBE = 25
+    MSG_RECENT_TRADES_REQUEST = 26
     MSG_LOGON_ACCEPTED = 64
     MSG_LOGON_REJECTED = 65
     MSG_END_OF_SESSION = 66
@@ -240,6 +246,12 @@ cdef enum:
     MSG_BOOK_DEPTH = 99
     MSG_POSITIONS = 120
     MSG_PORTFOLIO = 121
+    MSG_SUBSCRIPTIONS = 100
+    MSG_TOP_OF_BOOK = 101
+    MSG_DEPTH = 102
+    MSG_TRADES = 103
+    MSG_TRADE_SUMMARY = 104
+    MSG_RECENT_TRADES = 105
 
 # Liquidity
 cdef enum:
@@ -253,6 +265,12 @@ cdef enum:
 # ReportFlag
 cdef enum:
     RFLAG_LIQUIDATION = 1
+
+# MdFlag
+cdef enum:
+    MD_TOP_OF_BOOK = 1
+    MD_DEPTH = 2
+    MD_TRADES = 4
 
 cdef enum:
     SCHEMA_VERSION = 1
@@ -508,3 +526,83 @@ cdef packed struct PortfolioEntry:
     uint8_t kill  # @101 1B 1 while the account's (or the global) kill switch is on
     uint8_t cash_decimals  # @102 1B cash = units / 10**cash_decimals
     uint8_t _pad0  # @103 1B zero
+
+# SUBSCRIBE (24), UNSUBSCRIBE (25), client -> server
+cdef packed struct Subscribe:
+    uint32_t request_id  # @0 4B echoed in the SUBSCRIPTIONS response
+    uint32_t symbol  # @4 4B symbol id (UNSUBSCRIBE: 0 = every symbol)
+    uint8_t flags  # @8 1B MdFlag bits: SUBSCRIBE: what to receive (replaces the symbol's earlier subscription); UNSUBSCRIBE: what to stop (0 = everything)
+    uint8_t _pad0  # @9 1B zero
+    uint16_t levels  # @10 2B SUBSCRIBE with DEPTH: levels per side, 1..MAX_DEPTH_LEVELS (else 0)
+    uint32_t _pad1  # @12 4B zero
+
+# RECENT_TRADES_REQUEST (26), client -> server
+cdef packed struct RecentTradesRequest:
+    uint32_t request_id  # @0 4B echoed in the response
+    uint32_t symbol  # @4 4B symbol id
+    uint32_t count  # @8 4B trades wanted (0 = as many as kept; more than the server keeps is clamped)
+    uint32_t _pad0  # @12 4B zero
+
+# SUBSCRIPTIONS (100) entry: every subscription of the connection after the request
+cdef packed struct SubscriptionEntry:
+    uint32_t symbol  # @0 4B symbol id
+    uint8_t flags  # @4 1B MdFlag bits in force
+    uint8_t _pad0  # @5 1B zero
+    uint16_t levels  # @6 2B depth levels per side (0 without DEPTH)
+
+# TOP_OF_BOOK (101), server -> client: sent when the best bid/ask (or state, last price) changed
+cdef packed struct TopOfBook:
+    uint32_t symbol  # @0 4B symbol id
+    uint8_t state  # @4 1B SymbolState
+    uint8_t _pad0  # @5 1B zero
+    uint16_t _pad1  # @6 2B zero
+    uint64_t seq  # @8 8B the engine command sequence this state follows (last journaled command of its batch)
+    int64_t bid_price  # @16 8B best bid (0 when there is no bid)
+    int64_t bid_qty  # @24 8B displayed quantity at the best bid
+    int64_t ask_price  # @32 8B best ask (0 when there is no ask)
+    int64_t ask_qty  # @40 8B displayed quantity at the best ask
+    uint32_t bid_orders  # @48 4B orders at the best bid
+    uint32_t ask_orders  # @52 4B orders at the best ask
+    int64_t last_price  # @56 8B last trade price (0 before the symbol's first trade)
+
+# DEPTH (102), server -> client: the fixed part; bid_count + ask_count LevelEntry follow. A whole snapshot of the top `levels` per side, sent when any of them changed
+cdef packed struct DepthHeader:
+    uint32_t symbol  # @0 4B symbol id
+    uint16_t levels  # @4 2B levels per side subscribed
+    uint8_t state  # @6 1B SymbolState
+    uint8_t _pad0  # @7 1B zero
+    uint64_t seq  # @8 8B the engine command sequence this state follows
+    uint16_t bid_count  # @16 2B bid entries that follow (best first), then ask_count asks (best first)
+    uint16_t ask_count  # @18 2B
+    uint32_t _pad1  # @20 4B zero
+
+# TRADES (103), server -> client: the fixed part; `count` TradeEntry follow
+cdef packed struct TradesHeader:
+    uint32_t symbol  # @0 4B symbol id
+    uint16_t count  # @4 2B TradeEntry that follow, oldest first
+    uint16_t _pad0  # @6 2B zero
+    uint64_t seq  # @8 8B the engine command sequence of the batch's last command
+
+# TRADES (103) and RECENT_TRADES (105) entry: a trade print (never an account or order id)
+cdef packed struct TradeEntry:
+    uint64_t trade_id  # @0 8B engine trade id (1, 2, ... across all symbols)
+    int64_t price  # @8 8B trade price
+    int64_t qty  # @16 8B traded quantity
+    uint64_t ts_ns  # @24 8B receive time of the aggressor's command (journaled), ns since the epoch
+    uint64_t seq  # @32 8B engine command sequence of the aggressor's command
+    uint8_t side  # @40 1B aggressor Side
+    uint8_t _pad0  # @41 1B zero
+    uint16_t _pad1  # @42 2B zero
+    uint32_t _pad2  # @44 4B zero
+
+# TRADE_SUMMARY (104), server -> client: trades a slow subscriber was not sent one by one (RECENT_TRADES_REQUEST returns the prints themselves)
+cdef packed struct TradeSummary:
+    uint32_t symbol  # @0 4B symbol id
+    uint32_t count  # @4 4B trades summarised
+    uint64_t first_trade_id  # @8 8B first trade id summarised
+    uint64_t last_trade_id  # @16 8B last trade id summarised
+    int64_t volume  # @24 8B sum of their quantities
+    int64_t high  # @32 8B highest price
+    int64_t low  # @40 8B lowest price
+    int64_t last_price  # @48 8B price of the last one
+    uint64_t seq  # @56 8B engine command sequence of the last one

@@ -231,5 +231,8 @@ class Reject(IntEnum):
     HEARTBEAT_TIMEOUT = 3013           # the peer was silent past the timeout
     RATE_LIMIT_LOGOUT = 3014           # above the session's second message-rate tier
     SERVER_SHUTDOWN = 3015             # graceful shutdown
+    TOO_MANY_SUBSCRIPTIONS = 3016      # SUBSCRIBE above the connection's cap of subscribed symbols
+    INVALID_SUBSCRIPTION = 3017        # flags 0 or unknown bits, or DEPTH levels outside 1..MAX_DEPTH_LEVELS
+    NOT_SUBSCRIBED = 3018              # UNSUBSCRIBE of a symbol the connection is not subscribed to
     # 4000-4999: journal and operations
     JOURNAL_UNAVAILABLE = 4001

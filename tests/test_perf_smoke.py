@@ -61,3 +61,35 @@ def test_replay_when_run_small_then_state_reproduced(tmp_path):
     (path,) = tmp_path.glob("*.json")
     r = json.loads(path.read_text())["results"]
     assert r["replay"]["commands"] == 5000 and r["snapshot"]["bytes"] > 0
+
+
+def test_roundtrip_when_several_runs_on_one_server_then_no_replayed_reports_counted(tmp_path):
+    # a session logging on with next_seq=1 got the earlier run's reports replayed and counted them
+    argv = ["roundtrip", "--rate", "2000", "--seconds", "0.5", "--runs", "2", "--durability", "none",
+            "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (path,) = tmp_path.glob("*.json")
+    runs = json.loads(path.read_text())["results"]["none"]["runs"]
+    assert [r["acked"] for r in runs] == [1000, 1000] and all(r["latency_us"]["min"] > 0 for r in runs)
+
+
+@pytest.mark.parametrize("argv,key", [
+    (["sessions", "--sessions", "3", "--rate", "1000", "--seconds", "0.5", "--runs", "1"], "3_sessions"),
+    (["symbols", "--symbol-counts", "20", "--rate", "1000", "--seconds", "0.5", "--runs", "1"], "20_symbols"),
+])
+def test_sessions_and_symbols_when_run_small_then_every_order_acknowledged(tmp_path, capsys, argv, key):
+    assert bench.main(argv + ["--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    (run,) = json.loads(path.read_text())["results"][key]["runs"]
+    assert run["acked"] == run["orders"] == 500 and run["latency_us"]["min"] > 0
+    assert "==" in capsys.readouterr().out
+
+
+def test_tls_when_run_small_then_handshakes_and_round_trips_measured(tmp_path):
+    import shutil
+    if shutil.which("openssl") is None:
+        pytest.skip("perf tls needs the openssl command line tool")
+    assert bench.main(["tls", "--handshakes", "5", "--orders", "50", "--runs", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    r = json.loads(path.read_text())["results"]
+    assert set(r["handshake"]) == {"ecdsa-p256", "rsa-2048"} and r["round_trip"]["tls"]["50"] > 0
