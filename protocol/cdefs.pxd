@@ -57,6 +57,7 @@ cdef enum:
     CMD_MARK_PRICE = 15
     CMD_RESET_BREAKER = 16
     CMD_RISK_TICK = 17
+    CMD_ADD_ACCOUNT = 18
 
 # EventKind
 cdef enum:
@@ -75,6 +76,7 @@ cdef enum:
     EV_LIMIT_SET = 13
     EV_MARK = 14
     EV_BREAKER = 15
+    EV_ACCOUNT_ADDED = 16
 
 # SymbolState
 cdef enum:
@@ -166,6 +168,7 @@ cdef enum:
     REJ_INVALID_AMEND = 1024
     REJ_INVALID_COMMAND = 1025
     REJ_INVALID_FLAGS = 1026
+    REJ_INVALID_NEW_ACCOUNT = 1027
     REJ_KILL_SWITCH = 2001
     REJ_CIRCUIT_BREAKER = 2002
     REJ_ACCOUNT_SUSPENDED = 2003
@@ -287,7 +290,7 @@ cdef packed struct Command:
     uint8_t flags  # @5 1B OrderFlag bits (POST_ONLY, REDUCE_ONLY)
     uint16_t operator  # @6 2B admin commands: the operator's id from [[admins]] (who did it); else 0
     uint32_t symbol  # @8 4B symbol id (MASS_CANCEL/END_OF_DAY: 0 = all)
-    uint32_t account  # @12 4B account id, set by the server from the session (admin commands: the operator's id)
+    uint32_t account  # @12 4B account id, set by the server from the session (admin commands: the target account)
     uint64_t seq  # @16 8B engine-assigned command sequence number
     uint64_t ts_ns  # @24 8B receive time, ns since the epoch (journaled, never read by the core)
     uint64_t client_order_id  # @32 8B NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0
