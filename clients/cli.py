@@ -1,4 +1,5 @@
-"""`trading-engine order|cancel|book|orders|symbols|trades|watch`: the SDK from the command line.
+"""`trading-engine order|cancel|book|orders|symbols|trades|watch|positions|portfolio`: the SDK from the
+command line.
 
 The secret comes from the TRADING_ENGINE_SECRET environment variable or from
 --secret-file (readable by its owner only), never from the command line.
@@ -89,10 +90,26 @@ async def _run(args):
                      o.state) for o in await c.open_orders()])
         elif args.command == "order":
             r = await c.place(args.symbol, args.side, args.qty, price=args.price, type=args.type, tif=args.tif,
-                              stop_price=args.stop_price, display_qty=args.display_qty, post_only=args.post_only)
+                              stop_price=args.stop_price, display_qty=args.display_qty, post_only=args.post_only,
+                              reduce_only=args.reduce_only)
             _table(["report", "order id", "client id", "symbol", "side", "price", "qty", "reason"],
                    [(r.kind, r.order_id, r.client_order_id, r.symbol, r.side, r.price, r.qty, r.reason or "")])
             return 0 if r.kind == "accepted" else 1
+        elif args.command == "positions":
+            _table(["symbol", "position", "avg price", "mark", "open buy", "open sell", "unrealized", "realized",
+                    "fees", "exposure", "init margin", "maint margin"],
+                   [(p.symbol, p.position, p.avg_price, p.mark, p.open_buy, p.open_sell, p.unrealized, p.realized,
+                     p.fees, p.exposure, p.initial_margin, p.maintenance_margin) for p in await c.positions()])
+        elif args.command == "portfolio":
+            pf = await c.portfolio()
+            _table(["figure", "value"],
+                   [("cash", pf.cash), ("equity", pf.equity), ("unrealized P&L", pf.unrealized),
+                    ("realized P&L", pf.realized), ("fees", pf.fees), ("daily P&L", pf.daily_pnl),
+                    ("exposure", pf.exposure), ("worst-case exposure", pf.worst_exposure),
+                    ("initial margin", pf.initial_margin), ("maintenance margin", pf.maintenance_margin),
+                    ("available", pf.available), ("leverage", "-" if pf.leverage is None else f"{pf.leverage}x"),
+                    ("open orders", pf.open_orders), ("state", pf.state),
+                    ("kill switch", "on" if pf.kill_switch else "off")])
         elif args.command == "trades":
             trades = await c.recent_trades(args.symbol, args.n)
             _table(["trade id", "time", "aggressor", "price", "qty"],
@@ -129,6 +146,7 @@ def main(argv=None) -> int:
     o.add_argument("--stop-price")
     o.add_argument("--display-qty")
     o.add_argument("--post-only", action="store_true")
+    o.add_argument("--reduce-only", action="store_true", help="may only reduce the account's position")
     c = sub.add_parser("cancel", help="cancel an order by order id")
     c.add_argument("order_id", type=int)
     b = sub.add_parser("book", help="show a book")
@@ -136,6 +154,8 @@ def main(argv=None) -> int:
     b.add_argument("--depth", type=int, default=10)
     sub.add_parser("orders", help="the account's open orders")
     sub.add_parser("symbols", help="the symbol directory")
+    sub.add_parser("positions", help="the account's positions and P&L")
+    sub.add_parser("portfolio", help="the account's cash, equity, margin, leverage and state")
     t = sub.add_parser("trades", help="a symbol's recent trades")
     t.add_argument("symbol")
     t.add_argument("-n", type=int, default=20, help="how many (default 20)")

@@ -26,14 +26,17 @@ import msgspec
 import numpy as np
 
 from protocol import wire
-from protocol.codes import (CancelReason, CommandKind, OrderFlag, OrderState, OrderType, Reject,
+from protocol.codes import (AccountState, CancelReason, CommandKind, OrderFlag, OrderState, OrderType, Reject,
                             SelfTradePrevention, Side, SymbolState, TimeInForce)
 from protocol.units import from_units, to_units
 from protocol.wire import MdFlag, MsgType
 
 REPORT_KINDS = {MsgType.ACCEPTED: "accepted", MsgType.REJECTED: "rejected", MsgType.FILL: "fill",
                 MsgType.CANCELLED: "cancelled", MsgType.REPLACED: "replaced", MsgType.TRIGGERED: "triggered",
-                MsgType.RESTATED: "restated", MsgType.MASS_CANCEL_DONE: "mass_cancel_done"}
+                MsgType.RESTATED: "restated", MsgType.MASS_CANCEL_DONE: "mass_cancel_done",
+                MsgType.BALANCE: "balance", MsgType.ACCOUNT_STATE: "account_state"}
+CASH_FIELDS = ("cash", "equity", "unrealized", "realized", "fees", "exposure", "worst_exposure", "initial_margin",
+               "maintenance_margin", "available", "daily_pnl")
 
 
 class ServerError(Exception):
@@ -75,7 +78,12 @@ class Symbol(msgspec.Struct, frozen=True):
 
 class ExecutionReport(msgspec.Struct, frozen=True):
     """One execution report: kind is accepted, rejected, fill, cancelled, replaced,
-    triggered, restated or mass_cancel_done. Prices and quantities are Decimal."""
+    triggered, restated, mass_cancel_done, or (risk) balance and account_state.
+    Prices and quantities are Decimal. A balance report (a deposit or withdrawal) has
+    qty = the signed amount and leaves = the cash after, in the quote currency; an
+    account_state report has reason = the account's state (active, reduce_only,
+    suspended, liquidating) and kill_switch. `liquidation` marks the orders the engine
+    placed to liquidate the account (and their fills)."""
     kind: str
     seq: int
     order_id: int
@@ -89,6 +97,47 @@ class ExecutionReport(msgspec.Struct, frozen=True):
     trade_id: int = 0
     liquidity: str | None = None
     request: str = ""                 # what caused it: new_order, cancel, amend, mass_cancel, ...
+    liquidation: bool = False
+    kill_switch: bool = False         # account_state: the account's (or the global) kill switch is on
+
+
+class Position(msgspec.Struct, frozen=True):
+    """One symbol of the account (positions()): quantities and prices in the symbol's units, money
+    in the quote currency; position > 0 is long. open_buy / open_sell: live orders' remaining."""
+    symbol: str
+    position: Decimal
+    avg_price: Decimal
+    mark: Decimal
+    open_buy: Decimal
+    open_sell: Decimal
+    realized: Decimal
+    fees: Decimal
+    unrealized: Decimal
+    exposure: Decimal
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+
+
+class Portfolio(msgspec.Struct, frozen=True):
+    """The account's risk figures (portfolio()), money in the quote currency (engine/RISK.md):
+    equity = cash + unrealized, available = equity - initial margin, leverage = exposure / equity
+    (None when equity <= 0), state active / reduce_only / suspended / liquidating."""
+    cash: Decimal
+    equity: Decimal
+    unrealized: Decimal
+    realized: Decimal
+    fees: Decimal
+    exposure: Decimal
+    worst_exposure: Decimal
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+    available: Decimal
+    daily_pnl: Decimal
+    leverage: Decimal | None
+    open_orders: int
+    state: str
+    kill_switch: bool
+    cash_decimals: int
 
 
 class Level(msgspec.Struct, frozen=True):
@@ -275,6 +324,8 @@ class Client:
         self._subs: dict[int, Subscription] = {}
         self._ssl = None
         self._reconnecting = False
+        self._ready = False                        # symbols and cash units known: reports convert on arrival
+        self.cash_decimals: int | None = None      # from the server's PORTFOLIO (None: risk is off)
 
     @classmethod
     def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
@@ -291,8 +342,14 @@ class Client:
         self._heartbeat_ms, self._cod = heartbeat_ms, cancel_on_disconnect
         self.last_seq = next_seq - 1
         await self._logon()
-        await self.symbols()
+        await asyncio.gather(self.symbols(), self._cash_units())
+        self._ready = True
         return self
+
+    async def _cash_units(self):
+        status, entries = await self._query(MsgType.PORTFOLIO_REQUEST)
+        if not status and len(entries):
+            self.cash_decimals = int(entries[0]["cash_decimals"])
 
     async def _logon(self):
         self.reader, self.writer = await asyncio.open_connection(*self._addr, ssl=self._ssl)
@@ -394,6 +451,9 @@ class Client:
             if seq != self.last_seq + 1:
                 self.gaps.append((self.last_seq + 1, seq))
             self.last_seq = seq
+            if not self._ready:                    # replayed at logon, before the symbol directory came
+                self._reports.put_nowait((t, rec))
+                return
             report = self._report(t, rec)
             self._reports.put_nowait(report)
             self._resolve(report)
@@ -441,8 +501,20 @@ class Client:
                      "buy" if int(e["side"]) == Side.BUY else "sell", int(e["seq"]), int(e["ts_ns"]))
 
     def _report(self, t, r) -> ExecutionReport:
-        sym = self.symbols_by_id.get(int(r["symbol"]))
         kind = REPORT_KINDS[t]
+        try:
+            request = CommandKind(int(r["cmd_kind"])).name.lower()
+        except ValueError:
+            request = ""
+        if t in (MsgType.BALANCE, MsgType.ACCOUNT_STATE):      # account-level: money, state
+            cash = Decimal if self.cash_decimals is None else (lambda v: from_units(v, self.cash_decimals))
+            if t == MsgType.BALANCE:
+                return ExecutionReport(kind, int(r["seq"]), 0, 0, "", None, Decimal(0), cash(int(r["qty"])),
+                                       cash(int(r["leaves"])), request=request)
+            return ExecutionReport(kind, int(r["seq"]), 0, 0, "", None, Decimal(0), Decimal(0), Decimal(0),
+                                   AccountState(int(r["reason"])).name.lower(), request=request,
+                                   kill_switch=bool(int(r["qty"])))
+        sym = self.symbols_by_id.get(int(r["symbol"]))
         reason = None
         if t == MsgType.REJECTED:
             reason = _reason_name(int(r["reason"]))
@@ -452,13 +524,10 @@ class Client:
         price = sym.price(int(r["price"])) if sym else Decimal(int(r["price"]))
         conv = sym.qty if sym and t != MsgType.MASS_CANCEL_DONE else Decimal
         liq = {wire.Liquidity.MAKER: "maker", wire.Liquidity.TAKER: "taker"}.get(int(r["liquidity"]))
-        try:
-            request = CommandKind(int(r["cmd_kind"])).name.lower()
-        except ValueError:
-            request = ""
         return ExecutionReport(kind, int(r["seq"]), int(r["order_id"]), int(r["client_order_id"]),
-                               sym.name if sym else str(int(r["symbol"])), side, price, conv(int(r["qty"])),
-                               conv(int(r["leaves"])), reason, int(r["trade_id"]), liq, request)
+                               sym.name if sym else str(int(r["symbol"]) or ""), side, price, conv(int(r["qty"])),
+                               conv(int(r["leaves"])), reason, int(r["trade_id"]), liq, request,
+                               bool(int(r["flags"]) & wire.ReportFlag.LIQUIDATION))
 
     def _resolve(self, rep: ExecutionReport):
         keys = []
@@ -484,12 +553,13 @@ class Client:
         return f
 
     async def reports(self):
-        """Every execution report of the account, in sequence order (fills, cancels, triggers, ...)."""
+        """Every execution report of the account, in sequence order (fills, cancels, triggers,
+        balances, account states, ...)."""
         while True:
             r = await self._reports.get()
             if r is None:
                 return
-            yield r
+            yield self._report(*r) if isinstance(r, tuple) else r
 
     # -- requests --
     def _symbol(self, symbol) -> Symbol:
@@ -500,8 +570,9 @@ class Client:
 
     async def place(self, symbol, side: Literal["buy", "sell"], qty, price=None, type="limit", tif="gtc",
                     stop_price=None, display_qty=None, post_only=False, stp="cancel_newest",
-                    client_order_id=None, expire=None, strategy=0) -> ExecutionReport:
-        """Send a NewOrder; returns its Accepted or Rejected report."""
+                    client_order_id=None, expire=None, strategy=0, reduce_only=False) -> ExecutionReport:
+        """Send a NewOrder; returns its Accepted or Rejected report. reduce_only: the order may only
+        reduce the account's position (risk; REDUCE_ONLY_VIOLATION otherwise)."""
         sym = self._symbol(symbol)
         clid = client_order_id if client_order_id is not None else self.next_client_order_id
         expire_ns = 0
@@ -513,7 +584,8 @@ class Client:
             stp=SelfTradePrevention[stp.upper()], price=sym.price_units(price) if price is not None else 0,
             qty=sym.qty_units(qty), stop_price=sym.price_units(stop_price) if stop_price is not None else 0,
             display_qty=sym.qty_units(display_qty) if display_qty is not None else 0,
-            expire_ts_ns=expire_ns, strategy=strategy, flags=OrderFlag.POST_ONLY if post_only else 0)
+            expire_ts_ns=expire_ns, strategy=strategy,
+            flags=(OrderFlag.POST_ONLY if post_only else 0) | (OrderFlag.REDUCE_ONLY if reduce_only else 0))
         self.next_client_order_id = max(self.next_client_order_id, clid + 1)   # only once it is sent
         fut = self._wait(("new", clid))
         self.writer.write(frame)
@@ -632,6 +704,37 @@ class Client:
     async def open_orders(self) -> list[OrderInfo]:
         _, entries = await self._query(MsgType.OPEN_ORDERS_REQUEST)
         return [self._order_info(e) for e in entries]
+
+    async def portfolio(self) -> Portfolio:
+        """Cash, equity, margin, leverage, P&L and state of the account (ServerError RISK_OFF if the
+        server runs without risk)."""
+        status, entries = await self._query(MsgType.PORTFOLIO_REQUEST)
+        if status or not len(entries):
+            raise ServerError(status, "portfolio refused")
+        e = entries[0]
+        cd = self.cash_decimals = int(e["cash_decimals"])
+        lev = int(e["leverage_bps"])
+        return Portfolio(**{k: from_units(int(e[k]), cd) for k in CASH_FIELDS},
+                         leverage=from_units(lev, 4) if lev >= 0 else None, open_orders=int(e["open_orders"]),
+                         state=AccountState(int(e["state"])).name.lower(), kill_switch=bool(e["kill"]),
+                         cash_decimals=cd)
+
+    async def positions(self) -> list[Position]:
+        """The account's symbols with a position or open orders, ascending symbol id."""
+        if self.cash_decimals is None:
+            await self.portfolio()                 # the cash units (and RISK_OFF if risk is off)
+        status, entries = await self._query(MsgType.POSITIONS_REQUEST)
+        if status:
+            raise ServerError(status, "positions refused")
+        cash = lambda v: from_units(int(v), self.cash_decimals)      # noqa: E731
+        out = []
+        for e in entries:
+            sym = self.symbols_by_id[int(e["symbol"])]
+            out.append(Position(sym.name, sym.qty(int(e["position"])), sym.price(int(e["avg_price"])),
+                                sym.price(int(e["mark"])), sym.qty(int(e["open_buy"])), sym.qty(int(e["open_sell"])),
+                                cash(e["realized"]), cash(e["fees"]), cash(e["unrealized"]), cash(e["exposure"]),
+                                cash(e["initial_margin"]), cash(e["maintenance_margin"])))
+        return out
 
     async def order(self, order_id=None, client_order_id=None) -> OrderInfo | None:
         _, oid, clid = self._target(order_id, client_order_id)

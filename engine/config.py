@@ -21,7 +21,7 @@ from typing import Literal
 import msgspec
 
 from protocol.codes import LimitKind, LimitScope
-from protocol.units import to_bps, to_units
+from protocol.units import from_units, to_bps, to_units
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -221,8 +221,8 @@ def validate(cfg: Config, where: str) -> None:
         if sum(x is not None for x in (a.secret_env, a.secret_file, a.demo_secret)) != 1:
             raise ConfigError(f"{where}: account {a.name}: exactly one of secret_env, secret_file, demo_secret")
     if len({a.id for a in cfg.admins}) != len(cfg.admins) or len({a.name for a in cfg.admins}) != len(cfg.admins) \
-            or any(a.id <= 0 for a in cfg.admins):
-        raise ConfigError(f"{where}: `admins`: ids (> 0) and names must be unique")
+            or any(not 0 < a.id < 1 << 16 for a in cfg.admins):
+        raise ConfigError(f"{where}: `admins`: ids (1..65535: Command.operator) and names must be unique")
     if cfg.risk.enabled:
         risk_limits(cfg, where)          # every limit converts, and sits in a scope that takes it
         for s in cfg.symbols:
@@ -316,14 +316,44 @@ def risk_limits(cfg: Config, where: str = "config") -> dict[tuple[int, int, int]
             raise ConfigError(f"{where}: `risk.strategies.id` {st.id} outside 0..risk.max_strategies-1")
         scopes.append((LimitScope.STRATEGY, st.id, st.limits, f"risk.strategies.{st.id}.limits", 0))
     for scope, target, limits, prefix, qty_decimals in scopes:
-        for field in limits.__struct_fields__:
-            value = getattr(limits, field)
-            if value is None:
-                continue
-            if field not in _SCOPE_FIELDS[scope]:
-                raise ConfigError(f"{where}: `{prefix}.{field}` cannot be set at this scope (engine/RISK.md)")
-            v = limit_value(field, value, r.cash_decimals, qty_decimals, where, f"{prefix}.{field}")
-            if v < 0 and field not in ("maker_fee", "taker_fee"):
-                raise ConfigError(f"{where}: `{prefix}.{field}` must not be negative")
-            out[(int(scope), target, int(_LIMIT_FIELDS[field][0]))] = v
+        for kind, v in scope_limits(scope, limits, r.cash_decimals, qty_decimals, where, prefix).items():
+            out[(int(scope), target, kind)] = v
     return out
+
+
+def scope_limits(scope: LimitScope, limits: RiskLimits, cash_decimals: int, qty_decimals: int = 0,
+                 where: str = "config", prefix: str = "limits") -> dict[int, int]:
+    """The limits one RiskLimits sets at one scope: LimitKind -> value in engine units. The one
+    conversion of limits in human units: the config's tables and the admin's set_limit."""
+    out = {}
+    for field in limits.__struct_fields__:
+        value = getattr(limits, field)
+        if value is None:
+            continue
+        limit_kind(scope, field, where, prefix)
+        v = limit_value(field, value, cash_decimals, qty_decimals, where, f"{prefix}.{field}")
+        if v < 0 and field not in ("maker_fee", "taker_fee"):
+            raise ConfigError(f"{where}: `{prefix}.{field}` must not be negative")
+        out[int(_LIMIT_FIELDS[field][0])] = v
+    return out
+
+
+def limit_kind(scope: LimitScope, field: str, where: str = "config", prefix: str = "limits") -> int:
+    """The LimitKind of a RiskLimits field, if this scope may set it (engine/RISK.md "Limits")."""
+    if field not in _LIMIT_FIELDS:
+        raise ConfigError(f"{where}: unknown limit `{field}`: one of {', '.join(_LIMIT_FIELDS)}")
+    if field not in _SCOPE_FIELDS[scope]:
+        raise ConfigError(f"{where}: `{prefix}.{field}` cannot be set at this scope (engine/RISK.md)")
+    return int(_LIMIT_FIELDS[field][0])
+
+
+LIMIT_FIELD = {int(kind): field for field, (kind, _) in _LIMIT_FIELDS.items()}   # LimitKind -> RiskLimits field
+
+
+def limit_human(kind: int, value: int, cash_decimals: int, qty_decimals: int = 0):
+    """A limit's engine value back in the units RiskLimits takes (Decimal money and ratios, int counts)."""
+    field = LIMIT_FIELD[kind]
+    unit = _LIMIT_FIELDS[field][1]
+    if unit == "int":
+        return bool(value) if field == "external_mark" else int(value)
+    return from_units(value, {"cash": cash_decimals, "bps": 4, "qty": qty_decimals}[unit])

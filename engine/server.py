@@ -172,6 +172,8 @@ class Server:
             if a.demo_secret is not None:
                 log.warning("account %s uses a demo secret from the config: demo only", a.name)
             self.accounts[a.id] = Account(a.id, a.name, cfgmod.signing_key(cfgmod.account_secret(a)), self.next_seq)
+        self.added_accounts = adminmod.AddedAccounts(self, Account)   # added at run time (engine/admin.py)
+        self.config_limits = {}           # (scope, target, kind) -> value the config last journaled (reconcile)
         self.symbol_entries = np.zeros(len(cfg.symbols), dtype=wire.SYMBOL_ENTRY.dtype)
         for i, s in enumerate(cfg.symbols):
             self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
@@ -240,6 +242,7 @@ class Server:
             self.feeds.md.import_state(state)
             self.next_seq[:] = state["server.next_seq"]
             self.last_snapshot_seq = last_seq
+            self._load_config_limits(state)
             if not self.seq_index.load(state):
                 self.seq_index.note(last_seq + 1, self.next_seq)
             log.info("loaded snapshot %s (seq %d)", os.path.basename(path), last_seq)
@@ -258,6 +261,7 @@ class Server:
             if eng.events_view().tobytes() != events.tobytes():
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
             first = int(cmds["seq"][0])
+            self._note_config_limits(cmds)
             if known is None or first > known:
                 self.engine = eng
                 self.seq_index.note(first, self.next_seq)
@@ -277,7 +281,12 @@ class Server:
         commands (operator 0 = the config), before trading opens: every limit the config names
         at its value, a mark from reference_price for each symbol without one, and on the very
         first start the accounts' initial deposits. Replay never reads the config: it replays
-        these commands."""
+        these commands.
+
+        A config limit is journaled when the config's value differs from the one the config last
+        journaled (self.config_limits, from the journal and snapshots), so an operator's run-time
+        set_limit survives a restart until the config itself changes that limit; a limit the
+        config never journaled is journaled when it differs from the state."""
         risk = self.engine.risk
         if risk is None or not self.journal_ok:
             return 0
@@ -285,7 +294,9 @@ class Server:
         have = {(scope, target, kind): value for scope, target, kind, value in risk.limits()}
         n = 0
         for (scope, target, kind), value in sorted(cfgmod.risk_limits(cfg).items()):
-            if have.get((scope, target, kind)) != value:
+            last = self.config_limits.get((scope, target, kind))
+            if (last if last is not None else have.get((scope, target, kind))) != value:
+                self.config_limits[(scope, target, kind)] = value
                 field = {LimitScope.ACCOUNT: "account", LimitScope.SYMBOL: "symbol",
                          LimitScope.STRATEGY: "strategy"}.get(scope)
                 self.submit(dict(kind=CommandKind.SET_LIMIT, side=scope, order_type=kind, qty=value,
@@ -306,6 +317,23 @@ class Server:
         if n:
             log.info("risk set-up from the config: %d commands journaled", n)
         return n
+
+    def _note_config_limits(self, cmds):
+        """Remember the limits the config journaled (SET_LIMIT with operator 0), for reconcile."""
+        mine = cmds[(cmds["kind"] == CommandKind.SET_LIMIT) & (cmds["operator"] == 0)]
+        for c in mine:
+            scope = int(c["side"])
+            target = {LimitScope.ACCOUNT: c["account"], LimitScope.SYMBOL: c["symbol"],
+                      LimitScope.STRATEGY: c["strategy"]}.get(scope, 0)
+            key = (scope, int(target), int(c["order_type"]))
+            if int(c["flags"]) & 1:
+                self.config_limits.pop(key, None)
+            else:
+                self.config_limits[key] = int(c["qty"])
+
+    def _load_config_limits(self, state):
+        rows = state.get("server.config_limits")
+        self.config_limits = {} if rows is None else {(int(a), int(b), int(c)): int(v) for a, b, c, v in rows}
 
     def status(self) -> dict:
         """Counters for /health/detailed and the admin `status` action."""
@@ -335,13 +363,13 @@ class Server:
         if r is None:
             return {"enabled": False}
         states = r.acct_cols["state"]
+        accounts = sorted(self.accounts.values(), key=lambda a: a.id)     # the config's and those added
         return {"enabled": True, "global_kill_switch": bool(r.kill_all), "error_breaker_tripped": bool(r.breaker),
                 "breaker_halted_symbols": [s.name for s in self.cfg.symbols if r.breaker_state(s.id)[0]],
-                "killed_accounts": [a.name for a in self.cfg.accounts if r.acct_cols["kill"][a.id]],
-                "liquidating_accounts": [a.name for a in self.cfg.accounts
-                                         if states[a.id] == AccountState.LIQUIDATING],
+                "killed_accounts": [a.name for a in accounts if r.acct_cols["kill"][a.id]],
+                "liquidating_accounts": [a.name for a in accounts if states[a.id] == AccountState.LIQUIDATING],
                 "suspended_or_reduce_only": {a.name: AccountState(int(states[a.id])).name.lower()
-                                             for a in self.cfg.accounts
+                                             for a in accounts
                                              if states[a.id] in (AccountState.SUSPENDED, AccountState.REDUCE_ONLY)}}
 
     def snapshot(self, fork=True):
@@ -357,6 +385,9 @@ class Server:
         state["server.next_seq"] = self.next_seq
         state["journal.digest"] = np.frombuffer(self.journal.last_digest, dtype=np.uint8)
         self.seq_index.export(state)
+        if self.config_limits:        # (snapshot arrays are never empty)
+            state["server.config_limits"] = np.array([(*k, v) for k, v in sorted(self.config_limits.items())],
+                                                     dtype=np.int64)
         state.update(self.feeds.md.export_state())
         if fork:
             self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last)
@@ -978,6 +1009,7 @@ async def _serve(cfg):
         log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.host, ops_port)
     opsmod.notify("STATUS=recovering")
     await srv.recover()
+    srv.added_accounts.prune()         # an account added at run time whose ADD_ACCOUNT never got journaled
     await srv.start()
     admin = None
     if cfg.server.admin_port is not None and cfg.admins:
