@@ -28,6 +28,7 @@ set off); `ok` is false when the engine rejected the command. Actions:
   mark SYMBOL PRICE                 the mark price (core MARK_PRICE)
   reset_breaker                     the engine-wide error-rate circuit breaker
   positions / portfolio ACCOUNT     read-only: an account's risk figures
+  limits                            read-only: every limit set, by scope
   add_account NAME [--id N] [--stp-group G]   a new trading account, at run time (below)
   snapshot                          write a snapshot now
   log_level LEVEL                   change the log level
@@ -204,7 +205,7 @@ class AdminListener:
             "end_of_day": self.end_of_day, "deposit": self.cash, "withdraw": self.cash, "set_limit": self.set_limit,
             "kill": self.kill, "account_state": self.account_state, "restrict": self.restrict, "allow": self.restrict,
             "mark": self.mark, "reset_breaker": self.reset_breaker, "positions": self.positions,
-            "portfolio": self.portfolio, "add_account": self.add_account, "snapshot": self.snapshot,
+            "portfolio": self.portfolio, "limits": self.limits, "add_account": self.add_account, "snapshot": self.snapshot,
             "log_level": self.log_level,
         }
 
@@ -495,6 +496,9 @@ class AdminListener:
             raise
         if out["ok"]:
             store.activate(acct_id)
+            for e in out.get("events", ()):
+                if e.get("account") == acct_id:
+                    e["account"] = name
             log.info("account %s (id %d) added by %s", name, acct_id, admin.name)
         else:
             store.drop(acct_id)
@@ -527,6 +531,19 @@ class AdminListener:
                    state=_name(AccountState, pf["state"]), kill_switch=bool(pf["kill"] or pf["kill_all"]),
                    open_orders=int(self.server.engine.acct_arr["open"][a]))
         return {"ok": True, "account": self._account_name(a), "portfolio": out}
+
+    def limits(self, admin, req):
+        r = self._risk()
+        rows = []
+        for scope, target, kind, value in sorted(r.limits()):
+            scope = LimitScope(scope)
+            sym = self.symbols_by_id.get(target) if scope == LimitScope.SYMBOL else None
+            rows.append({"scope": scope.name.lower(),
+                         "target": {LimitScope.DEFAULT: None, LimitScope.ACCOUNT: self._account_name(target),
+                                    LimitScope.SYMBOL: sym.name if sym else target}.get(scope, target),
+                         "kind": cfgmod.LIMIT_FIELD[kind],
+                         "value": cfgmod.limit_human(kind, value, r.cash_decimals, sym.qty_decimals if sym else 0)})
+        return {"ok": True, "limits": rows}
 
     def status(self, admin, req):
         srv = self.server
@@ -582,6 +599,7 @@ def _parser():
     action("reset_breaker")
     action("positions", "account")
     action("portfolio", "account")
+    action("limits", help="every risk limit set, by scope")
     a = action("add_account", "name", help="secret from TRADING_ENGINE_NEW_ACCOUNT_SECRET, --secret-file or a prompt")
     a.add_argument("--id", type=int)
     a.add_argument("--stp-group", type=int, default=0)
