@@ -4,8 +4,10 @@ A separate TCP listener (loopback by default; the trading port accepts no admin
 message at all) speaking JSON lines: one request object per line, one response
 object per line. Every request carries the operator's name and password; the
 password is checked against its scrypt hash in a worker thread (hashlib.scrypt
-releases the GIL: about 0.5 s of work that must never run on the engine thread),
-and failures are answered after a delay.
+releases the GIL: 0.15-0.5 s of CPU that must never run on the engine thread; note
+that it shares the engine's CPU when the process is pinned with server.cpu), and
+failures are answered after a delay. A connection that has authenticated is not
+charged again for later requests with the same user and password.
 
 Every state change is a core command, submitted and flushed (journaled) before
 the reply, with Command.operator = the operator's id from [[admins]], so the
@@ -219,6 +221,7 @@ class AdminListener:
 
     async def handle(self, reader, writer):
         loop = asyncio.get_running_loop()
+        authed = None                      # (user, password) this connection has proven
         try:
             while line := await reader.readline():
                 try:
@@ -227,8 +230,11 @@ class AdminListener:
                     writer.write(msgspec.json.encode({"ok": False, "error": f"bad request: {e}"}) + b"\n")
                     continue
                 admin = self.admins.get(req.user)
-                ok = admin is not None and await loop.run_in_executor(
-                    None, check_password, req.password, admin.password_scrypt)
+                ok = admin is not None and (
+                    (authed is not None and authed[0] == req.user and
+                     hmac.compare_digest(authed[1], req.password.encode())) or
+                    await loop.run_in_executor(None, check_password, req.password, admin.password_scrypt))
+                authed = (req.user, req.password.encode()) if ok else None
                 if not ok:
                     log.warning("admin authentication failed for %r", req.user)
                     await asyncio.sleep(0.5)

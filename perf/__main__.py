@@ -22,6 +22,8 @@ Scenarios here:
            (--symbol-counts, default 1,1000,5000) (see perf/sessions.py)
   tls      server CPU per TLS handshake (ECDSA P-256, RSA 2048) and the round trip over TLS
            against plain TCP (see perf/tls.py)
+  admin    admin action latency (a journaled deposit, status; test and production scrypt cost)
+           and the SDK's portfolio()/positions()/connect() round trips (see perf/admin.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; `core` also draws
 perf/out/core-latency.png (latency by percentile) when matplotlib is installed.
 Still to come: throughput (pipelined clients).
@@ -244,7 +246,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
-                                        "symbols", "tls"])
+                                        "symbols", "tls", "admin"])
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
                    help="batch sizes (journal)")
@@ -254,7 +256,8 @@ def main(argv=None):
     p.add_argument("--tail", type=int, default=100_000, help="commands journaled after the snapshot (recovery)")
     p.add_argument("--tmp", default=None, help="directory for the benchmark's journals (journal, recovery)")
     p.add_argument("--handshakes", type=int, default=200, help="handshakes per run (tls)")
-    p.add_argument("--orders", type=int, default=3000, help="closed-loop orders per run (tls)")
+    p.add_argument("--orders", type=int, default=3000, help="closed-loop orders (tls) or queries (admin) per run")
+    p.add_argument("--actions", type=int, default=200, help="admin requests per run and kind (admin)")
     p.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100, 500],
                    help="session counts (sessions)")
     p.add_argument("--symbol-counts", type=lambda s: [int(x) for x in s.split(",")], default=[1, 1000, 5000],
@@ -296,6 +299,9 @@ def main(argv=None):
     elif args.scenario == "tls":
         from perf import tls
         results = tls.scenario(args)
+    elif args.scenario == "admin":
+        from perf import admin
+        results = admin.scenario(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)
@@ -310,6 +316,9 @@ def main(argv=None):
     elif args.scenario == "tls":
         from perf import tls
         tls.print_table(results)
+    elif args.scenario == "admin":
+        from perf import admin
+        admin.print_table(results)
     else:
         print_table(args.scenario, results)
     print(f"\nmachine: {doc['machine']}\nwrote {path}")

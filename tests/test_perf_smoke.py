@@ -93,3 +93,10 @@ def test_tls_when_run_small_then_handshakes_and_round_trips_measured(tmp_path):
     (path,) = tmp_path.glob("*.json")
     r = json.loads(path.read_text())["results"]
     assert set(r["handshake"]) == {"ecdsa-p256", "rsa-2048"} and r["round_trip"]["tls"]["50"] > 0
+
+
+def test_admin_when_run_small_then_actions_and_queries_measured(tmp_path):
+    assert bench.main(["admin", "--actions", "3", "--orders", "20", "--runs", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("admin-*.json")
+    r = json.loads(path.read_text())["results"]
+    assert all(r[k]["50"] > 0 for k in ("deposit", "deposit_production", "portfolio", "positions", "connect"))

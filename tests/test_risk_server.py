@@ -62,6 +62,15 @@ def admin_cli(srv, *args, **env):
     return r.returncode, json.loads(r.stdout) if r.stdout.strip() else r.stderr
 
 
+def cli(srv, account, *args, rc=0):
+    env = dict(os.environ, TRADING_ENGINE_SECRET=SECRETS[account], PYTHONPATH=str(ROOT),
+               TRADING_ENGINE_PORT=str(srv.port), TRADING_ENGINE_ACCOUNT=str(account))
+    r = subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == rc, r.stdout + r.stderr
+    return r.stdout
+
+
 def journal_rows(srv, *filters):
     r = subprocess.run([sys.executable, "-m", "engine.cli", "journal", "dump", str(srv.dir / "journal"), "--format",
                         "jsonl", *filters], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -183,6 +192,14 @@ def test_liquidation_when_mark_falls_below_maintenance_then_closed_flagged_and_f
             (v2,) = ad.ok("positions", account="2")["positions"]
             assert (D(v2["position"]), D(v2["unrealized"]), D(v2["mark"])) == (-1, 8000, 42000)
     asyncio.run(go())
+    # the command line: readable tables, and --reduce-only
+    out = cli(srv, 3, "positions")
+    assert out.splitlines()[2].split()[:4] == ["BTCUSDT", "1.000", "42000.00", "42000.00"]
+    figures = dict(line.strip().rsplit(None, 1) for line in cli(srv, 1, "portfolio").splitlines()[2:])
+    assert (figures["cash"], figures["realized P&L"], figures["state"]) == ("1908.00", "-8000.00", "active")
+    out = cli(srv, 3, "order", "sell", "BTCUSDT", "1.001", "--price", "42000.00", "--reduce-only", rc=1)
+    assert "REDUCE_ONLY_VIOLATION" in out                  # more than the 1.000 held
+    assert "accepted" in cli(srv, 3, "order", "sell", "BTCUSDT", "1.000", "--price", "43000.00", "--reduce-only")
 
 
 # -- kill switch --
@@ -332,6 +349,10 @@ def test_admin_actions_when_taken_then_journaled_with_operator_and_answered_with
     ad.ok("end_of_day")
     assert ad("kill", account="acct1", switch="maybe")["error"] == "kill ACCOUNT|all on|off"
     assert Admin(srv, password="wrong")("status") == {"ok": False, "error": "authentication failed"}
+    ad.password = "wrong"                # a proven connection is checked again when the password changes
+    assert ad("status") == {"ok": False, "error": "authentication failed"}
+    ad.password = PASSWORD
+    ad.ok("status")
     rows = journal_rows(srv, "--operator", "2")
     cmds = [r for r in rows if r["record"] == "command"]
     assert {r["operator"] for r in cmds} == {2}
