@@ -474,7 +474,8 @@ cdef class Risk:
             return 0                   # does not add risk: nothing below applies
         if st == ACCT_REDUCE_ONLY:
             return REJ_ACCOUNT_REDUCE_ONLY
-        self.refresh(a)
+        if self.n_dirty[a]:
+            self.refresh(a)
         cdef int64_t eq = self.cash[a] + self.upnl_sum[a]
         self.slack[a] = eq - self.mm_sum[a]           # exact again: the next fills may skip their check
         lim = self.cap(LIM_MAX_DAILY_LOSS, a, s, strategy)
@@ -565,7 +566,9 @@ cdef class Risk:
         cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
         cdef int64_t pos = p.pos, d = qty if side == SIDE_BUY else -qty, npos = pos + d
         cdef int64_t realized = 0, fee, closed, bps
-        if pos == 0 or (pos > 0) == (d > 0):
+        if pos == 0:
+            p.avg_price = price
+        elif (pos > 0) == (d > 0):
             p.avg_price = te_avg(p.avg_price, iabs(pos), price, qty)
         else:
             closed = qty if qty < iabs(pos) else iabs(pos)
