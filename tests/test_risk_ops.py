@@ -89,4 +89,25 @@ def test_risk_when_restarted_then_setup_is_not_journaled_again_and_figures_survi
     _, (after,) = query(a, MsgType.PORTFOLIO_REQUEST)
     assert int(after["cash"]) == int(before["cash"]) == 1_000_000        # the initial deposit, once
     assert srv.output().count("risk set-up from the config") == 1
+    b = Raw(srv.port)
+    b.logon(2)
+    b.order(1, Side.SELL, 5, 10_100, symbol=3)
+    b.until(MsgType.ACCEPTED)
+    a.order(1, Side.BUY, 5, 10_100, symbol=3)
+    a.until(MsgType.FILL)
+    _, (traded,) = query(a, MsgType.PORTFOLIO_REQUEST)
+    _, positions = query(a, MsgType.POSITIONS_REQUEST)
+    a.close()
+    b.close()
+    assert srv.terminate() == 0                  # graceful: a snapshot with the risk state in it
+    srv.start()
+    recovered = [line for line in srv.output().splitlines() if "recovered:" in line]
+    assert len(recovered) == 3 and "recovered: 0 commands" in recovered[-1] and \
+        "recovered: 0 commands" not in recovered[1]           # the kill -9 restart replayed, this one not
+    a = Raw(srv.port)
+    a.logon(1)
+    _, (again,) = query(a, MsgType.PORTFOLIO_REQUEST)
+    _, positions_again = query(a, MsgType.POSITIONS_REQUEST)
+    assert again.tobytes() == traded.tobytes() and [p.tobytes() for p in positions_again] == \
+        [p.tobytes() for p in positions]
     a.close()
