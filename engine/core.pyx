@@ -757,9 +757,9 @@ cdef class Engine:
         cdef Event* e
         cdef int64_t ts = self.cur.ts_ns
         while True:
-            while i < self.ev_count:
-                r.on_event(&self.ev_buf[i], ts)
-                i += 1
+            if i < self.ev_count:
+                r.fold(&self.ev_buf[i], self.ev_count - i, ts)
+                i = self.ev_count
             if r.breaker_new:
                 r.breaker_new = 0
                 e = self.emit(EV_BREAKER, -1)

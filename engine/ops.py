@@ -89,6 +89,48 @@ class EngineCollector:
         for s in srv.cfg.symbols:
             halted.add_metric([s.name], int(e.symbol_state(s.id) == SymbolState.HALTED))
         yield halted
+        if e.risk is not None:
+            yield from risk_metrics(srv)
+
+
+def risk_metrics(srv):
+    """Risk gauges at scrape time from the risk arrays (engine/RISK.md): per account exposure,
+    margins, equity and state, in the quote currency; breakers and kill switches. O(accounts)
+    numpy reads per scrape, nothing counted per order."""
+    r = srv.engine.risk
+    scale = 10.0 ** -r.cash_decimals
+    cols = r.acct_cols
+    accounts = [(a.name, a.id) for a in srv.cfg.accounts]
+    for name, col, text in (("te_account_equity", None, "cash + unrealized P&L, quote currency"),
+                            ("te_account_cash", "cash", "cash, quote currency"),
+                            ("te_account_exposure", "expo_sum", "gross exposure at the marks, quote currency"),
+                            ("te_account_initial_margin", "im_sum", "initial margin of the worst case with open orders"),
+                            ("te_account_maintenance_margin", "mm_sum", "maintenance margin of the positions")):
+        g = GaugeMetricFamily(name, text, labels=["account"])
+        for acct, i in accounts:
+            if col is None:
+                r.portfolio(i)                      # brings the account's cached figures up to date
+                value = int(cols["cash"][i]) + int(cols["upnl_sum"][i])
+            else:
+                value = int(cols[col][i])
+            g.add_metric([acct], value * scale)
+        yield g
+    state = GaugeMetricFamily("te_account_state", "AccountState: 1 active, 2 reduce-only, 3 suspended, "
+                              "4 liquidating", labels=["account"])
+    kill = GaugeMetricFamily("te_account_kill_switch", "1 while the account's kill switch is on", labels=["account"])
+    for acct, i in accounts:
+        state.add_metric([acct], int(cols["state"][i]))
+        kill.add_metric([acct], int(cols["kill"][i]))
+    yield state
+    yield kill
+    yield GaugeMetricFamily("te_kill_switch_global", "1 while the global kill switch is on", value=int(r.kill_all))
+    yield GaugeMetricFamily("te_error_breaker_tripped", "1 while the engine-wide error-rate breaker is tripped",
+                            value=int(r.breaker))
+    brk = GaugeMetricFamily("te_symbol_breaker_tripped", "1 while the symbol is halted by its price-band breaker",
+                            labels=["symbol"])
+    for s in srv.cfg.symbols:
+        brk.add_metric([s.name], int(r.breaker_state(s.id)[0]))
+    yield brk
 
 
 class Ops:

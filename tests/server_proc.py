@@ -64,7 +64,8 @@ ENGINE = dict(max_orders=65536, max_accounts=16, max_symbols=8, max_levels=1024)
 
 class ServerProc:
     def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra="",
-                 server_extra="", journal_extra="", admins=None, engine=None, risk="enabled = false"):
+                 server_extra="", journal_extra="", admins=None, engine=None, risk="enabled = false",
+                 account_extra=""):
         admins = admins or {}
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +77,7 @@ class ServerProc:
             text += f'\n[[admins]]\nid = {i}\nname = "{name}"\npassword_scrypt = "{hashed}"\n'
         for acct, secret in SECRETS.items():
             text += f'\n[[accounts]]\nid = {acct}\nname = "acct{acct}"\nsecret_env = "TE_TEST_SECRET_{acct}"\n'
+            text += account_extra
             if acct >= 3:
                 text += "stp_group = 5\n"
         self.config = self.dir / "config.toml"
