@@ -100,7 +100,7 @@ def risk_metrics(srv):
     r = srv.engine.risk
     scale = 10.0 ** -r.cash_decimals
     cols = r.acct_cols
-    accounts = [(a.name, a.id) for a in srv.cfg.accounts]
+    accounts = sorted((a.name, a.id) for a in srv.accounts.values())    # the config's and those added at run time
     for name, col, text in (("te_account_equity", None, "cash + unrealized P&L, quote currency"),
                             ("te_account_cash", "cash", "cash, quote currency"),
                             ("te_account_exposure", "expo_sum", "gross exposure at the marks, quote currency"),
