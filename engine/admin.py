@@ -63,7 +63,6 @@ import json
 import logging
 import os
 import stat
-import sys
 
 import msgspec
 
@@ -77,6 +76,7 @@ log = logging.getLogger("trading-engine")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 ADDED_ACCOUNTS = "added_accounts.json"
 MIN_SECRET = 16
+MAX_EVENTS = 1000                      # listed in a reply (the journal has them all)
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -207,8 +207,8 @@ class AdminListener:
             "end_of_day": self.end_of_day, "deposit": self.cash, "withdraw": self.cash, "set_limit": self.set_limit,
             "kill": self.kill, "account_state": self.account_state, "restrict": self.restrict, "allow": self.restrict,
             "mark": self.mark, "reset_breaker": self.reset_breaker, "positions": self.positions,
-            "portfolio": self.portfolio, "limits": self.limits, "add_account": self.add_account, "snapshot": self.snapshot,
-            "log_level": self.log_level,
+            "portfolio": self.portfolio, "limits": self.limits, "add_account": self.add_account,
+            "snapshot": self.snapshot, "log_level": self.log_level,
         }
 
     async def start(self, host, port):
@@ -314,7 +314,9 @@ class AdminListener:
         if rejected:
             out["ok"] = False
             out["error"] = Reject(int(rejected[0]["reason"])).name
-        out["events"] = [self.describe(e) for e in events]
+        out["events"] = [self.describe(e) for e in events[:MAX_EVENTS]]
+        if len(events) > MAX_EVENTS:                # e.g. a global kill switch on a full book
+            out["events_total"] = len(events)
         return out
 
     def _events(self, seq):

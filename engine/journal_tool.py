@@ -46,13 +46,13 @@ COMMAND_FIELDS = [f for f, _, _ in COMMAND.fields if not f.startswith("_")]
 EVENT_FIELDS = [f for f, _, _ in EVENT.fields if not f.startswith("_")]
 # One column set for table and CSV: the command's and the event's fields under one header.
 COLUMNS = ["record", "seq", "time", "kind", "operator", "account", "symbol", "side", "order_id", "client_order_id",
-           "price", "qty", "leaves", "reason", "other_account", "other_order_id", "other_leaves", "trade_id", "order_type",
-           "tif", "stop_price", "display_qty", "expire_ts_ns", "session", "ts_ns"]
+           "price", "qty", "leaves", "reason", "other_account", "other_order_id", "other_leaves", "trade_id",
+           "order_type", "tif", "stop_price", "display_qty", "expire_ts_ns", "session", "ts_ns"]
 TABLE = [("record", 3), ("seq", 8), ("time", 30), ("kind", 16), ("operator", 3), ("account", 4), ("symbol", 6),
-         ("side", 4), ("order_id", 8), ("client_order_id", 8), ("price", 12), ("qty", 10), ("leaves", 10), ("reason", 22),
-         ("other_order_id", 8), ("trade_id", 6)]
-TABLE_HEAD = {"record": "rec", "operator": "op", "account": "acct", "client_order_id": "clid", "other_order_id": "maker",
-              "trade_id": "trade", "symbol": "sym"}
+         ("side", 4), ("order_id", 8), ("client_order_id", 8), ("price", 12), ("qty", 10), ("leaves", 10),
+         ("reason", 22), ("other_order_id", 8), ("trade_id", 6)]
+TABLE_HEAD = {"record": "rec", "operator": "op", "account": "acct", "client_order_id": "clid",
+              "other_order_id": "maker", "trade_id": "trade", "symbol": "sym"}
 
 
 def open_journal(path: str) -> Journal:

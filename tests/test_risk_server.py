@@ -226,7 +226,12 @@ def test_kill_switch_when_on_for_an_account_or_all_then_cancels_and_rejects_unti
             assert (await c1.portfolio()).kill_switch and not (await c2.portfolio()).kill_switch
             assert [o.order_id for o in await c2.open_orders()] == [other.order_id]      # untouched
             assert (await c2.place("BTCUSDT", "sell", "0.100", price="52000.00")).kind == "accepted"
-            assert ad.ok("status")["status"]["risk"]["killed_accounts"] == ["acct1"]
+            status = ad.ok("status")["status"]
+            assert status["risk"]["killed_accounts"] == ["acct1"]
+            queue = status["queue"]                                   # queue status: batch, output per session
+            assert queue["pending_commands"] == 0 and queue["batch_capacity"] > 0
+            assert sorted(x["account"] for x in queue["sessions"]) == ["acct1", "acct2"]
+            assert all(x["output_buffer_bytes"] >= 0 for x in queue["sessions"])
             ad.ok("kill", account="acct1", switch="off")
             assert (await c1.place("BTCUSDT", "buy", "0.100", price="49000.00")).kind == "accepted"
             # global, from the command line
@@ -327,7 +332,8 @@ def test_admin_actions_when_taken_then_journaled_with_operator_and_answered_with
     assert out["events"][0]["value"] == "2500.50"
     assert "cannot be set at this scope" in ad("set_limit", scope="account", target="acct1", kind="breaker_band",
                                               value="0.1")["error"]
-    assert ad.ok("set_limit", scope="strategy", target="3", kind="max_open_orders", value="2")["events"][0]["value"] == 2
+    out = ad.ok("set_limit", scope="strategy", target="3", kind="max_open_orders", value="2")
+    assert out["events"][0]["value"] == 2 and out["events"][0]["strategy"] == 3
     assert ad.ok("set_limit", scope="account", target="acct1", kind="max_order_value", clear=True)["events"][0][
         "cleared"]
     rc, out = admin_cli(srv, "set_limit", "default", "max_daily_loss", "5000")
