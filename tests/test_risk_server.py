@@ -17,7 +17,7 @@ from decimal import Decimal as D
 import msgspec
 import pytest
 
-from clients import Client, ServerError
+from clients import Client, ServerError, SyncClient
 from engine.admin import ADDED_ACCOUNTS, hash_password
 from engine.config import signing_key
 from tests.server_proc import ROOT, SECRETS
@@ -192,6 +192,8 @@ def test_liquidation_when_mark_falls_below_maintenance_then_closed_flagged_and_f
             (v2,) = ad.ok("positions", account="2")["positions"]
             assert (D(v2["position"]), D(v2["unrealized"]), D(v2["mark"])) == (-1, 8000, 42000)
     asyncio.run(go())
+    with SyncClient("127.0.0.1", srv.port, account=3, secret=SECRETS[3]) as sc:   # the blocking SDK proxies them
+        assert sc.portfolio().cash == D("1000000.00") - D("8.40") and sc.positions()[0].position == D("1.000")
     # the command line: readable tables, and --reduce-only
     out = cli(srv, 3, "positions")
     assert out.splitlines()[2].split()[:4] == ["BTCUSDT", "1.000", "42000.00", "42000.00"]
