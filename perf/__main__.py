@@ -6,6 +6,8 @@ Scenarios here:
            fresh engines with the spread, per-command latency percentiles from
            Engine.run_timed, and the same workload through the Python baselines
            in the same run (a sorted-dict book; lightmatchingengine if installed)
+           --risk: the same commands also with every risk check on, interleaved,
+           reported as the ratio of the two (engine/RISK.md; target >= 0.85)
   memory   RSS and preallocated array bytes holding 1,000,000 resting orders
   roundtrip  client-observed latency over loopback TCP, open loop at --rate, server
            pinned to --server-cpu, generator to --cpu, per journal durability

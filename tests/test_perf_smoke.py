@@ -31,6 +31,7 @@ def test_baseline_when_same_flow_then_same_resting_orders_as_core():
 
 @pytest.mark.parametrize("argv", [
     ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--baseline-n", "1000", "--no-plot"],
+    ["core", "--risk", "--n", "3000", "--runs", "1", "--symbols", "1", "--baseline-n", "1000", "--no-plot"],
     ["memory", "--resting", "20000"],
     ["journal", "--journal-n", "2000", "--commits", "20", "--batches", "1,64", "--offered", "3000", "--seconds", "0.3",
      "--server-cpu", "0"],
