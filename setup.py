@@ -36,6 +36,7 @@ MODULES = {
     "engine.risk": (["engine/risk.pyx"], True),
     "engine.core": (["engine/core.pyx"], True),
     "engine.gateway": (["engine/gateway.pyx"], True),
+    "engine.marketdata": (["engine/marketdata.pyx"], True),
 }
 
 HINTS: list[str] = []

@@ -11,10 +11,12 @@ Many requests may be in flight at once: each awaits its own reply.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import itertools
 import os
+import ssl as ssllib
 import threading
 import time
 from decimal import Decimal
@@ -24,13 +26,17 @@ import msgspec
 import numpy as np
 
 from protocol import wire
-from protocol.codes import (CancelReason, CommandKind, OrderFlag, OrderState, OrderType, Reject,
-                            SelfTradePrevention, Side, TimeInForce)
-from protocol.wire import MsgType
+from protocol.codes import (AccountState, CancelReason, CommandKind, OrderFlag, OrderState, OrderType, Reject,
+                            SelfTradePrevention, Side, SymbolState, TimeInForce)
+from protocol.units import from_units, to_units
+from protocol.wire import MdFlag, MsgType
 
 REPORT_KINDS = {MsgType.ACCEPTED: "accepted", MsgType.REJECTED: "rejected", MsgType.FILL: "fill",
                 MsgType.CANCELLED: "cancelled", MsgType.REPLACED: "replaced", MsgType.TRIGGERED: "triggered",
-                MsgType.RESTATED: "restated", MsgType.MASS_CANCEL_DONE: "mass_cancel_done"}
+                MsgType.RESTATED: "restated", MsgType.MASS_CANCEL_DONE: "mass_cancel_done",
+                MsgType.BALANCE: "balance", MsgType.ACCOUNT_STATE: "account_state"}
+CASH_FIELDS = ("cash", "equity", "unrealized", "realized", "fees", "exposure", "worst_exposure", "initial_margin",
+               "maintenance_margin", "available", "daily_pnl")
 
 
 class ServerError(Exception):
@@ -58,34 +64,26 @@ class Symbol(msgspec.Struct, frozen=True):
     trading: bool
 
     def price_units(self, value) -> int:
-        return _units(value, self.price_decimals, self.tick_size, f"{self.name} price", "tick")
+        return to_units(value, self.price_decimals, self.tick_size, f"{self.name} price", "tick")
 
     def qty_units(self, value) -> int:
-        return _units(value, self.qty_decimals, self.lot_size, f"{self.name} quantity", "lot")
+        return to_units(value, self.qty_decimals, self.lot_size, f"{self.name} quantity", "lot")
 
     def price(self, units: int) -> Decimal:
-        return Decimal(units).scaleb(-self.price_decimals)
+        return from_units(units, self.price_decimals)
 
     def qty(self, units: int) -> Decimal:
-        return Decimal(units).scaleb(-self.qty_decimals)
-
-
-def _units(value, decimals, step, what, step_name) -> int:
-    if isinstance(value, float):
-        raise TypeError(f"{what}: pass a Decimal, str or int, not a float ({value!r})")
-    d = Decimal(value).scaleb(decimals)
-    if d != d.to_integral_value():
-        raise ValueError(f"{what} {value} has more than {decimals} decimals")
-    units = int(d)
-    if units % step:
-        raise ValueError(f"{what} {value} is not a multiple of the {step_name} "
-                         f"{Decimal(step).scaleb(-decimals)}")
-    return units
+        return from_units(units, self.qty_decimals)
 
 
 class ExecutionReport(msgspec.Struct, frozen=True):
     """One execution report: kind is accepted, rejected, fill, cancelled, replaced,
-    triggered, restated or mass_cancel_done. Prices and quantities are Decimal."""
+    triggered, restated, mass_cancel_done, or (risk) balance and account_state.
+    Prices and quantities are Decimal. A balance report (a deposit or withdrawal) has
+    qty = the signed amount and leaves = the cash after, in the quote currency; an
+    account_state report has reason = the account's state (active, reduce_only,
+    suspended, liquidating) and kill_switch. `liquidation` marks the orders the engine
+    placed to liquidate the account (and their fills)."""
     kind: str
     seq: int
     order_id: int
@@ -99,6 +97,47 @@ class ExecutionReport(msgspec.Struct, frozen=True):
     trade_id: int = 0
     liquidity: str | None = None
     request: str = ""                 # what caused it: new_order, cancel, amend, mass_cancel, ...
+    liquidation: bool = False
+    kill_switch: bool = False         # account_state: the account's (or the global) kill switch is on
+
+
+class Position(msgspec.Struct, frozen=True):
+    """One symbol of the account (positions()): quantities and prices in the symbol's units, money
+    in the quote currency; position > 0 is long. open_buy / open_sell: live orders' remaining."""
+    symbol: str
+    position: Decimal
+    avg_price: Decimal
+    mark: Decimal
+    open_buy: Decimal
+    open_sell: Decimal
+    realized: Decimal
+    fees: Decimal
+    unrealized: Decimal
+    exposure: Decimal
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+
+
+class Portfolio(msgspec.Struct, frozen=True):
+    """The account's risk figures (portfolio()), money in the quote currency (engine/RISK.md):
+    equity = cash + unrealized, available = equity - initial margin, leverage = exposure / equity
+    (None when equity <= 0), state active / reduce_only / suspended / liquidating."""
+    cash: Decimal
+    equity: Decimal
+    unrealized: Decimal
+    realized: Decimal
+    fees: Decimal
+    exposure: Decimal
+    worst_exposure: Decimal
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+    available: Decimal
+    daily_pnl: Decimal
+    leverage: Decimal | None
+    open_orders: int
+    state: str
+    kill_switch: bool
+    cash_decimals: int
 
 
 class Level(msgspec.Struct, frozen=True):
@@ -127,6 +166,119 @@ class OrderInfo(msgspec.Struct, frozen=True):
     leaves: Decimal
     shown: Decimal
     filled: Decimal
+
+
+class TopOfBook(msgspec.Struct, frozen=True):
+    """Best bid and ask (None when that side is empty), displayed quantities, order counts, and
+    the last trade price; `seq` is the engine command sequence this state follows."""
+    symbol: str
+    seq: int
+    bid: Decimal | None
+    bid_qty: Decimal
+    bid_orders: int
+    ask: Decimal | None
+    ask_qty: Decimal
+    ask_orders: int
+    last: Decimal | None
+    halted: bool
+
+
+class Depth(msgspec.Struct, frozen=True):
+    """The top levels per side (best first) as of engine command `seq`."""
+    symbol: str
+    seq: int
+    bids: list[Level]
+    asks: list[Level]
+    halted: bool
+
+
+class Trade(msgspec.Struct, frozen=True):
+    """A trade print: never an account or order id. `aggressor` is the taker's side."""
+    symbol: str
+    trade_id: int
+    price: Decimal
+    qty: Decimal
+    aggressor: str
+    seq: int
+    time_ns: int
+
+
+class TradeSummary(msgspec.Struct, frozen=True):
+    """Trades not delivered one by one (the server or this SDK conflated them because the
+    reader was behind); recent_trades() returns the prints themselves."""
+    symbol: str
+    count: int
+    first_trade_id: int
+    last_trade_id: int
+    volume: Decimal
+    high: Decimal
+    low: Decimal
+    last: Decimal
+    seq: int
+
+
+MarketUpdate = TopOfBook | Depth | Trade | TradeSummary
+
+
+def _merge_trades(items) -> TradeSummary | None:
+    """One TradeSummary of a run of Trade and TradeSummary updates (oldest first)."""
+    out = None
+    for x in items:
+        if isinstance(x, Trade):
+            x = TradeSummary(x.symbol, 1, x.trade_id, x.trade_id, x.qty, x.price, x.price, x.price, x.seq)
+        if out is None:
+            out = x
+        else:
+            out = TradeSummary(x.symbol, out.count + x.count, out.first_trade_id, x.last_trade_id,
+                               out.volume + x.volume, max(out.high, x.high), min(out.low, x.low), x.last, x.seq)
+    return out
+
+
+class Subscription:
+    """One symbol's market data as an async iterator of TopOfBook, Depth, Trade and
+    TradeSummary. Bounded: when more than `maxsize` updates wait unread, they are conflated
+    (the latest TopOfBook and Depth kept, the trades merged into one TradeSummary)."""
+
+    def __init__(self, client, symbol: Symbol, flags: int, levels: int, maxsize: int):
+        self.client, self.symbol, self.flags, self.levels, self.maxsize = client, symbol, flags, levels, maxsize
+        self._items: collections.deque = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._ended = False
+        self.conflated = 0                    # updates merged here because the application read slowly
+
+    def _push(self, update):
+        self._items.append(update)
+        if len(self._items) > self.maxsize:
+            items = list(self._items)
+            tops = [x for x in items if isinstance(x, TopOfBook)][-1:]
+            depths = [x for x in items if isinstance(x, Depth)][-1:]
+            merged = _merge_trades(x for x in items if isinstance(x, (Trade, TradeSummary)))
+            self._items = collections.deque(([merged] if merged else []) + tops + depths)
+            self.conflated += len(items) - len(self._items)
+        self._wakeup.set()
+
+    def _end(self):
+        self._ended = True
+        self._wakeup.set()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> MarketUpdate:
+        while not self._items:
+            if self._ended:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+    def pending(self) -> int:
+        return len(self._items)
+
+    async def close(self):
+        """Unsubscribe (the iterator ends after what was already received)."""
+        if not self._ended:
+            await self.client.unsubscribe(self.symbol.name)
 
 
 def signing_key(secret: str | bytes) -> bytes:
@@ -169,22 +321,38 @@ class Client:
         self._reader_task = None
         self._closed = False
         self.end_of_session = False
+        self._subs: dict[int, Subscription] = {}
+        self._ssl = None
+        self._reconnecting = False
+        self._ready = False                        # symbols and cash units known: reports convert on arrival
+        self.cash_decimals: int | None = None      # from the server's PORTFOLIO (None: risk is off)
 
     @classmethod
     def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
-                cancel_on_disconnect: bool = False, next_seq: int = 1) -> _Connect:
-        return _Connect(cls()._open(host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq))
+                cancel_on_disconnect: bool = False, next_seq: int = 1,
+                tls: bool | ssllib.SSLContext = False) -> _Connect:
+        """tls=True: TLS verified against the system's CAs and the host name; or pass an
+        ssl.SSLContext (e.g. one that trusts the server's own certificate)."""
+        c = cls()
+        c._ssl = (ssllib.create_default_context() if tls is True else tls) or None
+        return _Connect(c._open(host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq))
 
     async def _open(self, host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq):
         self.account, self._key, self._addr = account, signing_key(secret), (host, port)
         self._heartbeat_ms, self._cod = heartbeat_ms, cancel_on_disconnect
         self.last_seq = next_seq - 1
         await self._logon()
-        await self.symbols()
+        await asyncio.gather(self.symbols(), self._cash_units())
+        self._ready = True
         return self
 
+    async def _cash_units(self):
+        status, entries = await self._query(MsgType.PORTFOLIO_REQUEST)
+        if not status and len(entries):
+            self.cash_decimals = int(entries[0]["cash_decimals"])
+
     async def _logon(self):
-        self.reader, self.writer = await asyncio.open_connection(*self._addr)
+        self.reader, self.writer = await asyncio.open_connection(*self._addr, ssl=self._ssl)
         frame = bytearray(wire.encode(MsgType.LOGON, account=self.account, heartbeat_ms=self._heartbeat_ms,
                                       next_seq=self.last_seq + 1, timestamp_ns=time.time_ns(),
                                       flags=wire.LogonFlag.CANCEL_ON_DISCONNECT if self._cod else 0,
@@ -205,8 +373,16 @@ class Client:
 
     async def reconnect(self):
         """Log on again, asking for every report after the last one seen (the server replays the gap)."""
-        await self._drop()
-        await self._logon()
+        self._reconnecting = True
+        try:
+            await self._drop()
+            if self._reader_task is not None:
+                await asyncio.gather(self._reader_task, return_exceptions=True)
+            await self._logon()
+        finally:
+            self._reconnecting = False
+        for sub in list(self._subs.values()):         # market data is not replayed: subscribe again
+            await self._query(MsgType.SUBSCRIBE, symbol=sub.symbol.id, flags=sub.flags, levels=sub.levels)
 
     async def _drop(self):
         for task in (self._reader_task, getattr(self, "_hb_task", None)):
@@ -234,7 +410,6 @@ class Client:
     # -- incoming --
     async def _read_loop(self):
         buf = b""
-        replaced = False
         try:
             while True:
                 data = await self.reader.read(1 << 16)
@@ -247,9 +422,6 @@ class Client:
                     self._on_frame(t, rec, entries)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
-        except asyncio.CancelledError:
-            replaced = not self._closed        # reconnect(): the reports stream goes on
-            raise
         finally:
             err = ServerError(Reject.SERVER_SHUTDOWN if self.end_of_session else 0, "connection closed")
             for fs in list(self._waiters.values()):
@@ -261,8 +433,10 @@ class Client:
                     f.set_exception(err)
             self._waiters.clear()
             self._queries.clear()
-            if not replaced:
-                self._reports.put_nowait(None)
+            if not self._reconnecting:           # a reconnect() keeps the reports stream and renews the
+                self._reports.put_nowait(None)   # subscriptions
+                for sub in self._subs.values():
+                    sub._end()
 
     def _on_frame(self, t, rec, entries):
         if t in REPORT_KINDS:
@@ -277,9 +451,14 @@ class Client:
             if seq != self.last_seq + 1:
                 self.gaps.append((self.last_seq + 1, seq))
             self.last_seq = seq
+            if not self._ready:                    # replayed at logon, before the symbol directory came
+                self._reports.put_nowait((t, rec))
+                return
             report = self._report(t, rec)
             self._reports.put_nowait(report)
             self._resolve(report)
+        elif t in wire.MARKET_DATA_TYPES:
+            self._on_market_data(t, rec, entries)
         elif t in wire.ENTRY:
             rid = int(rec["request_id"])
             if rid in self._queries:
@@ -293,9 +472,49 @@ class Client:
         elif t in (MsgType.PROTOCOL_ERROR, MsgType.LOGOUT):
             self.last_error = int(rec["reason"])
 
+    def _on_market_data(self, t, r, entries):
+        sub = self._subs.get(int(r["symbol"]))
+        if sub is None:
+            return
+        sym = sub.symbol
+        if t == MsgType.TOP_OF_BOOK:
+            bid, ask = int(r["bid_price"]), int(r["ask_price"])
+            sub._push(TopOfBook(sym.name, int(r["seq"]), sym.price(bid) if bid else None, sym.qty(int(r["bid_qty"])),
+                                int(r["bid_orders"]), sym.price(ask) if ask else None, sym.qty(int(r["ask_qty"])),
+                                int(r["ask_orders"]), sym.price(int(r["last_price"])) if int(r["last_price"]) else None,
+                                int(r["state"]) == SymbolState.HALTED))
+        elif t == MsgType.DEPTH:
+            levels = [Level(sym.price(int(e["price"])), sym.qty(int(e["qty"])), int(e["orders"])) for e in entries]
+            nb = int(r["bid_count"])
+            sub._push(Depth(sym.name, int(r["seq"]), levels[:nb], levels[nb:], int(r["state"]) == SymbolState.HALTED))
+        elif t == MsgType.TRADES:
+            for e in entries:
+                sub._push(self._trade(sym, e))
+        elif t == MsgType.TRADE_SUMMARY:
+            sub._push(TradeSummary(sym.name, int(r["count"]), int(r["first_trade_id"]), int(r["last_trade_id"]),
+                                   sym.qty(int(r["volume"])), sym.price(int(r["high"])), sym.price(int(r["low"])),
+                                   sym.price(int(r["last_price"])), int(r["seq"])))
+
+    @staticmethod
+    def _trade(sym: Symbol, e) -> Trade:
+        return Trade(sym.name, int(e["trade_id"]), sym.price(int(e["price"])), sym.qty(int(e["qty"])),
+                     "buy" if int(e["side"]) == Side.BUY else "sell", int(e["seq"]), int(e["ts_ns"]))
+
     def _report(self, t, r) -> ExecutionReport:
-        sym = self.symbols_by_id.get(int(r["symbol"]))
         kind = REPORT_KINDS[t]
+        try:
+            request = CommandKind(int(r["cmd_kind"])).name.lower()
+        except ValueError:
+            request = ""
+        if t in (MsgType.BALANCE, MsgType.ACCOUNT_STATE):      # account-level: money, state
+            cash = Decimal if self.cash_decimals is None else (lambda v: from_units(v, self.cash_decimals))
+            if t == MsgType.BALANCE:
+                return ExecutionReport(kind, int(r["seq"]), 0, 0, "", None, Decimal(0), cash(int(r["qty"])),
+                                       cash(int(r["leaves"])), request=request)
+            return ExecutionReport(kind, int(r["seq"]), 0, 0, "", None, Decimal(0), Decimal(0), Decimal(0),
+                                   AccountState(int(r["reason"])).name.lower(), request=request,
+                                   kill_switch=bool(int(r["qty"])))
+        sym = self.symbols_by_id.get(int(r["symbol"]))
         reason = None
         if t == MsgType.REJECTED:
             reason = _reason_name(int(r["reason"]))
@@ -305,13 +524,10 @@ class Client:
         price = sym.price(int(r["price"])) if sym else Decimal(int(r["price"]))
         conv = sym.qty if sym and t != MsgType.MASS_CANCEL_DONE else Decimal
         liq = {wire.Liquidity.MAKER: "maker", wire.Liquidity.TAKER: "taker"}.get(int(r["liquidity"]))
-        try:
-            request = CommandKind(int(r["cmd_kind"])).name.lower()
-        except ValueError:
-            request = ""
         return ExecutionReport(kind, int(r["seq"]), int(r["order_id"]), int(r["client_order_id"]),
-                               sym.name if sym else str(int(r["symbol"])), side, price, conv(int(r["qty"])),
-                               conv(int(r["leaves"])), reason, int(r["trade_id"]), liq, request)
+                               sym.name if sym else str(int(r["symbol"]) or ""), side, price, conv(int(r["qty"])),
+                               conv(int(r["leaves"])), reason, int(r["trade_id"]), liq, request,
+                               bool(int(r["flags"]) & wire.ReportFlag.LIQUIDATION))
 
     def _resolve(self, rep: ExecutionReport):
         keys = []
@@ -337,12 +553,13 @@ class Client:
         return f
 
     async def reports(self):
-        """Every execution report of the account, in sequence order (fills, cancels, triggers, ...)."""
+        """Every execution report of the account, in sequence order (fills, cancels, triggers,
+        balances, account states, ...)."""
         while True:
             r = await self._reports.get()
             if r is None:
                 return
-            yield r
+            yield self._report(*r) if isinstance(r, tuple) else r
 
     # -- requests --
     def _symbol(self, symbol) -> Symbol:
@@ -353,8 +570,9 @@ class Client:
 
     async def place(self, symbol, side: Literal["buy", "sell"], qty, price=None, type="limit", tif="gtc",
                     stop_price=None, display_qty=None, post_only=False, stp="cancel_newest",
-                    client_order_id=None, expire=None, strategy=0) -> ExecutionReport:
-        """Send a NewOrder; returns its Accepted or Rejected report."""
+                    client_order_id=None, expire=None, strategy=0, reduce_only=False) -> ExecutionReport:
+        """Send a NewOrder; returns its Accepted or Rejected report. reduce_only: the order may only
+        reduce the account's position (risk; REDUCE_ONLY_VIOLATION otherwise)."""
         sym = self._symbol(symbol)
         clid = client_order_id if client_order_id is not None else self.next_client_order_id
         expire_ns = 0
@@ -366,7 +584,8 @@ class Client:
             stp=SelfTradePrevention[stp.upper()], price=sym.price_units(price) if price is not None else 0,
             qty=sym.qty_units(qty), stop_price=sym.price_units(stop_price) if stop_price is not None else 0,
             display_qty=sym.qty_units(display_qty) if display_qty is not None else 0,
-            expire_ts_ns=expire_ns, strategy=strategy, flags=OrderFlag.POST_ONLY if post_only else 0)
+            expire_ts_ns=expire_ns, strategy=strategy,
+            flags=(OrderFlag.POST_ONLY if post_only else 0) | (OrderFlag.REDUCE_ONLY if reduce_only else 0))
         self.next_client_order_id = max(self.next_client_order_id, clid + 1)   # only once it is sent
         fut = self._wait(("new", clid))
         self.writer.write(frame)
@@ -429,6 +648,51 @@ class Client:
               for e in entries]
         return Book(sym.name, [x for s, x in lv if s == Side.BUY], [x for s, x in lv if s == Side.SELL])
 
+    # -- market data --
+    async def subscribe(self, symbol, *, top: bool = True, depth: int = 0, trades: bool = True,
+                        maxsize: int = 10_000) -> Subscription:
+        """Subscribe to a symbol's top of book, `depth` levels per side (0 = no depth) and trade
+        prints; returns a Subscription (async iterator of typed updates, the current
+        TopOfBook/Depth first). Subscribing again to a symbol replaces the earlier one."""
+        sym = self._symbol(symbol)
+        flags = (MdFlag.TOP_OF_BOOK if top else 0) | (MdFlag.DEPTH if depth else 0) | (MdFlag.TRADES if trades else 0)
+        if not flags:
+            raise ValueError("subscribe to something: top, depth or trades")
+        if depth and not 1 <= depth <= wire.MAX_DEPTH_LEVELS:
+            raise ValueError(f"depth {depth}: 1..{wire.MAX_DEPTH_LEVELS} levels")
+        sub = Subscription(self, sym, int(flags), depth, maxsize)
+        old = self._subs.get(sym.id)
+        self._subs[sym.id] = sub             # before the request: the current picture follows its response
+        status, _ = await self._query(MsgType.SUBSCRIBE, symbol=sym.id, flags=int(flags), levels=depth)
+        if status:
+            if old is not None:
+                self._subs[sym.id] = old
+            else:
+                del self._subs[sym.id]
+            raise ServerError(status, f"subscribe {sym.name} refused")
+        if old is not None:
+            old._end()
+        return sub
+
+    async def unsubscribe(self, symbol=None):
+        """Stop one symbol's market data (None: every symbol's)."""
+        sym = self._symbol(symbol) if symbol is not None else None
+        status, _ = await self._query(MsgType.UNSUBSCRIBE, symbol=sym.id if sym else 0)
+        for sid in ([sym.id] if sym else list(self._subs)):
+            sub = self._subs.pop(sid, None)
+            if sub is not None:
+                sub._end()
+        if status:
+            raise ServerError(status, f"unsubscribe {symbol if symbol is not None else 'all'} refused")
+
+    async def recent_trades(self, symbol, n: int = 100) -> list[Trade]:
+        """The last n trade prints of a symbol, oldest first (as many as the server keeps at most)."""
+        sym = self._symbol(symbol)
+        status, entries = await self._query(MsgType.RECENT_TRADES_REQUEST, symbol=sym.id, count=n)
+        if status:
+            raise ValueError(f"recent trades {symbol}: {_reason_name(status)}")
+        return [self._trade(sym, e) for e in entries]
+
     def _order_info(self, e) -> OrderInfo:
         sym = self.symbols_by_id[int(e["symbol"])]
         return OrderInfo(int(e["order_id"]), int(e["client_order_id"]), sym.name, Side(int(e["side"])).name.lower(),
@@ -440,6 +704,37 @@ class Client:
     async def open_orders(self) -> list[OrderInfo]:
         _, entries = await self._query(MsgType.OPEN_ORDERS_REQUEST)
         return [self._order_info(e) for e in entries]
+
+    async def portfolio(self) -> Portfolio:
+        """Cash, equity, margin, leverage, P&L and state of the account (ServerError RISK_OFF if the
+        server runs without risk)."""
+        status, entries = await self._query(MsgType.PORTFOLIO_REQUEST)
+        if status or not len(entries):
+            raise ServerError(status, "portfolio refused")
+        e = entries[0]
+        cd = self.cash_decimals = int(e["cash_decimals"])
+        lev = int(e["leverage_bps"])
+        return Portfolio(**{k: from_units(int(e[k]), cd) for k in CASH_FIELDS},
+                         leverage=from_units(lev, 4) if lev >= 0 else None, open_orders=int(e["open_orders"]),
+                         state=AccountState(int(e["state"])).name.lower(), kill_switch=bool(e["kill"]),
+                         cash_decimals=cd)
+
+    async def positions(self) -> list[Position]:
+        """The account's symbols with a position or open orders, ascending symbol id."""
+        if self.cash_decimals is None:
+            await self.portfolio()                 # the cash units (and RISK_OFF if risk is off)
+        status, entries = await self._query(MsgType.POSITIONS_REQUEST)
+        if status:
+            raise ServerError(status, "positions refused")
+        cash = lambda v: from_units(int(v), self.cash_decimals)      # noqa: E731
+        out = []
+        for e in entries:
+            sym = self.symbols_by_id[int(e["symbol"])]
+            out.append(Position(sym.name, sym.qty(int(e["position"])), sym.price(int(e["avg_price"])),
+                                sym.price(int(e["mark"])), sym.qty(int(e["open_buy"])), sym.qty(int(e["open_sell"])),
+                                cash(e["realized"]), cash(e["fees"]), cash(e["unrealized"]), cash(e["exposure"]),
+                                cash(e["initial_margin"]), cash(e["maintenance_margin"])))
+        return out
 
     async def order(self, order_id=None, client_order_id=None) -> OrderInfo | None:
         _, oid, clid = self._target(order_id, client_order_id)
@@ -468,6 +763,9 @@ class SyncClient:
             return attr
         return lambda *a, **kw: self._run(attr(*a, **kw))
 
+    def subscribe(self, symbol, **kw) -> "SyncSubscription":
+        return SyncSubscription(self, self._run(self._client.subscribe(symbol, **kw)))
+
     def close(self):
         self._run(self._client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -478,3 +776,31 @@ class SyncClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SyncSubscription:
+    """Subscription for SyncClient: iterate it, or next_update(timeout)."""
+
+    def __init__(self, client: SyncClient, sub: Subscription):
+        self._client, self.subscription = client, sub
+
+    def next_update(self, timeout: float | None = None) -> MarketUpdate:
+        """The next update; TimeoutError after `timeout` seconds, StopIteration once it has ended."""
+        async def get():
+            try:
+                return await asyncio.wait_for(self.subscription.__anext__(), timeout)
+            except StopAsyncIteration:
+                return None
+        update = self._client._run(get())
+        if update is None:
+            raise StopIteration
+        return update
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> MarketUpdate:
+        return self.next_update()
+
+    def close(self):
+        self._client._run(self.subscription.close())

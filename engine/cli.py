@@ -9,12 +9,17 @@ def main(argv=None) -> int:
     commands = {
         "serve": ("engine.server", "run the engine server"),
         "journal": ("engine.journal_tool", "journal stats|verify|dump|audit|replay PATH ..."),
-        "admin": ("engine.admin", "admin status|halt|resume|end_of_day|snapshot|log_level|hash"),
+        "admin": ("engine.admin", "operators: status, halt, deposit, set_limit, kill, mark, add_account, ... "
+                                  "(admin -h)"),
         "order": ("clients.cli", "place an order"),
         "cancel": ("clients.cli", "cancel an order"),
         "book": ("clients.cli", "show a book"),
         "orders": ("clients.cli", "list open orders"),
         "symbols": ("clients.cli", "list symbols"),
+        "positions": ("clients.cli", "the account's positions and P&L"),
+        "portfolio": ("clients.cli", "the account's cash, equity, margin and state"),
+        "trades": ("clients.cli", "a symbol's recent trades"),
+        "watch": ("clients.cli", "print a symbol's market data as it comes"),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: trading-engine COMMAND [options]\n\ncommands:")

@@ -14,10 +14,14 @@ import hmac
 import os
 import stat
 from importlib import resources
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 import msgspec
+
+from protocol.codes import LimitKind, LimitScope
+from protocol.units import from_units, to_bps, to_units
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -34,6 +38,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lockout_s: float = 60.0
     auth_failure_delay_s: float = 0.2      # every failed logon is answered after this
     output_buffer_bytes: int = 4 << 20     # unsent bytes per connection before SLOW_CONSUMER
+    socket_send_buffer_bytes: int | None = None   # SO_SNDBUF per connection (None = kernel autotuning, up to
+                                           # net.ipv4.tcp_wmem max: MBs of stale market data before conflation)
     orders_per_s: float = 20_000           # tier 1: new orders above it are THROTTLED
     orders_burst: float = 2_000
     logout_per_s: float = 100_000          # tier 2: all messages above it log the session out
@@ -48,6 +54,16 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_host: str = "127.0.0.1"          # the admin listener: never the trading port
     admin_port: int | None = 7003          # 0 = ephemeral, None = off
     admin_port_file: str | None = None
+    # market data (protocol/SPEC.md, "Market data")
+    max_subscriptions: int = 256           # symbols one connection may subscribe to
+    md_high_water_bytes: int = 64 << 10    # unsent output above which a connection's market data is conflated
+    md_low_water_bytes: int = 16 << 10     # ... until it has drained below this
+    recent_trades: int = 256               # trade prints kept per symbol (RECENT_TRADES_REQUEST, snapshots)
+    # TLS: both paths, or neither (plain TCP)
+    tls_cert: str | None = None            # PEM certificate chain
+    tls_key: str | None = None             # PEM private key (readable by the service only)
+    tls_handshakes_per_s: float = 100.0    # a handshake costs ~2.5 ms of the engine's loop: rate-limited
+    tls_handshake_burst: float = 20.0
 
 
 class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,6 +71,54 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_accounts: int = 1024
     max_symbols: int = 256
     max_levels: int = 4096
+
+
+class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Risk limits of one scope (engine/RISK.md "Limits"), in the units people use: money in the
+    quote currency (strings or integers, e.g. "50000" or "0.50"), ratios as fractions ("0.10" is
+    10%), leverage as a multiple ("10"), quantities in the symbol's units, times in ms. A limit
+    left out is not set at this scope. Each converts exactly to the engine's integer units or
+    start-up stops, naming it."""
+    max_order_qty: Decimal | None = None          # symbol scope only (its qty units)
+    max_order_value: Decimal | None = None
+    max_position_value: Decimal | None = None
+    max_open_orders: int | None = None
+    max_leverage: Decimal | None = None
+    max_daily_loss: Decimal | None = None
+    price_collar: Decimal | None = None
+    market_band: Decimal | None = None
+    max_var: Decimal | None = None                # recorded, not enforced (no VaR model yet)
+    initial_margin: Decimal | None = None
+    maintenance_margin: Decimal | None = None
+    maker_fee: Decimal | None = None              # negative = rebate; whole basis points
+    taker_fee: Decimal | None = None
+    breaker_band: Decimal | None = None           # default / symbol scope
+    breaker_window_ms: int | None = None
+    breaker_cooloff_ms: int | None = None         # 0 = resume only by admin
+    external_mark: bool | None = None             # default / symbol: marks only from MARK_PRICE
+    error_threshold: int | None = None            # default scope: rejects/s that trip the engine breaker
+
+
+def _prototype_defaults() -> RiskLimits:
+    """The prototype's riskLimits (maxPositionValue, maxDailyLoss, maxLeverage, maxOrderValue,
+    maxVaR, marginRequirement, maintenanceMargin)."""
+    return RiskLimits(max_position_value=Decimal("1000000"), max_daily_loss=Decimal("100000"),
+                      max_leverage=Decimal("10"), max_order_value=Decimal("50000"), max_var=Decimal("50000"),
+                      initial_margin=Decimal("0.10"), maintenance_margin=Decimal("0.05"))
+
+
+class StrategyLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: int
+    limits: RiskLimits
+
+
+class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    cash_decimals: int = 2                 # cash units: 10**-cash_decimals of the quote currency
+    max_strategies: int = 256              # orders carry strategy ids 0 .. max_strategies-1
+    mark_interval_ms: int = 100            # how often marks may follow last trades (a journaled RISK_TICK)
+    defaults: RiskLimits = msgspec.field(default_factory=_prototype_defaults)
+    strategies: list[StrategyLimits] = []
 
 
 class SymbolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -66,6 +130,9 @@ class SymbolConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lot_size: int = 1                      # in qty units
     max_price: int = 1 << 62
     max_qty: int = 1 << 62
+    multiplier: int = 1                    # risk: contract multiplier (notional = price x qty x multiplier)
+    reference_price: Decimal | None = None  # risk: the first mark (a symbol without a mark takes no orders)
+    limits: RiskLimits | None = None
 
 
 class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -75,6 +142,8 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     secret_env: str | None = None
     secret_file: str | None = None
     demo_secret: str | None = None
+    initial_deposit: Decimal | None = None  # risk: cash deposited (journaled) on the first start only
+    limits: RiskLimits | None = None
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -100,6 +169,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     symbols: list[SymbolConfig] = []
     accounts: list[AccountConfig] = []
     admins: list[AdminConfig] = []
@@ -151,8 +221,26 @@ def validate(cfg: Config, where: str) -> None:
         if sum(x is not None for x in (a.secret_env, a.secret_file, a.demo_secret)) != 1:
             raise ConfigError(f"{where}: account {a.name}: exactly one of secret_env, secret_file, demo_secret")
     if len({a.id for a in cfg.admins}) != len(cfg.admins) or len({a.name for a in cfg.admins}) != len(cfg.admins) \
-            or any(a.id <= 0 for a in cfg.admins):
-        raise ConfigError(f"{where}: `admins`: ids (> 0) and names must be unique")
+            or any(not 0 < a.id < 1 << 16 for a in cfg.admins):
+        raise ConfigError(f"{where}: `admins`: ids (1..65535: Command.operator) and names must be unique")
+    if cfg.risk.enabled:
+        risk_limits(cfg, where)          # every limit converts, and sits in a scope that takes it
+        for s in cfg.symbols:
+            if s.multiplier <= 0:
+                raise ConfigError(f"{where}: symbol {s.name}: `multiplier` must be > 0")
+            if s.reference_price is not None:
+                _convert(where, f"symbols.{s.name}.reference_price", s.reference_price, s.price_decimals,
+                         s.tick_size)
+    s = cfg.server
+    if not 0 < s.md_low_water_bytes <= s.md_high_water_bytes < s.output_buffer_bytes:
+        raise ConfigError(f"{where}: `server`: need 0 < md_low_water_bytes <= md_high_water_bytes < "
+                          "output_buffer_bytes (market data must never make a slow consumer)")
+    if s.recent_trades < 1 or s.max_subscriptions < 0:
+        raise ConfigError(f"{where}: `server.recent_trades` must be >= 1 and max_subscriptions >= 0")
+    if (s.tls_cert is None) != (s.tls_key is None):
+        raise ConfigError(f"{where}: `server.tls_cert` and `server.tls_key` go together")
+    if s.tls_handshakes_per_s <= 0 or s.tls_handshake_burst < 1:
+        raise ConfigError(f"{where}: `server.tls_handshakes_per_s` must be > 0 and tls_handshake_burst >= 1")
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")
@@ -170,3 +258,102 @@ def account_secret(a: AccountConfig) -> bytes:
             raise ConfigError(f"account {a.name}: {p} must be readable by its owner only (chmod 600)")
         return p.read_bytes().strip()
     return a.demo_secret.encode()
+
+
+# RiskLimits field -> (LimitKind, how its value converts)
+_LIMIT_FIELDS = {
+    "max_order_qty": (LimitKind.MAX_ORDER_QTY, "qty"), "max_order_value": (LimitKind.MAX_ORDER_VALUE, "cash"),
+    "max_position_value": (LimitKind.MAX_POSITION_VALUE, "cash"), "max_open_orders": (LimitKind.MAX_OPEN_ORDERS, "int"),
+    "max_leverage": (LimitKind.MAX_LEVERAGE, "bps"), "max_daily_loss": (LimitKind.MAX_DAILY_LOSS, "cash"),
+    "price_collar": (LimitKind.PRICE_COLLAR, "bps"), "market_band": (LimitKind.MARKET_BAND, "bps"),
+    "max_var": (LimitKind.MAX_VAR, "cash"), "initial_margin": (LimitKind.INITIAL_MARGIN, "bps"),
+    "maintenance_margin": (LimitKind.MAINTENANCE_MARGIN, "bps"), "maker_fee": (LimitKind.MAKER_FEE, "bps"),
+    "taker_fee": (LimitKind.TAKER_FEE, "bps"), "breaker_band": (LimitKind.BREAKER_BAND, "bps"),
+    "breaker_window_ms": (LimitKind.BREAKER_WINDOW_MS, "int"),
+    "breaker_cooloff_ms": (LimitKind.BREAKER_COOLOFF_MS, "int"),
+    "external_mark": (LimitKind.EXTERNAL_MARK, "int"), "error_threshold": (LimitKind.ERROR_THRESHOLD, "int"),
+}
+_SCOPE_FIELDS = {  # what each scope may set (engine/RISK.md "Limits")
+    LimitScope.DEFAULT: set(_LIMIT_FIELDS) - {"max_order_qty"},
+    LimitScope.ACCOUNT: set(_LIMIT_FIELDS) - {"max_order_qty", "breaker_band", "breaker_window_ms",
+                                             "breaker_cooloff_ms", "external_mark", "error_threshold"},
+    LimitScope.SYMBOL: set(_LIMIT_FIELDS) - {"error_threshold"},
+    LimitScope.STRATEGY: {"max_order_value", "max_position_value", "max_open_orders", "max_leverage",
+                          "max_daily_loss", "price_collar", "market_band", "max_var"},
+}
+
+
+def _convert(where, name, value, decimals, step=1) -> int:
+    try:
+        return to_units(value, decimals, step, what=name)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: `{name}`: {e}") from None
+
+
+def limit_value(field: str, value, cash_decimals: int, qty_decimals: int = 0, where="", name=None) -> int:
+    """One RiskLimits value in the engine's integer units (cash units, bps, qty units, counts)."""
+    unit = _LIMIT_FIELDS[field][1]
+    name = name or field
+    if unit == "cash":
+        return _convert(where, name, value, cash_decimals)
+    if unit == "bps":
+        return _convert(where, name, value, 4)
+    if unit == "qty":
+        return _convert(where, name, value, qty_decimals)
+    return int(value)
+
+
+def risk_limits(cfg: Config, where: str = "config") -> dict[tuple[int, int, int], int]:
+    """Every limit the config sets: (LimitScope, target id, LimitKind) -> value in engine units."""
+    out = {}
+    r = cfg.risk
+    scopes = [(LimitScope.DEFAULT, 0, r.defaults, "risk.defaults", 0)]
+    scopes += [(LimitScope.ACCOUNT, a.id, a.limits, f"accounts.{a.name}.limits", 0) for a in cfg.accounts if a.limits]
+    scopes += [(LimitScope.SYMBOL, s.id, s.limits, f"symbols.{s.name}.limits", s.qty_decimals)
+               for s in cfg.symbols if s.limits]
+    for st in r.strategies:
+        if not 0 <= st.id < r.max_strategies:
+            raise ConfigError(f"{where}: `risk.strategies.id` {st.id} outside 0..risk.max_strategies-1")
+        scopes.append((LimitScope.STRATEGY, st.id, st.limits, f"risk.strategies.{st.id}.limits", 0))
+    for scope, target, limits, prefix, qty_decimals in scopes:
+        for kind, v in scope_limits(scope, limits, r.cash_decimals, qty_decimals, where, prefix).items():
+            out[(int(scope), target, kind)] = v
+    return out
+
+
+def scope_limits(scope: LimitScope, limits: RiskLimits, cash_decimals: int, qty_decimals: int = 0,
+                 where: str = "config", prefix: str = "limits") -> dict[int, int]:
+    """The limits one RiskLimits sets at one scope: LimitKind -> value in engine units. The one
+    conversion of limits in human units: the config's tables and the admin's set_limit."""
+    out = {}
+    for field in limits.__struct_fields__:
+        value = getattr(limits, field)
+        if value is None:
+            continue
+        limit_kind(scope, field, where, prefix)
+        v = limit_value(field, value, cash_decimals, qty_decimals, where, f"{prefix}.{field}")
+        if v < 0 and field not in ("maker_fee", "taker_fee"):
+            raise ConfigError(f"{where}: `{prefix}.{field}` must not be negative")
+        out[int(_LIMIT_FIELDS[field][0])] = v
+    return out
+
+
+def limit_kind(scope: LimitScope, field: str, where: str = "config", prefix: str = "limits") -> int:
+    """The LimitKind of a RiskLimits field, if this scope may set it (engine/RISK.md "Limits")."""
+    if field not in _LIMIT_FIELDS:
+        raise ConfigError(f"{where}: unknown limit `{field}`: one of {', '.join(_LIMIT_FIELDS)}")
+    if field not in _SCOPE_FIELDS[scope]:
+        raise ConfigError(f"{where}: `{prefix}.{field}` cannot be set at this scope (engine/RISK.md)")
+    return int(_LIMIT_FIELDS[field][0])
+
+
+LIMIT_FIELD = {int(kind): field for field, (kind, _) in _LIMIT_FIELDS.items()}   # LimitKind -> RiskLimits field
+
+
+def limit_human(kind: int, value: int, cash_decimals: int, qty_decimals: int = 0):
+    """A limit's engine value back in the units RiskLimits takes (Decimal money and ratios, int counts)."""
+    field = LIMIT_FIELD[kind]
+    unit = _LIMIT_FIELDS[field][1]
+    if unit == "int":
+        return bool(value) if field == "external_mark" else int(value)
+    return from_units(value, {"cash": cash_decimals, "bps": 4, "qty": qty_decimals}[unit])

@@ -9,6 +9,13 @@ ctypedef int64_t ticks_t    # a price in the symbol's price units
 ctypedef int64_t lots_t     # a quantity in the symbol's qty units
 ctypedef int32_t slot_t     # index into an array; -1 = none
 
+# Ladder kinds: symbol s owns ladders s*4 + kind (also read by engine/marketdata.pyx).
+cdef enum:
+    LADDER_BIDS = 0        # key = price: best (highest) last
+    LADDER_ASKS = 1        # key = -price: best (lowest) last
+    LADDER_BUY_STOPS = 2   # key = -stop: the lowest stop (first to trigger on a rise) last
+    LADDER_SELL_STOPS = 3  # key = stop: the highest stop (first to trigger on a fall) last
+
 # -- LAYOUT --
 # One order slot: 128 bytes, two cache lines, naturally aligned.
 cdef packed struct Order:
@@ -141,6 +148,7 @@ cdef class Engine:
     cdef int cmd_expire(self) except -1
     cdef int cmd_symbol_state(self, uint8_t state) except -1
     cdef int cmd_risk(self) except -1
+    cdef int cmd_add_account(self) except -1
     cdef slot_t new_slot(self, uint32_t account, uint32_t symbol, uint8_t side, uint8_t order_type, uint8_t tif,
                          uint8_t stp, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
                          int64_t display, int64_t expire_ts_ns, uint64_t client_order_id, uint32_t strategy) noexcept

@@ -30,12 +30,7 @@ from protocol.codes import OrderType, SelfTradePrevention, TimeInForce, CommandK
 
 cnp.import_array()
 
-# Ladder kinds: symbol s owns ladders s*4 + kind.
-cdef enum:
-    LADDER_BIDS = 0        # key = price: best (highest) last
-    LADDER_ASKS = 1        # key = -price: best (lowest) last
-    LADDER_BUY_STOPS = 2   # key = -stop: the lowest stop (first to trigger on a rise) last
-    LADDER_SELL_STOPS = 3  # key = stop: the highest stop (first to trigger on a fall) last
+# Ladder kinds (LADDER_*): core.pxd.
 
 
 # Order.flags bit of an order the engine placed to liquidate an account (never on the wire:
@@ -264,6 +259,8 @@ cdef class Engine:
                 self.reject(REJ_RISK_OFF)
             else:
                 self.cmd_risk()
+        elif k == CMD_ADD_ACCOUNT:
+            self.cmd_add_account()
         else:
             self.reject(REJ_INVALID_COMMAND)
         if self.risk is not None:
@@ -714,6 +711,23 @@ cdef class Engine:
             self.risk.brk_ref[sym] = 0
         return self.set_symbol_state(sym, state)
 
+    cdef int cmd_add_account(self) except -1:
+        """ADD_ACCOUNT (an admin's, at run time): what add_account() does for a configured account,
+        as a journaled command, so replay defines the account at the same point."""
+        cdef const Command* c = self.cur
+        cdef uint32_t a = c.account
+        if a == 0 or a >= <uint32_t>self.max_accounts or self.acct_defined[a] or c.qty < 0 or \
+                c.qty > <int64_t>0xFFFFFFFF:
+            self.reject(REJ_INVALID_NEW_ACCOUNT)
+            self.ev_buf[self.ev_count - 1].account = 0      # the admin's error: no report to that account
+            return 0
+        self.acct_defined[a] = 1
+        self.acct_stp_key[a] = (c.qty + (<int64_t>1 << 32)) if c.qty else <int64_t>a
+        cdef Event* e = self.emit(EV_ACCOUNT_ADDED, -1)
+        e.account = a
+        e.qty = c.qty
+        return 0
+
     cdef int set_symbol_state(self, uint32_t sym, uint8_t state) except -1:
         self.sym_state[sym] = state
         cdef Event* e = self.emit(EV_SYMBOL_STATE, -1)
@@ -743,9 +757,9 @@ cdef class Engine:
         cdef Event* e
         cdef int64_t ts = self.cur.ts_ns
         while True:
-            while i < self.ev_count:
-                r.on_event(&self.ev_buf[i], ts)
-                i += 1
+            if i < self.ev_count:
+                r.fold(&self.ev_buf[i], self.ev_count - i, ts)
+                i = self.ev_count
             if r.breaker_new:
                 r.breaker_new = 0
                 e = self.emit(EV_BREAKER, -1)

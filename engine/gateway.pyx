@@ -46,8 +46,13 @@ cdef inline bint body_size_ok(uint8_t t, Py_ssize_t length) noexcept:
         return length == sizeof(FrameHeader) + sizeof(Logout)
     if t == MSG_HEARTBEAT:
         return length == sizeof(FrameHeader) + sizeof(Heartbeat)
-    if MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST:
+    if MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST or \
+            t == MSG_PORTFOLIO_REQUEST:
         return length == sizeof(FrameHeader) + sizeof(Query)
+    if t == MSG_SUBSCRIBE or t == MSG_UNSUBSCRIBE:
+        return length == sizeof(FrameHeader) + sizeof(Subscribe)
+    if t == MSG_RECENT_TRADES_REQUEST:
+        return length == sizeof(FrameHeader) + sizeof(RecentTradesRequest)
     return False
 
 
@@ -90,7 +95,8 @@ cdef int walk_frames(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, Comma
             stop = S_ERROR
             break
         if not (t == MSG_LOGON or t == MSG_LOGOUT or t == MSG_HEARTBEAT or MSG_NEW_ORDER <= t <= MSG_MASS_CANCEL
-                or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST):
+                or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST
+                or t == MSG_PORTFOLIO_REQUEST or MSG_SUBSCRIBE <= t <= MSG_RECENT_TRADES_REQUEST):
             reason[0] = REJ_UNKNOWN_MSG_TYPE
             stop = S_ERROR
             break
@@ -212,6 +218,8 @@ REPORT_TYPE[EV_REPLACED] = MSG_REPLACED
 REPORT_TYPE[EV_TRIGGERED] = MSG_TRIGGERED
 REPORT_TYPE[EV_RESTATED] = MSG_RESTATED
 REPORT_TYPE[EV_MASS_CANCEL_DONE] = MSG_MASS_CANCEL_DONE
+REPORT_TYPE[EV_BALANCE] = MSG_BALANCE
+REPORT_TYPE[EV_ACCOUNT_STATE] = MSG_ACCOUNT_STATE
 
 cdef enum:
     REPORT_FRAME = 88     # FrameHeader (8) + ExecReport (80); checked in encode_reports
@@ -249,6 +257,7 @@ cdef inline void put_report(uint8_t* p, uint8_t msg_type, uint64_t seq, const Ev
         r.side = e.side
         r.leaves = e.leaves
         r.liquidity = LIQ_TAKER if e.kind == EV_FILL else 0
+        r.flags = e.flags & EVFLAG_LIQUIDATION          # the flag belongs to order_id's side
 
 
 # -- the per-read hot path: walk + apply + encode, and the metrics counted on it --
@@ -496,9 +505,16 @@ cdef class Hot:
     def apply_last(self):
         """Apply the command Python wrote at pending[n_pending] (timers, cancel on disconnect,
         admin); returns groups as encode()."""
-        if self.n_pending >= self.cap:
+        return self.apply_written(self.n_pending + 1)
+
+    def apply_written(self, Py_ssize_t n):
+        """Apply the commands Python wrote at pending[n_pending:n] (the open batch becomes n long);
+        returns groups as encode()."""
+        if n > self.cap:
             raise OverflowError("the open batch is full: seal it first")
-        self.apply(self.n_pending, self.n_pending + 1, now_ns())
+        if n <= self.n_pending:
+            raise ValueError("nothing written after the open batch")
+        self.apply(self.n_pending, n, now_ns())
         return self.encode()
 
     @property

@@ -18,7 +18,9 @@ only safe when no process writes that copy).
 Rows: every command is followed by the events it caused. A filter on account, symbol or order id
 selects the records that carry it; a command is also shown when an event it caused is selected
 (so an order's NEW_ORDER appears with its ACCEPTED, a CANCEL with its CANCELLED). --event-type
-takes command kinds (new_order, cancel, ...) and event kinds (accepted, fill, ...).
+takes command kinds (new_order, cancel, ...) and event kinds (accepted, fill, ...). Admin commands
+carry the operator's id ([[admins]] id; 0 = the config's start-up set-up, or not an admin
+command) in the `op` column; --operator N selects one operator's commands and their events.
 """
 from __future__ import annotations
 
@@ -36,21 +38,21 @@ import numpy as np
 
 from engine import snapshot
 from engine.journal import Journal, JournalError
-from protocol.codes import CancelReason, CommandKind, EventKind, OrderState, OrderType, Reject, Side, SymbolState, \
+from protocol.codes import AccountState, CancelReason, CommandKind, EventKind, OrderState, OrderType, Reject, Side, SymbolState, \
     TimeInForce
 from protocol.records import COMMAND, EVENT
 
 COMMAND_FIELDS = [f for f, _, _ in COMMAND.fields if not f.startswith("_")]
 EVENT_FIELDS = [f for f, _, _ in EVENT.fields if not f.startswith("_")]
 # One column set for table and CSV: the command's and the event's fields under one header.
-COLUMNS = ["record", "seq", "time", "kind", "account", "symbol", "side", "order_id", "client_order_id", "price",
-           "qty", "leaves", "reason", "other_account", "other_order_id", "other_leaves", "trade_id", "order_type",
-           "tif", "stop_price", "display_qty", "expire_ts_ns", "session", "ts_ns"]
-TABLE = [("record", 3), ("seq", 8), ("time", 30), ("kind", 16), ("account", 4), ("symbol", 6), ("side", 4),
-         ("order_id", 8), ("client_order_id", 8), ("price", 12), ("qty", 10), ("leaves", 10), ("reason", 22),
-         ("other_order_id", 8), ("trade_id", 6)]
-TABLE_HEAD = {"record": "rec", "account": "acct", "client_order_id": "clid", "other_order_id": "maker",
-              "trade_id": "trade", "symbol": "sym"}
+COLUMNS = ["record", "seq", "time", "kind", "operator", "account", "symbol", "side", "order_id", "client_order_id",
+           "price", "qty", "leaves", "reason", "other_account", "other_order_id", "other_leaves", "trade_id",
+           "order_type", "tif", "stop_price", "display_qty", "expire_ts_ns", "session", "ts_ns"]
+TABLE = [("record", 3), ("seq", 8), ("time", 30), ("kind", 16), ("operator", 3), ("account", 4), ("symbol", 6),
+         ("side", 4), ("order_id", 8), ("client_order_id", 8), ("price", 12), ("qty", 10), ("leaves", 10),
+         ("reason", 22), ("other_order_id", 8), ("trade_id", 6)]
+TABLE_HEAD = {"record": "rec", "operator": "op", "account": "acct", "client_order_id": "clid",
+              "other_order_id": "maker", "trade_id": "trade", "symbol": "sym"}
 
 
 def open_journal(path: str) -> Journal:
@@ -96,7 +98,8 @@ def _name(enum, value):
 def reason_name(kind: int, reason: int) -> str:
     if reason == 0:
         return ""
-    enum = {EventKind.REJECTED: Reject, EventKind.CANCELLED: CancelReason, EventKind.SYMBOL_STATE: SymbolState}
+    enum = {EventKind.REJECTED: Reject, EventKind.CANCELLED: CancelReason, EventKind.SYMBOL_STATE: SymbolState,
+            EventKind.ACCOUNT_STATE: AccountState}
     return _name(enum[kind], reason) if kind in enum else str(reason)
 
 
@@ -135,6 +138,7 @@ class Filter:
         self.account = args.account
         self.symbol = args.symbol
         self.order_id = args.order_id
+        self.operator = args.operator
         kinds = [k.strip().upper() for k in (args.event_type or "").split(",") if k.strip()]
         bad = [k for k in kinds if k not in CommandKind.__members__ and k not in EventKind.__members__]
         if bad:
@@ -175,6 +179,9 @@ class Filter:
             if em.any():
                 caused[np.unique(pos[em])] = True
             cm &= ce | caused
+        if self.operator is not None:        # admin commands of one operator, with their events
+            cm &= cmds["operator"] == self.operator
+            em &= cm[np.minimum(pos, len(cmds) - 1)] if len(events) else em
         if self.cmd_kinds is not None:
             cm &= np.isin(cmds["kind"], self.cmd_kinds)
             em &= np.isin(events["kind"], self.ev_kinds)
@@ -458,6 +465,7 @@ def main(argv=None) -> int:
     d.add_argument("--account", type=int)
     d.add_argument("--symbol", type=int, help="symbol id")
     d.add_argument("--order-id", type=int)
+    d.add_argument("--operator", type=int, help="admin commands of this operator id ([[admins]]), with their events")
     d.add_argument("--event-type", help="comma-separated command or event kinds: new_order,fill,...")
     d.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     a = sub.add_parser("audit", help="the life of one order")

@@ -87,10 +87,25 @@ class EngineCollector:
             info, st = srv.journal.env.info(), srv.journal.env.stat()
             yield GaugeMetricFamily("te_journal_bytes", "bytes of journal pages in use",
                                     value=(info["last_pgno"] + 1) * st["psize"])
+        f = srv.feeds
+        yield GaugeMetricFamily("te_md_subscriptions", "market-data subscriptions (connection x symbol)",
+                                value=sum(len(x.items) for x in f.subs.values()))
+        yield GaugeMetricFamily("te_md_behind", "subscribed connections above their market-data high-water mark",
+                                value=f.paused)
+        yield CounterMetricFamily("te_md_frames", "market-data frames written", value=f.frames_sent)
+        yield CounterMetricFamily("te_md_conflated", "market-data updates conflated for connections behind",
+                                  value=f.conflated)
+        if srv.tls is not None:
+            yield CounterMetricFamily("te_tls_handshakes", "TLS handshakes completed", value=srv.tls.handshakes)
+            yield CounterMetricFamily("te_tls_refused", "connections closed before a TLS handshake (rate or cap)",
+                                      value=srv.tls.refused)
+            yield CounterMetricFamily("te_tls_failed", "TLS handshakes failed or timed out", value=srv.tls.failed)
         halted = GaugeMetricFamily("te_symbol_halted", "1 if the symbol is halted", labels=["symbol"])
         for s in srv.cfg.symbols:
             halted.add_metric([s.name], int(e.symbol_state(s.id) == SymbolState.HALTED))
         yield halted
+        if e.risk is not None:
+            yield from risk_metrics(srv)
 
     def hot_metrics(self, hot):
         """What the hot path counts (gateway.Hot)."""
@@ -128,6 +143,46 @@ class EngineCollector:
         yield _histogram("te_batch_commands", "commands per batch (one journal commit each)", hot.batch, 1)
         yield _histogram("te_ack_latency_seconds", "per command: receive to acknowledgement written", hot.latency, 1e9)
         yield _histogram("te_journal_commit_seconds", "journal commit (fsync with sync durability)", hot.commit, 1e9)
+
+
+def risk_metrics(srv):
+    """Risk gauges at scrape time from the risk arrays (engine/RISK.md): per account exposure,
+    margins, equity and state, in the quote currency; breakers and kill switches. O(accounts)
+    numpy reads per scrape, nothing counted per order."""
+    r = srv.engine.risk
+    scale = 10.0 ** -r.cash_decimals
+    cols = r.acct_cols
+    accounts = sorted((a.name, a.id) for a in srv.accounts.values())    # the config's and those added at run time
+    for name, col, text in (("te_account_equity", None, "cash + unrealized P&L, quote currency"),
+                            ("te_account_cash", "cash", "cash, quote currency"),
+                            ("te_account_exposure", "expo_sum", "gross exposure at the marks, quote currency"),
+                            ("te_account_initial_margin", "im_sum", "initial margin of the worst case with open orders"),
+                            ("te_account_maintenance_margin", "mm_sum", "maintenance margin of the positions")):
+        g = GaugeMetricFamily(name, text, labels=["account"])
+        for acct, i in accounts:
+            if col is None:
+                r.portfolio(i)                      # brings the account's cached figures up to date
+                value = int(cols["cash"][i]) + int(cols["upnl_sum"][i])
+            else:
+                value = int(cols[col][i])
+            g.add_metric([acct], value * scale)
+        yield g
+    state = GaugeMetricFamily("te_account_state", "AccountState: 1 active, 2 reduce-only, 3 suspended, "
+                              "4 liquidating", labels=["account"])
+    kill = GaugeMetricFamily("te_account_kill_switch", "1 while the account's kill switch is on", labels=["account"])
+    for acct, i in accounts:
+        state.add_metric([acct], int(cols["state"][i]))
+        kill.add_metric([acct], int(cols["kill"][i]))
+    yield state
+    yield kill
+    yield GaugeMetricFamily("te_kill_switch_global", "1 while the global kill switch is on", value=int(r.kill_all))
+    yield GaugeMetricFamily("te_error_breaker_tripped", "1 while the engine-wide error-rate breaker is tripped",
+                            value=int(r.breaker))
+    brk = GaugeMetricFamily("te_symbol_breaker_tripped", "1 while the symbol is halted by its price-band breaker",
+                            labels=["symbol"])
+    for s in srv.cfg.symbols:
+        brk.add_metric([s.name], int(r.breaker_state(s.id)[0]))
+    yield brk
 
 
 def _histogram(name, doc, h, scale):

@@ -68,6 +68,7 @@ cdef class Risk:
     cdef int64_t* im_sum
     cdef int64_t* mm_sum
     cdef int64_t* day_base           # equity at the last END_OF_DAY plus net deposits since
+    cdef int64_t* slack              # a lower bound on equity - sum(mm), exact after each full check (fill())
     cdef int32_t* n_active
     cdef int32_t* n_dirty
     cdef uint32_t* liq_cursor        # liquidation: the last symbol a liquidation order was sent for
@@ -80,6 +81,7 @@ cdef class Risk:
     cdef int64_t* den
     cdef uint64_t* den_magic         # den's invariant-divisor multiplier (risk.pyx te_udiv_gen)
     cdef uint8_t* den_more
+    cdef uint8_t* den_shift          # floor(log2(den)): x >> den_shift over-estimates x / den cheaply
     cdef int64_t* mark
     cdef int64_t* brk_ts             # circuit breaker: start of the current window (journaled ns)
     cdef int64_t* brk_ref            # first trade price of the window
@@ -116,6 +118,7 @@ cdef class Risk:
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept
 
     # -- STATE CHANGES --
+    cdef int fold(self, const Event* ev, Py_ssize_t n, int64_t ts) except -1
     cdef int on_event(self, const Event* e, int64_t ts) except -1
     cdef void open_change(self, uint32_t a, uint32_t s, uint8_t side, int64_t delta) noexcept
     cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept

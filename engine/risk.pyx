@@ -134,6 +134,7 @@ cdef extern from *:
     int64_t te_mulq(int64_t a, int64_t b, int64_t c, int64_t e, int64_t den, uint64_t magic, uint8_t more,
                     int mode) noexcept nogil
     int64_t te_div64(int64_t x, int64_t d, int mode) noexcept nogil
+    bint __builtin_mul_overflow(int64_t a, int64_t b, int64_t* r) noexcept nogil
 
 cdef enum:
     FLOOR = 0
@@ -164,12 +165,13 @@ POSITION_DTYPE = np.dtype([
     ("worst", "<i8"), ("slot", "<i4"), ("dirty", "u1"), ("restricted", "u1"), ("_pad", "<u2"),
 ])
 ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.int64), ("wexpo_sum", np.int64),
-                   ("im_sum", np.int64), ("mm_sum", np.int64), ("day_base", np.int64), ("n_active", np.int32),
+                   ("im_sum", np.int64), ("mm_sum", np.int64), ("day_base", np.int64), ("slack", np.int64),
+                   ("n_active", np.int32),
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
                    ("kill", np.uint8), ("touched", np.uint8))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
                   ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64), ("defined", np.uint8),
-                  ("brk_tripped", np.uint8), ("den_more", np.uint8))
+                  ("brk_tripped", np.uint8), ("den_more", np.uint8), ("den_shift", np.uint8))
 SIZEOF_POSITION = sizeof(Position)
 
 
@@ -251,6 +253,7 @@ cdef class Risk:
         self.im_sum = <int64_t*>_data(a["im_sum"])
         self.mm_sum = <int64_t*>_data(a["mm_sum"])
         self.day_base = <int64_t*>_data(a["day_base"])
+        self.slack = <int64_t*>_data(a["slack"])
         self.n_active = <int32_t*>_data(a["n_active"])
         self.n_dirty = <int32_t*>_data(a["n_dirty"])
         self.liq_cursor = <uint32_t*>_data(a["liq_cursor"])
@@ -262,6 +265,7 @@ cdef class Risk:
         self.den = <int64_t*>_data(s["den"])
         self.den_magic = <uint64_t*>_data(s["den_magic"])
         self.den_more = <uint8_t*>_data(s["den_more"])
+        self.den_shift = <uint8_t*>_data(s["den_shift"])
         self.mark = <int64_t*>_data(s["mark"])
         self.brk_ts = <int64_t*>_data(s["brk_ts"])
         self.brk_ref = <int64_t*>_data(s["brk_ref"])
@@ -292,6 +296,7 @@ cdef class Risk:
         self.num[symbol] = num
         self.den[symbol] = den
         te_udiv_gen(<uint64_t>den, &self.den_magic[symbol], &self.den_more[symbol])
+        self.den_shift[symbol] = den.bit_length() - 1
         self.sym_defined[symbol] = 1
 
     cdef inline int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept:
@@ -469,8 +474,10 @@ cdef class Risk:
             return 0                   # does not add risk: nothing below applies
         if st == ACCT_REDUCE_ONLY:
             return REJ_ACCOUNT_REDUCE_ONLY
-        self.refresh(a)
+        if self.n_dirty[a]:
+            self.refresh(a)
         cdef int64_t eq = self.cash[a] + self.upnl_sum[a]
+        self.slack[a] = eq - self.mm_sum[a]           # exact again: the next fills may skip their check
         lim = self.cap(LIM_MAX_DAILY_LOSS, a, s, strategy)
         if lim != NO_CAP and eq - self.day_base[a] < -lim:
             return REJ_MAX_DAILY_LOSS
@@ -492,7 +499,30 @@ cdef class Risk:
 
     # -- STATE CHANGES --
 
-    cdef int on_event(self, const Event* e, int64_t ts) except -1:
+    cdef int fold(self, const Event* ev, Py_ssize_t n, int64_t ts) except -1:
+        """on_event for each of n events (the core calls this once per command and action).
+        ACCEPTED and CANCELLED, most of all events, are folded right here."""
+        cdef Py_ssize_t i
+        cdef const Event* e
+        cdef Position* p
+        cdef int64_t w
+        for i in range(n):
+            e = &ev[i]
+            if e.kind == EV_ACCEPTED or e.kind == EV_CANCELLED:
+                p = &self.P[<int64_t>e.account * self.max_symbols + e.symbol]
+                if e.side == SIDE_BUY:
+                    p.open_buy += e.qty if e.kind == EV_ACCEPTED else -e.qty
+                else:
+                    p.open_sell += e.qty if e.kind == EV_ACCEPTED else -e.qty
+                w = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell))
+                if w != p.worst:
+                    p.worst = w
+                    self.mark_dirty(e.account, e.symbol, DIRTY_OPEN)
+            else:
+                self.on_event(e, ts)
+        return 0
+
+    cdef inline int on_event(self, const Event* e, int64_t ts) except -1:
         """Fold one core event into open quantities, positions, cash, breakers and the error rate."""
         cdef uint8_t k = e.kind
         cdef int64_t thr
@@ -501,8 +531,6 @@ cdef class Risk:
             self.open_change(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, -e.qty)
             self.fill(e.account, e.symbol, e.side, e.qty, e.price, False)
             self.fill(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, e.qty, e.price, True)
-            self.touch(e.account)
-            self.touch(e.other_account)
             self.breaker_check(e.symbol, e.price, ts)
         elif k == EV_ACCEPTED:
             self.open_change(e.account, e.symbol, e.side, e.qty)
@@ -538,7 +566,9 @@ cdef class Risk:
         cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
         cdef int64_t pos = p.pos, d = qty if side == SIDE_BUY else -qty, npos = pos + d
         cdef int64_t realized = 0, fee, closed, bps
-        if pos == 0 or (pos > 0) == (d > 0):
+        if pos == 0:
+            p.avg_price = price
+        elif (pos > 0) == (d > 0):
             p.avg_price = te_avg(p.avg_price, iabs(pos), price, qty)
         else:
             closed = qty if qty < iabs(pos) else iabs(pos)
@@ -565,6 +595,25 @@ cdef class Risk:
         p.fees = sat_add(p.fees, fee)
         self.cash[a] = sat_add(self.cash[a], realized - fee)
         self.mark_dirty(a, s, DIRTY_ALL)
+        # Margin monitoring: queue the account for a full check (refresh and compare) unless its
+        # slack covers the most this fill can take off equity - maintenance (RISK.md "Liquidation":
+        # the skip never changes an outcome, it only avoids re-valuing an account far from it):
+        #   |price - mark| x qty x r    the fill's mark-to-market
+        # + mark x mm x qty x r         the maintenance margin it can add
+        # + |pos| x r / 2               the average price's rounding
+        # + fee + 5                     the fee, and one unit per rounded figure
+        # each x r over-estimated as (x * num) >> den_shift (den >= 2**den_shift).
+        cdef int64_t m = self.mark[s], k = self.den_shift[s], b1, b2
+        if self.state[a] != ACCT_LIQUIDATING and self.slack[a] > 0 and \
+                not __builtin_mul_overflow(iabs(price - m) + te_div64(m * self.floor_(LIM_MAINTENANCE_MARGIN, a, s),
+                                                                      10000, CEIL) + 1, qty, &b1) and \
+                not __builtin_mul_overflow(b1, self.num[s], &b1) and \
+                not __builtin_mul_overflow(iabs(npos), self.num[s], &b2):
+            b1 = (b1 >> k) + (b2 >> (k + 1)) + 7 + (fee if fee > 0 else 0)
+            if b1 < self.slack[a]:
+                self.slack[a] -= b1
+                return
+        self.touch(a)
 
     cdef void breaker_check(self, uint32_t s, int64_t price, int64_t ts) noexcept:
         cdef int64_t band = self.override(LIM_BREAKER_BAND, 0, s), window, cool
@@ -697,7 +746,9 @@ cdef class Risk:
         return free if free < self.cash[a] else self.cash[a]
 
     cdef bint below_maintenance(self, uint32_t a) noexcept:
-        return self.equity(a) < self.mm_sum[a]
+        cdef int64_t free = self.equity(a) - self.mm_sum[a]
+        self.slack[a] = free
+        return free < 0
 
     cdef uint32_t next_liquidation(self, uint32_t a, int64_t* qty, uint8_t* side) noexcept:
         """The smallest symbol above the account's liquidation cursor with a position (0 = none);

@@ -43,11 +43,13 @@ from importlib import metadata
 import numpy as np
 
 from engine import config as cfgmod
-from engine import admin as adminmod, gateway, ops as opsmod, snapshot
+from engine import admin as adminmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, tls as tlsmod
 from engine.core import Engine
+from engine.risk import Risk
 from engine.journal import Journal, JournalError, JournalUnavailable
 from protocol import wire
-from protocol.codes import CommandKind, EventKind, Reject, Side, SymbolState
+from protocol.codes import AccountState, CommandKind, EventKind, LimitScope, Reject, Side, SymbolState
+from protocol.units import to_units
 from protocol.records import COMMAND, EVENT
 from protocol.wire import MsgType
 
@@ -56,6 +58,11 @@ log = logging.getLogger("trading-engine")
 REPORT_SIZE = wire.frame_size(MsgType.ACCEPTED)
 BATCH_CAP = 1 << 16
 ORDER_TYPES = frozenset({MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.AMEND, MsgType.MASS_CANCEL})
+QUERY_RESPONSE = {MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
+                  MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH, MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
+                  MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS, MsgType.POSITIONS_REQUEST: MsgType.POSITIONS,
+                  MsgType.PORTFOLIO_REQUEST: MsgType.PORTFOLIO, MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES,
+                  MsgType.SUBSCRIBE: MsgType.SUBSCRIPTIONS, MsgType.UNSUBSCRIBE: MsgType.SUBSCRIPTIONS}
 READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
 COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
@@ -84,6 +91,12 @@ def engine_from_config(cfg: cfgmod.Config) -> Engine:
         eng.add_symbol(s.id, tick_size=s.tick_size, lot_size=s.lot_size, max_price=s.max_price, max_qty=s.max_qty)
     for a in cfg.accounts:
         eng.add_account(a.id, stp_group=a.stp_group)
+    if cfg.risk.enabled:
+        r = Risk(e.max_accounts, e.max_symbols, max_strategies=cfg.risk.max_strategies,
+                 cash_decimals=cfg.risk.cash_decimals)
+        for s in cfg.symbols:
+            r.define_symbol(s.id, s.price_decimals, s.qty_decimals, s.multiplier)
+        eng.attach_risk(r)
     return eng
 
 
@@ -191,10 +204,15 @@ class Server:
             if a.demo_secret is not None:
                 log.warning("account %s uses a demo secret from the config: demo only", a.name)
             self.accounts[a.id] = Account(a.id, a.name, cfgmod.signing_key(cfgmod.account_secret(a)), self.next_seq)
+        self.added_accounts = adminmod.AddedAccounts(self, Account)   # added at run time (engine/admin.py)
+        self.config_limits = {}           # (scope, target, kind) -> value the config last journaled (reconcile)
         self.symbol_entries = np.zeros(len(cfg.symbols), dtype=wire.SYMBOL_ENTRY.dtype)
         for i, s in enumerate(cfg.symbols):
             self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
                                       s.tick_size, s.lot_size, s.max_price, s.max_qty)
+        self.feeds = feedsmod.Feeds(self)          # market data (engine/feeds.py)
+        self.tls = None                            # the engine/tls.py Listener when TLS is configured
+        self.recovery = {}
         self.journal = None
         self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
         self.snapshot_child = None
@@ -212,7 +230,7 @@ class Server:
             # it waits up to the switch interval (5 ms by default; measured: a commit went from
             # 0.4 to 11 ms). The loop thread gives it up at this interval only while it is waited for.
             sys.setswitchinterval(COMMIT_SWITCH_INTERVAL)
-        self.inflight = None              # (future, groups to deliver, the batch's commands bytes)
+        self.inflight = None              # (future, report groups, the batch's commands bytes, market data)
         self.open_out = []                # groups of the open batch, delivered after its commit
         self.snapshotting = False
         self.last_snapshot_time = None    # wall time of the newest snapshot written or loaded
@@ -253,6 +271,22 @@ class Server:
     def bytes_in(self):
         return self.hot.bytes_in
 
+    @property
+    def pending(self):
+        """The open batch's COMMAND array (commands [0, n_pending) are applied, not yet committed)."""
+        return self.hot.pending
+
+    @property
+    def n_pending(self):
+        return self.hot.n_pending
+
+    def apply_written(self, n):
+        """Apply the commands a tool or test wrote into pending[n_pending:n] (as submit() does one)."""
+        groups = self.hot.apply_written(n)
+        if groups:
+            self.output(groups)
+        self.input_done()
+
     # -- recovery --
     async def recover(self):
         """Rebuild state: the newest intact snapshot, then the journal after it, replayed
@@ -266,6 +300,8 @@ class Server:
         n = await self._replay(self.engine, from_seq, anchor, known=None)
         self.next_cmd_seq = self.journal.last_seq + 1
         self.seq_index.note(self.next_cmd_seq, self.next_seq)
+        self.recovery = {"snapshot_seq": from_seq - 1, "replayed_commands": n,
+                         "seconds": round(time.perf_counter() - t, 3)}
         log.info("recovered: %d commands replayed from the journal in %.3f s, next seq %d, state_hash %#018x",
                  n, time.perf_counter() - t, self.next_cmd_seq, self.engine.state_hash())
         return n
@@ -277,23 +313,36 @@ class Server:
         found = snapshot.load_latest(self.snapshot_dir,
                                      on_bad=lambda path, e: log.error("skipping damaged snapshot %s: %s", path, e))
         if found is None:
+            if not restore_server:
+                self._reset_trade_rings({})
             return 1, None
         path, last_seq, state, _ = found
         if last_seq > self.journal.last_seq:
             raise RuntimeError(f"snapshot {path} is at seq {last_seq} but the journal ends at "
                                f"{self.journal.last_seq}: the journal lost acknowledged events")
         eng.import_state(state)
+        if not restore_server:            # a rebuild: the trade rings as the snapshot has them
+            self._reset_trade_rings(state)
         if restore_server:
+            self.feeds.md.import_state(state)
             self.next_seq[:] = state["server.next_seq"]
             self.last_snapshot_seq = last_seq
             self.last_snapshot_time = os.path.getmtime(path)
             for acct in self.accounts.values():
                 acct.delivered = acct.next_seq
+            self._load_config_limits(state)
             if not self.seq_index.load(state):
                 self.seq_index.note(last_seq + 1, self.next_seq)
             log.info("loaded snapshot %s (seq %d)", os.path.basename(path), last_seq)
         digest = state.get("journal.digest")
         return last_seq + 1, (bytes(digest) if digest is not None and last_seq else None)
+
+    def _reset_trade_rings(self, state):
+        md = self.feeds.md
+        if not md.import_state(state):
+            md.trades_arr[...] = 0
+            md.total_arr[...] = 0
+        self.feeds.last_depth.clear()
 
     async def _replay(self, eng, from_seq, anchor, known):
         """Feed the journal from from_seq through `eng`, checking its events against the journaled
@@ -307,20 +356,86 @@ class Server:
             if eng.events_view().tobytes() != events.tobytes():
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
             first = int(cmds["seq"][0])
+            self._note_config_limits(cmds)
             if known is None or first > known:
                 self.engine = eng                   # (Hot follows: see the engine property)
                 self.seq_index.note(first, self.next_seq)
+                # trade rings; in a rebuild also the market data of the batch that landed
+                self.feeds.on_batch(np.ascontiguousarray(cmds), live=known is not None)
                 groups = self.hot.encode()          # advances the sequences, refills the replay rings
                 self.hot.discard()
                 if groups:
                     self._deliver(groups, send=known is not None)
             else:
+                # acknowledged before; its trades go back into the rings, which a rebuild resets to the
+                # snapshot's (they were filled when batches were sealed, before their commits)
+                self.feeds.md.collect(eng, np.ascontiguousarray(cmds))
                 eng.clear_events()
             n += len(cmds)
             self.batches += 1
             if self.batches % 64 == 0:
                 await asyncio.sleep(0)
         return n
+
+    def reconcile(self):
+        """Bring the risk set-up the config asks for into the journaled state, as journaled
+        commands (operator 0 = the config), before trading opens: every limit the config names
+        at its value, a mark from reference_price for each symbol without one, and on the very
+        first start the accounts' initial deposits. Replay never reads the config: it replays
+        these commands.
+
+        A config limit is journaled when the config's value differs from the one the config last
+        journaled (self.config_limits, from the journal and snapshots), so an operator's run-time
+        set_limit survives a restart until the config itself changes that limit; a limit the
+        config never journaled is journaled when it differs from the state."""
+        risk = self.engine.risk
+        if risk is None or not self.journal_ok:
+            return 0
+        cfg = self.cfg
+        first_start = self.next_cmd_seq == 1      # (submit() applies at once: decide before submitting)
+        have = {(scope, target, kind): value for scope, target, kind, value in risk.limits()}
+        n = 0
+        for (scope, target, kind), value in sorted(cfgmod.risk_limits(cfg).items()):
+            last = self.config_limits.get((scope, target, kind))
+            if (last if last is not None else have.get((scope, target, kind))) != value:
+                self.config_limits[(scope, target, kind)] = value
+                field = {LimitScope.ACCOUNT: "account", LimitScope.SYMBOL: "symbol",
+                         LimitScope.STRATEGY: "strategy"}.get(scope)
+                self.submit(dict(kind=CommandKind.SET_LIMIT, side=scope, order_type=kind, qty=value,
+                                 **({field: target} if field else {})))
+                n += 1
+        for s in cfg.symbols:
+            if s.reference_price is not None and not risk.mark_price(s.id):
+                self.submit(dict(kind=CommandKind.MARK_PRICE, symbol=s.id,
+                                 price=to_units(s.reference_price, s.price_decimals)))
+                n += 1
+        if first_start:
+            for a in cfg.accounts:
+                if a.initial_deposit:
+                    self.submit(dict(kind=CommandKind.DEPOSIT, account=a.id,
+                                     qty=to_units(a.initial_deposit, cfg.risk.cash_decimals)))
+                    n += 1
+        self.flush()
+        if n:
+            log.info("risk set-up from the config: %d commands journaled", n)
+        return n
+
+    def _note_config_limits(self, cmds):
+        """Remember the limits the config journaled (SET_LIMIT with operator 0), for reconcile."""
+        mine = cmds[(cmds["kind"] == CommandKind.SET_LIMIT) & (cmds["operator"] == 0)]
+        for c in mine:
+            scope = int(c["side"])
+            target = {LimitScope.ACCOUNT: c["account"], LimitScope.SYMBOL: c["symbol"],
+                      LimitScope.STRATEGY: c["strategy"]}.get(scope, 0)
+            key = (scope, int(target), int(c["order_type"]))
+            if int(c["flags"]) & 1:
+                self.config_limits.pop(key, None)
+            else:
+                self.config_limits[key] = int(c["qty"])
+
+    def _load_config_limits(self, state):
+        rows = state.get("server.config_limits")
+        self.config_limits = {} if rows is None else {(int(a), int(b), int(c)): int(v) for a, b, c, v in rows}
 
     def status(self) -> dict:
         """Counters for /health/detailed and the admin `status` action."""
@@ -340,7 +455,24 @@ class Server:
                        "trades": self.engine.next_trade_id - 1, "commands": self.next_cmd_seq - 1},
             "halted_symbols": [s.name for s in self.cfg.symbols
                                if self.engine.symbol_state(s.id) == SymbolState.HALTED],
+            "risk": self.risk_status(),
+            "recovery": self.recovery,
+            "market_data": self.feeds.status(),
         }
+
+    def risk_status(self):
+        r = self.engine.risk
+        if r is None:
+            return {"enabled": False}
+        states = r.acct_cols["state"]
+        accounts = sorted(self.accounts.values(), key=lambda a: a.id)     # the config's and those added
+        return {"enabled": True, "global_kill_switch": bool(r.kill_all), "error_breaker_tripped": bool(r.breaker),
+                "breaker_halted_symbols": [s.name for s in self.cfg.symbols if r.breaker_state(s.id)[0]],
+                "killed_accounts": [a.name for a in accounts if r.acct_cols["kill"][a.id]],
+                "liquidating_accounts": [a.name for a in accounts if states[a.id] == AccountState.LIQUIDATING],
+                "suspended_or_reduce_only": {a.name: AccountState(int(states[a.id])).name.lower()
+                                             for a in accounts
+                                             if states[a.id] in (AccountState.SUSPENDED, AccountState.REDUCE_ONLY)}}
 
     def snapshot(self, fork=True):
         """Write the state at the last flushed command: forked (matching pauses only for fork())
@@ -355,6 +487,10 @@ class Server:
         state["server.next_seq"] = self.next_seq
         state["journal.digest"] = np.frombuffer(self.journal.last_digest, dtype=np.uint8)
         self.seq_index.export(state)
+        if self.config_limits:        # (snapshot arrays are never empty)
+            state["server.config_limits"] = np.array([(*k, v) for k, v in sorted(self.config_limits.items())],
+                                                     dtype=np.int64)
+        state.update(self.feeds.md.export_state())
         if fork:
             self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last)
             self.snapshot_pause_s = time.perf_counter() - t    # the loop stood still this long
@@ -427,6 +563,8 @@ class Server:
         """After a read (or a command from Python): without a journal the open batch is
         done (its reports are written); with one, start its commit unless one is in flight."""
         if self.committer is None:
+            if self.hot.n_pending:
+                self.feeds.on_batch(self.hot.pending[:self.hot.n_pending])
             self.hot.done()
         elif self.inflight is None and self.hot.n_pending:
             self.dispatch()
@@ -439,16 +577,18 @@ class Server:
             self.open_out.extend(groups)
 
     def dispatch(self):
-        """Seal the open batch and hand it to the commit thread (none may be in flight)."""
-        sealed = self.hot.seal()
-        if sealed is None:
+        """Seal the open batch and hand it to the commit thread (none may be in flight). Its
+        market data is encoded now (the book is exactly after it) and published after the commit."""
+        n = self.hot.n_pending
+        if n == 0:
             return
-        _, cmds, events = sealed
+        md = self.feeds.encode_batch(self.hot.pending[:n])
+        _, cmds, events = self.hot.seal()
         # every account's next report seq before the batch that starts now (gap replay's index)
         self.seq_index.note(self.next_cmd_seq, self.next_seq)
         out, self.open_out = self.open_out, []
         fut = self.committer.submit(self._commit, cmds, events)
-        self.inflight = (fut, out, cmds)
+        self.inflight = (fut, out, cmds, md)
         fut.add_done_callback(self._commit_returned)
 
     def _commit(self, cmds, events):
@@ -458,6 +598,8 @@ class Server:
         return time.perf_counter_ns() - t
 
     def _commit_returned(self, fut):
+        if self.loop is None:             # no event loop (a tool): flush() waits for the commit itself
+            return
         try:
             self.loop.call_soon_threadsafe(self.committed, fut)
         except RuntimeError:              # the loop is closed: stop() flushed synchronously
@@ -467,7 +609,7 @@ class Server:
         """On the loop: a commit returned. Start the next one, then deliver this batch's reports."""
         if self.inflight is None or self.inflight[0] is not fut:
             return                        # already handled by flush()
-        _, out, cmds = self.inflight
+        _, out, cmds, md = self.inflight
         self.inflight = None
         try:
             self.hot.commit.observe(fut.result())
@@ -478,6 +620,7 @@ class Server:
         if self.hot.n_pending:
             self.dispatch()               # what accumulated meanwhile becomes the next single commit
         self._deliver(out, send=True)
+        self.feeds.publish(md)
         self.hot.acked(cmds)
         every = self.cfg.journal.snapshot_every
         if every and not self.snapshotting and self.next_cmd_seq - 1 - self.last_snapshot_seq >= every:
@@ -614,8 +757,10 @@ class Server:
         s = self.cfg.server
         hb = s.heartbeat_ms / 1000
         j = self.cfg.journal
-        tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000, j.retry_interval_ms / 1000)
-        last_expire = last_sync = last_ping = last_probe = 0.0
+        tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000, j.retry_interval_ms / 1000,
+                   self.cfg.risk.mark_interval_ms / 1000)
+        last_expire = last_sync = last_ping = last_probe = last_mark = 0.0
+        mark_every = self.cfg.risk.mark_interval_ms / 1000
         self.watchdog = opsmod.watchdog_interval()
         if self.watchdog:
             tick = min(tick, self.watchdog / 2)
@@ -640,6 +785,11 @@ class Server:
                 wall = time.time_ns()
                 if due and due <= wall:       # only a due GTD order makes the clock a journaled command
                     self.submit(dict(kind=CommandKind.EXPIRE, expire_ts_ns=wall))
+            if now - last_mark >= mark_every and self.journal_ok and not self.rebuilding:
+                last_mark = now
+                wall = time.time_ns()
+                if self.engine.risk_tick_due(wall):   # marks behind last trades, a cool-off over, a liquidation
+                    self.submit(dict(kind=CommandKind.RISK_TICK, expire_ts_ns=wall))
             cutoff = time.time_ns()
             for k in [k for k, exp in self.seen_logons.items() if exp < cutoff]:
                 del self.seen_logons[k]
@@ -647,8 +797,13 @@ class Server:
     # -- lifecycle --
     async def start(self):
         self.loop = asyncio.get_running_loop()
+        self.reconcile()
         s = self.cfg.server
-        self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port, reuse_address=True)
+        if s.tls_cert is None:
+            self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port,
+                                                            reuse_address=True)
+        else:
+            self.tcp_server = self.tls = tlsmod.Listener(self, Connection, s.host, s.port)
         port = self.tcp_server.sockets[0].getsockname()[1]
         if s.port_file:
             with open(s.port_file + ".tmp", "w") as f:
@@ -708,6 +863,8 @@ class Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.server.cfg.server.socket_send_buffer_bytes:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.cfg.server.socket_send_buffer_bytes)
         self.peer = (transport.get_extra_info("peername") or ("?",))[0]
         srv = self.server
         if srv.stopping or srv.pending_logons >= srv.cfg.server.max_pending_logons:
@@ -734,6 +891,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc):
         self.close(None)
+
+    def pause_writing(self):                   # unsent output above md_high_water_bytes
+        self.server.feeds.pause(self)
+
+    def resume_writing(self):                  # ... and back under md_low_water_bytes
+        self.server.feeds.resume(self)
 
     # -- input --
     def process(self, nbytes=0):
@@ -884,11 +1047,7 @@ class Connection(asyncio.BufferedProtocol):
         rid = int(body["request_id"])
         acct = self.account.id
         if srv.rebuilding:         # the engine holds a batch the journal refused: show nothing of it
-            return self.send_list({MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
-                                   MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH,
-                                   MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
-                                   MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS}[t], rid, [],
-                                  status=Reject.JOURNAL_UNAVAILABLE)
+            return self.send_list(QUERY_RESPONSE[t], rid, [], status=Reject.JOURNAL_UNAVAILABLE)
         if t == MsgType.SYMBOL_DIRECTORY_REQUEST:
             states = np.array([srv.engine.symbol_state(int(s)) for s in srv.symbol_entries["symbol"]], dtype=np.uint8)
             entries = srv.symbol_entries.copy()
@@ -914,6 +1073,22 @@ class Connection(asyncio.BufferedProtocol):
                 found = [o for o in srv.engine.open_orders(acct) if o["client_order_id"] == clid]
             self.send_list(MsgType.ORDER_STATUS, rid, [self._order_row(o) for o in found],
                            status=0 if found else Reject.UNKNOWN_ORDER)
+        elif t in (MsgType.POSITIONS_REQUEST, MsgType.PORTFOLIO_REQUEST):
+            risk = srv.engine.risk
+            if risk is None:
+                return self.send_list(QUERY_RESPONSE[t], rid, [], status=Reject.RISK_OFF)
+            if t == MsgType.POSITIONS_REQUEST:
+                rows = [{k: p[k] for k in wire.POSITION_ENTRY.offsets if not k.startswith("_")}
+                        for p in risk.positions(acct)]
+                return self.send_list(MsgType.POSITIONS, rid, rows)
+            pf = risk.portfolio(acct)
+            pf["leverage_bps"] = -1 if pf["leverage_bps"] is None else pf["leverage_bps"]
+            pf["kill"] = int(pf["kill"] or pf["kill_all"])
+            row = {k: pf[k] for k in wire.PORTFOLIO_ENTRY.offsets if k in pf}
+            row.update(open_orders=int(srv.engine.acct_arr["open"][acct]), cash_decimals=risk.cash_decimals)
+            self.send_list(MsgType.PORTFOLIO, rid, [row])
+        elif t in feedsmod.REQUESTS:
+            srv.feeds.request(self, t, body)
 
     @staticmethod
     def _order_row(o):
@@ -965,6 +1140,7 @@ class Connection(asyncio.BufferedProtocol):
             self.write(wire.encode(MsgType.LOGOUT, reason=reason))
         self.closed = True
         srv.conns.discard(self)
+        srv.feeds.drop(self)
         if self.logon_pending:
             srv.pending_logons -= 1
             self.logon_pending = False
@@ -1003,6 +1179,7 @@ async def _serve(cfg):
         log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.host, ops_port)
     opsmod.notify("STATUS=recovering")
     await srv.recover()
+    srv.added_accounts.prune()         # an account added at run time whose ADD_ACCOUNT never got journaled
     await srv.start()
     admin = None
     if cfg.server.admin_port is not None and cfg.admins:

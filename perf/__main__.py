@@ -6,6 +6,8 @@ Scenarios here:
            fresh engines with the spread, per-command latency percentiles from
            Engine.run_timed, and the same workload through the Python baselines
            in the same run (a sorted-dict book; lightmatchingengine if installed)
+           --risk: the same commands also with every risk check on, interleaved,
+           reported as the ratio of the two (engine/RISK.md; target >= 0.85)
   memory   RSS and preallocated array bytes holding 1,000,000 resting orders
   roundtrip  client-observed latency over loopback TCP, open loop at --rate, server
            pinned to --server-cpu, generator to --cpu, per journal durability, beside
@@ -19,9 +21,15 @@ Scenarios here:
            class and for the server (see perf/journal.py)
   recovery restart-to-ready of the real server over --n journaled commands, without and with
            a recent snapshot, and the loop pause a periodic (forked) snapshot causes
+  sessions N logged-on sessions (--sessions, default 1,100,500) trading at an aggregate open-loop
+           --rate through the real server; symbols: 4 sessions spreading orders over S symbols
+           (--symbol-counts, default 1,1000,5000) (see perf/sessions.py)
+  tls      server CPU per TLS handshake (ECDSA P-256, RSA 2048) and the round trip over TLS
+           against plain TCP (see perf/tls.py)
+  admin    admin action latency (a journaled deposit, status; test and production scrypt cost)
+           and the SDK's portfolio()/positions()/connect() round trips (see perf/admin.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; latency scenarios
 also draw latency-by-percentile PNGs there when matplotlib is installed.
-Still to come: sessions, symbols.
 """
 from __future__ import annotations
 
@@ -239,8 +247,8 @@ def print_table(name, results):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery",
-                                             "throughput"])
+    p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
+                                        "symbols", "tls", "admin", "throughput"])
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
                    help="batch sizes (journal)")
@@ -249,15 +257,22 @@ def main(argv=None):
                    help="offered commands/s for group commit (journal)")
     p.add_argument("--tail", type=int, default=100_000, help="commands journaled after the snapshot (recovery)")
     p.add_argument("--tmp", default=None, help="directory for the benchmark's journals (journal, recovery)")
+    p.add_argument("--handshakes", type=int, default=200, help="handshakes per run (tls)")
+    p.add_argument("--orders", type=int, default=3000, help="closed-loop orders (tls) or queries (admin) per run")
+    p.add_argument("--actions", type=int, default=200, help="admin requests per run and kind (admin)")
+    p.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100, 500],
+                   help="session counts (sessions)")
+    p.add_argument("--symbol-counts", type=lambda s: [int(x) for x in s.split(",")], default=[1, 1000, 5000],
+                   help="symbol counts (symbols)")
     p.add_argument("--batch", type=int, default=256, help="commands per journal batch (replay)")
     p.add_argument("--rate", type=float, default=50_000, help="orders/s (roundtrip)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per run (roundtrip)")
     p.add_argument("--server-cpu", type=int, default=0, help="the server's CPU (roundtrip)")
     p.add_argument("--durability", type=lambda s: s.split(","), default=["none", "sync"],
                    help="journal durabilities to run (roundtrip, throughput)")
-    p.add_argument("--sessions", type=int, default=2, help="pipelined sessions (throughput)")
+    p.add_argument("--pipelined", type=int, default=2, help="pipelined sessions (throughput)")
     p.add_argument("--window", type=int, default=8192, help="unacknowledged orders per session (throughput)")
-    p.add_argument("--orders", type=int, default=500_000, help="orders per session per run (throughput)")
+    p.add_argument("--orders-per-session", type=int, default=500_000, help="orders per session per run (throughput)")
     p.add_argument("--quiet-wait", type=float, default=0.0,
                    help="before each run, wait up to this many seconds for the shared machine to be idle "
                         "(roundtrip, throughput)")
@@ -291,6 +306,15 @@ def main(argv=None):
     elif args.scenario in ("journal", "recovery"):
         from perf import journal
         results = journal.scenario_journal(args) if args.scenario == "journal" else journal.scenario_recovery(args)
+    elif args.scenario in ("sessions", "symbols"):
+        from perf import sessions
+        results = (sessions.sessions_scenario if args.scenario == "sessions" else sessions.symbols_scenario)(args)
+    elif args.scenario == "tls":
+        from perf import tls
+        results = tls.scenario(args)
+    elif args.scenario == "admin":
+        from perf import admin
+        results = admin.scenario(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)
@@ -298,7 +322,17 @@ def main(argv=None):
                results=results)
     path = args.out / f"{args.scenario}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(doc, indent=2))
-    print_table(args.scenario, results)
+    if args.scenario in ("sessions", "symbols"):
+        from perf import sessions
+        sessions.print_table(args.scenario, results)
+    elif args.scenario == "tls":
+        from perf import tls
+        tls.print_table(results)
+    elif args.scenario == "admin":
+        from perf import admin
+        admin.print_table(results)
+    else:
+        print_table(args.scenario, results)
     print(f"\nmachine: {doc['machine']}\nwrote {path}")
     return 0
 

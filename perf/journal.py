@@ -142,7 +142,9 @@ def write_config(d, journal, durability="sync", max_orders=1 << 20, server_extra
     text = "[server]\n" + "".join(f"{k} = {v}\n" for k, v in server.items()) + server_extra + "\n"
     text += (f"[engine]\nmax_orders = {max_orders}\nmax_accounts = {workload.ACCOUNTS + 1}\nmax_symbols = 2\n"
              f"max_levels = 4096\n\n[journal]\npath = \"{journal}\"\ndurability = \"{durability}\"\n"
-             f"map_size = {map_size}\n{journal_extra}\n\n[[symbols]]\nid = 1\nname = \"BENCH\"\n")
+             f"map_size = {map_size}\n{journal_extra}\n\n"
+             # the core workload journaled without risk (no deposits or marks): matching-only state
+             f"[risk]\nenabled = false\n\n[[symbols]]\nid = 1\nname = \"BENCH\"\n")
     for a in range(1, workload.ACCOUNTS + 1):
         text += f'\n[[accounts]]\nid = {a}\nname = "bench{a}"\ndemo_secret = "bench-secret-{a}"\n'
     path = Path(d) / "config.toml"

@@ -19,10 +19,11 @@ def histogram(lat_ns):
 
 
 def summary_us(lat_ns):
-    """{"50": us, ..., "99.99": us, "max": us, "count": n} from the HdrHistogram of the samples."""
+    """{"50": us, ..., "99.99": us, "max": us, "min": us, "count": n} from the HdrHistogram of the samples."""
     h = histogram(lat_ns)
     out = {str(p): h.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
     out["max"] = h.get_max_value() / 1000
+    out["min"] = h.get_min_value() / 1000
     out["count"] = h.get_total_count()
     return out
 

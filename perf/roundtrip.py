@@ -48,10 +48,14 @@ CANCEL = np.dtype([("h", wire.HEADER.dtype), ("b", wire.CANCEL.dtype)])
 CANCEL_LAG = 200            # order k cancels order k - 200
 ROOT = Path(__file__).resolve().parents[1]
 
+# Logon's next_seq beyond any report: a benchmark session must not get the gap replay of an
+# earlier run's reports (with next_seq=1 runs 2.. on one server received up to replay_ring
+# old reports first, counted as acknowledgements of their own orders).
+NO_REPLAY = 1 << 62
+
 
 def logon(sock, account, secret):
-    # next_seq far ahead: no replay of earlier runs' reports (the server keeps running between runs)
-    f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=10_000, next_seq=1 << 62,
+    f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=10_000, next_seq=NO_REPLAY,
                               timestamp_ns=time.time_ns(), proto_version=1, nonce=int.from_bytes(os.urandom(4), "little")))
     key = hmac.new(secret.encode(), b"trading-engine signing key", hashlib.sha256).digest()
     f[40:72] = hmac.new(key, bytes(f[8:40]), hashlib.sha256).digest()

@@ -100,8 +100,8 @@ def run(port, sessions, n, window, echo=False, timeout=60.0, server_pid=None):
 def scenario(args):
     os.sched_setaffinity(0, {args.cpu if args.cpu is not None else 1})
     variants = (["echo"] if args.echo else []) + list(args.durability)
-    results = {v: dict(sessions=args.sessions, window=args.window, orders_per_session=args.orders, runs=[])
-               for v in variants}
+    results = {v: dict(sessions=args.pipelined, window=args.window, orders_per_session=args.orders_per_session,
+                       runs=[]) for v in variants}
     # the generator reads as fast as it can, but a whole window of replies may sit in the server's buffer
     with rt.Targets(variants, args.server_cpu, output_buffer_bytes=64 << 20) as targets:
         for _ in range(args.runs):
@@ -109,7 +109,7 @@ def scenario(args):
                 if args.quiet_wait:
                     rt.wait_quiet(args.quiet_wait)
                 before = None if v == "echo" else rt.batch_stats(targets.server(v).ops_port)
-                r = run(targets.port(v), args.sessions, args.orders, args.window, echo=v == "echo",
+                r = run(targets.port(v), args.pipelined, args.orders_per_session, args.window, echo=v == "echo",
                         server_pid=targets.pid(v))
                 if before is not None:
                     rt.with_batch_stats(r, before, rt.batch_stats(targets.server(v).ops_port))

@@ -57,6 +57,7 @@ cdef enum:
     CMD_MARK_PRICE = 15
     CMD_RESET_BREAKER = 16
     CMD_RISK_TICK = 17
+    CMD_ADD_ACCOUNT = 18
 
 # EventKind
 cdef enum:
@@ -75,6 +76,7 @@ cdef enum:
     EV_LIMIT_SET = 13
     EV_MARK = 14
     EV_BREAKER = 15
+    EV_ACCOUNT_ADDED = 16
 
 # SymbolState
 cdef enum:
@@ -166,6 +168,7 @@ cdef enum:
     REJ_INVALID_AMEND = 1024
     REJ_INVALID_COMMAND = 1025
     REJ_INVALID_FLAGS = 1026
+    REJ_INVALID_NEW_ACCOUNT = 1027
     REJ_KILL_SWITCH = 2001
     REJ_CIRCUIT_BREAKER = 2002
     REJ_ACCOUNT_SUSPENDED = 2003
@@ -203,6 +206,9 @@ cdef enum:
     REJ_HEARTBEAT_TIMEOUT = 3013
     REJ_RATE_LIMIT_LOGOUT = 3014
     REJ_SERVER_SHUTDOWN = 3015
+    REJ_TOO_MANY_SUBSCRIPTIONS = 3016
+    REJ_INVALID_SUBSCRIPTION = 3017
+    REJ_NOT_SUBSCRIBED = 3018
     REJ_JOURNAL_UNAVAILABLE = 4001
 
 # MsgType
@@ -218,6 +224,11 @@ cdef enum:
     MSG_ORDER_STATUS_REQUEST = 21
     MSG_OPEN_ORDERS_REQUEST = 22
     MSG_BOOK_DEPTH_REQUEST = 23
+    MSG_POSITIONS_REQUEST = 30
+    MSG_PORTFOLIO_REQUEST = 31
+    MSG_SUBSCRIBE = 24
+    MSG_UNSUBSCRIBE = 25
+    MSG_RECENT_TRADES_REQUEST = 26
     MSG_LOGON_ACCEPTED = 64
     MSG_LOGON_REJECTED = 65
     MSG_END_OF_SESSION = 66
@@ -230,10 +241,20 @@ cdef enum:
     MSG_TRIGGERED = 85
     MSG_RESTATED = 86
     MSG_MASS_CANCEL_DONE = 87
+    MSG_BALANCE = 88
+    MSG_ACCOUNT_STATE = 89
     MSG_SYMBOL_DIRECTORY = 96
     MSG_ORDER_STATUS = 97
     MSG_OPEN_ORDERS = 98
     MSG_BOOK_DEPTH = 99
+    MSG_POSITIONS = 120
+    MSG_PORTFOLIO = 121
+    MSG_SUBSCRIPTIONS = 100
+    MSG_TOP_OF_BOOK = 101
+    MSG_DEPTH = 102
+    MSG_TRADES = 103
+    MSG_TRADE_SUMMARY = 104
+    MSG_RECENT_TRADES = 105
 
 # Liquidity
 cdef enum:
@@ -243,6 +264,16 @@ cdef enum:
 # LogonFlag
 cdef enum:
     LOGON_CANCEL_ON_DISCONNECT = 1
+
+# ReportFlag
+cdef enum:
+    RFLAG_LIQUIDATION = 1
+
+# MdFlag
+cdef enum:
+    MD_TOP_OF_BOOK = 1
+    MD_DEPTH = 2
+    MD_TRADES = 4
 
 cdef enum:
     SCHEMA_VERSION = 1
@@ -259,7 +290,7 @@ cdef packed struct Command:
     uint8_t flags  # @5 1B OrderFlag bits (POST_ONLY, REDUCE_ONLY)
     uint16_t operator  # @6 2B admin commands: the operator's id from [[admins]] (who did it); else 0
     uint32_t symbol  # @8 4B symbol id (MASS_CANCEL/END_OF_DAY: 0 = all)
-    uint32_t account  # @12 4B account id, set by the server from the session (admin commands: the operator's id)
+    uint32_t account  # @12 4B account id, set by the server from the session (admin commands: the target account)
     uint64_t seq  # @16 8B engine-assigned command sequence number
     uint64_t ts_ns  # @24 8B receive time, ns since the epoch (journaled, never read by the core)
     uint64_t client_order_id  # @32 8B NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0
@@ -396,7 +427,7 @@ cdef packed struct ProtocolError:
     uint8_t _pad0  # @3 1B zero
     uint32_t offset  # @4 4B byte offset of the offending frame in the connection's stream
 
-# ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), RESTATED (86), MASS_CANCEL_DONE (87), server -> client
+# ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client
 cdef packed struct ExecReport:
     uint64_t seq  # @0 8B per-account sequence number (1, 2, ...)
     uint64_t order_id  # @8 8B engine order id (0 in a REJECTED for a new order)
@@ -411,7 +442,7 @@ cdef packed struct ExecReport:
     uint64_t trade_id  # @56 8B FILL: engine trade id
     uint64_t counterparty_order_id  # @64 8B reserved, zero (never another account's order id)
     uint8_t cmd_kind  # @72 1B CommandKind that caused it (REJECTED: what was rejected)
-    uint8_t _pad0  # @73 1B zero
+    uint8_t flags  # @73 1B ReportFlag bits (LIQUIDATION: an order the engine placed to liquidate the account)
     uint16_t _pad1  # @74 2B zero
     uint32_t _pad2  # @76 4B zero
 
@@ -462,3 +493,119 @@ cdef packed struct LevelEntry:
     uint8_t side  # @20 1B Side
     uint8_t _pad0  # @21 1B zero
     uint16_t _pad1  # @22 2B zero
+
+# POSITIONS (120) entry: the account's symbols with a position or open orders, ascending id
+cdef packed struct PositionEntry:
+    uint32_t symbol  # @0 4B symbol id
+    uint32_t _pad0  # @4 4B zero
+    int64_t position  # @8 8B signed qty units (long > 0)
+    int64_t avg_price  # @16 8B average entry price, price units (0 when flat)
+    int64_t mark  # @24 8B mark price, price units
+    int64_t open_buy  # @32 8B qty units of live buy orders
+    int64_t open_sell  # @40 8B qty units of live sell orders
+    int64_t realized  # @48 8B cumulative realized P&L, cash units (fees not included)
+    int64_t fees  # @56 8B cumulative fees, cash units (negative: rebates)
+    int64_t unrealized  # @64 8B at the mark, cash units
+    int64_t exposure  # @72 8B |position| at the mark, cash units
+    int64_t initial_margin  # @80 8B of the worst case with open orders, cash units
+    int64_t maintenance_margin  # @88 8B of the position, cash units
+
+# PORTFOLIO (121) entry (one): the account's risk figures (engine/RISK.md)
+cdef packed struct PortfolioEntry:
+    int64_t cash  # @0 8B cash units: 10**-cash_decimals of the quote currency
+    int64_t equity  # @8 8B cash + unrealized
+    int64_t unrealized  # @16 8B
+    int64_t realized  # @24 8B cumulative, fees not included
+    int64_t fees  # @32 8B cumulative
+    int64_t exposure  # @40 8B sum of |position| at the mark
+    int64_t worst_exposure  # @48 8B sum of the worst cases with open orders at the mark
+    int64_t initial_margin  # @56 8B
+    int64_t maintenance_margin  # @64 8B
+    int64_t available  # @72 8B equity - initial margin
+    int64_t daily_pnl  # @80 8B equity - equity at the last end of day (deposits excluded)
+    int64_t leverage_bps  # @88 8B exposure / equity in basis points, rounded up; -1 when equity <= 0
+    uint32_t open_orders  # @96 4B live orders
+    uint8_t state  # @100 1B AccountState
+    uint8_t kill  # @101 1B 1 while the account's (or the global) kill switch is on
+    uint8_t cash_decimals  # @102 1B cash = units / 10**cash_decimals
+    uint8_t _pad0  # @103 1B zero
+
+# SUBSCRIBE (24), UNSUBSCRIBE (25), client -> server
+cdef packed struct Subscribe:
+    uint32_t request_id  # @0 4B echoed in the SUBSCRIPTIONS response
+    uint32_t symbol  # @4 4B symbol id (UNSUBSCRIBE: 0 = every symbol)
+    uint8_t flags  # @8 1B MdFlag bits: SUBSCRIBE: what to receive (replaces the symbol's earlier subscription); UNSUBSCRIBE: what to stop (0 = everything)
+    uint8_t _pad0  # @9 1B zero
+    uint16_t levels  # @10 2B SUBSCRIBE with DEPTH: levels per side, 1..MAX_DEPTH_LEVELS (else 0)
+    uint32_t _pad1  # @12 4B zero
+
+# RECENT_TRADES_REQUEST (26), client -> server
+cdef packed struct RecentTradesRequest:
+    uint32_t request_id  # @0 4B echoed in the response
+    uint32_t symbol  # @4 4B symbol id
+    uint32_t count  # @8 4B trades wanted (0 = as many as kept; more than the server keeps is clamped)
+    uint32_t _pad0  # @12 4B zero
+
+# SUBSCRIPTIONS (100) entry: every subscription of the connection after the request
+cdef packed struct SubscriptionEntry:
+    uint32_t symbol  # @0 4B symbol id
+    uint8_t flags  # @4 1B MdFlag bits in force
+    uint8_t _pad0  # @5 1B zero
+    uint16_t levels  # @6 2B depth levels per side (0 without DEPTH)
+
+# TOP_OF_BOOK (101), server -> client: sent when the best bid/ask (or state, last price) changed
+cdef packed struct TopOfBook:
+    uint32_t symbol  # @0 4B symbol id
+    uint8_t state  # @4 1B SymbolState
+    uint8_t _pad0  # @5 1B zero
+    uint16_t _pad1  # @6 2B zero
+    uint64_t seq  # @8 8B the engine command sequence this state follows (last journaled command of its batch)
+    int64_t bid_price  # @16 8B best bid (0 when there is no bid)
+    int64_t bid_qty  # @24 8B displayed quantity at the best bid
+    int64_t ask_price  # @32 8B best ask (0 when there is no ask)
+    int64_t ask_qty  # @40 8B displayed quantity at the best ask
+    uint32_t bid_orders  # @48 4B orders at the best bid
+    uint32_t ask_orders  # @52 4B orders at the best ask
+    int64_t last_price  # @56 8B last trade price (0 before the symbol's first trade)
+
+# DEPTH (102), server -> client: the fixed part; bid_count + ask_count LevelEntry follow. A whole snapshot of the top `levels` per side, sent when any of them changed
+cdef packed struct DepthHeader:
+    uint32_t symbol  # @0 4B symbol id
+    uint16_t levels  # @4 2B levels per side subscribed
+    uint8_t state  # @6 1B SymbolState
+    uint8_t _pad0  # @7 1B zero
+    uint64_t seq  # @8 8B the engine command sequence this state follows
+    uint16_t bid_count  # @16 2B bid entries that follow (best first), then ask_count asks (best first)
+    uint16_t ask_count  # @18 2B
+    uint32_t _pad1  # @20 4B zero
+
+# TRADES (103), server -> client: the fixed part; `count` TradeEntry follow
+cdef packed struct TradesHeader:
+    uint32_t symbol  # @0 4B symbol id
+    uint16_t count  # @4 2B TradeEntry that follow, oldest first
+    uint16_t _pad0  # @6 2B zero
+    uint64_t seq  # @8 8B the engine command sequence of the batch's last command
+
+# TRADES (103) and RECENT_TRADES (105) entry: a trade print (never an account or order id)
+cdef packed struct TradeEntry:
+    uint64_t trade_id  # @0 8B engine trade id (1, 2, ... across all symbols)
+    int64_t price  # @8 8B trade price
+    int64_t qty  # @16 8B traded quantity
+    uint64_t ts_ns  # @24 8B receive time of the aggressor's command (journaled), ns since the epoch
+    uint64_t seq  # @32 8B engine command sequence of the aggressor's command
+    uint8_t side  # @40 1B aggressor Side
+    uint8_t _pad0  # @41 1B zero
+    uint16_t _pad1  # @42 2B zero
+    uint32_t _pad2  # @44 4B zero
+
+# TRADE_SUMMARY (104), server -> client: trades a slow subscriber was not sent one by one (RECENT_TRADES_REQUEST returns the prints themselves)
+cdef packed struct TradeSummary:
+    uint32_t symbol  # @0 4B symbol id
+    uint32_t count  # @4 4B trades summarised
+    uint64_t first_trade_id  # @8 8B first trade id summarised
+    uint64_t last_trade_id  # @16 8B last trade id summarised
+    int64_t volume  # @24 8B sum of their quantities
+    int64_t high  # @32 8B highest price
+    int64_t low  # @40 8B lowest price
+    int64_t last_price  # @48 8B price of the last one
+    uint64_t seq  # @56 8B engine command sequence of the last one

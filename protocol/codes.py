@@ -71,6 +71,8 @@ class CommandKind(IntEnum):
     MARK_PRICE = 15        # symbol's mark := price (admin or market-data mark)
     RESET_BREAKER = 16     # the engine-wide error-rate circuit breaker is reset
     RISK_TICK = 17         # timer: now = expire_ts_ns; marks := last trades, margin checks, breaker cool-offs
+    ADD_ACCOUNT = 18       # admin: define account (id 1..max_accounts-1, new) with STP group = qty; works
+                           # with risk off too. No secret: the server keeps the signing key out of the journal
 
 
 class EventKind(IntEnum):
@@ -90,6 +92,7 @@ class EventKind(IntEnum):
     LIMIT_SET = 13      # risk: a SET_LIMIT took effect (side, reason = scope, kind; qty = value)
     MARK = 14           # risk: a symbol's mark price changed; price = new mark
     BREAKER = 15        # risk: a circuit breaker tripped (symbol, price = trade price) or was reset
+    ACCOUNT_ADDED = 16  # an ADD_ACCOUNT took effect (account, qty = STP group)
 
 
 class SymbolState(IntEnum):
@@ -191,6 +194,8 @@ class Reject(IntEnum):
     INVALID_AMEND = 1024               # an amend that changes nothing valid (e.g. price on a market stop)
     INVALID_COMMAND = 1025             # an unknown command kind
     INVALID_FLAGS = 1026               # unknown bits set in Command.flags
+    INVALID_NEW_ACCOUNT = 1027         # ADD_ACCOUNT: id outside 1..max_accounts-1 or already defined, or STP
+                                       # group outside 0..2**32-1
     # 2000-2999: risk (engine/risk.pyx); NEW_ORDER checks run in this order after the core's
     KILL_SWITCH = 2001                 # the account's or the global kill switch is on
     CIRCUIT_BREAKER = 2002             # the engine-wide error-rate breaker is tripped
@@ -231,5 +236,8 @@ class Reject(IntEnum):
     HEARTBEAT_TIMEOUT = 3013           # the peer was silent past the timeout
     RATE_LIMIT_LOGOUT = 3014           # above the session's second message-rate tier
     SERVER_SHUTDOWN = 3015             # graceful shutdown
+    TOO_MANY_SUBSCRIPTIONS = 3016      # SUBSCRIBE above the connection's cap of subscribed symbols
+    INVALID_SUBSCRIPTION = 3017        # flags 0 or unknown bits, or DEPTH levels outside 1..MAX_DEPTH_LEVELS
+    NOT_SUBSCRIBED = 3018              # UNSUBSCRIBE of a symbol the connection is not subscribed to
     # 4000-4999: journal and operations
     JOURNAL_UNAVAILABLE = 4001

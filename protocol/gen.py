@@ -34,12 +34,16 @@ PREFIXES = {
     wire.MsgType: "MSG_",
     wire.Liquidity: "LIQ_",
     wire.LogonFlag: "LOGON_",
+    wire.ReportFlag: "RFLAG_",
+    wire.MdFlag: "MD_",
 }
 
 LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT, wire.HEARTBEAT, wire.NEW_ORDER,
            wire.CANCEL, wire.AMEND, wire.MASS_CANCEL, wire.QUERY, wire.LOGON_ACCEPTED, wire.LOGON_REJECTED,
            wire.END_OF_SESSION, wire.PROTOCOL_ERROR, wire.EXEC_REPORT, wire.LIST_HEADER, wire.SYMBOL_ENTRY,
-           wire.ORDER_ENTRY, wire.LEVEL_ENTRY]
+           wire.ORDER_ENTRY, wire.LEVEL_ENTRY, wire.POSITION_ENTRY, wire.PORTFOLIO_ENTRY, wire.SUBSCRIBE,
+           wire.RECENT_TRADES_REQUEST, wire.SUBSCRIPTION_ENTRY, wire.TOP_OF_BOOK, wire.DEPTH_HEADER, wire.TRADES_HEADER,
+           wire.TRADE_ENTRY, wire.TRADE_SUMMARY]
 
 TARGET = Path(__file__).with_name("cdefs.pxd")
 SPEC = Path(__file__).with_name("SPEC.md")
@@ -111,6 +115,50 @@ SESSION_RULES = """\
    connection is closed. Other sessions are not affected.
 10. **Acknowledgement.** No execution report leaves the server before the event
    it reports is committed to the journal at the configured durability.
+11. **TLS** (when the server is configured with a certificate): the same frames inside
+   TLS 1.2+. Handshakes are rate-limited (a token bucket, `tls_handshakes_per_s`); a
+   connection above the rate, or above the cap of connections not yet logged on, is
+   closed before its handshake starts.
+"""
+
+MARKET_DATA = """\
+## Market data
+
+Any logged-on session may subscribe to any symbol's public market data; nothing in it
+names an account or an order. Market-data messages (100-105) are not sequenced and are
+never replayed: they describe state, and a reconnecting client subscribes again.
+
+1. **Subscribe.** SUBSCRIBE (symbol, MdFlag bits, depth levels) sets what the connection
+   receives for that symbol, replacing an earlier subscription to it; UNSUBSCRIBE stops
+   some or all of it (symbol 0: every symbol). Both are answered with SUBSCRIPTIONS
+   (request_id echoed; status 0, UNKNOWN_SYMBOL, INVALID_SUBSCRIPTION,
+   TOO_MANY_SUBSCRIPTIONS or NOT_SUBSCRIBED; entries: every subscription in force).
+   A successful SUBSCRIBE is followed by the current TOP_OF_BOOK and/or DEPTH, so the
+   client starts from a full picture.
+2. **When updates are made.** Once per processing batch, after the batch is committed to
+   the journal, for each subscribed symbol the batch touched: TRADES with the batch's
+   trade prints (oldest first; aggressor side, price, qty, trade id, the aggressor
+   command's sequence and receive time); TOP_OF_BOOK if the best bid/ask, the symbol
+   state or the last price changed; DEPTH, a whole snapshot of the top `levels` price
+   levels per side (displayed quantities, order counts), if any of them changed. Every
+   update carries `seq`, the engine command sequence it follows, so the state after
+   a TOP_OF_BOOK/DEPTH with seq S is the book after command S. Depth is sent as
+   snapshots, not changed levels: a client never has to repair a missed delta.
+3. **Conflation, never unbounded queues.** Each connection has a market-data high-water
+   mark (`md_high_water_bytes` of unsent output). Above it the connection receives no
+   more market data; instead the server keeps, per symbol, only the latest TOP_OF_BOOK,
+   the latest DEPTH and one TRADE_SUMMARY of the trades since the last print sent
+   (count, first and last trade id, volume, high, low, last price). When the client has
+   read enough that the output falls back below the low-water mark, those are sent (in
+   that order: summary, top, depth) and live updates resume. The server's memory per
+   slow connection is bounded by its number of subscriptions.
+4. **Execution reports are never conflated or dropped** for market data: they are
+   written as before, whatever the market-data state; only the slow-consumer cap
+   (rule 7 above) applies to them.
+5. **Recent trades.** RECENT_TRADES_REQUEST returns the last `count` trade prints of a
+   symbol, oldest first, from a ring of `recent_trades` prints per symbol kept by the
+   server (and in its snapshots), in RECENT_TRADES frames of up to 84 entries
+   (more = 1 on all but the last); status UNKNOWN_SYMBOL for an unknown symbol.
 """
 
 
@@ -140,7 +188,7 @@ def render_spec() -> str:
             continue
         seen.add(layout.name)
         out += [f"### {layout.name}: {layout.size} bytes", "", layout.doc, "", layout.table(), ""]
-    out += [SESSION_RULES, "## Enumerations", ""]
+    out += [SESSION_RULES, MARKET_DATA, "## Enumerations", ""]
     for enum_cls in PREFIXES:
         out += [f"### {enum_cls.__name__}", "", "| value | name |", "|---:|---|"]
         out += [f"| {int(m)} | {m.name} |" for m in enum_cls]

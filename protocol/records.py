@@ -17,7 +17,7 @@ COMMAND = Layout("Command", [
     ("flags", "u8", "OrderFlag bits (POST_ONLY, REDUCE_ONLY)"),
     ("operator", "u16", "admin commands: the operator's id from [[admins]] (who did it); else 0"),
     ("symbol", "u32", "symbol id (MASS_CANCEL/END_OF_DAY: 0 = all)"),
-    ("account", "u32", "account id, set by the server from the session (admin commands: the operator's id)"),
+    ("account", "u32", "account id, set by the server from the session (admin commands: the target account)"),
     ("seq", "u64", "engine-assigned command sequence number"),
     ("ts_ns", "u64", "receive time, ns since the epoch (journaled, never read by the core)"),
     ("client_order_id", "u64", "NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0"),

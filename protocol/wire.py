@@ -43,6 +43,12 @@ class MsgType(IntEnum):
     ORDER_STATUS_REQUEST = 21
     OPEN_ORDERS_REQUEST = 22
     BOOK_DEPTH_REQUEST = 23
+    POSITIONS_REQUEST = 30        # risk (engine/RISK.md): the account's positions
+    PORTFOLIO_REQUEST = 31        # risk: cash, equity, margin, leverage, P&L, state
+    # client -> server: market data (24-29)
+    SUBSCRIBE = 24
+    UNSUBSCRIBE = 25
+    RECENT_TRADES_REQUEST = 26
     # server -> client: session
     LOGON_ACCEPTED = 64
     LOGON_REJECTED = 65
@@ -57,11 +63,22 @@ class MsgType(IntEnum):
     TRIGGERED = 85
     RESTATED = 86
     MASS_CANCEL_DONE = 87
+    BALANCE = 88                  # risk: a deposit or withdrawal (qty = signed amount, leaves = cash after)
+    ACCOUNT_STATE = 89            # risk: reason = AccountState, qty = 1 while the kill switch is on
     # server -> client: query responses (not sequenced; fixed part + counted entries)
     SYMBOL_DIRECTORY = 96
     ORDER_STATUS = 97
     OPEN_ORDERS = 98
     BOOK_DEPTH = 99
+    POSITIONS = 120
+    PORTFOLIO = 121
+    # server -> client: market data (100-119; not sequenced, never carries account or order ids)
+    SUBSCRIPTIONS = 100        # response to SUBSCRIBE / UNSUBSCRIBE (fixed part + counted entries)
+    TOP_OF_BOOK = 101
+    DEPTH = 102                # fixed-depth snapshot of one symbol (fixed part + counted levels)
+    TRADES = 103               # the trade prints of one symbol in one batch (fixed part + counted trades)
+    TRADE_SUMMARY = 104        # conflated trades: what a slow subscriber missed, in one message
+    RECENT_TRADES = 105        # response to RECENT_TRADES_REQUEST (fixed part + counted trades)
 
 
 class Liquidity(IntEnum):
@@ -70,8 +87,20 @@ class Liquidity(IntEnum):
     TAKER = 2
 
 
+class ReportFlag(IntEnum):
+    """EXEC_REPORT.flags (the same bits as the core's EventFlag)."""
+    LIQUIDATION = 1
+
+
 class LogonFlag(IntEnum):
     CANCEL_ON_DISCONNECT = 1
+
+
+class MdFlag(IntEnum):
+    """SUBSCRIBE.flags / SubscriptionEntry.flags bits: what a market-data subscription delivers."""
+    TOP_OF_BOOK = 1
+    DEPTH = 2
+    TRADES = 4
 
 
 LOGON = Layout("Logon", [
@@ -184,11 +213,11 @@ EXEC_REPORT = Layout("ExecReport", [
     ("trade_id", "u64", "FILL: engine trade id"),
     ("counterparty_order_id", "u64", "reserved, zero (never another account's order id)"),
     ("cmd_kind", "u8", "CommandKind that caused it (REJECTED: what was rejected)"),
-    ("_pad0", "u8", "zero"),
+    ("flags", "u8", "ReportFlag bits (LIQUIDATION: an order the engine placed to liquidate the account)"),
     ("_pad1", "u16", "zero"),
     ("_pad2", "u32", "zero"),
 ], doc="ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), "
-       "RESTATED (86), MASS_CANCEL_DONE (87), server -> client")
+       "RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client")
 
 LIST_HEADER = Layout("ListHeader", [
     ("request_id", "u32", "from the request"),
@@ -239,27 +268,159 @@ LEVEL_ENTRY = Layout("LevelEntry", [
     ("_pad1", "u16", "zero"),
 ], doc="BOOK_DEPTH (99) entry: bids best first, then asks best first")
 
+POSITION_ENTRY = Layout("PositionEntry", [
+    ("symbol", "u32", "symbol id"),
+    ("_pad0", "u32", "zero"),
+    ("position", "i64", "signed qty units (long > 0)"),
+    ("avg_price", "i64", "average entry price, price units (0 when flat)"),
+    ("mark", "i64", "mark price, price units"),
+    ("open_buy", "i64", "qty units of live buy orders"),
+    ("open_sell", "i64", "qty units of live sell orders"),
+    ("realized", "i64", "cumulative realized P&L, cash units (fees not included)"),
+    ("fees", "i64", "cumulative fees, cash units (negative: rebates)"),
+    ("unrealized", "i64", "at the mark, cash units"),
+    ("exposure", "i64", "|position| at the mark, cash units"),
+    ("initial_margin", "i64", "of the worst case with open orders, cash units"),
+    ("maintenance_margin", "i64", "of the position, cash units"),
+], doc="POSITIONS (120) entry: the account's symbols with a position or open orders, ascending id")
+
+PORTFOLIO_ENTRY = Layout("PortfolioEntry", [
+    ("cash", "i64", "cash units: 10**-cash_decimals of the quote currency"),
+    ("equity", "i64", "cash + unrealized"),
+    ("unrealized", "i64", ""),
+    ("realized", "i64", "cumulative, fees not included"),
+    ("fees", "i64", "cumulative"),
+    ("exposure", "i64", "sum of |position| at the mark"),
+    ("worst_exposure", "i64", "sum of the worst cases with open orders at the mark"),
+    ("initial_margin", "i64", ""),
+    ("maintenance_margin", "i64", ""),
+    ("available", "i64", "equity - initial margin"),
+    ("daily_pnl", "i64", "equity - equity at the last end of day (deposits excluded)"),
+    ("leverage_bps", "i64", "exposure / equity in basis points, rounded up; -1 when equity <= 0"),
+    ("open_orders", "u32", "live orders"),
+    ("state", "u8", "AccountState"),
+    ("kill", "u8", "1 while the account's (or the global) kill switch is on"),
+    ("cash_decimals", "u8", "cash = units / 10**cash_decimals"),
+    ("_pad0", "u8", "zero"),
+], doc="PORTFOLIO (121) entry (one): the account's risk figures (engine/RISK.md)")
+
+SUBSCRIBE = Layout("Subscribe", [
+    ("request_id", "u32", "echoed in the SUBSCRIPTIONS response"),
+    ("symbol", "u32", "symbol id (UNSUBSCRIBE: 0 = every symbol)"),
+    ("flags", "u8", "MdFlag bits: SUBSCRIBE: what to receive (replaces the symbol's earlier subscription); "
+                    "UNSUBSCRIBE: what to stop (0 = everything)"),
+    ("_pad0", "u8", "zero"),
+    ("levels", "u16", "SUBSCRIBE with DEPTH: levels per side, 1..MAX_DEPTH_LEVELS (else 0)"),
+    ("_pad1", "u32", "zero"),
+], doc="SUBSCRIBE (24), UNSUBSCRIBE (25), client -> server")
+
+RECENT_TRADES_REQUEST = Layout("RecentTradesRequest", [
+    ("request_id", "u32", "echoed in the response"),
+    ("symbol", "u32", "symbol id"),
+    ("count", "u32", "trades wanted (0 = as many as kept; more than the server keeps is clamped)"),
+    ("_pad0", "u32", "zero"),
+], doc="RECENT_TRADES_REQUEST (26), client -> server")
+
+SUBSCRIPTION_ENTRY = Layout("SubscriptionEntry", [
+    ("symbol", "u32", "symbol id"),
+    ("flags", "u8", "MdFlag bits in force"),
+    ("_pad0", "u8", "zero"),
+    ("levels", "u16", "depth levels per side (0 without DEPTH)"),
+], doc="SUBSCRIPTIONS (100) entry: every subscription of the connection after the request")
+
+TOP_OF_BOOK = Layout("TopOfBook", [
+    ("symbol", "u32", "symbol id"),
+    ("state", "u8", "SymbolState"),
+    ("_pad0", "u8", "zero"),
+    ("_pad1", "u16", "zero"),
+    ("seq", "u64", "the engine command sequence this state follows (last journaled command of its batch)"),
+    ("bid_price", "i64", "best bid (0 when there is no bid)"),
+    ("bid_qty", "i64", "displayed quantity at the best bid"),
+    ("ask_price", "i64", "best ask (0 when there is no ask)"),
+    ("ask_qty", "i64", "displayed quantity at the best ask"),
+    ("bid_orders", "u32", "orders at the best bid"),
+    ("ask_orders", "u32", "orders at the best ask"),
+    ("last_price", "i64", "last trade price (0 before the symbol's first trade)"),
+], doc="TOP_OF_BOOK (101), server -> client: sent when the best bid/ask (or state, last price) changed")
+
+DEPTH_HEADER = Layout("DepthHeader", [
+    ("symbol", "u32", "symbol id"),
+    ("levels", "u16", "levels per side subscribed"),
+    ("state", "u8", "SymbolState"),
+    ("_pad0", "u8", "zero"),
+    ("seq", "u64", "the engine command sequence this state follows"),
+    ("bid_count", "u16", "bid entries that follow (best first), then ask_count asks (best first)"),
+    ("ask_count", "u16", ""),
+    ("_pad1", "u32", "zero"),
+], doc="DEPTH (102), server -> client: the fixed part; bid_count + ask_count LevelEntry follow. "
+       "A whole snapshot of the top `levels` per side, sent when any of them changed")
+
+TRADES_HEADER = Layout("TradesHeader", [
+    ("symbol", "u32", "symbol id"),
+    ("count", "u16", "TradeEntry that follow, oldest first"),
+    ("_pad0", "u16", "zero"),
+    ("seq", "u64", "the engine command sequence of the batch's last command"),
+], doc="TRADES (103), server -> client: the fixed part; `count` TradeEntry follow")
+
+TRADE_ENTRY = Layout("TradeEntry", [
+    ("trade_id", "u64", "engine trade id (1, 2, ... across all symbols)"),
+    ("price", "i64", "trade price"),
+    ("qty", "i64", "traded quantity"),
+    ("ts_ns", "u64", "receive time of the aggressor's command (journaled), ns since the epoch"),
+    ("seq", "u64", "engine command sequence of the aggressor's command"),
+    ("side", "u8", "aggressor Side"),
+    ("_pad0", "u8", "zero"),
+    ("_pad1", "u16", "zero"),
+    ("_pad2", "u32", "zero"),
+], doc="TRADES (103) and RECENT_TRADES (105) entry: a trade print (never an account or order id)")
+
+TRADE_SUMMARY = Layout("TradeSummary", [
+    ("symbol", "u32", "symbol id"),
+    ("count", "u32", "trades summarised"),
+    ("first_trade_id", "u64", "first trade id summarised"),
+    ("last_trade_id", "u64", "last trade id summarised"),
+    ("volume", "i64", "sum of their quantities"),
+    ("high", "i64", "highest price"),
+    ("low", "i64", "lowest price"),
+    ("last_price", "i64", "price of the last one"),
+    ("seq", "u64", "engine command sequence of the last one"),
+], doc="TRADE_SUMMARY (104), server -> client: trades a slow subscriber was not sent one by one "
+       "(RECENT_TRADES_REQUEST returns the prints themselves)")
+
 # message type -> body layout (one fixed size per type; list responses: fixed part)
 BODY = {
     MsgType.LOGON: LOGON, MsgType.LOGOUT: LOGOUT, MsgType.HEARTBEAT: HEARTBEAT,
     MsgType.NEW_ORDER: NEW_ORDER, MsgType.CANCEL: CANCEL, MsgType.AMEND: AMEND, MsgType.MASS_CANCEL: MASS_CANCEL,
     MsgType.SYMBOL_DIRECTORY_REQUEST: QUERY, MsgType.ORDER_STATUS_REQUEST: QUERY,
     MsgType.OPEN_ORDERS_REQUEST: QUERY, MsgType.BOOK_DEPTH_REQUEST: QUERY,
+    MsgType.POSITIONS_REQUEST: QUERY, MsgType.PORTFOLIO_REQUEST: QUERY,
     MsgType.LOGON_ACCEPTED: LOGON_ACCEPTED, MsgType.LOGON_REJECTED: LOGON_REJECTED,
     MsgType.END_OF_SESSION: END_OF_SESSION, MsgType.PROTOCOL_ERROR: PROTOCOL_ERROR,
     **{t: EXEC_REPORT for t in (MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL, MsgType.CANCELLED,
-                                MsgType.REPLACED, MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE)},
+                                MsgType.REPLACED, MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE,
+                                MsgType.BALANCE, MsgType.ACCOUNT_STATE)},
     MsgType.SYMBOL_DIRECTORY: LIST_HEADER, MsgType.ORDER_STATUS: LIST_HEADER,
     MsgType.OPEN_ORDERS: LIST_HEADER, MsgType.BOOK_DEPTH: LIST_HEADER,
+    MsgType.POSITIONS: LIST_HEADER, MsgType.PORTFOLIO: LIST_HEADER,
+    MsgType.SUBSCRIBE: SUBSCRIBE, MsgType.UNSUBSCRIBE: SUBSCRIBE, MsgType.RECENT_TRADES_REQUEST: RECENT_TRADES_REQUEST,
+    MsgType.SUBSCRIPTIONS: LIST_HEADER, MsgType.TOP_OF_BOOK: TOP_OF_BOOK, MsgType.DEPTH: DEPTH_HEADER,
+    MsgType.TRADES: TRADES_HEADER, MsgType.TRADE_SUMMARY: TRADE_SUMMARY, MsgType.RECENT_TRADES: LIST_HEADER,
 }
 # list responses: message type -> entry layout
 ENTRY = {MsgType.SYMBOL_DIRECTORY: SYMBOL_ENTRY, MsgType.ORDER_STATUS: ORDER_ENTRY,
-         MsgType.OPEN_ORDERS: ORDER_ENTRY, MsgType.BOOK_DEPTH: LEVEL_ENTRY}
+         MsgType.OPEN_ORDERS: ORDER_ENTRY, MsgType.BOOK_DEPTH: LEVEL_ENTRY,
+         MsgType.POSITIONS: POSITION_ENTRY, MsgType.PORTFOLIO: PORTFOLIO_ENTRY,
+         MsgType.SUBSCRIPTIONS: SUBSCRIPTION_ENTRY, MsgType.DEPTH: LEVEL_ENTRY, MsgType.TRADES: TRADE_ENTRY,
+         MsgType.RECENT_TRADES: TRADE_ENTRY}
+# server -> client market-data pushes (not responses to a request_id)
+MARKET_DATA_TYPES = frozenset({MsgType.TOP_OF_BOOK, MsgType.DEPTH, MsgType.TRADES, MsgType.TRADE_SUMMARY})
 
 # Client messages accepted before logon: LOGON only. The rest: after LOGON_ACCEPTED.
 CLIENT_TYPES = frozenset({MsgType.LOGON, MsgType.LOGOUT, MsgType.HEARTBEAT, MsgType.NEW_ORDER, MsgType.CANCEL,
                           MsgType.AMEND, MsgType.MASS_CANCEL, MsgType.SYMBOL_DIRECTORY_REQUEST,
-                          MsgType.ORDER_STATUS_REQUEST, MsgType.OPEN_ORDERS_REQUEST, MsgType.BOOK_DEPTH_REQUEST})
+                          MsgType.ORDER_STATUS_REQUEST, MsgType.OPEN_ORDERS_REQUEST, MsgType.BOOK_DEPTH_REQUEST,
+                          MsgType.POSITIONS_REQUEST, MsgType.PORTFOLIO_REQUEST,
+                          MsgType.SUBSCRIBE, MsgType.UNSUBSCRIBE, MsgType.RECENT_TRADES_REQUEST})
 
 
 def frame_size(msg_type: int, count: int = 0) -> int:

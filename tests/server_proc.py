@@ -27,16 +27,19 @@ logon_timeout_s = 2.0
 {server_extra}
 
 [engine]
-max_orders = 65536
-max_accounts = 16
-max_symbols = 8
-max_levels = 1024
+max_orders = {max_orders}
+max_accounts = {max_accounts}
+max_symbols = {max_symbols}
+max_levels = {max_levels}
 
 [journal]
 path = "{dir}/journal"
 durability = "{durability}"
 allow_none = true
 {journal_extra}
+
+[risk]
+{risk}
 
 [[symbols]]
 id = 1
@@ -56,22 +59,25 @@ lot_size = 1
 """
 
 SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"}
+ENGINE = dict(max_orders=65536, max_accounts=16, max_symbols=8, max_levels=1024)
 
 
 class ServerProc:
     def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra="",
-                 server_extra="", journal_extra="", admins=None):
+                 server_extra="", journal_extra="", admins=None, engine=None, risk="enabled = false",
+                 account_extra=""):
         admins = admins or {}
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = BASE_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
                                   output_buffer_bytes=output_buffer_bytes, server_extra=server_extra,
-                                  journal_extra=journal_extra) + extra
+                                  journal_extra=journal_extra, risk=risk, **dict(ENGINE, **(engine or {}))) + extra
         self.admin = admins
         for i, (name, hashed) in enumerate(admins.items(), 1):
             text += f'\n[[admins]]\nid = {i}\nname = "{name}"\npassword_scrypt = "{hashed}"\n'
         for acct, secret in SECRETS.items():
             text += f'\n[[accounts]]\nid = {acct}\nname = "acct{acct}"\nsecret_env = "TE_TEST_SECRET_{acct}"\n'
+            text += account_extra
             if acct >= 3:
                 text += "stp_group = 5\n"
         self.config = self.dir / "config.toml"
@@ -79,23 +85,28 @@ class ServerProc:
         self.proc = None
         self.port = None
 
-    def start(self, timeout=20.0, env_extra=None):
+    def start(self, timeout=20.0, env_extra=None, wait_listening=True):
+        """Start and wait until it listens (after recovery); wait_listening=False: only until its
+        ops port (health probes) is known, which is before recovery."""
         (self.dir / "port").unlink(missing_ok=True)
+        (self.dir / "ops_port").unlink(missing_ok=True)
         env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()}, **(env_extra or {}))
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.log = open(self.dir / "server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "engine.server", "--config", str(self.config)],
                                      cwd=self.dir, env=env, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + timeout
-        port_file = self.dir / "port"
+        port_file = self.dir / ("port" if wait_listening else "ops_port")
         while not port_file.exists():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {self.output()}")
-            time.sleep(0.02)
-        self.port = int(port_file.read_text())
+            time.sleep(0.02 if wait_listening else 0.002)
         self.ops_port = int((self.dir / "ops_port").read_text())
+        if not wait_listening:
+            return self
+        self.port = int(port_file.read_text())
         admin = self.dir / "admin_port"
         deadline = time.monotonic() + timeout
         while self.admin and not admin.exists() and time.monotonic() < deadline:

@@ -46,7 +46,7 @@ def test_halt_when_admin_acts_then_orders_refused_and_journal_names_operator(ser
     assert a.until(MsgType.ACCEPTED) is not None
     cmds = np.concatenate([c for c, _ in Journal(str(srv.dir / "journal"), readonly=True).batches()])
     halts = cmds[cmds["kind"] == CommandKind.HALT]
-    assert len(halts) == 1 and int(halts[0]["account"]) != 0   # the operator's id is journaled
+    assert len(halts) == 1 and int(halts[0]["operator"]) == 1 and int(halts[0]["account"]) == 0   # who did it
 
 
 def test_admin_when_wrong_password_then_refused_and_trading_port_rejects_admin(server_factory):

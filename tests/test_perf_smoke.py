@@ -32,6 +32,7 @@ def test_baseline_when_same_flow_then_same_resting_orders_as_core():
 
 @pytest.mark.parametrize("argv", [
     ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--baseline-n", "1000", "--no-plot"],
+    ["core", "--risk", "--n", "3000", "--runs", "1", "--symbols", "1", "--baseline-n", "1000", "--no-plot"],
     ["memory", "--resting", "20000"],
     ["journal", "--journal-n", "2000", "--commits", "20", "--batches", "1,64", "--offered", "3000", "--seconds", "0.3",
      "--server-cpu", "0"],
@@ -60,7 +61,7 @@ def test_roundtrip_when_run_small_then_every_order_acknowledged(tmp_path, capsys
 
 
 def test_throughput_when_run_small_then_every_reply_verified(tmp_path):
-    argv = ["throughput", "--orders", "3000", "--window", "400", "--sessions", "2", "--runs", "1",
+    argv = ["throughput", "--orders-per-session", "3000", "--window", "400", "--pipelined", "2", "--runs", "1",
             "--durability", "none,sync", "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     (path,) = tmp_path.glob("*.json")
@@ -93,3 +94,42 @@ def test_replay_when_run_small_then_state_reproduced(tmp_path):
     (path,) = tmp_path.glob("*.json")
     r = json.loads(path.read_text())["results"]
     assert r["replay"]["commands"] == 5000 and r["snapshot"]["bytes"] > 0
+
+
+def test_roundtrip_when_several_runs_on_one_server_then_no_replayed_reports_counted(tmp_path):
+    # a session logging on with next_seq=1 got the earlier run's reports replayed and counted them
+    argv = ["roundtrip", "--rate", "2000", "--seconds", "0.5", "--runs", "2", "--durability", "none",
+            "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (path,) = tmp_path.glob("*.json")
+    runs = json.loads(path.read_text())["results"]["none"]["runs"]
+    assert [r["acked"] for r in runs] == [1000, 1000] and all(r["latency_us"]["min"] > 0 for r in runs)
+
+
+@pytest.mark.parametrize("argv,key", [
+    (["sessions", "--sessions", "3", "--rate", "1000", "--seconds", "0.5", "--runs", "1"], "3_sessions"),
+    (["symbols", "--symbol-counts", "20", "--rate", "1000", "--seconds", "0.5", "--runs", "1"], "20_symbols"),
+])
+def test_sessions_and_symbols_when_run_small_then_every_order_acknowledged(tmp_path, capsys, argv, key):
+    assert bench.main(argv + ["--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    (run,) = json.loads(path.read_text())["results"][key]["runs"]
+    assert run["acked"] == run["orders"] == 500 and run["latency_us"]["min"] > 0
+    assert "==" in capsys.readouterr().out
+
+
+def test_tls_when_run_small_then_handshakes_and_round_trips_measured(tmp_path):
+    import shutil
+    if shutil.which("openssl") is None:
+        pytest.skip("perf tls needs the openssl command line tool")
+    assert bench.main(["tls", "--handshakes", "5", "--orders", "50", "--runs", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    r = json.loads(path.read_text())["results"]
+    assert set(r["handshake"]) == {"ecdsa-p256", "rsa-2048"} and r["round_trip"]["tls"]["50"] > 0
+
+
+def test_admin_when_run_small_then_actions_and_queries_measured(tmp_path):
+    assert bench.main(["admin", "--actions", "3", "--orders", "20", "--runs", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("admin-*.json")
+    r = json.loads(path.read_text())["results"]
+    assert all(r[k]["50"] > 0 for k in ("deposit", "deposit_production", "portfolio", "positions", "connect"))

@@ -11,11 +11,13 @@ from tests.test_server_session import Raw
 def trade(srv, first_clid, n, account=1):
     a = Raw(srv.port)
     a.logon(account, next_seq=10**9)
-    for clid in range(first_clid, first_clid + n):
-        side = Side.SELL if clid % 2 else Side.BUY
-        a.order(clid, side, 1 + clid % 4, 100 + clid % 9 if side == Side.SELL else 99 - clid % 6)
-    for _ in range(n):
-        a.until_any((MsgType.ACCEPTED, MsgType.REJECTED))
+    for start in range(first_clid, first_clid + n, 50):   # acked 50 at a time: several batches, so several
+        end = min(start + 50, first_clid + n)               # periodic snapshots (one read could take all n)
+        for clid in range(start, end):
+            side = Side.SELL if clid % 2 else Side.BUY
+            a.order(clid, side, 1 + clid % 4, 100 + clid % 9 if side == Side.SELL else 99 - clid % 6)
+        for _ in range(end - start):
+            a.until_any((MsgType.ACCEPTED, MsgType.REJECTED))
     return a
 
 
