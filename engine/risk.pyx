@@ -527,11 +527,10 @@ cdef class Risk:
         cdef uint8_t k = e.kind
         cdef int64_t thr
         if k == EV_FILL:
-            self.open_change(e.account, e.symbol, e.side, -e.qty)
-            self.open_change(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, -e.qty)
             self.fill(e.account, e.symbol, e.side, e.qty, e.price, False)
             self.fill(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, e.qty, e.price, True)
-            self.breaker_check(e.symbol, e.price, ts)
+            if self.eff_sym[<int64_t>e.symbol * N_LIMITS + LIM_BREAKER_BAND] > 0:
+                self.breaker_check(e.symbol, e.price, ts)
         elif k == EV_ACCEPTED:
             self.open_change(e.account, e.symbol, e.side, e.qty)
         elif k == EV_CANCELLED:
@@ -562,8 +561,13 @@ cdef class Risk:
             self.mark_dirty(a, s, DIRTY_OPEN)
 
     cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
-        """One side of a trade: position, average entry price, realized P&L, fee, cash."""
+        """One side of a trade: the order's open qty, position, average entry price, realized P&L,
+        fee, cash."""
         cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
+        if side == SIDE_BUY:
+            p.open_buy -= qty
+        else:
+            p.open_sell -= qty
         cdef int64_t pos = p.pos, d = qty if side == SIDE_BUY else -qty, npos = pos + d
         cdef int64_t realized = 0, fee, closed, bps
         if pos == 0:
