@@ -10,6 +10,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def shared_dir() -> Path:
+    """The workplace's shared folder (LOBSTER data, lossyfs): $TE_SHARED, else beside the
+    checkout (../shared), else /work/shared (where a clone elsewhere still finds it)."""
+    import os
+    for candidate in (os.environ.get("TE_SHARED"), ROOT.parent / "shared", "/work/shared"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return ROOT.parent / "shared"
+
 BASE_CONFIG = """
 [server]
 host = "127.0.0.1"

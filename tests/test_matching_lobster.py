@@ -14,8 +14,9 @@ import pytest
 
 from engine.core import Engine
 from protocol.codes import EventKind, SelfTradePrevention, Side, TimeInForce
+from tests.server_proc import shared_dir
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lobster"
+DATA = shared_dir() / "data" / "lobster"
 MESSAGES = DATA / "AMZN_5_augmented.csv.gz"
 BOOK = DATA / "AMZN_2012-06-21_34200000_57600000_orderbook_5.csv.gz"
 DISAGREE = DATA / "AMZN_5_ioc_disagreements.csv"

@@ -18,9 +18,9 @@ import time
 import pytest
 
 from tests.load import lost_reports, run_load
-from tests.server_proc import ROOT
+from tests.server_proc import ROOT, shared_dir
 
-LOSSYFS = ROOT.parent / "shared" / "tools" / "lossyfs.py"
+LOSSYFS = shared_dir() / "tools" / "lossyfs.py"
 CUTS = int(os.environ.get("TE_POWER_CUTS", "3"))
 # lossyfs also persists a random 30% of dirty pages every 50 ms, in random order, as a kernel's
 # background writeback does: what exposes a write-ordering bug (TE_LOSSY_WRITEBACK to change)
