@@ -37,24 +37,30 @@ def test_append_when_reopened_then_batches_read_back_verified(tmp_path):
         j.append(*batch(16, 2))                 # a gap is refused before anything is written
 
 
-@pytest.mark.parametrize("damage", ["flip", "chain"])
-def test_batches_when_record_damaged_then_error_names_its_seq(tmp_path, damage):
-    j = Journal(str(tmp_path / "j"))
+def damaged_journal(path, seq, damage):
+    """Three batches of three commands (seqs 1, 4, 7), then record `seq` damaged: one bit
+    flipped ("flip"), or re-digested so that it is consistent but does not chain ("chain")."""
+    j = Journal(str(path))
     for first in (1, 4, 7):
         j.append(*batch(first, 3))
     j.close()
-    env = lmdb.open(str(tmp_path / "j"), map_size=1 << 30)
+    env = lmdb.open(str(path), map_size=1 << 30)
     with env.begin(write=True) as txn:
-        key = struct.pack(">Q", 4)
+        key = struct.pack(">Q", seq)
         value = bytearray(txn.get(key))
         if damage == "flip":
             value[100] ^= 1
-        else:                                   # a consistent record that does not chain
+        else:
             import hashlib
             value[8:24] = bytes(16)
             value[-16:] = hashlib.blake2b(bytes(value[:-16]), digest_size=16).digest()
         txn.put(key, bytes(value))
     env.close()
+
+
+@pytest.mark.parametrize("damage", ["flip", "chain"])
+def test_batches_when_record_damaged_then_error_names_its_seq(tmp_path, damage):
+    damaged_journal(tmp_path / "j", 4, damage)
     with pytest.raises(JournalError) as e:
         list(Journal(str(tmp_path / "j")).batches())
     assert e.value.seq == 4 and ("checksum" in str(e.value) or "chain" in str(e.value))
@@ -112,16 +118,7 @@ def test_tool_when_run_on_server_journal_then_stats_and_verify(server):
 
 def test_tool_when_journal_damaged_then_every_action_refuses_naming_the_seq(tmp_path, capsys):
     from engine import journal_tool
-    j = Journal(str(tmp_path / "j"))
-    for first in (1, 4, 7):
-        j.append(*batch(first, 3))
-    j.close()
-    env = lmdb.open(str(tmp_path / "j"), map_size=1 << 30)
-    with env.begin(write=True) as txn:
-        value = bytearray(txn.get(struct.pack(">Q", 7)))
-        value[60] ^= 1
-        txn.put(struct.pack(">Q", 7), bytes(value))
-    env.close()
+    damaged_journal(tmp_path / "j", 7, "flip")
     for argv in (["verify"], ["stats"], ["dump"], ["dump", "--format", "jsonl"], ["audit", "1"]):
         path = str(tmp_path / "j")
         assert journal_tool.main([argv[0], path] + argv[1:]) == 1, argv
