@@ -474,7 +474,11 @@ cdef class Risk:
             return 0                   # does not add risk: nothing below applies
         if st == ACCT_REDUCE_ONLY:
             return REJ_ACCOUNT_REDUCE_ONLY
-        if self.n_dirty[a]:
+        # Checks 14-17 read equity and the account's sums with this entry's wexpo and im replaced by
+        # the new ones. When the only stale entry is this one, and only its open quantities changed
+        # (DIRTY_OPEN: its wexpo and im, recomputed below anyway), equity and the sums of the others
+        # are current: no refresh (the common case of an add after the account's own add or cancel).
+        if self.n_dirty[a] and not (self.n_dirty[a] == 1 and p.dirty == DIRTY_OPEN):
             self.refresh(a)
         cdef int64_t eq = self.cash[a] + self.upnl_sum[a]
         self.slack[a] = eq - self.mm_sum[a]           # exact again: the next fills may skip their check
