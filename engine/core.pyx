@@ -21,7 +21,7 @@ from libc.stdlib cimport qsort
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from protocol.cdefs cimport *
-from engine.risk cimport Risk
+from engine.risk cimport Risk, open_change
 
 import numpy as np
 
@@ -751,15 +751,26 @@ cdef class Engine:
         self.risk = risk
 
     cdef int risk_after(self, Py_ssize_t i) except -1:
-        cdef Risk r = self.risk
         cdef int32_t a, k, n
         cdef uint32_t sym
         cdef Event* e
         cdef int64_t ts = self.cur.ts_ns
+        cdef Risk r
         while True:
-            if i < self.ev_count:
-                r.fold(&self.ev_buf[i], self.ev_count - i, ts)
-                i = self.ev_count
+            while i < self.ev_count:
+                # ACCEPTED and CANCELLED (most events) only move open quantities: folded right
+                # here by risk.pxd's inline helper; every other kind by Risk.on_event
+                e = &self.ev_buf[i]
+                if e.kind == EV_ACCEPTED:
+                    open_change(self.risk, e.account, e.symbol, e.side, e.qty)
+                elif e.kind == EV_CANCELLED:
+                    open_change(self.risk, e.account, e.symbol, e.side, -e.qty)
+                else:
+                    self.risk.on_event(e, ts)
+                i += 1
+            if not (self.risk.breaker_new or self.risk.n_trip or self.risk.touch_n):
+                return 0            # nothing to act on (most commands)
+            r = self.risk
             if r.breaker_new:
                 r.breaker_new = 0
                 e = self.emit(EV_BREAKER, -1)

@@ -3,7 +3,7 @@
 # it: check_order before an order is accepted, on_event for every event it emits, and the
 # margin/breaker hooks after each command. Risk never calls back into the core.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
-from protocol.cdefs cimport Event
+from protocol.cdefs cimport Event, SIDE_BUY
 
 # -- DOMAIN SCALARS --
 ctypedef int64_t cash_t     # quote-currency minor units (risk.cash_decimals)
@@ -12,6 +12,8 @@ ctypedef int64_t bps_t      # basis points, 1/10000
 # The not-set value of a limit table entry (0 is a real value: e.g. a zero fee).
 cdef enum:
     N_LIMITS = 19           # LimitKind values are 1..18; index 0 unused
+    DIRTY_OPEN = 1          # Position.dirty: open quantities changed (wexpo, im stale)
+    DIRTY_ALL = 3           # position, mark or margin rates changed: every cached figure stale
 
 # One (account, symbol) entry: 104 bytes, naturally aligned.
 cdef packed struct Position:
@@ -118,13 +120,10 @@ cdef class Risk:
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept
 
     # -- STATE CHANGES --
-    cdef int fold(self, const Event* ev, Py_ssize_t n, int64_t ts) except -1
     cdef int on_event(self, const Event* e, int64_t ts) except -1
-    cdef void open_change(self, uint32_t a, uint32_t s, uint8_t side, int64_t delta) noexcept
     cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept
     cdef void breaker_check(self, uint32_t s, int64_t price, int64_t ts) noexcept
     cdef void touch(self, uint32_t a) noexcept
-    cdef void mark_dirty(self, uint32_t a, uint32_t s, uint8_t bits) noexcept
     cdef void refresh(self, uint32_t a) noexcept
     cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept
     cdef int set_mark(self, uint32_t s, int64_t price) except -1
@@ -137,3 +136,42 @@ cdef class Risk:
     cdef void end_of_day(self) noexcept
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1
     cdef void rebuild_eff(self, uint8_t kind) noexcept
+
+
+# -- HOT HELPERS --
+# Inline here, not methods, so that the core (which folds every ACCEPTED and CANCELLED event, most
+# of all events) compiles them into its own loop: no call across the module boundary per event.
+
+cdef inline int64_t iabs(int64_t x) noexcept:
+    return -x if x < 0 else x
+
+
+cdef inline int64_t imax(int64_t a, int64_t b) noexcept:
+    return a if a > b else b
+
+
+cdef inline void mark_dirty(Risk r, uint32_t a, uint32_t s, uint8_t bits) noexcept:
+    """Entry (a, s) has stale cached figures (bits): listed as active and as dirty."""
+    cdef int64_t base = <int64_t>a * r.max_symbols
+    cdef Position* p = &r.P[base + s]
+    if p.slot < 0:
+        p.slot = r.n_active[a]
+        r.active[base + p.slot] = s
+        r.n_active[a] += 1
+    if p.dirty == 0:
+        r.dirty_list[base + r.n_dirty[a]] = s
+        r.n_dirty[a] += 1
+    p.dirty |= bits
+
+
+cdef inline void open_change(Risk r, uint32_t a, uint32_t s, uint8_t side, int64_t delta) noexcept:
+    """The account's open qty on one side moves by delta (ACCEPTED +qty, CANCELLED -qty, REPLACED)."""
+    cdef Position* p = &r.P[<int64_t>a * r.max_symbols + s]
+    if side == SIDE_BUY:
+        p.open_buy += delta
+    else:
+        p.open_sell += delta
+    cdef int64_t w = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell))
+    if w != p.worst:              # an order on the side that is not the worst changes no figure
+        p.worst = w
+        mark_dirty(r, a, s, DIRTY_OPEN)

@@ -139,12 +139,17 @@ cdef extern from *:
 cdef enum:
     FLOOR = 0
     CEIL = 1
-    DIRTY_OPEN = 1           # open quantities changed: wexpo, im
-    DIRTY_ALL = 3            # position or mark or margin rates changed: everything
 
-cdef int64_t UNSET = INT64_MIN
-cdef int64_t NO_CAP = INT64_MAX                # a CAP no scope sets (eff tables)
-cdef int64_t QTY_BOUND = <int64_t>1 << 62     # no worst-case position beyond this is ever accepted
+# Compile-time constants (C macros), not module variables: the compiler folds them into the checks.
+cdef extern from *:
+    """
+    #define TE_UNSET INT64_MIN
+    #define TE_NO_CAP INT64_MAX
+    #define TE_QTY_BOUND ((int64_t)1 << 62)
+    """
+    const int64_t UNSET "TE_UNSET"            # a limit table entry no one set
+    const int64_t NO_CAP "TE_NO_CAP"          # a CAP no scope sets (eff tables)
+    const int64_t QTY_BOUND "TE_QTY_BOUND"    # no worst-case position beyond this is ever accepted
 UNSET_LIMIT = INT64_MIN
 
 # LimitKind -> how the scopes combine (RISK.md "Limits")
@@ -179,14 +184,6 @@ cdef inline void* _data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
 
 
-cdef inline int64_t iabs(int64_t x) noexcept:
-    return -x if x < 0 else x
-
-
-cdef inline int64_t imax(int64_t a, int64_t b) noexcept:
-    return a if a > b else b
-
-
 cdef inline int64_t sat_add(int64_t a, int64_t b) noexcept:
     cdef int64_t r
     if b > 0 and a > INT64_MAX - b:
@@ -194,6 +191,13 @@ cdef inline int64_t sat_add(int64_t a, int64_t b) noexcept:
     if b < 0 and a < INT64_MIN - b:
         return INT64_MIN
     return a + b
+
+
+cdef inline int64_t cap3(const int64_t* ra, const int64_t* rs, const int64_t* rt, int k) noexcept:
+    """Risk.cap() over rows already located: the account's, the symbol's and the strategy's."""
+    cdef int64_t v = ra[k], x = rs[k], y = rt[k]
+    v = x if x < v else v
+    return y if y < v else v
 
 
 @cython.final
@@ -391,7 +395,7 @@ cdef class Risk:
                     continue
                 for i in range(self.n_active[a]):
                     if scope != SCOPE_SYMBOL or <uint32_t>self.active[<int64_t>a * self.max_symbols + i] == target:
-                        self.mark_dirty(a, self.active[<int64_t>a * self.max_symbols + i], DIRTY_ALL)
+                        mark_dirty(self, a, self.active[<int64_t>a * self.max_symbols + i], DIRTY_ALL)
                 if self.n_active[a]:
                     self.touch(a)
         return 0
@@ -442,20 +446,24 @@ cdef class Risk:
             vp = stop_price
         else:
             vp = price
-        lim = self.cap(LIM_MAX_ORDER_QTY, a, s, strategy)
-        if lim != NO_CAP and qty > lim:
+        # the rows of the three scopes' combined tables (the strategy id was checked above); a kind
+        # no scope caps reads NO_CAP = INT64_MAX, which a qty, an order count or a clamped figure
+        # never exceeds: those comparisons need no NO_CAP test
+        cdef const int64_t* ra = self.eff_acct + <int64_t>a * N_LIMITS
+        cdef const int64_t* rs = self.eff_sym + <int64_t>s * N_LIMITS
+        cdef const int64_t* rt = self.eff_strat + <int64_t>strategy * N_LIMITS
+        if qty > cap3(ra, rs, rt, LIM_MAX_ORDER_QTY):
             return REJ_MAX_ORDER_QTY
-        lim = self.cap(LIM_MAX_ORDER_VALUE, a, s, strategy)
+        lim = cap3(ra, rs, rt, LIM_MAX_ORDER_VALUE)
         if lim != NO_CAP and te_gt3(vp, qty, self.num[s], lim, self.den[s]):
             return REJ_MAX_ORDER_VALUE
         if order_type == OT_LIMIT or order_type == OT_STOP_LIMIT:
-            lim = self.cap(LIM_PRICE_COLLAR, a, s, strategy)
+            lim = cap3(ra, rs, rt, LIM_PRICE_COLLAR)
             if lim != NO_CAP and te_gt(iabs(price - m), 10000, lim, m):
                 return REJ_PRICE_COLLAR
         if open_orders >= 0 and (tif == TIF_GTC or tif == TIF_DAY or tif == TIF_GTD or
                                  order_type == OT_STOP or order_type == OT_STOP_LIMIT):
-            lim = self.cap(LIM_MAX_OPEN_ORDERS, a, s, strategy)
-            if lim != NO_CAP and open_orders >= lim:
+            if open_orders >= cap3(ra, rs, rt, LIM_MAX_OPEN_ORDERS):
                 return REJ_MAX_OPEN_ORDERS
         cdef int64_t ob = p.open_buy, os = p.open_sell, pos = p.pos
         if flags & FLAG_REDUCE_ONLY:
@@ -482,7 +490,7 @@ cdef class Risk:
             self.refresh(a)
         cdef int64_t eq = self.cash[a] + self.upnl_sum[a]
         self.slack[a] = eq - self.mm_sum[a]           # exact again: the next fills may skip their check
-        lim = self.cap(LIM_MAX_DAILY_LOSS, a, s, strategy)
+        lim = cap3(ra, rs, rt, LIM_MAX_DAILY_LOSS)
         if lim != NO_CAP and eq - self.day_base[a] < -lim:
             return REJ_MAX_DAILY_LOSS
         if worst2 > QTY_BOUND:
@@ -490,10 +498,9 @@ cdef class Risk:
         cdef int64_t w2 = self.notional(worst2, m, s, CEIL)
         if w2 > self.fig_max:
             w2 = self.fig_max
-        lim = self.cap(LIM_MAX_POSITION_VALUE, a, s, strategy)
-        if lim != NO_CAP and w2 > lim:
+        if w2 > cap3(ra, rs, rt, LIM_MAX_POSITION_VALUE):
             return REJ_MAX_POSITION_VALUE
-        lim = self.cap(LIM_MAX_LEVERAGE, a, s, strategy)
+        lim = cap3(ra, rs, rt, LIM_MAX_LEVERAGE)
         if lim != NO_CAP and te_gt(self.wexpo_sum[a] - p.wexpo + w2, 10000, lim, eq):
             return REJ_MAX_LEVERAGE
         cdef int64_t im2 = te_muldiv(w2, self.floor_(LIM_INITIAL_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
@@ -502,29 +509,6 @@ cdef class Risk:
         return 0
 
     # -- STATE CHANGES --
-
-    cdef int fold(self, const Event* ev, Py_ssize_t n, int64_t ts) except -1:
-        """on_event for each of n events (the core calls this once per command and action).
-        ACCEPTED and CANCELLED, most of all events, are folded right here."""
-        cdef Py_ssize_t i
-        cdef const Event* e
-        cdef Position* p
-        cdef int64_t w
-        for i in range(n):
-            e = &ev[i]
-            if e.kind == EV_ACCEPTED or e.kind == EV_CANCELLED:
-                p = &self.P[<int64_t>e.account * self.max_symbols + e.symbol]
-                if e.side == SIDE_BUY:
-                    p.open_buy += e.qty if e.kind == EV_ACCEPTED else -e.qty
-                else:
-                    p.open_sell += e.qty if e.kind == EV_ACCEPTED else -e.qty
-                w = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell))
-                if w != p.worst:
-                    p.worst = w
-                    self.mark_dirty(e.account, e.symbol, DIRTY_OPEN)
-            else:
-                self.on_event(e, ts)
-        return 0
 
     cdef inline int on_event(self, const Event* e, int64_t ts) except -1:
         """Fold one core event into open quantities, positions, cash, breakers and the error rate."""
@@ -536,11 +520,11 @@ cdef class Risk:
             if self.eff_sym[<int64_t>e.symbol * N_LIMITS + LIM_BREAKER_BAND] > 0:
                 self.breaker_check(e.symbol, e.price, ts)
         elif k == EV_ACCEPTED:
-            self.open_change(e.account, e.symbol, e.side, e.qty)
+            open_change(self, e.account, e.symbol, e.side, e.qty)
         elif k == EV_CANCELLED:
-            self.open_change(e.account, e.symbol, e.side, -e.qty)
+            open_change(self, e.account, e.symbol, e.side, -e.qty)
         elif k == EV_REPLACED:
-            self.open_change(e.account, e.symbol, e.side, e.qty - e.other_leaves)
+            open_change(self, e.account, e.symbol, e.side, e.qty - e.other_leaves)
         elif k == EV_REJECTED:
             thr = self.lim_default[LIM_ERROR_THRESHOLD]
             if thr > 0 and not self.breaker and e.reason != REJ_CIRCUIT_BREAKER:
@@ -552,17 +536,6 @@ cdef class Risk:
                     self.breaker = 1
                     self.breaker_new = 1
         return 0
-
-    cdef inline void open_change(self, uint32_t a, uint32_t s, uint8_t side, int64_t delta) noexcept:
-        cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
-        if side == SIDE_BUY:
-            p.open_buy += delta
-        else:
-            p.open_sell += delta
-        cdef int64_t w = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell))
-        if w != p.worst:              # an order on the side that is not the worst changes no figure
-            p.worst = w
-            self.mark_dirty(a, s, DIRTY_OPEN)
 
     cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
         """One side of a trade: the order's open qty, position, average entry price, realized P&L,
@@ -602,7 +575,7 @@ cdef class Risk:
         p.realized = sat_add(p.realized, realized)
         p.fees = sat_add(p.fees, fee)
         self.cash[a] = sat_add(self.cash[a], realized - fee)
-        self.mark_dirty(a, s, DIRTY_ALL)
+        mark_dirty(self, a, s, DIRTY_ALL)
         # Margin monitoring: queue the account for a full check (refresh and compare) unless its
         # slack covers the most this fill can take off equity - maintenance (RISK.md "Liquidation":
         # the skip never changes an outcome, it only avoids re-valuing an account far from it):
@@ -662,18 +635,6 @@ cdef class Risk:
         self.touched[a] = 0
         return a
 
-    cdef inline void mark_dirty(self, uint32_t a, uint32_t s, uint8_t bits) noexcept:
-        cdef int64_t base = <int64_t>a * self.max_symbols
-        cdef Position* p = &self.P[base + s]
-        if p.slot < 0:
-            p.slot = self.n_active[a]
-            self.active[base + p.slot] = s
-            self.n_active[a] += 1
-        if p.dirty == 0:
-            self.dirty_list[base + self.n_dirty[a]] = s
-            self.n_dirty[a] += 1
-        p.dirty |= bits
-
     cdef void refresh(self, uint32_t a) noexcept:
         """Bring the account's cached figures and sums up to date."""
         cdef int32_t i, n = self.n_dirty[a]
@@ -724,7 +685,7 @@ cdef class Risk:
         cdef int64_t S = self.max_symbols
         for a in range(1, self.max_accounts):
             if self.P[a * S + s].slot >= 0:
-                self.mark_dirty(a, s, DIRTY_ALL)
+                mark_dirty(self, a, s, DIRTY_ALL)
                 self.touch(a)
         return 0
 
@@ -739,7 +700,7 @@ cdef class Risk:
             for i in range(self.n_active[a]):
                 s = self.active[base + i]
                 if self.chg[s]:
-                    self.mark_dirty(a, s, DIRTY_ALL)
+                    mark_dirty(self, a, s, DIRTY_ALL)
                     self.touch(a)
         memset(self.chg, 0, self.max_symbols)
         return 0
