@@ -349,6 +349,7 @@ class Server:
             md.trades_arr[...] = 0
             md.total_arr[...] = 0
         self.feeds.last_depth.clear()
+        md.top_arr[...] = 0           # the last top encoded may belong to a batch that never committed
 
     async def _replay(self, eng, from_seq, anchor, known):
         """Feed the journal from from_seq through `eng`, checking its events against the journaled
