@@ -81,6 +81,12 @@ def _raise_commit_thread_priority():
         log.info("journal commit thread keeps normal priority (%s)", e)
 
 
+try:                                     # read once: importlib.metadata costs ~1 ms a call
+    VERSION = metadata.version("trading-engine")
+except metadata.PackageNotFoundError:
+    VERSION = "source"
+
+
 def engine_from_config(cfg: cfgmod.Config) -> Engine:
     """A fresh matching engine with the config's capacities, symbols and accounts (the server's,
     and the replay tool's: the journal holds commands, not this set-up)."""
@@ -343,6 +349,7 @@ class Server:
             md.trades_arr[...] = 0
             md.total_arr[...] = 0
         self.feeds.last_depth.clear()
+        md.top_arr[...] = 0           # the last top encoded may belong to a batch that never committed
 
     async def _replay(self, eng, from_seq, anchor, known):
         """Feed the journal from from_seq through `eng`, checking its events against the journaled
@@ -439,12 +446,8 @@ class Server:
 
     def status(self) -> dict:
         """Counters for /health/detailed and the admin `status` action."""
-        try:
-            version = metadata.version("trading-engine")
-        except metadata.PackageNotFoundError:
-            version = "source"
         return {
-            "version": version,
+            "version": VERSION,
             "sessions": sum(1 for c in self.conns if c.account is not None),
             "pending_logons": self.pending_logons,
             "journal": {"durability": self.cfg.journal.durability, "writable": self.journal_ok,

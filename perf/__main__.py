@@ -215,6 +215,15 @@ def print_table(name, results):
             print(f"{k:<13}{r['rate']:>9,.0f}{m['50']:>9.1f}{m['90']:>9.1f}{m['99']:>9.1f}{m['99.9']:>10.1f}"
                   f"{m['99.99']:>11.1f}{m['max']:>10.0f}{lag:>16.1f}{_median(r['runs'], 'mean_batch'):>12}"
                   f"{_median(r['runs'], 'mean_commit_ms'):>11}{_median(r['runs'], 'other_cores'):>15}")
+        internal = {k: r for k, r in results.items() if k != "scrape_impact" and
+                    any("server_internal_us" in x for x in r["runs"])}
+        if internal:
+            print("server's own receive-to-acknowledgement time (its /metrics histogram; bucket upper "
+                  "bounds, median of runs):")
+            for k, r in internal.items():
+                runs = [x["server_internal_us"] for x in r["runs"] if "server_internal_us" in x]
+                print(f"  {k:<13}" + "  ".join(f"p{p} <= {statistics.median(x[p] for x in runs):,.0f} us"
+                                              for p in ("50", "99", "99.9")))
     elif name == "throughput":
         print(f"{'variant':<10}{'sessions':>9}{'window':>8}{'orders/s median':>17}{'min':>12}{'max':>12}"
               f"{'server cpu':>12}{'gen cpu':>9}{'cmds/batch':>12}{'commit ms':>11}{'others, cores':>15}")
