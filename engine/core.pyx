@@ -25,8 +25,8 @@ from engine.risk cimport Risk, open_change
 
 import numpy as np
 
-from protocol.records import COMMAND, EVENT, EventTuple
-from protocol.codes import OrderType, SelfTradePrevention, TimeInForce, CommandKind, LimitScope
+from protocol.records import COMMAND, EVENT, SET_LIMIT_TARGET, EventTuple
+from protocol.codes import OrderType, SelfTradePrevention, TimeInForce, CommandKind
 
 cnp.import_array()
 
@@ -37,6 +37,11 @@ cnp.import_array()
 # NEW_ORDER's flags are checked against the OrderFlag bits).
 cdef enum:
     OFLAG_LIQUIDATION = 0x80
+
+
+cdef inline int64_t stp_key(uint32_t account, int64_t stp_group) noexcept:
+    """An account's self-trade key: its STP group's (above 2**32, so never a bare account's), or its own."""
+    return (stp_group + (<int64_t>1 << 32)) if stp_group else <int64_t>account
 
 
 cdef inline void* _data(object arr) noexcept:
@@ -229,7 +234,7 @@ cdef class Engine:
             raise ValueError(f"account id {account} outside 1..{self.max_accounts - 1}")
         self.acct_defined[account] = 1
         # group keys live above 2**32 so they never equal a bare account key
-        self.acct_stp_key[account] = (<int64_t>stp_group + (<int64_t>1 << 32)) if stp_group else <int64_t>account
+        self.acct_stp_key[account] = stp_key(account, stp_group)
 
     # -- ENTRY POINTS --
 
@@ -707,8 +712,7 @@ cdef class Engine:
         if not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
         if state == SYM_TRADING and self.risk is not None:
-            self.risk.brk_tripped[sym] = 0          # an admin resume also ends a breaker halt
-            self.risk.brk_ref[sym] = 0
+            self.risk.end_breaker(sym)              # an admin resume also ends a breaker halt
         return self.set_symbol_state(sym, state)
 
     cdef int cmd_add_account(self) except -1:
@@ -722,7 +726,7 @@ cdef class Engine:
             self.ev_buf[self.ev_count - 1].account = 0      # the admin's error: no report to that account
             return 0
         self.acct_defined[a] = 1
-        self.acct_stp_key[a] = (c.qty + (<int64_t>1 << 32)) if c.qty else <int64_t>a
+        self.acct_stp_key[a] = stp_key(a, c.qty)
         cdef Event* e = self.emit(EV_ACCOUNT_ADDED, -1)
         e.account = a
         e.qty = c.qty
@@ -955,15 +959,14 @@ cdef class Engine:
             for i in range(1, self.max_symbols):
                 if self.sym_state[i] == 0:
                     continue
-                if r.brk_tripped[i] and r.brk_resume[i] and now >= r.brk_resume[i]:
-                    r.brk_tripped[i] = 0
-                    r.brk_ref[i] = 0
+                if cooloff_over(r, i, now):
+                    r.end_breaker(i)
                     e = self.emit(EV_BREAKER, -1)
                     e.symbol = i
                     e.reason = 2
                     if self.sym_state[i] == SYM_HALTED:
                         self.set_symbol_state(i, SYM_TRADING)
-                if self.sym_has_last[i] and self.sym_last[i] != r.mark[i] and not r.override(LIM_EXTERNAL_MARK, 0, i):
+                if mark_behind(self, r, i):
                     r.mark[i] = self.sym_last[i]
                     r.chg[i] = 1
                     e = self.emit(EV_MARK, -1)
@@ -984,9 +987,7 @@ cdef class Engine:
         cdef Risk r = self.risk
         cdef int32_t i
         for i in range(1, self.max_symbols):
-            if self.sym_state[i] and ((self.sym_has_last[i] and self.sym_last[i] != r.mark[i] and
-                                       not r.override(LIM_EXTERNAL_MARK, 0, i)) or
-                                      (r.brk_tripped[i] and r.brk_resume[i] and now_ns >= r.brk_resume[i])):
+            if self.sym_state[i] and (mark_behind(self, r, i) or cooloff_over(r, i, now_ns)):
                 return True
         for i in range(1, self.max_accounts):
             if r.state[i] == ACCT_LIQUIDATING:
@@ -1554,8 +1555,8 @@ cdef class Engine:
 
     def set_limit(self, scope, kind, value=0, target=0, clear=False, seq=0):
         fields = dict(kind=CommandKind.SET_LIMIT, side=scope, order_type=kind, qty=value, flags=int(clear), seq=seq)
-        fields[{LimitScope.ACCOUNT: "account", LimitScope.SYMBOL: "symbol",
-                LimitScope.STRATEGY: "strategy"}.get(LimitScope(scope), "account")] = target
+        if scope in SET_LIMIT_TARGET:
+            fields[SET_LIMIT_TARGET[scope]] = target
         return self.command(**fields)
 
     def set_account_state(self, account, state, seq=0):
@@ -1898,3 +1899,14 @@ cdef class Engine:
             assert (sums == self.risk.acct_cols[name]).all(), f"risk {name} != the sum of its figures"
         listed = (positions["slot"] >= 0).sum(axis=1)
         assert (listed == self.risk.acct_cols["n_active"]).all(), "risk active lists out of step"
+
+
+# What a RISK_TICK acts on (cmd_risk) and what makes one due (risk_tick_due): one definition.
+cdef inline bint mark_behind(Engine e, Risk r, int32_t s) noexcept:
+    """The symbol's mark lags its last trade, and marks follow trades (no EXTERNAL_MARK)."""
+    return e.sym_has_last[s] and e.sym_last[s] != r.mark[s] and not r.override(LIM_EXTERNAL_MARK, 0, s)
+
+
+cdef inline bint cooloff_over(Risk r, int32_t s, int64_t now) noexcept:
+    """The symbol's breaker halt has a cool-off, and it is over at now."""
+    return r.brk_tripped[s] and r.brk_resume[s] and now >= r.brk_resume[s]

@@ -88,7 +88,6 @@ cdef class Risk:
     cdef int64_t* brk_ts             # circuit breaker: start of the current window (journaled ns)
     cdef int64_t* brk_ref            # first trade price of the window
     cdef int64_t* brk_resume         # cool-off end (0 = resume only by admin)
-    cdef uint8_t* sym_defined
     cdef uint8_t* brk_tripped        # halted by the breaker
 
     # -- QUEUES (between commands always empty) --
@@ -123,6 +122,7 @@ cdef class Risk:
     cdef int on_event(self, const Event* e, int64_t ts) except -1
     cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept
     cdef void breaker_check(self, uint32_t s, int64_t price, int64_t ts) noexcept
+    cdef void end_breaker(self, uint32_t s) noexcept
     cdef void touch(self, uint32_t a) noexcept
     cdef void refresh(self, uint32_t a) noexcept
     cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept

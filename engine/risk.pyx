@@ -150,7 +150,6 @@ cdef extern from *:
     const int64_t UNSET "TE_UNSET"            # a limit table entry no one set
     const int64_t NO_CAP "TE_NO_CAP"          # a CAP no scope sets (eff tables)
     const int64_t QTY_BOUND "TE_QTY_BOUND"    # no worst-case position beyond this is ever accepted
-UNSET_LIMIT = INT64_MIN
 
 # LimitKind -> how the scopes combine (RISK.md "Limits")
 cdef uint8_t[N_LIMITS] KIND_CLASS       # 1 = CAP, 2 = FLOOR, 3 = OVERRIDE, 4 = DEFAULT only
@@ -175,7 +174,7 @@ ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.i
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
                    ("kill", np.uint8), ("touched", np.uint8))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
-                  ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64), ("defined", np.uint8),
+                  ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64),
                   ("brk_tripped", np.uint8), ("den_more", np.uint8), ("den_shift", np.uint8))
 SIZEOF_POSITION = sizeof(Position)
 
@@ -191,6 +190,17 @@ cdef inline int64_t sat_add(int64_t a, int64_t b) noexcept:
     if b < 0 and a < INT64_MIN - b:
         return INT64_MIN
     return a + b
+
+
+cdef inline int64_t clamp(int64_t v, int64_t m) noexcept:
+    """v within +-m (every cached figure within +-fig_max: RISK.md "Units and rounding")."""
+    return m if v > m else (-m if v < -m else v)
+
+
+cdef inline int64_t moved(int64_t* total, int64_t old, int64_t v) noexcept:
+    """v, a cached figure's new value; its account sum moves by the change from old."""
+    total[0] += v - old
+    return v
 
 
 cdef inline int64_t cap3(const int64_t* ra, const int64_t* rs, const int64_t* rt, int k) noexcept:
@@ -274,7 +284,6 @@ cdef class Risk:
         self.brk_ts = <int64_t*>_data(s["brk_ts"])
         self.brk_ref = <int64_t*>_data(s["brk_ref"])
         self.brk_resume = <int64_t*>_data(s["brk_resume"])
-        self.sym_defined = <uint8_t*>_data(s["defined"])
         self.brk_tripped = <uint8_t*>_data(s["brk_tripped"])
         self.touch_q = <int32_t*>_data(self._touch_arr)
         self.trip_q = <int32_t*>_data(self._trip_arr)
@@ -301,7 +310,6 @@ cdef class Risk:
         self.den[symbol] = den
         te_udiv_gen(<uint64_t>den, &self.den_magic[symbol], &self.den_more[symbol])
         self.den_shift[symbol] = den.bit_length() - 1
-        self.sym_defined[symbol] = 1
 
     cdef inline int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept:
         """a * b (a price and a qty) in cash units of symbol s, rounded down (FLOOR) or up (CEIL)."""
@@ -495,9 +503,7 @@ cdef class Risk:
             return REJ_MAX_DAILY_LOSS
         if worst2 > QTY_BOUND:
             return REJ_MAX_POSITION_VALUE
-        cdef int64_t w2 = self.notional(worst2, m, s, CEIL)
-        if w2 > self.fig_max:
-            w2 = self.fig_max
+        cdef int64_t w2 = clamp(self.notional(worst2, m, s, CEIL), self.fig_max)
         if w2 > cap3(ra, rs, rt, LIM_MAX_POSITION_VALUE):
             return REJ_MAX_POSITION_VALUE
         lim = cap3(ra, rs, rt, LIM_MAX_LEVERAGE)
@@ -511,7 +517,9 @@ cdef class Risk:
     # -- STATE CHANGES --
 
     cdef inline int on_event(self, const Event* e, int64_t ts) except -1:
-        """Fold one core event into open quantities, positions, cash, breakers and the error rate."""
+        """Fold one core event into open quantities, positions, cash, breakers and the error rate.
+        ACCEPTED and CANCELLED only move open quantities: the core folds those itself with
+        open_change (risk.pxd), inline, and sends every other kind here."""
         cdef uint8_t k = e.kind
         cdef int64_t thr
         if k == EV_FILL:
@@ -519,10 +527,6 @@ cdef class Risk:
             self.fill(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, e.qty, e.price, True)
             if self.eff_sym[<int64_t>e.symbol * N_LIMITS + LIM_BREAKER_BAND] > 0:
                 self.breaker_check(e.symbol, e.price, ts)
-        elif k == EV_ACCEPTED:
-            open_change(self, e.account, e.symbol, e.side, e.qty)
-        elif k == EV_CANCELLED:
-            open_change(self, e.account, e.symbol, e.side, -e.qty)
         elif k == EV_REPLACED:
             open_change(self, e.account, e.symbol, e.side, e.qty - e.other_leaves)
         elif k == EV_REJECTED:
@@ -564,14 +568,8 @@ cdef class Risk:
         # ceil(ceil(x / den) / 10000) == ceil(x / (den * 10000)) for integer x and positive divisors
         fee = te_div64(te_mulq(price, qty, self.num[s], bps, self.den[s], self.den_magic[s], self.den_more[s],
                                CEIL), 10000, CEIL) if bps else 0
-        if realized > self.fig_max:
-            realized = self.fig_max
-        elif realized < -self.fig_max:
-            realized = -self.fig_max
-        if fee > self.fig_max:
-            fee = self.fig_max
-        elif fee < -self.fig_max:
-            fee = -self.fig_max
+        realized = clamp(realized, self.fig_max)
+        fee = clamp(fee, self.fig_max)
         p.realized = sat_add(p.realized, realized)
         p.fees = sat_add(p.fees, fee)
         self.cash[a] = sat_add(self.cash[a], realized - fee)
@@ -595,6 +593,11 @@ cdef class Risk:
                 self.slack[a] -= b1
                 return
         self.touch(a)
+
+    cdef void end_breaker(self, uint32_t s) noexcept:
+        """s is no longer halted by its breaker; the next trade starts a new window."""
+        self.brk_tripped[s] = 0
+        self.brk_ref[s] = 0
 
     cdef void breaker_check(self, uint32_t s, int64_t price, int64_t ts) noexcept:
         cdef int64_t band = self.override(LIM_BREAKER_BAND, 0, s), window, cool
@@ -646,29 +649,18 @@ cdef class Risk:
     cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
         cdef int64_t base = <int64_t>a * self.max_symbols
         cdef Position* p = &self.P[base + s]
-        cdef int64_t m = self.mark[s], fm = self.fig_max, v, last
+        cdef int64_t m = self.mark[s], fm = self.fig_max, last
         cdef int64_t worst = p.worst
         if p.dirty & 2:
-            v = self.notional(m - p.avg_price, p.pos, s, FLOOR) if p.pos else 0
-            v = fm if v > fm else (-fm if v < -fm else v)
-            self.upnl_sum[a] += v - p.upnl
-            p.upnl = v
-            v = self.notional(iabs(p.pos), m, s, CEIL)
-            v = fm if v > fm else v
-            self.expo_sum[a] += v - p.expo
-            p.expo = v
-            v = te_div64(v * self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 10000, CEIL)    # v <= 2**62/S, bps <= 1e6
-            v = fm if v > fm else v
-            self.mm_sum[a] += v - p.mm
-            p.mm = v
-        v = self.notional(worst, m, s, CEIL)
-        v = fm if v > fm else v
-        self.wexpo_sum[a] += v - p.wexpo
-        p.wexpo = v
-        v = te_div64(v * self.floor_(LIM_INITIAL_MARGIN, a, s), 10000, CEIL)
-        v = fm if v > fm else v
-        self.im_sum[a] += v - p.im
-        p.im = v
+            p.upnl = moved(&self.upnl_sum[a], p.upnl,
+                           clamp(self.notional(m - p.avg_price, p.pos, s, FLOOR) if p.pos else 0, fm))
+            p.expo = moved(&self.expo_sum[a], p.expo, clamp(self.notional(iabs(p.pos), m, s, CEIL), fm))
+            # expo <= 2**62 / max_symbols and bps <= 1e6: the product fits
+            p.mm = moved(&self.mm_sum[a], p.mm,
+                         clamp(te_div64(p.expo * self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 10000, CEIL), fm))
+        p.wexpo = moved(&self.wexpo_sum[a], p.wexpo, clamp(self.notional(worst, m, s, CEIL), fm))
+        p.im = moved(&self.im_sum[a], p.im,
+                     clamp(te_div64(p.wexpo * self.floor_(LIM_INITIAL_MARGIN, a, s), 10000, CEIL), fm))
         p.dirty = 0
         if p.pos == 0 and p.open_buy == 0 and p.open_sell == 0 and p.slot >= 0:
             # flat with nothing open: every cached figure is 0; drop it from the active list
