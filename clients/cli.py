@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from clients.client import Client, Depth, ServerError, TopOfBook, Trade, TradeSummary
+from clients.client import Client, ServerError, TopOfBook, Trade, TradeSummary
 
 
 def _secret(args) -> str:

@@ -360,7 +360,7 @@ class Client:
         frame[40:72] = hmac.new(self._key, bytes(frame[8:40]), hashlib.sha256).digest()
         self.writer.write(frame)
         header = await self.reader.readexactly(wire.HEADER.size)
-        length, mtype = int.from_bytes(header[:2], "little"), header[2]
+        length = int.from_bytes(header[:2], "little")
         body = await self.reader.readexactly(length - wire.HEADER.size)
         (t, rec, _), = wire.decode(header + body)[0]
         if t != MsgType.LOGON_ACCEPTED:

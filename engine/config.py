@@ -21,7 +21,7 @@ from typing import Literal
 import msgspec
 
 from protocol.codes import LimitKind, LimitScope
-from protocol.units import from_units, to_bps, to_units
+from protocol.units import from_units, to_units
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

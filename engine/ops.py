@@ -160,9 +160,8 @@ def risk_metrics(srv):
                             ("te_account_maintenance_margin", "mm_sum", "maintenance margin of the positions")):
         g = GaugeMetricFamily(name, text, labels=["account"])
         for acct, i in accounts:
-            if col is None:
-                r.portfolio(i)                      # brings the account's cached figures up to date
-                value = int(cols["cash"][i]) + int(cols["upnl_sum"][i])
+            if col is None:                         # first: it also brings the account's sums up to date
+                value = int(r.portfolio(i)["equity"])
             else:
                 value = int(cols[col][i])
             g.add_metric([acct], value * scale)

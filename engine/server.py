@@ -46,11 +46,11 @@ from engine import config as cfgmod
 from engine import admin as adminmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, tls as tlsmod
 from engine.core import Engine
 from engine.risk import Risk
-from engine.journal import Journal, JournalError, JournalUnavailable
+from engine.journal import Journal, JournalError
 from protocol import wire
-from protocol.codes import AccountState, CommandKind, EventKind, LimitScope, Reject, Side, SymbolState
+from protocol.codes import AccountState, CommandKind, Reject, Side, SymbolState
 from protocol.units import to_units
-from protocol.records import COMMAND, EVENT
+from protocol.records import COMMAND, EVENT, SET_LIMIT_TARGET
 from protocol.wire import MsgType
 
 log = logging.getLogger("trading-engine")
@@ -406,8 +406,7 @@ class Server:
             last = self.config_limits.get((scope, target, kind))
             if (last if last is not None else have.get((scope, target, kind))) != value:
                 self.config_limits[(scope, target, kind)] = value
-                field = {LimitScope.ACCOUNT: "account", LimitScope.SYMBOL: "symbol",
-                         LimitScope.STRATEGY: "strategy"}.get(scope)
+                field = SET_LIMIT_TARGET.get(scope)
                 self.submit(dict(kind=CommandKind.SET_LIMIT, side=scope, order_type=kind, qty=value,
                                  **({field: target} if field else {})))
                 n += 1
@@ -432,9 +431,8 @@ class Server:
         mine = cmds[(cmds["kind"] == CommandKind.SET_LIMIT) & (cmds["operator"] == 0)]
         for c in mine:
             scope = int(c["side"])
-            target = {LimitScope.ACCOUNT: c["account"], LimitScope.SYMBOL: c["symbol"],
-                      LimitScope.STRATEGY: c["strategy"]}.get(scope, 0)
-            key = (scope, int(target), int(c["order_type"]))
+            target = int(c[SET_LIMIT_TARGET[scope]]) if scope in SET_LIMIT_TARGET else 0
+            key = (scope, target, int(c["order_type"]))
             if int(c["flags"]) & 1:
                 self.config_limits.pop(key, None)
             else:
@@ -950,7 +948,6 @@ class Connection(asyncio.BufferedProtocol):
             self.start = self.end = 0
 
     def handle(self, t: MsgType, frame: bytes):
-        srv = self.server
         body = wire.decode(frame)[0][0][1]
         if t in ORDER_TYPES:           # only while the journal is down: nothing may change state
             self.write(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE))

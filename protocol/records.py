@@ -6,6 +6,7 @@ as the inbound record; EVENT is what the core writes into its output buffer and
 what the journal stores as the outbound record. See engine/RULES.md for what
 each field means per command and event kind.
 """
+from protocol.codes import LimitScope
 from protocol.layout import Layout
 
 COMMAND = Layout("Command", [
@@ -53,6 +54,10 @@ EVENT = Layout("Event", [
     ("trade_id", "u64", "FILL: engine trade id (1, 2, ...)"),
     ("seq", "u64", "seq of the command that caused it"),
 ], doc="104-byte event record")
+
+
+# SET_LIMIT: the Command field that names the target of each LimitScope (DEFAULT has none).
+SET_LIMIT_TARGET = {LimitScope.ACCOUNT: "account", LimitScope.SYMBOL: "symbol", LimitScope.STRATEGY: "strategy"}
 
 
 def _python_tuple(layout, name):

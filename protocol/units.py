@@ -2,7 +2,7 @@
 
 On the wire and in the engine every price, quantity and amount is an int64 count of
 units: a price is price_units = price * 10**price_decimals, a quantity likewise with the
-symbol's qty_decimals, cash with risk.cash_decimals, ratios in basis points. A value that
+symbol's qty_decimals, cash with risk.cash_decimals, ratios in basis points (4 decimals). A value that
 does not convert exactly is refused, never rounded.
 """
 from __future__ import annotations
@@ -29,8 +29,3 @@ def to_units(value, decimals: int, step: int = 1, what: str = "value", step_name
 
 def from_units(units: int, decimals: int) -> Decimal:
     return Decimal(units).scaleb(-decimals)
-
-
-def to_bps(value, what: str = "ratio") -> int:
-    """A ratio ("0.10" = 10%) in basis points, exactly."""
-    return to_units(value, 4, what=what)

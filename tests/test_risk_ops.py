@@ -1,10 +1,8 @@
 """Risk over the wire and in operations: the config's risk set-up is journaled at start-up
 (and not again on a restart), POSITIONS/PORTFOLIO answer with the engine's figures, the
 risk gauges move with trading, and a risk reject reaches the client with its code."""
-import urllib.request
-
 from protocol import wire
-from protocol.codes import EventKind, Reject, Side
+from protocol.codes import Reject, Side
 from protocol.wire import MsgType
 from tests.test_ops import get, metric
 from tests.test_server_session import Raw
