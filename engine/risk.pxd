@@ -14,6 +14,7 @@ cdef enum:
     N_LIMITS = 19           # LimitKind values are 1..18; index 0 unused
     DIRTY_OPEN = 1          # Position.dirty: open quantities changed (wexpo, im stale)
     DIRTY_ALL = 3           # position, mark or margin rates changed: every cached figure stale
+    WHI_UNKNOWN = -1        # Risk.whi: no bound known (overflowed, or a mark changed) until refresh()
 
 # One (account, symbol) entry: 104 bytes, naturally aligned.
 cdef packed struct Position:
@@ -70,7 +71,10 @@ cdef class Risk:
     cdef int64_t* im_sum
     cdef int64_t* mm_sum
     cdef int64_t* day_base           # equity at the last END_OF_DAY plus net deposits since
-    cdef int64_t* slack              # a lower bound on equity - sum(mm), exact after each full check (fill())
+    cdef int64_t* slack              # a lower bound on equity - sum(mm), so on equity too: exact after each
+                                     # refresh, lowered by every fill (fill()); INT64_MIN = unknown
+    cdef int64_t* whi                # an upper bound on sum(wexpo), now and after any refresh: the exact
+                                     # sum over the active entries of worst x wunit; WHI_UNKNOWN
     cdef int32_t* n_active
     cdef int32_t* n_dirty
     cdef uint32_t* liq_cursor        # liquidation: the last symbol a liquidation order was sent for
@@ -85,6 +89,7 @@ cdef class Risk:
     cdef uint8_t* den_more
     cdef uint8_t* den_shift          # floor(log2(den)): x >> den_shift over-estimates x / den cheaply
     cdef int64_t* mark
+    cdef int64_t* wunit              # ceil(notional(mark, 1)): worst x wunit >= an entry's wexpo
     cdef int64_t* brk_ts             # circuit breaker: start of the current window (journaled ns)
     cdef int64_t* brk_ref            # first trade price of the window
     cdef int64_t* brk_resume         # cool-off end (0 = resume only by admin)
@@ -105,6 +110,7 @@ cdef class Risk:
     cdef readonly uint8_t breaker_new
     cdef int64_t err_ts, err_count
     cdef int64_t fig_max             # every cached figure is clamped to +-fig_max = 2**62 / max_symbols
+    cdef int64_t im_rate_sym_max     # the largest INITIAL_MARGIN rate any symbol sets (eff_sym)
 
     # -- LIMITS --
     cdef int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept
@@ -113,6 +119,8 @@ cdef class Risk:
     cdef int64_t override(self, int k, uint32_t a, uint32_t s) noexcept
 
     # -- CHECKS --
+    cdef bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
+                              const int64_t* rt, int64_t worst, int64_t worst2) noexcept
     cdef int check_order(self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
                          uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
                          int64_t added, int32_t open_orders) except -1
@@ -126,6 +134,7 @@ cdef class Risk:
     cdef void touch(self, uint32_t a) noexcept
     cdef void refresh(self, uint32_t a) noexcept
     cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept
+    cdef void set_wunit(self, uint32_t s) noexcept
     cdef int set_mark(self, uint32_t s, int64_t price) except -1
     cdef int revalue(self) except -1
     cdef int64_t equity(self, uint32_t a) noexcept
@@ -141,6 +150,11 @@ cdef class Risk:
 # -- HOT HELPERS --
 # Inline here, not methods, so that the core (which folds every ACCEPTED and CANCELLED event, most
 # of all events) compiles them into its own loop: no call across the module boundary per event.
+
+cdef extern from *:
+    bint __builtin_mul_overflow(int64_t a, int64_t b, int64_t* r) noexcept nogil
+    bint __builtin_add_overflow(int64_t a, int64_t b, int64_t* r) noexcept nogil
+
 
 cdef inline int64_t iabs(int64_t x) noexcept:
     return -x if x < 0 else x
@@ -173,5 +187,15 @@ cdef inline void open_change(Risk r, uint32_t a, uint32_t s, uint8_t side, int64
         p.open_sell += delta
     cdef int64_t w = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell))
     if w != p.worst:              # an order on the side that is not the worst changes no figure
+        whi_move(r, a, s, w - p.worst)
         p.worst = w
         mark_dirty(r, a, s, DIRTY_OPEN)
+
+
+cdef inline void whi_move(Risk r, uint32_t a, uint32_t s, int64_t dw) noexcept:
+    """An entry's worst-case qty moves by dw: the account's bound of sum(wexpo) with it."""
+    cdef int64_t t
+    if r.whi[a] >= 0:
+        if __builtin_mul_overflow(dw, r.wunit[s], &t) or __builtin_add_overflow(r.whi[a], t, &t):
+            t = WHI_UNKNOWN
+        r.whi[a] = t

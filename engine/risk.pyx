@@ -134,7 +134,6 @@ cdef extern from *:
     int64_t te_mulq(int64_t a, int64_t b, int64_t c, int64_t e, int64_t den, uint64_t magic, uint8_t more,
                     int mode) noexcept nogil
     int64_t te_div64(int64_t x, int64_t d, int mode) noexcept nogil
-    bint __builtin_mul_overflow(int64_t a, int64_t b, int64_t* r) noexcept nogil
 
 cdef enum:
     FLOOR = 0
@@ -170,10 +169,12 @@ POSITION_DTYPE = np.dtype([
 ])
 ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.int64), ("wexpo_sum", np.int64),
                    ("im_sum", np.int64), ("mm_sum", np.int64), ("day_base", np.int64), ("slack", np.int64),
+                   ("whi", np.int64),
                    ("n_active", np.int32),
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
                    ("kill", np.uint8), ("touched", np.uint8))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
+                  ("wunit", np.int64),
                   ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64),
                   ("brk_tripped", np.uint8), ("den_more", np.uint8), ("den_shift", np.uint8))
 SIZEOF_POSITION = sizeof(Position)
@@ -268,6 +269,7 @@ cdef class Risk:
         self.mm_sum = <int64_t*>_data(a["mm_sum"])
         self.day_base = <int64_t*>_data(a["day_base"])
         self.slack = <int64_t*>_data(a["slack"])
+        self.whi = <int64_t*>_data(a["whi"])
         self.n_active = <int32_t*>_data(a["n_active"])
         self.n_dirty = <int32_t*>_data(a["n_dirty"])
         self.liq_cursor = <uint32_t*>_data(a["liq_cursor"])
@@ -281,6 +283,7 @@ cdef class Risk:
         self.den_more = <uint8_t*>_data(s["den_more"])
         self.den_shift = <uint8_t*>_data(s["den_shift"])
         self.mark = <int64_t*>_data(s["mark"])
+        self.wunit = <int64_t*>_data(s["wunit"])
         self.brk_ts = <int64_t*>_data(s["brk_ts"])
         self.brk_ref = <int64_t*>_data(s["brk_ref"])
         self.brk_resume = <int64_t*>_data(s["brk_resume"])
@@ -310,10 +313,16 @@ cdef class Risk:
         self.den[symbol] = den
         te_udiv_gen(<uint64_t>den, &self.den_magic[symbol], &self.den_more[symbol])
         self.den_shift[symbol] = den.bit_length() - 1
+        self.set_wunit(symbol)
 
     cdef inline int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept:
         """a * b (a price and a qty) in cash units of symbol s, rounded down (FLOOR) or up (CEIL)."""
         return te_mulq(a, b, self.num[s], 1, self.den[s], self.den_magic[s], self.den_more[s], mode)
+
+    cdef void set_wunit(self, uint32_t s) noexcept:
+        """wunit := the notional of one qty unit at the mark, rounded up (saturated: still >= any
+        clamped figure it bounds)."""
+        self.wunit[s] = self.notional(self.mark[s], 1, s, CEIL)
 
     # -- LIMITS --
 
@@ -361,6 +370,10 @@ cdef class Risk:
         for i in range(self.max_strategies):
             x = self.lim_strat[<int64_t>i * N_LIMITS + k]
             self.eff_strat[<int64_t>i * N_LIMITS + k] = NO_CAP if x == UNSET else x
+        if k == LIM_INITIAL_MARGIN:
+            self.im_rate_sym_max = 0
+            for i in range(self.max_symbols):
+                self.im_rate_sym_max = imax(self.im_rate_sym_max, self.eff_sym[<int64_t>i * N_LIMITS + k])
 
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1:
         """Returns 0, or REJ_INVALID_LIMIT."""
@@ -490,11 +503,13 @@ cdef class Risk:
             return 0                   # does not add risk: nothing below applies
         if st == ACCT_REDUCE_ONLY:
             return REJ_ACCOUNT_REDUCE_ONLY
+        if self.far_from_limits(a, s, ra, rs, rt, worst, worst2):
+            return 0                   # checks 14-17 pass on bounds alone: no refresh needed
         # Checks 14-17 read equity and the account's sums with this entry's wexpo and im replaced by
         # the new ones. When the only stale entry is this one, and only its open quantities changed
         # (DIRTY_OPEN: its wexpo and im, recomputed below anyway), equity and the sums of the others
         # are current: no refresh (the common case of an add after the account's own add or cancel).
-        if self.n_dirty[a] and not (self.n_dirty[a] == 1 and p.dirty == DIRTY_OPEN):
+        if (self.n_dirty[a] and not (self.n_dirty[a] == 1 and p.dirty == DIRTY_OPEN)) or self.whi[a] < 0:
             self.refresh(a)
         cdef int64_t eq = self.cash[a] + self.upnl_sum[a]
         self.slack[a] = eq - self.mm_sum[a]           # exact again: the next fills may skip their check
@@ -513,6 +528,31 @@ cdef class Risk:
         if self.im_sum[a] - p.im + im2 > eq:
             return REJ_INSUFFICIENT_MARGIN
         return 0
+
+    cdef inline bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
+                                     const int64_t* rt, int64_t worst, int64_t worst2) noexcept:
+        """Checks 14-17 pass for an order that raises the entry's worst-case qty from worst to
+        worst2, shown from bounds alone, with no figure refreshed: equity >= slack; every entry's
+        wexpo <= its worst x wunit, so sum(wexpo) <= whi; every im <= wexpo x rate / 10000 + 1.
+        Each check only gets easier as equity grows and as the sums shrink, so an order that
+        passes here passes the exact checks; False only means the exact checks must decide."""
+        cdef int64_t eq = self.slack[a], u = self.wunit[s], wb = self.whi[a], t, lim
+        if eq <= 0 or wb < 0 or worst2 > QTY_BOUND:
+            return False
+        lim = cap3(ra, rs, rt, LIM_MAX_DAILY_LOSS)
+        if lim != NO_CAP and eq - self.day_base[a] < -lim:
+            return False
+        if __builtin_mul_overflow(worst2, u, &t) or t > cap3(ra, rs, rt, LIM_MAX_POSITION_VALUE):
+            return False
+        if __builtin_mul_overflow(worst2 - worst, u, &t) or __builtin_add_overflow(wb, t, &wb):
+            return False
+        lim = cap3(ra, rs, rt, LIM_MAX_LEVERAGE)
+        if lim != NO_CAP and te_gt(wb, 10000, lim, eq):
+            return False
+        # sum(im) <= whi x (the largest rate in force) / 10000 + one unit per entry (at most
+        # n_active + 1 with this one)
+        t = imax(self.eff_acct[<int64_t>a * N_LIMITS + LIM_INITIAL_MARGIN], self.im_rate_sym_max)
+        return not te_gt(wb, t, eq - self.n_active[a] - 1, 10000)
 
     # -- STATE CHANGES --
 
@@ -563,7 +603,9 @@ cdef class Risk:
             elif (npos > 0) != (pos > 0):
                 p.avg_price = price        # flipped: the remainder opens at the fill price
         p.pos = npos
-        p.worst = imax(iabs(npos + p.open_buy), iabs(npos - p.open_sell))
+        cdef int64_t w = imax(iabs(npos + p.open_buy), iabs(npos - p.open_sell))
+        whi_move(self, a, s, w - p.worst)
+        p.worst = w
         bps = self.override(LIM_MAKER_FEE if maker else LIM_TAKER_FEE, a, s)
         # ceil(ceil(x / den) / 10000) == ceil(x / (den * 10000)) for integer x and positive divisors
         fee = te_div64(te_mulq(price, qty, self.num[s], bps, self.den[s], self.den_magic[s], self.den_more[s],
@@ -592,6 +634,7 @@ cdef class Risk:
             if b1 < self.slack[a]:
                 self.slack[a] -= b1
                 return
+        self.slack[a] = INT64_MIN      # unknown until the margin check (of this same command) makes it exact
         self.touch(a)
 
     cdef void end_breaker(self, uint32_t s) noexcept:
@@ -645,6 +688,16 @@ cdef class Risk:
         for i in range(n):
             self.refresh_one(a, self.dirty_list[base + i])
         self.n_dirty[a] = 0
+        cdef int64_t t = 0, x
+        cdef uint32_t s
+        if self.whi[a] < 0:            # the bound again: sum of worst x wunit over the active entries
+            for i in range(self.n_active[a]):
+                s = self.active[base + i]
+                if __builtin_mul_overflow(self.P[base + s].worst, self.wunit[s], &x) or \
+                        __builtin_add_overflow(t, x, &t):
+                    t = WHI_UNKNOWN
+                    break
+            self.whi[a] = t
 
     cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
         cdef int64_t base = <int64_t>a * self.max_symbols
@@ -673,11 +726,13 @@ cdef class Risk:
     cdef int set_mark(self, uint32_t s, int64_t price) except -1:
         """mark := price; every account holding s is re-valued and queued for a margin check."""
         self.mark[s] = price
+        self.set_wunit(s)
         cdef int32_t a
         cdef int64_t S = self.max_symbols
         for a in range(1, self.max_accounts):
             if self.P[a * S + s].slot >= 0:
                 mark_dirty(self, a, s, DIRTY_ALL)
+                self.whi[a] = WHI_UNKNOWN
                 self.touch(a)
         return 0
 
@@ -687,12 +742,16 @@ cdef class Risk:
         cdef int32_t a, i
         cdef int64_t base
         cdef uint32_t s
+        for i in range(1, self.max_symbols):
+            if self.chg[i]:
+                self.set_wunit(i)
         for a in range(1, self.max_accounts):
             base = <int64_t>a * self.max_symbols
             for i in range(self.n_active[a]):
                 s = self.active[base + i]
                 if self.chg[s]:
                     mark_dirty(self, a, s, DIRTY_ALL)
+                    self.whi[a] = WHI_UNKNOWN
                     self.touch(a)
         memset(self.chg, 0, self.max_symbols)
         return 0
@@ -838,12 +897,18 @@ cdef class Risk:
                    "risk.lim_sym": self.lim_sym_arr, "risk.lim_strat": self.lim_strat_arr}
         targets.update({"risk.acct." + n: a for n, a in self.acct_cols.items()})
         targets.update({"risk.sym." + n: a for n, a in self.sym_cols.items()})
+        state = dict(state)
+        if "risk.acct.whi" not in state:       # a snapshot from before these existed: derive them
+            state["risk.acct.whi"] = np.full(self.max_accounts, WHI_UNKNOWN, dtype=np.int64)
+            state["risk.sym.wunit"] = np.zeros(self.max_symbols, dtype=np.int64)
         for name, dst in targets.items():
             src = state[name]
             if src.dtype != dst.dtype or src.shape != dst.shape:
                 raise ValueError(f"snapshot array {name}: {src.dtype}{src.shape} != {dst.dtype}{dst.shape}")
         for name, dst in targets.items():
             dst[...] = state[name]
+        for s in range(1, self.max_symbols):
+            self.set_wunit(s)
         sc = [int(x) for x in state["risk.scalars"]]
         self.kill_all, self.breaker, self.err_ts, self.err_count = sc
         cdef int k

@@ -3,6 +3,9 @@ by hand here, liquidation, breakers, the kill switch and market protection (engi
 on the core with risk on."""
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -274,6 +277,34 @@ def test_leverage_and_margin_when_exceeded_then_rejected(b):
     assert rejected(b.order(1, BUY, 1_000, 4_400_000)) == R.INSUFFICIENT_MARGIN
     accepted(b.order(1, BUY, 440, 4_400_000))                # 4.44 BTC: 99,900.00 of margin
     assert b.r.portfolio(1)["available"] == 10_000_000 - 9_990_000
+
+
+@pytest.mark.parametrize("qty_1, qty_3", [(991, 1), (991, 4), (1_005, 1)])
+def test_margin_when_one_cash_unit_short_on_fractional_figures_then_rejected(qty_1, qty_3):
+    # Two BTC-style symbols whose marks make unit notionals fractions (45,009.99 and 33,333.33 per
+    # BTC: 4,500.999 and 3,333.333 cents per 0.001), initial margin 10% rounded up per entry, no
+    # maintenance margin: equity of exactly the margin both orders need is enough, one cent
+    # less is not. The second order is judged after the first left the account's slack exact,
+    # where the bound-only pass (Risk.far_from_limits) is tried first: it must leave these to the
+    # exact checks (a bound rounded the wrong way, or one without the unit of rounding per entry,
+    # passes the order one cent short).
+    units = ((qty_1, Fraction(4_500_999, 1000)), (qty_3, Fraction(3_333_333, 1000)))
+    need = sum(math.ceil(Fraction(math.ceil(q * u), 10)) for q, u in units)
+    for cash, ok in ((need - 1, False), (need, True)):
+        b = Book(margin=False)
+        b.e.add_symbol(3, tick_size=1, lot_size=1)
+        b.r.define_symbol(3, 2, 3)
+        b.limit(LS.DEFAULT, K.INITIAL_MARGIN, 1000)
+        b.e.mark_price(BTC, 4_500_999)
+        b.e.mark_price(3, 3_333_333)
+        b.e.deposit(1, cash)
+        accepted(b.order(1, BUY, qty_1, 4_500_000))
+        evs = b.order(1, BUY, qty_3, 3_300_000, sym=3)
+        if ok:
+            accepted(evs)
+            assert b.r.portfolio(1)["initial_margin"] == need
+        else:
+            assert rejected(evs) == R.INSUFFICIENT_MARGIN
 
 
 def test_amend_when_it_adds_risk_then_checked_and_when_it_reduces_then_passes(b):
