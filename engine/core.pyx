@@ -755,47 +755,53 @@ cdef class Engine:
         self.risk = risk
 
     cdef int risk_after(self, Py_ssize_t i) except -1:
-        cdef int32_t a, k, n
-        cdef uint32_t sym
+        """Fold the events from ev_buf[i:] into risk; then act on what they call for."""
+        cdef Risk r = self.risk
         cdef Event* e
         cdef int64_t ts = self.cur.ts_ns
-        cdef Risk r
         while True:
             while i < self.ev_count:
                 # ACCEPTED and CANCELLED (most events) only move open quantities: folded right
                 # here by risk.pxd's inline helper; every other kind by Risk.on_event
                 e = &self.ev_buf[i]
                 if e.kind == EV_ACCEPTED:
-                    open_change(self.risk, e.account, e.symbol, e.side, e.qty)
+                    open_change(r, e.account, e.symbol, e.side, e.qty)
                 elif e.kind == EV_CANCELLED:
-                    open_change(self.risk, e.account, e.symbol, e.side, -e.qty)
+                    open_change(r, e.account, e.symbol, e.side, -e.qty)
                 else:
-                    self.risk.on_event(e, ts)
+                    r.on_event(e, ts)
                 i += 1
-            if not (self.risk.breaker_new or self.risk.n_trip or self.risk.touch_n):
+            if (r.touch_n | r.n_trip | r.breaker_new) == 0:
                 return 0            # nothing to act on (most commands)
-            r = self.risk
-            if r.breaker_new:
-                r.breaker_new = 0
+            self.risk_act(r)        # its events are folded in turn
+
+    cdef int risk_act(self, Risk r) except -1:
+        """One action that the folded events call for: the engine-wide breaker event, the breaker
+        halts, or the next margin check of an account the command touched (a liquidation step)."""
+        cdef int32_t a, k, n
+        cdef uint32_t sym
+        cdef Event* e
+        if r.breaker_new:
+            r.breaker_new = 0
+            e = self.emit(EV_BREAKER, -1)
+            e.reason = 1
+            return 0
+        if r.n_trip:
+            n = r.n_trip
+            r.n_trip = 0
+            for k in range(n):
+                sym = r.trip_q[k]
                 e = self.emit(EV_BREAKER, -1)
+                e.symbol = sym
+                e.price = r.brk_ref[sym]
                 e.reason = 1
-                continue
-            if r.n_trip:
-                n = r.n_trip
-                r.n_trip = 0
-                for k in range(n):
-                    sym = r.trip_q[k]
-                    e = self.emit(EV_BREAKER, -1)
-                    e.symbol = sym
-                    e.price = r.brk_ref[sym]
-                    e.reason = 1
-                    if self.sym_state[sym] != SYM_HALTED:
-                        self.set_symbol_state(sym, SYM_HALTED)
-                continue
-            a = r.pop_touched()
-            if a == 0:
-                return 0
+                if self.sym_state[sym] != SYM_HALTED:
+                    self.set_symbol_state(sym, SYM_HALTED)
+            return 0
+        a = r.pop_touched()
+        if a:
             self.margin_step(a)
+        return 0
 
     cdef int margin_step(self, uint32_t a) except -1:
         """One step of margin monitoring for account a (RISK.md "Liquidation")."""

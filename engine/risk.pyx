@@ -186,11 +186,9 @@ cdef inline void* _data(object arr) noexcept:
 
 cdef inline int64_t sat_add(int64_t a, int64_t b) noexcept:
     cdef int64_t r
-    if b > 0 and a > INT64_MAX - b:
-        return INT64_MAX
-    if b < 0 and a < INT64_MIN - b:
-        return INT64_MIN
-    return a + b
+    if __builtin_add_overflow(a, b, &r):
+        return INT64_MAX if b > 0 else INT64_MIN
+    return r
 
 
 cdef inline int64_t clamp(int64_t v, int64_t m) noexcept:
@@ -597,7 +595,8 @@ cdef class Risk:
             p.avg_price = te_avg(p.avg_price, iabs(pos), price, qty)
         else:
             closed = qty if qty < iabs(pos) else iabs(pos)
-            realized = self.notional(price - p.avg_price if pos > 0 else p.avg_price - price, closed, s, FLOOR)
+            realized = te_mulq(price - p.avg_price if pos > 0 else p.avg_price - price, closed, self.num[s], 1,
+                               self.den[s], self.den_magic[s], self.den_more[s], FLOOR)
             if npos == 0:
                 p.avg_price = 0
             elif (npos > 0) != (pos > 0):
