@@ -21,7 +21,7 @@ from libc.stdlib cimport qsort
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from protocol.cdefs cimport *
-from engine.risk cimport Risk, open_change
+from engine.risk cimport Risk, check_order, open_change
 
 import numpy as np
 
@@ -479,7 +479,7 @@ cdef class Engine:
             return self.reject(REJ_POST_ONLY_WOULD_CROSS)
         cdef int code
         if self.risk is not None:
-            code = self.risk.check_order(a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
+            code = check_order(self.risk, a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
                                          c.qty, c.qty, self.acct_open[a])
             if code:
                 return self.reject(code)
@@ -590,7 +590,7 @@ cdef class Engine:
         cdef int64_t new_shown, old_leaves = o.leaves
         cdef int code
         if self.risk is not None and (c.qty > o.leaves or new_price != o.price or new_stop != o.stop_price):
-            code = self.risk.check_order(a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
+            code = check_order(self.risk, a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
                                          new_stop, c.qty, c.qty - o.leaves, -1)
             if code:
                 return self.reject(code)

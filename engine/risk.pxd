@@ -3,7 +3,141 @@
 # it: check_order before an order is accepted, on_event for every event it emits, and the
 # margin/breaker hooks after each command. Risk never calls back into the core.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
-from protocol.cdefs cimport Event, SIDE_BUY
+from protocol.cdefs cimport *
+
+# Exact integer helpers (C) and the limit-table constants: here, not in risk.pyx, because the
+# core compiles the order checks (check_order below) and the open quantity fold inline.
+cdef extern from *:
+    """
+    #include <stdint.h>
+    typedef __int128 te_i128;
+    #define TE_I128_MAX ((te_i128)(((unsigned __int128)1 << 127) - 1))
+    #define TE_I128_MIN (-TE_I128_MAX - 1)
+
+    /* Each helper has a 64-bit fast path (every product checked with __builtin_mul_overflow,
+       which is one imul and a jump) and falls back to exact 128-bit arithmetic, which
+       saturates instead of wrapping. Only the final division rounds. */
+    static inline te_i128 te_mul(te_i128 a, te_i128 b) {
+        te_i128 r;
+        if (__builtin_mul_overflow(a, b, &r)) return ((a < 0) != (b < 0)) ? TE_I128_MIN : TE_I128_MAX;
+        return r;
+    }
+    static inline int64_t te_sat64(te_i128 x) {
+        return x > INT64_MAX ? INT64_MAX : (x < INT64_MIN ? INT64_MIN : (int64_t)x);
+    }
+    static inline int64_t te_div64(int64_t x, int64_t d, int mode) {
+        int64_t q = x / d, r = x % d;
+        if (r != 0 && ((mode == 0 && x < 0) || (mode == 1 && x > 0))) q += mode ? 1 : -1;
+        return q;
+    }
+    static __attribute__((noinline)) int64_t te_muldiv_slow(int64_t a, int64_t b, int64_t c, int64_t e,
+                                                           int64_t d1, int64_t d2, int mode) {
+        te_i128 x = te_mul(te_mul(te_mul(a, b), c), e);
+        te_i128 d = (te_i128)d1 * (te_i128)d2;
+        te_i128 q = x / d, r = x % d;
+        if (r != 0 && ((mode == 0 && x < 0) || (mode == 1 && x > 0))) q += mode ? 1 : -1;
+        return te_sat64(q);
+    }
+    /* round(a * b * c * e / (d1 * d2)), d1, d2 > 0; mode 0 = floor, 1 = ceil. Saturating. */
+    static inline int64_t te_muldiv(int64_t a, int64_t b, int64_t c, int64_t e, int64_t d1, int64_t d2, int mode) {
+        int64_t x, d;
+        if (!__builtin_mul_overflow(a, b, &x) && !__builtin_mul_overflow(x, c, &x) &&
+                !__builtin_mul_overflow(x, e, &x) && !__builtin_mul_overflow(d1, d2, &d))
+            return te_div64(x, d, mode);
+        return te_muldiv_slow(a, b, c, e, d1, d2, mode);
+    }
+    /* a * b > c * d, exactly (int64 x int64 always fits 128 bits). */
+    static inline int te_gt(int64_t a, int64_t b, int64_t c, int64_t d) {
+        int64_t x, y;
+        if (!__builtin_mul_overflow(a, b, &x) && !__builtin_mul_overflow(c, d, &y)) return x > y;
+        return (te_i128)a * b > (te_i128)c * d;
+    }
+    /* a * b * c > x * y (a saturated product compares as an infinity) */
+    static inline int te_gt3(int64_t a, int64_t b, int64_t c, int64_t x, int64_t y) {
+        int64_t l, r;
+        if (!__builtin_mul_overflow(a, b, &l) && !__builtin_mul_overflow(l, c, &l) &&
+                !__builtin_mul_overflow(x, y, &r)) return l > r;
+        return te_mul(te_mul(a, b), c) > (te_i128)x * y;
+    }
+    /* Division by a symbol's den, which is fixed once the symbol is defined: a multiply-high and
+       shifts instead of a hardware divide (the invariant-divisor method of Granlund and
+       Montgomery, as in Hacker's Delight 10-9; magic 0 means den is a power of two). */
+    #define TE_DIV_ADD 0x40
+    static inline void te_udiv_gen(uint64_t d, uint64_t* magic, uint8_t* more) {
+        if ((d & (d - 1)) == 0) { *magic = 0; *more = (uint8_t)__builtin_ctzll(d); return; }
+        uint32_t l = 63 - __builtin_clzll(d);
+        unsigned __int128 n = (unsigned __int128)1 << (64 + l);
+        uint64_t m = (uint64_t)(n / d), rem = (uint64_t)(n % d);
+        if (d - rem < ((uint64_t)1 << l)) {
+            *more = (uint8_t)l;
+        } else {
+            uint64_t twice = rem + rem;
+            m += m;
+            if (twice >= d || twice < rem) m += 1;
+            *more = (uint8_t)(l | TE_DIV_ADD);
+        }
+        *magic = m + 1;
+    }
+    static inline uint64_t te_udiv(uint64_t n, uint64_t magic, uint8_t more) {
+        if (magic == 0) return n >> more;
+        uint64_t q = (uint64_t)(((unsigned __int128)magic * n) >> 64);
+        if (more & TE_DIV_ADD) return (((n - q) >> 1) + q) >> (more & 0x3F);
+        return q >> more;
+    }
+    /* floor (mode 0) or ceil (mode 1) of x / d, d > 0, with d's magic */
+    static inline int64_t te_qdiv(int64_t x, uint64_t d, uint64_t magic, uint8_t more, int mode) {
+        uint64_t n;
+        if (x >= 0) {
+            n = (uint64_t)x + (mode ? d - 1 : 0);
+            return (int64_t)te_udiv(n, magic, more);
+        }
+        n = (uint64_t)0 - (uint64_t)x + (mode ? 0 : d - 1);
+        return (int64_t)((uint64_t)0 - te_udiv(n, magic, more));
+    }
+    /* round(a * b * c * e / den) with den's magic: the notional helper of every valuation */
+    static inline int64_t te_mulq(int64_t a, int64_t b, int64_t c, int64_t e, int64_t den, uint64_t magic,
+                                  uint8_t more, int mode) {
+        int64_t x;
+        if (!__builtin_mul_overflow(a, b, &x) && !__builtin_mul_overflow(x, c, &x) &&
+                !__builtin_mul_overflow(x, e, &x))
+            return te_qdiv(x, (uint64_t)den, magic, more, mode);
+        return te_muldiv_slow(a, b, c, e, den, 1, mode);
+    }
+    /* the new average entry price: (avg * n + price * q) / (n + q), rounded half up (all >= 0) */
+    static inline int64_t te_avg(int64_t avg, int64_t n, int64_t price, int64_t q) {
+        int64_t t1, t2, t, m = n + q;
+        if (!__builtin_mul_overflow(avg, n, &t1) && !__builtin_mul_overflow(price, q, &t2) &&
+                !__builtin_add_overflow(t1, t2, &t) && !__builtin_add_overflow(t, m / 2, &t))
+            return t / m;
+        te_i128 total = (te_i128)avg * n + (te_i128)price * q;
+        return te_sat64((total + m / 2) / m);
+    }
+    """
+    int64_t te_muldiv(int64_t a, int64_t b, int64_t c, int64_t e, int64_t d1, int64_t d2, int mode) noexcept nogil
+    bint te_gt(int64_t a, int64_t b, int64_t c, int64_t d) noexcept nogil
+    bint te_gt3(int64_t a, int64_t b, int64_t c, int64_t x, int64_t y) noexcept nogil
+    int64_t te_avg(int64_t avg, int64_t n, int64_t price, int64_t q) noexcept nogil
+    void te_udiv_gen(uint64_t d, uint64_t* magic, uint8_t* more) noexcept nogil
+    int64_t te_qdiv(int64_t x, uint64_t d, uint64_t magic, uint8_t more, int mode) noexcept nogil
+    int64_t te_mulq(int64_t a, int64_t b, int64_t c, int64_t e, int64_t den, uint64_t magic, uint8_t more,
+                    int mode) noexcept nogil
+    int64_t te_div64(int64_t x, int64_t d, int mode) noexcept nogil
+
+cdef enum:
+    FLOOR = 0
+    CEIL = 1
+
+# Compile-time constants (C macros), not module variables: the compiler folds them into the checks.
+cdef extern from *:
+    """
+    #define TE_UNSET INT64_MIN
+    #define TE_NO_CAP INT64_MAX
+    #define TE_QTY_BOUND ((int64_t)1 << 62)
+    """
+    const int64_t UNSET "TE_UNSET"            # a limit table entry no one set
+    const int64_t NO_CAP "TE_NO_CAP"          # a CAP no scope sets (eff tables)
+    const int64_t QTY_BOUND "TE_QTY_BOUND"    # no worst-case position beyond this is ever accepted
+
 
 # -- DOMAIN SCALARS --
 ctypedef int64_t cash_t     # quote-currency minor units (risk.cash_decimals)
@@ -121,9 +255,8 @@ cdef class Risk:
     # -- CHECKS --
     cdef bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
-    cdef int check_order(self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
-                         uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
-                         int64_t added, int32_t open_orders) except -1
+    cdef int check_account(self, uint32_t a, uint32_t s, uint32_t strategy, int64_t worst,
+                           int64_t worst2) noexcept
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept
 
     # -- STATE CHANGES --
@@ -148,8 +281,10 @@ cdef class Risk:
 
 
 # -- HOT HELPERS --
-# Inline here, not methods, so that the core (which folds every ACCEPTED and CANCELLED event, most
-# of all events) compiles them into its own loop: no call across the module boundary per event.
+# Inline here, not methods (Cython emits methods without `inline`), so that the core compiles them
+# into its own code: the fold of every ACCEPTED and CANCELLED event (most of all events), and
+# checks 1-13 of every order (check_order; checks 14-17, for an order that adds risk, are the
+# method check_account).
 
 cdef extern from *:
     bint __builtin_mul_overflow(int64_t a, int64_t b, int64_t* r) noexcept nogil
@@ -199,3 +334,82 @@ cdef inline void whi_move(Risk r, uint32_t a, uint32_t s, int64_t dw) noexcept:
         if __builtin_mul_overflow(dw, r.wunit[s], &t) or __builtin_add_overflow(r.whi[a], t, &t):
             t = WHI_UNKNOWN
         r.whi[a] = t
+
+
+cdef inline int64_t cap3(const int64_t* ra, const int64_t* rs, const int64_t* rt, int k) noexcept:
+    """Risk.cap() over rows already located: the account's, the symbol's and the strategy's."""
+    cdef int64_t v = ra[k], x = rs[k], y = rt[k]
+    v = x if x < v else v
+    return y if y < v else v
+
+
+cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
+                            uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
+                            int64_t added, int32_t open_orders) noexcept:
+    """0, or the Reject code of the first failing check (RISK.md "Checks, in order").
+    qty: the order's (new) remaining qty; added: what it adds to the account's open qty on
+    its side (a new order: qty; an amend: new - old remaining); open_orders: the account's
+    live orders, or -1 for an amend (MAX_OPEN_ORDERS applies to new resting orders only)."""
+    if self.kill_all or self.kill[a]:
+        return REJ_KILL_SWITCH
+    if self.breaker:
+        return REJ_CIRCUIT_BREAKER
+    cdef uint8_t st = self.state[a]
+    if st == ACCT_SUSPENDED:
+        return REJ_ACCOUNT_SUSPENDED
+    if st == ACCT_LIQUIDATING:
+        return REJ_ACCOUNT_LIQUIDATING
+    cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
+    if p.restricted:
+        return REJ_SYMBOL_RESTRICTED
+    if strategy >= <uint32_t>self.max_strategies:
+        return REJ_INVALID_STRATEGY
+    cdef int64_t m = self.mark[s]
+    if m == 0:
+        return REJ_NO_REFERENCE_PRICE
+    cdef int64_t vp, lim
+    if order_type == OT_MARKET:
+        vp = self.market_bound(a, s, side, 1)
+        if vp == 0:
+            vp = m
+    elif order_type == OT_STOP:
+        vp = stop_price
+    else:
+        vp = price
+    # the rows of the three scopes' combined tables (the strategy id was checked above); a kind
+    # no scope caps reads NO_CAP = INT64_MAX, which a qty, an order count or a clamped figure
+    # never exceeds: those comparisons need no NO_CAP test
+    cdef const int64_t* ra = self.eff_acct + <int64_t>a * N_LIMITS
+    cdef const int64_t* rs = self.eff_sym + <int64_t>s * N_LIMITS
+    cdef const int64_t* rt = self.eff_strat + <int64_t>strategy * N_LIMITS
+    if qty > cap3(ra, rs, rt, LIM_MAX_ORDER_QTY):
+        return REJ_MAX_ORDER_QTY
+    lim = cap3(ra, rs, rt, LIM_MAX_ORDER_VALUE)
+    if lim != NO_CAP and te_gt3(vp, qty, self.num[s], lim, self.den[s]):
+        return REJ_MAX_ORDER_VALUE
+    if order_type == OT_LIMIT or order_type == OT_STOP_LIMIT:
+        lim = cap3(ra, rs, rt, LIM_PRICE_COLLAR)
+        if lim != NO_CAP and te_gt(iabs(price - m), 10000, lim, m):
+            return REJ_PRICE_COLLAR
+    if open_orders >= 0 and (tif == TIF_GTC or tif == TIF_DAY or tif == TIF_GTD or
+                             order_type == OT_STOP or order_type == OT_STOP_LIMIT):
+        if open_orders >= cap3(ra, rs, rt, LIM_MAX_OPEN_ORDERS):
+            return REJ_MAX_OPEN_ORDERS
+    cdef int64_t ob = p.open_buy, os = p.open_sell, pos = p.pos
+    if flags & FLAG_REDUCE_ONLY:
+        if side == SIDE_BUY:
+            if not (pos < 0 and ob + added <= -pos):
+                return REJ_REDUCE_ONLY_VIOLATION
+        elif not (pos > 0 and os + added <= pos):
+            return REJ_REDUCE_ONLY_VIOLATION
+    # worst case of the position if every open order filled (RISK.md "Valuation")
+    cdef int64_t worst = p.worst, worst2
+    if side == SIDE_BUY:
+        worst2 = imax(iabs(pos + ob + added), iabs(pos - os))
+    else:
+        worst2 = imax(iabs(pos + ob), iabs(pos - os - added))
+    if worst2 <= worst:
+        return 0                   # does not add risk: nothing below applies
+    if st == ACCT_REDUCE_ONLY:
+        return REJ_ACCOUNT_REDUCE_ONLY
+    return self.check_account(a, s, strategy, worst, worst2)
