@@ -13,7 +13,8 @@ Scenarios here:
            pinned to --server-cpu, generator to --cpu, per journal durability, beside
            an echo server (the floor) in the same run; --scrape adds the server under
            a /metrics scrape every second (see perf/roundtrip.py)
-  throughput  closed-loop pipelined sessions, max sustained orders/s (perf/throughput.py)
+  throughput  closed-loop pipelined sessions, max sustained orders/s (perf/throughput.py);
+           --risk adds a server with every risk check on (journal none) beside the others
   replay   journal replay rate (what a restart without a snapshot does) and snapshot
            write/load time (see perf/replay.py)
   journal  Journal append rate and commit latency per durability and batch size, and group
@@ -291,7 +292,9 @@ def main(argv=None):
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--prefill", type=int, default=0, help="deep resting orders placed before the flow (core)")
-    p.add_argument("--risk", action="store_true", help="core: also run with every risk check on, same commands")
+    p.add_argument("--risk", action="store_true",
+                   help="core: also run with every risk check on, same commands; throughput: also a server "
+                        "with every risk check on (journal none), the same flow")
     p.add_argument("--max-orders", type=int, default=1 << 20)
     p.add_argument("--baseline-n", type=int, default=300_000, help="commands through the Python baselines")
     p.add_argument("--resting", type=int, default=1_000_000, help="resting orders (memory)")

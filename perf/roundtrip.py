@@ -332,10 +332,32 @@ def server_limits():
                                               "cancels_burst", "logout_per_s", "logout_burst"))
 
 
+# "none+risk": the server with every risk check on (engine/RISK.md), every limit kind set loosely
+# enough that the load generator's orders (perf/roundtrip.py stream: BTCUSDT buys near 1,000.00,
+# sells near 2,000.00, 0.001 each) all pass, and every account funded: the same flow as "none",
+# so the two differ by what risk costs the server.
+RISK_ON = dict(risk="""enabled = true
+[risk.defaults]
+max_order_value = "1000000"
+max_position_value = "1000000000"
+max_open_orders = 1000000
+max_leverage = "100"
+max_daily_loss = "1000000000"
+price_collar = "0.50"
+market_band = "0.50"
+max_var = "1000000000"
+initial_margin = "0.10"
+maintenance_margin = "0.05"
+maker_fee = "-0.0001"
+taker_fee = "0.0005"
+""", account_extra='initial_deposit = "1000000000"\n', symbol_extra='reference_price = "1500.00"')
+
+
 class Targets:
     """The processes a scenario measures, pinned to the server CPU, one per variant:
     "echo" (perf/echo.py) or a server per journal durability ("none+scrape" shares the
-    "none" server). A context manager: everything is stopped on exit."""
+    "none" server; "none+risk" is a server of its own with risk on, RISK_ON). A context
+    manager: everything is stopped on exit."""
 
     def __init__(self, variants, server_cpu, **server_kw):
         from tests.server_proc import ServerProc
@@ -351,16 +373,22 @@ class Targets:
                     self.echo_port = _wait_port(pf, self.echo)
                     continue
                 durability = v.split("+")[0]
-                if durability not in self.procs:
-                    self.procs[durability] = ServerProc(
-                        Path(self.tmp.name) / durability, durability=durability,
-                        server_extra=f"cpu = {server_cpu}{server_limits()}", **server_kw).start()
+                key = self.key(v)
+                if key not in self.procs:
+                    self.procs[key] = ServerProc(
+                        Path(self.tmp.name) / key.replace("+", "_"), durability=durability,
+                        server_extra=f"cpu = {server_cpu}{server_limits()}",
+                        **dict(server_kw, **(RISK_ON if v.endswith("+risk") else {}))).start()
         except BaseException:
             self.close()
             raise
 
+    @staticmethod
+    def key(v):
+        return v if v.endswith("+risk") else v.split("+")[0]
+
     def server(self, v):
-        return self.procs[v.split("+")[0]]
+        return self.procs[self.key(v)]
 
     def port(self, v):
         return self.echo_port if v == "echo" else self.server(v).port

@@ -99,7 +99,7 @@ def run(port, sessions, n, window, echo=False, timeout=60.0, server_pid=None):
 
 def scenario(args):
     os.sched_setaffinity(0, {args.cpu if args.cpu is not None else 1})
-    variants = (["echo"] if args.echo else []) + list(args.durability)
+    variants = (["echo"] if args.echo else []) + list(args.durability) + (["none+risk"] if args.risk else [])
     results = {v: dict(sessions=args.pipelined, window=args.window, orders_per_session=args.orders_per_session,
                        runs=[]) for v in variants}
     # the generator reads as fast as it can, but a whole window of replies may sit in the server's buffer

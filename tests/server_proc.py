@@ -58,6 +58,7 @@ price_decimals = 2
 qty_decimals = 3
 tick_size = 1
 lot_size = 1
+{symbol_extra}
 
 [[symbols]]
 id = 2
@@ -75,13 +76,14 @@ ENGINE = dict(max_orders=65536, max_accounts=16, max_symbols=8, max_levels=1024)
 class ServerProc:
     def __init__(self, tmp: Path, durability="sync", heartbeat_ms=1000, output_buffer_bytes=4 << 20, extra="",
                  server_extra="", journal_extra="", admins=None, engine=None, risk="enabled = false",
-                 account_extra=""):
+                 account_extra="", symbol_extra=""):
         admins = admins or {}
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = BASE_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
                                   output_buffer_bytes=output_buffer_bytes, server_extra=server_extra,
-                                  journal_extra=journal_extra, risk=risk, **dict(ENGINE, **(engine or {}))) + extra
+                                  journal_extra=journal_extra, risk=risk, symbol_extra=symbol_extra,
+                                  **dict(ENGINE, **(engine or {}))) + extra
         self.admin = admins
         for i, (name, hashed) in enumerate(admins.items(), 1):
             text += f'\n[[admins]]\nid = {i}\nname = "{name}"\npassword_scrypt = "{hashed}"\n'

@@ -62,11 +62,11 @@ def test_roundtrip_when_run_small_then_every_order_acknowledged(tmp_path, capsys
 
 def test_throughput_when_run_small_then_every_reply_verified(tmp_path):
     argv = ["throughput", "--orders-per-session", "3000", "--window", "400", "--pipelined", "2", "--runs", "1",
-            "--durability", "none,sync", "--out", str(tmp_path)]
+            "--durability", "none,sync", "--risk", "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     (path,) = tmp_path.glob("*.json")
     results = json.loads(path.read_text())["results"]
-    for variant in ("echo", "none", "sync"):
+    for variant in ("echo", "none", "sync", "none+risk"):     # risk on: every order still accepted (verified)
         (run,) = results[variant]["runs"]
         assert run["orders"] == 6000 and run["orders_per_s"] > 0
 
