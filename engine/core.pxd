@@ -156,6 +156,8 @@ cdef class Engine:
     # -- RISK ORCHESTRATION (engine/RISK.md) --
     cdef int risk_after(self, Py_ssize_t start) except -1
     cdef int risk_act(self, Risk r) except -1
+    cdef int reduce_only_step(self, uint32_t a) except -1
+    cdef void count_reduce_only(self) noexcept
     cdef int margin_step(self, uint32_t a) except -1
     cdef int place_liquidation(self, uint32_t a, uint32_t symbol, uint8_t side, int64_t qty) except -1
     cdef int cancel_account(self, uint32_t a, uint16_t reason) except -1

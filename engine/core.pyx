@@ -21,7 +21,7 @@ from libc.stdlib cimport qsort
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from protocol.cdefs cimport *
-from engine.risk cimport Risk, check_order, open_change
+from engine.risk cimport Risk, check_order, open_change, ro_count, ro_touch
 
 import numpy as np
 
@@ -771,13 +771,14 @@ cdef class Engine:
                 else:
                     r.on_event(e, ts)
                 i += 1
-            if (r.touch_n | r.n_trip | r.breaker_new) == 0:
+            if (r.touch_n | r.n_trip | r.ro_n | r.breaker_new) == 0:
                 return 0            # nothing to act on (most commands)
             self.risk_act(r)        # its events are folded in turn
 
     cdef int risk_act(self, Risk r) except -1:
         """One action that the folded events call for: the engine-wide breaker event, the breaker
-        halts, or the next margin check of an account the command touched (a liquidation step)."""
+        halts, the next margin check of an account the command touched (a liquidation step), or
+        the next reduce-only check."""
         cdef int32_t a, k, n
         cdef uint32_t sym
         cdef Event* e
@@ -801,6 +802,27 @@ cdef class Engine:
         a = r.pop_touched()
         if a:
             self.margin_step(a)
+            return 0
+        a = r.pop_ro()
+        if a:
+            self.reduce_only_step(a)
+        return 0
+
+    cdef int reduce_only_step(self, uint32_t a) except -1:
+        """Cancel the account's newest resting (or waiting) reduce-only order that its position no
+        longer covers (RISK.md "Reduce-only orders"), if there is one; then check it again."""
+        cdef Risk r = self.risk
+        if not r.ro_violated(a):
+            return 0
+        cdef slot_t s = self.acct_tail[a]
+        cdef Order* o
+        while s >= 0:
+            o = &self.orders[s]
+            if (o.flags & FLAG_REDUCE_ONLY) and r.ro_violation(a, o.symbol) & (1 if o.side == SIDE_BUY else 2):
+                self.cancel_order(s, CXL_REDUCE_ONLY)
+                ro_touch(r, a)
+                return 0
+            s = o.acct_prev
         return 0
 
     cdef int margin_step(self, uint32_t a) except -1:
@@ -1361,6 +1383,8 @@ cdef class Engine:
         cdef Order* o = &self.orders[s]
         cdef uint32_t a = o.account
         o.registered = 1
+        if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:   # (the flag is refused without risk)
+            ro_count(self.risk, a, o.symbol, o.side, 1)
         self.table_insert(self.oid_table, self.oid_disp, s, o.order_id)
         self.table_insert(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
         o.acct_prev = self.acct_tail[a]
@@ -1393,6 +1417,8 @@ cdef class Engine:
         cdef Order* o = &self.orders[s]
         cdef uint32_t a = o.account
         if o.registered:
+            if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:
+                ro_count(self.risk, a, o.symbol, o.side, -1)
             self.table_erase(self.oid_table, self.oid_disp, s, o.order_id)
             self.table_erase(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
             if o.acct_prev >= 0:
@@ -1740,8 +1766,20 @@ cdef class Engine:
             raise ValueError("snapshot and engine differ in whether risk is on")
         if self.risk is not None:
             self.risk.import_state(state)
+            self.count_reduce_only()
         self.q_head = self.q_tail = 0
         self.ev_count = 0
+
+    cdef void count_reduce_only(self) noexcept:
+        """Risk's reduce-only counts, from the live orders (they are derived, never snapshotted)."""
+        cdef int32_t a
+        cdef slot_t s
+        for a in range(self.max_accounts):
+            s = self.acct_head[a]
+            while s >= 0:
+                if self.orders[s].flags & FLAG_REDUCE_ONLY:
+                    ro_count(self.risk, a, self.orders[s].symbol, self.orders[s].side, 1)
+                s = self.orders[s].acct_next
 
     # -- CHECKS --
 
@@ -1905,6 +1943,19 @@ cdef class Engine:
             assert (sums == self.risk.acct_cols[name]).all(), f"risk {name} != the sum of its figures"
         listed = (positions["slot"] >= 0).sum(axis=1)
         assert (listed == self.risk.acct_cols["n_active"]).all(), "risk active lists out of step"
+        ro = np.zeros((self.max_accounts * S, 2), dtype=np.int32)
+        for a in range(self.max_accounts):
+            for o in self.open_orders(a):
+                if o["flags"] & FLAG_REDUCE_ONLY:
+                    ro[a * S + o["symbol"], o["side"] - 1] += 1
+        assert (ro.ravel() == self.risk.ro_arr).all(), "risk reduce-only counts != the live reduce-only orders"
+        assert (ro.reshape(self.max_accounts, -1).sum(axis=1) == self.risk.ro_total_arr).all()
+        # between commands every resting reduce-only order is covered by its position (RISK.md)
+        pos = pos["pos"]
+        for k in np.nonzero(ro.any(axis=1))[0]:
+            p, ob, os_ = int(pos[k]), int(got[k, 0]), int(got[k, 1])
+            assert not ro[k, 0] or (p < 0 and ob <= -p), f"uncovered reduce-only buy at {divmod(int(k), S)}"
+            assert not ro[k, 1] or (p > 0 and os_ <= p), f"uncovered reduce-only sell at {divmod(int(k), S)}"
 
 
 # What a RISK_TICK acts on (cmd_risk) and what makes one due (risk_tick_due): one definition.

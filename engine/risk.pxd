@@ -236,6 +236,16 @@ cdef class Risk:
     cdef int32_t touch_head, touch_n
     cdef int32_t* trip_q             # symbols whose breaker tripped in this command
     cdef int32_t n_trip
+    cdef int32_t* ro_q               # accounts waiting for a reduce-only check (a ring; each at most once)
+    cdef int32_t ro_head, ro_n
+
+    # -- REDUCE-ONLY ORDERS (derived from the core's live orders: counted by the core as they
+    # register and release, recounted after a snapshot import, never snapshotted) --
+    cdef readonly object ro_arr, ro_total_arr
+    cdef object _ro_q_arr, _ro_queued_arr
+    cdef int32_t* ro                 # [(account * max_symbols + symbol) * 2 + side - 1]: resting/waiting ones
+    cdef int32_t* ro_total           # per account
+    cdef uint8_t* ro_queued
 
     # -- ENGINE-WIDE --
     cdef readonly uint8_t kill_all
@@ -273,6 +283,9 @@ cdef class Risk:
     cdef int64_t equity(self, uint32_t a) noexcept
     cdef int64_t available(self, uint32_t a) noexcept
     cdef int32_t pop_touched(self) noexcept
+    cdef int32_t pop_ro(self) noexcept
+    cdef uint8_t ro_violation(self, uint32_t a, uint32_t s) noexcept
+    cdef bint ro_violated(self, uint32_t a) noexcept
     cdef bint below_maintenance(self, uint32_t a) noexcept
     cdef uint32_t next_liquidation(self, uint32_t a, int64_t* qty, uint8_t* side) noexcept
     cdef void end_of_day(self) noexcept
@@ -325,6 +338,41 @@ cdef inline void open_change(Risk r, uint32_t a, uint32_t s, uint8_t side, int64
         whi_move(r, a, s, w - p.worst)
         p.worst = w
         mark_dirty(r, a, s, DIRTY_OPEN)
+    if delta > 0 and r.ro_total[a]:
+        ro_touch(r, a)            # more open on a side: the account's reduce-only orders may no longer fit
+
+
+cdef inline void ro_count(Risk r, uint32_t a, uint32_t s, uint8_t side, int32_t d) noexcept:
+    """A reduce-only order of the account starts (d = 1) or stops (d = -1) resting or waiting."""
+    r.ro[(<int64_t>a * r.max_symbols + s) * 2 + (side - 1)] += d
+    r.ro_total[a] += d
+
+
+cdef inline void ro_touch(Risk r, uint32_t a) noexcept:
+    """Queue the account for a reduce-only check (once) after this command's events."""
+    if not r.ro_queued[a]:
+        r.ro_queued[a] = 1
+        ring_push(r.ro_q, r.ro_head, &r.ro_n, r.max_accounts, a)
+
+
+cdef inline void ring_push(int32_t* q, int32_t head, int32_t* n, int32_t cap, int32_t x) noexcept:
+    """Append x to the ring q[cap] of n[0] items from head (the caller keeps it from overflowing:
+    each account is queued at most once)."""
+    cdef int32_t i = head + n[0]
+    if i >= cap:
+        i -= cap
+    q[i] = x
+    n[0] += 1
+
+
+cdef inline int32_t ring_pop(int32_t* q, int32_t* head, int32_t* n, int32_t cap) noexcept:
+    """The first item of a non-empty ring (ring_push), removed."""
+    cdef int32_t x = q[head[0]]
+    head[0] += 1
+    if head[0] == cap:
+        head[0] = 0
+    n[0] -= 1
+    return x
 
 
 cdef inline void whi_move(Risk r, uint32_t a, uint32_t s, int64_t dw) noexcept:

@@ -102,6 +102,10 @@ cdef class Risk:
         self.eff_sym_arr = np.zeros(<int64_t>max_symbols * N_LIMITS, dtype=np.int64)
         self.eff_strat_arr = np.zeros(<int64_t>max_strategies * N_LIMITS, dtype=np.int64)
         self._touch_arr = np.zeros(max_accounts, dtype=np.int32)
+        self.ro_arr = np.zeros(n * 2, dtype=np.int32)
+        self.ro_total_arr = np.zeros(max_accounts, dtype=np.int32)
+        self._ro_q_arr = np.zeros(max_accounts, dtype=np.int32)
+        self._ro_queued_arr = np.zeros(max_accounts, dtype=np.uint8)
         self._trip_arr = np.zeros(max_symbols, dtype=np.int32)
         self._chg_arr = np.zeros(max_symbols, dtype=np.uint8)
         self._bind()
@@ -149,6 +153,10 @@ cdef class Risk:
         self.brk_resume = <int64_t*>_data(s["brk_resume"])
         self.brk_tripped = <uint8_t*>_data(s["brk_tripped"])
         self.touch_q = <int32_t*>_data(self._touch_arr)
+        self.ro = <int32_t*>_data(self.ro_arr)
+        self.ro_total = <int32_t*>_data(self.ro_total_arr)
+        self.ro_q = <int32_t*>_data(self._ro_q_arr)
+        self.ro_queued = <uint8_t*>_data(self._ro_queued_arr)
         self.trip_q = <int32_t*>_data(self._trip_arr)
         self.chg = <uint8_t*>_data(self._chg_arr)
 
@@ -404,6 +412,8 @@ cdef class Risk:
             elif (npos > 0) != (pos > 0):
                 p.avg_price = price        # flipped: the remainder opens at the fill price
         p.pos = npos
+        if self.ro_total[a]:
+            ro_touch(self, a)          # the position moved: its reduce-only orders may no longer fit
         cdef int64_t w = imax(iabs(npos + p.open_buy), iabs(npos - p.open_sell))
         whi_move(self, a, s, w - p.worst)
         p.worst = w
@@ -461,26 +471,47 @@ cdef class Risk:
             self.n_trip += 1
 
     cdef inline void touch(self, uint32_t a) noexcept:
-        cdef int32_t i
         if not self.touched[a]:
             self.touched[a] = 1
-            i = self.touch_head + self.touch_n
-            if i >= self.max_accounts:
-                i -= self.max_accounts
-            self.touch_q[i] = a
-            self.touch_n += 1
+            ring_push(self.touch_q, self.touch_head, &self.touch_n, self.max_accounts, a)
 
     cdef int32_t pop_touched(self) noexcept:
         """The next account queued for a margin check (first in, first out), or 0."""
         if self.touch_n == 0:
             return 0
-        cdef int32_t a = self.touch_q[self.touch_head]
-        self.touch_head += 1
-        if self.touch_head == self.max_accounts:
-            self.touch_head = 0
-        self.touch_n -= 1
+        cdef int32_t a = ring_pop(self.touch_q, &self.touch_head, &self.touch_n, self.max_accounts)
         self.touched[a] = 0
         return a
+
+    cdef int32_t pop_ro(self) noexcept:
+        """The next account queued for a reduce-only check (first in, first out), or 0."""
+        if self.ro_n == 0:
+            return 0
+        cdef int32_t a = ring_pop(self.ro_q, &self.ro_head, &self.ro_n, self.max_accounts)
+        self.ro_queued[a] = 0
+        return a
+
+    cdef uint8_t ro_violation(self, uint32_t a, uint32_t s) noexcept:
+        """The sides of entry (a, s) whose resting reduce-only orders the position no longer covers
+        (1 = buy, 2 = sell; RISK.md "Reduce-only orders"): any on the side that would increase the
+        position (both sides when flat), or, on the side that reduces it, open qty beyond it."""
+        cdef int64_t k = <int64_t>a * self.max_symbols + s
+        cdef Position* p = &self.P[k]
+        cdef uint8_t v = 0
+        if self.ro[2 * k] and (p.pos >= 0 or p.open_buy > -p.pos):
+            v |= 1
+        if self.ro[2 * k + 1] and (p.pos <= 0 or p.open_sell > p.pos):
+            v |= 2
+        return v
+
+    cdef bint ro_violated(self, uint32_t a) noexcept:
+        """Some entry of the account has a reduce-only order its position no longer covers."""
+        cdef int32_t i
+        cdef int64_t base = <int64_t>a * self.max_symbols
+        for i in range(self.n_active[a]):
+            if self.ro_violation(a, self.active[base + i]):
+                return True
+        return False
 
     cdef void refresh(self, uint32_t a) noexcept:
         """Bring the account's cached figures and sums up to date."""
@@ -716,7 +747,10 @@ cdef class Risk:
         for k in range(1, N_LIMITS):
             self.rebuild_eff(k)
         self.breaker_new = 0
-        self.touch_head = self.touch_n = self.n_trip = 0
+        self.touch_head = self.touch_n = self.n_trip = self.ro_head = self.ro_n = 0
+        self.ro_arr[:] = 0                 # recounted by the core from its live orders
+        self.ro_total_arr[:] = 0
+        self._ro_queued_arr[:] = 0
 
     def state_bytes(self):
         """Every byte of risk state, in a fixed order (for state hashes)."""

@@ -104,6 +104,7 @@ cdef enum:
     CXL_MARKET_PROTECTION = 10
     CXL_LIQUIDATION = 11
     CXL_KILL_SWITCH = 12
+    CXL_REDUCE_ONLY = 13
 
 # AccountState
 cdef enum:

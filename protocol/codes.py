@@ -122,6 +122,7 @@ class CancelReason(IntEnum):
     MARKET_PROTECTION = 10  # risk: a market order's remainder beyond the market band from the reference price
     LIQUIDATION = 11      # risk: the account entered liquidation; its open orders are cancelled
     KILL_SWITCH = 12      # risk: a kill switch (account or global) cancelled it
+    REDUCE_ONLY = 13      # risk: a resting reduce-only order the position no longer covers (RISK.md)
 
 
 class AccountState(IntEnum):

@@ -95,8 +95,17 @@ def build(eng, ops_item, clids, seq):
         mark = int(eng.risk.sym_cols["mark"][s]) or SYMBOLS[s][5]
         price = max(tick, (mark // tick + off * 3) * tick)
         clids[a] += 1
+        qty = lots * lot
+        if flag == 0 and otype in ("limit", "stop_limit"):
+            # reduce-only: most of these sized to the room the position leaves on its closing side,
+            # so that they rest, and later fills or other orders make the engine cut them
+            p = next((x for x in eng.risk.positions(a) if x["symbol"] == s), None)
+            if p and p["position"] and lots % 4:
+                side = Side.SELL if p["position"] > 0 else Side.BUY
+                room = abs(p["position"]) - (p["open_sell"] if side == Side.SELL else p["open_buy"])
+                qty = min(qty, room) if room > 0 else qty
         f = dict(kind=CommandKind.NEW_ORDER, account=a, client_order_id=clids[a], symbol=s, side=side,
-                 qty=lots * lot, strategy=strategy, stp=1, flags=OrderFlag.REDUCE_ONLY if flag == 0 else 0)
+                 qty=qty, strategy=strategy, stp=1, flags=OrderFlag.REDUCE_ONLY if flag == 0 else 0)
         if otype == "limit":
             f.update(order_type=OrderType.LIMIT, tif=TimeInForce.GTC, price=price)
         elif otype == "ioc":
@@ -231,8 +240,8 @@ def run_stream(ops, initial_cash):
             liquidating = model.state[a] == AccountState.LIQUIDATING
             assert liquidating == (acct["equity"] < acct["mm"]), \
                 f"step {i}: account {a} liquidating={liquidating}, equity {acct['equity']} mm {acct['mm']}"
-        if i % 25 == 0:
-            eng.validate()
+        if i % 5 == 0:
+            eng.validate()                  # every resting reduce-only order covered, among others
     eng.validate()
     return eng
 

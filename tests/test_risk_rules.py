@@ -236,6 +236,69 @@ def test_reduce_only_when_it_could_increase_the_position_then_rejected(b):
     assert rejected(b.order(1, BUY, 1, 4_400_000, flags=OrderFlag.REDUCE_ONLY)) == R.REDUCE_ONLY_VIOLATION
 
 
+def cut(evs):
+    """Client order ids of the orders a command's events cancelled as no longer reduce-only."""
+    return [e.client_order_id for e in evs if e.kind == EK.CANCELLED and e.reason == CR.REDUCE_ONLY]
+
+
+def long_0_1(b):
+    b.order(2, SELL, 100, 4_500_000)
+    b.order(1, BUY, 100, 4_500_000)                          # account 1 long 0.1
+    assert b.pos(1)["position"] == 100
+
+
+def test_reduce_only_when_a_fill_shrinks_the_position_below_it_then_the_newest_is_cancelled(b):
+    long_0_1(b)
+    accepted(b.order(1, SELL, 60, 4_600_000, flags=OrderFlag.REDUCE_ONLY))     # clid 2
+    accepted(b.order(1, SELL, 40, 4_700_000, flags=OrderFlag.REDUCE_ONLY))     # clid 3: 0.1 covered
+    b.order(2, BUY, 30, 4_400_000)                           # a bid for account 1 to hit
+    evs = b.order(1, SELL, 30, 4_400_000, tif=TIF.IOC)       # not reduce-only: long 0.07 now
+    assert cut(evs) == [3]                                   # 0.1 resting > 0.07: the newest goes
+    assert [o["client_order_id"] for o in b.e.open_orders(1)] == [2]
+    assert b.pos(1)["open_sell"] == 60
+    b.e.validate()
+
+
+def test_reduce_only_when_the_position_closes_then_every_one_is_cancelled(b):
+    long_0_1(b)
+    accepted(b.order(1, SELL, 50, 4_600_000, flags=OrderFlag.REDUCE_ONLY))     # clid 2
+    accepted(b.order(1, SELL, 50, 4_700_000, flags=OrderFlag.REDUCE_ONLY, ot=OT.STOP_LIMIT,
+                     stop=4_300_000))                        # clid 3, a waiting stop counts too
+    b.order(2, BUY, 100, 4_400_000)
+    evs = b.order(1, SELL, 100, 4_400_000, tif=TIF.IOC)      # flat: nothing left to reduce
+    assert cut(evs) == [3, 2]                                # newest first
+    assert b.e.open_orders(1) == [] and b.pos(1) is None
+    b.e.validate()
+
+
+def test_reduce_only_when_other_orders_on_its_side_outgrow_the_position_then_cancelled(b):
+    # on entry a reduce-only sell needs every open sell, with it, within the position; that holds
+    # while it rests: a normal sell (or an amend up) that breaks it cancels the reduce-only order,
+    # which could otherwise trade after the normal one closed the position (even in one sweep)
+    long_0_1(b)
+    accepted(b.order(1, SELL, 60, 4_600_000, flags=OrderFlag.REDUCE_ONLY))     # clid 2
+    evs = accepted(b.order(1, SELL, 40, 4_650_000))          # clid 3: 0.1 open, still covered
+    assert cut(evs) == []
+    oid = evs[0].order_id
+    assert cut(b.e.amend(1, order_id=oid, qty=41)) == [2]    # 0.101 open > 0.1
+    assert [o["client_order_id"] for o in b.e.open_orders(1)] == [3]
+    accepted(b.order(1, BUY, 10, 4_400_000))                 # the other side: nothing to cut
+    b.e.validate()
+
+
+def test_reduce_only_when_exported_and_imported_then_counted_again_and_still_cut(b):
+    long_0_1(b)
+    accepted(b.order(1, SELL, 100, 4_600_000, flags=OrderFlag.REDUCE_ONLY))    # clid 2
+    b.order(2, BUY, 10, 4_400_000)
+    state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in b.e.export_state().items()}
+    other = Book(margin=False)
+    other.e.import_state(state)
+    other.clid = dict(b.clid)
+    other.e.validate()                                       # the counts are derived from the orders
+    assert other.e.state_hash() == b.e.state_hash()
+    assert cut(other.order(1, SELL, 10, 4_400_000, tif=TIF.IOC)) == [2]
+
+
 def test_reduce_only_flag_when_risk_is_off_then_invalid_flags():
     e = Engine(max_orders=64, max_accounts=4, max_symbols=4, max_levels=16)
     e.add_symbol(1)
