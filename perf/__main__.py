@@ -278,7 +278,8 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per run (roundtrip)")
     p.add_argument("--server-cpu", type=int, default=0, help="the server's CPU (roundtrip)")
     p.add_argument("--durability", type=lambda s: s.split(","), default=["none", "sync"],
-                   help="journal durabilities to run (roundtrip, throughput)")
+                   help="journal durabilities to run (roundtrip, throughput); none+risk: journal off, every "
+                        "risk check on (perf/roundtrip.py RISK_ON)")
     p.add_argument("--pipelined", type=int, default=2, help="pipelined sessions (throughput)")
     p.add_argument("--window", type=int, default=8192, help="unacknowledged orders per session (throughput)")
     p.add_argument("--orders-per-session", type=int, default=500_000, help="orders per session per run (throughput)")
