@@ -68,6 +68,41 @@ COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
 COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
 
 
+HELPER_NICE = 19                     # see helper_setup
+ENGINE_CPU: int | None = None        # [server] cpu, once serve() pinned the event loop's thread to it
+HELPER_CPUS: set[int] = set()        # the CPUs the process may use besides it
+
+
+def helper_setup(report=True):
+    """On a helper thread or process (admin password checks, the snapshot writer): keep its CPU
+    work off the engine's pinned core. When the process may use other CPUs (systemd CPUAffinity=
+    listing more than [server] cpu), it runs on those; else it shares the engine's core at nice 19,
+    so the event loop takes the core whenever it has work (an admin logon's scrypt is ~130 ms of
+    CPU). report=False in a forked child, which must not log (a lock held at the fork)."""
+    import threading
+    _name_thread("te-helper")
+    if ENGINE_CPU is None:
+        return
+    try:
+        if HELPER_CPUS:
+            os.sched_setaffinity(0, HELPER_CPUS)           # 0: this thread (or process)
+        else:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HELPER_NICE)
+    except OSError as e:
+        if report:
+            log.info("helper keeps the engine's placement (%s)", e)
+
+
+def _name_thread(name):
+    """The calling thread's name as top, ps -L and /proc show it (Linux; best effort)."""
+    import threading
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
+            f.write(name)
+    except OSError:
+        pass
+
+
 def _raise_commit_thread_priority():
     """On the commit thread: a higher priority than the loop thread it shares the engine's core
     with, so that when an fsync completes the thread runs at once instead of waiting out the
@@ -75,6 +110,7 @@ def _raise_commit_thread_priority():
     p90 4.8 -> 2.4 ms, mean commit 0.78 -> 0.61 ms). It sleeps in I/O almost all the time.
     Needs CAP_SYS_NICE or RLIMIT_NICE (systemd: LimitNICE=); without, it runs at normal priority."""
     import threading
+    _name_thread("te-commit")
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMMIT_THREAD_NICE)
     except OSError as e:
@@ -493,7 +529,8 @@ class Server:
                                                      dtype=np.int64)
         state.update(self.feeds.md.export_state())
         if fork:
-            self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last)
+            self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last,
+                                                      on_child=lambda: helper_setup(report=False))
             self.snapshot_pause_s = time.perf_counter() - t    # the loop stood still this long
             log.info("snapshot at seq %d: writer forked, loop paused %.3f ms", last, self.snapshot_pause_s * 1e3)
         else:
@@ -1177,6 +1214,8 @@ async def _serve(cfg):
                 f.write(str(ops_port))
             os.replace(cfg.server.ops_port_file + ".tmp", cfg.server.ops_port_file)
         log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.host, ops_port)
+    asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(
+        2, thread_name_prefix="helper", initializer=helper_setup))
     opsmod.notify("STATUS=recovering")
     await srv.recover()
     srv.added_accounts.prune()         # an account added at run time whose ADD_ACCOUNT never got journaled
@@ -1213,8 +1252,11 @@ async def _serve(cfg):
 def serve(cfg: cfgmod.Config):
     import uvloop
     configure_logging()
+    global ENGINE_CPU
     if cfg.server.cpu is not None:
+        HELPER_CPUS.update(os.sched_getaffinity(0) - {cfg.server.cpu})
         os.sched_setaffinity(0, {cfg.server.cpu})
+        ENGINE_CPU = cfg.server.cpu
     uvloop.run(_serve(cfg))
 
 

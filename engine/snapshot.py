@@ -161,14 +161,18 @@ def prune(directory: str | os.PathLike, keep: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def fork_write(directory: str | os.PathLike, state: dict, last_seq: int, extra: dict[str, int] | None = None) -> int:
+def fork_write(directory: str | os.PathLike, state: dict, last_seq: int, extra: dict[str, int] | None = None,
+               on_child=None) -> int:
     """Fork a child that writes the snapshot from its copy-on-write view; return its pid.
     The caller reaps it (os.waitpid(pid, os.WNOHANG)) and must not change how `state`'s arrays
-    are allocated meanwhile (writes are fine: the child's pages are copied on write)."""
+    are allocated meanwhile (writes are fine: the child's pages are copied on write).
+    on_child: called first in the child (the server moves it off the engine's core)."""
     pid = os.fork()
     if pid == 0:  # child: write and leave without running any parent cleanup
         code = 0
         try:
+            if on_child is not None:
+                on_child()
             write(directory, state, last_seq, extra)
         except BaseException:
             code = 1

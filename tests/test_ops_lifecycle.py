@@ -2,6 +2,7 @@
 END_OF_SESSION to each, nothing acknowledged lost, the next start loads the shutdown
 snapshot and replays nothing), and readiness that stays 503 through a long recovery."""
 import json
+import os
 import threading
 import time
 
@@ -161,3 +162,48 @@ def test_ready_when_recovering_a_long_journal_then_503_until_done_while_live(ser
             break
     assert seen[0] == 503 and set(seen) == {503, 200}
     assert "recovered: 600000 commands replayed" in srv.output()
+
+
+def _threads(pid):
+    """{thread name: (allowed CPUs, nice)} of a live process, from /proc."""
+    out = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/comm") as f:
+            name = f.read().strip()
+        with open(f"/proc/{pid}/task/{task}/stat") as f:
+            nice = int(f.read().rsplit(")", 1)[1].split()[16])
+        out[name if int(task) != pid else "main"] = (os.sched_getaffinity(int(task)), nice)
+    return out
+
+
+def test_helpers_when_the_engine_is_pinned_then_they_keep_off_its_core(server_factory, tmp_path):
+    # With [server] cpu set, an admin logon's scrypt (and the snapshot writer) must not take the
+    # engine's core from its event loop: they run on the process's other CPUs, or, when it may
+    # use only that core, at nice 19.
+    from tests.test_admin import HASH, admin
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    srv = server_factory(server_extra=f"cpu = {cpu}", admins={"ops": HASH}).start()
+    rc, _ = admin(srv, "status")                               # the first password check starts a helper
+    assert rc == 0
+    threads = _threads(srv.proc.pid)
+    assert threads["main"][0] == {cpu}
+    helpers = [v for k, v in threads.items() if k == "te-helper"]
+    assert helpers, threads
+    for cpus, nice in helpers:
+        if allowed - {cpu}:
+            assert cpus == allowed - {cpu} and cpus.isdisjoint({cpu})
+        else:
+            assert cpus == {cpu} and nice == 19
+
+
+def test_snapshot_child_when_forked_then_on_child_runs_in_the_child_first(tmp_path):
+    from engine import snapshot
+    marker = tmp_path / "child"
+    (tmp_path / "snaps").mkdir()
+    pid = snapshot.fork_write(tmp_path / "snaps", {"a": np.arange(3)}, 7,
+                              on_child=lambda: marker.write_text(str(os.getpid())))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert marker.read_text() == str(pid)
+    assert snapshot.load_latest(tmp_path / "snaps")[1] == 7
