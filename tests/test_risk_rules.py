@@ -299,6 +299,25 @@ def test_reduce_only_when_exported_and_imported_then_counted_again_and_still_cut
     assert cut(other.order(1, SELL, 10, 4_400_000, tif=TIF.IOC)) == [2]
 
 
+def test_snapshot_when_from_before_the_exposure_bound_then_it_loads_and_checks_the_same(b):
+    # snapshots written before risk.acct.whi / risk.sym.wunit existed: both are derived (the bound
+    # unknown until the account's next refresh), and every check still decides exactly
+    b.limit(LS.DEFAULT, K.MAX_LEVERAGE, 20_000)              # 2x of 100,000.00
+    b.order(2, SELL, 1_000, 4_500_000)
+    b.order(1, BUY, 1_000, 4_500_000)                        # long 1 BTC: 45,000.00
+    state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in b.e.export_state().items()
+             if k not in ("risk.acct.whi", "risk.sym.wunit")}
+    other = Book(margin=False)
+    other.e.import_state(state)
+    other.clid = dict(b.clid)
+    other.e.validate()
+    assert other.r.sym_cols["wunit"][BTC] == b.r.sym_cols["wunit"][BTC]
+    for book in (b, other):                                  # 1 + 3.44 BTC = 199,800.00: fits; 0.01 more does not
+        assert rejected(book.order(1, BUY, 3_450, 4_400_000)) == R.MAX_LEVERAGE
+        accepted(book.order(1, BUY, 3_440, 4_400_000))
+    assert other.r.portfolio(1) == b.r.portfolio(1)
+
+
 def test_reduce_only_flag_when_risk_is_off_then_invalid_flags():
     e = Engine(max_orders=64, max_accounts=4, max_symbols=4, max_levels=16)
     e.add_symbol(1)
