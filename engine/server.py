@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import fcntl
 import gc
 import hashlib
 import hmac
@@ -35,7 +36,9 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
+import termios
 import time
 from collections import deque
 from importlib import metadata
@@ -66,6 +69,7 @@ QUERY_RESPONSE = {MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
 READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
 COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
+SHUTDOWN_DRAIN_S = 1.0               # Server.stop: how long the last reports may take to reach clients
 
 
 HELPER_NICE = 19                     # see helper_setup
@@ -860,8 +864,15 @@ class Server:
         for c in list(self.conns):
             if c.account is not None:
                 c.write(wire.encode(MsgType.END_OF_SESSION, last_seq=c.account.next_seq - 1))
+            c.finish()
+        # until every client has what was written to it (acknowledged by its kernel: a reset can
+        # no longer destroy it), at most SHUTDOWN_DRAIN_S for clients that do not read
+        deadline = time.monotonic() + SHUTDOWN_DRAIN_S
+        await asyncio.sleep(0.01)
+        while any(c.unsent() for c in self.conns) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for c in list(self.conns):
             c.close(None)
-        await asyncio.sleep(0.05)
         if self.snapshot_child is not None:
             os.waitpid(self.snapshot_child, 0)
             self.snapshot_child = None
@@ -887,6 +898,7 @@ class Connection(asyncio.BufferedProtocol):
         self.heartbeat = server.cfg.server.heartbeat_ms / 1000
         self.last_recv = self.last_sent = self.opened = time.monotonic()
         self.closed = False
+        self.finishing = False            # shutdown: our side closed after the last report; input dropped
         self.peer = None
         self.logon_pending = False
         s = server.cfg.server
@@ -920,6 +932,8 @@ class Connection(asyncio.BufferedProtocol):
         return self.view[self.end:]
 
     def buffer_updated(self, nbytes):
+        if self.finishing:
+            return                             # get_buffer's region is overwritten by the next read
         self.end += nbytes
         self.last_recv = time.monotonic()
         try:
@@ -1141,7 +1155,7 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- output and lifetime --
     def write(self, data):
-        if self.closed or not data:
+        if self.closed or self.finishing or not data:
             return
         self.transport.write(data)
         self.server.hot.bytes_out += len(data)
@@ -1168,6 +1182,27 @@ class Connection(asyncio.BufferedProtocol):
             self.close(None)
         elif now - self.last_sent >= self.heartbeat:
             self.write(wire.encode(MsgType.HEARTBEAT, timestamp_ns=time.time_ns()))
+
+    def finish(self):
+        """At shutdown, after the last report: half-close (FIN after what is written) and read and
+        drop what the client still sends until close(). Closing a socket with unread input sends a
+        reset, which may destroy the reports still in flight to the client (END_OF_SESSION)."""
+        if self.closed or self.transport is None or not self.transport.can_write_eof():
+            self.close(None)
+            return
+        self.finishing = True
+        self.transport.write_eof()
+
+    def unsent(self):
+        """Bytes written to this connection that its peer has not acknowledged yet."""
+        n = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            try:
+                n += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                pass
+        return n
 
     def close(self, reason, abort=False):
         if self.closed:
