@@ -434,7 +434,8 @@ def show_state(eng, cfg, next_seq, args):
             right = f"{_units(a[0], s.price_decimals):<14} {_units(a[1], s.qty_decimals):<14} {a[2]:<10}" if a else ""
             print(f"  {left} | {right}".rstrip())
     names = {s.id: s for s in cfg.symbols}
-    accounts = [a.id for a in cfg.accounts if args.account is None or a.id == args.account]
+    # every account the journal defines: the config's and those added at run time (ADD_ACCOUNT)
+    accounts = [int(a) for a in np.nonzero(eng.acct_arr["defined"])[0] if args.account in (None, int(a))]
     print(f"\nopen orders ({eng.live_orders} in all)")
     print(f"  {'order_id':>9} {'acct':>5} {'clid':>9} {'symbol':<10} {'side':<5} {'type':<10} {'tif':<4} "
           f"{'state':<11} {'price':>14} {'stop':>14} {'leaves':>14} {'shown':>14} {'filled':>14}")

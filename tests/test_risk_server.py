@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -508,3 +509,7 @@ def test_add_account_when_added_at_run_time_then_logs_on_trades_and_survives_res
     assert secret.encode() not in stored and signing_key(secret.encode()) not in stored     # never journaled/logged
     added = [r for r in journal_rows(srv, "--event-type", "add_account,account_added")]
     assert [(r["record"], r["account"]) for r in added] == [("command", 5), ("event", 5)]
+    replayed = subprocess.run([sys.executable, "-m", "engine.cli", "journal", "replay", str(srv.dir / "journal"),
+                               "--config", str(srv.config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert replayed.returncode == 0, replayed.stderr
+    assert re.search(r"next report seq per account: 1:\d+ 2:\d+ 3:\d+ 4:\d+ 5:\d+$", replayed.stdout, re.M)
