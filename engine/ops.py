@@ -66,7 +66,8 @@ class EngineCollector:
         e = srv.engine
         yield CounterMetricFamily("te_orders_accepted", "orders accepted by the core", value=e.next_order_id - 1)
         yield CounterMetricFamily("te_trades", "trades executed", value=e.next_trade_id - 1)
-        yield CounterMetricFamily("te_commands", "commands processed (journaled)", value=srv.next_cmd_seq - 1)
+        yield CounterMetricFamily("te_commands", "commands applied by the core, the batch being committed included "
+                                  "(te_journal_last_seq: committed)", value=srv.next_cmd_seq - 1)
         yield CounterMetricFamily("te_batches", "processing batches (journal group commits)", value=srv.batches)
         hot = srv.hot
         yield CounterMetricFamily("te_bytes_in", "bytes received from clients", value=hot.bytes_in)
