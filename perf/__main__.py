@@ -8,6 +8,8 @@ Scenarios here:
            in the same run (a sorted-dict book; lightmatchingengine if installed)
            --risk: the same commands also with every risk check on, interleaved,
            reported as the ratio of the two (engine/RISK.md; target >= 0.85)
+  instructions  instructions per command of the core with risk off and every risk check on
+           (callgrind: repeatable where wall time is not; --count-n commands, see perf/instructions.py)
   memory   RSS and preallocated array bytes holding 1,000,000 resting orders
   roundtrip  client-observed latency over loopback TCP, open loop at --rate, server
            pinned to --server-cpu, generator to --cpu, per journal durability, beside
@@ -257,7 +259,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
-                                        "symbols", "tls", "admin", "throughput"])
+                                        "symbols", "tls", "admin", "throughput", "instructions"])
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
                    help="batch sizes (journal)")
@@ -289,6 +291,7 @@ def main(argv=None):
     p.add_argument("--no-echo", dest="echo", action="store_false", help="skip the echo floor (roundtrip)")
     p.add_argument("--scrape", action="store_true", help="also run under a /metrics scrape every second (roundtrip)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
+    p.add_argument("--count-n", type=int, default=300_000, help="commands per counted run (instructions)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--seed", type=int, default=1)
@@ -315,6 +318,9 @@ def main(argv=None):
     elif args.scenario == "throughput":
         from perf import throughput
         results = throughput.scenario(args)
+    elif args.scenario == "instructions":
+        from perf import instructions
+        results = instructions.scenario(args)
     elif args.scenario in ("journal", "recovery"):
         from perf import journal
         results = journal.scenario_journal(args) if args.scenario == "journal" else journal.scenario_recovery(args)

@@ -133,3 +133,18 @@ def test_admin_when_run_small_then_actions_and_queries_measured(tmp_path):
     (path,) = tmp_path.glob("admin-*.json")
     r = json.loads(path.read_text())["results"]
     assert all(r[k]["50"] > 0 for k in ("deposit", "deposit_production", "portfolio", "positions", "connect"))
+
+
+def test_instructions_when_counted_twice_then_the_same_and_risk_costs_some(tmp_path):
+    # callgrind's count is the point of the scenario: the same build and commands give the same figure
+    # but for a few instructions of address-dependent copying (memcpy paths vary with the layout)
+    counts = []
+    for i in range(2):
+        argv = ["instructions", "--count-n", "2000", "--symbols", "1", "--out", str(tmp_path / str(i))]
+        assert bench.main(argv) == 0
+        (path,) = (tmp_path / str(i)).glob("*.json")
+        counts.append(json.loads(path.read_text())["results"]["1_symbols"])
+    for k in ("risk_off", "risk_on"):
+        assert abs(counts[0][k] - counts[1][k]) <= 1e-3 * counts[0][k], (k, counts)
+    r = counts[0]
+    assert r["commands"] == 2000 and 0 < r["risk_off"] < r["risk_on"] and 0 < r["off_over_on"] < 1
