@@ -205,6 +205,32 @@ def test_liquidation_when_mark_falls_below_maintenance_then_closed_flagged_and_f
     assert "accepted" in cli(srv, 3, "order", "sell", "BTCUSDT", "1.000", "--price", "43000.00", "--reduce-only")
 
 
+# -- reduce-only orders cut when the position no longer covers them --
+
+def test_reduce_only_when_the_position_is_sold_by_another_order_then_cut_and_reported(server_factory):
+    srv = server_factory(risk=RISK, admins={"ops": HASH}).start()
+    ad = Admin(srv)
+    fund(ad, acct1="1000000", acct2="1000000")
+    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
+
+    async def go():
+        async with connect(srv, 1) as c1, connect(srv, 2) as c2:
+            reports = c1.reports()
+            assert (await c2.place("BTCUSDT", "sell", "1.000", price="50000.00")).kind == "accepted"
+            assert (await c1.place("BTCUSDT", "buy", "1.000", price="50000.00")).kind == "accepted"   # long 1
+            tp = await c1.place("BTCUSDT", "sell", "1.000", price="55000.00", reduce_only=True)       # take profit
+            assert tp.kind == "accepted"
+            assert (await c2.place("BTCUSDT", "buy", "0.400", price="49000.00")).kind == "accepted"
+            # account 1 sells 0.4 with an ordinary order: long 0.6 < the 1.0 the reduce-only one would sell
+            assert (await c1.place("BTCUSDT", "sell", "0.400", price="49000.00", tif="ioc")).kind == "accepted"
+            got = await until(reports, lambda r: r.kind == "cancelled" and r.order_id == tp.order_id)
+            assert got[-1].reason == "reduce_only"
+            assert await c1.open_orders() == [] and (await c1.positions())[0].position == D("0.600")
+    asyncio.run(go())
+    cut = [r for r in journal_rows(srv, "--event-type", "cancelled") if r["account"] == 1]
+    assert [r["reason"] for r in cut] == ["reduce_only"]
+
+
 # -- kill switch --
 
 def test_kill_switch_when_on_for_an_account_or_all_then_cancels_and_rejects_until_off(server_factory):
