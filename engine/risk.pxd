@@ -350,29 +350,36 @@ cdef inline void ro_count(Risk r, uint32_t a, uint32_t s, uint8_t side, int32_t 
 
 cdef inline void ro_touch(Risk r, uint32_t a) noexcept:
     """Queue the account for a reduce-only check (once) after this command's events."""
-    if not r.ro_queued[a]:
-        r.ro_queued[a] = 1
-        ring_push(r.ro_q, r.ro_head, &r.ro_n, r.max_accounts, a)
+    queue_add(r.ro_q, r.ro_head, &r.ro_n, r.max_accounts, r.ro_queued, a)
 
 
-cdef inline void ring_push(int32_t* q, int32_t head, int32_t* n, int32_t cap, int32_t x) noexcept:
-    """Append x to the ring q[cap] of n[0] items from head (the caller keeps it from overflowing:
-    each account is queued at most once)."""
-    cdef int32_t i = head + n[0]
-    if i >= cap:
-        i -= cap
-    q[i] = x
-    n[0] += 1
+# A queue of accounts, each in it at most once (queued[a] while it is): a ring q[cap] of n[0]
+# accounts from head, cap = max_accounts, so it never overflows. Margin checks (Risk.touch) and
+# reduce-only checks (ro_touch) use one each.
+
+cdef inline void queue_add(int32_t* q, int32_t head, int32_t* n, int32_t cap, uint8_t* queued,
+                           int32_t a) noexcept:
+    cdef int32_t i
+    if not queued[a]:
+        queued[a] = 1
+        i = head + n[0]
+        if i >= cap:
+            i -= cap
+        q[i] = a
+        n[0] += 1
 
 
-cdef inline int32_t ring_pop(int32_t* q, int32_t* head, int32_t* n, int32_t cap) noexcept:
-    """The first item of a non-empty ring (ring_push), removed."""
-    cdef int32_t x = q[head[0]]
+cdef inline int32_t queue_take(int32_t* q, int32_t* head, int32_t* n, int32_t cap, uint8_t* queued) noexcept:
+    """The first account of the queue, removed (first in, first out), or 0 when it is empty."""
+    if n[0] == 0:
+        return 0
+    cdef int32_t a = q[head[0]]
     head[0] += 1
     if head[0] == cap:
         head[0] = 0
     n[0] -= 1
-    return x
+    queued[a] = 0
+    return a
 
 
 cdef inline void whi_move(Risk r, uint32_t a, uint32_t s, int64_t dw) noexcept:

@@ -471,25 +471,15 @@ cdef class Risk:
             self.n_trip += 1
 
     cdef inline void touch(self, uint32_t a) noexcept:
-        if not self.touched[a]:
-            self.touched[a] = 1
-            ring_push(self.touch_q, self.touch_head, &self.touch_n, self.max_accounts, a)
+        queue_add(self.touch_q, self.touch_head, &self.touch_n, self.max_accounts, self.touched, a)
 
     cdef int32_t pop_touched(self) noexcept:
         """The next account queued for a margin check (first in, first out), or 0."""
-        if self.touch_n == 0:
-            return 0
-        cdef int32_t a = ring_pop(self.touch_q, &self.touch_head, &self.touch_n, self.max_accounts)
-        self.touched[a] = 0
-        return a
+        return queue_take(self.touch_q, &self.touch_head, &self.touch_n, self.max_accounts, self.touched)
 
     cdef int32_t pop_ro(self) noexcept:
         """The next account queued for a reduce-only check (first in, first out), or 0."""
-        if self.ro_n == 0:
-            return 0
-        cdef int32_t a = ring_pop(self.ro_q, &self.ro_head, &self.ro_n, self.max_accounts)
-        self.ro_queued[a] = 0
-        return a
+        return queue_take(self.ro_q, &self.ro_head, &self.ro_n, self.max_accounts, self.ro_queued)
 
     cdef uint8_t ro_violation(self, uint32_t a, uint32_t s) noexcept:
         """The sides of entry (a, s) whose resting reduce-only orders the position no longer covers
