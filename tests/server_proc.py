@@ -100,8 +100,8 @@ class ServerProc:
     def start(self, timeout=20.0, env_extra=None, wait_listening=True):
         """Start and wait until it listens (after recovery); wait_listening=False: only until its
         ops port (health probes) is known, which is before recovery."""
-        (self.dir / "port").unlink(missing_ok=True)
-        (self.dir / "ops_port").unlink(missing_ok=True)
+        for name in ("port", "ops_port", "admin_port"):     # a restart must not read the last run's ports
+            (self.dir / name).unlink(missing_ok=True)
         env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()}, **(env_extra or {}))
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.log = open(self.dir / "server.log", "ab")
