@@ -265,8 +265,8 @@ cdef class Risk:
     # -- CHECKS --
     cdef bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
-    cdef int check_account(self, uint32_t a, uint32_t s, uint32_t strategy, int64_t worst,
-                           int64_t worst2) noexcept
+    cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
+                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept
 
     # -- STATE CHANGES --
@@ -467,4 +467,4 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         return 0                   # does not add risk: nothing below applies
     if st == ACCT_REDUCE_ONLY:
         return REJ_ACCOUNT_REDUCE_ONLY
-    return self.check_account(a, s, strategy, worst, worst2)
+    return self.check_account(a, s, p, ra, rs, rt, m, worst, worst2)

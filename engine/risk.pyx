@@ -302,15 +302,12 @@ cdef class Risk:
         b = te_muldiv(m, 10000 - band, 1, 1, 10000, tick, CEIL) if band < 10000 else 1
         return (b if b > 0 else 1) * tick
 
-    cdef int check_account(self, uint32_t a, uint32_t s, uint32_t strategy, int64_t worst,
-                           int64_t worst2) noexcept:
-        """Checks 14-17 (RISK.md "Checks, in order") of an order that raises the entry's
-        worst-case qty from worst to worst2: 0 or the Reject code of the first that fails."""
-        cdef const int64_t* ra = self.eff_acct + <int64_t>a * N_LIMITS
-        cdef const int64_t* rs = self.eff_sym + <int64_t>s * N_LIMITS
-        cdef const int64_t* rt = self.eff_strat + <int64_t>strategy * N_LIMITS
-        cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
-        cdef int64_t m = self.mark[s], lim
+    cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
+                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept:
+        """Checks 14-17 (RISK.md "Checks, in order") of an order that raises entry p's worst-case
+        qty from worst to worst2 (the limit rows and the mark as check_order located them): 0 or
+        the Reject code of the first that fails."""
+        cdef int64_t lim
         if self.far_from_limits(a, s, ra, rs, rt, worst, worst2):
             return 0                   # checks 14-17 pass on bounds alone: no refresh needed
         # Checks 14-17 read equity and the account's sums with this entry's wexpo and im replaced by
