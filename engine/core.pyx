@@ -1925,12 +1925,16 @@ cdef class Engine:
             self._validate_risk()
 
     def _validate_risk(self):
-        """Risk's open quantities equal the live orders' leaves; its cached sums equal its figures."""
+        """Risk's open quantities equal the live orders' leaves, its reduce-only counts their
+        reduce-only orders; its cached sums equal its figures."""
         S = self.max_symbols
         want = np.zeros((self.max_accounts * S, 2), dtype=np.int64)
+        ro = np.zeros((self.max_accounts * S, 2), dtype=np.int32)
         for a in range(self.max_accounts):
             for o in self.open_orders(a):
                 want[a * S + o["symbol"], o["side"] - 1] += o["leaves"]
+                if o["flags"] & FLAG_REDUCE_ONLY:
+                    ro[a * S + o["symbol"], o["side"] - 1] += 1
         pos = self.risk.pos_arr
         got = np.stack([pos["open_buy"], pos["open_sell"]], axis=1)
         bad = np.nonzero((got != want).any(axis=1))[0]
@@ -1943,11 +1947,6 @@ cdef class Engine:
             assert (sums == self.risk.acct_cols[name]).all(), f"risk {name} != the sum of its figures"
         listed = (positions["slot"] >= 0).sum(axis=1)
         assert (listed == self.risk.acct_cols["n_active"]).all(), "risk active lists out of step"
-        ro = np.zeros((self.max_accounts * S, 2), dtype=np.int32)
-        for a in range(self.max_accounts):
-            for o in self.open_orders(a):
-                if o["flags"] & FLAG_REDUCE_ONLY:
-                    ro[a * S + o["symbol"], o["side"] - 1] += 1
         assert (ro.ravel() == self.risk.ro_arr).all(), "risk reduce-only counts != the live reduce-only orders"
         assert (ro.reshape(self.max_accounts, -1).sum(axis=1) == self.risk.ro_total_arr).all()
         # between commands every resting reduce-only order is covered by its position (RISK.md)
