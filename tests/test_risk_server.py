@@ -115,6 +115,15 @@ def fund(ad, **amounts):
         assert out["events"][0]["event"] == "balance" and D(out["events"][0]["amount"]) == D(amount)
 
 
+def trading_server(server_factory, risk=RISK):
+    """A risk server with its admin, accounts 1 and 2 funded with 1,000,000.00, BTCUSDT marked 50,000.00."""
+    srv = server_factory(risk=risk, admins={"ops": HASH}).start()
+    ad = Admin(srv)
+    fund(ad, acct1="1000000", acct2="1000000")
+    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
+    return srv, ad
+
+
 def kinds(out):
     return [e["event"] for e in out["events"]]
 
@@ -208,10 +217,7 @@ def test_liquidation_when_mark_falls_below_maintenance_then_closed_flagged_and_f
 # -- reduce-only orders cut when the position no longer covers them --
 
 def test_reduce_only_when_the_position_is_sold_by_another_order_then_cut_and_reported(server_factory):
-    srv = server_factory(risk=RISK, admins={"ops": HASH}).start()
-    ad = Admin(srv)
-    fund(ad, acct1="1000000", acct2="1000000")
-    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
+    srv, ad = trading_server(server_factory)
 
     async def go():
         async with connect(srv, 1) as c1, connect(srv, 2) as c2:
@@ -234,10 +240,7 @@ def test_reduce_only_when_the_position_is_sold_by_another_order_then_cut_and_rep
 # -- kill switch --
 
 def test_kill_switch_when_on_for_an_account_or_all_then_cancels_and_rejects_until_off(server_factory):
-    srv = server_factory(risk=RISK, admins={"ops": HASH}).start()
-    ad = Admin(srv)
-    fund(ad, acct1="1000000", acct2="1000000")
-    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
+    srv, ad = trading_server(server_factory)
 
     async def go():
         async with connect(srv, 1) as c1, connect(srv, 2) as c2:
@@ -285,10 +288,7 @@ def test_kill_switch_when_on_for_an_account_or_all_then_cancels_and_rejects_unti
 
 def test_breakers_when_price_moves_past_band_or_rejects_flood_then_halt_and_resume(server_factory):
     risk = RISK + 'breaker_band = "0.05"\nbreaker_window_ms = 60000\nbreaker_cooloff_ms = 1000\n'
-    srv = server_factory(risk=risk, admins={"ops": HASH}).start()
-    ad = Admin(srv)
-    fund(ad, acct1="1000000", acct2="1000000")
-    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
+    srv, ad = trading_server(server_factory, risk)
     ad.ok("mark", symbol="AAPL", price="190.00")
     ad.ok("set_limit", scope="symbol", target="AAPL", kind="breaker_cooloff_ms", value="0")   # admin resume only
 
