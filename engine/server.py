@@ -39,6 +39,7 @@ import socket
 import struct
 import sys
 import termios
+import threading
 import time
 from collections import deque
 from importlib import metadata
@@ -83,7 +84,6 @@ def helper_setup(report=True):
     listing more than [server] cpu), it runs on those; else it shares the engine's core at nice 19,
     so the event loop takes the core whenever it has work (an admin logon's scrypt is ~130 ms of
     CPU). report=False in a forked child, which must not log (a lock held at the fork)."""
-    import threading
     _name_thread("te-helper")
     if ENGINE_CPU is None:
         return
@@ -99,7 +99,6 @@ def helper_setup(report=True):
 
 def _name_thread(name):
     """The calling thread's name as top, ps -L and /proc show it (Linux; best effort)."""
-    import threading
     try:
         with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
             f.write(name)
@@ -113,7 +112,6 @@ def _raise_commit_thread_priority():
     busy loop thread's time slice (measured at 50k orders/s with `sync`: p50 1.48 -> 1.20 ms,
     p90 4.8 -> 2.4 ms, mean commit 0.78 -> 0.61 ms). It sleeps in I/O almost all the time.
     Needs CAP_SYS_NICE or RLIMIT_NICE (systemd: LimitNICE=); without, it runs at normal priority."""
-    import threading
     _name_thread("te-commit")
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMMIT_THREAD_NICE)
