@@ -39,6 +39,20 @@ CASH_FIELDS = ("cash", "equity", "unrealized", "realized", "fees", "exposure", "
                "maintenance_margin", "available", "daily_pnl")
 
 
+LOGON_ATTEMPTS = 3                 # a logon refused REPLAYED_LOGON is tried again with a later timestamp
+_last_logon_ts = 0
+_logon_ts_lock = threading.Lock()
+
+
+def _logon_timestamp() -> int:
+    """Wall time in ns, strictly above every one this process used before (the server refuses a
+    logon whose timestamp is not above the account's last accepted one: REPLAYED_LOGON)."""
+    global _last_logon_ts
+    with _logon_ts_lock:
+        _last_logon_ts = max(time.time_ns(), _last_logon_ts + 1)
+        return _last_logon_ts
+
+
 class ServerError(Exception):
     """The server refused the session (LOGON_REJECTED, PROTOCOL_ERROR) or ended it."""
 
@@ -352,20 +366,26 @@ class Client:
             self.cash_decimals = int(entries[0]["cash_decimals"])
 
     async def _logon(self):
-        self.reader, self.writer = await asyncio.open_connection(*self._addr, ssl=self._ssl)
-        frame = bytearray(wire.encode(MsgType.LOGON, account=self.account, heartbeat_ms=self._heartbeat_ms,
-                                      next_seq=self.last_seq + 1, timestamp_ns=time.time_ns(),
-                                      flags=wire.LogonFlag.CANCEL_ON_DISCONNECT if self._cod else 0,
-                                      proto_version=1, nonce=int.from_bytes(os.urandom(4), "little")))
-        frame[40:72] = hmac.new(self._key, bytes(frame[8:40]), hashlib.sha256).digest()
-        self.writer.write(frame)
-        header = await self.reader.readexactly(wire.HEADER.size)
-        length = int.from_bytes(header[:2], "little")
-        body = await self.reader.readexactly(length - wire.HEADER.size)
-        (t, rec, _), = wire.decode(header + body)[0]
-        if t != MsgType.LOGON_ACCEPTED:
+        """Log on. Logon timestamps must rise strictly per account (protocol/SPEC.md, session rule 1):
+        this process never repeats or goes back on one, and when another logon of the account got
+        in first with a later one (REPLAYED_LOGON), it tries again, up to LOGON_ATTEMPTS times."""
+        for attempt in range(LOGON_ATTEMPTS):
+            self.reader, self.writer = await asyncio.open_connection(*self._addr, ssl=self._ssl)
+            frame = bytearray(wire.encode(MsgType.LOGON, account=self.account, heartbeat_ms=self._heartbeat_ms,
+                                          next_seq=self.last_seq + 1, timestamp_ns=_logon_timestamp(),
+                                          flags=wire.LogonFlag.CANCEL_ON_DISCONNECT if self._cod else 0,
+                                          proto_version=1, nonce=int.from_bytes(os.urandom(4), "little")))
+            frame[40:72] = hmac.new(self._key, bytes(frame[8:40]), hashlib.sha256).digest()
+            self.writer.write(frame)
+            header = await self.reader.readexactly(wire.HEADER.size)
+            length = int.from_bytes(header[:2], "little")
+            body = await self.reader.readexactly(length - wire.HEADER.size)
+            (t, rec, _), = wire.decode(header + body)[0]
+            if t == MsgType.LOGON_ACCEPTED:
+                break
             self.writer.close()
-            raise ServerError(int(rec["reason"]), "logon refused")
+            if int(rec["reason"]) != Reject.REPLAYED_LOGON or attempt == LOGON_ATTEMPTS - 1:
+                raise ServerError(int(rec["reason"]), "logon refused")
         self.session_id = int(rec["session_id"])
         self.next_client_order_id = max(self.next_client_order_id, int(rec["next_client_order_id"]))
         self._reader_task = asyncio.ensure_future(self._read_loop())

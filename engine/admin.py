@@ -3,11 +3,15 @@
 A separate TCP listener (loopback by default; the trading port accepts no admin
 message at all) speaking JSON lines: one request object per line, one response
 object per line. Every request carries the operator's name and password; the
-password is checked against its scrypt hash in a worker thread (hashlib.scrypt
-releases the GIL: 0.15-0.5 s of CPU that must never run on the engine thread; note
-that it shares the engine's CPU when the process is pinned with server.cpu), and
-failures are answered after a delay. A connection that has authenticated is not
-charged again for later requests with the same user and password.
+password is checked against its scrypt hash on a thread of its own (hashlib.scrypt
+releases the GIL: 0.15-0.5 s of CPU that must never run on the engine thread), at most
+server.admin_password_checks (1 or 2) at once and off the engine's CPU (server.helper_setup).
+An unknown operator name costs the same scrypt (a dummy hash), so names cannot be told
+apart by timing. Failures are answered after a delay and counted per address and per
+operator name (engine/auth.py); at server.admin_lockout_failures from one address, or
+server.admin_operator_lockout_failures for one name, requests are refused without a check
+for server.lockout_s. A connection that has authenticated is not charged again for later
+requests with the same user and password.
 
 Every state change is a core command, submitted and flushed (journaled) before
 the reply, with Command.operator = the operator's id from [[admins]], so the
@@ -75,8 +79,9 @@ log = logging.getLogger("trading-engine")
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 ADDED_ACCOUNTS = "added_accounts.json"
-MIN_SECRET = 16
+MIN_SECRET = cfgmod.MIN_SECRET         # an added account's secret: as a configured one
 MAX_EVENTS = 1000                      # listed in a reply (the journal has them all)
+AUTH_FAILURE_DELAY_S = 0.5             # a failed authentication is answered after this
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -210,6 +215,14 @@ class AdminListener:
             "portfolio": self.portfolio, "limits": self.limits, "add_account": self.add_account,
             "snapshot": self.snapshot, "log_level": self.log_level,
         }
+        # an unknown operator's password is checked against this: the cost of the first operator's
+        # hash (`admin hash` gives every operator the same), a salt and hash that match no password
+        try:
+            _, n, r, p, _, _ = server.cfg.admins[0].password_scrypt.split("$")
+            int(n), int(r), int(p)
+        except (IndexError, ValueError):
+            n, r, p = SCRYPT_N, SCRYPT_R, SCRYPT_P
+        self.dummy_hash = f"scrypt${n}${r}${p}${'00' * 16}${'00' * 32}"
 
     async def start(self, host, port):
         self.tcp = await asyncio.start_server(self.handle, host, port)
@@ -220,8 +233,8 @@ class AdminListener:
             self.tcp.close()
 
     async def handle(self, reader, writer):
-        loop = asyncio.get_running_loop()
         authed = None                      # (user, password) this connection has proven
+        peer = (writer.get_extra_info("peername") or ("?",))[0]
         try:
             while line := await reader.readline():
                 try:
@@ -230,14 +243,14 @@ class AdminListener:
                     writer.write(msgspec.json.encode({"ok": False, "error": f"bad request: {e}"}) + b"\n")
                     continue
                 admin = self.admins.get(req.user)
-                ok = admin is not None and (
-                    (authed is not None and authed[0] == req.user and
-                     hmac.compare_digest(authed[1], req.password.encode())) or
-                    await loop.run_in_executor(None, check_password, req.password, admin.password_scrypt))
+                if authed is not None and authed[0] == req.user and \
+                        hmac.compare_digest(authed[1], req.password.encode()):
+                    ok = True
+                else:
+                    ok = await self.authenticate(admin, req, peer)
                 authed = (req.user, req.password.encode()) if ok else None
                 if not ok:
-                    log.warning("admin authentication failed for %r", req.user)
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(AUTH_FAILURE_DELAY_S)
                     writer.write(msgspec.json.encode({"ok": False, "error": "authentication failed"}) + b"\n")
                     continue
                 writer.write(msgspec.json.encode(self.act(admin, req)) + b"\n")
@@ -246,6 +259,22 @@ class AdminListener:
             pass
         finally:
             writer.close()
+
+    async def authenticate(self, admin, req, peer) -> bool:
+        """One scrypt check, whether the operator exists or not (an unknown name is checked against
+        a dummy hash of the same cost: both failures take as long); none while the address or the
+        name is locked out (engine/auth.py). Checks run at most server.admin_password_checks at
+        once, on threads off the engine's CPU."""
+        auth = self.server.auth
+        if auth.admin_locked(req.user, peer):
+            auth.admin_failed(req.user, peer, locked=True)
+            return False
+        ok = await auth.admin_checks.run(check_password, req.password,
+                                         admin.password_scrypt if admin is not None else self.dummy_hash)
+        if ok and admin is not None:
+            return True
+        auth.admin_failed(req.user, peer, locked=False)
+        return False
 
     def act(self, admin, req) -> dict:
         what = {k: v for k, v in msgspec.structs.asdict(req).items()

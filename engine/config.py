@@ -4,8 +4,9 @@ values stop start-up with a message naming the key. One source: these structs.
 Secrets never come from the command line and are never logged: an account's
 secret is read from an environment variable (`secret_env`) or a file readable
 only by the service (`secret_file`); the embedded demo config uses `demo_secret`
-(plain text, demo only: the server warns when it is used). The server keeps only
-the signing key derived from it (`signing_key`), as the SDK does.
+(plain text, demo only: the server warns when it is used). Every secret has at
+least MIN_SECRET (16) bytes, or start-up stops with a one-line error. The server
+keeps only the signing key derived from it (`signing_key`), as the SDK does.
 """
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ from protocol.codes import LimitKind, LimitScope
 from protocol.units import from_units, to_units
 
 
+# An account's secret keys the HMAC of its logons: anyone who records one LOGON can test guesses
+# offline at full speed, so a secret must be long (16 bytes of a random alphabet is out of reach).
+# The same minimum as accounts added at run time (engine/admin.py).
+MIN_SECRET = 16
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 7001                       # 0 = an ephemeral port (printed and written to port_file)
@@ -34,8 +41,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     logon_timeout_s: float = 5.0           # a connection must log on within this
     logon_skew_s: float = 30.0             # max |client timestamp - server time|
     max_pending_logons: int = 64           # connections not yet logged on
-    lockout_failures: int = 5              # failed logons per account or address before lockout
-    lockout_s: float = 60.0
+    lockout_failures: int = 5              # failed logons per (account, address) before that pair is locked out
+    address_lockout_failures: int = 25     # ... per address, all accounts: that address is locked out
+    account_lockout_failures: int = 100    # ... per account, all addresses: the whole account is locked out
+    lockout_s: float = 60.0                # failures count within this window; a lockout lasts this long
+    auth_failure_entries: int = 10_000     # failure records kept per listener (engine/auth.py), oldest dropped
+    refused_logon_logs_per_s: float = 10.0  # refused logons / admin authentications logged (the rest counted)
     auth_failure_delay_s: float = 0.2      # every failed logon is answered after this
     output_buffer_bytes: int = 4 << 20     # unsent bytes per connection before SLOW_CONSUMER
     socket_send_buffer_bytes: int | None = None   # SO_SNDBUF per connection (None = kernel autotuning, up to
@@ -54,6 +65,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_host: str = "127.0.0.1"          # the admin listener: never the trading port
     admin_port: int | None = 7003          # 0 = ephemeral, None = off
     admin_port_file: str | None = None
+    admin_lockout_failures: int = 5        # failed admin authentications per address before it is locked out
+    admin_operator_lockout_failures: int = 20   # ... per operator name (known or not), from all addresses
+    admin_password_checks: int = 1         # scrypt checks run at once (1 or 2), off the engine's CPU
     # market data (protocol/SPEC.md, "Market data")
     max_subscriptions: int = 256           # symbols one connection may subscribe to
     md_high_water_bytes: int = 64 << 10    # unsent output above which a connection's market data is conflated
@@ -241,23 +255,41 @@ def validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: `server.tls_cert` and `server.tls_key` go together")
     if s.tls_handshakes_per_s <= 0 or s.tls_handshake_burst < 1:
         raise ConfigError(f"{where}: `server.tls_handshakes_per_s` must be > 0 and tls_handshake_burst >= 1")
+    if min(s.lockout_failures, s.address_lockout_failures, s.account_lockout_failures, s.admin_lockout_failures,
+           s.admin_operator_lockout_failures) < 1 or s.lockout_s <= 0 or s.auth_failure_entries < 3 \
+            or s.refused_logon_logs_per_s <= 0:
+        raise ConfigError(f"{where}: `server`: lockout thresholds must be >= 1, lockout_s and "
+                          "refused_logon_logs_per_s > 0, auth_failure_entries >= 3")
+    if s.admin_password_checks not in (1, 2):
+        raise ConfigError(f"{where}: `server.admin_password_checks` must be 1 or 2 (each check is ~130 ms of a CPU)")
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")
 
 
 def account_secret(a: AccountConfig) -> bytes:
+    """The account's secret: at least MIN_SECRET bytes (after stripping a file's surrounding
+    whitespace), from whichever source, or ConfigError in one line."""
     if a.secret_env is not None:
         value = os.environ.get(a.secret_env)
         if not value:
             raise ConfigError(f"account {a.name}: environment variable {a.secret_env} is not set")
-        return value.encode()
-    if a.secret_file is not None:
+        secret, where = value.encode(), f"environment variable {a.secret_env}"
+    elif a.secret_file is not None:
         p = Path(a.secret_file)
-        if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"account {a.name}: {p} must be readable by its owner only (chmod 600)")
-        return p.read_bytes().strip()
-    return a.demo_secret.encode()
+        try:
+            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(f"account {a.name}: {p} must be readable by its owner only (chmod 600)")
+            secret = p.read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"account {a.name}: secret_file: {e}") from None
+        where = str(p)
+    else:
+        secret, where = a.demo_secret.encode(), "demo_secret"
+    if len(secret) < MIN_SECRET:
+        raise ConfigError(f"account {a.name}: the secret in {where} has {len(secret)} bytes; at least "
+                          f"{MIN_SECRET} are required")
+    return secret
 
 
 # RiskLimits field -> (LimitKind, how its value converts)

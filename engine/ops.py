@@ -105,6 +105,7 @@ class EngineCollector:
         for s in srv.cfg.symbols:
             halted.add_metric([s.name], int(e.symbol_state(s.id) == SymbolState.HALTED))
         yield halted
+        yield from srv.auth.metrics()
         if e.risk is not None:
             yield from risk_metrics(srv)
 

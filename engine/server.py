@@ -47,7 +47,8 @@ from importlib import metadata
 import numpy as np
 
 from engine import config as cfgmod
-from engine import admin as adminmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, tls as tlsmod
+from engine import admin as adminmod, auth as authmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, \
+    tls as tlsmod
 from engine.core import Engine
 from engine.risk import Risk
 from engine.journal import Journal, JournalError
@@ -281,8 +282,7 @@ class Server:
         self.conns: set[Connection] = set()
         self.pending_logons = 0
         self.next_session = 1
-        self.failures: dict = {}          # ("acct", id) / ("addr", host) -> [count, first_ts]
-        self.seen_logons: dict = {}       # (account, ts, nonce) -> expiry
+        self.auth = authmod.Auth(cfg, helper_setup)   # lockouts, last logon per account (engine/auth.py)
         self.journal_ok = True
         self.journal_error = None         # why the journal is unavailable (health, status)
         self.rebuilding = False           # after a failed commit, until the engine is back at the journal's state
@@ -830,9 +830,7 @@ class Server:
                 wall = time.time_ns()
                 if self.engine.risk_tick_due(wall):   # marks behind last trades, a cool-off over, a liquidation
                     self.submit(dict(kind=CommandKind.RISK_TICK, expire_ts_ns=wall))
-            cutoff = time.time_ns()
-            for k in [k for k, exp in self.seen_logons.items() if exp < cutoff]:
-                del self.seen_logons[k]
+            self.auth.expire()
 
     # -- lifecycle --
     async def start(self):
@@ -879,6 +877,7 @@ class Server:
             self.snapshot(fork=False)         # the next start loads it and replays nothing
             self.committer.shutdown(wait=True)
             self.journal.close()
+        self.auth.close()
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -899,6 +898,7 @@ class Connection(asyncio.BufferedProtocol):
         self.finishing = False            # shutdown: our side closed after the last report; input dropped
         self.peer = None
         self.logon_pending = False
+        self.logon_storing = False        # a LOGON passed its checks; its timestamp is being written
         s = server.cfg.server
         # token buckets [new orders and amends, cancels, all frames], refilled and spent in Cython
         self.throttle = gateway.Throttle((s.orders_per_s, s.cancels_per_s, s.logout_per_s),
@@ -993,6 +993,8 @@ class Connection(asyncio.BufferedProtocol):
                 self.close(Reject.RATE_LIMIT_LOGOUT)
                 return
             self.handle(MsgType(mtype), frame)
+            if self.logon_storing:
+                break                          # the rest waits for LOGON_ACCEPTED (logon_stored)
         if self.start == self.end:
             self.start = self.end = 0
 
@@ -1029,36 +1031,50 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- logon --
     def logon(self, frame, body):
+        """Lockouts first (per (account, address), address, account: engine/auth.py), then the
+        signature, version, timestamp window, and a timestamp after the account's last accepted
+        logon. That timestamp is written durably before LOGON_ACCEPTED (logon_stored); reading
+        stops meanwhile, so what the client sent after its LOGON waits."""
         srv, s = self.server, self.server.cfg.server
         if self.account is not None:
             self.protocol_error(Reject.ALREADY_LOGGED_ON, MsgType.LOGON)
             return
         acct_id = int(body["account"])
-        now = time.time_ns()
-        for key in (("acct", acct_id), ("addr", self.peer)):
-            count, first = srv.failures.get(key, (0, 0))
-            if count >= s.lockout_failures and now - first < s.lockout_s * 1e9:
-                return self.logon_reject(Reject.LOCKED_OUT)
         acct = srv.accounts.get(acct_id)
+        auth = srv.auth
+        if auth.logon_locked(acct_id, acct is not None, self.peer):
+            return self.logon_reject(Reject.LOCKED_OUT, account=acct_id)
         sig_ok = acct is not None and hmac.compare_digest(
             hmac.new(acct.key, frame[8:40], hashlib.sha256).digest(), frame[40:72])
         if not sig_ok:
-            for key in (("acct", acct_id), ("addr", self.peer)):
-                count, first = srv.failures.get(key, (0, now))
-                if now - first >= s.lockout_s * 1e9:
-                    count, first = 0, now
-                srv.failures[key] = (count + 1, first)
-            return self.logon_reject(Reject.AUTH_FAILED, delay=s.auth_failure_delay_s)
+            auth.logon_failed(acct_id, acct is not None, self.peer)
+            return self.logon_reject(Reject.AUTH_FAILED, delay=s.auth_failure_delay_s, account=acct_id)
         if int(body["proto_version"]) != 1:
-            return self.logon_reject(Reject.UNSUPPORTED_VERSION)
+            return self.logon_reject(Reject.UNSUPPORTED_VERSION, account=acct_id)
         ts = int(body["timestamp_ns"])
-        if abs(ts - now) > s.logon_skew_s * 1e9:
-            return self.logon_reject(Reject.STALE_TIMESTAMP)
-        replay_key = (acct_id, ts, int(body["nonce"]))
-        if replay_key in srv.seen_logons:
-            return self.logon_reject(Reject.REPLAYED_LOGON)
-        srv.seen_logons[replay_key] = now + int(2 * s.logon_skew_s * 1e9)
-        srv.failures.pop(("acct", acct_id), None)
+        if abs(ts - time.time_ns()) > s.logon_skew_s * 1e9:
+            return self.logon_reject(Reject.STALE_TIMESTAMP, account=acct_id)
+        stored = auth.claim_logon(acct_id, ts)
+        if stored is None:
+            return self.logon_reject(Reject.REPLAYED_LOGON, account=acct_id)
+        auth.logon_succeeded(acct_id, self.peer)
+        if stored.done():
+            return self.logon_stored(stored, acct, body)
+        self.logon_storing = True
+        self.transport.pause_reading()
+        stored.add_done_callback(lambda f: srv.loop.call_soon_threadsafe(self.logon_stored, f, acct, body))
+
+    def logon_stored(self, stored, acct, body):
+        """The logon's timestamp is durable (or could not be written): accept, or refuse."""
+        srv, s = self.server, self.server.cfg.server
+        resume, self.logon_storing = self.logon_storing, False
+        if self.closed:
+            return
+        try:
+            stored.result()
+        except Exception as e:            # lmdb.Error, OSError: nothing is acknowledged
+            log.error("logon of account %s not accepted: its timestamp could not be stored: %s", acct.name, e)
+            return self.logon_reject(Reject.JOURNAL_UNAVAILABLE, account=acct.id)
         self.account = acct
         srv.pending_logons -= 1
         self.logon_pending = False
@@ -1066,7 +1082,7 @@ class Connection(asyncio.BufferedProtocol):
         srv.next_session += 1
         self.cancel_on_disconnect = bool(int(body["flags"]) & wire.LogonFlag.CANCEL_ON_DISCONNECT)
         self.heartbeat = max(s.heartbeat_ms, int(body["heartbeat_ms"]) or s.heartbeat_ms) / 1000
-        next_clid = int(srv.engine.acct_arr["last_clid"][acct_id]) + 1
+        next_clid = int(srv.engine.acct_arr["last_clid"][acct.id]) + 1
         self.write(wire.encode(MsgType.LOGON_ACCEPTED, session_id=self.session_id,
                                heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.next_seq,
                                next_client_order_id=next_clid, server_time_ns=time.time_ns()))
@@ -1074,12 +1090,20 @@ class Connection(asyncio.BufferedProtocol):
         log.info("logon account=%s session=%d peer=%s", acct.name, self.session_id, self.peer)
         if want < acct.next_seq and not acct.has(want) and srv.journal is not None:
             srv.loop.create_task(srv.replay_from_journal(self, acct, want))   # joins acct.sessions when caught up
-            return
-        if want < acct.next_seq:
-            self.write(acct.replay_from(want))
-        acct.sessions.add(self)
+        else:
+            if want < acct.next_seq:
+                self.write(acct.replay_from(want))
+            acct.sessions.add(self)
+        if resume and not self.closed:    # what the client sent after its LOGON, then reading again
+            self.transport.resume_reading()
+            try:
+                self.process()
+            finally:
+                srv.input_done()
 
-    def logon_reject(self, reason, delay=0.0):
+    def logon_reject(self, reason, delay=0.0, account=0):
+        self.server.auth.logon_refused(reason, account, self.peer)
+
         def send():
             if not self.closed:
                 self.write(wire.encode(MsgType.LOGON_REJECTED, reason=reason))
@@ -1299,6 +1323,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         cfg = cfgmod.load(args.config)
+        for a in cfg.accounts:            # each secret present and long enough, before anything starts
+            cfgmod.account_secret(a)
     except (cfgmod.ConfigError, OSError) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 2

@@ -146,7 +146,7 @@ def write_config(d, journal, durability="sync", max_orders=1 << 20, server_extra
              # the core workload journaled without risk (no deposits or marks): matching-only state
              f"[risk]\nenabled = false\n\n[[symbols]]\nid = 1\nname = \"BENCH\"\n")
     for a in range(1, workload.ACCOUNTS + 1):
-        text += f'\n[[accounts]]\nid = {a}\nname = "bench{a}"\ndemo_secret = "bench-secret-{a}"\n'
+        text += f'\n[[accounts]]\nid = {a}\nname = "bench{a}"\ndemo_secret = "bench-secret-{a:04d}"\n'
     path = Path(d) / "config.toml"
     path.write_text(text)
     return path
@@ -216,7 +216,7 @@ def server_batches(args, tmp):
         def client(account):
             s = socket.create_connection(("127.0.0.1", port))
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _, clid = logon(s, account, f"bench-secret-{account}")
+            _, clid = logon(s, account, f"bench-secret-{account:04d}")
             s.setblocking(False)
             per = rate / clients
             t0 = time.perf_counter()
@@ -347,7 +347,7 @@ def fork_pause(args, d, cfg_path):
     port = int((Path(d) / "port").read_text())
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _, clid = logon(s, 1, "bench-secret-1")
+    _, clid = logon(s, 1, "bench-secret-0001")
     n = 0
     t_end = time.perf_counter() + args.seconds * 2
     while time.perf_counter() < t_end:

@@ -172,7 +172,7 @@ def run(port, rate, seconds, cpu=None, warmup=0.5, echo=False, scrape_port=None)
     if echo:
         rest, first_clid = b"", 1
     else:
-        rest, first_clid = logon(sock, 1, "secret-one")
+        rest, first_clid = logon(sock, 1, "secret-one-for-tests")
     data, send_end, order_end = stream(n, first_clid)
     ack_end = order_end if echo else expected_reports(n)
     need = int(ack_end[-1])

@@ -39,7 +39,7 @@ CANCEL = np.dtype([("h", wire.HEADER.dtype), ("b", wire.CANCEL.dtype)])
 CANCEL_LAG = 50
 UNLIMITED = "".join(f"\n{k} = 1e12" for k in ("orders_per_s", "orders_burst", "cancels_per_s", "cancels_burst",
                                                "logout_per_s", "logout_burst"))
-SECRET = "perf-secret"
+SECRET = "perf-secret-0123456"
 
 
 def config_extra(accounts: int, symbols: int) -> str:

@@ -63,7 +63,7 @@ def round_trips(port, n, ctx=None):
     raw = socket.create_connection(("127.0.0.1", port))
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1") if ctx else raw
-    rest, clid = logon(sock, 1, "secret-one")
+    rest, clid = logon(sock, 1, "secret-one-for-tests")
     size = wire.frame_size(MsgType.ACCEPTED)
     lat = np.zeros(n, dtype=np.int64)
     buf = bytearray(rest)

@@ -339,11 +339,11 @@ cdef packed struct Logon:
     uint32_t account  # @0 4B account id
     uint32_t heartbeat_ms  # @4 4B heartbeat interval the client asks for (the server may clamp it)
     uint64_t next_seq  # @8 8B next execution-report sequence number the client expects (1 = from the start)
-    uint64_t timestamp_ns  # @16 8B client time, ns since the epoch; refused when too far from server time
+    uint64_t timestamp_ns  # @16 8B client time, ns since the epoch; refused when too far from server time or not above the account's last accepted logon
     uint8_t flags  # @24 1B LogonFlag bits (CANCEL_ON_DISCONNECT)
     uint8_t proto_version  # @25 1B protocol version (1)
     uint16_t _pad0  # @26 2B zero
-    uint32_t nonce  # @28 4B client-chosen; (account, timestamp_ns, nonce) may be used once
+    uint32_t nonce  # @28 4B client-chosen (random); timestamp_ns must rise strictly per account
     uint8_t hmac[32]  # @32 32B HMAC-SHA256 under the account's signing key of bytes 8..39 of this frame
 
 # LOGOUT (2), either direction

@@ -225,8 +225,9 @@ class Reject(IntEnum):
     NOT_LOGGED_ON = 3001               # an application message before LOGON_ACCEPTED
     AUTH_FAILED = 3002                 # unknown account or bad signature: one reply for both
     STALE_TIMESTAMP = 3003             # logon timestamp too far from server time
-    REPLAYED_LOGON = 3004              # a logon (account, timestamp, nonce) seen before
-    LOCKED_OUT = 3005                  # too many failed logons from this account or address
+    REPLAYED_LOGON = 3004              # logon timestamp not after the account's last accepted one
+    LOCKED_OUT = 3005                  # too many failed logons for this account from this address (or
+                                       # from this address, or for this account, in all)
     THROTTLED = 3006                   # above the session's first message-rate tier
     UNSUPPORTED_VERSION = 3007         # schema or protocol version not served
     BAD_LENGTH = 3008                  # frame length below the header, above MAX_FRAME, or wrong for its type

@@ -80,11 +80,21 @@ SESSION_RULES = """\
    the connection is closed. The HMAC is HMAC-SHA256 over bytes 8..39 of the LOGON
    frame (the body up to and including `nonce`) under the account's *signing key*,
    which is `HMAC-SHA256(key=secret, msg=b"trading-engine signing key")` of the
-   account secret (the server stores only the signing key). A logon whose
-   timestamp is more than 30 s from server time is refused (STALE_TIMESTAMP); a
-   (account, timestamp_ns, nonce) seen before is refused (REPLAYED_LOGON).
-   Unknown account and bad signature get the same reply (AUTH_FAILED), after a
-   delay; repeated failures per account and per address lock out (LOCKED_OUT).
+   account secret (the server stores only the signing key; a secret has at least
+   16 bytes). A logon whose timestamp is more than 30 s from server time is
+   refused (STALE_TIMESTAMP). **Logon timestamps must rise strictly per account:**
+   a logon whose `timestamp_ns` is not above the account's last accepted one is
+   refused (REPLAYED_LOGON), before and after a server restart (the server stores
+   each accepted logon's timestamp durably before LOGON_ACCEPTED), so a captured
+   LOGON cannot be replayed. Several clients of one account therefore need clocks
+   in step; the SDK never reuses or goes back on a timestamp within a process and
+   retries a logon refused REPLAYED_LOGON (another logon got in first) with a new
+   one. Unknown account and bad signature get the same reply (AUTH_FAILED), after
+   a delay. Failures are counted for lockouts (LOCKED_OUT, for server.lockout_s):
+   per (account, address) at server.lockout_failures (5), per address at
+   address_lockout_failures (25), and for the whole account from all addresses
+   only at account_lockout_failures (100), so a stranger's guesses lock out their
+   own address, not the account's owner.
 2. **Sequence numbers.** Every execution report (message types 80-87) carries the
    account's sequence number, 1, 2, 3, ... across all its sessions and restarts.
    LOGON.next_seq is the next one the client expects: the server first replays

@@ -107,11 +107,12 @@ LOGON = Layout("Logon", [
     ("account", "u32", "account id"),
     ("heartbeat_ms", "u32", "heartbeat interval the client asks for (the server may clamp it)"),
     ("next_seq", "u64", "next execution-report sequence number the client expects (1 = from the start)"),
-    ("timestamp_ns", "u64", "client time, ns since the epoch; refused when too far from server time"),
+    ("timestamp_ns", "u64", "client time, ns since the epoch; refused when too far from server time or not "
+                            "above the account's last accepted logon"),
     ("flags", "u8", "LogonFlag bits (CANCEL_ON_DISCONNECT)"),
     ("proto_version", "u8", "protocol version (1)"),
     ("_pad0", "u16", "zero"),
-    ("nonce", "u32", "client-chosen; (account, timestamp_ns, nonce) may be used once"),
+    ("nonce", "u32", "client-chosen (random); timestamp_ns must rise strictly per account"),
     ("hmac", "b32", "HMAC-SHA256 under the account's signing key of bytes 8..39 of this frame"),
 ], doc="LOGON (1), client -> server: a 72-byte frame")
 

@@ -69,7 +69,8 @@ tick_size = 100
 lot_size = 1
 """
 
-SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"}
+SECRETS = {1: "secret-one-for-tests", 2: "secret-two-for-tests", 3: "secret-three-for-tests",
+           4: "secret-four-for-tests"}       # at least config.MIN_SECRET bytes
 ENGINE = dict(max_orders=65536, max_accounts=16, max_symbols=8, max_levels=1024)
 
 

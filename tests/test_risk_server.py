@@ -474,14 +474,14 @@ def test_demo_config_when_served_without_config_then_readme_order_accepted_and_o
             assert json.loads(proc.stdout.readline())["event"] == "listening"
 
             async def go():
-                async with Client.connect("127.0.0.1", 7001, account=1, secret="demo-secret-1") as c:
+                async with Client.connect("127.0.0.1", 7001, account=1, secret="demo-secret-0001") as c:
                     ack = await c.place("BTCUSDT", "buy", "1.5", price="45000.00")   # README: 67,500
                     assert ack.kind == "accepted", ack
                     big = await c.place("BTCUSDT", "buy", "5.6", price="45000.00")   # 252,000 > 250,000
                     assert (big.kind, big.reason) == ("rejected", "MAX_ORDER_VALUE")
                     pf = await c.portfolio()
                     assert pf.cash == D("1000000.00") and pf.open_orders == 1
-                async with Client.connect("127.0.0.1", 7001, account=4, secret="demo-secret-4") as c:
+                async with Client.connect("127.0.0.1", 7001, account=4, secret="demo-secret-0004") as c:
                     r = await c.place("BTCUSDT", "buy", "1.5", price="45000.00")     # demo4: the prototype's cap
                     assert (r.kind, r.reason) == ("rejected", "MAX_ORDER_VALUE")
             asyncio.run(go())
