@@ -32,7 +32,7 @@ class Raw:
     def logon_frame(self, account, secret, ts=None, nonce=None, flags=0, next_seq=1, heartbeat_ms=1000):
         f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=heartbeat_ms, next_seq=next_seq,
                                   timestamp_ns=ts if ts is not None else time.time_ns(), flags=flags,
-                                  proto_version=1, nonce=nonce if nonce is not None else
+                                  proto_version=wire.SCHEMA_VERSION, nonce=nonce if nonce is not None else
                                   int.from_bytes(os.urandom(4), "little")))
         f[40:72] = hmac.new(key(secret), bytes(f[8:40]), hashlib.sha256).digest()
         return bytes(f)
