@@ -284,6 +284,9 @@ def test_throttle_when_burst_exceeded_then_throttled_but_cancels_pass(server_fac
     accepted = [int(b["order_id"]) for t, b, _ in got if t == MsgType.ACCEPTED]
     throttled = [(int(b["seq"]), int(b["reason"])) for t, b, _ in got if t == MsgType.REJECTED]
     assert len(accepted) == 10 and throttled == [(0, Reject.THROTTLED)] * 20      # not sequenced
+    echoed = [tuple(int(b[f]) for f in ("client_order_id", "symbol", "side", "price", "qty"))
+              for t, b, _ in got if t == MsgType.REJECTED]
+    assert echoed == [(i, 1, Side.SELL, 100 + i, 1) for i in range(11, 31)]      # what was sent
     a.send(b"".join(wire.encode(MsgType.CANCEL, order_id=o) for o in accepted))   # their own budget
     assert [a.until(MsgType.CANCELLED)[0] for _ in accepted] == [MsgType.CANCELLED] * 10
 
