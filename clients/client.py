@@ -91,13 +91,14 @@ class Symbol(msgspec.Struct, frozen=True):
 
 
 class ExecutionReport(msgspec.Struct, frozen=True):
-    """One execution report: kind is accepted, rejected, fill, cancelled, replaced,
-    triggered, restated, mass_cancel_done, or (risk) balance and account_state.
-    Prices and quantities are Decimal. A balance report (a deposit or withdrawal) has
-    qty = the signed amount and leaves = the cash after, in the quote currency; an
-    account_state report has reason = the account's state (active, reduce_only,
-    suspended, liquidating) and kill_switch. `liquidation` marks the orders the engine
-    placed to liquidate the account (and their fills)."""
+    """One execution report about an order: kind is accepted, rejected, fill, cancelled,
+    replaced, triggered, restated or mass_cancel_done (the account-level ones are
+    BalanceReport and AccountStateReport). Prices and quantities are Decimal; a rejected
+    report echoes the side, price and qty that were sent. ts_ns is the engine's time of
+    the command that caused it (its journaled receive time, ns since the epoch: the same
+    in a replay). A fill has liquidity (maker or taker) and fee (this side's, in the quote
+    currency, negative = rebate; None on other kinds). `liquidation` marks the orders the
+    engine placed to liquidate the account (and their fills)."""
     kind: str
     seq: int
     order_id: int
@@ -112,7 +113,34 @@ class ExecutionReport(msgspec.Struct, frozen=True):
     liquidity: str | None = None
     request: str = ""                 # what caused it: new_order, cancel, amend, mass_cancel, ...
     liquidation: bool = False
-    kill_switch: bool = False         # account_state: the account's (or the global) kill switch is on
+    ts_ns: int = 0
+    fee: Decimal | None = None
+
+
+class BalanceReport(msgspec.Struct, frozen=True):
+    """A deposit (amount > 0) or withdrawal (amount < 0) took effect (risk on). amount and
+    cash (after it) are in the quote currency: Decimal with the PORTFOLIO's cash_decimals
+    (integer cash units if the session could not learn them)."""
+    seq: int
+    amount: Decimal
+    cash: Decimal
+    ts_ns: int
+    request: str = ""                 # deposit or withdraw
+    kind: str = "balance"
+
+
+class AccountStateReport(msgspec.Struct, frozen=True):
+    """The account's risk state changed (risk on): state is active, reduce_only, suspended or
+    liquidating; kill_switch is True while the account's (or the global) kill switch is on."""
+    seq: int
+    state: str
+    kill_switch: bool
+    ts_ns: int
+    request: str = ""                 # what caused it: set_account_state, kill_switch, risk_tick, mark_price, ...
+    kind: str = "account_state"
+
+
+Report = ExecutionReport | BalanceReport | AccountStateReport
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -374,7 +402,7 @@ class Client:
             frame = bytearray(wire.encode(MsgType.LOGON, account=self.account, heartbeat_ms=self._heartbeat_ms,
                                           next_seq=self.last_seq + 1, timestamp_ns=_logon_timestamp(),
                                           flags=wire.LogonFlag.CANCEL_ON_DISCONNECT if self._cod else 0,
-                                          proto_version=1, nonce=int.from_bytes(os.urandom(4), "little")))
+                                          proto_version=wire.SCHEMA_VERSION, nonce=int.from_bytes(os.urandom(4), "little")))
             frame[40:72] = hmac.new(self._key, bytes(frame[8:40]), hashlib.sha256).digest()
             self.writer.write(frame)
             header = await self.reader.readexactly(wire.HEADER.size)
@@ -520,20 +548,22 @@ class Client:
         return Trade(sym.name, int(e["trade_id"]), sym.price(int(e["price"])), sym.qty(int(e["qty"])),
                      "buy" if int(e["side"]) == Side.BUY else "sell", int(e["seq"]), int(e["ts_ns"]))
 
-    def _report(self, t, r) -> ExecutionReport:
+    def _cash(self, units: int) -> Decimal:
+        return Decimal(units) if self.cash_decimals is None else from_units(units, self.cash_decimals)
+
+    def _report(self, t, r) -> Report:
         kind = REPORT_KINDS[t]
         try:
             request = CommandKind(int(r["cmd_kind"])).name.lower()
         except ValueError:
             request = ""
-        if t in (MsgType.BALANCE, MsgType.ACCOUNT_STATE):      # account-level: money, state
-            cash = Decimal if self.cash_decimals is None else (lambda v: from_units(v, self.cash_decimals))
-            if t == MsgType.BALANCE:
-                return ExecutionReport(kind, int(r["seq"]), 0, 0, "", None, Decimal(0), cash(int(r["qty"])),
-                                       cash(int(r["leaves"])), request=request)
-            return ExecutionReport(kind, int(r["seq"]), 0, 0, "", None, Decimal(0), Decimal(0), Decimal(0),
-                                   AccountState(int(r["reason"])).name.lower(), request=request,
-                                   kill_switch=bool(int(r["qty"])))
+        ts_ns = int(r["ts_ns"])
+        if t == MsgType.BALANCE:
+            return BalanceReport(int(r["seq"]), self._cash(int(r["qty"])), self._cash(int(r["leaves"])), ts_ns,
+                                 request)
+        if t == MsgType.ACCOUNT_STATE:
+            return AccountStateReport(int(r["seq"]), AccountState(int(r["reason"])).name.lower(), bool(int(r["qty"])),
+                                      ts_ns, request)
         sym = self.symbols_by_id.get(int(r["symbol"]))
         reason = None
         if t == MsgType.REJECTED:
@@ -547,9 +577,12 @@ class Client:
         return ExecutionReport(kind, int(r["seq"]), int(r["order_id"]), int(r["client_order_id"]),
                                sym.name if sym else str(int(r["symbol"]) or ""), side, price, conv(int(r["qty"])),
                                conv(int(r["leaves"])), reason, int(r["trade_id"]), liq, request,
-                               bool(int(r["flags"]) & wire.ReportFlag.LIQUIDATION))
+                               bool(int(r["flags"]) & wire.ReportFlag.LIQUIDATION), ts_ns,
+                               self._cash(int(r["fee"])) if t == MsgType.FILL else None)
 
-    def _resolve(self, rep: ExecutionReport):
+    def _resolve(self, rep: Report):
+        if not isinstance(rep, ExecutionReport):
+            return                                 # balances and account states answer no request
         keys = []
         if rep.request == "new_order" and rep.kind in ("accepted", "rejected"):
             keys.append(("new", rep.client_order_id))
@@ -573,8 +606,8 @@ class Client:
         return f
 
     async def reports(self):
-        """Every execution report of the account, in sequence order (fills, cancels, triggers,
-        balances, account states, ...)."""
+        """Every execution report of the account, in sequence order: ExecutionReport (fills,
+        cancels, triggers, ...), BalanceReport and AccountStateReport."""
         while True:
             r = await self._reports.get()
             if r is None:

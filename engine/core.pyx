@@ -362,6 +362,7 @@ cdef class Engine:
         e.kind = kind
         e.cmd_kind = self.cur.kind
         e.seq = self.cur.seq
+        e.ts_ns = self.cur.ts_ns            # copied for the reports (their engine time), never acted on
         cdef Order* o
         if s >= 0:
             o = &self.orders[s]
@@ -385,6 +386,8 @@ cdef class Engine:
         e.account = c.account
         e.order_id = c.order_id
         e.client_order_id = c.client_order_id
+        e.price = c.price                   # echoed as sent (REJECTED reports)
+        e.qty = c.qty
         return 0
 
     # -- COMMANDS --
@@ -415,7 +418,8 @@ cdef class Engine:
             return self.reject(REJ_INVALID_ORDER_TYPE)
         if c.tif < TIF_GTC or c.tif > TIF_GTD:
             return self.reject(REJ_INVALID_TIF)
-        if not stp_mode_valid(c.stp):
+        cdef uint8_t stp = c.stp if c.stp else STP_CANCEL_NEWEST     # 0: the default (RULES.md)
+        if not stp_mode_valid(stp):
             return self.reject(REJ_INVALID_STP)
         if c.flags & ~(FLAG_POST_ONLY | FLAG_REDUCE_ONLY) or ((c.flags & FLAG_REDUCE_ONLY) and self.risk is None):
             return self.reject(REJ_INVALID_FLAGS)
@@ -485,7 +489,7 @@ cdef class Engine:
                 return self.reject(code)
 
         # accepted: take a slot
-        cdef slot_t s = self.new_slot(a, sym, c.side, ot, c.tif, c.stp, c.flags, c.price, c.stop_price, c.qty,
+        cdef slot_t s = self.new_slot(a, sym, c.side, ot, c.tif, stp, c.flags, c.price, c.stop_price, c.qty,
                                       c.display_qty, c.expire_ts_ns, c.client_order_id, c.strategy)
         cdef Event* e = self.emit(EV_ACCEPTED, s)
         e.qty = c.qty

@@ -222,7 +222,10 @@ REPORT_TYPE[EV_BALANCE] = MSG_BALANCE
 REPORT_TYPE[EV_ACCOUNT_STATE] = MSG_ACCOUNT_STATE
 
 cdef enum:
-    REPORT_FRAME = 88     # FrameHeader (8) + ExecReport (80); checked in encode_reports
+    REPORT_FRAME = 104    # FrameHeader (8) + ExecReport (96); checked at import below
+
+if REPORT_FRAME != sizeof(FrameHeader) + sizeof(ExecReport):
+    raise ImportError("gateway: REPORT_FRAME is not the size of an execution report frame")
 
 
 cdef inline uint32_t report_count(const Event* e) noexcept:
@@ -245,18 +248,21 @@ cdef inline void put_report(uint8_t* p, uint8_t msg_type, uint64_t seq, const Ev
     r.qty = e.qty
     r.trade_id = e.trade_id
     r.cmd_kind = e.cmd_kind
+    r.ts_ns = e.ts_ns                                   # the command's journaled receive time
     if maker:
         r.order_id = e.other_order_id
         r.client_order_id = e.other_client_order_id
         r.side = SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY
         r.leaves = e.other_leaves
         r.liquidity = LIQ_MAKER
+        r.fee = e.other_fee
     else:
         r.order_id = e.order_id
         r.client_order_id = e.client_order_id
         r.side = e.side
         r.leaves = e.leaves
         r.liquidity = LIQ_TAKER if e.kind == EV_FILL else 0
+        r.fee = e.fee                                   # 0 but in a FILL
         r.flags = e.flags & EVFLAG_LIQUIDATION          # the flag belongs to order_id's side
 
 

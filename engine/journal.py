@@ -2,7 +2,7 @@
 
 A batch record holds the batch's inbound core Commands (96 bytes each, with their
 engine sequence numbers and receive times) and the Events the core produced for
-them (104 bytes each), so the journal is both the recovery log and the audit trail.
+them (128 bytes each), so the journal is both the recovery log and the audit trail.
 
     key    8 bytes   big-endian seq of the batch's first command (put with append=True)
     value  n_cmds u32 | n_events u32 | prev_digest 16 bytes | commands | events | digest 16 bytes

@@ -270,8 +270,8 @@ cdef class Risk:
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept
 
     # -- STATE CHANGES --
-    cdef int on_event(self, const Event* e, int64_t ts) except -1
-    cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept
+    cdef int on_event(self, Event* e, int64_t ts) except -1
+    cdef int64_t fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept
     cdef void breaker_check(self, uint32_t s, int64_t price, int64_t ts) noexcept
     cdef void end_breaker(self, uint32_t s) noexcept
     cdef void touch(self, uint32_t a) noexcept

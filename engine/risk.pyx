@@ -361,15 +361,17 @@ cdef class Risk:
 
     # -- STATE CHANGES --
 
-    cdef inline int on_event(self, const Event* e, int64_t ts) except -1:
+    cdef inline int on_event(self, Event* e, int64_t ts) except -1:
         """Fold one core event into open quantities, positions, cash, breakers and the error rate.
+        A FILL gets the two sides' fees written into it (fee, other_fee: what its reports carry).
         ACCEPTED and CANCELLED only move open quantities: the core folds those itself with
         open_change (risk.pxd), inline, and sends every other kind here."""
         cdef uint8_t k = e.kind
         cdef int64_t thr
         if k == EV_FILL:
-            self.fill(e.account, e.symbol, e.side, e.qty, e.price, False)
-            self.fill(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, e.qty, e.price, True)
+            e.fee = self.fill(e.account, e.symbol, e.side, e.qty, e.price, False)
+            e.other_fee = self.fill(e.other_account, e.symbol, SIDE_SELL if e.side == SIDE_BUY else SIDE_BUY, e.qty,
+                                    e.price, True)
             if self.eff_sym[<int64_t>e.symbol * N_LIMITS + LIM_BREAKER_BAND] > 0:
                 self.breaker_check(e.symbol, e.price, ts)
         elif k == EV_REPLACED:
@@ -386,9 +388,9 @@ cdef class Risk:
                     self.breaker_new = 1
         return 0
 
-    cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
+    cdef int64_t fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
         """One side of a trade: the order's open qty, position, average entry price, realized P&L,
-        fee, cash."""
+        fee, cash. Returns the fee charged (cash units, negative = rebate)."""
         cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
         if side == SIDE_BUY:
             p.open_buy -= qty
@@ -441,9 +443,10 @@ cdef class Risk:
             b1 = (b1 >> k) + (b2 >> (k + 1)) + 7 + (fee if fee > 0 else 0)
             if b1 < self.slack[a]:
                 self.slack[a] -= b1
-                return
+                return fee
         self.slack[a] = INT64_MIN      # unknown until the margin check (of this same command) makes it exact
         self.touch(a)
+        return fee
 
     cdef void end_breaker(self, uint32_t s) noexcept:
         """s is no longer halted by its breaker; the next trade starts a new window."""

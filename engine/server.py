@@ -757,7 +757,8 @@ class Server:
             if conn is not None and c["kind"] in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
                                                   CommandKind.MASS_CANCEL):
                 conn.write(conn.session_reject(int(c["kind"]), int(c["client_order_id"]), int(c["order_id"]),
-                                               Reject.JOURNAL_UNAVAILABLE))
+                                               Reject.JOURNAL_UNAVAILABLE,
+                                               **{f: int(c[f]) for f in ("symbol", "side", "price", "qty")}))
         if len(cmds):
             log.warning("refused %d commands: journal unavailable", len(cmds))
 
@@ -1019,15 +1020,16 @@ class Connection(asyncio.BufferedProtocol):
         kind = {MsgType.NEW_ORDER: CommandKind.NEW_ORDER, MsgType.CANCEL: CommandKind.CANCEL,
                 MsgType.AMEND: CommandKind.AMEND}.get(t, CommandKind.MASS_CANCEL)
         names = body.dtype.names
+        sent = {f: int(body[f]) for f in ("symbol", "side", "price", "qty") if f in names}   # echoed as sent
         return self.session_reject(kind, int(body["client_order_id"]) if "client_order_id" in names else 0,
-                                   int(body["order_id"]) if "order_id" in names else 0, reason)
+                                   int(body["order_id"]) if "order_id" in names else 0, reason, **sent)
 
-    def session_reject(self, cmd_kind, client_order_id, order_id, reason):
+    def session_reject(self, cmd_kind, client_order_id, order_id, reason, **sent):
         if self.account is None:
             return b""
         self.server.hot.count_reject(reason)
         return wire.encode(MsgType.REJECTED, seq=0, reason=reason, cmd_kind=cmd_kind,
-                           client_order_id=client_order_id, order_id=order_id)
+                           client_order_id=client_order_id, order_id=order_id, ts_ns=time.time_ns(), **sent)
 
     # -- logon --
     def logon(self, frame, body):
@@ -1049,7 +1051,7 @@ class Connection(asyncio.BufferedProtocol):
         if not sig_ok:
             auth.logon_failed(acct_id, acct is not None, self.peer)
             return self.logon_reject(Reject.AUTH_FAILED, delay=s.auth_failure_delay_s, account=acct_id)
-        if int(body["proto_version"]) != 1:
+        if int(body["proto_version"]) != wire.SCHEMA_VERSION:
             return self.logon_reject(Reject.UNSUPPORTED_VERSION, account=acct_id)
         ts = int(body["timestamp_ns"])
         if abs(ts - time.time_ns()) > s.logon_skew_s * 1e9:

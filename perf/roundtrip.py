@@ -56,7 +56,7 @@ NO_REPLAY = 1 << 62
 
 def logon(sock, account, secret):
     f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=10_000, next_seq=NO_REPLAY,
-                              timestamp_ns=time.time_ns(), proto_version=1, nonce=int.from_bytes(os.urandom(4), "little")))
+                              timestamp_ns=time.time_ns(), proto_version=wire.SCHEMA_VERSION, nonce=int.from_bytes(os.urandom(4), "little")))
     key = hmac.new(secret.encode(), b"trading-engine signing key", hashlib.sha256).digest()
     f[40:72] = hmac.new(key, bytes(f[8:40]), hashlib.sha256).digest()
     sock.sendall(f)

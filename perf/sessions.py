@@ -56,7 +56,7 @@ def logon(port, account, secret):
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=60_000, next_seq=NO_REPLAY,
-                              timestamp_ns=time.time_ns(), proto_version=1,
+                              timestamp_ns=time.time_ns(), proto_version=wire.SCHEMA_VERSION,
                               nonce=int.from_bytes(os.urandom(4), "little")))
     key = hmac.new(secret.encode(), b"trading-engine signing key", hashlib.sha256).digest()
     f[40:72] = hmac.new(key, bytes(f[8:40]), hashlib.sha256).digest()

@@ -277,7 +277,7 @@ cdef enum:
     MD_TRADES = 4
 
 cdef enum:
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     MAX_FRAME = 4096
     MAX_DEPTH_LEVELS = 50
 
@@ -293,7 +293,7 @@ cdef packed struct Command:
     uint32_t symbol  # @8 4B symbol id (MASS_CANCEL/END_OF_DAY: 0 = all)
     uint32_t account  # @12 4B account id, set by the server from the session (admin commands: the target account)
     uint64_t seq  # @16 8B engine-assigned command sequence number
-    uint64_t ts_ns  # @24 8B receive time, ns since the epoch (journaled, never read by the core)
+    uint64_t ts_ns  # @24 8B receive time, ns since the epoch (journaled; the core copies it into the events, never acts on it)
     uint64_t client_order_id  # @32 8B NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0
     uint64_t order_id  # @40 8B CANCEL/AMEND: target order id (0 = use client_order_id)
     int64_t price  # @48 8B limit price in price units; AMEND: new price, 0 = unchanged
@@ -304,7 +304,7 @@ cdef packed struct Command:
     uint32_t strategy  # @88 4B strategy id (risk limits per strategy)
     uint32_t session  # @92 4B server session id that sent it (0 = engine/admin)
 
-# 104-byte event record
+# 128-byte event record
 cdef packed struct Event:
     uint8_t kind  # @0 1B EventKind
     uint8_t side  # @1 1B Side of order_id
@@ -326,27 +326,30 @@ cdef packed struct Event:
     int64_t other_leaves  # @80 8B FILL/STP_PREVENTED: remaining qty of the maker; REPLACED: leaves before
     uint64_t trade_id  # @88 8B FILL: engine trade id (1, 2, ...)
     uint64_t seq  # @96 8B seq of the command that caused it
+    uint64_t ts_ns  # @104 8B ts_ns of the command that caused it (its journaled receive time; copied, never acted on)
+    int64_t fee  # @112 8B FILL: fee of order_id's account (the taker), cash units, negative = rebate; 0 without risk
+    int64_t other_fee  # @120 8B FILL: fee of the maker's account, cash units, negative = rebate; 0 without risk
 
 # 8-byte frame header
 cdef packed struct FrameHeader:
     uint16_t length  # @0 2B frame length in bytes, header included
     uint8_t msg_type  # @2 1B MsgType
-    uint8_t version  # @3 1B schema version (1)
+    uint8_t version  # @3 1B SCHEMA_VERSION
     uint32_t reserved  # @4 4B zero
 
 # LOGON (1), client -> server: a 72-byte frame
 cdef packed struct Logon:
     uint32_t account  # @0 4B account id
-    uint32_t heartbeat_ms  # @4 4B heartbeat interval the client asks for (the server may clamp it)
-    uint64_t next_seq  # @8 8B next execution-report sequence number the client expects (1 = from the start)
+    uint32_t heartbeat_ms  # @4 4B heartbeat interval the client asks for; raised to the server's heartbeat_ms when below it (0 = the server's)
+    uint64_t next_seq  # @8 8B first execution-report seq to replay (0 or 1 = from the start; above the newest = no replay, e.g. 2**64-1)
     uint64_t timestamp_ns  # @16 8B client time, ns since the epoch; refused when too far from server time or not above the account's last accepted logon
     uint8_t flags  # @24 1B LogonFlag bits (CANCEL_ON_DISCONNECT)
-    uint8_t proto_version  # @25 1B protocol version (1)
+    uint8_t proto_version  # @25 1B SCHEMA_VERSION; another is refused (LOGON_REJECTED UNSUPPORTED_VERSION)
     uint16_t _pad0  # @26 2B zero
     uint32_t nonce  # @28 4B client-chosen (random); timestamp_ns must rise strictly per account
     uint8_t hmac[32]  # @32 32B HMAC-SHA256 under the account's signing key of bytes 8..39 of this frame
 
-# LOGOUT (2), either direction
+# LOGOUT (2), either direction. A client's LOGOUT is answered with a LOGOUT (reason 0), then the server closes; the server's own LOGOUT (a reason) is followed by the close and needs no answer
 cdef packed struct Logout:
     uint16_t reason  # @0 2B Reject code (0 = normal)
     uint16_t _pad0  # @2 2B zero
@@ -363,14 +366,14 @@ cdef packed struct NewOrder:
     uint8_t side  # @12 1B Side
     uint8_t order_type  # @13 1B OrderType
     uint8_t tif  # @14 1B TimeInForce
-    uint8_t stp  # @15 1B SelfTradePrevention
+    uint8_t stp  # @15 1B SelfTradePrevention (0 = CANCEL_NEWEST, the default)
     int64_t price  # @16 8B limit price (0 for MARKET / STOP)
     int64_t qty  # @24 8B quantity
     int64_t stop_price  # @32 8B trigger price (STOP / STOP_LIMIT only)
     int64_t display_qty  # @40 8B iceberg slice (0 = fully displayed)
     int64_t expire_ts_ns  # @48 8B GTD expiry (GTD only)
     uint32_t strategy  # @56 4B strategy id
-    uint8_t flags  # @60 1B OrderFlag bits (POST_ONLY)
+    uint8_t flags  # @60 1B OrderFlag bits (POST_ONLY, REDUCE_ONLY; REDUCE_ONLY needs risk on)
     uint8_t _pad0  # @61 1B zero
     uint16_t _pad1  # @62 2B zero
 
@@ -406,8 +409,8 @@ cdef packed struct Query:
 # LOGON_ACCEPTED (64), server -> client
 cdef packed struct LogonAccepted:
     uint32_t session_id  # @0 4B server-assigned
-    uint32_t heartbeat_ms  # @4 4B the heartbeat interval in force
-    uint64_t next_seq  # @8 8B sequence number of the next execution report the server will send
+    uint32_t heartbeat_ms  # @4 4B the heartbeat interval in force: max(LOGON.heartbeat_ms, the server's)
+    uint64_t next_seq  # @8 8B the seq the account's next new report will carry (its newest numbered + 1)
     uint64_t next_client_order_id  # @16 8B the smallest client order id the server will accept
     uint64_t server_time_ns  # @24 8B server time
 
@@ -431,21 +434,23 @@ cdef packed struct ProtocolError:
 # ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client
 cdef packed struct ExecReport:
     uint64_t seq  # @0 8B per-account sequence number (1, 2, ...)
-    uint64_t order_id  # @8 8B engine order id (0 in a REJECTED for a new order)
-    uint64_t client_order_id  # @16 8B the client's id of the order
-    uint32_t symbol  # @24 4B symbol id
-    uint8_t side  # @28 1B Side
-    uint8_t liquidity  # @29 1B FILL: Liquidity (MAKER / TAKER)
-    uint16_t reason  # @30 2B REJECTED: Reject; CANCELLED: CancelReason
-    int64_t price  # @32 8B ACCEPTED/REPLACED: limit price; FILL: trade price; TRIGGERED: stop price
-    int64_t qty  # @40 8B ACCEPTED: order qty; FILL: traded; CANCELLED: cancelled; RESTATED: shown; MASS_CANCEL_DONE: count
-    int64_t leaves  # @48 8B remaining quantity after the event
+    uint64_t order_id  # @8 8B engine order id (REJECTED: as sent, 0 for a new order)
+    uint64_t client_order_id  # @16 8B the client's id of the order (REJECTED: as sent)
+    uint32_t symbol  # @24 4B symbol id (REJECTED: as sent; 0 in BALANCE, ACCOUNT_STATE)
+    uint8_t side  # @28 1B Side (REJECTED: as sent)
+    uint8_t liquidity  # @29 1B FILL: Liquidity (MAKER / TAKER); else 0
+    uint16_t reason  # @30 2B REJECTED: Reject; CANCELLED: CancelReason; ACCOUNT_STATE: AccountState
+    int64_t price  # @32 8B ACCEPTED/REPLACED: limit price; FILL: trade price; TRIGGERED: stop price; REJECTED: as sent
+    int64_t qty  # @40 8B ACCEPTED: order qty; FILL: traded; CANCELLED: cancelled; RESTATED: shown; MASS_CANCEL_DONE: count; REJECTED: as sent; BALANCE: signed amount, cash units; ACCOUNT_STATE: 1 while the kill switch is on
+    int64_t leaves  # @48 8B remaining quantity after the event; BALANCE: cash after, cash units
     uint64_t trade_id  # @56 8B FILL: engine trade id
     uint64_t counterparty_order_id  # @64 8B reserved, zero (never another account's order id)
     uint8_t cmd_kind  # @72 1B CommandKind that caused it (REJECTED: what was rejected)
     uint8_t flags  # @73 1B ReportFlag bits (LIQUIDATION: an order the engine placed to liquidate the account)
     uint16_t _pad1  # @74 2B zero
     uint32_t _pad2  # @76 4B zero
+    uint64_t ts_ns  # @80 8B engine time: the journaled receive time of the command that caused it, ns since the epoch (replays carry the original); session-level REJECTED: receive time
+    int64_t fee  # @88 8B FILL: this side's fee, cash units (negative = rebate; 0 without risk); else 0
 
 # the fixed part of every query response; `count` entries follow. A response too long for one frame is split into frames with the same request_id, all but the last with more = 1
 cdef packed struct ListHeader:

@@ -95,18 +95,35 @@ SESSION_RULES = """\
    address_lockout_failures (25), and for the whole account from all addresses
    only at account_lockout_failures (100), so a stranger's guesses lock out their
    own address, not the account's owner.
-2. **Sequence numbers.** Every execution report (message types 80-87) carries the
-   account's sequence number, 1, 2, 3, ... across all its sessions and restarts.
-   LOGON.next_seq is the next one the client expects: the server first replays
-   every report from there to its newest, then continues live. A client that
-   sees a gap reconnects asking for the first missing number.
+   Every frame header's `version` and LOGON.proto_version must be the schema
+   version in this document's title: another header version is a PROTOCOL_ERROR
+   (UNSUPPORTED_VERSION), another proto_version a LOGON_REJECTED (UNSUPPORTED_VERSION).
+2. **Sequence numbers.** Every execution report (message types 80-89, ACCEPTED to
+   ACCOUNT_STATE: the `sequenced` column of the message type table) carries the
+   account's sequence number, 1, 2, 3, ... across all its sessions and restarts,
+   one numbering for all ten types. The exception is a session-level REJECTED
+   (rule 5): seq 0, never replayed.
+   - LOGON.next_seq is the first report the client wants: the server first replays
+     every report from there to its newest, then continues live. 0 counts as 1
+     (everything from the start).
+   - To log on **without a replay**, send a next_seq above the newest report, e.g.
+     2**64-1: nothing is replayed and live reports follow.
+   - LOGON_ACCEPTED.next_seq is the number the account's next new report will carry
+     (the newest numbered + 1); a replay covers LOGON.next_seq to
+     LOGON_ACCEPTED.next_seq - 1. Reports numbered just before the logon that were
+     still waiting for their journal commit may arrive after LOGON_ACCEPTED, even
+     without a replay: keep the highest seq seen and drop any report at or below it.
+   - A client that sees a gap reconnects asking for the first missing number.
 3. **Client order ids** must be strictly increasing per account;
    LOGON_ACCEPTED.next_client_order_id is the smallest the server will accept.
    A resent NEW_ORDER with an id already used is rejected with
-   DUPLICATE_CLIENT_ORDER_ID and never becomes a second order.
+   DUPLICATE_CLIENT_ORDER_ID and never becomes a second order. A NEW_ORDER that
+   passes that check uses its id up even if a later check rejects it.
 4. **Heartbeats.** Each side sends HEARTBEAT when it has sent nothing for the
    heartbeat interval; a peer silent for 3 intervals is disconnected
-   (HEARTBEAT_TIMEOUT).
+   (HEARTBEAT_TIMEOUT). The interval in force is LOGON_ACCEPTED.heartbeat_ms =
+   max(LOGON.heartbeat_ms, the server's configured heartbeat_ms): a request below
+   the server's is raised to it, 0 asks for the server's; there is no upper clamp.
 5. **Throttling.** Token buckets per session, refilled continuously. New orders
    and amends above the first tier are answered with REJECTED (THROTTLED);
    cancels and mass cancels have a budget of their own, so a client can always
@@ -120,6 +137,10 @@ SESSION_RULES = """\
    closed (SLOW_CONSUMER), with cancel on disconnect if it asked for it.
 8. **Shutdown.** On graceful shutdown every session receives END_OF_SESSION
    (with its account's last sequence number) and is closed.
+   **Logout.** A client's LOGOUT is answered with a LOGOUT (reason 0), then the
+   server closes the connection (cancel on disconnect applies). When the server
+   ends a session itself (HEARTBEAT_TIMEOUT, RATE_LIMIT_LOGOUT) it sends LOGOUT
+   with that reason and closes; no answer is expected.
 9. **Malformed input.** A frame whose length is below 8, above MAX_FRAME or not
    the size of its type, an unknown type or version: PROTOCOL_ERROR, then the
    connection is closed. Other sessions are not affected.
@@ -129,6 +150,52 @@ SESSION_RULES = """\
    TLS 1.2+. Handshakes are rate-limited (a token bucket, `tls_handshakes_per_s`); a
    connection above the rate, or above the cap of connections not yet logged on, is
    closed before its handshake starts.
+"""
+
+REPORTS = """\
+## Execution reports
+
+Every report (80-89) is one ExecReport body. In all of them: `seq` (rule 2 above),
+`cmd_kind` (the CommandKind that caused it: NEW_ORDER, CANCEL, ... or an operator's or
+the engine's command, e.g. DEPOSIT, RISK_TICK), `flags` (ReportFlag) and `ts_ns`, the
+engine's time: the receive time of the command that caused it, as journaled, ns since
+the epoch (timer commands: when the server issued them). A replay carries the original
+values, byte for byte. Fields a type does not name below are 0.
+
+| type | order_id, client_order_id | symbol, side | price | qty | leaves | reason | also |
+|---|---|---|---|---|---|---|---|
+| ACCEPTED | the order | the order's | limit price (0: market, stop) | order qty | leaves | 0 | |
+| REJECTED | as sent (order_id 0 for a NEW_ORDER) | as sent | as sent | as sent | 0 | Reject | cmd_kind: what was refused |
+| FILL | this side's order | this side's | trade price | traded | leaves after | 0 | trade_id, liquidity (MAKER / TAKER), fee |
+| CANCELLED | the order | the order's | its price | cancelled qty | 0 | CancelReason | |
+| REPLACED | the order | the order's | new price | new leaves | new leaves | 0 | |
+| TRIGGERED | the stop | the stop's | stop price | leaves | leaves | 0 | |
+| RESTATED | the iceberg | its | its price | shown slice | leaves | 0 | |
+| MASS_CANCEL_DONE | 0 | as sent (0 = all) | 0 | orders cancelled | 0 | 0 | |
+| BALANCE | 0 | 0 | 0 | signed amount, cash units | cash after, cash units | 0 | cmd_kind DEPOSIT / WITHDRAW |
+| ACCOUNT_STATE | 0 | 0 | 0 | 1 while the kill switch is on | 0 | AccountState | |
+
+- **Fees** (FILL.fee) are this side's fee for the fill in cash units, negative for a
+  rebate; without risk they are 0. A FILL is sent to both sides, each with its own
+  order, leaves, liquidity and fee (never the other account's order id).
+- **Cash units** are 10**-cash_decimals of the quote currency. A client learns
+  cash_decimals from PORTFOLIO_REQUEST (the PORTFOLIO entry's `cash_decimals`). With
+  risk off that request answers status RISK_OFF and no BALANCE or ACCOUNT_STATE is sent.
+- **REJECTED** echoes the command as sent: client_order_id, order_id (CANCEL / AMEND),
+  symbol, side, price and qty (AMEND: the new ones). A NEW_ORDER's `stp` 0 is not a
+  reject: it means CANCEL_NEWEST, the default.
+
+"""
+
+SCHEMA_VERSIONS = """\
+## Schema versions
+
+- **2**: ExecReport grows from 80 to 96 bytes (`ts_ns`, `fee` appended; report frames
+  are 104 bytes); REJECTED echoes symbol, side, price and qty; NEW_ORDER.stp 0 means
+  CANCEL_NEWEST. The journal's event records grew with it (104 -> 128 bytes): a server
+  of this version does not read a journal written by version 1.
+- **1**: the first version.
+
 """
 
 MARKET_DATA = """\
@@ -184,13 +251,14 @@ def render_spec() -> str:
            "Matching semantics, event order and check order: [engine/RULES.md](../engine/RULES.md).",
            "A later schema version may append fields to a message but never moves an existing offset.", "",
            "## Frame header", "", wire.HEADER.table(), "", "## Message types", "",
-           "| type | name | direction | body | frame bytes |", "|---:|---|---|---|---:|"]
+           "| type | name | direction | body | frame bytes | sequenced |", "|---:|---|---|---|---:|---|"]
     for t in sorted(wire.MsgType):
         body = wire.BODY[t]
         direction = ("both" if t in (wire.MsgType.LOGOUT, wire.MsgType.HEARTBEAT)
                      else "client -> server" if t in wire.CLIENT_TYPES else "server -> client")
         size = str(wire.frame_size(t)) + (f" + count x {wire.ENTRY[t].size}" if t in wire.ENTRY else "")
-        out.append(f"| {int(t)} | {t.name} | {direction} | {body.name} | {size} |")
+        sequenced = "yes" if body is wire.EXEC_REPORT else "no"
+        out.append(f"| {int(t)} | {t.name} | {direction} | {body.name} | {size} | {sequenced} |")
     out += ["", "## Message bodies", ""]
     seen = set()
     for layout in LAYOUTS[3:]:
@@ -198,7 +266,7 @@ def render_spec() -> str:
             continue
         seen.add(layout.name)
         out += [f"### {layout.name}: {layout.size} bytes", "", layout.doc, "", layout.table(), ""]
-    out += [SESSION_RULES, MARKET_DATA, "## Enumerations", ""]
+    out += [SESSION_RULES, REPORTS, MARKET_DATA, SCHEMA_VERSIONS, "## Enumerations", ""]
     for enum_cls in PREFIXES:
         out += [f"### {enum_cls.__name__}", "", "| value | name |", "|---:|---|"]
         out += [f"| {int(m)} | {m.name} |" for m in enum_cls]

@@ -20,7 +20,8 @@ COMMAND = Layout("Command", [
     ("symbol", "u32", "symbol id (MASS_CANCEL/END_OF_DAY: 0 = all)"),
     ("account", "u32", "account id, set by the server from the session (admin commands: the target account)"),
     ("seq", "u64", "engine-assigned command sequence number"),
-    ("ts_ns", "u64", "receive time, ns since the epoch (journaled, never read by the core)"),
+    ("ts_ns", "u64", "receive time, ns since the epoch (journaled; the core copies it into the events, "
+                     "never acts on it)"),
     ("client_order_id", "u64", "NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0"),
     ("order_id", "u64", "CANCEL/AMEND: target order id (0 = use client_order_id)"),
     ("price", "i64", "limit price in price units; AMEND: new price, 0 = unchanged"),
@@ -53,7 +54,10 @@ EVENT = Layout("Event", [
     ("other_leaves", "i64", "FILL/STP_PREVENTED: remaining qty of the maker; REPLACED: leaves before"),
     ("trade_id", "u64", "FILL: engine trade id (1, 2, ...)"),
     ("seq", "u64", "seq of the command that caused it"),
-], doc="104-byte event record")
+    ("ts_ns", "u64", "ts_ns of the command that caused it (its journaled receive time; copied, never acted on)"),
+    ("fee", "i64", "FILL: fee of order_id's account (the taker), cash units, negative = rebate; 0 without risk"),
+    ("other_fee", "i64", "FILL: fee of the maker's account, cash units, negative = rebate; 0 without risk"),
+], doc="128-byte event record")
 
 
 # SET_LIMIT: the Command field that names the target of each LimitScope (DEFAULT has none).

@@ -17,14 +17,14 @@ from enum import IntEnum
 
 from protocol.layout import Layout
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2        # 2: execution reports grew ts_ns and fee (SPEC.md "Schema versions")
 MAX_FRAME = 4096          # bytes, header included; a longer length field is a protocol error
 MAX_DEPTH_LEVELS = 50     # per side in a BOOK_DEPTH response
 
 HEADER = Layout("FrameHeader", [
     ("length", "u16", "frame length in bytes, header included"),
     ("msg_type", "u8", "MsgType"),
-    ("version", "u8", "schema version (1)"),
+    ("version", "u8", "SCHEMA_VERSION"),
     ("reserved", "u32", "zero"),
 ], doc="8-byte frame header")
 
@@ -65,6 +65,7 @@ class MsgType(IntEnum):
     MASS_CANCEL_DONE = 87
     BALANCE = 88                  # risk: a deposit or withdrawal (qty = signed amount, leaves = cash after)
     ACCOUNT_STATE = 89            # risk: reason = AccountState, qty = 1 while the kill switch is on
+    # (80-89 are all sequenced: one per-account numbering; the SDK types BALANCE and ACCOUNT_STATE apart)
     # server -> client: query responses (not sequenced; fixed part + counted entries)
     SYMBOL_DIRECTORY = 96
     ORDER_STATUS = 97
@@ -105,12 +106,14 @@ class MdFlag(IntEnum):
 
 LOGON = Layout("Logon", [
     ("account", "u32", "account id"),
-    ("heartbeat_ms", "u32", "heartbeat interval the client asks for (the server may clamp it)"),
-    ("next_seq", "u64", "next execution-report sequence number the client expects (1 = from the start)"),
+    ("heartbeat_ms", "u32", "heartbeat interval the client asks for; raised to the server's heartbeat_ms "
+                            "when below it (0 = the server's)"),
+    ("next_seq", "u64", "first execution-report seq to replay (0 or 1 = from the start; above the newest = "
+                        "no replay, e.g. 2**64-1)"),
     ("timestamp_ns", "u64", "client time, ns since the epoch; refused when too far from server time or not "
                             "above the account's last accepted logon"),
     ("flags", "u8", "LogonFlag bits (CANCEL_ON_DISCONNECT)"),
-    ("proto_version", "u8", "protocol version (1)"),
+    ("proto_version", "u8", "SCHEMA_VERSION; another is refused (LOGON_REJECTED UNSUPPORTED_VERSION)"),
     ("_pad0", "u16", "zero"),
     ("nonce", "u32", "client-chosen (random); timestamp_ns must rise strictly per account"),
     ("hmac", "b32", "HMAC-SHA256 under the account's signing key of bytes 8..39 of this frame"),
@@ -120,7 +123,8 @@ LOGOUT = Layout("Logout", [
     ("reason", "u16", "Reject code (0 = normal)"),
     ("_pad0", "u16", "zero"),
     ("_pad1", "u32", "zero"),
-], doc="LOGOUT (2), either direction")
+], doc="LOGOUT (2), either direction. A client's LOGOUT is answered with a LOGOUT (reason 0), then the "
+       "server closes; the server's own LOGOUT (a reason) is followed by the close and needs no answer")
 
 HEARTBEAT = Layout("Heartbeat", [
     ("timestamp_ns", "u64", "sender time"),
@@ -132,14 +136,14 @@ NEW_ORDER = Layout("NewOrder", [
     ("side", "u8", "Side"),
     ("order_type", "u8", "OrderType"),
     ("tif", "u8", "TimeInForce"),
-    ("stp", "u8", "SelfTradePrevention"),
+    ("stp", "u8", "SelfTradePrevention (0 = CANCEL_NEWEST, the default)"),
     ("price", "i64", "limit price (0 for MARKET / STOP)"),
     ("qty", "i64", "quantity"),
     ("stop_price", "i64", "trigger price (STOP / STOP_LIMIT only)"),
     ("display_qty", "i64", "iceberg slice (0 = fully displayed)"),
     ("expire_ts_ns", "i64", "GTD expiry (GTD only)"),
     ("strategy", "u32", "strategy id"),
-    ("flags", "u8", "OrderFlag bits (POST_ONLY)"),
+    ("flags", "u8", "OrderFlag bits (POST_ONLY, REDUCE_ONLY; REDUCE_ONLY needs risk on)"),
     ("_pad0", "u8", "zero"),
     ("_pad1", "u16", "zero"),
 ], doc="NEW_ORDER (10), client -> server")
@@ -176,8 +180,8 @@ QUERY = Layout("Query", [
 
 LOGON_ACCEPTED = Layout("LogonAccepted", [
     ("session_id", "u32", "server-assigned"),
-    ("heartbeat_ms", "u32", "the heartbeat interval in force"),
-    ("next_seq", "u64", "sequence number of the next execution report the server will send"),
+    ("heartbeat_ms", "u32", "the heartbeat interval in force: max(LOGON.heartbeat_ms, the server's)"),
+    ("next_seq", "u64", "the seq the account's next new report will carry (its newest numbered + 1)"),
     ("next_client_order_id", "u64", "the smallest client order id the server will accept"),
     ("server_time_ns", "u64", "server time"),
 ], doc="LOGON_ACCEPTED (64), server -> client")
@@ -201,22 +205,27 @@ PROTOCOL_ERROR = Layout("ProtocolError", [
 
 EXEC_REPORT = Layout("ExecReport", [
     ("seq", "u64", "per-account sequence number (1, 2, ...)"),
-    ("order_id", "u64", "engine order id (0 in a REJECTED for a new order)"),
-    ("client_order_id", "u64", "the client's id of the order"),
-    ("symbol", "u32", "symbol id"),
-    ("side", "u8", "Side"),
-    ("liquidity", "u8", "FILL: Liquidity (MAKER / TAKER)"),
-    ("reason", "u16", "REJECTED: Reject; CANCELLED: CancelReason"),
-    ("price", "i64", "ACCEPTED/REPLACED: limit price; FILL: trade price; TRIGGERED: stop price"),
+    ("order_id", "u64", "engine order id (REJECTED: as sent, 0 for a new order)"),
+    ("client_order_id", "u64", "the client's id of the order (REJECTED: as sent)"),
+    ("symbol", "u32", "symbol id (REJECTED: as sent; 0 in BALANCE, ACCOUNT_STATE)"),
+    ("side", "u8", "Side (REJECTED: as sent)"),
+    ("liquidity", "u8", "FILL: Liquidity (MAKER / TAKER); else 0"),
+    ("reason", "u16", "REJECTED: Reject; CANCELLED: CancelReason; ACCOUNT_STATE: AccountState"),
+    ("price", "i64", "ACCEPTED/REPLACED: limit price; FILL: trade price; TRIGGERED: stop price; "
+                     "REJECTED: as sent"),
     ("qty", "i64", "ACCEPTED: order qty; FILL: traded; CANCELLED: cancelled; RESTATED: shown; "
-                   "MASS_CANCEL_DONE: count"),
-    ("leaves", "i64", "remaining quantity after the event"),
+                   "MASS_CANCEL_DONE: count; REJECTED: as sent; BALANCE: signed amount, cash units; "
+                   "ACCOUNT_STATE: 1 while the kill switch is on"),
+    ("leaves", "i64", "remaining quantity after the event; BALANCE: cash after, cash units"),
     ("trade_id", "u64", "FILL: engine trade id"),
     ("counterparty_order_id", "u64", "reserved, zero (never another account's order id)"),
     ("cmd_kind", "u8", "CommandKind that caused it (REJECTED: what was rejected)"),
     ("flags", "u8", "ReportFlag bits (LIQUIDATION: an order the engine placed to liquidate the account)"),
     ("_pad1", "u16", "zero"),
     ("_pad2", "u32", "zero"),
+    ("ts_ns", "u64", "engine time: the journaled receive time of the command that caused it, ns since the "
+                     "epoch (replays carry the original); session-level REJECTED: receive time"),
+    ("fee", "i64", "FILL: this side's fee, cash units (negative = rebate; 0 without risk); else 0"),
 ], doc="ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), "
        "RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client")
 

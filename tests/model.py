@@ -87,7 +87,8 @@ class Model:
     def _ev(self, kind, o: Order | None = None, **f):
         base = dict(kind=kind, side=0, cmd_kind=self.cmd["kind"], flags=0, reason=0, symbol=0, account=0,
                     other_account=0, order_id=0, client_order_id=0, other_order_id=0, other_client_order_id=0,
-                    price=0, qty=0, leaves=0, other_leaves=0, trade_id=0, seq=self.cmd["seq"])
+                    price=0, qty=0, leaves=0, other_leaves=0, trade_id=0, seq=self.cmd["seq"],
+                    ts_ns=self.cmd["ts_ns"], fee=0, other_fee=0)
         if o is not None:
             base.update(side=o.side, symbol=o.symbol, account=o.account, order_id=o.order_id,
                         client_order_id=o.client_order_id, price=o.price, leaves=o.leaves)
@@ -97,7 +98,7 @@ class Model:
     def _reject(self, reason):
         c = self.cmd
         self._ev(EventKind.REJECTED, reason=reason, side=c["side"], symbol=c["symbol"], account=c["account"],
-                 order_id=c["order_id"], client_order_id=c["client_order_id"])
+                 order_id=c["order_id"], client_order_id=c["client_order_id"], price=c["price"], qty=c["qty"])
 
     # -- book views --
     def _resting(self, symbol, side):
@@ -288,7 +289,8 @@ class Model:
             return self._reject(Reject.INVALID_ORDER_TYPE)
         if c["tif"] not in tuple(TIF):
             return self._reject(Reject.INVALID_TIF)
-        if c["stp"] not in tuple(STP):
+        stp = c["stp"] or STP.CANCEL_NEWEST                # 0: the default
+        if stp not in tuple(STP):
             return self._reject(Reject.INVALID_STP)
         if c["flags"] & ~OrderFlag.POST_ONLY:
             return self._reject(Reject.INVALID_FLAGS)
@@ -338,7 +340,7 @@ class Model:
             return self._reject(Reject.LEVEL_CAPACITY_EXHAUSTED)
         if post and self._crosses(sym, c["side"], price):
             return self._reject(Reject.POST_ONLY_WOULD_CROSS)
-        o = Order(self.next_order_id, c["client_order_id"], a, sym, c["side"], ot, c["tif"], c["stp"], c["flags"],
+        o = Order(self.next_order_id, c["client_order_id"], a, sym, c["side"], ot, c["tif"], stp, c["flags"],
                   price, stop, qty, qty, d, c["expire_ts_ns"], c["strategy"])
         self.next_order_id += 1
         self._ev(EventKind.ACCEPTED, o, qty=qty)

@@ -20,7 +20,7 @@ def test_generated_cdefs_when_checked_then_current():
 
 def test_struct_sizes_when_compiled_then_equal_dtypes():
     assert core.SIZEOF_COMMAND == COMMAND.size == COMMAND.dtype.itemsize == 96
-    assert core.SIZEOF_EVENT == EVENT.size == EVENT.dtype.itemsize == 104
+    assert core.SIZEOF_EVENT == EVENT.size == EVENT.dtype.itemsize == 128
     assert core.SIZEOF_ORDER == core.ORDER_DTYPE.itemsize == 128
     assert core.SIZEOF_LEVEL == core.LEVEL_DTYPE.itemsize == 48
 

@@ -12,7 +12,7 @@ from protocol.wire import MsgType
 from tests.test_server_session import Raw
 
 REPORTS = {MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL, MsgType.CANCELLED, MsgType.REPLACED,
-           MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE}
+           MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE, MsgType.BALANCE, MsgType.ACCOUNT_STATE}
 
 
 class Tap(Raw):

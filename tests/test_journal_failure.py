@@ -114,7 +114,10 @@ def test_disk_full_when_journal_cannot_grow_then_refused_nothing_lost_and_resume
     assert t.refused, "the journal never hit the full disk"
     wait_ready(srv, False)
     status = json.loads(get(srv, "/health/detailed")[1])
-    assert status["journal"]["writable"] is False and "space" in status["journal"]["error"].lower()
+    # ENOSPC, or EIO: LMDB reports a write cut short by the full disk as EIO (mdb_page_flush), and
+    # whether a commit's pwritev is cut short or refused outright depends on its page layout
+    error = status["journal"]["error"].lower()
+    assert status["journal"]["writable"] is False and ("space" in error or "input/output error" in error)
     assert not t.order()                                  # still refused: nothing can be journaled
     assert "journal unavailable" in srv.output()
     filler.unlink()

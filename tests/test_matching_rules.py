@@ -208,6 +208,7 @@ def test_iceberg_when_arriving_marketable_then_matches_full_quantity(eng):
 
 @pytest.mark.parametrize("mode,expect,book", [
     (STP.CANCEL_NEWEST, ["ACCEPTED", "STP_PREVENTED", "CANCELLED"], ([], [(100, 5, 1), (101, 5, 1)])),
+    (0, ["ACCEPTED", "STP_PREVENTED", "CANCELLED"], ([], [(100, 5, 1), (101, 5, 1)])),     # 0: the default
     (STP.CANCEL_OLDEST, ["ACCEPTED", "STP_PREVENTED", "CANCELLED", "FILL"], ([(101, 1, 1)], [])),
     (STP.CANCEL_BOTH, ["ACCEPTED", "STP_PREVENTED", "CANCELLED", "CANCELLED"], ([], [(101, 5, 1)])),
     (STP.NONE, ["ACCEPTED", "FILL"], ([], [(101, 5, 1)])),
@@ -411,7 +412,10 @@ def test_new_order_when_field_invalid_then_documented_reject(eng, fields, code):
     base = dict(kind=CommandKind.NEW_ORDER, account=A, client_order_id=1, symbol=S, side=BUY,
                 order_type=OT.LIMIT, tif=TIF.GTC, stp=STP.CANCEL_NEWEST, qty=10, price=100)
     base.update(fields)
-    assert reason(eng.command(**base)) == code
+    evs = eng.command(**base)
+    assert reason(evs) == code
+    if code != Reject.INVALID_COMMAND:                        # the REJECTED echoes what was sent
+        assert (evs[0].side, evs[0].price, evs[0].qty) == (base["side"], base["price"], base["qty"])
 
 
 def test_client_order_id_when_reused_or_lower_then_duplicate_and_consumed_even_if_rejected(eng):

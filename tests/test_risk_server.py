@@ -171,15 +171,17 @@ def test_liquidation_when_mark_falls_below_maintenance_then_closed_flagged_and_f
             assert ev[3]["liquidation"] and (ev[3]["side"], ev[3]["qty"]) == ("sell", "1.000")
             assert ev[4]["maker_account"] == "acct3" and (ev[4]["price"], ev[4]["qty"]) == ("42000.00", "1.000")
             assert ev[5]["state"] == "active"
-            got = await until(reports, lambda r: r.kind == "account_state" and r.reason == "active")
+            got = await until(reports, lambda r: r.kind == "account_state" and r.state == "active")
             tail = got[-5:]
-            assert [(r.kind, r.reason) for r in tail] == [("account_state", "liquidating"),
-                                                         ("cancelled", "liquidation"), ("accepted", None),
-                                                         ("fill", None), ("account_state", "active")]
-            assert [r.liquidation for r in tail] == [False, False, True, True, False]
+            assert [(r.kind, r.state if r.kind == "account_state" else r.reason) for r in tail] == \
+                [("account_state", "liquidating"), ("cancelled", "liquidation"), ("accepted", None), ("fill", None),
+                 ("account_state", "active")]
+            assert [r.liquidation for r in tail[1:4]] == [False, True, True]
+            assert not tail[0].kill_switch and tail[0].request == "mark_price"
             assert tail[1].order_id == resting.order_id and tail[2].client_order_id == 0
             assert (tail[3].price, tail[3].qty, tail[3].liquidity) == (D("42000.00"), D("1.000"), "taker")
-            assert got[0].kind == "balance" and (got[0].qty, got[0].leaves) == (D("10000.00"), D("10000.00"))
+            assert got[0].kind == "balance" and (got[0].amount, got[0].cash) == (D("10000.00"), D("10000.00"))
+            assert tail[3].fee == D("42000.00") * D("0.0010") and tail[3].ts_ns == tail[0].ts_ns > 0
             # after: flat, realized -8,000, fees 50 + 42
             fee2 = D("42000.00") * D("0.0010")
             pf = await c1.portfolio()
@@ -251,8 +253,8 @@ def test_kill_switch_when_on_for_an_account_or_all_then_cancels_and_rejects_unti
             assert kinds(out) == ["account_state", "cancelled", "cancelled"] and out["events"][0]["kill_switch"]
             assert [(e["order_id"], e["reason"]) for e in out["events"][1:]] == [(i, "kill_switch") for i in ids]
             got = await until(reports, lambda r: r.kind == "cancelled" and r.order_id == ids[1])
-            assert [(r.kind, r.kill_switch) for r in got[-3:]] == [("account_state", True), ("cancelled", False),
-                                                                  ("cancelled", False)]
+            assert [r.kind for r in got[-3:]] == ["account_state", "cancelled", "cancelled"]
+            assert (got[-3].state, got[-3].kill_switch) == ("active", True)
             r = await c1.place("BTCUSDT", "buy", "0.100", price="49000.00")
             assert (r.kind, r.reason) == ("rejected", "KILL_SWITCH")
             assert (await c1.portfolio()).kill_switch and not (await c2.portfolio()).kill_switch

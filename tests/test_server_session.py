@@ -32,7 +32,7 @@ class Raw:
     def logon_frame(self, account, secret, ts=None, nonce=None, flags=0, next_seq=1, heartbeat_ms=1000):
         f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=heartbeat_ms, next_seq=next_seq,
                                   timestamp_ns=ts if ts is not None else time.time_ns(), flags=flags,
-                                  proto_version=1, nonce=nonce if nonce is not None else
+                                  proto_version=wire.SCHEMA_VERSION, nonce=nonce if nonce is not None else
                                   int.from_bytes(os.urandom(4), "little")))
         f[40:72] = hmac.new(key(secret), bytes(f[8:40]), hashlib.sha256).digest()
         return bytes(f)
@@ -284,6 +284,9 @@ def test_throttle_when_burst_exceeded_then_throttled_but_cancels_pass(server_fac
     accepted = [int(b["order_id"]) for t, b, _ in got if t == MsgType.ACCEPTED]
     throttled = [(int(b["seq"]), int(b["reason"])) for t, b, _ in got if t == MsgType.REJECTED]
     assert len(accepted) == 10 and throttled == [(0, Reject.THROTTLED)] * 20      # not sequenced
+    echoed = [tuple(int(b[f]) for f in ("client_order_id", "symbol", "side", "price", "qty"))
+              for t, b, _ in got if t == MsgType.REJECTED]
+    assert echoed == [(i, 1, Side.SELL, 100 + i, 1) for i in range(11, 31)]      # what was sent
     a.send(b"".join(wire.encode(MsgType.CANCEL, order_id=o) for o in accepted))   # their own budget
     assert [a.until(MsgType.CANCELLED)[0] for _ in accepted] == [MsgType.CANCELLED] * 10
 
