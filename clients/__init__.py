@@ -1,8 +1,10 @@
 """The trading-engine SDK: `from clients import Client, SyncClient`."""
-from clients.client import (Book, Client, Depth, ExecutionReport, Level, OrderInfo, Portfolio, Position, ServerError,
+from clients.client import (AuthenticationError, Book, Client, ConnectionClosed, Depth, ExecutionReport, Level,
+                            OrderInfo, OrderRejected, Portfolio, Position, RateLimitError, RequestTimeout, ServerError,
                             Subscription, Symbol, SyncClient, SyncSubscription, TopOfBook, Trade, TradeSummary,
-                            signing_key)
+                            TradingEngineError, signing_key)
 
-__all__ = ["Book", "Client", "Depth", "ExecutionReport", "Level", "OrderInfo", "Portfolio", "Position", "ServerError",
+__all__ = ["AuthenticationError", "Book", "Client", "ConnectionClosed", "Depth", "ExecutionReport", "Level",
+           "OrderInfo", "OrderRejected", "Portfolio", "Position", "RateLimitError", "RequestTimeout", "ServerError",
            "Subscription", "Symbol", "SyncClient", "SyncSubscription", "TopOfBook", "Trade", "TradeSummary",
-           "signing_key"]
+           "TradingEngineError", "signing_key"]

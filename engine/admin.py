@@ -577,9 +577,12 @@ class AdminListener:
         return {"ok": True}
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="trading-engine admin", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The admin actions and options, added to `p` (the `trading-engine admin` subcommand's
+    parser) or to a parser of their own."""
+    if p is None:
+        p = argparse.ArgumentParser(prog="trading-engine admin", description=__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default=os.environ.get("TRADING_ENGINE_ADMIN_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("TRADING_ENGINE_ADMIN_PORT", "7003")))
     p.add_argument("--user", default=os.environ.get("TRADING_ENGINE_ADMIN_USER", getpass.getuser()))
@@ -615,6 +618,7 @@ def _parser():
     action("snapshot")
     action("log_level", "level")
     action("hash", help="make a password_scrypt value for [[admins]]")
+    p.set_defaults(run=run)
     return p
 
 
@@ -650,7 +654,11 @@ def request(args, password) -> Request:
 
 def main(argv=None) -> int:
     """`trading-engine admin ACTION ...` (password from TRADING_ENGINE_ADMIN_PASSWORD or a prompt)."""
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args) -> int:
+    """Run the parsed admin action."""
     password = os.environ.get("TRADING_ENGINE_ADMIN_PASSWORD") or getpass.getpass("admin password: ")
     if args.action == "hash":
         print(hash_password(password))
