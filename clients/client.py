@@ -457,6 +457,8 @@ class Client:
         host, port = self._addr
         try:
             await self._await(self._logon_exchange(), "logon")
+        except ssllib.SSLError:          # a certificate not trusted: as the ssl module says it
+            raise
         except OSError as e:             # refused, unreachable, reset: one typed error
             raise ConnectionClosed(f"cannot connect to {host}:{port}: {e.strerror or e}") from e
         except asyncio.IncompleteReadError as e:

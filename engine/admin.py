@@ -583,13 +583,18 @@ def _parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser
     if p is None:
         p = argparse.ArgumentParser(prog="trading-engine admin", description=__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default=os.environ.get("TRADING_ENGINE_ADMIN_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("TRADING_ENGINE_ADMIN_PORT", "7003")))
-    p.add_argument("--user", default=os.environ.get("TRADING_ENGINE_ADMIN_USER", getpass.getuser()))
+    where = argparse.ArgumentParser(add_help=False)     # also after the action: `admin status --port N`
+    for parser, suppress in ((p, False), (where, True)):
+        parser.add_argument("--host", default=argparse.SUPPRESS if suppress else
+                            os.environ.get("TRADING_ENGINE_ADMIN_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=argparse.SUPPRESS if suppress else
+                            int(os.environ.get("TRADING_ENGINE_ADMIN_PORT", "7003")))
+        parser.add_argument("--user", default=argparse.SUPPRESS if suppress else
+                            os.environ.get("TRADING_ENGINE_ADMIN_USER", getpass.getuser()))
     sub = p.add_subparsers(dest="action", required=True)
 
     def action(name, *args, help=None):
-        a = sub.add_parser(name, help=help)
+        a = sub.add_parser(name, help=help, parents=[where])
         for arg in args:
             a.add_argument(arg)
         return a

@@ -3,14 +3,18 @@ Every expected failure is one line on stderr and an exit code, never a traceback
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+import pytest
+
 from clients import Client
 from tests.server_proc import ROOT, SECRETS
+from tests.test_tls import cert, tls_server          # noqa: F401 (cert is a fixture)
 
 
 def cli(*args, port=None, env_extra=None, timeout=60, **kw):
@@ -156,3 +160,12 @@ def test_serve_when_interrupted_during_recovery_then_clean_stop(server_factory, 
     time.sleep(0.1)
     assert "Traceback" not in srv.output() and "KeyboardInterrupt" not in srv.output()
     sock.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command line tool for a certificate")
+def test_tls_when_cafile_given_then_connects_else_one_line(server_factory, cert):
+    srv = tls_server(server_factory, cert)
+    r = cli("book", "BTCUSDT", "--cafile", str(cert[0]), "--json", port=srv.port)
+    assert r.returncode == 0 and json.loads(r.stdout)["symbol"] == "BTCUSDT", r.stderr
+    assert "certificate verify failed" in one_line_error(cli("book", "BTCUSDT", "--tls", port=srv.port), 1)
+    one_line_error(cli("book", "BTCUSDT", port=srv.port), 1)          # plain TCP to a TLS port
