@@ -13,7 +13,6 @@ import asyncio
 import os
 import ssl
 import stat
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path

@@ -25,7 +25,7 @@ import os
 import ssl as ssllib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -512,13 +512,17 @@ class Client:
             await asyncio.sleep(delay)
             try:
                 await self._logon()
-                self.reconnects += 1
-                await self._resubscribe()
-                return
-            except AuthenticationError:
-                break                                  # a refused logon does not cure itself
+            except (AuthenticationError, ssllib.SSLError):
+                break                                  # a refused logon or certificate does not cure itself
             except (ConnectionClosed, RequestTimeout):
                 delay = min(delay * 2, 5.0)
+                continue
+            self.reconnects += 1
+            try:
+                await self._resubscribe()
+            except TradingEngineError:
+                pass                                   # ended again: its read loop starts the next attempt
+            return
         self._end_streams()
 
     async def _drop(self) -> None:
