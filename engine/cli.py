@@ -14,10 +14,6 @@ import os
 import sys
 from importlib import metadata
 
-from clients import cli as clientcli
-from clients.client import TradingEngineError
-from engine import admin, journal_tool, server
-
 
 def _version() -> str:
     try:
@@ -32,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tree() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    from clients import cli as clientcli          # here, not at the top: a Ctrl-C during these imports
+    from engine import admin, journal_tool, server  # is main()'s to report
     p = argparse.ArgumentParser(prog="trading-engine", description="The trading engine, its tools and its clients.",
                                 epilog="`trading-engine COMMAND -h` for a command's options.")
     p.add_argument("--version", action="version", version=f"trading-engine {_version()}")
@@ -55,6 +53,8 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        from clients.cli import UsageError
+        from clients.client import TradingEngineError
         p, commands = _tree()
         if argv and not argv[0].startswith("-") and argv[0] not in commands:
             near = difflib.get_close_matches(argv[0], list(commands), n=1)
@@ -62,18 +62,22 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"unknown command {argv[0]!r}" + (f": did you mean {near[0]!r}?" if near else
                                                           f" (commands: {', '.join(commands)})"), 2)
         args = p.parse_args(argv)
-        return int(args.run(args) or 0)
-    except clientcli.UsageError as e:
-        return _fail(str(e), 2)
-    except KeyboardInterrupt:
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()           # here, where a closed pipe is caught, not at interpreter exit
+        return code
+    except KeyboardInterrupt:        # first: the names below may not be imported yet
         return _fail("interrupted", 130)
+    except UsageError as e:
+        return _fail(str(e), 2)
     except BrokenPipeError:          # `... | head`: the reader went away; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (TradingEngineError, ValueError) as e:
         return _fail(str(e), 1)
-    except (OSError, EOFError) as e:  # a connection refused, a file it cannot read, no terminal for a prompt
-        return _fail(str(e) or type(e).__name__, 1)
+    except OSError as e:             # a connection refused, a file it cannot read
+        return _fail(str(e), 1)
+    except EOFError:                 # a prompt (a password) found no input
+        return _fail("no input for the prompt (stdin is closed)", 1)
 
 
 if __name__ == "__main__":
