@@ -457,6 +457,10 @@ class Client:
         host, port = self._addr
         try:
             await self._await(self._logon_exchange(), "logon")
+        except RequestTimeout:
+            if self.writer is not None:
+                self.writer.close()
+            raise
         except ssllib.SSLError:          # a certificate not trusted: as the ssl module says it
             raise
         except OSError as e:             # refused, unreachable, reset: one typed error
@@ -485,7 +489,7 @@ class Client:
         if self.last_seq > newest:       # asked for reports beyond the newest: the next one is newest + 1
             self.last_seq = newest
         self._connected = True
-        self.end_of_session = False
+        self.end_of_session, self.last_error = False, 0
         self._reader_task = asyncio.ensure_future(self._read_loop())
         self._hb_task = asyncio.ensure_future(self._heartbeats(int(rec["heartbeat_ms"]) / 1000))
 
