@@ -1,8 +1,12 @@
 """The trading-engine SDK: `from clients import Client, SyncClient`."""
-from clients.client import (AccountStateReport, BalanceReport, Book, Client, Depth, ExecutionReport, Level, OrderInfo, Portfolio, Position, ServerError,
+from clients.client import (AccountStateReport, AuthenticationError, BalanceReport, Book, Client, ConnectionClosed,
+                            Depth, ExecutionReport, Level, OrderInfo, OrderRejected, Portfolio, Position,
+                            RateLimitError, RequestTimeout, ServerError,
                             Subscription, Symbol, SyncClient, SyncSubscription, TopOfBook, Trade, TradeSummary,
-                            signing_key)
+                            TradingEngineError, signing_key)
 
-__all__ = ["AccountStateReport", "BalanceReport", "Book", "Client", "Depth", "ExecutionReport", "Level", "OrderInfo", "Portfolio", "Position", "ServerError",
+__all__ = ["AccountStateReport", "AuthenticationError", "BalanceReport", "Book", "Client", "ConnectionClosed", "Depth",
+           "ExecutionReport", "Level", "OrderInfo", "OrderRejected", "Portfolio", "Position", "RateLimitError",
+           "RequestTimeout", "ServerError",
            "Subscription", "Symbol", "SyncClient", "SyncSubscription", "TopOfBook", "Trade", "TradeSummary",
-           "signing_key"]
+           "TradingEngineError", "signing_key"]

@@ -1,5 +1,7 @@
 """`trading-engine order|cancel|book|orders|symbols|trades|watch|positions|portfolio`: the SDK from the
-command line.
+command line. add_commands() puts these commands into the `trading-engine` argparse tree
+(engine/cli.py), each with the connection options (--host, --port, --account, --secret-file,
+--tls, --cafile, each with an environment default) and --json for scripts.
 
 The secret comes from the TRADING_ENGINE_SECRET environment variable or from
 --secret-file (readable by its owner only), never from the command line.
@@ -9,27 +11,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import stat
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from clients.client import Client, ServerError, TopOfBook, Trade, TradeSummary
+import msgspec
+
+from clients.client import Client, ExecutionReport, MarketUpdate, TopOfBook, Trade, TradeSummary
 
 
-def _secret(args) -> str:
+class UsageError(Exception):
+    """A command line that cannot run (no secret, a bad secret file): one line, exit code 2."""
+
+
+def _secret(args: argparse.Namespace) -> str:
     if args.secret_file:
         p = Path(args.secret_file)
-        if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SystemExit(f"{p}: must be readable by its owner only (chmod 600)")
-        return p.read_text().strip()
+        try:
+            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise UsageError(f"{p}: must be readable by its owner only (chmod 600)")
+            return p.read_text().strip()
+        except OSError as e:
+            raise UsageError(f"--secret-file {p}: {e.strerror}") from None
     value = os.environ.get("TRADING_ENGINE_SECRET")
     if not value:
-        raise SystemExit("set TRADING_ENGINE_SECRET or pass --secret-file")
+        raise UsageError("set TRADING_ENGINE_SECRET or pass --secret-file FILE")
     return value
 
 
-def _table(headers, rows):
+def _tls(args: argparse.Namespace) -> bool | ssl.SSLContext:
+    if args.cafile:
+        try:
+            return ssl.create_default_context(cafile=args.cafile)
+        except OSError as e:
+            raise UsageError(f"--cafile {args.cafile}: {e.strerror or e}") from None
+    return bool(args.tls)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(headers)]
     line = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths))
@@ -43,11 +65,11 @@ def _clock(ns: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ns / 1e9)) + f".{ns % 1_000_000_000 // 1000:06d}"
 
 
-def _side(price, qty, orders) -> str:
+def _side(price: Any, qty: Any, orders: int) -> str:
     return f"{qty} @ {price} ({orders})" if price is not None else "-"
 
 
-def market_line(u) -> str:
+def market_line(u: MarketUpdate) -> str:
     """One readable line (DEPTH: a few) per market-data update."""
     if isinstance(u, TopOfBook):
         halted = "  HALTED" if u.halted else ""
@@ -69,13 +91,40 @@ def market_line(u) -> str:
     return "\n".join(lines)
 
 
-async def _run(args):
-    async with Client.connect(args.host, args.port, account=args.account, secret=_secret(args)) as c:
+def _json(value: Any) -> int:
+    print(msgspec.json.encode(value).decode(), flush=True)
+    return 0
+
+
+def _report_rows(reports: Sequence[ExecutionReport]) -> list[tuple[Any, ...]]:
+    return [(r.kind, r.order_id, r.client_order_id, r.symbol, r.side or "", r.price, r.qty, r.leaves,
+             r.reason or r.liquidity or "") for r in reports]
+
+
+async def _placed(c: Client, first: ExecutionReport) -> list[ExecutionReport]:
+    """The order's report and what happened to it at once (fills, an IOC remainder cancelled):
+    the engine sends those in the same batch as the acceptance, so after one more round trip
+    (an order-status query answered after them) they have all arrived."""
+    if first.kind != "accepted":
+        return [first]
+    await c.order(order_id=first.order_id)
+    return [first] + [r for r in c.received_reports()
+                      if isinstance(r, ExecutionReport) and r.order_id == first.order_id and r.seq > first.seq]
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with Client.connect(args.host, args.port, account=args.account, secret=_secret(args),
+                              tls=_tls(args)) as c:
         if args.command == "symbols":
+            syms = list(c.symbols_by_id.values())
+            if args.json:
+                return _json(syms)
             _table(["id", "symbol", "tick", "lot", "trading"],
-                   [(s.id, s.name, s.price(s.tick_size), s.qty(s.lot_size), s.trading) for s in c.symbols_by_id.values()])
+                   [(s.id, s.name, s.price(s.tick_size), s.qty(s.lot_size), s.trading) for s in syms])
         elif args.command == "book":
             b = await c.book(args.symbol, args.depth)
+            if args.json:
+                return _json(b)
             rows = [(f"{x.orders}", f"{x.qty}", f"{x.price}", "", "", "") for x in b.bids]
             for i, x in enumerate(b.asks):
                 if i < len(rows):
@@ -85,23 +134,35 @@ async def _run(args):
             print(b.symbol)
             _table(["orders", "bid qty", "bid", "ask", "ask qty", "orders"], rows)
         elif args.command == "orders":
+            orders = await c.open_orders()
+            if args.json:
+                return _json(orders)
             _table(["order id", "client id", "symbol", "side", "type", "tif", "price", "leaves", "filled", "state"],
                    [(o.order_id, o.client_order_id, o.symbol, o.side, o.type, o.tif, o.price, o.leaves, o.filled,
-                     o.state) for o in await c.open_orders()])
+                     o.state) for o in orders])
         elif args.command == "order":
             r = await c.place(args.symbol, args.side, args.qty, price=args.price, type=args.type, tif=args.tif,
                               stop_price=args.stop_price, display_qty=args.display_qty, post_only=args.post_only,
                               reduce_only=args.reduce_only)
-            _table(["report", "order id", "client id", "symbol", "side", "price", "qty", "reason"],
-                   [(r.kind, r.order_id, r.client_order_id, r.symbol, r.side, r.price, r.qty, r.reason or "")])
+            reports = await _placed(c, r)
+            if args.json:
+                _json(reports)
+            else:
+                _table(["report", "order id", "client id", "symbol", "side", "price", "qty", "leaves", "reason"],
+                       _report_rows(reports))
             return 0 if r.kind == "accepted" else 1
         elif args.command == "positions":
+            positions = await c.positions()
+            if args.json:
+                return _json(positions)
             _table(["symbol", "position", "avg price", "mark", "open buy", "open sell", "unrealized", "realized",
                     "fees", "exposure", "init margin", "maint margin"],
                    [(p.symbol, p.position, p.avg_price, p.mark, p.open_buy, p.open_sell, p.unrealized, p.realized,
-                     p.fees, p.exposure, p.initial_margin, p.maintenance_margin) for p in await c.positions()])
+                     p.fees, p.exposure, p.initial_margin, p.maintenance_margin) for p in positions])
         elif args.command == "portfolio":
             pf = await c.portfolio()
+            if args.json:
+                return _json(pf)
             _table(["figure", "value"],
                    [("cash", pf.cash), ("equity", pf.equity), ("unrealized P&L", pf.unrealized),
                     ("realized P&L", pf.realized), ("fees", pf.fees), ("daily P&L", pf.daily_pnl),
@@ -112,65 +173,98 @@ async def _run(args):
                     ("kill switch", "on" if pf.kill_switch else "off")])
         elif args.command == "trades":
             trades = await c.recent_trades(args.symbol, args.n)
+            if args.json:
+                return _json(trades)
             _table(["trade id", "time", "aggressor", "price", "qty"],
                    [(t.trade_id, _clock(t.time_ns), t.aggressor, t.price, t.qty) for t in trades])
         elif args.command == "watch":
             sub = await c.subscribe(args.symbol, top=True, depth=args.depth, trades=not args.no_trades)
             shown = 0
             async for update in sub:
-                print(market_line(update), flush=True)
+                if args.json:            # JSON lines, each with its type
+                    _json(dict(msgspec.structs.asdict(update), type=type(update).__name__))
+                else:
+                    print(market_line(update), flush=True)
                 shown += 1
                 if args.count and shown >= args.count:
                     break
         elif args.command == "cancel":
             r = await c.cancel(order_id=args.order_id)
-            _table(["report", "order id", "qty", "reason"], [(r.kind, r.order_id, r.qty, r.reason or "")])
+            if args.json:
+                _json(r)
+            else:
+                _table(["report", "order id", "qty", "reason"], [(r.kind, r.order_id, r.qty, r.reason or "")])
             return 0 if r.kind == "cancelled" else 1
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="trading-engine")
-    p.add_argument("--host", default=os.environ.get("TRADING_ENGINE_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("TRADING_ENGINE_PORT", "7001")))
-    p.add_argument("--account", type=int, default=int(os.environ.get("TRADING_ENGINE_ACCOUNT", "1")))
-    p.add_argument("--secret-file")
-    sub = p.add_subparsers(dest="command", required=True)
-    o = sub.add_parser("order", help="place an order: order buy BTCUSDT 1.5 --price 45000.00")
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise UsageError(f"{name}={value!r}: not an integer") from None
+
+
+def connection_options() -> argparse.ArgumentParser:
+    """The options every trading command takes (a parent parser), defaults from the environment."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connection")
+    g.add_argument("--host", default=os.environ.get("TRADING_ENGINE_HOST", "127.0.0.1"),
+                   help="the engine's host (TRADING_ENGINE_HOST, default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=_env_int("TRADING_ENGINE_PORT", 7001),
+                   help="its trading port (TRADING_ENGINE_PORT, default 7001)")
+    g.add_argument("--account", type=int, default=_env_int("TRADING_ENGINE_ACCOUNT", 1),
+                   help="the account id (TRADING_ENGINE_ACCOUNT, default 1)")
+    g.add_argument("--secret-file", default=os.environ.get("TRADING_ENGINE_SECRET_FILE"),
+                   help="the account's secret, in an owner-only file (TRADING_ENGINE_SECRET_FILE; "
+                        "else the secret itself from TRADING_ENGINE_SECRET)")
+    g.add_argument("--tls", action="store_true", help="connect with TLS, verified against the system's CAs")
+    g.add_argument("--cafile", help="connect with TLS, trusting this CA or self-signed certificate (PEM)")
+    p.add_argument("--json", action="store_true", help="print JSON (watch: JSON lines) instead of tables")
+    return p
+
+
+def add_commands(sub: Any) -> None:
+    """Add the trading commands to the `trading-engine` subcommands (`sub`, from add_subparsers)."""
+    common = [connection_options()]
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        c: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, parents=common)
+        c.set_defaults(run=run)
+        return c
+    o = command("order", "place an order: order buy BTCUSDT 1.5 --price 45000.00; shows fills that happened at once")
     o.add_argument("side", choices=["buy", "sell"])
     o.add_argument("symbol")
     o.add_argument("qty")
-    o.add_argument("--price")
-    o.add_argument("--type", default=None, choices=["limit", "market", "stop", "stop_limit"])
+    o.add_argument("--price", help="the limit price (none: give --type market, or --stop-price for a stop)")
+    o.add_argument("--type", default=None, choices=["limit", "market", "stop", "stop_limit"],
+                   help="default: limit with --price, stop with --stop-price, stop_limit with both")
     o.add_argument("--tif", default="gtc", choices=["gtc", "day", "ioc", "fok", "gtd"])
     o.add_argument("--stop-price")
     o.add_argument("--display-qty")
     o.add_argument("--post-only", action="store_true")
     o.add_argument("--reduce-only", action="store_true", help="may only reduce the account's position")
-    c = sub.add_parser("cancel", help="cancel an order by order id")
+    c = command("cancel", "cancel an order by order id")
     c.add_argument("order_id", type=int)
-    b = sub.add_parser("book", help="show a book")
+    b = command("book", "show a book")
     b.add_argument("symbol")
     b.add_argument("--depth", type=int, default=10)
-    sub.add_parser("orders", help="the account's open orders")
-    sub.add_parser("symbols", help="the symbol directory")
-    sub.add_parser("positions", help="the account's positions and P&L")
-    sub.add_parser("portfolio", help="the account's cash, equity, margin, leverage and state")
-    t = sub.add_parser("trades", help="a symbol's recent trades")
+    command("orders", "the account's open orders")
+    command("symbols", "the symbol directory")
+    command("positions", "the account's positions and P&L")
+    command("portfolio", "the account's cash, equity, margin, leverage and state")
+    t = command("trades", "a symbol's recent trades")
     t.add_argument("symbol")
     t.add_argument("-n", type=int, default=20, help="how many (default 20)")
-    w = sub.add_parser("watch", help="print a symbol's market data as it comes")
+    w = command("watch", "print a symbol's market data as it comes")
     w.add_argument("symbol")
     w.add_argument("--depth", type=int, default=5, help="levels per side (0 = top of book only)")
     w.add_argument("--no-trades", action="store_true")
     w.add_argument("--count", type=int, default=0, help="stop after this many updates (0 = until interrupted)")
-    args = p.parse_args(argv)
-    if args.command == "order" and args.type is None:
-        args.type = "limit" if args.price is not None else "market"
-    try:
-        return asyncio.run(_run(args)) or 0
-    except (ServerError, ValueError, ConnectionError) as e:
-        print(f"trading-engine: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed trading command: 0 done, 1 refused (a reject, a failed connection), 2 usage."""
+    return asyncio.run(_run(args))
+

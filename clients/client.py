@@ -6,7 +6,13 @@
 Prices and quantities are Decimal (or str/int) at this edge and integer units on
 the wire, converted with the symbol directory; a value that is not a multiple of
 the symbol's tick or lot is refused here with ValueError before anything is sent.
-Many requests may be in flight at once: each awaits its own reply.
+Many requests may be in flight at once: each awaits its own reply, for at most the
+client's `timeout` (RequestTimeout). Every error raised on purpose is a
+TradingEngineError with `.code` (a protocol/codes.py Reject code, 0 when none
+applies): AuthenticationError (logon refused), RateLimitError (THROTTLED),
+ConnectionClosed (the session ended: every pending call fails with it, and so does
+every later one unless the client reconnects), RequestTimeout, and with
+`raise_on_reject=True` OrderRejected instead of a returned REJECTED report.
 """
 from __future__ import annotations
 
@@ -19,8 +25,11 @@ import os
 import ssl as ssllib
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Iterable, Iterator
+from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
@@ -31,7 +40,7 @@ from protocol.codes import (AccountState, CancelReason, CommandKind, OrderFlag, 
 from protocol.units import from_units, to_units
 from protocol.wire import MdFlag, MsgType
 
-REPORT_KINDS = {MsgType.ACCEPTED: "accepted", MsgType.REJECTED: "rejected", MsgType.FILL: "fill",
+REPORT_KINDS: dict[int, str] = {MsgType.ACCEPTED: "accepted", MsgType.REJECTED: "rejected", MsgType.FILL: "fill",
                 MsgType.CANCELLED: "cancelled", MsgType.REPLACED: "replaced", MsgType.TRIGGERED: "triggered",
                 MsgType.RESTATED: "restated", MsgType.MASS_CANCEL_DONE: "mass_cancel_done",
                 MsgType.BALANCE: "balance", MsgType.ACCOUNT_STATE: "account_state"}
@@ -53,19 +62,69 @@ def _logon_timestamp() -> int:
         return _last_logon_ts
 
 
-class ServerError(Exception):
-    """The server refused the session (LOGON_REJECTED, PROTOCOL_ERROR) or ended it."""
+DEFAULT_TIMEOUT = 10.0          # seconds a request waits for its reply (RequestTimeout after)
 
-    def __init__(self, reason: int, text: str):
-        super().__init__(f"{text}: {_reason_name(reason)}")
-        self.reason = reason
+T = TypeVar("T")
+Number = Decimal | str | int    # a price or quantity at this edge (never float: ValueError/TypeError)
 
 
-def _reason_name(code):
+def _reason_name(code: int) -> str:
     try:
         return Reject(code).name
     except ValueError:
         return str(code)
+
+
+class TradingEngineError(Exception):
+    """The base of every error this SDK raises on purpose. `code` is the protocol's reject or
+    logout reason (protocol/codes.py Reject; 0 when none applies)."""
+
+    def __init__(self, message: str, code: int = 0):
+        super().__init__(message)
+        self.code = code
+
+
+class ServerError(TradingEngineError):
+    """The server refused something (a logon, a subscription, a query) or ended the session;
+    `reason` is the same code as `code`."""
+
+    def __init__(self, reason: int, text: str):
+        super().__init__(f"{text}: {_reason_name(reason)}", reason)
+        self.reason = reason
+
+
+class AuthenticationError(ServerError):
+    """The logon was refused (AUTH_FAILED, LOCKED_OUT, STALE_TIMESTAMP, REPLAYED_LOGON, ...)."""
+
+
+class OrderRejected(ServerError):
+    """With `raise_on_reject=True`: a request answered with a REJECTED report (`report`)."""
+
+    def __init__(self, report: ExecutionReport):
+        super().__init__(_reject_code(report), f"{report.request or 'request'} rejected")
+        self.report = report
+
+
+class RateLimitError(OrderRejected):
+    """The session sent above its rate (REJECTED with THROTTLED; never reached the engine, so
+    nothing changed): wait and send again. Raised whether or not `raise_on_reject` is set."""
+
+
+class ConnectionClosed(TradingEngineError, ConnectionError):
+    """The session ended (server shutdown, network, logout): pending and later calls fail with
+    it. `code` is the server's reason when it gave one (SERVER_SHUTDOWN, HEARTBEAT_TIMEOUT...)."""
+
+
+class RequestTimeout(TradingEngineError, TimeoutError):
+    """No reply within the timeout. The request may still have reached the engine: its report,
+    if any, comes through reports()."""
+
+
+def _reject_code(report: ExecutionReport) -> int:
+    try:
+        return int(Reject[report.reason or ""])
+    except KeyError:
+        return 0
 
 
 class Symbol(msgspec.Struct, frozen=True):
@@ -77,16 +136,20 @@ class Symbol(msgspec.Struct, frozen=True):
     lot_size: int
     trading: bool
 
-    def price_units(self, value) -> int:
+    def price_units(self, value: Number) -> int:
+        """A price (Decimal, str or int) in integer ticks units; ValueError off the tick."""
         return to_units(value, self.price_decimals, self.tick_size, f"{self.name} price", "tick")
 
-    def qty_units(self, value) -> int:
+    def qty_units(self, value: Number) -> int:
+        """A quantity in integer units; ValueError off the lot."""
         return to_units(value, self.qty_decimals, self.lot_size, f"{self.name} quantity", "lot")
 
     def price(self, units: int) -> Decimal:
+        """Integer price units as a Decimal."""
         return from_units(units, self.price_decimals)
 
     def qty(self, units: int) -> Decimal:
+        """Integer quantity units as a Decimal."""
         return from_units(units, self.qty_decimals)
 
 
@@ -195,6 +258,7 @@ class Book(msgspec.Struct, frozen=True):
 
 
 class OrderInfo(msgspec.Struct, frozen=True):
+    """One order (open_orders(), order()); stop_price is None unless it is a stop order."""
     order_id: int
     client_order_id: int
     symbol: str
@@ -203,7 +267,7 @@ class OrderInfo(msgspec.Struct, frozen=True):
     tif: str
     state: str
     price: Decimal
-    stop_price: Decimal
+    stop_price: Decimal | None
     qty: Decimal
     leaves: Decimal
     shown: Decimal
@@ -262,9 +326,9 @@ class TradeSummary(msgspec.Struct, frozen=True):
 MarketUpdate = TopOfBook | Depth | Trade | TradeSummary
 
 
-def _merge_trades(items) -> TradeSummary | None:
+def _merge_trades(items: Iterable[Trade | TradeSummary]) -> TradeSummary | None:
     """One TradeSummary of a run of Trade and TradeSummary updates (oldest first)."""
-    out = None
+    out: TradeSummary | None = None
     for x in items:
         if isinstance(x, Trade):
             x = TradeSummary(x.symbol, 1, x.trade_id, x.trade_id, x.qty, x.price, x.price, x.price, x.seq)
@@ -281,29 +345,30 @@ class Subscription:
     TradeSummary. Bounded: when more than `maxsize` updates wait unread, they are conflated
     (the latest TopOfBook and Depth kept, the trades merged into one TradeSummary)."""
 
-    def __init__(self, client, symbol: Symbol, flags: int, levels: int, maxsize: int):
+    def __init__(self, client: Client, symbol: Symbol, flags: int, levels: int, maxsize: int):
         self.client, self.symbol, self.flags, self.levels, self.maxsize = client, symbol, flags, levels, maxsize
-        self._items: collections.deque = collections.deque()
+        self._items: collections.deque[MarketUpdate] = collections.deque()
         self._wakeup = asyncio.Event()
         self._ended = False
         self.conflated = 0                    # updates merged here because the application read slowly
 
-    def _push(self, update):
+    def _push(self, update: MarketUpdate) -> None:
         self._items.append(update)
         if len(self._items) > self.maxsize:
             items = list(self._items)
             tops = [x for x in items if isinstance(x, TopOfBook)][-1:]
             depths = [x for x in items if isinstance(x, Depth)][-1:]
             merged = _merge_trades(x for x in items if isinstance(x, (Trade, TradeSummary)))
-            self._items = collections.deque(([merged] if merged else []) + tops + depths)
+            kept: list[MarketUpdate] = [merged] if merged else []
+            self._items = collections.deque([*kept, *tops, *depths])
             self.conflated += len(items) - len(self._items)
         self._wakeup.set()
 
-    def _end(self):
+    def _end(self) -> None:
         self._ended = True
         self._wakeup.set()
 
-    def __aiter__(self):
+    def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> MarketUpdate:
@@ -315,9 +380,10 @@ class Subscription:
         return self._items.popleft()
 
     def pending(self) -> int:
+        """Updates received and not read yet."""
         return len(self._items)
 
-    async def close(self):
+    async def close(self) -> None:
         """Unsubscribe (the iterator ends after what was already received)."""
         if not self._ended:
             await self.client.unsubscribe(self.symbol.name)
@@ -330,79 +396,131 @@ def signing_key(secret: str | bytes) -> bytes:
 
 
 class _Connect:
-    def __init__(self, coro):
-        self._coro = coro
-        self._client = None
+    """What Client.connect returns: await it for a Client, or use it with `async with`
+    (closed at the end of the block)."""
 
-    def __await__(self):
+    def __init__(self, coro: Coroutine[Any, Any, Client]):
+        self._coro = coro
+        self._client: Client | None = None
+
+    def __await__(self) -> Generator[Any, None, Client]:
         return self._coro.__await__()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Client:
         self._client = await self._coro
         return self._client
 
-    async def __aexit__(self, *exc):
-        await self._client.close()
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._client is not None:
+            await self._client.close()
 
 
 class Client:
     """An asyncio session. Use `Client.connect(...)` (awaitable or `async with`)."""
 
-    def __init__(self):
-        self.reader = self.writer = None
+    def __init__(self) -> None:
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
         self.symbols_by_name: dict[str, Symbol] = {}
         self.symbols_by_id: dict[int, Symbol] = {}
         self.last_seq = 0
         self.gaps: list[tuple[int, int]] = []      # (expected, received) sequence gaps seen
         self.next_client_order_id = 1
         self.session_id = 0
-        self._waiters: dict[tuple, list[asyncio.Future]] = {}
-        self._queries: dict[int, tuple[asyncio.Future, list]] = {}
+        self.account = 0
+        self.timeout: float | None = DEFAULT_TIMEOUT   # seconds per request (None: wait for ever)
+        self.raise_on_reject = False               # REJECTED reports raise OrderRejected
+        self.auto_reconnect = False
+        self.reconnects = 0                        # sessions opened again after one ended
+        self.last_error = 0                        # the reason of the last LOGOUT or PROTOCOL_ERROR
+        self._waiters: dict[tuple[Any, ...], list[asyncio.Future[ExecutionReport]]] = {}
+        self._queries: dict[int, tuple[asyncio.Future[list[tuple[Any, Any]]], list[tuple[Any, Any]]]] = {}
         self._request_ids = itertools.count(1)
-        self._reports: asyncio.Queue = asyncio.Queue()
-        self._reader_task = None
+        self._reports: asyncio.Queue[Report | tuple[int, Any] | None] = asyncio.Queue()
+        self._reader_task: asyncio.Future[None] | None = None
+        self._hb_task: asyncio.Future[None] | None = None
+        self._reconnect_task: asyncio.Future[None] | None = None
+        self._connected = False                    # a logged-on session is open: requests may be sent
         self._closed = False
         self.end_of_session = False
         self._subs: dict[int, Subscription] = {}
-        self._ssl = None
+        self._ssl: ssllib.SSLContext | None = None
         self._reconnecting = False
         self._ready = False                        # symbols and cash units known: reports convert on arrival
         self.cash_decimals: int | None = None      # from the server's PORTFOLIO (None: risk is off)
+        self._key = b""
+        self._addr: tuple[str, int] = ("", 0)
+        self._heartbeat_ms = 1000
+        self._cod = False
 
     @classmethod
     def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
                 cancel_on_disconnect: bool = False, next_seq: int = 1,
-                tls: bool | ssllib.SSLContext = False) -> _Connect:
-        """tls=True: TLS verified against the system's CAs and the host name; or pass an
-        ssl.SSLContext (e.g. one that trusts the server's own certificate)."""
+                tls: bool | ssllib.SSLContext = False, timeout: float | None = DEFAULT_TIMEOUT,
+                reconnect: bool = False, raise_on_reject: bool = False) -> _Connect:
+        """Open a session: `await Client.connect(...)` or `async with Client.connect(...) as c`.
+
+        next_seq: the first execution report wanted (the server replays from there; 1 = all, a
+        number above the newest just means none). tls=True: TLS verified against the system's
+        CAs and the host name; or pass an ssl.SSLContext (e.g. one that trusts the server's
+        own certificate). timeout: seconds each request (and the logon) waits for its reply
+        before RequestTimeout (None: no limit). reconnect=True: when the session ends other
+        than by close(), log on again with backoff (0.1 s doubling to 5 s) asking for the
+        reports missed, and subscribe again; reports() and subscriptions carry on, calls made
+        while it is down fail with ConnectionClosed. raise_on_reject=True: a REJECTED report
+        raises OrderRejected instead of being returned."""
         c = cls()
         c._ssl = (ssllib.create_default_context() if tls is True else tls) or None
+        c.timeout, c.auto_reconnect, c.raise_on_reject = timeout, reconnect, raise_on_reject
         return _Connect(c._open(host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq))
 
-    async def _open(self, host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq):
+    async def _open(self, host: str, port: int, account: int, secret: str | bytes, heartbeat_ms: int,
+                    cancel_on_disconnect: bool, next_seq: int) -> Client:
         self.account, self._key, self._addr = account, signing_key(secret), (host, port)
         self._heartbeat_ms, self._cod = heartbeat_ms, cancel_on_disconnect
         self.last_seq = next_seq - 1
         await self._logon()
-        await asyncio.gather(self.symbols(), self._cash_units())
+        try:
+            await asyncio.gather(self.symbols(), self._cash_units())
+        except BaseException:
+            await self._drop()
+            raise
         self._ready = True
         return self
 
-    async def _cash_units(self):
+    async def _cash_units(self) -> None:
         status, entries = await self._query(MsgType.PORTFOLIO_REQUEST)
         if not status and len(entries):
             self.cash_decimals = int(entries[0]["cash_decimals"])
 
-    async def _logon(self):
-        """Log on. Logon timestamps must rise strictly per account (protocol/SPEC.md, session rule 1):
-        this process never repeats or goes back on one, and when another logon of the account got
-        in first with a later one (REPLAYED_LOGON), it tries again, up to LOGON_ATTEMPTS times."""
+    async def _logon(self) -> None:
+        """Connect and log on (within `timeout`): AuthenticationError, ConnectionClosed, RequestTimeout."""
+        host, port = self._addr
+        try:
+            await self._await(self._logon_exchange(), "logon")
+        except RequestTimeout:
+            if self.writer is not None:
+                self.writer.close()
+            raise
+        except ssllib.SSLError:          # a certificate not trusted: as the ssl module says it
+            raise
+        except OSError as e:             # refused, unreachable, reset: one typed error
+            raise ConnectionClosed(f"cannot connect to {host}:{port}: {e.strerror or e}") from e
+        except asyncio.IncompleteReadError as e:
+            raise ConnectionClosed(f"{host}:{port} closed the connection during logon") from e
+
+    async def _logon_exchange(self) -> None:
+        """Logon timestamps must rise strictly per account (protocol/SPEC.md, session rule 1): this
+        process never repeats or goes back on one, and when another logon of the account got in
+        first with a later one (REPLAYED_LOGON), it tries again, up to LOGON_ATTEMPTS times."""
         for attempt in range(LOGON_ATTEMPTS):
             self.reader, self.writer = await asyncio.open_connection(*self._addr, ssl=self._ssl)
             frame = bytearray(wire.encode(MsgType.LOGON, account=self.account, heartbeat_ms=self._heartbeat_ms,
                                           next_seq=self.last_seq + 1, timestamp_ns=_logon_timestamp(),
                                           flags=wire.LogonFlag.CANCEL_ON_DISCONNECT if self._cod else 0,
-                                          proto_version=wire.SCHEMA_VERSION, nonce=int.from_bytes(os.urandom(4), "little")))
+                                          proto_version=wire.SCHEMA_VERSION,
+                                          nonce=int.from_bytes(os.urandom(4), "little")))
             frame[40:72] = hmac.new(self._key, bytes(frame[8:40]), hashlib.sha256).digest()
             self.writer.write(frame)
             header = await self.reader.readexactly(wire.HEADER.size)
@@ -413,13 +531,18 @@ class Client:
                 break
             self.writer.close()
             if int(rec["reason"]) != Reject.REPLAYED_LOGON or attempt == LOGON_ATTEMPTS - 1:
-                raise ServerError(int(rec["reason"]), "logon refused")
+                raise AuthenticationError(int(rec["reason"]), "logon refused")
         self.session_id = int(rec["session_id"])
         self.next_client_order_id = max(self.next_client_order_id, int(rec["next_client_order_id"]))
+        newest = int(rec["next_seq"]) - 1
+        if self.last_seq > newest:       # asked for reports beyond the newest: the next one is newest + 1
+            self.last_seq = newest
+        self._connected = True
+        self.end_of_session, self.last_error = False, 0
         self._reader_task = asyncio.ensure_future(self._read_loop())
         self._hb_task = asyncio.ensure_future(self._heartbeats(int(rec["heartbeat_ms"]) / 1000))
 
-    async def reconnect(self):
+    async def reconnect(self) -> None:
         """Log on again, asking for every report after the last one seen (the server replays the gap)."""
         self._reconnecting = True
         try:
@@ -429,34 +552,65 @@ class Client:
             await self._logon()
         finally:
             self._reconnecting = False
+        await self._resubscribe()
+
+    async def _resubscribe(self) -> None:
         for sub in list(self._subs.values()):         # market data is not replayed: subscribe again
             await self._query(MsgType.SUBSCRIBE, symbol=sub.symbol.id, flags=sub.flags, levels=sub.levels)
 
-    async def _drop(self):
-        for task in (self._reader_task, getattr(self, "_hb_task", None)):
+    async def _reconnect_loop(self) -> None:
+        """reconnect=True: log on again with exponential backoff until it works or close()."""
+        delay = 0.1
+        while not self._closed:
+            await asyncio.sleep(delay)
+            try:
+                await self._logon()
+            except (AuthenticationError, ssllib.SSLError):
+                break                                  # a refused logon or certificate does not cure itself
+            except (ConnectionClosed, RequestTimeout):
+                delay = min(delay * 2, 5.0)
+                continue
+            self.reconnects += 1
+            try:
+                await self._resubscribe()
+            except TradingEngineError:
+                pass                                   # ended again: its read loop starts the next attempt
+            return
+        self._end_streams()
+
+    async def _drop(self) -> None:
+        self._connected = False
+        for task in (self._reader_task, self._hb_task):
             if task is not None:
                 task.cancel()
         if self.writer is not None:
             self.writer.close()
 
-    async def close(self):
+    async def close(self) -> None:
+        """Log out and close the connection; reports() and subscriptions end."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self.writer.write(wire.encode(MsgType.LOGOUT))
-            await self.writer.drain()
-        except (ConnectionError, RuntimeError):
-            pass
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        if self._connected and self.writer is not None:
+            try:
+                self.writer.write(wire.encode(MsgType.LOGOUT))
+                await self.writer.drain()
+            except (ConnectionError, RuntimeError):
+                pass
         await self._drop()
+        self._end_streams()
 
-    async def _heartbeats(self, interval):
-        while True:
+    async def _heartbeats(self, interval: float) -> None:
+        while self._connected and self.writer is not None and not self.writer.is_closing():
             await asyncio.sleep(interval)
-            self.writer.write(wire.encode(MsgType.HEARTBEAT, timestamp_ns=time.time_ns()))
+            if self._connected:
+                self.writer.write(wire.encode(MsgType.HEARTBEAT, timestamp_ns=time.time_ns()))
 
     # -- incoming --
-    async def _read_loop(self):
+    async def _read_loop(self) -> None:
+        assert self.reader is not None
         buf = b""
         try:
             while True:
@@ -471,22 +625,35 @@ class Client:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            err = ServerError(Reject.SERVER_SHUTDOWN if self.end_of_session else 0, "connection closed")
+            self._connected = False
+            if self._hb_task is not None:
+                self._hb_task.cancel()
+            if self.writer is not None:
+                self.writer.close()
+            code = Reject.SERVER_SHUTDOWN if self.end_of_session else self.last_error
+            err = ConnectionClosed("session closed" + (f": {_reason_name(code)}" if code else ""), code)
             for fs in list(self._waiters.values()):
                 for f in fs:
                     if not f.done():
                         f.set_exception(err)
-            for f, _ in list(self._queries.values()):
-                if not f.done():
-                    f.set_exception(err)
+            for q, _ in list(self._queries.values()):
+                if not q.done():
+                    q.set_exception(err)
             self._waiters.clear()
             self._queries.clear()
-            if not self._reconnecting:           # a reconnect() keeps the reports stream and renews the
-                self._reports.put_nowait(None)   # subscriptions
-                for sub in self._subs.values():
-                    sub._end()
+            if not self._reconnecting and not self._closed:   # a reconnect() keeps the reports stream
+                if self.auto_reconnect and self._ready:        # and renews the subscriptions
+                    self._reconnect_task = asyncio.ensure_future(self._reconnect_loop())
+                else:
+                    self._end_streams()
 
-    def _on_frame(self, t, rec, entries):
+    def _end_streams(self) -> None:
+        """The session is over for good: reports() and every subscription end."""
+        self._reports.put_nowait(None)
+        for sub in self._subs.values():
+            sub._end()
+
+    def _on_frame(self, t: int, rec: Any, entries: Any) -> None:
         if t in REPORT_KINDS:
             seq = int(rec["seq"])
             if seq == 0:                           # a session-level reject (THROTTLED...): not sequenced
@@ -520,7 +687,7 @@ class Client:
         elif t in (MsgType.PROTOCOL_ERROR, MsgType.LOGOUT):
             self.last_error = int(rec["reason"])
 
-    def _on_market_data(self, t, r, entries):
+    def _on_market_data(self, t: int, r: Any, entries: Any) -> None:
         sub = self._subs.get(int(r["symbol"]))
         if sub is None:
             return
@@ -544,14 +711,14 @@ class Client:
                                    sym.price(int(r["last_price"])), int(r["seq"])))
 
     @staticmethod
-    def _trade(sym: Symbol, e) -> Trade:
+    def _trade(sym: Symbol, e: Any) -> Trade:
         return Trade(sym.name, int(e["trade_id"]), sym.price(int(e["price"])), sym.qty(int(e["qty"])),
                      "buy" if int(e["side"]) == Side.BUY else "sell", int(e["seq"]), int(e["ts_ns"]))
 
     def _cash(self, units: int) -> Decimal:
         return Decimal(units) if self.cash_decimals is None else from_units(units, self.cash_decimals)
 
-    def _report(self, t, r) -> Report:
+    def _report(self, t: int, r: Any) -> Report:
         kind = REPORT_KINDS[t]
         try:
             request = CommandKind(int(r["cmd_kind"])).name.lower()
@@ -570,20 +737,20 @@ class Client:
             reason = _reason_name(int(r["reason"]))
         elif t == MsgType.CANCELLED:
             reason = CancelReason(int(r["reason"])).name.lower()
-        side = {Side.BUY: "buy", Side.SELL: "sell"}.get(int(r["side"]))
+        side = {int(Side.BUY): "buy", int(Side.SELL): "sell"}.get(int(r["side"]))
         price = sym.price(int(r["price"])) if sym else Decimal(int(r["price"]))
         conv = sym.qty if sym and t != MsgType.MASS_CANCEL_DONE else Decimal
-        liq = {wire.Liquidity.MAKER: "maker", wire.Liquidity.TAKER: "taker"}.get(int(r["liquidity"]))
+        liq = {int(wire.Liquidity.MAKER): "maker", int(wire.Liquidity.TAKER): "taker"}.get(int(r["liquidity"]))
         return ExecutionReport(kind, int(r["seq"]), int(r["order_id"]), int(r["client_order_id"]),
                                sym.name if sym else str(int(r["symbol"]) or ""), side, price, conv(int(r["qty"])),
                                conv(int(r["leaves"])), reason, int(r["trade_id"]), liq, request,
                                bool(int(r["flags"]) & wire.ReportFlag.LIQUIDATION), ts_ns,
                                self._cash(int(r["fee"])) if t == MsgType.FILL else None)
 
-    def _resolve(self, rep: Report):
+    def _resolve(self, rep: Report) -> None:
         if not isinstance(rep, ExecutionReport):
             return                                 # balances and account states answer no request
-        keys = []
+        keys: list[tuple[Any, ...]] = []
         if rep.request == "new_order" and rep.kind in ("accepted", "rejected"):
             keys.append(("new", rep.client_order_id))
         elif rep.request in ("cancel", "amend") and rep.kind in ("cancelled", "replaced", "rejected"):
@@ -596,41 +763,100 @@ class Client:
                 f = fs.pop(0)
                 if not fs:
                     del self._waiters[key]
-                if not f.done():
+                if f.done():
+                    return
+                if rep.kind == "rejected" and rep.reason == Reject.THROTTLED.name:
+                    f.set_exception(RateLimitError(rep))
+                elif rep.kind == "rejected" and self.raise_on_reject:
+                    f.set_exception(OrderRejected(rep))
+                else:
                     f.set_result(rep)
                 return
 
-    def _wait(self, key) -> asyncio.Future:
-        f = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, []).append(f)
-        return f
+    async def _await(self, aw: Awaitable[T], what: str) -> T:
+        """Wait for a reply for at most `timeout` seconds."""
+        try:
+            return await asyncio.wait_for(aw, self.timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"{what}: no reply within {self.timeout} s") from None
 
-    async def reports(self):
+    def _send(self, frame: bytes) -> None:
+        if not self._connected or self.writer is None:
+            code = Reject.SERVER_SHUTDOWN if self.end_of_session else self.last_error
+            raise ConnectionClosed("session closed" + (f": {_reason_name(code)}" if code else ""), code)
+        self.writer.write(frame)
+
+    async def _reply(self, key: tuple[Any, ...], what: str) -> ExecutionReport:
+        """Wait for the report that answers the order request just sent."""
+        f: asyncio.Future[ExecutionReport] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(f)
+        try:
+            return await self._await(asyncio.shield(f), what)
+        except RequestTimeout:
+            fs = self._waiters.get(key, [])
+            if f in fs:
+                fs.remove(f)
+                if not fs:
+                    del self._waiters[key]
+            raise
+
+    async def reports(self) -> AsyncIterator[Report]:
         """Every execution report of the account, in sequence order: ExecutionReport (fills,
-        cancels, triggers, ...), BalanceReport and AccountStateReport."""
+        cancels, triggers, ...), BalanceReport and AccountStateReport; ends when the session ends (with reconnect=True: when
+        close() is called or a reconnect is refused)."""
         while True:
             r = await self._reports.get()
             if r is None:
+                self._reports.put_nowait(None)       # a second reports() ends too
                 return
             yield self._report(*r) if isinstance(r, tuple) else r
 
+    def received_reports(self) -> list[Report]:
+        """The reports received and not yet taken by reports(), taken now without waiting."""
+        out: list[Report] = []
+        while not self._reports.empty():
+            r = self._reports.get_nowait()
+            if r is None:
+                self._reports.put_nowait(None)
+                break
+            out.append(self._report(*r) if isinstance(r, tuple) else r)
+        return out
+
     # -- requests --
-    def _symbol(self, symbol) -> Symbol:
+    def _symbol(self, symbol: str | int) -> Symbol:
         try:
             return self.symbols_by_name[symbol] if isinstance(symbol, str) else self.symbols_by_id[symbol]
         except KeyError:
             raise ValueError(f"unknown symbol {symbol!r}") from None
 
-    async def place(self, symbol, side: Literal["buy", "sell"], qty, price=None, type="limit", tif="gtc",
-                    stop_price=None, display_qty=None, post_only=False, stp="cancel_newest",
-                    client_order_id=None, expire=None, strategy=0, reduce_only=False) -> ExecutionReport:
-        """Send a NewOrder; returns its Accepted or Rejected report. reduce_only: the order may only
-        reduce the account's position (risk; REDUCE_ONLY_VIOLATION otherwise)."""
+    async def place(self, symbol: str | int, side: Literal["buy", "sell"], qty: Number, price: Number | None = None,
+                    type: Literal["limit", "market", "stop", "stop_limit"] | None = None,
+                    tif: Literal["gtc", "day", "ioc", "fok", "gtd"] = "gtc", stop_price: Number | None = None,
+                    display_qty: Number | None = None, post_only: bool = False,
+                    stp: Literal["cancel_newest", "cancel_oldest", "cancel_both", "none"] = "cancel_newest",
+                    client_order_id: int | None = None, expire: datetime | int | None = None, strategy: int = 0,
+                    reduce_only: bool = False) -> ExecutionReport:
+        """Send a NewOrder; returns its accepted or rejected report (fills follow in reports()).
+
+        type: None infers it from the prices given: price -> limit, stop_price -> stop, both ->
+        stop_limit; a market order must say type="market" (no price at all is a ValueError, not a
+        market order by accident). expire: the GTD expiry (datetime or ns since the epoch).
+        reduce_only: the order may only reduce the account's position (risk;
+        REDUCE_ONLY_VIOLATION otherwise). RateLimitError when throttled; OrderRejected for a
+        reject when the client was connected with raise_on_reject=True."""
+        if type is None:
+            if price is None and stop_price is None:
+                raise ValueError("give a price (a limit order), a stop_price (a stop order) or type='market'")
+            type = ("stop_limit" if price is not None else "stop") if stop_price is not None else "limit"
+        if type in ("limit", "stop_limit") and price is None:
+            raise ValueError(f"a {type} order needs a price")
+        if type in ("stop", "stop_limit") and stop_price is None:
+            raise ValueError(f"a {type} order needs a stop_price")
         sym = self._symbol(symbol)
         clid = client_order_id if client_order_id is not None else self.next_client_order_id
         expire_ns = 0
         if expire is not None:
-            expire_ns = int(expire.timestamp() * 1e9) if hasattr(expire, "timestamp") else int(expire)
+            expire_ns = int(expire.timestamp() * 1e9) if isinstance(expire, datetime) else int(expire)
         frame = wire.encode(
             MsgType.NEW_ORDER, client_order_id=clid, symbol=sym.id, side=Side[side.upper()],
             order_type=OrderType[type.upper()], tif=TimeInForce[tif.upper()],
@@ -639,51 +865,72 @@ class Client:
             display_qty=sym.qty_units(display_qty) if display_qty is not None else 0,
             expire_ts_ns=expire_ns, strategy=strategy,
             flags=(OrderFlag.POST_ONLY if post_only else 0) | (OrderFlag.REDUCE_ONLY if reduce_only else 0))
+        self._send(frame)
         self.next_client_order_id = max(self.next_client_order_id, clid + 1)   # only once it is sent
-        fut = self._wait(("new", clid))
-        self.writer.write(frame)
-        return await fut
+        return await self._reply(("new", clid), f"place client order id {clid}")
 
-    def _target(self, order_id, client_order_id):
-        if order_id is None and client_order_id is None:
-            raise ValueError("give order_id or client_order_id")
-        return (("oid", order_id) if order_id else ("clid", client_order_id)), order_id or 0, client_order_id or 0
+    def _target(self, order_id: int | None, client_order_id: int | None) -> tuple[tuple[str, int], int, int]:
+        if order_id:
+            return ("oid", order_id), order_id, 0
+        if client_order_id:
+            return ("clid", client_order_id), 0, client_order_id
+        raise ValueError("give order_id or client_order_id")
 
-    async def cancel(self, order_id=None, client_order_id=None) -> ExecutionReport:
+    async def cancel(self, order_id: int | None = None, client_order_id: int | None = None) -> ExecutionReport:
+        """Cancel one order (by order id or client order id); returns the cancelled or rejected report."""
         key, oid, clid = self._target(order_id, client_order_id)
-        fut = self._wait(("cancel",) + key)
-        self.writer.write(wire.encode(MsgType.CANCEL, order_id=oid, client_order_id=clid))
-        return await fut
+        self._send(wire.encode(MsgType.CANCEL, order_id=oid, client_order_id=clid))
+        return await self._reply(("cancel",) + key, f"cancel {key[1]}")
 
-    async def amend(self, symbol, order_id=None, client_order_id=None, qty=None, price=None,
-                    stop_price=None) -> ExecutionReport:
-        """New remaining qty (0 cancels), new price / stop price (None = unchanged)."""
+    async def amend(self, symbol: str | int, order_id: int | None = None, client_order_id: int | None = None,
+                    qty: Number | None = None, price: Number | None = None,
+                    stop_price: Number | None = None) -> ExecutionReport:
+        """Amend an order: a new remaining qty (0 cancels), price or stop price (None = unchanged);
+        returns the replaced or rejected report.
+
+        With qty=None the order's remaining quantity is read first (an order-status query) and
+        sent back unchanged: a fill between that read and the amend would be restored, so pass
+        qty when the order may be trading."""
         sym = self._symbol(symbol)
         key, oid, clid = self._target(order_id, client_order_id)
-        fut = self._wait(("amend",) + key)
-        self.writer.write(wire.encode(
-            MsgType.AMEND, order_id=oid, client_order_id=clid, qty=sym.qty_units(qty),
+        if qty is None:
+            info = await self.order(order_id=order_id, client_order_id=client_order_id)
+            if info is None:               # not live: let the engine answer (UNKNOWN_ORDER)
+                units = sym.lot_size
+            else:
+                units = sym.qty_units(info.leaves)
+        else:
+            units = sym.qty_units(qty)
+        self._send(wire.encode(
+            MsgType.AMEND, order_id=oid, client_order_id=clid, qty=units,
             price=sym.price_units(price) if price is not None else 0,
             stop_price=sym.price_units(stop_price) if stop_price is not None else 0))
-        return await fut
+        return await self._reply(("amend",) + key, f"amend {key[1]}")
 
-    async def mass_cancel(self, symbol=None, side=None) -> ExecutionReport:
-        fut = self._wait(("mass",))
-        self.writer.write(wire.encode(MsgType.MASS_CANCEL, symbol=self._symbol(symbol).id if symbol else 0,
-                                      side=Side[side.upper()] if side else 0))
-        return await fut
+    async def mass_cancel(self, symbol: str | int | None = None,
+                          side: Literal["buy", "sell"] | None = None) -> ExecutionReport:
+        """Cancel every live order of the account (of one symbol and/or side); returns the
+        mass_cancel_done report (qty = how many were cancelled)."""
+        self._send(wire.encode(MsgType.MASS_CANCEL, symbol=self._symbol(symbol).id if symbol else 0,
+                               side=Side[side.upper()] if side else 0))
+        return await self._reply(("mass",), "mass cancel")
 
-    async def _query(self, t, **fields):
+    async def _query(self, t: int, **fields: int) -> tuple[int, Any]:
         rid = next(self._request_ids)
-        fut = asyncio.get_running_loop().create_future()
+        self._send(wire.encode(t, request_id=rid, **fields))
+        fut: asyncio.Future[list[tuple[Any, Any]]] = asyncio.get_running_loop().create_future()
         self._queries[rid] = (fut, [])
-        self.writer.write(wire.encode(t, request_id=rid, **fields))
-        parts = await fut
+        try:
+            parts = await self._await(asyncio.shield(fut), f"{MsgType(t).name.lower()} {rid}")
+        except RequestTimeout:
+            self._queries.pop(rid, None)
+            raise
         status = int(parts[0][0]["status"])
-        entries = np.concatenate([e for _, e in parts]) if parts else []
+        entries: Any = np.concatenate([e for _, e in parts]) if parts else []
         return status, entries
 
     async def symbols(self) -> list[Symbol]:
+        """The symbol directory (also kept in symbols_by_name / symbols_by_id)."""
         _, entries = await self._query(MsgType.SYMBOL_DIRECTORY_REQUEST)
         out = [Symbol(int(e["symbol"]), bytes(e["name"]).rstrip(b"\0").decode(), int(e["price_decimals"]),
                       int(e["qty_decimals"]), int(e["tick_size"]), int(e["lot_size"]), int(e["state"]) == 1)
@@ -692,7 +939,8 @@ class Client:
         self.symbols_by_id = {s.id: s for s in out}
         return out
 
-    async def book(self, symbol, depth=10) -> Book:
+    async def book(self, symbol: str | int, depth: int = 10) -> Book:
+        """The book's top `depth` levels per side, best first (ValueError if refused)."""
         sym = self._symbol(symbol)
         status, entries = await self._query(MsgType.BOOK_DEPTH_REQUEST, symbol=sym.id, levels=depth)
         if status:
@@ -702,13 +950,14 @@ class Client:
         return Book(sym.name, [x for s, x in lv if s == Side.BUY], [x for s, x in lv if s == Side.SELL])
 
     # -- market data --
-    async def subscribe(self, symbol, *, top: bool = True, depth: int = 0, trades: bool = True,
+    async def subscribe(self, symbol: str | int, *, top: bool = True, depth: int = 0, trades: bool = True,
                         maxsize: int = 10_000) -> Subscription:
         """Subscribe to a symbol's top of book, `depth` levels per side (0 = no depth) and trade
         prints; returns a Subscription (async iterator of typed updates, the current
         TopOfBook/Depth first). Subscribing again to a symbol replaces the earlier one."""
         sym = self._symbol(symbol)
-        flags = (MdFlag.TOP_OF_BOOK if top else 0) | (MdFlag.DEPTH if depth else 0) | (MdFlag.TRADES if trades else 0)
+        flags = (int(MdFlag.TOP_OF_BOOK) if top else 0) | (int(MdFlag.DEPTH) if depth else 0) | \
+            (int(MdFlag.TRADES) if trades else 0)
         if not flags:
             raise ValueError("subscribe to something: top, depth or trades")
         if depth and not 1 <= depth <= wire.MAX_DEPTH_LEVELS:
@@ -727,7 +976,7 @@ class Client:
             old._end()
         return sub
 
-    async def unsubscribe(self, symbol=None):
+    async def unsubscribe(self, symbol: str | int | None = None) -> None:
         """Stop one symbol's market data (None: every symbol's)."""
         sym = self._symbol(symbol) if symbol is not None else None
         status, _ = await self._query(MsgType.UNSUBSCRIBE, symbol=sym.id if sym else 0)
@@ -738,7 +987,7 @@ class Client:
         if status:
             raise ServerError(status, f"unsubscribe {symbol if symbol is not None else 'all'} refused")
 
-    async def recent_trades(self, symbol, n: int = 100) -> list[Trade]:
+    async def recent_trades(self, symbol: str | int, n: int = 100) -> list[Trade]:
         """The last n trade prints of a symbol, oldest first (as many as the server keeps at most)."""
         sym = self._symbol(symbol)
         status, entries = await self._query(MsgType.RECENT_TRADES_REQUEST, symbol=sym.id, count=n)
@@ -746,15 +995,17 @@ class Client:
             raise ValueError(f"recent trades {symbol}: {_reason_name(status)}")
         return [self._trade(sym, e) for e in entries]
 
-    def _order_info(self, e) -> OrderInfo:
+    def _order_info(self, e: Any) -> OrderInfo:
         sym = self.symbols_by_id[int(e["symbol"])]
+        stop = int(e["order_type"]) in (OrderType.STOP, OrderType.STOP_LIMIT)
         return OrderInfo(int(e["order_id"]), int(e["client_order_id"]), sym.name, Side(int(e["side"])).name.lower(),
                          OrderType(int(e["order_type"])).name.lower(), TimeInForce(int(e["tif"])).name.lower(),
                          OrderState(int(e["state"])).name.lower(), sym.price(int(e["price"])),
-                         sym.price(int(e["stop_price"])), sym.qty(int(e["qty"])), sym.qty(int(e["leaves"])),
+                         sym.price(int(e["stop_price"])) if stop else None, sym.qty(int(e["qty"])), sym.qty(int(e["leaves"])),
                          sym.qty(int(e["shown"])), sym.qty(int(e["filled"])))
 
     async def open_orders(self) -> list[OrderInfo]:
+        """The account's live orders (resting and untriggered stops)."""
         _, entries = await self._query(MsgType.OPEN_ORDERS_REQUEST)
         return [self._order_info(e) for e in entries]
 
@@ -779,7 +1030,9 @@ class Client:
         status, entries = await self._query(MsgType.POSITIONS_REQUEST)
         if status:
             raise ServerError(status, "positions refused")
-        cash = lambda v: from_units(int(v), self.cash_decimals)      # noqa: E731
+        cd = self.cash_decimals or 0
+        def cash(v: Any) -> Decimal:
+            return from_units(int(v), cd)
         out = []
         for e in entries:
             sym = self.symbols_by_id[int(e["symbol"])]
@@ -789,7 +1042,8 @@ class Client:
                                 cash(e["initial_margin"]), cash(e["maintenance_margin"])))
         return out
 
-    async def order(self, order_id=None, client_order_id=None) -> OrderInfo | None:
+    async def order(self, order_id: int | None = None, client_order_id: int | None = None) -> OrderInfo | None:
+        """One order's state by order id or client order id (None when it is not live)."""
         _, oid, clid = self._target(order_id, client_order_id)
         status, entries = await self._query(MsgType.ORDER_STATUS_REQUEST, order_id=oid, client_order_id=clid)
         return self._order_info(entries[0]) if len(entries) else None
@@ -797,38 +1051,168 @@ class Client:
 
 class SyncClient:
     """The same surface as Client, blocking: for scripts and notebooks.
-    Runs a private event loop in a daemon thread."""
 
-    def __init__(self, host, port, *, account, secret, **kw):
+        with SyncClient.connect("127.0.0.1", 7001, account=1, secret="...") as c:
+            ack = c.place("BTCUSDT", "buy", "1.5", price="45000.00")
+            for report in c.reports():
+                ...
+
+    Runs a private event loop in a daemon thread; the asyncio Client is `client`. Errors are the
+    same typed exceptions (TradingEngineError and its subclasses)."""
+
+    def __init__(self, host: str, port: int, *, account: int, secret: str | bytes, **kw: Any):
+        """Connect and log on (the arguments of Client.connect)."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        async def connect():
-            return await Client.connect(host, port, account=account, secret=secret, **kw)
-        self._client: Client = self._run(connect())
 
-    def _run(self, coro):
+        async def connect() -> Client:
+            return await Client.connect(host, port, account=account, secret=secret, **kw)
+        try:
+            self.client: Client = self._run(connect())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @classmethod
+    def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
+                cancel_on_disconnect: bool = False, next_seq: int = 1, tls: bool | ssllib.SSLContext = False,
+                timeout: float | None = DEFAULT_TIMEOUT, reconnect: bool = False,
+                raise_on_reject: bool = False) -> SyncClient:
+        """Open a session (see Client.connect for the options); use it as a context manager."""
+        return cls(host, port, account=account, secret=secret, heartbeat_ms=heartbeat_ms,
+                   cancel_on_disconnect=cancel_on_disconnect, next_seq=next_seq, tls=tls, timeout=timeout,
+                   reconnect=reconnect, raise_on_reject=raise_on_reject)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def __getattr__(self, name):
-        attr = getattr(self._client, name)
-        if not asyncio.iscoroutinefunction(attr):
-            return attr
-        return lambda *a, **kw: self._run(attr(*a, **kw))
-
-    def subscribe(self, symbol, **kw) -> "SyncSubscription":
-        return SyncSubscription(self, self._run(self._client.subscribe(symbol, **kw)))
-
-    def close(self):
-        self._run(self._client.close())
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
-    def __enter__(self):
+    # -- the session --
+    @property
+    def symbols_by_name(self) -> dict[str, Symbol]:
+        """The symbol directory by name."""
+        return self.client.symbols_by_name
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the last execution report received."""
+        return self.client.last_seq
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        """(expected, received) report sequence gaps seen."""
+        return self.client.gaps
+
+    @property
+    def next_client_order_id(self) -> int:
+        """The client order id the next place() uses when none is given."""
+        return self.client.next_client_order_id
+
+    def reconnect(self) -> None:
+        """Log on again, asking for every report missed (Client.reconnect)."""
+        self._run(self.client.reconnect())
+
+    def close(self) -> None:
+        """Log out, close the connection and stop the private loop."""
+        if self._thread.is_alive():
+            self._run(self.client.close())
+            self._stop_loop()
+
+    def __enter__(self) -> SyncClient:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+    # -- reports --
+    def reports(self) -> Iterator[Report]:
+        """Every execution report of the account, blocking for each; ends with the session."""
+        stream = self.client.reports()
+
+        async def next_report() -> Report | None:
+            try:
+                return await stream.__anext__()
+            except StopAsyncIteration:
+                return None
+        while (report := self._run(next_report())) is not None:
+            yield report
+
+    def received_reports(self) -> list[Report]:
+        """The reports received and not yet taken by reports(), without waiting."""
+        async def take() -> list[Report]:
+            return self.client.received_reports()
+        return self._run(take())
+
+    # -- orders --
+    def place(self, symbol: str | int, side: Literal["buy", "sell"], qty: Number, price: Number | None = None,
+              type: Literal["limit", "market", "stop", "stop_limit"] | None = None,
+              tif: Literal["gtc", "day", "ioc", "fok", "gtd"] = "gtc", stop_price: Number | None = None,
+              display_qty: Number | None = None, post_only: bool = False,
+              stp: Literal["cancel_newest", "cancel_oldest", "cancel_both", "none"] = "cancel_newest",
+              client_order_id: int | None = None, expire: datetime | int | None = None, strategy: int = 0,
+              reduce_only: bool = False) -> ExecutionReport:
+        """Send a NewOrder; its accepted or rejected report (Client.place)."""
+        return self._run(self.client.place(symbol, side, qty, price, type, tif, stop_price, display_qty, post_only,
+                                           stp, client_order_id, expire, strategy, reduce_only))
+
+    def cancel(self, order_id: int | None = None, client_order_id: int | None = None) -> ExecutionReport:
+        """Cancel one order; the cancelled or rejected report."""
+        return self._run(self.client.cancel(order_id, client_order_id))
+
+    def amend(self, symbol: str | int, order_id: int | None = None, client_order_id: int | None = None,
+              qty: Number | None = None, price: Number | None = None,
+              stop_price: Number | None = None) -> ExecutionReport:
+        """Amend an order (None = unchanged; Client.amend); the replaced or rejected report."""
+        return self._run(self.client.amend(symbol, order_id, client_order_id, qty, price, stop_price))
+
+    def mass_cancel(self, symbol: str | int | None = None,
+                    side: Literal["buy", "sell"] | None = None) -> ExecutionReport:
+        """Cancel every live order (of one symbol and/or side); the mass_cancel_done report."""
+        return self._run(self.client.mass_cancel(symbol, side))
+
+    # -- queries --
+    def symbols(self) -> list[Symbol]:
+        """The symbol directory."""
+        return self._run(self.client.symbols())
+
+    def book(self, symbol: str | int, depth: int = 10) -> Book:
+        """The book's top `depth` levels per side."""
+        return self._run(self.client.book(symbol, depth))
+
+    def open_orders(self) -> list[OrderInfo]:
+        """The account's live orders."""
+        return self._run(self.client.open_orders())
+
+    def order(self, order_id: int | None = None, client_order_id: int | None = None) -> OrderInfo | None:
+        """One order's state (None when it is not live)."""
+        return self._run(self.client.order(order_id, client_order_id))
+
+    def portfolio(self) -> Portfolio:
+        """Cash, equity, margins, P&L and state of the account."""
+        return self._run(self.client.portfolio())
+
+    def positions(self) -> list[Position]:
+        """The account's positions and P&L per symbol."""
+        return self._run(self.client.positions())
+
+    def recent_trades(self, symbol: str | int, n: int = 100) -> list[Trade]:
+        """A symbol's last n trade prints, oldest first."""
+        return self._run(self.client.recent_trades(symbol, n))
+
+    # -- market data --
+    def subscribe(self, symbol: str | int, *, top: bool = True, depth: int = 0, trades: bool = True,
+                  maxsize: int = 10_000) -> SyncSubscription:
+        """Subscribe to a symbol's market data (Client.subscribe); iterate the result."""
+        return SyncSubscription(self, self._run(self.client.subscribe(symbol, top=top, depth=depth, trades=trades,
+                                                                      maxsize=maxsize)))
+
+    def unsubscribe(self, symbol: str | int | None = None) -> None:
+        """Stop one symbol's market data (None: every symbol's)."""
+        self._run(self.client.unsubscribe(symbol))
 
 
 class SyncSubscription:
@@ -839,7 +1223,7 @@ class SyncSubscription:
 
     def next_update(self, timeout: float | None = None) -> MarketUpdate:
         """The next update; TimeoutError after `timeout` seconds, StopIteration once it has ended."""
-        async def get():
+        async def get() -> MarketUpdate | None:
             try:
                 return await asyncio.wait_for(self.subscription.__anext__(), timeout)
             except StopAsyncIteration:
@@ -849,11 +1233,12 @@ class SyncSubscription:
             raise StopIteration
         return update
 
-    def __iter__(self):
+    def __iter__(self) -> SyncSubscription:
         return self
 
     def __next__(self) -> MarketUpdate:
         return self.next_update()
 
-    def close(self):
+    def close(self) -> None:
+        """Unsubscribe (the iterator ends after what was already received)."""
         self._client._run(self.subscription.close())

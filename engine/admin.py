@@ -606,16 +606,24 @@ class AdminListener:
         return {"ok": True}
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="trading-engine admin", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default=os.environ.get("TRADING_ENGINE_ADMIN_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("TRADING_ENGINE_ADMIN_PORT", "7003")))
-    p.add_argument("--user", default=os.environ.get("TRADING_ENGINE_ADMIN_USER", getpass.getuser()))
+def _parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The admin actions and options, added to `p` (the `trading-engine admin` subcommand's
+    parser) or to a parser of their own."""
+    if p is None:
+        p = argparse.ArgumentParser(prog="trading-engine admin", description=__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = argparse.ArgumentParser(add_help=False)     # also after the action: `admin status --port N`
+    for parser, suppress in ((p, False), (where, True)):
+        parser.add_argument("--host", default=argparse.SUPPRESS if suppress else
+                            os.environ.get("TRADING_ENGINE_ADMIN_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=argparse.SUPPRESS if suppress else
+                            int(os.environ.get("TRADING_ENGINE_ADMIN_PORT", "7003")))
+        parser.add_argument("--user", default=argparse.SUPPRESS if suppress else
+                            os.environ.get("TRADING_ENGINE_ADMIN_USER", getpass.getuser()))
     sub = p.add_subparsers(dest="action", required=True)
 
     def action(name, *args, help=None):
-        a = sub.add_parser(name, help=help)
+        a = sub.add_parser(name, help=help, parents=[where])
         for arg in args:
             a.add_argument(arg)
         return a
@@ -644,6 +652,7 @@ def _parser():
     action("snapshot")
     action("log_level", "level")
     action("hash", help="make a password_scrypt value for [[admins]]")
+    p.set_defaults(run=run)
     return p
 
 
@@ -679,7 +688,11 @@ def request(args, password) -> Request:
 
 def main(argv=None) -> int:
     """`trading-engine admin ACTION ...` (password from TRADING_ENGINE_ADMIN_PASSWORD or a prompt)."""
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args) -> int:
+    """Run the parsed admin action."""
     password = os.environ.get("TRADING_ENGINE_ADMIN_PASSWORD") or getpass.getpass("admin password: ")
     if args.action == "hash":
         print(hash_password(password))

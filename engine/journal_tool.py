@@ -451,9 +451,9 @@ def show_state(eng, cfg, next_seq, args):
     print("\nnext report seq per account: " + " ".join(f"{a}:{int(next_seq[a])}" for a in accounts))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="trading-engine journal", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The journal tool's actions and options, added to `p` (its own parser or the
+    `trading-engine journal` subcommand's)."""
     sub = p.add_subparsers(dest="action", required=True)
     for name in ("stats", "verify"):
         sub.add_parser(name).add_argument("path")
@@ -484,7 +484,17 @@ def main(argv=None) -> int:
     r.add_argument("--depth", type=int, default=10, help="book levels per side")
     r.add_argument("--account", type=int, help="open orders of this account only")
     r.add_argument("--symbol", type=int, help="this symbol's book only")
-    args = p.parse_args(argv)
+    p.set_defaults(run=run)
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog="trading-engine journal", description=__doc__,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
+
+
+def run(args) -> int:
+    """Run the parsed action."""
     try:
         if args.action in ("stats", "verify"):
             return stats(args)
@@ -495,6 +505,10 @@ def main(argv=None) -> int:
     except BrokenPipeError:             # `... | head`: the reader went away
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def main(argv=None) -> int:
+    return run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import time
 from collections import deque
 from importlib import metadata
 
+import lmdb
 import numpy as np
 
 from engine import config as cfgmod
@@ -1275,6 +1276,10 @@ async def _serve(cfg):
         log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.host, ops_port)
     asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(
         2, thread_name_prefix="helper", initializer=helper_setup))
+    stop = asyncio.Event()           # before recovery: a SIGTERM/SIGINT during start-up stops cleanly after it
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     opsmod.notify("STATUS=recovering")
     await srv.recover()
     srv.added_accounts.prune()         # an account added at run time whose ADD_ACCOUNT never got journaled
@@ -1293,10 +1298,6 @@ async def _serve(cfg):
     opsmod.notify(f"READY=1\nSTATUS=trading, next seq {srv.next_cmd_seq}")
     gc.collect()
     gc.freeze()                      # start-up objects never need collecting again
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     timers = asyncio.ensure_future(srv.timers())
     await stop.wait()
     log.info("shutting down")
@@ -1319,10 +1320,16 @@ def serve(cfg: cfgmod.Config):
     uvloop.run(_serve(cfg))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="trading-engine serve")
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`serve`'s options, added to `p` (the `trading-engine serve` subcommand's parser)."""
     p.add_argument("--config", help="TOML config file (default: the embedded demo config)")
-    args = p.parse_args(argv)
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    """Load the config and serve until SIGTERM/SIGINT; an expected failure (config, a port in
+    use, a journal it cannot open) is one line on stderr and exit code 2 (config) or 1."""
     try:
         cfg = cfgmod.load(args.config)
         for a in cfg.accounts:            # each secret present and long enough, before anything starts
@@ -1330,8 +1337,19 @@ def main(argv=None):
     except (cfgmod.ConfigError, OSError) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 2
-    serve(cfg)
+    try:
+        serve(cfg)
+    except (OSError, JournalError, lmdb.Error) as e:
+        print(f"trading-engine: cannot serve: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:        # before the loop's handlers were installed (imports, config)
+        print("trading-engine: interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def main(argv=None):
+    return run(add_arguments(argparse.ArgumentParser(prog="trading-engine serve")).parse_args(argv))
 
 
 if __name__ == "__main__":
