@@ -6,7 +6,7 @@ them (104 bytes each), so the journal is both the recovery log and the audit tra
 
     key    8 bytes   big-endian seq of the batch's first command (put with append=True)
     value  n_cmds u32 | n_events u32 | prev_digest 16 bytes | commands | events | digest 16 bytes
-           digest = BLAKE2b-128 of everything before it in the value, and prev_digest is
+           digest = BLAKE2b-128 (keyed if configured) of everything before it, and prev_digest is
            the previous batch's digest: a hash chain, so a damaged or edited record is found
 
 One LMDB write transaction per batch (group commit); py-lmdb needs a Python object
@@ -32,9 +32,13 @@ probe_journal) does this, and nothing else:
      it, i.e. exactly what the journal holds (queries answer JOURNAL_UNAVAILABLE meanwhile). If
      the "failed" batch is found in the journal after all (the commit landed), its reports are
      delivered; otherwise its commands get JOURNAL_UNAVAILABLE;
-  3. every journal.retry_interval_ms the disk is probed (Journal.probe: write 1 MiB beside the
+  3. every journal.retry_interval_ms the disk is probed (Journal.probe: write one page beside the
      journal and fdatasync it, the call LMDB commits with); when that works, trading resumes at
-     the next sequence number. A commit that fails again starts over at 1.
+     the next sequence number: as soon as a commit can succeed. A commit that fails again
+     starts over at 1.
+A snapshot never halts trading (engine/snapshot.py): it is skipped when the disk lacks room
+for it plus journal.snapshot_min_free_bytes, and its .tmp file is removed on any error; no
+snapshot is taken while the journal is down, and a shutdown never crashes on one.
 Sessions stay logged on throughout; no commit is retried blindly.
 
 Files in the journal directory, and what each one detects:
@@ -57,18 +61,20 @@ Files in the journal directory, and what each one detects:
   accepted: after a crash or power cut the last tail writes may not have reached the disk (the
   tail is not fsync'd per commit: that would double a `sync` commit's cost). It does not detect
   a rollback of both data.mdb and the tail to an older consistent copy, nor a deletion of the
-  tail file together with journal.id (that is how a legacy journal is adopted): only a copy kept
-  elsewhere (replication, the te_journal_last_seq metric scraped off the box) finds those.
+  tail file together with journal.id of an unkeyed journal (that is how a journal made before
+  these files is adopted; a keyed one is not adopted): only a copy kept elsewhere (replication,
+  the te_journal_last_seq metric scraped off the box) finds those.
 - writer.lock: flock'd exclusively by the one process that writes the journal, for its whole
   life, before anything is read; it holds that process's pid. A second server is refused with
   the holder's pid. Read-only tools (`trading-engine journal ...`) never take it.
 
-The chain is unkeyed by default: it finds damage, and an edited record that was not re-chained,
-but anyone who can write the file can edit a record and recompute every digest after it. With a
+The chain is unkeyed by default: it finds damage, and an edited record that was not re-chained;
+one edited and re-chained to the end is found by the tail (the last digest differs), but anyone
+who can write the files can rewrite the tail too, since its checksum needs no key. With a
 key ([journal] key_file or key_env: at least 16 bytes), every record digest and the tail's
 checksum are keyed BLAKE2b (BLAKE2's built-in MAC mode, RFC 7693: a keyed hash that needs no
-HMAC construction, at the unkeyed cost): an edited and re-chained record fails verification
-without the key. A key is fixed when the journal is created (journal.id keeps a check value, so a
+HMAC construction, at the unkeyed cost): an edited and re-chained record, and a forged tail,
+fail verification without the key. A key is fixed when the journal is created (journal.id keeps a check value, so a
 missing or wrong key is refused by name); the tools take it with --key-file/--key-env.
 
 LMDB rules followed: writemap stays off (a full disk must be an error, not SIGBUS);
@@ -200,11 +206,14 @@ class Journal:
         self.key = key or b""
         self.lock_fd = None
         self.tail_fd = None
+        self.env = None
         if not readonly:
             self._take_writer_lock()
         try:
             self._open()
         except BaseException:
+            if getattr(self, "env", None) is not None:
+                self.env.close()
             self.release()
             raise
 
@@ -229,6 +238,12 @@ class Journal:
             if fd is not None:
                 setattr(self, name, None)
                 os.close(fd)
+
+    def drop_inherited(self) -> None:
+        """In a forked child (the snapshot writer): close its copies of the writer lock and the
+        tail (closing, never unlocking: the lock stays the parent's, and dies with the parent
+        even while the child still writes)."""
+        self.release()
 
     def _open(self):
         path = self.path

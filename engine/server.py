@@ -543,7 +543,7 @@ class Server:
         j = self.cfg.journal
         if fork:
             self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last,
-                                                      on_child=lambda: helper_setup(report=False),
+                                                      on_child=self._snapshot_child_setup,
                                                       keep=j.snapshots_keep, min_free=j.snapshot_min_free_bytes)
             self.snapshot_child_seq = last
             self.snapshot_pause_s = time.perf_counter() - t    # the loop stood still this long
@@ -561,6 +561,10 @@ class Server:
             log.error("snapshot at seq %d failed, trading goes on: %s", last, e)
             return
         self.snapshot_written(last)
+
+    def _snapshot_child_setup(self):
+        helper_setup(report=False)
+        self.journal.drop_inherited()         # a restart after kill -9 must not wait for this child
 
     def snapshot_written(self, last):
         self.last_snapshot_seq = last
