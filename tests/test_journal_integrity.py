@@ -5,6 +5,7 @@ tools keep working beside the live one; a journal that has gone (data.mdb missin
 refused, not started afresh; a truncated data.mdb is refused before it is mapped (no SIGBUS); a
 deleted last record is found against the tail file; a keyed chain finds an edited and re-chained
 record; a snapshot the disk has no room for is skipped, never halting trading or crashing stop()."""
+import errno
 import hashlib
 import json
 import os
@@ -314,6 +315,28 @@ def test_snapshot_write_when_it_fails_then_no_temp_file_left(tmp_path):
     with pytest.raises(snapshot.SnapshotSkipped):
         snapshot.write(tmp_path, state, 8, min_free=1 << 62)
     assert not list(tmp_path.glob("snapshot-*08.*"))
+
+
+def test_snapshot_write_when_disk_fills_midway_then_no_temp_file_left(tmp_path, tmpfs):
+    disk = tmpfs(tmp_path / "small", "1m")
+    state = {"a": np.zeros(4 << 20, dtype=np.uint8)}
+    with pytest.raises(OSError) as e:            # the free-space check waived: the write itself fails
+        snapshot.write(disk, state, 9, min_free=-(16 << 20))
+    assert e.value.errno == errno.ENOSPC
+    assert not list(disk.iterdir())
+    with pytest.raises(snapshot.SnapshotSkipped):
+        snapshot.write(disk, state, 9)
+    assert not list(disk.iterdir())
+
+
+def test_server_when_sigterm_while_halted_on_full_disk_then_stops_cleanly(server_factory, tmpfs):
+    srv, t, disk, filler = halted_by_full_disk(server_factory, tmpfs)
+    assert srv.terminate() == 0                  # no snapshot of a state the journal refused
+    assert "Traceback" not in srv.output()
+    assert not list((disk / "snapshots").glob("*"))
+    filler.unlink()
+    srv.start()
+    assert open_orders(srv) == t.acked
 
 
 def test_server_when_snapshot_does_not_fit_then_skipped_trading_goes_on_and_stop_is_clean(server_factory, tmpfs):
