@@ -84,6 +84,24 @@ def test_writer_when_lock_held_then_second_writer_refused_before_opening_lmdb(tm
     Journal(str(tmp_path / "j")).close()        # released at close
 
 
+def test_writer_lock_when_forked_child_dropped_it_then_released_with_the_parent(tmp_path):
+    """The snapshot writer is a fork: it must not keep the lock alive after its parent died
+    (a restart after kill -9 would be refused while the child still writes)."""
+    j = Journal(str(tmp_path / "j"))
+    go, done = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                 # the child: what Server._snapshot_child_setup does
+        j.drop_inherited()
+        os.read(go, 1)                           # until the parent has checked
+        os._exit(0)
+    try:
+        j.close()                                # the parent's end (its death, as far as the lock goes)
+        Journal(str(tmp_path / "j")).close()     # free although the child lives
+    finally:
+        os.write(done, b"x")
+        os.waitpid(pid, 0)
+
+
 # -- 18.14: a new venue vs a journal that has gone --
 
 @pytest.mark.parametrize("how", ["missing", "empty"])
