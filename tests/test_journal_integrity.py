@@ -24,7 +24,8 @@ from protocol.codes import Side
 from protocol.wire import MsgType
 from tests.server_proc import ROOT, ServerProc
 from tests.test_journal import batch
-from tests.test_journal_failure import Trader, fill, halted_by_full_disk, open_orders, tmpfs, wait_ready  # noqa: F401  (tmpfs: a fixture)
+from tests.test_journal_failure import Trader, fill, halted_by_full_disk, open_orders, wait_ready
+from tests.test_journal_failure import tmpfs  # noqa: F401  (a fixture)
 from tests.test_ops import get, metric
 from tests.test_server_session import Raw
 
@@ -185,6 +186,17 @@ def test_verify_and_server_when_data_mdb_truncated_then_refused_naming_file_and_
         srv.start(timeout=20)
     assert srv.proc.returncode == 1
     assert "truncated" in srv.output() and str(data) in srv.output()
+
+
+def test_verify_and_open_when_lmdb_meta_pages_garbage_then_damage_reported_not_raised(tmp_path):
+    path = tmp_path / "j"
+    big_journal(path, batches=20)
+    with open(path / "data.mdb", "r+b") as f:          # both meta pages overwritten, the size kept
+        f.write(b"\xa5" * 8192)
+    r = tool("verify", str(path))
+    assert r.returncode == 1 and "DAMAGED" in r.stdout and "Traceback" not in r.stderr, (r.stdout, r.stderr)
+    with pytest.raises(JournalError, match="LMDB finds data.mdb damaged"):
+        Journal(str(path))
 
 
 # -- 18.16: the journal's end, and a keyed chain --
