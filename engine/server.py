@@ -239,6 +239,19 @@ class SeqIndex:
 class Server:
     def __init__(self, cfg: cfgmod.Config):
         self.cfg = cfg
+        self.journal = None
+        self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
+        self.snapshot_child = None
+        self.last_snapshot_seq = 0        # of the newest snapshot written (or loaded)
+        self.snapshot_tried_seq = 0       # of the newest one tried: the periodic trigger counts from it
+        self.snapshots_skipped = 0        # not written for want of disk space (te_snapshots_skipped)
+        self.snapshots_failed = 0         # not written for another error (te_snapshots_failed)
+        if cfg.journal.durability != "none":
+            # the writer lock comes first: a second server stops here, before it reads anything
+            # (the journal directory's added_accounts.json included)
+            self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size,
+                                   key=cfgmod.journal_key(cfg.journal))
+            os.makedirs(self.snapshot_dir, exist_ok=True)
         e = cfg.engine
         self.engine = engine_from_config(cfg)
         self.accounts: dict[int, Account] = {}
@@ -257,18 +270,6 @@ class Server:
         self.feeds = feedsmod.Feeds(self)          # market data (engine/feeds.py)
         self.tls = None                            # the engine/tls.py Listener when TLS is configured
         self.recovery = {}
-        self.journal = None
-        self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
-        self.snapshot_child = None
-        self.last_snapshot_seq = 0        # of the newest snapshot written (or loaded)
-        self.snapshot_tried_seq = 0       # of the newest one tried: the periodic trigger counts from it
-        self.snapshots_skipped = 0        # not written for want of disk space (te_snapshots_skipped)
-        self.snapshots_failed = 0         # not written for another error (te_snapshots_failed)
-        if cfg.journal.durability != "none":
-            # the writer lock comes first: a second server stops here, before it reads anything
-            self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size,
-                                   key=cfgmod.journal_key(cfg.journal))
-            os.makedirs(self.snapshot_dir, exist_ok=True)
         self.hot = gateway.Hot(self.engine, self.next_seq, BATCH_CAP, self.journal is not None)
         # group commit off the loop: one thread, so commits run one at a time and in order
         self.committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-commit") \

@@ -90,17 +90,22 @@ def test_writer_lock_when_forked_child_dropped_it_then_released_with_the_parent(
     (a restart after kill -9 would be refused while the child still writes)."""
     j = Journal(str(tmp_path / "j"))
     go, done = os.pipe()
+    dropped, say_dropped = os.pipe()
     pid = os.fork()
     if pid == 0:                                 # the child: what Server._snapshot_child_setup does
         j.drop_inherited()
+        os.write(say_dropped, b"x")
         os.read(go, 1)                           # until the parent has checked
         os._exit(0)
     try:
+        assert os.read(dropped, 1) == b"x"
         j.close()                                # the parent's end (its death, as far as the lock goes)
         Journal(str(tmp_path / "j")).close()     # free although the child lives
     finally:
         os.write(done, b"x")
         os.waitpid(pid, 0)
+        for fd in (go, done, dropped, say_dropped):
+            os.close(fd)
 
 
 # -- 18.14: a new venue vs a journal that has gone --
