@@ -176,7 +176,10 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_interval_ms: int = 1000          # after a failed commit: how often the disk is probed to resume
     snapshot_every: int = 1_000_000        # commands between periodic snapshots (0 = only at shutdown)
     snapshots_keep: int = 3                # newest intact snapshots kept
+    snapshot_min_free_bytes: int = 64 << 20  # free space a snapshot must leave (the journal's room), else skipped
     allow_none: bool = False               # durability "none" is for tests and benchmarks only
+    key_env: str | None = None             # the journal chain's key (>= 16 bytes; engine/journal.py) from this
+    key_file: str | None = None            # environment variable or owner-only file; fixed at journal creation
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -262,6 +265,8 @@ def validate(cfg: Config, where: str) -> None:
                           "refused_logon_logs_per_s > 0, auth_failure_entries >= 3")
     if s.admin_password_checks not in (1, 2):
         raise ConfigError(f"{where}: `server.admin_password_checks` must be 1 or 2 (each check is ~130 ms of a CPU)")
+    if cfg.journal.key_env is not None and cfg.journal.key_file is not None:
+        raise ConfigError(f"{where}: `journal`: key_env or key_file, not both")
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")
@@ -290,6 +295,32 @@ def account_secret(a: AccountConfig) -> bytes:
         raise ConfigError(f"account {a.name}: the secret in {where} has {len(secret)} bytes; at least "
                           f"{MIN_SECRET} are required")
     return secret
+
+
+JOURNAL_KEY_MIN = 16
+
+
+def journal_key(j: JournalConfig) -> bytes | None:
+    """The journal chain's key ([journal] key_env or key_file), None when unkeyed."""
+    if j.key_env is not None:
+        if j.key_env not in os.environ:
+            raise ConfigError(f"journal key: environment variable {j.key_env} is not set")
+        value = os.environ[j.key_env].encode()
+        where = f"environment variable {j.key_env}"
+    elif j.key_file is not None:
+        p = Path(j.key_file)
+        try:
+            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(f"journal key file {p} must be readable by its owner only (chmod 600)")
+            value = p.read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"journal key file {p}: {e.strerror}") from None
+        where = str(p)
+    else:
+        return None
+    if len(value) < JOURNAL_KEY_MIN:
+        raise ConfigError(f"journal key from {where}: {len(value)} bytes, at least {JOURNAL_KEY_MIN} needed")
+    return value
 
 
 # RiskLimits field -> (LimitKind, how its value converts)

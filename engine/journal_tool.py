@@ -1,7 +1,8 @@
 """`trading-engine journal ACTION PATH ...`: read the journal, never write it.
 
     stats PATH                   records, sequence and time range, size, snapshots
-    verify PATH                  checksums, hash chain, sequence gaps (exit 1 naming the first bad seq)
+    verify PATH                  checksums, hash chain, sequence gaps, the end against the tail file,
+                                 data.mdb's size against LMDB's meta (exit 1 naming the first bad seq)
     dump PATH [filters]          the records as a table, JSON lines (msgspec) or CSV
     audit PATH ORDER_ID          the whole life of one order: its command, acceptance, fills,
                                  amends, triggers, cancel
@@ -37,7 +38,8 @@ import msgspec
 import numpy as np
 
 from engine import snapshot
-from engine.journal import Journal, JournalError
+from engine import config as cfgmod
+from engine.journal import MARKER, Journal, JournalError, JournalRefused, has_journal_files
 from protocol.codes import AccountState, CancelReason, CommandKind, EventKind, OrderState, OrderType, Reject, Side, SymbolState, \
     TimeInForce
 from protocol.records import COMMAND, EVENT
@@ -55,16 +57,20 @@ TABLE_HEAD = {"record": "rec", "operator": "op", "account": "acct", "client_orde
               "other_order_id": "maker", "trade_id": "trade", "symbol": "sym"}
 
 
+JOURNAL_KEY = None       # a keyed journal's key (--key-file/--key-env), set by main()
+
+
 def open_journal(path: str) -> Journal:
-    """A reader of the journal at path (live or copied); SystemExit(2) if there is none."""
-    if not os.path.exists(os.path.join(path, "data.mdb")):
+    """A reader of the journal at path (live or copied); SystemExit(2) if there is none, JournalError
+    if it has gone (see engine/journal.py) or data.mdb is truncated (checked before it is mapped)."""
+    if not os.path.exists(os.path.join(path, "data.mdb")) and not has_journal_files(path):
         print(f"trading-engine journal: no journal at {path}", file=sys.stderr)
         raise SystemExit(2)
     try:
-        return Journal(path, readonly=True)
+        return Journal(path, readonly=True, key=JOURNAL_KEY)
     except lmdb.Error:
         # a copy in a directory this user cannot write (no lock file can be made): no lock
-        return Journal(path, readonly=True, lock=False)
+        return Journal(path, readonly=True, lock=False, key=JOURNAL_KEY)
 
 
 def parse_time(text: str) -> int:
@@ -237,6 +243,9 @@ def stats(args) -> int:
     batches = commands = events = 0
     first_seq = last_seq = first_ts = last_ts = None
     try:
+        tail = j.read_tail()             # before the scan: a live writer's tail never runs ahead of its commits
+        if tail is None and os.path.exists(os.path.join(args.path, MARKER)) and j.records:
+            raise JournalError(f"journal {args.path}: its tail file is missing (the journal's end cannot be checked)")
         for cmds, evs in j.batches():
             batches += 1
             commands += len(cmds)
@@ -244,6 +253,8 @@ def stats(args) -> int:
             if first_seq is None:
                 first_seq, first_ts = int(cmds["seq"][0]), int(cmds["ts_ns"][0])
             last_seq, last_ts = int(cmds["seq"][-1]), int(cmds["ts_ns"][-1])
+        if tail is not None:
+            j.check_tail(tail)
     finally:
         j.env.close()
     if args.action == "verify":
@@ -484,6 +495,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     r.add_argument("--depth", type=int, default=10, help="book levels per side")
     r.add_argument("--account", type=int, help="open orders of this account only")
     r.add_argument("--symbol", type=int, help="this symbol's book only")
+    for action in sub.choices.values():
+        action.add_argument("--key-file", help="a keyed journal's key, from this owner-only file")
+        action.add_argument("--key-env", help="a keyed journal's key, from this environment variable")
     p.set_defaults(run=run)
     return p
 
@@ -495,13 +509,22 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run the parsed action."""
+    global JOURNAL_KEY
+    try:
+        JOURNAL_KEY = cfgmod.journal_key(cfgmod.JournalConfig(key_file=args.key_file, key_env=args.key_env))
+    except cfgmod.ConfigError as e:
+        print(f"trading-engine journal: {e}", file=sys.stderr)
+        return 2
     try:
         if args.action in ("stats", "verify"):
             return stats(args)
         return {"dump": dump, "audit": audit, "replay": replay}[args.action](args)
     except JournalError as e:           # verify's verdict, and every other action's refusal
-        print(f"journal DAMAGED: first bad seq {e.seq}: {e}")
+        print(f"journal DAMAGED: first bad seq {e.seq}: {e}" if e.seq is not None else f"journal DAMAGED: {e}")
         return 1
+    except JournalRefused as e:         # a keyed journal without its key (or with another)
+        print(f"trading-engine journal: {e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:             # `... | head`: the reader went away
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -81,6 +81,9 @@ class EngineCollector:
         yield GaugeMetricFamily("te_journal_last_seq", "last journaled command sequence",
                                 value=srv.journal.last_seq if srv.journal else 0)
         yield GaugeMetricFamily("te_snapshot_seq", "sequence of the last snapshot", value=srv.last_snapshot_seq)
+        yield CounterMetricFamily("te_snapshots_skipped", "snapshots not written: too little free disk "
+                                  "(journal.snapshot_min_free_bytes)", value=srv.snapshots_skipped)
+        yield CounterMetricFamily("te_snapshots_failed", "snapshots whose writing failed", value=srv.snapshots_failed)
         if srv.last_snapshot_time is not None:
             yield GaugeMetricFamily("te_snapshot_age_seconds", "age of the newest snapshot written or loaded",
                                     value=time.time() - srv.last_snapshot_time)

@@ -52,7 +52,7 @@ from engine import admin as adminmod, auth as authmod, feeds as feedsmod, gatewa
     tls as tlsmod
 from engine.core import Engine
 from engine.risk import Risk
-from engine.journal import Journal, JournalError
+from engine.journal import Journal, JournalError, JournalRefused
 from protocol import wire
 from protocol.codes import AccountState, CommandKind, Reject, Side, SymbolState
 from protocol.units import to_units
@@ -241,6 +241,19 @@ class SeqIndex:
 class Server:
     def __init__(self, cfg: cfgmod.Config):
         self.cfg = cfg
+        self.journal = None
+        self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
+        self.snapshot_child = None
+        self.last_snapshot_seq = 0        # of the newest snapshot written (or loaded)
+        self.snapshot_tried_seq = 0       # of the newest one tried: the periodic trigger counts from it
+        self.snapshots_skipped = 0        # not written for want of disk space (te_snapshots_skipped)
+        self.snapshots_failed = 0         # not written for another error (te_snapshots_failed)
+        if cfg.journal.durability != "none":
+            # the writer lock comes first: a second server stops here, before it reads anything
+            # (the journal directory's added_accounts.json included)
+            self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size,
+                                   key=cfgmod.journal_key(cfg.journal))
+            os.makedirs(self.snapshot_dir, exist_ok=True)
         e = cfg.engine
         self.engine = engine_from_config(cfg)
         self.accounts: dict[int, Account] = {}
@@ -259,13 +272,6 @@ class Server:
         self.feeds = feedsmod.Feeds(self)          # market data (engine/feeds.py)
         self.tls = None                            # the engine/tls.py Listener when TLS is configured
         self.recovery = {}
-        self.journal = None
-        self.snapshot_dir = os.path.join(cfg.journal.path, "snapshots")
-        self.snapshot_child = None
-        self.last_snapshot_seq = 0
-        if cfg.journal.durability != "none":
-            os.makedirs(self.snapshot_dir, exist_ok=True)
-            self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size)
         self.hot = gateway.Hot(self.engine, self.next_seq, BATCH_CAP, self.journal is not None)
         # group commit off the loop: one thread, so commits run one at a time and in order
         self.committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-commit") \
@@ -371,7 +377,7 @@ class Server:
         if restore_server:
             self.feeds.md.import_state(state)
             self.next_seq[:] = state["server.next_seq"]
-            self.last_snapshot_seq = last_seq
+            self.last_snapshot_seq = self.snapshot_tried_seq = last_seq
             self.last_snapshot_time = os.path.getmtime(path)
             for acct in self.accounts.values():
                 acct.delivered = acct.next_seq
@@ -490,7 +496,8 @@ class Server:
             "journal": {"durability": self.cfg.journal.durability, "writable": self.journal_ok,
                         "error": self.journal_error, "rebuilding": self.rebuilding,
                         "last_seq": self.journal.last_seq if self.journal else 0},
-            "snapshot": {"last_seq": self.last_snapshot_seq},
+            "snapshot": {"last_seq": self.last_snapshot_seq, "skipped": self.snapshots_skipped,
+                         "failed": self.snapshots_failed},
             "engine": {"open_orders": self.engine.live_orders, "orders_accepted": self.engine.next_order_id - 1,
                        "trades": self.engine.next_trade_id - 1, "commands": self.next_cmd_seq - 1},
             "halted_symbols": [s.name for s in self.cfg.symbols
@@ -516,12 +523,16 @@ class Server:
 
     def snapshot(self, fork=True):
         """Write the state at the last flushed command: forked (matching pauses only for fork())
-        or, at shutdown, in this process."""
-        if self.journal is None or self.hot.n_pending or self.inflight or self.snapshot_child is not None:
+        or, at shutdown, in this process. Never while the journal is down (the engine may hold a
+        batch it refused). A snapshot the disk has no room for is skipped (engine/snapshot.py):
+        trading goes on, recovery replays more of the journal."""
+        if self.journal is None or self.hot.n_pending or self.inflight or self.snapshot_child is not None \
+                or not self.journal_ok or self.rebuilding:
             return
         last = self.next_cmd_seq - 1
         if last == self.last_snapshot_seq:
             return
+        self.snapshot_tried_seq = last
         t = time.perf_counter()
         state = self.engine.export_state()
         state["server.next_seq"] = self.next_seq
@@ -531,27 +542,57 @@ class Server:
             state["server.config_limits"] = np.array([(*k, v) for k, v in sorted(self.config_limits.items())],
                                                      dtype=np.int64)
         state.update(self.feeds.md.export_state())
+        j = self.cfg.journal
         if fork:
             self.snapshot_child = snapshot.fork_write(self.snapshot_dir, state, last,
-                                                      on_child=lambda: helper_setup(report=False))
+                                                      on_child=self._snapshot_child_setup,
+                                                      keep=j.snapshots_keep, min_free=j.snapshot_min_free_bytes)
+            self.snapshot_child_seq = last
             self.snapshot_pause_s = time.perf_counter() - t    # the loop stood still this long
             log.info("snapshot at seq %d: writer forked, loop paused %.3f ms", last, self.snapshot_pause_s * 1e3)
-        else:
-            snapshot.write(self.snapshot_dir, state, last)
-            snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
+            return
+        try:
+            snapshot.write(self.snapshot_dir, state, last, keep=j.snapshots_keep, min_free=j.snapshot_min_free_bytes)
+            snapshot.prune(self.snapshot_dir, j.snapshots_keep)
+        except snapshot.SnapshotSkipped as e:
+            self.snapshots_skipped += 1
+            log.warning("%s; trading goes on (recovery replays the journal from an older snapshot)", e)
+            return
+        except OSError as e:
+            self.snapshots_failed += 1
+            log.error("snapshot at seq %d failed, trading goes on: %s", last, e)
+            return
+        self.snapshot_written(last)
+
+    def _snapshot_child_setup(self):
+        helper_setup(report=False)
+        self.journal.drop_inherited()         # a restart after kill -9 must not wait for this child
+
+    def snapshot_written(self, last):
         self.last_snapshot_seq = last
         self.last_snapshot_time = time.time()
 
-    def reap_snapshot(self):
+    def reap_snapshot(self, block=False):
         if self.snapshot_child is None:
             return
-        pid, status = os.waitpid(self.snapshot_child, os.WNOHANG)
+        pid, status = os.waitpid(self.snapshot_child, 0 if block else os.WNOHANG)
         if pid:
             self.snapshot_child = None
-            if os.waitstatus_to_exitcode(status) != 0:
-                log.error("snapshot writer failed (exit %d)", os.waitstatus_to_exitcode(status))
+            code = os.waitstatus_to_exitcode(status)
+            if code == snapshot.SKIPPED_EXIT:
+                self.snapshots_skipped += 1
+                log.warning("snapshot at seq %d skipped: too little free disk (journal.snapshot_min_free_bytes "
+                            "= %d must stay free); trading goes on", self.snapshot_child_seq,
+                            self.cfg.journal.snapshot_min_free_bytes)
+            elif code != 0:
+                self.snapshots_failed += 1
+                log.error("snapshot writer failed (exit %d), trading goes on", code)
             else:
-                snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
+                self.snapshot_written(self.snapshot_child_seq)
+                try:
+                    snapshot.prune(self.snapshot_dir, self.cfg.journal.snapshots_keep)
+                except OSError as e:
+                    log.error("pruning old snapshots failed: %s", e)
 
     async def replay_from_journal(self, conn, acct, want):
         """Gap replay older than the ring: re-encode the account's reports from the journaled
@@ -664,7 +705,7 @@ class Server:
         self.feeds.publish(md)
         self.hot.acked(cmds)
         every = self.cfg.journal.snapshot_every
-        if every and not self.snapshotting and self.next_cmd_seq - 1 - self.last_snapshot_seq >= every:
+        if every and not self.snapshotting and self.next_cmd_seq - 1 - self.snapshot_tried_seq >= every:
             self.snapshotting = True
             try:
                 self.flush()
@@ -871,14 +912,19 @@ class Server:
             await asyncio.sleep(0.01)
         for c in list(self.conns):
             c.close(None)
-        if self.snapshot_child is not None:
-            os.waitpid(self.snapshot_child, 0)
-            self.snapshot_child = None
-        if self.journal is not None:
+        if self.journal is None:
+            return
+        try:                                  # nothing here may stop the journal being closed
+            self.reap_snapshot(block=True)
             self.flush()
             self.snapshot(fork=False)         # the next start loads it and replays nothing
-            self.committer.shutdown(wait=True)
+        except Exception:
+            log.exception("shutdown snapshot failed; the next start replays the journal instead")
+        self.committer.shutdown(wait=True)
+        try:
             self.journal.close()
+        except OSError as e:
+            log.error("closing the journal: %s", e)
         self.auth.close()
 
 
@@ -1339,7 +1385,10 @@ def run(args) -> int:
         return 2
     try:
         serve(cfg)
-    except (OSError, JournalError, lmdb.Error) as e:
+    except (JournalError, JournalRefused, cfgmod.ConfigError) as e:    # one line, not a traceback
+        print(f"trading-engine: {e}", file=sys.stderr)
+        return 1
+    except (OSError, lmdb.Error) as e:
         print(f"trading-engine: cannot serve: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:        # before the loop's handlers were installed (imports, config)

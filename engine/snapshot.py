@@ -13,6 +13,11 @@ fsync'd, so a crash leaves either the old set of snapshots or the new one, never
 half file under a final name. A truncated or corrupt file fails the digest check
 and `load_latest` falls back to the next older one.
 
+A snapshot must never take the journal's disk: before writing, the older snapshots beyond
+`keep` - 1 and stray .tmp files are pruned, then the free space is checked (the file's size plus
+`min_free` must be available, else SnapshotSkipped: the server logs a warning, counts it and
+trades on; the journal alone is enough to recover), and on any error the .tmp file is removed.
+
 Writing never stalls matching for the copy: `fork_write` forks, the child writes
 its copy-on-write view of the arrays and exits with os._exit (it never touches the
 LMDB environment or the event loop), and the parent only pays for fork() itself
@@ -35,6 +40,13 @@ SUFFIX = ".snap"
 
 class SnapshotError(Exception):
     """A snapshot file is truncated, corrupt or of another layout."""
+
+
+class SnapshotSkipped(Exception):
+    """Not written: the disk lacks room for it plus the free space it must leave."""
+
+
+SKIPPED_EXIT = 3      # fork_write's child: exit status of a skipped snapshot (1: failed)
 
 
 class ArrayEntry(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,8 +78,11 @@ def snapshot_name(last_seq: int) -> str:
     return f"{PREFIX}{last_seq:020d}{SUFFIX}"
 
 
-def write(directory: str | os.PathLike, state: dict, last_seq: int, extra: dict[str, int] | None = None) -> Path:
-    """Write `state` (name -> numpy array) as the snapshot at `last_seq`; return its path."""
+def write(directory: str | os.PathLike, state: dict, last_seq: int, extra: dict[str, int] | None = None,
+          keep: int | None = None, min_free: int = 0) -> Path:
+    """Write `state` (name -> numpy array) as the snapshot at `last_seq`; return its path.
+    keep: prune to keep - 1 (at least 1) older snapshots first. SnapshotSkipped if the disk
+    would be left with less than min_free bytes; nothing is left behind on any error."""
     directory = Path(directory)
     entries = []
     offset = 0
@@ -80,6 +95,28 @@ def write(directory: str | os.PathLike, state: dict, last_seq: int, extra: dict[
     header = msgspec.json.encode(Header(last_seq, entries, extra or {}))
     final = directory / snapshot_name(last_seq)
     tmp = final.with_suffix(".tmp")
+    if keep is not None:
+        prune(directory, max(keep - 1, 1))
+    size = 16 + len(header) + offset + DIGEST_SIZE
+    st = os.statvfs(directory)
+    if st.f_bavail * st.f_frsize < size + min_free:
+        raise SnapshotSkipped(f"snapshot at seq {last_seq} skipped: {size} bytes plus {min_free} to leave free, "
+                              f"{st.f_bavail * st.f_frsize} bytes available in {directory}")
+    try:
+        _write_file(tmp, header, arrays)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return final
+
+
+def _write_file(tmp: Path, header: bytes, arrays: list) -> None:
     h = hashlib.blake2b(digest_size=DIGEST_SIZE)
     with open(tmp, "wb") as f:
         def put(b):
@@ -96,13 +133,6 @@ def write(directory: str | os.PathLike, state: dict, last_seq: int, extra: dict[
         f.write(h.digest())
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, final)
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return final
 
 
 def read(path: str | os.PathLike) -> tuple[int, dict, dict[str, int]]:
@@ -162,8 +192,9 @@ def prune(directory: str | os.PathLike, keep: int) -> None:
 
 
 def fork_write(directory: str | os.PathLike, state: dict, last_seq: int, extra: dict[str, int] | None = None,
-               on_child=None) -> int:
-    """Fork a child that writes the snapshot from its copy-on-write view; return its pid.
+               on_child=None, keep: int | None = None, min_free: int = 0) -> int:
+    """Fork a child that writes the snapshot from its copy-on-write view; return its pid
+    (its exit status: 0 written, SKIPPED_EXIT skipped for room, 1 failed).
     The caller reaps it (os.waitpid(pid, os.WNOHANG)) and must not change how `state`'s arrays
     are allocated meanwhile (writes are fine: the child's pages are copied on write).
     on_child: called first in the child (the server moves it off the engine's core)."""
@@ -173,7 +204,9 @@ def fork_write(directory: str | os.PathLike, state: dict, last_seq: int, extra: 
         try:
             if on_child is not None:
                 on_child()
-            write(directory, state, last_seq, extra)
+            write(directory, state, last_seq, extra, keep=keep, min_free=min_free)
+        except SnapshotSkipped:
+            code = SKIPPED_EXIT
         except BaseException:
             code = 1
         os._exit(code)

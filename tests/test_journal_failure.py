@@ -100,7 +100,9 @@ def fill(directory):
     return path
 
 
-def test_disk_full_when_journal_cannot_grow_then_refused_nothing_lost_and_resumes(server_factory, tmpfs):
+def halted_by_full_disk(server_factory, tmpfs):
+    """A server whose journal sits on a 4 MiB tmpfs that a filler file made full, halted by a
+    failed commit: (server, trader, the tmpfs, the filler)."""
     srv = server_factory(journal_extra=FAST_RETRY)
     disk = tmpfs(srv.dir / "journal", "4m")
     srv.start()
@@ -113,6 +115,11 @@ def test_disk_full_when_journal_cannot_grow_then_refused_nothing_lost_and_resume
             break
     assert t.refused, "the journal never hit the full disk"
     wait_ready(srv, False)
+    return srv, t, disk, filler
+
+
+def test_disk_full_when_journal_cannot_grow_then_refused_nothing_lost_and_resumes(server_factory, tmpfs):
+    srv, t, disk, filler = halted_by_full_disk(server_factory, tmpfs)
     status = json.loads(get(srv, "/health/detailed")[1])
     # ENOSPC, or EIO: LMDB reports a write cut short by the full disk as EIO (mdb_page_flush), and
     # whether a commit's pwritev is cut short or refused outright depends on its page layout
