@@ -17,8 +17,9 @@ DEMO_PASSWORD = "demo-admin-password"
 def demo_config(tmp_path):
     """The embedded demo config as shipped, on ephemeral ports and with its journal in tmp_path."""
     text = resources.files("engine").joinpath("default_config.toml").read_text()
-    ports = "\n".join(f'{k} = 0\n{k}_file = "{tmp_path}/{k}"' for k in ("port", "ops_port", "admin_port"))
-    text, n = re.subn(r"(?m)^port = 7001$", ports, text)
+    ports = "".join(f'{k} = 0\n{k}_file = "{tmp_path}/{k}"\n' for k in ("port", "ops_port", "admin_port"))
+    text = re.sub(r"(?m)^(port|ops_port|admin_port)(_file)? = .*\n", "", text)
+    text, n = re.subn(r"(?m)^\[server\]\n", "[server]\n" + ports, text)
     assert n == 1
     text, n = re.subn(r"(?m)^path = .*$", f'path = "{tmp_path}/journal"', text)
     assert n == 1
