@@ -203,7 +203,10 @@ class AddedAccounts:
 class AdminListener:
     def __init__(self, server):
         self.server = server
-        self.admins = {a.name: a for a in server.cfg.admins}
+        # an operator with password_env: hashed here, the password itself is not kept
+        self.admins = {a.name: a if a.password_scrypt is not None else
+                       msgspec.structs.replace(a, password_scrypt=hash_password(cfgmod.admin_password(a)[0]))
+                       for a in server.cfg.admins}
         self.symbols = {s.name: s for s in server.cfg.symbols}
         self.symbols_by_id = {s.id: s for s in server.cfg.symbols}
         self.tcp = None

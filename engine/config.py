@@ -162,10 +162,15 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An operator of the admin listener. password_scrypt: "scrypt$N$r$p$salt_hex$hash_hex",
-    made by `python -m engine.admin hash` (never the password itself)."""
+    made by `trading-engine admin hash` (never the password itself). Or password_env: the
+    environment variable holding the password (the server hashes it at start-up and keeps only
+    the hash), with demo_password as the fallback when the variable is unset (demo only: the
+    server warns when it is used)."""
     id: int
     name: str
-    password_scrypt: str
+    password_scrypt: str | None = None
+    password_env: str | None = None
+    demo_password: str | None = None
 
 
 class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -240,6 +245,11 @@ def validate(cfg: Config, where: str) -> None:
     if len({a.id for a in cfg.admins}) != len(cfg.admins) or len({a.name for a in cfg.admins}) != len(cfg.admins) \
             or any(not 0 < a.id < 1 << 16 for a in cfg.admins):
         raise ConfigError(f"{where}: `admins`: ids (1..65535: Command.operator) and names must be unique")
+    for a in cfg.admins:
+        if (a.password_scrypt is None) == (a.password_env is None) or \
+                (a.demo_password is not None and a.password_env is None):
+            raise ConfigError(f"{where}: admin {a.name}: exactly one of password_scrypt, password_env "
+                              "(demo_password only as password_env's fallback)")
     if cfg.risk.enabled:
         risk_limits(cfg, where)          # every limit converts, and sits in a scope that takes it
         for s in cfg.symbols:
@@ -321,6 +331,19 @@ def journal_key(j: JournalConfig) -> bytes | None:
     if len(value) < JOURNAL_KEY_MIN:
         raise ConfigError(f"journal key from {where}: {len(value)} bytes, at least {JOURNAL_KEY_MIN} needed")
     return value
+
+
+def admin_password(a: AdminConfig) -> tuple[str, bool] | None:
+    """(password, is the demo default) of an operator configured by password_env; None for a
+    password_scrypt operator. ConfigError when the variable is unset and there is no demo default."""
+    if a.password_env is None:
+        return None
+    value = os.environ.get(a.password_env)
+    if value:
+        return value, False
+    if a.demo_password is None:
+        raise ConfigError(f"admin {a.name}: environment variable {a.password_env} is not set")
+    return a.demo_password, True
 
 
 # RiskLimits field -> (LimitKind, how its value converts)

@@ -6,6 +6,10 @@
     dump PATH [filters]          the records as a table, JSON lines (msgspec) or CSV
     audit PATH ORDER_ID          the whole life of one order: its command, acceptance, fills,
                                  amends, triggers, cancel
+                                 (both in the units people use: symbol names, prices and
+                                 quantities in the symbol's decimals, cash in risk.cash_decimals,
+                                 limits as the config takes them, from --config, default the
+                                 embedded demo config; --raw: the journal's integers and ids)
     replay PATH [--until SEQ|TIME] [--compare-snapshot [FILE]]
                                  rebuild the state in a fresh engine at full speed; print the
                                  books and open orders at that point (events/s on stderr, so
@@ -37,12 +41,12 @@ import lmdb
 import msgspec
 import numpy as np
 
-from engine import snapshot
-from engine import config as cfgmod
+from engine import config as cfgmod, snapshot
 from engine.journal import MARKER, Journal, JournalError, JournalRefused, has_journal_files
-from protocol.codes import AccountState, CancelReason, CommandKind, EventKind, OrderState, OrderType, Reject, Side, SymbolState, \
-    TimeInForce
+from protocol.codes import AccountState, CancelReason, CommandKind, EventKind, LimitScope, OrderState, OrderType, Reject, \
+    Side, SymbolState, TimeInForce
 from protocol.records import COMMAND, EVENT
+from protocol.units import from_units
 
 COMMAND_FIELDS = [f for f, _, _ in COMMAND.fields if not f.startswith("_")]
 EVENT_FIELDS = [f for f, _, _ in EVENT.fields if not f.startswith("_")]
@@ -133,6 +137,107 @@ def event_row(e, ts_ns: int) -> dict:
     return row
 
 
+class Human:
+    """A row's integers in the units people use, from the config (the journal holds no symbol
+    names or decimals): symbol names; prices and quantities in the symbol's decimals; cash in
+    risk.cash_decimals; limits as the config takes them (engine/config.py RiskLimits); the admin
+    commands' side and order_type fields by what they carry. Values are Decimals (JSON: strings)."""
+
+    ORDER_EVENT_QTY = ("qty", "leaves", "other_leaves")
+    SWITCH = {CommandKind.KILL_SWITCH: {1: "on", 2: "off"}, CommandKind.RESTRICT_SYMBOL: {1: "restricted", 2: "allowed"}}
+
+    def __init__(self, cfg):
+        self.symbols = {s.id: s for s in cfg.symbols}
+        self.cash_decimals = cfg.risk.cash_decimals
+
+    def _limit(self, row, kind, value, scope, sym, clear):
+        row["side"] = _name(LimitScope, scope)
+        field = cfgmod.LIMIT_FIELD.get(kind)
+        if field is None:
+            return
+        row["order_type" if row["record"] == "command" else "reason"] = field
+        if not clear:
+            row["qty"] = cfgmod.limit_human(kind, value, self.cash_decimals, sym.qty_decimals if sym else 0)
+
+    def command(self, c, row) -> dict:
+        k, sym = int(c["kind"]), self.symbols.get(int(c["symbol"]))
+        if sym is not None:
+            row["symbol"] = sym.name
+        if k in (CommandKind.DEPOSIT, CommandKind.WITHDRAW):
+            row["qty"] = from_units(int(c["qty"]), self.cash_decimals)
+        elif k == CommandKind.SET_LIMIT:
+            self._limit(row, int(c["order_type"]), int(c["qty"]), int(c["side"]), sym, int(c["flags"]) & 1)
+        elif k == CommandKind.SET_ACCOUNT_STATE:
+            row["side"] = _name(AccountState, int(c["side"]))
+        elif k in self.SWITCH:
+            row["side"] = self.SWITCH[k].get(int(c["side"]), str(int(c["side"])))
+        elif k in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MARK_PRICE) and sym:
+            for f in ("price", "stop_price"):
+                row[f] = from_units(int(c[f]), sym.price_decimals)
+            for f in ("qty", "display_qty"):
+                row[f] = from_units(int(c[f]), sym.qty_decimals)
+        return row
+
+    def event(self, e, row) -> dict:
+        k, sym = int(e["kind"]), self.symbols.get(int(e["symbol"]))
+        if sym is not None:
+            row["symbol"] = sym.name
+        if k == EventKind.BALANCE:
+            row["qty"] = from_units(int(e["qty"]), self.cash_decimals)
+            row["leaves"] = from_units(int(e["leaves"]), self.cash_decimals)
+        elif k == EventKind.LIMIT_SET:
+            if int(e["reason"]):           # (reason 0: a RESTRICT_SYMBOL, qty 1 = restricted)
+                self._limit(row, int(e["reason"]), int(e["qty"]), int(e["side"]), sym, int(e["flags"]) & 1)
+        elif k == EventKind.BREAKER:
+            row["reason"] = {1: "tripped", 2: "reset"}.get(int(e["reason"]), row["reason"])
+            if sym:
+                row["price"] = from_units(int(e["price"]), sym.price_decimals)
+        elif k == EventKind.MARK and sym:
+            row["price"] = from_units(int(e["price"]), sym.price_decimals)
+        elif k not in (EventKind.ACCOUNT_STATE, EventKind.SYMBOL_STATE, EventKind.MASS_CANCEL_DONE,
+                       EventKind.ACCOUNT_ADDED) and sym:
+            row["price"] = from_units(int(e["price"]), sym.price_decimals)
+            for f in self.ORDER_EVENT_QTY:
+                row[f] = from_units(int(e[f]), sym.qty_decimals)
+        return row
+
+
+def _plain(rec, row):
+    return row
+
+
+def load_units(args):
+    """(command, event) row finishers for dump and audit: human units from the config, or --raw;
+    args.symbol (a name or an id) resolved to the id. None (after a message) when the config fails."""
+    symbol = getattr(args, "symbol", None)
+    if args.raw and (symbol is None or str(symbol).isdigit()):
+        args.symbol = None if symbol is None else int(symbol)
+        return _plain, _plain
+    try:
+        cfg = cfgmod.load(args.config)
+    except (cfgmod.ConfigError, OSError) as e:
+        print(f"trading-engine journal: {e}", file=sys.stderr)
+        return None
+    if symbol is not None:
+        by_name = {s.name.upper(): s.id for s in cfg.symbols}
+        if str(symbol).isdigit():
+            args.symbol = int(symbol)
+        elif str(symbol).upper() in by_name:
+            args.symbol = by_name[str(symbol).upper()]
+        else:
+            print(f"trading-engine journal: unknown symbol {symbol!r} in "
+                  f"{args.config or 'the embedded demo config'}: one of {', '.join(by_name)} (or an id)",
+                  file=sys.stderr)
+            return None
+    if args.raw:
+        return _plain, _plain
+    if args.config is None:
+        print("trading-engine journal: symbol names and units from the embedded demo config; give the server's "
+              "with --config FILE (or --raw)", file=sys.stderr)
+    human = Human(cfg)
+    return human.command, human.event
+
+
 class Filter:
     """Which records of a batch to show (vectorized per batch: numpy masks)."""
 
@@ -194,8 +299,9 @@ class Filter:
         return cm, em
 
 
-def rows(journal: Journal, flt: Filter, from_seq: int = 1):
-    """Rows (dicts) of the selected records, each command followed by its events."""
+def rows(journal: Journal, flt: Filter, from_seq: int = 1, units=(_plain, _plain)):
+    """Rows (dicts) of the selected records, each command followed by its events; units: the
+    (command, event) row finishers of load_units."""
     for cmds, events in journal.batches(max(1, from_seq) if flt.from_seq is None else max(1, flt.from_seq)):
         if flt.to_seq is not None and int(cmds["seq"][0]) > flt.to_seq:
             return
@@ -207,10 +313,10 @@ def rows(journal: Journal, flt: Filter, from_seq: int = 1):
         for i in range(len(cmds)):
             ts = int(cmds["ts_ns"][i])
             if cm[i]:
-                yield command_row(cmds[i])
+                yield units[0](cmds[i], command_row(cmds[i]))
             for j in range(bounds[i], ends[i]):
                 if em[j]:
-                    yield event_row(events[j], ts)
+                    yield units[1](events[j], event_row(events[j], ts))
 
 
 def write_rows(out, fmt: str, it) -> int:
@@ -272,9 +378,12 @@ def stats(args) -> int:
 # -- dump, audit --
 
 def dump(args) -> int:
+    units = load_units(args)
+    if units is None:
+        return 2
     j = open_journal(args.path)
     try:
-        n = write_rows(sys.stdout, args.format, rows(j, Filter(args)))
+        n = write_rows(sys.stdout, args.format, rows(j, Filter(args), units=units))
     finally:
         j.env.close()
     print(f"{n} records", file=sys.stderr)
@@ -283,6 +392,9 @@ def dump(args) -> int:
 
 def audit(args) -> int:
     """The order's records in journal order, then a summary. Reads until the order is done."""
+    units = load_units(args)
+    if units is None:
+        return 2
     j = open_journal(args.path)
     oid = args.order_id
     life = []
@@ -304,10 +416,10 @@ def audit(args) -> int:
                 if not cmd_hit[i] and seq not in caused:
                     continue
                 ts = int(cmds["ts_ns"][i])
-                life.append(command_row(cmds[i]))
+                life.append(units[0](cmds[i], command_row(cmds[i])))
                 for k in np.nonzero(ev_hit & (events["seq"] == seq))[0]:
                     e = events[k]
-                    life.append(event_row(e, ts))
+                    life.append(units[1](e, event_row(e, ts)))
                     maker = int(e["other_order_id"]) == oid and int(e["order_id"]) != oid
                     if e["kind"] == EventKind.ACCEPTED and owner is None:
                         owner = (int(e["account"]), int(e["client_order_id"]))
@@ -475,7 +587,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d.add_argument("--since", help="receive time: ISO 8601 (UTC unless given) or ns since the epoch")
     d.add_argument("--until", help="receive time: ISO 8601 or ns")
     d.add_argument("--account", type=int)
-    d.add_argument("--symbol", type=int, help="symbol id")
+    d.add_argument("--symbol", help="symbol name (from --config) or id")
     d.add_argument("--order-id", type=int)
     d.add_argument("--operator", type=int, help="admin commands of this operator id ([[admins]]), with their events")
     d.add_argument("--event-type", help="comma-separated command or event kinds: new_order,fill,...")
@@ -484,6 +596,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a.add_argument("path")
     a.add_argument("order_id", type=int)
     a.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    for x in (d, a):
+        x.add_argument("--config", help="the server's config, for symbol names and units (default: the embedded "
+                                        "demo config): they are not in the journal")
+        x.add_argument("--raw", action="store_true", help="the journal's integers: units and symbol ids")
     r = sub.add_parser("replay", help="rebuild the state at a point; books and open orders")
     r.add_argument("path")
     r.add_argument("--config", help="the server's config (default: the embedded demo config): the engine's "

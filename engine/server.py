@@ -263,6 +263,10 @@ class Server:
             if a.demo_secret is not None:
                 log.warning("account %s uses a demo secret from the config: demo only", a.name)
             self.accounts[a.id] = Account(a.id, a.name, cfgmod.signing_key(cfgmod.account_secret(a)), self.next_seq)
+        for a in cfg.admins:
+            if (cfgmod.admin_password(a) or ("", False))[1]:
+                log.warning("admin %s uses the demo password from the config (%s is not set): demo only",
+                            a.name, a.password_env)
         self.added_accounts = adminmod.AddedAccounts(self, Account)   # added at run time (engine/admin.py)
         self.config_limits = {}           # (scope, target, kind) -> value the config last journaled (reconcile)
         self.symbol_entries = np.zeros(len(cfg.symbols), dtype=wire.SYMBOL_ENTRY.dtype)

@@ -64,7 +64,7 @@ def run(tmp_path_factory):
 
 
 def rows(run, *filters):
-    out = tool("dump", run.journal, "--format", "jsonl", *filters).stdout
+    out = tool("dump", run.journal, "--format", "jsonl", "--config", run.config, *filters).stdout
     return [msgspec.json.decode(line) for line in out.splitlines()]
 
 
@@ -81,9 +81,10 @@ def test_dump_when_unfiltered_then_every_command_followed_by_its_events(run):
             seq = r["seq"]
         else:
             assert r["seq"] == seq
-    table = tool("dump", run.journal).stdout.splitlines()
+    table = tool("dump", run.journal, "--config", run.config).stdout.splitlines()
     assert table[0].split()[:4] == ["rec", "seq", "time", "kind"] and len(table) == 1 + len(got)
-    csv_rows = list(csv.DictReader(io.StringIO(tool("dump", run.journal, "--format", "csv").stdout)))
+    csv_rows = list(csv.DictReader(io.StringIO(tool("dump", run.journal, "--format", "csv", "--config",
+                                                    run.config).stdout)))
     assert [(r["record"], int(r["seq"]), r["kind"]) for r in csv_rows] == [(r["record"], r["seq"], r["kind"])
                                                                            for r in got]
 
@@ -109,17 +110,37 @@ def test_dump_when_filtered_then_only_matching_records(run):
 
 
 def test_audit_when_order_filled_amended_then_whole_life_in_order(run):
-    out = tool("audit", run.journal, 2).stdout
+    out = tool("audit", run.journal, 2, "--config", run.config).stdout
     kinds = [line.split()[3] for line in out.splitlines()[1:] if line.startswith(("cmd", "evt"))]
     # order 2 (ask 101 qty 2): accepted, 1 filled by order 6 (as maker), amended, then lifted by order 8
     assert kinds == ["new_order", "accepted", "new_order", "fill", "amend", "replaced"], out
-    assert "order 2: account 1 client order id 2" in out and "1 fills, 1 filled; still live" in out
-    out = tool("audit", run.journal, 5).stdout
+    assert "order 2: account 1 client order id 2, sell 0.002 @ 1.01 on symbol BTCUSDT" in out
+    assert "1 fills, 0.001 filled; still live" in out
+    raw = tool("audit", run.journal, 2, "--raw").stdout
+    assert "sell 2 @ 101 on symbol 1" in raw and "1 fills, 1 filled; still live" in raw
+    out = tool("audit", run.journal, 5, "--config", run.config).stdout
     assert [line.split()[3] for line in out.splitlines()[1:] if line.startswith(("cmd", "evt"))] == \
         ["new_order", "accepted", "cancel", "cancelled"] and "cancelled (user)" in out
-    out = tool("audit", run.journal, 7).stdout
+    out = tool("audit", run.journal, 7, "--config", run.config).stdout
     assert "triggered" in out and "filled" in out.splitlines()[-1]
-    assert tool("audit", run.journal, 999, check=False).returncode == 1
+    assert tool("audit", run.journal, 999, "--config", run.config, check=False).returncode == 1
+
+
+def test_dump_when_config_given_then_symbol_names_and_human_units_unless_raw(run):
+    fill = next(r for r in rows(run, "--order-id", 6) if r["kind"] == "fill")   # 2 @ 100 of BTCUSDT
+    assert (fill["symbol"], fill["price"], fill["qty"], fill["leaves"]) == ("BTCUSDT", "1.00", "0.002", "0.001")
+    order = next(r for r in rows(run, "--order-id", 6) if r["record"] == "command")
+    assert (order["symbol"], order["price"], order["qty"]) == ("BTCUSDT", "1.01", "0.003")
+    raw = next(r for r in rows(run, "--order-id", 6, "--raw") if r["kind"] == "fill")
+    assert (raw["symbol"], raw["price"], raw["qty"], raw["leaves"]) == (1, 100, 2, 1)
+    assert rows(run, "--symbol", "BTCUSDT") == rows(run, "--symbol", "1") != []
+    assert rows(run, "--symbol", "aapl", "--raw") == rows(run, "--symbol", "2", "--raw")
+    table = tool("dump", run.journal, "--config", run.config, "--order-id", 6).stdout
+    assert "BTCUSDT" in table and "1.00" in table and "0.002" in table
+    bad = tool("dump", run.journal, "--config", run.config, "--symbol", "NOPE", check=False)
+    assert bad.returncode == 2 and "unknown symbol 'NOPE'" in bad.stderr and "BTCUSDT, AAPL" in bad.stderr
+    demo = tool("dump", run.journal, "--order-id", 6)           # no --config: says where units come from
+    assert "embedded demo config" in demo.stderr
 
 
 def test_replay_when_run_twice_then_same_bytes_and_state_of_the_recovered_server(run):

@@ -74,7 +74,7 @@ def cli(srv, account, *args, rc=0):
 
 def journal_rows(srv, *filters):
     r = subprocess.run([sys.executable, "-m", "engine.cli", "journal", "dump", str(srv.dir / "journal"), "--format",
-                        "jsonl", *filters], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                        "jsonl", "--raw", *filters], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return [msgspec.json.decode(line) for line in r.stdout.splitlines()]
 
