@@ -221,9 +221,9 @@ class AdminListener:
         # an unknown operator's password is checked against this: the cost of the first operator's
         # hash (`admin hash` gives every operator the same), a salt and hash that match no password
         try:
-            _, n, r, p, _, _ = server.cfg.admins[0].password_scrypt.split("$")
+            _, n, r, p, _, _ = next(iter(self.admins.values())).password_scrypt.split("$")
             int(n), int(r), int(p)
-        except (IndexError, ValueError):
+        except (StopIteration, ValueError):
             n, r, p = SCRYPT_N, SCRYPT_R, SCRYPT_P
         self.dummy_hash = f"scrypt${n}${r}${p}${'00' * 16}${'00' * 32}"
 
