@@ -38,6 +38,10 @@ cnp.import_array()
 cdef enum:
     OFLAG_LIQUIDATION = 0x80
 
+# The one client order id never accepted (protocol/wire.py MAX_CLIENT_ORDER_ID is the largest that is).
+cdef extern from "<stdint.h>":
+    const uint64_t CLID_RESERVED "UINT64_MAX"
+
 
 cdef inline int64_t stp_key(uint32_t account, int64_t stp_group) noexcept:
     """An account's self-trade key: its STP group's (above 2**32, so never a bare account's), or its own."""
@@ -401,6 +405,8 @@ cdef class Engine:
         cdef uint32_t a = c.account, sym = c.symbol
         if not self.account_ok(a):
             return self.reject(REJ_UNKNOWN_ACCOUNT)
+        if c.client_order_id == CLID_RESERVED:      # the end of the id space: never consumed (RULES.md)
+            return self.reject(REJ_CLIENT_ORDER_ID_RESERVED)
         if c.client_order_id <= self.acct_last_clid[a]:
             return self.reject(REJ_DUPLICATE_CLIENT_ORDER_ID)
         self.acct_last_clid[a] = c.client_order_id
@@ -1700,10 +1706,10 @@ cdef class Engine:
             raise RuntimeError("drain events before exporting state")
         state = {"capacity": np.array([self.max_orders, self.max_accounts, self.max_symbols, self.max_levels],
                                       dtype=np.int64)}
-        state["scalars"] = np.array([
-            self.next_order_id, self.next_trade_id, self.clock_ns, self.live_orders, self.used_slots,
+        state["scalars"] = np.array([      # the u64 counters as their int64 bit patterns (import casts back)
+            <int64_t>self.next_order_id, <int64_t>self.next_trade_id, self.clock_ns, self.live_orders, self.used_slots,
             self.free_head, self.level_free_head, self.day_head, self.day_tail, self.gtd_head, self.gtd_tail,
-            self.table_mask, self.slot_hwm, self.level_hwm], dtype=np.int64)   # order: SCALARS
+            <int64_t>self.table_mask, self.slot_hwm, self.level_hwm], dtype=np.int64)   # order: SCALARS
         # order slots and levels are taken lowest index first and never touched above the high-water
         # mark, so only the used prefix is state (a thin book's snapshot is small, whatever the capacity)
         state["orders_arr"] = self.orders_arr[:self.slot_hwm]
@@ -1809,10 +1815,25 @@ cdef class Engine:
                     m = lv.head
                     while m >= 0:
                         o = &self.orders[m]
-                        for v in (o.order_id, o.client_order_id, o.account, o.side, o.order_type, o.tif, o.stp,
-                                  o.flags, o.price, o.stop_price, o.qty, o.leaves, o.shown, o.display, o.filled,
-                                  o.expire_ts_ns, o.strategy):
-                            _fnv(&h, <uint64_t><int64_t>v)
+                        # typed C casts, no Python ints: the full u64 range of the ids hashes
+                        # (a Python int through <int64_t> overflowed at 2**63)
+                        _fnv(&h, o.order_id)
+                        _fnv(&h, o.client_order_id)
+                        _fnv(&h, o.account)
+                        _fnv(&h, o.side)
+                        _fnv(&h, o.order_type)
+                        _fnv(&h, o.tif)
+                        _fnv(&h, o.stp)
+                        _fnv(&h, o.flags)
+                        _fnv(&h, <uint64_t>o.price)
+                        _fnv(&h, <uint64_t>o.stop_price)
+                        _fnv(&h, <uint64_t>o.qty)
+                        _fnv(&h, <uint64_t>o.leaves)
+                        _fnv(&h, <uint64_t>o.shown)
+                        _fnv(&h, <uint64_t>o.display)
+                        _fnv(&h, <uint64_t>o.filled)
+                        _fnv(&h, <uint64_t>o.expire_ts_ns)
+                        _fnv(&h, o.strategy)
                         m = o.next
         for sym in range(self.max_accounts):
             if self.acct_defined[sym]:

@@ -1066,7 +1066,8 @@ class Connection(asyncio.BufferedProtocol):
         srv.next_session += 1
         self.cancel_on_disconnect = bool(int(body["flags"]) & wire.LogonFlag.CANCEL_ON_DISCONNECT)
         self.heartbeat = max(s.heartbeat_ms, int(body["heartbeat_ms"]) or s.heartbeat_ms) / 1000
-        next_clid = int(srv.engine.acct_arr["last_clid"][acct_id]) + 1
+        # at most the reserved id (CLIENT_ORDER_ID_RESERVED), which always fits the u64 field
+        next_clid = min(int(srv.engine.acct_arr["last_clid"][acct_id]) + 1, wire.MAX_CLIENT_ORDER_ID + 1)
         self.write(wire.encode(MsgType.LOGON_ACCEPTED, session_id=self.session_id,
                                heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.next_seq,
                                next_client_order_id=next_clid, server_time_ns=time.time_ns()))

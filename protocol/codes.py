@@ -197,6 +197,8 @@ class Reject(IntEnum):
     INVALID_FLAGS = 1026               # unknown bits set in Command.flags
     INVALID_NEW_ACCOUNT = 1027         # ADD_ACCOUNT: id outside 1..max_accounts-1 or already defined, or STP
                                        # group outside 0..2**32-1
+    CLIENT_ORDER_ID_RESERVED = 1028    # client_order_id 2**64-1: the end of the id space, never accepted or
+                                       # consumed (so next_client_order_id always fits LOGON_ACCEPTED)
     # 2000-2999: risk (engine/risk.pyx); NEW_ORDER checks run in this order after the core's
     KILL_SWITCH = 2001                 # the account's or the global kill switch is on
     CIRCUIT_BREAKER = 2002             # the engine-wide error-rate breaker is tripped

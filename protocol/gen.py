@@ -93,7 +93,10 @@ SESSION_RULES = """\
 3. **Client order ids** must be strictly increasing per account;
    LOGON_ACCEPTED.next_client_order_id is the smallest the server will accept.
    A resent NEW_ORDER with an id already used is rejected with
-   DUPLICATE_CLIENT_ORDER_ID and never becomes a second order.
+   DUPLICATE_CLIENT_ORDER_ID and never becomes a second order. The id space ends
+   at 2**64-2: the id 2**64-1 is reserved, always rejected with
+   CLIENT_ORDER_ID_RESERVED and never consumed, so next_client_order_id is at most
+   2**64-1; an account that has used 2**64-2 can place no more orders.
 4. **Heartbeats.** Each side sends HEARTBEAT when it has sent nothing for the
    heartbeat interval; a peer silent for 3 intervals is disconnected
    (HEARTBEAT_TIMEOUT).
