@@ -277,6 +277,7 @@ cdef class Risk:
     cdef void touch(self, uint32_t a) noexcept
     cdef void refresh(self, uint32_t a) noexcept
     cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept
+    cdef void figures(self, uint32_t a, uint32_t s, Position* q) noexcept
     cdef void set_wunit(self, uint32_t s) noexcept
     cdef int set_mark(self, uint32_t s, int64_t price) except -1
     cdef int revalue(self) except -1

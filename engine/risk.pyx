@@ -518,21 +518,30 @@ cdef class Risk:
                     break
             self.whi[a] = t
 
-    cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
-        cdef int64_t base = <int64_t>a * self.max_symbols
-        cdef Position* p = &self.P[base + s]
-        cdef int64_t m = self.mark[s], fm = self.fig_max, last
-        cdef int64_t worst = p.worst
-        if p.dirty & 2:
-            p.upnl = moved(&self.upnl_sum[a], p.upnl,
-                           clamp(self.notional(m - p.avg_price, p.pos, s, FLOOR) if p.pos else 0, fm))
-            p.expo = moved(&self.expo_sum[a], p.expo, clamp(self.notional(iabs(p.pos), m, s, CEIL), fm))
+    cdef inline void figures(self, uint32_t a, uint32_t s, Position* q) noexcept:
+        """Bring the cached figures of q, a copy of entry (a, s) or the entry itself, up to date by its
+        dirty bits; touches nothing else (no account sum: queries use it on a copy, RISK.md "Queries")."""
+        cdef int64_t m = self.mark[s], fm = self.fig_max
+        if q.dirty & 2:
+            q.upnl = clamp(self.notional(m - q.avg_price, q.pos, s, FLOOR) if q.pos else 0, fm)
+            q.expo = clamp(self.notional(iabs(q.pos), m, s, CEIL), fm)
             # expo <= 2**62 / max_symbols and bps <= 1e6: the product fits
-            p.mm = moved(&self.mm_sum[a], p.mm,
-                         clamp(te_div64(p.expo * self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 10000, CEIL), fm))
-        p.wexpo = moved(&self.wexpo_sum[a], p.wexpo, clamp(self.notional(worst, m, s, CEIL), fm))
-        p.im = moved(&self.im_sum[a], p.im,
-                     clamp(te_div64(p.wexpo * self.floor_(LIM_INITIAL_MARGIN, a, s), 10000, CEIL), fm))
+            q.mm = clamp(te_div64(q.expo * self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 10000, CEIL), fm)
+        q.wexpo = clamp(self.notional(q.worst, m, s, CEIL), fm)
+        q.im = clamp(te_div64(q.wexpo * self.floor_(LIM_INITIAL_MARGIN, a, s), 10000, CEIL), fm)
+        q.dirty = 0
+
+    cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
+        cdef int64_t base = <int64_t>a * self.max_symbols, last
+        cdef Position* p = &self.P[base + s]
+        cdef Position q = p[0]
+        self.figures(a, s, &q)
+        if p.dirty & 2:
+            p.upnl = moved(&self.upnl_sum[a], p.upnl, q.upnl)
+            p.expo = moved(&self.expo_sum[a], p.expo, q.expo)
+            p.mm = moved(&self.mm_sum[a], p.mm, q.mm)
+        p.wexpo = moved(&self.wexpo_sum[a], p.wexpo, q.wexpo)
+        p.im = moved(&self.im_sum[a], p.im, q.im)
         p.dirty = 0
         if p.pos == 0 and p.open_buy == 0 and p.open_sell == 0 and p.slot >= 0:
             # flat with nothing open: every cached figure is 0; drop it from the active list
@@ -643,13 +652,16 @@ cdef class Risk:
         """The account's entries with a position or open orders, ascending symbol, as dicts."""
         if account == 0 or account >= <uint32_t>self.max_accounts:
             return []
-        self.refresh(account)
         cdef int64_t base = <int64_t>account * self.max_symbols
         syms = sorted(self.active[base + i] for i in range(self.n_active[account]))
         out = []
-        cdef Position* p
+        cdef Position q
+        cdef Position* p = &q
         for s in syms:
-            p = &self.P[base + s]
+            q = self.P[base + s]           # a copy: a query changes no state (RISK.md "Queries")
+            self.figures(account, s, &q)
+            if q.pos == 0 and q.open_buy == 0 and q.open_sell == 0:
+                continue                   # what refresh() would drop from the active list
             out.append(dict(symbol=s, position=p.pos, avg_price=p.avg_price, mark=self.mark[s],
                             open_buy=p.open_buy, open_sell=p.open_sell, realized=p.realized, fees=p.fees,
                             unrealized=p.upnl, exposure=p.expo, worst_exposure=p.wexpo, initial_margin=p.im,
@@ -660,14 +672,25 @@ cdef class Risk:
         """Cash, equity, margin, leverage, P&L and state of one account (cash units, bps)."""
         if account == 0 or account >= <uint32_t>self.max_accounts:
             raise ValueError(f"account {account} outside 1..{self.max_accounts - 1}")
-        cdef int64_t eq = self.equity(account)
-        cdef int64_t base = <int64_t>account * self.max_symbols
+        # the sums refresh() would make, computed on copies of the entries: a query changes no state
+        # (RISK.md "Queries"); an entry not on the active list has every figure 0
+        cdef int64_t base = <int64_t>account * self.max_symbols, upnl = 0, expo = 0, wexpo = 0, im = 0, mm = 0
+        cdef Position q
+        cdef int32_t i
+        for i in range(self.n_active[account]):
+            q = self.P[base + self.active[base + i]]
+            self.figures(account, self.active[base + i], &q)
+            upnl += q.upnl
+            expo += q.expo
+            wexpo += q.wexpo
+            im += q.im
+            mm += q.mm
+        cdef int64_t eq = self.cash[account] + upnl
         col = self.pos_arr[base:base + self.max_symbols]
-        expo = self.expo_sum[account]
-        return dict(cash=self.cash[account], equity=eq, unrealized=self.upnl_sum[account],
+        return dict(cash=self.cash[account], equity=eq, unrealized=upnl,
                     realized=int(col["realized"].sum()), fees=int(col["fees"].sum()), exposure=expo,
-                    worst_exposure=self.wexpo_sum[account], initial_margin=self.im_sum[account],
-                    maintenance_margin=self.mm_sum[account], available=eq - self.im_sum[account],
+                    worst_exposure=wexpo, initial_margin=im,
+                    maintenance_margin=mm, available=eq - im,
                     # gross exposure over equity in bps, rounded up; None when equity <= 0
                     leverage_bps=-(-expo * 10000 // eq) if eq > 0 else None,
                     daily_pnl=eq - self.day_base[account], state=self.state[account], kill=self.kill[account],

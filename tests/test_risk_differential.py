@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine.core import Engine
@@ -308,3 +309,39 @@ def test_risk_differential_when_a_long_fixed_stream_then_engine_equals_model():
             kind = rnd.choice(sorted(LIMIT_VALUES))
             ops.append(("limit", LS.DEFAULT, kind, 0, rnd.choice(LIMIT_VALUES[kind]), False))
     run_stream(ops, (200_000, 150_000, 80_000, 300_000))
+
+
+def state_bytes(eng):
+    return {name: np.asarray(arr).tobytes() for name, arr in eng.export_state().items()}
+
+
+@settings(max_examples=max(10, EXAMPLES // 5), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(weighted, st.sampled_from(["", "", "portfolio", "positions", "both"]),
+                          st.sampled_from(ACCOUNTS)), min_size=10, max_size=80),
+       st.tuples(*[st.integers(0, 3_000_000) for _ in ACCOUNTS]))
+def test_queries_when_between_commands_then_hash_and_snapshot_bytes_equal_a_replays(steps, cash):
+    """Issue 18.4: PORTFOLIO / POSITIONS (and a /metrics scrape, which reads portfolio()) between
+    commands leave the state hash and every snapshot array byte-equal to an engine that only ran the
+    commands (a replay)."""
+    queried, _, _ = make()
+    replayed, _, _ = make()
+    clids = {a: 0 for a in ACCOUNTS}
+    setup = [dict(kind=CommandKind.MARK_PRICE, symbol=s, price=SYMBOLS[s][5]) for s in SYMBOLS]
+    setup += [dict(kind=CommandKind.DEPOSIT, account=a, qty=c) for a, c in zip(ACCOUNTS, cash)]
+    setup += [dict(kind=CommandKind.SET_LIMIT, side=LS.DEFAULT, order_type=K.INITIAL_MARGIN, qty=1000)]
+    seq, ts = 0, 1_000_000_000
+    for item, query, a in [(f, "both", 1) for f in setup] + steps:
+        cmd = item if isinstance(item, dict) else build(queried, item, clids, seq)   # build() queries too
+        if cmd is None:
+            continue
+        seq += 1
+        ts += 37_000_000
+        if cmd["kind"] == CommandKind.RISK_TICK:
+            cmd["expire_ts_ns"] = ts
+        assert queried.command(seq=seq, ts_ns=ts, **cmd) == replayed.command(seq=seq, ts_ns=ts, **cmd)
+        if query in ("portfolio", "both"):
+            queried.risk.portfolio(a)
+        if query in ("positions", "both"):
+            queried.risk.positions(a)
+        assert queried.state_hash() == replayed.state_hash(), f"step {seq}: a query changed the state hash"
+    assert state_bytes(queried) == state_bytes(replayed)
