@@ -21,7 +21,7 @@ from libc.stdlib cimport qsort
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from protocol.cdefs cimport *
-from engine.risk cimport Risk, check_order, open_change, ro_count, ro_touch
+from engine.risk cimport Risk, check_order, open_change, ro_count, ro_touch, NO_STRATEGY
 
 import numpy as np
 
@@ -1100,7 +1100,9 @@ cdef class Engine:
         cdef bint stopped = False, protected = False
         cdef int64_t bound = 0            # a market order's protection price (risk's market band)
         if market and self.risk is not None:
-            bound = self.risk.market_bound(o.account, sym, o.side, self.sym_tick[sym])
+            # the order's strategy caps the band too; an engine liquidation order has none
+            bound = self.risk.market_bound(o.account, sym, o.side, self.sym_tick[sym],
+                                           NO_STRATEGY if o.flags & OFLAG_LIQUIDATION else o.strategy)
         self.sw_traded = False
         if o.tif == TIF_FOK and not self.fok_can_fill(s, bound):
             return self.cancel_order(s, CXL_FOK_UNFILLED)

@@ -137,6 +137,7 @@ cdef extern from *:
     const int64_t UNSET "TE_UNSET"            # a limit table entry no one set
     const int64_t NO_CAP "TE_NO_CAP"          # a CAP no scope sets (eff tables)
     const int64_t QTY_BOUND "TE_QTY_BOUND"    # no worst-case position beyond this is ever accepted
+    const uint32_t NO_STRATEGY "UINT32_MAX"   # Risk.cap() without the strategy scope
 
 
 # -- DOMAIN SCALARS --
@@ -267,7 +268,7 @@ cdef class Risk:
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
     cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept
-    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept
+    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept
 
     # -- STATE CHANGES --
     cdef int on_event(self, const Event* e, int64_t ts) except -1
@@ -425,7 +426,7 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         return REJ_NO_REFERENCE_PRICE
     cdef int64_t vp, lim
     if order_type == OT_MARKET:
-        vp = self.market_bound(a, s, side, 1)
+        vp = self.market_bound(a, s, side, 1, strategy)
         if vp == 0:
             vp = m
     elif order_type == OT_STOP:

@@ -291,9 +291,10 @@ cdef class Risk:
 
     # -- CHECKS --
 
-    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept:
-        """The worst price a market order may trade at (0 = no band), a multiple of tick."""
-        cdef int64_t band = self.cap(LIM_MARKET_BAND, a, s, 0xFFFFFFFF), m = self.mark[s], b
+    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept:
+        """The worst price a market order of strategy t (NO_STRATEGY: none) may trade at (0 = no band),
+        a multiple of tick."""
+        cdef int64_t band = self.cap(LIM_MARKET_BAND, a, s, t), m = self.mark[s], b
         if band == NO_CAP or m == 0:
             return 0
         if side == SIDE_BUY:

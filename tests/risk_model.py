@@ -101,8 +101,9 @@ class RiskModel:
         return tot
 
     # -- checks --
-    def band_bound(self, a, s, side):
-        band = self.cap(K.MARKET_BAND, a, s)
+    def band_bound(self, a, s, side, strategy=None):
+        """The market band's bound for a market order of the strategy (caps apply at strategy scope)."""
+        band = self.cap(K.MARKET_BAND, a, s, strategy)
         m = self.mark[s]
         tick = self.sym[s][2]
         if band is None or not m:
@@ -132,7 +133,7 @@ class RiskModel:
         if not m:
             return Reject.NO_REFERENCE_PRICE
         if otype == OrderType.MARKET:
-            vp = self.band_bound(a, s, side) or m
+            vp = self.band_bound(a, s, side, strategy) or m
         elif otype == OrderType.STOP:
             vp = stop
         else:

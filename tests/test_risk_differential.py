@@ -222,7 +222,17 @@ def run_stream(ops, initial_cash):
         if cmd["kind"] == CommandKind.RISK_TICK:
             cmd["expire_ts_ns"] = ts
         want = predicted(eng, model, cmd)
+        band = None
+        if cmd["kind"] == CommandKind.NEW_ORDER and cmd["order_type"] == OrderType.MARKET and \
+                cmd["strategy"] < N_STRATEGIES:
+            band = model.band_bound(cmd["account"], cmd["symbol"], cmd["side"], cmd["strategy"])
         events = eng.command(seq=i + 1, ts_ns=ts, **cmd)
+        if band and events[0].kind == EventKind.ACCEPTED:
+            # the sweep stops at the band, the strategy's included (RISK.md "Market orders never sweep")
+            for e in events:
+                if e.kind == EventKind.FILL and e.order_id == events[0].order_id:
+                    assert (e.price <= band) if cmd["side"] == Side.BUY else (e.price >= band), \
+                        f"step {i}: market fill at {e.price} beyond the band bound {band}"
         first = events[0] if events else None
         if want is not None:
             got = first.reason if first is not None and first.kind == EventKind.REJECTED else 0
@@ -278,6 +288,20 @@ def assert_within_limits(model, cmd):
        st.tuples(*[st.integers(0, 3_000_000) for _ in ACCOUNTS]))
 def test_risk_when_random_streams_then_engine_equals_model(ops, cash):
     run_stream(ops, cash)
+
+
+def test_market_band_when_set_at_strategy_scope_then_it_bounds_the_sweep_and_the_valuation():
+    """Issue 18.19: a strategy's MARKET_BAND (20 bps here, none elsewhere) stops a market sell of that
+    strategy at the band; the other strategies sweep on; the model agrees on every decision."""
+    ops = [("limit", LS.STRATEGY, K.MARKET_BAND, 1, 20, False),
+           ("new", 2, 1, Side.BUY, "limit", -1, 5, 9, 0),        # bid 9,997: inside the band (bound 9,980)
+           ("new", 2, 1, Side.BUY, "limit", -30, 5, 9, 0),       # bid 9,910: beyond it
+           ("new", 1, 1, Side.SELL, "market", 0, 10, 9, 1)]      # strategy 1: takes 9,997 only
+    eng = run_stream(ops, (3_000_000,) * 4)
+    assert [(o["price"], o["leaves"]) for o in eng.open_orders(2)] == [(9910, 5)]
+    assert eng.risk.effective(K.MARKET_BAND, 1, 1, 1) == 20 and eng.risk.effective(K.MARKET_BAND, 1, 1, 0) is None
+    eng = run_stream(ops[:3] + [("new", 1, 1, Side.SELL, "market", 0, 10, 9, 0)], (3_000_000,) * 4)
+    assert eng.open_orders(2) == []                              # strategy 0 has no band: both bids taken
 
 
 def test_risk_differential_when_a_long_fixed_stream_then_engine_equals_model():
