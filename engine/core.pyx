@@ -486,7 +486,7 @@ cdef class Engine:
         cdef int code
         if self.risk is not None:
             code = check_order(self.risk, a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
-                               c.qty, c.qty, self.acct_open[a])
+                               c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns)
             if code:
                 return self.reject(code)
 
@@ -597,7 +597,7 @@ cdef class Engine:
         cdef int code
         if self.risk is not None and (c.qty > o.leaves or new_price != o.price or new_stop != o.stop_price):
             code = check_order(self.risk, a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
-                               new_stop, c.qty, c.qty - o.leaves, -1)
+                               new_stop, c.qty, c.qty - o.leaves, -1, <int64_t>c.ts_ns)
             if code:
                 return self.reject(code)
         if untriggered:
@@ -777,7 +777,7 @@ cdef class Engine:
                 else:
                     r.on_event(e, ts)
                 i += 1
-            if (r.touch_n | r.n_trip | r.ro_n | r.breaker_new) == 0:
+            if (r.touch_n | r.n_trip | r.ro_n | r.breaker_new | r.lock_new) == 0:
                 return 0            # nothing to act on (most commands)
             self.risk_act(r)        # its events are folded in turn
 
@@ -792,6 +792,13 @@ cdef class Engine:
             r.breaker_new = 0
             e = self.emit(EV_BREAKER, -1)
             e.reason = 1
+            return 0
+        if r.lock_new:                  # an account's reject-rate lockout: BREAKER with its account
+            e = self.emit(EV_BREAKER, -1)
+            e.account = r.lock_new
+            e.reason = 1
+            e.leaves = r.lock_until[r.lock_new]
+            r.lock_new = 0
             return 0
         if r.n_trip:
             n = r.n_trip
@@ -986,6 +993,9 @@ cdef class Engine:
         elif k == CMD_RESET_BREAKER:
             r.breaker = 0
             r.err_count = 0
+            for i in range(1, self.max_accounts):           # and every account's reject-rate lockout
+                r.lock_until[i] = 0
+                r.rej_count[i] = 0
             e = self.emit(EV_BREAKER, -1)
             e.reason = 2
         else:                                               # RISK_TICK

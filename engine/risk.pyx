@@ -27,9 +27,10 @@ for _k in (LIM_MAX_ORDER_QTY, LIM_MAX_ORDER_VALUE, LIM_MAX_POSITION_VALUE, LIM_M
 KIND_CLASS[LIM_INITIAL_MARGIN] = 2
 KIND_CLASS[LIM_MAINTENANCE_MARGIN] = 2
 for _k in (LIM_MAKER_FEE, LIM_TAKER_FEE, LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS,
-           LIM_EXTERNAL_MARK):
+           LIM_EXTERNAL_MARK, LIM_ACCOUNT_REJECT_LIMIT, LIM_ACCOUNT_LOCKOUT_MS):
     KIND_CLASS[_k] = 3
 KIND_CLASS[LIM_ERROR_THRESHOLD] = 4
+KIND_CLASS[LIM_ERROR_ACCOUNTS] = 4
 
 POSITION_DTYPE = np.dtype([
     ("pos", "<i8"), ("avg_price", "<i8"), ("open_buy", "<i8"), ("open_sell", "<i8"), ("realized", "<i8"),
@@ -41,7 +42,8 @@ ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.i
                    ("whi", np.int64),
                    ("n_active", np.int32),
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
-                   ("kill", np.uint8), ("touched", np.uint8))
+                   ("kill", np.uint8), ("touched", np.uint8),
+                   ("rej_ts", np.int64), ("rej_count", np.int64), ("lock_until", np.int64), ("err_seen", np.int64))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
                   ("wunit", np.int64),
                   ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64),
@@ -141,6 +143,10 @@ cdef class Risk:
         self.prev_state = <uint8_t*>_data(a["prev_state"])
         self.kill = <uint8_t*>_data(a["kill"])
         self.touched = <uint8_t*>_data(a["touched"])
+        self.rej_ts = <int64_t*>_data(a["rej_ts"])
+        self.rej_count = <int64_t*>_data(a["rej_count"])
+        self.lock_until = <int64_t*>_data(a["lock_until"])
+        self.err_seen = <int64_t*>_data(a["err_seen"])
         self.num = <int64_t*>_data(s["num"])
         self.den = <int64_t*>_data(s["den"])
         self.den_magic = <uint64_t*>_data(s["den_magic"])
@@ -259,7 +265,8 @@ cdef class Risk:
                 return REJ_INVALID_LIMIT
             row = self.lim_acct + <int64_t>target * N_LIMITS
         elif scope == SCOPE_SYMBOL:
-            if target == 0 or target >= <uint32_t>self.max_symbols or klass == 4:
+            if target == 0 or target >= <uint32_t>self.max_symbols or klass == 4 or \
+                    kind == LIM_ACCOUNT_REJECT_LIMIT or kind == LIM_ACCOUNT_LOCKOUT_MS:
                 return REJ_INVALID_LIMIT
             row = self.lim_sym + <int64_t>target * N_LIMITS
         elif scope == SCOPE_STRATEGY:
@@ -376,16 +383,47 @@ cdef class Risk:
         elif k == EV_REPLACED:
             open_change(self, e.account, e.symbol, e.side, e.qty - e.other_leaves)
         elif k == EV_REJECTED:
-            thr = self.lim_default[LIM_ERROR_THRESHOLD]
-            if thr > 0 and not self.breaker and e.reason != REJ_CIRCUIT_BREAKER:
-                if self.err_count == 0 or ts - self.err_ts >= 1000000000:
-                    self.err_ts = ts
-                    self.err_count = 0
-                self.err_count += 1
-                if self.err_count > thr:
-                    self.breaker = 1
-                    self.breaker_new = 1
+            self.count_reject(e, ts)
         return 0
+
+    cdef void count_reject(self, const Event* e, int64_t ts) noexcept:
+        """A REJECTED event against the account's reject budget and the engine-wide error rate
+        (RISK.md "Circuit breakers"). What a breaker or a lockout itself refuses counts nowhere, nor
+        does anything a locked-out account causes: one account's errors lock out that account only."""
+        if e.reason == REJ_CIRCUIT_BREAKER or e.reason == REJ_REJECT_RATE_LOCKOUT:
+            return
+        cdef uint32_t a = e.account
+        cdef bint own = 0 < a < <uint32_t>self.max_accounts      # (an UNKNOWN_ACCOUNT reject: any id)
+        cdef int64_t lim, ms
+        if own:
+            if self.lock_until[a] > ts:
+                return
+            lim = self.override(LIM_ACCOUNT_REJECT_LIMIT, a, 0)
+            if lim > 0 and e.cmd_kind >= CMD_NEW_ORDER and e.cmd_kind <= CMD_MASS_CANCEL:  # its own order entry
+                if self.rej_count[a] == 0 or ts - self.rej_ts[a] >= 1000000000:
+                    self.rej_ts[a] = ts
+                    self.rej_count[a] = 0
+                self.rej_count[a] += 1
+                if self.rej_count[a] > lim:
+                    ms = self.override(LIM_ACCOUNT_LOCKOUT_MS, a, 0)
+                    self.lock_until[a] = ts + ms * 1000000 if ms > 0 else INT64_MAX
+                    self.rej_count[a] = 0
+                    self.lock_new = a
+        cdef int64_t thr = self.lim_default[LIM_ERROR_THRESHOLD], need = self.lim_default[LIM_ERROR_ACCOUNTS]
+        if thr <= 0 or self.breaker:
+            return
+        if self.err_count == 0 or ts - self.err_ts >= 1000000000:
+            self.err_ts = ts
+            self.err_count = 0
+            self.err_epoch += 1
+            self.err_accts = 0
+        self.err_count += 1
+        if own and self.err_seen[a] != self.err_epoch:
+            self.err_seen[a] = self.err_epoch
+            self.err_accts += 1
+        if self.err_count > thr and (need <= 0 or self.err_accts >= need):
+            self.breaker = 1
+            self.breaker_new = 1
 
     cdef void fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
         """One side of a trade: the order's open qty, position, average entry price, realized P&L,
@@ -720,7 +758,8 @@ cdef class Risk:
         """Every array (views) and scalar, under names import_state() takes back."""
         state = {"risk.capacity": np.array([self.max_accounts, self.max_symbols, self.max_strategies,
                                             self.cash_decimals], dtype=np.int64),
-                 "risk.scalars": np.array([self.kill_all, self.breaker, self.err_ts, self.err_count], dtype=np.int64),
+                 "risk.scalars": np.array([self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch,
+                                           self.err_accts], dtype=np.int64),
                  "risk.pos": self.pos_arr, "risk.active": self.active_arr, "risk.dirty": self.dirty_arr,
                  "risk.lim_default": self.lim_default_arr, "risk.lim_acct": self.lim_acct_arr,
                  "risk.lim_sym": self.lim_sym_arr, "risk.lim_strat": self.lim_strat_arr}
@@ -744,6 +783,13 @@ cdef class Risk:
         if "risk.acct.whi" not in state:       # a snapshot from before these existed: derive them
             state["risk.acct.whi"] = np.full(self.max_accounts, WHI_UNKNOWN, dtype=np.int64)
             state["risk.sym.wunit"] = np.zeros(self.max_symbols, dtype=np.int64)
+        for name in ("rej_ts", "rej_count", "lock_until", "err_seen"):    # before the reject-rate lockout
+            state.setdefault("risk.acct." + name, np.zeros(self.max_accounts, dtype=np.int64))
+        for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
+            old = state[name].reshape(-1, 19) if state[name].size % N_LIMITS else None
+            if old is not None:                # 19 kinds then: the newer ones unset
+                state[name] = np.concatenate([old, np.full((len(old), N_LIMITS - 19), UNSET, dtype=np.int64)],
+                                             axis=1).ravel()
         for name, dst in targets.items():
             src = state[name]
             if src.dtype != dst.dtype or src.shape != dst.shape:
@@ -752,12 +798,13 @@ cdef class Risk:
             dst[...] = state[name]
         for s in range(1, self.max_symbols):
             self.set_wunit(s)
-        sc = [int(x) for x in state["risk.scalars"]]
-        self.kill_all, self.breaker, self.err_ts, self.err_count = sc
+        sc = [int(x) for x in state["risk.scalars"]] + [0, 0]
+        self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts = sc[:6]
         cdef int k
         for k in range(1, N_LIMITS):
             self.rebuild_eff(k)
         self.breaker_new = 0
+        self.lock_new = 0
         self.touch_head = self.touch_n = self.n_trip = self.ro_head = self.ro_n = 0
         self.ro_arr[:] = 0                 # recounted by the core from its live orders
         self.ro_total_arr[:] = 0
@@ -767,7 +814,8 @@ cdef class Risk:
         """Every byte of risk state, in a fixed order (for state hashes)."""
         parts = [self.pos_arr.tobytes(), self.lim_default_arr.tobytes(), self.lim_acct_arr.tobytes(),
                  self.lim_sym_arr.tobytes(), self.lim_strat_arr.tobytes(),
-                 np.array([self.kill_all, self.breaker, self.err_ts, self.err_count], dtype=np.int64).tobytes()]
+                 np.array([self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts],
+                          dtype=np.int64).tobytes()]
         for name, _ in ACCOUNT_COLUMNS:
             parts.append(self.acct_cols[name].tobytes())
         for name, _ in SYMBOL_COLUMNS:

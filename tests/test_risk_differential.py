@@ -30,10 +30,13 @@ LIMIT_VALUES = {
     K.PRICE_COLLAR: [100, 500, 2_000], K.MARKET_BAND: [50, 300, 1_000], K.INITIAL_MARGIN: [500, 1_000, 2_500],
     K.MAINTENANCE_MARGIN: [200, 500, 1_500], K.MAKER_FEE: [-2, 0, 3], K.TAKER_FEE: [0, 5, 11],
     K.BREAKER_BAND: [300, 1_000], K.BREAKER_WINDOW_MS: [200, 2_000], K.BREAKER_COOLOFF_MS: [0, 500],
-    K.ERROR_THRESHOLD: [0, 40],
+    K.ERROR_THRESHOLD: [0, 40, 8], K.ERROR_ACCOUNTS: [0, 2, 3], K.ACCOUNT_REJECT_LIMIT: [0, 3, 10],
+    K.ACCOUNT_LOCKOUT_MS: [0, 300, 2_000],
 }
 OVERRIDE_SCOPES = {K.BREAKER_BAND: (LS.DEFAULT, LS.SYMBOL), K.BREAKER_WINDOW_MS: (LS.DEFAULT, LS.SYMBOL),
-                   K.BREAKER_COOLOFF_MS: (LS.DEFAULT, LS.SYMBOL), K.ERROR_THRESHOLD: (LS.DEFAULT,)}
+                   K.BREAKER_COOLOFF_MS: (LS.DEFAULT, LS.SYMBOL), K.ERROR_THRESHOLD: (LS.DEFAULT,),
+                   K.ERROR_ACCOUNTS: (LS.DEFAULT,), K.ACCOUNT_REJECT_LIMIT: (LS.DEFAULT, LS.ACCOUNT),
+                   K.ACCOUNT_LOCKOUT_MS: (LS.DEFAULT, LS.ACCOUNT)}
 FLOORS = (K.INITIAL_MARGIN, K.MAINTENANCE_MARGIN)
 RISK_CODES = range(2000, 3000)
 
@@ -74,6 +77,7 @@ op = st.one_of(
               st.integers(-6, 6)),
     st.tuples(st.just("mark"), st.sampled_from([1, 2]), st.integers(-40, 40)),
     st.tuples(st.just("tick"),),
+    st.tuples(st.just("bad"), st.sampled_from(ACCOUNTS), st.integers(1, 6)),     # a burst of invalid orders
     st.tuples(st.just("cash"), st.sampled_from(ACCOUNTS), st.booleans(), st.integers(1, 400_000)),
     limit_op(),
     st.tuples(st.just("admin"), st.sampled_from(["kill", "unkill", "kill_all", "unkill_all", "reduce_only",
@@ -133,6 +137,10 @@ def build(eng, ops_item, clids, seq):
         tick = SYMBOLS[ops_item[1]][0]
         m = int(eng.risk.sym_cols["mark"][ops_item[1]])
         return dict(kind=CommandKind.MARK_PRICE, symbol=ops_item[1], price=max(tick, (m // tick + ops_item[2]) * tick))
+    if kind == "bad":                 # qty 0: INVALID_QTY, a reject that counts against the account
+        clids[ops_item[1]] += 1
+        return dict(kind=CommandKind.NEW_ORDER, account=ops_item[1], client_order_id=clids[ops_item[1]], symbol=1,
+                    side=Side.BUY, order_type=OrderType.LIMIT, tif=TimeInForce.GTC, price=1, qty=0, stp=1)
     if kind == "tick":
         return dict(kind=CommandKind.RISK_TICK)
     if kind == "cash":
@@ -163,19 +171,19 @@ def build(eng, ops_item, clids, seq):
             "resume": dict(kind=CommandKind.RESUME, symbol=s)}[what]
 
 
-def predicted(eng, model, cmd):
+def predicted(eng, model, cmd, ts=0):
     """The model's decision for a NEW_ORDER / AMEND that reaches the risk checks, or None."""
     if cmd["kind"] == CommandKind.NEW_ORDER:
         return model.check(cmd["account"], cmd["symbol"], cmd["strategy"], cmd["side"], cmd["order_type"],
                            cmd["tif"], cmd["flags"], cmd.get("price", 0), cmd.get("stop_price", 0), cmd["qty"],
-                           cmd["qty"], len(eng.open_orders(cmd["account"])))
+                           cmd["qty"], len(eng.open_orders(cmd["account"])), ts)
     if cmd["kind"] == CommandKind.AMEND:
         o = eng.order(cmd["order_id"])
         new_price = cmd["price"] or o["price"]
         if not (cmd["qty"] > o["leaves"] or new_price != o["price"]):
             return 0
         return model.check(cmd["account"], o["symbol"], o["strategy"], o["side"], o["order_type"], o["tif"],
-                           o["flags"], new_price, o["stop_price"], cmd["qty"], cmd["qty"] - o["leaves"], None)
+                           o["flags"], new_price, o["stop_price"], cmd["qty"], cmd["qty"] - o["leaves"], None, ts)
     return None
 
 
@@ -202,7 +210,7 @@ def compare_figures(risk, model, accounts=ACCOUNTS):
         assert have == want, f"account {a}: engine {have} != model {want}"
 
 
-def run_stream(ops, initial_cash):
+def run_stream(ops, initial_cash, limits=()):
     eng, risk, model = make()
     clids = {a: 0 for a in ACCOUNTS}
     ts = 1_000_000_000
@@ -210,7 +218,8 @@ def run_stream(ops, initial_cash):
     setup += [dict(kind=CommandKind.DEPOSIT, account=a, qty=c) for a, c in zip(ACCOUNTS, initial_cash)]
     setup += [dict(kind=CommandKind.SET_LIMIT, side=LS.DEFAULT, order_type=K.INITIAL_MARGIN, qty=1000),
               dict(kind=CommandKind.SET_LIMIT, side=LS.DEFAULT, order_type=K.MAINTENANCE_MARGIN, qty=500)]
-    steps = [(None, f) for f in setup] + [(o, None) for o in ops]
+    setup += [dict(kind=CommandKind.SET_LIMIT, side=LS.DEFAULT, order_type=k, qty=v) for k, v in limits]
+    steps = [(None, f) for f in setup] + [(o, None) for o in ops for _ in range(o[2] if o[0] == "bad" else 1)]
     for i, (item, fields) in enumerate(steps):
         ts += 37_000_000 * (i % 7)
         cmd = fields or build(eng, item, clids, i)
@@ -221,7 +230,7 @@ def run_stream(ops, initial_cash):
         cmd.setdefault("strategy", 0)
         if cmd["kind"] == CommandKind.RISK_TICK:
             cmd["expire_ts_ns"] = ts
-        want = predicted(eng, model, cmd)
+        want = predicted(eng, model, cmd, ts)
         band = None
         if cmd["kind"] == CommandKind.NEW_ORDER and cmd["order_type"] == OrderType.MARKET and \
                 cmd["strategy"] < N_STRATEGIES:
@@ -245,6 +254,8 @@ def run_stream(ops, initial_cash):
         engine_trips = {e.symbol for e in events if e.kind == EventKind.BREAKER and e.reason == 1 and e.symbol}
         assert engine_trips == tripped, f"step {i}: breaker trips engine {engine_trips} model {tripped}"
         assert bool(risk.breaker) == bool(model.breaker), f"step {i}: engine-wide breaker differs"
+        assert [int(risk.acct_cols["lock_until"][a]) for a in ACCOUNTS] == [model.lock_until[a] for a in ACCOUNTS], \
+            f"step {i}: reject-rate lockouts differ"
         compare_figures(risk, model)
         for a in ACCOUNTS:
             acct = model.account(a)
@@ -290,6 +301,17 @@ def test_risk_when_random_streams_then_engine_equals_model(ops, cash):
     run_stream(ops, cash)
 
 
+@settings(max_examples=max(20, EXAMPLES // 3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(weighted, st.tuples(st.just("bad"), st.sampled_from(ACCOUNTS), st.integers(1, 6))),
+                min_size=10, max_size=120),
+       st.sampled_from([0, 300, 2_000]), st.sampled_from([0, 2, 3]))
+def test_reject_lockout_when_random_streams_then_engine_equals_model(ops, lockout_ms, error_accounts):
+    """Issue 18.7 in the differential: every account's reject budget (3/s) and lockout, and the
+    engine-wide rate (5/s from error_accounts accounts), engine and model alike, step by step."""
+    run_stream(ops, (500_000,) * 4, limits=((K.ACCOUNT_REJECT_LIMIT, 3), (K.ACCOUNT_LOCKOUT_MS, lockout_ms),
+                                            (K.ERROR_THRESHOLD, 5), (K.ERROR_ACCOUNTS, error_accounts)))
+
+
 def test_market_band_when_set_at_strategy_scope_then_it_bounds_the_sweep_and_the_valuation():
     """Issue 18.19: a strategy's MARKET_BAND (20 bps here, none elsewhere) stops a market sell of that
     strategy at the band; the other strategies sweep on; the model agrees on every decision."""
@@ -322,8 +344,10 @@ def test_risk_differential_when_a_long_fixed_stream_then_engine_equals_model():
             ops.append(("amend", a, rnd.randint(0, 50), rnd.randint(1, 80), rnd.randint(-5, 5)))
         elif r < 0.93:
             ops.append(("mark", s, rnd.randint(-300, 300) * (10 if rnd.random() < 0.2 else 1)))
-        elif r < 0.96:
+        elif r < 0.95:
             ops.append(("tick",))
+        elif r < 0.96:
+            ops.append(("bad", a, rnd.randint(1, 8)))
         elif r < 0.98:
             ops.append(("cash", a, rnd.random() < 0.7, rnd.randint(1, 50_000)))
         elif r < 0.99:
