@@ -786,8 +786,8 @@ cdef class Risk:
         for name in ("rej_ts", "rej_count", "lock_until", "err_seen"):    # before the reject-rate lockout
             state.setdefault("risk.acct." + name, np.zeros(self.max_accounts, dtype=np.int64))
         for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
-            old = state[name].reshape(-1, 19) if state[name].size % N_LIMITS else None
-            if old is not None:                # 19 kinds then: the newer ones unset
+            if state[name].size != targets[name].size and state[name].size == targets[name].size // N_LIMITS * 19:
+                old = state[name].reshape(-1, 19)       # 19 kinds then: the newer ones unset
                 state[name] = np.concatenate([old, np.full((len(old), N_LIMITS - 19), UNSET, dtype=np.int64)],
                                              axis=1).ravel()
         for name, dst in targets.items():

@@ -120,3 +120,20 @@ def test_server_when_one_client_spams_invalid_orders_then_it_is_locked_out_and_o
         async with connect(srv, 1) as a:
             assert (await a.place("BTCUSDT", "buy", "0.010", price="49000.00")).kind == "accepted"
     asyncio.run(after())
+
+
+def test_snapshot_when_written_before_the_lockout_existed_then_it_loads_with_no_lockouts():
+    """A snapshot of the earlier layout (19 limit kinds, no lockout columns, 4 risk scalars) loads."""
+    eng = make()
+    Stream(eng).order(2, 3 * SECOND)
+    state = dict(eng.export_state())
+    for name in ("rej_ts", "rej_count", "lock_until", "err_seen"):
+        del state["risk.acct." + name]
+    for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
+        state[name] = state[name].reshape(-1, 22)[:, :19].ravel().copy()
+    state["risk.scalars"] = state["risk.scalars"][:4].copy()
+    other = make()
+    other.import_state(state)
+    other.validate()
+    assert other.risk.limits() == [x for x in eng.risk.limits() if x[2] < 19]
+    assert [o["order_id"] for o in other.open_orders(2)] == [o["order_id"] for o in eng.open_orders(2)]
