@@ -170,11 +170,16 @@ def risk_metrics(srv):
     state = GaugeMetricFamily("te_account_state", "AccountState: 1 active, 2 reduce-only, 3 suspended, "
                               "4 liquidating", labels=["account"])
     kill = GaugeMetricFamily("te_account_kill_switch", "1 while the account's kill switch is on", labels=["account"])
+    locked = GaugeMetricFamily("te_account_reject_lockout", "1 while the account is locked out for its reject rate",
+                               labels=["account"])
+    now = time.time_ns()
     for acct, i in accounts:
         state.add_metric([acct], int(cols["state"][i]))
         kill.add_metric([acct], int(cols["kill"][i]))
+        locked.add_metric([acct], int(cols["lock_until"][i] > now))
     yield state
     yield kill
+    yield locked
     yield GaugeMetricFamily("te_kill_switch_global", "1 while the global kill switch is on", value=int(r.kill_all))
     yield GaugeMetricFamily("te_error_breaker_tripped", "1 while the engine-wide error-rate breaker is tripped",
                             value=int(r.breaker))

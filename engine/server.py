@@ -508,6 +508,8 @@ class Server:
         return {"enabled": True, "global_kill_switch": bool(r.kill_all), "error_breaker_tripped": bool(r.breaker),
                 "breaker_halted_symbols": [s.name for s in self.cfg.symbols if r.breaker_state(s.id)[0]],
                 "killed_accounts": [a.name for a in accounts if r.acct_cols["kill"][a.id]],
+                "reject_rate_locked_accounts": [a.name for a in accounts      # engine/RISK.md "Circuit breakers"
+                                                if r.acct_cols["lock_until"][a.id] > time.time_ns()],
                 "liquidating_accounts": [a.name for a in accounts if states[a.id] == AccountState.LIQUIDATING],
                 "suspended_or_reduce_only": {a.name: AccountState(int(states[a.id])).name.lower()
                                              for a in accounts

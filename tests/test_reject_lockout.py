@@ -2,12 +2,14 @@
 reject budget is locked out for a while (engine/RISK.md "Circuit breakers"), the engine-wide breaker
 trips only on errors from several accounts; deterministic in journaled time, snapshotted, replayed."""
 import asyncio
+import json
 
 from engine.core import Engine
 from engine.risk import Risk
 from protocol import wire
 from protocol.codes import CommandKind, EventKind, LimitKind as K, LimitScope as LS, Reject, Side
 from protocol.wire import MsgType
+from tests.test_ops import get
 from tests.test_risk_server import RISK, connect, trading_server
 from tests.test_server_session import Raw
 
@@ -110,6 +112,9 @@ def test_server_when_one_client_spams_invalid_orders_then_it_is_locked_out_and_o
             assert (r.kind, r.reason) == ("rejected", "REJECT_RATE_LOCKOUT")
             assert (await b.place("BTCUSDT", "buy", "0.010", price="49000.00")).kind == "accepted"
     asyncio.run(trade())
+    status, text = get(srv, "/health/detailed")
+    assert json.loads(text)["risk"]["reject_rate_locked_accounts"] == ["acct1"]
+    assert 'te_account_reject_lockout{account="acct1"} 1.0' in get(srv, "/metrics")[1]
     srv.kill9()                                          # the lockout is journaled state: it survives
     srv.start()
     asyncio.run(trade())
