@@ -486,7 +486,7 @@ cdef class Engine:
         cdef int code
         if self.risk is not None:
             code = check_order(self.risk, a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
-                               c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns)
+                               c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
                 return self.reject(code)
 
@@ -597,7 +597,7 @@ cdef class Engine:
         cdef int code
         if self.risk is not None and (c.qty > o.leaves or new_price != o.price or new_stop != o.stop_price):
             code = check_order(self.risk, a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
-                               new_stop, c.qty, c.qty - o.leaves, -1, <int64_t>c.ts_ns)
+                               new_stop, c.qty, c.qty - o.leaves, -1, <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
                 return self.reject(code)
         if untriggered:

@@ -410,12 +410,13 @@ cdef inline int64_t cap3(const int64_t* ra, const int64_t* rs, const int64_t* rt
 
 cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
                             uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
-                            int64_t added, int32_t open_orders, int64_t now) noexcept:
+                            int64_t added, int32_t open_orders, int64_t now, int64_t tick) noexcept:
     """0, or the Reject code of the first failing check (RISK.md "Checks, in order").
     qty: the order's (new) remaining qty; added: what it adds to the account's open qty on
     its side (a new order: qty; an amend: new - old remaining); open_orders: the account's
     live orders, or -1 for an amend (MAX_OPEN_ORDERS applies to new resting orders only);
-    now: the command's journaled receive time (the reject-rate lockout's clock)."""
+    now: the command's journaled receive time (the reject-rate lockout's clock); tick: the symbol's
+    (a market order is valued at its band bound, which is on a tick, as its sweep's)."""
     if self.kill_all or self.kill[a]:
         return REJ_KILL_SWITCH
     if self.breaker:
@@ -437,7 +438,7 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         return REJ_NO_REFERENCE_PRICE
     cdef int64_t vp, lim
     if order_type == OT_MARKET:
-        vp = self.market_bound(a, s, side, 1, strategy)
+        vp = self.market_bound(a, s, side, tick, strategy)
         if vp == 0:
             vp = m
     elif order_type == OT_STOP:

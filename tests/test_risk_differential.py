@@ -326,6 +326,17 @@ def test_market_band_when_set_at_strategy_scope_then_it_bounds_the_sweep_and_the
     assert eng.open_orders(2) == []                              # strategy 0 has no band: both bids taken
 
 
+def test_market_order_value_when_band_bound_is_off_tick_then_valued_at_the_tick_bound():
+    """RISK.md: a market order is valued at its band bound, which is rounded to a tick like its sweep:
+    AAPL-like symbol 2 (tick 5) marked 50,200 with a 50 bps band: the bound is 50,450 (50,451 unrounded);
+    a cap of exactly notional(50,450, 10) = 15,135 accepts the market buy of 10."""
+    ops = [("mark", 2, 40), ("limit", LS.DEFAULT, K.MARKET_BAND, 0, 50, False),
+           ("limit", LS.SYMBOL, K.MAX_ORDER_VALUE, 2, 15_135, False),
+           ("new", 1, 2, Side.BUY, "market", 0, 1, 9, 0)]
+    eng = run_stream(ops, (3_000_000,) * 4)
+    assert int(eng.risk.sym_cols["mark"][2]) == 50_200
+
+
 def test_risk_differential_when_a_long_fixed_stream_then_engine_equals_model():
     """One long deterministic stream (hypothesis keeps the random ones short)."""
     import random
