@@ -32,7 +32,7 @@ set off); `ok` is false when the engine rejected the command. Actions:
   account_state ACCOUNT STATE       active | reduce_only | suspended
   restrict / allow ACCOUNT SYMBOL   per-account symbol restriction
   mark SYMBOL PRICE                 the mark price (core MARK_PRICE)
-  reset_breaker                     the engine-wide error-rate circuit breaker
+  reset_breaker                     the engine-wide error-rate circuit breaker and every account's lockout
   positions / portfolio ACCOUNT     read-only: an account's risk figures
   limits                            read-only: every limit set, by scope
   add_account NAME [--id N] [--stp-group G]   a new trading account, at run time (below)
@@ -408,7 +408,7 @@ class AdminListener:
             if sym is not None and int(e["reason"]) == 1:
                 out["price"] = price(e["price"])
             elif sym is None:
-                out["breaker"] = "engine-wide"
+                out["breaker"] = "account reject rate" if int(e["account"]) else "engine-wide"
         elif kind == EventKind.SYMBOL_STATE:
             out["state"] = _name(SymbolState, int(e["reason"]))
         elif kind == EventKind.ACCOUNT_ADDED:

@@ -111,6 +111,9 @@ class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_
     breaker_cooloff_ms: int | None = None         # 0 = resume only by admin
     external_mark: bool | None = None             # default / symbol: marks only from MARK_PRICE
     error_threshold: int | None = None            # default scope: rejects/s that trip the engine breaker
+    error_accounts: int | None = None             # default scope: ... from at least this many accounts
+    account_reject_limit: int | None = None       # default / account: rejects/s an account may cause
+    account_lockout_ms: int | None = None         # default / account: then refused this long (0 = until reset)
 
 
 def _prototype_defaults() -> RiskLimits:
@@ -358,12 +361,17 @@ _LIMIT_FIELDS = {
     "breaker_window_ms": (LimitKind.BREAKER_WINDOW_MS, "int"),
     "breaker_cooloff_ms": (LimitKind.BREAKER_COOLOFF_MS, "int"),
     "external_mark": (LimitKind.EXTERNAL_MARK, "int"), "error_threshold": (LimitKind.ERROR_THRESHOLD, "int"),
+    "error_accounts": (LimitKind.ERROR_ACCOUNTS, "int"),
+    "account_reject_limit": (LimitKind.ACCOUNT_REJECT_LIMIT, "int"),
+    "account_lockout_ms": (LimitKind.ACCOUNT_LOCKOUT_MS, "int"),
 }
 _SCOPE_FIELDS = {  # what each scope may set (engine/RISK.md "Limits")
     LimitScope.DEFAULT: set(_LIMIT_FIELDS) - {"max_order_qty"},
     LimitScope.ACCOUNT: set(_LIMIT_FIELDS) - {"max_order_qty", "breaker_band", "breaker_window_ms",
-                                             "breaker_cooloff_ms", "external_mark", "error_threshold"},
-    LimitScope.SYMBOL: set(_LIMIT_FIELDS) - {"error_threshold"},
+                                             "breaker_cooloff_ms", "external_mark", "error_threshold",
+                                             "error_accounts"},
+    LimitScope.SYMBOL: set(_LIMIT_FIELDS) - {"error_threshold", "error_accounts", "account_reject_limit",
+                                            "account_lockout_ms"},
     LimitScope.STRATEGY: {"max_order_value", "max_position_value", "max_open_orders", "max_leverage",
                           "max_daily_loss", "price_collar", "market_band", "max_var"},
 }

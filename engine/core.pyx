@@ -21,7 +21,7 @@ from libc.stdlib cimport qsort
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from protocol.cdefs cimport *
-from engine.risk cimport Risk, check_order, open_change, ro_count, ro_touch
+from engine.risk cimport Risk, check_order, open_change, ro_count, ro_touch, NO_STRATEGY
 
 import numpy as np
 
@@ -37,6 +37,10 @@ cnp.import_array()
 # NEW_ORDER's flags are checked against the OrderFlag bits).
 cdef enum:
     OFLAG_LIQUIDATION = 0x80
+
+# The one client order id never accepted (protocol/wire.py MAX_CLIENT_ORDER_ID is the largest that is).
+cdef extern from "<stdint.h>":
+    const uint64_t CLID_RESERVED "UINT64_MAX"
 
 
 cdef inline int64_t stp_key(uint32_t account, int64_t stp_group) noexcept:
@@ -404,6 +408,8 @@ cdef class Engine:
         cdef uint32_t a = c.account, sym = c.symbol
         if not self.account_ok(a):
             return self.reject(REJ_UNKNOWN_ACCOUNT)
+        if c.client_order_id == CLID_RESERVED:      # the end of the id space: never consumed (RULES.md)
+            return self.reject(REJ_CLIENT_ORDER_ID_RESERVED)
         if c.client_order_id <= self.acct_last_clid[a]:
             return self.reject(REJ_DUPLICATE_CLIENT_ORDER_ID)
         self.acct_last_clid[a] = c.client_order_id
@@ -484,7 +490,7 @@ cdef class Engine:
         cdef int code
         if self.risk is not None:
             code = check_order(self.risk, a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
-                               c.qty, c.qty, self.acct_open[a])
+                               c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
                 return self.reject(code)
 
@@ -595,7 +601,7 @@ cdef class Engine:
         cdef int code
         if self.risk is not None and (c.qty > o.leaves or new_price != o.price or new_stop != o.stop_price):
             code = check_order(self.risk, a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
-                               new_stop, c.qty, c.qty - o.leaves, -1)
+                               new_stop, c.qty, c.qty - o.leaves, -1, <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
                 return self.reject(code)
         if untriggered:
@@ -775,7 +781,7 @@ cdef class Engine:
                 else:
                     r.on_event(e, ts)
                 i += 1
-            if (r.touch_n | r.n_trip | r.ro_n | r.breaker_new) == 0:
+            if (r.touch_n | r.n_trip | r.ro_n | r.breaker_new | r.lock_new) == 0:
                 return 0            # nothing to act on (most commands)
             self.risk_act(r)        # its events are folded in turn
 
@@ -790,6 +796,13 @@ cdef class Engine:
             r.breaker_new = 0
             e = self.emit(EV_BREAKER, -1)
             e.reason = 1
+            return 0
+        if r.lock_new:                  # an account's reject-rate lockout: BREAKER with its account
+            e = self.emit(EV_BREAKER, -1)
+            e.account = r.lock_new
+            e.reason = 1
+            e.leaves = r.lock_until[r.lock_new]
+            r.lock_new = 0
             return 0
         if r.n_trip:
             n = r.n_trip
@@ -984,6 +997,9 @@ cdef class Engine:
         elif k == CMD_RESET_BREAKER:
             r.breaker = 0
             r.err_count = 0
+            for i in range(1, self.max_accounts):           # and every account's reject-rate lockout
+                r.lock_until[i] = 0
+                r.rej_count[i] = 0
             e = self.emit(EV_BREAKER, -1)
             e.reason = 2
         else:                                               # RISK_TICK
@@ -1098,7 +1114,9 @@ cdef class Engine:
         cdef bint stopped = False, protected = False
         cdef int64_t bound = 0            # a market order's protection price (risk's market band)
         if market and self.risk is not None:
-            bound = self.risk.market_bound(o.account, sym, o.side, self.sym_tick[sym])
+            # the order's strategy caps the band too; an engine liquidation order has none
+            bound = self.risk.market_bound(o.account, sym, o.side, self.sym_tick[sym],
+                                           NO_STRATEGY if o.flags & OFLAG_LIQUIDATION else o.strategy)
         self.sw_traded = False
         if o.tif == TIF_FOK and not self.fok_can_fill(s, bound):
             return self.cancel_order(s, CXL_FOK_UNFILLED)
@@ -1704,10 +1722,10 @@ cdef class Engine:
             raise RuntimeError("drain events before exporting state")
         state = {"capacity": np.array([self.max_orders, self.max_accounts, self.max_symbols, self.max_levels],
                                       dtype=np.int64)}
-        state["scalars"] = np.array([
-            self.next_order_id, self.next_trade_id, self.clock_ns, self.live_orders, self.used_slots,
+        state["scalars"] = np.array([      # the u64 counters as their int64 bit patterns (import casts back)
+            <int64_t>self.next_order_id, <int64_t>self.next_trade_id, self.clock_ns, self.live_orders, self.used_slots,
             self.free_head, self.level_free_head, self.day_head, self.day_tail, self.gtd_head, self.gtd_tail,
-            self.table_mask, self.slot_hwm, self.level_hwm], dtype=np.int64)   # order: SCALARS
+            <int64_t>self.table_mask, self.slot_hwm, self.level_hwm], dtype=np.int64)   # order: SCALARS
         # order slots and levels are taken lowest index first and never touched above the high-water
         # mark, so only the used prefix is state (a thin book's snapshot is small, whatever the capacity)
         state["orders_arr"] = self.orders_arr[:self.slot_hwm]
@@ -1813,10 +1831,25 @@ cdef class Engine:
                     m = lv.head
                     while m >= 0:
                         o = &self.orders[m]
-                        for v in (o.order_id, o.client_order_id, o.account, o.side, o.order_type, o.tif, o.stp,
-                                  o.flags, o.price, o.stop_price, o.qty, o.leaves, o.shown, o.display, o.filled,
-                                  o.expire_ts_ns, o.strategy):
-                            _fnv(&h, <uint64_t><int64_t>v)
+                        # typed C casts, no Python ints: the full u64 range of the ids hashes
+                        # (a Python int through <int64_t> overflowed at 2**63)
+                        _fnv(&h, o.order_id)
+                        _fnv(&h, o.client_order_id)
+                        _fnv(&h, o.account)
+                        _fnv(&h, o.side)
+                        _fnv(&h, o.order_type)
+                        _fnv(&h, o.tif)
+                        _fnv(&h, o.stp)
+                        _fnv(&h, o.flags)
+                        _fnv(&h, <uint64_t>o.price)
+                        _fnv(&h, <uint64_t>o.stop_price)
+                        _fnv(&h, <uint64_t>o.qty)
+                        _fnv(&h, <uint64_t>o.leaves)
+                        _fnv(&h, <uint64_t>o.shown)
+                        _fnv(&h, <uint64_t>o.display)
+                        _fnv(&h, <uint64_t>o.filled)
+                        _fnv(&h, <uint64_t>o.expire_ts_ns)
+                        _fnv(&h, o.strategy)
                         m = o.next
         for sym in range(self.max_accounts):
             if self.acct_defined[sym]:

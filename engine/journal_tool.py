@@ -95,7 +95,10 @@ def parse_time(text: str) -> int:
 def format_time(ns: int) -> str:
     """ISO 8601 UTC with nanoseconds (integer arithmetic: the same text on every run)."""
     s, frac = divmod(ns, 10**9)
-    return dt.datetime.fromtimestamp(s, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    try:
+        return dt.datetime.fromtimestamp(s, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    except (OverflowError, ValueError, OSError):    # beyond year 9999 (a u64 time field): the number itself
+        return f"@{ns}"
 
 
 def _name(enum, value):

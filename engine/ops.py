@@ -158,27 +158,32 @@ def risk_metrics(srv):
     scale = 10.0 ** -r.cash_decimals
     cols = r.acct_cols
     accounts = sorted((a.name, a.id) for a in srv.accounts.values())    # the config's and those added at run time
-    for name, col, text in (("te_account_equity", None, "cash + unrealized P&L, quote currency"),
+    # the figures as a PORTFOLIO query computes them: a scrape changes no state (engine/RISK.md "Queries")
+    pf = {i: r.portfolio(i) for _, i in accounts}
+    for name, key, text in (("te_account_equity", "equity", "cash + unrealized P&L, quote currency"),
                             ("te_account_cash", "cash", "cash, quote currency"),
-                            ("te_account_exposure", "expo_sum", "gross exposure at the marks, quote currency"),
-                            ("te_account_initial_margin", "im_sum", "initial margin of the worst case with open orders"),
-                            ("te_account_maintenance_margin", "mm_sum", "maintenance margin of the positions")):
+                            ("te_account_exposure", "exposure", "gross exposure at the marks, quote currency"),
+                            ("te_account_initial_margin", "initial_margin",
+                             "initial margin of the worst case with open orders"),
+                            ("te_account_maintenance_margin", "maintenance_margin",
+                             "maintenance margin of the positions")):
         g = GaugeMetricFamily(name, text, labels=["account"])
         for acct, i in accounts:
-            if col is None:                         # first: it also brings the account's sums up to date
-                value = int(r.portfolio(i)["equity"])
-            else:
-                value = int(cols[col][i])
-            g.add_metric([acct], value * scale)
+            g.add_metric([acct], int(pf[i][key]) * scale)
         yield g
     state = GaugeMetricFamily("te_account_state", "AccountState: 1 active, 2 reduce-only, 3 suspended, "
                               "4 liquidating", labels=["account"])
     kill = GaugeMetricFamily("te_account_kill_switch", "1 while the account's kill switch is on", labels=["account"])
+    locked = GaugeMetricFamily("te_account_reject_lockout", "1 while the account is locked out for its reject rate",
+                               labels=["account"])
+    now = time.time_ns()
     for acct, i in accounts:
         state.add_metric([acct], int(cols["state"][i]))
         kill.add_metric([acct], int(cols["kill"][i]))
+        locked.add_metric([acct], int(cols["lock_until"][i] > now))
     yield state
     yield kill
+    yield locked
     yield GaugeMetricFamily("te_kill_switch_global", "1 while the global kill switch is on", value=int(r.kill_all))
     yield GaugeMetricFamily("te_error_breaker_tripped", "1 while the engine-wide error-rate breaker is tripped",
                             value=int(r.breaker))

@@ -137,6 +137,7 @@ cdef extern from *:
     const int64_t UNSET "TE_UNSET"            # a limit table entry no one set
     const int64_t NO_CAP "TE_NO_CAP"          # a CAP no scope sets (eff tables)
     const int64_t QTY_BOUND "TE_QTY_BOUND"    # no worst-case position beyond this is ever accepted
+    const uint32_t NO_STRATEGY "UINT32_MAX"   # Risk.cap() without the strategy scope
 
 
 # -- DOMAIN SCALARS --
@@ -145,7 +146,7 @@ ctypedef int64_t bps_t      # basis points, 1/10000
 
 # The not-set value of a limit table entry (0 is a real value: e.g. a zero fee).
 cdef enum:
-    N_LIMITS = 19           # LimitKind values are 1..18; index 0 unused
+    N_LIMITS = 22           # LimitKind values are 1..21; index 0 unused
     DIRTY_OPEN = 1          # Position.dirty: open quantities changed (wexpo, im stale)
     DIRTY_ALL = 3           # position, mark or margin rates changed: every cached figure stale
     WHI_UNKNOWN = -1        # Risk.whi: no bound known (overflowed, or a mark changed) until refresh()
@@ -216,6 +217,11 @@ cdef class Risk:
     cdef uint8_t* prev_state         # the state to return to when a liquidation ends
     cdef uint8_t* kill
     cdef uint8_t* touched            # queued for a margin check
+    # reject-rate lockout (RISK.md "Circuit breakers"), in journaled time (the commands' receive ns)
+    cdef int64_t* rej_ts             # start of the account's current one-second window
+    cdef int64_t* rej_count          # rejects it caused in that window
+    cdef int64_t* lock_until         # locked out while now < lock_until (0 = not; INT64_MAX = until reset)
+    cdef int64_t* err_seen           # the engine-wide window (err_epoch) its rejects were last counted in
     # per symbol
     cdef int64_t* num                # notional(price, qty) = price * qty * num / den, cash units
     cdef int64_t* den
@@ -252,7 +258,9 @@ cdef class Risk:
     cdef readonly uint8_t breaker
     """1 while the engine-wide error-rate breaker is tripped."""
     cdef readonly uint8_t breaker_new
+    cdef int32_t lock_new            # an account this command locked out (its BREAKER event is due), or 0
     cdef int64_t err_ts, err_count
+    cdef int64_t err_epoch, err_accts  # the engine-wide window's number, and the accounts counted in it
     cdef int64_t fig_max             # every cached figure is clamped to +-fig_max = 2**62 / max_symbols
     cdef int64_t im_rate_sym_max     # the largest INITIAL_MARGIN rate any symbol sets (eff_sym)
 
@@ -267,16 +275,18 @@ cdef class Risk:
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
     cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept
-    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept
+    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept
 
     # -- STATE CHANGES --
     cdef int on_event(self, Event* e, int64_t ts) except -1
+    cdef void count_reject(self, const Event* e, int64_t ts) noexcept
     cdef int64_t fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept
     cdef void breaker_check(self, uint32_t s, int64_t price, int64_t ts) noexcept
     cdef void end_breaker(self, uint32_t s) noexcept
     cdef void touch(self, uint32_t a) noexcept
     cdef void refresh(self, uint32_t a) noexcept
     cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept
+    cdef void figures(self, uint32_t a, uint32_t s, Position* q) noexcept
     cdef void set_wunit(self, uint32_t s) noexcept
     cdef int set_mark(self, uint32_t s, int64_t price) except -1
     cdef int revalue(self) except -1
@@ -400,15 +410,19 @@ cdef inline int64_t cap3(const int64_t* ra, const int64_t* rs, const int64_t* rt
 
 cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
                             uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
-                            int64_t added, int32_t open_orders) noexcept:
+                            int64_t added, int32_t open_orders, int64_t now, int64_t tick) noexcept:
     """0, or the Reject code of the first failing check (RISK.md "Checks, in order").
     qty: the order's (new) remaining qty; added: what it adds to the account's open qty on
     its side (a new order: qty; an amend: new - old remaining); open_orders: the account's
-    live orders, or -1 for an amend (MAX_OPEN_ORDERS applies to new resting orders only)."""
+    live orders, or -1 for an amend (MAX_OPEN_ORDERS applies to new resting orders only);
+    now: the command's journaled receive time (the reject-rate lockout's clock); tick: the symbol's
+    (a market order is valued at its band bound, which is on a tick, as its sweep's)."""
     if self.kill_all or self.kill[a]:
         return REJ_KILL_SWITCH
     if self.breaker:
         return REJ_CIRCUIT_BREAKER
+    if self.lock_until[a] > now:
+        return REJ_REJECT_RATE_LOCKOUT
     cdef uint8_t st = self.state[a]
     if st == ACCT_SUSPENDED:
         return REJ_ACCOUNT_SUSPENDED
@@ -424,7 +438,7 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         return REJ_NO_REFERENCE_PRICE
     cdef int64_t vp, lim
     if order_type == OT_MARKET:
-        vp = self.market_bound(a, s, side, 1)
+        vp = self.market_bound(a, s, side, tick, strategy)
         if vp == 0:
             vp = m
     elif order_type == OT_STOP:

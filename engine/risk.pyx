@@ -27,9 +27,10 @@ for _k in (LIM_MAX_ORDER_QTY, LIM_MAX_ORDER_VALUE, LIM_MAX_POSITION_VALUE, LIM_M
 KIND_CLASS[LIM_INITIAL_MARGIN] = 2
 KIND_CLASS[LIM_MAINTENANCE_MARGIN] = 2
 for _k in (LIM_MAKER_FEE, LIM_TAKER_FEE, LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS,
-           LIM_EXTERNAL_MARK):
+           LIM_EXTERNAL_MARK, LIM_ACCOUNT_REJECT_LIMIT, LIM_ACCOUNT_LOCKOUT_MS):
     KIND_CLASS[_k] = 3
 KIND_CLASS[LIM_ERROR_THRESHOLD] = 4
+KIND_CLASS[LIM_ERROR_ACCOUNTS] = 4
 
 POSITION_DTYPE = np.dtype([
     ("pos", "<i8"), ("avg_price", "<i8"), ("open_buy", "<i8"), ("open_sell", "<i8"), ("realized", "<i8"),
@@ -41,7 +42,8 @@ ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.i
                    ("whi", np.int64),
                    ("n_active", np.int32),
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
-                   ("kill", np.uint8), ("touched", np.uint8))
+                   ("kill", np.uint8), ("touched", np.uint8),
+                   ("rej_ts", np.int64), ("rej_count", np.int64), ("lock_until", np.int64), ("err_seen", np.int64))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
                   ("wunit", np.int64),
                   ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64),
@@ -141,6 +143,10 @@ cdef class Risk:
         self.prev_state = <uint8_t*>_data(a["prev_state"])
         self.kill = <uint8_t*>_data(a["kill"])
         self.touched = <uint8_t*>_data(a["touched"])
+        self.rej_ts = <int64_t*>_data(a["rej_ts"])
+        self.rej_count = <int64_t*>_data(a["rej_count"])
+        self.lock_until = <int64_t*>_data(a["lock_until"])
+        self.err_seen = <int64_t*>_data(a["err_seen"])
         self.num = <int64_t*>_data(s["num"])
         self.den = <int64_t*>_data(s["den"])
         self.den_magic = <uint64_t*>_data(s["den_magic"])
@@ -259,7 +265,8 @@ cdef class Risk:
                 return REJ_INVALID_LIMIT
             row = self.lim_acct + <int64_t>target * N_LIMITS
         elif scope == SCOPE_SYMBOL:
-            if target == 0 or target >= <uint32_t>self.max_symbols or klass == 4:
+            if target == 0 or target >= <uint32_t>self.max_symbols or klass == 4 or \
+                    kind == LIM_ACCOUNT_REJECT_LIMIT or kind == LIM_ACCOUNT_LOCKOUT_MS:
                 return REJ_INVALID_LIMIT
             row = self.lim_sym + <int64_t>target * N_LIMITS
         elif scope == SCOPE_STRATEGY:
@@ -291,9 +298,10 @@ cdef class Risk:
 
     # -- CHECKS --
 
-    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick) noexcept:
-        """The worst price a market order may trade at (0 = no band), a multiple of tick."""
-        cdef int64_t band = self.cap(LIM_MARKET_BAND, a, s, 0xFFFFFFFF), m = self.mark[s], b
+    cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept:
+        """The worst price a market order of strategy t (NO_STRATEGY: none) may trade at (0 = no band),
+        a multiple of tick."""
+        cdef int64_t band = self.cap(LIM_MARKET_BAND, a, s, t), m = self.mark[s], b
         if band == NO_CAP or m == 0:
             return 0
         if side == SIDE_BUY:
@@ -377,16 +385,47 @@ cdef class Risk:
         elif k == EV_REPLACED:
             open_change(self, e.account, e.symbol, e.side, e.qty - e.other_leaves)
         elif k == EV_REJECTED:
-            thr = self.lim_default[LIM_ERROR_THRESHOLD]
-            if thr > 0 and not self.breaker and e.reason != REJ_CIRCUIT_BREAKER:
-                if self.err_count == 0 or ts - self.err_ts >= 1000000000:
-                    self.err_ts = ts
-                    self.err_count = 0
-                self.err_count += 1
-                if self.err_count > thr:
-                    self.breaker = 1
-                    self.breaker_new = 1
+            self.count_reject(e, ts)
         return 0
+
+    cdef void count_reject(self, const Event* e, int64_t ts) noexcept:
+        """A REJECTED event against the account's reject budget and the engine-wide error rate
+        (RISK.md "Circuit breakers"). What a breaker or a lockout itself refuses counts nowhere, nor
+        does anything a locked-out account causes: one account's errors lock out that account only."""
+        if e.reason == REJ_CIRCUIT_BREAKER or e.reason == REJ_REJECT_RATE_LOCKOUT:
+            return
+        cdef uint32_t a = e.account
+        cdef bint own = 0 < a < <uint32_t>self.max_accounts      # (an UNKNOWN_ACCOUNT reject: any id)
+        cdef int64_t lim, ms
+        if own:
+            if self.lock_until[a] > ts:
+                return
+            lim = self.override(LIM_ACCOUNT_REJECT_LIMIT, a, 0)
+            if lim > 0 and e.cmd_kind >= CMD_NEW_ORDER and e.cmd_kind <= CMD_MASS_CANCEL:  # its own order entry
+                if self.rej_count[a] == 0 or ts - self.rej_ts[a] >= 1000000000:
+                    self.rej_ts[a] = ts
+                    self.rej_count[a] = 0
+                self.rej_count[a] += 1
+                if self.rej_count[a] > lim:
+                    ms = self.override(LIM_ACCOUNT_LOCKOUT_MS, a, 0)
+                    self.lock_until[a] = ts + ms * 1000000 if ms > 0 else INT64_MAX
+                    self.rej_count[a] = 0
+                    self.lock_new = a
+        cdef int64_t thr = self.lim_default[LIM_ERROR_THRESHOLD], need = self.lim_default[LIM_ERROR_ACCOUNTS]
+        if thr <= 0 or self.breaker:
+            return
+        if self.err_count == 0 or ts - self.err_ts >= 1000000000:
+            self.err_ts = ts
+            self.err_count = 0
+            self.err_epoch += 1
+            self.err_accts = 0
+        self.err_count += 1
+        if own and self.err_seen[a] != self.err_epoch:
+            self.err_seen[a] = self.err_epoch
+            self.err_accts += 1
+        if self.err_count > thr and (need <= 0 or self.err_accts >= need):
+            self.breaker = 1
+            self.breaker_new = 1
 
     cdef int64_t fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
         """One side of a trade: the order's open qty, position, average entry price, realized P&L,
@@ -521,21 +560,30 @@ cdef class Risk:
                     break
             self.whi[a] = t
 
-    cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
-        cdef int64_t base = <int64_t>a * self.max_symbols
-        cdef Position* p = &self.P[base + s]
-        cdef int64_t m = self.mark[s], fm = self.fig_max, last
-        cdef int64_t worst = p.worst
-        if p.dirty & 2:
-            p.upnl = moved(&self.upnl_sum[a], p.upnl,
-                           clamp(self.notional(m - p.avg_price, p.pos, s, FLOOR) if p.pos else 0, fm))
-            p.expo = moved(&self.expo_sum[a], p.expo, clamp(self.notional(iabs(p.pos), m, s, CEIL), fm))
+    cdef inline void figures(self, uint32_t a, uint32_t s, Position* q) noexcept:
+        """Bring the cached figures of q, a copy of entry (a, s) or the entry itself, up to date by its
+        dirty bits; touches nothing else (no account sum: queries use it on a copy, RISK.md "Queries")."""
+        cdef int64_t m = self.mark[s], fm = self.fig_max
+        if q.dirty & 2:
+            q.upnl = clamp(self.notional(m - q.avg_price, q.pos, s, FLOOR) if q.pos else 0, fm)
+            q.expo = clamp(self.notional(iabs(q.pos), m, s, CEIL), fm)
             # expo <= 2**62 / max_symbols and bps <= 1e6: the product fits
-            p.mm = moved(&self.mm_sum[a], p.mm,
-                         clamp(te_div64(p.expo * self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 10000, CEIL), fm))
-        p.wexpo = moved(&self.wexpo_sum[a], p.wexpo, clamp(self.notional(worst, m, s, CEIL), fm))
-        p.im = moved(&self.im_sum[a], p.im,
-                     clamp(te_div64(p.wexpo * self.floor_(LIM_INITIAL_MARGIN, a, s), 10000, CEIL), fm))
+            q.mm = clamp(te_div64(q.expo * self.floor_(LIM_MAINTENANCE_MARGIN, a, s), 10000, CEIL), fm)
+        q.wexpo = clamp(self.notional(q.worst, m, s, CEIL), fm)
+        q.im = clamp(te_div64(q.wexpo * self.floor_(LIM_INITIAL_MARGIN, a, s), 10000, CEIL), fm)
+        q.dirty = 0
+
+    cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
+        cdef int64_t base = <int64_t>a * self.max_symbols, last
+        cdef Position* p = &self.P[base + s]
+        cdef Position q = p[0]
+        self.figures(a, s, &q)
+        if p.dirty & 2:
+            p.upnl = moved(&self.upnl_sum[a], p.upnl, q.upnl)
+            p.expo = moved(&self.expo_sum[a], p.expo, q.expo)
+            p.mm = moved(&self.mm_sum[a], p.mm, q.mm)
+        p.wexpo = moved(&self.wexpo_sum[a], p.wexpo, q.wexpo)
+        p.im = moved(&self.im_sum[a], p.im, q.im)
         p.dirty = 0
         if p.pos == 0 and p.open_buy == 0 and p.open_sell == 0 and p.slot >= 0:
             # flat with nothing open: every cached figure is 0; drop it from the active list
@@ -646,13 +694,16 @@ cdef class Risk:
         """The account's entries with a position or open orders, ascending symbol, as dicts."""
         if account == 0 or account >= <uint32_t>self.max_accounts:
             return []
-        self.refresh(account)
         cdef int64_t base = <int64_t>account * self.max_symbols
         syms = sorted(self.active[base + i] for i in range(self.n_active[account]))
         out = []
-        cdef Position* p
+        cdef Position q
+        cdef Position* p = &q
         for s in syms:
-            p = &self.P[base + s]
+            q = self.P[base + s]           # a copy: a query changes no state (RISK.md "Queries")
+            self.figures(account, s, &q)
+            if q.pos == 0 and q.open_buy == 0 and q.open_sell == 0:
+                continue                   # what refresh() would drop from the active list
             out.append(dict(symbol=s, position=p.pos, avg_price=p.avg_price, mark=self.mark[s],
                             open_buy=p.open_buy, open_sell=p.open_sell, realized=p.realized, fees=p.fees,
                             unrealized=p.upnl, exposure=p.expo, worst_exposure=p.wexpo, initial_margin=p.im,
@@ -663,14 +714,25 @@ cdef class Risk:
         """Cash, equity, margin, leverage, P&L and state of one account (cash units, bps)."""
         if account == 0 or account >= <uint32_t>self.max_accounts:
             raise ValueError(f"account {account} outside 1..{self.max_accounts - 1}")
-        cdef int64_t eq = self.equity(account)
-        cdef int64_t base = <int64_t>account * self.max_symbols
+        # the sums refresh() would make, computed on copies of the entries: a query changes no state
+        # (RISK.md "Queries"); an entry not on the active list has every figure 0
+        cdef int64_t base = <int64_t>account * self.max_symbols, upnl = 0, expo = 0, wexpo = 0, im = 0, mm = 0
+        cdef Position q
+        cdef int32_t i
+        for i in range(self.n_active[account]):
+            q = self.P[base + self.active[base + i]]
+            self.figures(account, self.active[base + i], &q)
+            upnl += q.upnl
+            expo += q.expo
+            wexpo += q.wexpo
+            im += q.im
+            mm += q.mm
+        cdef int64_t eq = self.cash[account] + upnl
         col = self.pos_arr[base:base + self.max_symbols]
-        expo = self.expo_sum[account]
-        return dict(cash=self.cash[account], equity=eq, unrealized=self.upnl_sum[account],
+        return dict(cash=self.cash[account], equity=eq, unrealized=upnl,
                     realized=int(col["realized"].sum()), fees=int(col["fees"].sum()), exposure=expo,
-                    worst_exposure=self.wexpo_sum[account], initial_margin=self.im_sum[account],
-                    maintenance_margin=self.mm_sum[account], available=eq - self.im_sum[account],
+                    worst_exposure=wexpo, initial_margin=im,
+                    maintenance_margin=mm, available=eq - im,
                     # gross exposure over equity in bps, rounded up; None when equity <= 0
                     leverage_bps=-(-expo * 10000 // eq) if eq > 0 else None,
                     daily_pnl=eq - self.day_base[account], state=self.state[account], kill=self.kill[account],
@@ -699,7 +761,8 @@ cdef class Risk:
         """Every array (views) and scalar, under names import_state() takes back."""
         state = {"risk.capacity": np.array([self.max_accounts, self.max_symbols, self.max_strategies,
                                             self.cash_decimals], dtype=np.int64),
-                 "risk.scalars": np.array([self.kill_all, self.breaker, self.err_ts, self.err_count], dtype=np.int64),
+                 "risk.scalars": np.array([self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch,
+                                           self.err_accts], dtype=np.int64),
                  "risk.pos": self.pos_arr, "risk.active": self.active_arr, "risk.dirty": self.dirty_arr,
                  "risk.lim_default": self.lim_default_arr, "risk.lim_acct": self.lim_acct_arr,
                  "risk.lim_sym": self.lim_sym_arr, "risk.lim_strat": self.lim_strat_arr}
@@ -723,6 +786,13 @@ cdef class Risk:
         if "risk.acct.whi" not in state:       # a snapshot from before these existed: derive them
             state["risk.acct.whi"] = np.full(self.max_accounts, WHI_UNKNOWN, dtype=np.int64)
             state["risk.sym.wunit"] = np.zeros(self.max_symbols, dtype=np.int64)
+        for name in ("rej_ts", "rej_count", "lock_until", "err_seen"):    # before the reject-rate lockout
+            state.setdefault("risk.acct." + name, np.zeros(self.max_accounts, dtype=np.int64))
+        for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
+            if state[name].size != targets[name].size and state[name].size == targets[name].size // N_LIMITS * 19:
+                old = state[name].reshape(-1, 19)       # 19 kinds then: the newer ones unset
+                state[name] = np.concatenate([old, np.full((len(old), N_LIMITS - 19), UNSET, dtype=np.int64)],
+                                             axis=1).ravel()
         for name, dst in targets.items():
             src = state[name]
             if src.dtype != dst.dtype or src.shape != dst.shape:
@@ -731,12 +801,13 @@ cdef class Risk:
             dst[...] = state[name]
         for s in range(1, self.max_symbols):
             self.set_wunit(s)
-        sc = [int(x) for x in state["risk.scalars"]]
-        self.kill_all, self.breaker, self.err_ts, self.err_count = sc
+        sc = [int(x) for x in state["risk.scalars"]] + [0, 0]
+        self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts = sc[:6]
         cdef int k
         for k in range(1, N_LIMITS):
             self.rebuild_eff(k)
         self.breaker_new = 0
+        self.lock_new = 0
         self.touch_head = self.touch_n = self.n_trip = self.ro_head = self.ro_n = 0
         self.ro_arr[:] = 0                 # recounted by the core from its live orders
         self.ro_total_arr[:] = 0
@@ -746,7 +817,8 @@ cdef class Risk:
         """Every byte of risk state, in a fixed order (for state hashes)."""
         parts = [self.pos_arr.tobytes(), self.lim_default_arr.tobytes(), self.lim_acct_arr.tobytes(),
                  self.lim_sym_arr.tobytes(), self.lim_strat_arr.tobytes(),
-                 np.array([self.kill_all, self.breaker, self.err_ts, self.err_count], dtype=np.int64).tobytes()]
+                 np.array([self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts],
+                          dtype=np.int64).tobytes()]
         for name, _ in ACCOUNT_COLUMNS:
             parts.append(self.acct_cols[name].tobytes())
         for name, _ in SYMBOL_COLUMNS:

@@ -520,6 +520,8 @@ class Server:
         return {"enabled": True, "global_kill_switch": bool(r.kill_all), "error_breaker_tripped": bool(r.breaker),
                 "breaker_halted_symbols": [s.name for s in self.cfg.symbols if r.breaker_state(s.id)[0]],
                 "killed_accounts": [a.name for a in accounts if r.acct_cols["kill"][a.id]],
+                "reject_rate_locked_accounts": [a.name for a in accounts      # engine/RISK.md "Circuit breakers"
+                                                if r.acct_cols["lock_until"][a.id] > time.time_ns()],
                 "liquidating_accounts": [a.name for a in accounts if states[a.id] == AccountState.LIQUIDATING],
                 "suspended_or_reduce_only": {a.name: AccountState(int(states[a.id])).name.lower()
                                              for a in accounts
@@ -1135,7 +1137,8 @@ class Connection(asyncio.BufferedProtocol):
         srv.next_session += 1
         self.cancel_on_disconnect = bool(int(body["flags"]) & wire.LogonFlag.CANCEL_ON_DISCONNECT)
         self.heartbeat = max(s.heartbeat_ms, int(body["heartbeat_ms"]) or s.heartbeat_ms) / 1000
-        next_clid = int(srv.engine.acct_arr["last_clid"][acct.id]) + 1
+        # at most the reserved id (CLIENT_ORDER_ID_RESERVED), which always fits the u64 field
+        next_clid = min(int(srv.engine.acct_arr["last_clid"][acct.id]) + 1, wire.MAX_CLIENT_ORDER_ID + 1)
         self.write(wire.encode(MsgType.LOGON_ACCEPTED, session_id=self.session_id,
                                heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.next_seq,
                                next_client_order_id=next_clid, server_time_ns=time.time_ns()))

@@ -164,6 +164,11 @@ class LimitKind(IntEnum):
     BREAKER_COOLOFF_MS = 16  # OVERRIDE (symbol/default); 0 = resume only by admin
     ERROR_THRESHOLD = 17     # DEFAULT only: rejects per second that trip the engine-wide breaker (0 = off)
     EXTERNAL_MARK = 18       # OVERRIDE (symbol/default): 1 = marks only from MARK_PRICE, not from last trades
+    ACCOUNT_REJECT_LIMIT = 19  # OVERRIDE (account/default): rejects per second an account may cause; one more
+                               # locks it out (REJECT_RATE_LOCKOUT); 0 = off
+    ACCOUNT_LOCKOUT_MS = 20  # OVERRIDE (account/default): how long a lockout lasts; 0 = until RESET_BREAKER
+    ERROR_ACCOUNTS = 21      # DEFAULT only: distinct accounts whose rejects must make up the ERROR_THRESHOLD
+                             # rate before the engine-wide breaker trips (0 = any)
 
 
 class Reject(IntEnum):
@@ -197,6 +202,8 @@ class Reject(IntEnum):
     INVALID_FLAGS = 1026               # unknown bits set in Command.flags
     INVALID_NEW_ACCOUNT = 1027         # ADD_ACCOUNT: id outside 1..max_accounts-1 or already defined, or STP
                                        # group outside 0..2**32-1
+    CLIENT_ORDER_ID_RESERVED = 1028    # client_order_id 2**64-1: the end of the id space, never accepted or
+                                       # consumed (so next_client_order_id always fits LOGON_ACCEPTED)
     # 2000-2999: risk (engine/risk.pyx); NEW_ORDER checks run in this order after the core's
     KILL_SWITCH = 2001                 # the account's or the global kill switch is on
     CIRCUIT_BREAKER = 2002             # the engine-wide error-rate breaker is tripped
@@ -215,6 +222,8 @@ class Reject(IntEnum):
     MAX_POSITION_VALUE = 2015
     MAX_LEVERAGE = 2016
     INSUFFICIENT_MARGIN = 2017         # initial margin of the worst case exceeds equity
+    REJECT_RATE_LOCKOUT = 2018         # the account caused more than ACCOUNT_REJECT_LIMIT rejects within a second:
+                                       # its orders are refused for ACCOUNT_LOCKOUT_MS (checked after CIRCUIT_BREAKER)
     # admin / risk command rejects
     INSUFFICIENT_FUNDS = 2020          # a WITHDRAW above the available equity (or cash)
     INVALID_AMOUNT = 2021              # a DEPOSIT/WITHDRAW amount <= 0

@@ -118,7 +118,10 @@ SESSION_RULES = """\
    LOGON_ACCEPTED.next_client_order_id is the smallest the server will accept.
    A resent NEW_ORDER with an id already used is rejected with
    DUPLICATE_CLIENT_ORDER_ID and never becomes a second order. A NEW_ORDER that
-   passes that check uses its id up even if a later check rejects it.
+   passes that check uses its id up even if a later check rejects it. The id space ends
+   at 2**64-2: the id 2**64-1 is reserved, always rejected with
+   CLIENT_ORDER_ID_RESERVED and never consumed, so next_client_order_id is at most
+   2**64-1; an account that has used 2**64-2 can place no more orders.
 4. **Heartbeats.** Each side sends HEARTBEAT when it has sent nothing for the
    heartbeat interval; a peer silent for 3 intervals is disconnected
    (HEARTBEAT_TIMEOUT). The interval in force is LOGON_ACCEPTED.heartbeat_ms =

@@ -20,6 +20,7 @@ from protocol.layout import Layout
 SCHEMA_VERSION = 2        # 2: execution reports grew ts_ns and fee (SPEC.md "Schema versions")
 MAX_FRAME = 4096          # bytes, header included; a longer length field is a protocol error
 MAX_DEPTH_LEVELS = 50     # per side in a BOOK_DEPTH response
+MAX_CLIENT_ORDER_ID = 2**64 - 2   # 2**64-1 is reserved (CLIENT_ORDER_ID_RESERVED): the end of the id space
 
 HEADER = Layout("FrameHeader", [
     ("length", "u16", "frame length in bytes, header included"),

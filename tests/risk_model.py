@@ -32,9 +32,11 @@ class Entry:
 
 
 class RiskModel:
-    def __init__(self, symbols: dict[int, tuple[int, int, int]], max_strategies=16):
-        """symbols: id -> (num, den, tick) as the engine derives them (notional = p*q*num/den)."""
+    def __init__(self, symbols: dict[int, tuple[int, int, int]], max_strategies=16, max_accounts=5):
+        """symbols: id -> (num, den, tick) as the engine derives them (notional = p*q*num/den);
+        account ids 1 .. max_accounts-1 are the engine's (a reject naming another id is no account's)."""
         self.sym = symbols
+        self.known_accounts = range(1, max_accounts)
         self.max_strategies = max_strategies
         self.limits: dict[tuple[int, int, int], int] = {}        # (scope, target, kind) -> value
         self.e: dict[tuple[int, int], Entry] = defaultdict(Entry)
@@ -44,7 +46,9 @@ class RiskModel:
         self.kill = defaultdict(int)
         self.kill_all = 0
         self.breaker = 0
-        self.err = (0, 0)                                        # (window start ts, count)
+        self.err = (0, 0, set())                                 # (window start ts, count, accounts)
+        self.rej = {}                                            # account -> (window start ts, count)
+        self.lock_until = defaultdict(int)                       # account -> end of its lockout
         self.mark = {s: 0 for s in symbols}
         self.restricted = set()
         self.window = {}                                         # symbol -> (start ts, first price)
@@ -101,8 +105,9 @@ class RiskModel:
         return tot
 
     # -- checks --
-    def band_bound(self, a, s, side):
-        band = self.cap(K.MARKET_BAND, a, s)
+    def band_bound(self, a, s, side, strategy=None):
+        """The market band's bound for a market order of the strategy (caps apply at strategy scope)."""
+        band = self.cap(K.MARKET_BAND, a, s, strategy)
         m = self.mark[s]
         tick = self.sym[s][2]
         if band is None or not m:
@@ -113,12 +118,14 @@ class RiskModel:
             return tick
         return max(math.ceil(Fraction(m * (10000 - band), 10000 * tick)), 1) * tick
 
-    def check(self, a, s, strategy, side, otype, tif, flags, price, stop, qty, added, open_orders):
-        """The Reject code RISK.md's checks give, or 0."""
+    def check(self, a, s, strategy, side, otype, tif, flags, price, stop, qty, added, open_orders, now=0):
+        """The Reject code RISK.md's checks give, or 0 (now: the command's receive time)."""
         if self.kill_all or self.kill[a]:
             return Reject.KILL_SWITCH
         if self.breaker:
             return Reject.CIRCUIT_BREAKER
+        if now < self.lock_until[a]:
+            return Reject.REJECT_RATE_LOCKOUT
         st = self.state[a]
         if st == AccountState.SUSPENDED:
             return Reject.ACCOUNT_SUSPENDED
@@ -132,7 +139,7 @@ class RiskModel:
         if not m:
             return Reject.NO_REFERENCE_PRICE
         if otype == OrderType.MARKET:
-            vp = self.band_bound(a, s, side) or m
+            vp = self.band_bound(a, s, side, strategy) or m
         elif otype == OrderType.STOP:
             vp = stop
         else:
@@ -234,16 +241,8 @@ class RiskModel:
                 self._fill(e.other_account, e.symbol, other, e.qty, e.price, True)
                 if self._breaker(e.symbol, e.price, ts):
                     tripped.add(e.symbol)
-            elif ek == EventKind.REJECTED:
-                thr = self._get(LimitScope.DEFAULT, 0, K.ERROR_THRESHOLD) or 0
-                if thr > 0 and not self.breaker and e.reason != Reject.CIRCUIT_BREAKER:
-                    start, n = self.err
-                    if n == 0 or ts - start >= 10 ** 9:
-                        start, n = ts, 0
-                    n += 1
-                    self.err = (start, n)
-                    if n > thr:
-                        self.breaker = 1
+            elif ek == EventKind.REJECTED and e.reason not in (Reject.CIRCUIT_BREAKER, Reject.REJECT_RATE_LOCKOUT):
+                self._reject(e, ts)
             elif ek == EventKind.ACCOUNT_STATE:
                 if e.account:
                     self.state[e.account] = AccountState(e.reason)
@@ -265,10 +264,14 @@ class RiskModel:
             elif ek == EventKind.MARK:
                 self.mark[e.symbol] = e.price
             elif ek == EventKind.BREAKER:
-                if e.symbol == 0:
+                if e.symbol == 0 and e.account:
+                    assert (e.reason, e.leaves) == (1, self.lock_until[e.account]), "lockout event != model's"
+                elif e.symbol == 0:
                     self.breaker = int(e.reason == 1)
                     if e.reason == 2:
-                        self.err = (0, 0)
+                        self.err = (0, 0, set())
+                        self.rej.clear()
+                        self.lock_until.clear()
                 elif e.reason == 2:
                     self.tripped.discard(e.symbol)
                     self.window.pop(e.symbol, None)
@@ -279,6 +282,37 @@ class RiskModel:
             for a in set(a for a, _ in self.e) | set(self.cash):
                 self.day_base[a] = self.account(a)["equity"]
         return tripped
+
+    def _reject(self, e, ts):
+        """RISK.md "Circuit breakers": the account's reject budget first, then the engine-wide rate."""
+        a = e.account if e.account in self.known_accounts else 0
+        if a and ts < self.lock_until[a]:
+            return                                               # a locked-out account counts nowhere
+        if a and e.cmd_kind in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
+                                CommandKind.MASS_CANCEL):
+            lim = self.override(K.ACCOUNT_REJECT_LIMIT, a, 0)
+            if lim > 0:
+                start, n = self.rej.get(a, (0, 0))
+                if n == 0 or ts - start >= 10 ** 9:
+                    start, n = ts, 0
+                n += 1
+                if n > lim:
+                    ms = self.override(K.ACCOUNT_LOCKOUT_MS, a, 0)
+                    self.lock_until[a] = ts + ms * 10 ** 6 if ms > 0 else 2 ** 63 - 1
+                    n = 0
+                self.rej[a] = (start, n)
+        thr = self._get(LimitScope.DEFAULT, 0, K.ERROR_THRESHOLD) or 0
+        if thr <= 0 or self.breaker:
+            return
+        start, n, accts = self.err
+        if n == 0 or ts - start >= 10 ** 9:
+            start, n, accts = ts, 0, set()
+        n += 1
+        if a:
+            accts.add(a)
+        self.err = (start, n, accts)
+        if n > thr and len(accts) >= (self._get(LimitScope.DEFAULT, 0, K.ERROR_ACCOUNTS) or 0):
+            self.breaker = 1
 
     def _breaker(self, s, price, ts):
         band = self.override(K.BREAKER_BAND, 0, s)

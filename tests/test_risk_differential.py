@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine.core import Engine
@@ -29,10 +30,13 @@ LIMIT_VALUES = {
     K.PRICE_COLLAR: [100, 500, 2_000], K.MARKET_BAND: [50, 300, 1_000], K.INITIAL_MARGIN: [500, 1_000, 2_500],
     K.MAINTENANCE_MARGIN: [200, 500, 1_500], K.MAKER_FEE: [-2, 0, 3], K.TAKER_FEE: [0, 5, 11],
     K.BREAKER_BAND: [300, 1_000], K.BREAKER_WINDOW_MS: [200, 2_000], K.BREAKER_COOLOFF_MS: [0, 500],
-    K.ERROR_THRESHOLD: [0, 40],
+    K.ERROR_THRESHOLD: [0, 40, 8], K.ERROR_ACCOUNTS: [0, 2, 3], K.ACCOUNT_REJECT_LIMIT: [0, 3, 10],
+    K.ACCOUNT_LOCKOUT_MS: [0, 300, 2_000],
 }
 OVERRIDE_SCOPES = {K.BREAKER_BAND: (LS.DEFAULT, LS.SYMBOL), K.BREAKER_WINDOW_MS: (LS.DEFAULT, LS.SYMBOL),
-                   K.BREAKER_COOLOFF_MS: (LS.DEFAULT, LS.SYMBOL), K.ERROR_THRESHOLD: (LS.DEFAULT,)}
+                   K.BREAKER_COOLOFF_MS: (LS.DEFAULT, LS.SYMBOL), K.ERROR_THRESHOLD: (LS.DEFAULT,),
+                   K.ERROR_ACCOUNTS: (LS.DEFAULT,), K.ACCOUNT_REJECT_LIMIT: (LS.DEFAULT, LS.ACCOUNT),
+                   K.ACCOUNT_LOCKOUT_MS: (LS.DEFAULT, LS.ACCOUNT)}
 FLOORS = (K.INITIAL_MARGIN, K.MAINTENANCE_MARGIN)
 RISK_CODES = range(2000, 3000)
 
@@ -73,6 +77,7 @@ op = st.one_of(
               st.integers(-6, 6)),
     st.tuples(st.just("mark"), st.sampled_from([1, 2]), st.integers(-40, 40)),
     st.tuples(st.just("tick"),),
+    st.tuples(st.just("bad"), st.sampled_from(ACCOUNTS), st.integers(1, 6)),     # a burst of invalid orders
     st.tuples(st.just("cash"), st.sampled_from(ACCOUNTS), st.booleans(), st.integers(1, 400_000)),
     limit_op(),
     st.tuples(st.just("admin"), st.sampled_from(["kill", "unkill", "kill_all", "unkill_all", "reduce_only",
@@ -132,6 +137,10 @@ def build(eng, ops_item, clids, seq):
         tick = SYMBOLS[ops_item[1]][0]
         m = int(eng.risk.sym_cols["mark"][ops_item[1]])
         return dict(kind=CommandKind.MARK_PRICE, symbol=ops_item[1], price=max(tick, (m // tick + ops_item[2]) * tick))
+    if kind == "bad":                 # qty 0: INVALID_QTY, a reject that counts against the account
+        clids[ops_item[1]] += 1
+        return dict(kind=CommandKind.NEW_ORDER, account=ops_item[1], client_order_id=clids[ops_item[1]], symbol=1,
+                    side=Side.BUY, order_type=OrderType.LIMIT, tif=TimeInForce.GTC, price=1, qty=0, stp=1)
     if kind == "tick":
         return dict(kind=CommandKind.RISK_TICK)
     if kind == "cash":
@@ -162,19 +171,19 @@ def build(eng, ops_item, clids, seq):
             "resume": dict(kind=CommandKind.RESUME, symbol=s)}[what]
 
 
-def predicted(eng, model, cmd):
+def predicted(eng, model, cmd, ts=0):
     """The model's decision for a NEW_ORDER / AMEND that reaches the risk checks, or None."""
     if cmd["kind"] == CommandKind.NEW_ORDER:
         return model.check(cmd["account"], cmd["symbol"], cmd["strategy"], cmd["side"], cmd["order_type"],
                            cmd["tif"], cmd["flags"], cmd.get("price", 0), cmd.get("stop_price", 0), cmd["qty"],
-                           cmd["qty"], len(eng.open_orders(cmd["account"])))
+                           cmd["qty"], len(eng.open_orders(cmd["account"])), ts)
     if cmd["kind"] == CommandKind.AMEND:
         o = eng.order(cmd["order_id"])
         new_price = cmd["price"] or o["price"]
         if not (cmd["qty"] > o["leaves"] or new_price != o["price"]):
             return 0
         return model.check(cmd["account"], o["symbol"], o["strategy"], o["side"], o["order_type"], o["tif"],
-                           o["flags"], new_price, o["stop_price"], cmd["qty"], cmd["qty"] - o["leaves"], None)
+                           o["flags"], new_price, o["stop_price"], cmd["qty"], cmd["qty"] - o["leaves"], None, ts)
     return None
 
 
@@ -201,7 +210,7 @@ def compare_figures(risk, model, accounts=ACCOUNTS):
         assert have == want, f"account {a}: engine {have} != model {want}"
 
 
-def run_stream(ops, initial_cash):
+def run_stream(ops, initial_cash, limits=()):
     eng, risk, model = make()
     clids = {a: 0 for a in ACCOUNTS}
     ts = 1_000_000_000
@@ -209,7 +218,8 @@ def run_stream(ops, initial_cash):
     setup += [dict(kind=CommandKind.DEPOSIT, account=a, qty=c) for a, c in zip(ACCOUNTS, initial_cash)]
     setup += [dict(kind=CommandKind.SET_LIMIT, side=LS.DEFAULT, order_type=K.INITIAL_MARGIN, qty=1000),
               dict(kind=CommandKind.SET_LIMIT, side=LS.DEFAULT, order_type=K.MAINTENANCE_MARGIN, qty=500)]
-    steps = [(None, f) for f in setup] + [(o, None) for o in ops]
+    setup += [dict(kind=CommandKind.SET_LIMIT, side=LS.DEFAULT, order_type=k, qty=v) for k, v in limits]
+    steps = [(None, f) for f in setup] + [(o, None) for o in ops for _ in range(o[2] if o[0] == "bad" else 1)]
     for i, (item, fields) in enumerate(steps):
         ts += 37_000_000 * (i % 7)
         cmd = fields or build(eng, item, clids, i)
@@ -220,8 +230,18 @@ def run_stream(ops, initial_cash):
         cmd.setdefault("strategy", 0)
         if cmd["kind"] == CommandKind.RISK_TICK:
             cmd["expire_ts_ns"] = ts
-        want = predicted(eng, model, cmd)
+        want = predicted(eng, model, cmd, ts)
+        band = None
+        if cmd["kind"] == CommandKind.NEW_ORDER and cmd["order_type"] == OrderType.MARKET and \
+                cmd["strategy"] < N_STRATEGIES:
+            band = model.band_bound(cmd["account"], cmd["symbol"], cmd["side"], cmd["strategy"])
         events = eng.command(seq=i + 1, ts_ns=ts, **cmd)
+        if band and events[0].kind == EventKind.ACCEPTED:
+            # the sweep stops at the band, the strategy's included (RISK.md "Market orders never sweep")
+            for e in events:
+                if e.kind == EventKind.FILL and e.order_id == events[0].order_id:
+                    assert (e.price <= band) if cmd["side"] == Side.BUY else (e.price >= band), \
+                        f"step {i}: market fill at {e.price} beyond the band bound {band}"
         first = events[0] if events else None
         if want is not None:
             got = first.reason if first is not None and first.kind == EventKind.REJECTED else 0
@@ -234,6 +254,8 @@ def run_stream(ops, initial_cash):
         engine_trips = {e.symbol for e in events if e.kind == EventKind.BREAKER and e.reason == 1 and e.symbol}
         assert engine_trips == tripped, f"step {i}: breaker trips engine {engine_trips} model {tripped}"
         assert bool(risk.breaker) == bool(model.breaker), f"step {i}: engine-wide breaker differs"
+        assert [int(risk.acct_cols["lock_until"][a]) for a in ACCOUNTS] == [model.lock_until[a] for a in ACCOUNTS], \
+            f"step {i}: reject-rate lockouts differ"
         compare_figures(risk, model)
         for a in ACCOUNTS:
             acct = model.account(a)
@@ -279,6 +301,42 @@ def test_risk_when_random_streams_then_engine_equals_model(ops, cash):
     run_stream(ops, cash)
 
 
+@settings(max_examples=max(20, EXAMPLES // 3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(weighted, st.tuples(st.just("bad"), st.sampled_from(ACCOUNTS), st.integers(1, 6))),
+                min_size=10, max_size=120),
+       st.sampled_from([0, 300, 2_000]), st.sampled_from([0, 2, 3]))
+def test_reject_lockout_when_random_streams_then_engine_equals_model(ops, lockout_ms, error_accounts):
+    """Issue 18.7 in the differential: every account's reject budget (3/s) and lockout, and the
+    engine-wide rate (5/s from error_accounts accounts), engine and model alike, step by step."""
+    run_stream(ops, (500_000,) * 4, limits=((K.ACCOUNT_REJECT_LIMIT, 3), (K.ACCOUNT_LOCKOUT_MS, lockout_ms),
+                                            (K.ERROR_THRESHOLD, 5), (K.ERROR_ACCOUNTS, error_accounts)))
+
+
+def test_market_band_when_set_at_strategy_scope_then_it_bounds_the_sweep_and_the_valuation():
+    """Issue 18.19: a strategy's MARKET_BAND (20 bps here, none elsewhere) stops a market sell of that
+    strategy at the band; the other strategies sweep on; the model agrees on every decision."""
+    ops = [("limit", LS.STRATEGY, K.MARKET_BAND, 1, 20, False),
+           ("new", 2, 1, Side.BUY, "limit", -1, 5, 9, 0),        # bid 9,997: inside the band (bound 9,980)
+           ("new", 2, 1, Side.BUY, "limit", -30, 5, 9, 0),       # bid 9,910: beyond it
+           ("new", 1, 1, Side.SELL, "market", 0, 10, 9, 1)]      # strategy 1: takes 9,997 only
+    eng = run_stream(ops, (3_000_000,) * 4)
+    assert [(o["price"], o["leaves"]) for o in eng.open_orders(2)] == [(9910, 5)]
+    assert eng.risk.effective(K.MARKET_BAND, 1, 1, 1) == 20 and eng.risk.effective(K.MARKET_BAND, 1, 1, 0) is None
+    eng = run_stream(ops[:3] + [("new", 1, 1, Side.SELL, "market", 0, 10, 9, 0)], (3_000_000,) * 4)
+    assert eng.open_orders(2) == []                              # strategy 0 has no band: both bids taken
+
+
+def test_market_order_value_when_band_bound_is_off_tick_then_valued_at_the_tick_bound():
+    """RISK.md: a market order is valued at its band bound, which is rounded to a tick like its sweep:
+    AAPL-like symbol 2 (tick 5) marked 50,200 with a 50 bps band: the bound is 50,450 (50,451 unrounded);
+    a cap of exactly notional(50,450, 10) = 15,135 accepts the market buy of 10."""
+    ops = [("mark", 2, 40), ("limit", LS.DEFAULT, K.MARKET_BAND, 0, 50, False),
+           ("limit", LS.SYMBOL, K.MAX_ORDER_VALUE, 2, 15_135, False),
+           ("new", 1, 2, Side.BUY, "market", 0, 1, 9, 0)]
+    eng = run_stream(ops, (3_000_000,) * 4)
+    assert int(eng.risk.sym_cols["mark"][2]) == 50_200
+
+
 def test_risk_differential_when_a_long_fixed_stream_then_engine_equals_model():
     """One long deterministic stream (hypothesis keeps the random ones short)."""
     import random
@@ -297,8 +355,10 @@ def test_risk_differential_when_a_long_fixed_stream_then_engine_equals_model():
             ops.append(("amend", a, rnd.randint(0, 50), rnd.randint(1, 80), rnd.randint(-5, 5)))
         elif r < 0.93:
             ops.append(("mark", s, rnd.randint(-300, 300) * (10 if rnd.random() < 0.2 else 1)))
-        elif r < 0.96:
+        elif r < 0.95:
             ops.append(("tick",))
+        elif r < 0.96:
+            ops.append(("bad", a, rnd.randint(1, 8)))
         elif r < 0.98:
             ops.append(("cash", a, rnd.random() < 0.7, rnd.randint(1, 50_000)))
         elif r < 0.99:
@@ -308,3 +368,39 @@ def test_risk_differential_when_a_long_fixed_stream_then_engine_equals_model():
             kind = rnd.choice(sorted(LIMIT_VALUES))
             ops.append(("limit", LS.DEFAULT, kind, 0, rnd.choice(LIMIT_VALUES[kind]), False))
     run_stream(ops, (200_000, 150_000, 80_000, 300_000))
+
+
+def state_bytes(eng):
+    return {name: np.asarray(arr).tobytes() for name, arr in eng.export_state().items()}
+
+
+@settings(max_examples=max(10, EXAMPLES // 5), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(weighted, st.sampled_from(["", "", "portfolio", "positions", "both"]),
+                          st.sampled_from(ACCOUNTS)), min_size=10, max_size=80),
+       st.tuples(*[st.integers(0, 3_000_000) for _ in ACCOUNTS]))
+def test_queries_when_between_commands_then_hash_and_snapshot_bytes_equal_a_replays(steps, cash):
+    """Issue 18.4: PORTFOLIO / POSITIONS (and a /metrics scrape, which reads portfolio()) between
+    commands leave the state hash and every snapshot array byte-equal to an engine that only ran the
+    commands (a replay)."""
+    queried, _, _ = make()
+    replayed, _, _ = make()
+    clids = {a: 0 for a in ACCOUNTS}
+    setup = [dict(kind=CommandKind.MARK_PRICE, symbol=s, price=SYMBOLS[s][5]) for s in SYMBOLS]
+    setup += [dict(kind=CommandKind.DEPOSIT, account=a, qty=c) for a, c in zip(ACCOUNTS, cash)]
+    setup += [dict(kind=CommandKind.SET_LIMIT, side=LS.DEFAULT, order_type=K.INITIAL_MARGIN, qty=1000)]
+    seq, ts = 0, 1_000_000_000
+    for item, query, a in [(f, "both", 1) for f in setup] + steps:
+        cmd = item if isinstance(item, dict) else build(queried, item, clids, seq)   # build() queries too
+        if cmd is None:
+            continue
+        seq += 1
+        ts += 37_000_000
+        if cmd["kind"] == CommandKind.RISK_TICK:
+            cmd["expire_ts_ns"] = ts
+        assert queried.command(seq=seq, ts_ns=ts, **cmd) == replayed.command(seq=seq, ts_ns=ts, **cmd)
+        if query in ("portfolio", "both"):
+            queried.risk.portfolio(a)
+        if query in ("positions", "both"):
+            queried.risk.positions(a)
+        assert queried.state_hash() == replayed.state_hash(), f"step {seq}: a query changed the state hash"
+    assert state_bytes(queried) == state_bytes(replayed)
