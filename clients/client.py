@@ -886,21 +886,11 @@ class Client:
                     qty: Number | None = None, price: Number | None = None,
                     stop_price: Number | None = None) -> ExecutionReport:
         """Amend an order: a new remaining qty (0 cancels), price or stop price (None = unchanged);
-        returns the replaced or rejected report.
-
-        With qty=None the order's remaining quantity is read first (an order-status query) and
-        sent back unchanged: a fill between that read and the amend would be restored, so pass
-        qty when the order may be trading."""
+        returns the replaced or rejected report. With qty=None the engine keeps the order's
+        remaining quantity as it is when the amend is applied (AMEND.qty = -1)."""
         sym = self._symbol(symbol)
         key, oid, clid = self._target(order_id, client_order_id)
-        if qty is None:
-            info = await self.order(order_id=order_id, client_order_id=client_order_id)
-            if info is None:               # not live: let the engine answer (UNKNOWN_ORDER)
-                units = sym.lot_size
-            else:
-                units = sym.qty_units(info.leaves)
-        else:
-            units = sym.qty_units(qty)
+        units = wire.AMEND_QTY_UNCHANGED if qty is None else sym.qty_units(qty)
         self._send(wire.encode(
             MsgType.AMEND, order_id=oid, client_order_id=clid, qty=units,
             price=sym.price_units(price) if price is not None else 0,

@@ -38,6 +38,10 @@ cnp.import_array()
 cdef enum:
     OFLAG_LIQUIDATION = 0x80
 
+# AMEND.qty that keeps the remaining quantity (protocol/wire.py AMEND_QTY_UNCHANGED)
+cdef enum:
+    AMEND_QTY_UNCHANGED = -1
+
 # The one client order id never accepted (protocol/wire.py MAX_CLIENT_ORDER_ID is the largest that is).
 cdef extern from "<stdint.h>":
     const uint64_t CLID_RESERVED "UINT64_MAX"
@@ -562,13 +566,14 @@ cdef class Engine:
         cdef uint32_t sym = o.symbol
         if self.sym_state[sym] == SYM_HALTED:
             return self.reject(REJ_SYMBOL_HALTED)
-        if c.qty < 0:
+        cdef int64_t qty = o.leaves if c.qty == AMEND_QTY_UNCHANGED else c.qty
+        if qty < 0:
             return self.reject(REJ_INVALID_QTY)
-        if c.qty == 0:
+        if qty == 0:
             return self.cancel_order(s, CXL_USER)
-        if c.qty % self.sym_lot[sym]:
+        if qty % self.sym_lot[sym]:
             return self.reject(REJ_QTY_NOT_LOT_MULTIPLE)
-        if c.qty > self.sym_max_qty[sym]:
+        if qty > self.sym_max_qty[sym]:
             return self.reject(REJ_QTY_ABOVE_MAX)
         cdef bint untriggered = o.state == OS_UNTRIGGERED
         cdef int64_t new_price = o.price
@@ -599,9 +604,9 @@ cdef class Engine:
         cdef Level* lv
         cdef int64_t new_shown, old_leaves = o.leaves
         cdef int code
-        if self.risk is not None and (c.qty > o.leaves or new_price != o.price or new_stop != o.stop_price):
+        if self.risk is not None and (qty > o.leaves or new_price != o.price or new_stop != o.stop_price):
             code = check_order(self.risk, a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
-                               new_stop, c.qty, c.qty - o.leaves, -1, <int64_t>c.ts_ns, self.sym_tick[sym])
+                               new_stop, qty, qty - o.leaves, -1, <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
                 return self.reject(code)
         if untriggered:
@@ -617,29 +622,29 @@ cdef class Engine:
                 self.unrest(s)
                 o.stop_price = new_stop
                 o.price = new_price
-                o.leaves = c.qty
-                o.qty = o.filled + c.qty
+                o.leaves = qty
+                o.qty = o.filled + qty
                 self.rest(s)
             else:
                 o.price = new_price
                 lv = &self.levels[o.level]
-                lv.total += c.qty - o.leaves
-                o.leaves = c.qty
-                o.qty = o.filled + c.qty
+                lv.total += qty - o.leaves
+                o.leaves = qty
+                o.qty = o.filled + qty
             e = self.emit(EV_REPLACED, s)
             e.qty = o.leaves
             e.other_leaves = old_leaves
             return 0
         # a resting limit order
-        cdef bint loses = new_price != o.price or c.qty > o.leaves
+        cdef bint loses = new_price != o.price or qty > o.leaves
         if not loses:
             lv = &self.levels[o.level]
-            new_shown = min64(o.shown, c.qty)
-            lv.total -= o.leaves - c.qty
+            new_shown = min64(o.shown, qty)
+            lv.total -= o.leaves - qty
             lv.shown -= o.shown - new_shown
             o.shown = new_shown
-            o.leaves = c.qty
-            o.qty = o.filled + c.qty
+            o.leaves = qty
+            o.qty = o.filled + qty
             e = self.emit(EV_REPLACED, s)
             e.qty = o.leaves
             e.other_leaves = old_leaves
@@ -658,8 +663,8 @@ cdef class Engine:
                 return self.reject(REJ_POST_ONLY_WOULD_CROSS)
         self.unrest(s)
         o.price = new_price
-        o.leaves = c.qty
-        o.qty = o.filled + c.qty
+        o.leaves = qty
+        o.qty = o.filled + qty
         e = self.emit(EV_REPLACED, s)
         e.qty = o.leaves
         e.other_leaves = old_leaves

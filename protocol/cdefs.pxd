@@ -302,7 +302,7 @@ cdef packed struct Command:
     uint64_t client_order_id  # @32 8B NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0
     uint64_t order_id  # @40 8B CANCEL/AMEND: target order id (0 = use client_order_id)
     int64_t price  # @48 8B limit price in price units; AMEND: new price, 0 = unchanged
-    int64_t qty  # @56 8B quantity in qty units; AMEND: new remaining qty (0 cancels)
+    int64_t qty  # @56 8B quantity in qty units; AMEND: new remaining qty (0 cancels, -1 unchanged)
     int64_t stop_price  # @64 8B STOP/STOP_LIMIT trigger price; AMEND: new stop, 0 = unchanged
     int64_t display_qty  # @72 8B iceberg slice size (0 = fully displayed)
     int64_t expire_ts_ns  # @80 8B GTD expiry; EXPIRE: now
@@ -392,7 +392,7 @@ cdef packed struct Amend:
     uint64_t client_order_id  # @0 8B the order to amend, when order_id is 0
     uint64_t order_id  # @8 8B the order to amend (0 = use client_order_id)
     int64_t price  # @16 8B new limit price (0 = unchanged)
-    int64_t qty  # @24 8B new remaining quantity (0 cancels)
+    int64_t qty  # @24 8B new remaining quantity (0 cancels, -1 = unchanged)
     int64_t stop_price  # @32 8B new stop price of an untriggered stop (0 = unchanged)
 
 # MASS_CANCEL (13), client -> server

@@ -25,7 +25,7 @@ COMMAND = Layout("Command", [
     ("client_order_id", "u64", "NEW_ORDER: new id; CANCEL/AMEND: target when order_id == 0"),
     ("order_id", "u64", "CANCEL/AMEND: target order id (0 = use client_order_id)"),
     ("price", "i64", "limit price in price units; AMEND: new price, 0 = unchanged"),
-    ("qty", "i64", "quantity in qty units; AMEND: new remaining qty (0 cancels)"),
+    ("qty", "i64", "quantity in qty units; AMEND: new remaining qty (0 cancels, -1 unchanged)"),
     ("stop_price", "i64", "STOP/STOP_LIMIT trigger price; AMEND: new stop, 0 = unchanged"),
     ("display_qty", "i64", "iceberg slice size (0 = fully displayed)"),
     ("expire_ts_ns", "i64", "GTD expiry; EXPIRE: now"),

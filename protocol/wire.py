@@ -20,6 +20,7 @@ from protocol.layout import Layout
 SCHEMA_VERSION = 2        # 2: execution reports grew ts_ns and fee (SPEC.md "Schema versions")
 MAX_FRAME = 4096          # bytes, header included; a longer length field is a protocol error
 MAX_DEPTH_LEVELS = 50     # per side in a BOOK_DEPTH response
+AMEND_QTY_UNCHANGED = -1         # AMEND.qty that keeps the order's remaining quantity
 MAX_CLIENT_ORDER_ID = 2**64 - 2   # 2**64-1 is reserved (CLIENT_ORDER_ID_RESERVED): the end of the id space
 
 HEADER = Layout("FrameHeader", [
@@ -158,7 +159,7 @@ AMEND = Layout("Amend", [
     ("client_order_id", "u64", "the order to amend, when order_id is 0"),
     ("order_id", "u64", "the order to amend (0 = use client_order_id)"),
     ("price", "i64", "new limit price (0 = unchanged)"),
-    ("qty", "i64", "new remaining quantity (0 cancels)"),
+    ("qty", "i64", "new remaining quantity (0 cancels, -1 = unchanged)"),
     ("stop_price", "i64", "new stop price of an untriggered stop (0 = unchanged)"),
 ], doc="AMEND (12), client -> server")
 

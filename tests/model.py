@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from protocol.codes import (CancelReason, CommandKind, EventKind, OrderFlag, OrderState, OrderType, Reject,
                             SelfTradePrevention as STP, Side, SymbolState, TimeInForce as TIF)
 from protocol.records import EventTuple
+from protocol.wire import AMEND_QTY_UNCHANGED
 
 RESTING_TIFS = (TIF.GTC, TIF.DAY, TIF.GTD)
 
@@ -375,7 +376,7 @@ class Model:
         S = self.syms[o.symbol]
         if S.state == SymbolState.HALTED:
             return self._reject(Reject.SYMBOL_HALTED)
-        qty = c["qty"]
+        qty = o.leaves if c["qty"] == AMEND_QTY_UNCHANGED else c["qty"]
         if qty < 0:
             return self._reject(Reject.INVALID_QTY)
         if qty == 0:

@@ -2,6 +2,7 @@
 import pytest
 
 from engine.core import Engine
+from protocol import wire
 from protocol.codes import (CancelReason as CR, CommandKind, EventKind as EK, OrderType as OT, Reject,
                             SelfTradePrevention as STP, Side, SymbolState, TimeInForce as TIF)
 from tests.model import Model
@@ -271,6 +272,14 @@ def test_amend_when_price_crosses_then_reenters_and_matches(eng):
     bid = oid(eng.o(B, BUY, 5, 99))
     evs = eng.amend(B, order_id=bid, qty=5, price=101)
     assert kinds(evs) == ["REPLACED", "FILL"] and fills(evs) == [(ask, 101, 5)]
+
+
+def test_amend_when_qty_unchanged_marker_then_the_remainder_after_fills_is_kept(eng):
+    ask = oid(eng.o(A, SELL, 10, 101))
+    eng.o(B, BUY, 4, 101)                          # a fill between the client's read and its amend
+    (ev,) = eng.amend(A, order_id=ask, qty=wire.AMEND_QTY_UNCHANGED, price=102)
+    assert (ev.kind, ev.price, ev.qty, ev.leaves) == (EK.REPLACED, 102, 6, 6)
+    assert reason(eng.amend(A, order_id=ask, qty=-2)) == Reject.INVALID_QTY
 
 
 def test_amend_when_qty_zero_then_cancels(eng):
