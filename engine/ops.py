@@ -14,21 +14,32 @@ journal commit time); nothing is a Python object per message.
     GET /health/ready     200 once recovery is done and the journal is writable, else 503
     GET /health/detailed  JSON: sessions, journal, snapshots, symbols, build
 
+Exposure: the listener binds [server] ops_host (loopback by default, never `host`).
+Figures about one account (te_account_* series with an `account` label, account names
+in /health/detailed) are served only to a request carrying `Authorization: Bearer
+<token>` with the token of [server] ops_token_env / ops_token_file; without one
+configured they are never served. Everyone else gets the aggregates (te_accounts by
+state, counts in /health/detailed).
+
 systemd: `notify()` speaks the sd_notify datagram protocol to $NOTIFY_SOCKET (READY=1
 after recovery, WATCHDOG=1 from the event loop at half of $WATCHDOG_USEC, STOPPING=1).
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
+import platform
 import socket
 import time
 
 import msgspec
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                    InfoMetricFamily, StateSetMetricFamily)
 
-from protocol.codes import CommandKind, OrderType, Reject, SymbolState
+from protocol.codes import AccountState, CommandKind, OrderType, Reject, SymbolState
+from protocol.wire import SCHEMA_VERSION
 
 ORDER_ENTRY = (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL)
 
@@ -56,14 +67,18 @@ def watchdog_interval() -> float | None:
 
 
 class EngineCollector:
-    """Reads the server's counters at scrape time."""
+    """Reads the server's counters at scrape time; per-account series only with
+    `accounts` (an authorized scrape)."""
 
     def __init__(self, server):
         self.server = server
 
-    def collect(self):
+    def collect(self, accounts: bool = False):
         srv = self.server
         e = srv.engine
+        from engine.server import VERSION           # (engine.server imports this module)
+        yield InfoMetricFamily("te_build", "the running build", value={
+            "version": VERSION, "schema_version": str(SCHEMA_VERSION), "python": platform.python_version()})
         yield CounterMetricFamily("te_orders_accepted", "orders accepted by the core", value=e.next_order_id - 1)
         yield CounterMetricFamily("te_trades", "trades executed", value=e.next_trade_id - 1)
         yield CounterMetricFamily("te_commands", "commands applied by the core, the batch being committed included "
@@ -106,25 +121,29 @@ class EngineCollector:
             halted.add_metric([s.name], int(e.symbol_state(s.id) == SymbolState.HALTED))
         yield halted
         if e.risk is not None:
-            yield from risk_metrics(srv)
+            yield from risk_metrics(srv, accounts)
 
     def hot_metrics(self, hot):
         """What the hot path counts (gateway.Hot)."""
         srv = self.server
-        orders = CounterMetricFamily("te_orders", "commands applied by the engine, by type and outcome (rejected: "
-                                     "the engine's REJECTED)", labels=["type", "outcome"])
+        orders = CounterMetricFamily("te_orders", "order-entry commands applied by the engine (new orders by order "
+                                     "type, cancel, amend, mass_cancel), by outcome (rejected: the engine's REJECTED)",
+                                     labels=["type", "outcome"])
+        control = CounterMetricFamily("te_control_commands", "commands from operators and the server's timers "
+                                      "(halt, deposit, set_limit, expire, risk_tick, ...), by outcome",
+                                      labels=["command", "outcome"])
         counts = hot.commands_arr
         for kind in CommandKind:
             if kind >= counts.shape[0]:
                 continue                  # counted under slot 0 (gateway.N_KINDS)
             types = [(t.name.lower(), int(t)) for t in OrderType] if kind == CommandKind.NEW_ORDER else \
                 [(kind.name.lower(), 0)]
+            family = orders if kind in ORDER_ENTRY else control
             for name, ot in types:
-                acc, rej = int(counts[kind, ot, 0]), int(counts[kind, ot, 1])
-                if kind in ORDER_ENTRY or acc or rej:
-                    orders.add_metric([name, "accepted"], acc)
-                    orders.add_metric([name, "rejected"], rej)
+                family.add_metric([name, "accepted"], int(counts[kind, ot, 0]))
+                family.add_metric([name, "rejected"], int(counts[kind, ot, 1]))
         yield orders
+        yield control
         rejects = CounterMetricFamily("te_rejects", "rejects by reason (engine and session level)", labels=["reason"])
         for code in hot.rejects_arr.nonzero()[0].tolist():
             try:
@@ -134,11 +153,11 @@ class EngineCollector:
             rejects.add_metric([name], int(hot.rejects_arr[code]))
         yield rejects
         fills = CounterMetricFamily("te_fills", "trades by symbol", labels=["symbol"])
-        volume = CounterMetricFamily("te_traded_qty", "traded quantity by symbol, in the symbol's qty units",
-                                     labels=["symbol"])
+        volume = CounterMetricFamily("te_traded_qty", "traded quantity by symbol, in the symbol's own unit (the "
+                                     "engine's integer units / 10^qty_decimals)", labels=["symbol"])
         for s in srv.cfg.symbols:
             fills.add_metric([s.name], int(hot.fills_arr[s.id]))
-            volume.add_metric([s.name], int(hot.volume_arr[s.id]))
+            volume.add_metric([s.name], int(hot.volume_arr[s.id]) / 10 ** s.qty_decimals)
         yield fills
         yield volume
         yield _histogram("te_batch_commands", "commands per batch (one journal commit each)", hot.batch, 1)
@@ -146,14 +165,31 @@ class EngineCollector:
         yield _histogram("te_journal_commit_seconds", "journal commit (fsync with sync durability)", hot.commit, 1e9)
 
 
-def risk_metrics(srv):
-    """Risk gauges at scrape time from the risk arrays (engine/RISK.md): per account exposure,
-    margins, equity and state, in the quote currency; breakers and kill switches. O(accounts)
-    numpy reads per scrape, nothing counted per order."""
+def risk_metrics(srv, per_account: bool):
+    """Risk gauges at scrape time from the risk arrays (engine/RISK.md): accounts by state, breakers
+    and kill switches; with `per_account` also each account's exposure, margins, equity (quote
+    currency), state and kill switch. O(accounts) numpy reads per scrape, nothing counted per order."""
     r = srv.engine.risk
     scale = 10.0 ** -r.cash_decimals
     cols = r.acct_cols
     accounts = sorted((a.name, a.id) for a in srv.accounts.values())    # the config's and those added at run time
+    by_state = GaugeMetricFamily("te_accounts", "accounts by risk state", labels=["state"])
+    states = [int(cols["state"][i]) for _, i in accounts]
+    for st in AccountState:
+        by_state.add_metric([st.name.lower()], states.count(int(st)))
+    yield by_state
+    yield GaugeMetricFamily("te_accounts_kill_switch", "accounts whose own kill switch is on",
+                            value=sum(int(cols["kill"][i]) != 0 for _, i in accounts))
+    yield GaugeMetricFamily("te_kill_switch_global", "1 while the global kill switch is on", value=int(r.kill_all))
+    yield GaugeMetricFamily("te_error_breaker_tripped", "1 while the engine-wide error-rate breaker is tripped",
+                            value=int(r.breaker))
+    brk = GaugeMetricFamily("te_symbol_breaker_tripped", "1 while the symbol is halted by its price-band breaker",
+                            labels=["symbol"])
+    for s in srv.cfg.symbols:
+        brk.add_metric([s.name], int(r.breaker_state(s.id)[0]))
+    yield brk
+    if not per_account:
+        return
     for name, col, text in (("te_account_equity", None, "cash + unrealized P&L, quote currency"),
                             ("te_account_cash", "cash", "cash, quote currency"),
                             ("te_account_exposure", "expo_sum", "gross exposure at the marks, quote currency"),
@@ -167,22 +203,15 @@ def risk_metrics(srv):
                 value = int(cols[col][i])
             g.add_metric([acct], value * scale)
         yield g
-    state = GaugeMetricFamily("te_account_state", "AccountState: 1 active, 2 reduce-only, 3 suspended, "
-                              "4 liquidating", labels=["account"])
+    state = StateSetMetricFamily("te_account_state", "the account's risk state (engine/RISK.md)",
+                                 labels=["account"])
     kill = GaugeMetricFamily("te_account_kill_switch", "1 while the account's kill switch is on", labels=["account"])
     for acct, i in accounts:
-        state.add_metric([acct], int(cols["state"][i]))
+        now = int(cols["state"][i])
+        state.add_metric([acct], {st.name.lower(): now == st for st in AccountState})
         kill.add_metric([acct], int(cols["kill"][i]))
     yield state
     yield kill
-    yield GaugeMetricFamily("te_kill_switch_global", "1 while the global kill switch is on", value=int(r.kill_all))
-    yield GaugeMetricFamily("te_error_breaker_tripped", "1 while the engine-wide error-rate breaker is tripped",
-                            value=int(r.breaker))
-    brk = GaugeMetricFamily("te_symbol_breaker_tripped", "1 while the symbol is halted by its price-band breaker",
-                            labels=["symbol"])
-    for s in srv.cfg.symbols:
-        brk.add_metric([s.name], int(r.breaker_state(s.id)[0]))
-    yield brk
 
 
 def _histogram(name, doc, h, scale):
@@ -202,26 +231,37 @@ class _One:
         return [self.family]
 
 
+# /health/detailed "risk" keys that name accounts: a count instead without the token
+ACCOUNT_LISTS = ("killed_accounts", "liquidating_accounts", "suspended_or_reduce_only")
+
+
 class Ops:
-    def __init__(self, server, host: str, port: int):
-        self.server, self.host, self.port = server, host, port
-        self.collectors = [ProcessCollector(registry=None), EngineCollector(server)]
+    def __init__(self, server, host: str, port: int, token: bytes | None = None):
+        self.server, self.host, self.port, self.token = server, host, port, token
+        self.process = ProcessCollector(registry=None)
+        self.engine = EngineCollector(server)
         self.registry = CollectorRegistry()
-        for c in self.collectors:
+        for c in (self.process, self.engine):
             self.registry.register(c)
         self.http = None
         self.started = time.time()
 
-    async def metrics(self) -> bytes:
+    def authorized(self, headers: dict) -> bool:
+        """True for a request bearing the configured token (constant-time compare)."""
+        given = headers.get(b"authorization", b"")
+        return self.token is not None and given.startswith(b"Bearer ") and \
+            hmac.compare_digest(given[7:].strip(), self.token)
+
+    async def metrics(self, accounts: bool = False) -> bytes:
         """The /metrics text, built one metric family per loop iteration: formatting costs
         about 2 us per sample line here, so a whole scrape at once would hold the engine's
         loop for about half a millisecond; in steps, no step holds it for more than tens
-        of microseconds and reads are served in between."""
+        of microseconds and reads are served in between. Per-account series only with
+        `accounts` (an authorized request)."""
         parts = []
-        for collector in self.collectors:
-            for family in collector.collect():
-                parts.append(generate_latest(_One(family)))
-                await asyncio.sleep(0)
+        for family in (*self.process.collect(), *self.engine.collect(accounts)):
+            parts.append(generate_latest(_One(family)))
+            await asyncio.sleep(0)
         return b"".join(parts)
 
     async def start(self):
@@ -236,25 +276,36 @@ class Ops:
         srv = self.server
         return srv.ready and srv.journal_ok and not srv.stopping
 
-    def detailed(self) -> dict:
-        return dict(self.server.status(), ready=self.ready(), uptime_s=round(time.time() - self.started, 3))
+    def detailed(self, accounts: bool = False) -> dict:
+        """The server's status; without `accounts`, lists of account names become counts."""
+        out = dict(self.server.status(), ready=self.ready(), uptime_s=round(time.time() - self.started, 3))
+        risk = out.get("risk")
+        if not accounts and isinstance(risk, dict):
+            out["risk"] = {k: len(v) if k in ACCOUNT_LISTS else v for k, v in risk.items()}
+        return out
 
     async def handle(self, reader, writer):
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
+            headers = {}
+            for _ in range(100):
+                h = await asyncio.wait_for(reader.readline(), 5)
+                if h in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = h.partition(b":")
+                headers[name.strip().lower()] = value.strip()
             parts = line.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else ""
             if path == "/metrics":
-                status, ctype, body = 200, "text/plain; version=0.0.4", await self.metrics()
+                status, ctype, body = 200, "text/plain; version=0.0.4", await self.metrics(self.authorized(headers))
             elif path == "/health/live":
                 status, ctype, body = 200, "application/json", b'{"live":true}'
             elif path == "/health/ready":
                 ok = self.ready()
                 status, ctype, body = (200 if ok else 503), "application/json", msgspec.json.encode({"ready": ok})
             elif path == "/health/detailed":
-                status, ctype, body = 200, "application/json", msgspec.json.encode(self.detailed())
+                status, ctype, body = 200, "application/json", msgspec.json.encode(
+                    self.detailed(self.authorized(headers)))
             else:
                 status, ctype, body = 404, "text/plain", b"not found\n"
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]

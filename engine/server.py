@@ -1240,13 +1240,13 @@ async def _serve(cfg):
     srv = Server(cfg)
     ops = None
     if cfg.server.ops_port is not None:
-        ops = opsmod.Ops(srv, cfg.server.host, cfg.server.ops_port)
+        ops = opsmod.Ops(srv, cfg.server.ops_host, cfg.server.ops_port, cfgmod.ops_token(cfg.server))
         ops_port = await ops.start()
         if cfg.server.ops_port_file:
             with open(cfg.server.ops_port_file + ".tmp", "w") as f:
                 f.write(str(ops_port))
             os.replace(cfg.server.ops_port_file + ".tmp", cfg.server.ops_port_file)
-        log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.host, ops_port)
+        log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.ops_host, ops_port)
     asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(
         2, thread_name_prefix="helper", initializer=helper_setup))
     opsmod.notify("STATUS=recovering")
