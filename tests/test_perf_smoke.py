@@ -31,8 +31,8 @@ def test_baseline_when_same_flow_then_same_resting_orders_as_core():
 
 
 @pytest.mark.parametrize("argv", [
-    ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--baseline-n", "1000", "--no-plot"],
-    ["core", "--risk", "--n", "3000", "--runs", "1", "--symbols", "1", "--baseline-n", "1000", "--no-plot"],
+    ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--prefill", "500", "--no-plot"],
+    ["core", "--risk", "--n", "3000", "--runs", "1", "--symbols", "1", "--no-plot"],
     ["memory", "--resting", "20000"],
     ["journal", "--journal-n", "2000", "--commits", "20", "--batches", "1,64", "--offered", "3000", "--seconds", "0.3",
      "--server-cpu", "0"],
@@ -148,3 +148,16 @@ def test_instructions_when_counted_twice_then_the_same_and_risk_costs_some(tmp_p
         assert abs(counts[0][k] - counts[1][k]) <= 1e-3 * counts[0][k], (k, counts)
     r = counts[0]
     assert r["commands"] == 2000 and 0 < r["risk_off"] < r["risk_on"] and 0 < r["off_over_on"] < 1
+
+
+def test_workload_when_deep_book_then_the_flow_never_touches_it():
+    prefill = 2_000
+    cmds, ops = workload.generate(100_000, symbols=1, seed=1, prefill=prefill)
+    flow, _ = workload.generate(100_000, symbols=1, seed=1)
+    for field in ("kind", "account", "symbol", "side", "tif", "price", "qty"):     # the same flow after it
+        assert (cmds[prefill:][field] == flow[field]).all(), field
+    assert len(ops) == len(cmds)
+    deep, alone = workload.make_engine(1), workload.make_engine(1)
+    assert (deep.process(cmds)["kind"] == EventKind.REJECTED).sum() == 0     # (no client order id reused)
+    alone.run(flow)
+    assert deep.live_orders - alone.live_orders == prefill
