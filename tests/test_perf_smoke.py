@@ -1,4 +1,5 @@
 """The benchmarks run end to end at a tiny size (no timing is asserted: figures go to perf/RESULTS.md)."""
+import fnmatch
 import json
 
 import pytest
@@ -161,3 +162,30 @@ def test_workload_when_deep_book_then_the_flow_never_touches_it():
     assert (deep.process(cmds)["kind"] == EventKind.REJECTED).sum() == 0     # (no client order id reused)
     alone.run(flow)
     assert deep.live_orders - alone.live_orders == prefill
+
+
+def test_instructions_when_counted_then_collection_toggles_on_engine_run_alone():
+    """callgrind toggles collection on entering and leaving each function its pattern matches: a
+    pattern also matching Engine.run_triggers (called inside run) switched it off there."""
+    from perf import instructions
+    toggled = [f for f in instructions.core_functions() if fnmatch.fnmatchcase(f, instructions.run_symbol())]
+    assert len(toggled) == 1 and toggled[0].startswith("__pyx_pw_6engine_4core_6Engine_")
+    assert toggled[0].endswith("run") and "_run_" not in toggled[0]
+
+
+def test_roundtrip_when_run_from_an_installed_package_then_needs_no_tests_folder(tmp_path):
+    """Only the packages on the path (as pip installs them: no tests/), run from elsewhere."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    site = tmp_path / "site"
+    site.mkdir()
+    for pkg in ("engine", "protocol", "clients", "perf"):
+        (site / pkg).symlink_to(importlib.util.find_spec(pkg).submodule_search_locations[0])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, "-m", "perf", "roundtrip", "--rate", "1000", "--seconds", "0.3", "--runs", "1",
+                        "--durability", "none", "--no-echo", "--no-plot", "--out", str(tmp_path / "out")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "== roundtrip ==" in r.stdout
