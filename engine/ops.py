@@ -21,15 +21,22 @@ in /health/detailed) are served only to a request carrying `Authorization: Beare
 configured they are never served. Everyone else gets the aggregates (te_accounts by
 state, counts in /health/detailed).
 
+Logs: one stream (stderr), one JSON object per line, one shape (JsonFormatter): ts, level,
+logger, event, msg, and the record's structured fields (account, session, peer, ...), which
+call sites pass as `extra={...}` instead of formatting them into msg.
+
 systemd: `notify()` speaks the sd_notify datagram protocol to $NOTIFY_SOCKET (READY=1
 after recovery, WATCHDOG=1 from the event loop at half of $WATCHDOG_USEC, STOPPING=1).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
+import logging
 import os
 import platform
+import re
 import socket
 import time
 
@@ -42,6 +49,36 @@ from protocol.codes import AccountState, CommandKind, OrderType, Reject, SymbolS
 from protocol.wire import SCHEMA_VERSION
 
 ORDER_ENTRY = (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL)
+# reasons te_rejects_total shows from the start, at 0 (alerts take increase() over them; the
+# others appear when first counted)
+ALWAYS_REJECTS = frozenset({Reject.SLOW_CONSUMER, Reject.JOURNAL_UNAVAILABLE, Reject.THROTTLED})
+
+
+# attributes every LogRecord has: anything else on a record came from `extra={...}`
+_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _event_name(template: str) -> str:
+    """A record's event when the call site names none: its message template up to the first
+    ':', '%' or '(' in snake case ("journal still unavailable: %s" -> journal_still_unavailable)."""
+    return re.sub(r"[^a-z0-9]+", "_", re.split(r"[:%(]", template, maxsplit=1)[0].lower()).strip("_")[:48] or "log"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, event (the call site's `extra` event, else
+    derived from the message template), msg, the structured fields passed in `extra`, and exc."""
+    encoder = msgspec.json.Encoder(enc_hook=str)
+
+    def format(self, record):
+        out = {"ts": round(record.created, 6), "level": record.levelname, "logger": record.name,
+               "event": getattr(record, "event", None) or _event_name(str(record.msg)), "msg": record.getMessage()}
+        for k, v in record.__dict__.items():
+            if k not in _RECORD_ATTRS and k != "event":
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return self.encoder.encode(out).decode()
 
 
 def notify(message: str) -> bool:
@@ -64,6 +101,10 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and int(pid) != os.getpid()):
         return None
     return int(usec) / 2e6
+
+
+def ready(srv) -> bool:
+    return srv.ready and srv.journal_ok and not srv.stopping
 
 
 class EngineCollector:
@@ -92,6 +133,8 @@ class EngineCollector:
         yield GaugeMetricFamily("te_sessions", "logged-on sessions",
                                 value=sum(1 for c in srv.conns if c.account is not None))
         yield GaugeMetricFamily("te_pending_logons", "connections not yet logged on", value=srv.pending_logons)
+        yield GaugeMetricFamily("te_ready", "1 once recovery is done, while the journal is writable and the server "
+                                "is not stopping (/health/ready)", value=int(ready(srv)))
         yield GaugeMetricFamily("te_journal_writable", "1 while the journal accepts writes", value=int(srv.journal_ok))
         yield GaugeMetricFamily("te_journal_last_seq", "last journaled command sequence",
                                 value=srv.journal.last_seq if srv.journal else 0)
@@ -144,8 +187,9 @@ class EngineCollector:
                 family.add_metric([name, "rejected"], int(counts[kind, ot, 1]))
         yield orders
         yield control
-        rejects = CounterMetricFamily("te_rejects", "rejects by reason (engine and session level)", labels=["reason"])
-        for code in hot.rejects_arr.nonzero()[0].tolist():
+        rejects = CounterMetricFamily("te_rejects", "rejects by reason (engine and session level; SLOW_CONSUMER: "
+                                      "sessions cut off for not reading)", labels=["reason"])
+        for code in sorted(set(hot.rejects_arr.nonzero()[0].tolist()) | ALWAYS_REJECTS):
             try:
                 name = Reject(code).name
             except ValueError:
@@ -273,8 +317,7 @@ class Ops:
             self.http.close()
 
     def ready(self) -> bool:
-        srv = self.server
-        return srv.ready and srv.journal_ok and not srv.stopping
+        return ready(self.server)
 
     def detailed(self, accounts: bool = False) -> dict:
         """The server's status; without `accounts`, lists of account names become counts."""

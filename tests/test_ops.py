@@ -176,3 +176,20 @@ def test_ops_when_token_not_configured_then_a_bearer_header_gets_no_account_figu
     from tests.test_risk_server import RISK
     srv = server_factory(risk=RISK).start()
     assert "account=" not in get(srv, "/metrics", OPS_TOKEN)[1]
+
+
+def test_logs_when_serving_then_one_json_shape_with_structured_fields(server):
+    a, b = trade_once(server)
+    a.close()
+    b.close()
+    raw = Raw(server.port)
+    raw.send(b"\xff" * 64)                                   # a protocol error: logged with its peer
+    raw.until(MsgType.PROTOCOL_ERROR)
+    assert server.terminate() == 0
+    lines = [json.loads(line) for line in server.output().splitlines() if line.strip()]  # all of it JSON
+    assert lines and all(list(x)[:5] == ["ts", "level", "logger", "event", "msg"] for x in lines)
+    (logon,) = [x for x in lines if x["event"] == "logon" and x["account"] == "acct1"]
+    assert logon["msg"] == "logon" and logon["peer"] == "127.0.0.1" and logon["session"] >= 1
+    (err,) = [x for x in lines if x["event"] == "protocol_error"]
+    assert err["peer"] == "127.0.0.1" and err["reason"] and "offset" in err
+    assert [x["port"] for x in lines if x["event"] == "listening"] == [server.port]
