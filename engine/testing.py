@@ -115,6 +115,7 @@ class ServerProc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
             if time.monotonic() > deadline:
+                self.stop()                          # never leave it running behind a failed start
                 raise RuntimeError(f"server did not start: {self.output()}")
             time.sleep(0.02 if wait_listening else 0.002)
         self.ops_port = int((self.dir / "ops_port").read_text())
