@@ -91,7 +91,7 @@ def core_scenario(args):
         cmds, ops = workload.generate(args.n, symbols=symbols, seed=args.seed, prefill=args.prefill)
         deep, flow = cmds[:args.prefill], cmds[args.prefill:]
         if args.risk:
-            results[f"{symbols}_symbols_risk"] = risk_comparison(args, symbols, cmds)
+            results[f"{symbols}_symbols_risk"] = risk_comparison(args, symbols, deep, flow)
         rates, lat_runs = [], []
         for _ in range(args.runs):
             e = workload.make_engine(symbols, max_orders=args.max_orders)
@@ -133,15 +133,17 @@ def core_scenario(args):
     return results
 
 
-def risk_comparison(args, symbols, cmds):
-    """The same commands with risk off and with every check on, runs interleaved (off, on, off,
-    on, ...) so both see the same machine; the events of both must be the matching ones."""
+def risk_comparison(args, symbols, deep, cmds):
+    """The same commands with risk off and with every check on (after the untimed `deep` book),
+    runs interleaved (off, on, off, on, ...) so both see the same machine; the events of both
+    must be the matching ones."""
     rates = {"off": [], "on": []}
     lat = {"off": [], "on": []}
     counts = {}
     for _ in range(args.runs):
         for mode in ("off", "on"):
             e = workload.make_engine(symbols, max_orders=args.max_orders, risk=mode == "on")
+            e.run(deep)
             gc.collect()
             gc.disable()
             t = time.perf_counter()
@@ -150,6 +152,7 @@ def risk_comparison(args, symbols, cmds):
             gc.enable()
             rates[mode].append(len(cmds) / dt)
             e = workload.make_engine(symbols, max_orders=args.max_orders, risk=mode == "on")
+            e.run(deep)
             x = np.zeros(len(cmds), dtype=np.int64)
             e.run_timed(cmds, x)
             lat[mode].append(x)
