@@ -1,7 +1,9 @@
 """The benchmarks run end to end at a tiny size (no timing is asserted: figures go to perf/RESULTS.md)."""
-import fnmatch
 import json
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
 
 from perf import __main__ as bench, baseline, workload
@@ -164,13 +166,19 @@ def test_workload_when_deep_book_then_the_flow_never_touches_it():
     assert deep.live_orders - alone.live_orders == prefill
 
 
-def test_instructions_when_counted_then_collection_toggles_on_engine_run_alone():
+@pytest.mark.skipif(shutil.which("callgrind_annotate") is None, reason="needs valgrind's callgrind_annotate")
+def test_instructions_when_counted_then_what_engine_run_calls_is_counted_too(tmp_path):
     """callgrind toggles collection on entering and leaving each function its pattern matches: a
-    pattern also matching Engine.run_triggers (called inside run) switched it off there."""
+    pattern also matching Engine.run_triggers (called inside run) switched collection off there."""
     from perf import instructions
-    toggled = [f for f in instructions.core_functions() if fnmatch.fnmatchcase(f, instructions.run_symbol())]
-    assert len(toggled) == 1 and toggled[0].startswith("__pyx_pw_6engine_4core_6Engine_")
-    assert toggled[0].endswith("run") and "_run_" not in toggled[0]
+    cmds, _ = workload.generate(2000, symbols=1, seed=1)
+    np.save(tmp_path / "cmds.npy", cmds)
+    total = instructions.count(tmp_path / "cmds.npy", 1, "off", tmp_path)
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", str(tmp_path / "callgrind.1.off")],
+                         capture_output=True, text=True, check=True).stdout
+    own = [int(line.split()[0].replace(",", "")) for line in out.splitlines()
+           if line.rstrip().split(" ")[-1].startswith("[") and "Engine_run_triggers" in line]
+    assert own and 0 < own[0] < total
 
 
 def test_roundtrip_when_run_from_an_installed_package_then_needs_no_tests_folder(tmp_path):
