@@ -60,8 +60,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     replay_ring: int = 1 << 16             # execution reports kept per account for gap replay
     replay_index_every: int = 1 << 16      # commands between rows of the index into the journal for older gaps
     expire_interval_ms: int = 100          # how often the timer checks for due GTD orders
-    ops_port: int | None = 7002            # HTTP /metrics and /health/* on host (0 = ephemeral, None = off)
+    ops_host: str = "127.0.0.1"            # the ops listener's address: loopback unless set (never follows host)
+    ops_port: int | None = 7002            # HTTP /metrics and /health/* on ops_host (0 = ephemeral, None = off)
     ops_port_file: str | None = None
+    ops_token_env: str | None = None       # bearer token for per-account figures on the ops listener
+    ops_token_file: str | None = None      # (one of the two, >= 16 bytes; without one they are never served)
     admin_host: str = "127.0.0.1"          # the admin listener: never the trading port
     admin_port: int | None = 7003          # 0 = ephemeral, None = off
     admin_port_file: str | None = None
@@ -283,6 +286,32 @@ def validate(cfg: Config, where: str) -> None:
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")
+
+
+OPS_TOKEN_MIN = 16
+
+
+def ops_token(s: ServerConfig) -> bytes | None:
+    """The ops listener's bearer token (ops_token_env or ops_token_file), or None if neither is set."""
+    if s.ops_token_env is not None and s.ops_token_file is not None:
+        raise ConfigError("`server`: ops_token_env or ops_token_file, not both")
+    if s.ops_token_env is not None:
+        token = os.environ.get(s.ops_token_env, "").strip().encode()
+        where = f"environment variable {s.ops_token_env}"
+    elif s.ops_token_file is not None:
+        p = Path(s.ops_token_file)
+        try:
+            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(f"`server.ops_token_file`: {p} must be readable by its owner only (chmod 600)")
+            token = p.read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"`server.ops_token_file`: {e}") from None
+        where = str(p)
+    else:
+        return None
+    if len(token) < OPS_TOKEN_MIN:
+        raise ConfigError(f"`server`: the ops token ({where}) must be at least {OPS_TOKEN_MIN} bytes")
+    return token
 
 
 def account_secret(a: AccountConfig) -> bytes:

@@ -31,7 +31,6 @@ import fcntl
 import gc
 import hashlib
 import hmac
-import json
 import logging
 import os
 import signal
@@ -765,7 +764,8 @@ class Server:
         goes back to where the failed batch began, the engine is rebuilt from snapshot + journal,
         i.e. to exactly what the journal holds, and both batches' commands are refused; then the
         timer probes the disk and trading resumes once a write and fdatasync succeed again."""
-        log.error("journal unavailable, refusing state changes until it can be written again: %s", exc)
+        log.error("journal unavailable, refusing state changes until it can be written again: %s", exc,
+                  extra={"event": "journal_unavailable"})
         self.journal_ok = False
         self.journal_error = str(exc)
         failed = np.concatenate([np.frombuffer(cmds, dtype=COMMAND.dtype),
@@ -821,7 +821,7 @@ class Server:
             return
         self.journal_ok = True
         self.journal_error = None
-        log.warning("journal writable again: resuming at seq %d", self.next_cmd_seq)
+        log.warning("journal writable again: resuming at seq %d", self.next_cmd_seq, extra={"event": "journal_writable"})
 
     def submit(self, cmd_fields: dict):
         """Apply one command built in Python (timers, cancel on disconnect, admin); refused
@@ -897,7 +897,7 @@ class Server:
                 f.write(str(port))
             os.replace(s.port_file + ".tmp", s.port_file)
         self.ready = True
-        print(json.dumps({"event": "listening", "host": s.host, "port": port}), flush=True)
+        log.info("listening", extra={"event": "listening", "host": s.host, "port": port})
         return port
 
     async def stop(self):
@@ -1143,7 +1143,7 @@ class Connection(asyncio.BufferedProtocol):
                                heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.next_seq,
                                next_client_order_id=next_clid, server_time_ns=time.time_ns()))
         want = int(body["next_seq"]) or 1
-        log.info("logon account=%s session=%d peer=%s", acct.name, self.session_id, self.peer)
+        log.info("logon", extra={"event": "logon", "account": acct.name, "session": self.session_id, "peer": self.peer})
         if want < acct.next_seq and not acct.has(want) and srv.journal is not None:
             srv.loop.create_task(srv.replay_from_journal(self, acct, want))   # joins acct.sessions when caught up
         else:
@@ -1239,11 +1239,14 @@ class Connection(asyncio.BufferedProtocol):
         self.server.hot.bytes_out += len(data)
         self.last_sent = time.monotonic()
         if self.transport.get_write_buffer_size() > self.server.cfg.server.output_buffer_bytes:
-            log.warning("slow consumer: session=%d closed", self.session_id)
+            log.warning("slow consumer closed", extra={"event": "slow_consumer", "session": self.session_id,
+                                                       "account": self.account and self.account.name, "peer": self.peer})
+            self.server.hot.count_reject(Reject.SLOW_CONSUMER)
             self.close(Reject.SLOW_CONSUMER, abort=True)
 
     def protocol_error(self, reason, msg_type):
-        log.info("protocol error %s from %s at byte %d", Reject(reason).name, self.peer, self.stream_offset)
+        log.info("protocol error", extra={"event": "protocol_error", "reason": Reject(reason).name, "peer": self.peer,
+                                          "session": self.session_id, "offset": self.stream_offset})
         self.write(wire.encode(MsgType.PROTOCOL_ERROR, reason=reason, msg_type=msg_type, offset=self.stream_offset))
         self.close(None)
 
@@ -1305,28 +1308,24 @@ class Connection(asyncio.BufferedProtocol):
 
 
 def configure_logging(level="INFO"):
-    class JsonFormatter(logging.Formatter):
-        def format(self, record):
-            out = {"ts": round(record.created, 6), "level": record.levelname, "msg": record.getMessage()}
-            if record.exc_info:
-                out["exc"] = self.formatException(record.exc_info)
-            return json.dumps(out)
+    """Every logger, warnings included, to one stream (stderr) in one shape (ops.JsonFormatter)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(opsmod.JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(True)
 
 
 async def _serve(cfg):
     srv = Server(cfg)
     ops = None
     if cfg.server.ops_port is not None:
-        ops = opsmod.Ops(srv, cfg.server.host, cfg.server.ops_port)
+        ops = opsmod.Ops(srv, cfg.server.ops_host, cfg.server.ops_port, cfgmod.ops_token(cfg.server))
         ops_port = await ops.start()
         if cfg.server.ops_port_file:
             with open(cfg.server.ops_port_file + ".tmp", "w") as f:
                 f.write(str(ops_port))
             os.replace(cfg.server.ops_port_file + ".tmp", cfg.server.ops_port_file)
-        log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.host, ops_port)
+        log.info("ops listening on %s:%d (/metrics, /health/*)", cfg.server.ops_host, ops_port)
     asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(
         2, thread_name_prefix="helper", initializer=helper_setup))
     stop = asyncio.Event()           # before recovery: a SIGTERM/SIGINT during start-up stops cleanly after it

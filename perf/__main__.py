@@ -5,7 +5,8 @@ Scenarios here:
            (perf/workload.py), 1 symbol and 100 symbols; median ops/s of --runs
            fresh engines with the spread, per-command latency percentiles from
            Engine.run_timed, and the same workload through the Python baselines
-           in the same run (a sorted-dict book; lightmatchingengine if installed)
+           in the same run, the same commands and --runs runs each (a sorted-dict book;
+           lightmatchingengine if installed); --prefill: a deep book placed first, untimed
            --risk: the same commands also with every risk check on, interleaved,
            reported as the ratio of the two (engine/RISK.md; target >= 0.85)
   instructions  instructions per command of the core with risk off and every risk check on
@@ -82,47 +83,49 @@ def spread(xs):
 
 
 def core_scenario(args):
+    """Per symbol count: ops/s of --runs fresh engines over the flow (a --prefill deep book is
+    applied first, untimed), latency per command, and the Python baselines over the same
+    commands, --runs times each."""
     results = {}
     for symbols in args.symbols:
         cmds, ops = workload.generate(args.n, symbols=symbols, seed=args.seed, prefill=args.prefill)
+        deep, flow = cmds[:args.prefill], cmds[args.prefill:]
         if args.risk:
-            results[f"{symbols}_symbols_risk"] = risk_comparison(args, symbols, cmds)
+            results[f"{symbols}_symbols_risk"] = risk_comparison(args, symbols, deep, flow)
         rates, lat_runs = [], []
         for _ in range(args.runs):
             e = workload.make_engine(symbols, max_orders=args.max_orders)
+            e.run(deep)
             gc.collect()
             gc.disable()
             t = time.perf_counter()
-            events = e.run(cmds)
+            events = e.run(flow)
             dt = time.perf_counter() - t
             gc.enable()
-            rates.append(len(cmds) / dt)
+            rates.append(len(flow) / dt)
             e = workload.make_engine(symbols, max_orders=args.max_orders)
-            lat = np.zeros(len(cmds), dtype=np.int64)
-            e.run_timed(cmds, lat)
+            e.run(deep)
+            lat = np.zeros(len(flow), dtype=np.int64)
+            e.run_timed(flow, lat)
             lat_runs.append(lat)
             e.validate()
         lat = np.concatenate(lat_runs)
-        n = len(cmds)
-        entry = dict(ops=n, prefill=args.prefill, events_per_run=int(events), ops_per_s=spread(rates),
+        entry = dict(ops=len(flow), prefill=args.prefill, events_per_run=int(events), ops_per_s=spread(rates),
                      latency_ns={str(p): float(np.percentile(lat, p)) for p in PERCENTILES} | {"max": int(lat.max())})
-        bn = min(args.baseline_n + args.prefill, len(cmds))
-        b_rates = []
-        for _ in range(max(1, args.runs // 2)):
-            t = time.perf_counter()
-            baseline.run_sorted_dict(ops[:bn])
-            b_rates.append(bn / (time.perf_counter() - t))
-        entry["sorted_dict_ops_per_s"] = spread(b_rates)
-        entry["ratio_vs_sorted_dict"] = entry["ops_per_s"]["median"] / entry["sorted_dict_ops_per_s"]["median"]
-        try:
-            t = time.perf_counter()
-            baseline.run_lightmatchingengine(ops[:bn])
-            lme = bn / (time.perf_counter() - t)
-            entry["lightmatchingengine_ops_per_s"] = lme
-            entry["ratio_vs_lightmatchingengine"] = entry["ops_per_s"]["median"] / lme
-        except ImportError:
-            entry["lightmatchingengine_ops_per_s"] = None
         entry["live_orders_at_end"] = e.live_orders
+        if args.prefill:              # the deep book is never touched: all of it still rests at the end
+            alone = workload.make_engine(symbols, max_orders=args.max_orders)
+            alone.run(flow)
+            entry["deep_orders_touched"] = args.prefill - (e.live_orders - alone.live_orders)
+        for name, run in (("sorted_dict", baseline.run_sorted_dict), ("lightmatchingengine",
+                                                                        baseline.run_lightmatchingengine)):
+            try:
+                b_rates = [len(flow) / run(ops[args.prefill:], ops[:args.prefill]) for _ in range(args.runs)]
+            except ImportError:
+                entry[f"{name}_ops_per_s"] = None
+                continue
+            entry[f"{name}_ops_per_s"] = spread(b_rates)
+            entry[f"ratio_vs_{name}"] = entry["ops_per_s"]["median"] / entry[f"{name}_ops_per_s"]["median"]
         results[f"{symbols}_symbols"] = entry
         if args.plot:
             latency.plot({"core": lat}, f"core, {symbols} symbol(s)", args.out / f"core-latency-{symbols}sym.png",
@@ -130,15 +133,17 @@ def core_scenario(args):
     return results
 
 
-def risk_comparison(args, symbols, cmds):
-    """The same commands with risk off and with every check on, runs interleaved (off, on, off,
-    on, ...) so both see the same machine; the events of both must be the matching ones."""
+def risk_comparison(args, symbols, deep, cmds):
+    """The same commands with risk off and with every check on (after the untimed `deep` book),
+    runs interleaved (off, on, off, on, ...) so both see the same machine; the events of both
+    must be the matching ones."""
     rates = {"off": [], "on": []}
     lat = {"off": [], "on": []}
     counts = {}
     for _ in range(args.runs):
         for mode in ("off", "on"):
             e = workload.make_engine(symbols, max_orders=args.max_orders, risk=mode == "on")
+            e.run(deep)
             gc.collect()
             gc.disable()
             t = time.perf_counter()
@@ -147,6 +152,7 @@ def risk_comparison(args, symbols, cmds):
             gc.enable()
             rates[mode].append(len(cmds) / dt)
             e = workload.make_engine(symbols, max_orders=args.max_orders, risk=mode == "on")
+            e.run(deep)
             x = np.zeros(len(cmds), dtype=np.int64)
             e.run_timed(cmds, x)
             lat[mode].append(x)
@@ -196,7 +202,9 @@ def print_table(name, results):
                   f"{r['on_over_off']['max']:.3f})")
         results = {k: r for k, r in results.items() if not k.endswith("_risk")}
         for k, r in results.items():
-            print(f"{k}: {r['ops']:,} commands ({r['prefill']:,} prefill), {r['live_orders_at_end']:,} live at end")
+            print(f"{k}: {r['ops']:,} commands timed after {r['prefill']:,} untimed prefill, "
+                  f"{r['live_orders_at_end']:,} live at end" +
+                  (f", {r['deep_orders_touched']:,} deep orders touched" if r['prefill'] else ""))
         print(f"{'workload':<12}{'ops/s median':>14}{'min':>12}{'max':>12}{'p50 ns':>8}{'p99 ns':>8}"
               f"{'p99.9 ns':>10}{'vs dict':>9}{'vs LME':>8}")
         for k, r in results.items():
@@ -300,7 +308,6 @@ def main(argv=None):
                    help="core: also run with every risk check on, same commands; throughput: also a server "
                         "with every risk check on (journal none), the same flow")
     p.add_argument("--max-orders", type=int, default=1 << 20)
-    p.add_argument("--baseline-n", type=int, default=300_000, help="commands through the Python baselines")
     p.add_argument("--resting", type=int, default=1_000_000, help="resting orders (memory)")
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     p.add_argument("--no-plot", dest="plot", action="store_false")

@@ -53,7 +53,7 @@ def admin_times(port, user, action, n, fresh=False, **fields):
 
 async def sdk_times(port, n):
     from clients import Client
-    from tests.server_proc import SECRETS
+    from engine.testing import SECRETS
     connects = []
     for _ in range(20):
         t = time.perf_counter_ns()
@@ -78,7 +78,7 @@ async def sdk_times(port, n):
 
 
 def scenario(args):
-    from tests.server_proc import ServerProc
+    from engine.testing import ServerProc
     cheap, prod = hash_password(PASSWORD, n=1 << 10), hash_password(PASSWORD, n=SCRYPT_N)
     runs = {k: [] for k in KINDS}
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,6 +3,7 @@ FIFO deques, price-time priority, in pure Python. Same semantics as the core on
 the perf workload (limit adds rest, IOC sweeps, cancel by client order id)."""
 from __future__ import annotations
 
+import time
 from bisect import insort
 from collections import deque
 
@@ -67,32 +68,42 @@ class SortedDictBook:
             if left and op[0] == "add":
                 self._rest(si, (a, c), price, left)
 
-def run_sorted_dict(ops):
-    """The flow through one SortedDictBook per symbol."""
+def run_sorted_dict(ops, prefill=()):
+    """Seconds for the flow `ops` through one SortedDictBook per symbol, after `prefill`
+    (applied untimed)."""
     books = {}
-    for op in ops:
-        book = books.get(op[1])
-        if book is None:
-            book = books[op[1]] = SortedDictBook()
-        book.apply(op)
-        book.done.clear()
+    t = 0.0
+    for part in (prefill, ops):
+        t = time.perf_counter()
+        for op in part:
+            book = books.get(op[1])
+            if book is None:
+                book = books[op[1]] = SortedDictBook()
+            book.apply(op)
+            book.done.clear()
+    return time.perf_counter() - t
 
 
-def run_lightmatchingengine(ops):
-    """The same flow through the PyPI package lightmatchingengine (cancel by its own order id)."""
+def run_lightmatchingengine(ops, prefill=()):
+    """Seconds for the same flow through the PyPI package lightmatchingengine (cancel by its own
+    order id), after `prefill` (applied untimed)."""
     from lightmatchingengine.lightmatchingengine import LightMatchingEngine, Side
     e = LightMatchingEngine()
     ids = {}
-    for op in ops:
-        if op[0] == "cancel":
-            order = ids.pop((op[2], op[3]), None)
-            if order is not None and order.leaves_qty > 0:     # it asserts on cancelling a filled order
-                e.cancel_order(order.order_id, str(op[1]))
-        else:
-            _, sym, a, c, side, price, qty = op
-            order, _ = e.add_order(str(sym), float(price), qty, Side.BUY if side == 1 else Side.SELL)
-            if op[0] == "ioc":
-                if order.leaves_qty:
-                    e.cancel_order(order.order_id, str(sym))
-            elif order.leaves_qty:
-                ids[(a, c)] = order
+    t = 0.0
+    for part in (prefill, ops):
+        t = time.perf_counter()
+        for op in part:
+            if op[0] == "cancel":
+                order = ids.pop((op[2], op[3]), None)
+                if order is not None and order.leaves_qty > 0:     # it asserts on cancelling a filled order
+                    e.cancel_order(order.order_id, str(op[1]))
+            else:
+                _, sym, a, c, side, price, qty = op
+                order, _ = e.add_order(str(sym), float(price), qty, Side.BUY if side == 1 else Side.SELL)
+                if op[0] == "ioc":
+                    if order.leaves_qty:
+                        e.cancel_order(order.order_id, str(sym))
+                elif order.leaves_qty:
+                    ids[(a, c)] = order
+    return time.perf_counter() - t

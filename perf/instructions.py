@@ -3,10 +3,14 @@ counted by callgrind: the same count on every run of the same build to within a 
 instructions in hundreds of millions (memcpy's path depends on the address layout), where
 wall-time ratios of the same binary spread by +-0.2 on this shared VM (perf/RESULTS.md). The commands are made once
 (perf/workload.py, the core mix) and loaded by each counted child; collection is toggled on
-Engine.run only, so the count is the core's (and risk's) alone. Needs valgrind."""
+Engine.run only, so the count is the core's (and risk's) alone: on the exact symbol of its
+Python wrapper (`__pyx_pw_..._Engine_<n>run`, read from the module with nm), never a pattern that
+also matches Engine.run_triggers or run_timed (callgrind toggles collection off again on entering a
+second matching function: a `*Engine_*run*` pattern undercounted by ~1.6%). Needs valgrind and nm."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,10 +30,24 @@ e.run(cmds)
 """
 
 
+def core_functions() -> list[str]:
+    """The function symbols of the built engine.core module (nm)."""
+    from engine import core
+    out = subprocess.run(["nm", core.__file__], check=True, capture_output=True, text=True).stdout
+    return [line.split()[2] for line in out.splitlines() if len(line.split()) == 3 and line.split()[1] in "tT"]
+
+
+def run_symbol() -> str:
+    """The one function callgrind toggles collection on: Engine.run's Python wrapper (the
+    implementation is inlined into it, or called from it)."""
+    (name,) = [f for f in core_functions() if re.fullmatch(r"__pyx_pw_6engine_4core_6Engine_\d+run", f)]
+    return name
+
+
 def count(cmds_file, symbols, risk, tmp):
     """Instructions executed inside Engine.run over the saved commands."""
     out = Path(tmp) / f"callgrind.{symbols}.{risk}"
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--toggle-collect=*Engine_*run*",
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", f"--toggle-collect={run_symbol()}",
                     sys.executable, "-c", CHILD, str(cmds_file), str(symbols), risk],
                    cwd=ROOT, check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     for line in out.read_text().splitlines():

@@ -14,6 +14,7 @@ recovery   restart-to-ready of the real server (`trading-engine serve`, a subpro
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -329,7 +330,8 @@ def scenario_recovery(args):
             srv.stop(signal.SIGKILL)
         res["snapshot_ready_s"] = sorted(with_snap)[len(with_snap) // 2]
         res["snapshot_runs_s"] = with_snap
-        res["last_recovery_log"] = re.findall(r'"msg": "(recovered: [^"]*)"', log)[-1]
+        res["last_recovery_log"] = [r["msg"] for r in (json.loads(x) for x in log.splitlines() if x.startswith("{"))
+                                    if r["msg"].startswith("recovered: ")][-1]      # (the log: JSON lines)
         res["fork_pause"] = fork_pause(args, d, cfg)
     return res
 

@@ -360,7 +360,7 @@ class Targets:
     manager: everything is stopped on exit."""
 
     def __init__(self, variants, server_cpu, **server_kw):
-        from tests.server_proc import ServerProc
+        from engine.testing import ServerProc
         self.tmp = tempfile.TemporaryDirectory()
         self.procs = {}
         self.echo = None

@@ -43,7 +43,7 @@ SECRET = "perf-secret-0123456"
 
 
 def config_extra(accounts: int, symbols: int) -> str:
-    """[[accounts]] 5.. and [[symbols]] 3.. beyond tests/server_proc.py's base config."""
+    """[[accounts]] 5.. and [[symbols]] 3.. beyond engine/testing.py's base config."""
     out = []
     for a in range(5, 5 + accounts):
         out.append(f'\n[[accounts]]\nid = {a}\nname = "perf{a}"\ndemo_secret = "{SECRET}"\n')
@@ -182,7 +182,7 @@ def _metrics(srv):
 
 
 def run_config(args, n_sessions, n_symbols):
-    from tests.server_proc import SECRETS, ServerProc
+    from engine.testing import SECRETS, ServerProc
     extra_accounts = max(0, n_sessions - 4)
     engine = dict(max_accounts=max(16, 5 + extra_accounts + 1), max_symbols=max(8, n_symbols + 3),
                   max_levels=64 if n_symbols > 2 else 1024)

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from perf import roundtrip as rt
-from tests.server_proc import SECRETS
+from engine.testing import SECRETS
 
 
 class Session:

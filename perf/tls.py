@@ -82,7 +82,7 @@ def round_trips(port, n, ctx=None):
 
 
 def scenario(args):
-    from tests.server_proc import ServerProc
+    from engine.testing import ServerProc
     if shutil.which("openssl") is None:
         raise SystemExit("perf tls needs the openssl command line tool")
     if args.cpu is not None:

@@ -9,9 +9,14 @@ trade, as in Nasdaq ITCH/LOBSTER data; a minority of orders take liquidity):
   10% aggressive IOC limits that sweep exactly 1-3 levels of the opposite side
       (price = the k-th level, qty = the k levels' total; no fill if that side is empty)
 With that mix the book settles at a few dozen orders near the touch, so a second
-variant starts from `prefill` extra resting orders 30-2000 ticks away from the mid
-(a deep book that is never touched, as in real books): it shows the cost of a
-large working set.
+variant starts from `prefill` extra resting orders (a deep book that is never touched,
+as in real books): it shows the cost of a large working set. The flow is generated
+first and the deep book placed beyond the range its mid drifted over (bids 30-2030
+ticks below the lowest mid, asks as far above the highest; adds rest within 20 ticks
+of the mid and IOCs sweep within 25), so no command of the flow reaches it: the flow
+is the same command for command with and without it, and every deep order is still
+resting, untouched, at the end. The first `prefill` commands are the deep book; the
+benchmarks apply them untimed.
 Accounts: 8, all with STP NONE so every cross trades.
 
 Each workload is returned twice: as a COMMAND array for the Cython core, and as a
@@ -44,18 +49,11 @@ def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
     books = [SortedDictBook() for _ in range(symbols + 1)]
     sym_of: dict[tuple[int, int], int] = {}
 
-    deep = resting_adds(prefill, min_offset=30) if prefill else None
-    deep_ops = []
-    if prefill:          # the deep book comes first; the flow's client order ids continue after it
-        deep_ops = [("add", 1, int(a), int(c), int(sd), int(p), int(q)) for a, c, sd, p, q in zip(
-            deep["account"], deep["client_order_id"], deep["side"], deep["price"], deep["qty"])]
-        for op in deep_ops:
-            books[1].apply(op)
-            clid[op[2]] = max(clid[op[2]], op[3])
+    for a in range(1, ACCOUNTS + 1):    # the deep book's client order ids (resting_adds) come first
+        clid[a] = (prefill - a + ACCOUNTS) // ACCOUNTS
+    lo = hi = MID                       # the range symbol 1's mid drifts over
 
     def drop(key):
-        if key not in where:     # a deep-book order (never cancelled by the flow) that traded away
-            return
         j = where.pop(key)
         last = live.pop()
         if j < len(live):
@@ -74,6 +72,7 @@ def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
         s = rng.randint(1, symbols)
         if rng.random() < 0.02:
             mids[s] += rng.choice((-1, 1))
+            lo, hi = min(lo, mids[1]), max(hi, mids[1])
         if r < 0.35 and live:
             a, c = live[rng.randrange(len(live))]
             drop((a, c))
@@ -94,8 +93,7 @@ def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
             ops.append(("add", s, a, clid[a], int(sd), p, q))
         else:
             opp = 1 if sd == Side.BUY else 0
-            near = [lp for lp in books[s].prices[opp] if abs(lp - mids[s]) <= 25]   # never the deep book
-            prices = near
+            prices = [lp for lp in books[s].prices[opp] if abs(lp - mids[s]) <= 25]
             k = min(rng.randint(1, 3), len(prices))
             if k:
                 swept = prices[:k] if opp == 1 else prices[::-1][:k]
@@ -122,14 +120,16 @@ def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
     cmds["stp"] = np.where(kind == CommandKind.NEW_ORDER, SelfTradePrevention.NONE, 0)
     cmds["seq"] = np.arange(1, n + 1)
     if prefill:
+        deep = resting_adds(prefill, min_offset=30, low=lo, high=hi)
+        ops = [("add", 1, int(a), int(c), int(sd), int(p), int(q)) for a, c, sd, p, q in zip(
+            deep["account"], deep["client_order_id"], deep["side"], deep["price"], deep["qty"])] + ops
         cmds = np.concatenate([deep, cmds])
-        ops = deep_ops + ops
     return cmds, ops
 
 
-def resting_adds(n: int, first_clid: int = 1, min_offset: int = 1):
-    """n passive adds that never cross (bids below, asks above the mid by min_offset..+2000 ticks),
-    symbol 1, client order ids per account from first_clid (so they can precede other flow)."""
+def resting_adds(n: int, first_clid: int = 1, min_offset: int = 1, low: int = MID, high: int = MID):
+    """n passive adds that never cross (bids min_offset..+2000 ticks below `low`, asks as far
+    above `high`), symbol 1, client order ids per account from first_clid."""
     i = np.arange(n)
     cmds = np.zeros(n, dtype=COMMAND.dtype)
     cmds["kind"] = CommandKind.NEW_ORDER
@@ -142,7 +142,7 @@ def resting_adds(n: int, first_clid: int = 1, min_offset: int = 1):
     cmds["stp"] = SelfTradePrevention.NONE
     cmds["qty"] = 100
     band = (i // 2) % 2000
-    cmds["price"] = np.where(i % 2 == 0, MID - min_offset - band, MID + min_offset + band)
+    cmds["price"] = np.where(i % 2 == 0, low - min_offset - band, high + min_offset + band)
     return cmds
 
 

@@ -1,6 +1,9 @@
 """The benchmarks run end to end at a tiny size (no timing is asserted: figures go to perf/RESULTS.md)."""
 import json
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
 
 from perf import __main__ as bench, baseline, workload
@@ -31,8 +34,8 @@ def test_baseline_when_same_flow_then_same_resting_orders_as_core():
 
 
 @pytest.mark.parametrize("argv", [
-    ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--baseline-n", "1000", "--no-plot"],
-    ["core", "--risk", "--n", "3000", "--runs", "1", "--symbols", "1", "--baseline-n", "1000", "--no-plot"],
+    ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--prefill", "500", "--no-plot"],
+    ["core", "--risk", "--n", "3000", "--runs", "1", "--symbols", "1", "--no-plot"],
     ["memory", "--resting", "20000"],
     ["journal", "--journal-n", "2000", "--commits", "20", "--batches", "1,64", "--offered", "3000", "--seconds", "0.3",
      "--server-cpu", "0"],
@@ -148,3 +151,49 @@ def test_instructions_when_counted_twice_then_the_same_and_risk_costs_some(tmp_p
         assert abs(counts[0][k] - counts[1][k]) <= 1e-3 * counts[0][k], (k, counts)
     r = counts[0]
     assert r["commands"] == 2000 and 0 < r["risk_off"] < r["risk_on"] and 0 < r["off_over_on"] < 1
+
+
+def test_workload_when_deep_book_then_the_flow_never_touches_it():
+    prefill = 2_000
+    cmds, ops = workload.generate(100_000, symbols=1, seed=1, prefill=prefill)
+    flow, _ = workload.generate(100_000, symbols=1, seed=1)
+    for field in ("kind", "account", "symbol", "side", "tif", "price", "qty"):     # the same flow after it
+        assert (cmds[prefill:][field] == flow[field]).all(), field
+    assert len(ops) == len(cmds)
+    deep, alone = workload.make_engine(1), workload.make_engine(1)
+    assert (deep.process(cmds)["kind"] == EventKind.REJECTED).sum() == 0     # (no client order id reused)
+    alone.run(flow)
+    assert deep.live_orders - alone.live_orders == prefill
+
+
+@pytest.mark.skipif(shutil.which("callgrind_annotate") is None, reason="needs valgrind's callgrind_annotate")
+def test_instructions_when_counted_then_what_engine_run_calls_is_counted_too(tmp_path):
+    """callgrind toggles collection on entering and leaving each function its pattern matches: a
+    pattern also matching Engine.run_triggers (called inside run) switched collection off there."""
+    from perf import instructions
+    cmds, _ = workload.generate(2000, symbols=1, seed=1)
+    np.save(tmp_path / "cmds.npy", cmds)
+    total = instructions.count(tmp_path / "cmds.npy", 1, "off", tmp_path)
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", str(tmp_path / "callgrind.1.off")],
+                         capture_output=True, text=True, check=True).stdout
+    own = [int(line.split()[0].replace(",", "")) for line in out.splitlines()
+           if line.rstrip().split(" ")[-1].startswith("[") and "Engine_run_triggers" in line]
+    assert own and 0 < own[0] < total
+
+
+def test_roundtrip_when_run_from_an_installed_package_then_needs_no_tests_folder(tmp_path):
+    """Only the packages on the path (as pip installs them: no tests/), run from elsewhere."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    site = tmp_path / "site"
+    site.mkdir()
+    for pkg in ("engine", "protocol", "clients", "perf"):
+        (site / pkg).symlink_to(importlib.util.find_spec(pkg).submodule_search_locations[0])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, "-m", "perf", "roundtrip", "--rate", "1000", "--seconds", "0.3", "--runs", "1",
+                        "--durability", "none", "--no-echo", "--no-plot", "--out", str(tmp_path / "out")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "== roundtrip ==" in r.stdout

@@ -4,7 +4,7 @@ risk gauges move with trading, and a risk reject reaches the client with its cod
 from protocol import wire
 from protocol.codes import Reject, Side
 from protocol.wire import MsgType
-from tests.test_ops import get, metric
+from tests.test_ops import OPS_TOKEN, get, metric
 from tests.test_server_session import Raw
 
 RISK = """enabled = true
@@ -25,8 +25,8 @@ reference_price = "100.00"
 """
 
 
-def start(server_factory):
-    return server_factory(risk=RISK, extra=SYMBOL, account_extra='initial_deposit = "10000"\n').start()
+def start(server_factory, **kw):
+    return server_factory(risk=RISK, extra=SYMBOL, account_extra='initial_deposit = "10000"\n', **kw).start()
 
 
 def query(raw, t, **fields):
@@ -41,8 +41,11 @@ def query(raw, t, **fields):
             return int(rec["status"]), entries
 
 
-def test_risk_when_trading_over_the_wire_then_queries_metrics_and_rejects_agree(server_factory):
-    srv = start(server_factory)
+def test_risk_when_trading_over_the_wire_then_queries_metrics_and_rejects_agree(server_factory, tmp_path):
+    token = tmp_path / "ops_token"
+    token.write_text(OPS_TOKEN + "\n")
+    token.chmod(0o600)
+    srv = start(server_factory, server_extra=f'ops_token_file = "{token}"')
     a, b = Raw(srv.port), Raw(srv.port)
     a.logon(1)
     b.logon(2)
@@ -63,10 +66,10 @@ def test_risk_when_trading_over_the_wire_then_queries_metrics_and_rejects_agree(
     a.order(2, Side.BUY, 51, 10_000, symbol=3)
     rej = a.until(MsgType.REJECTED)[1]
     assert int(rej["reason"]) == Reject.MAX_ORDER_VALUE
-    _, text = get(srv, "/metrics")
+    _, text = get(srv, "/metrics", OPS_TOKEN)
     assert metric(text, 'te_account_exposure{account="acct1"}') == 1000.0
     assert metric(text, 'te_account_equity{account="acct1"}') == 10000.0
-    assert metric(text, 'te_account_state{account="acct1"}') == 1
+    assert metric(text, 'te_account_state{account="acct1",te_account_state="active"}') == 1
     assert metric(text, "te_error_breaker_tripped") == 0
     a.close()
     b.close()

@@ -471,9 +471,10 @@ def test_demo_config_when_served_without_config_then_readme_order_accepted_and_o
                     pytest.skip(f"port {port} is in use on this machine: the demo config needs it")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve"], cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            assert json.loads(proc.stdout.readline())["event"] == "listening"
+            while json.loads(proc.stderr.readline())["event"] != "listening":     # the log: one JSON object a line
+                pass
 
             async def go():
                 async with Client.connect("127.0.0.1", 7001, account=1, secret="demo-secret-0001") as c:
