@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,10 @@ def test_monitoring_when_a_server_is_scraped_then_every_metric_of_rules_and_dash
                          account_extra='initial_deposit = "1000"\n').start(env_extra={"TE_TEST_OPS_TOKEN": OPS_TOKEN})
     trade_once(srv)
     Admin(srv).ok("snapshot")                               # te_snapshot_age_seconds: after the first snapshot
-    samples = families(get(srv, "/metrics", OPS_TOKEN)[1])
+    deadline = time.monotonic() + 20                        # ... is written: the forked writer is reaped
+    while "te_snapshot_age_seconds" not in (samples := families(get(srv, "/metrics", OPS_TOKEN)[1])) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     names = set(samples) | {n.rsplit("_", 1)[0] for n in samples if n.endswith(("_bucket", "_count", "_sum"))}
     exprs = rule_exprs() + dashboard_exprs()
     assert len(rule_exprs()) >= 10 and len(dashboard_exprs()) >= 20
