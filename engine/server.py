@@ -18,9 +18,16 @@ connection per read). With one (group commit, off the event loop):
 Commits run one at a time, in order. Nothing is written to a socket before the
 commit of what it acknowledges returns. A failed commit stops state changes.
 Session messages (logon, heartbeat, logout), throttled frames and queries are
-handled in Python: a connection's walk stops in front of one, everything
-outstanding is committed and delivered first (flush(), synchronous), so a query sees
-only committed state and replies stay in wire order; then the walk resumes.
+handled in Python: a connection's walk stops in front of one, the frame is answered
+at once from the engine's state as it is (after every command applied before it,
+this session's included), and the walk resumes. The loop never waits for a commit
+there: the answer is held (Server.hold) behind the reports of every command applied
+before it, in the batch still to be committed, and written when that batch's commit
+returns (in _deliver, between the reports before it and those after), so replies keep
+wire order and nothing the answer shows leaves before it is committed. Only a full
+open batch and the market-data requests (SUBSCRIBE, UNSUBSCRIBE, RECENT_TRADES: their
+images must line up with the increments published per committed batch) still wait
+for the commit in flight (flush()).
 """
 from __future__ import annotations
 
@@ -71,6 +78,10 @@ READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
 COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
 SHUTDOWN_DRAIN_S = 1.0               # Server.stop: how long the last reports may take to reach clients
+# a reply held in wire order (Server.hold): a group (HELD, connection, (kind, payload, position))
+# among the (account, first seq, reports) groups of a batch; kinds:
+HELD = -1
+REPLY, QUERY, CLOSE = 0, 1, 2        # bytes; (bytes, response type, request id); a close reason or None
 
 
 HELPER_NICE = 19                     # see helper_setup
@@ -276,6 +287,7 @@ class Server:
             sys.setswitchinterval(COMMIT_SWITCH_INTERVAL)
         self.inflight = None              # (future, report groups, the batch's commands bytes, market data)
         self.open_out = []                # groups of the open batch, delivered after its commit
+        self.failed_held = None           # after a failed commit, until the rebuild: replies held (see hold)
         self.snapshotting = False
         self.last_snapshot_time = None    # wall time of the newest snapshot written or loaded
         self.conns: set[Connection] = set()
@@ -686,7 +698,55 @@ class Server:
             else:
                 return
 
+    def hold(self, conn, kind, payload):
+        """Hold a reply to one of conn's frames behind the reports of every command applied so
+        far (they are in the open batch or the one in flight): it is written when their commit
+        returns, between the reports before it and those after it. False when nothing is
+        outstanding (the caller writes it now). After a failed commit, until the rebuild is done,
+        replies wait for the refusals of the commands before them (see refuse)."""
+        if self.failed_held is not None:
+            self.failed_held.append((HELD, conn, (kind, payload, 1 << 64)))
+            return True
+        if self.committer is None:
+            return False
+        if self.hot.n_pending:
+            out = self.open_out
+        elif self.inflight is not None:
+            out = self.inflight[1]
+        else:
+            return False
+        out.append((HELD, conn, (kind, payload, self.next_cmd_seq)))
+        return True
+
+    @staticmethod
+    def _release(conn, item, ok=True):
+        """Write a held reply (ok=False: its batch's commit failed, so a query answer, which may
+        show what was not committed, becomes an empty JOURNAL_UNAVAILABLE response)."""
+        kind, payload, _ = item
+        if kind == CLOSE:
+            conn.close(payload)
+        elif kind == QUERY:
+            data, t, rid = payload
+            conn.write(data if ok else Connection.list_frames(t, rid, [], Reject.JOURNAL_UNAVAILABLE))
+        else:
+            conn.write(payload)
+
     def _deliver(self, groups, send):
+        """Reports and the replies held between them, in order (see hold)."""
+        start = 0
+        for i, g in enumerate(groups):
+            if g[0] == HELD:
+                if i > start:
+                    self._deliver_reports(groups[start:i], send)
+                start = i + 1
+                if send:
+                    self._release(g[1], g[2])
+        if start == 0:
+            self._deliver_reports(groups, send)
+        elif start < len(groups):
+            self._deliver_reports(groups[start:], send)
+
+    def _deliver_reports(self, groups, send):
         """Append reports to the accounts' replay rings and write them to their sessions
         (one write per connection: an account's chunks of one batch are joined)."""
         ring = self.cfg.server.replay_ring
@@ -706,7 +766,7 @@ class Server:
                 continue
             acct.append(first_seq, data, ring)
             if send:
-                for conn in acct.sessions:
+                for conn in tuple(acct.sessions):     # (a write may close a slow consumer)
                     conn.write(data)
 
     # -- journal failure: halt, rebuild, probe, resume --
@@ -724,7 +784,9 @@ class Server:
                                  self.hot.pending[:self.hot.n_pending].copy()])
         known = int(failed["seq"][0]) - 1            # the last acknowledged command
         for acct_id, first_seq, _ in reversed(out + self.open_out):
-            self.next_seq[acct_id] = first_seq       # the earliest unacknowledged report of each account
+            if acct_id != HELD:
+                self.next_seq[acct_id] = first_seq   # the earliest unacknowledged report of each account
+        self.failed_held = [g for g in out + self.open_out if g[0] == HELD]
         self.open_out = []
         self.hot.discard()
         self.next_cmd_seq = known + 1
@@ -745,19 +807,27 @@ class Server:
                 await asyncio.sleep(self.cfg.journal.retry_interval_ms / 1000)
         self.engine = eng
         self.next_cmd_seq = self.journal.last_seq + 1
-        self.refuse(failed[failed["seq"] > self.journal.last_seq])
+        held, self.failed_held = self.failed_held, None
+        self.refuse(failed[failed["seq"] > self.journal.last_seq], held)
         self.rebuilding = False
         log.warning("engine rebuilt from the journal at seq %d; probing the disk", self.journal.last_seq)
 
-    def refuse(self, cmds):
-        """Session-level JOURNAL_UNAVAILABLE for commands that never took effect."""
+    def refuse(self, cmds, held=()):
+        """Session-level JOURNAL_UNAVAILABLE for commands that never took effect, and the replies
+        held behind them (a failed commit's) in between, in wire order (see hold)."""
         by_session = {c.session_id: c for c in self.conns if c.account is not None}
+        held = deque(held)
         for c in cmds:
+            while held and held[0][2][2] <= int(c["seq"]):
+                _, conn, item = held.popleft()
+                self._release(conn, item, ok=False)
             conn = by_session.get(int(c["session"]))
             if conn is not None and c["kind"] in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
                                                   CommandKind.MASS_CANCEL):
                 conn.write(conn.session_reject(int(c["kind"]), int(c["client_order_id"]), int(c["order_id"]),
                                                Reject.JOURNAL_UNAVAILABLE))
+        for _, conn, item in held:
+            self._release(conn, item, ok=False)
         if len(cmds):
             log.warning("refused %d commands: journal unavailable", len(cmds))
 
@@ -897,6 +967,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_recv = self.last_sent = self.opened = time.monotonic()
         self.closed = False
         self.finishing = False            # shutdown: our side closed after the last report; input dropped
+        self.closing = False              # a close is held behind reports still to be committed: input dropped
         self.peer = None
         self.logon_pending = False
         s = server.cfg.server
@@ -930,7 +1001,7 @@ class Connection(asyncio.BufferedProtocol):
         return self.view[self.end:]
 
     def buffer_updated(self, nbytes):
-        if self.finishing:
+        if self.finishing or self.closing:
             return                             # get_buffer's region is overwritten by the next read
         self.end += nbytes
         self.last_recv = time.monotonic()
@@ -953,7 +1024,7 @@ class Connection(asyncio.BufferedProtocol):
         srv = self.server
         step = srv.hot.step
         th = self.throttle
-        while not self.closed:
+        while not self.closed and not self.closing:
             acct = self.account
             consumed, stop, mtype, reason, groups = step(
                 self.buf, self.start, self.end, acct.id if acct else 0, self.session_id, acct is not None,
@@ -968,18 +1039,21 @@ class Connection(asyncio.BufferedProtocol):
             if stop == gateway.STOP_ERROR:
                 self.protocol_error(reason, mtype)
                 return
-            # STOP_SESSION: a session or query frame, a full batch, or the journal is down
+            # STOP_SESSION: a session or query frame, a full batch, or the journal is down. The frame
+            # is answered now; the answer waits (Server.hold) for the commit of what came before it.
             srv.input_done()
-            srv.flush()
             throttled = None
             if mtype in ORDER_TYPES and srv.journal_ok:
                 klass = gateway.BUDGET_NEW if mtype in (MsgType.NEW_ORDER, MsgType.AMEND) else gateway.BUDGET_CANCEL
                 if th.level(gateway.BUDGET_ALL) < 1:
-                    self.close(Reject.RATE_LIMIT_LOGOUT)        # tier 2: cancel on disconnect applies
+                    self.close_after(Reject.RATE_LIMIT_LOGOUT)  # tier 2: cancel on disconnect applies
                     return
                 if th.level(klass) >= 1:
-                    continue                   # the batch was full: walk on into the emptied one
+                    srv.flush()                # the batch was full: walk on into the emptied one
+                    continue
                 throttled = Reject.THROTTLED
+            elif mtype in feedsmod.REQUESTS:
+                srv.flush()                    # market-data images line up with committed increments
             th.spend(gateway.BUDGET_ALL)
             length = int.from_bytes(self.buf[self.start:self.start + 2], "little")
             frame = bytes(self.buf[self.start:self.start + length])
@@ -987,10 +1061,10 @@ class Connection(asyncio.BufferedProtocol):
             self.stream_offset += length
             if throttled:
                 body = wire.decode(frame)[0][0][1]
-                self.write(self._reject_report(MsgType(mtype), body, throttled))
+                self.send(self._reject_report(MsgType(mtype), body, throttled))
                 continue
             if th.level(gateway.BUDGET_ALL) < 0:
-                self.close(Reject.RATE_LIMIT_LOGOUT)
+                self.close_after(Reject.RATE_LIMIT_LOGOUT)
                 return
             self.handle(MsgType(mtype), frame)
         if self.start == self.end:
@@ -999,15 +1073,15 @@ class Connection(asyncio.BufferedProtocol):
     def handle(self, t: MsgType, frame: bytes):
         body = wire.decode(frame)[0][0][1]
         if t in ORDER_TYPES:           # only while the journal is down: nothing may change state
-            self.write(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE))
+            self.send(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE))
             return
         if t == MsgType.LOGON:
             self.logon(frame, body)
         elif t == MsgType.HEARTBEAT:
             pass
         elif t == MsgType.LOGOUT:
-            self.write(wire.encode(MsgType.LOGOUT))
-            self.close(None)
+            self.send(wire.encode(MsgType.LOGOUT))
+            self.close_after(None)
         else:
             self.query(t, body)
 
@@ -1068,14 +1142,16 @@ class Connection(asyncio.BufferedProtocol):
         self.heartbeat = max(s.heartbeat_ms, int(body["heartbeat_ms"]) or s.heartbeat_ms) / 1000
         next_clid = int(srv.engine.acct_arr["last_clid"][acct_id]) + 1
         self.write(wire.encode(MsgType.LOGON_ACCEPTED, session_id=self.session_id,
-                               heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.next_seq,
+                               heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.delivered,
                                next_client_order_id=next_clid, server_time_ns=time.time_ns()))
         want = int(body["next_seq"]) or 1
         log.info("logon account=%s session=%d peer=%s", acct.name, self.session_id, self.peer)
-        if want < acct.next_seq and not acct.has(want) and srv.journal is not None:
+        # acct.delivered, not next_seq: the reports of batches not committed yet reach this session
+        # when they are (it joins acct.sessions now), so the loop need not wait for them
+        if want < acct.delivered and not acct.has(want) and srv.journal is not None:
             srv.loop.create_task(srv.replay_from_journal(self, acct, want))   # joins acct.sessions when caught up
             return
-        if want < acct.next_seq:
+        if want < acct.delivered:
             self.write(acct.replay_from(want))
         acct.sessions.add(self)
 
@@ -1145,11 +1221,30 @@ class Connection(asyncio.BufferedProtocol):
                                   "price", "stop_price", "qty", "leaves", "shown", "filled")}
 
     def send_list(self, t, rid, rows, status=0):
+        """A query's response, in wire order (see Server.hold)."""
+        data = self.list_frames(t, rid, rows, status)
+        if not self.server.hold(self, QUERY, (data, t, rid)):
+            self.write(data)
+
+    @staticmethod
+    def list_frames(t, rid, rows, status=0):
         per_frame = (wire.MAX_FRAME - wire.frame_size(t)) // wire.ENTRY[t].size
         chunks = [rows[i:i + per_frame] for i in range(0, len(rows), per_frame)] or [rows[:0]]
-        for i, chunk in enumerate(chunks):
-            self.write(wire.encode(t, entries=chunk, request_id=rid, count=len(chunk),
-                                   more=int(i < len(chunks) - 1), status=status))
+        return b"".join(wire.encode(t, entries=chunk, request_id=rid, count=len(chunk),
+                                    more=int(i < len(chunks) - 1), status=status) for i, chunk in enumerate(chunks))
+
+    def send(self, data):
+        """A reply to one of this session's frames: behind the reports of every command applied
+        before it (Server.hold), or now when nothing is outstanding (or before logon: no reports)."""
+        if data and (self.account is None or not self.server.hold(self, REPLY, data)):
+            self.write(data)
+
+    def close_after(self, reason):
+        """close(reason) in wire order: after the replies and reports before it (Server.hold)."""
+        if self.account is not None and self.server.hold(self, CLOSE, reason):
+            self.closing = True
+        else:
+            self.close(reason)
 
     # -- output and lifetime --
     def write(self, data):
@@ -1164,8 +1259,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def protocol_error(self, reason, msg_type):
         log.info("protocol error %s from %s at byte %d", Reject(reason).name, self.peer, self.stream_offset)
-        self.write(wire.encode(MsgType.PROTOCOL_ERROR, reason=reason, msg_type=msg_type, offset=self.stream_offset))
-        self.close(None)
+        self.send(wire.encode(MsgType.PROTOCOL_ERROR, reason=reason, msg_type=msg_type, offset=self.stream_offset))
+        self.close_after(None)
 
     def tick(self, now):
         if self.closed:

@@ -1,0 +1,133 @@
+"""One client must not stall everyone (issue 18, items 5, 6 and 18), over raw sockets against a
+real server subprocess: a session frame or query never makes the event loop wait for a journal
+commit, and its answer keeps wire order; unauthenticated sockets from a few addresses cannot
+take every logon slot; a slow consumer is told why it is cut off."""
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from protocol import wire
+from protocol.codes import Reject, Side
+from protocol.wire import MsgType
+from tests.test_server_session import Raw
+
+NO_SNAPSHOTS = "snapshot_every = 0"
+
+
+class HeldCommits:
+    """strace attached to the server, delaying every fdatasync (the journal commit's) by
+    `delay_s`: a commit stays in flight that long. Skips where strace cannot attach."""
+
+    def __init__(self, srv, delay_s):
+        if shutil.which("strace") is None:
+            pytest.skip("strace not installed: cannot hold a commit (apt-get install strace)")
+        self.log = srv.dir / "strace.log"
+        self.proc = subprocess.Popen(["strace", "-f", "-qq", "-p", str(srv.proc.pid), "-e", "trace=fdatasync",
+                                      "-e", f"inject=fdatasync:delay_exit={int(delay_s * 1e6)}",
+                                      "-o", str(self.log)], stderr=subprocess.PIPE)
+
+    def wait_attached(self, trader, clid):
+        """Orders from `trader` until a commit shows in strace's log (it is attached)."""
+        deadline = time.monotonic() + 20
+        while not (self.log.exists() and self.log.stat().st_size):
+            if self.proc.poll() is not None:
+                pytest.skip(f"strace cannot attach here: {self.proc.stderr.read().decode().strip()}")
+            assert time.monotonic() < deadline, "strace never saw a commit"
+            clid += 1
+            trader.order(clid, Side.SELL, 1, 5000 + clid)
+            trader.until(MsgType.ACCEPTED, timeout=20)
+        return clid
+
+    def stop(self):
+        self.proc.terminate()                    # detaches: commits run at full speed again
+        self.proc.wait(10)
+
+
+def nothing_received(c):
+    """True when nothing has arrived on c's socket yet (a non-blocking peek)."""
+    c.sock.setblocking(False)
+    try:
+        return not c.buf and not c.sock.recv(1 << 16, 2)       # 2: MSG_PEEK
+    except BlockingIOError:
+        return True
+    finally:
+        c.sock.setblocking(True)
+
+
+def status_request(rid, clid):
+    return wire.encode(MsgType.ORDER_STATUS_REQUEST, request_id=rid, client_order_id=clid)
+
+
+# -- item 5: session frames and queries never wait for a commit on the loop --
+
+@pytest.mark.parametrize("follow", ["heartbeat", "order_status"])
+def test_session_frame_when_commit_in_flight_then_loop_serves_others_meanwhile(server_factory, follow):
+    """An order, then a heartbeat (or an ORDER_STATUS for it): while the order's commit is held
+    by a slow fdatasync, another connection is answered at once. Before the fix the frame after
+    the order made the loop wait for the commit (flush()), so the other connection's answer came
+    only after the order's ACCEPTED had been written."""
+    srv = server_factory(journal_extra=NO_SNAPSHOTS).start()
+    noisy = Raw(srv.port)
+    assert noisy.logon(1, heartbeat_ms=60000)[0] == MsgType.LOGON_ACCEPTED     # no server heartbeats
+    held = HeldCommits(srv, delay_s=3.0)
+    try:
+        clid = held.wait_attached(noisy, 0) + 1
+        second = wire.encode(MsgType.HEARTBEAT) if follow == "heartbeat" else status_request(77, clid)
+        noisy.send(wire.encode(MsgType.NEW_ORDER, client_order_id=clid, symbol=1, side=Side.SELL, order_type=1,
+                               tif=1, stp=1, price=9000, qty=1) + second)
+        time.sleep(0.3)                          # the server has read both frames; the commit is held
+        other = Raw(srv.port)                    # a frame before logon: answered by the loop alone
+        other.order(1, Side.BUY, 1, 100)
+        t, body, _ = other.next(timeout=20)
+        assert (t, int(body["reason"])) == (MsgType.PROTOCOL_ERROR, Reject.NOT_LOGGED_ON)
+        assert nothing_received(noisy), "the loop waited for the held commit before answering"
+        t, body, _ = noisy.next(timeout=20)      # then, once the commit returns, in wire order
+        assert (t, int(body["client_order_id"])) == (MsgType.ACCEPTED, clid)
+        if follow == "order_status":
+            t, body, ents = noisy.next(timeout=20)
+            assert (t, int(body["request_id"]), int(body["status"])) == (MsgType.ORDER_STATUS, 77, 0)
+            assert [int(e["client_order_id"]) for e in ents] == [clid]
+    finally:
+        held.stop()
+
+
+def test_replies_when_pipelined_with_orders_then_in_wire_order_and_after_earlier_commands(server_factory):
+    """Orders, queries and heartbeats pipelined in one write while another session keeps commits
+    in flight: every answer comes after the reports of the orders before it and shows them."""
+    srv = server_factory(journal_extra=NO_SNAPSHOTS).start()
+    a, b = Raw(srv.port), Raw(srv.port)
+    assert a.logon(1)[0] == b.logon(2)[0] == MsgType.LOGON_ACCEPTED
+    n = 300
+    b.send(b"".join(wire.encode(MsgType.NEW_ORDER, client_order_id=i, symbol=2, side=Side.SELL, order_type=1,
+                                tif=1, stp=1, price=200 * 100 + i * 100, qty=1) for i in range(1, 2 * n)))
+    frames = []
+    for i in range(1, n + 1):
+        frames.append(wire.encode(MsgType.NEW_ORDER, client_order_id=i, symbol=1, side=Side.BUY, order_type=1,
+                                  tif=1, stp=1, price=100 + i, qty=1))
+        frames.append(status_request(i, i))
+        if i % 3 == 0:
+            frames.append(wire.encode(MsgType.HEARTBEAT))
+        if i % 10 == 0:
+            frames.append(wire.encode(MsgType.OPEN_ORDERS_REQUEST, request_id=100000 + i))
+    a.send(b"".join(frames))
+    accepted = listed = 0
+    while True:
+        t, body, ents = a.next(timeout=20)
+        if t == MsgType.ACCEPTED:
+            accepted += 1
+            assert int(body["client_order_id"]) == accepted
+        elif t == MsgType.ORDER_STATUS:
+            assert int(body["request_id"]) == accepted          # right after its order's report
+            assert [int(e["client_order_id"]) for e in ents] == [accepted]
+        elif t == MsgType.OPEN_ORDERS:
+            assert int(body["request_id"]) == 100000 + accepted      # (split in frames of up to MAX_FRAME)
+            listed += int(body["count"])
+            if not int(body["more"]):
+                assert listed == accepted
+                listed = 0
+                if accepted == n:
+                    break
+        else:
+            assert t == MsgType.HEARTBEAT, t
