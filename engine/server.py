@@ -78,6 +78,7 @@ READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
 COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
 SHUTDOWN_DRAIN_S = 1.0               # Server.stop: how long the last reports may take to reach clients
+SLOW_CONSUMER_DRAIN_S = 5.0          # a slow consumer's LOGOUT: how long it has to read it before a reset
 # a reply held in wire order (Server.hold): a group (HELD, connection, (kind, payload, position))
 # among the (account, first seq, reports) groups of a batch; kinds:
 HELD = -1
@@ -1255,7 +1256,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_sent = time.monotonic()
         if self.transport.get_write_buffer_size() > self.server.cfg.server.output_buffer_bytes:
             log.warning("slow consumer: session=%d closed", self.session_id)
-            self.close(Reject.SLOW_CONSUMER, abort=True)
+            self.close(Reject.SLOW_CONSUMER, drain=True)
 
     def protocol_error(self, reason, msg_type):
         log.info("protocol error %s from %s at byte %d", Reject(reason).name, self.peer, self.stream_offset)
@@ -1297,11 +1298,17 @@ class Connection(asyncio.BufferedProtocol):
                 pass
         return n
 
-    def close(self, reason, abort=False):
+    def close(self, reason, abort=False, drain=False):
+        """Close, with a LOGOUT(reason) first unless reason is None. drain=True (a slow consumer):
+        the LOGOUT goes behind what is already buffered, then a half-close (FIN after it) and
+        the client's input is dropped until it closes, so it can read every frame up to the
+        LOGOUT; a client that does not within SLOW_CONSUMER_DRAIN_S gets a reset."""
         if self.closed:
             return
         srv = self.server
-        if reason is not None and not abort:
+        if reason is not None and drain:
+            self.transport.write(wire.encode(MsgType.LOGOUT, reason=reason))    # past the output cap: once
+        elif reason is not None and not abort:
             self.write(wire.encode(MsgType.LOGOUT, reason=reason))
         self.closed = True
         srv.conns.discard(self)
@@ -1315,7 +1322,13 @@ class Connection(asyncio.BufferedProtocol):
             if self.cancel_on_disconnect and srv.journal_ok and not srv.stopping and \
                     not any(c.cancel_on_disconnect for c in acct.sessions):
                 srv.submit(dict(kind=CommandKind.MASS_CANCEL, account=acct.id, session=self.session_id))
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if drain and self.transport.can_write_eof():
+            self.finishing = True
+            self.transport.write_eof()
+            srv.loop.call_later(SLOW_CONSUMER_DRAIN_S, self.transport.abort)
+        else:
             self.transport.abort() if abort else self.transport.close()
 
 

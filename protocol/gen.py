@@ -107,7 +107,10 @@ SESSION_RULES = """\
 6. **Cancel on disconnect.** With LogonFlag.CANCEL_ON_DISCONNECT, all the
    account's orders are cancelled when its last such session ends.
 7. **Slow consumers.** A connection whose unsent output exceeds its cap is
-   closed (SLOW_CONSUMER), with cancel on disconnect if it asked for it.
+   cut off, with cancel on disconnect if it asked for it: a LOGOUT (SLOW_CONSUMER)
+   follows the frames already queued for it, then the server closes its side and
+   ignores further input; a client that has not read up to the LOGOUT within 5 s
+   gets a reset.
 8. **Shutdown.** On graceful shutdown every session receives END_OF_SESSION
    (with its account's last sequence number) and is closed.
 9. **Malformed input.** A frame whose length is below 8, above MAX_FRAME or not
@@ -115,6 +118,17 @@ SESSION_RULES = """\
    connection is closed. Other sessions are not affected.
 10. **Acknowledgement.** No execution report leaves the server before the event
    it reports is committed to the journal at the configured durability.
+   **What a query reflects.** A query (SYMBOL_DIRECTORY, ORDER_STATUS, OPEN_ORDERS,
+   BOOK_DEPTH, POSITIONS, PORTFOLIO) is answered from the state after every command
+   the server took before it: this session's earlier frames, and other sessions'
+   commands that arrived before it. The answer is sent once those commands are
+   committed, after their execution reports, so every answer, LOGOUT and
+   PROTOCOL_ERROR keeps the order of the frames on the connection; if that commit
+   fails, the query is answered with status JOURNAL_UNAVAILABLE and no entries.
+   No session's frame makes other sessions wait for a commit. RECENT_TRADES,
+   SUBSCRIBE and UNSUBSCRIBE are answered from committed state only.
+   LOGON_ACCEPTED.next_seq is the account's next report not yet sent: reports of
+   commands still being committed follow it on the new session.
 11. **TLS** (when the server is configured with a certificate): the same frames inside
    TLS 1.2+. Handshakes are rate-limited (a token bucket, `tls_handshakes_per_s`); a
    connection above the rate, or above the cap of connections not yet logged on, is

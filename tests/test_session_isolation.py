@@ -131,3 +131,47 @@ def test_replies_when_pipelined_with_orders_then_in_wire_order_and_after_earlier
                     break
         else:
             assert t == MsgType.HEARTBEAT, t
+
+
+# -- item 18: a slow consumer is told why it is cut off --
+
+def test_slow_consumer_when_cut_off_then_reads_every_report_then_logout_with_reason(server_factory):
+    """A session of account 1 stops reading while another session of the account trades; once
+    its unsent output passes the cap it is cut off. Reading afterwards, it finds whole reports in
+    sequence, then LOGOUT (SLOW_CONSUMER), then the end of the stream. Before: a reset, no reason."""
+    srv = server_factory(output_buffer_bytes=128 << 10, server_extra="socket_send_buffer_bytes = 16384").start()
+    slow = Raw(srv.port, rcvbuf=4096)
+    assert slow.logon(1, heartbeat_ms=60000)[0] == MsgType.LOGON_ACCEPTED
+    busy = Raw(srv.port)
+    assert busy.logon(1, heartbeat_ms=60000)[0] == MsgType.LOGON_ACCEPTED
+    clid = 0
+    deadline = time.monotonic() + 30
+    while "slow consumer" not in srv.output():
+        assert time.monotonic() < deadline, "never cut off"
+        busy.send(b"".join(wire.encode(MsgType.NEW_ORDER, client_order_id=clid + i, symbol=1, side=Side.SELL,
+                                       order_type=1, tif=3, stp=1, price=100, qty=1) for i in range(1, 501)))
+        clid += 500
+        while True:                              # IOC without liquidity: ACCEPTED, then CANCELED
+            t, body, _ = busy.next(timeout=20)
+            if t == MsgType.CANCELLED and int(body["client_order_id"]) == clid:
+                break
+    data = bytearray(slow.buf)
+    slow.sock.settimeout(20)
+    while True:                                  # everything up to the end of the stream, fast
+        try:
+            chunk = slow.sock.recv(1 << 20)
+        except ConnectionResetError:             # (before the fix: a reset)
+            break
+        if not chunk:
+            break
+        data += chunk
+    frames, used = wire.decode(bytes(data))
+    assert used == len(data), "the stream ends inside a frame"
+    reports = frames[:-1]
+    assert [int(b["seq"]) for _, b, _ in reports] == list(range(1, len(reports) + 1))
+    assert {t for t, _, _ in reports} <= {MsgType.ACCEPTED, MsgType.CANCELLED}
+    t, body, _ = frames[-1]
+    assert (t, int(body["reason"])) == (MsgType.LOGOUT, Reject.SLOW_CONSUMER)
+    busy.send(wire.encode(MsgType.HEARTBEAT))    # the account's other session trades on
+    busy.order(clid + 1, Side.BUY, 1, 50)
+    assert busy.until(MsgType.ACCEPTED) is not None
