@@ -293,6 +293,7 @@ class Server:
         self.last_snapshot_time = None    # wall time of the newest snapshot written or loaded
         self.conns: set[Connection] = set()
         self.pending_logons = 0
+        self.pending_by_address: dict[str, dict] = {}   # peer address -> its connections not logged on, oldest first
         self.next_session = 1
         self.failures: dict = {}          # ("acct", id) / ("addr", host) -> [count, first_ts]
         self.seen_logons: dict = {}       # (account, ts, nonce) -> expiry
@@ -699,6 +700,46 @@ class Server:
             else:
                 return
 
+    # -- connections not logged on yet --
+    def admit(self, conn):
+        """Count a new connection as pending logon, or refuse it (False): at most
+        max_pending_logons_per_address per source address; when all max_pending_logons are taken,
+        the address holding most (more than this one would) gives up its oldest connection, so
+        sockets from a few addresses cannot keep every other address from logging on."""
+        s = self.cfg.server
+        mine = self.pending_by_address.get(conn.peer)
+        n = len(mine) if mine else 0
+        if n >= s.max_pending_logons_per_address:
+            return False
+        if self.pending_logons >= s.max_pending_logons:
+            most = max(self.pending_by_address.values(), key=len, default=())
+            if len(most) <= n + 1:
+                return False
+            next(iter(most)).protocol_error(Reject.TOO_MANY_CONNECTIONS, 0)    # (unpends it)
+        if mine is None:
+            mine = self.pending_by_address[conn.peer] = {}
+        mine[conn] = None
+        self.pending_logons += 1
+        conn.logon_pending = True
+        return True
+
+    def unpend(self, conn):
+        """conn logged on or closed: its pending-logon slot is free."""
+        if not conn.logon_pending:
+            return
+        conn.logon_pending = False
+        self.pending_logons -= 1
+        mine = self.pending_by_address.get(conn.peer)
+        if mine is not None:
+            mine.pop(conn, None)
+            if not mine:
+                del self.pending_by_address[conn.peer]
+
+    def logon_timeout(self):
+        """How long a connection may stay without logging on: shorter while half the slots are taken."""
+        s = self.cfg.server
+        return s.logon_timeout_busy_s if 2 * self.pending_logons >= s.max_pending_logons else s.logon_timeout_s
+
     def hold(self, conn, kind, payload):
         """Hold a reply to one of conn's frames behind the reports of every command applied so
         far (they are in the open batch or the one in flight): it is written when their commit
@@ -987,11 +1028,9 @@ class Connection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.cfg.server.socket_send_buffer_bytes)
         self.peer = (transport.get_extra_info("peername") or ("?",))[0]
         srv = self.server
-        if srv.stopping or srv.pending_logons >= srv.cfg.server.max_pending_logons:
+        if srv.stopping or not srv.admit(self):
             self.protocol_error(Reject.TOO_MANY_CONNECTIONS if not srv.stopping else Reject.SERVER_SHUTDOWN, 0)
             return
-        srv.pending_logons += 1
-        self.logon_pending = True
         srv.conns.add(self)
 
     def get_buffer(self, sizehint):
@@ -1135,8 +1174,7 @@ class Connection(asyncio.BufferedProtocol):
         srv.seen_logons[replay_key] = now + int(2 * s.logon_skew_s * 1e9)
         srv.failures.pop(("acct", acct_id), None)
         self.account = acct
-        srv.pending_logons -= 1
-        self.logon_pending = False
+        srv.unpend(self)
         self.session_id = srv.next_session
         srv.next_session += 1
         self.cancel_on_disconnect = bool(int(body["flags"]) & wire.LogonFlag.CANCEL_ON_DISCONNECT)
@@ -1268,7 +1306,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         s = self.server.cfg.server
         if self.account is None:
-            if now - self.opened > s.logon_timeout_s:
+            if now - self.opened > self.server.logon_timeout():
                 self.close(None)
             return
         if now - self.last_recv > self.heartbeat * s.heartbeat_timeout_factor:
@@ -1313,9 +1351,7 @@ class Connection(asyncio.BufferedProtocol):
         self.closed = True
         srv.conns.discard(self)
         srv.feeds.drop(self)
-        if self.logon_pending:
-            srv.pending_logons -= 1
-            self.logon_pending = False
+        srv.unpend(self)
         acct = self.account
         if acct is not None:
             acct.sessions.discard(self)

@@ -2,7 +2,9 @@
 real server subprocess: a session frame or query never makes the event loop wait for a journal
 commit, and its answer keeps wire order; unauthenticated sockets from a few addresses cannot
 take every logon slot; a slow consumer is told why it is cut off."""
+import resource
 import shutil
+import socket
 import subprocess
 import time
 
@@ -175,3 +177,98 @@ def test_slow_consumer_when_cut_off_then_reads_every_report_then_logout_with_rea
     busy.send(wire.encode(MsgType.HEARTBEAT))    # the account's other session trades on
     busy.order(clid + 1, Side.BUY, 1, 50)
     assert busy.until(MsgType.ACCEPTED) is not None
+
+
+# -- item 6: unauthenticated sockets from a few addresses cannot take every logon slot --
+
+HOSTILE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
+
+
+@pytest.fixture
+def many_fds():
+    """Room for a thousand sockets here and in the server (a subprocess inherits the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 8192)
+    if want < 2600:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}: too few descriptors for 1,000 sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def hostile_socket(port, address, half_logon):
+    s = socket.socket()
+    s.bind((address, 0))
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", port))
+    if half_logon:
+        try:
+            s.send(Raw.logon_frame(None, 1, "wrong")[:40])      # a LOGON cut short: never completes
+        except OSError:
+            pass                                           # (not connected yet: then it stays idle)
+    return s
+
+
+def test_logon_when_thousand_idle_or_half_logon_sockets_from_other_addresses_then_succeeds(
+        server_factory, many_fds):
+    """1,000 sockets from 127.0.0.2..9 that never log on (idle, or half a LOGON), opened again as
+    the server closes them, while accounts log on from 127.0.0.1: every logon succeeds. Before,
+    the first 64 took every pending-logon slot and each logon got TOO_MANY_CONNECTIONS."""
+    srv = server_factory().start()
+    hostile = []
+    for i in range(1000):
+        hostile.append(hostile_socket(srv.port, HOSTILE_ADDRESSES[i % len(HOSTILE_ADDRESSES)], i % 2))
+        if i % 100 == 99:
+            time.sleep(0.05)                               # (the listen backlog)
+    try:
+        for n in range(20):
+            for i, s in enumerate(hostile):                # the server closed some: open them again
+                try:
+                    closed = s.recv(1 << 12) == b""
+                except BlockingIOError:
+                    closed = False
+                except OSError:
+                    closed = True
+                if closed:
+                    s.close()
+                    hostile[i] = hostile_socket(srv.port, HOSTILE_ADDRESSES[i % len(HOSTILE_ADDRESSES)], i % 2)
+            c = Raw(srv.port)
+            t, body, _ = c.logon(1 + n % 4)
+            assert t == MsgType.LOGON_ACCEPTED, (n, t, int(body["reason"]) if "reason" in body.dtype.names else 0)
+            c.close()
+    finally:
+        for s in hostile:
+            s.close()
+
+
+def test_pending_logons_when_half_the_slots_taken_then_shorter_timeout_and_cap_per_address(server_factory):
+    """With logon_timeout_s = 60 s: of 40 idle sockets (5 from each of 8 addresses, over half of
+    the 64 slots) the oldest are closed after logon_timeout_busy_s (1 s) until under half are
+    taken; a 9th from one address is refused at once (TOO_MANY_CONNECTIONS) while another
+    address still connects."""
+    srv = server_factory()
+    srv.config.write_text(srv.config.read_text().replace("logon_timeout_s = 2.0", "logon_timeout_s = 60.0"))
+    srv.start()
+    idle = [hostile_socket(srv.port, HOSTILE_ADDRESSES[i % 8], False) for i in range(40)]
+    closed = set()
+    deadline = time.monotonic() + 15                       # well before 60 s
+    while len(closed) < 40 - 31:
+        assert time.monotonic() < deadline, f"only {len(closed)} closed"
+        for i, s in enumerate(idle):
+            try:
+                if i not in closed and s.recv(1 << 12) == b"":
+                    closed.add(i)
+            except BlockingIOError:
+                pass
+        time.sleep(0.05)
+    for s in idle:
+        s.close()
+    same = [hostile_socket(srv.port, "127.0.0.2", False) for _ in range(8)]
+    ninth = Raw.__new__(Raw)
+    ninth.sock, ninth.buf = hostile_socket(srv.port, "127.0.0.2", False), b""
+    ninth.sock.setblocking(True)
+    t, body, _ = ninth.next(timeout=10)
+    assert (t, int(body["reason"])) == (MsgType.PROTOCOL_ERROR, Reject.TOO_MANY_CONNECTIONS)
+    assert Raw(srv.port).logon(1)[0] == MsgType.LOGON_ACCEPTED
+    for s in same:
+        s.close()
