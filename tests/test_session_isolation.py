@@ -13,7 +13,9 @@ import pytest
 from protocol import wire
 from protocol.codes import Reject, Side
 from protocol.wire import MsgType
+from tests.server_proc import SECRETS
 from tests.test_server_session import Raw
+from tests.test_tls import cert, client_context, tls_server   # noqa: F401 (cert: a fixture)
 
 NO_SNAPSHOTS = "snapshot_every = 0"
 
@@ -275,3 +277,31 @@ def test_pending_logons_when_half_the_slots_taken_then_shorter_timeout_and_cap_p
     assert Raw(srv.port).logon(1)[0] == MsgType.LOGON_ACCEPTED
     for s in same:
         s.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command line tool (a test certificate)")
+def test_tls_logon_when_hundreds_of_stalled_handshakes_from_other_addresses_then_succeeds(server_factory, cert):
+    """Over TLS the slots are taken before logon, by handshakes in progress: 300 sockets from
+    127.0.0.2..9 that never start theirs; TLS logons from 127.0.0.1 still succeed."""
+    srv = tls_server(server_factory, cert, "tls_handshakes_per_s = 1e6\ntls_handshake_burst = 1e6")
+    hostile = []
+    try:
+        for i in range(300):
+            hostile.append(hostile_socket(srv.port, HOSTILE_ADDRESSES[i % len(HOSTILE_ADDRESSES)], False))
+            if i % 100 == 99:
+                time.sleep(0.05)
+        time.sleep(0.5)
+        ctx = client_context(cert[0])
+        for n in range(5):
+            raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(Raw.logon_frame(None, 1 + n % 4, SECRETS[1 + n % 4]))
+                data = b""
+                while len(data) < 8:
+                    chunk = s.recv(4096)
+                    assert chunk, "closed before an answer"
+                    data += chunk
+                assert data[2] == MsgType.LOGON_ACCEPTED, data[:16]
+    finally:
+        for s in hostile:
+            s.close()
