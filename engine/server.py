@@ -1348,6 +1348,8 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.write(wire.encode(MsgType.LOGOUT, reason=reason))    # past the output cap: once
         elif reason is not None and not abort:
             self.write(wire.encode(MsgType.LOGOUT, reason=reason))
+            if self.closed:                   # that write made it a slow consumer: closed already
+                return
         self.closed = True
         srv.conns.discard(self)
         srv.feeds.drop(self)

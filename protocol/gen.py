@@ -133,6 +133,13 @@ SESSION_RULES = """\
    TLS 1.2+. Handshakes are rate-limited (a token bucket, `tls_handshakes_per_s`); a
    connection above the rate, or above the cap of connections not yet logged on, is
    closed before its handshake starts.
+12. **Connections not logged on yet** (counting TLS handshakes in progress): at most
+   `max_pending_logons` in all and `max_pending_logons_per_address` per source address;
+   one over either is answered PROTOCOL_ERROR (TOO_MANY_CONNECTIONS) and closed, except
+   that when all slots are taken the address holding the most (more than the newcomer's
+   would) loses its oldest, so a few addresses cannot keep every other out. Such a
+   connection is closed after `logon_timeout_s` without a logon, after
+   `logon_timeout_busy_s` while half the slots are taken.
 """
 
 MARKET_DATA = """\
