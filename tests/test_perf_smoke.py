@@ -148,3 +148,15 @@ def test_instructions_when_counted_twice_then_the_same_and_risk_costs_some(tmp_p
         assert abs(counts[0][k] - counts[1][k]) <= 1e-3 * counts[0][k], (k, counts)
     r = counts[0]
     assert r["commands"] == 2000 and 0 < r["risk_off"] < r["risk_on"] and 0 < r["off_over_on"] < 1
+
+
+def test_noisy_when_run_small_then_every_probe_acknowledged_in_every_variant(tmp_path, capsys):
+    argv = ["noisy", "--runs", "1", "--seconds", "1", "--probe-rate", "100", "--noisy-rate", "200", "--no-plot",
+            "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (path,) = tmp_path.glob("noisy-*.json")
+    r = json.loads(path.read_text())["results"]
+    for variant in ("quiet", "orders", "heartbeat", "status"):
+        (run,) = r["this"][variant]["runs"]
+        assert run["unacknowledged_after_30s"] == 0 and run["latency_us"]["count"] == 50
+    assert "x_quiet" in r["this"]["status"]
