@@ -214,7 +214,7 @@ class Feeds:
                 image.append(self.md.encode_top(srv.engine, sym, seq, True))
             if flags & DEPTH:
                 image.append(self.md.encode_depth(srv.engine, sym, levels, seq))
-            conn.write(b"".join(image))
+            conn.send(b"".join(image))                   # behind the SUBSCRIPTIONS answer (Server.hold)
 
     def _subscribe(self, conn, sub, sym, flags, levels):
         if not self.server.engine.symbol_state(sym):

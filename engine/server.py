@@ -24,10 +24,11 @@ this session's included), and the walk resumes. The loop never waits for a commi
 there: the answer is held (Server.hold) behind the reports of every command applied
 before it, in the batch still to be committed, and written when that batch's commit
 returns (in _deliver, between the reports before it and those after), so replies keep
-wire order and nothing the answer shows leaves before it is committed. Only a full
-open batch and the market-data requests (SUBSCRIBE, UNSUBSCRIBE, RECENT_TRADES: their
-images must line up with the increments published per committed batch) still wait
-for the commit in flight (flush()).
+wire order and nothing the answer shows leaves before it is committed. A market-data
+request (SUBSCRIBE, UNSUBSCRIBE, RECENT_TRADES) is answered where the trade rings and
+the market data published per batch stand: at once when no batch is open, else its
+connection alone pauses until the open batch is sealed (Server.dispatch) and is
+answered there. Only a full open batch still waits for the commit in flight (flush()).
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ QUERY_RESPONSE = {MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
                   MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH, MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
                   MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS, MsgType.POSITIONS_REQUEST: MsgType.POSITIONS,
                   MsgType.PORTFOLIO_REQUEST: MsgType.PORTFOLIO, MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES,
-                  MsgType.SUBSCRIBE: MsgType.SUBSCRIPTIONS, MsgType.UNSUBSCRIBE: MsgType.SUBSCRIPTIONS}
+                  MsgType.SUBSCRIBE: MsgType.SUBSCRIPTIONS, MsgType.UNSUBSCRIBE: MsgType.SUBSCRIPTIONS,
+                  MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES}
 READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
 COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
@@ -289,6 +291,7 @@ class Server:
         self.inflight = None              # (future, report groups, the batch's commands bytes, market data)
         self.open_out = []                # groups of the open batch, delivered after its commit
         self.failed_held = None           # after a failed commit, until the rebuild: replies held (see hold)
+        self.at_dispatch = []             # connections whose market-data request waits for the open batch's seal
         self.snapshotting = False
         self.last_snapshot_time = None    # wall time of the newest snapshot written or loaded
         self.conns: set[Connection] = set()
@@ -644,6 +647,10 @@ class Server:
         fut = self.committer.submit(self._commit, cmds, events)
         self.inflight = (fut, out, cmds, md)
         fut.add_done_callback(self._commit_returned)
+        if self.at_dispatch:              # the rings and the book are exactly after the sealed batch now
+            waiting, self.at_dispatch = self.at_dispatch, []
+            for conn in waiting:
+                conn.answer_waiting()
 
     def _commit(self, cmds, events):
         """On the commit thread: one LMDB transaction (fsync'd with `sync`); its duration in ns."""
@@ -830,6 +837,9 @@ class Server:
                 self.next_seq[acct_id] = first_seq   # the earliest unacknowledged report of each account
         self.failed_held = [g for g in out + self.open_out if g[0] == HELD]
         self.open_out = []
+        waiting, self.at_dispatch = self.at_dispatch, []     # their open batch is gone: answered anew
+        for conn in waiting:
+            self.loop.call_soon(conn.resume_walk)
         self.hot.discard()
         self.next_cmd_seq = known + 1
         self.seq_index.forget_after(known + 1)
@@ -1010,6 +1020,7 @@ class Connection(asyncio.BufferedProtocol):
         self.closed = False
         self.finishing = False            # shutdown: our side closed after the last report; input dropped
         self.closing = False              # a close is held behind reports still to be committed: input dropped
+        self.waiting = False              # a market-data request waits for the open batch's seal (Server.dispatch)
         self.peer = None
         self.logon_pending = False
         s = server.cfg.server
@@ -1064,7 +1075,7 @@ class Connection(asyncio.BufferedProtocol):
         srv = self.server
         step = srv.hot.step
         th = self.throttle
-        while not self.closed and not self.closing:
+        while not self.closed and not self.closing and not self.waiting:
             acct = self.account
             consumed, stop, mtype, reason, groups = step(
                 self.buf, self.start, self.end, acct.id if acct else 0, self.session_id, acct is not None,
@@ -1092,13 +1103,14 @@ class Connection(asyncio.BufferedProtocol):
                     srv.flush()                # the batch was full: walk on into the emptied one
                     continue
                 throttled = Reject.THROTTLED
-            elif mtype in feedsmod.REQUESTS:
-                srv.flush()                    # market-data images line up with committed increments
-            th.spend(gateway.BUDGET_ALL)
-            length = int.from_bytes(self.buf[self.start:self.start + 2], "little")
-            frame = bytes(self.buf[self.start:self.start + length])
-            self.start += length
-            self.stream_offset += length
+            elif mtype in feedsmod.REQUESTS and srv.hot.n_pending and srv.journal_ok:
+                # the trade rings and published market data stand at the last sealed batch: this
+                # connection (only) waits for the open one's seal, answered there (Server.dispatch)
+                self.waiting = True
+                srv.at_dispatch.append(self)
+                self.transport.pause_reading()
+                return
+            frame = self.take_frame()
             if throttled:
                 body = wire.decode(frame)[0][0][1]
                 self.send(self._reject_report(MsgType(mtype), body, throttled))
@@ -1109,6 +1121,37 @@ class Connection(asyncio.BufferedProtocol):
             self.handle(MsgType(mtype), frame)
         if self.start == self.end:
             self.start = self.end = 0
+
+    def take_frame(self):
+        """The frame the walk stopped in front of (complete: step() saw all of it), consumed."""
+        self.throttle.spend(gateway.BUDGET_ALL)
+        length = int.from_bytes(self.buf[self.start:self.start + 2], "little")
+        frame = bytes(self.buf[self.start:self.start + length])
+        self.start += length
+        self.stream_offset += length
+        return frame
+
+    def answer_waiting(self):
+        """Server.dispatch, the open batch just sealed: answer the market-data request the walk
+        stopped in front of, then walk on (soon: not inside dispatch)."""
+        if self.closed or self.closing:
+            return
+        frame = self.take_frame()
+        if self.throttle.level(gateway.BUDGET_ALL) < 0:
+            self.close_after(Reject.RATE_LIMIT_LOGOUT)
+            return
+        self.handle(MsgType(frame[2]), frame)
+        self.server.loop.call_soon(self.resume_walk)
+
+    def resume_walk(self):
+        self.waiting = False
+        if self.closed or self.closing:
+            return
+        self.transport.resume_reading()
+        try:
+            self.process()
+        finally:
+            self.server.input_done()
 
     def handle(self, t: MsgType, frame: bytes):
         body = wire.decode(frame)[0][0][1]

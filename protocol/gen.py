@@ -126,7 +126,10 @@ SESSION_RULES = """\
    PROTOCOL_ERROR keeps the order of the frames on the connection; if that commit
    fails, the query is answered with status JOURNAL_UNAVAILABLE and no entries.
    No session's frame makes other sessions wait for a commit. RECENT_TRADES,
-   SUBSCRIBE and UNSUBSCRIBE are answered from committed state only.
+   SUBSCRIBE and UNSUBSCRIBE are answered where the market data stands: at the end
+   of the processing batch that holds the commands before them (possibly with
+   later commands of other sessions), the state the next market-data updates
+   start from; that connection's later frames wait until then.
    LOGON_ACCEPTED.next_seq is the account's next report not yet sent: reports of
    commands still being committed follow it on the new session.
 11. **TLS** (when the server is configured with a certificate): the same frames inside

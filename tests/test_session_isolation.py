@@ -97,6 +97,40 @@ def test_session_frame_when_commit_in_flight_then_loop_serves_others_meanwhile(s
         held.stop()
 
 
+def test_recent_trades_when_batch_open_behind_held_commit_then_answered_at_its_seal_in_wire_order(server_factory):
+    """A sell's commit is held; meanwhile a buy crossing it and a RECENT_TRADES_REQUEST arrive from
+    another session: the buy goes into the open batch and only that connection waits for the batch
+    to be sealed; the loop answers others meanwhile; the answer follows the buy's reports and shows
+    its trade. Before, the request made the loop wait for both commits."""
+    srv = server_factory(journal_extra=NO_SNAPSHOTS).start()
+    seller, buyer = Raw(srv.port), Raw(srv.port)
+    assert seller.logon(2, heartbeat_ms=60000)[0] == buyer.logon(1, heartbeat_ms=60000)[0] == MsgType.LOGON_ACCEPTED
+    held = HeldCommits(srv, delay_s=3.0)
+    try:
+        clid = held.wait_attached(seller, 0) + 1
+        seller.order(clid, Side.SELL, 1, 9000)
+        time.sleep(0.3)                          # its commit is held
+        buyer.send(wire.encode(MsgType.NEW_ORDER, client_order_id=1, symbol=1, side=Side.BUY, order_type=1, tif=1,
+                               stp=1, price=9000, qty=1)
+                   + wire.encode(MsgType.RECENT_TRADES_REQUEST, request_id=5, symbol=1, count=10))
+        time.sleep(0.3)
+        other = Raw(srv.port)
+        other.order(1, Side.BUY, 1, 100)
+        t, body, _ = other.next(timeout=20)
+        assert (t, int(body["reason"])) == (MsgType.PROTOCOL_ERROR, Reject.NOT_LOGGED_ON)
+        assert nothing_received(buyer), "the loop waited for the held commits before answering"
+        kinds = []
+        while True:
+            t, body, ents = buyer.next(timeout=20)
+            kinds.append(t)
+            if t == MsgType.RECENT_TRADES:
+                break
+        assert kinds == [MsgType.ACCEPTED, MsgType.FILL, MsgType.RECENT_TRADES]
+        assert int(body["request_id"]) == 5 and len(ents) == 1          # the buy's trade (with a resting sell)
+    finally:
+        held.stop()
+
+
 def test_replies_when_pipelined_with_orders_then_in_wire_order_and_after_earlier_commands(server_factory):
     """Orders, queries and heartbeats pipelined in one write while another session keeps commits
     in flight: every answer comes after the reports of the orders before it and shows them."""
