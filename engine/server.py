@@ -84,7 +84,8 @@ SLOW_CONSUMER_DRAIN_S = 5.0          # a slow consumer's LOGOUT: how long it has
 # a reply held in wire order (Server.hold): a group (HELD, connection, (kind, payload, position))
 # among the (account, first seq, reports) groups of a batch; kinds:
 HELD = -1
-REPLY, QUERY, CLOSE = 0, 1, 2        # bytes; (bytes, response type, request id); a close reason or None
+REPLY, QUERY, CLOSE = 0, 1, 2        # bytes; (bytes, response type, request id); a close reason or None;
+MD_START = feedsmod.MD_START         # and a symbol whose new subscription starts (Feeds.started)
 
 
 HELPER_NICE = 19                     # see helper_setup
@@ -774,6 +775,8 @@ class Server:
         kind, payload, _ = item
         if kind == CLOSE:
             conn.close(payload)
+        elif kind == MD_START:
+            conn.server.feeds.started(conn, payload)
         elif kind == QUERY:
             data, t, rid = payload
             conn.write(data if ok else Connection.list_frames(t, rid, [], Reject.JOURNAL_UNAVAILABLE))

@@ -12,7 +12,7 @@ import pytest
 
 from protocol import wire
 from protocol.codes import Reject, Side
-from protocol.wire import MsgType
+from protocol.wire import MdFlag, MsgType
 from tests.server_proc import SECRETS
 from tests.test_server_session import Raw
 from tests.test_tls import cert, client_context, tls_server   # noqa: F401 (cert: a fixture)
@@ -387,3 +387,33 @@ def test_replies_when_commit_fails_then_refusals_and_answers_in_wire_order(serve
     finally:
         tracer.terminate()
         tracer.wait(10)
+
+
+def test_subscribe_when_batch_open_behind_held_commit_then_no_update_before_its_answer_and_image(server_factory):
+    """A watched symbol changes in the batch in flight (its commit held) and again in the open batch;
+    then a SUBSCRIBE arrives, answered when the open batch is sealed, i.e. when the first commit
+    returns, while the update of the first batch is published just then: the new subscriber's first
+    frames are still SUBSCRIPTIONS, then the image (TOP_OF_BOOK, DEPTH), never that older update."""
+    srv = server_factory(journal_extra=NO_SNAPSHOTS).start()
+    watcher, trader, new = Raw(srv.port), Raw(srv.port), Raw(srv.port)
+    for c, acct in ((watcher, 1), (trader, 2), (new, 3)):
+        assert c.logon(acct, heartbeat_ms=60000)[0] == MsgType.LOGON_ACCEPTED
+    flags = int(MdFlag.TOP_OF_BOOK | MdFlag.DEPTH | MdFlag.TRADES)
+    watcher.send(wire.encode(MsgType.SUBSCRIBE, request_id=1, symbol=1, flags=flags, levels=5))
+    assert watcher.until(MsgType.SUBSCRIPTIONS) is not None
+    held = HeldCommits(srv, delay_s=1.5)
+    try:
+        clid = held.wait_attached(trader, 0)
+        trader.order(clid + 1, Side.BUY, 1, 3000)          # the batch in flight: changes symbol 1
+        time.sleep(0.3)
+        trader.order(clid + 2, Side.BUY, 1, 3001)          # the open batch
+        time.sleep(0.1)
+        new.send(wire.encode(MsgType.SUBSCRIBE, request_id=7, symbol=1, flags=flags, levels=5))
+        kinds = []
+        while len(kinds) < 3:
+            t, body, _ = new.next(timeout=20)
+            if t in (MsgType.SUBSCRIPTIONS, MsgType.TOP_OF_BOOK, MsgType.DEPTH, MsgType.TRADES, MsgType.TRADE_SUMMARY):
+                kinds.append(t)
+        assert kinds == [MsgType.SUBSCRIPTIONS, MsgType.TOP_OF_BOOK, MsgType.DEPTH], kinds
+    finally:
+        held.stop()
