@@ -41,6 +41,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     logon_timeout_s: float = 5.0           # a connection must log on within this
     logon_skew_s: float = 30.0             # max |client timestamp - server time|
     max_pending_logons: int = 64           # connections not yet logged on
+    max_pending_logons_per_address: int = 8   # ... from one source address; when all max_pending_logons are
+                                           # taken, the address holding most gives up its oldest to another
+    logon_timeout_busy_s: float = 1.0      # logon_timeout_s while half the pending-logon slots are taken
     lockout_failures: int = 5              # failed logons per (account, address) before that pair is locked out
     address_lockout_failures: int = 25     # ... per address, all accounts: that address is locked out
     account_lockout_failures: int = 100    # ... per account, all addresses: the whole account is locked out
@@ -268,6 +271,9 @@ def validate(cfg: Config, where: str) -> None:
     if not 0 < s.md_low_water_bytes <= s.md_high_water_bytes < s.output_buffer_bytes:
         raise ConfigError(f"{where}: `server`: need 0 < md_low_water_bytes <= md_high_water_bytes < "
                           "output_buffer_bytes (market data must never make a slow consumer)")
+    if s.max_pending_logons_per_address < 1 or not 0 < s.logon_timeout_busy_s <= s.logon_timeout_s:
+        raise ConfigError(f"{where}: `server`: need max_pending_logons_per_address >= 1 and "
+                          "0 < logon_timeout_busy_s <= logon_timeout_s")
     if s.recent_trades < 1 or s.max_subscriptions < 0:
         raise ConfigError(f"{where}: `server.recent_trades` must be >= 1 and max_subscriptions >= 0")
     if (s.tls_cert is None) != (s.tls_key is None):

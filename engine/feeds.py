@@ -28,11 +28,12 @@ REQUESTS = frozenset({MsgType.SUBSCRIBE, MsgType.UNSUBSCRIBE, MsgType.RECENT_TRA
 ALL_FLAGS = MdFlag.TOP_OF_BOOK | MdFlag.DEPTH | MdFlag.TRADES
 TOP, DEPTH, TRADES = int(MdFlag.TOP_OF_BOOK), int(MdFlag.DEPTH), int(MdFlag.TRADES)
 SEQ_AT = wire.HEADER.size + wire.DEPTH_HEADER.offsets["seq"]     # a DEPTH frame's seq: not part of "changed"
+MD_START = 3                         # Server.hold's kind for "updates of this new subscription may start"
 
 
 class Sub:
     """One connection's subscriptions, and what is held for it while it is behind."""
-    __slots__ = ("conn", "items", "paused", "held_top", "held_depth", "held_trades")
+    __slots__ = ("conn", "items", "paused", "held_top", "held_depth", "held_trades", "starting")
 
     def __init__(self, conn):
         self.conn = conn
@@ -41,6 +42,8 @@ class Sub:
         self.held_top: dict[int, bytes] = {}            # symbol -> latest unsent TOP_OF_BOOK
         self.held_depth: dict[int, bytes] = {}          # symbol -> latest unsent DEPTH
         self.held_trades: dict[int, list] = {}          # symbol -> summary of unsent trades
+        self.starting: set[int] = set()                 # symbols subscribed whose SUBSCRIPTIONS answer is
+                                                        # held (Server.hold): no updates before it
 
     def drop_held(self, sym):
         self.held_top.pop(sym, None)
@@ -127,6 +130,8 @@ class Feeds:
         for sym, trades, summary, top, depth in pending:
             for conn, (flags, levels) in self.by_symbol.get(sym, {}).items():
                 sub = self.subs[conn]
+                if sub.starting and sym in sub.starting:
+                    continue                       # published before its image: older than it
                 if sub.paused:
                     self._hold(sub, sym, flags, levels, summary, top, depth)
                     continue
@@ -214,7 +219,16 @@ class Feeds:
                 image.append(self.md.encode_top(srv.engine, sym, seq, True))
             if flags & DEPTH:
                 image.append(self.md.encode_depth(srv.engine, sym, levels, seq))
-            conn.write(b"".join(image))
+            conn.send(b"".join(image))                   # behind the SUBSCRIPTIONS answer (Server.hold)
+            sub.starting.add(sym)
+            if not srv.hold(conn, MD_START, sym):        # (answered now: updates may follow at once)
+                sub.starting.discard(sym)
+
+    def started(self, conn, sym):
+        """The SUBSCRIPTIONS answer and image for sym went out: updates to it may follow."""
+        sub = self.subs.get(conn)
+        if sub is not None:
+            sub.starting.discard(sym)
 
     def _subscribe(self, conn, sub, sym, flags, levels):
         if not self.server.engine.symbol_state(sym):

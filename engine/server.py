@@ -18,9 +18,17 @@ connection per read). With one (group commit, off the event loop):
 Commits run one at a time, in order. Nothing is written to a socket before the
 commit of what it acknowledges returns. A failed commit stops state changes.
 Session messages (logon, heartbeat, logout), throttled frames and queries are
-handled in Python: a connection's walk stops in front of one, everything
-outstanding is committed and delivered first (flush(), synchronous), so a query sees
-only committed state and replies stay in wire order; then the walk resumes.
+handled in Python: a connection's walk stops in front of one, the frame is answered
+at once from the engine's state as it is (after every command applied before it,
+this session's included), and the walk resumes. The loop never waits for a commit
+there: the answer is held (Server.hold) behind the reports of every command applied
+before it, in the batch still to be committed, and written when that batch's commit
+returns (in _deliver, between the reports before it and those after), so replies keep
+wire order and nothing the answer shows leaves before it is committed. A market-data
+request (SUBSCRIBE, UNSUBSCRIBE, RECENT_TRADES) is answered where the trade rings and
+the market data published per batch stand: at once when no batch is open, else its
+connection alone pauses until the open batch is sealed (Server.dispatch) and is
+answered there. Only a full open batch still waits for the commit in flight (flush()).
 """
 from __future__ import annotations
 
@@ -67,11 +75,18 @@ QUERY_RESPONSE = {MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
                   MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH, MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
                   MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS, MsgType.POSITIONS_REQUEST: MsgType.POSITIONS,
                   MsgType.PORTFOLIO_REQUEST: MsgType.PORTFOLIO, MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES,
-                  MsgType.SUBSCRIBE: MsgType.SUBSCRIPTIONS, MsgType.UNSUBSCRIBE: MsgType.SUBSCRIPTIONS}
+                  MsgType.SUBSCRIBE: MsgType.SUBSCRIPTIONS, MsgType.UNSUBSCRIBE: MsgType.SUBSCRIPTIONS,
+                  MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES}
 READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
 COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
 SHUTDOWN_DRAIN_S = 1.0               # Server.stop: how long the last reports may take to reach clients
+SLOW_CONSUMER_DRAIN_S = 5.0          # a slow consumer's LOGOUT: how long it has to read it before a reset
+# a reply held in wire order (Server.hold): a group (HELD, connection, (kind, payload, position))
+# among the (account, first seq, reports) groups of a batch; kinds:
+HELD = -1
+REPLY, QUERY, CLOSE = 0, 1, 2        # bytes; (bytes, response type, request id); a close reason or None;
+MD_START = feedsmod.MD_START         # and a symbol whose new subscription starts (Feeds.started)
 
 
 HELPER_NICE = 19                     # see helper_setup
@@ -287,10 +302,13 @@ class Server:
             sys.setswitchinterval(COMMIT_SWITCH_INTERVAL)
         self.inflight = None              # (future, report groups, the batch's commands bytes, market data)
         self.open_out = []                # groups of the open batch, delivered after its commit
+        self.failed_held = None           # after a failed commit, until the rebuild: replies held (see hold)
+        self.at_dispatch = []             # connections whose market-data request waits for the open batch's seal
         self.snapshotting = False
         self.last_snapshot_time = None    # wall time of the newest snapshot written or loaded
         self.conns: set[Connection] = set()
         self.pending_logons = 0
+        self.pending_by_address: dict[str, dict] = {}   # peer address -> its connections not logged on, oldest first
         self.next_session = 1
         self.auth = authmod.Auth(cfg, helper_setup)   # lockouts, last logon per account (engine/auth.py)
         self.journal_ok = True
@@ -677,6 +695,10 @@ class Server:
         fut = self.committer.submit(self._commit, cmds, events)
         self.inflight = (fut, out, cmds, md)
         fut.add_done_callback(self._commit_returned)
+        if self.at_dispatch:              # the rings and the book are exactly after the sealed batch now
+            waiting, self.at_dispatch = self.at_dispatch, []
+            for conn in waiting:
+                conn.answer_waiting()
 
     def _commit(self, cmds, events):
         """On the commit thread: one LMDB transaction (fsync'd with `sync`); its duration in ns."""
@@ -733,7 +755,97 @@ class Server:
             else:
                 return
 
+    # -- connections not logged on yet --
+    def admit(self, conn):
+        """Count a new connection as pending logon, or refuse it (False): at most
+        max_pending_logons_per_address per source address; when all max_pending_logons are taken,
+        the address holding most (more than this one would) gives up its oldest connection, so
+        sockets from a few addresses cannot keep every other address from logging on."""
+        s = self.cfg.server
+        mine = self.pending_by_address.get(conn.peer)
+        n = len(mine) if mine else 0
+        if n >= s.max_pending_logons_per_address:
+            return False
+        if self.pending_logons >= s.max_pending_logons:
+            most = max(self.pending_by_address.values(), key=len, default=())
+            if len(most) <= n + 1:
+                return False
+            next(iter(most)).protocol_error(Reject.TOO_MANY_CONNECTIONS, 0)    # (unpends it)
+        if mine is None:
+            mine = self.pending_by_address[conn.peer] = {}
+        mine[conn] = None
+        self.pending_logons += 1
+        conn.logon_pending = True
+        return True
+
+    def unpend(self, conn):
+        """conn logged on or closed: its pending-logon slot is free."""
+        if not conn.logon_pending:
+            return
+        conn.logon_pending = False
+        self.pending_logons -= 1
+        mine = self.pending_by_address.get(conn.peer)
+        if mine is not None:
+            mine.pop(conn, None)
+            if not mine:
+                del self.pending_by_address[conn.peer]
+
+    def logon_timeout(self):
+        """How long a connection may stay without logging on: shorter while half the slots are taken."""
+        s = self.cfg.server
+        return s.logon_timeout_busy_s if 2 * self.pending_logons >= s.max_pending_logons else s.logon_timeout_s
+
+    def hold(self, conn, kind, payload):
+        """Hold a reply to one of conn's frames behind the reports of every command applied so
+        far (they are in the open batch or the one in flight): it is written when their commit
+        returns, between the reports before it and those after it. False when nothing is
+        outstanding (the caller writes it now). After a failed commit, until the rebuild is done,
+        replies wait for the refusals of the commands before them (see refuse)."""
+        if self.failed_held is not None:
+            self.failed_held.append((HELD, conn, (kind, payload, 1 << 64)))
+            return True
+        if self.committer is None:
+            return False
+        if self.hot.n_pending:
+            out = self.open_out
+        elif self.inflight is not None:
+            out = self.inflight[1]
+        else:
+            return False
+        out.append((HELD, conn, (kind, payload, self.next_cmd_seq)))
+        return True
+
+    @staticmethod
+    def _release(conn, item, ok=True):
+        """Write a held reply (ok=False: its batch's commit failed, so a query answer, which may
+        show what was not committed, becomes an empty JOURNAL_UNAVAILABLE response)."""
+        kind, payload, _ = item
+        if kind == CLOSE:
+            conn.close(payload)
+        elif kind == MD_START:
+            conn.server.feeds.started(conn, payload)
+        elif kind == QUERY:
+            data, t, rid = payload
+            conn.write(data if ok else Connection.list_frames(t, rid, [], Reject.JOURNAL_UNAVAILABLE))
+        else:
+            conn.write(payload)
+
     def _deliver(self, groups, send):
+        """Reports and the replies held between them, in order (see hold)."""
+        start = 0
+        for i, g in enumerate(groups):
+            if g[0] == HELD:
+                if i > start:
+                    self._deliver_reports(groups[start:i], send)
+                start = i + 1
+                if send:
+                    self._release(g[1], g[2])
+        if start == 0:
+            self._deliver_reports(groups, send)
+        elif start < len(groups):
+            self._deliver_reports(groups[start:], send)
+
+    def _deliver_reports(self, groups, send):
         """Append reports to the accounts' replay rings and write them to their sessions
         (one write per connection: an account's chunks of one batch are joined)."""
         ring = self.cfg.server.replay_ring
@@ -753,7 +865,7 @@ class Server:
                 continue
             acct.append(first_seq, data, ring)
             if send:
-                for conn in acct.sessions:
+                for conn in tuple(acct.sessions):     # (a write may close a slow consumer)
                     conn.write(data)
 
     # -- journal failure: halt, rebuild, probe, resume --
@@ -772,8 +884,13 @@ class Server:
                                  self.hot.pending[:self.hot.n_pending].copy()])
         known = int(failed["seq"][0]) - 1            # the last acknowledged command
         for acct_id, first_seq, _ in reversed(out + self.open_out):
-            self.next_seq[acct_id] = first_seq       # the earliest unacknowledged report of each account
+            if acct_id != HELD:
+                self.next_seq[acct_id] = first_seq   # the earliest unacknowledged report of each account
+        self.failed_held = [g for g in out + self.open_out if g[0] == HELD]
         self.open_out = []
+        waiting, self.at_dispatch = self.at_dispatch, []     # their open batch is gone: answered anew
+        for conn in waiting:
+            self.loop.call_soon(conn.resume_walk)
         self.hot.discard()
         self.next_cmd_seq = known + 1
         self.seq_index.forget_after(known + 1)
@@ -793,20 +910,28 @@ class Server:
                 await asyncio.sleep(self.cfg.journal.retry_interval_ms / 1000)
         self.engine = eng
         self.next_cmd_seq = self.journal.last_seq + 1
-        self.refuse(failed[failed["seq"] > self.journal.last_seq])
+        held, self.failed_held = self.failed_held, None
+        self.refuse(failed[failed["seq"] > self.journal.last_seq], held)
         self.rebuilding = False
         log.warning("engine rebuilt from the journal at seq %d; probing the disk", self.journal.last_seq)
 
-    def refuse(self, cmds):
-        """Session-level JOURNAL_UNAVAILABLE for commands that never took effect."""
+    def refuse(self, cmds, held=()):
+        """Session-level JOURNAL_UNAVAILABLE for commands that never took effect, and the replies
+        held behind them (a failed commit's) in between, in wire order (see hold)."""
         by_session = {c.session_id: c for c in self.conns if c.account is not None}
+        held = deque(held)
         for c in cmds:
+            while held and held[0][2][2] <= int(c["seq"]):
+                _, conn, item = held.popleft()
+                self._release(conn, item, ok=False)
             conn = by_session.get(int(c["session"]))
             if conn is not None and c["kind"] in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
                                                   CommandKind.MASS_CANCEL):
                 conn.write(conn.session_reject(int(c["kind"]), int(c["client_order_id"]), int(c["order_id"]),
                                                Reject.JOURNAL_UNAVAILABLE,
                                                **{f: int(c[f]) for f in ("symbol", "side", "price", "qty")}))
+        for _, conn, item in held:
+            self._release(conn, item, ok=False)
         if len(cmds):
             log.warning("refused %d commands: journal unavailable", len(cmds))
 
@@ -950,6 +1075,8 @@ class Connection(asyncio.BufferedProtocol):
         self.last_recv = self.last_sent = self.opened = time.monotonic()
         self.closed = False
         self.finishing = False            # shutdown: our side closed after the last report; input dropped
+        self.closing = False              # a close is held behind reports still to be committed: input dropped
+        self.waiting = False              # a market-data request waits for the open batch's seal (Server.dispatch)
         self.peer = None
         self.logon_pending = False
         self.logon_storing = False        # a LOGON passed its checks; its timestamp is being written
@@ -969,11 +1096,9 @@ class Connection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.cfg.server.socket_send_buffer_bytes)
         self.peer = (transport.get_extra_info("peername") or ("?",))[0]
         srv = self.server
-        if srv.stopping or srv.pending_logons >= srv.cfg.server.max_pending_logons:
+        if srv.stopping or not srv.admit(self):
             self.protocol_error(Reject.TOO_MANY_CONNECTIONS if not srv.stopping else Reject.SERVER_SHUTDOWN, 0)
             return
-        srv.pending_logons += 1
-        self.logon_pending = True
         srv.conns.add(self)
 
     def get_buffer(self, sizehint):
@@ -984,7 +1109,7 @@ class Connection(asyncio.BufferedProtocol):
         return self.view[self.end:]
 
     def buffer_updated(self, nbytes):
-        if self.finishing:
+        if self.finishing or self.closing:
             return                             # get_buffer's region is overwritten by the next read
         self.end += nbytes
         self.last_recv = time.monotonic()
@@ -1007,7 +1132,7 @@ class Connection(asyncio.BufferedProtocol):
         srv = self.server
         step = srv.hot.step
         th = self.throttle
-        while not self.closed:
+        while not self.closed and not self.closing and not self.waiting:
             acct = self.account
             consumed, stop, mtype, reason, groups = step(
                 self.buf, self.start, self.end, acct.id if acct else 0, self.session_id, acct is not None,
@@ -1022,29 +1147,33 @@ class Connection(asyncio.BufferedProtocol):
             if stop == gateway.STOP_ERROR:
                 self.protocol_error(reason, mtype)
                 return
-            # STOP_SESSION: a session or query frame, a full batch, or the journal is down
+            # STOP_SESSION: a session or query frame, a full batch, or the journal is down. The frame
+            # is answered now; the answer waits (Server.hold) for the commit of what came before it.
             srv.input_done()
-            srv.flush()
             throttled = None
             if mtype in ORDER_TYPES and srv.journal_ok:
                 klass = gateway.BUDGET_NEW if mtype in (MsgType.NEW_ORDER, MsgType.AMEND) else gateway.BUDGET_CANCEL
                 if th.level(gateway.BUDGET_ALL) < 1:
-                    self.close(Reject.RATE_LIMIT_LOGOUT)        # tier 2: cancel on disconnect applies
+                    self.close_after(Reject.RATE_LIMIT_LOGOUT)  # tier 2: cancel on disconnect applies
                     return
                 if th.level(klass) >= 1:
-                    continue                   # the batch was full: walk on into the emptied one
+                    srv.flush()                # the batch was full: walk on into the emptied one
+                    continue
                 throttled = Reject.THROTTLED
-            th.spend(gateway.BUDGET_ALL)
-            length = int.from_bytes(self.buf[self.start:self.start + 2], "little")
-            frame = bytes(self.buf[self.start:self.start + length])
-            self.start += length
-            self.stream_offset += length
+            elif mtype in feedsmod.REQUESTS and srv.hot.n_pending and srv.journal_ok:
+                # the trade rings and published market data stand at the last sealed batch: this
+                # connection (only) waits for the open one's seal, answered there (Server.dispatch)
+                self.waiting = True
+                srv.at_dispatch.append(self)
+                self.transport.pause_reading()
+                return
+            frame = self.take_frame()
             if throttled:
                 body = wire.decode(frame)[0][0][1]
-                self.write(self._reject_report(MsgType(mtype), body, throttled))
+                self.send(self._reject_report(MsgType(mtype), body, throttled))
                 continue
             if th.level(gateway.BUDGET_ALL) < 0:
-                self.close(Reject.RATE_LIMIT_LOGOUT)
+                self.close_after(Reject.RATE_LIMIT_LOGOUT)
                 return
             self.handle(MsgType(mtype), frame)
             if self.logon_storing:
@@ -1052,18 +1181,49 @@ class Connection(asyncio.BufferedProtocol):
         if self.start == self.end:
             self.start = self.end = 0
 
+    def take_frame(self):
+        """The frame the walk stopped in front of (complete: step() saw all of it), consumed."""
+        self.throttle.spend(gateway.BUDGET_ALL)
+        length = int.from_bytes(self.buf[self.start:self.start + 2], "little")
+        frame = bytes(self.buf[self.start:self.start + length])
+        self.start += length
+        self.stream_offset += length
+        return frame
+
+    def answer_waiting(self):
+        """Server.dispatch, the open batch just sealed: answer the market-data request the walk
+        stopped in front of, then walk on (soon: not inside dispatch)."""
+        if self.closed or self.closing:
+            return
+        frame = self.take_frame()
+        if self.throttle.level(gateway.BUDGET_ALL) < 0:
+            self.close_after(Reject.RATE_LIMIT_LOGOUT)
+            return
+        self.handle(MsgType(frame[2]), frame)
+        self.server.loop.call_soon(self.resume_walk)
+
+    def resume_walk(self):
+        self.waiting = False
+        if self.closed or self.closing:
+            return
+        self.transport.resume_reading()
+        try:
+            self.process()
+        finally:
+            self.server.input_done()
+
     def handle(self, t: MsgType, frame: bytes):
         body = wire.decode(frame)[0][0][1]
         if t in ORDER_TYPES:           # only while the journal is down: nothing may change state
-            self.write(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE))
+            self.send(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE))
             return
         if t == MsgType.LOGON:
             self.logon(frame, body)
         elif t == MsgType.HEARTBEAT:
             pass
         elif t == MsgType.LOGOUT:
-            self.write(wire.encode(MsgType.LOGOUT))
-            self.close(None)
+            self.send(wire.encode(MsgType.LOGOUT))
+            self.close_after(None)
         else:
             self.query(t, body)
 
@@ -1131,8 +1291,7 @@ class Connection(asyncio.BufferedProtocol):
             log.error("logon of account %s not accepted: its timestamp could not be stored: %s", acct.name, e)
             return self.logon_reject(Reject.JOURNAL_UNAVAILABLE, account=acct.id)
         self.account = acct
-        srv.pending_logons -= 1
-        self.logon_pending = False
+        srv.unpend(self)
         self.session_id = srv.next_session
         srv.next_session += 1
         self.cancel_on_disconnect = bool(int(body["flags"]) & wire.LogonFlag.CANCEL_ON_DISCONNECT)
@@ -1140,14 +1299,16 @@ class Connection(asyncio.BufferedProtocol):
         # at most the reserved id (CLIENT_ORDER_ID_RESERVED), which always fits the u64 field
         next_clid = min(int(srv.engine.acct_arr["last_clid"][acct.id]) + 1, wire.MAX_CLIENT_ORDER_ID + 1)
         self.write(wire.encode(MsgType.LOGON_ACCEPTED, session_id=self.session_id,
-                               heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.next_seq,
+                               heartbeat_ms=int(self.heartbeat * 1000), next_seq=acct.delivered,
                                next_client_order_id=next_clid, server_time_ns=time.time_ns()))
         want = int(body["next_seq"]) or 1
         log.info("logon", extra={"event": "logon", "account": acct.name, "session": self.session_id, "peer": self.peer})
-        if want < acct.next_seq and not acct.has(want) and srv.journal is not None:
+        # acct.delivered, not next_seq: the reports of batches not committed yet reach this session
+        # when they are (it joins acct.sessions now), so the loop need not wait for them
+        if want < acct.delivered and not acct.has(want) and srv.journal is not None:
             srv.loop.create_task(srv.replay_from_journal(self, acct, want))   # joins acct.sessions when caught up
         else:
-            if want < acct.next_seq:
+            if want < acct.delivered:
                 self.write(acct.replay_from(want))
             acct.sessions.add(self)
         if resume and not self.closed:    # what the client sent after its LOGON, then reading again
@@ -1225,11 +1386,30 @@ class Connection(asyncio.BufferedProtocol):
                                   "price", "stop_price", "qty", "leaves", "shown", "filled")}
 
     def send_list(self, t, rid, rows, status=0):
+        """A query's response, in wire order (see Server.hold)."""
+        data = self.list_frames(t, rid, rows, status)
+        if not self.server.hold(self, QUERY, (data, t, rid)):
+            self.write(data)
+
+    @staticmethod
+    def list_frames(t, rid, rows, status=0):
         per_frame = (wire.MAX_FRAME - wire.frame_size(t)) // wire.ENTRY[t].size
         chunks = [rows[i:i + per_frame] for i in range(0, len(rows), per_frame)] or [rows[:0]]
-        for i, chunk in enumerate(chunks):
-            self.write(wire.encode(t, entries=chunk, request_id=rid, count=len(chunk),
-                                   more=int(i < len(chunks) - 1), status=status))
+        return b"".join(wire.encode(t, entries=chunk, request_id=rid, count=len(chunk),
+                                    more=int(i < len(chunks) - 1), status=status) for i, chunk in enumerate(chunks))
+
+    def send(self, data):
+        """A reply to one of this session's frames: behind the reports of every command applied
+        before it (Server.hold), or now when nothing is outstanding (or before logon: no reports)."""
+        if data and (self.account is None or not self.server.hold(self, REPLY, data)):
+            self.write(data)
+
+    def close_after(self, reason):
+        """close(reason) in wire order: after the replies and reports before it (Server.hold)."""
+        if self.account is not None and self.server.hold(self, CLOSE, reason):
+            self.closing = True
+        else:
+            self.close(reason)
 
     # -- output and lifetime --
     def write(self, data):
@@ -1242,20 +1422,20 @@ class Connection(asyncio.BufferedProtocol):
             log.warning("slow consumer closed", extra={"event": "slow_consumer", "session": self.session_id,
                                                        "account": self.account and self.account.name, "peer": self.peer})
             self.server.hot.count_reject(Reject.SLOW_CONSUMER)
-            self.close(Reject.SLOW_CONSUMER, abort=True)
+            self.close(Reject.SLOW_CONSUMER, drain=True)
 
     def protocol_error(self, reason, msg_type):
         log.info("protocol error", extra={"event": "protocol_error", "reason": Reject(reason).name, "peer": self.peer,
                                           "session": self.session_id, "offset": self.stream_offset})
-        self.write(wire.encode(MsgType.PROTOCOL_ERROR, reason=reason, msg_type=msg_type, offset=self.stream_offset))
-        self.close(None)
+        self.send(wire.encode(MsgType.PROTOCOL_ERROR, reason=reason, msg_type=msg_type, offset=self.stream_offset))
+        self.close_after(None)
 
     def tick(self, now):
         if self.closed:
             return
         s = self.server.cfg.server
         if self.account is None:
-            if now - self.opened > s.logon_timeout_s:
+            if now - self.opened > self.server.logon_timeout():
                 self.close(None)
             return
         if now - self.last_recv > self.heartbeat * s.heartbeat_timeout_factor:
@@ -1285,25 +1465,37 @@ class Connection(asyncio.BufferedProtocol):
                 pass
         return n
 
-    def close(self, reason, abort=False):
+    def close(self, reason, abort=False, drain=False):
+        """Close, with a LOGOUT(reason) first unless reason is None. drain=True (a slow consumer):
+        the LOGOUT goes behind what is already buffered, then a half-close (FIN after it) and
+        the client's input is dropped until it closes, so it can read every frame up to the
+        LOGOUT; a client that does not within SLOW_CONSUMER_DRAIN_S gets a reset."""
         if self.closed:
             return
         srv = self.server
-        if reason is not None and not abort:
+        if reason is not None and drain:
+            self.transport.write(wire.encode(MsgType.LOGOUT, reason=reason))    # past the output cap: once
+        elif reason is not None and not abort:
             self.write(wire.encode(MsgType.LOGOUT, reason=reason))
+            if self.closed:                   # that write made it a slow consumer: closed already
+                return
         self.closed = True
         srv.conns.discard(self)
         srv.feeds.drop(self)
-        if self.logon_pending:
-            srv.pending_logons -= 1
-            self.logon_pending = False
+        srv.unpend(self)
         acct = self.account
         if acct is not None:
             acct.sessions.discard(self)
             if self.cancel_on_disconnect and srv.journal_ok and not srv.stopping and \
                     not any(c.cancel_on_disconnect for c in acct.sessions):
                 srv.submit(dict(kind=CommandKind.MASS_CANCEL, account=acct.id, session=self.session_id))
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if drain and self.transport.can_write_eof():
+            self.finishing = True
+            self.transport.write_eof()
+            srv.loop.call_later(SLOW_CONSUMER_DRAIN_S, self.transport.abort)
+        else:
             self.transport.abort() if abort else self.transport.close()
 
 

@@ -4,7 +4,10 @@ Python's ssl under uvloop. The listener accepts connections itself (a non-blocki
 listening socket read by the event loop) so that it can decide, before any TLS work,
 whether a connection may have a handshake at all: a token bucket
 (`tls_handshakes_per_s`, `tls_handshake_burst`) and the cap on connections not yet
-logged on (`max_pending_logons`, counting handshakes in progress). A handshake costs
+logged on (`max_pending_logons`, counting handshakes in progress; at most
+`max_pending_logons_per_address` from one source address, and when all are taken the
+address with most handshakes in progress loses its oldest to an address with fewer, as
+Server.admit does for plain connections). A handshake costs
 about 2.5 ms of the engine's own loop (measured here), so without the limit a burst of
 connects would stall matching; a connection over the limit is closed before its
 handshake starts and costs only accept() and close(). Admitted sockets go, untouched,
@@ -43,6 +46,7 @@ class Listener:
         self.rate, self.burst = s.tls_handshakes_per_s, s.tls_handshake_burst
         self.tokens, self.refilled = self.burst, time.monotonic()
         self.in_progress = 0
+        self.by_address: dict[str, dict] = {}   # peer address -> its handshake tasks, oldest first
         self.handshakes = 0       # completed
         self.refused = 0          # closed before a handshake (over the rate or the cap)
         self.failed = 0           # handshakes that failed or timed out
@@ -66,14 +70,13 @@ class Listener:
         srv = self.server
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:             # EMFILE and the like: the next wakeup tries again
                 log.error("tls: accept failed: %s", e)
                 return
-            if srv.stopping or self.in_progress + srv.pending_logons >= srv.cfg.server.max_pending_logons \
-                    or not self.take():
+            if srv.stopping or not self.admit(peer[0]) or not self.take():
                 self.refused += 1
                 conn.close()
                 now = time.monotonic()
@@ -83,19 +86,39 @@ class Listener:
                 continue
             conn.setblocking(False)
             self.in_progress += 1
-            asyncio.ensure_future(self._handshake(conn))
+            task = asyncio.ensure_future(self._handshake(conn, peer[0]))
+            self.by_address.setdefault(peer[0], {})[task] = None
 
-    async def _handshake(self, conn):
+    def admit(self, address) -> bool:
+        """Room for a handshake from `address` (see the module docstring)."""
+        s = self.server.cfg.server
+        mine = self.by_address.get(address)
+        n = len(mine) if mine else 0
+        if n >= s.max_pending_logons_per_address:
+            return False
+        if self.in_progress + self.server.pending_logons >= s.max_pending_logons:
+            most = max(self.by_address.values(), key=len, default=())
+            if len(most) <= n + 1:
+                return False
+            next(iter(most)).cancel()        # its socket is closed; the slot frees as it unwinds
+        return True
+
+    async def _handshake(self, conn, address):
         srv = self.server
         try:
             await self.loop.connect_accepted_socket(lambda: self.connection_cls(srv), conn, ssl=self.ctx,
-                                                    ssl_handshake_timeout=srv.cfg.server.logon_timeout_s)
+                                                    ssl_handshake_timeout=srv.logon_timeout())
             self.handshakes += 1
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as e:
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError, asyncio.CancelledError) as e:
             self.failed += 1                 # the transport closed the socket
-            log.info("tls: handshake failed: %s", e)
+            log.info("tls: handshake failed: %s", e or type(e).__name__)
         finally:
             self.in_progress -= 1
+            mine = self.by_address.get(address)
+            if mine is not None:
+                mine.pop(asyncio.current_task(), None)
+                if not mine:
+                    del self.by_address[address]
 
     def close(self):
         if self.sock.fileno() >= 0:

@@ -30,6 +30,8 @@ Scenarios here:
            (--symbol-counts, default 1,1000,5000) (see perf/sessions.py)
   tls      server CPU per TLS handshake (ECDSA P-256, RSA 2048) and the round trip over TLS
            against plain TCP (see perf/tls.py)
+  noisy    quiet sessions' round trip beside one noisy session (orders + a heartbeat or an
+           ORDER_STATUS each) against the quiet baseline of the same run (see perf/noisy.py)
   admin    admin action latency (a journaled deposit, status; test and production scrypt cost)
            and the SDK's portfolio()/positions()/connect() round trips (see perf/admin.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; latency scenarios
@@ -267,7 +269,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
-                                        "symbols", "tls", "admin", "throughput", "instructions"])
+                                        "symbols", "tls", "admin", "throughput", "instructions", "noisy"])
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
                    help="batch sizes (journal)")
@@ -298,6 +300,9 @@ def main(argv=None):
                         "(roundtrip, throughput)")
     p.add_argument("--no-echo", dest="echo", action="store_false", help="skip the echo floor (roundtrip)")
     p.add_argument("--scrape", action="store_true", help="also run under a /metrics scrape every second (roundtrip)")
+    p.add_argument("--probe-rate", type=float, default=300, help="quiet sessions' orders/s in all (noisy)")
+    p.add_argument("--noisy-rate", type=float, default=1000, help="the noisy session's orders/s (noisy)")
+    p.add_argument("--compare-tree", default=None, help="also a server from this checkout, interleaved (noisy)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
     p.add_argument("--count-n", type=int, default=300_000, help="commands per counted run (instructions)")
     p.add_argument("--runs", type=int, default=5)
@@ -340,6 +345,9 @@ def main(argv=None):
     elif args.scenario == "admin":
         from perf import admin
         results = admin.scenario(args)
+    elif args.scenario == "noisy":
+        from perf import noisy
+        results = noisy.scenario(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)
@@ -356,6 +364,9 @@ def main(argv=None):
     elif args.scenario == "admin":
         from perf import admin
         admin.print_table(results)
+    elif args.scenario == "noisy":
+        from perf import noisy
+        noisy.print_table(results)
     else:
         print_table(args.scenario, results)
     print(f"\nmachine: {doc['machine']}\nwrote {path}")

@@ -137,7 +137,10 @@ SESSION_RULES = """\
 6. **Cancel on disconnect.** With LogonFlag.CANCEL_ON_DISCONNECT, all the
    account's orders are cancelled when its last such session ends.
 7. **Slow consumers.** A connection whose unsent output exceeds its cap is
-   closed (SLOW_CONSUMER), with cancel on disconnect if it asked for it.
+   cut off, with cancel on disconnect if it asked for it: a LOGOUT (SLOW_CONSUMER)
+   follows the frames already queued for it, then the server closes its side and
+   ignores further input; a client that has not read up to the LOGOUT within 5 s
+   gets a reset.
 8. **Shutdown.** On graceful shutdown every session receives END_OF_SESSION
    (with its account's last sequence number) and is closed.
    **Logout.** A client's LOGOUT is answered with a LOGOUT (reason 0), then the
@@ -149,10 +152,31 @@ SESSION_RULES = """\
    connection is closed. Other sessions are not affected.
 10. **Acknowledgement.** No execution report leaves the server before the event
    it reports is committed to the journal at the configured durability.
+   **What a query reflects.** A query (SYMBOL_DIRECTORY, ORDER_STATUS, OPEN_ORDERS,
+   BOOK_DEPTH, POSITIONS, PORTFOLIO) is answered from the state after every command
+   the server took before it: this session's earlier frames, and other sessions'
+   commands that arrived before it. The answer is sent once those commands are
+   committed, after their execution reports, so every answer, LOGOUT and
+   PROTOCOL_ERROR keeps the order of the frames on the connection; if that commit
+   fails, the query is answered with status JOURNAL_UNAVAILABLE and no entries.
+   No session's frame makes other sessions wait for a commit. RECENT_TRADES,
+   SUBSCRIBE and UNSUBSCRIBE are answered where the market data stands: at the end
+   of the processing batch that holds the commands before them (possibly with
+   later commands of other sessions), the state the next market-data updates
+   start from; that connection's later frames wait until then.
+   LOGON_ACCEPTED.next_seq is the account's next report not yet sent: reports of
+   commands still being committed follow it on the new session.
 11. **TLS** (when the server is configured with a certificate): the same frames inside
    TLS 1.2+. Handshakes are rate-limited (a token bucket, `tls_handshakes_per_s`); a
    connection above the rate, or above the cap of connections not yet logged on, is
    closed before its handshake starts.
+12. **Connections not logged on yet** (counting TLS handshakes in progress): at most
+   `max_pending_logons` in all and `max_pending_logons_per_address` per source address;
+   one over either is answered PROTOCOL_ERROR (TOO_MANY_CONNECTIONS) and closed, except
+   that when all slots are taken the address holding the most (more than the newcomer's
+   would) loses its oldest, so a few addresses cannot keep every other out. Such a
+   connection is closed after `logon_timeout_s` without a logon, after
+   `logon_timeout_busy_s` while half the slots are taken.
 """
 
 REPORTS = """\

@@ -197,3 +197,15 @@ def test_roundtrip_when_run_from_an_installed_package_then_needs_no_tests_folder
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "== roundtrip ==" in r.stdout
+
+
+def test_noisy_when_run_small_then_every_probe_acknowledged_in_every_variant(tmp_path, capsys):
+    argv = ["noisy", "--runs", "1", "--seconds", "1", "--probe-rate", "100", "--noisy-rate", "200", "--no-plot",
+            "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (path,) = tmp_path.glob("noisy-*.json")
+    r = json.loads(path.read_text())["results"]
+    for variant in ("quiet", "orders", "heartbeat", "status"):
+        (run,) = r["this"][variant]["runs"]
+        assert run["unacknowledged_after_30s"] == 0 and run["latency_us"]["count"] == 50
+    assert "x_quiet" in r["this"]["status"]
