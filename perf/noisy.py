@@ -40,7 +40,6 @@ from protocol.wire import MsgType
 
 REPORT = wire.frame_size(MsgType.ACCEPTED)
 PROBE_ACCOUNTS = (2, 3, 4)
-SECRETS = {1: "secret-one", 2: "secret-two", 3: "secret-three", 4: "secret-four"}
 VARIANTS = ("quiet", "orders", "heartbeat", "status")
 
 
@@ -50,18 +49,18 @@ def ioc(clid, symbol):
 
 
 class Session:
-    def __init__(self, port, account):
+    def __init__(self, port, account, secrets):
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rest, self.next_clid = logon(self.sock, account, SECRETS[account])
+        rest, self.next_clid = logon(self.sock, account, secrets[account])
         self.got = len(rest)
         self.sock.setblocking(False)
 
 
-def run(port, variant, seconds, probe_rate, noisy_rate, warmup=0.5):
+def run(port, variant, seconds, probe_rate, noisy_rate, secrets, warmup=0.5):
     """One run; returns (result dict, probe latencies in ns after the warm-up)."""
-    probes = [Session(port, a) for a in PROBE_ACCOUNTS]
-    noisy = Session(port, 1) if variant != "quiet" else None
+    probes = [Session(port, a, secrets) for a in PROBE_ACCOUNTS]
+    noisy = Session(port, 1, secrets) if variant != "quiet" else None
     sel = selectors.DefaultSelector()
     for s in probes + ([noisy] if noisy else []):
         sel.register(s.sock, selectors.EVENT_READ, s)
@@ -135,16 +134,19 @@ def run(port, variant, seconds, probe_rate, noisy_rate, warmup=0.5):
                 generator_lag_us={"p50": float(np.percentile(lag, 50)), "p99": float(np.percentile(lag, 99))}), lat
 
 
-def _server_proc_class(tree):
-    """tests.server_proc.ServerProc of a checkout (its server runs from that tree)."""
+def _harness(tree):
+    """The server harness (engine/testing.py, or tests/server_proc.py in an older checkout) of a
+    tree, whose server runs from that tree: the module, for its ServerProc and SECRETS."""
     if tree is None:
-        from tests.server_proc import ServerProc
-        return ServerProc
-    spec = importlib.util.spec_from_file_location(f"server_proc_{abs(hash(tree))}",
-                                                  Path(tree) / "tests" / "server_proc.py")
+        from engine import testing
+        return testing
+    path = Path(tree) / "engine" / "testing.py"
+    if not path.exists():
+        path = Path(tree) / "tests" / "server_proc.py"
+    spec = importlib.util.spec_from_file_location(f"server_proc_{abs(hash(tree))}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.ServerProc
+    return mod
 
 
 def scenario(args):
@@ -153,10 +155,11 @@ def scenario(args):
         trees = {"compared": args.compare_tree, "this": None}
     durability = args.durability[0] if args.durability != ["none", "sync"] else "sync"
     tmp = tempfile.TemporaryDirectory()
-    servers = {}
+    servers, harness = {}, {}
     try:
         for name, tree in trees.items():
-            cls = _server_proc_class(tree)
+            harness[name] = _harness(tree)
+            cls = harness[name].ServerProc
             extra = server_limits() + (f"\ncpu = {args.server_cpu}" if args.server_cpu is not None else "")
             servers[name] = cls(Path(tmp.name) / name, durability=durability, server_extra=extra,
                                 journal_extra="snapshot_every = 0").start()
@@ -165,7 +168,8 @@ def scenario(args):
         for _ in range(args.runs):
             for name in trees:                       # interleaved: the machine's noise hits every variant
                 for v in VARIANTS:
-                    r, lat = run(servers[name].port, v, args.seconds, args.probe_rate, args.noisy_rate)
+                    r, lat = run(servers[name].port, v, args.seconds, args.probe_rate, args.noisy_rate,
+                                 harness[name].SECRETS)
                     results[name][v]["runs"].append(r)
                     samples[name][v].append(lat)
     finally:

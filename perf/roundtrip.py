@@ -62,8 +62,13 @@ def logon(sock, account, secret):
     sock.sendall(f)
     data = b""
     while len(data) < wire.frame_size(MsgType.LOGON_ACCEPTED):
-        data += sock.recv(4096)
-    assert data[2] == MsgType.LOGON_ACCEPTED, data[:16]
+        chunk = sock.recv(4096)
+        if len(data) + len(chunk) > 2 and (data + chunk)[2] != MsgType.LOGON_ACCEPTED:
+            raise RuntimeError(f"logon of account {account} refused: {MsgType((data + chunk)[2]).name} "
+                               f"{(data + chunk)[:24].hex()}")
+        if not chunk:
+            raise RuntimeError(f"logon of account {account}: the server closed the connection")
+        data += chunk
     (_, body, _), = wire.decode(data[:wire.frame_size(MsgType.LOGON_ACCEPTED)])[0]
     return data[wire.frame_size(MsgType.LOGON_ACCEPTED):], int(body["next_client_order_id"])
 
