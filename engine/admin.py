@@ -282,7 +282,8 @@ class AdminListener:
     def act(self, admin, req) -> dict:
         what = {k: v for k, v in msgspec.structs.asdict(req).items()
                 if k not in ("user", "password", "action", "secret") and v not in (None, False)}
-        log.info("admin %s: %s %s", admin.name, req.action, json.dumps(what) if what else "")
+        log.info("admin %s: %s %s", admin.name, req.action, json.dumps(what) if what else "",
+                 extra={"event": "admin_action", "operator": admin.name, "action": req.action, "request": what})
         handler = self.actions.get(req.action)
         if handler is None:
             return {"ok": False, "error": f"unknown action {req.action!r}"}
@@ -539,7 +540,8 @@ class AdminListener:
             for e in out.get("events", ()):
                 if e.get("account") == acct_id:
                     e["account"] = name
-            log.info("account %s (id %d) added by %s", name, acct_id, admin.name)
+            log.info("account %s (id %d) added by %s", name, acct_id, admin.name,
+                     extra={"event": "account_added", "account": name, "account_id": acct_id, "operator": admin.name})
         else:
             store.drop(acct_id)
         out["account"] = {"id": acct_id, "name": name, "stp_group": req.stp_group}

@@ -98,7 +98,7 @@ class RateLog:
         self.last = time.monotonic()
         self.dropped = 0
 
-    def __call__(self, fmt: str, *args) -> None:
+    def __call__(self, fmt: str, *args, extra: dict | None = None) -> None:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.per_s)
         self.last = now
@@ -106,11 +106,13 @@ class RateLog:
             self.dropped += 1
             return
         self.tokens -= 1
+        extra = dict(extra or {})
         if self.dropped:
             fmt += " (%d more not logged)"
             args += (self.dropped,)
+            extra["not_logged"] = self.dropped
             self.dropped = 0
-        log.warning(fmt, *args)
+        log.warning(fmt, *args, extra=extra)
 
 
 class LogonStore:
@@ -203,7 +205,9 @@ class Auth:
 
     def logon_refused(self, reason: int, account: int, peer) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
-        self.refusal_log("logon refused: %s account=%d peer=%s", Reject(reason).name, account, peer)
+        self.refusal_log("logon refused: %s account=%d peer=%s", Reject(reason).name, account, peer,
+                         extra={"event": "logon_refused", "reason": Reject(reason).name, "account": account,
+                                "peer": peer})
 
     def claim_logon(self, account: int, ts: int):
         """Take `ts` as the account's last logon: None if it is not after the last one (a replay),
@@ -238,7 +242,8 @@ class Auth:
             f.fail(("addr", peer), s.admin_lockout_failures, now)
             f.fail(("user", user), s.admin_operator_lockout_failures, now)
         self.refusal_log("admin authentication refused%s: user=%r peer=%s", " (locked out)" if locked else "",
-                         user, peer)
+                         user, peer, extra={"event": "admin_auth_refused", "operator": user, "peer": peer,
+                                            "locked_out": locked})
 
     # -- upkeep --
     def expire(self) -> None:

@@ -74,7 +74,7 @@ class Listener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:             # EMFILE and the like: the next wakeup tries again
-                log.error("tls: accept failed: %s", e)
+                log.error("tls: accept failed: %s", e, extra={"event": "tls_accept_failed"})
                 return
             if srv.stopping or not self.admit(peer[0]) or not self.take():
                 self.refused += 1
@@ -111,7 +111,8 @@ class Listener:
             self.handshakes += 1
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError, asyncio.CancelledError) as e:
             self.failed += 1                 # the transport closed the socket
-            log.info("tls: handshake failed: %s", e or type(e).__name__)
+            log.info("tls: handshake failed: %s", e or type(e).__name__,
+                     extra={"event": "tls_handshake_failed", "peer": address, "error": str(e) or type(e).__name__})
         finally:
             self.in_progress -= 1
             mine = self.by_address.get(address)

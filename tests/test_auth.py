@@ -72,6 +72,9 @@ def test_logon_when_a_stranger_guesses_then_that_pair_locked_and_the_owner_elsew
     msgs = log_messages(server)                                 # every refusal logged: reason, account, peer
     assert msgs.count("logon refused: AUTH_FAILED account=1 peer=127.0.0.2") == 3
     assert "logon refused: LOCKED_OUT account=1 peer=127.0.0.2" in msgs
+    records = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    refused = [(r["reason"], r["account"], r["peer"]) for r in records if r.get("event") == "logon_refused"]
+    assert refused.count(("AUTH_FAILED", 1, "127.0.0.2")) == 3 and ("LOCKED_OUT", 1, "127.0.0.2") in refused
 
 
 def test_logon_when_failures_from_many_addresses_reach_account_threshold_then_account_locked(server_factory):
