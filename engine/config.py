@@ -294,81 +294,52 @@ def validate(cfg: Config, where: str) -> None:
                           "set journal.allow_none = true (tests and benchmarks only)")
 
 
-OPS_TOKEN_MIN = 16
+def read_secret(what: str, env: str | None, file: str | None) -> bytes | None:
+    """A secret from an environment variable or an owner-only file (surrounding whitespace
+    stripped), at least MIN_SECRET bytes: an account's secret, the ops token, the journal key.
+    None when neither is configured; a ConfigError in one line when it is wrong."""
+    if env is not None and file is not None:
+        raise ConfigError(f"{what}: from an environment variable or a file, not both")
+    if env is not None:
+        value = os.environ.get(env, "").strip().encode()
+        if not value:
+            raise ConfigError(f"{what}: environment variable {env} is not set")
+        where = f"environment variable {env}"
+    elif file is not None:
+        p = Path(file)
+        try:
+            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(f"{what}: {p} must be readable by its owner only (chmod 600)")
+            value = p.read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"{what}: {p}: {e.strerror or e}") from None
+        where = str(p)
+    else:
+        return None
+    if len(value) < MIN_SECRET:
+        raise ConfigError(f"{what}: the secret in {where} has {len(value)} bytes, at least {MIN_SECRET} needed")
+    return value
 
 
 def ops_token(s: ServerConfig) -> bytes | None:
     """The ops listener's bearer token (ops_token_env or ops_token_file), or None if neither is set."""
-    if s.ops_token_env is not None and s.ops_token_file is not None:
-        raise ConfigError("`server`: ops_token_env or ops_token_file, not both")
-    if s.ops_token_env is not None:
-        token = os.environ.get(s.ops_token_env, "").strip().encode()
-        where = f"environment variable {s.ops_token_env}"
-    elif s.ops_token_file is not None:
-        p = Path(s.ops_token_file)
-        try:
-            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise ConfigError(f"`server.ops_token_file`: {p} must be readable by its owner only (chmod 600)")
-            token = p.read_bytes().strip()
-        except OSError as e:
-            raise ConfigError(f"`server.ops_token_file`: {e}") from None
-        where = str(p)
-    else:
-        return None
-    if len(token) < OPS_TOKEN_MIN:
-        raise ConfigError(f"`server`: the ops token ({where}) must be at least {OPS_TOKEN_MIN} bytes")
-    return token
+    return read_secret("`server` ops token", s.ops_token_env, s.ops_token_file)
 
 
 def account_secret(a: AccountConfig) -> bytes:
-    """The account's secret: at least MIN_SECRET bytes (after stripping a file's surrounding
-    whitespace), from whichever source, or ConfigError in one line."""
-    if a.secret_env is not None:
-        value = os.environ.get(a.secret_env)
-        if not value:
-            raise ConfigError(f"account {a.name}: environment variable {a.secret_env} is not set")
-        secret, where = value.encode(), f"environment variable {a.secret_env}"
-    elif a.secret_file is not None:
-        p = Path(a.secret_file)
-        try:
-            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise ConfigError(f"account {a.name}: {p} must be readable by its owner only (chmod 600)")
-            secret = p.read_bytes().strip()
-        except OSError as e:
-            raise ConfigError(f"account {a.name}: secret_file: {e}") from None
-        where = str(p)
-    else:
-        secret, where = a.demo_secret.encode(), "demo_secret"
-    if len(secret) < MIN_SECRET:
-        raise ConfigError(f"account {a.name}: the secret in {where} has {len(secret)} bytes; at least "
-                          f"{MIN_SECRET} are required")
-    return secret
-
-
-JOURNAL_KEY_MIN = 16
+    """The account's secret, from whichever source (secret_env, secret_file, else demo_secret)."""
+    secret = read_secret(f"account {a.name}", a.secret_env, a.secret_file)
+    if secret is not None:
+        return secret
+    demo = (a.demo_secret or "").encode()
+    if len(demo) < MIN_SECRET:
+        raise ConfigError(f"account {a.name}: demo_secret has {len(demo)} bytes, at least {MIN_SECRET} needed")
+    return demo
 
 
 def journal_key(j: JournalConfig) -> bytes | None:
     """The journal chain's key ([journal] key_env or key_file), None when unkeyed."""
-    if j.key_env is not None:
-        if j.key_env not in os.environ:
-            raise ConfigError(f"journal key: environment variable {j.key_env} is not set")
-        value = os.environ[j.key_env].encode()
-        where = f"environment variable {j.key_env}"
-    elif j.key_file is not None:
-        p = Path(j.key_file)
-        try:
-            if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise ConfigError(f"journal key file {p} must be readable by its owner only (chmod 600)")
-            value = p.read_bytes().strip()
-        except OSError as e:
-            raise ConfigError(f"journal key file {p}: {e.strerror}") from None
-        where = str(p)
-    else:
-        return None
-    if len(value) < JOURNAL_KEY_MIN:
-        raise ConfigError(f"journal key from {where}: {len(value)} bytes, at least {JOURNAL_KEY_MIN} needed")
-    return value
+    return read_secret("journal key", j.key_env, j.key_file)
 
 
 def admin_password(a: AdminConfig) -> tuple[str, bool] | None:
