@@ -97,6 +97,13 @@ def test_factor_when_covariance_not_positive_definite_then_eigenvalues_clipped()
     # long one, short 1.5 of the other perfectly correlated asset (vol 3% = 1.5 x 2%): a hedge, VaR ~ 0
     v, _ = rm.monte_carlo(np.array([150_000.0, -100_000.0]), cov, 0.95, paths=10_000, seed=1)
     assert abs(v) < 1.0
+    # an inconsistent matrix (a and c each 0.9 correlated with b, but uncorrelated): eigenvalues 1 and
+    # 1 +- 0.9 sqrt(2); clipping the negative one leaves [0, 1, 1 + 0.9 sqrt(2)] at Frobenius distance
+    # 0.9 sqrt(2) - 1 (the nearest positive semi-definite matrix)
+    bad = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.9], [0.0, 0.9, 1.0]])
+    a, clipped = rm.factor(bad)
+    assert clipped and np.allclose(np.linalg.eigvalsh(a @ a.T), [0, 1, 1 + 0.9 * math.sqrt(2)], atol=1e-12)
+    assert np.linalg.norm(a @ a.T - bad) == pytest.approx(0.9 * math.sqrt(2) - 1, rel=1e-12)
     a2, clipped2 = rm.factor(np.array([[0.0004, 0.0], [0.0, 0.0009]]))
     assert not clipped2 and np.allclose(a2, [[0.02, 0], [0, 0.03]])
 
@@ -169,6 +176,17 @@ def test_analytics_config_when_unknown_key_or_bad_scenario_then_refused(tmp_path
                  '[[analytics.scenarios]]\nname = "x"\nshocks = { crypto = -0.3 }\n')
     a = cfgmod.load(p).analytics
     assert a.confidence == 0.99 and a.scenarios[0].shocks == {"crypto": -0.3} and a.mc_paths == 10_000
+
+
+def test_scenario_shocks_when_symbol_and_its_group_shocked_then_the_symbol_own_wins(tmp_path):
+    from engine.analytics import scenario_shocks
+    p = tmp_path / "c.toml"
+    p.write_text('[[symbols]]\nid = 1\nname = "BTCUSDT"\n[[symbols]]\nid = 2\nname = "ETHUSDT"\n'
+                 '[[symbols]]\nid = 3\nname = "AAPL"\n'
+                 '[analytics]\ngroups = { crypto = ["BTCUSDT", "ETHUSDT"] }\n'
+                 '[[analytics.scenarios]]\nname = "x"\nshocks = { crypto = -0.3, ETHUSDT = -0.5 }\n')
+    cfg = cfgmod.load(p)
+    assert scenario_shocks(cfg, cfg.analytics.scenarios[0]) == {1: -0.3, 2: -0.5}
 
 
 # -- end to end: the journal of a live server --
@@ -254,3 +272,14 @@ def test_risk_var_when_run_beside_a_live_server_then_the_figures_from_its_marks_
     m = risk_cli(srv, "metrics", "--account", "1")
     assert list(m) == [1] and (m[1]["equity"], m[1]["state"], m[1]["max_var"]) == ("40000.00", "active", None)
     assert m[1]["backtest"]["observations"] == 4
+    # another config than the server's is refused, not measured
+    off = srv.dir / "risk_off.toml"
+    off.write_text(srv.config.read_text().replace("enabled = true", "enabled = false", 1))
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "risk", "var", str(srv.dir / "journal"), "--config", str(off)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 1 and "risk is off" in r.stderr
+    tick = srv.dir / "tick.toml"                      # BTCUSDT on another tick: the marks are rejected
+    tick.write_text(srv.config.read_text().replace("tick_size = 1\n", "tick_size = 7\n", 1))
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "risk", "var", str(srv.dir / "journal"), "--config", str(tick)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 1 and "diverged" in r.stderr, r.stderr
