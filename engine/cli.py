@@ -1,6 +1,6 @@
 """The `trading-engine` command: one argparse tree. Each part adds its own subcommand's
 arguments (engine.server.add_arguments, engine.journal_tool.add_arguments, engine.admin._parser,
-clients.cli.add_commands) and a `run(args) -> exit code`.
+engine.analytics.add_arguments, clients.cli.add_commands) and a `run(args) -> exit code`.
 
 Exit codes: 0 done; 1 refused or failed (a reject, a connection refused or lost, a port in use, a
 journal it cannot open); 2 usage or config errors; 130 interrupted. Every expected failure is
@@ -41,6 +41,10 @@ def _tree() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     admin._parser(sub.add_parser(
         "admin", help="operators: status, halt, deposit, set_limit, kill, mark, add_account, ... (admin -h)",
         description=admin.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    from engine import analytics
+    analytics.add_arguments(sub.add_parser(
+        "risk", help="risk analytics: risk var|stress|metrics JOURNAL_PATH ... (VaR, ES, stress tests)",
+        description=analytics.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     clientcli.add_commands(sub)
     return p, sub.choices
 

@@ -107,7 +107,7 @@ class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_
     max_daily_loss: Decimal | None = None
     price_collar: Decimal | None = None
     market_band: Decimal | None = None
-    max_var: Decimal | None = None                # recorded, not enforced (no VaR model yet)
+    max_var: Decimal | None = None                # recorded, not enforced (`trading-engine risk` measures VaR)
     initial_margin: Decimal | None = None
     maintenance_margin: Decimal | None = None
     maker_fee: Decimal | None = None              # negative = rebate; whole basis points
@@ -196,6 +196,29 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     key_file: str | None = None            # environment variable or owner-only file; fixed at journal creation
 
 
+class ScenarioConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A named stress scenario (engine/RISK.md "Analytics"): relative price moves by symbol name or
+    [analytics.groups] name ("-0.30" is -30%; a symbol's own shock wins over its group's), and a
+    volatility multiplier for the stressed VaR (parametric, correlations kept)."""
+    name: str
+    shocks: dict[str, float] = {}
+    vol_multiplier: float = 1.0
+
+
+class AnalyticsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The risk analytics (`trading-engine risk`, engine/analytics.py): off the engine, read-only."""
+    confidence: float = 0.95               # the seed's VAR_CONFIDENCE_LEVEL
+    horizon_days: float = 1.0              # VaR horizon: sqrt(horizon_days x 86400 / period_s) x one period's
+    period_s: float = 86400.0              # one return = the change of a symbol's close over this much journal time
+    ewma_lambda: float = 0.94              # RiskMetrics decay of the EWMA covariance
+    hist_window: int = 250                 # historical simulation: the last this many returns
+    mc_paths: int = 10_000
+    mc_seed: int = 0
+    mc_student_t_df: float | None = None   # Monte Carlo: Student-t with these degrees of freedom (> 2), else normal
+    groups: dict[str, list[str]] = {}      # symbol groups for the scenarios' group shocks ("crypto" = [...])
+    scenarios: list[ScenarioConfig] = []
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
@@ -204,6 +227,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     symbols: list[SymbolConfig] = []
     accounts: list[AccountConfig] = []
     admins: list[AdminConfig] = []
+    analytics: AnalyticsConfig = msgspec.field(default_factory=AnalyticsConfig)
 
 
 class ConfigError(Exception):
@@ -289,9 +313,40 @@ def validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: `server.admin_password_checks` must be 1 or 2 (each check is ~130 ms of a CPU)")
     if cfg.journal.key_env is not None and cfg.journal.key_file is not None:
         raise ConfigError(f"{where}: `journal`: key_env or key_file, not both")
+    validate_analytics(cfg, where)
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")
+
+
+def validate_analytics(cfg: Config, where: str) -> None:
+    a = cfg.analytics
+    if not 0.5 < a.confidence < 1 or a.horizon_days <= 0 or a.period_s <= 0 or not 0 < a.ewma_lambda < 1:
+        raise ConfigError(f"{where}: `analytics`: confidence in (0.5, 1), horizon_days and period_s > 0, "
+                          "ewma_lambda in (0, 1)")
+    if a.hist_window < 2 or a.mc_paths < 100 or (a.mc_student_t_df is not None and a.mc_student_t_df <= 2):
+        raise ConfigError(f"{where}: `analytics`: hist_window >= 2, mc_paths >= 100, mc_student_t_df > 2")
+    names = {s.name for s in cfg.symbols}
+    for g, members in a.groups.items():
+        if g in names or set(members) - names:
+            raise ConfigError(f"{where}: `analytics.groups.{g}`: a group's name is no symbol's and its members "
+                              f"are symbol names (unknown: {', '.join(sorted(set(members) - names)) or g})")
+    if len({sc.name for sc in a.scenarios}) != len(a.scenarios):
+        raise ConfigError(f"{where}: `analytics.scenarios`: names must be unique")
+    for sc in a.scenarios:
+        bad = [k for k in sc.shocks if k not in names and k not in a.groups]
+        if bad or sc.vol_multiplier <= 0 or any(v <= -1 for v in sc.shocks.values()):
+            raise ConfigError(f"{where}: scenario {sc.name!r}: shocks name symbols or analytics.groups (unknown: "
+                              f"{', '.join(bad) or '-'}), each > -1; vol_multiplier > 0")
+        groups = [g for g in sc.shocks if g in a.groups]
+        for i, g in enumerate(groups):
+            twice = set(a.groups[g]) & {m for h in groups[i + 1:] for m in a.groups[h]} - set(sc.shocks)
+            if twice:
+                raise ConfigError(f"{where}: scenario {sc.name!r}: {', '.join(sorted(twice))} in two shocked "
+                                  "groups; shock the symbol itself")
+
+
+OPS_TOKEN_MIN = 16
 
 
 def read_secret(what: str, env: str | None, file: str | None) -> bytes | None:

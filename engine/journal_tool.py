@@ -64,17 +64,19 @@ TABLE_HEAD = {"record": "rec", "operator": "op", "account": "acct", "client_orde
 JOURNAL_KEY = None       # a keyed journal's key (--key-file/--key-env), set by main()
 
 
-def open_journal(path: str) -> Journal:
+def open_journal(path: str, key: bytes | None = None) -> Journal:
     """A reader of the journal at path (live or copied); SystemExit(2) if there is none, JournalError
-    if it has gone (see engine/journal.py) or data.mdb is truncated (checked before it is mapped)."""
+    if it has gone (see engine/journal.py) or data.mdb is truncated (checked before it is mapped).
+    key: a keyed journal's key (default: the one --key-file/--key-env gave)."""
     if not os.path.exists(os.path.join(path, "data.mdb")) and not has_journal_files(path):
         print(f"trading-engine journal: no journal at {path}", file=sys.stderr)
         raise SystemExit(2)
+    key = key if key is not None else JOURNAL_KEY
     try:
-        return Journal(path, readonly=True, key=JOURNAL_KEY)
+        return Journal(path, readonly=True, key=key)
     except lmdb.Error:
         # a copy in a directory this user cannot write (no lock file can be made): no lock
-        return Journal(path, readonly=True, lock=False, key=JOURNAL_KEY)
+        return Journal(path, readonly=True, lock=False, key=key)
 
 
 def parse_time(text: str) -> int:
@@ -451,6 +453,38 @@ def audit(args) -> int:
 
 # -- replay --
 
+class ReplayDiverged(Exception):
+    """The engine's events differ from the journal's at batch `seq` (another config than the server's)."""
+
+    def __init__(self, seq: int):
+        super().__init__(f"replay diverged from the journal at seq {seq}")
+        self.seq = seq
+
+
+def replayed(j: Journal, eng, until_seq: int | None = None, until_ns: int | None = None):
+    """Feed the journal's commands into `eng` (a fresh engine_from_config), batch by batch, up to
+    command seq until_seq / receive time until_ns; yield (commands, events) of each part fed, after
+    checking the engine produced exactly the journaled events (ReplayDiverged otherwise); the caller
+    then drops the engine's events (eng.clear_events(), or gateway.Hot.discard after encoding them).
+    The one replay loop: `journal replay` and the risk analytics (engine/analytics.py) use it."""
+    for cmds, events in j.batches(to_seq=until_seq):
+        k = len(cmds)
+        if until_seq is not None:
+            k = int(np.searchsorted(cmds["seq"], until_seq, side="right"))
+        if until_ns is not None:
+            k = min(k, int(np.argmax(cmds["ts_ns"] > until_ns)) if (cmds["ts_ns"] > until_ns).any() else k)
+        if k == 0:
+            return
+        part = np.ascontiguousarray(cmds[:k])
+        eng.feed(part)
+        want = events[events["seq"] <= part["seq"][-1]] if k < len(cmds) else events
+        if eng.events_view().tobytes() != want.tobytes():
+            raise ReplayDiverged(int(part["seq"][0]))
+        yield part, want
+        if k < len(cmds):
+            return
+
+
 def replay(args) -> int:
     from engine import config as cfgmod, gateway
     from engine.server import engine_from_config
@@ -489,28 +523,15 @@ def replay(args) -> int:
     last_seq, last_ts = 0, None
     t = time.perf_counter()
     try:
-        for cmds, events in j.batches(to_seq=until_seq):
-            k = len(cmds)
-            if until_seq is not None:
-                k = int(np.searchsorted(cmds["seq"], until_seq, side="right"))
-            if until_ns is not None:
-                k = min(k, int(np.argmax(cmds["ts_ns"] > until_ns)) if (cmds["ts_ns"] > until_ns).any() else k)
-            if k == 0:
-                break
-            part = np.ascontiguousarray(cmds[:k])
-            eng.feed(part)
-            want = events[events["seq"] <= part["seq"][-1]] if k < len(cmds) else events
-            if eng.events_view().tobytes() != want.tobytes():
-                print(f"replay DIVERGED from the journal at seq {int(part['seq'][0])} "
-                      f"(is --config the server's config?)", file=sys.stderr)
-                return 1
+        for part, want in replayed(j, eng, until_seq, until_ns):
             hot.encode()                  # advances next_seq as the server did
             hot.discard()
-            commands += k
+            commands += len(part)
             events_n += len(want)
             last_seq, last_ts = int(part["seq"][-1]), int(part["ts_ns"][-1])
-            if k < len(cmds):
-                break
+    except ReplayDiverged as e:
+        print(f"replay DIVERGED from the journal at seq {e.seq} (is --config the server's config?)", file=sys.stderr)
+        return 1
     finally:
         j.env.close()
     dt_s = time.perf_counter() - t

@@ -1,0 +1,206 @@
+"""The mathematics of the risk analytics (engine/analytics.py; engine/RISK.md "Analytics"): EWMA
+covariance, VaR and expected shortfall by three models, and the Kupiec and Christoffersen backtests.
+numpy only (the normal quantile from the standard library's statistics.NormalDist, the chi-square
+tails of 1 and 2 degrees of freedom in closed form). Floats are fine here: nothing of this runs on
+the order path, and nothing here feeds the engine.
+
+Conventions: `returns` is an (n, d) array of simple returns per period (rows oldest first, one
+column per symbol); `exposure` a (d,) array of the positions' values in the quote currency
+(signed: short is negative), so a period's P&L of a linear position is exposure . r. Losses are
+positive numbers: VaR and ES are reported as the loss amount. A figure for h periods is the
+one-period figure x sqrt(h) (i.i.d. returns, zero mean: the square-root-of-time rule).
+"""
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+_N = NormalDist()
+
+
+def z_score(confidence: float) -> float:
+    """The standard normal quantile at `confidence` (0.95 -> 1.6449)."""
+    if not 0.5 < confidence < 1:
+        raise ValueError(f"confidence {confidence}: must be in (0.5, 1)")
+    return _N.inv_cdf(confidence)
+
+
+def ewma_cov(returns: np.ndarray, lam: float = 0.94) -> np.ndarray:
+    """RiskMetrics EWMA covariance (zero mean) after the last return: the forecast for the next
+    period. S_1 = r_1 r_1', S_k = lam S_(k-1) + (1 - lam) r_k r_k' for k = 2..n; the weights
+    (lam^(n-1) on r_1, (1-lam) lam^(n-k) on r_k) sum to 1."""
+    r = np.asarray(returns, dtype=float)
+    if r.ndim == 1:
+        r = r[:, None]
+    if len(r) == 0:
+        raise ValueError("no returns")
+    if not 0 < lam < 1:
+        raise ValueError(f"ewma lambda {lam}: must be in (0, 1)")
+    n = len(r)
+    w = (1 - lam) * lam ** np.arange(n - 1, -1, -1, dtype=float)
+    w[0] = lam ** (n - 1)
+    return (r * w[:, None]).T @ r
+
+
+def ewma_path(returns: np.ndarray, lam: float = 0.94) -> np.ndarray:
+    """The one-period variance forecasts of a single series by the same recursion: out[k] is the
+    forecast for return k + 1 made after returns 0..k (len n)."""
+    r = np.asarray(returns, dtype=float)
+    out = np.empty(len(r))
+    s = r[0] * r[0] if len(r) else 0.0
+    for k in range(len(r)):
+        if k:
+            s = lam * s + (1 - lam) * r[k] * r[k]
+        out[k] = s
+    return out
+
+
+def parametric(exposure: np.ndarray, cov: np.ndarray, confidence: float, horizon: float = 1.0) -> tuple[float, float]:
+    """(VaR, ES) delta-normal: sigma_P = sqrt(e' S e) x sqrt(h); VaR = z_c sigma_P;
+    ES = sigma_P phi(z_c) / (1 - c)."""
+    e = np.asarray(exposure, dtype=float)
+    var_p = float(e @ np.asarray(cov, dtype=float) @ e)
+    sigma = math.sqrt(max(var_p, 0.0) * horizon)
+    z = z_score(confidence)
+    return z * sigma, sigma * _N.pdf(z) / (1 - confidence)
+
+
+def tail_count(n: int, confidence: float) -> int:
+    """k = ceil(n (1 - c)) (at least 1): the k-th worst of n outcomes is the empirical VaR, the
+    mean of the k worst the ES (1e-9 absorbs float error, so 100 x 0.05 is 5, not 6)."""
+    return max(1, math.ceil(n * (1 - confidence) - 1e-9))
+
+
+def empirical(pnl: np.ndarray, confidence: float, horizon: float = 1.0) -> tuple[float, float]:
+    """(VaR, ES) of an empirical P&L distribution: VaR = -(k-th smallest P&L), ES = -(mean of the
+    k smallest), k = tail_count(n, c); both x sqrt(h)."""
+    x = np.sort(np.asarray(pnl, dtype=float))
+    if len(x) == 0:
+        raise ValueError("no P&L outcomes")
+    k = tail_count(len(x), confidence)
+    s = math.sqrt(horizon)
+    return -float(x[k - 1]) * s, -float(x[:k].mean()) * s
+
+
+def historical(exposure: np.ndarray, returns: np.ndarray, confidence: float, horizon: float = 1.0,
+               window: int | None = None) -> tuple[float, float]:
+    """(VaR, ES) by historical simulation: the last `window` return vectors applied to today's
+    prices, the positions revalued at each (P(1 + r) - P per unit: for the linear instruments the
+    engine carries, price x qty x multiplier, that is exposure . r exactly), then empirical()."""
+    r = np.asarray(returns, dtype=float)
+    if window:
+        r = r[-window:]
+    return empirical(r @ np.asarray(exposure, dtype=float), confidence, horizon)
+
+
+def factor(cov: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(A, clipped) with A A' = cov: the Cholesky factor, or when cov is not positive definite
+    (fewer returns than symbols, perfectly correlated series, rounding) the eigen-factor
+    V sqrt(max(L, 0)) of cov = V L V', i.e. of the nearest positive semi-definite matrix in the
+    Frobenius norm (negative eigenvalues clipped to 0); clipped says which."""
+    c = np.asarray(cov, dtype=float)
+    try:
+        return np.linalg.cholesky(c), False
+    except np.linalg.LinAlgError:
+        vals, vecs = np.linalg.eigh((c + c.T) / 2)
+        return vecs * np.sqrt(np.clip(vals, 0.0, None)), True
+
+
+def monte_carlo(exposure: np.ndarray, cov: np.ndarray, confidence: float, horizon: float = 1.0,
+                paths: int = 10_000, seed: int = 0, student_t_df: float | None = None) -> tuple[float, float]:
+    """(VaR, ES) from `paths` simulated returns r = A z sqrt(h) (A from factor(cov)): z standard
+    normal, or with student_t_df = nu (> 2) multivariate Student-t scaled to the same covariance,
+    z = n sqrt((nu - 2) / W), W ~ chi2(nu). numpy's PCG64 seeded with `seed`: the same figures for
+    the same seed. P&L per path = exposure . r; then empirical() (at horizon 1: h is in r)."""
+    e = np.asarray(exposure, dtype=float)
+    a, _ = factor(cov)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((paths, len(e)))
+    if student_t_df is not None:
+        if student_t_df <= 2:
+            raise ValueError("student_t_df must be > 2 (a finite variance)")
+        w = rng.chisquare(student_t_df, size=paths)
+        z *= np.sqrt((student_t_df - 2) / w)[:, None]
+    pnl = (z @ (a.T @ e)) * math.sqrt(horizon)
+    return empirical(pnl, confidence)
+
+
+# -- backtests --
+
+def _xlogy(x: float, y: float) -> float:
+    return 0.0 if x == 0 else x * math.log(y)
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """P(X > x) for X ~ chi-square with 1 or 2 degrees of freedom: erfc(sqrt(x/2)), exp(-x/2)."""
+    if x <= 0:
+        return 1.0
+    if dof == 1:
+        return math.erfc(math.sqrt(x / 2))
+    if dof == 2:
+        return math.exp(-x / 2)
+    raise ValueError("1 or 2 degrees of freedom")
+
+
+def kupiec(n: int, x: int, confidence: float) -> tuple[float, float]:
+    """Kupiec's proportion-of-failures test of x exceedances in n: (LR_pof, p-value, chi2(1)).
+    LR = -2 [ (n-x) ln(1-p) + x ln p ] + 2 [ (n-x) ln(1-x/n) + x ln(x/n) ], p = 1 - c."""
+    if n <= 0:
+        raise ValueError("no observations")
+    p = 1 - confidence
+    phat = x / n
+    lr = -2 * (_xlogy(n - x, 1 - p) + _xlogy(x, p)) + 2 * (_xlogy(n - x, 1 - phat) + _xlogy(x, phat))
+    lr = lr if lr > 0 else 0.0             # (not max: max(-0.0, 0.0) is -0.0)
+    return lr, chi2_sf(lr, 1)
+
+
+def christoffersen(hits) -> tuple[float, float]:
+    """Christoffersen's independence test of an exceedance sequence (1 = loss beyond VaR):
+    (LR_ind, p-value, chi2(1)) from the transition counts n_ij (state i followed by j):
+    pi0 = n01/(n00+n01), pi1 = n11/(n10+n11), pi = (n01+n11)/(all);
+    LR = -2 ln L(pi) + 2 ln L(pi0, pi1)."""
+    h = np.asarray(hits, dtype=np.int64)
+    if len(h) < 2:
+        return 0.0, 1.0
+    a, b = h[:-1], h[1:]
+    n00 = int(((a == 0) & (b == 0)).sum())
+    n01 = int(((a == 0) & (b == 1)).sum())
+    n10 = int(((a == 1) & (b == 0)).sum())
+    n11 = int(((a == 1) & (b == 1)).sum())
+    pi0 = n01 / (n00 + n01) if n00 + n01 else 0.0
+    pi1 = n11 / (n10 + n11) if n10 + n11 else 0.0
+    pi = (n01 + n11) / (n00 + n01 + n10 + n11)
+    l0 = _xlogy(n00 + n10, 1 - pi) + _xlogy(n01 + n11, pi)
+    l1 = _xlogy(n00, 1 - pi0) + _xlogy(n01, pi0) + _xlogy(n10, 1 - pi1) + _xlogy(n11, pi1)
+    lr = -2 * (l0 - l1)
+    lr = lr if lr > 0 else 0.0
+    return lr, chi2_sf(lr, 1)
+
+
+def backtest(exposure: np.ndarray, returns: np.ndarray, confidence: float, lam: float = 0.94,
+             warmup: int = 1) -> dict:
+    """The parametric EWMA model's one-period VaR forecasts over the history, on today's positions
+    held constant (a hypothetical-portfolio backtest): the forecast for period t uses returns before
+    t only; an exceedance is a loss (-exposure . r_t) beyond it. Kupiec, Christoffersen and their
+    sum (conditional coverage, chi2(2)) over the forecasts after `warmup` returns."""
+    e = np.asarray(exposure, dtype=float)
+    r = np.asarray(returns, dtype=float)
+    pnl = r @ e
+    z = z_score(confidence)
+    hits = []
+    if len(r) > warmup:
+        s = np.outer(r[0], r[0])
+        for t in range(1, len(r)):
+            if t >= warmup:
+                hits.append(int(-pnl[t] > z * math.sqrt(max(float(e @ s @ e), 0.0))))
+            s = lam * s + (1 - lam) * np.outer(r[t], r[t])
+    n, x = len(hits), int(sum(hits))
+    if n == 0:
+        return dict(observations=0, exceedances=0)
+    lr_pof, p_pof = kupiec(n, x, confidence)
+    lr_ind, p_ind = christoffersen(hits)
+    return dict(observations=n, exceedances=x, expected=n * (1 - confidence), kupiec_lr=lr_pof, kupiec_p=p_pof,
+                christoffersen_lr=lr_ind, christoffersen_p=p_ind, conditional_coverage_lr=lr_pof + lr_ind,
+                conditional_coverage_p=chi2_sf(lr_pof + lr_ind, 2))
