@@ -346,9 +346,6 @@ def validate_analytics(cfg: Config, where: str) -> None:
                                   "groups; shock the symbol itself")
 
 
-OPS_TOKEN_MIN = 16
-
-
 def read_secret(what: str, env: str | None, file: str | None) -> bytes | None:
     """A secret from an environment variable or an owner-only file (surrounding whitespace
     stripped), at least MIN_SECRET bytes: an account's secret, the ops token, the journal key.
