@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 
+import msgspec
 import pytest
 
 from clients import SyncClient
 from engine.journal import Journal
-from engine.surveillance import Store
+from engine.surveillance import Alert, Store
+from engine.testing import shared_dir
 from protocol.codes import EventKind
 from tests.server_proc import ROOT, SECRETS, ServerProc
 
@@ -229,3 +231,16 @@ def test_config_when_surveillance_key_unknown_then_error(tmp_path):
                  'accounts = [1]\n')
     with pytest.raises(cfgmod.ConfigError, match="owners"):
         cfgmod.load(p)
+
+
+@pytest.mark.skipif(not (shared_dir() / "data" / "lobster" / "AMZN_5_augmented.csv.gz").exists(),
+                    reason="LOBSTER sample not found in ../shared/data/lobster")
+def test_surveil_when_episodes_injected_into_lobster_day_then_all_found_and_no_false_alert(tmp_path):
+    from perf import surveillance as ps
+    injected, background, _ = ps.build(str(tmp_path / "journal"), episodes=3)
+    (tmp_path / "config.toml").write_text(ps.CONFIG.format(min_qty=2000, max_messages=250, min_messages=100))
+    cli("surveil", tmp_path / "journal", "--config", tmp_path / "config.toml", "--store", tmp_path / "store")
+    got = ps.score(injected, [msgspec.convert(a, Alert) for a in alerts(tmp_path / "store")])
+    assert background > 90_000
+    assert {t: (n, found, len(false)) for t, (n, found, false) in got.items()} == \
+        {"wash_trade": (3, 3, 0), "spoofing": (3, 3, 0), "excessive_messaging": (3, 3, 0)}
