@@ -1,6 +1,7 @@
 """The `trading-engine` command: one argparse tree. Each part adds its own subcommand's
 arguments (engine.server.add_arguments, engine.journal_tool.add_arguments, engine.admin._parser,
-engine.analytics.add_arguments, clients.cli.add_commands) and a `run(args) -> exit code`.
+engine.analytics.add_arguments, engine.surveillance.add_arguments, clients.cli.add_commands) and a
+`run(args) -> exit code`.
 
 Exit codes: 0 done; 1 refused or failed (a reject, a connection refused or lost, a port in use, a
 journal it cannot open); 2 usage or config errors; 130 interrupted. Every expected failure is
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _tree() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     from clients import cli as clientcli          # here, not at the top: a Ctrl-C during these imports
     from engine import admin, journal_tool, server  # is main()'s to report
+    from engine import surveillance
     p = argparse.ArgumentParser(prog="trading-engine", description="The trading engine, its tools and its clients.",
                                 epilog="`trading-engine COMMAND -h` for a command's options.")
     p.add_argument("--version", action="version", version=f"trading-engine {_version()}")
@@ -45,6 +47,9 @@ def _tree() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     analytics.add_arguments(sub.add_parser(
         "risk", help="risk analytics: risk var|stress|metrics JOURNAL_PATH ... (VaR, ES, stress tests)",
         description=analytics.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    surveillance.add_arguments(sub.add_parser(
+        "surveil", help="market-abuse alerts from the journal: surveil JOURNAL_PATH|alerts --store DIR ...",
+        description=surveillance.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     clientcli.add_commands(sub)
     return p, sub.choices
 

@@ -219,6 +219,44 @@ class AnalyticsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scenarios: list[ScenarioConfig] = []
 
 
+class SurveillanceOwner(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    accounts: list[int]                    # accounts of one beneficial owner (an unlisted account owns itself)
+
+
+class WashConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    window_ms: int = 1000                  # opposite orders of one owner at one price within this
+    episode_gap_ms: int = 10_000           # another finding of the same owner and symbol within this: same episode
+
+
+class SpoofConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    min_qty: int = 100                     # "large": an order of at least this many qty units
+    min_away: int = 1                      # price units behind its side's best price when placed
+    max_lifetime_ms: int = 5000            # placed and cancelled within this
+    max_filled_pct: int = 10               # at most this % of it filled
+    episode_gap_ms: int = 10_000
+
+
+class MessagingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    window_ms: int = 1000                  # the sliding window of the counts
+    max_messages: int = 500                # order-entry messages of one account in a window above this: alert
+    max_order_to_trade: int = 50           # ... or messages per trade above this, once at least
+    min_messages: int = 100                # this many messages are in the window
+
+
+class SurveillanceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`trading-engine surveil` (engine/surveillance.py, engine/SURVEILLANCE.md); quantities and
+    prices in the journal's integer units, times in ms of journaled receive time."""
+    owners: list[SurveillanceOwner] = []
+    wash: WashConfig = msgspec.field(default_factory=WashConfig)
+    spoofing: SpoofConfig = msgspec.field(default_factory=SpoofConfig)
+    messaging: MessagingConfig = msgspec.field(default_factory=MessagingConfig)
+    poll_ms: int = 100                     # --follow: how often the journal is read for new records
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
@@ -228,6 +266,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     accounts: list[AccountConfig] = []
     admins: list[AdminConfig] = []
     analytics: AnalyticsConfig = msgspec.field(default_factory=AnalyticsConfig)
+    surveillance: SurveillanceConfig = msgspec.field(default_factory=SurveillanceConfig)
 
 
 class ConfigError(Exception):
@@ -317,6 +356,13 @@ def validate(cfg: Config, where: str) -> None:
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")
+    sv = cfg.surveillance
+    owned = [a for o in sv.owners for a in o.accounts]
+    if len(set(owned)) != len(owned) or len({o.name for o in sv.owners}) != len(sv.owners):
+        raise ConfigError(f"{where}: `surveillance.owners`: names unique, an account in one owner at most")
+    if min(sv.wash.window_ms, sv.spoofing.max_lifetime_ms, sv.messaging.window_ms, sv.poll_ms) <= 0 \
+            or min(sv.spoofing.min_qty, sv.messaging.max_messages, sv.messaging.max_order_to_trade) < 1:
+        raise ConfigError(f"{where}: `surveillance`: windows, poll_ms and thresholds must be > 0")
 
 
 def validate_analytics(cfg: Config, where: str) -> None:

@@ -1,0 +1,444 @@
+"""`trading-engine surveil`: market-abuse detection from the journal, beside the engine, never on its thread.
+
+    surveil JOURNAL_PATH --config FILE --store DIR [--from-seq N] [--until-seq N] [--follow]
+    surveil alerts --store DIR [--type T] [--json]
+
+What it reads: the journal, as the journal tool does (engine.journal_tool.open_journal: a read-only
+LMDB reader, short read transactions, each record's digest checked); the detectors' parameters and
+the accounts' beneficial owners from the server's config ([surveillance], engine/config.py).
+What it writes: only its alert store, an LMDB environment in its own directory (never the
+journal's): the alerts, and a cursor (the next command seq to read) with the detectors' state.
+Alerts are also printed as JSON lines on stdout once stored.
+
+How it resumes: the alerts a chunk of records produced, the cursor after that chunk and the
+detectors' state are committed in one store transaction; a restart (after a stop or a kill -9)
+loads them and reads on from the cursor, so nothing is missed or found twice. Batch (a range) and
+live (--follow: poll for newly committed records every surveillance.poll_ms) are the same loop over
+the same records, so they find the same alerts. Every decision uses the journaled receive times
+(ts_ns), never the wall clock. The rules and their parameters: engine/SURVEILLANCE.md.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import os
+import signal
+import struct
+import sys
+import time
+
+import lmdb
+import msgspec
+
+from engine import config as cfgmod
+from engine.journal import MARKER, JournalError, JournalRefused
+from protocol.codes import CancelReason, CommandKind, EventKind, OrderType, Side, TimeInForce
+
+MS = 1_000_000
+ORDER_ENTRY = (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL)
+USER_CANCEL = (CancelReason.USER, CancelReason.MASS_CANCEL)
+# an order: [account, symbol, side, price, qty, leaves, filled, ts_ns, seq, on_book, away, order_type]
+ACCOUNT, SYMBOL, SIDE, PRICE, QTY, LEAVES, FILLED, TS, SEQ, ON_BOOK, AWAY, OTYPE = range(12)
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    id: str                     # type:seq:n, n-th alert found at the command of that seq
+    type: str                   # wash_trade, spoofing, excessive_messaging
+    severity: str               # low, medium, high
+    seq: int                    # the command at which the episode was found
+    ts_ns: int
+    owner: str
+    accounts: list[int]
+    symbol: int                 # 0: all symbols (messaging)
+    window_start_ns: int
+    window_end_ns: int
+    rule: str
+    evidence: list[dict]
+
+
+class State(msgspec.Struct, kw_only=True):
+    """Everything the detectors remember between records (the store keeps it with the cursor)."""
+    orders: dict[int, list[int]] = {}            # live orders by order id (layout above)
+    levels: dict[int, dict[int, int]] = {}       # symbol*4+side -> price -> resting qty
+    recent: dict[str, list[list[int]]] = {}      # wash: owner|symbol -> [ts, side, price, order_id, account, seq]
+    fills: dict[str, list[list[int]]] = {}       # spoofing: owner|symbol -> [ts, side, order_id, price, qty, seq]
+    episodes: dict[str, int] = {}                # type|key -> ts of its last finding
+    msgs: dict[int, list[int]] = {}              # messaging: account -> message times
+    trades: dict[int, list[int]] = {}            # messaging: account -> trade times
+    msg_episode: dict[int, int] = {}             # account -> ts of the last breach of an open episode
+
+
+class Cursor(msgspec.Struct, kw_only=True):
+    next_seq: int
+    state: State
+
+
+class Detectors:
+    """The three detectors over one stream of commands and their events (one State)."""
+
+    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None):
+        self.sv = sv
+        self.s = state or State()
+        self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
+        self.found: list[Alert] = []
+        self.n_at_seq = (0, 0)
+        self.wash_pending: dict[tuple[str, int], list] = {}
+
+    def owner(self, account: int) -> str:
+        return self.owner_of.get(account, f"account {account}")
+
+    # -- the stream --
+    def feed(self, cmds, events, next_seq: int, until_seq: int | None) -> int:
+        """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read."""
+        cseq = cmds["seq"].tolist()
+        ckind, cacct, cts = cmds["kind"].tolist(), cmds["account"].tolist(), cmds["ts_ns"].tolist()
+        ctype, ctif = cmds["order_type"].tolist(), cmds["tif"].tolist()
+        cols = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id",
+                "price", "qty", "leaves", "other_leaves", "seq", "ts_ns")
+        ev = list(zip(*(events[c].tolist() for c in cols))) if len(events) else []
+        j = 0
+        for i, seq in enumerate(cseq):
+            while j < len(ev) and ev[j][12] < seq:
+                j += 1
+            if seq < next_seq:
+                continue
+            if until_seq is not None and seq > until_seq:
+                break
+            if ckind[i] in ORDER_ENTRY and self.sv.messaging.enabled:
+                self.message(cacct[i], seq, cts[i])
+            while j < len(ev) and ev[j][12] == seq:
+                self.event(ev[j], ctype[i], ctif[i])
+                j += 1
+            if self.wash_pending:
+                self.flush_wash()
+            next_seq = seq + 1
+        return next_seq
+
+    def alert(self, type_, seq, ts, owner, accounts, symbol, start, severity, rule, evidence) -> None:
+        n = self.n_at_seq[1] + 1 if self.n_at_seq[0] == seq else 0
+        self.n_at_seq = (seq, n)
+        self.found.append(Alert(id=f"{type_}:{seq}:{n}", type=type_, severity=severity, seq=seq, ts_ns=ts,
+                                owner=owner, accounts=sorted(set(accounts)), symbol=symbol, window_start_ns=start,
+                                window_end_ns=ts, rule=rule, evidence=evidence))
+
+    def new_episode(self, key: str, ts: int, gap_ms: int) -> bool:
+        """Whether a finding at ts starts an episode (else it continues the one open under key)."""
+        last = self.s.episodes.get(key)
+        self.s.episodes[key] = ts
+        return last is None or ts - last > gap_ms * MS
+
+    # -- the book (enough of it to know each side's best price) --
+    def level_add(self, symbol, side, price, qty) -> None:
+        lv = self.s.levels.setdefault(symbol * 4 + side, {})
+        q = lv.get(price, 0) + qty
+        if q > 0:
+            lv[price] = q
+        else:
+            lv.pop(price, None)
+
+    def best(self, symbol, side):
+        lv = self.s.levels.get(symbol * 4 + side)
+        if not lv:
+            return None
+        return max(lv) if side == Side.BUY else min(lv)
+
+    def reduce(self, oid, qty, leaves) -> None:
+        o = self.s.orders.get(oid)
+        if o is None:
+            return
+        o[FILLED] += qty
+        o[LEAVES] = leaves
+        if o[ON_BOOK]:
+            self.level_add(o[SYMBOL], o[SIDE], o[PRICE], -qty)
+        if leaves <= 0:
+            del self.s.orders[oid]
+
+    # -- events --
+    def event(self, e, order_type, tif) -> None:
+        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts = e
+        s = self.s
+        if kind == EventKind.ACCEPTED:
+            best = self.best(sym, side)
+            m = self.sv.spoofing.min_away
+            away = best is not None and (price <= best - m if side == Side.BUY else price >= best + m)
+            rests = order_type == OrderType.LIMIT
+            s.orders[oid] = [acct, sym, side, price, qty, qty, 0, ts, seq, int(rests), int(away), order_type]
+            if rests:
+                self.level_add(sym, side, price, qty)
+            if self.sv.wash.enabled and order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+                self.opposite_orders(oid, acct, sym, side, price, seq, ts)
+        elif kind == EventKind.FILL:
+            self.reduce(oid, qty, leaves)
+            self.reduce(other_oid, qty, other_leaves)
+            if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
+                self.wash(seq, ts, acct, other, sym, "high", {
+                    "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
+                    "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
+            if self.sv.spoofing.enabled:
+                keep = self.sv.spoofing.max_lifetime_ms * MS
+                for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
+                    lst = s.fills.setdefault(f"{self.owner(a)}|{sym}", [])
+                    del lst[:bisect.bisect_left(lst, [ts - keep])]
+                    lst.append([ts, sd, o, price, qty, seq])
+            if self.sv.messaging.enabled:
+                for a in {acct, other}:
+                    s.trades.setdefault(a, []).append(ts)
+        elif kind == EventKind.CANCELLED:
+            o = s.orders.pop(oid, None)
+            if o is None:
+                return
+            if o[ON_BOOK]:
+                self.level_add(sym, o[SIDE], o[PRICE], -o[LEAVES])
+            if reason in USER_CANCEL and self.sv.spoofing.enabled:
+                self.spoof(oid, o, seq, ts)
+        elif kind == EventKind.REPLACED:
+            o = s.orders.get(oid)
+            if o is not None:
+                if o[ON_BOOK]:
+                    self.level_add(sym, o[SIDE], o[PRICE], -o[LEAVES])
+                    self.level_add(sym, o[SIDE], price, leaves)
+                o[PRICE], o[LEAVES] = price, leaves
+        elif kind == EventKind.TRIGGERED:
+            o = s.orders.get(oid)
+            if o is not None and o[OTYPE] == OrderType.STOP_LIMIT:
+                o[ON_BOOK] = 1
+                self.level_add(sym, o[SIDE], o[PRICE], o[LEAVES])
+        elif kind == EventKind.STP_PREVENTED:
+            if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
+                self.wash(seq, ts, acct, other, sym, "medium", {
+                    "finding": "stp_prevented", "seq": seq, "ts_ns": ts, "taker_order_id": oid,
+                    "maker_order_id": other_oid, "taker_account": acct, "maker_account": other, "price": price,
+                    "qty": qty})
+
+    # -- wash trades --
+    WASH_RULE = ("the same beneficial owner on both sides: a fill, a match self-trade prevention stopped, or "
+                 "opposite orders at one price while the first is live, within wash.window_ms")
+
+    def wash(self, seq, ts, acct, other, sym, severity, finding) -> None:
+        """A finding; those of one command and owner make one alert (flush_wash), at the highest severity."""
+        owner = self.owner(acct)
+        p = self.wash_pending.setdefault((owner, sym), [seq, ts, set(), ts, "medium", []])
+        p[2].update((acct, other))
+        p[3] = min(p[3], finding.get("first_ts_ns", ts))
+        if severity == "high":
+            p[4] = "high"
+        p[5].append(finding)
+
+    def flush_wash(self) -> None:
+        for (owner, sym), (seq, ts, accounts, start, severity, evidence) in self.wash_pending.items():
+            if self.new_episode(f"wash|{owner}|{sym}", ts, self.sv.wash.episode_gap_ms):
+                self.alert("wash_trade", seq, ts, owner, list(accounts), sym, start, severity, self.WASH_RULE,
+                           evidence)
+        self.wash_pending.clear()
+
+    def opposite_orders(self, oid, acct, sym, side, price, seq, ts) -> None:
+        key = f"{self.owner(acct)}|{sym}"
+        lst = self.s.recent.setdefault(key, [])
+        del lst[:bisect.bisect_left(lst, [ts - self.sv.wash.window_ms * MS])]
+        for t, sd, p, o, a, sq in lst:
+            if sd != side and p == price and o in self.s.orders:
+                self.wash(seq, ts, a, acct, sym, "medium", {
+                    "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts,
+                    "first_order_id": o, "first_account": a, "first_seq": sq, "order_id": oid, "account": acct,
+                    "price": price, "window_ms": self.sv.wash.window_ms})
+                break
+        lst.append([ts, side, price, oid, acct, seq])
+
+    # -- spoofing --
+    SPOOF_RULE = ("a large order behind its side's best price, cancelled soon after it was placed and mostly "
+                  "unfilled, while the same owner traded on the other side")
+
+    def spoof(self, oid, o, seq, ts) -> None:
+        p = self.sv.spoofing
+        if o[QTY] < p.min_qty or not o[AWAY] or ts - o[TS] > p.max_lifetime_ms * MS \
+                or o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
+            return
+        owner, sym = self.owner(o[ACCOUNT]), o[SYMBOL]
+        trades = [f for f in self.s.fills.get(f"{owner}|{sym}", ()) if f[1] != o[SIDE] and o[TS] <= f[0] <= ts]
+        if not trades:
+            return
+        if self.new_episode(f"spoof|{owner}|{sym}|{o[SIDE]}", ts, p.episode_gap_ms):
+            self.alert("spoofing", seq, ts, owner, [o[ACCOUNT]], sym, o[TS], "high", self.SPOOF_RULE, [
+                {"finding": "order", "order_id": oid, "account": o[ACCOUNT], "side": Side(o[SIDE]).name.lower(),
+                 "price": o[PRICE], "qty": o[QTY], "filled": o[FILLED], "placed_seq": o[SEQ], "placed_ts_ns": o[TS],
+                 "cancelled_seq": seq, "cancelled_ts_ns": ts},
+                *({"finding": "opposite_fill", "ts_ns": t, "order_id": fo, "price": fp, "qty": fq, "seq": fs}
+                  for t, _, fo, fp, fq, fs in trades)])
+
+    # -- excessive messaging --
+    MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "
+                "messaging.min_messages with more than messaging.max_order_to_trade per trade")
+
+    def message(self, acct, seq, ts) -> None:
+        p, s = self.sv.messaging, self.s
+        start = ts - p.window_ms * MS
+        msgs = s.msgs.setdefault(acct, [])
+        del msgs[:bisect.bisect_left(msgs, start + 1)]
+        msgs.append(ts)
+        trades = s.trades.setdefault(acct, [])
+        del trades[:bisect.bisect_left(trades, start + 1)]
+        n, t = len(msgs), len(trades)
+        breach = n > p.max_messages or (n >= p.min_messages and n > p.max_order_to_trade * t)
+        last = s.msg_episode.get(acct)
+        if breach:
+            if last is None:
+                self.alert("excessive_messaging", seq, ts, self.owner(acct), [acct], 0, msgs[0],
+                           "high" if n > 2 * p.max_messages else "medium", self.MSG_RULE,
+                           [{"finding": "window", "messages": n, "trades": t, "window_ms": p.window_ms,
+                             "first_ts_ns": msgs[0], "seq": seq, "ts_ns": ts}])
+            s.msg_episode[acct] = ts
+        elif last is not None and ts - last > p.window_ms * MS:
+            del s.msg_episode[acct]
+
+
+# -- the alert store --
+
+class Store:
+    """The alerts and the cursor, in an LMDB environment of its own (two named databases)."""
+
+    def __init__(self, path: str, readonly: bool = False):
+        if os.path.exists(os.path.join(path, MARKER)):
+            raise SystemExit(f"trading-engine surveil: {path} is a journal; the alert store needs its own directory")
+        if readonly and not os.path.exists(os.path.join(path, "data.mdb")):
+            raise SystemExit(f"trading-engine surveil: no alert store at {path}")
+        self.map_size = 1 << 30
+        self.env = lmdb.open(path, map_size=self.map_size, max_dbs=2, subdir=True, readonly=readonly,
+                             create=not readonly)
+        self.alerts = self.env.open_db(b"alerts", create=not readonly)
+        self.meta = self.env.open_db(b"meta", create=not readonly)
+
+    def cursor(self) -> Cursor | None:
+        with self.env.begin() as txn:
+            raw = txn.get(b"cursor", db=self.meta)
+        return None if raw is None else msgspec.msgpack.decode(raw, type=Cursor)
+
+    def commit(self, alerts: list[Alert], cursor: Cursor) -> None:
+        """The alerts and the cursor after them, in one transaction."""
+        enc = msgspec.json.encode
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for a in alerts:
+                        _, seq, n = a.id.rsplit(":", 2)
+                        txn.put(struct.pack(">QH", int(seq), int(n)), enc(a), db=self.alerts)
+                    txn.put(b"cursor", msgspec.msgpack.encode(cursor), db=self.meta)
+                return
+            except lmdb.MapFullError:
+                self.map_size *= 2
+                self.env.set_mapsize(self.map_size)
+
+    def all(self) -> list[Alert]:
+        with self.env.begin() as txn:
+            return [msgspec.json.decode(v, type=Alert) for _, v in txn.cursor(db=self.alerts)]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+# -- the loop --
+
+def surveil(args) -> int:
+    from engine.journal_tool import open_journal
+    try:
+        cfg = cfgmod.load(args.config)
+        key = cfgmod.journal_key(cfg.journal)
+    except (cfgmod.ConfigError, OSError) as e:
+        print(f"trading-engine surveil: {e}", file=sys.stderr)
+        return 2
+    if os.path.realpath(args.store) == os.path.realpath(args.path):
+        print("trading-engine surveil: --store must not be the journal's directory", file=sys.stderr)
+        return 2
+    from engine import journal_tool
+    journal_tool.JOURNAL_KEY = key
+    j = open_journal(args.path)
+    os.makedirs(args.store, exist_ok=True)
+    store = Store(args.store)
+    cur = store.cursor()
+    if cur is not None and args.from_seq is not None and args.from_seq != cur.next_seq:
+        print(f"trading-engine surveil: the store {args.store} resumes at seq {cur.next_seq}, not --from-seq "
+              f"{args.from_seq} (a new range needs a new --store)", file=sys.stderr)
+        return 2
+    if cur is None:
+        cur = Cursor(next_seq=args.from_seq or 1, state=State())
+    det = Detectors(cfg.surveillance, cur.state)
+    stop = []
+    if args.follow:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.append(1))
+    total = 0
+    try:
+        while not stop:
+            n, done = 0, False
+            for cmds, events in j.read_from(cur.next_seq):
+                cur.next_seq = det.feed(cmds, events, cur.next_seq, args.until_seq)
+                n += 1
+                done = args.until_seq is not None and cur.next_seq > args.until_seq
+                if n % 256 == 0 or done or stop:
+                    total += _commit(store, det, cur)
+                if done or stop:
+                    break
+            total += _commit(store, det, cur)
+            if done or not args.follow:
+                break
+            time.sleep(cfg.surveillance.poll_ms / 1000)
+    except (JournalError, JournalRefused) as e:
+        print(f"trading-engine surveil: {e}", file=sys.stderr)
+        return 1
+    finally:
+        j.env.close()
+        store.close()
+    print(f"surveil: {total} alerts; next seq {cur.next_seq}", file=sys.stderr)
+    return 0
+
+
+def _commit(store: Store, det: Detectors, cur: Cursor) -> int:
+    alerts, det.found = det.found, []
+    store.commit(alerts, cur)
+    for a in alerts:
+        sys.stdout.buffer.write(msgspec.json.encode(a) + b"\n")
+    sys.stdout.flush()
+    return len(alerts)
+
+
+def show_alerts(args) -> int:
+    store = Store(args.store, readonly=True)
+    try:
+        alerts = [a for a in store.all() if args.type is None or a.type == args.type]
+        cur = store.cursor()
+    finally:
+        store.close()
+    if args.json:
+        for a in alerts:
+            sys.stdout.buffer.write(msgspec.json.encode(a) + b"\n")
+        return 0
+    from engine.journal_tool import format_time
+    print(f"{'id':<30} {'type':<20} {'sev':<6} {'time':<30} {'owner':<16} {'acct':<8} {'sym':>4} evidence")
+    for a in alerts:
+        print(f"{a.id:<30} {a.type:<20} {a.severity:<6} {format_time(a.ts_ns):<30} {a.owner:<16} "
+              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence)}")
+    print(f"{len(alerts)} alerts; the store reads on from seq {cur.next_seq if cur else 1}", file=sys.stderr)
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("path", metavar="JOURNAL_PATH|alerts",
+                   help="the journal to read; `alerts` lists the store's alerts (a journal named so: ./alerts)")
+    p.add_argument("--config", help="the server's config: [surveillance] and the journal's key")
+    p.add_argument("--store", required=True, help="the alert store's directory (LMDB, not the journal's)")
+    p.add_argument("--from-seq", type=int, help="a new store starts at this command seq (default 1)")
+    p.add_argument("--until-seq", type=int, help="stop after this command seq")
+    p.add_argument("--follow", action="store_true",
+                   help="then poll for new records until SIGTERM/SIGINT (the cursor is stored: a restart resumes)")
+    p.add_argument("--type", help="alerts: only this type (wash_trade, spoofing, excessive_messaging)")
+    p.add_argument("--json", action="store_true", help="alerts: JSON lines")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    if args.path == "alerts":
+        return show_alerts(args)
+    if args.config is None:
+        print("trading-engine surveil: --config FILE (the server's config) is needed", file=sys.stderr)
+        return 2
+    return surveil(args)
