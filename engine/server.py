@@ -1132,7 +1132,7 @@ class Connection(asyncio.BufferedProtocol):
         srv = self.server
         step = srv.hot.step
         th = self.throttle
-        while not self.closed and not self.closing and not self.waiting:
+        while not self.closed and not self.closing and not self.waiting and not self.logon_storing:
             acct = self.account
             consumed, stop, mtype, reason, groups = step(
                 self.buf, self.start, self.end, acct.id if acct else 0, self.session_id, acct is not None,
@@ -1175,9 +1175,8 @@ class Connection(asyncio.BufferedProtocol):
             if th.level(gateway.BUDGET_ALL) < 0:
                 self.close_after(Reject.RATE_LIMIT_LOGOUT)
                 return
-            self.handle(MsgType(mtype), frame)
-            if self.logon_storing:
-                break                          # the rest waits for LOGON_ACCEPTED (logon_stored)
+            self.handle(MsgType(mtype), frame)     # a LOGON may set logon_storing: the rest waits for
+                                                   # LOGON_ACCEPTED (logon_stored resumes the walk)
         if self.start == self.end:
             self.start = self.end = 0
 
