@@ -50,6 +50,10 @@ def _tree() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     surveillance.add_arguments(sub.add_parser(
         "surveil", help="market-abuse alerts from the journal: surveil JOURNAL_PATH|alerts --store DIR ...",
         description=surveillance.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    from engine.routing import server as routing
+    routing.add_arguments(sub.add_parser(
+        "route", help="the smart order router: route --config router.toml [status]", description=routing.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     clientcli.add_commands(sub)
     return p, sub.choices
 

@@ -170,14 +170,16 @@ def check_data_size(path: str) -> None:
         raise JournalError(f"{data} is truncated: {size} bytes, LMDB's meta page says {need} bytes are in use")
 
 
-def decode_record(first: int, value: bytes, prev: bytes | None, key: bytes = b""):
+def decode_record(first: int, value: bytes, prev: bytes | None, key: bytes = b"", layouts=(COMMAND, EVENT)):
     """(commands, events, digest) of one journal value keyed `first`, checked: size, digest
     (keyed BLAKE2b with `key`), the chain link to `prev` (if given) and consecutive command seqs
-    starting at `first`."""
+    starting at `first`. layouts: the (command, event) record layouts (the router's journal
+    uses its own, protocol/records.py ROUTE_INPUT / ROUTE_OUTPUT)."""
+    cmd_layout, event_layout = layouts
     if len(value) < HEAD.size + 2 * DIGEST:
         raise JournalError(f"journal record at seq {first} is truncated", first)
     n_cmds, n_events = HEAD.unpack_from(value)
-    size = HEAD.size + DIGEST + n_cmds * COMMAND.size + n_events * EVENT.size + DIGEST
+    size = HEAD.size + DIGEST + n_cmds * cmd_layout.size + n_events * event_layout.size + DIGEST
     if len(value) != size or n_cmds == 0:
         raise JournalError(f"journal record at seq {first}: {len(value)} bytes, expected {size}", first)
     body, digest = value[:-DIGEST], value[-DIGEST:]
@@ -186,22 +188,25 @@ def decode_record(first: int, value: bytes, prev: bytes | None, key: bytes = b""
                            f"{' (or not written with this key)' if key else ''}", first)
     if prev is not None and value[HEAD.size:HEAD.size + DIGEST] != prev:
         raise JournalError(f"journal record at seq {first}: hash chain broken", first)
-    cmds = np.frombuffer(body, dtype=COMMAND.dtype, count=n_cmds, offset=HEAD.size + DIGEST)
+    cmds = np.frombuffer(body, dtype=cmd_layout.dtype, count=n_cmds, offset=HEAD.size + DIGEST)
     seqs = cmds["seq"]
     if seqs[0] != first or (n_cmds > 1 and np.any(np.diff(seqs.astype(np.int64)) != 1)):
         raise JournalError(f"journal sequence gap at seq {first}", first)
-    events = np.frombuffer(body, dtype=EVENT.dtype, count=n_events, offset=HEAD.size + DIGEST + n_cmds * COMMAND.size)
+    events = np.frombuffer(body, dtype=event_layout.dtype, count=n_events,
+                           offset=HEAD.size + DIGEST + n_cmds * cmd_layout.size)
     return cmds, events, digest
 
 
 class Journal:
     def __init__(self, path: str, durability: str = "sync", map_size: int = 1 << 30, readonly: bool = False,
-                 lock: bool = True, key: bytes | None = None):
+                 lock: bool = True, key: bytes | None = None, layouts=(COMMAND, EVENT)):
         """readonly: a reader beside a live writer (LMDB's lock file registers it, so the writer
         never reuses pages it reads). lock=False only for a copied journal no process writes.
         A writer takes writer.lock first (JournalRefused naming the holder's pid if another has
         it), creates a new journal only where there is nothing of one (see the module docstring),
-        and checks the journal's end against its tail. key: the chain's key (None: unkeyed)."""
+        and checks the journal's end against its tail. key: the chain's key (None: unkeyed).
+        layouts: the (command, event) record layouts; each needs a u64 `seq` command field."""
+        self.layouts = layouts
         if durability not in ("sync", "async"):
             raise ValueError(f"journal durability {durability!r}: 'sync' or 'async' ('none' means no Journal)")
         self.path = path
@@ -280,7 +285,8 @@ class Journal:
                     value = bytes(cur.value())
                     self.last_digest = value[-DIGEST:]
                     n_cmds, _ = HEAD.unpack_from(value)
-                    cmds = np.frombuffer(value, dtype=COMMAND.dtype, count=n_cmds, offset=HEAD.size + DIGEST)
+                    cmds = np.frombuffer(value, dtype=self.layouts[0].dtype, count=n_cmds,
+                                         offset=HEAD.size + DIGEST)
                     self.last_seq = int(cmds["seq"][-1]) if n_cmds else struct.unpack(">Q", cur.key())[0] - 1
                 self.records = txn.stat()["entries"]
         except LMDB_DAMAGE as e:
@@ -391,7 +397,7 @@ class Journal:
             raise JournalError(f"journal {self.path} is empty but its tail says seq {seq} was committed: "
                                "records were deleted or lost", 1)
         first, value = found
-        cmds, _, got = decode_record(first, value, None, self.key)
+        cmds, _, got = decode_record(first, value, None, self.key, self.layouts)
         end = int(cmds["seq"][-1])
         if end < seq:
             raise JournalError(f"journal {self.path} ends at seq {end} but its tail says seq {seq} was committed: "
@@ -462,7 +468,7 @@ class Journal:
                 if first_record and anchor is not None and first != from_seq:
                     raise JournalError(f"journal has no record at seq {from_seq} (the snapshot's next)", from_seq)
                 first_record = False
-                cmds, events, digest = decode_record(first, value, prev, self.key)
+                cmds, events, digest = decode_record(first, value, prev, self.key, self.layouts)
                 seqs = cmds["seq"]
                 if expect is not None and first != expect:
                     raise JournalError(f"journal sequence gap at seq {first}", first)
@@ -495,7 +501,7 @@ class Journal:
                 return
             for k, value in rows:
                 first = struct.unpack(">Q", k)[0]
-                cmds, events, _ = decode_record(first, value, None, self.key)
+                cmds, events, _ = decode_record(first, value, None, self.key, self.layouts)
                 if int(cmds["seq"][-1]) >= from_seq:
                     yield cmds, events
             key, skip = rows[-1][0], True

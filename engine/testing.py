@@ -147,3 +147,96 @@ class ServerProc:
             self.proc.wait(10)
         if getattr(self, "log", None):
             self.log.close()
+
+
+ROUTER_CONFIG = """
+[server]
+host = "127.0.0.1"
+port = 0
+port_file = "{dir}/port"
+heartbeat_ms = {heartbeat_ms}
+logon_timeout_s = 2.0
+
+[journal]
+path = "{dir}/journal"
+durability = "{durability}"
+
+[router]
+ops_port = 0
+ops_port_file = "{dir}/ops_port"
+reconnect_s = 0.2
+{router_extra}
+
+[[symbols]]
+id = 1
+name = "BTCUSDT"
+price_decimals = 2
+qty_decimals = 3
+tick_size = 1
+lot_size = 1
+
+[[symbols]]
+id = 2
+name = "AAPL"
+price_decimals = 4
+qty_decimals = 0
+tick_size = 100
+lot_size = 1
+"""
+
+
+class RouterProc(ServerProc):
+    """`trading-engine route` as a subprocess in front of venues (ServerProc instances, or
+    (name, port file) pairs), trading at each as `venue_account`; clients log on with the
+    harness's accounts and SECRETS. fees: venue name -> (taker, maker) fractions as strings.
+    Its log is server.log in its directory (output(), kill9(), stop() are ServerProc's)."""
+
+    def __init__(self, tmp: Path, venues, fees=None, durability="sync", heartbeat_ms=1000, router_extra="",
+                 venue_account=1, extra=""):
+        self.dir = Path(tmp)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        text = ROUTER_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
+                                    router_extra=router_extra) + extra
+        fees = fees or {}
+        for name, srv in venues:
+            taker, maker = fees.get(name, ("0", "0"))
+            port_file = srv if isinstance(srv, (str, Path)) else srv.dir / "port"
+            text += (f'\n[[venues]]\nname = "{name}"\nport_file = "{port_file}"\naccount = {venue_account}\n'
+                     f'secret_env = "TE_TEST_SECRET_{venue_account}"\ntaker_fee = "{taker}"\nmaker_fee = "{maker}"\n')
+        for acct in SECRETS:
+            text += f'\n[[accounts]]\nid = {acct}\nname = "acct{acct}"\nsecret_env = "TE_TEST_SECRET_{acct}"\n'
+        self.config = self.dir / "router.toml"
+        self.config.write_text(text)
+        self.proc = None
+        self.port = None
+
+    def start(self, timeout=30.0):
+        for name in ("port", "ops_port"):
+            (self.dir / name).unlink(missing_ok=True)
+        env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()})
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.log = open(self.dir / "server.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine.routing.server", "--config", str(self.config)],
+                                     cwd=self.dir, env=env, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + timeout
+        while not (self.dir / "port").exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"router exited {self.proc.returncode}: {self.output()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"router did not start: {self.output()}")
+            time.sleep(0.02)
+        self.port = int((self.dir / "port").read_text())
+        self.ops_port = int((self.dir / "ops_port").read_text())
+        return self
+
+    def status(self) -> dict:
+        import json
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/status", timeout=5) as f:
+            return json.loads(f.read())
+
+    def metrics(self) -> str:
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=5) as f:
+            return f.read().decode()

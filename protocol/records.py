@@ -6,6 +6,8 @@ as the inbound record; EVENT is what the core writes into its output buffer and
 what the journal stores as the outbound record. See engine/RULES.md for what
 each field means per command and event kind.
 """
+from enum import IntEnum
+
 from protocol.codes import LimitScope
 from protocol.layout import Layout
 
@@ -72,3 +74,43 @@ def _python_tuple(layout, name):
 # Python views of one record, for tests and tools (never on the hot path).
 CommandTuple = _python_tuple(COMMAND, "CommandTuple")
 EventTuple = _python_tuple(EVENT, "EventTuple")
+
+
+# -- the router's journal (engine/routing, engine/ROUTING.md) --
+# One journal record per router batch, like the engine's: the inputs the router took (each with
+# its router sequence number) and the outputs it decided on. Bodies are the wire bodies as
+# received or sent (protocol/wire.py layouts, zero padded to 96 bytes), so nothing is re-described.
+
+class RouteInput(IntEnum):
+    CLIENT_ORDER = 1       # a client's NEW_ORDER, CANCEL, AMEND or MASS_CANCEL (msg_type says which)
+    VENUE_REPORT = 2       # an execution report a venue sent the router's venue account (msg_type: its type)
+    CHILD_UNSENT = 3       # a child order found never to have reached its venue (body: the child's NEW_ORDER)
+    VENUE_UP = 4           # a venue logged on and replayed (body: its next_client_order_id, u64)
+
+
+class RouteOutput(IntEnum):
+    PARENT = 1             # a parent order accepted (body: the client's NEW_ORDER; parent: its router order id)
+    CLIENT_REPORT = 2      # an execution report to the client (body: the ExecReport, with its sequence number)
+    CHILD_ORDER = 3        # an order to a venue (msg_type NEW_ORDER, CANCEL or AMEND; body as sent)
+
+
+ROUTE_INPUT = Layout("RouteInput", [
+    ("kind", "u8", "RouteInput"),
+    ("msg_type", "u8", "MsgType of body"),
+    ("venue", "u16", "venue index (1-based, [[venues]] order); 0 = a client's"),
+    ("account", "u32", "client account (CLIENT_ORDER)"),
+    ("seq", "u64", "router command sequence number"),
+    ("ts_ns", "u64", "receive time, ns since the epoch"),
+    ("body", "b96", "wire body as received, zero padded"),
+], doc="120-byte router input record")
+
+ROUTE_OUTPUT = Layout("RouteOutput", [
+    ("kind", "u8", "RouteOutput"),
+    ("msg_type", "u8", "MsgType of body"),
+    ("venue", "u16", "CHILD_ORDER: venue index (1-based)"),
+    ("account", "u32", "client account"),
+    ("seq", "u64", "router sequence number of the input that caused it"),
+    ("parent", "u64", "router order id of the parent order"),
+    ("child", "u64", "CHILD_ORDER: the child's client order id at its venue"),
+    ("body", "b96", "wire body as sent, zero padded"),
+], doc="128-byte router output record")

@@ -1,0 +1,99 @@
+"""router.toml: msgspec structs, unknown keys are errors (as engine/config.py).
+
+The sessions the router serves reuse the server's sections as they are: [server] (address,
+heartbeats, lockouts, logon checks), [journal] (the router's own LMDB journal), [[symbols]]
+(the router's symbol directory: each venue must list the symbol under the same name, tick,
+lot and decimals, else that venue is not used for it) and [[accounts]] (the clients' accounts
+and secrets). [router] and [[venues]] are the router's own.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from engine.config import (AccountConfig, ConfigError, JournalConfig, ServerConfig, SymbolConfig, account_secret,
+                           read_secret)
+
+
+class VenueConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A venue the router trades on as a client: a trading-engine server (the only adapter
+    shipped; engine/ROUTING.md "Adapters" for the interface an exchange adapter implements)."""
+    name: str
+    host: str = "127.0.0.1"
+    port: int | None = None
+    port_file: str | None = None           # read the port from this file at each connect (tests, tooling)
+    account: int                           # the router's account at the venue
+    secret_env: str | None = None          # its secret: environment variable, owner-only file, or demo
+    secret_file: str | None = None
+    demo_secret: str | None = None
+    taker_fee: Decimal = Decimal(0)        # fraction of notional the venue charges a taker ("0.0005" = 5 bps)
+    maker_fee: Decimal = Decimal(0)        # ... a maker (negative = rebate); whole basis points
+    tls: bool = False
+
+
+class RouterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    remainder: Literal["ioc", "post"] = "ioc"   # what happens to what the IOC waves leave (ROUTING.md)
+    waves: int = 2                         # IOC waves per order: a wave's unfilled part is routed again once
+    depth_levels: int = 10                 # levels per side subscribed at each venue
+    reconnect_s: float = 0.5               # a venue that went down is tried again this often
+    degraded_p99_ms: float = 250.0         # a venue whose child acknowledgement p99 exceeds this is degraded
+    degraded_reject_ratio: float = 0.2     # ... or whose children are rejected more often than this
+    ops_host: str = "127.0.0.1"            # HTTP /metrics and /status (0 = ephemeral port, None = off)
+    ops_port: int | None = 7012
+    ops_port_file: str | None = None
+
+
+class RouterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=lambda: ServerConfig(port=7011, ops_port=None,
+                                                                                  admin_port=None))
+    journal: JournalConfig = msgspec.field(default_factory=lambda: JournalConfig(path="./router-journal"))
+    router: RouterSection = msgspec.field(default_factory=RouterSection)
+    venues: list[VenueConfig] = []
+    symbols: list[SymbolConfig] = []
+    accounts: list[AccountConfig] = []
+
+
+def fee_bps(where: str, value: Decimal) -> int:
+    bps = value * 10_000
+    if bps != bps.to_integral_value() or not -10_000 < bps < 10_000:
+        raise ConfigError(f"{where}: a fee is a fraction in whole basis points within (-1, 1), not {value}")
+    return int(bps)
+
+
+def load(path: str) -> RouterConfig:
+    where = str(path)
+    try:
+        cfg = msgspec.toml.decode(Path(path).read_bytes(), type=RouterConfig)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except msgspec.DecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: {e.strerror or e}") from None
+    if not cfg.venues or len({v.name for v in cfg.venues}) != len(cfg.venues) or len(cfg.venues) > 64:
+        raise ConfigError(f"{where}: `venues`: 1 to 64 venues with unique names")
+    for v in cfg.venues:
+        if (v.port is None) == (v.port_file is None):
+            raise ConfigError(f"{where}: venue {v.name}: port or port_file, one of them")
+        fee_bps(f"{where}: venue {v.name}", v.taker_fee)
+        fee_bps(f"{where}: venue {v.name}", v.maker_fee)
+    if len({s.id for s in cfg.symbols}) != len(cfg.symbols) or len({s.name for s in cfg.symbols}) != len(cfg.symbols):
+        raise ConfigError(f"{where}: `symbols`: ids and names must be unique")
+    if len({a.id for a in cfg.accounts}) != len(cfg.accounts):
+        raise ConfigError(f"{where}: `accounts.id` must be unique")
+    r = cfg.router
+    if r.waves < 1 or not 1 <= r.depth_levels <= 50 or r.reconnect_s <= 0:
+        raise ConfigError(f"{where}: `router`: waves >= 1, depth_levels 1..50, reconnect_s > 0")
+    if cfg.journal.durability == "none":
+        raise ConfigError(f"{where}: `journal.durability`: the router needs its journal (sync or async)")
+    return cfg
+
+
+def venue_secret(v: VenueConfig) -> bytes:
+    secret = read_secret(f"venue {v.name}", v.secret_env, v.secret_file)
+    if secret is not None:
+        return secret
+    return account_secret(AccountConfig(id=v.account, name=v.name, demo_secret=v.demo_secret or ""))

@@ -1,0 +1,560 @@
+"""The router's state machine: parent orders from clients, child orders at venues, and the
+journal that makes both survive a kill -9 (engine/ROUTING.md).
+
+One event loop, one batch open at a time (group commit, as the server):
+  1. an input (a client's order frame, a venue's execution report, a child found unsent) gets
+     the next router sequence number and is applied to the state (apply_input);
+  2. the decision for it (decide_*) emits outputs -- the parent accepted, reports to the client,
+     child orders to venues -- each applied to the state as it is emitted (apply_output);
+  3. at the end of the loop iteration the batch's inputs and outputs are committed to the
+     router's LMDB journal (engine/journal.py, ROUTE_INPUT / ROUTE_OUTPUT records), and only then
+     are the effects carried out: reports written to the client sessions, child orders written
+     to the venues. Nothing leaves before the journal holds it.
+Recovery replays the journal through the same apply_input / apply_output, so the state after a
+restart is the state before the kill; then each venue is reconnected asking for the reports
+after the last one journaled (gap replay), and a child the journal holds but whose venue never
+received it (its client order id at or above the venue's LOGON_ACCEPTED.next_client_order_id)
+is recorded unsent and its quantity routed again.
+
+Decisions read the consolidated book, which is not journaled: the outputs are, so a replay
+needs no book.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import numpy as np
+
+from engine.journal import Journal
+from engine.routing import book as bookmod, codec
+from engine.routing.codec import R
+from protocol import wire
+from protocol.codes import CancelReason, CommandKind, OrderState, OrderType, Reject, Side, TimeInForce
+from protocol.records import ROUTE_INPUT, ROUTE_OUTPUT, RouteInput, RouteOutput
+from protocol.wire import MsgType
+
+log = logging.getLogger("trading-engine.route")
+
+SENT, LIVE, DONE = 1, 2, 3           # a child's state: journaled (maybe not yet acknowledged), acknowledged, over
+BODY = 96                            # bytes of a record's body field
+N = codec.NEW_ORDER.fields           # NewOrder field -> index
+
+
+def _pad(body: bytes) -> bytes:
+    return body + bytes(BODY - len(body))
+
+
+class Child:
+    __slots__ = ("venue", "clid", "parent", "price", "qty", "tif", "filled", "leaves", "state", "sent_ns")
+
+    def __init__(self, venue, clid, parent, price, qty, tif):
+        self.venue, self.clid, self.parent, self.price, self.qty, self.tif = venue, clid, parent, price, qty, tif
+        self.filled, self.leaves, self.state, self.sent_ns = 0, qty, SENT, 0
+
+
+class Parent:
+    __slots__ = ("id", "account", "clid", "symbol", "side", "order_type", "tif", "price", "qty", "filled", "done",
+                 "children", "waves", "last_wave", "cancel_requested")
+
+    def __init__(self, id, account, clid, symbol, side, order_type, tif, price, qty):
+        self.id, self.account, self.clid, self.symbol, self.side = id, account, clid, symbol, side
+        self.order_type, self.tif, self.price, self.qty = order_type, tif, price, qty
+        self.filled = 0
+        self.done = False
+        self.children: list[Child] = []
+        self.waves = 0
+        self.last_wave = 0
+        self.cancel_requested = False
+
+    @property
+    def leaves(self) -> int:
+        return 0 if self.done else self.qty - self.filled
+
+    def working(self) -> int:
+        """Quantity at venues in children not over."""
+        return sum(c.leaves for c in self.children if c.state != DONE)
+
+
+class State:
+    """Everything the journal rebuilds: parents, children, sequence numbers, the reports sent."""
+
+    def __init__(self, n_venues: int):
+        self.parents: dict[int, Parent] = {}
+        self.by_clid: dict[tuple[int, int], Parent] = {}     # (account, client order id) -> parent
+        self.children: dict[tuple[int, int], Child] = {}     # (venue, child client order id) -> child
+        self.last_clid: dict[int, int] = {}                  # account -> last client order id accepted
+        self.next_order_id = 1
+        self.next_trade_id = 1
+        self.report_seq: dict[int, int] = {}                 # account -> last report seq sent
+        self.reports: dict[int, list[bytes]] = {}            # account -> every report frame, seq order
+        self.venue_seq = [0] * (n_venues + 1)                # venue -> last report seq taken
+        self.next_child_clid = [1] * (n_venues + 1)          # venue -> next child client order id
+        self.last_seq = 0                                    # router sequence
+
+    def open_parents(self, account: int | None = None) -> list[Parent]:
+        return [p for p in self.parents.values() if not p.done and (account is None or p.account == account)]
+
+
+class Router:
+    """The decisions and the journal; sessions (engine/routing/server.py) call in with inputs,
+    venues (engine/routing/venues.py) with reports and depth."""
+
+    def __init__(self, cfg, venues_cfg, symbols, journal: Journal, metrics=None):
+        self.cfg = cfg                                   # RouterSection
+        self.venues_cfg = venues_cfg                     # [VenueConfig], index = position + 1
+        self.symbols = symbols                           # router symbol id -> SymbolConfig
+        self.taker_bps = {i + 1: 0 for i in range(len(venues_cfg))}
+        self.maker_bps = dict(self.taker_bps)
+        from engine.routing.config import fee_bps
+        for i, v in enumerate(venues_cfg, 1):
+            self.taker_bps[i] = fee_bps(v.name, v.taker_fee)
+            self.maker_bps[i] = fee_bps(v.name, v.maker_fee)
+        self.journal = journal
+        self.state = State(len(venues_cfg))
+        self.book = bookmod.ConsolidatedBook()
+        self.venues: dict[int, object] = {}              # index -> adapter (set by the app)
+        self.metrics = metrics
+        self.rank: dict[int, int] = {}                   # venue -> tie-break order among venues up
+        self.degraded: set[int] = set()
+        self.sessions: dict[int, set] = {}               # account -> sessions (ClientSession)
+        self.on_book = None                              # callback(symbol): consolidated market data changed
+        # the open batch
+        self.inputs: list[bytes] = []
+        self.outputs: list[bytes] = []
+        self.effects: list = []
+        self.flush_scheduled = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.failed: Exception | None = None
+        self.decision_ns: deque[int] = deque(maxlen=4096)   # client order received -> its children written
+
+    # -- recovery --
+    def recover(self) -> int:
+        """Replay the journal into the state; the number of records read."""
+        n = 0
+        for cmds, events in self.journal.batches():
+            i = 0
+            for inp in cmds:
+                self.apply_input(int(inp["kind"]), int(inp["msg_type"]), int(inp["venue"]), int(inp["account"]),
+                                 int(inp["seq"]), bytes(inp["body"]))
+                # every output of a batch follows its inputs; outputs carry the seq that caused them
+                while i < len(events) and int(events[i]["seq"]) == int(inp["seq"]):
+                    e = events[i]
+                    self.apply_output(int(e["kind"]), int(e["msg_type"]), int(e["venue"]), int(e["account"]),
+                                      int(e["parent"]), int(e["child"]), bytes(e["body"]))
+                    i += 1
+            n += 1
+        s = self.state
+        for (v, clid) in s.children:
+            s.next_child_clid[v] = max(s.next_child_clid[v], clid + 1)
+        return n
+
+    # -- the one path that changes the state (live and in replay) --
+    def apply_input(self, kind, msg_type, venue, account, seq, body):
+        s = self.state
+        s.last_seq = seq
+        if kind == RouteInput.VENUE_REPORT:
+            r = codec.EXEC_REPORT.unpack(body)
+            if r[R["seq"]]:
+                s.venue_seq[venue] = r[R["seq"]]
+            c = s.children.get((venue, r[R["client_order_id"]]))
+            if c is None:
+                return
+            cmd = r[R["cmd_kind"]]
+            if msg_type == MsgType.ACCEPTED and c.state == SENT:
+                c.state = LIVE
+            elif msg_type == MsgType.FILL:
+                c.filled += r[R["qty"]]
+                c.leaves = r[R["leaves"]]
+                if c.leaves == 0:
+                    c.state = DONE
+                elif c.state == SENT:
+                    c.state = LIVE
+            elif msg_type == MsgType.CANCELLED or (msg_type == MsgType.REJECTED and cmd == CommandKind.NEW_ORDER):
+                c.state, c.leaves = DONE, 0
+            elif msg_type == MsgType.REPLACED:
+                c.leaves = r[R["leaves"]]
+                c.qty = c.filled + c.leaves
+                c.price = r[R["price"]]
+                if c.leaves == 0:
+                    c.state = DONE
+        elif kind == RouteInput.VENUE_UP:
+            s.next_child_clid[venue] = max(s.next_child_clid[venue], int.from_bytes(body[:8], "little"))
+        elif kind == RouteInput.CHILD_UNSENT:
+            o = codec.NEW_ORDER.unpack(body)
+            c = s.children.get((venue, o[N["client_order_id"]]))
+            if c is not None and c.state == SENT:
+                c.state, c.leaves = DONE, 0
+        elif kind == RouteInput.CLIENT_ORDER and msg_type == MsgType.CANCEL:
+            p = self._target(account, body)
+            if p is not None:
+                p.cancel_requested = True
+        elif kind == RouteInput.CLIENT_ORDER and msg_type == MsgType.MASS_CANCEL:
+            m = codec.MASS_CANCEL.unpack(body)
+            for p in self._mass_targets(account, m[0], m[1]):
+                p.cancel_requested = True
+
+    def apply_output(self, kind, msg_type, venue, account, parent, child, body):
+        s = self.state
+        if kind == RouteOutput.PARENT:
+            o = codec.NEW_ORDER.unpack(body)
+            p = Parent(parent, account, o[N["client_order_id"]], o[N["symbol"]], o[N["side"]], o[N["order_type"]],
+                       o[N["tif"]], o[N["price"]], o[N["qty"]])
+            s.parents[parent] = p
+            s.by_clid[(account, p.clid)] = p
+            s.last_clid[account] = p.clid
+            s.next_order_id = max(s.next_order_id, parent + 1)
+        elif kind == RouteOutput.CLIENT_REPORT:
+            r = codec.EXEC_REPORT.unpack(body)
+            s.report_seq[account] = r[R["seq"]]
+            s.reports.setdefault(account, []).append(codec.REPORT_FRAMES[msg_type].pack(
+                *(r[R[f]] for f in codec.REPORT_FIELDS)))
+            p = s.parents.get(parent)
+            if p is None:
+                return
+            if msg_type == MsgType.FILL:
+                p.filled += r[R["qty"]]
+                s.next_trade_id = max(s.next_trade_id, r[R["trade_id"]] + 1)
+                if r[R["leaves"]] == 0:
+                    p.done = True
+            elif msg_type == MsgType.CANCELLED:
+                p.done = True
+            elif msg_type == MsgType.REPLACED:
+                p.price = r[R["price"]]
+                p.qty = p.filled + r[R["leaves"]]
+                if r[R["leaves"]] == 0:
+                    p.done = True
+        elif kind == RouteOutput.CHILD_ORDER and msg_type == MsgType.NEW_ORDER:
+            o = codec.NEW_ORDER.unpack(body)
+            p = s.parents[parent]
+            c = Child(venue, child, parent, o[N["price"]], o[N["qty"]], o[N["tif"]])
+            s.children[(venue, child)] = c
+            p.children.append(c)
+            s.next_child_clid[venue] = max(s.next_child_clid[venue], child + 1)
+            if o[N["tif"]] == TimeInForce.IOC and p.last_wave != s.last_seq:
+                p.waves += 1
+                p.last_wave = s.last_seq
+
+    def _target(self, account, body) -> Parent | None:
+        clid, oid = codec.CANCEL.unpack(body)
+        s = self.state
+        p = s.parents.get(oid) if oid else s.by_clid.get((account, clid))
+        return p if p is not None and p.account == account and not p.done else None
+
+    def _mass_targets(self, account, symbol, side) -> list[Parent]:
+        return [p for p in self.state.open_parents(account) if (not symbol or p.symbol == symbol)
+                and (not side or p.side == side)]
+
+    # -- the batch --
+    def _input(self, kind, msg_type, venue, account, body: bytes, ts: int) -> int:
+        if self.failed is not None:
+            raise self.failed
+        seq = self.state.last_seq + 1
+        body = _pad(body)
+        self.inputs.append(np.array([(kind, msg_type, venue, account, seq, ts, body)], dtype=ROUTE_INPUT.dtype)
+                           .tobytes())
+        self.apply_input(kind, msg_type, venue, account, seq, body)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            (self.loop or asyncio.get_running_loop()).call_soon(self.flush)
+        return seq
+
+    def _output(self, kind, msg_type, venue, account, parent, child, body: bytes) -> None:
+        body = _pad(body)
+        self.outputs.append(np.array([(kind, msg_type, venue, account, self.state.last_seq, parent, child, body)],
+                                     dtype=ROUTE_OUTPUT.dtype).tobytes())
+        self.apply_output(kind, msg_type, venue, account, parent, child, body)
+
+    def report(self, p_account, msg_type, parent_id, clid, symbol, side, price, qty, leaves, cmd_kind, ts,
+               reason=0, trade_id=0, liquidity=0, fee=0) -> None:
+        """A sequenced execution report to the client's account (journaled, then written)."""
+        s = self.state
+        seq = s.report_seq.get(p_account, 0) + 1
+        frame = codec.REPORT_FRAMES[msg_type].pack(seq, parent_id, clid, symbol, side, liquidity, reason, price, qty,
+                                                   leaves, trade_id, 0, cmd_kind, 0, ts, fee)
+        self._output(RouteOutput.CLIENT_REPORT, msg_type, 0, p_account, parent_id, 0, frame[wire.HEADER.size:])
+        self.effects.append((p_account, frame))
+
+    def after_commit(self, fn) -> bool:
+        """Run fn once the open batch is committed (False: no batch is open, run it yourself)."""
+        if not self.inputs:
+            return False
+        self.effects.append(fn)
+        return True
+
+    def flush(self) -> None:
+        """Commit the open batch, then carry out its effects in order."""
+        self.flush_scheduled = False
+        if not self.inputs:
+            return
+        cmds = np.frombuffer(b"".join(self.inputs), dtype=ROUTE_INPUT.dtype)
+        events = np.frombuffer(b"".join(self.outputs), dtype=ROUTE_OUTPUT.dtype)
+        effects = self.effects
+        self.inputs, self.outputs, self.effects = [], [], []
+        try:
+            self.journal.append(cmds, events)
+        except Exception as e:         # nothing of this batch is acknowledged; the router stops taking input
+            self.failed = e
+            log.error("router journal commit failed: %s; no further input is taken", e,
+                      extra={"event": "journal_failed"})
+            return
+        unsent = []
+        for fx in effects:
+            if callable(fx):
+                fx()
+            elif fx[0] == "child":
+                _, venue, clid, frame, recv_ns = fx
+                ad = self.venues.get(venue)
+                c = self.state.children.get((venue, clid))
+                if ad is not None and ad.up and ad.raw(frame):
+                    if c is not None:
+                        c.sent_ns = time.perf_counter_ns()
+                        if recv_ns:
+                            self.decision_ns.append(c.sent_ns - recv_ns)
+                    if self.metrics:
+                        self.metrics.child_sent(venue, frame)
+                elif c is not None and frame[2] == MsgType.NEW_ORDER:
+                    unsent.append((venue, frame[wire.HEADER.size:]))
+            else:
+                account, frame = fx
+                for sess in self.sessions.get(account, ()):
+                    sess.write(frame)
+        for venue, body in unsent:     # the venue was down: the child never left, route its share again
+            self.child_unsent(venue, body)
+
+    # -- inputs --
+    def client_order(self, account: int, msg_type: int, body: bytes, recv_ns: int = 0) -> None:
+        ts = time.time_ns()
+        self._input(RouteInput.CLIENT_ORDER, msg_type, 0, account, body, ts)
+        if msg_type == MsgType.NEW_ORDER:
+            self.decide_new(account, body, ts, recv_ns)
+        elif msg_type == MsgType.CANCEL:
+            self.decide_cancel(account, body, ts)
+        elif msg_type == MsgType.AMEND:
+            self.decide_amend(account, body, ts)
+        elif msg_type == MsgType.MASS_CANCEL:
+            self.decide_mass_cancel(account, body, ts)
+
+    def venue_report(self, venue: int, msg_type: int, body: bytes, seq: int) -> None:
+        s = self.state
+        r = codec.EXEC_REPORT.unpack(body)
+        c = s.children.get((venue, r[R["client_order_id"]]))
+        prev_state = c.state if c is not None else None
+        if self.metrics:
+            self.metrics.report(venue, msg_type, r, c)
+        if c is None and not seq:
+            return                     # a session-level reject of nothing of ours
+        if c is None:
+            if seq > s.venue_seq[venue]:    # not our child (another session of the venue account): its seq is
+                self._input(RouteInput.VENUE_REPORT, msg_type, venue, 0, body, time.time_ns())   # still taken
+            return
+        ts = time.time_ns()
+        self._input(RouteInput.VENUE_REPORT, msg_type, venue, 0, body, ts)
+        p = s.parents[c.parent]
+        cmd = r[R["cmd_kind"]]
+        if msg_type == MsgType.FILL:
+            qty = r[R["qty"]]
+            self.report(p.account, MsgType.FILL, p.id, p.clid, p.symbol, p.side, r[R["price"]], qty,
+                        p.qty - p.filled - qty, CommandKind.NEW_ORDER, ts, trade_id=s.next_trade_id,
+                        liquidity=r[R["liquidity"]], fee=r[R["fee"]])
+        elif msg_type == MsgType.REPLACED and not p.done:
+            self.report(p.account, MsgType.REPLACED, p.id, p.clid, p.symbol, p.side, r[R["price"]], r[R["leaves"]],
+                        r[R["leaves"]], CommandKind.AMEND, ts)
+        elif msg_type == MsgType.REJECTED and cmd == CommandKind.AMEND:
+            self.report(p.account, MsgType.REJECTED, p.id, p.clid, p.symbol, p.side, r[R["price"]], r[R["qty"]], 0,
+                        CommandKind.AMEND, ts, reason=r[R["reason"]])
+        if c.state == DONE and prev_state != DONE:
+            self.progress(p, ts)
+
+    def child_unsent(self, venue: int, new_order_body: bytes) -> None:
+        ts = time.time_ns()
+        self._input(RouteInput.CHILD_UNSENT, MsgType.NEW_ORDER, venue, 0, new_order_body, ts)
+        o = codec.NEW_ORDER.unpack(_pad(new_order_body))
+        c = self.state.children.get((venue, o[N["client_order_id"]]))
+        if c is not None:
+            log.warning("child never reached its venue: routed again", extra={
+                "event": "child_unsent", "venue": self.venues_cfg[venue - 1].name, "child": c.clid,
+                "parent": c.parent})
+            self.progress(self.state.parents[c.parent], ts)
+
+    # -- decisions --
+    def _reject(self, account, o, reason, ts):
+        self.report(account, MsgType.REJECTED, 0, o[N["client_order_id"]], o[N["symbol"]], o[N["side"]],
+                    o[N["price"]], o[N["qty"]], 0, CommandKind.NEW_ORDER, ts, reason=reason)
+
+    def _check_new(self, account, o) -> int:
+        sym = self.symbols.get(o[N["symbol"]])
+        clid, side, ot, tif = o[N["client_order_id"]], o[N["side"]], o[N["order_type"]], o[N["tif"]]
+        price, qty = o[N["price"]], o[N["qty"]]
+        if clid > wire.MAX_CLIENT_ORDER_ID:
+            return Reject.CLIENT_ORDER_ID_RESERVED
+        if clid <= self.state.last_clid.get(account, 0):
+            return Reject.DUPLICATE_CLIENT_ORDER_ID
+        if sym is None:
+            return Reject.UNKNOWN_SYMBOL
+        if side not in (Side.BUY, Side.SELL):
+            return Reject.INVALID_SIDE
+        if ot in (OrderType.STOP, OrderType.STOP_LIMIT) or tif in (TimeInForce.FOK, TimeInForce.GTD) or \
+                o[N["flags"]] or o[N["display_qty"]] or o[N["stop_price"]] or o[N["expire_ts_ns"]]:
+            return Reject.ROUTE_UNSUPPORTED
+        if ot not in (OrderType.LIMIT, OrderType.MARKET):
+            return Reject.INVALID_ORDER_TYPE
+        if tif not in (TimeInForce.GTC, TimeInForce.DAY, TimeInForce.IOC):
+            return Reject.INVALID_TIF
+        if qty <= 0:
+            return Reject.INVALID_QTY
+        if qty % sym.lot_size:
+            return Reject.QTY_NOT_LOT_MULTIPLE
+        if qty > sym.max_qty:
+            return Reject.QTY_ABOVE_MAX
+        if (ot == OrderType.LIMIT and price <= 0) or (ot == OrderType.MARKET and price != 0):
+            return Reject.INVALID_PRICE
+        if price % sym.tick_size:
+            return Reject.PRICE_NOT_TICK_MULTIPLE
+        if price > sym.max_price:
+            return Reject.PRICE_ABOVE_MAX
+        return 0
+
+    def decide_new(self, account, body, ts, recv_ns=0):
+        o = codec.NEW_ORDER.unpack(_pad(body))
+        reason = self._check_new(account, o)
+        if reason:
+            return self._reject(account, o, reason, ts)
+        s = self.state
+        pid = s.next_order_id
+        self._output(RouteOutput.PARENT, MsgType.NEW_ORDER, 0, account, pid, 0, body)
+        p = s.parents[pid]
+        self.report(account, MsgType.ACCEPTED, pid, p.clid, p.symbol, p.side, p.price, p.qty, p.qty,
+                    CommandKind.NEW_ORDER, ts)
+        self.progress(p, ts, recv_ns)
+
+    def decide_cancel(self, account, body, ts):
+        p = self._target(account, body)            # apply_input set cancel_requested on it
+        if p is None:
+            clid, oid = codec.CANCEL.unpack(body)
+            self.report(account, MsgType.REJECTED, oid, clid, 0, 0, 0, 0, 0, CommandKind.CANCEL, ts,
+                        reason=Reject.UNKNOWN_ORDER)
+            return
+        self._cancel_parent(p, ts, CancelReason.USER)
+
+    def decide_mass_cancel(self, account, body, ts):
+        symbol, side = codec.MASS_CANCEL.unpack(body)[:2]
+        targets = self._mass_targets(account, symbol, side)
+        for p in targets:
+            self._cancel_parent(p, ts, CancelReason.MASS_CANCEL)
+        self.report(account, MsgType.MASS_CANCEL_DONE, 0, 0, symbol, side, 0, len(targets), 0,
+                    CommandKind.MASS_CANCEL, ts)
+
+    def _cancel_parent(self, p, ts, reason):
+        live = [c for c in p.children if c.state != DONE]
+        if not live:
+            self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, p.qty - p.filled, 0,
+                        CommandKind.CANCEL, ts, reason=reason)
+            return
+        for c in live:                 # IOC children end on their own; resting ones are cancelled
+            if c.tif != TimeInForce.IOC:
+                self._child(c.venue, c.clid, p, codec.CANCEL_FRAME.pack(c.clid, 0))
+
+    def decide_amend(self, account, body, ts):
+        clid, oid, price, qty, stop = codec.AMEND.unpack(body)
+        s = self.state
+        p = s.parents.get(oid) if oid else s.by_clid.get((account, clid))
+        if p is None or p.account != account or p.done:
+            return self.report(account, MsgType.REJECTED, oid, clid, 0, 0, price, qty, 0, CommandKind.AMEND, ts,
+                               reason=Reject.UNKNOWN_ORDER)
+        live = [c for c in p.children if c.state != DONE]
+        if stop or len(live) != 1 or live[0].tif == TimeInForce.IOC:
+            # only a parent resting as one posted child can be amended (ROUTING.md)
+            return self.report(account, MsgType.REJECTED, p.id, p.clid, p.symbol, p.side, price, qty, 0,
+                               CommandKind.AMEND, ts, reason=Reject.ROUTE_UNSUPPORTED)
+        c = live[0]
+        self._child(c.venue, c.clid, p, codec.AMEND_FRAME.pack(c.clid, 0, price, qty, 0))
+
+    def _child(self, venue, clid, p, frame, recv_ns=0):
+        """A frame to a venue about child `clid` of p: journaled now, written after the commit."""
+        self._output(RouteOutput.CHILD_ORDER, frame[2], venue, p.account, p.id, clid, frame[wire.HEADER.size:])
+        self.effects.append(("child", venue, clid, frame, recv_ns))
+
+    def venue_rank(self, symbol) -> dict[int, int]:
+        return {v: r for v, r in self.rank.items() if symbol in getattr(self.venues.get(v), "venue_symbol", {})}
+
+    def progress(self, p: Parent, ts: int, recv_ns: int = 0) -> None:
+        """p's children are all over (or it has none): route the rest again, post it, or end it."""
+        if p.done or any(c.state != DONE for c in p.children):
+            return
+        left = p.qty - p.filled
+        if left <= 0:
+            return
+        if p.cancel_requested:
+            return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
+                               CommandKind.CANCEL, ts, reason=CancelReason.USER)
+        rank = self.venue_rank(p.symbol)
+        if p.waves < self.cfg.waves and rank:
+            limit = p.price if p.order_type == OrderType.LIMIT else None
+            split, rest = bookmod.allocate(self.book.venue_books(p.symbol), p.side, left, limit, self.taker_bps, rank)
+            if split:
+                s = self.state
+                for v, q, worst in split:
+                    clid = s.next_child_clid[v]
+                    vs = self.venues[v].venue_symbol[p.symbol]
+                    self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT,
+                                                                       TimeInForce.IOC, worst, q), recv_ns)
+                log.info("route", extra={
+                    "event": "route", "parent": p.id, "account": p.account, "symbol": p.symbol, "side": p.side,
+                    "qty": left, "limit": limit, "wave": p.waves, "unallocated": rest,
+                    "children": [(self.venues_cfg[v - 1].name, q, worst, self.taker_bps[v]) for v, q, worst in split],
+                    "reason": "cheapest all-in price (price and taker fee) first, then venue score"})
+                return
+        if p.order_type == OrderType.MARKET or p.tif == TimeInForce.IOC or self.cfg.remainder == "ioc":
+            why = CancelReason.MARKET_REMAINDER if p.order_type == OrderType.MARKET else CancelReason.IOC_REMAINDER
+            log.info("route remainder cancelled", extra={"event": "route_remainder", "parent": p.id, "qty": left,
+                                                          "reason": "ioc" if rank else "no venue up"})
+            return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
+                               CommandKind.NEW_ORDER, ts, reason=why)
+        # post: rest the remainder at the best venue for a maker (lowest maker fee, then score)
+        if not rank:
+            log.info("route remainder waits for a venue", extra={"event": "route_wait", "parent": p.id})
+            return
+        v = min(rank, key=lambda x: (self.maker_bps[x], rank[x]))
+        clid = self.state.next_child_clid[v]
+        vs = self.venues[v].venue_symbol[p.symbol]
+        self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT, TimeInForce.GTC,
+                                                           p.price, left), recv_ns)
+        log.info("route post", extra={"event": "route_post", "parent": p.id, "venue": self.venues_cfg[v - 1].name,
+                                      "qty": left, "price": p.price, "reason": "remainder posted at the best venue "
+                                      "for a maker (lowest maker fee, then score)"})
+
+    # -- venues --
+    def venue_up(self, venue: int, next_clid: int) -> None:
+        """A venue logged on (its replay taken): the children it never received are unsent (their
+        client order id is at or above its next_client_order_id); parents waiting go on."""
+        ts = time.time_ns()
+        self._input(RouteInput.VENUE_UP, 0, venue, 0, next_clid.to_bytes(8, "little"), ts)
+        s = self.state
+        for (v, clid), c in list(s.children.items()):
+            if v == venue and c.state == SENT and clid >= next_clid:
+                p = s.parents[c.parent]
+                vs = self.venues[v].venue_symbol.get(p.symbol, 0)
+                body = codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT, c.tif, c.price, c.qty)
+                self.child_unsent(v, body[wire.HEADER.size:])
+        for p in s.open_parents():
+            if all(c.state == DONE for c in p.children):
+                self.progress(p, ts)
+
+    def venue_down(self, venue: int) -> list[int]:
+        return self.book.drop_venue(venue)
+
+    def status(self) -> dict:
+        s = self.state
+        return {"parents_open": len(s.open_parents()), "parents": len(s.parents), "children": len(s.children),
+                "children_in_doubt": sum(1 for c in s.children.values() if c.state == SENT),
+                "last_seq": s.last_seq}
+
+
+def order_entry(p: Parent) -> dict:
+    """A parent as an OPEN_ORDERS / ORDER_STATUS entry."""
+    return dict(order_id=p.id, client_order_id=p.clid, symbol=p.symbol, side=p.side, order_type=p.order_type,
+                tif=p.tif, state=OrderState.RESTING, price=p.price, stop_price=0, qty=p.qty, leaves=p.leaves,
+                shown=p.leaves, filled=p.filled)

@@ -1,0 +1,189 @@
+"""Smart order routing (engine/routing, engine/ROUTING.md) against three real venue servers with
+different books and taker fees: a marketable order fills at the best combined all-in prices
+(checked against a brute-force optimum over the venues' books at that moment), never through a
+better all-in price left on another venue, within the client's limit; the SDK works against
+the router unchanged; reports come in sequence."""
+from __future__ import annotations
+
+import itertools
+import time
+from decimal import Decimal
+
+import pytest
+
+from clients.client import SyncClient
+from engine.testing import SECRETS, RouterProc, ServerProc
+
+BPS = 10_000
+FEES = {"A": ("0", "0"), "B": ("0.0005", "0.0001"), "C": ("0.0010", "-0.0001")}
+# asks per venue: (price units, qty units); BTCUSDT has 2 price decimals, 3 qty decimals
+ASKS = {"A": [(5_001_000, 5), (5_002_500, 5)],
+        "B": [(4_999_000, 4), (5_000_000, 6)],
+        "C": [(4_998_000, 3), (5_004_000, 10)]}
+BIDS = {"A": [(4_990_000, 6)], "B": [(4_991_000, 5)], "C": [(4_992_000, 4), (4_989_000, 8)]}
+
+
+def venue_risk(taker: str, maker: str) -> str:
+    return f'enabled = true\n\n[risk.defaults]\ntaker_fee = "{taker}"\nmaker_fee = "{maker}"\n'
+
+
+def bps(fraction: str) -> int:
+    return int(Decimal(fraction) * BPS)
+
+
+@pytest.fixture
+def venues(tmp_path):
+    made = {}
+    for name in "ABC":
+        made[name] = ServerProc(tmp_path / f"venue{name}", risk=venue_risk(*FEES[name]),
+                                account_extra='initial_deposit = "100000000"\n',
+                                symbol_extra='reference_price = "50000.00"').start()
+    yield made
+    for s in made.values():
+        s.stop()
+
+
+@pytest.fixture
+def router_factory(tmp_path):
+    made = []
+
+    def make(venues, **kw):
+        r = RouterProc(tmp_path / f"router{len(made)}", [(n, s) for n, s in venues.items()], fees=FEES, **kw)
+        made.append(r)
+        return r
+    yield make
+    for r in made:
+        r.stop()
+
+
+def post_books(venues, asks=ASKS, bids=BIDS):
+    """Account 2 rests the books at each venue (the router trades as account 1 there)."""
+    for name, srv in venues.items():
+        with SyncClient.connect("127.0.0.1", srv.port, account=2, secret=SECRETS[2]) as mm:
+            sym = mm.symbols_by_name["BTCUSDT"]
+            for price, qty in asks[name]:
+                assert mm.place("BTCUSDT", "sell", sym.qty(qty), price=sym.price(price)).kind == "accepted"
+            for price, qty in bids[name]:
+                assert mm.place("BTCUSDT", "buy", sym.qty(qty), price=sym.price(price)).kind == "accepted"
+
+
+def wait_book(c, n_asks, n_bids, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        b = c.book("BTCUSDT", 20)
+        if len(b.asks) == n_asks and len(b.bids) == n_bids:
+            return b
+        assert time.monotonic() < deadline, f"consolidated book never complete: {b}"
+        time.sleep(0.05)
+
+
+def until_done(c, clid, timeout=15.0):
+    """The order's reports until it is over (leaves 0 on a fill, or cancelled)."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in c.received_reports():
+            got.append(r)
+            if getattr(r, "client_order_id", None) == clid and (r.kind == "cancelled" or
+                                                               (r.kind == "fill" and r.leaves == 0)):
+                return got
+        time.sleep(0.02)
+    raise AssertionError(f"order {clid} not over: {got}")
+
+
+def venue_fills(srv):
+    """The fills of the router's account (1) at a venue, from the venue itself (a replay from seq 1)."""
+    with SyncClient.connect("127.0.0.1", srv.port, account=1, secret=SECRETS[1], next_seq=1) as v:
+        v.open_orders()                       # answered after the replay written at logon
+        return [(int(r.price * 100), int(r.qty * 1000)) for r in v.received_reports() if r.kind == "fill"]
+
+
+def walk(levels, q):
+    """Cost (sum price x qty) of taking q units off levels best first."""
+    cost = 0
+    for price, qty in levels:
+        take = min(q, qty)
+        cost += take * price
+        q -= take
+    assert q == 0
+    return cost
+
+
+def brute_force(side_levels, fees, qty, limit, buy=True):
+    """The best all-in cost over every split of qty across the venues (exhaustive)."""
+    names = sorted(side_levels)
+    ok = {n: [(p, q) for p, q in side_levels[n] if (p <= limit if buy else p >= limit)] for n in names}
+    avail = {n: sum(q for _, q in ok[n]) for n in names}
+    target = min(qty, sum(avail.values()))
+    best = None
+    for combo in itertools.product(*(range(avail[n] + 1) for n in names)):
+        if sum(combo) != target:
+            continue
+        total = sum(walk(ok[n], q) * (BPS + (fees[n] if buy else -fees[n])) for n, q in zip(names, combo))
+        if best is None or (total < best if buy else total > best):
+            best = total
+    return target, best
+
+
+def check_no_trade_through(side_levels, fills, fees, buy=True):
+    """No unit filled at an all-in price worse than one left untaken on any venue's shown book."""
+    worst_taken, best_left = None, None
+    for n, levels in side_levels.items():
+        taken = sorted(fills[n], reverse=not buy)
+        left = dict(levels)
+        for price, qty in taken:
+            left[price] -= qty
+            a = price * (BPS + (fees[n] if buy else -fees[n]))
+            worst_taken = a if worst_taken is None else (max(worst_taken, a) if buy else min(worst_taken, a))
+        for price, qty in left.items():
+            if qty > 0:
+                a = price * (BPS + (fees[n] if buy else -fees[n]))
+                best_left = a if best_left is None else (min(best_left, a) if buy else max(best_left, a))
+    if worst_taken is not None and best_left is not None:
+        assert (worst_taken <= best_left) if buy else (worst_taken >= best_left), (worst_taken, best_left)
+
+
+def test_marketable_buy_when_three_venues_then_fills_at_brute_force_optimum_after_fees(venues, router_factory):
+    post_books(venues)
+    router = router_factory(venues).start()
+    fees = {n: bps(f[0]) for n, f in FEES.items()}
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        book = wait_book(c, n_asks=6, n_bids=4)           # the consolidated book: every venue's levels
+        assert book.asks[0].price == Decimal("49980.00") and book.bids[0].price == Decimal("49920.00")
+        qty, limit = 20, 5_004_000
+        ack = c.place("BTCUSDT", "buy", "0.020", price="50040.00")
+        assert ack.kind == "accepted" and ack.leaves == Decimal("0.020")
+        reports = until_done(c, ack.client_order_id)
+        fills = [r for r in reports if r.kind == "fill"]
+        assert sum(r.qty for r in fills) == Decimal("0.020")
+        assert reports[0] == ack and [r.seq for r in reports] == list(range(1, len(reports) + 1))   # no gap
+        assert [r.leaves for r in fills] == sorted((r.leaves for r in fills), reverse=True)
+    got = {n: venue_fills(s) for n, s in venues.items()}
+    assert sorted(p for fs in got.values() for p in fs) == sorted((int(r.price * 100), int(r.qty * 1000))
+                                                                 for r in fills)
+    target, best = brute_force(ASKS, fees, qty, limit)
+    actual = sum(p * q * (BPS + fees[n]) for n, fs in got.items() for p, q in fs)
+    assert sum(q for fs in got.values() for _, q in fs) == target == qty
+    assert actual == best
+    assert all(p <= limit for fs in got.values() for p, _ in fs)
+    check_no_trade_through(ASKS, got, fees)
+
+
+def test_sell_with_limit_when_book_thin_then_limit_respected_and_remainder_cancelled(venues, router_factory):
+    post_books(venues)
+    router = router_factory(venues).start()
+    fees = {n: bps(f[0]) for n, f in FEES.items()}
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        ack = c.place("BTCUSDT", "sell", "0.030", price="49900.00")
+        reports = until_done(c, ack.client_order_id)
+        fills = [r for r in reports if r.kind == "fill"]
+        last = reports[-1]
+        assert last.kind == "cancelled" and last.reason == "ioc_remainder"
+        assert all(r.price >= Decimal("49900.00") for r in fills)
+    got = {n: venue_fills(s) for n, s in venues.items()}
+    target, best = brute_force(BIDS, fees, 30, 4_990_000, buy=False)
+    actual = sum(p * q * (BPS - fees[n]) for n, fs in got.items() for p, q in fs)
+    assert sum(q for fs in got.values() for _, q in fs) == target == 15
+    assert actual == best
+    check_no_trade_through(BIDS, got, fees, buy=False)
