@@ -422,6 +422,9 @@ class Router:
         reason = self._check_new(account, o)
         if reason:
             return self._reject(account, o, reason, ts)
+        if not self.venue_rank(o[N["symbol"]]) and (self.cfg.remainder == "ioc" or o[N["tif"]] == TimeInForce.IOC
+                                                     or o[N["order_type"]] == OrderType.MARKET):
+            return self._reject(account, o, Reject.NO_VENUE, ts)    # nothing could fill it, nothing may wait
         s = self.state
         pid = s.next_order_id
         self._output(RouteOutput.PARENT, MsgType.NEW_ORDER, 0, account, pid, 0, body)
@@ -493,7 +496,8 @@ class Router:
         rank = self.venue_rank(p.symbol)
         if p.waves < self.cfg.waves and rank:
             limit = p.price if p.order_type == OrderType.LIMIT else None
-            split, rest = bookmod.allocate(self.book.venue_books(p.symbol), p.side, left, limit, self.taker_bps, rank)
+            split, rest = bookmod.allocate(self.book.venue_books(p.symbol), p.side, left, limit, self.taker_bps,
+                                           rank)
             if split:
                 s = self.state
                 for v, q, worst in split:
