@@ -187,3 +187,33 @@ def test_sell_with_limit_when_book_thin_then_limit_respected_and_remainder_cance
     assert sum(q for fs in got.values() for _, q in fs) == target == 15
     assert actual == best
     check_no_trade_through(BIDS, got, fees, buy=False)
+
+
+def test_post_remainder_when_gtc_limit_then_rests_at_best_maker_venue_and_sdk_amend_cancel_work(venues,
+                                                                                              router_factory):
+    post_books(venues)
+    router = router_factory(venues, router_extra='remainder = "post"').start()
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        ack = c.place("BTCUSDT", "buy", "0.030", price="50000.00")
+        deadline = time.monotonic() + 10
+        while True:                                    # 13 fill within the limit (B 10, C 3), 17 are posted
+            orders = c.open_orders()
+            if orders and orders[0].filled == Decimal("0.013"):
+                break
+            assert time.monotonic() < deadline, orders
+            time.sleep(0.05)
+        assert (orders[0].order_id, orders[0].leaves) == (ack.order_id, Decimal("0.017"))
+        with SyncClient.connect("127.0.0.1", venues["C"].port, account=1, secret=SECRETS[1]) as v:
+            # C: the lowest maker fee (a rebate)
+            assert [(o.price, o.leaves, o.tif) for o in v.open_orders()] == [(Decimal("50000.00"), Decimal("0.017"),
+                                                                             "gtc")]
+        rep = c.amend("BTCUSDT", order_id=ack.order_id, qty="0.010", price="49995.00")
+        assert (rep.kind, rep.leaves, rep.price) == ("replaced", Decimal("0.010"), Decimal("49995.00"))
+        with SyncClient.connect("127.0.0.1", venues["C"].port, account=1, secret=SECRETS[1]) as v:
+            assert [(o.price, o.leaves) for o in v.open_orders()] == [(Decimal("49995.00"), Decimal("0.010"))]
+        rep = c.cancel(order_id=ack.order_id)
+        assert (rep.kind, rep.reason, rep.qty) == ("cancelled", "user", Decimal("0.010"))
+        assert c.open_orders() == []
+        with SyncClient.connect("127.0.0.1", venues["C"].port, account=1, secret=SECRETS[1]) as v:
+            assert v.open_orders() == []

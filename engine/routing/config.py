@@ -41,6 +41,7 @@ class RouterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reconnect_s: float = 0.5               # a venue that went down is tried again this often
     degraded_p99_ms: float = 250.0         # a venue whose child acknowledgement p99 exceeds this is degraded
     degraded_reject_ratio: float = 0.2     # ... or whose children are rejected more often than this
+    degraded_min_samples: int = 10         # ... judged once it has acknowledged at least this many children
     ops_host: str = "127.0.0.1"            # HTTP /metrics and /status (0 = ephemeral port, None = off)
     ops_port: int | None = 7012
     ops_port_file: str | None = None

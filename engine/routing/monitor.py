@@ -6,8 +6,9 @@ among equal all-in prices, and demotion of a degraded venue.
 
 over the last WINDOW children (a venue with no history yet scores 1). A venue is degraded when
 its p99 acknowledgement latency exceeds [router] degraded_p99_ms or its reject ratio exceeds
-degraded_reject_ratio: it is ranked after every healthy venue (it still gets an order when its
-price is the best: the price comes first), it is never chosen to post a remainder, and
+degraded_reject_ratio (once it has degraded_min_samples acknowledgements): it is ranked after
+every healthy venue (it still gets an order when its price is the best: the price comes first),
+a remainder is posted there only when no healthy venue trades the symbol, and
 te_route_venue_degraded{venue} is 1 (the alert).
 """
 from __future__ import annotations
@@ -60,10 +61,11 @@ class VenueStats:
 
 
 class Monitor:
-    def __init__(self, router, names: list[str], degraded_p99_ms: float, degraded_reject_ratio: float):
+    def __init__(self, router, names: list[str], degraded_p99_ms: float, degraded_reject_ratio: float,
+                 min_samples: int = 10):
         self.router = router
         self.names = names                                       # index - 1 -> venue name
-        self.p99_ms, self.reject_max = degraded_p99_ms, degraded_reject_ratio
+        self.p99_ms, self.reject_max, self.min_samples = degraded_p99_ms, degraded_reject_ratio, min_samples
         self.stats = {i: VenueStats() for i in range(1, len(names) + 1)}
         self.registry = CollectorRegistry()
         r = self.registry
@@ -152,7 +154,8 @@ class Monitor:
         up = [v for v in self.stats if self.stats[v].up_since is not None]
         degraded = set()
         for v, st in self.stats.items():
-            bad = len(st.acks) >= 10 and (st.pct(0.99) * 1e3 > self.p99_ms or st.reject_ratio() > self.reject_max)
+            bad = len(st.acks) >= self.min_samples and (st.pct(0.99) * 1e3 > self.p99_ms or
+                                                        st.reject_ratio() > self.reject_max)
             name = self.names[v - 1]
             if bad:
                 degraded.add(v)

@@ -517,11 +517,11 @@ class Router:
                                                           "reason": "ioc" if rank else "no venue up"})
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
                                CommandKind.NEW_ORDER, ts, reason=why)
-        # post: rest the remainder at the best venue for a maker (lowest maker fee, then score)
+        # post: rest the remainder at the best venue for a maker (healthy first, lowest maker fee, then score)
         if not rank:
             log.info("route remainder waits for a venue", extra={"event": "route_wait", "parent": p.id})
             return
-        v = min(rank, key=lambda x: (self.maker_bps[x], rank[x]))
+        v = min(rank, key=lambda x: (x in self.degraded, self.maker_bps[x], rank[x]))
         clid = self.state.next_child_clid[v]
         vs = self.venues[v].venue_symbol[p.symbol]
         self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT, TimeInForce.GTC,

@@ -121,7 +121,8 @@ class ClientSession(asyncio.Protocol):
     def session_reject(self, t, body, reason) -> bytes:
         vals = wire.decode(wire.encode(t) [:8] + body)[0][0][1]
         names = vals.dtype.names
-        sent = {f: int(vals[f]) for f in ("client_order_id", "order_id", "symbol", "side", "price", "qty") if f in names}
+        sent = {f: int(vals[f]) for f in ("client_order_id", "order_id", "symbol", "side", "price", "qty")
+                if f in names}
         kind = {MsgType.NEW_ORDER: 1, MsgType.CANCEL: 2, MsgType.AMEND: 3}.get(t, 4)
         return wire.encode(MsgType.REJECTED, seq=0, reason=reason, cmd_kind=kind, ts_ns=time.time_ns(), **sent)
 
@@ -306,10 +307,11 @@ class RouterApp:
         self.symbols = {s.id: s for s in cfg.symbols}
         self.keys = {a.id: signing_key(account_secret(a)) for a in cfg.accounts}
         j = cfg.journal
-        self.journal = Journal(j.path, j.durability, j.map_size, key=journal_key(j), layouts=(ROUTE_INPUT, ROUTE_OUTPUT))
+        self.journal = Journal(j.path, j.durability, j.map_size, key=journal_key(j),
+                               layouts=(ROUTE_INPUT, ROUTE_OUTPUT))
         self.router = Router(cfg.router, cfg.venues, self.symbols, self.journal)
         self.monitor = Monitor(self.router, [v.name for v in cfg.venues], cfg.router.degraded_p99_ms,
-                               cfg.router.degraded_reject_ratio)
+                               cfg.router.degraded_reject_ratio, cfg.router.degraded_min_samples)
         self.router.metrics = self.monitor
         shim = types.SimpleNamespace(server=cfg.server, journal=cfg.journal,
                                      engine=types.SimpleNamespace(max_accounts=max(self.keys, default=0) + 1))
