@@ -12,8 +12,7 @@ from decimal import Decimal
 
 from clients.client import SyncClient
 from engine.testing import SECRETS
-from tests.test_routing import (ASKS, FEES, post_books, router_factory, until_done, venues,  # noqa: F401 (fixtures)
-                                wait_book)
+from tests.test_routing import post_books, router_factory, until_done, venues, wait_book  # noqa: F401 (fixtures)
 
 
 def stop(srv):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from protocol import wire
+from protocol import records, wire
 from protocol.layout import Layout
 from protocol.wire import MsgType
 
@@ -78,3 +78,6 @@ REPORT_FIELDS = tuple(n for n, _, _ in wire.EXEC_REPORT.fields if not n.startswi
 REPORT_FRAMES = {t: Frame(t, REPORT_FIELDS) for t in (MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL,
                                                       MsgType.CANCELLED, MsgType.REPLACED, MsgType.MASS_CANCEL_DONE)}
 R = EXEC_REPORT.fields                 # ExecReport field -> index in an unpacked tuple
+# the router journal's records (protocol/records.py); a bytes field shorter than its size is zero padded
+ROUTE_INPUT = Body(records.ROUTE_INPUT)
+ROUTE_OUTPUT = Body(records.ROUTE_OUTPUT)

@@ -39,12 +39,7 @@ from protocol.wire import MsgType
 log = logging.getLogger("trading-engine.route")
 
 SENT, LIVE, DONE = 1, 2, 3           # a child's state: journaled (maybe not yet acknowledged), acknowledged, over
-BODY = 96                            # bytes of a record's body field
 N = codec.NEW_ORDER.fields           # NewOrder field -> index
-
-
-def _pad(body: bytes) -> bytes:
-    return body + bytes(BODY - len(body))
 
 
 class Child:
@@ -128,7 +123,8 @@ class Router:
         self.flush_scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.failed: Exception | None = None
-        self.decision_ns: deque[int] = deque(maxlen=4096)   # client order received -> its children written
+        # client order received -> the last of its children written (ns; perf/routing.py reads them)
+        self.decision_ns: deque[int] = deque(maxlen=1 << 16)
 
     # -- recovery --
     def recover(self) -> int:
@@ -252,9 +248,7 @@ class Router:
         if self.failed is not None:
             raise self.failed
         seq = self.state.last_seq + 1
-        body = _pad(body)
-        self.inputs.append(np.array([(kind, msg_type, venue, account, seq, ts, body)], dtype=ROUTE_INPUT.dtype)
-                           .tobytes())
+        self.inputs.append(codec.ROUTE_INPUT.struct.pack(kind, msg_type, venue, account, seq, ts, body))
         self.apply_input(kind, msg_type, venue, account, seq, body)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -262,9 +256,8 @@ class Router:
         return seq
 
     def _output(self, kind, msg_type, venue, account, parent, child, body: bytes) -> None:
-        body = _pad(body)
-        self.outputs.append(np.array([(kind, msg_type, venue, account, self.state.last_seq, parent, child, body)],
-                                     dtype=ROUTE_OUTPUT.dtype).tobytes())
+        self.outputs.append(codec.ROUTE_OUTPUT.struct.pack(kind, msg_type, venue, account, self.state.last_seq,
+                                                           parent, child, body))
         self.apply_output(kind, msg_type, venue, account, parent, child, body)
 
     def report(self, p_account, msg_type, parent_id, clid, symbol, side, price, qty, leaves, cmd_kind, ts,
@@ -301,6 +294,9 @@ class Router:
                       extra={"event": "journal_failed"})
             return
         unsent = []
+        decided: dict[int, int] = {}   # client order received (perf_counter ns) -> its last child written
+        # the children first (the decision's point), then the client's reports and replies in their order
+        effects.sort(key=lambda fx: not (type(fx) is tuple and fx[0] == "child"))     # stable
         for fx in effects:
             if callable(fx):
                 fx()
@@ -312,7 +308,7 @@ class Router:
                     if c is not None:
                         c.sent_ns = time.perf_counter_ns()
                         if recv_ns:
-                            self.decision_ns.append(c.sent_ns - recv_ns)
+                            decided[recv_ns] = c.sent_ns
                     if self.metrics:
                         self.metrics.child_sent(venue, frame)
                 elif c is not None and frame[2] == MsgType.NEW_ORDER:
@@ -321,6 +317,8 @@ class Router:
                 account, frame = fx
                 for sess in self.sessions.get(account, ()):
                     sess.write(frame)
+        for recv_ns, sent_ns in decided.items():
+            self.decision_ns.append(sent_ns - recv_ns)
         for venue, body in unsent:     # the venue was down: the child never left, route its share again
             self.child_unsent(venue, body)
 
@@ -371,7 +369,7 @@ class Router:
     def child_unsent(self, venue: int, new_order_body: bytes) -> None:
         ts = time.time_ns()
         self._input(RouteInput.CHILD_UNSENT, MsgType.NEW_ORDER, venue, 0, new_order_body, ts)
-        o = codec.NEW_ORDER.unpack(_pad(new_order_body))
+        o = codec.NEW_ORDER.unpack(new_order_body)
         c = self.state.children.get((venue, o[N["client_order_id"]]))
         if c is not None:
             log.warning("child never reached its venue: routed again", extra={
@@ -418,7 +416,7 @@ class Router:
         return 0
 
     def decide_new(self, account, body, ts, recv_ns=0):
-        o = codec.NEW_ORDER.unpack(_pad(body))
+        o = codec.NEW_ORDER.unpack(body)
         reason = self._check_new(account, o)
         if reason:
             return self._reject(account, o, reason, ts)
@@ -480,6 +478,12 @@ class Router:
         self._output(RouteOutput.CHILD_ORDER, frame[2], venue, p.account, p.id, clid, frame[wire.HEADER.size:])
         self.effects.append(("child", venue, clid, frame, recv_ns))
 
+    def audit(self, event, msg, **fields) -> None:
+        """A routing decision logged with its reason, once its orders are written (formatting a JSON log
+        line costs ~100 us here: not on the way to the venues)."""
+        fields["event"] = event
+        self.effects.append(lambda: log.info(msg, extra=fields))
+
     def venue_rank(self, symbol) -> dict[int, int]:
         return {v: r for v, r in self.rank.items() if symbol in getattr(self.venues.get(v), "venue_symbol", {})}
 
@@ -505,30 +509,30 @@ class Router:
                     vs = self.venues[v].venue_symbol[p.symbol]
                     self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT,
                                                                        TimeInForce.IOC, worst, q), recv_ns)
-                log.info("route", extra={
-                    "event": "route", "parent": p.id, "account": p.account, "symbol": p.symbol, "side": p.side,
-                    "qty": left, "limit": limit, "wave": p.waves, "unallocated": rest,
-                    "children": [(self.venues_cfg[v - 1].name, q, worst, self.taker_bps[v]) for v, q, worst in split],
-                    "reason": "cheapest all-in price (price and taker fee) first, then venue score"})
+                names = [(self.venues_cfg[v - 1].name, q, worst, self.taker_bps[v]) for v, q, worst in split]
+                self.audit("route", "route", parent=p.id, account=p.account, symbol=p.symbol, side=p.side,
+                           qty=left, limit=limit, wave=p.waves, unallocated=rest, children=names,
+                           reason="cheapest all-in price (price and taker fee) first, then venue score")
                 return
         if p.order_type == OrderType.MARKET or p.tif == TimeInForce.IOC or self.cfg.remainder == "ioc":
             why = CancelReason.MARKET_REMAINDER if p.order_type == OrderType.MARKET else CancelReason.IOC_REMAINDER
-            log.info("route remainder cancelled", extra={"event": "route_remainder", "parent": p.id, "qty": left,
-                                                          "reason": "ioc" if rank else "no venue up"})
+            self.audit("route_remainder", "route remainder cancelled", parent=p.id, qty=left,
+                       reason="ioc" if rank else "no venue up")
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
                                CommandKind.NEW_ORDER, ts, reason=why)
         # post: rest the remainder at the best venue for a maker (healthy first, lowest maker fee, then score)
         if not rank:
-            log.info("route remainder waits for a venue", extra={"event": "route_wait", "parent": p.id})
+            self.audit("route_wait", "route remainder waits for a venue", parent=p.id,
+                       reason="remainder post: no venue up")
             return
         v = min(rank, key=lambda x: (x in self.degraded, self.maker_bps[x], rank[x]))
         clid = self.state.next_child_clid[v]
         vs = self.venues[v].venue_symbol[p.symbol]
         self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT, TimeInForce.GTC,
                                                            p.price, left), recv_ns)
-        log.info("route post", extra={"event": "route_post", "parent": p.id, "venue": self.venues_cfg[v - 1].name,
-                                      "qty": left, "price": p.price, "reason": "remainder posted at the best venue "
-                                      "for a maker (lowest maker fee, then score)"})
+        self.audit("route_post", "route post", parent=p.id, venue=self.venues_cfg[v - 1].name, qty=left,
+                   price=p.price, reason="remainder posted at the best venue for a maker (healthy first, lowest "
+                   "maker fee, then score)")
 
     # -- venues --
     def venue_up(self, venue: int, next_clid: int) -> None:

@@ -117,6 +117,8 @@ class ClientSession(asyncio.Protocol):
                 self.query(t, body)
         del buf[:pos]
         self.offset += pos
+        if router.inputs:
+            router.flush()         # this read's orders committed and sent now, not behind other I/O callbacks
 
     def session_reject(self, t, body, reason) -> bytes:
         vals = wire.decode(wire.encode(t) [:8] + body)[0][0][1]
@@ -424,6 +426,9 @@ class RouterApp:
             if path == "/metrics":
                 self.monitor.snapshot()
                 body, ctype, code = generate_latest(self.monitor.registry), "text/plain; version=0.0.4", 200
+            elif path == "/decisions":       # perf/routing.py: the decision-time samples, taken (emptied)
+                body, ctype, code = json.dumps(list(self.router.decision_ns)).encode(), "application/json", 200
+                self.router.decision_ns.clear()
             elif path == "/status":
                 body, ctype, code = json.dumps(self.status()).encode(), "application/json", 200
             else:

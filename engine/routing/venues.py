@@ -22,17 +22,13 @@ the wire. An exchange adapter (ccxt) would map the same calls onto REST/websocke
 """
 from __future__ import annotations
 
-import asyncio
-import struct
 from pathlib import Path
 from typing import Any, Protocol
 
-from clients.client import REPORT_KINDS, Client, TradingEngineError
+from clients.client import REPORT_KINDS, Client
+from engine.routing.codec import AMEND_FRAME, CANCEL_FRAME, NEW_ORDER_FRAME
 from protocol import wire
-from protocol.codes import OrderType, Side, TimeInForce
 from protocol.wire import MdFlag, MsgType
-
-from engine.routing.codec import NEW_ORDER_FRAME, CANCEL_FRAME, AMEND_FRAME
 
 
 class VenueEvents(Protocol):
