@@ -293,7 +293,7 @@ class Router:
             log.error("router journal commit failed: %s; no further input is taken", e,
                       extra={"event": "journal_failed"})
             return
-        unsent = []
+        unsent, sent = [], []
         decided: dict[int, int] = {}   # client order received (perf_counter ns) -> its last child written
         # the children first (the decision's point), then the client's reports and replies in their order
         effects.sort(key=lambda fx: not (type(fx) is tuple and fx[0] == "child"))     # stable
@@ -309,8 +309,7 @@ class Router:
                         c.sent_ns = time.perf_counter_ns()
                         if recv_ns:
                             decided[recv_ns] = c.sent_ns
-                    if self.metrics:
-                        self.metrics.child_sent(venue, frame)
+                    sent.append((venue, frame))
                 elif c is not None and frame[2] == MsgType.NEW_ORDER:
                     unsent.append((venue, frame[wire.HEADER.size:]))
             else:
@@ -319,6 +318,9 @@ class Router:
                     sess.write(frame)
         for recv_ns, sent_ns in decided.items():
             self.decision_ns.append(sent_ns - recv_ns)
+        if self.metrics:
+            for venue, frame in sent:
+                self.metrics.child_sent(venue, frame)
         for venue, body in unsent:     # the venue was down: the child never left, route its share again
             self.child_unsent(venue, body)
 
