@@ -182,6 +182,8 @@ def main(argv=None):
     p.add_argument("--orders", type=int, default=1000, help="3-venue orders through the router (<= 1000: the "
                                                            "ladders hold 10 per symbol)")
     p.add_argument("--direct", type=int, default=1000, help="1-lot orders, through the router and direct")
+    p.add_argument("--nice-venues", type=int, default=0, help="run the venue servers at this nice value (on a "
+                   "2-core machine a venue woken by a child preempts the router before its next child is written)")
     args = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="perf-routing-")
     extra = config_extra(0, len(SYMBOLS))
@@ -192,6 +194,8 @@ def main(argv=None):
             venues[name] = ServerProc(Path(tmp) / f"venue{name}", durability="async", server_extra=UNLIMITED,
                                       engine={"max_symbols": 128}, extra=extra).start()
             post(venues[name], name)
+            if args.nice_venues:
+                os.setpriority(os.PRIO_PROCESS, venues[name].proc.pid, args.nice_venues)
         router = RouterProc(Path(tmp) / "router", list(venues.items()), fees=FEES, durability="async",
                             extra=extra).start()
         with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:

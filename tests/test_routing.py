@@ -217,3 +217,21 @@ def test_post_remainder_when_gtc_limit_then_rests_at_best_maker_venue_and_sdk_am
         assert c.open_orders() == []
         with SyncClient.connect("127.0.0.1", venues["C"].port, account=1, secret=SECRETS[1]) as v:
             assert v.open_orders() == []
+
+
+def test_venue_account_shared_when_another_session_takes_higher_ids_then_children_follow_them(venues, router_factory):
+    post_books(venues)
+    router = router_factory(venues).start()
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        # another application on the router's account at A uses client order id 1000 (a resting bid)
+        with SyncClient.connect("127.0.0.1", venues["A"].port, account=1, secret=SECRETS[1]) as other:
+            assert other.place("BTCUSDT", "buy", "0.001", price="40000.00", client_order_id=1000).kind == "accepted"
+        deadline = time.monotonic() + 10
+        while not any(b.price == Decimal("40000.00") for b in c.book("BTCUSDT", 20).bids):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ack = c.place("BTCUSDT", "buy", "0.020", price="50040.00")
+        reports = until_done(c, ack.client_order_id)
+        assert sum(r.qty for r in reports if r.kind == "fill") == Decimal("0.020")   # A's share was not refused
+    assert all(v["rejects"] == 0 for v in router.status()["venues"])

@@ -157,6 +157,9 @@ class Router:
                 s.venue_seq[venue] = r[R["seq"]]
             c = s.children.get((venue, r[R["client_order_id"]]))
             if c is None:
+                # another session of the router's venue account placed it: its client order id is taken there
+                if msg_type == MsgType.ACCEPTED and r[R["cmd_kind"]] == CommandKind.NEW_ORDER:
+                    s.next_child_clid[venue] = max(s.next_child_clid[venue], r[R["client_order_id"]] + 1)
                 return
             cmd = r[R["cmd_kind"]]
             if msg_type == MsgType.ACCEPTED and c.state == SENT:
