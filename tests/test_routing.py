@@ -167,6 +167,16 @@ def test_marketable_buy_when_three_venues_then_fills_at_brute_force_optimum_afte
     assert actual == best
     assert all(p <= limit for fs in got.values() for p, _ in fs)
     check_no_trade_through(ASKS, got, fees)
+    # price improvement against single-venue routing: a venue alone fills only what it shows within the limit
+    # (at most 13 of 20), and the router's cheapest units of the same count cost less: vs all at C (the best
+    # shown price, 49980.00), 11.5 bps on its 13 lots, and 7 lots more filled
+    units = sorted(p * (BPS + fees[n]) for n, fs in got.items() for p, q in fs for _ in range(q))
+    for n in ASKS:
+        k = sum(q for p, q in ASKS[n] if p <= limit)
+        alone = walk([(p, q) for p, q in ASKS[n] if p <= limit], k) * (BPS + fees[n])
+        assert k < qty and sum(units[:k]) <= alone, n
+    alone_c = walk(ASKS["C"], 13) * (BPS + fees["C"])
+    assert (alone_c - sum(units[:13])) * BPS // alone_c == 11
 
 
 def test_sell_with_limit_when_book_thin_then_limit_respected_and_remainder_cancelled(venues, router_factory):
