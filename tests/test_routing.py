@@ -245,3 +245,24 @@ def test_venue_account_shared_when_another_session_takes_higher_ids_then_childre
         reports = until_done(c, ack.client_order_id)
         assert sum(r.qty for r in reports if r.kind == "fill") == Decimal("0.020")   # A's share was not refused
     assert all(v["rejects"] == 0 for v in router.status()["venues"])
+
+
+def test_posted_child_when_venue_cancels_it_then_parent_ends_with_venue_reason_not_posted_again(venues,
+                                                                                              router_factory):
+    post_books(venues)
+    router = router_factory(venues, router_extra='remainder = "post"').start()
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        ack = c.place("BTCUSDT", "buy", "0.005", price="49000.00")     # nothing within the limit: posted at once
+        deadline = time.monotonic() + 10
+        with SyncClient.connect("127.0.0.1", venues["C"].port, account=1, secret=SECRETS[1]) as v:
+            while not v.open_orders():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert v.mass_cancel().qty == 1                            # the venue account's other session
+        reports = until_done(c, ack.client_order_id)
+        assert (reports[-1].kind, reports[-1].reason, reports[-1].qty) == ("cancelled", "mass_cancel",
+                                                                          Decimal("0.005"))
+        time.sleep(0.3)
+        assert c.open_orders() == []
+    assert sum(v["children"] for v in router.status()["venues"]) == 1   # never posted again

@@ -43,11 +43,14 @@ N = codec.NEW_ORDER.fields           # NewOrder field -> index
 
 
 class Child:
-    __slots__ = ("venue", "clid", "parent", "price", "qty", "tif", "filled", "leaves", "state", "sent_ns")
+    __slots__ = ("venue", "clid", "parent", "price", "qty", "tif", "filled", "leaves", "state", "sent_ns", "reason",
+                 "unsent")
 
     def __init__(self, venue, clid, parent, price, qty, tif):
         self.venue, self.clid, self.parent, self.price, self.qty, self.tif = venue, clid, parent, price, qty, tif
         self.filled, self.leaves, self.state, self.sent_ns = 0, qty, SENT, 0
+        self.reason = 0               # the venue's CancelReason when it cancelled it (0: filled, rejected, unsent)
+        self.unsent = False           # found never to have reached its venue
 
 
 class Parent:
@@ -173,6 +176,7 @@ class Router:
                     c.state = LIVE
             elif msg_type == MsgType.CANCELLED or (msg_type == MsgType.REJECTED and cmd == CommandKind.NEW_ORDER):
                 c.state, c.leaves = DONE, 0
+                c.reason = r[R["reason"]] if msg_type == MsgType.CANCELLED else 0
             elif msg_type == MsgType.REPLACED:
                 c.leaves = r[R["leaves"]]
                 c.qty = c.filled + c.leaves
@@ -185,7 +189,7 @@ class Router:
             o = codec.NEW_ORDER.unpack(body)
             c = s.children.get((venue, o[N["client_order_id"]]))
             if c is not None and c.state == SENT:
-                c.state, c.leaves = DONE, 0
+                c.state, c.leaves, c.unsent = DONE, 0, True
         elif kind == RouteInput.CLIENT_ORDER and msg_type == MsgType.CANCEL:
             p = self._target(account, body)
             if p is not None:
@@ -360,7 +364,7 @@ class Router:
         if msg_type == MsgType.FILL:
             qty = r[R["qty"]]
             self.report(p.account, MsgType.FILL, p.id, p.clid, p.symbol, p.side, r[R["price"]], qty,
-                        p.qty - p.filled - qty, CommandKind.NEW_ORDER, ts, trade_id=s.next_trade_id,
+                        max(0, p.qty - p.filled - qty), CommandKind.NEW_ORDER, ts, trade_id=s.next_trade_id,
                         liquidity=r[R["liquidity"]], fee=r[R["fee"]])
         elif msg_type == MsgType.REPLACED and not p.done:
             self.report(p.account, MsgType.REPLACED, p.id, p.clid, p.symbol, p.side, r[R["price"]], r[R["leaves"]],
@@ -502,6 +506,14 @@ class Router:
         if p.cancel_requested:
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
                                CommandKind.CANCEL, ts, reason=CancelReason.USER)
+        posted = [c for c in p.children if c.tif != TimeInForce.IOC]
+        if posted and not posted[-1].unsent:
+            # its resting child ended at the venue (the venue's own cancel: end of day, self-trade, kill
+            # switch; an amend to 0; or a reject): the parent ends with it, never posted again in a loop
+            why = posted[-1].reason or CancelReason.USER
+            self.audit("route_end", "posted child ended at its venue", parent=p.id, qty=left, reason=int(why))
+            return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
+                               CommandKind.NEW_ORDER, ts, reason=why)
         rank = self.venue_rank(p.symbol)
         if p.waves < self.cfg.waves and rank:
             limit = p.price if p.order_type == OrderType.LIMIT else None
