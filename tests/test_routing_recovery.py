@@ -91,3 +91,30 @@ def test_venue_kill9_when_child_in_flight_then_its_share_is_routed_again_once_it
     check_consistent(venues, reports, ack.client_order_id, 20)
     out = router.output()
     assert "child_unsent" in out and "venue_down" in out
+
+
+def test_venue_hung_when_silent_past_limit_then_dropped_its_book_out_and_back_when_it_answers(venues,
+                                                                                             router_factory):
+    post_books(venues)
+    router = router_factory(venues, router_extra="venue_silence_s = 1.5").start()
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        stop(venues["C"])                                   # hung: the connection stays open, nothing comes
+        deadline = time.monotonic() + 15
+        while router.status()["venues"][2]["up"]:
+            assert time.monotonic() < deadline, "a silent venue was never dropped"
+            time.sleep(0.1)
+        assert all(a.price != Decimal("49980.00") for a in c.book("BTCUSDT", 20).asks)   # C's levels are out
+        ack = c.place("BTCUSDT", "buy", "0.025", price="50040.00")     # C's 5 would be needed: not sent there
+        reports = until_done(c, ack.client_order_id)
+        assert sum(r.qty for r in reports if r.kind == "fill") == Decimal("0.020")
+        assert reports[-1].kind == "cancelled" and reports[-1].qty == Decimal("0.005")
+        assert router.status()["venues"][2]["children"] == 0
+        venues["C"].proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while not router.status()["venues"][2]["up"]:
+            assert time.monotonic() < deadline, "the venue never came back"
+            time.sleep(0.1)
+    st = router.status()["venues"][2]
+    assert st["availability"] < 1
+    assert '"event":"venue_silent"' in router.output()

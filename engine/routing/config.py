@@ -39,6 +39,8 @@ class RouterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     waves: int = 2                         # IOC waves per order: a wave's unfilled part is routed again once
     depth_levels: int = 10                 # levels per side subscribed at each venue
     reconnect_s: float = 0.5               # a venue that went down is tried again this often
+    venue_silence_s: float = 3.5           # a venue session silent this long is dropped (venues send a
+                                           # heartbeat every idle second: its heartbeat_ms, 1 s by default)
     degraded_p99_ms: float = 250.0         # a venue whose child acknowledgement p99 exceeds this is degraded
     degraded_reject_ratio: float = 0.2     # ... or whose children are rejected more often than this
     degraded_min_samples: int = 10         # ... judged once it has acknowledged at least this many children
@@ -86,8 +88,8 @@ def load(path: str) -> RouterConfig:
     if len({a.id for a in cfg.accounts}) != len(cfg.accounts):
         raise ConfigError(f"{where}: `accounts.id` must be unique")
     r = cfg.router
-    if r.waves < 1 or not 1 <= r.depth_levels <= 50 or r.reconnect_s <= 0:
-        raise ConfigError(f"{where}: `router`: waves >= 1, depth_levels 1..50, reconnect_s > 0")
+    if r.waves < 1 or not 1 <= r.depth_levels <= 50 or r.reconnect_s <= 0 or r.venue_silence_s <= 0:
+        raise ConfigError(f"{where}: `router`: waves >= 1, depth_levels 1..50, reconnect_s and venue_silence_s > 0")
     if cfg.journal.durability == "none":
         raise ConfigError(f"{where}: `journal.durability`: the router needs its journal (sync or async)")
     return cfg

@@ -448,6 +448,12 @@ class RouterApp:
             for c in list(self.conns):
                 c.tick(now)
             self.auth.expire()
+            for i, ad in self.router.venues.items():     # a venue that went silent (hung, unreachable) is down
+                if ad.silent(self.cfg.router.venue_silence_s):
+                    log.warning("venue silent: session dropped", extra={
+                        "event": "venue_silent", "venue": self.cfg.venues[i - 1].name,
+                        "silent_s": round(time.monotonic() - ad.last_recv, 3)})
+                    ad.drop()
 
     async def run(self, ready: asyncio.Event | None = None):
         self.loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ the wire. An exchange adapter (ccxt) would map the same calls onto REST/websocke
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,6 +61,7 @@ class _SessionClient(Client):
         self.adapter = adapter
 
     def _on_frame(self, t: int, rec: Any, entries: Any) -> None:
+        self.adapter.last_recv = time.monotonic()
         if t in REPORT_KINDS:
             seq = int(rec["seq"])
             if seq:
@@ -87,10 +89,12 @@ class TradingEngineVenue:
         self.account, self.secret, self.events, self.tls = account, secret, events, tls
         self.client: _SessionClient | None = None
         self.up = False
+        self.last_recv = 0.0                           # monotonic time of the last frame from the venue
         self.by_venue_symbol: dict[int, int] = {}      # venue symbol id -> router symbol id
         self.venue_symbol: dict[int, int] = {}         # router symbol id -> venue symbol id
 
     async def connect(self, next_seq: int) -> int:
+        self.last_recv = time.monotonic()
         port = self.port if self.port is not None else int(Path(self.port_file).read_text())
         c = _SessionClient(self)
         self.client = c
@@ -155,6 +159,21 @@ class TradingEngineVenue:
         c, self.client, self.up = self.client, None, False
         if c is not None:
             await c.close()
+
+    def silent(self, limit_s: float) -> bool:
+        """Up, but nothing received for limit_s (a venue sends a heartbeat each second it is idle)."""
+        return self.up and self.client is not None and time.monotonic() - self.last_recv > limit_s
+
+    def drop(self) -> None:
+        """End a session the venue no longer answers on: down now (the router reconnects)."""
+        c = self.client
+        if c is not None:
+            self.up = False
+            c._closed = True               # its read loop's end is not reported again
+            if c.writer is not None:
+                c.writer.transport.abort()
+            self.client = None
+            self.events.down(self.index)
 
     # -- from the session --
     def on_report(self, t: int, body: bytes, seq: int) -> None:
