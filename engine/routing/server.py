@@ -350,6 +350,7 @@ class RouterApp:
         ad = self.router.venues[venue]
         v = self.cfg.venues[venue - 1]
         delay = 0.0
+        last_error = None
         while not self.stopping:
             await asyncio.sleep(delay)
             delay = self.cfg.router.reconnect_s
@@ -362,8 +363,10 @@ class RouterApp:
             except (OSError, ValueError, Exception) as e:   # refused, reset, logon refused: try again later
                 if ad.up:
                     await ad.close()
-                log.info("venue %s not reachable: %s", v.name, e, extra={"event": "venue_connect_failed",
-                                                                          "venue": v.name})
+                if str(e) != last_error:     # logged when the reason changes, not at every attempt
+                    last_error = str(e)
+                    log.info("venue %s not reachable: %s", v.name, e, extra={"event": "venue_connect_failed",
+                                                                              "venue": v.name})
                 continue
             for sid, why in skipped.items():
                 log.warning("venue %s not used for %s: %s", v.name, self.symbols[sid].name, why)
@@ -553,7 +556,8 @@ def print_status(cfg) -> int:
     if r.ops_port_file and os.path.exists(r.ops_port_file):
         port = int(open(r.ops_port_file).read())
     if not port:
-        print("trading-engine route: no ops listener configured ([router] ops_port)", file=sys.stderr)
+        print("trading-engine route: no ops listener to ask ([router] ops_port, or ops_port = 0 with "
+              "ops_port_file)", file=sys.stderr)
         return 1
     try:
         with urllib.request.urlopen(f"http://{r.ops_host}:{port}/status", timeout=5) as f:
