@@ -266,3 +266,44 @@ def test_posted_child_when_venue_cancels_it_then_parent_ends_with_venue_reason_n
         time.sleep(0.3)
         assert c.open_orders() == []
     assert sum(v["children"] for v in router.status()["venues"]) == 1   # never posted again
+
+
+def test_sdk_and_cli_when_pointed_at_router_then_consolidated_market_data_and_orders_work(venues, router_factory):
+    import os
+    import subprocess
+    import sys
+
+    from engine.testing import ROOT
+    post_books(venues)
+    router = router_factory(venues).start()
+    with SyncClient.connect("127.0.0.1", router.port, account=2, secret=SECRETS[2]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        sub = c.subscribe("BTCUSDT", depth=3)
+        first = [sub.next_update(5), sub.next_update(5)]
+        top = next(u for u in first if type(u).__name__ == "TopOfBook")
+        depth = next(u for u in first if type(u).__name__ == "Depth")
+        assert (top.bid, top.ask) == (Decimal("49920.00"), Decimal("49980.00"))
+        assert [lv.price for lv in depth.asks] == [Decimal("49980.00"), Decimal("49990.00"), Decimal("50000.00")]
+        with SyncClient.connect("127.0.0.1", venues["A"].port, account=2, secret=SECRETS[2]) as mm:
+            mm.place("BTCUSDT", "sell", "0.007", price="49985.00")        # a new best-but-one level at A
+        deadline = time.monotonic() + 10
+        while True:
+            u = sub.next_update(5)
+            if type(u).__name__ == "Depth" and Decimal("49985.00") in [lv.price for lv in u.asks]:
+                assert [(lv.price, lv.qty) for lv in u.asks][:2] == [(Decimal("49980.00"), Decimal("0.003")),
+                                                                   (Decimal("49985.00"), Decimal("0.007"))]
+                break
+            assert time.monotonic() < deadline
+        sub.close()
+        assert [s.name for s in c.symbols()] == ["BTCUSDT", "AAPL"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TRADING_ENGINE_SECRET=SECRETS[3],
+               TRADING_ENGINE_PORT=str(router.port), TRADING_ENGINE_ACCOUNT="3")
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+    assert "49980" in cli("book", "BTCUSDT", "--depth", "3")
+    out = cli("order", "buy", "BTCUSDT", "0.002", "--price", "49980.00", "--tif", "ioc")
+    assert "accepted" in out.lower()
