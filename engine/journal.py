@@ -400,11 +400,12 @@ class Journal:
             raise JournalError(f"journal {self.path}: the record ending at seq {seq} is not the one committed "
                                "there (its digest differs from the tail's): the journal was rewritten", first)
 
-    def append(self, cmds: np.ndarray, events: np.ndarray) -> None:
-        """Commit one batch (cmds must carry consecutive seqs after last_seq). Returns after the commit."""
+    def append(self, cmds: np.ndarray, events: np.ndarray) -> bytes:
+        """Commit one batch (cmds must carry consecutive seqs after last_seq). Returns after the
+        commit, the record as stored (what replication ships; engine/replication.py)."""
         n = len(cmds)
         if n == 0:
-            return
+            return b""
         first = int(cmds["seq"][0])
         if first != self.last_seq + 1:
             raise JournalError(f"batch starts at seq {first}, journal ends at {self.last_seq}", first)
@@ -430,6 +431,7 @@ class Journal:
             self._write_tail()            # a pwrite into the page cache: ~1 us, no fsync (module docstring)
         except OSError as e:              # committed, but not recorded as the end: the server rebuilds
             raise JournalUnavailable(f"journal tail write failed at seq {first}: {e}") from e
+        return value
 
     def sync(self) -> None:
         """Flush to disk (async durability's timer and close), the tail too."""

@@ -57,9 +57,10 @@ import numpy as np
 from engine import config as cfgmod
 from engine import admin as adminmod, auth as authmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, \
     tls as tlsmod
+from engine import replication as replmod
 from engine.core import Engine
 from engine.risk import Risk
-from engine.journal import Journal, JournalError, JournalRefused
+from engine.journal import Journal, JournalError, JournalRefused, decode_record
 from protocol import wire
 from protocol.codes import AccountState, CommandKind, Reject, Side, SymbolState
 from protocol.units import to_units
@@ -265,7 +266,8 @@ class Server:
         if cfg.journal.durability != "none":
             # the writer lock comes first: a second server stops here, before it reads anything
             # (the journal directory's added_accounts.json included)
-            self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size,
+            durability = "sync" if cfg.journal.durability == "replicated" else cfg.journal.durability
+            self.journal = Journal(cfg.journal.path, durability, cfg.journal.map_size,
                                    key=cfgmod.journal_key(cfg.journal))
             os.makedirs(self.snapshot_dir, exist_ok=True)
         e = cfg.engine
@@ -319,6 +321,11 @@ class Server:
         self.loop = None
         self.tcp_server = None
         self.stopping = False
+        # replication (engine/replication.py, engine/SCALING.md): set up by _serve when configured
+        self.repl = None
+        self.role = "primary"             # or "standby" (following the stream), "fenced"
+        self.fenced = None                # why this node acknowledges nothing more (lost its lease)
+        self.state_hash_due = 0           # batches until the next state hash shipped
 
     @property
     def engine(self):
@@ -526,6 +533,9 @@ class Server:
             "risk": self.risk_status(),
             "recovery": self.recovery,
             "market_data": self.feeds.status(),
+            **({"replication": dict(self.repl.status(), role=self.role,
+                                    state_hash=f"{self.engine.state_hash():#018x}")}
+               if self.repl is not None else {}),
         }
 
     def risk_status(self):
@@ -671,6 +681,9 @@ class Server:
             if self.hot.n_pending:
                 self.feeds.on_batch(self.hot.pending[:self.hot.n_pending])
             self.hot.done()
+        elif self.fenced is not None:
+            self.hot.discard()            # never committed nor acknowledged (see fence)
+            self.open_out = []
         elif self.inflight is None and self.hot.n_pending:
             self.dispatch()
 
@@ -692,7 +705,13 @@ class Server:
         # every account's next report seq before the batch that starts now (gap replay's index)
         self.seq_index.note(self.next_cmd_seq, self.next_seq)
         out, self.open_out = self.open_out, []
-        fut = self.committer.submit(self._commit, cmds, events)
+        state = None                      # the state hash shipped with this batch (the engine is just after it)
+        if self.repl is not None and self.cfg.replication.state_hash_every:
+            self.state_hash_due -= 1
+            if self.state_hash_due <= 0:
+                self.state_hash_due = self.cfg.replication.state_hash_every
+                state = self.engine.state_hash()
+        fut = self.committer.submit(self._commit, cmds, events, state)
         self.inflight = (fut, out, cmds, md)
         fut.add_done_callback(self._commit_returned)
         if self.at_dispatch:              # the rings and the book are exactly after the sealed batch now
@@ -700,10 +719,15 @@ class Server:
             for conn in waiting:
                 conn.answer_waiting()
 
-    def _commit(self, cmds, events):
-        """On the commit thread: one LMDB transaction (fsync'd with `sync`); its duration in ns."""
+    def _commit(self, cmds, events, state=None):
+        """On the commit thread: one LMDB transaction (fsync'd with `sync`), then, when replicating,
+        the record's publish (awaited with `replicated`: replication.Fenced if it fails); its
+        duration in ns."""
         t = time.perf_counter_ns()
-        self.journal.append(np.frombuffer(cmds, dtype=COMMAND.dtype), np.frombuffer(events, dtype=EVENT.dtype))
+        c = np.frombuffer(cmds, dtype=COMMAND.dtype)
+        value = self.journal.append(c, np.frombuffer(events, dtype=EVENT.dtype))
+        if self.repl is not None:
+            self.repl.ship(value, int(c["seq"][0]), int(c["seq"][-1]), state)
         return time.perf_counter_ns() - t
 
     def _commit_returned(self, fut):
@@ -722,6 +746,9 @@ class Server:
         self.inflight = None
         try:
             self.hot.commit.observe(fut.result())
+        except replmod.Fenced as e:       # committed here but not replicated: nothing is acknowledged
+            self.fence(str(e))
+            return
         except Exception as e:            # JournalUnavailable, or a journal bug: nothing is acknowledged
             self.journal_failed(cmds, out, e)
             return
@@ -745,7 +772,7 @@ class Server:
         query frame, an admin action's reply, a snapshot, shutdown)."""
         if self.committer is None:
             return
-        while self.journal_ok:
+        while self.journal_ok and self.fenced is None:
             if self.inflight is not None:
                 fut = self.inflight[0]
                 concurrent.futures.wait([fut])
@@ -948,9 +975,73 @@ class Server:
         self.journal_error = None
         log.warning("journal writable again: resuming at seq %d", self.next_cmd_seq, extra={"event": "journal_writable"})
 
+    # -- replication (engine/replication.py, engine/SCALING.md) --
+    def fence(self, reason):
+        """This node lost its leader lease (or its publish failed): acknowledge nothing more. The
+        batch in flight and the open one are dropped unacknowledged, every session gets a LOGOUT
+        NOT_PRIMARY and is closed, logons are refused with NOT_PRIMARY, readiness goes false.
+        The process stays up for its health and metrics; restart it as a standby."""
+        if self.fenced is not None:
+            return
+        self.fenced = reason
+        self.role = "fenced"
+        self.ready = False
+        if self.repl is not None:
+            self.repl.lose(reason)
+        log.error("fenced, closing every session: %s", reason, extra={"event": "fenced"})
+        self.inflight = None
+        self.open_out = []
+        self.at_dispatch = []
+        self.hot.discard()
+        for c in list(self.conns):
+            c.close(Reject.NOT_PRIMARY)
+
+    async def apply_shipped(self, rec):
+        """A standby: apply one record read off the stream through this engine and journal, as
+        recovery replays one (events compared byte for byte, reports encoded unsent into the
+        replay rings), check its digest chains onto this journal and the shipped state hash.
+        replication.Diverged when they disagree."""
+        j = self.journal
+        if rec.last <= j.last_seq:        # already here (a restart reads the stream from its saved position)
+            self.repl.stream_seq = rec.stream_seq
+            return
+        if rec.first != j.last_seq + 1:
+            raise replmod.Diverged(f"the stream's record at seq {rec.first}..{rec.last} does not follow this "
+                                   f"journal's end at seq {j.last_seq}")
+        try:
+            cmds, events, digest = decode_record(rec.first, rec.value, j.last_digest, j.key)
+        except JournalError as e:
+            raise replmod.Diverged(f"the stream's record does not chain onto this journal: {e}") from None
+        cmds = np.ascontiguousarray(cmds)
+        eng = self.engine
+        eng.feed(cmds)
+        if eng.events_view().tobytes() != events.tobytes():
+            raise replmod.Diverged(f"applying the stream diverged from the primary's events at seq {rec.first}")
+        first = rec.first
+        self._note_config_limits(cmds)
+        self.seq_index.note(first, self.next_seq)
+        self.feeds.on_batch(cmds, live=False)
+        groups = self.hot.encode()        # advances the sequences, refills the replay rings
+        self.hot.discard()
+        if groups:
+            self._deliver(groups, send=False)
+        value = j.append(cmds, np.ascontiguousarray(events))
+        if value[-16:] != digest:
+            raise replmod.Diverged(f"journal record at seq {first}: this journal's digest differs from the stream's")
+        self.next_cmd_seq = j.last_seq + 1
+        self.batches += 1
+        if rec.state is not None and eng.state_hash() != rec.state:
+            raise replmod.Diverged(f"state hash after seq {rec.last}: {eng.state_hash():#018x} here, "
+                                   f"{rec.state:#018x} on the primary")
+        self.repl.stream_seq = rec.stream_seq
+        self.repl.applied += 1
+        self.repl._save_pos()
+
     def submit(self, cmd_fields: dict):
         """Apply one command built in Python (timers, cancel on disconnect, admin); refused
         while the journal is down."""
+        if self.fenced is not None:
+            return
         if self.hot.full:
             self.flush()
         n = self.hot.n_pending
@@ -1048,7 +1139,8 @@ class Server:
         try:                                  # nothing here may stop the journal being closed
             self.reap_snapshot(block=True)
             self.flush()
-            self.snapshot(fork=False)         # the next start loads it and replays nothing
+            if self.fenced is None:           # (fenced: the engine holds commands never journaled)
+                self.snapshot(fork=False)     # the next start loads it and replays nothing
         except Exception:
             log.exception("shutdown snapshot failed; the next start replays the journal instead")
         self.committer.shutdown(wait=True)
@@ -1252,6 +1344,10 @@ class Connection(asyncio.BufferedProtocol):
         srv, s = self.server, self.server.cfg.server
         if self.account is not None:
             self.protocol_error(Reject.ALREADY_LOGGED_ON, MsgType.LOGON)
+            return
+        if srv.fenced is not None:        # a primary that lost its lease: the client tries the next address
+            self.write(wire.encode(MsgType.LOGON_REJECTED, reason=Reject.NOT_PRIMARY))
+            self.close(None)
             return
         acct_id = int(body["account"])
         acct = srv.accounts.get(acct_id)
@@ -1506,7 +1602,103 @@ def configure_logging(level="INFO"):
     logging.captureWarnings(True)
 
 
-async def _serve(cfg):
+async def _lead(srv, standby, stop):
+    """Replication (engine/SCALING.md): apply the stream to its end (a standby: keep following it
+    until the leader lease lapses), take the lease, apply what the stream gained meanwhile,
+    publish what this journal holds beyond the stream, and renew the lease from then on. False
+    when `stop` was set first; replication.Diverged / Fenced when this node cannot lead."""
+    repl = srv.repl
+    loop = asyncio.get_running_loop()
+    repl.server_loop = loop
+    repl.on_fenced = srv.fence
+    await repl.run(repl.connect())
+    srv.role = "standby"
+    failure = loop.create_future()            # the follower's Diverged, raised here
+
+    def failed(e):
+        if not failure.done():
+            failure.set_exception(e)
+
+    async def apply(rec):                     # on the replication loop: apply on the server's, wait
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(srv.apply_shipped(rec), loop))
+        except Exception as e:
+            loop.call_soon_threadsafe(failed, e)
+            await asyncio.sleep(3600)         # stop here: nothing after a record that failed
+
+    end_seq, end_last, _ = await repl.run(repl.stream_end())
+    start = repl.saved_pos + 1 if 0 < repl.saved_pos <= end_seq else 1
+    if standby or end_last > srv.journal.last_seq:
+        log.info("replication: following the stream from stream seq %d (journal at seq %d)", start,
+                 srv.journal.last_seq)
+        await repl.run(repl.follow(apply, start))
+    holder = await repl.run(repl.lease_holder())
+    if not standby and holder is not None and holder[0] != repl.node:
+        raise replmod.Fenced(f"the leader lease is held by node {holder[0]!r}: start this node with --standby")
+    seen = {}
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not await repl.run(repl.try_acquire(seen)):
+            await asyncio.wait([failure, stopping], timeout=repl.lease_s / 4, return_when=asyncio.FIRST_COMPLETED)
+            if failure.done():
+                failure.result()
+            if stop.is_set():
+                return False
+        log.warning("replication: took the leader lease (node %s, revision %d)", repl.node, repl.rev,
+                    extra={"event": "leader"})
+        while True:                           # apply the stream to its end
+            if failure.done():
+                failure.result()
+            end_seq, end_last, end_digest = await repl.run(repl.stream_end())
+            if end_last <= srv.journal.last_seq:
+                break
+            if repl.follower is None:
+                await repl.run(repl.follow(apply, start))
+            await asyncio.sleep(0.002)
+    finally:
+        stopping.cancel()
+    await repl.run(repl.stop_following())
+    repl.stream_seq = end_seq
+    n = 0
+    for first, last, value in _records_after(srv.journal, end_last, end_digest):
+        await repl.run(repl._ship(value, first, last, None))
+        n += 1
+    if n:
+        log.info("replication: published %d journal records the stream lacked", n)
+    srv.role = "primary"
+    srv.renewer = asyncio.run_coroutine_threadsafe(repl.renew_forever(), repl.loop)
+    return True
+
+
+def _records_after(journal, seq, digest):
+    """(first, last, value) of each journal record after command seq `seq`, after checking that
+    the record ending at `seq` has `digest` (the stream's last): replication.Diverged if not."""
+    with journal._txn() as txn:
+        cur = txn.cursor()
+        if seq:
+            if not cur.set_range(struct.pack(">Q", seq + 1)):
+                cur.last()
+            else:
+                cur.prev()
+            value = bytes(cur.value())
+            n_cmds = struct.unpack_from("<I", value)[0]
+            end = int(np.frombuffer(value, dtype=COMMAND.dtype, count=n_cmds, offset=24)["seq"][-1])
+            if end != seq or value[-16:] != digest:
+                raise replmod.Diverged(f"this journal's record ending at seq {seq} is not the stream's last one")
+            more = cur.next()
+        else:
+            more = cur.first()
+        rows = []
+        while more:
+            value = bytes(cur.value())
+            n_cmds = struct.unpack_from("<I", value)[0]
+            seqs = np.frombuffer(value, dtype=COMMAND.dtype, count=n_cmds, offset=24)["seq"]
+            rows.append((int(seqs[0]), int(seqs[-1]), value))
+            more = cur.next()
+    return rows
+
+
+async def _serve(cfg, standby=False):
     srv = Server(cfg)
     ops = None
     if cfg.server.ops_port is not None:
@@ -1526,6 +1718,19 @@ async def _serve(cfg):
     opsmod.notify("STATUS=recovering")
     await srv.recover()
     srv.added_accounts.prune()         # an account added at run time whose ADD_ACCOUNT never got journaled
+    if cfg.replication.servers:
+        srv.repl = replmod.Replicator(cfg, cfg.journal.path)
+        try:
+            if standby:
+                opsmod.notify("STATUS=standby: following the stream")
+            if not await _lead(srv, standby, stop):
+                await srv.stop()
+                srv.repl.shutdown()
+                return
+        except BaseException:
+            srv.repl.shutdown()
+            await srv.stop()
+            raise
     await srv.start()
     admin = None
     if cfg.server.admin_port is not None and cfg.admins:
@@ -1547,12 +1752,15 @@ async def _serve(cfg):
     opsmod.notify("STOPPING=1")
     await srv.stop()
     timers.cancel()
+    if srv.repl is not None:
+        await srv.repl.run(srv.repl.release())     # a standby takes over at once
+        srv.repl.shutdown()
     for listener in (ops, admin):
         if listener is not None:
             listener.close()
 
 
-def serve(cfg: cfgmod.Config):
+def serve(cfg: cfgmod.Config, standby=False):
     import uvloop
     configure_logging()
     global ENGINE_CPU
@@ -1560,12 +1768,15 @@ def serve(cfg: cfgmod.Config):
         HELPER_CPUS.update(os.sched_getaffinity(0) - {cfg.server.cpu})
         os.sched_setaffinity(0, {cfg.server.cpu})
         ENGINE_CPU = cfg.server.cpu
-    uvloop.run(_serve(cfg))
+    uvloop.run(_serve(cfg, standby))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`serve`'s options, added to `p` (the `trading-engine serve` subcommand's parser)."""
     p.add_argument("--config", help="TOML config file (default: the embedded demo config)")
+    p.add_argument("--standby", action="store_true",
+                   help="hot standby: follow the primary's journal stream ([replication]), serve once "
+                        "its leader lease lapses (engine/SCALING.md)")
     p.set_defaults(run=run)
     return p
 
@@ -1580,9 +1791,12 @@ def run(args) -> int:
     except (cfgmod.ConfigError, OSError) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 2
+    if getattr(args, "standby", False) and not cfg.replication.servers:
+        print("trading-engine: --standby needs [replication] servers in the config", file=sys.stderr)
+        return 2
     try:
-        serve(cfg)
-    except (JournalError, JournalRefused, cfgmod.ConfigError) as e:    # one line, not a traceback
+        serve(cfg, getattr(args, "standby", False))
+    except (JournalError, JournalRefused, cfgmod.ConfigError, replmod.Diverged, replmod.Fenced) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 1
     except (OSError, lmdb.Error) as e:

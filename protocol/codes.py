@@ -252,3 +252,5 @@ class Reject(IntEnum):
     NOT_SUBSCRIBED = 3018              # UNSUBSCRIBE of a symbol the connection is not subscribed to
     # 4000-4999: journal and operations
     JOURNAL_UNAVAILABLE = 4001
+    NOT_PRIMARY = 4002                 # this node is a standby, or a primary that lost its lease (fenced):
+                                       # logons are refused, sessions closed; connect to the primary

@@ -1,0 +1,146 @@
+"""Hot standby by journal shipping over a 3-node NATS JetStream cluster on loopback
+(engine/replication.py, engine/SCALING.md): the standby's journal and state equal the primary's;
+kill -9 of a `replicated` primary under load loses no acknowledged report and the standby serves;
+a primary paused past its lease (a partition, as it sees it) acknowledges nothing more."""
+import json
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from engine import config as cfgmod
+from engine.journal import Journal
+from engine.testing_nats import NatsCluster, nats_server_binary
+from protocol.codes import Reject, Side
+from protocol.wire import MsgType
+from tests.load import lost_reports, run_load
+from tests.server_proc import ServerProc
+from tests.test_ops import get
+from tests.test_server_session import Raw
+
+pytestmark = pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed ([replication])")
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory):
+    c = NatsCluster(tmp_path_factory.mktemp("nats")).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def pair(nats, tmp_path):
+    """make(durability) -> (primary, standby) configs on a stream and lease of their own."""
+    made = []
+
+    def make(durability="replicated", lease_ms=1000):
+        tag = uuid.uuid4().hex[:8]
+        procs = []
+        for node in ("a", "b"):
+            extra = (f'\n[replication]\nservers = {json.dumps(nats.urls)}\nnode = "{node}"\nstream = "TE_{tag}"\n'
+                     f'subject = "te.{tag}"\nlease_bucket = "lease_{tag}"\nlease_ms = {lease_ms}\n'
+                     'state_hash_every = 1\n')
+            procs.append(ServerProc(tmp_path / f"{node}{len(made)}", durability=durability, extra=extra))
+        made.extend(procs)
+        return procs
+    yield make
+    for s in made:
+        if s.proc is not None and s.proc.poll() is None and s.proc.returncode is None:
+            try:
+                os.kill(s.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        s.stop()
+
+
+def detailed(srv):
+    return json.loads(get(srv, "/health/detailed")[1])
+
+
+def wait_serving(srv, timeout=20.0):
+    """Until a standby took over and listens."""
+    deadline = time.monotonic() + timeout
+    while not (srv.dir / "port").exists():
+        assert srv.proc.poll() is None, srv.output()
+        assert time.monotonic() < deadline, srv.output()
+        time.sleep(0.02)
+    srv.port = int((srv.dir / "port").read_text())
+    return srv
+
+
+def records(srv):
+    j = Journal(str(srv.dir / "journal"), readonly=True)
+    try:
+        with j.env.begin() as txn:
+            return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
+    finally:
+        j.close()
+
+
+def test_standby_journal_and_state_equal_the_primarys_after_a_load(pair):
+    a, b = pair(durability="sync")
+    a.start()
+    b.start(wait_listening=False, args=("--standby",))
+    reports = {1: {}, 2: {}, 3: {}}
+    run_load(a.port, reports, 1.0, seed=7, kill=lambda: None)
+    want = detailed(a)
+    deadline = time.monotonic() + 20
+    while (got := detailed(b))["journal"]["last_seq"] < want["journal"]["last_seq"]:
+        assert time.monotonic() < deadline and b.proc.poll() is None, b.output()
+        time.sleep(0.05)
+    assert want["journal"]["last_seq"] > 1000
+    assert got["replication"]["role"] == "standby" and want["replication"]["role"] == "primary"
+    assert got["replication"]["applied"] == want["replication"]["published"]
+    assert got["replication"]["state_hash"] == want["replication"]["state_hash"]
+    assert got["engine"] == want["engine"]
+    assert records(b) == records(a)          # byte for byte: the same records, digests and chain
+    assert "Diverged" not in b.output() and "diverged" not in b.output()
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_kill9_of_a_replicated_primary_under_load_loses_no_acknowledged_report(pair, trial):
+    a, b = pair()
+    a.start()
+    b.start(wait_listening=False, args=("--standby",))
+    reports = {1: {}, 2: {}, 3: {}}
+    sent = run_load(a.port, reports, 0.5 + 0.4 * trial, seed=100 + trial, kill=a.kill9)
+    wait_serving(b)
+    assert sum(len(r) for r in reports.values()) > 100, sent
+    assert lost_reports(b.port, reports) == []
+    assert detailed(b)["replication"]["role"] == "primary"
+
+
+def test_a_primary_that_lost_its_lease_acknowledges_nothing(pair):
+    a, b = pair(lease_ms=500)
+    a.start()
+    b.start(wait_listening=False, args=("--standby",))
+    c = Raw(a.port)
+    assert c.logon(1)[0] == MsgType.LOGON_ACCEPTED
+    c.order(1, Side.BUY, 1, 100)
+    assert c.until(MsgType.ACCEPTED)[0] == MsgType.ACCEPTED
+    a.proc.send_signal(signal.SIGSTOP)       # cut off from the cluster, as far as it can tell
+    try:
+        wait_serving(b)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    c.order(2, Side.BUY, 1, 100)             # on the session it still has: never acknowledged
+    f = c.until_any((MsgType.ACCEPTED, MsgType.LOGOUT))
+    assert f is None or (f[0] == MsgType.LOGOUT and f[1]["reason"] == Reject.NOT_PRIMARY), f
+    d = Raw(a.port)                          # and no new session there
+    t, body, _ = d.logon(2)
+    assert t == MsgType.LOGON_REJECTED and body["reason"] == Reject.NOT_PRIMARY
+    e = Raw(b.port)                          # the new primary has the first order, not the second
+    assert e.logon(1, next_seq=1)[0] == MsgType.LOGON_ACCEPTED
+    assert e.until(MsgType.ACCEPTED)[1]["client_order_id"] == 1
+    e.order(3, Side.BUY, 1, 100)
+    assert e.until(MsgType.ACCEPTED)[1]["client_order_id"] == 3
+    assert detailed(a)["replication"]["role"] == "fenced"
+
+
+def test_replicated_durability_needs_nats_servers(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[journal]\ndurability = "replicated"\n')
+    with pytest.raises(cfgmod.ConfigError, match="replication.servers"):
+        cfgmod.load(str(p))
