@@ -1101,6 +1101,17 @@ class Server:
     async def start(self):
         self.loop = asyncio.get_running_loop()
         self.reconcile()
+        if self.tcp_server is not None:       # a standby's listener, open already (listen)
+            self.role = "primary"
+            self.ready = True
+            log.info("serving", extra={"event": "serving"})
+            return self.tcp_server.sockets[0].getsockname()[1]
+        return await self.listen()
+
+    async def listen(self):
+        """Open the trading port (a standby's early: its logons are refused with NOT_PRIMARY until
+        it takes over), write the port file; ready unless a standby."""
+        self.loop = asyncio.get_running_loop()
         s = self.cfg.server
         if s.tls_cert is None:
             self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port,
@@ -1112,7 +1123,7 @@ class Server:
             with open(s.port_file + ".tmp", "w") as f:
                 f.write(str(port))
             os.replace(s.port_file + ".tmp", s.port_file)
-        self.ready = True
+        self.ready = self.role == "primary"
         log.info("listening", extra={"event": "listening", "host": s.host, "port": port})
         return port
 
@@ -1345,7 +1356,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.account is not None:
             self.protocol_error(Reject.ALREADY_LOGGED_ON, MsgType.LOGON)
             return
-        if srv.fenced is not None:        # a primary that lost its lease: the client tries the next address
+        if srv.role != "primary":         # a standby, or a primary that lost its lease: the client tries the next address
             self.write(wire.encode(MsgType.LOGON_REJECTED, reason=Reject.NOT_PRIMARY))
             self.close(None)
             return
@@ -1613,6 +1624,7 @@ async def _lead(srv, standby, stop):
     repl.on_fenced = srv.fence
     await repl.run(repl.connect())
     srv.role = "standby"
+    await srv.listen()                        # refusing logons (NOT_PRIMARY) until it leads
     failure = loop.create_future()            # the follower's Diverged, raised here
 
     def failed(e):
@@ -1665,7 +1677,6 @@ async def _lead(srv, standby, stop):
         n += 1
     if n:
         log.info("replication: published %d journal records the stream lacked", n)
-    srv.role = "primary"
     srv.renewer = asyncio.run_coroutine_threadsafe(repl.renew_forever(), repl.loop)
     return True
 

@@ -2,6 +2,7 @@
 (engine/replication.py, engine/SCALING.md): the standby's journal and state equal the primary's;
 kill -9 of a `replicated` primary under load loses no acknowledged report and the standby serves;
 a primary paused past its lease (a partition, as it sees it) acknowledges nothing more."""
+import asyncio
 import json
 import os
 import signal
@@ -10,13 +11,14 @@ import uuid
 
 import pytest
 
+from clients.client import Client, ConnectionClosed
 from engine import config as cfgmod
 from engine.journal import Journal
 from engine.testing_nats import NatsCluster, nats_server_binary
 from protocol.codes import Reject, Side
 from protocol.wire import MsgType
 from tests.load import lost_reports, run_load
-from tests.server_proc import ServerProc
+from tests.server_proc import SECRETS, ServerProc
 from tests.test_ops import get
 from tests.test_server_session import Raw
 
@@ -60,13 +62,12 @@ def detailed(srv):
 
 
 def wait_serving(srv, timeout=20.0):
-    """Until a standby took over and listens."""
+    """Until a standby took over (its port is open from the start, refusing logons until then)."""
     deadline = time.monotonic() + timeout
-    while not (srv.dir / "port").exists():
+    while detailed(srv)["replication"]["role"] != "primary":
         assert srv.proc.poll() is None, srv.output()
         assert time.monotonic() < deadline, srv.output()
         time.sleep(0.02)
-    srv.port = int((srv.dir / "port").read_text())
     return srv
 
 
@@ -82,12 +83,15 @@ def records(srv):
 def test_standby_journal_and_state_equal_the_primarys_after_a_load(pair):
     a, b = pair(durability="sync")
     a.start()
-    b.start(wait_listening=False, args=("--standby",))
+    b.start(args=("--standby",))
     reports = {1: {}, 2: {}, 3: {}}
     run_load(a.port, reports, 1.0, seed=7, kill=lambda: None)
-    want = detailed(a)
     deadline = time.monotonic() + 20
-    while (got := detailed(b))["journal"]["last_seq"] < want["journal"]["last_seq"]:
+    while True:                                      # until b has all a has, and a is quiet
+        want, got = detailed(a), detailed(b)
+        if got["journal"]["last_seq"] == want["journal"]["last_seq"] and \
+                got["replication"]["applied"] == want["replication"]["published"]:
+            break
         assert time.monotonic() < deadline and b.proc.poll() is None, b.output()
         time.sleep(0.05)
     assert want["journal"]["last_seq"] > 1000
@@ -97,13 +101,15 @@ def test_standby_journal_and_state_equal_the_primarys_after_a_load(pair):
     assert got["engine"] == want["engine"]
     assert records(b) == records(a)          # byte for byte: the same records, digests and chain
     assert "Diverged" not in b.output() and "diverged" not in b.output()
+    t, body, _ = Raw(b.port).logon(1)                # a standby refuses sessions
+    assert t == MsgType.LOGON_REJECTED and body["reason"] == Reject.NOT_PRIMARY
 
 
 @pytest.mark.parametrize("trial", range(3))
 def test_kill9_of_a_replicated_primary_under_load_loses_no_acknowledged_report(pair, trial):
     a, b = pair()
     a.start()
-    b.start(wait_listening=False, args=("--standby",))
+    b.start(args=("--standby",))
     reports = {1: {}, 2: {}, 3: {}}
     sent = run_load(a.port, reports, 0.5 + 0.4 * trial, seed=100 + trial, kill=a.kill9)
     wait_serving(b)
@@ -115,7 +121,7 @@ def test_kill9_of_a_replicated_primary_under_load_loses_no_acknowledged_report(p
 def test_a_primary_that_lost_its_lease_acknowledges_nothing(pair):
     a, b = pair(lease_ms=500)
     a.start()
-    b.start(wait_listening=False, args=("--standby",))
+    b.start(args=("--standby",))
     c = Raw(a.port)
     assert c.logon(1)[0] == MsgType.LOGON_ACCEPTED
     c.order(1, Side.BUY, 1, 100)
@@ -144,3 +150,44 @@ def test_replicated_durability_needs_nats_servers(tmp_path):
     p.write_text('[journal]\ndurability = "replicated"\n')
     with pytest.raises(cfgmod.ConfigError, match="replication.servers"):
         cfgmod.load(str(p))
+
+
+def test_sdk_with_failover_addresses_sees_every_report_exactly_once_across_a_kill9(pair):
+    a, b = pair()
+    a.start()
+    b.start(args=("--standby",))
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        c = await Client.connect("127.0.0.1", b.port, account=1, secret=SECRETS[1], reconnect=True, timeout=3,
+                                 failover=[("127.0.0.1", a.port)])     # b refuses (NOT_PRIMARY): a serves
+        seen = []
+
+        async def collect():
+            async for r in c.reports():
+                seen.append(r)
+        reader = asyncio.ensure_future(collect())
+        placed, killed = 0, False
+        while placed < 60:
+            if placed == 20 and not killed:
+                killed = True
+                await loop.run_in_executor(None, a.kill9)
+                await loop.run_in_executor(None, wait_serving, b)
+            try:
+                side = "buy" if placed % 2 else "sell"
+                await c.place("BTCUSDT", side, "0.001", price="1.00")
+                placed += 1
+            except ConnectionClosed:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert c.reconnects == 1 and c.gaps == []
+        seqs = [r.seq for r in seen]
+        assert seqs == list(range(1, len(seqs) + 1)), seqs           # no report twice, none missing
+        async with Client.connect("127.0.0.1", b.port, account=1, secret=SECRETS[1], next_seq=1) as d:
+            await asyncio.sleep(0.3)
+            replayed = d.received_reports()
+        assert replayed == seen                  # and they are the new primary's, byte for byte as decoded
+        assert sum(1 for r in seen if r.kind == "accepted") >= 60
+        await c.close()
+        reader.cancel()
+    asyncio.run(asyncio.wait_for(go(), 60))
