@@ -191,3 +191,15 @@ def test_sdk_with_failover_addresses_sees_every_report_exactly_once_across_a_kil
         await c.close()
         reader.cancel()
     asyncio.run(asyncio.wait_for(go(), 60))
+
+
+@pytest.mark.parametrize("argv", [["failover", "--trials", "1"],
+                                  ["standbylag", "--rate", "2000", "--seconds", "0.5"]])
+def test_replication_benchmarks_run_small(tmp_path, argv):
+    from perf import __main__ as bench
+    assert bench.main([*argv, "--no-plot", "--out", str(tmp_path)]) == 0
+    r = json.loads(next(tmp_path.glob("*.json")).read_text())["results"]
+    if argv[0] == "failover":
+        assert r["lost_acknowledged"] == 0 and r["reports_seen"] > 0
+    else:
+        assert r["standby_state_equal"] and r["commands"] >= 1000
