@@ -1651,6 +1651,7 @@ async def _lead(srv, standby, stop):
     stopping = asyncio.ensure_future(stop.wait())
     try:
         while not await repl.run(repl.try_acquire(seen)):
+            opsmod.notify("WATCHDOG=1")       # (a no-op outside systemd)
             await asyncio.wait([failure, stopping], timeout=repl.lease_s / 4, return_when=asyncio.FIRST_COMPLETED)
             if failure.done():
                 failure.result()
@@ -1666,6 +1667,7 @@ async def _lead(srv, standby, stop):
                 break
             if repl.follower is None:
                 await repl.run(repl.follow(apply, start))
+            opsmod.notify("WATCHDOG=1")
             await asyncio.sleep(0.002)
     finally:
         stopping.cancel()
@@ -1732,8 +1734,8 @@ async def _serve(cfg, standby=False):
     if cfg.replication.servers:
         srv.repl = replmod.Replicator(cfg, cfg.journal.path)
         try:
-            if standby:
-                opsmod.notify("STATUS=standby: following the stream")
+            if standby:                # started, as systemd sees it (READY=1), its watchdog fed by _lead
+                opsmod.notify("READY=1\nSTATUS=standby: following the stream")
             if not await _lead(srv, standby, stop):
                 await srv.stop()
                 srv.repl.shutdown()
