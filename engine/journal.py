@@ -433,6 +433,34 @@ class Journal:
             raise JournalUnavailable(f"journal tail write failed at seq {first}: {e}") from e
         return value
 
+    def append_records(self, records) -> None:
+        """Commit records made by another journal with this one's key, in one transaction:
+        (first seq, last seq, value) each, already checked to chain onto this journal's end
+        (decode_record with the previous digest: a standby's records off the stream)."""
+        if not records:
+            return
+        if records[0][0] != self.last_seq + 1:
+            raise JournalError(f"batch starts at seq {records[0][0]}, journal ends at {self.last_seq}", records[0][0])
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for first, _, value in records:
+                        if not txn.put(struct.pack(">Q", first), value, append=True):
+                            raise JournalError(f"journal key {first} not after the last key", first)
+                break
+            except lmdb.MapFullError:
+                self.map_size *= 2
+                self.env.set_mapsize(self.map_size)
+            except lmdb.Error as e:
+                raise JournalUnavailable(f"journal commit failed at seq {records[0][0]}: {e}") from e
+        self.last_digest = bytes(records[-1][2][-DIGEST:])
+        self.last_seq = records[-1][1]
+        self.records += len(records)
+        try:
+            self._write_tail()
+        except OSError as e:
+            raise JournalUnavailable(f"journal tail write failed at seq {records[0][0]}: {e}") from e
+
     def sync(self) -> None:
         """Flush to disk (async durability's timer and close), the tail too."""
         self.env.sync(True)

@@ -45,6 +45,7 @@ POS_FILE = "replication.pos"     # in the journal directory: the stream seq of t
 LEASE_KEY = "leader"
 WRONG_LAST_SEQUENCE = (10071, 10164)     # JetStream: Nats-Expected-Last-Sequence did not match
 HEADER_ROOM = 4096               # of max_payload, left for the headers
+APPLY_BATCH = 256                # a standby commits up to this many records off the stream at once
 
 
 class Fenced(Exception):
@@ -85,6 +86,7 @@ class Replicator:
         self.applied = 0             # records applied from the stream (status)
         self.lag = 0                 # stream messages not yet applied, as last seen (standby)
         self.follower = None
+        self.applier = None
         self.pos_fd = os.open(os.path.join(journal_path, POS_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         raw = os.pread(self.pos_fd, 8, 0)
         self.saved_pos = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
@@ -306,10 +308,12 @@ class Replicator:
 
     # -- following (the standby) --
     async def follow(self, apply, start_seq):
-        """Deliver each complete record from stream seq start_seq on to `apply(record)` (a
-        coroutine function run on this loop that returns when the record is applied)."""
+        """Deliver the complete records from stream seq start_seq on to `apply(records)` (a
+        coroutine function run on this loop that returns when they are applied), in order, as
+        many at a time as have arrived meanwhile (up to APPLY_BATCH: one journal commit)."""
         from nats.js import api
         parts = []
+        inbox: asyncio.Queue = asyncio.Queue(maxsize=4 * APPLY_BATCH)    # full: the consumer waits
 
         async def on_msg(msg):
             h = msg.headers or {}
@@ -326,15 +330,26 @@ class Replicator:
             value = parts[0] if n == 1 else b"".join(parts)
             parts.clear()
             state = h.get("te-state")
-            await apply(Record(int(h["te-first"]), int(h["te-last"]), value,
-                               int(state, 16) if state else None, msg.metadata.sequence.stream))
             self.lag = msg.metadata.num_pending
+            await inbox.put(Record(int(h["te-first"]), int(h["te-last"]), value,
+                                   int(state, 16) if state else None, msg.metadata.sequence.stream))
 
+        async def applier():
+            while True:
+                recs = [await inbox.get()]
+                while not inbox.empty() and len(recs) < APPLY_BATCH:
+                    recs.append(inbox.get_nowait())
+                await apply(recs)
+
+        self.applier = asyncio.ensure_future(applier())
         cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
         self.follower = await self.js.subscribe(self.r.subject, stream=self.r.stream, cb=on_msg,
                                                 ordered_consumer=True, config=cfg, idle_heartbeat=1.0)
 
     async def stop_following(self):
+        if self.applier is not None:
+            self.applier.cancel()
+            self.applier = None
         if self.follower is not None:
             try:
                 await self.follower.unsubscribe()

@@ -925,13 +925,23 @@ class Server:
         self.loop.create_task(self.rebuild(failed, known))
 
     async def rebuild(self, failed, known):
+        shipped = known
         while True:
             try:
                 self.journal.reopen()
+                if self.repl is not None and self.journal.last_seq > shipped:
+                    # a commit that reported failure landed after all: it was never shipped, and its
+                    # reports go out below (in _replay), so it is published first
+                    for first, last, value in _records_after(self.journal, shipped, None):
+                        await self.repl.run(self.repl._ship(value, first, last, None))
+                        shipped = last
                 eng = engine_from_config(self.cfg)
                 from_seq, anchor = self._restore_snapshot(eng, restore_server=False)
                 await self._replay(eng, from_seq, anchor, known)
                 break
+            except replmod.Fenced as e:
+                self.fence(str(e))
+                return
             except Exception as e:       # the journal cannot even be read: keep refusing, try again
                 log.error("rebuild from the journal failed, retrying: %s", e)
                 await asyncio.sleep(self.cfg.journal.retry_interval_ms / 1000)
@@ -996,46 +1006,51 @@ class Server:
         for c in list(self.conns):
             c.close(Reject.NOT_PRIMARY)
 
-    async def apply_shipped(self, rec):
-        """A standby: apply one record read off the stream through this engine and journal, as
-        recovery replays one (events compared byte for byte, reports encoded unsent into the
-        replay rings), check its digest chains onto this journal and the shipped state hash.
-        replication.Diverged when they disagree."""
+    async def apply_shipped(self, recs):
+        """A standby: apply records read off the stream through this engine and journal, as
+        recovery replays them (events compared byte for byte, reports encoded unsent into the
+        replay rings), each checked to chain onto this journal (the previous digest, its own
+        digest with this journal's key), the shipped state hashes compared; then commit them in
+        one transaction. replication.Diverged when they disagree."""
         j = self.journal
-        if rec.last <= j.last_seq:        # already here (a restart reads the stream from its saved position)
-            self.repl.stream_seq = rec.stream_seq
-            return
-        if rec.first != j.last_seq + 1:
-            raise replmod.Diverged(f"the stream's record at seq {rec.first}..{rec.last} does not follow this "
-                                   f"journal's end at seq {j.last_seq}")
+        prev, end = j.last_digest, j.last_seq
+        done = []
         try:
-            cmds, events, digest = decode_record(rec.first, rec.value, j.last_digest, j.key)
-        except JournalError as e:
-            raise replmod.Diverged(f"the stream's record does not chain onto this journal: {e}") from None
-        cmds = np.ascontiguousarray(cmds)
-        eng = self.engine
-        eng.feed(cmds)
-        if eng.events_view().tobytes() != events.tobytes():
-            raise replmod.Diverged(f"applying the stream diverged from the primary's events at seq {rec.first}")
-        first = rec.first
-        self._note_config_limits(cmds)
-        self.seq_index.note(first, self.next_seq)
-        self.feeds.on_batch(cmds, live=False)
-        groups = self.hot.encode()        # advances the sequences, refills the replay rings
-        self.hot.discard()
-        if groups:
-            self._deliver(groups, send=False)
-        value = j.append(cmds, np.ascontiguousarray(events))
-        if value[-16:] != digest:
-            raise replmod.Diverged(f"journal record at seq {first}: this journal's digest differs from the stream's")
-        self.next_cmd_seq = j.last_seq + 1
-        self.batches += 1
-        if rec.state is not None and eng.state_hash() != rec.state:
-            raise replmod.Diverged(f"state hash after seq {rec.last}: {eng.state_hash():#018x} here, "
-                                   f"{rec.state:#018x} on the primary")
-        self.repl.stream_seq = rec.stream_seq
-        self.repl.applied += 1
-        self.repl._save_pos()
+            for rec in recs:
+                if rec.last <= end:       # already here (a restart reads the stream from its saved position)
+                    continue
+                if rec.first != end + 1:
+                    raise replmod.Diverged(f"the stream's record at seq {rec.first}..{rec.last} does not follow "
+                                           f"this journal's end at seq {end}")
+                try:
+                    cmds, events, prev = decode_record(rec.first, rec.value, prev, j.key)
+                except JournalError as e:
+                    raise replmod.Diverged(f"the stream's record does not chain onto this journal: {e}") from None
+                cmds = np.ascontiguousarray(cmds)
+                eng = self.engine
+                eng.feed(cmds)
+                if eng.events_view().tobytes() != events.tobytes():
+                    raise replmod.Diverged(f"applying the stream diverged from the primary's events at seq {rec.first}")
+                self._note_config_limits(cmds)
+                self.seq_index.note(rec.first, self.next_seq)
+                self.feeds.on_batch(cmds, live=False)
+                groups = self.hot.encode()    # advances the sequences, refills the replay rings
+                self.hot.discard()
+                if groups:
+                    self._deliver(groups, send=False)
+                end = rec.last
+                self.next_cmd_seq = end + 1
+                self.batches += 1
+                done.append((rec.first, rec.last, rec.value))
+                if rec.state is not None and eng.state_hash() != rec.state:
+                    raise replmod.Diverged(f"state hash after seq {rec.last}: {eng.state_hash():#018x} here, "
+                                           f"{rec.state:#018x} on the primary")
+        finally:
+            j.append_records(done)        # what was applied (up to a divergence) is journaled
+        if recs:
+            self.repl.stream_seq = recs[-1].stream_seq
+            self.repl.applied += len(done)
+            self.repl._save_pos()
 
     def submit(self, cmd_fields: dict):
         """Apply one command built in Python (timers, cancel on disconnect, admin); refused
@@ -1631,9 +1646,9 @@ async def _lead(srv, standby, stop):
         if not failure.done():
             failure.set_exception(e)
 
-    async def apply(rec):                     # on the replication loop: apply on the server's, wait
+    async def apply(recs):                    # on the replication loop: apply on the server's, wait
         try:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(srv.apply_shipped(rec), loop))
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(srv.apply_shipped(recs), loop))
         except Exception as e:
             loop.call_soon_threadsafe(failed, e)
             await asyncio.sleep(3600)         # stop here: nothing after a record that failed
@@ -1685,7 +1700,8 @@ async def _lead(srv, standby, stop):
 
 def _records_after(journal, seq, digest):
     """(first, last, value) of each journal record after command seq `seq`, after checking that
-    the record ending at `seq` has `digest` (the stream's last): replication.Diverged if not."""
+    the record ending at `seq` has `digest` (the stream's last; None: not checked):
+    replication.Diverged if not."""
     with journal._txn() as txn:
         cur = txn.cursor()
         if seq:
@@ -1696,7 +1712,7 @@ def _records_after(journal, seq, digest):
             value = bytes(cur.value())
             n_cmds = struct.unpack_from("<I", value)[0]
             end = int(np.frombuffer(value, dtype=COMMAND.dtype, count=n_cmds, offset=24)["seq"][-1])
-            if end != seq or value[-16:] != digest:
+            if end != seq or (digest is not None and value[-16:] != digest):
                 raise replmod.Diverged(f"this journal's record ending at seq {seq} is not the stream's last one")
             more = cur.next()
         else:

@@ -87,11 +87,14 @@ def test_standby_journal_and_state_equal_the_primarys_after_a_load(pair):
     reports = {1: {}, 2: {}, 3: {}}
     run_load(a.port, reports, 1.0, seed=7, kill=lambda: None)
     deadline = time.monotonic() + 20
-    while True:                                      # until b has all a has, and a is quiet
+    before = None
+    while True:                                      # until a is quiet (the same twice) and b has all a has
         want, got = detailed(a), detailed(b)
         if got["journal"]["last_seq"] == want["journal"]["last_seq"] and \
-                got["replication"]["applied"] == want["replication"]["published"]:
+                got["replication"]["applied"] == want["replication"]["published"] and \
+                (want["replication"], want["journal"]) == before:
             break
+        before = (want["replication"], want["journal"])
         assert time.monotonic() < deadline and b.proc.poll() is None, b.output()
         time.sleep(0.05)
     assert want["journal"]["last_seq"] > 1000
