@@ -410,33 +410,14 @@ class Journal:
         if first != self.last_seq + 1:
             raise JournalError(f"batch starts at seq {first}, journal ends at {self.last_seq}", first)
         body = b"".join((HEAD.pack(n, len(events)), self.last_digest, cmds.tobytes(), events.tobytes()))
-        digest = hashlib.blake2b(body, digest_size=DIGEST, key=self.key).digest()
-        value = body + digest
-        key = struct.pack(">Q", first)
-        while True:
-            try:
-                with self.env.begin(write=True) as txn:
-                    if not txn.put(key, value, append=True):
-                        raise JournalError(f"journal key {first} not after the last key", first)
-                break
-            except lmdb.MapFullError:
-                self.map_size *= 2
-                self.env.set_mapsize(self.map_size)
-            except lmdb.Error as e:
-                raise JournalUnavailable(f"journal commit failed at seq {first}: {e}") from e
-        self.last_digest = digest
-        self.last_seq = int(cmds["seq"][-1])
-        self.records += 1
-        try:
-            self._write_tail()            # a pwrite into the page cache: ~1 us, no fsync (module docstring)
-        except OSError as e:              # committed, but not recorded as the end: the server rebuilds
-            raise JournalUnavailable(f"journal tail write failed at seq {first}: {e}") from e
+        value = body + hashlib.blake2b(body, digest_size=DIGEST, key=self.key).digest()
+        self.append_records(((first, int(cmds["seq"][-1]), value),))
         return value
 
     def append_records(self, records) -> None:
-        """Commit records made by another journal with this one's key, in one transaction:
-        (first seq, last seq, value) each, already checked to chain onto this journal's end
-        (decode_record with the previous digest: a standby's records off the stream)."""
+        """Commit records in one transaction: (first seq, last seq, value) each, chained onto this
+        journal's end (append's one; a standby's records off the stream, made by the primary's
+        journal with the same key and checked by decode_record against the previous digest)."""
         if not records:
             return
         if records[0][0] != self.last_seq + 1:
@@ -457,8 +438,8 @@ class Journal:
         self.last_seq = records[-1][1]
         self.records += len(records)
         try:
-            self._write_tail()
-        except OSError as e:
+            self._write_tail()            # a pwrite into the page cache: ~1 us, no fsync (module docstring)
+        except OSError as e:              # committed, but not recorded as the end: the server rebuilds
             raise JournalUnavailable(f"journal tail write failed at seq {records[0][0]}: {e}") from e
 
     def sync(self) -> None:
