@@ -323,7 +323,7 @@ class Server:
         self.stopping = False
         # replication (engine/replication.py, engine/SCALING.md): set up by _serve when configured
         self.repl = None
-        self.role = "primary"             # or "standby" (following the stream), "fenced"
+        self.role = "primary"             # or "standby" (following the stream), "replica" (reads only), "fenced"
         self.fenced = None                # why this node acknowledges nothing more (lost its lease)
         self.state_hash_due = 0           # batches until the next state hash shipped
 
@@ -974,7 +974,7 @@ class Server:
 
     def probe_journal(self):
         """After a rebuild: resume when the journal's disk takes a write and an fdatasync again."""
-        if self.journal_ok or self.rebuilding:
+        if self.journal_ok or self.rebuilding or self.role != "primary":
             return
         try:
             self.journal.probe()
@@ -1033,11 +1033,12 @@ class Server:
                     raise replmod.Diverged(f"applying the stream diverged from the primary's events at seq {rec.first}")
                 self._note_config_limits(cmds)
                 self.seq_index.note(rec.first, self.next_seq)
-                self.feeds.on_batch(cmds, live=False)
+                live = self.role == "replica"     # its sessions get their reports and market data
+                self.feeds.on_batch(cmds, live=live)
                 groups = self.hot.encode()    # advances the sequences, refills the replay rings
                 self.hot.discard()
                 if groups:
-                    self._deliver(groups, send=False)
+                    self._deliver(groups, send=live)
                 end = rec.last
                 self.next_cmd_seq = end + 1
                 self.batches += 1
@@ -1331,8 +1332,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def handle(self, t: MsgType, frame: bytes):
         body = wire.decode(frame)[0][0][1]
-        if t in ORDER_TYPES:           # only while the journal is down: nothing may change state
-            self.send(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE))
+        if t in ORDER_TYPES:           # only while the journal is down (or on a read replica): nothing may change state
+            self.send(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE if self.server.role == "primary"
+                                          else Reject.NOT_PRIMARY))
             return
         if t == MsgType.LOGON:
             self.logon(frame, body)
@@ -1371,7 +1373,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.account is not None:
             self.protocol_error(Reject.ALREADY_LOGGED_ON, MsgType.LOGON)
             return
-        if srv.role != "primary":         # a standby, or a primary that lost its lease: the client tries the next address
+        if srv.role not in ("primary", "replica"):   # a standby, or a primary that lost its lease: the client tries the next address
             self.write(wire.encode(MsgType.LOGON_REJECTED, reason=Reject.NOT_PRIMARY))
             self.close(None)
             return
@@ -1640,19 +1642,7 @@ async def _lead(srv, standby, stop):
     await repl.run(repl.connect())
     srv.role = "standby"
     await srv.listen()                        # refusing logons (NOT_PRIMARY) until it leads
-    failure = loop.create_future()            # the follower's Diverged, raised here
-
-    def failed(e):
-        if not failure.done():
-            failure.set_exception(e)
-
-    async def apply(recs):                    # on the replication loop: apply on the server's, wait
-        try:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(srv.apply_shipped(recs), loop))
-        except Exception as e:
-            loop.call_soon_threadsafe(failed, e)
-            await asyncio.sleep(3600)         # stop here: nothing after a record that failed
-
+    apply, failure = _applier(srv, loop)
     end_seq, end_last, _ = await repl.run(repl.stream_end())
     start = repl.saved_pos + 1 if 0 < repl.saved_pos <= end_seq else 1
     if standby or end_last > srv.journal.last_seq:
@@ -1698,6 +1688,53 @@ async def _lead(srv, standby, stop):
     return True
 
 
+def _applier(srv, loop):
+    """(apply, failure): the follower's callback, applying records on the server's loop, and a
+    future that gets its replication.Diverged (nothing more is applied after one)."""
+    failure = loop.create_future()
+
+    def failed(e):
+        if not failure.done():
+            failure.set_exception(e)
+
+    async def apply(recs):                    # on the replication loop: apply on the server's, wait
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(srv.apply_shipped(recs), loop))
+        except Exception as e:
+            loop.call_soon_threadsafe(failed, e)
+            await asyncio.sleep(3600)         # stop here: nothing after a record that failed
+    return apply, failure
+
+
+async def _read_replica(srv, stop):
+    """A read replica (`serve --replica`): follow the stream for good, never leading. Sessions log
+    on, get their execution reports (replayed and live, as the primary sequenced them), answer
+    queries and market data from the state after the last record applied; order entry is
+    answered NOT_PRIMARY (journal_ok stays false: the hot path applies nothing here)."""
+    repl = srv.repl
+    loop = asyncio.get_running_loop()
+    repl.server_loop = loop
+    await repl.run(repl.connect())
+    srv.role = "replica"
+    srv.journal_ok = False
+    apply, failure = _applier(srv, loop)
+    end_seq, _, _ = await repl.run(repl.stream_end())
+    start = repl.saved_pos + 1 if 0 < repl.saved_pos <= end_seq else 1
+    await repl.run(repl.follow(apply, start))
+    await srv.listen()
+    timers = asyncio.ensure_future(srv.timers())     # heartbeats, logon timeouts (it submits nothing here)
+    opsmod.notify(f"READY=1\nSTATUS=read replica from stream seq {start}")
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([failure, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if failure.done():
+            failure.result()
+    finally:
+        stopping.cancel()
+        timers.cancel()
+        await repl.run(repl.stop_following())
+
+
 def _records_after(journal, seq, digest):
     """(first, last, value) of each journal record after command seq `seq`, after checking that
     the record ending at `seq` has `digest` (the stream's last; None: not checked):
@@ -1727,7 +1764,7 @@ def _records_after(journal, seq, digest):
     return rows
 
 
-async def _serve(cfg, standby=False):
+async def _serve(cfg, standby=False, replica=False):
     srv = Server(cfg)
     ops = None
     if cfg.server.ops_port is not None:
@@ -1749,6 +1786,13 @@ async def _serve(cfg, standby=False):
     srv.added_accounts.prune()         # an account added at run time whose ADD_ACCOUNT never got journaled
     if cfg.replication.servers:
         srv.repl = replmod.Replicator(cfg, cfg.journal.path)
+        if replica:
+            try:
+                await _read_replica(srv, stop)
+            finally:
+                await srv.stop()
+                srv.repl.shutdown()
+            return
         try:
             if standby:                # started, as systemd sees it (READY=1), its watchdog fed by _lead
                 opsmod.notify("READY=1\nSTATUS=standby: following the stream")
@@ -1789,7 +1833,7 @@ async def _serve(cfg, standby=False):
             listener.close()
 
 
-def serve(cfg: cfgmod.Config, standby=False):
+def serve(cfg: cfgmod.Config, standby=False, replica=False):
     import uvloop
     configure_logging()
     global ENGINE_CPU
@@ -1797,7 +1841,7 @@ def serve(cfg: cfgmod.Config, standby=False):
         HELPER_CPUS.update(os.sched_getaffinity(0) - {cfg.server.cpu})
         os.sched_setaffinity(0, {cfg.server.cpu})
         ENGINE_CPU = cfg.server.cpu
-    uvloop.run(_serve(cfg, standby))
+    uvloop.run(_serve(cfg, standby, replica))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -1806,6 +1850,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--standby", action="store_true",
                    help="hot standby: follow the primary's journal stream ([replication]), serve once "
                         "its leader lease lapses (engine/SCALING.md)")
+    p.add_argument("--replica", action="store_true",
+                   help="read replica: follow the journal stream for good, serving sessions' reports, queries "
+                        "and market data; order entry is refused (NOT_PRIMARY)")
     p.set_defaults(run=run)
     return p
 
@@ -1820,11 +1867,15 @@ def run(args) -> int:
     except (cfgmod.ConfigError, OSError) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 2
-    if getattr(args, "standby", False) and not cfg.replication.servers:
-        print("trading-engine: --standby needs [replication] servers in the config", file=sys.stderr)
+    standby, replica = getattr(args, "standby", False), getattr(args, "replica", False)
+    if (standby or replica) and not cfg.replication.servers:
+        print("trading-engine: --standby and --replica need [replication] servers in the config", file=sys.stderr)
+        return 2
+    if standby and replica:
+        print("trading-engine: --standby or --replica, not both", file=sys.stderr)
         return 2
     try:
-        serve(cfg, getattr(args, "standby", False))
+        serve(cfg, standby, replica)
     except (JournalError, JournalRefused, cfgmod.ConfigError, replmod.Diverged, replmod.Fenced) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 1

@@ -88,8 +88,11 @@ class NatsCluster:
 
         import nats
 
+        async def quiet(e):
+            pass
+
         async def probe():
-            nc = await nats.connect(self.urls, connect_timeout=1, max_reconnect_attempts=0)
+            nc = await nats.connect(self.urls, connect_timeout=1, max_reconnect_attempts=0, error_cb=quiet)
             try:
                 await nc.jetstream(timeout=1).account_info()
             finally:

@@ -1,13 +1,15 @@
 """Hot standby by journal shipping over a 3-node NATS JetStream cluster on loopback
 (engine/replication.py, engine/SCALING.md): the standby's journal and state equal the primary's;
 kill -9 of a `replicated` primary under load loses no acknowledged report and the standby serves;
-a primary paused past its lease (a partition, as it sees it) acknowledges nothing more."""
+a primary paused past its lease (a partition, as it sees it) acknowledges nothing more; the SDK
+fails over with every report exactly once; a read replica serves reports, queries and market data."""
 import asyncio
 import json
 import os
 import signal
 import time
 import uuid
+from decimal import Decimal
 
 import pytest
 
@@ -194,6 +196,38 @@ def test_sdk_with_failover_addresses_sees_every_report_exactly_once_across_a_kil
         await c.close()
         reader.cancel()
     asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_read_replica_serves_reports_queries_and_market_data_and_refuses_orders(pair):
+    from clients.client import Trade
+    a, r = pair(durability="sync")
+    a.start()
+    r.start(args=("--replica",))
+
+    async def go():
+        buyer = await Client.connect("127.0.0.1", a.port, account=1, secret=SECRETS[1])
+        seller = await Client.connect("127.0.0.1", a.port, account=2, secret=SECRETS[2])
+        await buyer.place("BTCUSDT", "buy", "0.002", price="1.00")          # before the replica's session
+        ro = await Client.connect("127.0.0.1", r.port, account=1, secret=SECRETS[1], next_seq=1)
+        sub = await ro.subscribe("BTCUSDT", top=True, trades=True)
+        reports = ro.reports()
+        assert (await reports.__anext__()).kind == "accepted"          # replayed at logon
+        await seller.place("BTCUSDT", "sell", "0.001", price="1.00")
+        fill = await asyncio.wait_for(reports.__anext__(), 10)         # live, as the primary sequenced it
+        assert fill.kind == "fill" and fill.seq == 2
+        async for update in sub:
+            if isinstance(update, Trade):
+                assert update.qty == Decimal("0.001")
+                break
+        assert await ro.book("BTCUSDT") == await buyer.book("BTCUSDT")
+        assert await ro.open_orders() == await buyer.open_orders()
+        no = await ro.place("BTCUSDT", "buy", "0.001", price="1.00")   # order entry: refused here
+        assert no.kind == "rejected" and no.reason == "NOT_PRIMARY" and no.seq == 0
+        assert await ro.open_orders() == await buyer.open_orders()
+        for c in (buyer, seller, ro):
+            await c.close()
+    asyncio.run(asyncio.wait_for(go(), 60))
+    assert detailed(r)["replication"]["role"] == "replica"
 
 
 @pytest.mark.parametrize("argv", [["failover", "--trials", "1"],
