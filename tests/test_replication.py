@@ -198,6 +198,36 @@ def test_sdk_with_failover_addresses_sees_every_report_exactly_once_across_a_kil
     asyncio.run(asyncio.wait_for(go(), 60))
 
 
+def test_planned_switchover_and_back_when_each_node_restarts_as_the_standby(pair):
+    a, b = pair()
+    a.start()
+    b.start(args=("--standby",))
+    reports = {1: {}, 2: {}, 3: {}}
+    run_load(a.port, reports, 0.5, seed=11, kill=lambda: a.terminate())    # SIGTERM: the lease is released
+    wait_serving(b)
+    a.start(args=("--standby",))                     # the old primary follows from where it stopped
+    run_load(b.port, reports, 0.5, seed=12, kill=lambda: b.terminate())
+    wait_serving(a)
+    assert lost_reports(a.port, reports) == []
+    assert all(len(r) > 50 for r in reports.values())
+    assert "diverged" not in a.output().lower()
+
+
+def test_a_standby_whose_engine_disagrees_stops_naming_the_seq(pair):
+    a, b = pair()
+    # the standby's config differs: BTCUSDT's max_price, so the order below is rejected there
+    b.config.write_text(b.config.read_text().replace("tick_size = 1\nlot_size = 1\n",
+                                                     "tick_size = 1\nlot_size = 1\nmax_price = 50\n", 1))
+    a.start()
+    b.start(args=("--standby",))
+    c = Raw(a.port)
+    c.logon(1)
+    c.order(1, Side.BUY, 1, 100)
+    assert c.until(MsgType.ACCEPTED)[0] == MsgType.ACCEPTED
+    assert b.proc.wait(20) == 1
+    assert "diverged from the primary's events at seq" in b.output()
+
+
 def test_read_replica_serves_reports_queries_and_market_data_and_refuses_orders(pair):
     from clients.client import Trade
     a, r = pair(durability="sync")
