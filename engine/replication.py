@@ -48,12 +48,16 @@ HEADER_ROOM = 4096               # of max_payload, left for the headers
 APPLY_BATCH = 256                # a standby commits up to this many records off the stream at once
 
 
-class Fenced(Exception):
+class ReplicationError(Exception):
+    """This node cannot replicate as configured (one line naming why)."""
+
+
+class Fenced(ReplicationError):
     """This node may not acknowledge: it does not hold the leader lease (lost, lapsed, never
     taken) or the stream has moved past what it published."""
 
 
-class Diverged(Exception):
+class Diverged(ReplicationError):
     """The stream and this node's journal disagree: the node cannot follow or serve."""
 
 
@@ -128,8 +132,13 @@ class Replicator:
         async def reconnected():
             log.info("replication: reconnected to NATS")
 
-        async def error(e):
-            log.info("replication: NATS: %s", e)
+        said = [0.0, ""]
+
+        async def error(e):                  # (while no server answers, once per attempt: said once per 5 s)
+            now = time.monotonic()
+            if str(e) != said[1] or now - said[0] >= 5:
+                said[0], said[1] = now, str(e)
+                log.warning("replication: NATS %s: %s", ", ".join(r.servers), e)
 
         self.nc = await nats.connect(r.servers, name=self.node, connect_timeout=2, max_reconnect_attempts=-1,
                                      reconnect_time_wait=0.1, disconnected_cb=disconnected,
@@ -240,7 +249,10 @@ class Replicator:
                 pass
 
     async def release(self):
-        """At a graceful stop: delete the lease (compare-and-set), so a standby takes over at once."""
+        """At a graceful stop, after the publishes queued before it (the lock is first come, first
+        served): delete the lease (compare-and-set), so a standby takes over at once."""
+        async with self.lock:
+            pass
         if self.fenced is None and self.deadline > time.monotonic():
             self.fenced = "stopped"
             try:

@@ -326,6 +326,7 @@ class Server:
         self.role = "primary"             # or "standby" (following the stream), "replica" (reads only), "fenced"
         self.fenced = None                # why this node acknowledges nothing more (lost its lease)
         self.state_hash_due = 0           # batches until the next state hash shipped
+        self.renewer = None               # the leader's lease renewal (a future on the replication loop)
 
     @property
     def engine(self):
@@ -996,6 +997,7 @@ class Server:
         self.fenced = reason
         self.role = "fenced"
         self.ready = False
+        self.journal_ok = False           # the hot path applies no more orders (answered NOT_PRIMARY)
         if self.repl is not None:
             self.repl.lose(reason)
         log.error("fenced, closing every session: %s", reason, extra={"event": "fenced"})
@@ -1876,7 +1878,7 @@ def run(args) -> int:
         return 2
     try:
         serve(cfg, standby, replica)
-    except (JournalError, JournalRefused, cfgmod.ConfigError, replmod.Diverged, replmod.Fenced) as e:
+    except (JournalError, JournalRefused, cfgmod.ConfigError, replmod.ReplicationError) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 1
     except (OSError, lmdb.Error) as e:
