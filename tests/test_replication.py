@@ -198,8 +198,9 @@ def test_sdk_with_failover_addresses_sees_every_report_exactly_once_across_a_kil
     asyncio.run(asyncio.wait_for(go(), 60))
 
 
-def test_planned_switchover_and_back_when_each_node_restarts_as_the_standby(pair):
-    a, b = pair()
+@pytest.mark.parametrize("durability", ["replicated", "sync"])
+def test_planned_switchover_and_back_when_each_node_restarts_as_the_standby(pair, durability):
+    a, b = pair(durability=durability)
     a.start()
     b.start(args=("--standby",))
     reports = {1: {}, 2: {}, 3: {}}
