@@ -219,8 +219,9 @@ class Replicator:
     async def renew_forever(self):
         """On the leader: renew every lease_ms / 4 until the lease is lost (then fence)."""
         from nats.js.errors import KeyWrongLastSequenceError, KeyNotFoundError
+        wait = self.lease_s / 4
         while self.fenced is None:
-            await asyncio.sleep(self.lease_s / 4)
+            await asyncio.sleep(wait)
             t0 = time.monotonic()
             if t0 >= self.deadline:
                 self.lose("the leader lease lapsed (not renewed within lease_ms)")
@@ -229,11 +230,13 @@ class Replicator:
                 self.rev = await asyncio.wait_for(self.kv.update(LEASE_KEY, self._lease_value(), last=self.rev),
                                                   self.deadline - t0)
                 self.deadline = t0 + self.lease_s
+                wait = self.lease_s / 4
             except (KeyWrongLastSequenceError, KeyNotFoundError):
                 self.lose("the leader lease was taken by another node")
                 return
-            except Exception as e:          # no quorum, no connection: retried until the deadline
-                log.warning("replication: lease renewal failed: %s", e)
+            except Exception as e:          # no quorum, no connection (a NATS node lost: its streams elect
+                log.warning("replication: lease renewal failed: %s", e)     # a leader): retried soon
+                wait = min(0.1, self.lease_s / 4)
 
     def lose(self, reason):
         """Fence this node (any thread may call it)."""
