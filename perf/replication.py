@@ -1,11 +1,12 @@
 """Hot standby over NATS JetStream (engine/SCALING.md), on a 3-node cluster on loopback:
 
-failover     --trials times: a `replicated` primary and a standby, three sessions sending orders
-             (pipelined windows, as tests/load.py) for a random 0.5-1.5 s, kill -9 of the primary;
-             the failover time is from the kill to the standby's first LOGON_ACCEPTED (a client
-             polling it every 10 ms, as a failing-over SDK would); then every report the sessions
-             had received from the old primary is checked at the same seq on the new one (lost
-             acknowledged reports: must be 0).
+failover     --trials times: a `replicated` primary (--durability sync: a sync one) and a
+             standby, three sessions sending orders (pipelined windows, as tests/load.py) for a
+             random 0.5-1.5 s, kill -9 of the primary; the failover time is from the kill to the
+             standby's first LOGON_ACCEPTED (a client polling it every 10 ms, as a failing-over
+             SDK would); then every report the sessions had received from the old primary is
+             checked at the same seq on the new one (lost acknowledged reports: must be 0 when
+             replicated).
 standbylag   a primary (--durability, default sync) and a standby; open-loop orders at --rate for
              --seconds (perf/roundtrip.py's generator); the standby's lag behind the primary in
              journaled commands sampled every 50 ms, and how long it takes to catch up after.
@@ -137,11 +138,12 @@ def failover_scenario(args):
     from engine.testing import ServerProc
     from engine.testing_nats import NatsCluster
     rng = random.Random(args.seed)
+    durability = args.durability[0] if args.durability != ["none", "sync"] else "replicated"
     times, lost, acked = [], [], []
     with tempfile.TemporaryDirectory() as tmp, NatsCluster(Path(tmp) / "nats") as nats:
         for trial in range(args.trials):
             tag = f"t{trial}"
-            procs = [ServerProc(Path(tmp) / f"{tag}{node}", durability="replicated",
+            procs = [ServerProc(Path(tmp) / f"{tag}{node}", durability=durability,
                                 extra=roundtrip.replication_config(
                                     nats.urls, node, stream=f"TE_{tag}", subject=f"te.{tag}",
                                     lease_bucket=f"lease_{tag}", lease_ms=args.lease_ms))
@@ -180,7 +182,7 @@ def failover_scenario(args):
                 for p in procs:
                     p.stop()
     ms = np.array(times) * 1000
-    return dict(trials=args.trials, lease_ms=args.lease_ms,
+    return dict(durability=durability, trials=args.trials, lease_ms=args.lease_ms,
                 failover_ms={"min": float(ms.min()), "p50": float(np.percentile(ms, 50)),
                              "p90": float(np.percentile(ms, 90)), "max": float(ms.max())},
                 within_2s=int((ms <= 2000).sum()), reports_seen=int(sum(acked)), lost_acknowledged=int(sum(lost)))
