@@ -105,6 +105,9 @@ def test_standby_journal_and_state_equal_the_primarys_after_a_load(pair):
     assert got["replication"]["state_hash"] == want["replication"]["state_hash"]
     assert got["engine"] == want["engine"]
     assert records(b) == records(a)          # byte for byte: the same records, digests and chain
+    metrics = get(b, "/metrics")[1]
+    assert f"te_replication_applied_total {float(got['replication']['applied'])}" in metrics
+    assert "te_replication_leader 0.0" in metrics and "te_replication_leader 1.0" in get(a, "/metrics")[1]
     assert "Diverged" not in b.output() and "diverged" not in b.output()
     t, body, _ = Raw(b.port).logon(1)                # a standby refuses sessions
     assert t == MsgType.LOGON_REJECTED and body["reason"] == Reject.NOT_PRIMARY
