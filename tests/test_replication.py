@@ -274,3 +274,14 @@ def test_replication_benchmarks_run_small(tmp_path, argv):
         assert r["lost_acknowledged"] == 0 and r["reports_seen"] > 0
     else:
         assert r["standby_state_equal"] and r["commands"] >= 1000
+
+
+def test_standby_and_replica_need_replication_servers(tmp_path):
+    import subprocess
+    import sys
+    srv = ServerProc(tmp_path / "s")
+    env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()})
+    for args in (["--standby"], ["--replica"]):
+        r = subprocess.run([sys.executable, "-m", "engine.server", "--config", str(srv.config), *args],
+                           capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 2 and "need [replication] servers" in r.stderr, r.stderr
