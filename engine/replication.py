@@ -298,12 +298,17 @@ class Replicator:
                        "te-first": str(first), "te-last": str(last), "te-part": f"{i}/{n}"}
                 if state is not None and i == n - 1:
                     hdr["te-state"] = f"{state:016x}"
+                give_up = time.monotonic() + self.lease_s      # the lease may be renewed meanwhile
                 while True:
                     if self.fenced is not None:
                         raise Fenced(self.fenced)
-                    left = self.deadline - time.monotonic()
+                    now = time.monotonic()
+                    left = self.deadline - now
                     if left <= 0:
                         self.lose("the leader lease lapsed before the publish was acknowledged")
+                        raise Fenced(self.fenced)
+                    if now >= give_up:           # the stream is unavailable, the lease bucket is not
+                        self.lose("the stream did not acknowledge a publish within lease_ms")
                         raise Fenced(self.fenced)
                     try:
                         ack = await self.js.publish(self.r.subject, value[i * self.chunk:(i + 1) * self.chunk],
