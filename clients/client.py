@@ -25,7 +25,7 @@ import os
 import ssl as ssllib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Iterable, Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -451,6 +451,8 @@ class Client:
         self.cash_decimals: int | None = None      # from the server's PORTFOLIO (None: risk is off)
         self._key = b""
         self._addr: tuple[str, int] = ("", 0)
+        self._addrs: list[tuple[str, int]] = []     # (host, port) and the failover addresses
+        self._addr_i = 0                           # the one the last logon succeeded at
         self._heartbeat_ms = 1000
         self._cod = False
 
@@ -458,7 +460,8 @@ class Client:
     def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
                 cancel_on_disconnect: bool = False, next_seq: int = 1,
                 tls: bool | ssllib.SSLContext = False, timeout: float | None = DEFAULT_TIMEOUT,
-                reconnect: bool = False, raise_on_reject: bool = False) -> _Connect:
+                reconnect: bool = False, raise_on_reject: bool = False,
+                failover: Sequence[tuple[str, int]] = ()) -> _Connect:
         """Open a session: `await Client.connect(...)` or `async with Client.connect(...) as c`.
 
         next_seq: the first execution report wanted (the server replays from there; 1 = all, a
@@ -469,15 +472,22 @@ class Client:
         than by close(), log on again with backoff (0.1 s doubling to 5 s) asking for the
         reports missed, and subscribe again; reports() and subscriptions carry on, calls made
         while it is down fail with ConnectionClosed. raise_on_reject=True: a REJECTED report
-        raises OrderRejected instead of being returned."""
+        raises OrderRejected instead of being returned. failover: the other nodes of a primary and
+        hot standby ((host, port) each; engine/SCALING.md): every logon, the first and each
+        reconnect, tries the address that worked last, then the others in turn, passing over one
+        that refuses the connection, times out or answers NOT_PRIMARY; with reconnect=True the
+        gap replay then continues at whichever serves, so each report arrives exactly once."""
         c = cls()
         c._ssl = (ssllib.create_default_context() if tls is True else tls) or None
         c.timeout, c.auto_reconnect, c.raise_on_reject = timeout, reconnect, raise_on_reject
+        c._addrs = [(host, port), *failover]
         return _Connect(c._open(host, port, account, secret, heartbeat_ms, cancel_on_disconnect, next_seq))
 
     async def _open(self, host: str, port: int, account: int, secret: str | bytes, heartbeat_ms: int,
                     cancel_on_disconnect: bool, next_seq: int) -> Client:
         self.account, self._key, self._addr = account, signing_key(secret), (host, port)
+        if not self._addrs:
+            self._addrs = [(host, port)]
         self._heartbeat_ms, self._cod = heartbeat_ms, cancel_on_disconnect
         self.last_seq = next_seq - 1
         await self._logon()
@@ -495,6 +505,26 @@ class Client:
             self.cash_decimals = int(entries[0]["cash_decimals"])
 
     async def _logon(self) -> None:
+        """Log on at the address that worked last, else at the next one that serves (failover):
+        the last address's error when none does."""
+        n = len(self._addrs)
+        for k in range(n):
+            i = (self._addr_i + k) % n
+            self._addr = self._addrs[i]
+            try:
+                await self._logon_at()
+            except AuthenticationError as e:
+                if e.code != Reject.NOT_PRIMARY or k == n - 1:
+                    raise
+                continue
+            except (ConnectionClosed, RequestTimeout):
+                if k == n - 1:
+                    raise
+                continue
+            self._addr_i = i
+            return
+
+    async def _logon_at(self) -> None:
         """Connect and log on (within `timeout`): AuthenticationError, ConnectionClosed, RequestTimeout."""
         host, port = self._addr
         try:
@@ -565,10 +595,15 @@ class Client:
             await asyncio.sleep(delay)
             try:
                 await self._logon()
-            except (AuthenticationError, ssllib.SSLError):
-                break                                  # a refused logon or certificate does not cure itself
+            except AuthenticationError as e:
+                if e.code != Reject.NOT_PRIMARY:
+                    break                              # a refused logon does not cure itself
+                delay = min(delay * 2, 5.0 if len(self._addrs) == 1 else 1.0)   # a standby: soon
+                continue
+            except ssllib.SSLError:
+                break                                  # nor a refused certificate
             except (ConnectionClosed, RequestTimeout):
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 5.0 if len(self._addrs) == 1 else 1.0)    # failover: try sooner
                 continue
             self.reconnects += 1
             try:
@@ -1068,11 +1103,11 @@ class SyncClient:
     def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
                 cancel_on_disconnect: bool = False, next_seq: int = 1, tls: bool | ssllib.SSLContext = False,
                 timeout: float | None = DEFAULT_TIMEOUT, reconnect: bool = False,
-                raise_on_reject: bool = False) -> SyncClient:
+                raise_on_reject: bool = False, failover: Sequence[tuple[str, int]] = ()) -> SyncClient:
         """Open a session (see Client.connect for the options); use it as a context manager."""
         return cls(host, port, account=account, secret=secret, heartbeat_ms=heartbeat_ms,
                    cancel_on_disconnect=cancel_on_disconnect, next_seq=next_seq, tls=tls, timeout=timeout,
-                   reconnect=reconnect, raise_on_reject=raise_on_reject)
+                   reconnect=reconnect, raise_on_reject=raise_on_reject, failover=failover)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

@@ -121,7 +121,7 @@ class LogonStore:
     def __init__(self, journal_path: str, durability: str, max_accounts: int):
         path = os.path.join(journal_path, LOGONS_DIR)
         os.makedirs(path, exist_ok=True)
-        sync = durability == "sync"
+        sync = durability in ("sync", "replicated")
         self.env = lmdb.open(path, map_size=max(1 << 20, max_accounts * 256), subdir=True, sync=sync,
                              metasync=sync, writemap=False, max_dbs=0)
         self.last: dict[int, int] = {}

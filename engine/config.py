@@ -184,7 +184,9 @@ class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: str = "./journal"
-    durability: Literal["sync", "async", "none"] = "sync"
+    # replicated: sync, and every batch acknowledged only after the JetStream publish ack too
+    # ([replication]; engine/SCALING.md)
+    durability: Literal["sync", "async", "none", "replicated"] = "sync"
     map_size: int = 1 << 30
     sync_interval_ms: int = 100            # durability "async": env.sync(True) this often
     retry_interval_ms: int = 1000          # after a failed commit: how often the disk is probed to resume
@@ -194,6 +196,20 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allow_none: bool = False               # durability "none" is for tests and benchmarks only
     key_env: str | None = None             # the journal chain's key (>= 16 bytes; engine/journal.py) from this
     key_file: str | None = None            # environment variable or owner-only file; fixed at journal creation
+
+
+class ReplicationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Journal shipping to NATS JetStream, the leader lease and the hot standby (engine/SCALING.md)."""
+    servers: list[str] = []                # NATS URLs; empty: no replication
+    node: str = ""                         # this node's name in the lease (default: the host name)
+    address: str = ""                      # host:port clients reach this node at, shown in the lease
+    stream: str = "TE_JOURNAL"             # the stream of committed batches
+    subject: str = "te.journal"
+    replicas: int = 3                      # the stream's and the lease bucket's replicas
+    lease_bucket: str = "te_leader"        # JetStream key-value bucket holding the leader lease
+    lease_ms: int = 1000                   # the lease lapses this long after its last renewal
+    publish_timeout_ms: int = 1000         # a publish not acknowledged by then fails (fences, if replicated)
+    state_hash_every: int = 1000           # batches between state hashes shipped for the standby to check
 
 
 class ScenarioConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -267,6 +283,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admins: list[AdminConfig] = []
     analytics: AnalyticsConfig = msgspec.field(default_factory=AnalyticsConfig)
     surveillance: SurveillanceConfig = msgspec.field(default_factory=SurveillanceConfig)
+    replication: ReplicationConfig = msgspec.field(default_factory=ReplicationConfig)
 
 
 class ConfigError(Exception):
@@ -356,6 +373,14 @@ def validate(cfg: Config, where: str) -> None:
     if cfg.journal.durability == "none" and not cfg.journal.allow_none:
         raise ConfigError(f"{where}: `journal.durability` = \"none\" loses acknowledged orders; "
                           "set journal.allow_none = true (tests and benchmarks only)")
+    r = cfg.replication
+    if cfg.journal.durability == "replicated" and not r.servers:
+        raise ConfigError(f"{where}: `journal.durability` = \"replicated\" needs `replication.servers`")
+    if r.servers and cfg.journal.durability == "none":
+        raise ConfigError(f"{where}: replication ships the journal: `journal.durability` \"none\" has none")
+    if r.lease_ms < 100 or r.publish_timeout_ms < 1 or r.replicas < 1 or r.state_hash_every < 0:
+        raise ConfigError(f"{where}: `replication`: lease_ms >= 100, publish_timeout_ms and replicas >= 1, "
+                          "state_hash_every >= 0")
     sv = cfg.surveillance
     owned = [a for o in sv.owners for a in o.accounts]
     if len(set(owned)) != len(owned) or len({o.name for o in sv.owners}) != len(sv.owners):

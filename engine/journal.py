@@ -406,36 +406,47 @@ class Journal:
             raise JournalError(f"journal {self.path}: the record ending at seq {seq} is not the one committed "
                                "there (its digest differs from the tail's): the journal was rewritten", first)
 
-    def append(self, cmds: np.ndarray, events: np.ndarray) -> None:
-        """Commit one batch (cmds must carry consecutive seqs after last_seq). Returns after the commit."""
+    def append(self, cmds: np.ndarray, events: np.ndarray) -> bytes:
+        """Commit one batch (cmds must carry consecutive seqs after last_seq). Returns after the
+        commit, the record as stored (what replication ships; engine/replication.py)."""
         n = len(cmds)
         if n == 0:
-            return
+            return b""
         first = int(cmds["seq"][0])
         if first != self.last_seq + 1:
             raise JournalError(f"batch starts at seq {first}, journal ends at {self.last_seq}", first)
         body = b"".join((HEAD.pack(n, len(events)), self.last_digest, cmds.tobytes(), events.tobytes()))
-        digest = hashlib.blake2b(body, digest_size=DIGEST, key=self.key).digest()
-        value = body + digest
-        key = struct.pack(">Q", first)
+        value = body + hashlib.blake2b(body, digest_size=DIGEST, key=self.key).digest()
+        self.append_records(((first, int(cmds["seq"][-1]), value),))
+        return value
+
+    def append_records(self, records) -> None:
+        """Commit records in one transaction: (first seq, last seq, value) each, chained onto this
+        journal's end (append's one; a standby's records off the stream, made by the primary's
+        journal with the same key and checked by decode_record against the previous digest)."""
+        if not records:
+            return
+        if records[0][0] != self.last_seq + 1:
+            raise JournalError(f"batch starts at seq {records[0][0]}, journal ends at {self.last_seq}", records[0][0])
         while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    if not txn.put(key, value, append=True):
-                        raise JournalError(f"journal key {first} not after the last key", first)
+                    for first, _, value in records:
+                        if not txn.put(struct.pack(">Q", first), value, append=True):
+                            raise JournalError(f"journal key {first} not after the last key", first)
                 break
             except lmdb.MapFullError:
                 self.map_size *= 2
                 self.env.set_mapsize(self.map_size)
             except lmdb.Error as e:
-                raise JournalUnavailable(f"journal commit failed at seq {first}: {e}") from e
-        self.last_digest = digest
-        self.last_seq = int(cmds["seq"][-1])
-        self.records += 1
+                raise JournalUnavailable(f"journal commit failed at seq {records[0][0]}: {e}") from e
+        self.last_digest = bytes(records[-1][2][-DIGEST:])
+        self.last_seq = records[-1][1]
+        self.records += len(records)
         try:
             self._write_tail()            # a pwrite into the page cache: ~1 us, no fsync (module docstring)
         except OSError as e:              # committed, but not recorded as the end: the server rebuilds
-            raise JournalUnavailable(f"journal tail write failed at seq {first}: {e}") from e
+            raise JournalUnavailable(f"journal tail write failed at seq {records[0][0]}: {e}") from e
 
     def sync(self) -> None:
         """Flush to disk (async durability's timer and close), the tail too."""

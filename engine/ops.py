@@ -162,6 +162,18 @@ class EngineCollector:
             yield CounterMetricFamily("te_tls_refused", "connections closed before a TLS handshake (rate or cap)",
                                       value=srv.tls.refused)
             yield CounterMetricFamily("te_tls_failed", "TLS handshakes failed or timed out", value=srv.tls.failed)
+        if srv.repl is not None:              # replication (engine/SCALING.md)
+            r = srv.repl
+            yield GaugeMetricFamily("te_replication_leader", "1 while this node serves as the primary (holds the "
+                                    "leader lease, not fenced)", value=int(srv.role == "primary" and r.fenced is None))
+            yield GaugeMetricFamily("te_replication_fenced", "1 once this node lost its leader lease: it acknowledges "
+                                    "nothing more (restart it as a standby)", value=int(srv.role == "fenced"))
+            yield CounterMetricFamily("te_replication_published", "journal records published to the stream",
+                                      value=r.published)
+            yield CounterMetricFamily("te_replication_applied", "journal records applied from the stream (standby, "
+                                      "read replica)", value=r.applied)
+            yield GaugeMetricFamily("te_replication_lag", "stream messages not yet applied, as last seen (standby, "
+                                    "read replica)", value=r.lag)
         halted = GaugeMetricFamily("te_symbol_halted", "1 if the symbol is halted", labels=["symbol"])
         for s in srv.cfg.symbols:
             halted.add_metric([s.name], int(e.symbol_state(s.id) == SymbolState.HALTED))

@@ -57,9 +57,10 @@ import numpy as np
 from engine import config as cfgmod
 from engine import admin as adminmod, auth as authmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, \
     tls as tlsmod
+from engine import replication as replmod
 from engine.core import Engine
 from engine.risk import Risk
-from engine.journal import Journal, JournalError, JournalRefused
+from engine.journal import Journal, JournalError, JournalRefused, decode_record
 from protocol import wire
 from protocol.codes import AccountState, CommandKind, Reject, Side, SymbolState
 from protocol.units import to_units
@@ -265,7 +266,8 @@ class Server:
         if cfg.journal.durability != "none":
             # the writer lock comes first: a second server stops here, before it reads anything
             # (the journal directory's added_accounts.json included)
-            self.journal = Journal(cfg.journal.path, cfg.journal.durability, cfg.journal.map_size,
+            durability = "sync" if cfg.journal.durability == "replicated" else cfg.journal.durability
+            self.journal = Journal(cfg.journal.path, durability, cfg.journal.map_size,
                                    key=cfgmod.journal_key(cfg.journal))
             os.makedirs(self.snapshot_dir, exist_ok=True)
         e = cfg.engine
@@ -319,6 +321,12 @@ class Server:
         self.loop = None
         self.tcp_server = None
         self.stopping = False
+        # replication (engine/replication.py, engine/SCALING.md): set up by _serve when configured
+        self.repl = None
+        self.role = "primary"             # or "standby" (following the stream), "replica" (reads only), "fenced"
+        self.fenced = None                # why this node acknowledges nothing more (lost its lease)
+        self.state_hash_due = 0           # batches until the next state hash shipped
+        self.renewer = None               # the leader's lease renewal (a future on the replication loop)
 
     @property
     def engine(self):
@@ -526,6 +534,9 @@ class Server:
             "risk": self.risk_status(),
             "recovery": self.recovery,
             "market_data": self.feeds.status(),
+            **({"replication": dict(self.repl.status(), role=self.role,
+                                    state_hash=f"{self.engine.state_hash():#018x}")}
+               if self.repl is not None else {}),
         }
 
     def risk_status(self):
@@ -671,6 +682,9 @@ class Server:
             if self.hot.n_pending:
                 self.feeds.on_batch(self.hot.pending[:self.hot.n_pending])
             self.hot.done()
+        elif self.fenced is not None:
+            self.hot.discard()            # never committed nor acknowledged (see fence)
+            self.open_out = []
         elif self.inflight is None and self.hot.n_pending:
             self.dispatch()
 
@@ -692,7 +706,13 @@ class Server:
         # every account's next report seq before the batch that starts now (gap replay's index)
         self.seq_index.note(self.next_cmd_seq, self.next_seq)
         out, self.open_out = self.open_out, []
-        fut = self.committer.submit(self._commit, cmds, events)
+        state = None                      # the state hash shipped with this batch (the engine is just after it)
+        if self.repl is not None and self.cfg.replication.state_hash_every:
+            self.state_hash_due -= 1
+            if self.state_hash_due <= 0:
+                self.state_hash_due = self.cfg.replication.state_hash_every
+                state = self.engine.state_hash()
+        fut = self.committer.submit(self._commit, cmds, events, state)
         self.inflight = (fut, out, cmds, md)
         fut.add_done_callback(self._commit_returned)
         if self.at_dispatch:              # the rings and the book are exactly after the sealed batch now
@@ -700,10 +720,15 @@ class Server:
             for conn in waiting:
                 conn.answer_waiting()
 
-    def _commit(self, cmds, events):
-        """On the commit thread: one LMDB transaction (fsync'd with `sync`); its duration in ns."""
+    def _commit(self, cmds, events, state=None):
+        """On the commit thread: one LMDB transaction (fsync'd with `sync`), then, when replicating,
+        the record's publish (awaited with `replicated`: replication.Fenced if it fails); its
+        duration in ns."""
         t = time.perf_counter_ns()
-        self.journal.append(np.frombuffer(cmds, dtype=COMMAND.dtype), np.frombuffer(events, dtype=EVENT.dtype))
+        c = np.frombuffer(cmds, dtype=COMMAND.dtype)
+        value = self.journal.append(c, np.frombuffer(events, dtype=EVENT.dtype))
+        if self.repl is not None:
+            self.repl.ship(value, int(c["seq"][0]), int(c["seq"][-1]), state)
         return time.perf_counter_ns() - t
 
     def _commit_returned(self, fut):
@@ -722,6 +747,9 @@ class Server:
         self.inflight = None
         try:
             self.hot.commit.observe(fut.result())
+        except replmod.Fenced as e:       # committed here but not replicated: nothing is acknowledged
+            self.fence(str(e))
+            return
         except Exception as e:            # JournalUnavailable, or a journal bug: nothing is acknowledged
             self.journal_failed(cmds, out, e)
             return
@@ -745,7 +773,7 @@ class Server:
         query frame, an admin action's reply, a snapshot, shutdown)."""
         if self.committer is None:
             return
-        while self.journal_ok:
+        while self.journal_ok and self.fenced is None:
             if self.inflight is not None:
                 fut = self.inflight[0]
                 concurrent.futures.wait([fut])
@@ -898,13 +926,23 @@ class Server:
         self.loop.create_task(self.rebuild(failed, known))
 
     async def rebuild(self, failed, known):
+        shipped = known
         while True:
             try:
                 self.journal.reopen()
+                if self.repl is not None and self.journal.last_seq > shipped:
+                    # a commit that reported failure landed after all: it was never shipped, and its
+                    # reports go out below (in _replay), so it is published first
+                    for first, last, value in _records_after(self.journal, shipped, None):
+                        await self.repl.run(self.repl._ship(value, first, last, None))
+                        shipped = last
                 eng = engine_from_config(self.cfg)
                 from_seq, anchor = self._restore_snapshot(eng, restore_server=False)
                 await self._replay(eng, from_seq, anchor, known)
                 break
+            except replmod.Fenced as e:
+                self.fence(str(e))
+                return
             except Exception as e:       # the journal cannot even be read: keep refusing, try again
                 log.error("rebuild from the journal failed, retrying: %s", e)
                 await asyncio.sleep(self.cfg.journal.retry_interval_ms / 1000)
@@ -937,7 +975,7 @@ class Server:
 
     def probe_journal(self):
         """After a rebuild: resume when the journal's disk takes a write and an fdatasync again."""
-        if self.journal_ok or self.rebuilding:
+        if self.journal_ok or self.rebuilding or self.role != "primary":
             return
         try:
             self.journal.probe()
@@ -948,9 +986,80 @@ class Server:
         self.journal_error = None
         log.warning("journal writable again: resuming at seq %d", self.next_cmd_seq, extra={"event": "journal_writable"})
 
+    # -- replication (engine/replication.py, engine/SCALING.md) --
+    def fence(self, reason):
+        """This node lost its leader lease (or its publish failed): acknowledge nothing more. The
+        batch in flight and the open one are dropped unacknowledged, every session gets a LOGOUT
+        NOT_PRIMARY and is closed, logons are refused with NOT_PRIMARY, readiness goes false.
+        The process stays up for its health and metrics; restart it as a standby."""
+        if self.fenced is not None:
+            return
+        self.fenced = reason
+        self.role = "fenced"
+        self.ready = False
+        self.journal_ok = False           # the hot path applies no more orders (answered NOT_PRIMARY)
+        if self.repl is not None:
+            self.repl.lose(reason)
+        log.error("fenced, closing every session: %s", reason, extra={"event": "fenced"})
+        self.inflight = None
+        self.open_out = []
+        self.at_dispatch = []
+        self.hot.discard()
+        for c in list(self.conns):
+            c.close(Reject.NOT_PRIMARY)
+
+    async def apply_shipped(self, recs):
+        """A standby: apply records read off the stream through this engine and journal, as
+        recovery replays them (events compared byte for byte, reports encoded unsent into the
+        replay rings), each checked to chain onto this journal (the previous digest, its own
+        digest with this journal's key), the shipped state hashes compared; then commit them in
+        one transaction. replication.Diverged when they disagree."""
+        j = self.journal
+        prev, end = j.last_digest, j.last_seq
+        done = []
+        try:
+            for rec in recs:
+                if rec.last <= end:       # already here (a restart reads the stream from its saved position)
+                    continue
+                if rec.first != end + 1:
+                    raise replmod.Diverged(f"the stream's record at seq {rec.first}..{rec.last} does not follow "
+                                           f"this journal's end at seq {end}")
+                try:
+                    cmds, events, prev = decode_record(rec.first, rec.value, prev, j.key)
+                except JournalError as e:
+                    raise replmod.Diverged(f"the stream's record does not chain onto this journal: {e}") from None
+                cmds = np.ascontiguousarray(cmds)
+                eng = self.engine
+                eng.feed(cmds)
+                if eng.events_view().tobytes() != events.tobytes():
+                    raise replmod.Diverged(f"applying the stream diverged from the primary's events at seq {rec.first}")
+                self._note_config_limits(cmds)
+                self.seq_index.note(rec.first, self.next_seq)
+                live = self.role == "replica"     # its sessions get their reports and market data
+                self.feeds.on_batch(cmds, live=live)
+                groups = self.hot.encode()    # advances the sequences, refills the replay rings
+                self.hot.discard()
+                if groups:
+                    self._deliver(groups, send=live)
+                end = rec.last
+                self.next_cmd_seq = end + 1
+                self.batches += 1
+                done.append((rec.first, rec.last, rec.value))
+                if rec.state is not None and eng.state_hash() != rec.state:
+                    raise replmod.Diverged(f"state hash after seq {rec.last}: {eng.state_hash():#018x} here, "
+                                           f"{rec.state:#018x} on the primary")
+        finally:
+            j.append_records(done)        # what was applied (up to a divergence) is journaled
+        if recs:
+            self.repl.stream_seq = recs[-1].stream_seq
+            self.repl.applied += len(done)
+            self.repl._save_pos()
+
     def submit(self, cmd_fields: dict):
         """Apply one command built in Python (timers, cancel on disconnect, admin); refused
         while the journal is down."""
+        if self.fenced is not None:
+            return
         if self.hot.full:
             self.flush()
         n = self.hot.n_pending
@@ -1010,6 +1119,17 @@ class Server:
     async def start(self):
         self.loop = asyncio.get_running_loop()
         self.reconcile()
+        if self.tcp_server is not None:       # a standby's listener, open already (listen)
+            self.role = "primary"
+            self.ready = True
+            log.info("serving", extra={"event": "serving"})
+            return self.tcp_server.sockets[0].getsockname()[1]
+        return await self.listen()
+
+    async def listen(self):
+        """Open the trading port (a standby's early: its logons are refused with NOT_PRIMARY until
+        it takes over), write the port file; ready unless a standby."""
+        self.loop = asyncio.get_running_loop()
         s = self.cfg.server
         if s.tls_cert is None:
             self.tcp_server = await self.loop.create_server(lambda: Connection(self), s.host, s.port,
@@ -1021,7 +1141,7 @@ class Server:
             with open(s.port_file + ".tmp", "w") as f:
                 f.write(str(port))
             os.replace(s.port_file + ".tmp", s.port_file)
-        self.ready = True
+        self.ready = self.role == "primary"
         log.info("listening", extra={"event": "listening", "host": s.host, "port": port})
         return port
 
@@ -1048,7 +1168,8 @@ class Server:
         try:                                  # nothing here may stop the journal being closed
             self.reap_snapshot(block=True)
             self.flush()
-            self.snapshot(fork=False)         # the next start loads it and replays nothing
+            if self.fenced is None:           # (fenced: the engine holds commands never journaled)
+                self.snapshot(fork=False)     # the next start loads it and replays nothing
         except Exception:
             log.exception("shutdown snapshot failed; the next start replays the journal instead")
         self.committer.shutdown(wait=True)
@@ -1213,8 +1334,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def handle(self, t: MsgType, frame: bytes):
         body = wire.decode(frame)[0][0][1]
-        if t in ORDER_TYPES:           # only while the journal is down: nothing may change state
-            self.send(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE))
+        if t in ORDER_TYPES:           # only while the journal is down (or on a read replica): nothing may change state
+            self.send(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE if self.server.role == "primary"
+                                          else Reject.NOT_PRIMARY))
             return
         if t == MsgType.LOGON:
             self.logon(frame, body)
@@ -1252,6 +1374,10 @@ class Connection(asyncio.BufferedProtocol):
         srv, s = self.server, self.server.cfg.server
         if self.account is not None:
             self.protocol_error(Reject.ALREADY_LOGGED_ON, MsgType.LOGON)
+            return
+        if srv.role not in ("primary", "replica"):   # a standby, or a primary that lost its lease: the client tries the next address
+            self.write(wire.encode(MsgType.LOGON_REJECTED, reason=Reject.NOT_PRIMARY))
+            self.close(None)
             return
         acct_id = int(body["account"])
         acct = srv.accounts.get(acct_id)
@@ -1506,7 +1632,141 @@ def configure_logging(level="INFO"):
     logging.captureWarnings(True)
 
 
-async def _serve(cfg):
+async def _lead(srv, standby, stop):
+    """Replication (engine/SCALING.md): apply the stream to its end (a standby: keep following it
+    until the leader lease lapses), take the lease, apply what the stream gained meanwhile,
+    publish what this journal holds beyond the stream, and renew the lease from then on. False
+    when `stop` was set first; replication.Diverged / Fenced when this node cannot lead."""
+    repl = srv.repl
+    loop = asyncio.get_running_loop()
+    repl.server_loop = loop
+    repl.on_fenced = srv.fence
+    await repl.run(repl.connect())
+    srv.role = "standby"
+    await srv.listen()                        # refusing logons (NOT_PRIMARY) until it leads
+    apply, failure = _applier(srv, loop)
+    end_seq, end_last, _ = await repl.run(repl.stream_end())
+    start = repl.saved_pos + 1 if 0 < repl.saved_pos <= end_seq else 1
+    if standby or end_last > srv.journal.last_seq:
+        log.info("replication: following the stream from stream seq %d (journal at seq %d)", start,
+                 srv.journal.last_seq)
+        await repl.run(repl.follow(apply, start))
+    holder = await repl.run(repl.lease_holder())
+    if not standby and holder is not None and holder[0] != repl.node:
+        raise replmod.Fenced(f"the leader lease is held by node {holder[0]!r}: start this node with --standby")
+    seen = {}
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not await repl.run(repl.try_acquire(seen)):
+            opsmod.notify("WATCHDOG=1")       # (a no-op outside systemd)
+            await asyncio.wait([failure, stopping], timeout=repl.lease_s / 4, return_when=asyncio.FIRST_COMPLETED)
+            if failure.done():
+                failure.result()
+            if stop.is_set():
+                return False
+        log.warning("replication: took the leader lease (node %s, revision %d)", repl.node, repl.rev,
+                    extra={"event": "leader"})
+        while True:                           # apply the stream to its end
+            if failure.done():
+                failure.result()
+            end_seq, end_last, end_digest = await repl.run(repl.stream_end())
+            if end_last <= srv.journal.last_seq:
+                break
+            if repl.follower is None:
+                await repl.run(repl.follow(apply, start))
+            opsmod.notify("WATCHDOG=1")
+            await asyncio.sleep(0.002)
+    finally:
+        stopping.cancel()
+    await repl.run(repl.stop_following())
+    repl.stream_seq = end_seq
+    n = 0
+    for first, last, value in _records_after(srv.journal, end_last, end_digest):
+        await repl.run(repl._ship(value, first, last, None))
+        n += 1
+    if n:
+        log.info("replication: published %d journal records the stream lacked", n)
+    srv.renewer = asyncio.run_coroutine_threadsafe(repl.renew_forever(), repl.loop)
+    return True
+
+
+def _applier(srv, loop):
+    """(apply, failure): the follower's callback, applying records on the server's loop, and a
+    future that gets its replication.Diverged (nothing more is applied after one)."""
+    failure = loop.create_future()
+
+    def failed(e):
+        if not failure.done():
+            failure.set_exception(e)
+
+    async def apply(recs):                    # on the replication loop: apply on the server's, wait
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(srv.apply_shipped(recs), loop))
+        except Exception as e:
+            loop.call_soon_threadsafe(failed, e)
+            await asyncio.sleep(3600)         # stop here: nothing after a record that failed
+    return apply, failure
+
+
+async def _read_replica(srv, stop):
+    """A read replica (`serve --replica`): follow the stream for good, never leading. Sessions log
+    on, get their execution reports (replayed and live, as the primary sequenced them), answer
+    queries and market data from the state after the last record applied; order entry is
+    answered NOT_PRIMARY (journal_ok stays false: the hot path applies nothing here)."""
+    repl = srv.repl
+    loop = asyncio.get_running_loop()
+    repl.server_loop = loop
+    await repl.run(repl.connect())
+    srv.role = "replica"
+    srv.journal_ok = False
+    apply, failure = _applier(srv, loop)
+    end_seq, _, _ = await repl.run(repl.stream_end())
+    start = repl.saved_pos + 1 if 0 < repl.saved_pos <= end_seq else 1
+    await repl.run(repl.follow(apply, start))
+    await srv.listen()
+    timers = asyncio.ensure_future(srv.timers())     # heartbeats, logon timeouts (it submits nothing here)
+    opsmod.notify(f"READY=1\nSTATUS=read replica from stream seq {start}")
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([failure, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if failure.done():
+            failure.result()
+    finally:
+        stopping.cancel()
+        timers.cancel()
+        await repl.run(repl.stop_following())
+
+
+def _records_after(journal, seq, digest):
+    """(first, last, value) of each journal record after command seq `seq`, after checking that
+    the record ending at `seq` has `digest` (the stream's last; None: not checked):
+    replication.Diverged if not."""
+    with journal._txn() as txn:
+        cur = txn.cursor()
+        if seq:
+            if not cur.set_range(struct.pack(">Q", seq + 1)):
+                cur.last()
+            else:
+                cur.prev()
+            value = bytes(cur.value())
+            n_cmds = struct.unpack_from("<I", value)[0]
+            end = int(np.frombuffer(value, dtype=COMMAND.dtype, count=n_cmds, offset=24)["seq"][-1])
+            if end != seq or (digest is not None and value[-16:] != digest):
+                raise replmod.Diverged(f"this journal's record ending at seq {seq} is not the stream's last one")
+            more = cur.next()
+        else:
+            more = cur.first()
+        rows = []
+        while more:
+            value = bytes(cur.value())
+            n_cmds = struct.unpack_from("<I", value)[0]
+            seqs = np.frombuffer(value, dtype=COMMAND.dtype, count=n_cmds, offset=24)["seq"]
+            rows.append((int(seqs[0]), int(seqs[-1]), value))
+            more = cur.next()
+    return rows
+
+
+async def _serve(cfg, standby=False, replica=False):
     srv = Server(cfg)
     ops = None
     if cfg.server.ops_port is not None:
@@ -1526,6 +1786,26 @@ async def _serve(cfg):
     opsmod.notify("STATUS=recovering")
     await srv.recover()
     srv.added_accounts.prune()         # an account added at run time whose ADD_ACCOUNT never got journaled
+    if cfg.replication.servers:
+        srv.repl = replmod.Replicator(cfg, cfg.journal.path)
+        if replica:
+            try:
+                await _read_replica(srv, stop)
+            finally:
+                await srv.stop()
+                srv.repl.shutdown()
+            return
+        try:
+            if standby:                # started, as systemd sees it (READY=1), its watchdog fed by _lead
+                opsmod.notify("READY=1\nSTATUS=standby: following the stream")
+            if not await _lead(srv, standby, stop):
+                await srv.stop()
+                srv.repl.shutdown()
+                return
+        except BaseException:
+            srv.repl.shutdown()
+            await srv.stop()
+            raise
     await srv.start()
     admin = None
     if cfg.server.admin_port is not None and cfg.admins:
@@ -1547,12 +1827,15 @@ async def _serve(cfg):
     opsmod.notify("STOPPING=1")
     await srv.stop()
     timers.cancel()
+    if srv.repl is not None:
+        await srv.repl.run(srv.repl.release())     # a standby takes over at once
+        srv.repl.shutdown()
     for listener in (ops, admin):
         if listener is not None:
             listener.close()
 
 
-def serve(cfg: cfgmod.Config):
+def serve(cfg: cfgmod.Config, standby=False, replica=False):
     import uvloop
     configure_logging()
     global ENGINE_CPU
@@ -1560,12 +1843,18 @@ def serve(cfg: cfgmod.Config):
         HELPER_CPUS.update(os.sched_getaffinity(0) - {cfg.server.cpu})
         os.sched_setaffinity(0, {cfg.server.cpu})
         ENGINE_CPU = cfg.server.cpu
-    uvloop.run(_serve(cfg))
+    uvloop.run(_serve(cfg, standby, replica))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`serve`'s options, added to `p` (the `trading-engine serve` subcommand's parser)."""
     p.add_argument("--config", help="TOML config file (default: the embedded demo config)")
+    p.add_argument("--standby", action="store_true",
+                   help="hot standby: follow the primary's journal stream ([replication]), serve once "
+                        "its leader lease lapses (engine/SCALING.md)")
+    p.add_argument("--replica", action="store_true",
+                   help="read replica: follow the journal stream for good, serving sessions' reports, queries "
+                        "and market data; order entry is refused (NOT_PRIMARY)")
     p.set_defaults(run=run)
     return p
 
@@ -1580,9 +1869,16 @@ def run(args) -> int:
     except (cfgmod.ConfigError, OSError) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 2
+    standby, replica = getattr(args, "standby", False), getattr(args, "replica", False)
+    if (standby or replica) and not cfg.replication.servers:
+        print("trading-engine: --standby and --replica need [replication] servers in the config", file=sys.stderr)
+        return 2
+    if standby and replica:
+        print("trading-engine: --standby or --replica, not both", file=sys.stderr)
+        return 2
     try:
-        serve(cfg)
-    except (JournalError, JournalRefused, cfgmod.ConfigError) as e:    # one line, not a traceback
+        serve(cfg, standby, replica)
+    except (JournalError, JournalRefused, cfgmod.ConfigError, replmod.ReplicationError) as e:
         print(f"trading-engine: {e}", file=sys.stderr)
         return 1
     except (OSError, lmdb.Error) as e:

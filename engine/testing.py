@@ -100,15 +100,16 @@ class ServerProc:
         self.proc = None
         self.port = None
 
-    def start(self, timeout=20.0, env_extra=None, wait_listening=True):
+    def start(self, timeout=20.0, env_extra=None, wait_listening=True, args=()):
         """Start and wait until it listens (after recovery); wait_listening=False: only until its
-        ops port (health probes) is known, which is before recovery."""
+        ops port (health probes) is known, which is before recovery. args: more `serve` options
+        (e.g. --standby)."""
         for name in ("port", "ops_port", "admin_port"):     # a restart must not read the last run's ports
             (self.dir / name).unlink(missing_ok=True)
         env = dict(os.environ, **{f"TE_TEST_SECRET_{a}": s for a, s in SECRETS.items()}, **(env_extra or {}))
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.log = open(self.dir / "server.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "engine.server", "--config", str(self.config)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine.server", "--config", str(self.config), *args],
                                      cwd=self.dir, env=env, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + timeout
         port_file = self.dir / ("port" if wait_listening else "ops_port")

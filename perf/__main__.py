@@ -32,6 +32,10 @@ Scenarios here:
            against plain TCP (see perf/tls.py)
   noisy    quiet sessions' round trip beside one noisy session (orders + a heartbeat or an
            ORDER_STATUS each) against the quiet baseline of the same run (see perf/noisy.py)
+  failover  hot standby over NATS JetStream: kill -9 of a `replicated` primary under load,
+           --trials times: failover time to the standby's first logon, acknowledged reports
+           lost (must be 0); standbylag: the standby's lag at an open-loop --rate (perf/replication.py);
+           roundtrip --durability sync,replicated: the round trip of both in the same run
   admin    admin action latency (a journaled deposit, status; test and production scrypt cost)
            and the SDK's portfolio()/positions()/connect() round trips (see perf/admin.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; latency scenarios
@@ -269,7 +273,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
-                                        "symbols", "tls", "admin", "throughput", "instructions", "noisy"])
+                                        "symbols", "tls", "admin", "throughput", "instructions", "noisy",
+                                        "failover", "standbylag"])
+    p.add_argument("--trials", type=int, default=20, help="kill -9 trials (failover)")
+    p.add_argument("--lease-ms", type=int, default=1000, help="the leader lease (failover, standbylag)")
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
                    help="batch sizes (journal)")
@@ -348,6 +355,10 @@ def main(argv=None):
     elif args.scenario == "noisy":
         from perf import noisy
         results = noisy.scenario(args)
+    elif args.scenario in ("failover", "standbylag"):
+        from perf import replication
+        results = (replication.failover_scenario if args.scenario == "failover" else
+                   replication.standby_lag_scenario)(args)
     else:
         from perf import roundtrip
         results = roundtrip.scenario(args)

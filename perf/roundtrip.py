@@ -358,6 +358,13 @@ taker_fee = "0.0005"
 """, account_extra='initial_deposit = "1000000000"\n', symbol_extra='reference_price = "1500.00"')
 
 
+def replication_config(urls, node, **more):
+    """A [replication] table for the NATS cluster at `urls` (engine/SCALING.md)."""
+    import json
+    return (f"\n[replication]\nservers = {json.dumps(list(urls))}\nnode = \"{node}\"\n" +
+            "".join(f"{k} = {json.dumps(v)}\n" for k, v in more.items()))
+
+
 class Targets:
     """The processes a scenario measures, pinned to the server CPU, one per variant:
     "echo" (perf/echo.py) or a server per journal durability ("none+scrape" shares the
@@ -369,6 +376,7 @@ class Targets:
         self.tmp = tempfile.TemporaryDirectory()
         self.procs = {}
         self.echo = None
+        self.nats = None
         try:
             for v in variants:
                 if v == "echo":
@@ -380,13 +388,22 @@ class Targets:
                 durability = v.split("+")[0]
                 key = self.key(v)
                 if key not in self.procs:
+                    kw = dict(server_kw, **(RISK_ON if v.endswith("+risk") else {}))
+                    if durability == "replicated":        # beside a 3-node JetStream cluster (no standby)
+                        kw["extra"] = kw.get("extra", "") + self.replication(Path(self.tmp.name))
                     self.procs[key] = ServerProc(
                         Path(self.tmp.name) / key.replace("+", "_"), durability=durability,
-                        server_extra=f"cpu = {server_cpu}{server_limits()}",
-                        **dict(server_kw, **(RISK_ON if v.endswith("+risk") else {}))).start()
+                        server_extra=f"cpu = {server_cpu}{server_limits()}", **kw).start()
         except BaseException:
             self.close()
             raise
+
+    def replication(self, tmp):
+        """The [replication] table of a `replicated` server, starting the NATS cluster once."""
+        from engine.testing_nats import NatsCluster
+        if self.nats is None:
+            self.nats = NatsCluster(tmp / "nats").start()
+        return replication_config(self.nats.urls, "a")
 
     @staticmethod
     def key(v):
@@ -407,6 +424,8 @@ class Targets:
             self.echo.wait(10)
         for srv in self.procs.values():
             srv.stop()
+        if self.nats is not None:
+            self.nats.stop()
         self.tmp.cleanup()
 
     def __enter__(self):

@@ -252,6 +252,8 @@ class Reject(IntEnum):
     NOT_SUBSCRIBED = 3018              # UNSUBSCRIBE of a symbol the connection is not subscribed to
     # 4000-4999: journal and operations
     JOURNAL_UNAVAILABLE = 4001
+    NOT_PRIMARY = 4002                 # this node is a standby, or a primary that lost its lease (fenced):
+                                       # logons are refused, sessions closed; connect to the primary
     # 6000-6999: routing (engine/routing, the `trading-engine route` process; engine/ROUTING.md)
     ROUTE_UNSUPPORTED = 6001           # an order the router does not route (stop, FOK, GTD, iceberg, post-only,
                                        # reduce-only): send it to a venue directly

@@ -98,6 +98,11 @@ SESSION_RULES = """\
    Every frame header's `version` and LOGON.proto_version must be the schema
    version in this document's title: another header version is a PROTOCOL_ERROR
    (UNSUPPORTED_VERSION), another proto_version a LOGON_REJECTED (UNSUPPORTED_VERSION).
+   With replication (engine/SCALING.md) a hot standby answers every LOGON with
+   LOGON_REJECTED (NOT_PRIMARY), and a primary that lost its leader lease sends its
+   sessions LOGOUT (NOT_PRIMARY) and refuses logons so: log on at the next address.
+   A read replica accepts logons but answers order entry with a session-level
+   REJECTED (NOT_PRIMARY).
 2. **Sequence numbers.** Every execution report (message types 80-89, ACCEPTED to
    ACCOUNT_STATE: the `sequenced` column of the message type table) carries the
    account's sequence number, 1, 2, 3, ... across all its sessions and restarts,
@@ -132,7 +137,7 @@ SESSION_RULES = """\
    cancels and mass cancels have a budget of their own, so a client can always
    pull its orders; any frame above the second tier logs the session out
    (LOGOUT with RATE_LIMIT_LOGOUT; cancel on disconnect applies). Session-level
-   rejects (THROTTLED, JOURNAL_UNAVAILABLE) never reached the engine: they carry
+   rejects (THROTTLED, JOURNAL_UNAVAILABLE, NOT_PRIMARY) never reached the engine: they carry
    seq 0 and are not replayed.
 6. **Cancel on disconnect.** With LogonFlag.CANCEL_ON_DISCONNECT, all the
    account's orders are cancelled when its last such session ends.
