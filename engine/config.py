@@ -120,6 +120,10 @@ class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_
     error_accounts: int | None = None             # default scope: ... from at least this many accounts
     account_reject_limit: int | None = None       # default / account: rejects/s an account may cause
     account_lockout_ms: int | None = None         # default / account: then refused this long (0 = until reset)
+    large_order_qty: Decimal | None = None        # symbol scope only: an order above it is large (RISK.md "KYC")
+    large_position_qty: Decimal | None = None     # symbol scope only: a position above it is large
+    large_reject: bool | None = None              # true: large orders/positions rejected pre-trade; false
+                                                  # (default): flagged post-trade by `trading-engine surveil`
 
 
 def _prototype_defaults() -> RiskLimits:
@@ -141,6 +145,8 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_strategies: int = 256              # orders carry strategy ids 0 .. max_strategies-1
     mark_interval_ms: int = 100            # how often marks may follow last trades (a journaled RISK_TICK)
     defaults: RiskLimits = msgspec.field(default_factory=_prototype_defaults)
+    kyc_default: Literal["pending", "verified", "blocked"] = "verified"   # KYC state of accounts without their
+                                                                          # own (admin `kyc`; RISK.md "KYC")
     strategies: list[StrategyLimits] = []
 
 
@@ -468,10 +474,14 @@ _LIMIT_FIELDS = {
     "error_accounts": (LimitKind.ERROR_ACCOUNTS, "int"),
     "account_reject_limit": (LimitKind.ACCOUNT_REJECT_LIMIT, "int"),
     "account_lockout_ms": (LimitKind.ACCOUNT_LOCKOUT_MS, "int"),
+    "large_order_qty": (LimitKind.LARGE_ORDER_QTY, "qty"),
+    "large_position_qty": (LimitKind.LARGE_POSITION_QTY, "qty"),
+    "large_reject": (LimitKind.LARGE_REJECT, "int"),
 }
+_SYMBOL_ONLY = {"max_order_qty", "large_order_qty", "large_position_qty"}
 _SCOPE_FIELDS = {  # what each scope may set (engine/RISK.md "Limits")
-    LimitScope.DEFAULT: set(_LIMIT_FIELDS) - {"max_order_qty"},
-    LimitScope.ACCOUNT: set(_LIMIT_FIELDS) - {"max_order_qty", "breaker_band", "breaker_window_ms",
+    LimitScope.DEFAULT: set(_LIMIT_FIELDS) - _SYMBOL_ONLY,
+    LimitScope.ACCOUNT: set(_LIMIT_FIELDS) - _SYMBOL_ONLY - {"breaker_band", "breaker_window_ms",
                                              "breaker_cooloff_ms", "external_mark", "error_threshold",
                                              "error_accounts"},
     LimitScope.SYMBOL: set(_LIMIT_FIELDS) - {"error_threshold", "error_accounts", "account_reject_limit",
@@ -553,5 +563,5 @@ def limit_human(kind: int, value: int, cash_decimals: int, qty_decimals: int = 0
     field = LIMIT_FIELD[kind]
     unit = _LIMIT_FIELDS[field][1]
     if unit == "int":
-        return bool(value) if field == "external_mark" else int(value)
+        return bool(value) if field in ("external_mark", "large_reject") else int(value)
     return from_units(value, {"cash": cash_decimals, "bps": 4, "qty": qty_decimals}[unit])

@@ -58,6 +58,7 @@ cdef enum:
     CMD_RESET_BREAKER = 16
     CMD_RISK_TICK = 17
     CMD_ADD_ACCOUNT = 18
+    CMD_SET_KYC = 20
 
 # EventKind
 cdef enum:
@@ -77,6 +78,7 @@ cdef enum:
     EV_MARK = 14
     EV_BREAKER = 15
     EV_ACCOUNT_ADDED = 16
+    EV_KYC_STATE = 18
 
 # SymbolState
 cdef enum:
@@ -113,6 +115,12 @@ cdef enum:
     ACCT_SUSPENDED = 3
     ACCT_LIQUIDATING = 4
 
+# KycState
+cdef enum:
+    KYC_PENDING = 1
+    KYC_VERIFIED = 2
+    KYC_BLOCKED = 3
+
 # LimitScope
 cdef enum:
     SCOPE_DEFAULT = 1
@@ -143,6 +151,9 @@ cdef enum:
     LIM_ACCOUNT_REJECT_LIMIT = 19
     LIM_ACCOUNT_LOCKOUT_MS = 20
     LIM_ERROR_ACCOUNTS = 21
+    LIM_LARGE_ORDER_QTY = 22
+    LIM_LARGE_POSITION_QTY = 23
+    LIM_LARGE_REJECT = 24
 
 # Reject
 cdef enum:
@@ -197,6 +208,10 @@ cdef enum:
     REJ_INVALID_LIMIT = 2022
     REJ_INVALID_STATE = 2023
     REJ_RISK_OFF = 2024
+    REJ_KYC_PENDING = 2025
+    REJ_KYC_BLOCKED = 2026
+    REJ_LARGE_ORDER = 2027
+    REJ_LARGE_POSITION = 2028
     REJ_NOT_LOGGED_ON = 3001
     REJ_AUTH_FAILED = 3002
     REJ_STALE_TIMESTAMP = 3003

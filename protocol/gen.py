@@ -28,6 +28,7 @@ PREFIXES = {
     codes.OrderState: "OS_",
     codes.CancelReason: "CXL_",
     codes.AccountState: "ACCT_",
+    codes.KycState: "KYC_",
     codes.LimitScope: "SCOPE_",
     codes.LimitKind: "LIM_",
     codes.Reject: "REJ_",
