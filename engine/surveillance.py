@@ -32,7 +32,7 @@ import msgspec
 
 from engine import config as cfgmod
 from engine.journal import MARKER, JournalError, JournalRefused
-from protocol.codes import CancelReason, CommandKind, EventKind, OrderType, Side, TimeInForce
+from protocol.codes import CancelReason, CommandKind, EventKind, LimitKind, LimitScope, OrderType, Side, TimeInForce
 
 MS = 1_000_000
 ORDER_ENTRY = (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL)
@@ -66,6 +66,16 @@ class State(msgspec.Struct, kw_only=True):
     msgs: dict[int, list[int]] = {}              # messaging: account -> message times
     trades: dict[int, list[int]] = {}            # messaging: account -> trade times
     msg_episode: dict[int, int] = {}             # account -> ts of the last breach of an open episode
+    layers: dict[str, list[list[int]]] = {}      # layering: owner|symbol|side -> cancelled orders
+                                                 # [cancel ts, order id, price, qty, placed ts, placed seq, seq]
+    aggr: dict[str, list[list[int]]] = {}        # momentum: owner|symbol -> [ts, side, price, qty, order_id, seq]
+    ignition: dict[str, list[int]] = {}          # momentum: owner|symbol -> [side, start ts, ts, from, to, n, qty,
+                                                 # first seq, seq]: a run that awaits its reversal
+    close_trades: dict[int, list[list[int]]] = {}  # marking the close: symbol -> [ts, price, qty, taker, side, seq]
+    close_ref: dict[int, int] = {}               # symbol -> price of the last trade before the window
+    closed_day: dict[int, int] = {}              # symbol -> the day (ts // 86400 s) whose close_time was judged
+    large: dict[int, list[int]] = {}             # symbol -> [LARGE_ORDER_QTY, LARGE_POSITION_QTY] (0: none)
+    positions: dict[int, int] = {}               # account * 2**32 + symbol -> position (large_position)
 
 
 class Cursor(msgspec.Struct, kw_only=True):
@@ -83,6 +93,9 @@ class Detectors:
         self.found: list[Alert] = []
         self.n_at_seq = (0, 0)
         self.wash_pending: dict[tuple[str, int], list] = {}
+        self.fill_keep = max(sv.spoofing.max_lifetime_ms, sv.layering.window_ms + sv.layering.cancel_ms) * MS
+        ct = sv.close.close_time
+        self.close_tod = None if ct is None else sum(int(x) * m for x, m in zip(ct.split(":"), (3600, 60, 1))) * 10**9
 
     def owner(self, account: int) -> str:
         return self.owner_of.get(account, f"account {account}")
@@ -92,9 +105,10 @@ class Detectors:
         """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read."""
         cseq = cmds["seq"].tolist()
         ckind, cacct, cts = cmds["kind"].tolist(), cmds["account"].tolist(), cmds["ts_ns"].tolist()
-        ctype, ctif = cmds["order_type"].tolist(), cmds["tif"].tolist()
+        ctype, ctif, csym = cmds["order_type"].tolist(), cmds["tif"].tolist(), cmds["symbol"].tolist()
         cols = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id",
-                "price", "qty", "leaves", "other_leaves", "seq", "ts_ns")
+                "price", "qty", "leaves", "other_leaves", "seq", "ts_ns", "flags")
+        close_on = self.sv.close.enabled
         ev = list(zip(*(events[c].tolist() for c in cols))) if len(events) else []
         j = 0
         for i, seq in enumerate(cseq):
@@ -104,6 +118,11 @@ class Detectors:
                 continue
             if until_seq is not None and seq > until_seq:
                 break
+            if close_on:
+                if ckind[i] == CommandKind.END_OF_DAY:
+                    self.closes(csym[i], seq, cts[i], "end_of_day")
+                elif self.close_tod is not None:
+                    self.close_clock(seq, cts[i])
             if ckind[i] in ORDER_ENTRY and self.sv.messaging.enabled:
                 self.message(cacct[i], seq, cts[i])
             while j < len(ev) and ev[j][12] == seq:
@@ -155,9 +174,15 @@ class Detectors:
 
     # -- events --
     def event(self, e, order_type, tif) -> None:
-        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts = e
+        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts, flags = e
         s = self.s
         if kind == EventKind.ACCEPTED:
+            if self.sv.large.enabled:
+                lim = s.large.get(sym)
+                if lim and lim[0] and qty > lim[0]:
+                    self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
+                               [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
+                                 "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
             best = self.best(sym, side)
             m = self.sv.spoofing.min_away
             away = best is not None and (price <= best - m if side == Side.BUY else price >= best + m)
@@ -174,8 +199,8 @@ class Detectors:
                 self.wash(seq, ts, acct, other, sym, "high", {
                     "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
                     "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
-            if self.sv.spoofing.enabled:
-                keep = self.sv.spoofing.max_lifetime_ms * MS
+            if self.sv.spoofing.enabled or self.sv.layering.enabled:
+                keep = self.fill_keep
                 for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
                     lst = s.fills.setdefault(f"{self.owner(a)}|{sym}", [])
                     del lst[:bisect.bisect_left(lst, [ts - keep])]
@@ -183,6 +208,12 @@ class Detectors:
             if self.sv.messaging.enabled:
                 for a in {acct, other}:
                     s.trades.setdefault(a, []).append(ts)
+            if self.sv.momentum.enabled:
+                self.momentum(acct, other, sym, side, price, qty, oid, seq, ts)
+            if self.sv.close.enabled:
+                self.close_trade(sym, price, qty, acct, side, seq, ts)
+            if self.sv.large.enabled and sym in s.large:
+                self.large_position(acct, other, sym, side, price, qty, seq, ts)
         elif kind == EventKind.CANCELLED:
             o = s.orders.pop(oid, None)
             if o is None:
@@ -191,6 +222,8 @@ class Detectors:
                 self.level_add(sym, o[SIDE], o[PRICE], -o[LEAVES])
             if reason in USER_CANCEL and self.sv.spoofing.enabled:
                 self.spoof(oid, o, seq, ts)
+            if reason in USER_CANCEL and self.sv.layering.enabled:
+                self.layering(oid, o, seq, ts)
         elif kind == EventKind.REPLACED:
             o = s.orders.get(oid)
             if o is not None:
@@ -203,6 +236,12 @@ class Detectors:
             if o is not None and o[OTYPE] == OrderType.STOP_LIMIT:
                 o[ON_BOOK] = 1
                 self.level_add(sym, o[SIDE], o[PRICE], o[LEAVES])
+        elif kind == EventKind.LIMIT_SET:
+            if reason in (LimitKind.LARGE_ORDER_QTY, LimitKind.LARGE_POSITION_QTY) and side == LimitScope.SYMBOL:
+                lim = s.large.setdefault(sym, [0, 0])
+                lim[reason - LimitKind.LARGE_ORDER_QTY] = 0 if flags & 1 else qty
+                if lim == [0, 0]:
+                    del s.large[sym]
         elif kind == EventKind.STP_PREVENTED:
             if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
                 self.wash(seq, ts, acct, other, sym, "medium", {
@@ -264,6 +303,160 @@ class Detectors:
                  "cancelled_seq": seq, "cancelled_ts_ns": ts},
                 *({"finding": "opposite_fill", "ts_ns": t, "order_id": fo, "price": fp, "qty": fq, "seq": fs}
                   for t, _, fo, fp, fq, fs in trades)])
+
+    # -- layering --
+    LAYER_RULE = ("several orders of one owner on one side at several prices, placed shortly before the owner "
+                  "traded on the other side and cancelled soon after that trade, mostly unfilled")
+
+    def layering(self, oid, o, seq, ts) -> None:
+        p = self.sv.layering
+        if o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
+            return
+        owner, sym, side = self.owner(o[ACCOUNT]), o[SYMBOL], o[SIDE]
+        key = f"{owner}|{sym}|{side}"
+        lst = self.s.layers.setdefault(key, [])
+        horizon = ts - (p.window_ms + p.cancel_ms) * MS
+        del lst[:bisect.bisect_left(lst, [horizon])]
+        lst.append([ts, oid, o[PRICE], o[QTY], o[TS], o[SEQ], seq])
+        # the owner's latest trade on the other side at most cancel_ms before this cancel
+        trade = None
+        for f in reversed(self.s.fills.get(f"{owner}|{sym}", ())):
+            if f[0] > ts:
+                continue
+            if ts - f[0] > p.cancel_ms * MS:
+                break
+            if f[1] != side:
+                trade = f
+                break
+        if trade is None:
+            return
+        t = trade[0]
+        layer = [x for x in lst if t - p.window_ms * MS <= x[4] <= t <= x[0] <= t + p.cancel_ms * MS]
+        if len(layer) < p.min_orders or len({x[2] for x in layer}) < p.min_levels \
+                or sum(x[3] for x in layer) < p.min_qty:
+            return
+        if self.new_episode(f"layer|{key}", ts, p.episode_gap_ms):
+            accounts = {o[ACCOUNT]}
+            self.alert("layering", seq, ts, owner, list(accounts), sym, min(x[4] for x in layer), "high",
+                       self.LAYER_RULE, [
+                           *({"finding": "layer_order", "order_id": x[1], "side": Side(side).name.lower(),
+                              "price": x[2], "qty": x[3], "placed_seq": x[5], "placed_ts_ns": x[4],
+                              "cancelled_seq": x[6], "cancelled_ts_ns": x[0]} for x in layer),
+                           {"finding": "opposite_fill", "ts_ns": t, "order_id": trade[2], "price": trade[3],
+                            "qty": trade[4], "seq": trade[5]}])
+
+    # -- momentum ignition --
+    MOMENTUM_RULE = ("a run of aggressive trades of one owner on one side moving the price by momentum.min_move_bps "
+                     "within momentum.window_ms, then a trade of the owner on the other side within "
+                     "momentum.reversal_ms")
+
+    def momentum(self, taker, maker, sym, side, price, qty, oid, seq, ts) -> None:
+        p, s = self.sv.momentum, self.s
+        for a, sd in ((taker, side), (maker, 3 - side)):          # a reversal: any trade on the other side
+            k = f"{self.owner(a)}|{sym}"
+            ig = s.ignition.get(k)
+            if ig is None:
+                continue
+            if ts - ig[2] > p.reversal_ms * MS:
+                del s.ignition[k]
+            elif sd != ig[0]:
+                del s.ignition[k]
+                if self.new_episode(f"momentum|{k}", ts, p.episode_gap_ms):
+                    run = [f for f in s.aggr.get(k, ()) if f[1] == ig[0] and f[0] >= ig[1]]
+                    self.alert("momentum_ignition", seq, ts, self.owner(a), [a], sym, ig[1], "high",
+                               self.MOMENTUM_RULE, [
+                                   {"finding": "run", "side": Side(ig[0]).name.lower(), "from_price": ig[3],
+                                    "to_price": ig[4], "trades": ig[5], "qty": ig[6], "first_seq": ig[7],
+                                    "last_seq": ig[8], "start_ts_ns": ig[1], "end_ts_ns": ig[2],
+                                    "order_ids": sorted({f[4] for f in run})},
+                                   {"finding": "reversal", "side": Side(sd).name.lower(), "price": price, "qty": qty,
+                                    "seq": seq, "ts_ns": ts}])
+        k = f"{self.owner(taker)}|{sym}"
+        lst = s.aggr.setdefault(k, [])
+        del lst[:bisect.bisect_left(lst, [ts - p.window_ms * MS])]
+        lst.append([ts, side, price, qty, oid, seq])
+        run = [f for f in lst if f[1] == side]
+        if len(run) < p.min_trades or sum(f[3] for f in run) < p.min_qty:
+            return
+        first = run[0][2]
+        move = (price - first) if side == Side.BUY else (first - price)
+        if move * 10000 >= p.min_move_bps * first:
+            ig = s.ignition.get(k)
+            if ig is None or ig[0] != side:
+                s.ignition[k] = [side, run[0][0], ts, first, price, len(run), sum(f[3] for f in run), run[0][5], seq]
+            else:                                                  # the run goes on
+                ig[2], ig[4], ig[5], ig[6], ig[8] = ts, price, ig[5] + 1, ig[6] + qty, seq
+
+    # -- marking the close --
+    CLOSE_RULE = ("in the closing window one owner's aggressive trades on one side make at least "
+                  "close.min_share_pct of the volume, include the last trade, and the closing price moved "
+                  "close.min_move_bps from the price before the window in their direction")
+
+    def close_trade(self, sym, price, qty, taker, side, seq, ts) -> None:
+        lst = self.s.close_trades.setdefault(sym, [])
+        i = bisect.bisect_left(lst, [ts - self.sv.close.window_ms * MS])
+        if i:
+            self.s.close_ref[sym] = lst[i - 1][1]
+            del lst[:i]
+        lst.append([ts, price, qty, taker, side, seq])
+
+    def close_clock(self, seq, ts) -> None:
+        """close.close_time passed (the first command at or after it, each day): every symbol's close."""
+        day, tod = divmod(ts, 86400 * 10**9)
+        if tod < self.close_tod:
+            return
+        for sym in list(self.s.close_trades):
+            if self.s.closed_day.get(sym) != day:
+                self.s.closed_day[sym] = day
+                self.closes(sym, seq, day * 86400 * 10**9 + self.close_tod, "close_time")
+
+    def closes(self, sym, seq, ts, why) -> None:
+        """The close of one symbol (0: all) at ts: judge its closing window, then start afresh."""
+        p, s = self.sv.close, self.s
+        for y in (list(s.close_trades) if sym == 0 else [sym]):
+            trades = [t for t in s.close_trades.pop(y, ()) if ts - p.window_ms * MS <= t[0] <= ts]
+            ref = s.close_ref.pop(y, None)
+            if not trades:
+                continue
+            if ref is None:
+                ref = trades[0][1]
+            total = sum(t[2] for t in trades)
+            vol: dict[tuple[str, int], int] = {}
+            for t in trades:
+                vol[(self.owner(t[3]), t[4])] = vol.get((self.owner(t[3]), t[4]), 0) + t[2]
+            (owner, side), v = max(vol.items(), key=lambda kv: (kv[1], kv[0]))
+            last = trades[-1]
+            mine = [t for t in trades if self.owner(t[3]) == owner and t[4] == side]
+            move = (last[1] - ref) if side == Side.BUY else (ref - last[1])
+            if v * 100 < p.min_share_pct * total or self.owner(last[3]) != owner or last[4] != side \
+                    or len(mine) < p.min_trades or move * 10000 < p.min_move_bps * ref:
+                continue
+            self.alert("marking_the_close", seq, ts, owner, [t[3] for t in mine], y, ts - p.window_ms * MS,
+                       "high", self.CLOSE_RULE, [
+                           {"finding": "close", "by": why, "close_ts_ns": ts, "price_before": ref,
+                            "close_price": last[1], "volume": total, "owner_volume": v,
+                            "side": Side(side).name.lower(), "window_ms": p.window_ms},
+                           *({"finding": "trade", "seq": t[5], "ts_ns": t[0], "price": t[1], "qty": t[2],
+                              "account": t[3]} for t in mine)])
+
+    # -- large orders and positions (compliance flags; RISK.md "KYC") --
+    LARGE_ORDER_RULE = "an order above its symbol's LARGE_ORDER_QTY (flagged, not rejected: LARGE_REJECT is 0)"
+    LARGE_POSITION_RULE = "a position above its symbol's LARGE_POSITION_QTY (one alert each time it goes above)"
+
+    def large_position(self, taker, maker, sym, side, price, qty, seq, ts) -> None:
+        thr = self.s.large[sym][1]
+        for a, sd in ((taker, side), (maker, 3 - side)):
+            k = a * (1 << 32) + sym
+            old = self.s.positions.get(k, 0)
+            new = old + (qty if sd == Side.BUY else -qty)
+            if new:
+                self.s.positions[k] = new
+            else:
+                self.s.positions.pop(k, None)
+            if thr and abs(new) > thr >= abs(old):
+                self.alert("large_position", seq, ts, self.owner(a), [a], sym, ts, "low", self.LARGE_POSITION_RULE,
+                           [{"finding": "position", "account": a, "position": new, "before": old, "threshold": thr,
+                             "price": price, "seq": seq, "ts_ns": ts}])
 
     # -- excessive messaging --
     MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "
