@@ -279,6 +279,8 @@ cdef class Engine:
                 self.reject(REJ_RISK_OFF)
             else:
                 self.cmd_kyc()
+        elif k == CMD_ALERT_DISPOSITION:
+            self.cmd_disposition()
         else:
             self.reject(REJ_INVALID_COMMAND)
         if self.risk is not None:
@@ -774,6 +776,21 @@ cdef class Engine:
         e.account = a
         e.reason = r.kyc_state(a)
         e.qty = 1 if a == 0 or r.kyc[a] else 0
+        return 0
+
+    cdef int cmd_disposition(self) except -1:
+        """ALERT_DISPOSITION: recorded in the journal with its operator; no engine state changes."""
+        cdef const Command* c = self.cur
+        if c.order_id == 0 or c.side < DISP_REVIEWED or c.side > DISP_DISMISSED or \
+                c.order_type < ALERT_WASH_TRADE or c.order_type > ALERT_LARGE_POSITION or c.qty < 0:
+            self.reject(REJ_INVALID_DISPOSITION)
+            self.ev_buf[self.ev_count - 1].account = 0      # the admin's error: no report to an account
+            return 0
+        cdef Event* e = self.emit(EV_ALERT_DISPOSITION, -1)
+        e.order_id = c.order_id
+        e.qty = c.qty
+        e.side = c.side
+        e.reason = c.order_type
         return 0
 
     cdef int set_symbol_state(self, uint32_t sym, uint8_t state) except -1:

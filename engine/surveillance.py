@@ -3,6 +3,11 @@
     surveil JOURNAL_PATH --config FILE --store DIR [--from-seq N] [--until-seq N] [--follow]
     surveil alerts --store DIR [--type T] [--json]
 
+Dispositions (reviewed, escalated, dismissed) are admin actions journaled in the engine's journal
+(ALERT_DISPOSITION, with the operator); this loop reads them like any record and keeps each alert's
+history of them in the store (engine/SURVEILLANCE.md "Dispositions"). --metrics-port serves
+Prometheus counters per alert type and disposition.
+
 What it reads: the journal, as the journal tool does (engine.journal_tool.open_journal: a read-only
 LMDB reader, short read transactions, each record's digest checked); the detectors' parameters and
 the accounts' beneficial owners from the server's config ([surveillance], engine/config.py).
@@ -32,7 +37,8 @@ import msgspec
 
 from engine import config as cfgmod
 from engine.journal import MARKER, JournalError, JournalRefused
-from protocol.codes import CancelReason, CommandKind, EventKind, LimitKind, LimitScope, OrderType, Side, TimeInForce
+from protocol.codes import (AlertType, CancelReason, CommandKind, Disposition, EventKind, LimitKind, LimitScope,
+                            OrderType, Side, TimeInForce)
 
 MS = 1_000_000
 ORDER_ENTRY = (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL)
@@ -54,6 +60,15 @@ class Alert(msgspec.Struct, kw_only=True):
     window_end_ns: int
     rule: str
     evidence: list[dict]
+
+
+class DispositionEntry(msgspec.Struct, kw_only=True):
+    """One disposition of an alert, as journaled (the admin's ALERT_DISPOSITION command)."""
+    alert: str                  # the alert's id, type:seq:n
+    disposition: str            # reviewed, escalated, dismissed
+    operator: int               # [[admins]] id
+    seq: int                    # the command that recorded it
+    ts_ns: int
 
 
 class State(msgspec.Struct, kw_only=True):
@@ -91,6 +106,7 @@ class Detectors:
         self.s = state or State()
         self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
         self.found: list[Alert] = []
+        self.dispositions: list[DispositionEntry] = []
         self.n_at_seq = (0, 0)
         self.wash_pending: dict[tuple[str, int], list] = {}
         self.fill_keep = max(sv.spoofing.max_lifetime_ms, sv.layering.window_ms + sv.layering.cancel_ms) * MS
@@ -106,6 +122,7 @@ class Detectors:
         cseq = cmds["seq"].tolist()
         ckind, cacct, cts = cmds["kind"].tolist(), cmds["account"].tolist(), cmds["ts_ns"].tolist()
         ctype, ctif, csym = cmds["order_type"].tolist(), cmds["tif"].tolist(), cmds["symbol"].tolist()
+        cop = cmds["operator"].tolist()
         cols = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id",
                 "price", "qty", "leaves", "other_leaves", "seq", "ts_ns", "flags")
         close_on = self.sv.close.enabled
@@ -126,7 +143,13 @@ class Detectors:
             if ckind[i] in ORDER_ENTRY and self.sv.messaging.enabled:
                 self.message(cacct[i], seq, cts[i])
             while j < len(ev) and ev[j][12] == seq:
-                self.event(ev[j], ctype[i], ctif[i])
+                if ev[j][0] == EventKind.ALERT_DISPOSITION:
+                    e = ev[j]
+                    self.dispositions.append(DispositionEntry(
+                        alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
+                        disposition=Disposition(e[1]).name.lower(), operator=cop[i], seq=seq, ts_ns=cts[i]))
+                else:
+                    self.event(ev[j], ctype[i], ctif[i])
                 j += 1
             if self.wash_pending:
                 self.flush_wash()
@@ -495,18 +518,22 @@ class Store:
         if readonly and not os.path.exists(os.path.join(path, "data.mdb")):
             raise SystemExit(f"trading-engine surveil: no alert store at {path}")
         self.map_size = 1 << 30
-        self.env = lmdb.open(path, map_size=self.map_size, max_dbs=2, subdir=True, readonly=readonly,
+        self.env = lmdb.open(path, map_size=self.map_size, max_dbs=3, subdir=True, readonly=readonly,
                              create=not readonly)
         self.alerts = self.env.open_db(b"alerts", create=not readonly)
         self.meta = self.env.open_db(b"meta", create=not readonly)
+        try:        # (a store from before dispositions has none: opened read-only, it has no such database)
+            self.disp = self.env.open_db(b"dispositions", create=not readonly)
+        except lmdb.NotFoundError:
+            self.disp = None
 
     def cursor(self) -> Cursor | None:
         with self.env.begin() as txn:
             raw = txn.get(b"cursor", db=self.meta)
         return None if raw is None else msgspec.msgpack.decode(raw, type=Cursor)
 
-    def commit(self, alerts: list[Alert], cursor: Cursor) -> None:
-        """The alerts and the cursor after them, in one transaction."""
+    def commit(self, alerts: list[Alert], cursor: Cursor, dispositions: list[DispositionEntry] = ()) -> None:
+        """The alerts, the dispositions read and the cursor after them, in one transaction."""
         enc = msgspec.json.encode
         while True:
             try:
@@ -514,6 +541,8 @@ class Store:
                     for a in alerts:
                         _, seq, n = a.id.rsplit(":", 2)
                         txn.put(struct.pack(">QH", int(seq), int(n)), enc(a), db=self.alerts)
+                    for d in dispositions:          # keyed by the recording command's seq: an audit trail
+                        txn.put(struct.pack(">Q", d.seq), enc(d), db=self.disp)
                     txn.put(b"cursor", msgspec.msgpack.encode(cursor), db=self.meta)
                 return
             except lmdb.MapFullError:
@@ -523,6 +552,13 @@ class Store:
     def all(self) -> list[Alert]:
         with self.env.begin() as txn:
             return [msgspec.json.decode(v, type=Alert) for _, v in txn.cursor(db=self.alerts)]
+
+    def disposition_log(self) -> list[DispositionEntry]:
+        """Every disposition read, in journal order."""
+        if self.disp is None:
+            return []
+        with self.env.begin() as txn:
+            return [msgspec.json.decode(v, type=DispositionEntry) for _, v in txn.cursor(db=self.disp)]
 
     def close(self) -> None:
         self.env.close()
@@ -554,6 +590,8 @@ def surveil(args) -> int:
     if cur is None:
         cur = Cursor(next_seq=args.from_seq or 1, state=State())
     det = Detectors(cfg.surveillance, cur.state)
+    if getattr(args, "metrics_port", None) is not None:
+        _serve_metrics(args.metrics_port, store)
     stop = []
     if args.follow:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -584,9 +622,36 @@ def surveil(args) -> int:
     return 0
 
 
+METRICS = {}
+
+
+def _serve_metrics(port: int, store: Store) -> None:
+    """Prometheus counters per alert type and per disposition, from the store's totals so far on."""
+    from prometheus_client import Counter, start_http_server
+    METRICS["alerts"] = Counter("te_surveillance_alerts", "Alerts found, by type", ["type"])
+    METRICS["dispositions"] = Counter("te_surveillance_dispositions", "Alert dispositions read from the journal",
+                                      ["disposition"])
+    for t in AlertType:
+        METRICS["alerts"].labels(t.name.lower())
+    for d in Disposition:
+        METRICS["dispositions"].labels(d.name.lower())
+    _count(store.all(), store.disposition_log())
+    start_http_server(port, addr="127.0.0.1")
+
+
+def _count(alerts, dispositions) -> None:
+    if METRICS:
+        for a in alerts:
+            METRICS["alerts"].labels(a.type).inc()
+        for d in dispositions:
+            METRICS["dispositions"].labels(d.disposition).inc()
+
+
 def _commit(store: Store, det: Detectors, cur: Cursor) -> int:
     alerts, det.found = det.found, []
-    store.commit(alerts, cur)
+    disps, det.dispositions = det.dispositions, []
+    store.commit(alerts, cur, disps)
+    _count(alerts, disps)
     for a in alerts:
         sys.stdout.buffer.write(msgspec.json.encode(a) + b"\n")
     sys.stdout.flush()
@@ -597,18 +662,31 @@ def show_alerts(args) -> int:
     store = Store(args.store, readonly=True)
     try:
         alerts = [a for a in store.all() if args.type is None or a.type == args.type]
+        log = store.disposition_log()
         cur = store.cursor()
     finally:
         store.close()
+    if args.dispositions:                     # the audit trail, in journal order
+        for d in log:
+            sys.stdout.buffer.write(msgspec.json.encode(d) + b"\n")
+        return 0
+    history: dict[str, list] = {}
+    for d in log:
+        history.setdefault(d.alert, []).append(msgspec.structs.asdict(d))
     if args.json:
         for a in alerts:
-            sys.stdout.buffer.write(msgspec.json.encode(a) + b"\n")
+            row = msgspec.structs.asdict(a)
+            if a.id in history:
+                row["dispositions"] = history[a.id]
+            sys.stdout.buffer.write(msgspec.json.encode(row) + b"\n")
         return 0
     from engine.journal_tool import format_time
-    print(f"{'id':<30} {'type':<20} {'sev':<6} {'time':<30} {'owner':<16} {'acct':<8} {'sym':>4} evidence")
+    print(f"{'id':<30} {'type':<20} {'sev':<6} {'time':<30} {'owner':<16} {'acct':<8} {'sym':>4} {'evid':>4} "
+          f"disposition")
     for a in alerts:
+        last = history.get(a.id, [{}])[-1].get("disposition", "open")
         print(f"{a.id:<30} {a.type:<20} {a.severity:<6} {format_time(a.ts_ns):<30} {a.owner:<16} "
-              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence)}")
+              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence):>4} {last}")
     print(f"{len(alerts)} alerts; the store reads on from seq {cur.next_seq if cur else 1}", file=sys.stderr)
     return 0
 
@@ -623,7 +701,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true",
                    help="then poll for new records until SIGTERM/SIGINT (the cursor is stored: a restart resumes)")
     p.add_argument("--type", help="alerts: only this type (wash_trade, spoofing, excessive_messaging)")
-    p.add_argument("--json", action="store_true", help="alerts: JSON lines")
+    p.add_argument("--json", action="store_true", help="alerts: JSON lines (with each alert's dispositions)")
+    p.add_argument("--dispositions", action="store_true", help="alerts: the dispositions' audit trail, JSON lines")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus counters per alert type and disposition on 127.0.0.1:PORT")
     p.set_defaults(run=run)
     return p
 

@@ -59,6 +59,7 @@ cdef enum:
     CMD_RISK_TICK = 17
     CMD_ADD_ACCOUNT = 18
     CMD_SET_KYC = 20
+    CMD_ALERT_DISPOSITION = 21
 
 # EventKind
 cdef enum:
@@ -79,6 +80,7 @@ cdef enum:
     EV_BREAKER = 15
     EV_ACCOUNT_ADDED = 16
     EV_KYC_STATE = 18
+    EV_ALERT_DISPOSITION = 19
 
 # SymbolState
 cdef enum:
@@ -120,6 +122,23 @@ cdef enum:
     KYC_PENDING = 1
     KYC_VERIFIED = 2
     KYC_BLOCKED = 3
+
+# AlertType
+cdef enum:
+    ALERT_WASH_TRADE = 1
+    ALERT_SPOOFING = 2
+    ALERT_EXCESSIVE_MESSAGING = 3
+    ALERT_LAYERING = 4
+    ALERT_MOMENTUM_IGNITION = 5
+    ALERT_MARKING_THE_CLOSE = 6
+    ALERT_LARGE_ORDER = 7
+    ALERT_LARGE_POSITION = 8
+
+# Disposition
+cdef enum:
+    DISP_REVIEWED = 1
+    DISP_ESCALATED = 2
+    DISP_DISMISSED = 3
 
 # LimitScope
 cdef enum:
@@ -212,6 +231,7 @@ cdef enum:
     REJ_KYC_BLOCKED = 2026
     REJ_LARGE_ORDER = 2027
     REJ_LARGE_POSITION = 2028
+    REJ_INVALID_DISPOSITION = 2029
     REJ_NOT_LOGGED_ON = 3001
     REJ_AUTH_FAILED = 3002
     REJ_STALE_TIMESTAMP = 3003

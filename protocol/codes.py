@@ -75,6 +75,8 @@ class CommandKind(IntEnum):
                            # with risk off too. No secret: the server keeps the signing key out of the journal
     SET_KYC = 20           # compliance (RISK.md "KYC"): account's KYC state := side (KycState); account 0 = the
                            # default of accounts never set; flags 1 = clear (the account follows the default)
+    ALERT_DISPOSITION = 21 # admin: a surveillance alert's disposition (SURVEILLANCE.md "Dispositions"): order_id =
+                           # the alert's seq, qty = its n, order_type = AlertType, side = Disposition; no state
 
 
 class EventKind(IntEnum):
@@ -97,6 +99,7 @@ class EventKind(IntEnum):
     ACCOUNT_ADDED = 16  # an ADD_ACCOUNT took effect (account, qty = STP group)
     KYC_STATE = 18      # a SET_KYC took effect: account (0 = the default), reason = the KycState now in force,
                         # qty = 1 when the account's state is its own (0: it follows the default)
+    ALERT_DISPOSITION = 19  # an ALERT_DISPOSITION was recorded: order_id, qty, reason = AlertType, side = Disposition
 
 
 class SymbolState(IntEnum):
@@ -142,6 +145,25 @@ class KycState(IntEnum):
     PENDING = 1          # onboarding not finished: new orders and amends rejected (KYC_PENDING)
     VERIFIED = 2
     BLOCKED = 3          # compliance hold: new orders and amends rejected (KYC_BLOCKED); cancels work
+
+
+class AlertType(IntEnum):
+    """Surveillance alert types (engine/SURVEILLANCE.md), as ALERT_DISPOSITION carries them."""
+    WASH_TRADE = 1
+    SPOOFING = 2
+    EXCESSIVE_MESSAGING = 3
+    LAYERING = 4
+    MOMENTUM_IGNITION = 5
+    MARKING_THE_CLOSE = 6
+    LARGE_ORDER = 7
+    LARGE_POSITION = 8
+
+
+class Disposition(IntEnum):
+    """What a compliance officer decided about an alert (ALERT_DISPOSITION)."""
+    REVIEWED = 1
+    ESCALATED = 2
+    DISMISSED = 3
 
 
 class LimitScope(IntEnum):
@@ -250,6 +272,7 @@ class Reject(IntEnum):
     KYC_BLOCKED = 2026                 # the account's KYC state is BLOCKED
     LARGE_ORDER = 2027                 # qty above LARGE_ORDER_QTY where LARGE_REJECT = 1
     LARGE_POSITION = 2028              # worst-case position above LARGE_POSITION_QTY where LARGE_REJECT = 1
+    INVALID_DISPOSITION = 2029         # ALERT_DISPOSITION: unknown AlertType or Disposition, or order_id 0
     # 3000-3999: session and protocol (engine/server.py, protocol/wire.py)
     NOT_LOGGED_ON = 3001               # an application message before LOGON_ACCEPTED
     AUTH_FAILED = 3002                 # unknown account or bad signature: one reply for both

@@ -29,6 +29,8 @@ PREFIXES = {
     codes.CancelReason: "CXL_",
     codes.AccountState: "ACCT_",
     codes.KycState: "KYC_",
+    codes.AlertType: "ALERT_",
+    codes.Disposition: "DISP_",
     codes.LimitScope: "SCOPE_",
     codes.LimitKind: "LIM_",
     codes.Reject: "REJ_",

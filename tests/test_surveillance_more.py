@@ -67,3 +67,73 @@ def test_new_detectors_when_stopped_inside_episodes_and_resumed_then_same_alerts
         cli("surveil", tmp_path / "journal", "--config", cfg, "--store", tmp_path / "cut", "--until-seq", cut)
     cli("surveil", tmp_path / "journal", "--config", cfg, "--store", tmp_path / "cut")
     assert alerts(tmp_path / "cut") == one
+
+
+def test_disposition_when_recorded_by_admin_then_journaled_with_operator_in_store_trail_and_counted(
+        server_factory, tmp_path):
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from engine.core import Engine
+    from protocol.codes import CommandKind, EventKind, Reject
+
+    srv = server_factory(risk=RISK, admins={"ops": HASH},
+                         symbol_extra='[symbols.limits]\nlarge_order_qty = "1.000"\n').start()
+    ad = Admin(srv)
+    fund(ad, acct2="1000000")
+    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
+
+    async def flow():
+        async with connect(srv, 2) as c2:
+            for _ in range(2):
+                assert (await c2.place("BTCUSDT", "sell", "2.000", price="60000.00")).kind == "accepted"
+    asyncio.run(flow())
+    store = tmp_path / "store"
+    cli("surveil", srv.dir / "journal", "--config", srv.config, "--store", store)
+    first, second = [a["id"] for a in alerts(store)]
+    out = ad.ok("disposition", alert=first, state="escalated")
+    assert out["events"] == [{"event": "alert_disposition", "alert": first, "disposition": "escalated"}]
+    ad.ok("disposition", alert=first, state="dismissed")
+    assert "an alert id" in ad("disposition", alert="nonsense:1", state="reviewed")["error"]
+    assert "one of reviewed" in ad("disposition", alert=first, state="ignored")["error"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "surveil", srv.dir / "journal", "--config",
+                             srv.config, "--store", store, "--follow", "--metrics-port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                if 'te_surveillance_dispositions_total{disposition="dismissed"} 1.0' in text:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.1)
+        assert 'te_surveillance_alerts_total{type="large_order"} 2.0' in text
+        assert 'te_surveillance_alerts_total{type="spoofing"} 0.0' in text
+        assert 'te_surveillance_dispositions_total{disposition="escalated"} 1.0' in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    got = {a["id"]: a for a in alerts(store)}
+    assert [(d["disposition"], d["operator"]) for d in got[first]["dispositions"]] == [("escalated", 1),
+                                                                                     ("dismissed", 1)]
+    assert "dispositions" not in got[second]
+    trail = [json.loads(line) for line in cli("surveil", "alerts", "--store", store, "--dispositions").splitlines()]
+    assert [d["alert"] for d in trail] == [first, first] and trail[0]["seq"] < trail[1]["seq"]
+    table = cli("surveil", "alerts", "--store", store)
+    assert [line.split()[-1] for line in table.splitlines()[1:]] == ["dismissed", "open"]
+    # the engine refuses a malformed one (the admin's checks aside), reported to no account
+    e = Engine(max_orders=16, max_accounts=4, max_symbols=2, max_levels=8)
+    evs = e.command(kind=CommandKind.ALERT_DISPOSITION, order_id=5, qty=0, order_type=1, side=9)
+    assert [(x.kind, x.reason, x.account) for x in evs] == [(EventKind.REJECTED, Reject.INVALID_DISPOSITION, 0)]
+    evs = e.command(kind=CommandKind.ALERT_DISPOSITION, order_id=5, qty=0, order_type=1, side=2)
+    assert [(x.kind, x.order_id, x.side) for x in evs] == [(EventKind.ALERT_DISPOSITION, 5, 2)]
+    assert os.path.exists(store / "data.mdb")
