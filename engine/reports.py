@@ -27,17 +27,11 @@ import msgspec
 import numpy as np
 
 from engine import config as cfgmod
+from engine.journal_tool import _name
 from protocol.codes import CancelReason, CommandKind, EventKind, LimitKind, OrderType, Reject, Side, TimeInForce
 from protocol.units import from_units
 
 HORIZONS_S = (1, 10, 60)          # markouts
-
-
-def _name(enum, v) -> str:
-    try:
-        return enum(v).name.lower()
-    except ValueError:
-        return str(v)
 
 
 class Replay:
