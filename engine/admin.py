@@ -30,7 +30,12 @@ set off); `ok` is false when the engine rejected the command. Actions:
                                     the config takes (engine/config.py RiskLimits, one conversion)
   kill ACCOUNT|all on|off           kill switch: cancels everything and blocks new orders
   account_state ACCOUNT STATE       active | reduce_only | suspended
+  kyc ACCOUNT|default STATE         KYC state: pending | verified | blocked, or clear (the account
+                                    follows the default again; the default is the config's
+                                    risk.kyc_default, re-applied at start-up)
   restrict / allow ACCOUNT SYMBOL   per-account symbol restriction
+  disposition ALERT STATE           a surveillance alert (its id, type:seq:n) reviewed | escalated |
+                                    dismissed: journaled with the operator (SURVEILLANCE.md)
   mark SYMBOL PRICE                 the mark price (core MARK_PRICE)
   reset_breaker                     the engine-wide error-rate circuit breaker and every account's lockout
   positions / portfolio ACCOUNT     read-only: an account's risk figures
@@ -71,8 +76,8 @@ import stat
 import msgspec
 
 from engine import config as cfgmod
-from protocol.codes import (AccountState, CancelReason, CommandKind, EventKind, LimitScope, Reject, Side,
-                            SymbolState)
+from protocol.codes import (AccountState, AlertType, CancelReason, CommandKind, Disposition, EventKind, KycState,
+                            LimitScope, Reject, Side, SymbolState)
 from protocol.units import from_units, to_units
 
 log = logging.getLogger("trading-engine")
@@ -100,6 +105,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     switch: str | None = None          # kill: on / off
     state: str | None = None           # account_state
     price: str | None = None           # mark
+    alert: str | None = None           # disposition: the alert's id (type:seq:n)
     name: str | None = None            # add_account
     id: int | None = None
     stp_group: int = 0
@@ -213,7 +219,8 @@ class AdminListener:
         self.actions = {
             "status": self.status, "halt": self.symbol_state, "resume": self.symbol_state,
             "end_of_day": self.end_of_day, "deposit": self.cash, "withdraw": self.cash, "set_limit": self.set_limit,
-            "kill": self.kill, "account_state": self.account_state, "restrict": self.restrict, "allow": self.restrict,
+            "kill": self.kill, "account_state": self.account_state, "kyc": self.kyc, "restrict": self.restrict,
+            "allow": self.restrict, "disposition": self.disposition,
             "mark": self.mark, "reset_breaker": self.reset_breaker, "positions": self.positions,
             "portfolio": self.portfolio, "limits": self.limits, "add_account": self.add_account,
             "snapshot": self.snapshot, "log_level": self.log_level,
@@ -414,6 +421,14 @@ class AdminListener:
             out["state"] = _name(SymbolState, int(e["reason"]))
         elif kind == EventKind.ACCOUNT_ADDED:
             out["stp_group"] = int(e["qty"])
+        elif kind == EventKind.ALERT_DISPOSITION:
+            out.update(alert=f"{_name(AlertType, int(e['reason']))}:{int(e['order_id'])}:{int(e['qty'])}",
+                       disposition=_name(Disposition, int(e["side"])))
+        elif kind == EventKind.KYC_STATE:
+            out["account"] = out.get("account", "default")
+            out["kyc"] = _name(KycState, int(e["reason"]))
+            if int(e["account"]):
+                out["own"] = bool(e["qty"])
         elif kind == EventKind.MASS_CANCEL_DONE:
             out["count"] = int(e["qty"])
         else:                              # order events: cancels, a liquidation's order and fills
@@ -494,6 +509,31 @@ class AdminListener:
         return self.command(admin, kind=CommandKind.SET_ACCOUNT_STATE, account=self._account(req.account),
                             side=states[req.state])
 
+    def kyc(self, admin, req):
+        self._risk()
+        states = {"pending": KycState.PENDING, "verified": KycState.VERIFIED, "blocked": KycState.BLOCKED}
+        if req.state not in states and req.state != "clear":
+            raise AdminError(f"state {req.state!r}: one of {', '.join(states)}, clear")
+        account = 0 if req.account == "default" else self._account(req.account)
+        if req.state == "clear":
+            return self.command(admin, kind=CommandKind.SET_KYC, account=account, flags=1)
+        return self.command(admin, kind=CommandKind.SET_KYC, account=account, side=states[req.state])
+
+    def disposition(self, admin, req):
+        try:
+            typ, seq, n = (req.alert or "").rsplit(":", 2)
+            kind, seq, n = AlertType[typ.upper()], int(seq), int(n)
+            if seq <= 0 or n < 0:
+                raise ValueError
+        except (ValueError, KeyError):
+            raise AdminError(f"alert {req.alert!r}: an alert id, type:seq:n (`trading-engine surveil alerts`)") from None
+        try:
+            state = Disposition[(req.state or "").upper()]
+        except KeyError:
+            raise AdminError(f"state {req.state!r}: one of reviewed, escalated, dismissed") from None
+        return self.command(admin, kind=CommandKind.ALERT_DISPOSITION, order_id=seq, qty=n, order_type=kind,
+                            side=state)
+
     def restrict(self, admin, req):
         self._risk()
         return self.command(admin, kind=CommandKind.RESTRICT_SYMBOL, account=self._account(req.account),
@@ -571,6 +611,7 @@ class AdminListener:
             "maintenance_margin", "available", "daily_pnl")}
         out.update(leverage=None if pf["leverage_bps"] is None else from_units(pf["leverage_bps"], 4),
                    state=_name(AccountState, pf["state"]), kill_switch=bool(pf["kill"] or pf["kill_all"]),
+                   kyc=_name(KycState, pf["kyc"]),
                    open_orders=int(self.server.engine.acct_arr["open"][a]))
         return {"ok": True, "account": self._account_name(a), "portfolio": out}
 
@@ -643,6 +684,8 @@ def _parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser
     s.add_argument("--clear", action="store_true")
     action("kill", "account", "switch", help="kill ACCOUNT|all on|off")
     action("account_state", "account", "state", help="active | reduce_only | suspended")
+    action("kyc", "account", "state", help="kyc ACCOUNT|default pending|verified|blocked|clear")
+    action("disposition", "alert", "state", help="disposition ALERT_ID reviewed|escalated|dismissed")
     action("restrict", "account", "symbol")
     action("allow", "account", "symbol")
     action("mark", "symbol", "price")

@@ -47,6 +47,10 @@ def _tree() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     analytics.add_arguments(sub.add_parser(
         "risk", help="risk analytics: risk var|stress|metrics JOURNAL_PATH ... (VaR, ES, stress tests)",
         description=analytics.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    from engine import reports
+    reports.add_arguments(sub.add_parser(
+        "report", help="compliance reports: report positions|audit|tca JOURNAL_PATH --config FILE",
+        description=reports.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     surveillance.add_arguments(sub.add_parser(
         "surveil", help="market-abuse alerts from the journal: surveil JOURNAL_PATH|alerts --store DIR ...",
         description=surveillance.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))

@@ -120,6 +120,10 @@ class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_
     error_accounts: int | None = None             # default scope: ... from at least this many accounts
     account_reject_limit: int | None = None       # default / account: rejects/s an account may cause
     account_lockout_ms: int | None = None         # default / account: then refused this long (0 = until reset)
+    large_order_qty: Decimal | None = None        # symbol scope only: an order above it is large (RISK.md "KYC")
+    large_position_qty: Decimal | None = None     # symbol scope only: a position above it is large
+    large_reject: bool | None = None              # true: large orders/positions rejected pre-trade; false
+                                                  # (default): flagged post-trade by `trading-engine surveil`
 
 
 def _prototype_defaults() -> RiskLimits:
@@ -141,6 +145,8 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_strategies: int = 256              # orders carry strategy ids 0 .. max_strategies-1
     mark_interval_ms: int = 100            # how often marks may follow last trades (a journaled RISK_TICK)
     defaults: RiskLimits = msgspec.field(default_factory=_prototype_defaults)
+    kyc_default: Literal["pending", "verified", "blocked"] = "verified"   # KYC state of accounts without their
+                                                                          # own (admin `kyc`; RISK.md "KYC")
     strategies: list[StrategyLimits] = []
 
 
@@ -263,6 +269,40 @@ class MessagingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_messages: int = 100                # this many messages are in the window
 
 
+class LayeringConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    min_orders: int = 3                    # orders of one owner on one side ...
+    min_levels: int = 3                    # ... at at least this many prices ...
+    min_qty: int = 1                       # ... of at least this much qty in all
+    window_ms: int = 2000                  # placed at most this long before the owner's execution on the other side
+    cancel_ms: int = 1000                  # and cancelled at most this long after it
+    max_filled_pct: int = 10               # each at most this % filled
+    episode_gap_ms: int = 10_000
+
+
+class MomentumConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    window_ms: int = 1000                  # aggressive trades of one owner on one side within this ...
+    min_trades: int = 3                    # ... at least this many ...
+    min_qty: int = 1                       # ... of at least this much qty ...
+    min_move_bps: int = 20                 # ... moving the price this far in their direction ...
+    reversal_ms: int = 10_000              # ... then a trade of the owner on the other side within this
+    episode_gap_ms: int = 60_000
+
+
+class CloseConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    close_time: str | None = None          # "HH:MM:SS" (UTC, journaled time): the close, besides END_OF_DAY
+    window_ms: int = 60_000                # the closing window: trades in the last this long before the close
+    min_share_pct: int = 30                # one owner's aggressive volume on one side: at least this % of it
+    min_move_bps: int = 10                 # the closing price moved this far in that side's direction
+    min_trades: int = 2                    # the owner's aggressive trades in the window, at least
+
+
+class LargeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True                   # flag orders/positions above LARGE_ORDER_QTY / LARGE_POSITION_QTY
+
+
 class SurveillanceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`trading-engine surveil` (engine/surveillance.py, engine/SURVEILLANCE.md); quantities and
     prices in the journal's integer units, times in ms of journaled receive time."""
@@ -270,6 +310,10 @@ class SurveillanceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     wash: WashConfig = msgspec.field(default_factory=WashConfig)
     spoofing: SpoofConfig = msgspec.field(default_factory=SpoofConfig)
     messaging: MessagingConfig = msgspec.field(default_factory=MessagingConfig)
+    layering: LayeringConfig = msgspec.field(default_factory=LayeringConfig)
+    momentum: MomentumConfig = msgspec.field(default_factory=MomentumConfig)
+    close: CloseConfig = msgspec.field(default_factory=CloseConfig)
+    large: LargeConfig = msgspec.field(default_factory=LargeConfig)
     poll_ms: int = 100                     # --follow: how often the journal is read for new records
 
 
@@ -385,9 +429,19 @@ def validate(cfg: Config, where: str) -> None:
     owned = [a for o in sv.owners for a in o.accounts]
     if len(set(owned)) != len(owned) or len({o.name for o in sv.owners}) != len(sv.owners):
         raise ConfigError(f"{where}: `surveillance.owners`: names unique, an account in one owner at most")
-    if min(sv.wash.window_ms, sv.spoofing.max_lifetime_ms, sv.messaging.window_ms, sv.poll_ms) <= 0 \
-            or min(sv.spoofing.min_qty, sv.messaging.max_messages, sv.messaging.max_order_to_trade) < 1:
+    if min(sv.wash.window_ms, sv.spoofing.max_lifetime_ms, sv.messaging.window_ms, sv.poll_ms,
+           sv.layering.window_ms, sv.layering.cancel_ms, sv.momentum.window_ms, sv.momentum.reversal_ms,
+           sv.close.window_ms) <= 0 \
+            or min(sv.spoofing.min_qty, sv.messaging.max_messages, sv.messaging.max_order_to_trade,
+                   sv.layering.min_orders, sv.layering.min_levels, sv.momentum.min_trades, sv.momentum.min_move_bps,
+                   sv.close.min_share_pct, sv.close.min_trades) < 1:
         raise ConfigError(f"{where}: `surveillance`: windows, poll_ms and thresholds must be > 0")
+    if sv.close.close_time is not None:
+        try:
+            h, m, s = (int(x) for x in sv.close.close_time.split(":"))
+            assert 0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60
+        except (ValueError, AssertionError):
+            raise ConfigError(f"{where}: `surveillance.close.close_time`: \"HH:MM:SS\"") from None
 
 
 def validate_analytics(cfg: Config, where: str) -> None:
@@ -493,10 +547,14 @@ _LIMIT_FIELDS = {
     "error_accounts": (LimitKind.ERROR_ACCOUNTS, "int"),
     "account_reject_limit": (LimitKind.ACCOUNT_REJECT_LIMIT, "int"),
     "account_lockout_ms": (LimitKind.ACCOUNT_LOCKOUT_MS, "int"),
+    "large_order_qty": (LimitKind.LARGE_ORDER_QTY, "qty"),
+    "large_position_qty": (LimitKind.LARGE_POSITION_QTY, "qty"),
+    "large_reject": (LimitKind.LARGE_REJECT, "int"),
 }
+_SYMBOL_ONLY = {"max_order_qty", "large_order_qty", "large_position_qty"}
 _SCOPE_FIELDS = {  # what each scope may set (engine/RISK.md "Limits")
-    LimitScope.DEFAULT: set(_LIMIT_FIELDS) - {"max_order_qty"},
-    LimitScope.ACCOUNT: set(_LIMIT_FIELDS) - {"max_order_qty", "breaker_band", "breaker_window_ms",
+    LimitScope.DEFAULT: set(_LIMIT_FIELDS) - _SYMBOL_ONLY,
+    LimitScope.ACCOUNT: set(_LIMIT_FIELDS) - _SYMBOL_ONLY - {"breaker_band", "breaker_window_ms",
                                              "breaker_cooloff_ms", "external_mark", "error_threshold",
                                              "error_accounts"},
     LimitScope.SYMBOL: set(_LIMIT_FIELDS) - {"error_threshold", "error_accounts", "account_reject_limit",
@@ -578,5 +636,5 @@ def limit_human(kind: int, value: int, cash_decimals: int, qty_decimals: int = 0
     field = LIMIT_FIELD[kind]
     unit = _LIMIT_FIELDS[field][1]
     if unit == "int":
-        return bool(value) if field == "external_mark" else int(value)
+        return bool(value) if field in ("external_mark", "large_reject") else int(value)
     return from_units(value, {"cash": cash_decimals, "bps": 4, "qty": qty_decimals}[unit])

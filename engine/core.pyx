@@ -274,6 +274,13 @@ cdef class Engine:
                 self.cmd_risk()
         elif k == CMD_ADD_ACCOUNT:
             self.cmd_add_account()
+        elif k == CMD_SET_KYC:
+            if self.risk is None:
+                self.reject(REJ_RISK_OFF)
+            else:
+                self.cmd_kyc()
+        elif k == CMD_ALERT_DISPOSITION:
+            self.cmd_disposition()
         else:
             self.reject(REJ_INVALID_COMMAND)
         if self.risk is not None:
@@ -493,6 +500,10 @@ cdef class Engine:
             return self.reject(REJ_POST_ONLY_WOULD_CROSS)
         cdef int code
         if self.risk is not None:
+            if self.risk.gate[a]:              # compliance first (RISK.md "KYC"): one byte test per order
+                code = self.risk.compliance(a, sym, c.side, c.qty, c.qty)
+                if code:
+                    return self.reject(code)
             code = check_order(self.risk, a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
                                c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
@@ -605,6 +616,10 @@ cdef class Engine:
         cdef int64_t new_shown, old_leaves = o.leaves
         cdef int code
         if self.risk is not None and (qty > o.leaves or new_price != o.price or new_stop != o.stop_price):
+            if self.risk.gate[a]:
+                code = self.risk.compliance(a, sym, o.side, qty, qty - o.leaves)
+                if code:
+                    return self.reject(code)
             code = check_order(self.risk, a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
                                new_stop, qty, qty - o.leaves, -1, <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
@@ -745,6 +760,37 @@ cdef class Engine:
         cdef Event* e = self.emit(EV_ACCOUNT_ADDED, -1)
         e.account = a
         e.qty = c.qty
+        return 0
+
+    cdef int cmd_kyc(self) except -1:
+        """SET_KYC (RISK.md "KYC"): an account's KYC state, or (account 0) the default."""
+        cdef const Command* c = self.cur
+        cdef Risk r = self.risk
+        cdef uint32_t a = c.account
+        if a != 0 and not self.account_ok(a):
+            return self.reject(REJ_UNKNOWN_ACCOUNT)
+        cdef int code = r.set_kyc(a, c.side, c.flags & 1)
+        if code:
+            return self.reject(code)
+        cdef Event* e = self.emit(EV_KYC_STATE, -1)
+        e.account = a
+        e.reason = r.kyc_state(a)
+        e.qty = 1 if a == 0 or r.kyc[a] else 0
+        return 0
+
+    cdef int cmd_disposition(self) except -1:
+        """ALERT_DISPOSITION: recorded in the journal with its operator; no engine state changes."""
+        cdef const Command* c = self.cur
+        if c.order_id == 0 or c.side < DISP_REVIEWED or c.side > DISP_DISMISSED or \
+                c.order_type < ALERT_WASH_TRADE or c.order_type > ALERT_LARGE_POSITION or c.qty < 0:
+            self.reject(REJ_INVALID_DISPOSITION)
+            self.ev_buf[self.ev_count - 1].account = 0      # the admin's error: no report to an account
+            return 0
+        cdef Event* e = self.emit(EV_ALERT_DISPOSITION, -1)
+        e.order_id = c.order_id
+        e.qty = c.qty
+        e.side = c.side
+        e.reason = c.order_type
         return 0
 
     cdef int set_symbol_state(self, uint32_t sym, uint8_t state) except -1:
@@ -1617,6 +1663,9 @@ cdef class Engine:
         if scope in SET_LIMIT_TARGET:
             fields[SET_LIMIT_TARGET[scope]] = target
         return self.command(**fields)
+
+    def set_kyc(self, account, state, clear=False, seq=0):
+        return self.command(kind=CommandKind.SET_KYC, account=account, side=state, flags=1 if clear else 0, seq=seq)
 
     def set_account_state(self, account, state, seq=0):
         return self.command(kind=CommandKind.SET_ACCOUNT_STATE, account=account, side=state, seq=seq)

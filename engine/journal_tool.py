@@ -43,8 +43,8 @@ import numpy as np
 
 from engine import config as cfgmod, snapshot
 from engine.journal import MARKER, Journal, JournalError, JournalRefused, has_journal_files
-from protocol.codes import AccountState, CancelReason, CommandKind, EventKind, LimitScope, OrderState, OrderType, Reject, \
-    Side, SymbolState, TimeInForce
+from protocol.codes import AccountState, AlertType, CancelReason, CommandKind, Disposition, EventKind, KycState, \
+    LimitScope, OrderState, OrderType, Reject, Side, SymbolState, TimeInForce
 from protocol.records import COMMAND, EVENT
 from protocol.units import from_units
 
@@ -114,7 +114,8 @@ def reason_name(kind: int, reason: int) -> str:
     if reason == 0:
         return ""
     enum = {EventKind.REJECTED: Reject, EventKind.CANCELLED: CancelReason, EventKind.SYMBOL_STATE: SymbolState,
-            EventKind.ACCOUNT_STATE: AccountState}
+            EventKind.ACCOUNT_STATE: AccountState, EventKind.KYC_STATE: KycState,
+            EventKind.ALERT_DISPOSITION: AlertType}
     return _name(enum[kind], reason) if kind in enum else str(reason)
 
 
@@ -174,6 +175,11 @@ class Human:
             self._limit(row, int(c["order_type"]), int(c["qty"]), int(c["side"]), sym, int(c["flags"]) & 1)
         elif k == CommandKind.SET_ACCOUNT_STATE:
             row["side"] = _name(AccountState, int(c["side"]))
+        elif k == CommandKind.SET_KYC:
+            row["side"] = "clear" if int(c["flags"]) & 1 else _name(KycState, int(c["side"]))
+        elif k == CommandKind.ALERT_DISPOSITION:
+            row["side"] = _name(Disposition, int(c["side"]))
+            row["order_type"] = _name(AlertType, int(c["order_type"]))
         elif k in self.SWITCH:
             row["side"] = self.SWITCH[k].get(int(c["side"]), str(int(c["side"])))
         elif k in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MARK_PRICE) and sym:
@@ -200,7 +206,7 @@ class Human:
         elif k == EventKind.MARK and sym:
             row["price"] = from_units(int(e["price"]), sym.price_decimals)
         elif k not in (EventKind.ACCOUNT_STATE, EventKind.SYMBOL_STATE, EventKind.MASS_CANCEL_DONE,
-                       EventKind.ACCOUNT_ADDED) and sym:
+                       EventKind.ACCOUNT_ADDED, EventKind.KYC_STATE, EventKind.ALERT_DISPOSITION) and sym:
             row["price"] = from_units(int(e["price"]), sym.price_decimals)
             for f in self.ORDER_EVENT_QTY:
                 row[f] = from_units(int(e[f]), sym.qty_decimals)

@@ -146,7 +146,7 @@ ctypedef int64_t bps_t      # basis points, 1/10000
 
 # The not-set value of a limit table entry (0 is a real value: e.g. a zero fee).
 cdef enum:
-    N_LIMITS = 22           # LimitKind values are 1..21; index 0 unused
+    N_LIMITS = 25           # LimitKind values are 1..24; index 0 unused
     DIRTY_OPEN = 1          # Position.dirty: open quantities changed (wexpo, im stale)
     DIRTY_ALL = 3           # position, mark or margin rates changed: every cached figure stale
     WHI_UNKNOWN = -1        # Risk.whi: no bound known (overflowed, or a mark changed) until refresh()
@@ -216,12 +216,17 @@ cdef class Risk:
     cdef uint8_t* state              # AccountState
     cdef uint8_t* prev_state         # the state to return to when a liquidation ends
     cdef uint8_t* kill
+    cdef uint8_t* kyc                # KycState set for the account, 0 = it follows kyc[0], the default
     cdef uint8_t* touched            # queued for a margin check
     # reject-rate lockout (RISK.md "Circuit breakers"), in journaled time (the commands' receive ns)
     cdef int64_t* rej_ts             # start of the account's current one-second window
     cdef int64_t* rej_count          # rejects it caused in that window
     cdef int64_t* lock_until         # locked out while now < lock_until (0 = not; INT64_MAX = until reset)
     cdef int64_t* err_seen           # the engine-wide window (err_epoch) its rejects were last counted in
+    # compliance gate (derived from kyc and LARGE_REJECT by rebuild_gate, never snapshotted): 1 when an
+    # order of the account needs compliance() (KYC not VERIFIED, or a LARGE_* threshold may reject)
+    cdef object _gate_arr
+    cdef uint8_t* gate
     # per symbol
     cdef int64_t* num                # notional(price, qty) = price * qty * num / den, cash units
     cdef int64_t* den
@@ -275,6 +280,7 @@ cdef class Risk:
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
     cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept
+    cdef int compliance(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t added) noexcept
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept
 
     # -- STATE CHANGES --
@@ -301,6 +307,9 @@ cdef class Risk:
     cdef void end_of_day(self) noexcept
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1
     cdef void rebuild_eff(self, uint8_t kind) noexcept
+    cdef void rebuild_gate(self) noexcept
+    cdef int set_kyc(self, uint32_t a, uint8_t st, bint clear) except -1
+    cdef uint8_t kyc_state(self, uint32_t a) noexcept
 
 
 # -- HOT HELPERS --

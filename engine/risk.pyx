@@ -22,12 +22,13 @@ cnp.import_array()
 # LimitKind -> how the scopes combine (RISK.md "Limits")
 cdef uint8_t[N_LIMITS] KIND_CLASS       # 1 = CAP, 2 = FLOOR, 3 = OVERRIDE, 4 = DEFAULT only
 for _k in (LIM_MAX_ORDER_QTY, LIM_MAX_ORDER_VALUE, LIM_MAX_POSITION_VALUE, LIM_MAX_OPEN_ORDERS, LIM_MAX_LEVERAGE,
-           LIM_MAX_DAILY_LOSS, LIM_PRICE_COLLAR, LIM_MARKET_BAND, LIM_MAX_VAR):
+           LIM_MAX_DAILY_LOSS, LIM_PRICE_COLLAR, LIM_MARKET_BAND, LIM_MAX_VAR, LIM_LARGE_ORDER_QTY,
+           LIM_LARGE_POSITION_QTY):
     KIND_CLASS[_k] = 1
 KIND_CLASS[LIM_INITIAL_MARGIN] = 2
 KIND_CLASS[LIM_MAINTENANCE_MARGIN] = 2
 for _k in (LIM_MAKER_FEE, LIM_TAKER_FEE, LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS,
-           LIM_EXTERNAL_MARK, LIM_ACCOUNT_REJECT_LIMIT, LIM_ACCOUNT_LOCKOUT_MS):
+           LIM_EXTERNAL_MARK, LIM_ACCOUNT_REJECT_LIMIT, LIM_ACCOUNT_LOCKOUT_MS, LIM_LARGE_REJECT):
     KIND_CLASS[_k] = 3
 KIND_CLASS[LIM_ERROR_THRESHOLD] = 4
 KIND_CLASS[LIM_ERROR_ACCOUNTS] = 4
@@ -42,7 +43,7 @@ ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.i
                    ("whi", np.int64),
                    ("n_active", np.int32),
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
-                   ("kill", np.uint8), ("touched", np.uint8),
+                   ("kill", np.uint8), ("touched", np.uint8), ("kyc", np.uint8),
                    ("rej_ts", np.int64), ("rej_count", np.int64), ("lock_until", np.int64), ("err_seen", np.int64))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
                   ("wunit", np.int64),
@@ -95,6 +96,8 @@ cdef class Risk:
         self.sym_cols = {name: np.zeros(max_symbols, dtype=t) for name, t in SYMBOL_COLUMNS}
         self.acct_cols["state"][:] = ACCT_ACTIVE
         self.acct_cols["prev_state"][:] = ACCT_ACTIVE
+        self.acct_cols["kyc"][0] = KYC_VERIFIED     # the default KYC state (SET_KYC account 0 changes it)
+        self._gate_arr = np.zeros(max_accounts, dtype=np.uint8)
         self.sym_cols["den"][:] = 1
         self.lim_default_arr = np.full(N_LIMITS, UNSET, dtype=np.int64)
         self.lim_acct_arr = np.full(<int64_t>max_accounts * N_LIMITS, UNSET, dtype=np.int64)
@@ -143,6 +146,8 @@ cdef class Risk:
         self.prev_state = <uint8_t*>_data(a["prev_state"])
         self.kill = <uint8_t*>_data(a["kill"])
         self.touched = <uint8_t*>_data(a["touched"])
+        self.kyc = <uint8_t*>_data(a["kyc"])
+        self.gate = <uint8_t*>_data(self._gate_arr)
         self.rej_ts = <int64_t*>_data(a["rej_ts"])
         self.rej_count = <int64_t*>_data(a["rej_count"])
         self.lock_until = <int64_t*>_data(a["lock_until"])
@@ -165,6 +170,7 @@ cdef class Risk:
         self.ro_queued = <uint8_t*>_data(self._ro_queued_arr)
         self.trip_q = <int32_t*>_data(self._trip_arr)
         self.chg = <uint8_t*>_data(self._chg_arr)
+        self.rebuild_gate()
 
     # -- CONFIGURATION --
 
@@ -249,6 +255,61 @@ cdef class Risk:
             for i in range(self.max_symbols):
                 self.im_rate_sym_max = imax(self.im_rate_sym_max, self.eff_sym[<int64_t>i * N_LIMITS + k])
 
+    # -- COMPLIANCE (RISK.md "KYC") --
+
+    cdef uint8_t kyc_state(self, uint32_t a) noexcept:
+        """The KycState in force for account a: its own, or the default (kyc[0])."""
+        return self.kyc[a] if self.kyc[a] else self.kyc[0]
+
+    cdef void rebuild_gate(self) noexcept:
+        """gate[a] := whether an order of account a needs compliance(): its KYC state is not VERIFIED,
+        or LARGE_REJECT = 1 may apply to it (its own value, or some symbol's when it sets none)."""
+        cdef bint sym_rej = False
+        cdef int32_t i
+        cdef int64_t x
+        for i in range(1, self.max_symbols):
+            if self.eff_sym[<int64_t>i * N_LIMITS + LIM_LARGE_REJECT] == 1:
+                sym_rej = True
+                break
+        for i in range(self.max_accounts):
+            x = self.eff_acct[<int64_t>i * N_LIMITS + LIM_LARGE_REJECT]
+            self.gate[i] = self.kyc_state(i) != KYC_VERIFIED or x == 1 or (x == UNSET and sym_rej)
+
+    cdef int set_kyc(self, uint32_t a, uint8_t st, bint clear) except -1:
+        """Returns 0, or REJ_INVALID_STATE (a bad KycState, or clearing the default)."""
+        if clear:
+            if a == 0:
+                return REJ_INVALID_STATE
+            self.kyc[a] = 0
+        elif st < KYC_PENDING or st > KYC_BLOCKED:
+            return REJ_INVALID_STATE
+        else:
+            self.kyc[a] = st
+        self.rebuild_gate()
+        return 0
+
+    cdef int compliance(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t added) noexcept:
+        """The compliance checks of an order (check_order calls it only where gate[a] is set): 0 or
+        KYC_PENDING, KYC_BLOCKED, LARGE_ORDER, LARGE_POSITION."""
+        cdef uint8_t k = self.kyc_state(a)
+        if k == KYC_PENDING:
+            return REJ_KYC_PENDING
+        if k != KYC_VERIFIED:
+            return REJ_KYC_BLOCKED
+        if self.override(LIM_LARGE_REJECT, a, s) != 1:
+            return 0
+        if added > 0 and qty > self.cap(LIM_LARGE_ORDER_QTY, a, s, NO_STRATEGY):
+            return REJ_LARGE_ORDER
+        cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
+        cdef int64_t worst2
+        if side == SIDE_BUY:
+            worst2 = imax(iabs(p.pos + p.open_buy + added), iabs(p.pos - p.open_sell))
+        else:
+            worst2 = imax(iabs(p.pos + p.open_buy), iabs(p.pos - p.open_sell - added))
+        if worst2 > p.worst and worst2 > self.cap(LIM_LARGE_POSITION_QTY, a, s, NO_STRATEGY):
+            return REJ_LARGE_POSITION
+        return 0
+
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1:
         """Returns 0, or REJ_INVALID_LIMIT."""
         if kind == 0 or kind >= N_LIMITS:
@@ -256,12 +317,13 @@ cdef class Risk:
         cdef uint8_t klass = KIND_CLASS[kind]
         cdef int64_t* row
         if scope == SCOPE_DEFAULT:
-            if target != 0:
+            if target != 0 or kind == LIM_LARGE_ORDER_QTY or kind == LIM_LARGE_POSITION_QTY:
                 return REJ_INVALID_LIMIT
             row = self.lim_default
         elif scope == SCOPE_ACCOUNT:
             if target == 0 or target >= <uint32_t>self.max_accounts or klass == 4 or \
-                    kind in (LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS, LIM_EXTERNAL_MARK):
+                    kind in (LIM_BREAKER_BAND, LIM_BREAKER_WINDOW_MS, LIM_BREAKER_COOLOFF_MS, LIM_EXTERNAL_MARK,
+                             LIM_LARGE_ORDER_QTY, LIM_LARGE_POSITION_QTY):
                 return REJ_INVALID_LIMIT
             row = self.lim_acct + <int64_t>target * N_LIMITS
         elif scope == SCOPE_SYMBOL:
@@ -270,7 +332,8 @@ cdef class Risk:
                 return REJ_INVALID_LIMIT
             row = self.lim_sym + <int64_t>target * N_LIMITS
         elif scope == SCOPE_STRATEGY:
-            if target >= <uint32_t>self.max_strategies or klass != 1:
+            if target >= <uint32_t>self.max_strategies or klass != 1 or kind == LIM_LARGE_ORDER_QTY or \
+                    kind == LIM_LARGE_POSITION_QTY:
                 return REJ_INVALID_LIMIT
             row = self.lim_strat + <int64_t>target * N_LIMITS
         else:
@@ -279,10 +342,12 @@ cdef class Risk:
             if kind in (LIM_MAKER_FEE, LIM_TAKER_FEE):
                 if value < -10000 or value > 10000:
                     return REJ_INVALID_LIMIT
-            elif value < 0 or (klass == 2 and value > 1000000):
+            elif value < 0 or (klass == 2 and value > 1000000) or (kind == LIM_LARGE_REJECT and value > 1):
                 return REJ_INVALID_LIMIT
         row[kind] = UNSET if clear else value
         self.rebuild_eff(kind)
+        if kind == LIM_LARGE_REJECT:
+            self.rebuild_gate()
         cdef int32_t a, i
         if kind == LIM_INITIAL_MARGIN or kind == LIM_MAINTENANCE_MARGIN:
             # margin rates changed: re-value every entry they apply to
@@ -736,7 +801,11 @@ cdef class Risk:
                     # gross exposure over equity in bps, rounded up; None when equity <= 0
                     leverage_bps=-(-expo * 10000 // eq) if eq > 0 else None,
                     daily_pnl=eq - self.day_base[account], state=self.state[account], kill=self.kill[account],
-                    kill_all=self.kill_all)
+                    kill_all=self.kill_all, kyc=self.kyc_state(account), kyc_own=bool(self.kyc[account]))
+
+    def kyc_default(self):
+        """The KycState of accounts that have none of their own (SET_KYC account 0)."""
+        return self.kyc[0]
 
     @staticmethod
     def _divide(int64_t x, int64_t d, int mode):
@@ -788,11 +857,16 @@ cdef class Risk:
             state["risk.sym.wunit"] = np.zeros(self.max_symbols, dtype=np.int64)
         for name in ("rej_ts", "rej_count", "lock_until", "err_seen"):    # before the reject-rate lockout
             state.setdefault("risk.acct." + name, np.zeros(self.max_accounts, dtype=np.int64))
+        if "risk.acct.kyc" not in state:       # before KYC: every account follows the default, VERIFIED
+            state["risk.acct.kyc"] = np.zeros(self.max_accounts, dtype=np.uint8)
+            state["risk.acct.kyc"][0] = KYC_VERIFIED
         for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
-            if state[name].size != targets[name].size and state[name].size == targets[name].size // N_LIMITS * 19:
-                old = state[name].reshape(-1, 19)       # 19 kinds then: the newer ones unset
-                state[name] = np.concatenate([old, np.full((len(old), N_LIMITS - 19), UNSET, dtype=np.int64)],
-                                             axis=1).ravel()
+            rows = targets[name].size // N_LIMITS
+            for old_n in (19, 22):              # fewer kinds then: the newer ones unset
+                if state[name].size != targets[name].size and state[name].size == rows * old_n:
+                    old = state[name].reshape(-1, old_n)
+                    state[name] = np.concatenate([old, np.full((len(old), N_LIMITS - old_n), UNSET, dtype=np.int64)],
+                                                 axis=1).ravel()
         for name, dst in targets.items():
             src = state[name]
             if src.dtype != dst.dtype or src.shape != dst.shape:
@@ -806,6 +880,7 @@ cdef class Risk:
         cdef int k
         for k in range(1, N_LIMITS):
             self.rebuild_eff(k)
+        self.rebuild_gate()
         self.breaker_new = 0
         self.lock_new = 0
         self.touch_head = self.touch_n = self.n_trip = self.ro_head = self.ro_n = 0

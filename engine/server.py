@@ -62,7 +62,7 @@ from engine.core import Engine
 from engine.risk import Risk
 from engine.journal import Journal, JournalError, JournalRefused, decode_record
 from protocol import wire
-from protocol.codes import AccountState, CommandKind, Reject, Side, SymbolState
+from protocol.codes import AccountState, CommandKind, KycState, Reject, Side, SymbolState
 from protocol.units import to_units
 from protocol.records import COMMAND, EVENT, SET_LIMIT_TARGET
 from protocol.wire import MsgType
@@ -484,6 +484,10 @@ class Server:
                 self.submit(dict(kind=CommandKind.SET_LIMIT, side=scope, order_type=kind, qty=value,
                                  **({field: target} if field else {})))
                 n += 1
+        kyc = KycState[cfg.risk.kyc_default.upper()]
+        if risk.kyc_default() != kyc:             # the config owns the default KYC state (RISK.md "KYC")
+            self.submit(dict(kind=CommandKind.SET_KYC, account=0, side=kyc))
+            n += 1
         for s in cfg.symbols:
             if s.reference_price is not None and not risk.mark_price(s.id):
                 self.submit(dict(kind=CommandKind.MARK_PRICE, symbol=s.id,

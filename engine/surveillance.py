@@ -3,6 +3,11 @@
     surveil JOURNAL_PATH --config FILE --store DIR [--from-seq N] [--until-seq N] [--follow]
     surveil alerts --store DIR [--type T] [--json]
 
+Dispositions (reviewed, escalated, dismissed) are admin actions journaled in the engine's journal
+(ALERT_DISPOSITION, with the operator); this loop reads them like any record and keeps each alert's
+history of them in the store (engine/SURVEILLANCE.md "Dispositions"). --metrics-port serves
+Prometheus counters per alert type and disposition.
+
 What it reads: the journal, as the journal tool does (engine.journal_tool.open_journal: a read-only
 LMDB reader, short read transactions, each record's digest checked); the detectors' parameters and
 the accounts' beneficial owners from the server's config ([surveillance], engine/config.py).
@@ -32,13 +37,31 @@ import msgspec
 
 from engine import config as cfgmod
 from engine.journal import MARKER, JournalError, JournalRefused
-from protocol.codes import CancelReason, CommandKind, EventKind, OrderType, Side, TimeInForce
+from protocol.codes import (AlertType, CancelReason, CommandKind, Disposition, EventKind, LimitKind, LimitScope,
+                            OrderType, Side, TimeInForce)
 
 MS = 1_000_000
-ORDER_ENTRY = (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL)
-USER_CANCEL = (CancelReason.USER, CancelReason.MASS_CANCEL)
+ORDER_ENTRY = frozenset(int(k) for k in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
+                                         CommandKind.MASS_CANCEL))
+USER_CANCEL = frozenset((int(CancelReason.USER), int(CancelReason.MASS_CANCEL)))
 # an order: [account, symbol, side, price, qty, leaves, filled, ts_ns, seq, on_book, away, order_type]
 ACCOUNT, SYMBOL, SIDE, PRICE, QTY, LEAVES, FILLED, TS, SEQ, ON_BOOK, AWAY, OTYPE = range(12)
+
+
+# The codes the detectors compare, as plain ints: an IntEnum member costs ~160 ns a lookup in Python 3.11, a
+# module global ~15 (profiled: a tenth of the loop's time).
+EV_ACCEPTED = int(EventKind.ACCEPTED)
+EV_ALERT_DISPOSITION = int(EventKind.ALERT_DISPOSITION)
+EV_CANCELLED = int(EventKind.CANCELLED)
+EV_FILL = int(EventKind.FILL)
+EV_LIMIT_SET = int(EventKind.LIMIT_SET)
+EV_REPLACED = int(EventKind.REPLACED)
+EV_STP_PREVENTED = int(EventKind.STP_PREVENTED)
+EV_TRIGGERED = int(EventKind.TRIGGERED)
+SIDE_BUY = int(Side.BUY)
+OT_LIMIT = int(OrderType.LIMIT)
+OT_STOP_LIMIT = int(OrderType.STOP_LIMIT)
+CMD_END_OF_DAY = int(CommandKind.END_OF_DAY)
 
 
 class Alert(msgspec.Struct, kw_only=True):
@@ -56,6 +79,15 @@ class Alert(msgspec.Struct, kw_only=True):
     evidence: list[dict]
 
 
+class DispositionEntry(msgspec.Struct, kw_only=True):
+    """One disposition of an alert, as journaled (the admin's ALERT_DISPOSITION command)."""
+    alert: str                  # the alert's id, type:seq:n
+    disposition: str            # reviewed, escalated, dismissed
+    operator: int               # [[admins]] id
+    seq: int                    # the command that recorded it
+    ts_ns: int
+
+
 class State(msgspec.Struct, kw_only=True):
     """Everything the detectors remember between records (the store keeps it with the cursor)."""
     orders: dict[int, list[int]] = {}            # live orders by order id (layout above)
@@ -66,6 +98,16 @@ class State(msgspec.Struct, kw_only=True):
     msgs: dict[int, list[int]] = {}              # messaging: account -> message times
     trades: dict[int, list[int]] = {}            # messaging: account -> trade times
     msg_episode: dict[int, int] = {}             # account -> ts of the last breach of an open episode
+    layers: dict[str, list[list[int]]] = {}      # layering: owner|symbol|side -> cancelled orders
+                                                 # [cancel ts, order id, price, qty, placed ts, placed seq, seq]
+    aggr: dict[str, list[list[int]]] = {}        # momentum: owner|symbol -> [ts, side, price, qty, order_id, seq]
+    ignition: dict[str, list[int]] = {}          # momentum: owner|symbol -> [side, start ts, ts, from, to, n, qty,
+                                                 # first seq, seq]: a run that awaits its reversal
+    close_trades: dict[int, list[list[int]]] = {}  # marking the close: symbol -> [ts, price, qty, taker, side, seq]
+    close_ref: dict[int, int] = {}               # symbol -> price of the last trade before the window
+    closed_day: dict[int, int] = {}              # symbol -> the day (ts // 86400 s) whose close_time was judged
+    large: dict[int, list[int]] = {}             # symbol -> [LARGE_ORDER_QTY, LARGE_POSITION_QTY] (0: none)
+    positions: dict[int, int] = {}               # account * 2**32 + symbol -> position (large_position)
 
 
 class Cursor(msgspec.Struct, kw_only=True):
@@ -81,20 +123,29 @@ class Detectors:
         self.s = state or State()
         self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
         self.found: list[Alert] = []
+        self.dispositions: list[DispositionEntry] = []
         self.n_at_seq = (0, 0)
         self.wash_pending: dict[tuple[str, int], list] = {}
+        self.fill_keep = max(sv.spoofing.max_lifetime_ms, sv.layering.window_ms + sv.layering.cancel_ms) * MS
+        ct = sv.close.close_time
+        self.close_tod = None if ct is None else sum(int(x) * m for x, m in zip(ct.split(":"), (3600, 60, 1))) * 10**9
 
     def owner(self, account: int) -> str:
-        return self.owner_of.get(account, f"account {account}")
+        o = self.owner_of.get(account)
+        if o is None:                      # an account in no group owns itself (cached: no string per call)
+            o = self.owner_of[account] = f"account {account}"
+        return o
 
     # -- the stream --
     def feed(self, cmds, events, next_seq: int, until_seq: int | None) -> int:
         """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read."""
         cseq = cmds["seq"].tolist()
         ckind, cacct, cts = cmds["kind"].tolist(), cmds["account"].tolist(), cmds["ts_ns"].tolist()
-        ctype, ctif = cmds["order_type"].tolist(), cmds["tif"].tolist()
+        ctype, ctif, csym = cmds["order_type"].tolist(), cmds["tif"].tolist(), cmds["symbol"].tolist()
+        cop = cmds["operator"].tolist()
         cols = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id",
-                "price", "qty", "leaves", "other_leaves", "seq", "ts_ns")
+                "price", "qty", "leaves", "other_leaves", "seq", "ts_ns", "flags")
+        close_on = self.sv.close.enabled
         ev = list(zip(*(events[c].tolist() for c in cols))) if len(events) else []
         j = 0
         for i, seq in enumerate(cseq):
@@ -104,10 +155,21 @@ class Detectors:
                 continue
             if until_seq is not None and seq > until_seq:
                 break
+            if close_on:
+                if ckind[i] == CMD_END_OF_DAY:
+                    self.closes(csym[i], seq, cts[i], "end_of_day")
+                elif self.close_tod is not None:
+                    self.close_clock(seq, cts[i])
             if ckind[i] in ORDER_ENTRY and self.sv.messaging.enabled:
                 self.message(cacct[i], seq, cts[i])
             while j < len(ev) and ev[j][12] == seq:
-                self.event(ev[j], ctype[i], ctif[i])
+                if ev[j][0] == EV_ALERT_DISPOSITION:
+                    e = ev[j]
+                    self.dispositions.append(DispositionEntry(
+                        alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
+                        disposition=Disposition(e[1]).name.lower(), operator=cop[i], seq=seq, ts_ns=cts[i]))
+                else:
+                    self.event(ev[j], ctype[i], ctif[i])
                 j += 1
             if self.wash_pending:
                 self.flush_wash()
@@ -140,7 +202,7 @@ class Detectors:
         lv = self.s.levels.get(symbol * 4 + side)
         if not lv:
             return None
-        return max(lv) if side == Side.BUY else min(lv)
+        return max(lv) if side == SIDE_BUY else min(lv)
 
     def reduce(self, oid, qty, leaves) -> None:
         o = self.s.orders.get(oid)
@@ -155,27 +217,35 @@ class Detectors:
 
     # -- events --
     def event(self, e, order_type, tif) -> None:
-        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts = e
+        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts, flags = e
         s = self.s
-        if kind == EventKind.ACCEPTED:
-            best = self.best(sym, side)
-            m = self.sv.spoofing.min_away
-            away = best is not None and (price <= best - m if side == Side.BUY else price >= best + m)
-            rests = order_type == OrderType.LIMIT
+        if kind == EV_ACCEPTED:
+            if self.sv.large.enabled:
+                lim = s.large.get(sym)
+                if lim and lim[0] and qty > lim[0]:
+                    self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
+                               [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
+                                 "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
+            away = False
+            if qty >= self.sv.spoofing.min_qty:      # only a large order can be a spoof: judge "away" for it alone
+                best = self.best(sym, side)
+                m = self.sv.spoofing.min_away
+                away = best is not None and (price <= best - m if side == SIDE_BUY else price >= best + m)
+            rests = order_type == OT_LIMIT
             s.orders[oid] = [acct, sym, side, price, qty, qty, 0, ts, seq, int(rests), int(away), order_type]
             if rests:
                 self.level_add(sym, side, price, qty)
-            if self.sv.wash.enabled and order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            if self.sv.wash.enabled and order_type in (OT_LIMIT, OT_STOP_LIMIT):
                 self.opposite_orders(oid, acct, sym, side, price, seq, ts)
-        elif kind == EventKind.FILL:
+        elif kind == EV_FILL:
             self.reduce(oid, qty, leaves)
             self.reduce(other_oid, qty, other_leaves)
             if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
                 self.wash(seq, ts, acct, other, sym, "high", {
                     "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
                     "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
-            if self.sv.spoofing.enabled:
-                keep = self.sv.spoofing.max_lifetime_ms * MS
+            if self.sv.spoofing.enabled or self.sv.layering.enabled:
+                keep = self.fill_keep
                 for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
                     lst = s.fills.setdefault(f"{self.owner(a)}|{sym}", [])
                     del lst[:bisect.bisect_left(lst, [ts - keep])]
@@ -183,7 +253,13 @@ class Detectors:
             if self.sv.messaging.enabled:
                 for a in {acct, other}:
                     s.trades.setdefault(a, []).append(ts)
-        elif kind == EventKind.CANCELLED:
+            if self.sv.momentum.enabled:
+                self.momentum(acct, other, sym, side, price, qty, oid, seq, ts)
+            if self.sv.close.enabled:
+                self.close_trade(sym, price, qty, acct, side, seq, ts)
+            if self.sv.large.enabled and sym in s.large:
+                self.large_position(acct, other, sym, side, price, qty, seq, ts)
+        elif kind == EV_CANCELLED:
             o = s.orders.pop(oid, None)
             if o is None:
                 return
@@ -191,19 +267,27 @@ class Detectors:
                 self.level_add(sym, o[SIDE], o[PRICE], -o[LEAVES])
             if reason in USER_CANCEL and self.sv.spoofing.enabled:
                 self.spoof(oid, o, seq, ts)
-        elif kind == EventKind.REPLACED:
+            if reason in USER_CANCEL and self.sv.layering.enabled:
+                self.layering(oid, o, seq, ts)
+        elif kind == EV_REPLACED:
             o = s.orders.get(oid)
             if o is not None:
                 if o[ON_BOOK]:
                     self.level_add(sym, o[SIDE], o[PRICE], -o[LEAVES])
                     self.level_add(sym, o[SIDE], price, leaves)
                 o[PRICE], o[LEAVES] = price, leaves
-        elif kind == EventKind.TRIGGERED:
+        elif kind == EV_TRIGGERED:
             o = s.orders.get(oid)
-            if o is not None and o[OTYPE] == OrderType.STOP_LIMIT:
+            if o is not None and o[OTYPE] == OT_STOP_LIMIT:
                 o[ON_BOOK] = 1
                 self.level_add(sym, o[SIDE], o[PRICE], o[LEAVES])
-        elif kind == EventKind.STP_PREVENTED:
+        elif kind == EV_LIMIT_SET:
+            if reason in (LimitKind.LARGE_ORDER_QTY, LimitKind.LARGE_POSITION_QTY) and side == LimitScope.SYMBOL:
+                lim = s.large.setdefault(sym, [0, 0])
+                lim[reason - LimitKind.LARGE_ORDER_QTY] = 0 if flags & 1 else qty
+                if lim == [0, 0]:
+                    del s.large[sym]
+        elif kind == EV_STP_PREVENTED:
             if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
                 self.wash(seq, ts, acct, other, sym, "medium", {
                     "finding": "stp_prevented", "seq": seq, "ts_ns": ts, "taker_order_id": oid,
@@ -265,6 +349,163 @@ class Detectors:
                 *({"finding": "opposite_fill", "ts_ns": t, "order_id": fo, "price": fp, "qty": fq, "seq": fs}
                   for t, _, fo, fp, fq, fs in trades)])
 
+    # -- layering --
+    LAYER_RULE = ("several orders of one owner on one side at several prices, placed shortly before the owner "
+                  "traded on the other side and cancelled soon after that trade, mostly unfilled")
+
+    def layering(self, oid, o, seq, ts) -> None:
+        p = self.sv.layering
+        if o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
+            return
+        owner, sym, side = self.owner(o[ACCOUNT]), o[SYMBOL], o[SIDE]
+        fills = self.s.fills.get(f"{owner}|{sym}")
+        if not fills or ts - fills[-1][0] > p.cancel_ms * MS:
+            return       # no trade of the owner within cancel_ms: this cancel can be in no layer, now or later
+        key = f"{owner}|{sym}|{side}"
+        lst = self.s.layers.setdefault(key, [])
+        horizon = ts - (p.window_ms + p.cancel_ms) * MS
+        del lst[:bisect.bisect_left(lst, [horizon])]
+        lst.append([ts, oid, o[PRICE], o[QTY], o[TS], o[SEQ], seq])
+        # the owner's latest trade on the other side at most cancel_ms before this cancel
+        trade = None
+        for f in reversed(self.s.fills.get(f"{owner}|{sym}", ())):
+            if f[0] > ts:
+                continue
+            if ts - f[0] > p.cancel_ms * MS:
+                break
+            if f[1] != side:
+                trade = f
+                break
+        if trade is None:
+            return
+        t = trade[0]
+        layer = [x for x in lst if t - p.window_ms * MS <= x[4] <= t <= x[0] <= t + p.cancel_ms * MS]
+        if len(layer) < p.min_orders or len({x[2] for x in layer}) < p.min_levels \
+                or sum(x[3] for x in layer) < p.min_qty:
+            return
+        if self.new_episode(f"layer|{key}", ts, p.episode_gap_ms):
+            accounts = {o[ACCOUNT]}
+            self.alert("layering", seq, ts, owner, list(accounts), sym, min(x[4] for x in layer), "high",
+                       self.LAYER_RULE, [
+                           *({"finding": "layer_order", "order_id": x[1], "side": Side(side).name.lower(),
+                              "price": x[2], "qty": x[3], "placed_seq": x[5], "placed_ts_ns": x[4],
+                              "cancelled_seq": x[6], "cancelled_ts_ns": x[0]} for x in layer),
+                           {"finding": "opposite_fill", "ts_ns": t, "order_id": trade[2], "price": trade[3],
+                            "qty": trade[4], "seq": trade[5]}])
+
+    # -- momentum ignition --
+    MOMENTUM_RULE = ("a run of aggressive trades of one owner on one side moving the price by momentum.min_move_bps "
+                     "within momentum.window_ms, then a trade of the owner on the other side within "
+                     "momentum.reversal_ms")
+
+    def momentum(self, taker, maker, sym, side, price, qty, oid, seq, ts) -> None:
+        p, s = self.sv.momentum, self.s
+        for a, sd in ((taker, side), (maker, 3 - side)):          # a reversal: any trade on the other side
+            k = f"{self.owner(a)}|{sym}"
+            ig = s.ignition.get(k)
+            if ig is None:
+                continue
+            if ts - ig[2] > p.reversal_ms * MS:
+                del s.ignition[k]
+            elif sd != ig[0]:
+                del s.ignition[k]
+                if self.new_episode(f"momentum|{k}", ts, p.episode_gap_ms):
+                    run = [f for f in s.aggr.get(k, ()) if f[1] == ig[0] and f[0] >= ig[1]]
+                    self.alert("momentum_ignition", seq, ts, self.owner(a), [a], sym, ig[1], "high",
+                               self.MOMENTUM_RULE, [
+                                   {"finding": "run", "side": Side(ig[0]).name.lower(), "from_price": ig[3],
+                                    "to_price": ig[4], "trades": ig[5], "qty": ig[6], "first_seq": ig[7],
+                                    "last_seq": ig[8], "start_ts_ns": ig[1], "end_ts_ns": ig[2],
+                                    "order_ids": sorted({f[4] for f in run})},
+                                   {"finding": "reversal", "side": Side(sd).name.lower(), "price": price, "qty": qty,
+                                    "seq": seq, "ts_ns": ts}])
+        k = f"{self.owner(taker)}|{sym}"
+        lst = s.aggr.setdefault(k, [])
+        del lst[:bisect.bisect_left(lst, [ts - p.window_ms * MS])]
+        lst.append([ts, side, price, qty, oid, seq])
+        run = [f for f in lst if f[1] == side]
+        if len(run) < p.min_trades or sum(f[3] for f in run) < p.min_qty:
+            return
+        first = run[0][2]
+        move = (price - first) if side == SIDE_BUY else (first - price)
+        if move * 10000 >= p.min_move_bps * first:
+            ig = s.ignition.get(k)
+            if ig is None or ig[0] != side:
+                s.ignition[k] = [side, run[0][0], ts, first, price, len(run), sum(f[3] for f in run), run[0][5], seq]
+            else:                                                  # the run goes on
+                ig[2], ig[4], ig[5], ig[6], ig[8] = ts, price, ig[5] + 1, ig[6] + qty, seq
+
+    # -- marking the close --
+    CLOSE_RULE = ("in the closing window one owner's aggressive trades on one side make at least "
+                  "close.min_share_pct of the volume, include the last trade, and the closing price moved "
+                  "close.min_move_bps from the price before the window in their direction")
+
+    def close_trade(self, sym, price, qty, taker, side, seq, ts) -> None:
+        lst = self.s.close_trades.setdefault(sym, [])
+        i = bisect.bisect_left(lst, [ts - self.sv.close.window_ms * MS])
+        if i:
+            self.s.close_ref[sym] = lst[i - 1][1]
+            del lst[:i]
+        lst.append([ts, price, qty, taker, side, seq])
+
+    def close_clock(self, seq, ts) -> None:
+        """close.close_time passed (the first command at or after it, each day): every symbol's close."""
+        day, tod = divmod(ts, 86400 * 10**9)
+        if tod < self.close_tod:
+            return
+        for sym in list(self.s.close_trades):
+            if self.s.closed_day.get(sym) != day:
+                self.s.closed_day[sym] = day
+                self.closes(sym, seq, day * 86400 * 10**9 + self.close_tod, "close_time")
+
+    def closes(self, sym, seq, ts, why) -> None:
+        """The close of one symbol (0: all) at ts: judge its closing window, then start afresh."""
+        p, s = self.sv.close, self.s
+        for y in (list(s.close_trades) if sym == 0 else [sym]):
+            trades = [t for t in s.close_trades.pop(y, ()) if ts - p.window_ms * MS <= t[0] <= ts]
+            ref = s.close_ref.pop(y, None)
+            if not trades:
+                continue
+            if ref is None:
+                ref = trades[0][1]
+            total = sum(t[2] for t in trades)
+            vol: dict[tuple[str, int], int] = {}
+            for t in trades:
+                vol[(self.owner(t[3]), t[4])] = vol.get((self.owner(t[3]), t[4]), 0) + t[2]
+            (owner, side), v = max(vol.items(), key=lambda kv: (kv[1], kv[0]))
+            last = trades[-1]
+            mine = [t for t in trades if self.owner(t[3]) == owner and t[4] == side]
+            move = (last[1] - ref) if side == SIDE_BUY else (ref - last[1])
+            if v * 100 < p.min_share_pct * total or self.owner(last[3]) != owner or last[4] != side \
+                    or len(mine) < p.min_trades or move * 10000 < p.min_move_bps * ref:
+                continue
+            self.alert("marking_the_close", seq, ts, owner, [t[3] for t in mine], y, ts - p.window_ms * MS,
+                       "high", self.CLOSE_RULE, [
+                           {"finding": "close", "by": why, "close_ts_ns": ts, "price_before": ref,
+                            "close_price": last[1], "volume": total, "owner_volume": v,
+                            "side": Side(side).name.lower(), "window_ms": p.window_ms},
+                           *({"finding": "trade", "seq": t[5], "ts_ns": t[0], "price": t[1], "qty": t[2],
+                              "account": t[3]} for t in mine)])
+
+    # -- large orders and positions (compliance flags; RISK.md "KYC") --
+    LARGE_ORDER_RULE = "an order above its symbol's LARGE_ORDER_QTY (flagged, not rejected: LARGE_REJECT is 0)"
+    LARGE_POSITION_RULE = "a position above its symbol's LARGE_POSITION_QTY (one alert each time it goes above)"
+
+    def large_position(self, taker, maker, sym, side, price, qty, seq, ts) -> None:
+        thr = self.s.large[sym][1]
+        for a, sd in ((taker, side), (maker, 3 - side)):
+            k = a * (1 << 32) + sym
+            old = self.s.positions.get(k, 0)
+            new = old + (qty if sd == SIDE_BUY else -qty)
+            if new:
+                self.s.positions[k] = new
+            else:
+                self.s.positions.pop(k, None)
+            if thr and abs(new) > thr >= abs(old):
+                self.alert("large_position", seq, ts, self.owner(a), [a], sym, ts, "low", self.LARGE_POSITION_RULE,
+                           [{"finding": "position", "account": a, "position": new, "before": old, "threshold": thr,
+                             "price": price, "seq": seq, "ts_ns": ts}])
+
     # -- excessive messaging --
     MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "
                 "messaging.min_messages with more than messaging.max_order_to_trade per trade")
@@ -302,18 +543,22 @@ class Store:
         if readonly and not os.path.exists(os.path.join(path, "data.mdb")):
             raise SystemExit(f"trading-engine surveil: no alert store at {path}")
         self.map_size = 1 << 30
-        self.env = lmdb.open(path, map_size=self.map_size, max_dbs=2, subdir=True, readonly=readonly,
+        self.env = lmdb.open(path, map_size=self.map_size, max_dbs=3, subdir=True, readonly=readonly,
                              create=not readonly)
         self.alerts = self.env.open_db(b"alerts", create=not readonly)
         self.meta = self.env.open_db(b"meta", create=not readonly)
+        try:        # (a store from before dispositions has none: opened read-only, it has no such database)
+            self.disp = self.env.open_db(b"dispositions", create=not readonly)
+        except lmdb.NotFoundError:
+            self.disp = None
 
     def cursor(self) -> Cursor | None:
         with self.env.begin() as txn:
             raw = txn.get(b"cursor", db=self.meta)
         return None if raw is None else msgspec.msgpack.decode(raw, type=Cursor)
 
-    def commit(self, alerts: list[Alert], cursor: Cursor) -> None:
-        """The alerts and the cursor after them, in one transaction."""
+    def commit(self, alerts: list[Alert], cursor: Cursor, dispositions: list[DispositionEntry] = ()) -> None:
+        """The alerts, the dispositions read and the cursor after them, in one transaction."""
         enc = msgspec.json.encode
         while True:
             try:
@@ -321,6 +566,8 @@ class Store:
                     for a in alerts:
                         _, seq, n = a.id.rsplit(":", 2)
                         txn.put(struct.pack(">QH", int(seq), int(n)), enc(a), db=self.alerts)
+                    for d in dispositions:          # keyed by the recording command's seq: an audit trail
+                        txn.put(struct.pack(">Q", d.seq), enc(d), db=self.disp)
                     txn.put(b"cursor", msgspec.msgpack.encode(cursor), db=self.meta)
                 return
             except lmdb.MapFullError:
@@ -330,6 +577,13 @@ class Store:
     def all(self) -> list[Alert]:
         with self.env.begin() as txn:
             return [msgspec.json.decode(v, type=Alert) for _, v in txn.cursor(db=self.alerts)]
+
+    def disposition_log(self) -> list[DispositionEntry]:
+        """Every disposition read, in journal order."""
+        if self.disp is None:
+            return []
+        with self.env.begin() as txn:
+            return [msgspec.json.decode(v, type=DispositionEntry) for _, v in txn.cursor(db=self.disp)]
 
     def close(self) -> None:
         self.env.close()
@@ -361,6 +615,8 @@ def surveil(args) -> int:
     if cur is None:
         cur = Cursor(next_seq=args.from_seq or 1, state=State())
     det = Detectors(cfg.surveillance, cur.state)
+    if getattr(args, "metrics_port", None) is not None:
+        _serve_metrics(args.metrics_port, store)
     stop = []
     if args.follow:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -391,9 +647,36 @@ def surveil(args) -> int:
     return 0
 
 
+METRICS = {}
+
+
+def _serve_metrics(port: int, store: Store) -> None:
+    """Prometheus counters per alert type and per disposition, from the store's totals so far on."""
+    from prometheus_client import Counter, start_http_server
+    METRICS["alerts"] = Counter("te_surveillance_alerts", "Alerts found, by type", ["type"])
+    METRICS["dispositions"] = Counter("te_surveillance_dispositions", "Alert dispositions read from the journal",
+                                      ["disposition"])
+    for t in AlertType:
+        METRICS["alerts"].labels(t.name.lower())
+    for d in Disposition:
+        METRICS["dispositions"].labels(d.name.lower())
+    _count(store.all(), store.disposition_log())
+    start_http_server(port, addr="127.0.0.1")
+
+
+def _count(alerts, dispositions) -> None:
+    if METRICS:
+        for a in alerts:
+            METRICS["alerts"].labels(a.type).inc()
+        for d in dispositions:
+            METRICS["dispositions"].labels(d.disposition).inc()
+
+
 def _commit(store: Store, det: Detectors, cur: Cursor) -> int:
     alerts, det.found = det.found, []
-    store.commit(alerts, cur)
+    disps, det.dispositions = det.dispositions, []
+    store.commit(alerts, cur, disps)
+    _count(alerts, disps)
     for a in alerts:
         sys.stdout.buffer.write(msgspec.json.encode(a) + b"\n")
     sys.stdout.flush()
@@ -404,18 +687,31 @@ def show_alerts(args) -> int:
     store = Store(args.store, readonly=True)
     try:
         alerts = [a for a in store.all() if args.type is None or a.type == args.type]
+        log = store.disposition_log()
         cur = store.cursor()
     finally:
         store.close()
+    if args.dispositions:                     # the audit trail, in journal order
+        for d in log:
+            sys.stdout.buffer.write(msgspec.json.encode(d) + b"\n")
+        return 0
+    history: dict[str, list] = {}
+    for d in log:
+        history.setdefault(d.alert, []).append(msgspec.structs.asdict(d))
     if args.json:
         for a in alerts:
-            sys.stdout.buffer.write(msgspec.json.encode(a) + b"\n")
+            row = msgspec.structs.asdict(a)
+            if a.id in history:
+                row["dispositions"] = history[a.id]
+            sys.stdout.buffer.write(msgspec.json.encode(row) + b"\n")
         return 0
     from engine.journal_tool import format_time
-    print(f"{'id':<30} {'type':<20} {'sev':<6} {'time':<30} {'owner':<16} {'acct':<8} {'sym':>4} evidence")
+    print(f"{'id':<30} {'type':<20} {'sev':<6} {'time':<30} {'owner':<16} {'acct':<8} {'sym':>4} {'evid':>4} "
+          f"disposition")
     for a in alerts:
+        last = history.get(a.id, [{}])[-1].get("disposition", "open")
         print(f"{a.id:<30} {a.type:<20} {a.severity:<6} {format_time(a.ts_ns):<30} {a.owner:<16} "
-              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence)}")
+              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence):>4} {last}")
     print(f"{len(alerts)} alerts; the store reads on from seq {cur.next_seq if cur else 1}", file=sys.stderr)
     return 0
 
@@ -430,7 +726,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true",
                    help="then poll for new records until SIGTERM/SIGINT (the cursor is stored: a restart resumes)")
     p.add_argument("--type", help="alerts: only this type (wash_trade, spoofing, excessive_messaging)")
-    p.add_argument("--json", action="store_true", help="alerts: JSON lines")
+    p.add_argument("--json", action="store_true", help="alerts: JSON lines (with each alert's dispositions)")
+    p.add_argument("--dispositions", action="store_true", help="alerts: the dispositions' audit trail, JSON lines")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus counters per alert type and disposition on 127.0.0.1:PORT")
     p.set_defaults(run=run)
     return p
 

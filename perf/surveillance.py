@@ -12,7 +12,16 @@ episodes of each type with their own accounts:
   spoofing             owner inj-spoof (43, 44): 43 bids 5,000 shares 5 cents behind the best bid,
                        44 sells 100 with an IOC to a bid account 45 placed inside the spread, 43 cancels
   excessive_messaging  account 46: 300 adds and cancels far from the touch, 1 ns apart
-(each injected episode leaves the book as it found it, so the real flow goes on unchanged). Then runs
+  layering             owner inj-layer (47): 4 asks of 500 at 2, 4, 6 and 8 cents behind the best ask, then
+                       47 buys 100 with an IOC from an ask account 48 placed inside the spread, then cancels
+                       the 4 asks
+  momentum_ignition    owner inj-momo (49): 3 IOC buys 1 ns apart (100 at the ask, then 3,000 up to 15 cents
+                       and 3,000 up to 30 cents above it: they sweep the real asks), then an IOC sell of 100
+                       at the best bid 5 s later
+and one marking_the_close episode after the day's last message: owner inj-close (51) buys with
+IOCs (3 x 8,000) sweeping up to 50 cents, 1 and 1.50 dollars above the ask in the last second, then the day's END_OF_DAY.
+(Wash, spoofing, messaging and layering episodes leave the book as they found them, so the real flow goes
+on unchanged; momentum and the close take real asks.) Then runs
 the surveillance loop over the journal (engine.surveillance: the reader, the detectors, the store) and
 reports, per type: episodes found (one alert within the episode's commands, of its owner), and false
 alerts (any other alert) per 100,000 background orders; and the rate in journal events per second.
@@ -38,6 +47,8 @@ from protocol.codes import CommandKind, OrderType, SelfTradePrevention, Side, Ti
 from protocol.records import COMMAND
 
 DATA = shared_dir() / "data" / "lobster"
+TYPES = ("wash_trade", "spoofing", "excessive_messaging", "layering", "momentum_ignition", "marking_the_close")
+N_KINDS = 5                          # injected through the day; marking the close once, at its end
 DAY_NS = 1340236800 * 10**9          # 2012-06-21T00:00:00Z
 MAKERS, TAKERS = 20, 10
 CONFIG = """
@@ -50,6 +61,20 @@ accounts = [43, 44]
 [[surveillance.owners]]
 name = "inj-stuff"
 accounts = [46]
+[[surveillance.owners]]
+name = "inj-layer"
+accounts = [47]
+[[surveillance.owners]]
+name = "inj-momo"
+accounts = [49]
+[[surveillance.owners]]
+name = "inj-close"
+accounts = [51]
+[surveillance.momentum]
+min_move_bps = {momo_bps}
+min_qty = {momo_qty}
+[surveillance.close]
+min_move_bps = {close_bps}
 [surveillance.spoofing]
 min_qty = {min_qty}
 min_away = 100
@@ -75,6 +100,7 @@ class Builder:
         self.seq = 0
         self.clid = {}
         self.orders = 0
+        self.pending = []                # (ts, step): an injected episode's step due later in the day
 
     def cmd(self, kind, account, ts, side=0, price=0, qty=0, clid=0, tif=TimeInForce.GTC):
         self.seq += 1
@@ -113,13 +139,15 @@ def build(path, episodes):
     with gzip.open(DATA / "AMZN_5_augmented.csv.gz", "rt") as f:
         msgs = list(csv.DictReader(f))
     b = Builder(path)
-    at = {len(msgs) * (k + 1) // (3 * episodes + 1): k % 3 for k in range(3 * episodes)}
+    at = {len(msgs) * (k + 1) // (N_KINDS * episodes + 1): k % N_KINDS for k in range(N_KINDS * episodes)}
     resting = {}                                         # LOBSTER id -> (account, clid, leaves)
     injected = []                                        # (type, owner, first seq, last seq)
     for i, r in enumerate(msgs):
         typ, lid, size, price = int(r["type"]), int(r["order_id"]), int(r["size"]), int(r["price"])
         side = Side.BUY if r["direction"] == "1" else Side.SELL
         ts = ts_of(r["time"])
+        while b.pending and b.pending[0][0] <= ts:      # an episode's later step, in time order
+            b.pending.pop(0)[1]()
         if i in at:
             injected.append(inject(b, at[i], ts))
             if injected[-1] is None:          # a side of the book empty: the next message
@@ -146,6 +174,7 @@ def build(path, episodes):
                 o[2] -= size
                 if o[2] <= 0:
                     del resting[lid]
+    injected.append(inject_close(b, ts_of(msgs[-1]["time"])))
     b.flush()
     background = b.orders - sum(n for *_, n in injected)
     b.j.close()
@@ -170,19 +199,52 @@ def inject(b, kind, ts):
         b.cmd(CommandKind.NEW_ORDER, 44, t(2), Side.SELL, bid + 1, 100, tif=TimeInForce.IOC)
         b.cmd(CommandKind.CANCEL, 43, t(3), clid=c)
         ep = ("spoofing", "inj-spoof")
-    else:
+    elif kind == 2:
         for k in range(150):
             c = b.cmd(CommandKind.NEW_ORDER, 46, t(2 * k), Side.SELL, ask + 100_000 + k, 1)
             b.cmd(CommandKind.CANCEL, 46, t(2 * k + 1), clid=c)
         ep = ("excessive_messaging", "inj-stuff")
+    elif kind == 3:
+        layers = [b.cmd(CommandKind.NEW_ORDER, 47, t(k), Side.SELL, ask + 200 * (k + 1), 500) for k in range(4)]
+        b.cmd(CommandKind.NEW_ORDER, 48, t(10), Side.SELL, ask - 1, 100)
+        b.cmd(CommandKind.NEW_ORDER, 47, t(11), Side.BUY, ask - 1, 100, tif=TimeInForce.IOC)
+        for k, c in enumerate(layers):
+            b.cmd(CommandKind.CANCEL, 47, t(20 + k), clid=c)
+        ep = ("layering", "inj-layer")
+    else:
+        b.cmd(CommandKind.NEW_ORDER, 49, t(0), Side.BUY, ask, 100, tif=TimeInForce.IOC)
+        b.cmd(CommandKind.NEW_ORDER, 49, t(1), Side.BUY, ask + 1500, 3000, tif=TimeInForce.IOC)
+        b.cmd(CommandKind.NEW_ORDER, 49, t(2), Side.BUY, ask + 3000, 3000, tif=TimeInForce.IOC)
+        b.flush()
+        ep = ["momentum_ignition", "inj-momo", first, b.seq, b.orders - orders]
+
+        def reversal(due=ts + 5 * 10**9):                                # 5 s later, among the real flow
+            bid, _ = b.touch()
+            b.cmd(CommandKind.NEW_ORDER, 49, due, Side.SELL, bid, 100, tif=TimeInForce.IOC)
+            b.flush()
+            ep[3], ep[4] = b.seq, ep[4] + 1
+        b.pending.append((ts + 5 * 10**9, reversal))
+        return ep
     b.flush()
     return (*ep, first, b.seq, b.orders - orders)
+
+
+def inject_close(b, ts):
+    """Marking the close after the day's last message, then END_OF_DAY (the close)."""
+    _, ask = b.touch()
+    first, orders = b.seq + 1, b.orders
+    for k in range(3):
+        b.cmd(CommandKind.NEW_ORDER, 51, ts + (k + 1) * 1_000_000, Side.BUY, ask + 5000 * (k + 1), 8000,
+              tif=TimeInForce.IOC)
+    b.cmd(CommandKind.END_OF_DAY, 0, ts + 10_000_000)
+    b.flush()
+    return ("marking_the_close", "inj-close", first, b.seq, b.orders - orders)
 
 
 def score(injected, alerts) -> dict:
     """Per type: (episodes injected, found with exactly one alert, the other alerts: false)."""
     out, used = {}, set()
-    for typ in ("wash_trade", "spoofing", "excessive_messaging"):
+    for typ in TYPES:
         eps = [x for x in injected if x[0] == typ]
         found = 0
         for _, owner, first, last in eps:
@@ -200,6 +262,9 @@ def main(argv=None):
     p.add_argument("--min-qty", type=int, default=2000, help="spoofing.min_qty (shares)")
     p.add_argument("--max-messages", type=int, default=250, help="messaging.max_messages (per 1 s)")
     p.add_argument("--min-messages", type=int, default=100, help="messaging.min_messages (order-to-trade rule)")
+    p.add_argument("--momo-bps", type=int, default=5, help="momentum.min_move_bps")
+    p.add_argument("--momo-qty", type=int, default=1000, help="momentum.min_qty (shares)")
+    p.add_argument("--close-bps", type=int, default=5, help="close.min_move_bps")
     p.add_argument("--keep", help="build the journal and store here (default: a temp dir)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,7 +277,8 @@ def main(argv=None):
         cfg_path = os.path.join(root, "config.toml")
         with open(cfg_path, "w") as f:
             f.write(CONFIG.format(min_qty=args.min_qty, max_messages=args.max_messages,
-                                  min_messages=args.min_messages))
+                                  min_messages=args.min_messages, momo_bps=args.momo_bps, momo_qty=args.momo_qty,
+                                  close_bps=args.close_bps))
         j = Journal(os.path.join(root, "journal"), readonly=True)
         events = sum(len(e) for _, e in j.read_from(1))
         j.env.close()

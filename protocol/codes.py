@@ -73,6 +73,10 @@ class CommandKind(IntEnum):
     RISK_TICK = 17         # timer: now = expire_ts_ns; marks := last trades, margin checks, breaker cool-offs
     ADD_ACCOUNT = 18       # admin: define account (id 1..max_accounts-1, new) with STP group = qty; works
                            # with risk off too. No secret: the server keeps the signing key out of the journal
+    SET_KYC = 20           # compliance (RISK.md "KYC"): account's KYC state := side (KycState); account 0 = the
+                           # default of accounts never set; flags 1 = clear (the account follows the default)
+    ALERT_DISPOSITION = 21 # admin: a surveillance alert's disposition (SURVEILLANCE.md "Dispositions"): order_id =
+                           # the alert's seq, qty = its n, order_type = AlertType, side = Disposition; no state
 
 
 class EventKind(IntEnum):
@@ -93,6 +97,9 @@ class EventKind(IntEnum):
     MARK = 14           # risk: a symbol's mark price changed; price = new mark
     BREAKER = 15        # risk: a circuit breaker tripped (symbol, price = trade price) or was reset
     ACCOUNT_ADDED = 16  # an ADD_ACCOUNT took effect (account, qty = STP group)
+    KYC_STATE = 18      # a SET_KYC took effect: account (0 = the default), reason = the KycState now in force,
+                        # qty = 1 when the account's state is its own (0: it follows the default)
+    ALERT_DISPOSITION = 19  # an ALERT_DISPOSITION was recorded: order_id, qty, reason = AlertType, side = Disposition
 
 
 class SymbolState(IntEnum):
@@ -133,6 +140,32 @@ class AccountState(IntEnum):
     LIQUIDATING = 4      # set by the engine below maintenance margin; only the engine trades for it
 
 
+class KycState(IntEnum):
+    """Compliance state of an account (engine/RISK.md "KYC"): only VERIFIED accounts may place orders."""
+    PENDING = 1          # onboarding not finished: new orders and amends rejected (KYC_PENDING)
+    VERIFIED = 2
+    BLOCKED = 3          # compliance hold: new orders and amends rejected (KYC_BLOCKED); cancels work
+
+
+class AlertType(IntEnum):
+    """Surveillance alert types (engine/SURVEILLANCE.md), as ALERT_DISPOSITION carries them."""
+    WASH_TRADE = 1
+    SPOOFING = 2
+    EXCESSIVE_MESSAGING = 3
+    LAYERING = 4
+    MOMENTUM_IGNITION = 5
+    MARKING_THE_CLOSE = 6
+    LARGE_ORDER = 7
+    LARGE_POSITION = 8
+
+
+class Disposition(IntEnum):
+    """What a compliance officer decided about an alert (ALERT_DISPOSITION)."""
+    REVIEWED = 1
+    ESCALATED = 2
+    DISMISSED = 3
+
+
 class LimitScope(IntEnum):
     """Where a risk limit is set; the effective limit combines the scopes that apply (LimitKind)."""
     DEFAULT = 1
@@ -169,6 +202,10 @@ class LimitKind(IntEnum):
     ACCOUNT_LOCKOUT_MS = 20  # OVERRIDE (account/default): how long a lockout lasts; 0 = until RESET_BREAKER
     ERROR_ACCOUNTS = 21      # DEFAULT only: distinct accounts whose rejects must make up the ERROR_THRESHOLD
                              # rate before the engine-wide breaker trips (0 = any)
+    LARGE_ORDER_QTY = 22     # CAP (symbol only), qty units: an order above it is large (flagged, or rejected)
+    LARGE_POSITION_QTY = 23  # CAP (symbol only), qty units: a position above it is large (flagged post-trade
+                             # by surveillance, or a worst case above it rejected pre-trade)
+    LARGE_REJECT = 24        # OVERRIDE: 1 = LARGE_* thresholds reject pre-trade; 0 (default) = surveillance flags
 
 
 class Reject(IntEnum):
@@ -230,6 +267,12 @@ class Reject(IntEnum):
     INVALID_LIMIT = 2022               # a SET_LIMIT with a bad scope, kind, target or value
     INVALID_STATE = 2023               # a bad AccountState / switch value
     RISK_OFF = 2024                    # a risk command to an engine without risk
+    # 2025-2029: compliance (RISK.md "KYC"; checked after ACCOUNT_LIQUIDATING)
+    KYC_PENDING = 2025                 # the account's KYC state is PENDING
+    KYC_BLOCKED = 2026                 # the account's KYC state is BLOCKED
+    LARGE_ORDER = 2027                 # qty above LARGE_ORDER_QTY where LARGE_REJECT = 1
+    LARGE_POSITION = 2028              # worst-case position above LARGE_POSITION_QTY where LARGE_REJECT = 1
+    INVALID_DISPOSITION = 2029         # ALERT_DISPOSITION: unknown AlertType or Disposition, or order_id 0
     # 3000-3999: session and protocol (engine/server.py, protocol/wire.py)
     NOT_LOGGED_ON = 3001               # an application message before LOGON_ACCEPTED
     AUTH_FAILED = 3002                 # unknown account or bad signature: one reply for both

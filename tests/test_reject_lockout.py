@@ -134,8 +134,9 @@ def test_snapshot_when_written_before_the_lockout_existed_then_it_loads_with_no_
     state = dict(eng.export_state())
     for name in ("rej_ts", "rej_count", "lock_until", "err_seen"):
         del state["risk.acct." + name]
+    kinds = state["risk.lim_default"].size            # N_LIMITS now
     for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
-        state[name] = state[name].reshape(-1, 22)[:, :19].ravel().copy()
+        state[name] = state[name].reshape(-1, kinds)[:, :19].ravel().copy()
     state["risk.scalars"] = state["risk.scalars"][:4].copy()
     other = make()
     other.import_state(state)

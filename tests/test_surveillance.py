@@ -45,6 +45,15 @@ window_ms = 60000
 max_messages = 400
 min_messages = 200
 max_order_to_trade = 10
+
+# this flow's takers sweep 100..104 and its spoofer's small bids sit at three levels: layering and momentum
+# ignition would see their own patterns in it; they are tested on the LOBSTER day (below) and in
+# tests/test_surveillance_more.py
+[surveillance.layering]
+enabled = false
+
+[surveillance.momentum]
+enabled = false
 """
 
 
@@ -238,9 +247,11 @@ def test_config_when_surveillance_key_unknown_then_error(tmp_path):
 def test_surveil_when_episodes_injected_into_lobster_day_then_all_found_and_no_false_alert(tmp_path):
     from perf import surveillance as ps
     injected, background, _ = ps.build(str(tmp_path / "journal"), episodes=3)
-    (tmp_path / "config.toml").write_text(ps.CONFIG.format(min_qty=2000, max_messages=250, min_messages=100))
+    (tmp_path / "config.toml").write_text(ps.CONFIG.format(min_qty=2000, max_messages=250, min_messages=100,
+                                                           momo_bps=5, momo_qty=1000, close_bps=5))
     cli("surveil", tmp_path / "journal", "--config", tmp_path / "config.toml", "--store", tmp_path / "store")
     got = ps.score(injected, [msgspec.convert(a, Alert) for a in alerts(tmp_path / "store")])
     assert background > 90_000
     assert {t: (n, found, len(false)) for t, (n, found, false) in got.items()} == \
-        {"wash_trade": (3, 3, 0), "spoofing": (3, 3, 0), "excessive_messaging": (3, 3, 0)}
+        {"wash_trade": (3, 3, 0), "spoofing": (3, 3, 0), "excessive_messaging": (3, 3, 0), "layering": (3, 3, 0),
+         "momentum_ignition": (3, 3, 0), "marking_the_close": (1, 1, 0)}
