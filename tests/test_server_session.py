@@ -18,6 +18,11 @@ def key(secret):
     return hmac.new(secret.encode(), b"trading-engine signing key", hashlib.sha256).digest()
 
 
+# How long Raw waits for a frame. Generous: no test here waits for a frame that should not come, and at load
+# 6-8 on this 2-core machine (other engineers' builds, NATS clusters) a sync commit took longer than 5 s.
+WAIT_S = 20.0
+
+
 class Raw:
     """A hand-driven client: frames in, frames out."""
 
@@ -26,7 +31,7 @@ class Raw:
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", port))
-        self.sock.settimeout(5)
+        self.sock.settimeout(WAIT_S)
         self.buf = b""
 
     def logon_frame(self, account, secret, ts=None, nonce=None, flags=0, next_seq=1, heartbeat_ms=1000):
@@ -44,7 +49,7 @@ class Raw:
     def send(self, data):
         self.sock.sendall(data)
 
-    def next(self, timeout=5.0):
+    def next(self, timeout=WAIT_S):
         """The next frame (type, body, entries); None when the server closed the connection."""
         deadline = time.monotonic() + timeout
         while True:
@@ -64,10 +69,10 @@ class Raw:
                 return None
             self.buf += data
 
-    def until(self, msg_type, timeout=5.0):
+    def until(self, msg_type, timeout=WAIT_S):
         return self.until_any((msg_type,), timeout)
 
-    def until_any(self, msg_types, timeout=5.0):
+    def until_any(self, msg_types, timeout=WAIT_S):
         while True:
             f = self.next(timeout)
             if f is None or f[0] in msg_types:
