@@ -28,6 +28,9 @@ PREFIXES = {
     codes.OrderState: "OS_",
     codes.CancelReason: "CXL_",
     codes.AccountState: "ACCT_",
+    codes.AlgoKind: "ALGO_",
+    codes.AlgoEnd: "AEND_",
+    codes.AlgoState: "AST_",
     codes.LimitScope: "SCOPE_",
     codes.LimitKind: "LIM_",
     codes.Reject: "REJ_",
@@ -43,7 +46,7 @@ LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT,
            wire.END_OF_SESSION, wire.PROTOCOL_ERROR, wire.EXEC_REPORT, wire.LIST_HEADER, wire.SYMBOL_ENTRY,
            wire.ORDER_ENTRY, wire.LEVEL_ENTRY, wire.POSITION_ENTRY, wire.PORTFOLIO_ENTRY, wire.SUBSCRIBE,
            wire.RECENT_TRADES_REQUEST, wire.SUBSCRIPTION_ENTRY, wire.TOP_OF_BOOK, wire.DEPTH_HEADER, wire.TRADES_HEADER,
-           wire.TRADE_ENTRY, wire.TRADE_SUMMARY]
+           wire.TRADE_ENTRY, wire.TRADE_SUMMARY, wire.ALGO_NEW, wire.ALGO_ACTION, wire.ALGO_ENTRY]
 
 TARGET = Path(__file__).with_name("cdefs.pxd")
 SPEC = Path(__file__).with_name("SPEC.md")
@@ -299,7 +302,7 @@ def render_spec() -> str:
         out += [f"| {int(m)} | {m.name} |" for m in enum_cls]
         out.append("")
     out += ["Reject codes are numbered by subsystem: 1000s matching core, 2000s risk, 3000s session",
-            "and protocol, 4000s journal and operations. Their meanings: protocol/codes.py and",
+            "and protocol, 4000s journal and operations, 5000s execution algorithms. Their meanings: protocol/codes.py and",
             "engine/RULES.md (check order).", ""]
     return "\n".join(out)
 
