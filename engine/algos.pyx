@@ -533,7 +533,7 @@ cdef class Algos:
                 q = lot_floor(q, lot)
                 if q < prev:
                     q = prev
-                if q > p.qty:
+                if q > p.qty or j == n - 1:
                     q = p.qty
                 self.sched_q[base + j] = q
                 prev = q
@@ -609,7 +609,7 @@ cdef class Algos:
         cdef uint64_t pid = p.parent_id
         cdef int64_t filled = p.filled
         self.work(eng, i, target, catchup)
-        if p.parent_id == pid and p.filled == filled:      # (a fill reported progress already)
+        if p.parent_id == pid and p.filled == filled and p.state != AST_PAUSED:   # (else reported already)
             self.report(eng, EV_ALGO_PROGRESS, i, 0)
         return 0
 
