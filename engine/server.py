@@ -1446,7 +1446,8 @@ class Connection(asyncio.BufferedProtocol):
             names = [k for k in wire.ALGO_ENTRY.offsets if not k.startswith("_")]
             rows = []
             for p in algos.parents(acct):
-                p.update(limit_price=p["limit"], arrival_price=p["arrival"], child_order_id=p["child_oid"])
+                p.update(limit_price=p["limit"], arrival_price=p["arrival"], child_order_id=p["child_oid"],
+                         start_ts_ns=p["start_ns"], end_ts_ns=p["end_ns"])
                 rows.append({k: p[k] for k in names})
             self.send_list(MsgType.ALGOS, rid, rows)
         elif t in feedsmod.REQUESTS:

@@ -110,7 +110,7 @@ class EventKind(IntEnum):
     # before a fill), trade_id = the quantity the schedule expected by now, fee = slippage against the
     # arrival price in 1/100 bps (positive = worse than arrival), other_leaves = arrival price,
     # other_order_id = the working child's order id (0 = none)
-    ALGO_ACCEPTED = 30  # a parent accepted (qty = total, price = arrival price: the mid, else the last trade)
+    ALGO_ACCEPTED = 30  # a parent accepted (leaves = total, price = arrival price: the mid, else the last trade)
     ALGO_PROGRESS = 31  # a child filled, or a slice was due (reason 0)
     ALGO_DONE = 32      # the parent ended: reason = AlgoEnd
     ALGO_PAUSED = 33    # reason = the Reject code that refused a child, or 0 when paused by its owner

@@ -1,0 +1,93 @@
+"""Execution algorithms through the server (engine/ALGOS.md): ALGO_NEW over the wire, the journaled
+clock, sequenced parent reports, the ALGOS query, and kill -9 mid-schedule then a restart that goes on
+with the schedule (its clock commands are journaled; recovery replays them)."""
+import time
+
+from protocol import wire
+from protocol.codes import AlgoEnd, AlgoKind, AlgoState, CommandKind, Reject, Side
+from protocol.wire import MsgType
+from tests.test_server_session import Raw
+
+REPORTS = (MsgType.ALGO_ACCEPTED, MsgType.ALGO_PROGRESS, MsgType.ALGO_DONE, MsgType.ALGO_PAUSED,
+           MsgType.ALGO_RESUMED, MsgType.ALGO_AMENDED, MsgType.REJECTED)
+
+
+def algos(c, rid=1):
+    c.send(wire.encode(MsgType.ALGOS_REQUEST, request_id=rid))
+    t, body, entries = c.until(MsgType.ALGOS)
+    return [{k: int(e[k]) for k in wire.ALGO_ENTRY.offsets if not k.startswith("_")} for e in entries]
+
+
+def test_twap_when_killed_mid_schedule_then_restart_continues_it_to_the_end(server_factory):
+    srv = server_factory().start()
+    seller = Raw(srv.port)
+    seller.logon(2, next_seq=10**9)
+    for i in range(10):
+        seller.order(1 + i, Side.SELL, 1000, 10_000 + i)
+    for _ in range(10):
+        seller.until(MsgType.ACCEPTED)
+    buyer = Raw(srv.port)
+    buyer.logon(1, next_seq=10**9)
+    buyer.send(wire.encode(MsgType.ALGO_NEW, client_order_id=7, symbol=1, side=Side.BUY, algo=AlgoKind.TWAP,
+                           qty=600, limit_price=10_005, duration_ms=3000, slices=6, aggressiveness_bps=10_000))
+    t, acc, _ = buyer.until_any(REPORTS)
+    assert t == MsgType.ALGO_ACCEPTED and int(acc["leaves"]) == 600 and int(acc["client_order_id"]) == 7
+    pid = int(acc["order_id"])
+    while True:                                    # two slices filled, then kill -9
+        t, rep, _ = buyer.until_any(REPORTS)
+        if t == MsgType.ALGO_PROGRESS and int(rep["qty"]) >= 200:
+            break
+    [row] = algos(buyer)
+    assert row["parent_id"] == pid and row["state"] == AlgoState.ACTIVE and row["filled"] >= 200
+    srv.kill9()
+    time.sleep(0.5)                                # the schedule's time goes on while it is down
+    srv.start()
+    assert "recovered" in srv.output()
+    buyer = Raw(srv.port)
+    buyer.logon(1, next_seq=int(rep["seq"]) + 1)
+    t, done, _ = buyer.until(MsgType.ALGO_DONE, timeout=10)
+    assert int(done["order_id"]) == pid and int(done["reason"]) == AlgoEnd.FILLED and int(done["qty"]) == 600
+    assert int(done["price"]) <= 10_005
+    assert algos(buyer, 2) == []
+    # the journal holds the clock: every report replays from seq 1 the same
+    again = Raw(srv.port)
+    again.logon(1, next_seq=1)
+    seen, filled = [], 0
+    while True:
+        t, body, _ = again.next(timeout=5)
+        seen.append(t)
+        if t == MsgType.FILL:
+            assert int(body["price"]) <= 10_005 and int(body["client_order_id"]) == 7
+            assert int(body["flags"]) == wire.ReportFlag.ALGO_CHILD
+            filled += int(body["qty"])
+        if t == MsgType.ALGO_DONE:
+            break
+    assert seen[0] == MsgType.ALGO_ACCEPTED and filled == 600     # (slices due while it was down: caught up)
+
+
+def test_algo_messages_when_sent_then_pause_resume_amend_cancel_answered_in_sequence(server):
+    c = Raw(server.port)
+    c.logon(1, next_seq=10**9)
+    c.send(wire.encode(MsgType.ALGO_NEW, client_order_id=3, symbol=1, side=Side.SELL, algo=AlgoKind.TWAP,
+                       qty=500, limit_price=20_000, duration_ms=60_000, slices=10, offset_ticks=1))
+    t, acc, _ = c.until_any(REPORTS)
+    assert t == MsgType.ALGO_ACCEPTED
+    seq = int(acc["seq"])
+    for mt, want in ((MsgType.ALGO_PAUSE, MsgType.ALGO_PAUSED), (MsgType.ALGO_RESUME, MsgType.ALGO_RESUMED)):
+        c.send(wire.encode(mt, parent_id=int(acc["order_id"])))
+        t, rep, _ = c.until_any(REPORTS)
+        assert t == want and int(rep["seq"]) > seq
+        seq = int(rep["seq"])
+    c.send(wire.encode(MsgType.ALGO_AMEND, client_order_id=3, qty=800, limit_price=20_100))
+    t, rep, _ = c.until_any(REPORTS)
+    assert t == MsgType.ALGO_AMENDED and int(rep["leaves"]) + int(rep["qty"]) == 800
+    [row] = algos(c)
+    assert row["qty"] == 800 and row["limit_price"] == 20_100 and row["end_action"] == AlgoEnd.CANCEL
+    c.send(wire.encode(MsgType.ALGO_CANCEL, parent_id=99))
+    t, rep, _ = c.until_any(REPORTS)
+    assert t == MsgType.REJECTED and int(rep["reason"]) == Reject.UNKNOWN_ALGO
+    assert int(rep["cmd_kind"]) == CommandKind.ALGO_CANCEL
+    c.send(wire.encode(MsgType.ALGO_CANCEL, parent_id=int(acc["order_id"])))
+    t, rep, _ = c.until(MsgType.ALGO_DONE)
+    assert int(rep["reason"]) == AlgoEnd.CANCELLED
+    assert algos(c, 3) == []
