@@ -91,3 +91,40 @@ def test_algo_messages_when_sent_then_pause_resume_amend_cancel_answered_in_sequ
     t, rep, _ = c.until(MsgType.ALGO_DONE)
     assert int(rep["reason"]) == AlgoEnd.CANCELLED
     assert algos(c, 3) == []
+
+
+def test_sdk_and_cli_when_parent_placed_then_reports_typed_and_listed(server):
+    from decimal import Decimal
+
+    from clients import AlgoReport, ExecutionReport, SyncClient
+    from tests.server_proc import SECRETS
+    from tests.test_sdk import cli
+    with SyncClient.connect("127.0.0.1", server.port, account=2, secret=SECRETS[2]) as s:
+        s.place("BTCUSDT", "sell", "5", price="100.00")
+        s.place("BTCUSDT", "buy", "5", price="99.00")
+    with SyncClient.connect("127.0.0.1", server.port, account=1, secret=SECRETS[1]) as c:
+        r = c.place_algo("BTCUSDT", "buy", "1.2", "twap", duration_ms=1200, slices=4, randomization=0.1,
+                         aggressiveness=1, limit_price="100.00")
+        assert isinstance(r, AlgoReport) and r.kind == "algo_accepted" and r.leaves == Decimal("1.2")
+        assert r.arrival_price == Decimal("99.50")           # the mid
+        done = None
+        for rep in c.reports():
+            if isinstance(rep, AlgoReport) and rep.kind == "algo_done":
+                done = rep
+                break
+        assert done.reason == "filled" and done.filled == Decimal("1.2") and done.avg_price == Decimal("100.00")
+        assert done.slippage_bps == Decimal("50.25")         # 0.50 over 99.50, in bp
+        bad = c.place_algo("BTCUSDT", "buy", "1", "pov", duration_ms=1000)
+        assert isinstance(bad, ExecutionReport) and bad.kind == "rejected" and bad.reason == "INVALID_ALGO_PARAMS"
+        r = c.place_algo("BTCUSDT", "buy", "1", "twap", duration_ms=600_000, limit_price="99.00")
+        [info] = c.algos()
+        assert (info.parent_id, info.algo, info.state, info.qty) == (r.parent_id, "twap", "waiting", Decimal("1"))
+    out = cli(server, "algo", "list")
+    assert out.returncode == 0 and "twap" in out.stdout, out.stderr
+    out = cli(server, "algo", "pause", str(r.parent_id))
+    assert out.returncode == 0 and "algo_paused" in out.stdout, out.stderr
+    out = cli(server, "algo", "new", "sell", "BTCUSDT", "2", "--type", "pov", "--duration-ms", "60000",
+              "--participation", "0.2", "--json")
+    assert out.returncode == 0 and '"algo_accepted"' in out.stdout, out.stderr
+    out = cli(server, "algo", "cancel", "999")
+    assert out.returncode == 1 and "UNKNOWN_ALGO" in out.stdout
