@@ -185,7 +185,7 @@ SESSION_RULES = """\
 REPORTS = """\
 ## Execution reports
 
-Every report (80-89) is one ExecReport body. In all of them: `seq` (rule 2 above),
+Every report (80-95) is one ExecReport body. In all of them: `seq` (rule 2 above),
 `cmd_kind` (the CommandKind that caused it: NEW_ORDER, CANCEL, ... or an operator's or
 the engine's command, e.g. DEPOSIT, RISK_TICK), `flags` (ReportFlag) and `ts_ns`, the
 engine's time: the receive time of the command that caused it, as journaled, ns since
@@ -204,6 +204,12 @@ values, byte for byte. Fields a type does not name below are 0.
 | MASS_CANCEL_DONE | 0 | as sent (0 = all) | 0 | orders cancelled | 0 | 0 | |
 | BALANCE | 0 | 0 | 0 | signed amount, cash units | cash after, cash units | 0 | cmd_kind DEPOSIT / WITHDRAW |
 | ACCOUNT_STATE | 0 | 0 | 0 | 1 while the kill switch is on | 0 | AccountState | |
+| ALGO_ACCEPTED .. ALGO_AMENDED | the parent (id, its client id) | the parent's | average fill price (ALGO_ACCEPTED: arrival price) | filled | total - filled | ALGO_DONE: AlgoEnd; ALGO_PAUSED: the Reject that refused a child (0: by its owner) | trade_id: qty expected by now; fee: slippage vs arrival, 1/100 bp |
+
+- **Parent orders** (engine/ALGOS.md): a parent's children are ordinary orders with its
+  client_order_id and flag ALGO_CHILD; their ACCEPTED / FILL / CANCELLED / REJECTED reports
+  arrive in the same numbering as the parent reports. ALGO_NEW and the ALGO_CANCEL ..
+  ALGO_AMEND actions are answered by a parent report, or by REJECTED (cmd_kind ALGO_*).
 
 - **Fees** (FILL.fee) are this side's fee for the fill in cash units, negative for a
   rebate; without risk they are 0. A FILL is sent to both sides, each with its own
