@@ -80,6 +80,10 @@ cdef class Algos:
     cdef readonly int32_t hwm
     """Parent slots ever used: [0, hwm)."""
     cdef readonly uint64_t children_spawned
+    # -- METRICS (not state: counted as parents end, the replayed journal tail included) --
+    cdef readonly object slip_counts_arr
+    cdef uint64_t* slip_counts    # ALGO_DONE slippage histogram over SLIP_BOUNDS_CBPS (+ one above)
+    cdef readonly int64_t slip_sum_cbps
 
     # -- CONFIG (not state: the same config replays the same journal) --
     cdef readonly uint64_t seed

@@ -132,6 +132,10 @@ PARENT_DTYPE = np.dtype([
     ("end_action", "u1"), ("kick", "u1"), ("_pad0", "u1"), ("_pad1", "<u4"),
 ])
 SIZEOF_PARENT = sizeof(Parent)
+# The ALGO_DONE slippage histogram's bucket bounds (inclusive), 1/100 bp (/metrics: bp).
+SLIP_BOUNDS_CBPS = np.array([-5000, -2000, -1000, -500, -200, 0, 200, 500, 1000, 2000, 5000, 10000], dtype=np.int64)
+cdef int64_t[12] SLIP_BOUNDS
+SLIP_BOUNDS[:] = [-5000, -2000, -1000, -500, -200, 0, 200, 500, 1000, 2000, 5000, 10000]
 SCALARS = ("next_parent_id", "clock_ns", "bucket_start_ns", "bucket_head", "active", "hwm", "children_spawned")
 
 
@@ -234,6 +238,8 @@ cdef class Algos:
         self.acct_parents = <int32_t*>_data(self.acct_parents_arr)
         self.bucket = <int64_t*>_data(self.bucket_arr)
         self.profile = <int64_t*>_data(self.profile_arr)
+        self.slip_counts_arr = np.zeros(13, dtype=np.uint64)
+        self.slip_counts = <uint64_t*>_data(self.slip_counts_arr)
         self.next_parent_id = 1
 
     def attach(self, Engine eng not None):
@@ -797,7 +803,13 @@ cdef class Algos:
         cdef Parent* p = &self.P[i]
         if p.filled >= p.qty:
             p.expected = p.qty
-        self.report(eng, EV_ALGO_DONE, i, reason)
+        cdef Event* e = self.report(eng, EV_ALGO_DONE, i, reason)
+        cdef int32_t b = 0
+        if p.filled and p.arrival:
+            while b < 12 and e.fee > SLIP_BOUNDS[b]:
+                b += 1
+            self.slip_counts[b] += 1
+            self.slip_sum_cbps += e.fee
         if p.child_oid:
             self.map_del(p.child_oid)
         self.acct_parents[p.account] -= 1
@@ -868,6 +880,14 @@ cdef class Algos:
                 b = i * self.max_slices
                 return self.sched_t_arr[b:b + n].tolist(), self.sched_q_arr[b:b + n].tolist()
         return None
+
+    def slippage_buckets(self):
+        """[(upper bound in bp or None for +Inf, cumulative count)] of the parents that ended with fills."""
+        out, acc = [], 0
+        for i in range(13):
+            acc += int(self.slip_counts_arr[i])
+            out.append((int(SLIP_BOUNDS_CBPS[i]) / 100 if i < 12 else None, acc))
+        return out
 
     def symbol_volume(self, uint32_t symbol):
         return int(self.sym_volume_arr[symbol]) if symbol < <uint32_t>self.max_symbols else 0

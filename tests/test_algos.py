@@ -22,8 +22,8 @@ SYM, BUYER, SELLER, OTHER = 1, 1, 2, 3
 class Desk:
     """An engine with the algorithms on; every command is kept, so it can be replayed."""
 
-    def __init__(self, risk=False, seed=7, profile=None):
-        self.seed, self.profile, self.risk_on = seed, profile, risk
+    def __init__(self, risk=False, seed=7, profile=None, bucket_ms=60_000):
+        self.seed, self.profile, self.risk_on, self.bucket_ms = seed, profile, risk, bucket_ms
         self.e = self.fresh()
         self.cmds = []
         self.events = []
@@ -40,7 +40,7 @@ class Desk:
             r.define_symbol(SYM, 2, 0)
             e.attach_risk(r)
         Algos(max_parents=64, max_accounts=8, max_symbols=4, max_slices=64, seed=self.seed,
-              profile=self.profile).attach(e)
+              profile=self.profile, bucket_ms=self.bucket_ms).attach(e)
         return e
 
     def run(self, **fields):
@@ -164,6 +164,17 @@ def test_pov_when_market_trades_then_participation_never_above_the_rate_at_any_c
 def test_vwap_when_profile_configured_then_schedule_follows_it_and_cap_holds():
     d = Desk(profile=[1, 3, 0, 4])
     d.algo(BUYER, Side.BUY, 8_000, kind=AlgoKind.VWAP, slices=4, start=1, end=5)
+    assert d.e.algos.schedule(1)[1] == [1000, 4000, 4000, 8000]
+
+
+def test_vwap_when_no_profile_then_schedule_follows_the_symbols_traded_volume_per_bucket():
+    d = Desk(bucket_ms=1000)
+    for t, volume in zip(range(1, 5), (100, 300, 0, 400)):
+        d.clock(t * S)                                    # the buckets roll on the clock
+        if volume:
+            d.order(SELLER, Side.SELL, volume, 100)
+            d.order(OTHER, Side.BUY, volume, 100)
+    d.algo(BUYER, Side.BUY, 8_000, kind=AlgoKind.VWAP, slices=4, start=5, end=9)
     assert d.e.algos.schedule(1)[1] == [1000, 4000, 4000, 8000]
 
 

@@ -128,3 +128,12 @@ def test_sdk_and_cli_when_parent_placed_then_reports_typed_and_listed(server):
     assert out.returncode == 0 and '"algo_accepted"' in out.stdout, out.stderr
     out = cli(server, "algo", "cancel", "999")
     assert out.returncode == 1 and "UNKNOWN_ALGO" in out.stdout
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ops_port}/metrics", timeout=5).read().decode()
+    metrics = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert float(metrics["te_algo_parents_active"]) == 2
+    assert float(metrics["te_algo_children_total"]) >= 1
+    # (negative buckets: prometheus-client leaves out _sum and _count, so +Inf is the count)
+    assert float(metrics['te_algo_slippage_bps_bucket{le="+Inf"}']) == 1
+    assert float(metrics['te_algo_slippage_bps_bucket{le="100.0"}']) == 1
+    assert float(metrics['te_algo_slippage_bps_bucket{le="50.0"}']) == 0
