@@ -137,3 +137,26 @@ def test_sdk_and_cli_when_parent_placed_then_reports_typed_and_listed(server):
     assert float(metrics['te_algo_slippage_bps_bucket{le="+Inf"}']) == 1
     assert float(metrics['te_algo_slippage_bps_bucket{le="100.0"}']) == 1
     assert float(metrics['te_algo_slippage_bps_bucket{le="50.0"}']) == 0
+
+
+def test_parent_when_server_restarts_from_its_snapshot_then_parent_and_schedule_restored(server_factory):
+    srv = server_factory().start()
+    c = Raw(srv.port)
+    c.logon(1, next_seq=10**9)
+    c.send(wire.encode(MsgType.ALGO_NEW, client_order_id=5, symbol=1, side=Side.BUY, algo=AlgoKind.TWAP,
+                       qty=1000, duration_ms=600_000, slices=20, randomization_bps=3000))
+    t, acc, _ = c.until_any(REPORTS)
+    assert t == MsgType.ALGO_ACCEPTED
+    before = algos(c)
+    assert srv.terminate() == 0                    # the shutdown snapshot holds the parent
+    srv.start()
+    out = srv.output()
+    assert "loaded snapshot" in out and "recovered: 0 commands replayed" in out
+    c = Raw(srv.port)
+    c.logon(1, next_seq=10**9)
+    after = algos(c)
+    assert [{k: v for k, v in r.items() if k != "expected"} for r in after] == \
+        [{k: v for k, v in r.items() if k != "expected"} for r in before]
+    c.send(wire.encode(MsgType.ALGO_CANCEL, client_order_id=5))
+    t, rep, _ = c.until(MsgType.ALGO_DONE)
+    assert int(rep["reason"]) == AlgoEnd.CANCELLED
