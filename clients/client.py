@@ -256,6 +256,8 @@ class AlgoInfo(msgspec.Struct, frozen=True):
     child_order_id: int
     children: int
     pause_reason: str | None
+    market_vwap: Decimal | None       # the market's VWAP since the start, its own fills left out
+    slippage_vwap_bps: Decimal        # against market_vwap (positive = worse)
 
 
 Report = ExecutionReport | BalanceReport | AccountStateReport | AlgoReport
@@ -1089,7 +1091,9 @@ class Client:
                 sym.price(avg) if f else None, sym.qty(int(e["expected"])), sym.price(lim) if lim else None,
                 sym.price(arr) if arr else None, int(e["start_ts_ns"]), int(e["end_ts_ns"]),
                 Decimal(int(e["slippage_cbps"])) / 100, int(e["child_order_id"]), int(e["children"]),
-                _reason_name(int(e["pause_reason"])) if int(e["pause_reason"]) else None))
+                _reason_name(int(e["pause_reason"])) if int(e["pause_reason"]) else None,
+                sym.price(int(e["market_vwap"])) if int(e["market_vwap"]) else None,
+                Decimal(int(e["slippage_vwap_cbps"])) / 100))
         return out
 
     async def _query(self, t: int, **fields: int) -> tuple[int, Any]:

@@ -7,7 +7,7 @@ from protocol.cdefs cimport Command, Event
 from engine.core cimport Engine
 
 # -- LAYOUT --
-# One parent: 176 bytes, naturally aligned (algos.pyx PARENT_DTYPE mirrors it; a test compares sizes).
+# One parent: 184 bytes, naturally aligned (algos.pyx PARENT_DTYPE mirrors it; a test compares sizes).
 cdef packed struct Parent:
     uint64_t parent_id        # @0   engine-assigned 1, 2, ...; 0 = a free slot
     uint64_t client_order_id  # @8   the client's id of the parent; its children carry it too
@@ -46,6 +46,7 @@ cdef packed struct Parent:
     uint8_t kick              # @170 1: act on the current slice at the next clock (resume, amend)
     uint8_t _pad0             # @171
     uint32_t _pad1            # @172
+    uint64_t notional_base    # @176 the symbol's traded notional when the parent started (market VWAP)
 
 
 cdef class Algos:
@@ -57,7 +58,7 @@ cdef class Algos:
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
     cdef readonly object parents_arr, sched_t_arr, sched_q_arr, map_key_arr, map_val_arr
-    cdef readonly object sym_volume_arr, acct_parents_arr, bucket_arr, profile_arr
+    cdef readonly object sym_volume_arr, sym_notional_arr, acct_parents_arr, bucket_arr, profile_arr
     cdef Parent* P
     cdef int64_t* sched_t         # [parent * max_slices + i]: when slice i is due (ns)
     cdef int64_t* sched_q         # [parent * max_slices + i]: cumulative quantity due by slice i
@@ -65,6 +66,7 @@ cdef class Algos:
     cdef int32_t* map_val
     cdef uint64_t map_mask
     cdef int64_t* sym_volume      # per symbol: traded quantity since the start (every FILL)
+    cdef uint64_t* sym_notional   # per symbol: sum of price * qty, modulo 2**64 (windows take differences)
     cdef int32_t* acct_parents    # per account: live parents (0: its fills need no lookup)
     cdef int64_t* bucket          # per symbol, N_BUCKETS ring of traded volume per bucket_ns (VWAP profile)
     cdef int64_t* profile         # configured VWAP profile weights (n_profile of them)

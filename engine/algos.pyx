@@ -129,7 +129,7 @@ PARENT_DTYPE = np.dtype([
     ("children", "<u4"), ("offset_ticks", "<i4"), ("slices", "<u2"), ("slice_idx", "<u2"), ("rand_bps", "<u2"),
     ("aggr_bps", "<u2"), ("part_bps", "<u2"), ("pause_reason", "<u2"), ("risk_aversion", "<u2"),
     ("volatility", "<u2"), ("impact", "<u2"), ("side", "u1"), ("algo", "u1"), ("state", "u1"),
-    ("end_action", "u1"), ("kick", "u1"), ("_pad0", "u1"), ("_pad1", "<u4"),
+    ("end_action", "u1"), ("kick", "u1"), ("_pad0", "u1"), ("_pad1", "<u4"), ("notional_base", "<u8"),
 ])
 SIZEOF_PARENT = sizeof(Parent)
 # The ALGO_DONE slippage histogram's bucket bounds (inclusive), 1/100 bp (/metrics: bp).
@@ -222,6 +222,7 @@ cdef class Algos:
         self.map_key_arr = np.zeros(size, dtype=np.uint64)
         self.map_val_arr = np.full(size, -1, dtype=np.int32)
         self.sym_volume_arr = np.zeros(max_symbols, dtype=np.int64)
+        self.sym_notional_arr = np.zeros(max_symbols, dtype=np.uint64)
         self.acct_parents_arr = np.zeros(max_accounts, dtype=np.int32)
         self.bucket_arr = np.zeros(<int64_t>max_symbols * N_BUCKETS, dtype=np.int64)
         prof = np.ascontiguousarray(profile if profile is not None and len(profile) else [0], dtype=np.int64)
@@ -235,6 +236,7 @@ cdef class Algos:
         self.map_key = <uint64_t*>_data(self.map_key_arr)
         self.map_val = <int32_t*>_data(self.map_val_arr)
         self.sym_volume = <int64_t*>_data(self.sym_volume_arr)
+        self.sym_notional = <uint64_t*>_data(self.sym_notional_arr)
         self.acct_parents = <int32_t*>_data(self.acct_parents_arr)
         self.bucket = <int64_t*>_data(self.bucket_arr)
         self.profile = <int64_t*>_data(self.profile_arr)
@@ -276,6 +278,7 @@ cdef class Algos:
             if e.kind == EV_FILL:
                 qty = e.qty
                 self.sym_volume[e.symbol] += qty
+                self.sym_notional[e.symbol] += <uint64_t>e.price * <uint64_t>qty      # (wraps: differences hold)
                 self.bucket[<int64_t>e.symbol * N_BUCKETS + self.bucket_head] += qty
                 if self.active == 0:
                     continue
@@ -583,6 +586,7 @@ cdef class Algos:
                 return 0
             p.state = AST_ACTIVE
             p.vol_base = self.sym_volume[p.symbol]
+            p.notional_base = self.sym_notional[p.symbol]
         if now >= p.end_ns:
             return self.finish(eng, i)
         if p.state == AST_PAUSED:
@@ -867,6 +871,14 @@ cdef class Algos:
                 if row["arrival"] and f:
                     s = ta_slip(row["notional"], row["arrival"], f)
                     row["slippage_cbps"] = s if row["side"] == SIDE_BUY else -s
+                # the market's VWAP since the parent started, its own fills left out
+                mvol = int(self.sym_volume_arr[row["symbol"]]) - row["vol_base"] - f
+                mnot = (int(self.sym_notional_arr[row["symbol"]]) - row["notional_base"] - row["notional"]) % (1 << 64)
+                row["market_vwap"] = (mnot + mvol // 2) // mvol if mvol > 0 and row["state"] != AST_WAITING else 0
+                row["slippage_vwap_cbps"] = 0
+                if row["market_vwap"] and f:
+                    s = (row["notional"] * mvol - mnot * f) * 1_000_000 // (mnot * f)
+                    row["slippage_vwap_cbps"] = s if row["side"] == SIDE_BUY else -s
                 out.append(row)
         out.sort(key=lambda r: r["parent_id"])
         return out
@@ -905,6 +917,7 @@ cdef class Algos:
             "algos.sched_t": self.sched_t_arr[:n * self.max_slices],
             "algos.sched_q": self.sched_q_arr[:n * self.max_slices],
             "algos.sym_volume": self.sym_volume_arr,
+            "algos.sym_notional": self.sym_notional_arr,
             "algos.bucket": self.bucket_arr,
         }
 
@@ -925,6 +938,7 @@ cdef class Algos:
         self.sched_t_arr[:n * self.max_slices] = state["algos.sched_t"]
         self.sched_q_arr[:n * self.max_slices] = state["algos.sched_q"]
         self.sym_volume_arr[:] = state["algos.sym_volume"]
+        self.sym_notional_arr[:] = state["algos.sym_notional"]
         self.bucket_arr[:] = state["algos.bucket"]
         self.next_parent_id = sc[0]
         self.clock_ns = sc[1]
@@ -947,7 +961,8 @@ cdef class Algos:
         """Everything that is state, as bytes (Engine.state_hash folds a digest of it in)."""
         st = self.export_state()
         return b"".join(st[k].tobytes() for k in ("algos.scalars", "algos.parents", "algos.sched_t",
-                                                 "algos.sched_q", "algos.sym_volume", "algos.bucket"))
+                                                 "algos.sched_q", "algos.sym_volume", "algos.sym_notional",
+                                                 "algos.bucket"))
 
 
 cdef inline int64_t _clamp(Parent* p, int64_t px) noexcept:

@@ -727,7 +727,9 @@ cdef packed struct AlgoEntry:
     uint64_t start_ts_ns  # @72 8B
     uint64_t end_ts_ns  # @80 8B
     int64_t slippage_cbps  # @88 8B against arrival, 1/100 bp (positive = worse)
-    uint64_t child_order_id  # @96 8B the working child (0 = none)
-    uint32_t children  # @104 4B children sent so far
-    uint16_t pause_reason  # @108 2B while PAUSED: the Reject code that refused a child, 0 = by its owner
-    uint16_t _pad0  # @110 2B zero
+    int64_t market_vwap  # @96 8B the market's VWAP since the parent started, its own fills left out, rounded (0 = none)
+    int64_t slippage_vwap_cbps  # @104 8B average fill price against market_vwap, 1/100 bp (positive = worse)
+    uint64_t child_order_id  # @112 8B the working child (0 = none)
+    uint32_t children  # @120 4B children sent so far
+    uint16_t pause_reason  # @124 2B while PAUSED: the Reject code that refused a child, 0 = by its owner
+    uint16_t _pad0  # @126 2B zero

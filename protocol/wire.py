@@ -386,6 +386,8 @@ ALGO_ENTRY = Layout("AlgoEntry", [
     ("start_ts_ns", "u64", ""),
     ("end_ts_ns", "u64", ""),
     ("slippage_cbps", "i64", "against arrival, 1/100 bp (positive = worse)"),
+    ("market_vwap", "i64", "the market's VWAP since the parent started, its own fills left out, rounded (0 = none)"),
+    ("slippage_vwap_cbps", "i64", "average fill price against market_vwap, 1/100 bp (positive = worse)"),
     ("child_order_id", "u64", "the working child (0 = none)"),
     ("children", "u32", "children sent so far"),
     ("pause_reason", "u16", "while PAUSED: the Reject code that refused a child, 0 = by its owner"),

@@ -309,3 +309,26 @@ def test_state_hash_when_parent_state_differs_then_hash_differs():
     a.algo(BUYER, Side.BUY, 100)
     b.algo(BUYER, Side.BUY, 110)
     assert a.e.state_hash() != b.e.state_hash()
+
+
+def test_parent_layout_when_compiled_then_struct_and_dtype_agree():
+    from engine.algos import PARENT_DTYPE, SIZEOF_PARENT
+    assert SIZEOF_PARENT == PARENT_DTYPE.itemsize == 184
+
+
+def test_market_vwap_when_others_trade_then_parent_measured_against_it_without_its_own_fills():
+    d = Desk()
+    d.order(SELLER, Side.SELL, 100, 100)
+    d.algo(BUYER, Side.BUY, 100, slices=1, aggressiveness_bps=10_000, start=1, end=5)
+    d.clock(S)                                            # buys 100 at 100 (its own fill: not the market's)
+    d.algo(BUYER, Side.BUY, 1000, slices=2, start=1, end=50, limit=90)
+    d.clock(2 * S)                                        # (its child rests at its limit, out of the way)
+    for px in (100, 102, 102):                            # the market: 100 @ 100, 200 @ 102
+        d.order(SELLER, Side.SELL, 100, px)
+        d.order(OTHER, Side.BUY, 100, px, tif=3)
+    p = d.parent(2)
+    assert p["market_vwap"] == 101 and p["filled"] == 0 and p["slippage_vwap_cbps"] == 0
+    d.order(SELLER, Side.SELL, 10, 90)                    # now it buys 10 at 90, against 30400 / 300 = 101.33
+    p = d.parent(2)
+    assert p["filled"] == 10 and p["market_vwap"] == 101
+    assert p["slippage_vwap_cbps"] == (90 * 300 - 30400) * 10**6 // 30400 == -111843   # -1118.43 bp
