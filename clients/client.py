@@ -491,7 +491,8 @@ class Client:
         self.auto_reconnect = False
         self.reconnects = 0                        # sessions opened again after one ended
         self.last_error = 0                        # the reason of the last LOGOUT or PROTOCOL_ERROR
-        self._waiters: dict[tuple[Any, ...], list[asyncio.Future[ExecutionReport]]] = {}
+        # order requests' waiters: an ExecutionReport answers them, or an AlgoReport (algo requests)
+        self._waiters: dict[tuple[Any, ...], list[asyncio.Future[Any]]] = {}
         self._queries: dict[int, tuple[asyncio.Future[list[tuple[Any, Any]]], list[tuple[Any, Any]]]] = {}
         self._request_ids = itertools.count(1)
         self._reports: asyncio.Queue[Report | tuple[int, Any] | None] = asyncio.Queue()
@@ -890,7 +891,17 @@ class Client:
 
     async def _reply(self, key: tuple[Any, ...], what: str) -> ExecutionReport:
         """Wait for the report that answers the order request just sent."""
-        f: asyncio.Future[ExecutionReport] = asyncio.get_running_loop().create_future()
+        rep: ExecutionReport = await self._wait(key, what)
+        return rep
+
+    async def _reply_algo(self, key: tuple[Any, ...], what: str) -> AlgoReport | ExecutionReport:
+        """Wait for the report that answers the algo request just sent (an AlgoReport, or REJECTED)."""
+        rep: AlgoReport | ExecutionReport = await self._wait(key, what)
+        return rep
+
+    async def _wait(self, key: tuple[Any, ...], what: str) -> Any:
+        """Wait for the report that _resolve / _resolve_algo hands to `key`'s first waiter."""
+        f: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(f)
         try:
             return await self._await(asyncio.shield(f), what)
@@ -1038,13 +1049,13 @@ class Client:
             strategy=strategy)
         self._send(frame)
         self.next_client_order_id = max(self.next_client_order_id, clid + 1)
-        return await self._reply(("algo_new", "clid", clid), f"place_algo client order id {clid}")  # type: ignore
+        return await self._reply_algo(("algo_new", "clid", clid), f"place_algo client order id {clid}")
 
     async def _algo_action(self, request: str, parent_id: int | None, client_order_id: int | None,
                            **fields: int) -> AlgoReport | ExecutionReport:
         key, pid, clid = self._target(parent_id, client_order_id)
         self._send(wire.encode(ALGO_ACTIONS[request], parent_id=pid, client_order_id=clid, **fields))
-        return await self._reply((request,) + key, f"{request} {key[1]}")  # type: ignore
+        return await self._reply_algo((request,) + key, f"{request} {key[1]}")
 
     async def cancel_algo(self, parent_id: int | None = None,
                           client_order_id: int | None = None) -> AlgoReport | ExecutionReport:

@@ -58,7 +58,7 @@ cdef class Algos:
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
     cdef readonly object parents_arr, sched_t_arr, sched_q_arr, map_key_arr, map_val_arr
-    cdef readonly object sym_volume_arr, sym_notional_arr, acct_parents_arr, bucket_arr, profile_arr
+    cdef readonly object sym_volume_arr, sym_notional_arr, acct_parents_arr, bucket_arr, bucket_px_arr, profile_arr
     cdef Parent* P
     cdef int64_t* sched_t         # [parent * max_slices + i]: when slice i is due (ns)
     cdef int64_t* sched_q         # [parent * max_slices + i]: cumulative quantity due by slice i
@@ -69,6 +69,7 @@ cdef class Algos:
     cdef uint64_t* sym_notional   # per symbol: sum of price * qty, modulo 2**64 (windows take differences)
     cdef int32_t* acct_parents    # per account: live parents (0: its fills need no lookup)
     cdef int64_t* bucket          # per symbol, N_BUCKETS ring of traded volume per bucket_ns (VWAP profile)
+    cdef int64_t* bucket_px       # per symbol, beside it: the last trade price when each bucket closed (IS sigma)
     cdef int64_t* profile         # configured VWAP profile weights (n_profile of them)
 
     # -- STATE --
@@ -103,6 +104,7 @@ cdef class Algos:
     cdef int cmd_clock(self, Engine eng) except -1
     cdef int cmd_action(self, Engine eng) except -1
     cdef int32_t find(self, uint32_t account, uint64_t parent_id, uint64_t clid) noexcept
+    cdef uint16_t volatility(self, uint32_t symbol) noexcept
 
     # -- SCHEDULES --
     cdef int plan(self, Engine eng, int32_t i) except -1

@@ -26,6 +26,7 @@ cimport cython
 cimport numpy as cnp
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
+from libc.math cimport sqrt
 
 from protocol.cdefs cimport *
 from engine.core cimport Engine, OFLAG_ALGO_CHILD
@@ -225,6 +226,7 @@ cdef class Algos:
         self.sym_notional_arr = np.zeros(max_symbols, dtype=np.uint64)
         self.acct_parents_arr = np.zeros(max_accounts, dtype=np.int32)
         self.bucket_arr = np.zeros(<int64_t>max_symbols * N_BUCKETS, dtype=np.int64)
+        self.bucket_px_arr = np.zeros(<int64_t>max_symbols * N_BUCKETS, dtype=np.int64)
         prof = np.ascontiguousarray(profile if profile is not None and len(profile) else [0], dtype=np.int64)
         if (prof < 0).any():
             raise ValueError("profile weights must be >= 0")
@@ -239,6 +241,7 @@ cdef class Algos:
         self.sym_notional = <uint64_t*>_data(self.sym_notional_arr)
         self.acct_parents = <int32_t*>_data(self.acct_parents_arr)
         self.bucket = <int64_t*>_data(self.bucket_arr)
+        self.bucket_px = <int64_t*>_data(self.bucket_px_arr)
         self.profile = <int64_t*>_data(self.profile_arr)
         self.slip_counts_arr = np.zeros(13, dtype=np.uint64)
         self.slip_counts = <uint64_t*>_data(self.slip_counts_arr)
@@ -350,7 +353,7 @@ cdef class Algos:
             slices = self.default_slices
         if (slices > self.max_slices or rand_bps > MAX_RAND_BPS or aggr > 10000 or part > MAX_PART_BPS or
                 offset > 32767 or (end_action != AEND_CANCEL and end_action != AEND_SWEEP) or
-                (algo == ALGO_POV and part == 0) or (algo == ALGO_IS and (eta == 0 or vol == 0))):
+                (algo == ALGO_POV and part == 0) or (algo == ALGO_IS and eta == 0)):
             return _reject(eng, REJ_INVALID_ALGO_PARAMS)
         cdef int64_t start = c.stop_price, end = c.expire_ts_ns
         if end <= start or end <= self.clock_ns or end - start > self.max_duration_ns:
@@ -368,6 +371,10 @@ cdef class Algos:
             arrival = eng.sym_last[sym]
         if algo == ALGO_IS and arrival == 0:
             return _reject(eng, REJ_NO_REFERENCE_PRICE_FOR_ALGO)
+        if algo == ALGO_IS and vol == 0:
+            vol = self.volatility(sym)           # from the symbol's price history
+            if vol == 0:
+                return _reject(eng, REJ_INVALID_ALGO_PARAMS)
         cdef int code
         if eng.risk is not None:              # the parent's total, up front (the children are checked again)
             code = check_order(eng.risk, a, sym, c.strategy, c.side, OT_LIMIT if c.price else OT_MARKET, TIF_GTC,
@@ -419,8 +426,11 @@ cdef class Algos:
         if self.bucket_start_ns == 0:
             self.bucket_start_ns = now
         behind = (now - self.bucket_start_ns) // self.bucket_ns
-        if behind > 0:                      # roll the volume buckets (at most all of them)
+        if behind > 0:                      # close and roll the buckets (at most all of them)
             for k in range(<int32_t>(behind if behind < N_BUCKETS else N_BUCKETS)):
+                for i in range(self.max_symbols):
+                    self.bucket_px[<int64_t>i * N_BUCKETS + self.bucket_head] = \
+                        eng.sym_last[i] if eng.sym_has_last[i] else 0
                 self.bucket_head = (self.bucket_head + 1) % N_BUCKETS
                 for i in range(self.max_symbols):
                     self.bucket[<int64_t>i * N_BUCKETS + self.bucket_head] = 0
@@ -511,6 +521,27 @@ cdef class Algos:
                     p.parent_id == parent_id if parent_id else p.client_order_id == clid):
                 return i
         return -1
+
+    cdef uint16_t volatility(self, uint32_t sym) noexcept:
+        """sigma in 1/100 bp per sqrt(s), from the returns between the closing prices of the symbol's last
+        N_BUCKETS - 1 closed buckets (each bucket_ns long; a bucket without a price breaks the chain):
+        sqrt(mean(r**2) / bucket seconds), r in 1/100 bp. 0 with fewer than two returns."""
+        cdef int64_t base = <int64_t>sym * N_BUCKETS, prev = 0, px, r, sumsq = 0
+        cdef int32_t k, n = 0
+        cdef double sigma
+        for k in range(1, N_BUCKETS):       # oldest closed bucket first: head + 1 .. head - 1
+            px = self.bucket_px[base + (self.bucket_head + k) % N_BUCKETS]
+            if px > 0 and prev > 0:
+                r = ta_muldiv(px - prev, 1_000_000, prev)
+                sumsq += r * r
+                n += 1
+            prev = px
+        if n < 2:
+            return 0
+        sigma = sqrt(<double>sumsq / <double>n / (<double>self.bucket_ns / 1e9))   # IEEE: correctly rounded
+        if sigma >= 65535.0:
+            return 65535
+        return <uint16_t>(sigma + 0.5) if sigma >= 0.5 else 1
 
     # -- SCHEDULES --
 
@@ -919,6 +950,7 @@ cdef class Algos:
             "algos.sym_volume": self.sym_volume_arr,
             "algos.sym_notional": self.sym_notional_arr,
             "algos.bucket": self.bucket_arr,
+            "algos.bucket_px": self.bucket_px_arr,
         }
 
     def import_state(self, state):
@@ -940,6 +972,7 @@ cdef class Algos:
         self.sym_volume_arr[:] = state["algos.sym_volume"]
         self.sym_notional_arr[:] = state["algos.sym_notional"]
         self.bucket_arr[:] = state["algos.bucket"]
+        self.bucket_px_arr[:] = state["algos.bucket_px"]
         self.next_parent_id = sc[0]
         self.clock_ns = sc[1]
         self.bucket_start_ns = sc[2]
@@ -962,7 +995,7 @@ cdef class Algos:
         st = self.export_state()
         return b"".join(st[k].tobytes() for k in ("algos.scalars", "algos.parents", "algos.sched_t",
                                                  "algos.sched_q", "algos.sym_volume", "algos.sym_notional",
-                                                 "algos.bucket"))
+                                                 "algos.bucket", "algos.bucket_px"))
 
 
 cdef inline int64_t _clamp(Parent* p, int64_t px) noexcept:

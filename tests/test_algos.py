@@ -332,3 +332,26 @@ def test_market_vwap_when_others_trade_then_parent_measured_against_it_without_i
     p = d.parent(2)
     assert p["filled"] == 10 and p["market_vwap"] == 101
     assert p["slippage_vwap_cbps"] == (90 * 300 - 30400) * 10**6 // 30400 == -111843   # -1118.43 bp
+
+
+def test_is_when_volatility_not_given_then_estimated_from_the_symbols_bucket_closes():
+    d = Desk(bucket_ms=1000)
+    d.clock(S)
+    for t, px in zip((2, 3, 4), (100, 101, 100)):        # trades at 100, 101, 100, one per 1 s bucket
+        d.order(SELLER, Side.SELL, 10, px)
+        d.order(OTHER, Side.BUY, 10, px, tif=3)
+        d.clock(t * S)
+    d.order(SELLER, Side.SELL, 10, 101)
+    d.order(OTHER, Side.BUY, 10, 99)
+    ev = d.algo(BUYER, Side.BUY, 1000, kind=AlgoKind.IS, slices=5, start=4, end=9, risk_aversion=2000, impact=1000)
+    assert kinds(ev) == [EK.ALGO_ACCEPTED]
+    r1, r2 = 10_000, -9901                                # 1/100 bp: +1% then -0.99% (floored)
+    sigma = round(math.sqrt((r1 * r1 + r2 * r2) / 2 / 1.0))
+    assert d.parent()["volatility"] == sigma == 9951
+    assert d.e.algos.schedule(1)[1] == is_schedule(1000, 10, 5, 5 * S, 2000, sigma, 1000)
+    fresh = Desk()                                        # no price history: refused
+    assert fresh.algo(BUYER, Side.BUY, 100, kind=AlgoKind.IS, impact=100, limit=0)[0]["reason"] == \
+        R.NO_REFERENCE_PRICE_FOR_ALGO
+    fresh.order(SELLER, Side.SELL, 10, 101)
+    fresh.order(OTHER, Side.BUY, 10, 99)
+    assert fresh.algo(BUYER, Side.BUY, 100, kind=AlgoKind.IS, impact=100)[0]["reason"] == R.INVALID_ALGO_PARAMS
