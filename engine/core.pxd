@@ -9,7 +9,6 @@ ctypedef int64_t ticks_t    # a price in the symbol's price units
 ctypedef int64_t lots_t     # a quantity in the symbol's qty units
 ctypedef int32_t slot_t     # index into an array; -1 = none
 
-# Ladder kinds: symbol s owns ladders s*4 + kind (also read by engine/marketdata.pyx).
 # Order.flags bit of a child order an execution algorithm placed (engine/algos.pyx); also Command.flags
 # of that child's NEW_ORDER, honoured only while the algorithms run it (Engine.algo_depth > 0).
 cdef enum:
@@ -18,6 +17,7 @@ cdef enum:
 # The execution algorithms' hooks (engine/algos.pyx sets them when attached): (algos, engine, first event).
 ctypedef int (*algo_hook)(object algos, object eng, Py_ssize_t start) except -1
 
+# Ladder kinds: symbol s owns ladders s*4 + kind (also read by engine/marketdata.pyx).
 cdef enum:
     LADDER_BIDS = 0        # key = price: best (highest) last
     LADDER_ASKS = 1        # key = -price: best (lowest) last

@@ -447,7 +447,8 @@ cdef class Engine:
         cdef uint8_t stp = c.stp if c.stp else STP_CANCEL_NEWEST     # 0: the default (RULES.md)
         if not stp_mode_valid(stp):
             return self.reject(REJ_INVALID_STP)
-        if c.flags & ~(FLAG_POST_ONLY | FLAG_REDUCE_ONLY | child) or ((c.flags & FLAG_REDUCE_ONLY) and self.risk is None):
+        if c.flags & ~(FLAG_POST_ONLY | FLAG_REDUCE_ONLY | child) or \
+                ((c.flags & FLAG_REDUCE_ONLY) and self.risk is None):
             return self.reject(REJ_INVALID_FLAGS)
         if c.qty <= 0:
             return self.reject(REJ_INVALID_QTY)
