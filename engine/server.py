@@ -1561,6 +1561,10 @@ class Connection(asyncio.BufferedProtocol):
             acct.sessions.discard(self)
             if self.cancel_on_disconnect and srv.journal_ok and not srv.stopping and \
                     not any(c.cancel_on_disconnect for c in acct.sessions):
+                if srv.engine.algos is not None:      # its parents first (they would send new children)
+                    for p in srv.engine.algos.parents(acct.id):
+                        srv.submit(dict(kind=CommandKind.ALGO_CANCEL, account=acct.id, order_id=p["parent_id"],
+                                        session=self.session_id))
                 srv.submit(dict(kind=CommandKind.MASS_CANCEL, account=acct.id, session=self.session_id))
         if self.transport is None:
             return

@@ -138,7 +138,8 @@ SESSION_RULES = """\
    rejects (THROTTLED, JOURNAL_UNAVAILABLE) never reached the engine: they carry
    seq 0 and are not replayed.
 6. **Cancel on disconnect.** With LogonFlag.CANCEL_ON_DISCONNECT, all the
-   account's orders are cancelled when its last such session ends.
+   account's orders, and its parent orders (ALGO_CANCEL each), are cancelled when its
+   last such session ends.
 7. **Slow consumers.** A connection whose unsent output exceeds its cap is
    cut off, with cancel on disconnect if it asked for it: a LOGOUT (SLOW_CONSUMER)
    follows the frames already queued for it, then the server closes its side and

@@ -160,3 +160,18 @@ def test_parent_when_server_restarts_from_its_snapshot_then_parent_and_schedule_
     c.send(wire.encode(MsgType.ALGO_CANCEL, client_order_id=5))
     t, rep, _ = c.until(MsgType.ALGO_DONE)
     assert int(rep["reason"]) == AlgoEnd.CANCELLED
+
+
+def test_parent_when_cancel_on_disconnect_session_ends_then_parent_cancelled(server):
+    c = Raw(server.port)
+    c.logon(1, next_seq=10**9, flags=wire.LogonFlag.CANCEL_ON_DISCONNECT)
+    c.send(wire.encode(MsgType.ALGO_NEW, client_order_id=9, symbol=1, side=Side.SELL, algo=AlgoKind.TWAP,
+                       qty=500, limit_price=20_000, duration_ms=600_000, slices=10))
+    t, acc, _ = c.until_any(REPORTS)
+    assert t == MsgType.ALGO_ACCEPTED
+    c.close()
+    d = Raw(server.port)
+    d.logon(1, next_seq=int(acc["seq"]) + 1)
+    t, rep, _ = d.until(MsgType.ALGO_DONE)
+    assert int(rep["order_id"]) == int(acc["order_id"]) and int(rep["reason"]) == AlgoEnd.CANCELLED
+    assert algos(d) == []
