@@ -355,3 +355,22 @@ def test_is_when_volatility_not_given_then_estimated_from_the_symbols_bucket_clo
     fresh.order(SELLER, Side.SELL, 10, 101)
     fresh.order(OTHER, Side.BUY, 10, 99)
     assert fresh.algo(BUYER, Side.BUY, 100, kind=AlgoKind.IS, impact=100)[0]["reason"] == R.INVALID_ALGO_PARAMS
+
+
+def test_amend_when_total_end_and_limit_change_then_schedule_rescaled_stretched_and_children_clamped():
+    d = Desk()
+    d.order(SELLER, Side.SELL, 100_000, 105)
+    d.algo(BUYER, Side.BUY, 1000, slices=10, limit=110, aggressiveness_bps=10_000, start=1, end=11)
+    d.clock(S)
+    assert d.parent()["filled"] == 100
+    ev = d.run(kind=CK.ALGO_AMEND, account=BUYER, order_id=1, qty=2000, price=104, expire_ts_ns=21 * S)
+    assert kinds(ev) == [EK.ALGO_AMENDED] and ev[0]["leaves"] == 1900
+    times, qtys = d.e.algos.schedule(1)
+    assert qtys == [200 * (i + 1) for i in range(10)]                # rescaled to the new total
+    assert times[1] == S + 2 * S and times[9] == S + 18 * S           # the rest stretched over the new end
+    ev = d.clock(S + S // 10)                                         # kicked: works the current slice at once
+    child = ev[ev["kind"] == EK.ACCEPTED]
+    assert len(child) == 2 and (child["price"] == 104).all()          # IOC at the far touch 105, clamped to 104;
+    assert child["qty"].tolist() == [100, 100]                        # then the rest resting there too
+    assert d.parent()["filled"] == 100                                # nothing at 104 or better to take
+    assert d.run(kind=CK.ALGO_AMEND, account=BUYER, order_id=1, qty=50)[0]["reason"] == R.INVALID_ALGO_AMEND
