@@ -448,10 +448,10 @@ cdef class Algos:
         cdef uint8_t k = c.kind
         cdef uint32_t a = c.account
         if not eng.account_ok(a):
-            return eng.reject(REJ_UNKNOWN_ACCOUNT)
+            return _reject(eng, REJ_UNKNOWN_ACCOUNT, False)
         cdef int32_t i = self.find(a, c.order_id, c.client_order_id)
         if i < 0:
-            return eng.reject(REJ_UNKNOWN_ALGO)
+            return _reject(eng, REJ_UNKNOWN_ALGO, False)
         cdef Parent* p = &self.P[i]
         cdef uint64_t pid = p.parent_id
         cdef int64_t qty, lot = eng.sym_lot[p.symbol], t0, old_qty, old_end
@@ -475,16 +475,16 @@ cdef class Algos:
         elif k == CMD_ALGO_AMEND:
             qty = c.qty if c.qty else p.qty
             if qty < p.filled or qty < 0:
-                return eng.reject(REJ_INVALID_ALGO_AMEND)
+                return _reject(eng, REJ_INVALID_ALGO_AMEND, False)
             if qty % lot:
-                return eng.reject(REJ_QTY_NOT_LOT_MULTIPLE)
+                return _reject(eng, REJ_QTY_NOT_LOT_MULTIPLE, False)
             if qty > eng.sym_max_qty[p.symbol]:
-                return eng.reject(REJ_QTY_ABOVE_MAX)
+                return _reject(eng, REJ_QTY_ABOVE_MAX, False)
             if c.price < 0 or (c.price and c.price % eng.sym_tick[p.symbol]) or c.price > eng.sym_max_price[p.symbol]:
-                return eng.reject(REJ_INVALID_ALGO_AMEND)
+                return _reject(eng, REJ_INVALID_ALGO_AMEND, False)
             if c.expire_ts_ns and (c.expire_ts_ns <= self.clock_ns or c.expire_ts_ns <= p.start_ns or
                                    c.expire_ts_ns - p.start_ns > self.max_duration_ns):
-                return eng.reject(REJ_INVALID_ALGO_AMEND)
+                return _reject(eng, REJ_INVALID_ALGO_AMEND, False)
             self.cancel_child(eng, i)             # (its price or size may not fit any more)
             if p.parent_id != pid:
                 return 0
@@ -1008,8 +1008,14 @@ cdef inline int64_t _clamp(Parent* p, int64_t px) noexcept:
     return px
 
 
-cdef int _reject(Engine eng, uint16_t code) except -1:
-    """REJECTED for an ALGO_NEW: as the core's, without the packed parameters (order_id = 0)."""
+cdef int _reject(Engine eng, uint16_t code, bint params=True) except -1:
+    """REJECTED for an ALGO_* command: as the core's (ALGO_NEW without its packed parameters: order_id 0),
+    folded into risk as any reject is (the engine-wide error rate; the core folds the events of the
+    children, not those of the ALGO_* command itself)."""
     eng.reject(code)
-    eng.ev_buf[eng.ev_count - 1].order_id = 0
+    cdef Py_ssize_t i = eng.ev_count - 1
+    if params:
+        eng.ev_buf[i].order_id = 0
+    if eng.risk is not None:
+        eng.risk_after(i)
     return 0

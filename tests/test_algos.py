@@ -374,3 +374,13 @@ def test_amend_when_total_end_and_limit_change_then_schedule_rescaled_stretched_
     assert child["qty"].tolist() == [100, 100]                        # then the rest resting there too
     assert d.parent()["filled"] == 100                                # nothing at 104 or better to take
     assert d.run(kind=CK.ALGO_AMEND, account=BUYER, order_id=1, qty=50)[0]["reason"] == R.INVALID_ALGO_AMEND
+
+
+def test_algo_command_when_rejected_then_counted_by_the_engine_wide_error_breaker():
+    from protocol.codes import LimitKind, LimitScope
+    d = Desk(risk=True)
+    d.run(kind=CK.SET_LIMIT, side=LimitScope.DEFAULT, order_type=LimitKind.ERROR_THRESHOLD, qty=1)
+    ev = d.run(kind=CK.ALGO_CANCEL, account=BUYER, order_id=42)
+    assert kinds(ev) == [EK.REJECTED] and ev[0]["reason"] == R.UNKNOWN_ALGO and ev[0]["order_id"] == 42
+    ev = d.run(kind=CK.ALGO_CANCEL, account=BUYER, order_id=42)       # the second error within a second
+    assert kinds(ev) == [EK.REJECTED, EK.BREAKER]
