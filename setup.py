@@ -37,7 +37,11 @@ MODULES = {
     "engine.core": (["engine/core.pyx"], True),
     "engine.gateway": (["engine/gateway.pyx"], True),
     "engine.marketdata": (["engine/marketdata.pyx"], True),
+    "engine.algos": (["engine/algos.pyx"], True),
 }
+# Per-module compile flags. engine.algos: no fused multiply-add contraction, so its floating-point
+# schedule (Almgren-Chriss, + - * / sqrt only) is bit-identical on every IEEE-754 machine (ALGOS.md).
+MODULE_CFLAGS = {"engine.algos": ["-ffp-contract=off"]}
 
 HINTS: list[str] = []
 
@@ -78,7 +82,7 @@ def extensions():
             sources,
             include_dirs=[np.get_include(), "."],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("TE_DEBUG", int(DEBUG))],
-            extra_compile_args=cflags,
+            extra_compile_args=cflags + MODULE_CFLAGS.get(name, []),
             extra_link_args=ldflags,
         )
         ext.cython_directives = directives

@@ -1,11 +1,11 @@
 """The trading-engine SDK: `from clients import Client, SyncClient`."""
-from clients.client import (AccountStateReport, AuthenticationError, BalanceReport, Book, Client, ConnectionClosed,
+from clients.client import (AccountStateReport, AlgoInfo, AlgoReport, AuthenticationError, BalanceReport, Book, Client, ConnectionClosed,
                             Depth, ExecutionReport, Level, OrderInfo, OrderRejected, Portfolio, Position,
                             RateLimitError, RequestTimeout, ServerError,
                             Subscription, Symbol, SyncClient, SyncSubscription, TopOfBook, Trade, TradeSummary,
                             TradingEngineError, signing_key)
 
-__all__ = ["AccountStateReport", "AuthenticationError", "BalanceReport", "Book", "Client", "ConnectionClosed", "Depth",
+__all__ = ["AccountStateReport", "AlgoInfo", "AlgoReport", "AuthenticationError", "BalanceReport", "Book", "Client", "ConnectionClosed", "Depth",
            "ExecutionReport", "Level", "OrderInfo", "OrderRejected", "Portfolio", "Position", "RateLimitError",
            "RequestTimeout", "ServerError",
            "Subscription", "Symbol", "SyncClient", "SyncSubscription", "TopOfBook", "Trade", "TradeSummary",

@@ -188,6 +188,8 @@ async def _run(args: argparse.Namespace) -> int:
                 shown += 1
                 if args.count and shown >= args.count:
                     break
+        elif args.command == "algo":
+            return await _algo(c, args)
         elif args.command == "cancel":
             r = await c.cancel(order_id=args.order_id)
             if args.json:
@@ -196,6 +198,43 @@ async def _run(args: argparse.Namespace) -> int:
                 _table(["report", "order id", "qty", "reason"], [(r.kind, r.order_id, r.qty, r.reason or "")])
             return 0 if r.kind == "cancelled" else 1
     return 0
+
+
+async def _algo(c: Client, args: argparse.Namespace) -> int:
+    """trading-engine algo new|list|cancel|pause|resume|amend (engine/ALGOS.md)."""
+    if args.action == "list":
+        rows = await c.algos()
+        if args.json:
+            return _json(rows)
+        _table(["parent", "client id", "symbol", "side", "algo", "state", "qty", "filled", "expected", "avg price",
+                "limit", "slippage bps", "children"],
+               [(a.parent_id, a.client_order_id, a.symbol, a.side, a.algo, a.state, a.qty, a.filled, a.expected,
+                 a.avg_price or "", a.limit_price or "", a.slippage_bps, a.children) for a in rows])
+        return 0
+    if args.action == "new":
+        r = await c.place_algo(args.symbol, args.side, args.qty, args.type, duration_ms=args.duration_ms,
+                               limit_price=args.limit, slices=args.slices, randomization=args.randomization,
+                               aggressiveness=args.aggressiveness, participation_rate=args.participation,
+                               offset_ticks=args.offset_ticks, end_action=args.end, risk_aversion=args.risk_aversion,
+                               volatility=args.volatility, impact=args.impact)
+    elif args.action == "amend":
+        mine = {a.parent_id: a for a in await c.algos()}
+        if args.parent_id not in mine:
+            r = await c.cancel_algo(args.parent_id)      # (answers UNKNOWN_ALGO)
+        else:
+            r = await c.amend_algo(args.parent_id, symbol=mine[args.parent_id].symbol, qty=args.qty,
+                                   limit_price=args.limit, end=args.end_ns)
+    else:
+        r = await {"cancel": c.cancel_algo, "pause": c.pause_algo, "resume": c.resume_algo}[args.action](
+            args.parent_id)
+    if args.json:
+        _json(r)
+    elif isinstance(r, ExecutionReport):
+        _table(["report", "client id", "reason"], [(r.kind, r.client_order_id, r.reason or "")])
+    else:
+        _table(["report", "parent", "client id", "symbol", "side", "filled", "leaves", "reason"],
+               [(r.kind, r.parent_id, r.client_order_id, r.symbol, r.side, r.filled, r.leaves, r.reason or "")])
+    return 1 if r.kind == "rejected" else 0
 
 
 def _env_int(name: str, default: int) -> int:
@@ -262,6 +301,36 @@ def add_commands(sub: Any) -> None:
     w.add_argument("--depth", type=int, default=5, help="levels per side (0 = top of book only)")
     w.add_argument("--no-trades", action="store_true")
     w.add_argument("--count", type=int, default=0, help="stop after this many updates (0 = until interrupted)")
+    what = ("execution algorithms (engine/ALGOS.md): algo new buy BTCUSDT 10 --type twap --duration-ms 300000 "
+            "--slices 10 --randomization 0.1; algo list; algo cancel|pause|resume|amend PARENT_ID")
+    a = sub.add_parser("algo", help=what, description=what)      # (the options go after the action)
+    a.set_defaults(run=run)
+    acts = a.add_subparsers(dest="action", required=True)
+    n = acts.add_parser("new", help="send a parent order", parents=common)
+    n.add_argument("side", choices=["buy", "sell"])
+    n.add_argument("symbol")
+    n.add_argument("qty")
+    n.add_argument("--type", default="twap", choices=["twap", "vwap", "is", "pov"])
+    n.add_argument("--duration-ms", type=int, required=True, help="the window, from now")
+    n.add_argument("--limit", help="no child worse than this price")
+    n.add_argument("--slices", type=int, default=0, help="0 = the server's default")
+    n.add_argument("--randomization", default="0", help="TWAP: fraction of a slice (0.1 = 10%%)")
+    n.add_argument("--aggressiveness", default="0", help="share of each slice taken at the far touch (0..1)")
+    n.add_argument("--participation", default="0", help="POV rate / VWAP cap, fraction of market volume")
+    n.add_argument("--offset-ticks", type=int, default=0, help="passive children: ticks behind the touch")
+    n.add_argument("--end", default="cancel", choices=["cancel", "sweep"], help="what happens to the rest")
+    n.add_argument("--risk-aversion", type=int, default=0, help="IS: lambda, 1e-6 per bp")
+    n.add_argument("--volatility", type=int, default=0, help="IS: sigma, 1/100 bp per sqrt(s)")
+    n.add_argument("--impact", type=int, default=0, help="IS: eta, 1/100 bp s")
+    acts.add_parser("list", help="the account's live parents", parents=common)
+    for name in ("cancel", "pause", "resume"):
+        x = acts.add_parser(name, help=f"{name} a parent", parents=common)
+        x.add_argument("parent_id", type=int)
+    m = acts.add_parser("amend", help="amend a parent's total, limit or end", parents=common)
+    m.add_argument("parent_id", type=int)
+    m.add_argument("--qty")
+    m.add_argument("--limit")
+    m.add_argument("--end-ns", type=int, help="new end, ns since the epoch")
 
 
 def run(args: argparse.Namespace) -> int:

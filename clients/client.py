@@ -35,15 +35,22 @@ import msgspec
 import numpy as np
 
 from protocol import wire
-from protocol.codes import (AccountState, CancelReason, CommandKind, OrderFlag, OrderState, OrderType, Reject,
-                            SelfTradePrevention, Side, SymbolState, TimeInForce)
+from protocol.codes import (AccountState, AlgoEnd, AlgoKind, AlgoState, CancelReason, CommandKind, OrderFlag,
+                            OrderState, OrderType, Reject, SelfTradePrevention, Side, SymbolState, TimeInForce)
 from protocol.units import from_units, to_units
 from protocol.wire import MdFlag, MsgType
 
 REPORT_KINDS: dict[int, str] = {MsgType.ACCEPTED: "accepted", MsgType.REJECTED: "rejected", MsgType.FILL: "fill",
                 MsgType.CANCELLED: "cancelled", MsgType.REPLACED: "replaced", MsgType.TRIGGERED: "triggered",
                 MsgType.RESTATED: "restated", MsgType.MASS_CANCEL_DONE: "mass_cancel_done",
-                MsgType.BALANCE: "balance", MsgType.ACCOUNT_STATE: "account_state"}
+                MsgType.BALANCE: "balance", MsgType.ACCOUNT_STATE: "account_state",
+                MsgType.ALGO_ACCEPTED: "algo_accepted", MsgType.ALGO_PROGRESS: "algo_progress",
+                MsgType.ALGO_DONE: "algo_done", MsgType.ALGO_PAUSED: "algo_paused",
+                MsgType.ALGO_RESUMED: "algo_resumed", MsgType.ALGO_AMENDED: "algo_amended"}
+ALGO_REPORTS = frozenset({MsgType.ALGO_ACCEPTED, MsgType.ALGO_PROGRESS, MsgType.ALGO_DONE, MsgType.ALGO_PAUSED,
+                          MsgType.ALGO_RESUMED, MsgType.ALGO_AMENDED})
+ALGO_ACTIONS = {"algo_cancel": MsgType.ALGO_CANCEL, "algo_pause": MsgType.ALGO_PAUSE,
+                "algo_resume": MsgType.ALGO_RESUME, "algo_amend": MsgType.ALGO_AMEND}
 CASH_FIELDS = ("cash", "equity", "unrealized", "realized", "fees", "exposure", "worst_exposure", "initial_margin",
                "maintenance_margin", "available", "daily_pnl")
 
@@ -203,7 +210,57 @@ class AccountStateReport(msgspec.Struct, frozen=True):
     kind: str = "account_state"
 
 
-Report = ExecutionReport | BalanceReport | AccountStateReport
+class AlgoReport(msgspec.Struct, frozen=True):
+    """A parent order's report (engine/ALGOS.md): kind is algo_accepted, algo_progress, algo_done,
+    algo_paused, algo_resumed or algo_amended. filled and leaves (total - filled) in the symbol's
+    units; avg_price of the children's fills (None before a fill); expected: what the schedule
+    expected filled by now; slippage_bps against the arrival price (positive = worse); arrival_price
+    in algo_accepted. reason: algo_done's end (filled, expired, swept, cancelled) or the reject that
+    paused it (algo_paused; None when paused by its owner)."""
+    kind: str
+    seq: int
+    parent_id: int
+    client_order_id: int
+    symbol: str
+    side: str
+    filled: Decimal
+    leaves: Decimal
+    avg_price: Decimal | None
+    expected: Decimal
+    slippage_bps: Decimal
+    reason: str | None = None
+    arrival_price: Decimal | None = None
+    child_order_id: int = 0
+    request: str = ""                 # what caused it: algo_new, algo_clock, new_order (a fill), ...
+    ts_ns: int = 0
+
+
+class AlgoInfo(msgspec.Struct, frozen=True):
+    """A live parent order (algos())."""
+    parent_id: int
+    client_order_id: int
+    symbol: str
+    side: str
+    algo: str
+    state: str                        # waiting, active, paused
+    end_action: str                   # cancel, sweep
+    qty: Decimal
+    filled: Decimal
+    avg_price: Decimal | None
+    expected: Decimal
+    limit_price: Decimal | None
+    arrival_price: Decimal | None
+    start_ts_ns: int
+    end_ts_ns: int
+    slippage_bps: Decimal
+    child_order_id: int
+    children: int
+    pause_reason: str | None
+    market_vwap: Decimal | None       # the market's VWAP since the start, its own fills left out
+    slippage_vwap_bps: Decimal        # against market_vwap (positive = worse)
+
+
+Report = ExecutionReport | BalanceReport | AccountStateReport | AlgoReport
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -434,7 +491,8 @@ class Client:
         self.auto_reconnect = False
         self.reconnects = 0                        # sessions opened again after one ended
         self.last_error = 0                        # the reason of the last LOGOUT or PROTOCOL_ERROR
-        self._waiters: dict[tuple[Any, ...], list[asyncio.Future[ExecutionReport]]] = {}
+        # order requests' waiters: an ExecutionReport answers them, or an AlgoReport (algo requests)
+        self._waiters: dict[tuple[Any, ...], list[asyncio.Future[Any]]] = {}
         self._queries: dict[int, tuple[asyncio.Future[list[tuple[Any, Any]]], list[tuple[Any, Any]]]] = {}
         self._request_ids = itertools.count(1)
         self._reports: asyncio.Queue[Report | tuple[int, Any] | None] = asyncio.Queue()
@@ -767,6 +825,8 @@ class Client:
             return AccountStateReport(int(r["seq"]), AccountState(int(r["reason"])).name.lower(), bool(int(r["qty"])),
                                       ts_ns, request)
         sym = self.symbols_by_id.get(int(r["symbol"]))
+        if t in ALGO_REPORTS:
+            return self._algo_report(t, r, sym, request, ts_ns)
         reason = None
         if t == MsgType.REJECTED:
             reason = _reason_name(int(r["reason"]))
@@ -782,7 +842,26 @@ class Client:
                                bool(int(r["flags"]) & wire.ReportFlag.LIQUIDATION), ts_ns,
                                self._cash(int(r["fee"])) if t == MsgType.FILL else None)
 
+    def _algo_report(self, t: int, r: Any, sym: Symbol | None, request: str, ts_ns: int) -> AlgoReport:
+        price = sym.price if sym else Decimal
+        qty = sym.qty if sym else Decimal
+        code, avg = int(r["reason"]), int(r["price"])
+        reason = None
+        if t == MsgType.ALGO_DONE and code:
+            reason = AlgoEnd(code).name.lower()
+        elif t == MsgType.ALGO_PAUSED and code:
+            reason = _reason_name(code)
+        accepted = t == MsgType.ALGO_ACCEPTED
+        return AlgoReport(REPORT_KINDS[t], int(r["seq"]), int(r["order_id"]), int(r["client_order_id"]),
+                          sym.name if sym else str(int(r["symbol"])), Side(int(r["side"])).name.lower(),
+                          qty(int(r["qty"])), qty(int(r["leaves"])), None if accepted or not avg else price(avg),
+                          qty(int(r["trade_id"])), Decimal(int(r["fee"])) / 100, reason,
+                          price(avg) if accepted and avg else None, 0, request, ts_ns)
+
     def _resolve(self, rep: Report) -> None:
+        if isinstance(rep, AlgoReport) or (isinstance(rep, ExecutionReport) and rep.request.startswith("algo_")):
+            self._resolve_algo(rep)
+            return
         if not isinstance(rep, ExecutionReport):
             return                                 # balances and account states answer no request
         keys: list[tuple[Any, ...]] = []
@@ -808,6 +887,30 @@ class Client:
                     f.set_result(rep)
                 return
 
+    def _resolve_algo(self, rep: AlgoReport | ExecutionReport) -> None:
+        """The answer to an algo request: ALGO_NEW's algo_accepted (or rejected); an action's
+        algo_done (cancel), algo_paused, algo_resumed, algo_amended (or rejected)."""
+        answers = {"algo_new": "algo_accepted", "algo_cancel": "algo_done", "algo_pause": "algo_paused",
+                   "algo_resume": "algo_resumed", "algo_amend": "algo_amended"}
+        if rep.kind not in (answers.get(rep.request), "rejected"):
+            return
+        pid = rep.parent_id if isinstance(rep, AlgoReport) else rep.order_id
+        keys: list[tuple[Any, ...]] = [(rep.request, "clid", rep.client_order_id)]
+        if rep.request != "algo_new":
+            keys.insert(0, (rep.request, "oid", pid))
+        for key in keys:
+            fs = self._waiters.get(key)
+            if fs:
+                f = fs.pop(0)
+                if not fs:
+                    del self._waiters[key]
+                if not f.done():
+                    if isinstance(rep, ExecutionReport) and self.raise_on_reject:
+                        f.set_exception(OrderRejected(rep))
+                    else:
+                        f.set_result(rep)
+                return
+
     async def _await(self, aw: Awaitable[T], what: str) -> T:
         """Wait for a reply for at most `timeout` seconds."""
         try:
@@ -823,7 +926,17 @@ class Client:
 
     async def _reply(self, key: tuple[Any, ...], what: str) -> ExecutionReport:
         """Wait for the report that answers the order request just sent."""
-        f: asyncio.Future[ExecutionReport] = asyncio.get_running_loop().create_future()
+        rep: ExecutionReport = await self._wait(key, what)
+        return rep
+
+    async def _reply_algo(self, key: tuple[Any, ...], what: str) -> AlgoReport | ExecutionReport:
+        """Wait for the report that answers the algo request just sent (an AlgoReport, or REJECTED)."""
+        rep: AlgoReport | ExecutionReport = await self._wait(key, what)
+        return rep
+
+    async def _wait(self, key: tuple[Any, ...], what: str) -> Any:
+        """Wait for the report that _resolve / _resolve_algo hands to `key`'s first waiter."""
+        f: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(f)
         try:
             return await self._await(asyncio.shield(f), what)
@@ -939,6 +1052,95 @@ class Client:
         self._send(wire.encode(MsgType.MASS_CANCEL, symbol=self._symbol(symbol).id if symbol else 0,
                                side=Side[side.upper()] if side else 0))
         return await self._reply(("mass",), "mass cancel")
+
+    # -- execution algorithms (engine/ALGOS.md) --
+    async def place_algo(self, symbol: str | int, side: Literal["buy", "sell"], qty: Number,
+                         algo: Literal["twap", "vwap", "is", "pov"] = "twap", *, duration_ms: int,
+                         limit_price: Number | None = None, start: datetime | int | None = None, slices: int = 0,
+                         randomization: Number = 0, aggressiveness: Number = 0, participation_rate: Number = 0,
+                         offset_ticks: int = 0, end_action: Literal["cancel", "sweep"] = "cancel",
+                         risk_aversion: int = 0, volatility: int = 0, impact: int = 0,
+                         client_order_id: int | None = None, strategy: int = 0) -> AlgoReport | ExecutionReport:
+        """Send a parent order; returns its algo_accepted report (or the rejected ExecutionReport).
+
+        duration_ms: the window from `start` (None = now); slices (0 = the server's default);
+        randomization, aggressiveness and participation_rate as fractions (0.1 = 10%); the IS
+        parameters in the units of engine/ALGOS.md. Its progress follows in reports()."""
+        sym = self._symbol(symbol)
+        clid = client_order_id if client_order_id is not None else self.next_client_order_id
+        start_ns = 0
+        if start is not None:
+            start_ns = int(start.timestamp() * 1e9) if isinstance(start, datetime) else int(start)
+
+        def bps(x: Number) -> int:
+            return int((Decimal(str(x)) * 10_000).to_integral_value())
+        frame = wire.encode(
+            MsgType.ALGO_NEW, client_order_id=clid, symbol=sym.id, side=Side[side.upper()],
+            algo=AlgoKind[algo.upper()], end_action=AlgoEnd[end_action.upper()], qty=sym.qty_units(qty),
+            limit_price=sym.price_units(limit_price) if limit_price is not None else 0, start_ts_ns=start_ns,
+            duration_ms=duration_ms, slices=slices, randomization_bps=bps(randomization),
+            aggressiveness_bps=bps(aggressiveness), participation_bps=bps(participation_rate),
+            offset_ticks=offset_ticks, risk_aversion=risk_aversion, volatility=volatility, impact=impact,
+            strategy=strategy)
+        self._send(frame)
+        self.next_client_order_id = max(self.next_client_order_id, clid + 1)
+        return await self._reply_algo(("algo_new", "clid", clid), f"place_algo client order id {clid}")
+
+    async def _algo_action(self, request: str, parent_id: int | None, client_order_id: int | None,
+                           **fields: int) -> AlgoReport | ExecutionReport:
+        key, pid, clid = self._target(parent_id, client_order_id)
+        self._send(wire.encode(ALGO_ACTIONS[request], parent_id=pid, client_order_id=clid, **fields))
+        return await self._reply_algo((request,) + key, f"{request} {key[1]}")
+
+    async def cancel_algo(self, parent_id: int | None = None,
+                          client_order_id: int | None = None) -> AlgoReport | ExecutionReport:
+        """Cancel a parent and its working child; returns the algo_done report (or rejected)."""
+        return await self._algo_action("algo_cancel", parent_id, client_order_id)
+
+    async def pause_algo(self, parent_id: int | None = None,
+                         client_order_id: int | None = None) -> AlgoReport | ExecutionReport:
+        """Pause a parent (its working child is cancelled); returns algo_paused (or rejected)."""
+        return await self._algo_action("algo_pause", parent_id, client_order_id)
+
+    async def resume_algo(self, parent_id: int | None = None,
+                          client_order_id: int | None = None) -> AlgoReport | ExecutionReport:
+        """Resume a paused parent (it catches up with its schedule); returns algo_resumed (or rejected)."""
+        return await self._algo_action("algo_resume", parent_id, client_order_id)
+
+    async def amend_algo(self, parent_id: int | None = None, client_order_id: int | None = None, *,
+                         symbol: str | int, qty: Number | None = None, limit_price: Number | None = None,
+                         end: datetime | int | None = None) -> AlgoReport | ExecutionReport:
+        """Amend a parent: a new total quantity, limit price or end (None = unchanged); returns
+        algo_amended (or rejected)."""
+        sym = self._symbol(symbol)
+        end_ns = 0
+        if end is not None:
+            end_ns = int(end.timestamp() * 1e9) if isinstance(end, datetime) else int(end)
+        return await self._algo_action("algo_amend", parent_id, client_order_id,
+                                       qty=sym.qty_units(qty) if qty is not None else 0,
+                                       limit_price=sym.price_units(limit_price) if limit_price is not None else 0,
+                                       end_ts_ns=end_ns)
+
+    async def algos(self) -> list[AlgoInfo]:
+        """The account's live parent orders, ascending parent id."""
+        status, entries = await self._query(MsgType.ALGOS_REQUEST)
+        if status:
+            raise ServerError(status, "algos refused")
+        out = []
+        for e in entries:
+            sym = self.symbols_by_id[int(e["symbol"])]
+            f, avg, lim, arr = int(e["filled"]), int(e["avg_price"]), int(e["limit_price"]), int(e["arrival_price"])
+            out.append(AlgoInfo(
+                int(e["parent_id"]), int(e["client_order_id"]), sym.name, Side(int(e["side"])).name.lower(),
+                AlgoKind(int(e["algo"])).name.lower(), AlgoState(int(e["state"])).name.lower(),
+                AlgoEnd(int(e["end_action"])).name.lower(), sym.qty(int(e["qty"])), sym.qty(f),
+                sym.price(avg) if f else None, sym.qty(int(e["expected"])), sym.price(lim) if lim else None,
+                sym.price(arr) if arr else None, int(e["start_ts_ns"]), int(e["end_ts_ns"]),
+                Decimal(int(e["slippage_cbps"])) / 100, int(e["child_order_id"]), int(e["children"]),
+                _reason_name(int(e["pause_reason"])) if int(e["pause_reason"]) else None,
+                sym.price(int(e["market_vwap"])) if int(e["market_vwap"]) else None,
+                Decimal(int(e["slippage_vwap_cbps"])) / 100))
+        return out
 
     async def _query(self, t: int, **fields: int) -> tuple[int, Any]:
         rid = next(self._request_ids)
@@ -1198,6 +1400,36 @@ class SyncClient:
                     side: Literal["buy", "sell"] | None = None) -> ExecutionReport:
         """Cancel every live order (of one symbol and/or side); the mass_cancel_done report."""
         return self._run(self.client.mass_cancel(symbol, side))
+
+    # -- execution algorithms --
+    def place_algo(self, symbol: str | int, side: Literal["buy", "sell"], qty: Number,
+                   algo: Literal["twap", "vwap", "is", "pov"] = "twap", **kw: Any) -> AlgoReport | ExecutionReport:
+        """Send a parent order (Client.place_algo); its algo_accepted or rejected report."""
+        return self._run(self.client.place_algo(symbol, side, qty, algo, **kw))
+
+    def cancel_algo(self, parent_id: int | None = None,
+                    client_order_id: int | None = None) -> AlgoReport | ExecutionReport:
+        """Cancel a parent; its algo_done or rejected report."""
+        return self._run(self.client.cancel_algo(parent_id, client_order_id))
+
+    def pause_algo(self, parent_id: int | None = None,
+                   client_order_id: int | None = None) -> AlgoReport | ExecutionReport:
+        """Pause a parent; its algo_paused or rejected report."""
+        return self._run(self.client.pause_algo(parent_id, client_order_id))
+
+    def resume_algo(self, parent_id: int | None = None,
+                    client_order_id: int | None = None) -> AlgoReport | ExecutionReport:
+        """Resume a paused parent; its algo_resumed or rejected report."""
+        return self._run(self.client.resume_algo(parent_id, client_order_id))
+
+    def amend_algo(self, parent_id: int | None = None, client_order_id: int | None = None,
+                   **kw: Any) -> AlgoReport | ExecutionReport:
+        """Amend a parent (Client.amend_algo); its algo_amended or rejected report."""
+        return self._run(self.client.amend_algo(parent_id, client_order_id, **kw))
+
+    def algos(self) -> list[AlgoInfo]:
+        """The account's live parent orders."""
+        return self._run(self.client.algos())
 
     # -- queries --
     def symbols(self) -> list[Symbol]:

@@ -317,6 +317,20 @@ class SurveillanceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     poll_ms: int = 100                     # --follow: how often the journal is read for new records
 
 
+class AlgosConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Execution algorithms (engine/ALGOS.md). Replaying a journal needs the same values (they shape
+    the schedules), as it needs the same symbols."""
+    enabled: bool = True
+    max_parents: int = 1024                # live parent orders, all accounts
+    max_slices: int = 256                  # schedule entries per parent
+    default_slices: int = 10               # ALGO_NEW slices = 0
+    clock_ms: int = 100                    # the journaled ALGO_CLOCK, while any parent is live
+    max_duration_ms: int = 7 * 86_400_000  # longest window accepted
+    seed: int = 0                          # of the parents' randomization (with each parent's id)
+    volume_bucket_ms: int = 60_000         # traded volume per bucket: the VWAP profile without vwap_profile
+    vwap_profile: list[int] = []           # VWAP weights over a parent's window (resampled onto its slices)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
@@ -328,6 +342,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     analytics: AnalyticsConfig = msgspec.field(default_factory=AnalyticsConfig)
     surveillance: SurveillanceConfig = msgspec.field(default_factory=SurveillanceConfig)
     replication: ReplicationConfig = msgspec.field(default_factory=ReplicationConfig)
+    algos: AlgosConfig = msgspec.field(default_factory=AlgosConfig)
 
 
 class ConfigError(Exception):
@@ -383,6 +398,12 @@ def validate(cfg: Config, where: str) -> None:
                 (a.demo_password is not None and a.password_env is None):
             raise ConfigError(f"{where}: admin {a.name}: exactly one of password_scrypt, password_env "
                               "(demo_password only as password_env's fallback)")
+    g = cfg.algos
+    if g.max_parents < 1 or not 1 <= g.default_slices <= g.max_slices <= 4096 or g.clock_ms < 1 or \
+            g.max_duration_ms < 1 or g.volume_bucket_ms < 1 or not 0 <= g.seed < 1 << 64 or \
+            any(w < 0 for w in g.vwap_profile):
+        raise ConfigError(f"{where}: `algos`: max_parents, clock_ms, max_duration_ms, volume_bucket_ms > 0; "
+                          "1 <= default_slices <= max_slices <= 4096; seed a u64; vwap_profile weights >= 0")
     if cfg.risk.enabled:
         risk_limits(cfg, where)          # every limit converts, and sits in a scope that takes it
         for s in cfg.symbols:

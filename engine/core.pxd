@@ -9,6 +9,14 @@ ctypedef int64_t ticks_t    # a price in the symbol's price units
 ctypedef int64_t lots_t     # a quantity in the symbol's qty units
 ctypedef int32_t slot_t     # index into an array; -1 = none
 
+# Order.flags bit of a child order an execution algorithm placed (engine/algos.pyx); also Command.flags
+# of that child's NEW_ORDER, honoured only while the algorithms run it (Engine.algo_depth > 0).
+cdef enum:
+    OFLAG_ALGO_CHILD = 0x40
+
+# The execution algorithms' hooks (engine/algos.pyx sets them when attached): (algos, engine, first event).
+ctypedef int (*algo_hook)(object algos, object eng, Py_ssize_t start) except -1
+
 # Ladder kinds: symbol s owns ladders s*4 + kind (also read by engine/marketdata.pyx).
 cdef enum:
     LADDER_BIDS = 0        # key = price: best (highest) last
@@ -108,6 +116,13 @@ cdef class Engine:
     cdef readonly Risk risk
     """Pre-trade risk, positions and margin (engine/risk.pyx), or None: matching only."""
 
+    # -- EXECUTION ALGORITHMS (engine/algos.pyx, engine/ALGOS.md) --
+    cdef readonly object algos
+    """The parent orders (engine/algos.pyx Algos), or None: ALGO_* commands are rejected ALGOS_OFF."""
+    cdef algo_hook algo_command     # ALGO_* commands
+    cdef algo_hook algo_observe     # after every other command: its events (children's fills, volume)
+    cdef int32_t algo_depth         # > 0 while the algorithms run a child command
+
     # -- COUNTERS --
     cdef readonly uint64_t next_order_id
     cdef readonly uint64_t next_trade_id
@@ -172,6 +187,7 @@ cdef class Engine:
     cdef int trigger_stops(self, uint32_t symbol) except -1
     cdef int run_triggers(self) except -1
     cdef bint crosses(self, uint32_t symbol, uint8_t side, int64_t price) noexcept
+    cdef int64_t best_price(self, uint32_t symbol, uint8_t side) noexcept
 
     # -- BOOK MAINTENANCE --
     cdef int32_t ladder_find(self, int32_t ladder, int64_t key, bint* found) noexcept

@@ -281,10 +281,21 @@ cdef class Engine:
                 self.cmd_kyc()
         elif k == CMD_ALERT_DISPOSITION:
             self.cmd_disposition()
+        elif CMD_ALGO_NEW <= k <= CMD_ALGO_AMEND:
+            if self.algos is None:
+                self.reject(REJ_ALGOS_OFF)
+            else:
+                # the children are commands of their own (process_one, nested): their events are folded
+                # into risk and observed there, so nothing more is done for this one
+                self.algo_command(self.algos, self, start)
+                self.cur = NULL
+                return 0
         else:
             self.reject(REJ_INVALID_COMMAND)
         if self.risk is not None:
             self.risk_after(start)
+        if self.algos is not None:
+            self.algo_observe(self.algos, self, start)
         self.cur = NULL
         return 0
 
@@ -390,6 +401,8 @@ cdef class Engine:
             e.leaves = o.leaves
             if o.flags & OFLAG_LIQUIDATION:
                 e.flags = EVFLAG_LIQUIDATION
+            elif o.flags & OFLAG_ALGO_CHILD:
+                e.flags = EVFLAG_ALGO_CHILD
         return e
 
     cdef int reject(self, uint16_t reason) except -1:
@@ -419,11 +432,14 @@ cdef class Engine:
         cdef uint32_t a = c.account, sym = c.symbol
         if not self.account_ok(a):
             return self.reject(REJ_UNKNOWN_ACCOUNT)
-        if c.client_order_id == CLID_RESERVED:      # the end of the id space: never consumed (RULES.md)
-            return self.reject(REJ_CLIENT_ORDER_ID_RESERVED)
-        if c.client_order_id <= self.acct_last_clid[a]:
-            return self.reject(REJ_DUPLICATE_CLIENT_ORDER_ID)
-        self.acct_last_clid[a] = c.client_order_id
+        # an execution algorithm's child carries its parent's client order id (consumed by the parent)
+        cdef uint8_t child = OFLAG_ALGO_CHILD if (c.flags & OFLAG_ALGO_CHILD) and self.algo_depth > 0 else 0
+        if not child:
+            if c.client_order_id == CLID_RESERVED:      # the end of the id space: never consumed (RULES.md)
+                return self.reject(REJ_CLIENT_ORDER_ID_RESERVED)
+            if c.client_order_id <= self.acct_last_clid[a]:
+                return self.reject(REJ_DUPLICATE_CLIENT_ORDER_ID)
+            self.acct_last_clid[a] = c.client_order_id
         if not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
         if self.sym_state[sym] == SYM_HALTED:
@@ -438,7 +454,8 @@ cdef class Engine:
         cdef uint8_t stp = c.stp if c.stp else STP_CANCEL_NEWEST     # 0: the default (RULES.md)
         if not stp_mode_valid(stp):
             return self.reject(REJ_INVALID_STP)
-        if c.flags & ~(FLAG_POST_ONLY | FLAG_REDUCE_ONLY) or ((c.flags & FLAG_REDUCE_ONLY) and self.risk is None):
+        if c.flags & ~(FLAG_POST_ONLY | FLAG_REDUCE_ONLY | child) or \
+                ((c.flags & FLAG_REDUCE_ONLY) and self.risk is None):
             return self.reject(REJ_INVALID_FLAGS)
         if c.qty <= 0:
             return self.reject(REJ_INVALID_QTY)
@@ -1103,6 +1120,14 @@ cdef class Engine:
             return False
         cdef int64_t best = self.levels[self.ladder_level[<int64_t>ladder * self.max_levels + n - 1]].price
         return price >= best if side == SIDE_BUY else price <= best
+
+    cdef int64_t best_price(self, uint32_t symbol, uint8_t side) noexcept:
+        """The best bid (side BUY) or ask (SELL) of a defined symbol, 0 when that side is empty."""
+        cdef int32_t ladder = symbol * 4 + (LADDER_BIDS if side == SIDE_BUY else LADDER_ASKS)
+        cdef int32_t n = self.ladder_count[ladder]
+        if n == 0:
+            return 0
+        return self.levels[self.ladder_level[<int64_t>ladder * self.max_levels + n - 1]].price
 
     cdef bint fok_can_fill(self, slot_t s, int64_t bound) noexcept:
         """Dry run of the sweep of aggressor s: would it fill completely? (RULES.md 2 and 7)
@@ -1792,6 +1817,8 @@ cdef class Engine:
                 state[prefix + col] = arr
         if self.risk is not None:
             state.update(self.risk.export_state())
+        if self.algos is not None:
+            state.update(self.algos.export_state())
         return state
 
     def import_state(self, state):
@@ -1843,6 +1870,10 @@ cdef class Engine:
         if self.risk is not None:
             self.risk.import_state(state)
             self.count_reduce_only()
+        if ("algos.scalars" in state) and self.algos is None:
+            raise ValueError("the snapshot holds parent orders but this engine has no execution algorithms")
+        if self.algos is not None:
+            self.algos.import_state(state)          # (a snapshot from before them: none live)
         self.q_head = self.q_tail = 0
         self.ev_count = 0
 
@@ -1913,6 +1944,9 @@ cdef class Engine:
         if self.risk is not None:
             import hashlib
             _fnv(&h, int.from_bytes(hashlib.blake2b(self.risk.state_bytes(), digest_size=8).digest(), "little"))
+        if self.algos is not None:
+            import hashlib
+            _fnv(&h, int.from_bytes(hashlib.blake2b(self.algos.state_bytes(), digest_size=8).digest(), "little"))
         return h
 
     def validate(self):

@@ -53,6 +53,12 @@ cdef inline bint body_size_ok(uint8_t t, Py_ssize_t length) noexcept:
         return length == sizeof(FrameHeader) + sizeof(Subscribe)
     if t == MSG_RECENT_TRADES_REQUEST:
         return length == sizeof(FrameHeader) + sizeof(RecentTradesRequest)
+    if t == MSG_ALGO_NEW:
+        return length == sizeof(FrameHeader) + sizeof(AlgoNew)
+    if MSG_ALGO_CANCEL <= t <= MSG_ALGO_AMEND:
+        return length == sizeof(FrameHeader) + sizeof(AlgoAction)
+    if t == MSG_ALGOS_REQUEST:
+        return length == sizeof(FrameHeader) + sizeof(Query)
     return False
 
 
@@ -96,7 +102,8 @@ cdef int walk_frames(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, Comma
             break
         if not (t == MSG_LOGON or t == MSG_LOGOUT or t == MSG_HEARTBEAT or MSG_NEW_ORDER <= t <= MSG_MASS_CANCEL
                 or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST
-                or t == MSG_PORTFOLIO_REQUEST or MSG_SUBSCRIBE <= t <= MSG_RECENT_TRADES_REQUEST):
+                or t == MSG_PORTFOLIO_REQUEST or MSG_SUBSCRIBE <= t <= MSG_RECENT_TRADES_REQUEST
+                or MSG_ALGO_NEW <= t <= MSG_ALGO_AMEND or t == MSG_ALGOS_REQUEST):   # (algos: Python's)
             reason[0] = REJ_UNKNOWN_MSG_TYPE
             stop = S_ERROR
             break
@@ -208,8 +215,8 @@ def walk(const uint8_t[::1] buf not None, Py_ssize_t start, Py_ssize_t end, cnp.
 
 from engine.core cimport Engine
 
-cdef uint8_t[32] REPORT_TYPE
-REPORT_TYPE[:] = [0] * 32
+cdef uint8_t[64] REPORT_TYPE
+REPORT_TYPE[:] = [0] * 64
 REPORT_TYPE[EV_ACCEPTED] = MSG_ACCEPTED
 REPORT_TYPE[EV_REJECTED] = MSG_REJECTED
 REPORT_TYPE[EV_FILL] = MSG_FILL
@@ -220,6 +227,12 @@ REPORT_TYPE[EV_RESTATED] = MSG_RESTATED
 REPORT_TYPE[EV_MASS_CANCEL_DONE] = MSG_MASS_CANCEL_DONE
 REPORT_TYPE[EV_BALANCE] = MSG_BALANCE
 REPORT_TYPE[EV_ACCOUNT_STATE] = MSG_ACCOUNT_STATE
+REPORT_TYPE[EV_ALGO_ACCEPTED] = MSG_ALGO_ACCEPTED       # parent reports (engine/ALGOS.md)
+REPORT_TYPE[EV_ALGO_PROGRESS] = MSG_ALGO_PROGRESS
+REPORT_TYPE[EV_ALGO_DONE] = MSG_ALGO_DONE
+REPORT_TYPE[EV_ALGO_PAUSED] = MSG_ALGO_PAUSED
+REPORT_TYPE[EV_ALGO_RESUMED] = MSG_ALGO_RESUMED
+REPORT_TYPE[EV_ALGO_AMENDED] = MSG_ALGO_AMENDED
 
 cdef enum:
     REPORT_FRAME = 104    # FrameHeader (8) + ExecReport (96); checked at import below
@@ -229,7 +242,7 @@ if REPORT_FRAME != sizeof(FrameHeader) + sizeof(ExecReport):
 
 
 cdef inline uint32_t report_count(const Event* e) noexcept:
-    if e.kind >= 32 or REPORT_TYPE[e.kind] == 0 or e.account == 0:
+    if e.kind >= 64 or REPORT_TYPE[e.kind] == 0 or e.account == 0:
         return 0
     return 2 if e.kind == EV_FILL else 1
 
@@ -263,7 +276,7 @@ cdef inline void put_report(uint8_t* p, uint8_t msg_type, uint64_t seq, const Ev
         r.leaves = e.leaves
         r.liquidity = LIQ_TAKER if e.kind == EV_FILL else 0
         r.fee = e.fee                                   # 0 but in a FILL
-        r.flags = e.flags & EVFLAG_LIQUIDATION          # the flag belongs to order_id's side
+        r.flags = e.flags & (EVFLAG_LIQUIDATION | EVFLAG_ALGO_CHILD)   # the flags belong to order_id's side
 
 
 # -- the per-read hot path: walk + apply + encode, and the metrics counted on it --
@@ -285,9 +298,9 @@ from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
 cdef enum:
-    N_KINDS = 32          # CommandKind slots (codes.py; a kind beyond counts as 0)
+    N_KINDS = 40          # CommandKind slots (codes.py; a kind beyond counts as 0)
     N_OTYPES = 8          # OrderType slots (0 for commands that are not NEW_ORDER)
-    N_REASONS = 5000      # Reject codes are < 5000 (protocol/codes.py ranges)
+    N_REASONS = 7000      # Reject codes are < 7000 (protocol/codes.py ranges)
 
 # Histogram bucket upper bounds (inclusive); one more bucket counts everything above.
 LATENCY_BOUNDS_NS = np.array([1_000 * x for x in (5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750, 1_000,

@@ -181,6 +181,15 @@ class EngineCollector:
         yield from srv.auth.metrics()
         if e.risk is not None:
             yield from risk_metrics(srv, accounts)
+        if e.algos is not None:                   # execution algorithms (engine/ALGOS.md)
+            g = e.algos
+            yield GaugeMetricFamily("te_algo_parents_active", "live parent orders", value=g.active)
+            yield CounterMetricFamily("te_algo_children", "child orders the parents sent (engine state: since the "
+                                      "journal began)", value=g.children_spawned)
+            buckets = [("+Inf" if le is None else repr(le), n) for le, n in g.slippage_buckets()]
+            yield HistogramMetricFamily("te_algo_slippage_bps", "slippage against the arrival price of the parents "
+                                        "that ended with fills, bp (positive = worse)", buckets=buckets,
+                                        sum_value=g.slip_sum_cbps / 100)
 
     def hot_metrics(self, hot):
         """What the hot path counts (gateway.Hot)."""

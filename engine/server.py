@@ -59,6 +59,8 @@ from engine import admin as adminmod, auth as authmod, feeds as feedsmod, gatewa
     tls as tlsmod
 from engine import replication as replmod
 from engine.core import Engine
+from engine import algos as algosmod
+from engine.algos import Algos
 from engine.risk import Risk
 from engine.journal import Journal, JournalError, JournalRefused, decode_record
 from protocol import wire
@@ -72,11 +74,17 @@ log = logging.getLogger("trading-engine")
 REPORT_SIZE = wire.frame_size(MsgType.ACCEPTED)
 BATCH_CAP = 1 << 16
 ORDER_TYPES = frozenset({MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.AMEND, MsgType.MASS_CANCEL})
+# execution algorithms (engine/ALGOS.md): client message -> the command it becomes (built in Python: rare)
+ALGO_COMMANDS = {MsgType.ALGO_NEW: CommandKind.ALGO_NEW, MsgType.ALGO_CANCEL: CommandKind.ALGO_CANCEL,
+                 MsgType.ALGO_PAUSE: CommandKind.ALGO_PAUSE, MsgType.ALGO_RESUME: CommandKind.ALGO_RESUME,
+                 MsgType.ALGO_AMEND: CommandKind.ALGO_AMEND}
+I64_MAX = (1 << 63) - 1
 QUERY_RESPONSE = {MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
                   MsgType.BOOK_DEPTH_REQUEST: MsgType.BOOK_DEPTH, MsgType.OPEN_ORDERS_REQUEST: MsgType.OPEN_ORDERS,
                   MsgType.ORDER_STATUS_REQUEST: MsgType.ORDER_STATUS, MsgType.POSITIONS_REQUEST: MsgType.POSITIONS,
                   MsgType.PORTFOLIO_REQUEST: MsgType.PORTFOLIO, MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES,
                   MsgType.SUBSCRIBE: MsgType.SUBSCRIPTIONS, MsgType.UNSUBSCRIBE: MsgType.SUBSCRIPTIONS,
+                  MsgType.ALGOS_REQUEST: MsgType.ALGOS,
                   MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES}
 READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
@@ -158,6 +166,12 @@ def engine_from_config(cfg: cfgmod.Config) -> Engine:
         for s in cfg.symbols:
             r.define_symbol(s.id, s.price_decimals, s.qty_decimals, s.multiplier)
         eng.attach_risk(r)
+    g = cfg.algos
+    if g.enabled:                         # execution algorithms (engine/ALGOS.md)
+        Algos(max_parents=g.max_parents, max_accounts=e.max_accounts, max_symbols=e.max_symbols,
+              max_slices=g.max_slices, seed=g.seed, default_slices=g.default_slices,
+              max_duration_ms=g.max_duration_ms, bucket_ms=g.volume_bucket_ms,
+              profile=g.vwap_profile or None).attach(eng)
     return eng
 
 
@@ -967,8 +981,9 @@ class Server:
                 _, conn, item = held.popleft()
                 self._release(conn, item, ok=False)
             conn = by_session.get(int(c["session"]))
-            if conn is not None and c["kind"] in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
-                                                  CommandKind.MASS_CANCEL):
+            if conn is not None and (c["kind"] in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
+                                                   CommandKind.MASS_CANCEL) or
+                                     CommandKind.ALGO_NEW <= c["kind"] <= CommandKind.ALGO_AMEND):
                 conn.write(conn.session_reject(int(c["kind"]), int(c["client_order_id"]), int(c["order_id"]),
                                                Reject.JOURNAL_UNAVAILABLE,
                                                **{f: int(c[f]) for f in ("symbol", "side", "price", "qty")}))
@@ -1086,8 +1101,11 @@ class Server:
         j = self.cfg.journal
         tick = min(hb / 2, s.expire_interval_ms / 1000, j.sync_interval_ms / 1000, j.retry_interval_ms / 1000,
                    self.cfg.risk.mark_interval_ms / 1000)
-        last_expire = last_sync = last_ping = last_probe = last_mark = 0.0
+        last_expire = last_sync = last_ping = last_probe = last_mark = last_clock = 0.0
         mark_every = self.cfg.risk.mark_interval_ms / 1000
+        clock_every = self.cfg.algos.clock_ms / 1000
+        tick = min(tick, clock_every)
+        last_roll, roll_every, rolled_volume = time.monotonic(), self.cfg.algos.volume_bucket_ms / 1000, 0
         self.watchdog = opsmod.watchdog_interval()
         if self.watchdog:
             tick = min(tick, self.watchdog / 2)
@@ -1117,6 +1135,16 @@ class Server:
                 wall = time.time_ns()
                 if self.engine.risk_tick_due(wall):   # marks behind last trades, a cool-off over, a liquidation
                     self.submit(dict(kind=CommandKind.RISK_TICK, expire_ts_ns=wall))
+            algos = self.engine.algos
+            if algos is not None and now - last_clock >= clock_every and self.journal_ok and not self.rebuilding:
+                # the parents' clock, journaled (engine/ALGOS.md): while any parent is live, and once per
+                # volume bucket when the market traded meanwhile (the VWAP profile's buckets roll on it)
+                last_clock = now
+                volume = int(algos.sym_volume_arr.sum())
+                if algos.active or (now - last_roll >= roll_every and volume != rolled_volume):
+                    if not algos.active:
+                        last_roll, rolled_volume = now, volume
+                    self.submit(dict(kind=CommandKind.ALGO_CLOCK, expire_ts_ns=time.time_ns()))
             self.auth.expire()
 
     # -- lifecycle --
@@ -1342,6 +1370,9 @@ class Connection(asyncio.BufferedProtocol):
             self.send(self._reject_report(t, body, Reject.JOURNAL_UNAVAILABLE if self.server.role == "primary"
                                           else Reject.NOT_PRIMARY))
             return
+        if t in ALGO_COMMANDS:
+            self.algo_command(t, body)
+            return
         if t == MsgType.LOGON:
             self.logon(frame, body)
         elif t == MsgType.HEARTBEAT:
@@ -1368,6 +1399,38 @@ class Connection(asyncio.BufferedProtocol):
         self.server.hot.count_reject(reason)
         return wire.encode(MsgType.REJECTED, seq=0, reason=reason, cmd_kind=cmd_kind,
                            client_order_id=client_order_id, order_id=order_id, ts_ns=time.time_ns(), **sent)
+
+    def algo_command(self, t, body):
+        """An execution-algorithm message becomes its journaled command (engine/ALGOS.md): ALGO_NEW's
+        start (0 = now, the server's wall clock, journaled in the command) and end, and its parameters
+        packed into the command's fields (engine/algos.pyx pack_params)."""
+        srv = self.server
+        kind = ALGO_COMMANDS[t]
+        if not srv.journal_ok:
+            self.send(self.session_reject(kind, int(body["client_order_id"]), 0, Reject.JOURNAL_UNAVAILABLE))
+            return
+        cmd = dict(kind=kind, account=self.account.id, session=self.session_id,
+                   client_order_id=int(body["client_order_id"]))
+        if t == MsgType.ALGO_NEW:
+            start = int(body["start_ts_ns"]) or time.time_ns()
+            end = start + int(body["duration_ms"]) * 1_000_000
+            if start > I64_MAX or end > I64_MAX:
+                start = end = 0                # refused INVALID_ALGO_WINDOW by the engine
+            offset = int(body["offset_ticks"])
+            pa, pb = algosmod.pack_params(
+                slices=int(body["slices"]), randomization_bps=int(body["randomization_bps"]),
+                aggressiveness_bps=int(body["aggressiveness_bps"]), participation_bps=int(body["participation_bps"]),
+                offset_ticks=offset if 0 <= offset <= 0xFFFF else 0xFFFF,     # (out of range: refused)
+                risk_aversion=int(body["risk_aversion"]), volatility=int(body["volatility"]),
+                impact=int(body["impact"]))
+            cmd.update(symbol=int(body["symbol"]), side=int(body["side"]), order_type=int(body["algo"]),
+                       tif=int(body["end_action"]), qty=int(body["qty"]), price=int(body["limit_price"]),
+                       stop_price=start, expire_ts_ns=end, display_qty=pa, order_id=pb,
+                       strategy=int(body["strategy"]))
+        else:
+            cmd.update(order_id=int(body["parent_id"]), qty=int(body["qty"]), price=int(body["limit_price"]),
+                       expire_ts_ns=min(int(body["end_ts_ns"]), I64_MAX))
+        srv.submit(cmd)
 
     # -- logon --
     def logon(self, frame, body):
@@ -1506,6 +1569,17 @@ class Connection(asyncio.BufferedProtocol):
             row = {k: pf[k] for k in wire.PORTFOLIO_ENTRY.offsets if k in pf}
             row.update(open_orders=int(srv.engine.acct_arr["open"][acct]), cash_decimals=risk.cash_decimals)
             self.send_list(MsgType.PORTFOLIO, rid, [row])
+        elif t == MsgType.ALGOS_REQUEST:
+            algos = srv.engine.algos
+            if algos is None:
+                return self.send_list(MsgType.ALGOS, rid, [], status=Reject.ALGOS_OFF)
+            names = [k for k in wire.ALGO_ENTRY.offsets if not k.startswith("_")]
+            rows = []
+            for p in algos.parents(acct):
+                p.update(limit_price=p["limit"], arrival_price=p["arrival"], child_order_id=p["child_oid"],
+                         start_ts_ns=p["start_ns"], end_ts_ns=p["end_ns"])
+                rows.append({k: p[k] for k in names})
+            self.send_list(MsgType.ALGOS, rid, rows)
         elif t in feedsmod.REQUESTS:
             srv.feeds.request(self, t, body)
 
@@ -1617,6 +1691,10 @@ class Connection(asyncio.BufferedProtocol):
             acct.sessions.discard(self)
             if self.cancel_on_disconnect and srv.journal_ok and not srv.stopping and \
                     not any(c.cancel_on_disconnect for c in acct.sessions):
+                if srv.engine.algos is not None:      # its parents first (they would send new children)
+                    for p in srv.engine.algos.parents(acct.id):
+                        srv.submit(dict(kind=CommandKind.ALGO_CANCEL, account=acct.id, order_id=p["parent_id"],
+                                        session=self.session_id))
                 srv.submit(dict(kind=CommandKind.MASS_CANCEL, account=acct.id, session=self.session_id))
         if self.transport is None:
             return

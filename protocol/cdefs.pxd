@@ -37,6 +37,7 @@ cdef enum:
 # EventFlag
 cdef enum:
     EVFLAG_LIQUIDATION = 1
+    EVFLAG_ALGO_CHILD = 2
 
 # CommandKind
 cdef enum:
@@ -60,6 +61,12 @@ cdef enum:
     CMD_ADD_ACCOUNT = 18
     CMD_SET_KYC = 20
     CMD_ALERT_DISPOSITION = 21
+    CMD_ALGO_NEW = 30
+    CMD_ALGO_CANCEL = 31
+    CMD_ALGO_CLOCK = 32
+    CMD_ALGO_PAUSE = 33
+    CMD_ALGO_RESUME = 34
+    CMD_ALGO_AMEND = 35
 
 # EventKind
 cdef enum:
@@ -81,6 +88,12 @@ cdef enum:
     EV_ACCOUNT_ADDED = 16
     EV_KYC_STATE = 18
     EV_ALERT_DISPOSITION = 19
+    EV_ALGO_ACCEPTED = 30
+    EV_ALGO_PROGRESS = 31
+    EV_ALGO_DONE = 32
+    EV_ALGO_PAUSED = 33
+    EV_ALGO_RESUMED = 34
+    EV_ALGO_AMENDED = 35
 
 # SymbolState
 cdef enum:
@@ -139,6 +152,28 @@ cdef enum:
     DISP_REVIEWED = 1
     DISP_ESCALATED = 2
     DISP_DISMISSED = 3
+
+# AlgoKind
+cdef enum:
+    ALGO_TWAP = 1
+    ALGO_VWAP = 2
+    ALGO_IS = 3
+    ALGO_POV = 4
+
+# AlgoEnd
+cdef enum:
+    AEND_CANCEL = 1
+    AEND_SWEEP = 2
+    AEND_FILLED = 3
+    AEND_EXPIRED = 4
+    AEND_CANCELLED = 5
+    AEND_SWEPT = 6
+
+# AlgoState
+cdef enum:
+    AST_WAITING = 1
+    AST_ACTIVE = 2
+    AST_PAUSED = 3
 
 # LimitScope
 cdef enum:
@@ -252,6 +287,14 @@ cdef enum:
     REJ_NOT_SUBSCRIBED = 3018
     REJ_JOURNAL_UNAVAILABLE = 4001
     REJ_NOT_PRIMARY = 4002
+    REJ_ALGOS_OFF = 5001
+    REJ_INVALID_ALGO = 5002
+    REJ_INVALID_ALGO_PARAMS = 5003
+    REJ_INVALID_ALGO_WINDOW = 5004
+    REJ_ALGO_CAPACITY_EXHAUSTED = 5005
+    REJ_UNKNOWN_ALGO = 5006
+    REJ_NO_REFERENCE_PRICE_FOR_ALGO = 5007
+    REJ_INVALID_ALGO_AMEND = 5008
     REJ_ROUTE_UNSUPPORTED = 6001
     REJ_NO_VENUE = 6002
 
@@ -264,12 +307,18 @@ cdef enum:
     MSG_CANCEL = 11
     MSG_AMEND = 12
     MSG_MASS_CANCEL = 13
+    MSG_ALGO_NEW = 14
+    MSG_ALGO_CANCEL = 15
+    MSG_ALGO_PAUSE = 16
+    MSG_ALGO_RESUME = 17
+    MSG_ALGO_AMEND = 18
     MSG_SYMBOL_DIRECTORY_REQUEST = 20
     MSG_ORDER_STATUS_REQUEST = 21
     MSG_OPEN_ORDERS_REQUEST = 22
     MSG_BOOK_DEPTH_REQUEST = 23
     MSG_POSITIONS_REQUEST = 30
     MSG_PORTFOLIO_REQUEST = 31
+    MSG_ALGOS_REQUEST = 35
     MSG_SUBSCRIBE = 24
     MSG_UNSUBSCRIBE = 25
     MSG_RECENT_TRADES_REQUEST = 26
@@ -287,12 +336,19 @@ cdef enum:
     MSG_MASS_CANCEL_DONE = 87
     MSG_BALANCE = 88
     MSG_ACCOUNT_STATE = 89
+    MSG_ALGO_ACCEPTED = 90
+    MSG_ALGO_PROGRESS = 91
+    MSG_ALGO_DONE = 92
+    MSG_ALGO_PAUSED = 93
+    MSG_ALGO_RESUMED = 94
+    MSG_ALGO_AMENDED = 95
     MSG_SYMBOL_DIRECTORY = 96
     MSG_ORDER_STATUS = 97
     MSG_OPEN_ORDERS = 98
     MSG_BOOK_DEPTH = 99
     MSG_POSITIONS = 120
     MSG_PORTFOLIO = 121
+    MSG_ALGOS = 125
     MSG_SUBSCRIPTIONS = 100
     MSG_TOP_OF_BOOK = 101
     MSG_DEPTH = 102
@@ -312,6 +368,7 @@ cdef enum:
 # ReportFlag
 cdef enum:
     RFLAG_LIQUIDATION = 1
+    RFLAG_ALGO_CHILD = 2
 
 # MdFlag
 cdef enum:
@@ -474,7 +531,7 @@ cdef packed struct ProtocolError:
     uint8_t _pad0  # @3 1B zero
     uint32_t offset  # @4 4B byte offset of the offending frame in the connection's stream
 
-# ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client
+# ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client; and the parent reports ALGO_ACCEPTED (90) .. ALGO_AMENDED (95) (engine/ALGOS.md): order_id = parent id, qty = filled, leaves = total - filled, price = average fill price (ALGO_ACCEPTED: the arrival price), trade_id = quantity expected by now, fee = slippage against arrival in 1/100 bp, reason = AlgoEnd (ALGO_DONE) or the refusing Reject code (ALGO_PAUSED)
 cdef packed struct ExecReport:
     uint64_t seq  # @0 8B per-account sequence number (1, 2, ...)
     uint64_t order_id  # @8 8B engine order id (REJECTED: as sent, 0 for a new order)
@@ -658,3 +715,59 @@ cdef packed struct TradeSummary:
     int64_t low  # @40 8B lowest price
     int64_t last_price  # @48 8B price of the last one
     uint64_t seq  # @56 8B engine command sequence of the last one
+
+# ALGO_NEW (14), client -> server: a parent order (engine/ALGOS.md)
+cdef packed struct AlgoNew:
+    uint64_t client_order_id  # @0 8B the parent's id: strictly increasing per account, shared with NEW_ORDER; its children's reports carry it
+    uint32_t symbol  # @8 4B symbol id
+    uint8_t side  # @12 1B Side
+    uint8_t algo  # @13 1B AlgoKind (TWAP, VWAP, IS, POV)
+    uint8_t end_action  # @14 1B AlgoEnd CANCEL or SWEEP (0 = CANCEL): what happens to the rest at the end
+    uint8_t _pad0  # @15 1B zero
+    int64_t qty  # @16 8B total quantity, qty units
+    int64_t limit_price  # @24 8B no child buys above (sells below) it; 0 = no limit
+    uint64_t start_ts_ns  # @32 8B when the schedule starts, ns since the epoch (0 = on acceptance)
+    uint64_t duration_ms  # @40 8B window length; the schedule ends at start + duration
+    uint16_t slices  # @48 2B TWAP/VWAP/IS: slices over the window, 1..256 (0 = the server's default)
+    uint16_t randomization_bps  # @50 2B TWAP: slice times and sizes jittered within this share of a slice, 0..5000
+    uint16_t aggressiveness_bps  # @52 2B share of each slice sent as an IOC at the far touch (the rest rests passively), 0..10000
+    uint16_t participation_bps  # @54 2B POV: the rate; VWAP: the cap (0 = none); of the market volume, 0..5000
+    int32_t offset_ticks  # @56 4B passive children: ticks behind the own-side touch (0 = join it), 0..32767
+    uint16_t risk_aversion  # @60 2B IS: lambda, 1e-6 per bp (engine/ALGOS.md)
+    uint16_t volatility  # @62 2B IS: sigma, 1/100 bp per sqrt(second) (0 = estimated from the symbol's trades)
+    uint16_t impact  # @64 2B IS: eta, temporary impact, 1/100 bp per (share of the order per second)
+    uint16_t _pad1  # @66 2B zero
+    uint32_t strategy  # @68 4B strategy id of the children (risk limits per strategy)
+
+# ALGO_CANCEL (15), ALGO_PAUSE (16), ALGO_RESUME (17), ALGO_AMEND (18), client -> server
+cdef packed struct AlgoAction:
+    uint64_t client_order_id  # @0 8B the parent, when parent_id is 0
+    uint64_t parent_id  # @8 8B the parent (0 = use client_order_id)
+    int64_t qty  # @16 8B ALGO_AMEND: new total quantity (0 = unchanged); else 0
+    int64_t limit_price  # @24 8B ALGO_AMEND: new limit price (0 = unchanged); else 0
+    uint64_t end_ts_ns  # @32 8B ALGO_AMEND: new end, ns since the epoch (0 = unchanged); else 0
+
+# ALGOS (125) entry: the account's live parents, ascending parent id
+cdef packed struct AlgoEntry:
+    uint64_t parent_id  # @0 8B engine parent id (1, 2, ...)
+    uint64_t client_order_id  # @8 8B
+    uint32_t symbol  # @16 4B
+    uint8_t side  # @20 1B Side
+    uint8_t algo  # @21 1B AlgoKind
+    uint8_t state  # @22 1B AlgoState
+    uint8_t end_action  # @23 1B AlgoEnd CANCEL or SWEEP
+    int64_t qty  # @24 8B total
+    int64_t filled  # @32 8B
+    int64_t avg_price  # @40 8B average fill price, rounded (0 before a fill)
+    int64_t expected  # @48 8B what the schedule expected filled by the last clock
+    int64_t limit_price  # @56 8B 0 = none
+    int64_t arrival_price  # @64 8B the mid (else the last trade) at acceptance; 0 = none
+    uint64_t start_ts_ns  # @72 8B
+    uint64_t end_ts_ns  # @80 8B
+    int64_t slippage_cbps  # @88 8B against arrival, 1/100 bp (positive = worse)
+    int64_t market_vwap  # @96 8B the market's VWAP since the parent started, its own fills left out, rounded (0 = none)
+    int64_t slippage_vwap_cbps  # @104 8B average fill price against market_vwap, 1/100 bp (positive = worse)
+    uint64_t child_order_id  # @112 8B the working child (0 = none)
+    uint32_t children  # @120 4B children sent so far
+    uint16_t pause_reason  # @124 2B while PAUSED: the Reject code that refused a child, 0 = by its owner
+    uint16_t _pad0  # @126 2B zero

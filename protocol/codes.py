@@ -8,7 +8,8 @@ Numbering rules:
 - 0 is never a valid value of an enum, so a zeroed field is always caught.
 - Reject reasons are numbered in ranges per subsystem (as exchange-core does):
   1000-1999 matching core, 2000-2999 risk, 3000-3999 session/protocol,
-  4000-4999 journal/operations.
+  4000-4999 journal/operations, 5000-5999 execution algorithms, 6000-6999 routing.
+- Execution algorithms (engine/ALGOS.md) use CommandKind and EventKind 30-39.
 """
 from enum import IntEnum
 
@@ -49,6 +50,7 @@ class OrderFlag(IntEnum):
 class EventFlag(IntEnum):
     """Bits of Event.flags."""
     LIQUIDATION = 1   # an order the engine placed to liquidate an account (engine/RISK.md)
+    ALGO_CHILD = 2    # a child order an execution algorithm placed for its parent (engine/ALGOS.md)
 
 
 class CommandKind(IntEnum):
@@ -77,6 +79,16 @@ class CommandKind(IntEnum):
                            # default of accounts never set; flags 1 = clear (the account follows the default)
     ALERT_DISPOSITION = 21 # admin: a surveillance alert's disposition (SURVEILLANCE.md "Dispositions"): order_id =
                            # the alert's seq, qty = its n, order_type = AlertType, side = Disposition; no state
+    # execution algorithms (engine/ALGOS.md): parent orders, 30-39
+    ALGO_NEW = 30          # a parent order: order_type = AlgoKind, side, symbol, qty, price = limit (0 = none),
+                           # stop_price = start ns, expire_ts_ns = end ns, display_qty and order_id = packed
+                           # parameters (engine/algos.pyx pack_params), strategy = the children's strategy
+    ALGO_CANCEL = 31       # account, order_id = parent id (0 = client_order_id): cancel the parent and its child
+    ALGO_CLOCK = 32        # timer: now = expire_ts_ns; parents act on their schedules (the only clock they read)
+    ALGO_PAUSE = 33        # account, parent (as ALGO_CANCEL): no new children; the working child is cancelled
+    ALGO_RESUME = 34       # account, parent: a paused parent goes on with its schedule
+    ALGO_AMEND = 35        # account, parent; qty = new total (0 = unchanged), price = new limit (0 = unchanged),
+                           # expire_ts_ns = new end (0 = unchanged)
 
 
 class EventKind(IntEnum):
@@ -100,6 +112,43 @@ class EventKind(IntEnum):
     KYC_STATE = 18      # a SET_KYC took effect: account (0 = the default), reason = the KycState now in force,
                         # qty = 1 when the account's state is its own (0: it follows the default)
     ALERT_DISPOSITION = 19  # an ALERT_DISPOSITION was recorded: order_id, qty, reason = AlertType, side = Disposition
+    # execution algorithms (engine/ALGOS.md): parent reports, order_id = parent id, client_order_id = its
+    # client id; qty = filled, leaves = total - filled, price = average fill price rounded to a unit (0
+    # before a fill), trade_id = the quantity the schedule expected by now, fee = slippage against the
+    # arrival price in 1/100 bps (positive = worse than arrival), other_leaves = arrival price,
+    # other_order_id = the working child's order id (0 = none)
+    ALGO_ACCEPTED = 30  # a parent accepted (leaves = total, price = arrival price: the mid, else the last trade)
+    ALGO_PROGRESS = 31  # a child filled, or a slice was due (reason 0)
+    ALGO_DONE = 32      # the parent ended: reason = AlgoEnd
+    ALGO_PAUSED = 33    # reason = the Reject code that refused a child, or 0 when paused by its owner
+    ALGO_RESUMED = 34
+    ALGO_AMENDED = 35   # qty = filled, leaves = new total - filled, price = average; the new limit/end in force
+
+
+class AlgoKind(IntEnum):
+    """Command.order_type of ALGO_NEW: the execution algorithm of a parent order (engine/ALGOS.md)."""
+    TWAP = 1     # equal slices over the window, randomized within `randomization`
+    VWAP = 2     # slices follow a volume profile; participation capped
+    IS = 3       # implementation shortfall: the Almgren-Chriss trajectory from the arrival price
+    POV = 4      # percent of volume: a fixed share of the market's traded volume
+
+
+class AlgoEnd(IntEnum):
+    """How a parent's schedule ends (ALGO_NEW) and why it ended (ALGO_DONE.reason)."""
+    CANCEL = 1     # at the end, the unfilled rest is cancelled (reason: EXPIRED)
+    SWEEP = 2      # at the end, the rest is sent as an IOC at the limit (or market without one)
+    # ALGO_DONE reasons beyond the two end actions:
+    FILLED = 3
+    EXPIRED = 4
+    CANCELLED = 5  # by its owner (ALGO_CANCEL)
+    SWEPT = 6      # the end's sweep was sent; qty = filled after it
+
+
+class AlgoState(IntEnum):
+    """A parent's state (ALGOS query)."""
+    WAITING = 1    # before its start
+    ACTIVE = 2
+    PAUSED = 3
 
 
 class SymbolState(IntEnum):
@@ -297,6 +346,15 @@ class Reject(IntEnum):
     JOURNAL_UNAVAILABLE = 4001
     NOT_PRIMARY = 4002                 # this node is a standby, or a primary that lost its lease (fenced):
                                        # logons are refused, sessions closed; connect to the primary
+    # 5000-5999: execution algorithms (engine/algos.pyx, engine/ALGOS.md)
+    ALGOS_OFF = 5001                   # an ALGO_* command to an engine without execution algorithms
+    INVALID_ALGO = 5002                # an unknown AlgoKind
+    INVALID_ALGO_PARAMS = 5003         # slices, randomization, rates or the end action out of range
+    INVALID_ALGO_WINDOW = 5004         # end not after start (or after the clock), or longer than max_duration_ms
+    ALGO_CAPACITY_EXHAUSTED = 5005     # no free parent slot
+    UNKNOWN_ALGO = 5006                # cancel/pause/resume/amend of a parent that is not live for this account
+    NO_REFERENCE_PRICE_FOR_ALGO = 5007 # IS needs an arrival price: no bid/ask mid and no last trade
+    INVALID_ALGO_AMEND = 5008          # a new total below the filled quantity, or a bad limit or end
     # 6000-6999: routing (engine/routing, the `trading-engine route` process; engine/ROUTING.md)
     ROUTE_UNSUPPORTED = 6001           # an order the router does not route (stop, FOK, GTD, iceberg, post-only,
                                        # reduce-only): send it to a venue directly

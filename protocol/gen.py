@@ -31,6 +31,9 @@ PREFIXES = {
     codes.KycState: "KYC_",
     codes.AlertType: "ALERT_",
     codes.Disposition: "DISP_",
+    codes.AlgoKind: "ALGO_",
+    codes.AlgoEnd: "AEND_",
+    codes.AlgoState: "AST_",
     codes.LimitScope: "SCOPE_",
     codes.LimitKind: "LIM_",
     codes.Reject: "REJ_",
@@ -46,7 +49,7 @@ LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT,
            wire.END_OF_SESSION, wire.PROTOCOL_ERROR, wire.EXEC_REPORT, wire.LIST_HEADER, wire.SYMBOL_ENTRY,
            wire.ORDER_ENTRY, wire.LEVEL_ENTRY, wire.POSITION_ENTRY, wire.PORTFOLIO_ENTRY, wire.SUBSCRIBE,
            wire.RECENT_TRADES_REQUEST, wire.SUBSCRIPTION_ENTRY, wire.TOP_OF_BOOK, wire.DEPTH_HEADER, wire.TRADES_HEADER,
-           wire.TRADE_ENTRY, wire.TRADE_SUMMARY]
+           wire.TRADE_ENTRY, wire.TRADE_SUMMARY, wire.ALGO_NEW, wire.ALGO_ACTION, wire.ALGO_ENTRY]
 
 TARGET = Path(__file__).with_name("cdefs.pxd")
 SPEC = Path(__file__).with_name("SPEC.md")
@@ -143,7 +146,8 @@ SESSION_RULES = """\
    rejects (THROTTLED, JOURNAL_UNAVAILABLE, NOT_PRIMARY) never reached the engine: they carry
    seq 0 and are not replayed.
 6. **Cancel on disconnect.** With LogonFlag.CANCEL_ON_DISCONNECT, all the
-   account's orders are cancelled when its last such session ends.
+   account's orders, and its parent orders (ALGO_CANCEL each), are cancelled when its
+   last such session ends.
 7. **Slow consumers.** A connection whose unsent output exceeds its cap is
    cut off, with cancel on disconnect if it asked for it: a LOGOUT (SLOW_CONSUMER)
    follows the frames already queued for it, then the server closes its side and
@@ -190,7 +194,7 @@ SESSION_RULES = """\
 REPORTS = """\
 ## Execution reports
 
-Every report (80-89) is one ExecReport body. In all of them: `seq` (rule 2 above),
+Every report (80-95) is one ExecReport body. In all of them: `seq` (rule 2 above),
 `cmd_kind` (the CommandKind that caused it: NEW_ORDER, CANCEL, ... or an operator's or
 the engine's command, e.g. DEPOSIT, RISK_TICK), `flags` (ReportFlag) and `ts_ns`, the
 engine's time: the receive time of the command that caused it, as journaled, ns since
@@ -209,6 +213,12 @@ values, byte for byte. Fields a type does not name below are 0.
 | MASS_CANCEL_DONE | 0 | as sent (0 = all) | 0 | orders cancelled | 0 | 0 | |
 | BALANCE | 0 | 0 | 0 | signed amount, cash units | cash after, cash units | 0 | cmd_kind DEPOSIT / WITHDRAW |
 | ACCOUNT_STATE | 0 | 0 | 0 | 1 while the kill switch is on | 0 | AccountState | |
+| ALGO_ACCEPTED .. ALGO_AMENDED | the parent (id, its client id) | the parent's | average fill price (ALGO_ACCEPTED: arrival price) | filled | total - filled | ALGO_DONE: AlgoEnd; ALGO_PAUSED: the Reject that refused a child (0: by its owner) | trade_id: qty expected by now; fee: slippage vs arrival, 1/100 bp |
+
+- **Parent orders** (engine/ALGOS.md): a parent's children are ordinary orders with its
+  client_order_id and flag ALGO_CHILD; their ACCEPTED / FILL / CANCELLED / REJECTED reports
+  arrive in the same numbering as the parent reports. ALGO_NEW and the ALGO_CANCEL ..
+  ALGO_AMEND actions are answered by a parent report, or by REJECTED (cmd_kind ALGO_*).
 
 - **Fees** (FILL.fee) are this side's fee for the fill in cash units, negative for a
   rebate; without risk they are 0. A FILL is sent to both sides, each with its own
@@ -307,8 +317,8 @@ def render_spec() -> str:
         out += [f"| {int(m)} | {m.name} |" for m in enum_cls]
         out.append("")
     out += ["Reject codes are numbered by subsystem: 1000s matching core, 2000s risk, 3000s session",
-            "and protocol, 4000s journal and operations. Their meanings: protocol/codes.py and",
-            "engine/RULES.md (check order).", ""]
+            "and protocol, 4000s journal and operations, 5000s execution algorithms, 6000s routing.",
+            "Their meanings: protocol/codes.py and engine/RULES.md (check order).", ""]
     return "\n".join(out)
 
 

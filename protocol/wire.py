@@ -41,12 +41,19 @@ class MsgType(IntEnum):
     CANCEL = 11
     AMEND = 12
     MASS_CANCEL = 13
+    # client -> server: execution algorithms (engine/ALGOS.md; answered with sequenced parent reports)
+    ALGO_NEW = 14
+    ALGO_CANCEL = 15
+    ALGO_PAUSE = 16
+    ALGO_RESUME = 17
+    ALGO_AMEND = 18
     SYMBOL_DIRECTORY_REQUEST = 20
     ORDER_STATUS_REQUEST = 21
     OPEN_ORDERS_REQUEST = 22
     BOOK_DEPTH_REQUEST = 23
     POSITIONS_REQUEST = 30        # risk (engine/RISK.md): the account's positions
     PORTFOLIO_REQUEST = 31        # risk: cash, equity, margin, leverage, P&L, state
+    ALGOS_REQUEST = 35            # execution algorithms: the account's live parent orders
     # client -> server: market data (24-29)
     SUBSCRIBE = 24
     UNSUBSCRIBE = 25
@@ -68,6 +75,13 @@ class MsgType(IntEnum):
     BALANCE = 88                  # risk: a deposit or withdrawal (qty = signed amount, leaves = cash after)
     ACCOUNT_STATE = 89            # risk: reason = AccountState, qty = 1 while the kill switch is on
     # (80-89 are all sequenced: one per-account numbering; the SDK types BALANCE and ACCOUNT_STATE apart)
+    # server -> client: parent order reports (engine/ALGOS.md; sequenced with the above, body EXEC_REPORT)
+    ALGO_ACCEPTED = 90
+    ALGO_PROGRESS = 91
+    ALGO_DONE = 92
+    ALGO_PAUSED = 93
+    ALGO_RESUMED = 94
+    ALGO_AMENDED = 95
     # server -> client: query responses (not sequenced; fixed part + counted entries)
     SYMBOL_DIRECTORY = 96
     ORDER_STATUS = 97
@@ -75,6 +89,7 @@ class MsgType(IntEnum):
     BOOK_DEPTH = 99
     POSITIONS = 120
     PORTFOLIO = 121
+    ALGOS = 125                   # response to ALGOS_REQUEST
     # server -> client: market data (100-119; not sequenced, never carries account or order ids)
     SUBSCRIPTIONS = 100        # response to SUBSCRIBE / UNSUBSCRIBE (fixed part + counted entries)
     TOP_OF_BOOK = 101
@@ -93,6 +108,7 @@ class Liquidity(IntEnum):
 class ReportFlag(IntEnum):
     """EXEC_REPORT.flags (the same bits as the core's EventFlag)."""
     LIQUIDATION = 1
+    ALGO_CHILD = 2     # a child order an execution algorithm placed (client_order_id = its parent's)
 
 
 class LogonFlag(IntEnum):
@@ -149,6 +165,39 @@ NEW_ORDER = Layout("NewOrder", [
     ("_pad0", "u8", "zero"),
     ("_pad1", "u16", "zero"),
 ], doc="NEW_ORDER (10), client -> server")
+
+ALGO_NEW = Layout("AlgoNew", [
+    ("client_order_id", "u64", "the parent's id: strictly increasing per account, shared with NEW_ORDER; its "
+                               "children's reports carry it"),
+    ("symbol", "u32", "symbol id"),
+    ("side", "u8", "Side"),
+    ("algo", "u8", "AlgoKind (TWAP, VWAP, IS, POV)"),
+    ("end_action", "u8", "AlgoEnd CANCEL or SWEEP (0 = CANCEL): what happens to the rest at the end"),
+    ("_pad0", "u8", "zero"),
+    ("qty", "i64", "total quantity, qty units"),
+    ("limit_price", "i64", "no child buys above (sells below) it; 0 = no limit"),
+    ("start_ts_ns", "u64", "when the schedule starts, ns since the epoch (0 = on acceptance)"),
+    ("duration_ms", "u64", "window length; the schedule ends at start + duration"),
+    ("slices", "u16", "TWAP/VWAP/IS: slices over the window, 1..256 (0 = the server's default)"),
+    ("randomization_bps", "u16", "TWAP: slice times and sizes jittered within this share of a slice, 0..5000"),
+    ("aggressiveness_bps", "u16", "share of each slice sent as an IOC at the far touch (the rest rests "
+                                  "passively), 0..10000"),
+    ("participation_bps", "u16", "POV: the rate; VWAP: the cap (0 = none); of the market volume, 0..5000"),
+    ("offset_ticks", "i32", "passive children: ticks behind the own-side touch (0 = join it), 0..32767"),
+    ("risk_aversion", "u16", "IS: lambda, 1e-6 per bp (engine/ALGOS.md)"),
+    ("volatility", "u16", "IS: sigma, 1/100 bp per sqrt(second) (0 = estimated from the symbol's trades)"),
+    ("impact", "u16", "IS: eta, temporary impact, 1/100 bp per (share of the order per second)"),
+    ("_pad1", "u16", "zero"),
+    ("strategy", "u32", "strategy id of the children (risk limits per strategy)"),
+], doc="ALGO_NEW (14), client -> server: a parent order (engine/ALGOS.md)")
+
+ALGO_ACTION = Layout("AlgoAction", [
+    ("client_order_id", "u64", "the parent, when parent_id is 0"),
+    ("parent_id", "u64", "the parent (0 = use client_order_id)"),
+    ("qty", "i64", "ALGO_AMEND: new total quantity (0 = unchanged); else 0"),
+    ("limit_price", "i64", "ALGO_AMEND: new limit price (0 = unchanged); else 0"),
+    ("end_ts_ns", "u64", "ALGO_AMEND: new end, ns since the epoch (0 = unchanged); else 0"),
+], doc="ALGO_CANCEL (15), ALGO_PAUSE (16), ALGO_RESUME (17), ALGO_AMEND (18), client -> server")
 
 CANCEL = Layout("Cancel", [
     ("client_order_id", "u64", "the order to cancel, when order_id is 0"),
@@ -229,7 +278,11 @@ EXEC_REPORT = Layout("ExecReport", [
                      "epoch (replays carry the original); session-level REJECTED: receive time"),
     ("fee", "i64", "FILL: this side's fee, cash units (negative = rebate; 0 without risk); else 0"),
 ], doc="ACCEPTED (80), REJECTED (81), FILL (82), CANCELLED (83), REPLACED (84), TRIGGERED (85), "
-       "RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client")
+       "RESTATED (86), MASS_CANCEL_DONE (87), BALANCE (88), ACCOUNT_STATE (89), server -> client; and the "
+       "parent reports ALGO_ACCEPTED (90) .. ALGO_AMENDED (95) (engine/ALGOS.md): order_id = parent id, "
+       "qty = filled, leaves = total - filled, price = average fill price (ALGO_ACCEPTED: the arrival "
+       "price), trade_id = quantity expected by now, fee = slippage against arrival in 1/100 bp, reason = "
+       "AlgoEnd (ALGO_DONE) or the refusing Reject code (ALGO_PAUSED)")
 
 LIST_HEADER = Layout("ListHeader", [
     ("request_id", "u32", "from the request"),
@@ -315,6 +368,31 @@ PORTFOLIO_ENTRY = Layout("PortfolioEntry", [
     ("cash_decimals", "u8", "cash = units / 10**cash_decimals"),
     ("_pad0", "u8", "zero"),
 ], doc="PORTFOLIO (121) entry (one): the account's risk figures (engine/RISK.md)")
+
+ALGO_ENTRY = Layout("AlgoEntry", [
+    ("parent_id", "u64", "engine parent id (1, 2, ...)"),
+    ("client_order_id", "u64", ""),
+    ("symbol", "u32", ""),
+    ("side", "u8", "Side"),
+    ("algo", "u8", "AlgoKind"),
+    ("state", "u8", "AlgoState"),
+    ("end_action", "u8", "AlgoEnd CANCEL or SWEEP"),
+    ("qty", "i64", "total"),
+    ("filled", "i64", ""),
+    ("avg_price", "i64", "average fill price, rounded (0 before a fill)"),
+    ("expected", "i64", "what the schedule expected filled by the last clock"),
+    ("limit_price", "i64", "0 = none"),
+    ("arrival_price", "i64", "the mid (else the last trade) at acceptance; 0 = none"),
+    ("start_ts_ns", "u64", ""),
+    ("end_ts_ns", "u64", ""),
+    ("slippage_cbps", "i64", "against arrival, 1/100 bp (positive = worse)"),
+    ("market_vwap", "i64", "the market's VWAP since the parent started, its own fills left out, rounded (0 = none)"),
+    ("slippage_vwap_cbps", "i64", "average fill price against market_vwap, 1/100 bp (positive = worse)"),
+    ("child_order_id", "u64", "the working child (0 = none)"),
+    ("children", "u32", "children sent so far"),
+    ("pause_reason", "u16", "while PAUSED: the Reject code that refused a child, 0 = by its owner"),
+    ("_pad0", "u16", "zero"),
+], doc="ALGOS (125) entry: the account's live parents, ascending parent id")
 
 SUBSCRIBE = Layout("Subscribe", [
     ("request_id", "u32", "echoed in the SUBSCRIPTIONS response"),
@@ -402,7 +480,9 @@ TRADE_SUMMARY = Layout("TradeSummary", [
 # message type -> body layout (one fixed size per type; list responses: fixed part)
 BODY = {
     MsgType.LOGON: LOGON, MsgType.LOGOUT: LOGOUT, MsgType.HEARTBEAT: HEARTBEAT,
-    MsgType.NEW_ORDER: NEW_ORDER, MsgType.CANCEL: CANCEL, MsgType.AMEND: AMEND, MsgType.MASS_CANCEL: MASS_CANCEL,
+    MsgType.NEW_ORDER: NEW_ORDER, MsgType.CANCEL: CANCEL, MsgType.ALGO_NEW: ALGO_NEW,
+    **{t: ALGO_ACTION for t in (MsgType.ALGO_CANCEL, MsgType.ALGO_PAUSE, MsgType.ALGO_RESUME, MsgType.ALGO_AMEND)},
+    MsgType.ALGOS_REQUEST: QUERY, MsgType.ALGOS: LIST_HEADER, MsgType.AMEND: AMEND, MsgType.MASS_CANCEL: MASS_CANCEL,
     MsgType.SYMBOL_DIRECTORY_REQUEST: QUERY, MsgType.ORDER_STATUS_REQUEST: QUERY,
     MsgType.OPEN_ORDERS_REQUEST: QUERY, MsgType.BOOK_DEPTH_REQUEST: QUERY,
     MsgType.POSITIONS_REQUEST: QUERY, MsgType.PORTFOLIO_REQUEST: QUERY,
@@ -410,7 +490,9 @@ BODY = {
     MsgType.END_OF_SESSION: END_OF_SESSION, MsgType.PROTOCOL_ERROR: PROTOCOL_ERROR,
     **{t: EXEC_REPORT for t in (MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL, MsgType.CANCELLED,
                                 MsgType.REPLACED, MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE,
-                                MsgType.BALANCE, MsgType.ACCOUNT_STATE)},
+                                MsgType.BALANCE, MsgType.ACCOUNT_STATE, MsgType.ALGO_ACCEPTED,
+                                MsgType.ALGO_PROGRESS, MsgType.ALGO_DONE, MsgType.ALGO_PAUSED, MsgType.ALGO_RESUMED,
+                                MsgType.ALGO_AMENDED)},
     MsgType.SYMBOL_DIRECTORY: LIST_HEADER, MsgType.ORDER_STATUS: LIST_HEADER,
     MsgType.OPEN_ORDERS: LIST_HEADER, MsgType.BOOK_DEPTH: LIST_HEADER,
     MsgType.POSITIONS: LIST_HEADER, MsgType.PORTFOLIO: LIST_HEADER,
@@ -423,7 +505,7 @@ ENTRY = {MsgType.SYMBOL_DIRECTORY: SYMBOL_ENTRY, MsgType.ORDER_STATUS: ORDER_ENT
          MsgType.OPEN_ORDERS: ORDER_ENTRY, MsgType.BOOK_DEPTH: LEVEL_ENTRY,
          MsgType.POSITIONS: POSITION_ENTRY, MsgType.PORTFOLIO: PORTFOLIO_ENTRY,
          MsgType.SUBSCRIPTIONS: SUBSCRIPTION_ENTRY, MsgType.DEPTH: LEVEL_ENTRY, MsgType.TRADES: TRADE_ENTRY,
-         MsgType.RECENT_TRADES: TRADE_ENTRY}
+         MsgType.RECENT_TRADES: TRADE_ENTRY, MsgType.ALGOS: ALGO_ENTRY}
 # server -> client market-data pushes (not responses to a request_id)
 MARKET_DATA_TYPES = frozenset({MsgType.TOP_OF_BOOK, MsgType.DEPTH, MsgType.TRADES, MsgType.TRADE_SUMMARY})
 
@@ -432,7 +514,9 @@ CLIENT_TYPES = frozenset({MsgType.LOGON, MsgType.LOGOUT, MsgType.HEARTBEAT, MsgT
                           MsgType.AMEND, MsgType.MASS_CANCEL, MsgType.SYMBOL_DIRECTORY_REQUEST,
                           MsgType.ORDER_STATUS_REQUEST, MsgType.OPEN_ORDERS_REQUEST, MsgType.BOOK_DEPTH_REQUEST,
                           MsgType.POSITIONS_REQUEST, MsgType.PORTFOLIO_REQUEST,
-                          MsgType.SUBSCRIBE, MsgType.UNSUBSCRIBE, MsgType.RECENT_TRADES_REQUEST})
+                          MsgType.SUBSCRIBE, MsgType.UNSUBSCRIBE, MsgType.RECENT_TRADES_REQUEST,
+                          MsgType.ALGO_NEW, MsgType.ALGO_CANCEL, MsgType.ALGO_PAUSE, MsgType.ALGO_RESUME,
+                          MsgType.ALGO_AMEND, MsgType.ALGOS_REQUEST})
 
 
 def frame_size(msg_type: int, count: int = 0) -> int:
