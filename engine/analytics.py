@@ -57,40 +57,74 @@ class Book:
         return r[np.isfinite(r).all(axis=1)]
 
 
+class Tail:
+    """The replayed engine and the period closes, brought forward batch by batch: read() feeds it the
+    whole journal once; the risk worker (engine/riskworker.py) feeds it what was committed since."""
+
+    def __init__(self, cfg):
+        from engine.server import engine_from_config
+        self.cfg = cfg
+        self.eng = engine_from_config(cfg)
+        if self.eng.risk is None:
+            raise AnalyticsError("risk is off in this config ([risk] enabled = false): no positions to measure")
+        self.period_ns = max(1, round(cfg.analytics.period_s * 1e9))
+        self.col = {s.id: i for i, s in enumerate(cfg.symbols)}
+        self.scale = np.array([10.0 ** -s.price_decimals for s in cfg.symbols])
+        self.rows: dict[int, dict[int, int]] = {}     # period -> {column: last mark in it}
+        self.last_seq = self.last_ts = 0
+
+    def take(self, cmds, events) -> None:
+        """One part the engine was fed (its events checked): the marks into the closes."""
+        marks = events[events["kind"] == EventKind.MARK]
+        if len(marks):
+            ts = cmds["ts_ns"][np.searchsorted(cmds["seq"], marks["seq"])]
+            for period, sym, price in zip((ts // self.period_ns).tolist(), marks["symbol"].tolist(),
+                                          marks["price"].tolist()):
+                if sym in self.col:
+                    self.rows.setdefault(period, {})[self.col[sym]] = price
+        self.eng.clear_events()
+        self.last_seq, self.last_ts = int(cmds["seq"][-1]), int(cmds["ts_ns"][-1])
+
+    def follow(self, j, limit: int | None = None) -> int:
+        """Feed what the journal committed after last_seq (at most `limit` records); the commands fed."""
+        from engine.journal_tool import ReplayDiverged
+        n = 0
+        for i, (cmds, events) in enumerate(j.read_from(self.last_seq + 1)):
+            cmds = np.ascontiguousarray(cmds[cmds["seq"] > self.last_seq])
+            if not len(cmds):
+                continue
+            self.eng.feed(cmds)
+            want = events[events["seq"] >= cmds["seq"][0]]
+            if self.eng.events_view().tobytes() != want.tobytes():
+                raise ReplayDiverged(int(cmds["seq"][0]))
+            self.take(cmds, want)
+            n += len(cmds)
+            if limit is not None and i + 1 >= limit:
+                break
+        return n
+
+    def book(self) -> "Book":
+        closes = np.full((len(self.rows), len(self.col)), np.nan)
+        prev = np.full(len(self.col), np.nan)
+        for i, period in enumerate(sorted(self.rows)):
+            for c, price in self.rows[period].items():
+                prev[c] = price
+            closes[i] = prev                      # a symbol without a mark in this period keeps its close
+        times = np.array(sorted(self.rows), dtype=np.int64) * self.period_ns
+        return Book(self.cfg, self.eng, closes * self.scale, times, self.last_seq, self.last_ts)
+
+
 def read(path: str, cfg, key: bytes | None = None, until_seq: int | None = None) -> Book:
     """Replay the journal at `path` (read-only) under `cfg`; the closes and the engine at its end."""
     from engine.journal_tool import open_journal, replayed
-    from engine.server import engine_from_config
-    eng = engine_from_config(cfg)
-    if eng.risk is None:
-        raise AnalyticsError("risk is off in this config ([risk] enabled = false): no positions to measure")
-    period_ns = max(1, round(cfg.analytics.period_s * 1e9))
-    col = {s.id: i for i, s in enumerate(cfg.symbols)}
-    scale = np.array([10.0 ** -s.price_decimals for s in cfg.symbols])
-    rows: dict[int, dict[int, int]] = {}          # period -> {column: last mark in it}
-    last_seq = last_ts = 0
+    tail = Tail(cfg)
     j = open_journal(path, key)
     try:
-        for cmds, events in replayed(j, eng, until_seq):
-            marks = events[events["kind"] == EventKind.MARK]
-            if len(marks):
-                ts = cmds["ts_ns"][np.searchsorted(cmds["seq"], marks["seq"])]
-                for period, sym, price in zip((ts // period_ns).tolist(), marks["symbol"].tolist(),
-                                              marks["price"].tolist()):
-                    if sym in col:
-                        rows.setdefault(period, {})[col[sym]] = price
-            eng.clear_events()
-            last_seq, last_ts = int(cmds["seq"][-1]), int(cmds["ts_ns"][-1])
+        for cmds, events in replayed(j, tail.eng, until_seq):
+            tail.take(cmds, events)
     finally:
         j.env.close()
-    closes = np.full((len(rows), len(col)), np.nan)
-    prev = np.full(len(col), np.nan)
-    for i, period in enumerate(sorted(rows)):
-        for c, price in rows[period].items():
-            prev[c] = price
-        closes[i] = prev                          # a symbol without a mark in this period keeps its close
-    times = np.array(sorted(rows), dtype=np.int64) * period_ns
-    return Book(cfg, eng, closes * scale, times, last_seq, last_ts)
+    return tail.book()
 
 
 class Params(msgspec.Struct, kw_only=True):
@@ -292,6 +326,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         x.add_argument("--until", type=int, metavar="SEQ", help="the journal up to this command seq")
         x.add_argument("--json", action="store_true", help="one JSON document (money as strings)")
     p.set_defaults(run=run)
+    from engine import riskworker
+    riskworker.add_parser(sub)
     return p
 
 

@@ -222,6 +222,10 @@ cdef class Risk:
     cdef int64_t* rej_count          # rejects it caused in that window
     cdef int64_t* lock_until         # locked out while now < lock_until (0 = not; INT64_MAX = until reset)
     cdef int64_t* err_seen           # the engine-wide window (err_epoch) its rejects were last counted in
+    # pre-trade VaR limit (RISK.md "Pre-trade VaR limit"): the account's VaR bound is var_off + var_charged
+    cdef int64_t* var_charged        # every incremental VaR charged to its accepted orders, ever (cash units)
+    cdef int64_t* var_off            # the last VAR_UPDATE's VaR minus var_charged as of its model's seq
+    cdef int64_t* var_ts             # the last VAR_UPDATE's model time (journaled ns; 0 = none yet)
     # per symbol
     cdef int64_t* num                # notional(price, qty) = price * qty * num / den, cash units
     cdef int64_t* den
@@ -234,6 +238,7 @@ cdef class Risk:
     cdef int64_t* brk_ref            # first trade price of the window
     cdef int64_t* brk_resume         # cool-off end (0 = resume only by admin)
     cdef uint8_t* brk_tripped        # halted by the breaker
+    cdef int64_t* var_sens           # VaR per cash unit of exposure, 1e-9 units (the last VAR_UPDATE; 0 = none)
 
     # -- QUEUES (between commands always empty) --
     cdef object _touch_arr, _trip_arr, _chg_arr
@@ -300,6 +305,7 @@ cdef class Risk:
     cdef uint32_t next_liquidation(self, uint32_t a, int64_t* qty, uint8_t* side) noexcept
     cdef void end_of_day(self) noexcept
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1
+    cdef int var_update(self, uint32_t a, uint32_t s, int64_t value, int64_t charged_at, int64_t ts) except -1
     cdef void rebuild_eff(self, uint8_t kind) noexcept
 
 
@@ -481,4 +487,24 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         return 0                   # does not add risk: nothing below applies
     if st == ACCT_REDUCE_ONLY:
         return REJ_ACCOUNT_REDUCE_ONLY
-    return self.check_account(a, s, p, ra, rs, rt, m, worst, worst2)
+    cdef int code = self.check_account(a, s, p, ra, rs, rt, m, worst, worst2)
+    if code:
+        return code
+    return var_check(self, a, s, ra, rs, rt, m, added)
+
+
+cdef inline int var_check(Risk self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
+                          const int64_t* rt, int64_t m, int64_t added) noexcept:
+    """Check 18, MAX_VAR (RISK.md "Pre-trade VaR limit"), last, for an order that adds risk and passed
+    every other check: its incremental VaR = the symbol's journaled sensitivity x the growth of the
+    worst-case exposure on its side (added x mark, in cash units), both rounded up. Passing charges it
+    to the account (var_charged), so the next order sees it, until the worker's next VAR_UPDATE."""
+    cdef int64_t lim = cap3(ra, rs, rt, LIM_MAX_VAR), k = self.var_sens[s], incr, used
+    if lim == NO_CAP or k == 0 or added <= 0:
+        return 0
+    incr = te_muldiv(self.notional(added, m, s, CEIL), k, 1, 1, 1000000000, 1, CEIL)
+    used = self.var_off[a] + self.var_charged[a]     # >= 0; both within +-2**62 (cmd_var_update)
+    if used > lim or incr > lim - used:
+        return REJ_MAX_VAR
+    self.var_charged[a] += incr                      # <= lim more: stays below 2**63 (RISK.md)
+    return 0

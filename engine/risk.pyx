@@ -43,11 +43,13 @@ ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.i
                    ("n_active", np.int32),
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
                    ("kill", np.uint8), ("touched", np.uint8),
-                   ("rej_ts", np.int64), ("rej_count", np.int64), ("lock_until", np.int64), ("err_seen", np.int64))
+                   ("rej_ts", np.int64), ("rej_count", np.int64), ("lock_until", np.int64), ("err_seen", np.int64),
+                   ("var_charged", np.int64), ("var_off", np.int64), ("var_ts", np.int64))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
                   ("wunit", np.int64),
                   ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64),
-                  ("brk_tripped", np.uint8), ("den_more", np.uint8), ("den_shift", np.uint8))
+                  ("brk_tripped", np.uint8), ("den_more", np.uint8), ("den_shift", np.uint8),
+                  ("var_sens", np.int64))
 SIZEOF_POSITION = sizeof(Position)
 
 
@@ -147,6 +149,9 @@ cdef class Risk:
         self.rej_count = <int64_t*>_data(a["rej_count"])
         self.lock_until = <int64_t*>_data(a["lock_until"])
         self.err_seen = <int64_t*>_data(a["err_seen"])
+        self.var_charged = <int64_t*>_data(a["var_charged"])
+        self.var_off = <int64_t*>_data(a["var_off"])
+        self.var_ts = <int64_t*>_data(a["var_ts"])
         self.num = <int64_t*>_data(s["num"])
         self.den = <int64_t*>_data(s["den"])
         self.den_magic = <uint64_t*>_data(s["den_magic"])
@@ -158,6 +163,7 @@ cdef class Risk:
         self.brk_ref = <int64_t*>_data(s["brk_ref"])
         self.brk_resume = <int64_t*>_data(s["brk_resume"])
         self.brk_tripped = <uint8_t*>_data(s["brk_tripped"])
+        self.var_sens = <int64_t*>_data(s["var_sens"])
         self.touch_q = <int32_t*>_data(self._touch_arr)
         self.ro = <int32_t*>_data(self.ro_arr)
         self.ro_total = <int32_t*>_data(self.ro_total_arr)
@@ -295,6 +301,34 @@ cdef class Risk:
                 if self.n_active[a]:
                     self.touch(a)
         return 0
+
+    cdef int var_update(self, uint32_t a, uint32_t s, int64_t value, int64_t charged_at, int64_t ts) except -1:
+        """A VAR_UPDATE (RISK.md "Pre-trade VaR limit"), ids already checked: account a's VaR bound := value
+        plus what was charged since the model's seq (s == 0; charged_at = var_charged at that seq), symbol
+        s's sensitivity := value (a == 0), or with a == s == 0 the model's time (var_ts[0]: account 0 is
+        never an account). Returns 0, or REJ_INVALID_LIMIT."""
+        if value < 0 or value > QTY_BOUND:
+            return REJ_INVALID_LIMIT
+        if s == 0:
+            if charged_at < 0 or charged_at > self.var_charged[a] or ts < self.var_ts[a] or \
+                    (a == 0 and value != 0):
+                return REJ_INVALID_LIMIT           # not a seq this engine has been at, or an older model
+            self.var_off[a] = value - charged_at
+            self.var_ts[a] = ts
+        else:
+            self.var_sens[s] = value
+        return 0
+
+    def var_state(self, uint32_t account):
+        """The account's VaR limit state: the bound in force (cash units), every charge ever, the model's time."""
+        if account == 0 or account >= <uint32_t>self.max_accounts:
+            raise ValueError(f"account {account} outside 1..{self.max_accounts - 1}")
+        return dict(var=self.var_off[account] + self.var_charged[account], charged=self.var_charged[account],
+                    model_ts_ns=self.var_ts[account], engine_model_ts_ns=self.var_ts[0])
+
+    def var_sensitivity(self, uint32_t symbol):
+        """The symbol's VaR sensitivity, 1e-9 of its cash exposure (0 = none)."""
+        return self.var_sens[symbol] if 0 < symbol < <uint32_t>self.max_symbols else 0
 
     # -- CHECKS --
 
@@ -788,6 +822,9 @@ cdef class Risk:
             state["risk.sym.wunit"] = np.zeros(self.max_symbols, dtype=np.int64)
         for name in ("rej_ts", "rej_count", "lock_until", "err_seen"):    # before the reject-rate lockout
             state.setdefault("risk.acct." + name, np.zeros(self.max_accounts, dtype=np.int64))
+        for name in ("var_charged", "var_off", "var_ts"):                  # before the pre-trade VaR limit
+            state.setdefault("risk.acct." + name, np.zeros(self.max_accounts, dtype=np.int64))
+        state.setdefault("risk.sym.var_sens", np.zeros(self.max_symbols, dtype=np.int64))
         for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
             if state[name].size != targets[name].size and state[name].size == targets[name].size // N_LIMITS * 19:
                 old = state[name].reshape(-1, 19)       # 19 kinds then: the newer ones unset

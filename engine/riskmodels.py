@@ -127,6 +127,29 @@ def monte_carlo(exposure: np.ndarray, cov: np.ndarray, confidence: float, horizo
     return empirical(pnl, confidence)
 
 
+# -- the pre-trade VaR limit (engine/RISK.md "Pre-trade VaR limit") --
+
+def unit_var(cov: np.ndarray, confidence: float, horizon: float = 1.0) -> np.ndarray:
+    """u_s = z_c sigma_s sqrt(h): the parametric VaR of one unit of exposure to symbol s alone. For
+    every portfolio e, |dVaR/de_s| (the marginal VaR) <= u_s (Cauchy-Schwarz), so the parametric VaR,
+    a norm, grows by at most u_s |d| when e_s moves by d: the engine's sensitivity per symbol."""
+    return z_score(confidence) * np.sqrt(np.clip(np.diag(np.asarray(cov, dtype=float)), 0.0, None) * horizon)
+
+
+def reachable_var_bound(pos: np.ndarray, open_buy: np.ndarray, open_sell: np.ndarray, cov: np.ndarray,
+                        confidence: float, horizon: float = 1.0) -> float:
+    """An upper bound of the parametric VaR of every portfolio the account can reach by fills of its
+    open orders: each symbol's exposure anywhere in [pos - open_sell, pos + open_buy] (exposures in
+    the quote currency at the mark, open_buy/open_sell >= 0). The smaller of two bounds, both from the
+    triangle inequality: VaR(pos) + sum u_s max(ob_s, os_s), and sum u_s max(|pos + ob|, |pos - os|)
+    (no diversification). Exact when nothing is open (the first) or for one symbol (the second)."""
+    p, ob, os_ = (np.asarray(x, dtype=float) for x in (pos, open_buy, open_sell))
+    u = unit_var(cov, confidence, horizon)
+    at_pos = parametric(p, cov, confidence, horizon)[0] + float(u @ np.maximum(ob, os_))
+    undiversified = float(u @ np.maximum(np.abs(p + ob), np.abs(p - os_)))
+    return min(at_pos, undiversified)
+
+
 # -- backtests --
 
 def _xlogy(x: float, y: float) -> float:

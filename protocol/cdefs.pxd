@@ -58,6 +58,7 @@ cdef enum:
     CMD_RESET_BREAKER = 16
     CMD_RISK_TICK = 17
     CMD_ADD_ACCOUNT = 18
+    CMD_VAR_UPDATE = 19
 
 # EventKind
 cdef enum:
@@ -77,6 +78,7 @@ cdef enum:
     EV_MARK = 14
     EV_BREAKER = 15
     EV_ACCOUNT_ADDED = 16
+    EV_VAR_SET = 17
 
 # SymbolState
 cdef enum:
@@ -192,6 +194,7 @@ cdef enum:
     REJ_MAX_LEVERAGE = 2016
     REJ_INSUFFICIENT_MARGIN = 2017
     REJ_REJECT_RATE_LOCKOUT = 2018
+    REJ_MAX_VAR = 2019
     REJ_INSUFFICIENT_FUNDS = 2020
     REJ_INVALID_AMOUNT = 2021
     REJ_INVALID_LIMIT = 2022

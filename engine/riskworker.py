@@ -1,0 +1,243 @@
+"""`trading-engine risk worker JOURNAL_PATH --config FILE`: the live risk worker of the pre-trade VaR
+limit (engine/RISK.md "Pre-trade VaR limit").
+
+Reads: the journal, as one more read-only LMDB reader beside the server (engine/journal_tool.open_journal),
+replayed through a fresh engine built from --config and checked against the journaled events
+(engine/analytics.Tail), polled every `[analytics] worker_interval_ms`.
+Computes, every cycle, at `[analytics] confidence` and `horizon_days`, from the EWMA covariance of the
+symbols' period returns (engine/riskmodels.py):
+- per symbol, the VaR sensitivity u_s = z sigma_s sqrt(h) (VaR per unit of exposure, an upper bound of
+  every portfolio's marginal VaR in that symbol), in 1e-9 units;
+- per account, an upper bound of the parametric VaR of every portfolio its open orders can reach
+  (riskmodels.reachable_var_bound), in cash units, with the engine's VaR charges (var_charged) at the
+  model's seq.
+Writes back: journaled commands only: VAR_UPDATE rows sent to the server's admin listener (action
+`var_update`, as an operator of [[admins]]: --user, password from TRADING_ENGINE_ADMIN_PASSWORD), the rows
+whose values differ from the engine's (as replayed) and one row with the model's time, each cycle.
+Gauges (prometheus-client, --metrics-port; no per-account label): cycle seconds, the model's age, the
+journal seq modelled, rows sent, accounts whose VaR bound is above MAX_VAR.
+Resumes: it keeps no state of its own: a restart replays the journal from its start (the engine state it
+compares with, var_charged included, is the journal's).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import socket
+import sys
+import time
+
+import msgspec
+import numpy as np
+
+from engine import analytics, config as cfgmod, riskmodels as rm
+from protocol.codes import LimitKind
+
+PPB = 10 ** 9                      # sensitivities are 1e-9 of a cash unit of VaR per cash unit of exposure
+
+
+def model(book: analytics.Book, confidence: float, horizon_days: float):
+    """(columns, u) of the symbols with returns: u[i] the VaR per unit of exposure of column cols[i]."""
+    c = book.closes
+    cols = [i for i in range(c.shape[1]) if np.isfinite(c[:, i]).sum() >= 2] if len(c) else []
+    if not cols:
+        return [], np.zeros(0), None
+    r = book.returns(cols)
+    if len(r) == 0:
+        return [], np.zeros(0), None
+    cov = rm.ewma_cov(r, book.cfg.analytics.ewma_lambda)
+    h = horizon_days * 86400.0 / book.cfg.analytics.period_s
+    return cols, rm.unit_var(cov, confidence, h), (cov, h)
+
+
+def exposures(book: analytics.Book, account: int, cols: list[int]):
+    """(pos, open_buy, open_sell) of the account in the quote currency at the marks, per column of cols."""
+    idx = {c: i for i, c in enumerate(cols)}
+    out = np.zeros((3, len(cols)))
+    for p in book.eng.risk.positions(account):
+        c = book.col.get(p["symbol"])
+        if c not in idx:
+            continue                   # a symbol without returns: no model (RISK.md)
+        s = book.symbols[c]
+        unit = p["mark"] / 10 ** s.price_decimals * s.multiplier / 10 ** s.qty_decimals
+        out[:, idx[c]] = (p["position"] * unit, p["open_buy"] * unit, p["open_sell"] * unit)
+    return out
+
+
+def rows(book: analytics.Book, confidence: float, horizon_days: float, changed_only: bool = True):
+    """The VAR_UPDATE rows [account, symbol, value, charged_at, model_seq, model_ts_ns] of one cycle
+    (only those that change the engine's state, with changed_only) and the accounts' VaR bounds
+    (cash units) by account."""
+    risk = book.eng.risk
+    cd = 10 ** book.cfg.risk.cash_decimals
+    seq, ts = book.last_seq, book.last_ts
+    cols, u, fit = model(book, confidence, horizon_days)
+    out, bounds = [], {}
+    for c, ui in zip(cols, u):
+        sid = book.symbols[c].id
+        v = min(math.ceil(float(ui) * PPB), 1 << 62)
+        if not changed_only or risk.var_sensitivity(sid) != v:
+            out.append([0, sid, v, 0, seq, ts])
+    for a in analytics.accounts(book):
+        st = risk.var_state(a)
+        if fit is None:
+            v = 0
+        else:
+            pos, ob, os_ = exposures(book, a, cols)
+            bound = rm.reachable_var_bound(pos, ob, os_, fit[0], confidence, fit[1]) if pos.any() or ob.any() \
+                or os_.any() else 0.0
+            v = min(math.ceil(bound * cd * (1 + 1e-12)), 1 << 62)      # up: float noise never lowers it
+        bounds[a] = v
+        if not changed_only or st["var"] - st["charged"] != v - st["charged"] or st["model_ts_ns"] == 0:
+            out.append([a, 0, v, st["charged"], seq, ts])
+    out.append([0, 0, 0, 0, seq, ts])
+    return out, bounds
+
+
+class Admin:
+    """A JSON-lines client of the admin listener (engine/admin.py), one connection kept open."""
+
+    def __init__(self, host: str, port: int, user: str, password: str):
+        self.addr, self.user, self.password = (host, port), user, password
+        self.sock = self.file = None
+
+    def call(self, action: str, **fields) -> dict:
+        if self.sock is None:
+            self.sock = socket.create_connection(self.addr, timeout=60)
+            self.file = self.sock.makefile("rb")
+        self.sock.sendall(msgspec.json.encode(dict(user=self.user, password=self.password, action=action,
+                                                   **fields)) + b"\n")
+        line = self.file.readline()
+        if not line:
+            self.close()
+            raise ConnectionError("admin listener closed the connection")
+        return msgspec.json.decode(line)
+
+    def close(self):
+        if self.sock is not None:
+            self.file.close()
+            self.sock.close()
+            self.sock = self.file = None
+
+
+class Gauges:
+    """The worker's Prometheus figures: a fixed set of series (no account or symbol label)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+        self.registry = CollectorRegistry()
+        self.cycle = Gauge("te_risk_worker_cycle_seconds", "duration of the last cycle", registry=self.registry)
+        self.seq = Gauge("te_risk_worker_model_seq", "the last journal seq the model includes",
+                         registry=self.registry)
+        self.model_ts = 0.0
+        self.age = Gauge("te_risk_worker_model_age_seconds", "wall time since the model's journal time",
+                         registry=self.registry)
+        self.age.set_function(lambda: max(0.0, time.time() - self.model_ts) if self.model_ts else float("nan"))
+        self.rows = Counter("te_risk_worker_rows_sent", "VAR_UPDATE rows journaled", registry=self.registry)
+        self.rejected = Counter("te_risk_worker_rows_rejected", "VAR_UPDATE rows the engine rejected",
+                                registry=self.registry)
+        self.over = Gauge("te_risk_worker_accounts_over_max_var", "accounts whose VaR bound is above MAX_VAR",
+                          registry=self.registry)
+
+    def serve(self, port: int, host: str = "127.0.0.1"):
+        from prometheus_client import start_http_server
+        start_http_server(port, host, registry=self.registry)
+
+
+def cycle(tail: analytics.Tail, j, admin: Admin | None, gauges: Gauges, confidence: float,
+          horizon_days: float) -> dict:
+    """Read what was committed, recompute, send the rows: one cycle."""
+    t0 = time.perf_counter()
+    tail.follow(j)
+    book = tail.book()
+    out, bounds = rows(book, confidence, horizon_days)
+    reply = {"applied": 0, "rejected": []}
+    if admin is not None:
+        reply = admin.call("var_update", rows=out)
+        if "applied" not in reply:
+            raise RuntimeError(f"var_update refused: {reply.get('error')}")
+        gauges.rows.inc(reply["applied"])
+        gauges.rejected.inc(len(reply["rejected"]))
+    risk = book.eng.risk
+    gauges.over.set(sum(1 for a, v in bounds.items()
+                        if (lim := risk.effective(int(LimitKind.MAX_VAR), a, 0)) is not None and v > lim))
+    gauges.seq.set(book.last_seq)
+    gauges.model_ts = book.last_ts / 1e9
+    gauges.cycle.set(time.perf_counter() - t0)
+    return dict(seq=book.last_seq, rows=len(out), applied=reply["applied"], rejected=reply["rejected"])
+
+
+def add_parser(sub) -> None:
+    text = "the live worker of the pre-trade VaR limit: tails the journal, journals VAR_UPDATE each cycle"
+    x = sub.add_parser("worker", help=text, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("path", metavar="JOURNAL_PATH")
+    x.add_argument("--config", help="the server's config")
+    x.add_argument("--admin-host", default=os.environ.get("TRADING_ENGINE_ADMIN_HOST", "127.0.0.1"))
+    x.add_argument("--admin-port", type=int, default=int(os.environ.get("TRADING_ENGINE_ADMIN_PORT", "7003")))
+    x.add_argument("--user", default=os.environ.get("TRADING_ENGINE_ADMIN_USER", "risk-worker"),
+                   help="an operator of [[admins]] (password: TRADING_ENGINE_ADMIN_PASSWORD)")
+    x.add_argument("--metrics-port", type=int, help="serve the gauges on 127.0.0.1:PORT/metrics")
+    x.add_argument("--once", action="store_true", help="one cycle, then exit")
+    x.add_argument("--dry-run", action="store_true", help="compute and print the rows; send nothing")
+    x.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from engine.journal import JournalError, JournalRefused
+    from engine.journal_tool import ReplayDiverged, open_journal
+    try:
+        cfg = cfgmod.load(args.config)
+        key = cfgmod.journal_key(cfg.journal)
+        tail = analytics.Tail(cfg)
+    except (cfgmod.ConfigError, OSError, analytics.AnalyticsError) as e:
+        print(f"trading-engine risk worker: {e}", file=sys.stderr)
+        return 2
+    admin = None
+    if not args.dry_run:
+        password = os.environ.get("TRADING_ENGINE_ADMIN_PASSWORD")
+        if not password:
+            print("trading-engine risk worker: set TRADING_ENGINE_ADMIN_PASSWORD (the operator's password)",
+                  file=sys.stderr)
+            return 2
+        admin = Admin(args.admin_host, args.admin_port, args.user, password)
+    gauges = Gauges()
+    if args.metrics_port is not None:
+        gauges.serve(args.metrics_port)
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(1))
+    a = cfg.analytics
+    j = open_journal(args.path, key)
+    try:
+        while not stop:
+            t0 = time.monotonic()
+            try:
+                if args.dry_run:
+                    tail.follow(j)
+                    out, _ = rows(tail.book(), a.confidence, a.horizon_days)
+                    sys.stdout.write(msgspec.json.encode(dict(seq=tail.last_seq, rows=out)).decode() + "\n")
+                else:
+                    res = cycle(tail, j, admin, gauges, a.confidence, a.horizon_days)
+                    if res["rejected"]:
+                        print(f"trading-engine risk worker: rejected rows {res['rejected'][:5]}", file=sys.stderr)
+            except (ConnectionError, OSError) as e:      # the server restarting: try again next cycle
+                print(f"trading-engine risk worker: {e}", file=sys.stderr)
+                if admin is not None:
+                    admin.close()
+            sys.stdout.flush()
+            if args.once:
+                break
+            time.sleep(max(0.0, a.worker_interval_ms / 1000 - (time.monotonic() - t0)))
+    except ReplayDiverged as e:
+        print(f"trading-engine risk worker: {e} (is --config the server's config?)", file=sys.stderr)
+        return 1
+    except (JournalError, JournalRefused) as e:
+        print(f"trading-engine risk worker: {e}", file=sys.stderr)
+        return 1
+    finally:
+        j.env.close()
+        if admin is not None:
+            admin.close()
+    return 0

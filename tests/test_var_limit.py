@@ -1,0 +1,165 @@
+"""The pre-trade VaR limit (engine/RISK.md "Pre-trade VaR limit"): the engine's check 18 against figures
+worked out here, the worker's bound against every reachable portfolio (a property test), and end to
+end over the protocol: worker -> VAR_UPDATE -> MAX_VAR reject, the same decisions after kill -9."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from engine import riskmodels as rm
+from engine.core import Engine
+from engine.risk import Risk
+from protocol.codes import CommandKind, EventKind as EK, LimitKind as K, LimitScope as LS, Reject as R, Side
+
+BUY, SELL = Side.BUY, Side.SELL
+BTC, EQ = 1, 2
+
+
+class Book:
+    """BTC: price in cents, qty in 1e-3 (notional = price x qty / 1000 cents); EQ: price 4 decimals, x1."""
+
+    def __init__(self):
+        self.e = Engine(max_orders=1024, max_accounts=8, max_symbols=4, max_levels=128)
+        self.r = Risk(8, 4, max_strategies=8, cash_decimals=2)
+        self.e.add_symbol(BTC)
+        self.e.add_symbol(EQ, tick_size=100)
+        self.r.define_symbol(BTC, 2, 3)
+        self.r.define_symbol(EQ, 4, 0)
+        for a in range(1, 6):
+            self.e.add_account(a)
+        self.e.attach_risk(self.r)
+        self.e.mark_price(BTC, 4_500_000)            # 45,000.00
+        self.e.mark_price(EQ, 1_900_000)             # 190.0000
+        for a in (1, 2):
+            self.e.deposit(a, 100_000_000)           # 1,000,000.00
+        self.clid = 0
+
+    def order(self, a, side, qty, price=4_500_000, sym=BTC):
+        self.clid += 1
+        return self.e.command(kind=CommandKind.NEW_ORDER, account=a, client_order_id=self.clid, symbol=sym,
+                              side=side, qty=qty, price=price, order_type=1, tif=1, stp=1)
+
+    def var(self, account=0, symbol=0, value=0, charged=0, ts=1):
+        return self.e.command(kind=CommandKind.VAR_UPDATE, account=account, symbol=symbol, qty=value, price=charged,
+                              expire_ts_ns=ts)
+
+
+def reason(evs):
+    return R(evs[0].reason) if evs[0].kind == EK.REJECTED else 0
+
+
+def test_var_check_when_an_order_would_pass_max_var_then_rejected_2019_and_passing_orders_are_charged():
+    b = Book()
+    b.e.set_limit(LS.DEFAULT, K.MAX_VAR, 500_000)             # 5,000.00
+    assert b.var(symbol=BTC, value=50_000_000)[0].kind == EK.VAR_SET      # 5% of exposure
+    assert b.var(account=1, value=100_000)[0].kind == EK.VAR_SET         # the account's VaR: 1,000.00
+    # 1 BTC at the 45,000.00 mark: exposure 4,500,000 cents, incremental VaR 225,000: 1,000 + 2,250 <= 5,000
+    assert reason(b.order(1, BUY, 1000)) == 0
+    assert b.r.var_state(1)["var"] == 325_000
+    # another 1 BTC: 3,250 + 2,250 > 5,000
+    assert reason(b.order(1, BUY, 1000)) == R.MAX_VAR
+    # 0.7 BTC: 3,250 + 1,575 <= 5,000, charged up (the notional 3,150,000 x 5%)
+    assert reason(b.order(1, BUY, 700)) == 0
+    assert b.r.var_state(1)["var"] == 482_500
+    # an order that does not add risk (a sell within the long worst case) is never VaR-checked
+    assert reason(b.order(1, SELL, 1000, price=4_600_000)) == 0
+    # the worker's next model (it saw 225,000 charged so far): VaR 0 plus the 157,500 charged since
+    assert b.var(account=1, value=0, charged=225_000, ts=2)[0].kind == EK.VAR_SET
+    assert b.r.var_state(1)["var"] == 157_500
+    # account 2 has no limit table entry of its own but the default applies; no sensitivity for EQ: unlimited
+    assert reason(b.order(2, BUY, 10_000, price=1_900_000, sym=EQ)) == 0
+
+
+def test_var_update_when_its_figures_are_impossible_then_invalid_limit_and_nothing_changes():
+    b = Book()
+    b.var(account=1, value=10, ts=5)
+    before = b.r.var_state(1)
+    assert reason(b.var(account=1, value=10, charged=1, ts=6)) == R.INVALID_LIMIT     # more than ever charged
+    assert reason(b.var(account=1, value=10, ts=4)) == R.INVALID_LIMIT                # an older model
+    assert reason(b.var(account=1, value=-1, ts=6)) == R.INVALID_LIMIT
+    assert reason(b.var(account=1, symbol=BTC, value=1)) == R.INVALID_LIMIT            # both set
+    assert reason(b.var(account=7, value=1)) == R.UNKNOWN_ACCOUNT
+    assert reason(b.var(symbol=3, value=1)) == R.UNKNOWN_SYMBOL
+    assert b.r.var_state(1) == before
+    assert reason(b.var(ts=9)) == 0 and b.r.var_state(1)["engine_model_ts_ns"] == 9
+
+
+def test_var_state_when_exported_and_imported_then_the_same_decisions():
+    b = Book()
+    b.e.set_limit(LS.DEFAULT, K.MAX_VAR, 400_000)
+    b.var(symbol=BTC, value=50_000_000)
+    b.var(account=1, value=100_000)
+    assert reason(b.order(1, BUY, 1000)) == 0
+    c = Book()
+    c.r.import_state({k: v.copy() for k, v in b.r.export_state().items()})
+    assert c.r.state_bytes() == b.r.state_bytes()
+    assert reason(b.order(1, BUY, 1000)) == reason(c.order(1, BUY, 1000)) == R.MAX_VAR
+
+
+# -- the bound (hypothesis): never below the VaR of any portfolio the account can reach --
+
+def engine_charge(sens_ppb: int, added_cash: float) -> float:
+    """What check 18 charges: ceil(sensitivity x ceil(exposure) / 1e9), here on a float exposure."""
+    return math.ceil(sens_ppb * math.ceil(added_cash) / 1e9)
+
+
+def vertices_max(cov, z, lo, hi):
+    """The largest parametric VaR over the box [lo, hi] (convex: at a vertex)."""
+    best = 0.0
+    for corner in itertools.product(*zip(lo, hi)):
+        e = np.array(corner)
+        best = max(best, z * math.sqrt(max(float(e @ cov @ e), 0.0)))
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(d=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1), n_orders=st.integers(0, 4),
+       confidence=st.sampled_from([0.9, 0.95, 0.99]))
+def test_bound_when_orders_add_risk_then_model_plus_charges_is_at_least_the_var_of_every_reachable_portfolio(
+        d, seed, n_orders, confidence):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(d, d)) * rng.uniform(0.001, 0.05, size=d)
+    cov = f @ f.T                                         # any covariance (possibly near singular)
+    if rng.random() < 0.3:
+        cov[0, :] = cov[:, 0] = 0.0                       # a symbol without variance
+    z = rm.z_score(confidence)
+    pos = rng.integers(-1000, 1000, size=d) * rng.integers(0, 2, size=d) * 100.0
+    ob = rng.integers(0, 1000, size=d) * rng.integers(0, 2, size=d) * 100.0
+    os_ = rng.integers(0, 1000, size=d) * rng.integers(0, 2, size=d) * 100.0
+    base = rm.reachable_var_bound(pos, ob, os_, cov, confidence)
+    lo, hi = pos - os_, pos + ob
+    assert base >= vertices_max(cov, z, lo, hi) * (1 - 1e-9) - 1e-6
+    u = rm.unit_var(cov, confidence)
+    sens = [math.ceil(x * 1e9) for x in u]
+    charged, over = 0.0, 0.0
+    for _ in range(n_orders):
+        s = int(rng.integers(0, d))
+        added = float(rng.integers(1, 1000)) * 100.0
+        worst, side = max(abs(hi[s]), abs(lo[s])), rng.integers(0, 2)
+        if side == 0:
+            hi[s] += added
+        else:
+            lo[s] -= added
+        if max(abs(hi[s]), abs(lo[s])) <= worst:
+            continue                                      # does not add risk: the engine does not check it
+        charged += engine_charge(sens[s], added)
+        over += u[s] * added
+    true = vertices_max(cov, z, lo, hi)
+    assert base + charged >= true * (1 - 1e-9) - 1e-6     # conservative: never below
+    # and its error: the charges overstate the growth by at most sum u_s x added (+ rounding)
+    assert base + charged - true <= (base - vertices_max(cov, z, pos - os_, pos + ob)) + over + n_orders + 1e-6
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1))
+def test_bound_when_nothing_is_open_then_it_is_the_parametric_var_exactly(seed):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(3, 3)) * 0.02
+    cov = f @ f.T
+    pos = rng.normal(size=3) * 1e5
+    assert rm.reachable_var_bound(pos, np.zeros(3), np.zeros(3), cov, 0.95) == pytest.approx(
+        rm.parametric(pos, cov, 0.95)[0], rel=1e-12)
