@@ -11,9 +11,9 @@ events are checked against the journal's, so another config than the server's is
 Computes (engine/riskmodels.py; formulas and parameters in engine/RISK.md "Analytics"): VaR and
 expected shortfall by the parametric EWMA, historical and Monte Carlo models, the named stress
 scenarios of [[analytics.scenarios]], and the Kupiec and Christoffersen backtests.
-Writes: nothing (the report, on stdout). Nothing here feeds the engine yet; a pre-trade VaR limit
-will enter it as a journaled command. It keeps no state of its own: every run reads the journal from
-its start.
+Writes: nothing (the report, on stdout); the pre-trade VaR limit's figures enter the engine as journaled
+commands from the risk worker (engine/riskworker.py), which reads the journal through Tail below. It
+keeps no state of its own: every run reads the journal from its start.
 Money in the engine is integers; here it is floats in the quote currency (off the order path),
 reported with risk.cash_decimals: VaR, ES and margins rounded up, P&L down (RISK.md's rule).
 """

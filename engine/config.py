@@ -107,7 +107,7 @@ class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_
     max_daily_loss: Decimal | None = None
     price_collar: Decimal | None = None
     market_band: Decimal | None = None
-    max_var: Decimal | None = None                # recorded, not enforced (`trading-engine risk` measures VaR)
+    max_var: Decimal | None = None                # pre-trade VaR limit (RISK.md), from the risk worker's model
     initial_margin: Decimal | None = None
     maintenance_margin: Decimal | None = None
     maker_fee: Decimal | None = None              # negative = rebate; whole basis points

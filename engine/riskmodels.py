@@ -2,7 +2,8 @@
 covariance, VaR and expected shortfall by three models, and the Kupiec and Christoffersen backtests.
 numpy only (the normal quantile from the standard library's statistics.NormalDist, the chi-square
 tails of 1 and 2 degrees of freedom in closed form). Floats are fine here: nothing of this runs on
-the order path, and nothing here feeds the engine.
+the order path, and what feeds the engine (the VaR limit's figures) enters it as journaled commands
+from the risk worker (engine/riskworker.py).
 
 Conventions: `returns` is an (n, d) array of simple returns per period (rows oldest first, one
 column per symbol); `exposure` a (d,) array of the positions' values in the quote currency

@@ -163,3 +163,84 @@ def test_bound_when_nothing_is_open_then_it_is_the_parametric_var_exactly(seed):
     pos = rng.normal(size=3) * 1e5
     assert rm.reachable_var_bound(pos, np.zeros(3), np.zeros(3), cov, 0.95) == pytest.approx(
         rm.parametric(pos, cov, 0.95)[0], rel=1e-12)
+
+
+# -- end to end: a live server, the worker, the protocol --
+
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from tests.server_proc import ROOT  # noqa: E402
+from tests.test_risk_server import HASH, PASSWORD, RISK, Admin, connect, fund  # noqa: E402
+
+Z95 = 1.6448536269514722
+PERIOD_S = 1e-6                        # every admin mark is a period of its own
+HORIZON_DAYS = 1e-11                   # h = 1e-11 x 86400 / 1e-6 = 0.864 periods
+LIMIT_RISK = RISK + 'max_var = "2000"\n'
+LIMIT_ANALYTICS = f"""
+[analytics]
+period_s = {PERIOD_S}
+horizon_days = {HORIZON_DAYS}
+"""
+MARKS = ["50000.00", "51000.00", "50490.00", "52000.00", "50960.00", "50000.00"]
+
+
+def worker_once(srv, *extra):
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "risk", "worker", str(srv.dir / "journal"), "--config",
+                        str(srv.config), "--admin-port", str(srv.admin_port), "--user", "ops", "--once", *extra],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), TRADING_ENGINE_ADMIN_PASSWORD=PASSWORD))
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_max_var_when_the_worker_journals_its_model_then_orders_beyond_the_limit_are_rejected_also_after_kill_9(
+        server_factory):
+    srv = server_factory(risk=LIMIT_RISK, admins={"ops": HASH}, extra=LIMIT_ANALYTICS).start()
+    ad = Admin(srv)
+    fund(ad, acct1="1000000", acct2="1000000")
+    for price in MARKS:
+        ad.ok("mark", symbol="BTCUSDT", price=price)
+    worker_once(srv)
+    # the sensitivity by hand: the EWMA variance of the marks' returns, z x sigma x sqrt(h)
+    prices = [float(p) for p in MARKS]
+    r = [b / a - 1 for a, b in zip(prices, prices[1:])]
+    s = r[0] ** 2
+    for x in r[1:]:
+        s = 0.94 * s + 0.06 * x * x
+    u = Z95 * math.sqrt(s * HORIZON_DAYS * 86400 / PERIOD_S)
+    charge = math.ceil(math.ceil(u * 1e9) * 5_000_000 / 1e9)        # 1 BTC at the 50,000.00 mark, in cents
+    assert 100_000 < charge < 200_000                               # 1,000..2,000: one fits in 2,000, two do not
+
+    async def orders():
+        async with connect(srv, 1) as c1:
+            first = await c1.place("BTCUSDT", "buy", "1.000", price="50000.00")
+            second = await c1.place("BTCUSDT", "buy", "1.000", price="50000.00")
+            small = await c1.place("BTCUSDT", "buy", "0.001", price="50000.00")
+            return first.kind, (second.kind, second.reason), small.kind
+    assert asyncio.run(orders()) == ("accepted", ("rejected", "MAX_VAR"), "accepted")
+    # the worker's next cycle: account 1 now has 1.001 open (its bound, with what was charged since)
+    worker_once(srv)
+
+    async def again():
+        async with connect(srv, 1) as c1:
+            r = await c1.place("BTCUSDT", "buy", "1.000", price="50000.00")
+            return r.kind, getattr(r, "reason", None)
+    assert asyncio.run(again()) == ("rejected", "MAX_VAR")
+    srv.kill9()
+    srv.start()
+    assert asyncio.run(again()) == ("rejected", "MAX_VAR")            # the same decision after kill -9
+    # replay gives the same rejections: the journal replayed through a fresh engine (events compared)
+    from engine import analytics, config as cfgmod
+    book = analytics.read(str(srv.dir / "journal"), cfgmod.load(srv.config))
+    st = book.eng.risk.var_state(1)
+    assert st["model_ts_ns"] > 0 and st["var"] > 0
+    from engine.journal_tool import open_journal
+    j = open_journal(str(srv.dir / "journal"))
+    try:
+        reasons = [int(e["reason"]) for _, evs in j.read_from(1) for e in evs if int(e["kind"]) == EK.REJECTED]
+    finally:
+        j.env.close()
+    assert reasons.count(R.MAX_VAR) == 3
