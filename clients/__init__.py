@@ -1,12 +1,12 @@
 """The trading-engine SDK: `from clients import Client, SyncClient`."""
 from clients.client import (AccountStateReport, AuthenticationError, BalanceReport, Book, Client, ConnectionClosed,
-                            Depth, ExecutionReport, Level, OrderInfo, OrderRejected, Portfolio, Position,
-                            RateLimitError, RequestTimeout, ServerError,
+                            Depth, ExecutionReport, Level, ModelFigures, OrderInfo, OrderRejected, Portfolio,
+                            Position, RateLimitError, RequestTimeout, RiskMetrics, ServerError, StressResult, VaR,
                             Subscription, Symbol, SyncClient, SyncSubscription, TopOfBook, Trade, TradeSummary,
                             TradingEngineError, signing_key)
 
 __all__ = ["AccountStateReport", "AuthenticationError", "BalanceReport", "Book", "Client", "ConnectionClosed", "Depth",
-           "ExecutionReport", "Level", "OrderInfo", "OrderRejected", "Portfolio", "Position", "RateLimitError",
-           "RequestTimeout", "ServerError",
+           "ExecutionReport", "Level", "ModelFigures", "OrderInfo", "OrderRejected", "Portfolio", "Position",
+           "RateLimitError", "RequestTimeout", "RiskMetrics", "ServerError", "StressResult", "VaR",
            "Subscription", "Symbol", "SyncClient", "SyncSubscription", "TopOfBook", "Trade", "TradeSummary",
            "TradingEngineError", "signing_key"]

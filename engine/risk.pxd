@@ -279,7 +279,7 @@ cdef class Risk:
     cdef bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
     cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
-                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept
+                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept
 
     # -- STATE CHANGES --
@@ -306,14 +306,16 @@ cdef class Risk:
     cdef void end_of_day(self) noexcept
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1
     cdef int var_update(self, uint32_t a, uint32_t s, int64_t value, int64_t charged_at, int64_t ts) except -1
+    cdef int64_t var_increment(self, uint32_t s, int64_t m, int64_t added, int64_t k) noexcept
+    cdef void var_charge(self, uint32_t a, int64_t incr) noexcept
     cdef void rebuild_eff(self, uint8_t kind) noexcept
 
 
 # -- HOT HELPERS --
 # Inline here, not methods (Cython emits methods without `inline`), so that the core compiles them
 # into its own code: the fold of every ACCEPTED and CANCELLED event (most of all events), and
-# checks 1-13 of every order (check_order; checks 14-17, for an order that adds risk, are the
-# method check_account).
+# checks 1-13 of every order (check_order; checks 14-18, for an order that adds risk, are the
+# method check_account, which keeps check_order small enough to be inlined).
 
 cdef extern from *:
     bint __builtin_mul_overflow(int64_t a, int64_t b, int64_t* r) noexcept nogil
@@ -483,14 +485,13 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         worst2 = imax(iabs(pos + ob + added), iabs(pos - os))
     else:
         worst2 = imax(iabs(pos + ob), iabs(pos - os - added))
-    if worst2 <= worst:
-        return 0                   # does not add risk: nothing below applies
+    if worst2 <= worst:            # does not add risk: nothing below applies, but a VaR sensitivity is
+        if added > 0 and self.var_sens[s]:      # charged (never refused): the VaR bound stays an upper bound
+            self.var_charge(a, self.var_increment(s, m, added, self.var_sens[s]))
+        return 0
     if st == ACCT_REDUCE_ONLY:
         return REJ_ACCOUNT_REDUCE_ONLY
-    cdef int code = self.check_account(a, s, p, ra, rs, rt, m, worst, worst2)
-    if code:
-        return code
-    return var_check(self, a, s, ra, rs, rt, m, added)
+    return self.check_account(a, s, p, ra, rs, rt, m, worst, worst2, added)
 
 
 cdef inline int var_check(Risk self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
@@ -500,11 +501,12 @@ cdef inline int var_check(Risk self, uint32_t a, uint32_t s, const int64_t* ra, 
     worst-case exposure on its side (added x mark, in cash units), both rounded up. Passing charges it
     to the account (var_charged), so the next order sees it, until the worker's next VAR_UPDATE."""
     cdef int64_t lim = cap3(ra, rs, rt, LIM_MAX_VAR), k = self.var_sens[s], incr, used
-    if lim == NO_CAP or k == 0 or added <= 0:
+    if k == 0 or added <= 0:
         return 0
-    incr = te_muldiv(self.notional(added, m, s, CEIL), k, 1, 1, 1000000000, 1, CEIL)
-    used = self.var_off[a] + self.var_charged[a]     # >= 0; both within +-2**62 (cmd_var_update)
-    if used > lim or incr > lim - used:
-        return REJ_MAX_VAR
-    self.var_charged[a] += incr                      # <= lim more: stays below 2**63 (RISK.md)
+    incr = self.var_increment(s, m, added, k)
+    if lim != NO_CAP:
+        used = self.var_off[a] + self.var_charged[a]     # >= 0; both within +-2**62 (var_update, var_charge)
+        if used > lim or incr > lim - used:
+            return REJ_MAX_VAR
+    self.var_charge(a, incr)
     return 0

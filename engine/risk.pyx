@@ -319,6 +319,17 @@ cdef class Risk:
             self.var_sens[s] = value
         return 0
 
+    cdef int64_t var_increment(self, uint32_t s, int64_t m, int64_t added, int64_t k) noexcept:
+        """An order's incremental VaR: ceil(k x ceil(added x m x num / den) / 1e9) cash units (saturating)."""
+        return te_muldiv(self.notional(added, m, s, CEIL), k, 1, 1, 1000000000, 1, CEIL)
+
+    cdef void var_charge(self, uint32_t a, int64_t incr) noexcept:
+        """var_charged += incr, kept within 2**62 (beyond, every MAX_VAR is exceeded anyway)."""
+        cdef int64_t c
+        if __builtin_add_overflow(self.var_charged[a], incr, &c) or c > QTY_BOUND:
+            c = QTY_BOUND
+        self.var_charged[a] = c
+
     def var_state(self, uint32_t account):
         """The account's VaR limit state: the bound in force (cash units), every charge ever, the model's time."""
         if account == 0 or account >= <uint32_t>self.max_accounts:
@@ -345,13 +356,13 @@ cdef class Risk:
         return (b if b > 0 else 1) * tick
 
     cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
-                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept:
-        """Checks 14-17 (RISK.md "Checks, in order") of an order that raises entry p's worst-case
-        qty from worst to worst2 (the limit rows and the mark as check_order located them): 0 or
-        the Reject code of the first that fails."""
+                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept:
+        """Checks 14-18 (RISK.md "Checks, in order") of an order that raises entry p's worst-case
+        qty from worst to worst2 and adds `added` on its side (the limit rows and the mark as
+        check_order located them): 0 or the Reject code of the first that fails."""
         cdef int64_t lim
         if self.far_from_limits(a, s, ra, rs, rt, worst, worst2):
-            return 0                   # checks 14-17 pass on bounds alone: no refresh needed
+            return var_check(self, a, s, ra, rs, rt, m, added)     # 14-17 pass on bounds alone: no refresh
         # Checks 14-17 read equity and the account's sums with this entry's wexpo and im replaced by
         # the new ones. When the only stale entry is this one, and only its open quantities changed
         # (DIRTY_OPEN: its wexpo and im, recomputed below anyway), equity and the sums of the others
@@ -374,7 +385,7 @@ cdef class Risk:
         cdef int64_t im2 = te_muldiv(w2, self.floor_(LIM_INITIAL_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
         if self.im_sum[a] - p.im + im2 > eq:
             return REJ_INSUFFICIENT_MARGIN
-        return 0
+        return var_check(self, a, s, ra, rs, rt, m, added)
 
     cdef inline bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
                                      const int64_t* rt, int64_t worst, int64_t worst2) noexcept:

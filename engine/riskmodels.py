@@ -128,6 +128,88 @@ def monte_carlo(exposure: np.ndarray, cov: np.ndarray, confidence: float, horizo
     return empirical(pnl, confidence)
 
 
+# -- many accounts at once (the risk worker: one covariance, one set of paths, for every account) --
+
+GRID = (0.9, 0.95, 0.975, 0.99, 0.995, 0.999)   # confidences the worker publishes historical / MC figures at
+
+
+def tail_table(pnl: np.ndarray, confidences) -> tuple[np.ndarray, np.ndarray]:
+    """(VaR, ES), each (accounts, len(confidences)), of the P&L outcomes pnl (outcomes, accounts), as
+    empirical() defines them (k = tail_count(n, c): VaR = -(k-th smallest), ES = -(mean of the k
+    smallest)), from one partial sort of each column's largest tail."""
+    n = pnl.shape[0]
+    ks = [tail_count(n, c) for c in confidences]
+    kmax = max(ks)
+    tail = np.partition(pnl, kmax - 1, axis=0)[:kmax] if kmax < n else pnl.copy()
+    tail.sort(axis=0)
+    csum = np.cumsum(tail, axis=0)
+    var = np.stack([-tail[k - 1] for k in ks], axis=1)
+    es = np.stack([-csum[k - 1] / k for k in ks], axis=1)
+    return var, es
+
+
+def portfolio_sigmas(exposures: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """sqrt(e' S e) for each row e of exposures (accounts, symbols): the one-period sigma of each."""
+    e = np.asarray(exposures, dtype=float)
+    return np.sqrt(np.clip(np.einsum("ij,ij->i", e @ np.asarray(cov, dtype=float), e), 0.0, None))
+
+
+def mc_returns(cov: np.ndarray, paths: int, seed: int, student_t_df: float | None = None) -> np.ndarray:
+    """(paths, symbols) one-period returns r = A z as monte_carlo() draws them (the same figures for
+    a seed): shared by every account of a cycle."""
+    a, _ = factor(cov)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((paths, a.shape[0]))
+    if student_t_df is not None:
+        w = rng.chisquare(student_t_df, size=paths)
+        z *= np.sqrt((student_t_df - 2) / w)[:, None]
+    return z @ a.T
+
+
+def backtest_many(pnl: np.ndarray, confidence: float, lam: float = 0.94) -> tuple[np.ndarray, list]:
+    """backtest() of many constant portfolios at once from their P&L series pnl (periods, accounts):
+    e' S_t e follows the same EWMA recursion on (e . r_t)^2, so each account's forecast is a scalar
+    recursion. Returns (observations, per account the hit sequence as a (periods - 1,) int array)."""
+    z = z_score(confidence)
+    n = pnl.shape[0]
+    if n < 2:
+        return 0, [np.zeros(0, dtype=np.int64)] * pnl.shape[1]
+    v = pnl[0] ** 2
+    hits = np.zeros((n - 1, pnl.shape[1]), dtype=np.int64)
+    for t in range(1, n):
+        hits[t - 1] = -pnl[t] > z * np.sqrt(np.clip(v, 0.0, None))
+        v = lam * v + (1 - lam) * pnl[t] ** 2
+    return n - 1, [hits[:, i] for i in range(pnl.shape[1])]
+
+
+def portfolio_figures(exposures: np.ndarray, returns: np.ndarray, confidence: float, horizon: float, lam: float,
+                      hist_window: int, paths: int, seed: int, student_t_df: float | None = None,
+                      grid=GRID, chunk: int = 512) -> dict:
+    """Every model for every account of one cycle (the risk worker; perf/riskcycle.py times it): one
+    EWMA covariance, one set of historical return vectors and one set of Monte Carlo paths shared by all
+    rows of exposures (accounts, symbols). One-period figures (the horizon scales them by sqrt(h)):
+    sigma (parametric), historical and Monte Carlo (VaR, ES) at each confidence of grid; and the
+    parametric VaR and ES at (confidence, horizon)."""
+    e = np.asarray(exposures, dtype=float)
+    r = np.asarray(returns, dtype=float)
+    cov = ewma_cov(r, lam)
+    sigma = portfolio_sigmas(e, cov)
+    z = z_score(confidence)
+    out = dict(cov=cov, sigma=sigma, var=z * sigma * math.sqrt(horizon),
+               es=sigma * math.sqrt(horizon) * _N.pdf(z) / (1 - confidence))
+    hist = r[-hist_window:] if hist_window else r
+    out["hist_var"], out["hist_es"] = tail_table(hist @ e.T, grid)
+    paths_r = mc_returns(cov, paths, seed, student_t_df)
+    mv, me = [], []
+    for i in range(0, len(e), chunk):
+        v, s_ = tail_table(paths_r @ e[i:i + chunk].T, grid)
+        mv.append(v)
+        me.append(s_)
+    out["mc_var"] = np.concatenate(mv) if mv else np.zeros((0, len(grid)))
+    out["mc_es"] = np.concatenate(me) if me else np.zeros((0, len(grid)))
+    return out
+
+
 # -- the pre-trade VaR limit (engine/RISK.md "Pre-trade VaR limit") --
 
 def unit_var(cov: np.ndarray, confidence: float, horizon: float = 1.0) -> np.ndarray:

@@ -32,7 +32,7 @@ import time
 import msgspec
 import numpy as np
 
-from engine import analytics, config as cfgmod, riskmodels as rm
+from engine import analytics, config as cfgmod, riskmodels as rm, riskqueries
 from protocol.codes import LimitKind
 
 PPB = 10 ** 9                      # sensitivities are 1e-9 of a cash unit of VaR per cash unit of exposure
@@ -52,21 +52,31 @@ def model(book: analytics.Book, confidence: float, horizon_days: float):
     return cols, rm.unit_var(cov, confidence, h), (cov, h)
 
 
-def exposures(book: analytics.Book, account: int, cols: list[int]):
-    """(pos, open_buy, open_sell) of the account in the quote currency at the marks, per column of cols."""
-    idx = {c: i for i, c in enumerate(cols)}
-    out = np.zeros((3, len(cols)))
-    for p in book.eng.risk.positions(account):
-        c = book.col.get(p["symbol"])
-        if c not in idx:
-            continue                   # a symbol without returns: no model (RISK.md)
-        s = book.symbols[c]
-        unit = p["mark"] / 10 ** s.price_decimals * s.multiplier / 10 ** s.qty_decimals
-        out[:, idx[c]] = (p["position"] * unit, p["open_buy"] * unit, p["open_sell"] * unit)
-    return out
+class Holdings:
+    """Every account's exposures at the marks, in the quote currency, one column per configured symbol:
+    pos (signed), open buy, open sell, and the positions' maintenance margin (read once per cycle)."""
+
+    def __init__(self, book: analytics.Book):
+        self.accounts = analytics.accounts(book)
+        n, d = len(self.accounts), len(book.symbols)
+        self.pos, self.ob, self.os_, self.mm = (np.zeros((n, d)) for _ in range(4))
+        self.equity = np.zeros(n)
+        risk = book.eng.risk
+        cd = 10.0 ** book.cfg.risk.cash_decimals
+        units = [s.multiplier / 10 ** (s.price_decimals + s.qty_decimals) for s in book.symbols]
+        for i, a in enumerate(self.accounts):
+            self.equity[i] = risk.portfolio(a)["equity"] / cd
+            for p in risk.positions(a):
+                c = book.col.get(p["symbol"])
+                if c is None:
+                    continue
+                unit = p["mark"] * units[c]
+                self.pos[i, c], self.ob[i, c], self.os_[i, c] = (p["position"] * unit, p["open_buy"] * unit,
+                                                                  p["open_sell"] * unit)
+                self.mm[i, c] = p["maintenance_margin"] / cd
 
 
-def rows(book: analytics.Book, confidence: float, horizon_days: float, changed_only: bool = True):
+def rows(book: analytics.Book, hold: Holdings, confidence: float, horizon_days: float, changed_only: bool = True):
     """The VAR_UPDATE rows [account, symbol, value, charged_at, model_seq, model_ts_ns] of one cycle
     (only those that change the engine's state, with changed_only) and the accounts' VaR bounds
     (cash units) by account."""
@@ -80,20 +90,53 @@ def rows(book: analytics.Book, confidence: float, horizon_days: float, changed_o
         v = min(math.ceil(float(ui) * PPB), 1 << 62)
         if not changed_only or risk.var_sensitivity(sid) != v:
             out.append([0, sid, v, 0, seq, ts])
-    for a in analytics.accounts(book):
+    for i, a in enumerate(hold.accounts):
         st = risk.var_state(a)
-        if fit is None:
-            v = 0
-        else:
-            pos, ob, os_ = exposures(book, a, cols)
-            bound = rm.reachable_var_bound(pos, ob, os_, fit[0], confidence, fit[1]) if pos.any() or ob.any() \
-                or os_.any() else 0.0
-            v = min(math.ceil(bound * cd * (1 + 1e-12)), 1 << 62)      # up: float noise never lowers it
+        v = 0
+        if fit is not None:
+            pos, ob, os_ = hold.pos[i, cols], hold.ob[i, cols], hold.os_[i, cols]
+            if pos.any() or ob.any() or os_.any():     # a symbol without returns: no model (RISK.md)
+                bound = rm.reachable_var_bound(pos, ob, os_, fit[0], confidence, fit[1])
+                v = min(math.ceil(bound * cd * (1 + 1e-12)), 1 << 62)      # up: float noise never lowers it
         bounds[a] = v
         if not changed_only or st["var"] - st["charged"] != v - st["charged"] or st["model_ts_ns"] == 0:
             out.append([a, 0, v, st["charged"], seq, ts])
     out.append([0, 0, 0, 0, seq, ts])
     return out, bounds
+
+
+def figures(book: analytics.Book, hold: Holdings) -> riskqueries.Published:
+    """What the server answers the risk queries from (engine/riskqueries.py): every model for every
+    account at once (riskmodels.portfolio_figures), the backtests and the configured scenarios."""
+    a = book.cfg.analytics
+    grid = sorted(set(rm.GRID) | {a.confidence})
+    pub = riskqueries.Published(seq=book.last_seq, ts_ns=book.last_ts, confidence=a.confidence,
+                                horizon_days=a.horizon_days, period_s=a.period_s, grid=grid, accounts={})
+    cols, _, fit = model(book, a.confidence, a.horizon_days)
+    if fit is None or not hold.accounts:
+        return pub
+    r = book.returns(cols)
+    e = hold.pos[:, cols]
+    f = rm.portfolio_figures(e, r, a.confidence, fit[1], a.ewma_lambda, a.hist_window, a.mc_paths, a.mc_seed,
+                             a.mc_student_t_df, grid)
+    obs, hits = rm.backtest_many(r @ e.T, a.confidence, a.ewma_lambda)
+    shocks = [(sc, np.array([analytics.scenario_shocks(book.cfg, sc).get(s.id, 0.0) for s in book.symbols]))
+              for sc in a.scenarios]
+    for i, acct in enumerate(hold.accounts):
+        x = int(hits[i].sum()) if obs else 0
+        bt = (obs, x, rm.kupiec(obs, x, a.confidence)[1] if obs else 1.0,
+              rm.christoffersen(hits[i])[1] if obs else 1.0)
+        scen = []
+        for sc, move in shocks:
+            pnl = float(hold.pos[i] @ move)
+            eq = float(hold.equity[i]) + pnl
+            mm = float(hold.mm[i] @ (1 + move))
+            stressed = float(f["var"][i]) * sc.vol_multiplier if sc.vol_multiplier != 1.0 else None
+            scen.append(riskqueries.Scenario(sc.name, pnl, eq, mm, eq < mm, stressed))
+        pub.accounts[acct] = riskqueries.AccountFigures(
+            float(f["sigma"][i]), [(float(v), float(s_)) for v, s_ in zip(f["hist_var"][i], f["hist_es"][i])],
+            [(float(v), float(s_)) for v, s_ in zip(f["mc_var"][i], f["mc_es"][i])], bt, scen)
+    return pub
 
 
 class Admin:
@@ -152,7 +195,8 @@ def cycle(tail: analytics.Tail, j, admin: Admin | None, gauges: Gauges, confiden
     t0 = time.perf_counter()
     tail.follow(j)
     book = tail.book()
-    out, bounds = rows(book, confidence, horizon_days)
+    hold = Holdings(book)
+    out, bounds = rows(book, hold, confidence, horizon_days)
     reply = {"applied": 0, "rejected": []}
     if admin is not None:
         reply = admin.call("var_update", rows=out)
@@ -163,6 +207,7 @@ def cycle(tail: analytics.Tail, j, admin: Admin | None, gauges: Gauges, confiden
     risk = book.eng.risk
     gauges.over.set(sum(1 for a, v in bounds.items()
                         if (lim := risk.effective(int(LimitKind.MAX_VAR), a, 0)) is not None and v > lim))
+    riskqueries.publish(riskqueries.metrics_file(book.cfg), figures(book, hold))
     gauges.seq.set(book.last_seq)
     gauges.model_ts = book.last_ts / 1e9
     gauges.cycle.set(time.perf_counter() - t0)
@@ -216,7 +261,8 @@ def run(args) -> int:
             try:
                 if args.dry_run:
                     tail.follow(j)
-                    out, _ = rows(tail.book(), a.confidence, a.horizon_days)
+                    book = tail.book()
+                    out, _ = rows(book, Holdings(book), a.confidence, a.horizon_days)
                     sys.stdout.write(msgspec.json.encode(dict(seq=tail.last_seq, rows=out)).decode() + "\n")
                 else:
                     res = cycle(tail, j, admin, gauges, a.confidence, a.horizon_days)

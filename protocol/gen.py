@@ -43,7 +43,8 @@ LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT,
            wire.END_OF_SESSION, wire.PROTOCOL_ERROR, wire.EXEC_REPORT, wire.LIST_HEADER, wire.SYMBOL_ENTRY,
            wire.ORDER_ENTRY, wire.LEVEL_ENTRY, wire.POSITION_ENTRY, wire.PORTFOLIO_ENTRY, wire.SUBSCRIBE,
            wire.RECENT_TRADES_REQUEST, wire.SUBSCRIPTION_ENTRY, wire.TOP_OF_BOOK, wire.DEPTH_HEADER, wire.TRADES_HEADER,
-           wire.TRADE_ENTRY, wire.TRADE_SUMMARY]
+           wire.TRADE_ENTRY, wire.TRADE_SUMMARY, wire.RISK_QUERY, wire.RISK_METRICS_ENTRY, wire.VAR_ENTRY,
+           wire.STRESS_ENTRY]
 
 TARGET = Path(__file__).with_name("cdefs.pxd")
 SPEC = Path(__file__).with_name("SPEC.md")

@@ -65,11 +65,13 @@ def test_var_check_when_an_order_would_pass_max_var_then_rejected_2019_and_passi
     # 0.7 BTC: 3,250 + 1,575 <= 5,000, charged up (the notional 3,150,000 x 5%)
     assert reason(b.order(1, BUY, 700)) == 0
     assert b.r.var_state(1)["var"] == 482_500
-    # an order that does not add risk (a sell within the long worst case) is never VaR-checked
+    # an order that does not add risk (a sell within the long worst case) is never refused, but charged:
+    # 1 BTC at the mark, 225,000 (the bound stays an upper bound of every reachable portfolio's VaR)
     assert reason(b.order(1, SELL, 1000, price=4_600_000)) == 0
-    # the worker's next model (it saw 225,000 charged so far): VaR 0 plus the 157,500 charged since
+    assert b.r.var_state(1)["var"] == 707_500
+    # the worker's next model (it saw 225,000 charged so far): VaR 0 plus the 382,500 charged since
     assert b.var(account=1, value=0, charged=225_000, ts=2)[0].kind == EK.VAR_SET
-    assert b.r.var_state(1)["var"] == 157_500
+    assert b.r.var_state(1)["var"] == 382_500
     # account 2 has no limit table entry of its own but the default applies; no sensitivity for EQ: unlimited
     assert reason(b.order(2, BUY, 10_000, price=1_900_000, sym=EQ)) == 0
 
@@ -139,14 +141,11 @@ def test_bound_when_orders_add_risk_then_model_plus_charges_is_at_least_the_var_
     for _ in range(n_orders):
         s = int(rng.integers(0, d))
         added = float(rng.integers(1, 1000)) * 100.0
-        worst, side = max(abs(hi[s]), abs(lo[s])), rng.integers(0, 2)
-        if side == 0:
+        if rng.integers(0, 2) == 0:
             hi[s] += added
         else:
             lo[s] -= added
-        if max(abs(hi[s]), abs(lo[s])) <= worst:
-            continue                                      # does not add risk: the engine does not check it
-        charged += engine_charge(sens[s], added)
+        charged += engine_charge(sens[s], added)          # adding risk or not: every order is charged
         over += u[s] * added
     true = vertices_max(cov, z, lo, hi)
     assert base + charged >= true * (1 - 1e-9) - 1e-6     # conservative: never below
@@ -244,3 +243,50 @@ def test_max_var_when_the_worker_journals_its_model_then_orders_beyond_the_limit
     finally:
         j.env.close()
     assert reasons.count(R.MAX_VAR) == 3
+
+
+def test_risk_queries_when_the_worker_published_then_the_sdk_gets_the_analytics_figures(server_factory):
+    from decimal import Decimal as D
+    from tests.test_analytics import ANALYTICS, MARKS as AMARKS, risk_cli
+    srv = server_factory(risk=RISK, admins={"ops": HASH}, extra=ANALYTICS).start()
+    ad = Admin(srv)
+    fund(ad, acct1="40000", acct2="1000000")
+    for price in AMARKS:
+        ad.ok("mark", symbol="BTCUSDT", price=price)
+
+    async def trade():
+        async with connect(srv, 1) as c1, connect(srv, 2) as c2:
+            assert (await c1.var()) is None                       # no model yet
+            assert (await c1.risk_metrics()).models["parametric"].var is None
+            assert (await c2.place("BTCUSDT", "sell", "2.000", price="50000.00")).kind == "accepted"
+            assert (await c1.place("BTCUSDT", "buy", "2.000", price="50000.00")).kind == "accepted"
+    asyncio.run(trade())
+    worker_once(srv)
+    cli = risk_cli(srv, "metrics", "--account", "1")[1]
+    stress = risk_cli(srv, "stress", "--account", "1")[1]
+
+    async def queries():
+        async with connect(srv, 1) as c1:
+            return (await c1.risk_metrics(), await c1.var(), await c1.var(0.99, 0.5),
+                    await c1.var(0.96, model="historical"), await c1.stress(-0.4, "BTCUSDT"))
+    m, v, v99, hist, st = asyncio.run(queries())
+    # the same journal, the same models: the CLI's figures to the cent (Monte Carlo: the same paths, summed
+    # in another order)
+    assert (m.exposure, m.equity, m.leverage) == (D("100000.00"), D(cli["equity"]), D("2.5"))
+    assert m.models["parametric"].var == D(cli["models"]["parametric"]["var"]) == v.var
+    assert m.models["parametric"].es == D(cli["models"]["parametric"]["es"])
+    assert m.models["historical"].var == D(cli["models"]["historical"]["var"])
+    assert abs(m.models["montecarlo"].var - D(cli["models"]["montecarlo"]["var"])) <= D("0.02")
+    assert m.backtest_observations == cli["backtest"]["observations"] == 4
+    assert (m.max_var, m.limit_use) == (None, None) and m.model_ts_ns > 0 and m.limit_model_ts_ns > 0
+    # the bound the check would use: this model's, for 2 BTC long with nothing open, is its parametric VaR
+    assert abs(m.var_limit - m.models["parametric"].var) <= D("0.01")
+    # parametric at another confidence and horizon: exact scaling; historical: the grid point at or above
+    want = float(cli["models"]["parametric"]["var"]) / Z95 * 2.3263478740408408 * math.sqrt(0.5)
+    assert float(v99.var) == pytest.approx(want, abs=0.02) and v99.confidence == D("0.99")
+    assert hist.confidence == D("0.975") and hist.model == "historical"
+    # stress: the configured scenarios as the CLI computes them, then the ad-hoc -40% on BTCUSDT
+    assert [(s.name, s.pnl, s.below_maintenance) for s in st[:2]] == \
+        [(x["name"], D(x["pnl"]), x["below_maintenance"]) for x in stress["scenarios"]]
+    assert (st[2].name, st[2].pnl, st[2].equity, st[2].maintenance_margin, st[2].below_maintenance) == \
+        ("ad-hoc", D("-40000.00"), D("0.00"), D("3000.00"), True)
