@@ -485,11 +485,10 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         worst2 = imax(iabs(pos + ob + added), iabs(pos - os))
     else:
         worst2 = imax(iabs(pos + ob), iabs(pos - os - added))
-    if worst2 <= worst:            # does not add risk: nothing below applies, but a VaR sensitivity is
-        if added > 0 and self.var_sens[s]:      # charged (never refused): the VaR bound stays an upper bound
-            self.var_charge(a, self.var_increment(s, m, added, self.var_sens[s]))
-        return 0
-    if st == ACCT_REDUCE_ONLY:
+    if worst2 <= worst:            # does not add risk: nothing below applies, but where its symbol has a VaR
+        if added <= 0 or self.var_sens[s] == 0:     # sensitivity check_account charges it (never refuses)
+            return 0
+    elif st == ACCT_REDUCE_ONLY:
         return REJ_ACCOUNT_REDUCE_ONLY
     return self.check_account(a, s, p, ra, rs, rt, m, worst, worst2, added)
 

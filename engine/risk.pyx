@@ -359,8 +359,12 @@ cdef class Risk:
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept:
         """Checks 14-18 (RISK.md "Checks, in order") of an order that raises entry p's worst-case
         qty from worst to worst2 and adds `added` on its side (the limit rows and the mark as
-        check_order located them): 0 or the Reject code of the first that fails."""
+        check_order located them): 0 or the Reject code of the first that fails. An order that does not
+        add risk (worst2 <= worst) only gets its VaR charge (RISK.md "Pre-trade VaR limit")."""
         cdef int64_t lim
+        if worst2 <= worst:
+            self.var_charge(a, self.var_increment(s, m, added, self.var_sens[s]))
+            return 0
         if self.far_from_limits(a, s, ra, rs, rt, worst, worst2):
             return var_check(self, a, s, ra, rs, rt, m, added)     # 14-17 pass on bounds alone: no refresh
         # Checks 14-17 read equity and the account's sums with this entry's wexpo and im replaced by

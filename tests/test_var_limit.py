@@ -290,3 +290,57 @@ def test_risk_queries_when_the_worker_published_then_the_sdk_gets_the_analytics_
         [(x["name"], D(x["pnl"]), x["below_maintenance"]) for x in stress["scenarios"]]
     assert (st[2].name, st[2].pnl, st[2].equity, st[2].maintenance_margin, st[2].below_maintenance) == \
         ("ad-hoc", D("-40000.00"), D("0.00"), D("3000.00"), True)
+
+
+def test_worker_when_it_follows_the_journal_then_each_cycle_journals_the_model_and_serves_its_gauges(server_factory):
+    import signal
+    import socket
+    import time
+    import urllib.request
+    srv = server_factory(risk=LIMIT_RISK, admins={"ops": HASH}, extra=LIMIT_ANALYTICS).start()
+    ad = Admin(srv)
+    fund(ad, acct1="1000000")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w = subprocess.Popen([sys.executable, "-m", "engine.cli", "risk", "worker", str(srv.dir / "journal"), "--config",
+                          str(srv.config), "--admin-port", str(srv.admin_port), "--user", "ops",
+                          "--metrics-port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), TRADING_ENGINE_ADMIN_PASSWORD=PASSWORD))
+    try:
+        for price in MARKS:                              # the marks arrive while it runs: it follows them
+            ad.ok("mark", symbol="BTCUSDT", price=price)
+
+        def scrape():
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            except OSError:
+                return {}
+            return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                    if line.startswith("te_risk_worker")}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:                # until a cycle saw every mark
+            g = scrape()
+            if g.get("te_risk_worker_model_seq", 0) >= 8 and g.get("te_risk_worker_rows_sent_total", 0) >= 3:
+                break
+            time.sleep(0.2)
+        assert g["te_risk_worker_rows_rejected_total"] == 0 and g["te_risk_worker_model_age_seconds"] >= 0
+        assert g["te_risk_worker_accounts_over_max_var"] == 0
+        assert set(g) >= {"te_risk_worker_cycle_seconds", "te_risk_worker_model_seq"}   # no per-account series
+
+        async def orders():
+            async with connect(srv, 1) as c1:
+                first = await c1.place("BTCUSDT", "buy", "1.000", price="50000.00")
+                second = await c1.place("BTCUSDT", "buy", "1.000", price="50000.00")
+                return first.kind, second.kind, getattr(second, "reason", None)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:                # the sensitivity journaled by a cycle
+            got = asyncio.run(orders())
+            if got[1] == "rejected":
+                break
+            time.sleep(0.5)
+        assert got[1:] == ("rejected", "MAX_VAR")
+    finally:
+        w.send_signal(signal.SIGTERM)
+        out, err = w.communicate(timeout=30)
+    assert w.returncode == 0, err
