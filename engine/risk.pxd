@@ -239,6 +239,12 @@ cdef class Risk:
     cdef int64_t* brk_resume         # cool-off end (0 = resume only by admin)
     cdef uint8_t* brk_tripped        # halted by the breaker
     cdef int64_t* var_sens           # VaR per cash unit of exposure, 1e-9 units (the last VAR_UPDATE; 0 = none)
+    # derived from var_sens, num, den (var_derive): incremental VaR = ceil(added x mark x var_num / var_den),
+    # var_den = den x 1e9 with its invariant-divisor magic; var_den 0 = too large: two steps (var_increment)
+    cdef int64_t* var_num
+    cdef int64_t* var_den
+    cdef uint64_t* var_magic
+    cdef uint8_t* var_more
 
     # -- QUEUES (between commands always empty) --
     cdef object _touch_arr, _trip_arr, _chg_arr
@@ -306,8 +312,7 @@ cdef class Risk:
     cdef void end_of_day(self) noexcept
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1
     cdef int var_update(self, uint32_t a, uint32_t s, int64_t value, int64_t charged_at, int64_t ts) except -1
-    cdef int64_t var_increment(self, uint32_t s, int64_t m, int64_t added, int64_t k) noexcept
-    cdef void var_charge(self, uint32_t a, int64_t incr) noexcept
+    cdef void var_derive(self, uint32_t s) noexcept
     cdef void rebuild_eff(self, uint8_t kind) noexcept
 
 
@@ -485,10 +490,9 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         worst2 = imax(iabs(pos + ob + added), iabs(pos - os))
     else:
         worst2 = imax(iabs(pos + ob), iabs(pos - os - added))
-    if worst2 <= worst:            # does not add risk: nothing below applies, but where its symbol has a VaR
-        if added <= 0 or self.var_sens[s] == 0:     # sensitivity check_account charges it (never refuses)
-            return 0
-    elif st == ACCT_REDUCE_ONLY:
+    if worst2 <= worst:
+        return 0                   # does not add risk: nothing below applies
+    if st == ACCT_REDUCE_ONLY:
         return REJ_ACCOUNT_REDUCE_ONLY
     return self.check_account(a, s, p, ra, rs, rt, m, worst, worst2, added)
 
@@ -499,13 +503,30 @@ cdef inline int var_check(Risk self, uint32_t a, uint32_t s, const int64_t* ra, 
     every other check: its incremental VaR = the symbol's journaled sensitivity x the growth of the
     worst-case exposure on its side (added x mark, in cash units), both rounded up. Passing charges it
     to the account (var_charged), so the next order sees it, until the worker's next VAR_UPDATE."""
-    cdef int64_t lim = cap3(ra, rs, rt, LIM_MAX_VAR), k = self.var_sens[s], incr, used
-    if k == 0 or added <= 0:
+    cdef int64_t lim, incr, used
+    if self.var_sens[s] == 0 or added <= 0:
         return 0
-    incr = self.var_increment(s, m, added, k)
+    lim = cap3(ra, rs, rt, LIM_MAX_VAR)
+    incr = var_increment(self, s, m, added)
     if lim != NO_CAP:
         used = self.var_off[a] + self.var_charged[a]     # >= 0; both within +-2**62 (var_update, var_charge)
         if used > lim or incr > lim - used:
             return REJ_MAX_VAR
-    self.var_charge(a, incr)
+    var_charge(self, a, incr)
     return 0
+
+
+cdef inline int64_t var_increment(Risk self, uint32_t s, int64_t m, int64_t added) noexcept:
+    """An order's incremental VaR: ceil(added x m x num x k / (den x 1e9)) cash units (saturating)."""
+    if self.var_den[s]:
+        return te_mulq(added, m, self.var_num[s], 1, self.var_den[s], self.var_magic[s], self.var_more[s], CEIL)
+    return te_muldiv(te_mulq(added, m, self.num[s], 1, self.den[s], self.den_magic[s], self.den_more[s], CEIL),
+                     self.var_sens[s], 1, 1, 1000000000, 1, CEIL)
+
+
+cdef inline void var_charge(Risk self, uint32_t a, int64_t incr) noexcept:
+    """var_charged += incr, kept within 2**62 (beyond, every MAX_VAR is exceeded anyway)."""
+    cdef int64_t c
+    if __builtin_add_overflow(self.var_charged[a], incr, &c) or c > QTY_BOUND:
+        c = QTY_BOUND
+    self.var_charged[a] = c

@@ -49,7 +49,8 @@ SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64)
                   ("wunit", np.int64),
                   ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64),
                   ("brk_tripped", np.uint8), ("den_more", np.uint8), ("den_shift", np.uint8),
-                  ("var_sens", np.int64))
+                  ("var_sens", np.int64), ("var_num", np.int64), ("var_den", np.int64), ("var_magic", np.uint64),
+                  ("var_more", np.uint8))
 SIZEOF_POSITION = sizeof(Position)
 
 
@@ -164,6 +165,10 @@ cdef class Risk:
         self.brk_resume = <int64_t*>_data(s["brk_resume"])
         self.brk_tripped = <uint8_t*>_data(s["brk_tripped"])
         self.var_sens = <int64_t*>_data(s["var_sens"])
+        self.var_num = <int64_t*>_data(s["var_num"])
+        self.var_den = <int64_t*>_data(s["var_den"])
+        self.var_magic = <uint64_t*>_data(s["var_magic"])
+        self.var_more = <uint8_t*>_data(s["var_more"])
         self.touch_q = <int32_t*>_data(self._touch_arr)
         self.ro = <int32_t*>_data(self.ro_arr)
         self.ro_total = <int32_t*>_data(self.ro_total_arr)
@@ -194,6 +199,7 @@ cdef class Risk:
         te_udiv_gen(<uint64_t>den, &self.den_magic[symbol], &self.den_more[symbol])
         self.den_shift[symbol] = den.bit_length() - 1
         self.set_wunit(symbol)
+        self.var_derive(symbol)
 
     cdef inline int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept:
         """a * b (a price and a qty) in cash units of symbol s, rounded down (FLOOR) or up (CEIL)."""
@@ -317,18 +323,23 @@ cdef class Risk:
             self.var_ts[a] = ts
         else:
             self.var_sens[s] = value
+            self.var_derive(s)
         return 0
 
-    cdef int64_t var_increment(self, uint32_t s, int64_t m, int64_t added, int64_t k) noexcept:
-        """An order's incremental VaR: ceil(k x ceil(added x m x num / den) / 1e9) cash units (saturating)."""
-        return te_muldiv(self.notional(added, m, s, CEIL), k, 1, 1, 1000000000, 1, CEIL)
-
-    cdef void var_charge(self, uint32_t a, int64_t incr) noexcept:
-        """var_charged += incr, kept within 2**62 (beyond, every MAX_VAR is exceeded anyway)."""
-        cdef int64_t c
-        if __builtin_add_overflow(self.var_charged[a], incr, &c) or c > QTY_BOUND:
-            c = QTY_BOUND
-        self.var_charged[a] = c
+    cdef void var_derive(self, uint32_t s) noexcept:
+        """var_num, var_den and its magic from var_sens, num and den (one division per increment)."""
+        cdef int64_t x, d
+        self.var_num[s] = self.var_den[s] = 0
+        self.var_magic[s] = self.var_more[s] = 0
+        if self.var_sens[s] == 0:
+            return                                 # no sensitivity: nothing is charged
+        if __builtin_mul_overflow(self.var_sens[s], self.num[s], &x) or \
+                __builtin_mul_overflow(self.den[s], <int64_t>1000000000, &d):
+            self.var_den[s] = 0                    # the two-step path (var_increment)
+            return
+        self.var_num[s] = x
+        self.var_den[s] = d
+        te_udiv_gen(<uint64_t>d, &self.var_magic[s], &self.var_more[s])
 
     def var_state(self, uint32_t account):
         """The account's VaR limit state: the bound in force (cash units), every charge ever, the model's time."""
@@ -359,12 +370,8 @@ cdef class Risk:
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept:
         """Checks 14-18 (RISK.md "Checks, in order") of an order that raises entry p's worst-case
         qty from worst to worst2 and adds `added` on its side (the limit rows and the mark as
-        check_order located them): 0 or the Reject code of the first that fails. An order that does not
-        add risk (worst2 <= worst) only gets its VaR charge (RISK.md "Pre-trade VaR limit")."""
+        check_order located them): 0 or the Reject code of the first that fails."""
         cdef int64_t lim
-        if worst2 <= worst:
-            self.var_charge(a, self.var_increment(s, m, added, self.var_sens[s]))
-            return 0
         if self.far_from_limits(a, s, ra, rs, rt, worst, worst2):
             return var_check(self, a, s, ra, rs, rt, m, added)     # 14-17 pass on bounds alone: no refresh
         # Checks 14-17 read equity and the account's sums with this entry's wexpo and im replaced by
@@ -840,6 +847,8 @@ cdef class Risk:
         for name in ("var_charged", "var_off", "var_ts"):                  # before the pre-trade VaR limit
             state.setdefault("risk.acct." + name, np.zeros(self.max_accounts, dtype=np.int64))
         state.setdefault("risk.sym.var_sens", np.zeros(self.max_symbols, dtype=np.int64))
+        for name, t in (("var_num", np.int64), ("var_den", np.int64), ("var_magic", np.uint64), ("var_more", np.uint8)):
+            state.setdefault("risk.sym." + name, np.zeros(self.max_symbols, dtype=t))
         for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
             if state[name].size != targets[name].size and state[name].size == targets[name].size // N_LIMITS * 19:
                 old = state[name].reshape(-1, 19)       # 19 kinds then: the newer ones unset
@@ -853,6 +862,7 @@ cdef class Risk:
             dst[...] = state[name]
         for s in range(1, self.max_symbols):
             self.set_wunit(s)
+            self.var_derive(s)
         sc = [int(x) for x in state["risk.scalars"]] + [0, 0]
         self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts = sc[:6]
         cdef int k

@@ -90,16 +90,15 @@ def rows(book: analytics.Book, hold: Holdings, confidence: float, horizon_days: 
         v = min(math.ceil(float(ui) * PPB), 1 << 62)
         if not changed_only or risk.var_sensitivity(sid) != v:
             out.append([0, sid, v, 0, seq, ts])
-    for i, a in enumerate(hold.accounts):
+    vs = np.zeros(len(hold.accounts), dtype=np.int64)
+    if fit is not None and hold.accounts:   # a symbol without returns: no model (RISK.md)
+        b = rm.reachable_var_bounds(hold.pos[:, cols], hold.ob[:, cols], hold.os_[:, cols], fit[0], confidence,
+                                    fit[1])
+        vs = np.minimum(np.ceil(b * cd * (1 + 1e-12)), float(1 << 62)).astype(np.int64)   # up: float noise never lowers it
+    for a, v in zip(hold.accounts, vs.tolist()):
         st = risk.var_state(a)
-        v = 0
-        if fit is not None:
-            pos, ob, os_ = hold.pos[i, cols], hold.ob[i, cols], hold.os_[i, cols]
-            if pos.any() or ob.any() or os_.any():     # a symbol without returns: no model (RISK.md)
-                bound = rm.reachable_var_bound(pos, ob, os_, fit[0], confidence, fit[1])
-                v = min(math.ceil(bound * cd * (1 + 1e-12)), 1 << 62)      # up: float noise never lowers it
         bounds[a] = v
-        if not changed_only or st["var"] - st["charged"] != v - st["charged"] or st["model_ts_ns"] == 0:
+        if not changed_only or st["var"] != v or st["model_ts_ns"] == 0:     # else: the same state
             out.append([a, 0, v, st["charged"], seq, ts])
     out.append([0, 0, 0, 0, seq, ts])
     return out, bounds

@@ -32,6 +32,9 @@ Scenarios here:
            against plain TCP (see perf/tls.py)
   noisy    quiet sessions' round trip beside one noisy session (orders + a heartbeat or an
            ORDER_STATUS each) against the quiet baseline of the same run (see perf/noisy.py)
+  riskcycle  one full cycle of the risk worker's models (parametric, historical 500, Monte Carlo
+           10,000 paths, the VaR limit's bounds, backtests) for --var-accounts x --var-symbols on one
+           core (see perf/riskcycle.py)
   admin    admin action latency (a journaled deposit, status; test and production scrypt cost)
            and the SDK's portfolio()/positions()/connect() round trips (see perf/admin.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; latency scenarios
@@ -269,7 +272,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
-                                        "symbols", "tls", "admin", "throughput", "instructions", "noisy"])
+                                        "symbols", "tls", "admin", "throughput", "instructions", "noisy",
+                                        "riskcycle"])
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
                    help="batch sizes (journal)")
@@ -306,6 +310,8 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
     p.add_argument("--count-n", type=int, default=300_000, help="commands per counted run (instructions)")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--var-accounts", type=int, default=10_000, help="accounts (riskcycle)")
+    p.add_argument("--var-symbols", type=int, default=100, help="symbols (riskcycle)")
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--prefill", type=int, default=0, help="deep resting orders placed before the flow (core)")
@@ -330,6 +336,9 @@ def main(argv=None):
     elif args.scenario == "throughput":
         from perf import throughput
         results = throughput.scenario(args)
+    elif args.scenario == "riskcycle":
+        from perf import riskcycle
+        results = riskcycle.scenario(args)
     elif args.scenario == "instructions":
         from perf import instructions
         results = instructions.scenario(args)
