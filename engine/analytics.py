@@ -313,7 +313,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", required=True)
     helps = {"var": "VaR and expected shortfall per account and model",
              "stress": "P&L of the configured [[analytics.scenarios]] per account; who falls below maintenance",
-             "metrics": "the account's figures, VaR and ES, and the VaR backtest (Kupiec, Christoffersen)"}
+             "metrics": "the account's figures, VaR and ES, and the VaR backtest (Kupiec, Christoffersen)",
+             "report": "an HTML report with inline SVG charts: P&L distribution with VaR/ES, the VaR backtest over "
+                       "time, the stress scenarios"}
     for name, text in helps.items():
         x = sub.add_parser(name, help=text, description=text)
         x.add_argument("path", metavar="JOURNAL_PATH")
@@ -324,7 +326,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         x.add_argument("--confidence", type=float, help="default: analytics.confidence")
         x.add_argument("--horizon-days", type=float, help="default: analytics.horizon_days")
         x.add_argument("--until", type=int, metavar="SEQ", help="the journal up to this command seq")
-        x.add_argument("--json", action="store_true", help="one JSON document (money as strings)")
+        if name == "report":
+            x.add_argument("--out", default="risk_report.html", help="the HTML file to write")
+        else:
+            x.add_argument("--json", action="store_true", help="one JSON document (money as strings)")
     p.set_defaults(run=run)
     from engine import riskworker
     riskworker.add_parser(sub)
@@ -355,6 +360,11 @@ def run(args) -> int:
     except (JournalError, JournalRefused, AnalyticsError) as e:
         print(f"trading-engine risk: {e}", file=sys.stderr)
         return 1
+    if args.action == "report":
+        from engine import riskreport
+        n = riskreport.write(book, params, args.out, args.account)
+        print(f"wrote {args.out} ({n} accounts)")
+        return 0
     report = {"var": var_report, "stress": stress_report, "metrics": metrics_report}[args.action]
     reports = [_fmt(report(book, a, params), cfg.risk.cash_decimals) for a in accounts(book, args.account)]
     if args.json:

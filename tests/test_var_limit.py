@@ -350,3 +350,33 @@ def test_worker_when_it_follows_the_journal_then_each_cycle_journals_the_model_a
         w.send_signal(signal.SIGTERM)
         out, err = w.communicate(timeout=30)
     assert w.returncode == 0, err
+
+
+def test_risk_report_when_written_then_html_with_well_formed_charts_of_each_account(server_factory, tmp_path):
+    import xml.etree.ElementTree as ET
+    from tests.test_analytics import ANALYTICS, MARKS as AMARKS, risk_cli
+    srv = server_factory(risk=RISK, admins={"ops": HASH}, extra=ANALYTICS).start()
+    ad = Admin(srv)
+    fund(ad, acct1="40000", acct2="1000000")
+    for price in AMARKS:
+        ad.ok("mark", symbol="BTCUSDT", price=price)
+
+    async def trade():
+        async with connect(srv, 1) as c1, connect(srv, 2) as c2:
+            await c2.place("BTCUSDT", "sell", "2.000", price="50000.00")
+            await c1.place("BTCUSDT", "buy", "2.000", price="50000.00")
+    asyncio.run(trade())
+    out = tmp_path / "report.html"
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "risk", "report", str(srv.dir / "journal"), "--config",
+                        str(srv.config), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    var1 = risk_cli(srv, "var", "--account", "1")[1]["models"]["historical"]["var"]
+    assert "<h2>Account 1</h2>" in text and "<h2>Account 2</h2>" in text
+    assert f"VaR {float(var1):,.2f}" in text                     # the historical VaR marked on its chart
+    assert "crypto -40%" in text and "exceedances in 4" in text   # stress bars, the backtest's 4 forecasts
+    svgs = [s[:s.index("</svg>") + 6] for s in text.split("<svg")[1:]]
+    assert len(svgs) >= 6
+    for s in svgs:
+        ET.fromstring("<svg" + s)                                   # each chart is well-formed SVG
