@@ -134,14 +134,18 @@ GRID = (0.9, 0.95, 0.975, 0.99, 0.995, 0.999)   # confidences the worker publish
 
 
 def tail_table(pnl: np.ndarray, confidences, sigma: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(VaR, ES), each (accounts, len(confidences)), of the P&L outcomes pnl (outcomes, accounts), as
+    """tail_rows() of pnl (outcomes, accounts)."""
+    return tail_rows(np.ascontiguousarray(np.asarray(pnl, dtype=float).T), confidences, sigma)
+
+
+def tail_rows(x: np.ndarray, confidences, sigma: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(VaR, ES), each (accounts, len(confidences)), of the P&L outcomes x (accounts, outcomes), as
     empirical() defines them (k = tail_count(n, c): VaR = -(k-th smallest), ES = -(mean of the k
     smallest)), from the tail of each account's outcomes alone.
     sigma (optional, per account): a guess of each column's standard deviation (the parametric one for
     Monte Carlo): only outcomes below a normal quantile comfortably beyond the largest tail are kept and
     sorted, and an account with fewer of them than that tail (fat tails, a bad guess) is done in full, so
     the figures are the same either way; the guess only saves the selection over every outcome."""
-    x = np.ascontiguousarray(np.asarray(pnl, dtype=float).T)         # (accounts, outcomes)
     n = x.shape[1]
     ks = [tail_count(n, c) for c in confidences]
     kmax = max(ks)
@@ -155,7 +159,7 @@ def tail_table(pnl: np.ndarray, confidences, sigma: np.ndarray | None = None) ->
         ok = counts >= kmax
         if ok.any():
             rows = np.nonzero(ok)[0]
-            vals = x[rows][mask[rows]]                                 # row by row, each row's in order
+            vals = x[mask] if ok.all() else x[rows][mask[rows]]        # row by row, each row's in order
             c = counts[rows]
             width = int(c.max())
             pad = np.full((len(rows), width), np.inf)
@@ -223,11 +227,11 @@ def portfolio_figures(exposures: np.ndarray, returns: np.ndarray, confidence: fl
     out = dict(cov=cov, sigma=sigma, var=z * sigma * math.sqrt(horizon),
                es=sigma * math.sqrt(horizon) * _N.pdf(z) / (1 - confidence))
     hist = r[-hist_window:] if hist_window else r
-    out["hist_var"], out["hist_es"] = tail_table(hist @ e.T, grid)
+    out["hist_var"], out["hist_es"] = tail_rows(e @ hist.T, grid)
     paths_r = mc_returns(cov, paths, seed, student_t_df)
     mv, me = [], []
     for i in range(0, len(e), chunk):
-        v, s_ = tail_table(paths_r @ e[i:i + chunk].T, grid, sigma[i:i + chunk])
+        v, s_ = tail_rows(e[i:i + chunk] @ paths_r.T, grid, sigma[i:i + chunk])
         mv.append(v)
         me.append(s_)
     out["mc_var"] = np.concatenate(mv) if mv else np.zeros((0, len(grid)))
