@@ -1083,9 +1083,11 @@ class Client:
         def bps(k: str) -> Decimal | None:
             v = int(e[k])
             return None if v < 0 else from_units(v, 4)
-        models = {m: ModelFigures(cash("var_" + m), cash("es_" + m)) for m in ("parametric", "historical", "montecarlo")}
+        models = {m: ModelFigures(cash("var_" + m), cash("es_" + m))
+                  for m in ("parametric", "historical", "montecarlo")}
         return RiskMetrics(from_units(int(e["exposure"]), cd), from_units(int(e["worst_exposure"]), cd),
-                           from_units(int(e["equity"]), cd), bps("leverage_bps"), from_units(int(e["initial_margin"]), cd),
+                           from_units(int(e["equity"]), cd), bps("leverage_bps"),
+                           from_units(int(e["initial_margin"]), cd),
                            from_units(int(e["maintenance_margin"]), cd), bps("margin_use_bps"), cash("max_var"),
                            from_units(int(e["var_limit"]), cd), bps("limit_use_bps"), models,
                            from_units(int(e["confidence_ppm"]), 6), from_units(int(e["horizon_ppm"]), 6),

@@ -216,7 +216,7 @@ class AnalyticsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mc_seed: int = 0
     mc_student_t_df: float | None = None   # Monte Carlo: Student-t with these degrees of freedom (> 2), else normal
     worker_interval_ms: int = 1000         # `trading-engine risk worker`: one cycle (read, recompute, send) this often
-    metrics_file: str = ""                 # the worker's published figures (engine/riskqueries.py); "" = in journal.path
+    metrics_file: str = ""                 # the worker's figures for the queries (riskqueries.py); "" = in journal.path
     groups: dict[str, list[str]] = {}      # symbol groups for the scenarios' group shocks ("crypto" = [...])
     scenarios: list[ScenarioConfig] = []
 

@@ -501,7 +501,7 @@ cdef inline int var_check(Risk self, uint32_t a, uint32_t s, const int64_t* ra, 
                           const int64_t* rt, int64_t m, int64_t added) noexcept:
     """Check 18, MAX_VAR (RISK.md "Pre-trade VaR limit"), last, for an order that adds risk and passed
     every other check: its incremental VaR = the symbol's journaled sensitivity x the growth of the
-    worst-case exposure on its side (added x mark, in cash units), both rounded up. Passing charges it
+    worst-case exposure on its side (added x mark, in cash units), rounded up. Passing charges it
     to the account (var_charged), so the next order sees it, until the worker's next VAR_UPDATE."""
     cdef int64_t lim, incr, used
     if self.var_sens[s] == 0 or added <= 0:

@@ -84,6 +84,10 @@ def stress_svg(rows: list[dict], title: str) -> str:
     return _frame(title, body)
 
 
+def _money(x, cd: int) -> str:
+    return "-" if x is None else analytics.money(x, cd, True)
+
+
 def account_section(book: analytics.Book, account: int, params: analytics.Params) -> str:
     a = book.cfg.analytics
     cd = book.cfg.risk.cash_decimals
@@ -97,9 +101,8 @@ def account_section(book: analytics.Book, account: int, params: analytics.Params
     hist = rep["models"].get("historical") or {}
     parts = [f"<h2>Account {account}</h2>",
              "<table><tr><th>model</th><th>VaR</th><th>ES</th><th>returns</th></tr>" + "".join(
-                 f"<tr><td>{m}</td><td>{analytics.money(v['var'], cd, True) if v['var'] is not None else '-'}</td>"
-                 f"<td>{analytics.money(v['es'], cd, True) if v['es'] is not None else '-'}</td><td>{v['returns']}</td></tr>"
-                 for m, v in rep["models"].items()) + "</table>",
+                 f"<tr><td>{m}</td><td>{_money(v['var'], cd)}</td><td>{_money(v['es'], cd)}</td>"
+                 f"<td>{v['returns']}</td></tr>" for m, v in rep["models"].items()) + "</table>",
              f"<p>exposure: {', '.join(f'{s} {x:,.2f}' for s, x in zip(rep['symbols'], rep['exposure'])) or 'none'}"
              f"; confidence {params.confidence}, {params.horizon_days:g} days</p>"]
     if hist.get("var") is not None and len(pnl):

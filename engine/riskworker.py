@@ -94,7 +94,8 @@ def rows(book: analytics.Book, hold: Holdings, confidence: float, horizon_days: 
     if fit is not None and hold.accounts:   # a symbol without returns: no model (RISK.md)
         b = rm.reachable_var_bounds(hold.pos[:, cols], hold.ob[:, cols], hold.os_[:, cols], fit[0], confidence,
                                     fit[1])
-        vs = np.minimum(np.ceil(b * cd * (1 + 1e-12)), float(1 << 62)).astype(np.int64)   # up: float noise never lowers it
+        # rounded up: float noise never lowers a bound
+        vs = np.minimum(np.ceil(b * cd * (1 + 1e-12)), float(1 << 62)).astype(np.int64)
     for a, v in zip(hold.accounts, vs.tolist()):
         st = risk.var_state(a)
         bounds[a] = v

@@ -515,7 +515,8 @@ CLIENT_TYPES = frozenset({MsgType.LOGON, MsgType.LOGOUT, MsgType.HEARTBEAT, MsgT
                           MsgType.AMEND, MsgType.MASS_CANCEL, MsgType.SYMBOL_DIRECTORY_REQUEST,
                           MsgType.ORDER_STATUS_REQUEST, MsgType.OPEN_ORDERS_REQUEST, MsgType.BOOK_DEPTH_REQUEST,
                           MsgType.POSITIONS_REQUEST, MsgType.PORTFOLIO_REQUEST, MsgType.RISK_METRICS_REQUEST,
-                          MsgType.VAR_REQUEST, MsgType.STRESS_REQUEST, MsgType.SUBSCRIBE, MsgType.UNSUBSCRIBE, MsgType.RECENT_TRADES_REQUEST})
+                          MsgType.VAR_REQUEST, MsgType.STRESS_REQUEST, MsgType.SUBSCRIBE, MsgType.UNSUBSCRIBE,
+                          MsgType.RECENT_TRADES_REQUEST})
 
 
 def frame_size(msg_type: int, count: int = 0) -> int:
