@@ -99,6 +99,12 @@ def test_var_state_when_exported_and_imported_then_the_same_decisions():
     c.r.import_state({k: v.copy() for k, v in b.r.export_state().items()})
     assert c.r.state_bytes() == b.r.state_bytes()
     assert reason(b.order(1, BUY, 1000)) == reason(c.order(1, BUY, 1000)) == R.MAX_VAR
+    # a snapshot from before the VaR limit: no model, no sensitivity, nothing charged; it loads
+    old = {k: v.copy() for k, v in b.r.export_state().items() if ".var_" not in k}
+    d = Book()
+    d.r.import_state(old)
+    assert d.r.var_state(1) == dict(var=0, charged=0, model_ts_ns=0, engine_model_ts_ns=0)
+    assert d.r.var_sensitivity(BTC) == 0 and reason(d.order(1, BUY, 1000)) == 0
 
 
 # -- the bound (hypothesis): never below the VaR of any portfolio the account can reach --
