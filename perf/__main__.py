@@ -35,6 +35,8 @@ Scenarios here:
   riskcycle  one full cycle of the risk worker's models (parametric, historical 500, Monte Carlo
            10,000 paths, the VaR limit's bounds, backtests) for --var-accounts x --var-symbols on one
            core (see perf/riskcycle.py)
+  varworker  the server's round trip with and without the risk worker following its journal,
+           alternating phases (see perf/varworker.py)
   admin    admin action latency (a journaled deposit, status; test and production scrypt cost)
            and the SDK's portfolio()/positions()/connect() round trips (see perf/admin.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; latency scenarios
@@ -273,7 +275,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
                                         "symbols", "tls", "admin", "throughput", "instructions", "noisy",
-                                        "riskcycle"])
+                                        "riskcycle", "varworker"])
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
                    help="batch sizes (journal)")
@@ -336,6 +338,9 @@ def main(argv=None):
     elif args.scenario == "throughput":
         from perf import throughput
         results = throughput.scenario(args)
+    elif args.scenario == "varworker":
+        from perf import varworker
+        results = varworker.scenario(args)
     elif args.scenario == "riskcycle":
         from perf import riskcycle
         results = riskcycle.scenario(args)
