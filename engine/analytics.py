@@ -1,4 +1,5 @@
-"""`trading-engine risk var|stress|metrics JOURNAL_PATH`: risk analytics off the engine thread.
+"""`trading-engine risk var|stress|metrics|report JOURNAL_PATH`: risk analytics off the engine thread
+(`risk report`: engine/riskreport.py; `risk worker`, the pre-trade VaR limit's live model: engine/riskworker.py).
 
 Reads: the journal, as one more read-only LMDB reader (engine/journal_tool.open_journal; safe beside
 the live server), replayed through a fresh engine built from --config (journal_tool.replayed: the
