@@ -154,9 +154,11 @@ SESSION_RULES = """\
 10. **Acknowledgement.** No execution report leaves the server before the event
    it reports is committed to the journal at the configured durability.
    **What a query reflects.** A query (SYMBOL_DIRECTORY, ORDER_STATUS, OPEN_ORDERS,
-   BOOK_DEPTH, POSITIONS, PORTFOLIO) is answered from the state after every command
-   the server took before it: this session's earlier frames, and other sessions'
-   commands that arrived before it. The answer is sent once those commands are
+   BOOK_DEPTH, POSITIONS, PORTFOLIO, RISK_METRICS, VAR, STRESS) is answered from the state
+   after every command the server took before it: this session's earlier frames, and
+   other sessions' commands that arrived before it (RISK_METRICS, VAR and STRESS also
+   from the risk worker's last published figures, engine/RISK.md "Risk queries"; VarModel:
+   1 parametric, 2 historical, 3 montecarlo). The answer is sent once those commands are
    committed, after their execution reports, so every answer, LOGOUT and
    PROTOCOL_ERROR keeps the order of the frames on the connection; if that commit
    fails, the query is answered with status JOURNAL_UNAVAILABLE and no entries.
