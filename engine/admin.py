@@ -83,7 +83,7 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 ADDED_ACCOUNTS = "added_accounts.json"
 MIN_SECRET = cfgmod.MIN_SECRET         # an added account's secret: as a configured one
 MAX_EVENTS = 1000                      # listed in a reply (the journal has them all)
-MAX_VAR_ROWS = 1 << 20                 # VAR_UPDATE rows in one var_update request
+MAX_VAR_ROWS = 1000                    # VAR_UPDATE rows in one var_update request (a line is at most 64 KiB)
 AUTH_FAILURE_DELAY_S = 0.5             # a failed authentication is answered after this
 
 

@@ -36,6 +36,8 @@ from engine import analytics, config as cfgmod, riskmodels as rm, riskqueries
 from protocol.codes import LimitKind
 
 PPB = 10 ** 9                      # sensitivities are 1e-9 of a cash unit of VaR per cash unit of exposure
+ROWS_PER_REQUEST = 400             # a var_update request stays well below the admin listener's 64 KiB line
+                                   # (a row is at most ~120 bytes of JSON); each request is one journal commit
 
 
 def model(book: analytics.Book, confidence: float, horizon_days: float):
@@ -199,9 +201,12 @@ def cycle(tail: analytics.Tail, j, admin: Admin | None, gauges: Gauges, confiden
     out, bounds = rows(book, hold, confidence, horizon_days)
     reply = {"applied": 0, "rejected": []}
     if admin is not None:
-        reply = admin.call("var_update", rows=out)
-        if "applied" not in reply:
-            raise RuntimeError(f"var_update refused: {reply.get('error')}")
+        for i in range(0, len(out), ROWS_PER_REQUEST):
+            part = admin.call("var_update", rows=out[i:i + ROWS_PER_REQUEST])
+            if "applied" not in part:
+                raise RuntimeError(f"var_update refused: {part.get('error')}")
+            reply["applied"] += part["applied"]
+            reply["rejected"] += [[i + k, why] for k, why in part["rejected"]]
         gauges.rows.inc(reply["applied"])
         gauges.rejected.inc(len(reply["rejected"]))
     risk = book.eng.risk

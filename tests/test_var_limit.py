@@ -386,3 +386,27 @@ def test_risk_report_when_written_then_html_with_well_formed_charts_of_each_acco
     assert len(svgs) >= 6
     for s in svgs:
         ET.fromstring("<svg" + s)                                   # each chart is well-formed SVG
+
+
+def test_worker_cycle_when_its_rows_exceed_one_request_then_sent_in_parts_all_applied(server_factory, monkeypatch):
+    from engine import analytics, config as cfgmod, riskworker
+    from engine.journal_tool import open_journal
+    srv = server_factory(risk=LIMIT_RISK, admins={"ops": HASH}, extra=LIMIT_ANALYTICS).start()
+    ad = Admin(srv)
+    for price in MARKS:
+        ad.ok("mark", symbol="BTCUSDT", price=price)
+    monkeypatch.setattr(riskworker, "ROWS_PER_REQUEST", 2)      # as 400 rows would be with 400+ accounts
+    cfg = cfgmod.load(srv.config)
+    tail, j = analytics.Tail(cfg), open_journal(str(srv.dir / "journal"))
+    admin = riskworker.Admin("127.0.0.1", srv.admin_port, "ops", PASSWORD)
+    try:
+        res = riskworker.cycle(tail, j, admin, riskworker.Gauges(), 0.95, HORIZON_DAYS)
+        assert res["rows"] == res["applied"] >= 6 and res["rejected"] == []  # BTCUSDT, 4 accounts, the time
+        tail.follow(j)
+        risk = tail.eng.risk
+        assert risk.var_sensitivity(1) > 0 and all(risk.var_state(a)["model_ts_ns"] > 0 for a in (1, 2, 3, 4))
+        again = riskworker.cycle(tail, j, admin, riskworker.Gauges(), 0.95, HORIZON_DAYS)
+        assert again["rows"] == 1                      # nothing changed: the model's time alone
+    finally:
+        admin.close()
+        j.env.close()
