@@ -327,6 +327,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         x.add_argument("--confidence", type=float, help="default: analytics.confidence")
         x.add_argument("--horizon-days", type=float, help="default: analytics.horizon_days")
         x.add_argument("--until", type=int, metavar="SEQ", help="the journal up to this command seq")
+        if name in ("stress", "report"):
+            x.add_argument("--shock", action="append", default=[], metavar="NAME=MOVE",
+                           help="an ad-hoc scenario after the configured ones: a symbol's or group's relative move "
+                                "(BTCUSDT=-0.3; repeat for several)")
+            x.add_argument("--vol-multiplier", type=float, default=1.0, help="the ad-hoc scenario's volatility x")
         if name == "report":
             x.add_argument("--out", default="risk_report.html", help="the HTML file to write")
         else:
@@ -353,6 +358,21 @@ def run(args) -> int:
         return 2
     params = Params(confidence=confidence, horizon_days=horizon,
                     models=MODELS if args.model == "all" else (args.model,))
+    shocks = getattr(args, "shock", [])
+    if shocks:
+        try:
+            moves = {k: float(v) for k, v in (x.split("=", 1) for x in shocks)}
+        except ValueError:
+            print("trading-engine risk: --shock NAME=MOVE (BTCUSDT=-0.3)", file=sys.stderr)
+            return 2
+        known = {s.name for s in cfg.symbols} | set(cfg.analytics.groups)
+        if set(moves) - known or any(m <= -1 for m in moves.values()):
+            print(f"trading-engine risk: --shock: symbols or groups of the config, moves above -1 "
+                  f"(unknown: {sorted(set(moves) - known)})", file=sys.stderr)
+            return 2
+        adhoc = cfgmod.ScenarioConfig(name="ad-hoc", shocks=moves, vol_multiplier=args.vol_multiplier)
+        cfg = msgspec.structs.replace(cfg, analytics=msgspec.structs.replace(
+            cfg.analytics, scenarios=[*cfg.analytics.scenarios, adhoc]))
     try:
         book = read(args.path, cfg, key, args.until)
     except ReplayDiverged as e:

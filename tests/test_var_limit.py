@@ -386,6 +386,12 @@ def test_risk_report_when_written_then_html_with_well_formed_charts_of_each_acco
     assert len(svgs) >= 6
     for s in svgs:
         ET.fromstring("<svg" + s)                                   # each chart is well-formed SVG
+    # an ad-hoc scenario from the command line, after the configured ones (by hand: 2 BTC long at 50,000 on
+    # 40,000 of cash: -40% loses 40,000, leaving 0 against maintenance 5% x 2 x 30,000 = 3,000)
+    st = risk_cli(srv, "stress", "--account", "1", "--shock", "BTCUSDT=-0.4")[1]["scenarios"]
+    assert [x["name"] for x in st] == ["crypto -40%", "btc +10%, vol x3", "ad-hoc"]
+    assert (st[2]["pnl"], st[2]["equity"], st[2]["maintenance_margin"], st[2]["below_maintenance"]) == \
+        ("-40000.00", "0.00", "3000.00", True)
 
 
 def test_worker_cycle_when_its_rows_exceed_one_request_then_sent_in_parts_all_applied(server_factory, monkeypatch):
