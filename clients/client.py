@@ -302,6 +302,61 @@ class Portfolio(msgspec.Struct, frozen=True):
     cash_decimals: int
 
 
+class ModelFigures(msgspec.Struct, frozen=True):
+    """One VaR model's figures: VaR and expected shortfall (losses, quote currency), None before the risk
+    worker's first model."""
+    var: Decimal | None
+    es: Decimal | None
+
+
+class RiskMetrics(msgspec.Struct, frozen=True):
+    """risk_metrics() (engine/RISK.md "Risk queries"): the account's exposure, leverage and margin use
+    (from the engine), its MAX_VAR and the VaR bound its orders are checked against (limit_use =
+    var_limit / max_var), VaR and ES per model at the configured confidence and horizon, the parametric
+    VaR backtest, and the model's journal time (model_ts_ns, 0 = none yet)."""
+    exposure: Decimal
+    worst_exposure: Decimal
+    equity: Decimal
+    leverage: Decimal | None
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+    margin_use: Decimal | None
+    max_var: Decimal | None
+    var_limit: Decimal
+    limit_use: Decimal | None
+    models: dict[str, ModelFigures]
+    confidence: Decimal
+    horizon_days: Decimal
+    backtest_observations: int
+    backtest_exceedances: int
+    kupiec_p: Decimal
+    christoffersen_p: Decimal
+    model_ts_ns: int
+    limit_model_ts_ns: int
+
+
+class VaR(msgspec.Struct, frozen=True):
+    """var(): VaR and ES at `confidence` (the one used: historical and Monte Carlo figures exist at a grid
+    of confidences, the point at or above the one asked) over horizon_days, by `model`."""
+    var: Decimal
+    es: Decimal
+    confidence: Decimal
+    horizon_days: Decimal
+    model: str
+    model_ts_ns: int
+
+
+class StressResult(msgspec.Struct, frozen=True):
+    """One stress scenario (stress()): the account's P&L, equity and maintenance margin after, whether it
+    would be liquidated, and with a volatility multiplier the stressed VaR."""
+    name: str
+    pnl: Decimal
+    equity: Decimal
+    maintenance_margin: Decimal
+    below_maintenance: bool
+    stressed_var: Decimal | None
+
+
 class Level(msgspec.Struct, frozen=True):
     price: Decimal
     qty: Decimal
@@ -1250,6 +1305,77 @@ class Client:
                          state=AccountState(int(e["state"])).name.lower(), kill_switch=bool(e["kill"]),
                          cash_decimals=cd)
 
+    async def risk_metrics(self) -> RiskMetrics:
+        """The account's risk metrics (RiskMetrics; ServerError RISK_OFF without risk)."""
+        status, entries = await self._query(MsgType.RISK_METRICS_REQUEST)
+        if status or not len(entries):
+            raise ServerError(status, "risk metrics refused")
+        e = entries[0]
+        cd = int(e["cash_decimals"])
+
+        def cash(k: str) -> Decimal | None:
+            v = int(e[k])
+            return None if v < 0 else from_units(v, cd)
+
+        def bps(k: str) -> Decimal | None:
+            v = int(e[k])
+            return None if v < 0 else from_units(v, 4)
+        models = {m: ModelFigures(cash("var_" + m), cash("es_" + m))
+                  for m in ("parametric", "historical", "montecarlo")}
+        return RiskMetrics(from_units(int(e["exposure"]), cd), from_units(int(e["worst_exposure"]), cd),
+                           from_units(int(e["equity"]), cd), bps("leverage_bps"),
+                           from_units(int(e["initial_margin"]), cd),
+                           from_units(int(e["maintenance_margin"]), cd), bps("margin_use_bps"), cash("max_var"),
+                           from_units(int(e["var_limit"]), cd), bps("limit_use_bps"), models,
+                           from_units(int(e["confidence_ppm"]), 6), from_units(int(e["horizon_ppm"]), 6),
+                           int(e["backtest_observations"]), int(e["backtest_exceedances"]),
+                           from_units(int(e["kupiec_p_ppm"]), 6), from_units(int(e["christoffersen_p_ppm"]), 6),
+                           int(e["model_ts_ns"]), int(e["limit_model_ts_ns"]))
+
+    async def var(self, confidence: float | None = None, horizon_days: float | None = None,
+                  model: str = "parametric") -> VaR | None:
+        """VaR and ES of the account's positions at `confidence` and `horizon_days` (None: the server's
+        configured ones) by model parametric | historical | montecarlo; None before the risk worker's first
+        model. The parametric figure is exact at any confidence and horizon (engine/RISK.md "Risk queries")."""
+        models = {"parametric": 1, "historical": 2, "montecarlo": 3}
+        if model not in models:
+            raise ValueError(f"model {model!r}: one of {', '.join(models)}")
+        if confidence is not None and not 0.5 < confidence < 1:
+            raise ValueError("confidence in (0.5, 1)")
+        if horizon_days is not None and not 0 < horizon_days < 4000:
+            raise ValueError("horizon_days in (0, 4000)")
+        status, entries = await self._query(MsgType.VAR_REQUEST, model=models[model],
+                                            confidence_ppm=round((confidence or 0) * 1e6),
+                                            horizon_ppm=round((horizon_days or 0) * 1e6))
+        if status:
+            raise ServerError(status, "var refused")
+        if not len(entries):
+            return None
+        e = entries[0]
+        cd = int(e["cash_decimals"])
+        return VaR(from_units(int(e["var"]), cd), from_units(int(e["es"]), cd), from_units(int(e["confidence_ppm"]), 6),
+                   from_units(int(e["horizon_ppm"]), 6), model, int(e["model_ts_ns"]))
+
+    async def stress(self, shock: float | None = None, symbol: str | int | None = None) -> list[StressResult]:
+        """The configured stress scenarios (the risk worker's last figures), and with `shock` (a relative
+        price move, -0.3 = -30%) an ad-hoc one on `symbol` (None: every symbol), last, named "ad-hoc"."""
+        if shock is not None and not -1 < shock < 100:
+            raise ValueError("shock in (-1, 100)")
+        sym = self._symbol(symbol).id if symbol is not None else 0
+        status, entries = await self._query(MsgType.STRESS_REQUEST, symbol=sym,
+                                            shock_ppm=round((shock or 0) * 1e6))
+        if status:
+            raise ServerError(status, "stress refused")
+        out = []
+        for e in entries:
+            cd = int(e["cash_decimals"])
+            sv = int(e["stressed_var"])
+            out.append(StressResult(bytes(e["name"]).rstrip(b"\0").decode(errors="replace"),
+                                    from_units(int(e["pnl"]), cd), from_units(int(e["equity"]), cd),
+                                    from_units(int(e["maintenance_margin"]), cd), bool(e["below_maintenance"]),
+                                    None if sv < 0 else from_units(sv, cd)))
+        return out
+
     async def positions(self) -> list[Position]:
         """The account's symbols with a position or open orders, ascending symbol id."""
         if self.cash_decimals is None:
@@ -1455,6 +1581,19 @@ class SyncClient:
     def positions(self) -> list[Position]:
         """The account's positions and P&L per symbol."""
         return self._run(self.client.positions())
+
+    def risk_metrics(self) -> RiskMetrics:
+        """VaR and ES per model, exposure, leverage, margin and VaR-limit use, backtest, model age."""
+        return self._run(self.client.risk_metrics())
+
+    def var(self, confidence: float | None = None, horizon_days: float | None = None,
+            model: str = "parametric") -> VaR | None:
+        """VaR and ES at a confidence, horizon and model (Client.var)."""
+        return self._run(self.client.var(confidence, horizon_days, model))
+
+    def stress(self, shock: float | None = None, symbol: str | int | None = None) -> list[StressResult]:
+        """The configured stress scenarios, and an ad-hoc shock (Client.stress)."""
+        return self._run(self.client.stress(shock, symbol))
 
     def recent_trades(self, symbol: str | int, n: int = 100) -> list[Trade]:
         """A symbol's last n trade prints, oldest first."""

@@ -38,6 +38,8 @@ set off); `ok` is false when the engine rejected the command. Actions:
                                     dismissed: journaled with the operator (SURVEILLANCE.md)
   mark SYMBOL PRICE                 the mark price (core MARK_PRICE)
   reset_breaker                     the engine-wide error-rate circuit breaker and every account's lockout
+  var_update ROWS                   the risk worker's cycle (engine/riskworker.py): one VAR_UPDATE per row
+                                    [account, symbol, value, charged_at, model_seq, model_ts_ns], one flush
   positions / portfolio ACCOUNT     read-only: an account's risk figures
   limits                            read-only: every limit set, by scope
   add_account NAME [--id N] [--stp-group G]   a new trading account, at run time (below)
@@ -86,6 +88,7 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 ADDED_ACCOUNTS = "added_accounts.json"
 MIN_SECRET = cfgmod.MIN_SECRET         # an added account's secret: as a configured one
 MAX_EVENTS = 1000                      # listed in a reply (the journal has them all)
+MAX_VAR_ROWS = 1000                    # VAR_UPDATE rows in one var_update request (a line is at most 64 KiB)
 AUTH_FAILURE_DELAY_S = 0.5             # a failed authentication is answered after this
 
 
@@ -110,6 +113,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     id: int | None = None
     stp_group: int = 0
     secret: str | None = None          # add_account: never logged, never journaled
+    rows: list[tuple[int, int, int, int, int, int]] | None = None    # var_update
 
 
 class AdminError(Exception):
@@ -223,7 +227,7 @@ class AdminListener:
             "allow": self.restrict, "disposition": self.disposition,
             "mark": self.mark, "reset_breaker": self.reset_breaker, "positions": self.positions,
             "portfolio": self.portfolio, "limits": self.limits, "add_account": self.add_account,
-            "snapshot": self.snapshot, "log_level": self.log_level,
+            "snapshot": self.snapshot, "log_level": self.log_level, "var_update": self.var_update,
         }
         # an unknown operator's password is checked against this: the cost of the first operator's
         # hash (`admin hash` gives every operator the same), a salt and hash that match no password
@@ -288,7 +292,9 @@ class AdminListener:
 
     def act(self, admin, req) -> dict:
         what = {k: v for k, v in msgspec.structs.asdict(req).items()
-                if k not in ("user", "password", "action", "secret") and v not in (None, False)}
+                if k not in ("user", "password", "action", "secret", "rows") and v not in (None, False)}
+        if req.rows is not None:
+            what["rows"] = len(req.rows)
         log.info("admin %s: %s %s", admin.name, req.action, json.dumps(what) if what else "",
                  extra={"event": "admin_action", "operator": admin.name, "action": req.action, "request": what})
         handler = self.actions.get(req.action)
@@ -429,6 +435,9 @@ class AdminListener:
             out["kyc"] = _name(KycState, int(e["reason"]))
             if int(e["account"]):
                 out["own"] = bool(e["qty"])
+        elif kind == EventKind.VAR_SET:
+            out.update(value=int(e["qty"]), charged_at=int(e["price"]), model_seq=int(e["order_id"]),
+                       model_ts_ns=int(e["leaves"]))
         elif kind == EventKind.MASS_CANCEL_DONE:
             out["count"] = int(e["qty"])
         else:                              # order events: cancels, a liquidation's order and fills
@@ -548,6 +557,42 @@ class AdminListener:
     def reset_breaker(self, admin, req):
         self._risk()
         return self.command(admin, kind=CommandKind.RESET_BREAKER)
+
+    def var_update(self, admin, req):
+        """The risk worker's rows (RISK.md "Pre-trade VaR limit"), each a VAR_UPDATE command, journaled in
+        one flush; the reply counts them and lists the rejected ones (row index, reason)."""
+        self._risk()
+        rows = req.rows or []
+        if len(rows) > MAX_VAR_ROWS:
+            raise AdminError(f"at most {MAX_VAR_ROWS} rows")
+        for row in rows:
+            a, sym, value, charged, mseq, ts = row
+            if not (0 <= a < 1 << 32 and 0 <= sym < 1 << 32 and 0 <= mseq < 1 << 64 and
+                    all(-(1 << 63) <= x < 1 << 63 for x in (value, charged, ts))):
+                raise AdminError(f"row {list(row)}: a field outside its type")
+        srv = self.server
+        if not srv.journal_ok or srv.rebuilding:
+            raise AdminError(f"journal unavailable: {srv.journal_error}")
+        srv.flush()
+        seq = srv.next_cmd_seq
+        for a, sym, value, charged, mseq, ts in rows:
+            srv.submit(dict(kind=CommandKind.VAR_UPDATE, account=a, symbol=sym, qty=value, price=charged,
+                            order_id=mseq, expire_ts_ns=ts, operator=admin.id))
+        srv.flush()
+        if srv.next_cmd_seq < seq + len(rows):
+            raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
+        out = {"ok": True, "seq": seq, "applied": len(rows), "rejected": []}
+        journal = srv.journal
+        if journal is None or not rows:
+            return out
+        for _, events in journal.read_from(seq):
+            bad = events[(events["kind"] == EventKind.REJECTED) & (events["seq"] >= seq) &
+                         (events["seq"] < seq + len(rows))]
+            out["rejected"] += [[int(e["seq"]) - seq, Reject(int(e["reason"])).name] for e in bad[:MAX_EVENTS]]
+            if int(events["seq"][-1]) >= seq + len(rows) - 1:
+                break
+        out["ok"] = not out["rejected"]
+        return out
 
     def add_account(self, admin, req):
         srv = self.server

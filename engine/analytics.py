@@ -1,4 +1,5 @@
-"""`trading-engine risk var|stress|metrics JOURNAL_PATH`: risk analytics off the engine thread.
+"""`trading-engine risk var|stress|metrics|report JOURNAL_PATH`: risk analytics off the engine thread
+(`risk report`: engine/riskreport.py; `risk worker`, the pre-trade VaR limit's live model: engine/riskworker.py).
 
 Reads: the journal, as one more read-only LMDB reader (engine/journal_tool.open_journal; safe beside
 the live server), replayed through a fresh engine built from --config (journal_tool.replayed: the
@@ -11,9 +12,9 @@ events are checked against the journal's, so another config than the server's is
 Computes (engine/riskmodels.py; formulas and parameters in engine/RISK.md "Analytics"): VaR and
 expected shortfall by the parametric EWMA, historical and Monte Carlo models, the named stress
 scenarios of [[analytics.scenarios]], and the Kupiec and Christoffersen backtests.
-Writes: nothing (the report, on stdout). Nothing here feeds the engine yet; a pre-trade VaR limit
-will enter it as a journaled command. It keeps no state of its own: every run reads the journal from
-its start.
+Writes: nothing (the report, on stdout); the pre-trade VaR limit's figures enter the engine as journaled
+commands from the risk worker (engine/riskworker.py), which reads the journal through Tail below. It
+keeps no state of its own: every run reads the journal from its start.
 Money in the engine is integers; here it is floats in the quote currency (off the order path),
 reported with risk.cash_decimals: VaR, ES and margins rounded up, P&L down (RISK.md's rule).
 """
@@ -57,40 +58,74 @@ class Book:
         return r[np.isfinite(r).all(axis=1)]
 
 
+class Tail:
+    """The replayed engine and the period closes, brought forward batch by batch: read() feeds it the
+    whole journal once; the risk worker (engine/riskworker.py) feeds it what was committed since."""
+
+    def __init__(self, cfg):
+        from engine.server import engine_from_config
+        self.cfg = cfg
+        self.eng = engine_from_config(cfg)
+        if self.eng.risk is None:
+            raise AnalyticsError("risk is off in this config ([risk] enabled = false): no positions to measure")
+        self.period_ns = max(1, round(cfg.analytics.period_s * 1e9))
+        self.col = {s.id: i for i, s in enumerate(cfg.symbols)}
+        self.scale = np.array([10.0 ** -s.price_decimals for s in cfg.symbols])
+        self.rows: dict[int, dict[int, int]] = {}     # period -> {column: last mark in it}
+        self.last_seq = self.last_ts = 0
+
+    def take(self, cmds, events) -> None:
+        """One part the engine was fed (its events checked): the marks into the closes."""
+        marks = events[events["kind"] == EventKind.MARK]
+        if len(marks):
+            ts = cmds["ts_ns"][np.searchsorted(cmds["seq"], marks["seq"])]
+            for period, sym, price in zip((ts // self.period_ns).tolist(), marks["symbol"].tolist(),
+                                          marks["price"].tolist()):
+                if sym in self.col:
+                    self.rows.setdefault(period, {})[self.col[sym]] = price
+        self.eng.clear_events()
+        self.last_seq, self.last_ts = int(cmds["seq"][-1]), int(cmds["ts_ns"][-1])
+
+    def follow(self, j, limit: int | None = None) -> int:
+        """Feed what the journal committed after last_seq (at most `limit` records); the commands fed."""
+        from engine.journal_tool import ReplayDiverged
+        n = 0
+        for i, (cmds, events) in enumerate(j.read_from(self.last_seq + 1)):
+            cmds = np.ascontiguousarray(cmds[cmds["seq"] > self.last_seq])
+            if not len(cmds):
+                continue
+            self.eng.feed(cmds)
+            want = events[events["seq"] >= cmds["seq"][0]]
+            if self.eng.events_view().tobytes() != want.tobytes():
+                raise ReplayDiverged(int(cmds["seq"][0]))
+            self.take(cmds, want)
+            n += len(cmds)
+            if limit is not None and i + 1 >= limit:
+                break
+        return n
+
+    def book(self) -> "Book":
+        closes = np.full((len(self.rows), len(self.col)), np.nan)
+        prev = np.full(len(self.col), np.nan)
+        for i, period in enumerate(sorted(self.rows)):
+            for c, price in self.rows[period].items():
+                prev[c] = price
+            closes[i] = prev                      # a symbol without a mark in this period keeps its close
+        times = np.array(sorted(self.rows), dtype=np.int64) * self.period_ns
+        return Book(self.cfg, self.eng, closes * self.scale, times, self.last_seq, self.last_ts)
+
+
 def read(path: str, cfg, key: bytes | None = None, until_seq: int | None = None) -> Book:
     """Replay the journal at `path` (read-only) under `cfg`; the closes and the engine at its end."""
     from engine.journal_tool import open_journal, replayed
-    from engine.server import engine_from_config
-    eng = engine_from_config(cfg)
-    if eng.risk is None:
-        raise AnalyticsError("risk is off in this config ([risk] enabled = false): no positions to measure")
-    period_ns = max(1, round(cfg.analytics.period_s * 1e9))
-    col = {s.id: i for i, s in enumerate(cfg.symbols)}
-    scale = np.array([10.0 ** -s.price_decimals for s in cfg.symbols])
-    rows: dict[int, dict[int, int]] = {}          # period -> {column: last mark in it}
-    last_seq = last_ts = 0
+    tail = Tail(cfg)
     j = open_journal(path, key)
     try:
-        for cmds, events in replayed(j, eng, until_seq):
-            marks = events[events["kind"] == EventKind.MARK]
-            if len(marks):
-                ts = cmds["ts_ns"][np.searchsorted(cmds["seq"], marks["seq"])]
-                for period, sym, price in zip((ts // period_ns).tolist(), marks["symbol"].tolist(),
-                                              marks["price"].tolist()):
-                    if sym in col:
-                        rows.setdefault(period, {})[col[sym]] = price
-            eng.clear_events()
-            last_seq, last_ts = int(cmds["seq"][-1]), int(cmds["ts_ns"][-1])
+        for cmds, events in replayed(j, tail.eng, until_seq):
+            tail.take(cmds, events)
     finally:
         j.env.close()
-    closes = np.full((len(rows), len(col)), np.nan)
-    prev = np.full(len(col), np.nan)
-    for i, period in enumerate(sorted(rows)):
-        for c, price in rows[period].items():
-            prev[c] = price
-        closes[i] = prev                          # a symbol without a mark in this period keeps its close
-    times = np.array(sorted(rows), dtype=np.int64) * period_ns
-    return Book(cfg, eng, closes * scale, times, last_seq, last_ts)
+    return tail.book()
 
 
 class Params(msgspec.Struct, kw_only=True):
@@ -279,7 +314,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", required=True)
     helps = {"var": "VaR and expected shortfall per account and model",
              "stress": "P&L of the configured [[analytics.scenarios]] per account; who falls below maintenance",
-             "metrics": "the account's figures, VaR and ES, and the VaR backtest (Kupiec, Christoffersen)"}
+             "metrics": "the account's figures, VaR and ES, and the VaR backtest (Kupiec, Christoffersen)",
+             "report": "an HTML report with inline SVG charts: P&L distribution with VaR/ES, the VaR backtest over "
+                       "time, the stress scenarios"}
     for name, text in helps.items():
         x = sub.add_parser(name, help=text, description=text)
         x.add_argument("path", metavar="JOURNAL_PATH")
@@ -290,8 +327,18 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         x.add_argument("--confidence", type=float, help="default: analytics.confidence")
         x.add_argument("--horizon-days", type=float, help="default: analytics.horizon_days")
         x.add_argument("--until", type=int, metavar="SEQ", help="the journal up to this command seq")
-        x.add_argument("--json", action="store_true", help="one JSON document (money as strings)")
+        if name in ("stress", "report"):
+            x.add_argument("--shock", action="append", default=[], metavar="NAME=MOVE",
+                           help="an ad-hoc scenario after the configured ones: a symbol's or group's relative move "
+                                "(BTCUSDT=-0.3; repeat for several)")
+            x.add_argument("--vol-multiplier", type=float, default=1.0, help="the ad-hoc scenario's volatility x")
+        if name == "report":
+            x.add_argument("--out", default="risk_report.html", help="the HTML file to write")
+        else:
+            x.add_argument("--json", action="store_true", help="one JSON document (money as strings)")
     p.set_defaults(run=run)
+    from engine import riskworker
+    riskworker.add_parser(sub)
     return p
 
 
@@ -311,6 +358,21 @@ def run(args) -> int:
         return 2
     params = Params(confidence=confidence, horizon_days=horizon,
                     models=MODELS if args.model == "all" else (args.model,))
+    shocks = getattr(args, "shock", [])
+    if shocks:
+        try:
+            moves = {k: float(v) for k, v in (x.split("=", 1) for x in shocks)}
+        except ValueError:
+            print("trading-engine risk: --shock NAME=MOVE (BTCUSDT=-0.3)", file=sys.stderr)
+            return 2
+        known = {s.name for s in cfg.symbols} | set(cfg.analytics.groups)
+        if set(moves) - known or any(m <= -1 for m in moves.values()):
+            print(f"trading-engine risk: --shock: symbols or groups of the config, moves above -1 "
+                  f"(unknown: {sorted(set(moves) - known)})", file=sys.stderr)
+            return 2
+        adhoc = cfgmod.ScenarioConfig(name="ad-hoc", shocks=moves, vol_multiplier=args.vol_multiplier)
+        cfg = msgspec.structs.replace(cfg, analytics=msgspec.structs.replace(
+            cfg.analytics, scenarios=[*cfg.analytics.scenarios, adhoc]))
     try:
         book = read(args.path, cfg, key, args.until)
     except ReplayDiverged as e:
@@ -319,6 +381,11 @@ def run(args) -> int:
     except (JournalError, JournalRefused, AnalyticsError) as e:
         print(f"trading-engine risk: {e}", file=sys.stderr)
         return 1
+    if args.action == "report":
+        from engine import riskreport
+        n = riskreport.write(book, params, args.out, args.account)
+        print(f"wrote {args.out} ({n} accounts)")
+        return 0
     report = {"var": var_report, "stress": stress_report, "metrics": metrics_report}[args.action]
     reports = [_fmt(report(book, a, params), cfg.risk.cash_decimals) for a in accounts(book, args.account)]
     if args.json:

@@ -45,7 +45,8 @@ def _tree() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
         description=admin.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     from engine import analytics
     analytics.add_arguments(sub.add_parser(
-        "risk", help="risk analytics: risk var|stress|metrics JOURNAL_PATH ... (VaR, ES, stress tests)",
+        "risk", help="risk analytics: risk var|stress|metrics|report|worker JOURNAL_PATH ... (VaR, ES, stress, "
+                     "the VaR limit's worker)",
         description=analytics.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     from engine import reports
     reports.add_arguments(sub.add_parser(

@@ -107,7 +107,7 @@ class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_
     max_daily_loss: Decimal | None = None
     price_collar: Decimal | None = None
     market_band: Decimal | None = None
-    max_var: Decimal | None = None                # recorded, not enforced (`trading-engine risk` measures VaR)
+    max_var: Decimal | None = None                # pre-trade VaR limit (RISK.md), from the risk worker's model
     initial_margin: Decimal | None = None
     maintenance_margin: Decimal | None = None
     maker_fee: Decimal | None = None              # negative = rebate; whole basis points
@@ -237,6 +237,8 @@ class AnalyticsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mc_paths: int = 10_000
     mc_seed: int = 0
     mc_student_t_df: float | None = None   # Monte Carlo: Student-t with these degrees of freedom (> 2), else normal
+    worker_interval_ms: int = 1000         # `trading-engine risk worker`: one cycle (read, recompute, send) this often
+    metrics_file: str = ""                 # the worker's figures for the queries (riskqueries.py); "" = in journal.path
     groups: dict[str, list[str]] = {}      # symbol groups for the scenarios' group shocks ("crypto" = [...])
     scenarios: list[ScenarioConfig] = []
 

@@ -166,6 +166,7 @@ cdef class Engine:
     cdef int cmd_add_account(self) except -1
     cdef int cmd_kyc(self) except -1
     cdef int cmd_disposition(self) except -1
+    cdef int cmd_var_update(self) except -1
     cdef slot_t new_slot(self, uint32_t account, uint32_t symbol, uint8_t side, uint8_t order_type, uint8_t tif,
                          uint8_t stp, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
                          int64_t display, int64_t expire_ts_ns, uint64_t client_order_id, uint32_t strategy) noexcept

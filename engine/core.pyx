@@ -274,6 +274,11 @@ cdef class Engine:
                 self.cmd_risk()
         elif k == CMD_ADD_ACCOUNT:
             self.cmd_add_account()
+        elif k == CMD_VAR_UPDATE:
+            if self.risk is None:
+                self.reject(REJ_RISK_OFF)
+            else:
+                self.cmd_var_update()
         elif k == CMD_SET_KYC:
             if self.risk is None:
                 self.reject(REJ_RISK_OFF)
@@ -1093,6 +1098,30 @@ cdef class Engine:
                 if r.state[i] == ACCT_LIQUIDATING:
                     r.liq_cursor[i] = 0
                     r.touch(i)
+        return 0
+
+    cdef int cmd_var_update(self) except -1:
+        """VAR_UPDATE (RISK.md "Pre-trade VaR limit"): an account's VaR (symbol 0), a symbol's VaR
+        sensitivity (account 0), or the model's time (both 0), from the risk worker; event VAR_SET."""
+        cdef const Command* c = self.cur
+        cdef int code
+        if c.symbol == 0:
+            if c.account != 0 and not self.account_ok(c.account):
+                return self.reject(REJ_UNKNOWN_ACCOUNT)
+        elif c.account != 0:
+            return self.reject(REJ_INVALID_LIMIT)
+        elif not self.symbol_ok(c.symbol):
+            return self.reject(REJ_UNKNOWN_SYMBOL)
+        code = self.risk.var_update(c.account, c.symbol, c.qty, c.price, c.expire_ts_ns)
+        if code:
+            return self.reject(code)
+        cdef Event* e = self.emit(EV_VAR_SET, -1)
+        e.account = c.account
+        e.symbol = c.symbol
+        e.qty = c.qty
+        e.price = c.price
+        e.order_id = c.order_id
+        e.leaves = c.expire_ts_ns
         return 0
 
     def risk_tick_due(self, int64_t now_ns):

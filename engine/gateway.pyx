@@ -49,6 +49,8 @@ cdef inline bint body_size_ok(uint8_t t, Py_ssize_t length) noexcept:
     if MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST or \
             t == MSG_PORTFOLIO_REQUEST:
         return length == sizeof(FrameHeader) + sizeof(Query)
+    if MSG_RISK_METRICS_REQUEST <= t <= MSG_STRESS_REQUEST:
+        return length == sizeof(FrameHeader) + sizeof(RiskQuery)
     if t == MSG_SUBSCRIBE or t == MSG_UNSUBSCRIBE:
         return length == sizeof(FrameHeader) + sizeof(Subscribe)
     if t == MSG_RECENT_TRADES_REQUEST:
@@ -102,7 +104,8 @@ cdef int walk_frames(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, Comma
             break
         if not (t == MSG_LOGON or t == MSG_LOGOUT or t == MSG_HEARTBEAT or MSG_NEW_ORDER <= t <= MSG_MASS_CANCEL
                 or MSG_SYMBOL_DIRECTORY_REQUEST <= t <= MSG_BOOK_DEPTH_REQUEST or t == MSG_POSITIONS_REQUEST
-                or t == MSG_PORTFOLIO_REQUEST or MSG_SUBSCRIBE <= t <= MSG_RECENT_TRADES_REQUEST
+                or t == MSG_PORTFOLIO_REQUEST or MSG_RISK_METRICS_REQUEST <= t <= MSG_STRESS_REQUEST
+                or MSG_SUBSCRIBE <= t <= MSG_RECENT_TRADES_REQUEST
                 or MSG_ALGO_NEW <= t <= MSG_ALGO_AMEND or t == MSG_ALGOS_REQUEST):   # (algos: Python's)
             reason[0] = REJ_UNKNOWN_MSG_TYPE
             stop = S_ERROR

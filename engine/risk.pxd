@@ -227,6 +227,10 @@ cdef class Risk:
     # order of the account needs compliance() (KYC not VERIFIED, or a LARGE_* threshold may reject)
     cdef object _gate_arr
     cdef uint8_t* gate
+    # pre-trade VaR limit (RISK.md "Pre-trade VaR limit"): the account's VaR bound is var_off + var_charged
+    cdef int64_t* var_charged        # every incremental VaR charged to its accepted orders, ever (cash units)
+    cdef int64_t* var_off            # the last VAR_UPDATE's VaR minus var_charged as of its model's seq
+    cdef int64_t* var_ts             # the last VAR_UPDATE's model time (journaled ns; 0 = none yet)
     # per symbol
     cdef int64_t* num                # notional(price, qty) = price * qty * num / den, cash units
     cdef int64_t* den
@@ -239,6 +243,13 @@ cdef class Risk:
     cdef int64_t* brk_ref            # first trade price of the window
     cdef int64_t* brk_resume         # cool-off end (0 = resume only by admin)
     cdef uint8_t* brk_tripped        # halted by the breaker
+    cdef int64_t* var_sens           # VaR per cash unit of exposure, 1e-9 units (the last VAR_UPDATE; 0 = none)
+    # derived from var_sens, num, den (var_derive): incremental VaR = ceil(added x mark x var_num / var_den),
+    # var_den = den x 1e9 with its invariant-divisor magic; var_den 0 = too large: two steps (var_increment)
+    cdef int64_t* var_num
+    cdef int64_t* var_den
+    cdef uint64_t* var_magic
+    cdef uint8_t* var_more
 
     # -- QUEUES (between commands always empty) --
     cdef object _touch_arr, _trip_arr, _chg_arr
@@ -279,7 +290,7 @@ cdef class Risk:
     cdef bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
     cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
-                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept
+                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept
     cdef int compliance(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t added) noexcept
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept
 
@@ -306,6 +317,8 @@ cdef class Risk:
     cdef uint32_t next_liquidation(self, uint32_t a, int64_t* qty, uint8_t* side) noexcept
     cdef void end_of_day(self) noexcept
     cdef int set_limit(self, uint8_t scope, uint8_t kind, uint32_t target, int64_t value, bint clear) except -1
+    cdef int var_update(self, uint32_t a, uint32_t s, int64_t value, int64_t charged_at, int64_t ts) except -1
+    cdef void var_derive(self, uint32_t s) noexcept
     cdef void rebuild_eff(self, uint8_t kind) noexcept
     cdef void rebuild_gate(self) noexcept
     cdef int set_kyc(self, uint32_t a, uint8_t st, bint clear) except -1
@@ -315,8 +328,8 @@ cdef class Risk:
 # -- HOT HELPERS --
 # Inline here, not methods (Cython emits methods without `inline`), so that the core compiles them
 # into its own code: the fold of every ACCEPTED and CANCELLED event (most of all events), and
-# checks 1-13 of every order (check_order; checks 14-17, for an order that adds risk, are the
-# method check_account).
+# checks 1-13 of every order (check_order; checks 14-18, for an order that adds risk, are the
+# method check_account, which keeps check_order small enough to be inlined).
 
 cdef extern from *:
     bint __builtin_mul_overflow(int64_t a, int64_t b, int64_t* r) noexcept nogil
@@ -490,4 +503,39 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         return 0                   # does not add risk: nothing below applies
     if st == ACCT_REDUCE_ONLY:
         return REJ_ACCOUNT_REDUCE_ONLY
-    return self.check_account(a, s, p, ra, rs, rt, m, worst, worst2)
+    return self.check_account(a, s, p, ra, rs, rt, m, worst, worst2, added)
+
+
+cdef inline int var_check(Risk self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
+                          const int64_t* rt, int64_t m, int64_t added) noexcept:
+    """Check 18, MAX_VAR (RISK.md "Pre-trade VaR limit"), last, for an order that adds risk and passed
+    every other check: its incremental VaR = the symbol's journaled sensitivity x the growth of the
+    worst-case exposure on its side (added x mark, in cash units), rounded up. Passing charges it
+    to the account (var_charged), so the next order sees it, until the worker's next VAR_UPDATE."""
+    cdef int64_t lim, incr, used
+    if self.var_sens[s] == 0 or added <= 0:
+        return 0
+    lim = cap3(ra, rs, rt, LIM_MAX_VAR)
+    incr = var_increment(self, s, m, added)
+    if lim != NO_CAP:
+        used = self.var_off[a] + self.var_charged[a]     # >= 0; both within +-2**62 (var_update, var_charge)
+        if used > lim or incr > lim - used:
+            return REJ_MAX_VAR
+    var_charge(self, a, incr)
+    return 0
+
+
+cdef inline int64_t var_increment(Risk self, uint32_t s, int64_t m, int64_t added) noexcept:
+    """An order's incremental VaR: ceil(added x m x num x k / (den x 1e9)) cash units (saturating)."""
+    if self.var_den[s]:
+        return te_mulq(added, m, self.var_num[s], 1, self.var_den[s], self.var_magic[s], self.var_more[s], CEIL)
+    return te_muldiv(te_mulq(added, m, self.num[s], 1, self.den[s], self.den_magic[s], self.den_more[s], CEIL),
+                     self.var_sens[s], 1, 1, 1000000000, 1, CEIL)
+
+
+cdef inline void var_charge(Risk self, uint32_t a, int64_t incr) noexcept:
+    """var_charged += incr, kept within 2**62 (beyond, every MAX_VAR is exceeded anyway)."""
+    cdef int64_t c
+    if __builtin_add_overflow(self.var_charged[a], incr, &c) or c > QTY_BOUND:
+        c = QTY_BOUND
+    self.var_charged[a] = c

@@ -44,11 +44,14 @@ ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.i
                    ("n_active", np.int32),
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
                    ("kill", np.uint8), ("touched", np.uint8), ("kyc", np.uint8),
-                   ("rej_ts", np.int64), ("rej_count", np.int64), ("lock_until", np.int64), ("err_seen", np.int64))
+                   ("rej_ts", np.int64), ("rej_count", np.int64), ("lock_until", np.int64), ("err_seen", np.int64),
+                   ("var_charged", np.int64), ("var_off", np.int64), ("var_ts", np.int64))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
                   ("wunit", np.int64),
                   ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64),
-                  ("brk_tripped", np.uint8), ("den_more", np.uint8), ("den_shift", np.uint8))
+                  ("brk_tripped", np.uint8), ("den_more", np.uint8), ("den_shift", np.uint8),
+                  ("var_sens", np.int64), ("var_num", np.int64), ("var_den", np.int64), ("var_magic", np.uint64),
+                  ("var_more", np.uint8))
 SIZEOF_POSITION = sizeof(Position)
 
 
@@ -152,6 +155,9 @@ cdef class Risk:
         self.rej_count = <int64_t*>_data(a["rej_count"])
         self.lock_until = <int64_t*>_data(a["lock_until"])
         self.err_seen = <int64_t*>_data(a["err_seen"])
+        self.var_charged = <int64_t*>_data(a["var_charged"])
+        self.var_off = <int64_t*>_data(a["var_off"])
+        self.var_ts = <int64_t*>_data(a["var_ts"])
         self.num = <int64_t*>_data(s["num"])
         self.den = <int64_t*>_data(s["den"])
         self.den_magic = <uint64_t*>_data(s["den_magic"])
@@ -163,6 +169,11 @@ cdef class Risk:
         self.brk_ref = <int64_t*>_data(s["brk_ref"])
         self.brk_resume = <int64_t*>_data(s["brk_resume"])
         self.brk_tripped = <uint8_t*>_data(s["brk_tripped"])
+        self.var_sens = <int64_t*>_data(s["var_sens"])
+        self.var_num = <int64_t*>_data(s["var_num"])
+        self.var_den = <int64_t*>_data(s["var_den"])
+        self.var_magic = <uint64_t*>_data(s["var_magic"])
+        self.var_more = <uint8_t*>_data(s["var_more"])
         self.touch_q = <int32_t*>_data(self._touch_arr)
         self.ro = <int32_t*>_data(self.ro_arr)
         self.ro_total = <int32_t*>_data(self.ro_total_arr)
@@ -194,6 +205,7 @@ cdef class Risk:
         te_udiv_gen(<uint64_t>den, &self.den_magic[symbol], &self.den_more[symbol])
         self.den_shift[symbol] = den.bit_length() - 1
         self.set_wunit(symbol)
+        self.var_derive(symbol)
 
     cdef inline int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept:
         """a * b (a price and a qty) in cash units of symbol s, rounded down (FLOOR) or up (CEIL)."""
@@ -361,6 +373,50 @@ cdef class Risk:
                     self.touch(a)
         return 0
 
+    cdef int var_update(self, uint32_t a, uint32_t s, int64_t value, int64_t charged_at, int64_t ts) except -1:
+        """A VAR_UPDATE (RISK.md "Pre-trade VaR limit"), ids already checked: account a's VaR bound := value
+        plus what was charged since the model's seq (s == 0; charged_at = var_charged at that seq), symbol
+        s's sensitivity := value (a == 0), or with a == s == 0 the model's time (var_ts[0]: account 0 is
+        never an account). Returns 0, or REJ_INVALID_LIMIT."""
+        if value < 0 or value > QTY_BOUND:
+            return REJ_INVALID_LIMIT
+        if s == 0:
+            if charged_at < 0 or charged_at > self.var_charged[a] or ts < self.var_ts[a] or \
+                    (a == 0 and value != 0):
+                return REJ_INVALID_LIMIT           # not a seq this engine has been at, or an older model
+            self.var_off[a] = value - charged_at
+            self.var_ts[a] = ts
+        else:
+            self.var_sens[s] = value
+            self.var_derive(s)
+        return 0
+
+    cdef void var_derive(self, uint32_t s) noexcept:
+        """var_num, var_den and its magic from var_sens, num and den (one division per increment)."""
+        cdef int64_t x, d
+        self.var_num[s] = self.var_den[s] = 0
+        self.var_magic[s] = self.var_more[s] = 0
+        if self.var_sens[s] == 0:
+            return                                 # no sensitivity: nothing is charged
+        if __builtin_mul_overflow(self.var_sens[s], self.num[s], &x) or \
+                __builtin_mul_overflow(self.den[s], <int64_t>1000000000, &d):
+            self.var_den[s] = 0                    # the two-step path (var_increment)
+            return
+        self.var_num[s] = x
+        self.var_den[s] = d
+        te_udiv_gen(<uint64_t>d, &self.var_magic[s], &self.var_more[s])
+
+    def var_state(self, uint32_t account):
+        """The account's VaR limit state: the bound in force (cash units), every charge ever, the model's time."""
+        if account == 0 or account >= <uint32_t>self.max_accounts:
+            raise ValueError(f"account {account} outside 1..{self.max_accounts - 1}")
+        return dict(var=self.var_off[account] + self.var_charged[account], charged=self.var_charged[account],
+                    model_ts_ns=self.var_ts[account], engine_model_ts_ns=self.var_ts[0])
+
+    def var_sensitivity(self, uint32_t symbol):
+        """The symbol's VaR sensitivity, 1e-9 of its cash exposure (0 = none)."""
+        return self.var_sens[symbol] if 0 < symbol < <uint32_t>self.max_symbols else 0
+
     # -- CHECKS --
 
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept:
@@ -376,13 +432,13 @@ cdef class Risk:
         return (b if b > 0 else 1) * tick
 
     cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
-                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2) noexcept:
-        """Checks 14-17 (RISK.md "Checks, in order") of an order that raises entry p's worst-case
-        qty from worst to worst2 (the limit rows and the mark as check_order located them): 0 or
-        the Reject code of the first that fails."""
+                           const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept:
+        """Checks 14-18 (RISK.md "Checks, in order") of an order that raises entry p's worst-case
+        qty from worst to worst2 and adds `added` on its side (the limit rows and the mark as
+        check_order located them): 0 or the Reject code of the first that fails."""
         cdef int64_t lim
         if self.far_from_limits(a, s, ra, rs, rt, worst, worst2):
-            return 0                   # checks 14-17 pass on bounds alone: no refresh needed
+            return var_check(self, a, s, ra, rs, rt, m, added)     # 14-17 pass on bounds alone: no refresh
         # Checks 14-17 read equity and the account's sums with this entry's wexpo and im replaced by
         # the new ones. When the only stale entry is this one, and only its open quantities changed
         # (DIRTY_OPEN: its wexpo and im, recomputed below anyway), equity and the sums of the others
@@ -405,7 +461,7 @@ cdef class Risk:
         cdef int64_t im2 = te_muldiv(w2, self.floor_(LIM_INITIAL_MARGIN, a, s), 1, 1, 10000, 1, CEIL)
         if self.im_sum[a] - p.im + im2 > eq:
             return REJ_INSUFFICIENT_MARGIN
-        return 0
+        return var_check(self, a, s, ra, rs, rt, m, added)
 
     cdef inline bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
                                      const int64_t* rt, int64_t worst, int64_t worst2) noexcept:
@@ -860,6 +916,11 @@ cdef class Risk:
         if "risk.acct.kyc" not in state:       # before KYC: every account follows the default, VERIFIED
             state["risk.acct.kyc"] = np.zeros(self.max_accounts, dtype=np.uint8)
             state["risk.acct.kyc"][0] = KYC_VERIFIED
+        for name in ("var_charged", "var_off", "var_ts"):                  # before the pre-trade VaR limit
+            state.setdefault("risk.acct." + name, np.zeros(self.max_accounts, dtype=np.int64))
+        state.setdefault("risk.sym.var_sens", np.zeros(self.max_symbols, dtype=np.int64))
+        for name, t in (("var_num", np.int64), ("var_den", np.int64), ("var_magic", np.uint64), ("var_more", np.uint8)):
+            state.setdefault("risk.sym." + name, np.zeros(self.max_symbols, dtype=t))
         for name in ("risk.lim_default", "risk.lim_acct", "risk.lim_sym", "risk.lim_strat"):
             rows = targets[name].size // N_LIMITS
             for old_n in (19, 22):              # fewer kinds then: the newer ones unset
@@ -875,6 +936,7 @@ cdef class Risk:
             dst[...] = state[name]
         for s in range(1, self.max_symbols):
             self.set_wunit(s)
+            self.var_derive(s)
         sc = [int(x) for x in state["risk.scalars"]] + [0, 0]
         self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts = sc[:6]
         cdef int k

@@ -2,7 +2,8 @@
 covariance, VaR and expected shortfall by three models, and the Kupiec and Christoffersen backtests.
 numpy only (the normal quantile from the standard library's statistics.NormalDist, the chi-square
 tails of 1 and 2 degrees of freedom in closed form). Floats are fine here: nothing of this runs on
-the order path, and nothing here feeds the engine.
+the order path, and what feeds the engine (the VaR limit's figures) enters it as journaled commands
+from the risk worker (engine/riskworker.py).
 
 Conventions: `returns` is an (n, d) array of simple returns per period (rows oldest first, one
 column per symbol); `exposure` a (d,) array of the positions' values in the quote currency
@@ -125,6 +126,149 @@ def monte_carlo(exposure: np.ndarray, cov: np.ndarray, confidence: float, horizo
         z *= np.sqrt((student_t_df - 2) / w)[:, None]
     pnl = (z @ (a.T @ e)) * math.sqrt(horizon)
     return empirical(pnl, confidence)
+
+
+# -- many accounts at once (the risk worker: one covariance, one set of paths, for every account) --
+
+GRID = (0.9, 0.95, 0.975, 0.99, 0.995, 0.999)   # confidences the worker publishes historical / MC figures at
+
+
+def tail_table(pnl: np.ndarray, confidences, sigma: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """tail_rows() of pnl (outcomes, accounts)."""
+    return tail_rows(np.ascontiguousarray(np.asarray(pnl, dtype=float).T), confidences, sigma)
+
+
+def tail_rows(x: np.ndarray, confidences, sigma: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(VaR, ES), each (accounts, len(confidences)), of the P&L outcomes x (accounts, outcomes), as
+    empirical() defines them (k = tail_count(n, c): VaR = -(k-th smallest), ES = -(mean of the k
+    smallest)), from the tail of each account's outcomes alone.
+    sigma (optional, per account): a guess of each column's standard deviation (the parametric one for
+    Monte Carlo): only outcomes below a normal quantile comfortably beyond the largest tail are kept and
+    sorted, and an account with fewer of them than that tail (fat tails, a bad guess) is done in full, so
+    the figures are the same either way; the guess only saves the selection over every outcome."""
+    n = x.shape[1]
+    ks = [tail_count(n, c) for c in confidences]
+    kmax = max(ks)
+    tail = np.empty((x.shape[0], kmax))
+    full = np.ones(x.shape[0], dtype=bool)
+    if sigma is not None and kmax < n // 4:
+        q = min(0.5, (kmax + 4 * math.sqrt(kmax) + 8) / n * 1.25)   # the tail we keep, with binomial slack
+        cut = -_N.inv_cdf(1 - q) * np.asarray(sigma, dtype=float)
+        mask = x <= cut[:, None]
+        counts = mask.sum(axis=1)
+        ok = counts >= kmax
+        if ok.any():
+            rows = np.nonzero(ok)[0]
+            vals = x[mask] if ok.all() else x[rows][mask[rows]]        # row by row, each row's in order
+            c = counts[rows]
+            width = int(c.max())
+            pad = np.full((len(rows), width), np.inf)
+            starts = np.concatenate(([0], np.cumsum(c)[:-1]))
+            pad[np.repeat(np.arange(len(rows)), c), np.arange(len(vals)) - np.repeat(starts, c)] = vals
+            tail[rows] = np.partition(pad, kmax - 1, axis=1)[:, :kmax] if kmax < width else pad[:, :kmax]
+            full[rows] = False
+    if full.any():
+        rows = np.nonzero(full)[0]
+        tail[rows] = np.partition(x[rows], kmax - 1, axis=1)[:, :kmax] if kmax < n else x[rows]
+    tail.sort(axis=1)
+    csum = np.cumsum(tail, axis=1)
+    var = np.stack([-tail[:, k - 1] for k in ks], axis=1)
+    es = np.stack([-csum[:, k - 1] / k for k in ks], axis=1)
+    return var, es
+
+
+def portfolio_sigmas(exposures: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """sqrt(e' S e) for each row e of exposures (accounts, symbols): the one-period sigma of each."""
+    e = np.asarray(exposures, dtype=float)
+    return np.sqrt(np.clip(np.einsum("ij,ij->i", e @ np.asarray(cov, dtype=float), e), 0.0, None))
+
+
+def mc_returns(cov: np.ndarray, paths: int, seed: int, student_t_df: float | None = None) -> np.ndarray:
+    """(paths, symbols) one-period returns r = A z as monte_carlo() draws them (the same figures for
+    a seed): shared by every account of a cycle."""
+    a, _ = factor(cov)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((paths, a.shape[0]))
+    if student_t_df is not None:
+        w = rng.chisquare(student_t_df, size=paths)
+        z *= np.sqrt((student_t_df - 2) / w)[:, None]
+    return z @ a.T
+
+
+def backtest_many(pnl: np.ndarray, confidence: float, lam: float = 0.94) -> tuple[np.ndarray, list]:
+    """backtest() of many constant portfolios at once from their P&L series pnl (periods, accounts):
+    e' S_t e follows the same EWMA recursion on (e . r_t)^2, so each account's forecast is a scalar
+    recursion. Returns (observations, per account the hit sequence as a (periods - 1,) int array)."""
+    z = z_score(confidence)
+    n = pnl.shape[0]
+    if n < 2:
+        return 0, [np.zeros(0, dtype=np.int64)] * pnl.shape[1]
+    v = pnl[0] ** 2
+    hits = np.zeros((n - 1, pnl.shape[1]), dtype=np.int64)
+    for t in range(1, n):
+        hits[t - 1] = -pnl[t] > z * np.sqrt(np.clip(v, 0.0, None))
+        v = lam * v + (1 - lam) * pnl[t] ** 2
+    return n - 1, [hits[:, i] for i in range(pnl.shape[1])]
+
+
+def portfolio_figures(exposures: np.ndarray, returns: np.ndarray, confidence: float, horizon: float, lam: float,
+                      hist_window: int, paths: int, seed: int, student_t_df: float | None = None,
+                      grid=GRID, chunk: int = 512) -> dict:
+    """Every model for every account of one cycle (the risk worker; perf/riskcycle.py times it): one
+    EWMA covariance, one set of historical return vectors and one set of Monte Carlo paths shared by all
+    rows of exposures (accounts, symbols). One-period figures (the horizon scales them by sqrt(h)):
+    sigma (parametric), historical and Monte Carlo (VaR, ES) at each confidence of grid; and the
+    parametric VaR and ES at (confidence, horizon)."""
+    e = np.asarray(exposures, dtype=float)
+    r = np.asarray(returns, dtype=float)
+    cov = ewma_cov(r, lam)
+    sigma = portfolio_sigmas(e, cov)
+    z = z_score(confidence)
+    out = dict(cov=cov, sigma=sigma, var=z * sigma * math.sqrt(horizon),
+               es=sigma * math.sqrt(horizon) * _N.pdf(z) / (1 - confidence))
+    hist = r[-hist_window:] if hist_window else r
+    out["hist_var"], out["hist_es"] = tail_rows(e @ hist.T, grid)
+    paths_r = mc_returns(cov, paths, seed, student_t_df)
+    mv, me = [], []
+    for i in range(0, len(e), chunk):
+        v, s_ = tail_rows(e[i:i + chunk] @ paths_r.T, grid, sigma[i:i + chunk])
+        mv.append(v)
+        me.append(s_)
+    out["mc_var"] = np.concatenate(mv) if mv else np.zeros((0, len(grid)))
+    out["mc_es"] = np.concatenate(me) if me else np.zeros((0, len(grid)))
+    return out
+
+
+# -- the pre-trade VaR limit (engine/RISK.md "Pre-trade VaR limit") --
+
+def unit_var(cov: np.ndarray, confidence: float, horizon: float = 1.0) -> np.ndarray:
+    """u_s = z_c sigma_s sqrt(h): the parametric VaR of one unit of exposure to symbol s alone. For
+    every portfolio e, |dVaR/de_s| (the marginal VaR) <= u_s (Cauchy-Schwarz), so the parametric VaR,
+    a norm, grows by at most u_s |d| when e_s moves by d: the engine's sensitivity per symbol."""
+    return z_score(confidence) * np.sqrt(np.clip(np.diag(np.asarray(cov, dtype=float)), 0.0, None) * horizon)
+
+
+def reachable_var_bound(pos: np.ndarray, open_buy: np.ndarray, open_sell: np.ndarray, cov: np.ndarray,
+                        confidence: float, horizon: float = 1.0) -> float:
+    """An upper bound of the parametric VaR of every portfolio the account can reach by fills of its
+    open orders: each symbol's exposure anywhere in [pos - open_sell, pos + open_buy] (exposures in
+    the quote currency at the mark, open_buy/open_sell >= 0). The smaller of two bounds, both from the
+    triangle inequality: VaR(pos) + sum u_s max(ob_s, os_s), and sum u_s max(|pos + ob|, |pos - os|)
+    (no diversification). Exact when nothing is open (the first) or for one symbol (the second)."""
+    p, ob, os_ = (np.asarray(x, dtype=float) for x in (pos, open_buy, open_sell))
+    u = unit_var(cov, confidence, horizon)
+    at_pos = parametric(p, cov, confidence, horizon)[0] + float(u @ np.maximum(ob, os_))
+    undiversified = float(u @ np.maximum(np.abs(p + ob), np.abs(p - os_)))
+    return min(at_pos, undiversified)
+
+
+def reachable_var_bounds(pos: np.ndarray, open_buy: np.ndarray, open_sell: np.ndarray, cov: np.ndarray,
+                         confidence: float, horizon: float = 1.0) -> np.ndarray:
+    """reachable_var_bound() of every row (accounts, symbols) at once."""
+    p, ob, os_ = (np.asarray(x, dtype=float) for x in (pos, open_buy, open_sell))
+    u = unit_var(cov, confidence, horizon)
+    at_pos = z_score(confidence) * math.sqrt(horizon) * portfolio_sigmas(p, cov) + np.maximum(ob, os_) @ u
+    return np.minimum(at_pos, np.maximum(np.abs(p + ob), np.abs(p - os_)) @ u)
 
 
 # -- backtests --

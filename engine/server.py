@@ -55,8 +55,8 @@ import lmdb
 import numpy as np
 
 from engine import config as cfgmod
-from engine import admin as adminmod, auth as authmod, feeds as feedsmod, gateway, ops as opsmod, snapshot, \
-    tls as tlsmod
+from engine import admin as adminmod, auth as authmod, feeds as feedsmod, gateway, ops as opsmod, riskqueries, \
+    snapshot, tls as tlsmod
 from engine import replication as replmod
 from engine.core import Engine
 from engine import algos as algosmod
@@ -85,7 +85,7 @@ QUERY_RESPONSE = {MsgType.SYMBOL_DIRECTORY_REQUEST: MsgType.SYMBOL_DIRECTORY,
                   MsgType.PORTFOLIO_REQUEST: MsgType.PORTFOLIO, MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES,
                   MsgType.SUBSCRIBE: MsgType.SUBSCRIPTIONS, MsgType.UNSUBSCRIBE: MsgType.SUBSCRIPTIONS,
                   MsgType.ALGOS_REQUEST: MsgType.ALGOS,
-                  MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES}
+                  MsgType.RECENT_TRADES_REQUEST: MsgType.RECENT_TRADES, **riskqueries.RESPONSE}
 READ_BUFFER = 1 << 18
 COMMIT_SWITCH_INTERVAL = 0.0001      # seconds; see Server.__init__
 COMMIT_THREAD_NICE = -10             # see _raise_commit_thread_priority
@@ -304,6 +304,7 @@ class Server:
             self.symbol_entries[i] = (s.id, 1, s.price_decimals, s.qty_decimals, 0, s.name.encode().ljust(16, b"\0"),
                                       s.tick_size, s.lot_size, s.max_price, s.max_qty)
         self.feeds = feedsmod.Feeds(self)          # market data (engine/feeds.py)
+        self.risk_queries = riskqueries.RiskQueries(self)   # risk metrics, VaR, stress (engine/riskqueries.py)
         self.tls = None                            # the engine/tls.py Listener when TLS is configured
         self.recovery = {}
         self.hot = gateway.Hot(self.engine, self.next_seq, BATCH_CAP, self.journal is not None)
@@ -1580,6 +1581,8 @@ class Connection(asyncio.BufferedProtocol):
                          start_ts_ns=p["start_ns"], end_ts_ns=p["end_ns"])
                 rows.append({k: p[k] for k in names})
             self.send_list(MsgType.ALGOS, rid, rows)
+        elif t in riskqueries.REQUESTS:
+            srv.risk_queries.answer(self, t, body)
         elif t in feedsmod.REQUESTS:
             srv.feeds.request(self, t, body)
 

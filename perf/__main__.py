@@ -36,6 +36,11 @@ Scenarios here:
            --trials times: failover time to the standby's first logon, acknowledged reports
            lost (must be 0); standbylag: the standby's lag at an open-loop --rate (perf/replication.py);
            roundtrip --durability sync,replicated: the round trip of both in the same run
+  riskcycle  one full cycle of the risk worker's models (parametric, historical 500, Monte Carlo
+           10,000 paths, the VaR limit's bounds, backtests) for --var-accounts x --var-symbols on one
+           core (see perf/riskcycle.py)
+  varworker  the server's round trip with and without the risk worker following its journal,
+           alternating phases (see perf/varworker.py)
   admin    admin action latency (a journaled deposit, status; test and production scrypt cost)
            and the SDK's portfolio()/positions()/connect() round trips (see perf/admin.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; latency scenarios
@@ -274,7 +279,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
                                         "symbols", "tls", "admin", "throughput", "instructions", "noisy",
-                                        "failover", "standbylag"])
+                                        "failover", "standbylag", "riskcycle", "varworker"])
     p.add_argument("--trials", type=int, default=20, help="kill -9 trials (failover)")
     p.add_argument("--lease-ms", type=int, default=1000, help="the leader lease (failover, standbylag)")
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
@@ -313,6 +318,8 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
     p.add_argument("--count-n", type=int, default=300_000, help="commands per counted run (instructions)")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--var-accounts", type=int, default=10_000, help="accounts (riskcycle)")
+    p.add_argument("--var-symbols", type=int, default=100, help="symbols (riskcycle)")
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--prefill", type=int, default=0, help="deep resting orders placed before the flow (core)")
@@ -337,6 +344,12 @@ def main(argv=None):
     elif args.scenario == "throughput":
         from perf import throughput
         results = throughput.scenario(args)
+    elif args.scenario == "varworker":
+        from perf import varworker
+        results = varworker.scenario(args)
+    elif args.scenario == "riskcycle":
+        from perf import riskcycle
+        results = riskcycle.scenario(args)
     elif args.scenario == "instructions":
         from perf import instructions
         results = instructions.scenario(args)

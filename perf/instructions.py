@@ -25,7 +25,7 @@ CHILD = """import sys
 import numpy as np
 from perf import workload
 cmds = np.load(sys.argv[1])
-e = workload.make_engine(int(sys.argv[2]), risk=sys.argv[3] == "on")
+e = workload.make_engine(int(sys.argv[2]), risk=sys.argv[3] != "off", var=sys.argv[3] != "novar")
 e.run(cmds)
 """
 
@@ -64,8 +64,11 @@ def scenario(args):
             path = Path(tmp) / f"cmds{symbols}.npy"
             np.save(path, cmds)
             off, on = count(path, symbols, "off", tmp), count(path, symbols, "on", tmp)
+            novar = count(path, symbols, "novar", tmp)
             n = len(cmds)
             results[f"{symbols}_symbols"] = dict(commands=n, risk_off=off, risk_on=on,
                                                  per_command_off=off / n, per_command_on=on / n,
-                                                 risk_per_command=(on - off) / n, off_over_on=off / on)
+                                                 risk_per_command=(on - off) / n, off_over_on=off / on,
+                                                 # MAX_VAR unset: the pre-trade VaR check's cost is the difference
+                                                 risk_no_var=novar, var_check_per_command=(on - novar) / n)
     return results

@@ -146,10 +146,12 @@ def resting_adds(n: int, first_clid: int = 1, min_offset: int = 1, low: int = MI
     return cmds
 
 
-def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096, risk: bool = False):
+def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096, risk: bool = False,
+                var: bool = True):
     """An engine for the workload; risk=True turns every risk check on (engine/RISK.md) with
     limits loose enough that the same workload passes unchanged (no rejects: the same events
-    plus the risk ones), so the two runs differ only by the cost of risk."""
+    plus the risk ones), so the two runs differ only by the cost of risk. var=False leaves MAX_VAR
+    unset (the pre-trade VaR check stops at its limit lookup): the difference is that check's cost."""
     from engine.core import Engine
     e = Engine(max_orders=max_orders, max_symbols=symbols + 1, max_levels=max_levels, max_accounts=ACCOUNTS + 1)
     for s in range(1, symbols + 1):
@@ -171,7 +173,15 @@ def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096,
                   K.MAX_OPEN_ORDERS: 1 << 20, K.MAX_LEVERAGE: 100_000, K.MAX_DAILY_LOSS: 1 << 50,
                   K.PRICE_COLLAR: 5_000, K.MARKET_BAND: 5_000, K.MAX_VAR: 1 << 50, K.INITIAL_MARGIN: 1_000,
                   K.MAINTENANCE_MARGIN: 500, K.MAKER_FEE: -1, K.TAKER_FEE: 5}
+        if not var:
+            del limits[K.MAX_VAR]
         for kind, value in limits.items():
             e.set_limit(LimitScope.DEFAULT, kind, value)
         e.set_limit(LimitScope.STRATEGY, K.MAX_ORDER_QTY, 1 << 40, target=0)
+        if var:                               # every symbol with a VaR sensitivity of 10% of exposure, every
+            from protocol.codes import CommandKind      # account with a model: the whole check runs
+            for s in range(1, symbols + 1):
+                e.command(kind=CommandKind.VAR_UPDATE, symbol=s, qty=100_000_000)
+            for a in range(1, ACCOUNTS + 1):
+                e.command(kind=CommandKind.VAR_UPDATE, account=a, qty=1, expire_ts_ns=1)
     return e

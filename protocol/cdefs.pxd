@@ -59,6 +59,7 @@ cdef enum:
     CMD_RESET_BREAKER = 16
     CMD_RISK_TICK = 17
     CMD_ADD_ACCOUNT = 18
+    CMD_VAR_UPDATE = 19
     CMD_SET_KYC = 20
     CMD_ALERT_DISPOSITION = 21
     CMD_ALGO_NEW = 30
@@ -86,6 +87,7 @@ cdef enum:
     EV_MARK = 14
     EV_BREAKER = 15
     EV_ACCOUNT_ADDED = 16
+    EV_VAR_SET = 17
     EV_KYC_STATE = 18
     EV_ALERT_DISPOSITION = 19
     EV_ALGO_ACCEPTED = 30
@@ -257,6 +259,7 @@ cdef enum:
     REJ_MAX_LEVERAGE = 2016
     REJ_INSUFFICIENT_MARGIN = 2017
     REJ_REJECT_RATE_LOCKOUT = 2018
+    REJ_MAX_VAR = 2019
     REJ_INSUFFICIENT_FUNDS = 2020
     REJ_INVALID_AMOUNT = 2021
     REJ_INVALID_LIMIT = 2022
@@ -318,6 +321,9 @@ cdef enum:
     MSG_BOOK_DEPTH_REQUEST = 23
     MSG_POSITIONS_REQUEST = 30
     MSG_PORTFOLIO_REQUEST = 31
+    MSG_RISK_METRICS_REQUEST = 32
+    MSG_VAR_REQUEST = 33
+    MSG_STRESS_REQUEST = 34
     MSG_ALGOS_REQUEST = 35
     MSG_SUBSCRIBE = 24
     MSG_UNSUBSCRIBE = 25
@@ -348,6 +354,9 @@ cdef enum:
     MSG_BOOK_DEPTH = 99
     MSG_POSITIONS = 120
     MSG_PORTFOLIO = 121
+    MSG_RISK_METRICS = 122
+    MSG_VAR = 123
+    MSG_STRESS = 124
     MSG_ALGOS = 125
     MSG_SUBSCRIPTIONS = 100
     MSG_TOP_OF_BOOK = 101
@@ -771,3 +780,69 @@ cdef packed struct AlgoEntry:
     uint32_t children  # @120 4B children sent so far
     uint16_t pause_reason  # @124 2B while PAUSED: the Reject code that refused a child, 0 = by its owner
     uint16_t _pad0  # @126 2B zero
+
+# RISK_METRICS_REQUEST (32), VAR_REQUEST (33), STRESS_REQUEST (34), client -> server
+cdef packed struct RiskQuery:
+    uint32_t request_id  # @0 4B echoed in the response
+    uint32_t symbol  # @4 4B STRESS_REQUEST with a shock: the symbol shocked (0 = every symbol)
+    uint32_t confidence_ppm  # @8 4B VAR_REQUEST: confidence in millionths (950000 = 0.95); 0 = the configured
+    uint32_t horizon_ppm  # @12 4B VAR_REQUEST: horizon in millionths of a day; 0 = the configured
+    int32_t shock_ppm  # @16 4B STRESS_REQUEST: an ad-hoc relative price move in millionths (-300000 = -30%); 0 = the configured scenarios only
+    uint8_t model  # @20 1B VAR_REQUEST: VarModel
+    uint8_t _pad0  # @21 1B zero
+    uint16_t _pad1  # @22 2B zero
+
+# RISK_METRICS (122) entry (one): the account's risk metrics (engine/RISK.md "Risk queries")
+cdef packed struct RiskMetricsEntry:
+    int64_t exposure  # @0 8B cash units (as PORTFOLIO)
+    int64_t worst_exposure  # @8 8B with open orders
+    int64_t equity  # @16 8B
+    int64_t leverage_bps  # @24 8B exposure / equity, bps; -1 when equity <= 0
+    int64_t initial_margin  # @32 8B
+    int64_t maintenance_margin  # @40 8B
+    int64_t margin_use_bps  # @48 8B initial margin / equity, bps; -1 when equity <= 0
+    int64_t max_var  # @56 8B the MAX_VAR in force (account scope and default); -1 = none
+    int64_t var_limit  # @64 8B the VaR bound the pre-trade check uses now (the model's, plus charges since)
+    int64_t limit_use_bps  # @72 8B var_limit / max_var, bps; -1 without max_var
+    int64_t var_parametric  # @80 8B at the configured confidence and horizon, cash units; -1 = no model yet
+    int64_t es_parametric  # @88 8B
+    int64_t var_historical  # @96 8B
+    int64_t es_historical  # @104 8B
+    int64_t var_montecarlo  # @112 8B
+    int64_t es_montecarlo  # @120 8B
+    uint64_t model_ts_ns  # @128 8B journal time of the figures above (the worker's model); 0 = none
+    uint64_t limit_model_ts_ns  # @136 8B journal time of the account's last VAR_UPDATE; 0 = none
+    uint32_t confidence_ppm  # @144 4B the configured confidence
+    uint32_t horizon_ppm  # @148 4B the configured horizon, millionths of a day
+    uint32_t backtest_observations  # @152 4B parametric one-period VaR backtest (RISK.md)
+    uint32_t backtest_exceedances  # @156 4B
+    uint32_t kupiec_p_ppm  # @160 4B p-value in millionths
+    uint32_t christoffersen_p_ppm  # @164 4B p-value in millionths
+    uint8_t cash_decimals  # @168 1B cash = units / 10**cash_decimals
+    uint8_t _pad0  # @169 1B zero
+    uint16_t _pad1  # @170 2B zero
+    uint32_t _pad2  # @172 4B zero
+
+# VAR (123) entry (one, none before the worker's first model)
+cdef packed struct VarEntry:
+    int64_t var  # @0 8B cash units, rounded up
+    int64_t es  # @8 8B expected shortfall at the same confidence, cash units, rounded up
+    uint64_t model_ts_ns  # @16 8B journal time of the model
+    uint32_t confidence_ppm  # @24 4B the confidence used (historical / Monte Carlo: the grid point at or above the asked)
+    uint32_t horizon_ppm  # @28 4B the horizon used, millionths of a day
+    uint8_t model  # @32 1B VarModel
+    uint8_t cash_decimals  # @33 1B
+    uint16_t _pad0  # @34 2B zero
+    uint32_t _pad1  # @36 4B zero
+
+# STRESS (124) entry: one per configured scenario (the worker's last figures), then the ad-hoc shock
+cdef packed struct StressEntry:
+    uint8_t name[32]  # @0 32B the scenario's name, UTF-8, NUL padded (an ad-hoc shock: "ad-hoc")
+    int64_t pnl  # @32 8B the account's P&L under it, cash units, rounded down
+    int64_t equity  # @40 8B equity after
+    int64_t maintenance_margin  # @48 8B maintenance margin after
+    int64_t stressed_var  # @56 8B with a volatility multiplier: the stressed parametric VaR; else -1
+    uint8_t below_maintenance  # @64 1B 1 = would be liquidated
+    uint8_t cash_decimals  # @65 1B
+    uint16_t _pad0  # @66 2B zero
+    uint32_t _pad1  # @68 4B zero

@@ -75,6 +75,10 @@ class CommandKind(IntEnum):
     RISK_TICK = 17         # timer: now = expire_ts_ns; marks := last trades, margin checks, breaker cool-offs
     ADD_ACCOUNT = 18       # admin: define account (id 1..max_accounts-1, new) with STP group = qty; works
                            # with risk off too. No secret: the server keeps the signing key out of the journal
+    VAR_UPDATE = 19        # the risk worker's VaR model (RISK.md "Pre-trade VaR limit"): symbol 0 = account's
+                           # VaR qty (cash units), price = its VaR charges at the model's seq (order_id),
+                           # expire_ts_ns = the model's time; account 0 = symbol's sensitivity qty (1e-9 per
+                           # cash unit of exposure); both 0 = the model's time alone (expire_ts_ns)
     SET_KYC = 20           # compliance (RISK.md "KYC"): account's KYC state := side (KycState); account 0 = the
                            # default of accounts never set; flags 1 = clear (the account follows the default)
     ALERT_DISPOSITION = 21 # admin: a surveillance alert's disposition (SURVEILLANCE.md "Dispositions"): order_id =
@@ -109,6 +113,8 @@ class EventKind(IntEnum):
     MARK = 14           # risk: a symbol's mark price changed; price = new mark
     BREAKER = 15        # risk: a circuit breaker tripped (symbol, price = trade price) or was reset
     ACCOUNT_ADDED = 16  # an ADD_ACCOUNT took effect (account, qty = STP group)
+    VAR_SET = 17        # risk: a VAR_UPDATE took effect (its account, symbol, qty, price, order_id, expire_ts_ns
+                        # in leaves)
     KYC_STATE = 18      # a SET_KYC took effect: account (0 = the default), reason = the KycState now in force,
                         # qty = 1 when the account's state is its own (0: it follows the default)
     ALERT_DISPOSITION = 19  # an ALERT_DISPOSITION was recorded: order_id, qty, reason = AlertType, side = Disposition
@@ -236,7 +242,7 @@ class LimitKind(IntEnum):
     MAX_DAILY_LOSS = 6       # CAP, cash units
     PRICE_COLLAR = 7         # CAP, bps from the reference price
     MARKET_BAND = 8          # CAP, bps from the reference price a market order may sweep to
-    MAX_VAR = 9              # CAP, cash units: recorded, not enforced (no VaR model yet)
+    MAX_VAR = 9              # CAP, cash units: the account's VaR with the order's incremental VaR (RISK.md)
     INITIAL_MARGIN = 10      # FLOOR, bps of worst-case exposure
     MAINTENANCE_MARGIN = 11  # FLOOR, bps of position exposure
     MAKER_FEE = 12           # OVERRIDE, bps of notional (negative = rebate)
@@ -310,10 +316,12 @@ class Reject(IntEnum):
     INSUFFICIENT_MARGIN = 2017         # initial margin of the worst case exceeds equity
     REJECT_RATE_LOCKOUT = 2018         # the account caused more than ACCOUNT_REJECT_LIMIT rejects within a second:
                                        # its orders are refused for ACCOUNT_LOCKOUT_MS (checked after CIRCUIT_BREAKER)
+    MAX_VAR = 2019                     # the account's VaR with the order's incremental VaR would exceed MAX_VAR
     # admin / risk command rejects
     INSUFFICIENT_FUNDS = 2020          # a WITHDRAW above the available equity (or cash)
     INVALID_AMOUNT = 2021              # a DEPOSIT/WITHDRAW amount <= 0
-    INVALID_LIMIT = 2022               # a SET_LIMIT with a bad scope, kind, target or value
+    INVALID_LIMIT = 2022               # a SET_LIMIT with a bad scope, kind, target or value (or a bad
+                                       # VAR_UPDATE figure)
     INVALID_STATE = 2023               # a bad AccountState / switch value
     RISK_OFF = 2024                    # a risk command to an engine without risk
     # 2025-2029: compliance (RISK.md "KYC"; checked after ACCOUNT_LIQUIDATING)

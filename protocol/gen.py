@@ -49,7 +49,8 @@ LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT,
            wire.END_OF_SESSION, wire.PROTOCOL_ERROR, wire.EXEC_REPORT, wire.LIST_HEADER, wire.SYMBOL_ENTRY,
            wire.ORDER_ENTRY, wire.LEVEL_ENTRY, wire.POSITION_ENTRY, wire.PORTFOLIO_ENTRY, wire.SUBSCRIBE,
            wire.RECENT_TRADES_REQUEST, wire.SUBSCRIPTION_ENTRY, wire.TOP_OF_BOOK, wire.DEPTH_HEADER, wire.TRADES_HEADER,
-           wire.TRADE_ENTRY, wire.TRADE_SUMMARY, wire.ALGO_NEW, wire.ALGO_ACTION, wire.ALGO_ENTRY]
+           wire.TRADE_ENTRY, wire.TRADE_SUMMARY, wire.ALGO_NEW, wire.ALGO_ACTION, wire.ALGO_ENTRY,
+           wire.RISK_QUERY, wire.RISK_METRICS_ENTRY, wire.VAR_ENTRY, wire.STRESS_ENTRY]
 
 TARGET = Path(__file__).with_name("cdefs.pxd")
 SPEC = Path(__file__).with_name("SPEC.md")
@@ -165,9 +166,11 @@ SESSION_RULES = """\
 10. **Acknowledgement.** No execution report leaves the server before the event
    it reports is committed to the journal at the configured durability.
    **What a query reflects.** A query (SYMBOL_DIRECTORY, ORDER_STATUS, OPEN_ORDERS,
-   BOOK_DEPTH, POSITIONS, PORTFOLIO) is answered from the state after every command
-   the server took before it: this session's earlier frames, and other sessions'
-   commands that arrived before it. The answer is sent once those commands are
+   BOOK_DEPTH, POSITIONS, PORTFOLIO, RISK_METRICS, VAR, STRESS) is answered from the state
+   after every command the server took before it: this session's earlier frames, and
+   other sessions' commands that arrived before it (RISK_METRICS, VAR and STRESS also
+   from the risk worker's last published figures, engine/RISK.md "Risk queries"; VarModel:
+   1 parametric, 2 historical, 3 montecarlo). The answer is sent once those commands are
    committed, after their execution reports, so every answer, LOGOUT and
    PROTOCOL_ERROR keeps the order of the frames on the connection; if that commit
    fails, the query is answered with status JOURNAL_UNAVAILABLE and no entries.

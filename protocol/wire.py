@@ -53,6 +53,9 @@ class MsgType(IntEnum):
     BOOK_DEPTH_REQUEST = 23
     POSITIONS_REQUEST = 30        # risk (engine/RISK.md): the account's positions
     PORTFOLIO_REQUEST = 31        # risk: cash, equity, margin, leverage, P&L, state
+    RISK_METRICS_REQUEST = 32     # risk analytics (engine/RISK.md "Risk queries"): VaR/ES per model, limit use
+    VAR_REQUEST = 33              # VaR and ES at a confidence, horizon and model
+    STRESS_REQUEST = 34           # the configured stress scenarios, and an ad-hoc shock
     ALGOS_REQUEST = 35            # execution algorithms: the account's live parent orders
     # client -> server: market data (24-29)
     SUBSCRIBE = 24
@@ -89,6 +92,9 @@ class MsgType(IntEnum):
     BOOK_DEPTH = 99
     POSITIONS = 120
     PORTFOLIO = 121
+    RISK_METRICS = 122
+    VAR = 123
+    STRESS = 124
     ALGOS = 125                   # response to ALGOS_REQUEST
     # server -> client: market data (100-119; not sequenced, never carries account or order ids)
     SUBSCRIPTIONS = 100        # response to SUBSCRIBE / UNSUBSCRIBE (fixed part + counted entries)
@@ -113,6 +119,13 @@ class ReportFlag(IntEnum):
 
 class LogonFlag(IntEnum):
     CANCEL_ON_DISCONNECT = 1
+
+
+class VarModel(IntEnum):
+    """RISK_QUERY.model / VarEntry.model: the VaR models of engine/RISK.md "Analytics"."""
+    PARAMETRIC = 1
+    HISTORICAL = 2
+    MONTECARLO = 3
 
 
 class MdFlag(IntEnum):
@@ -393,6 +406,72 @@ ALGO_ENTRY = Layout("AlgoEntry", [
     ("pause_reason", "u16", "while PAUSED: the Reject code that refused a child, 0 = by its owner"),
     ("_pad0", "u16", "zero"),
 ], doc="ALGOS (125) entry: the account's live parents, ascending parent id")
+RISK_QUERY = Layout("RiskQuery", [
+    ("request_id", "u32", "echoed in the response"),
+    ("symbol", "u32", "STRESS_REQUEST with a shock: the symbol shocked (0 = every symbol)"),
+    ("confidence_ppm", "u32", "VAR_REQUEST: confidence in millionths (950000 = 0.95); 0 = the configured"),
+    ("horizon_ppm", "u32", "VAR_REQUEST: horizon in millionths of a day; 0 = the configured"),
+    ("shock_ppm", "i32", "STRESS_REQUEST: an ad-hoc relative price move in millionths (-300000 = -30%); "
+                         "0 = the configured scenarios only"),
+    ("model", "u8", "VAR_REQUEST: VarModel"),
+    ("_pad0", "u8", "zero"),
+    ("_pad1", "u16", "zero"),
+], doc="RISK_METRICS_REQUEST (32), VAR_REQUEST (33), STRESS_REQUEST (34), client -> server")
+
+RISK_METRICS_ENTRY = Layout("RiskMetricsEntry", [
+    ("exposure", "i64", "cash units (as PORTFOLIO)"),
+    ("worst_exposure", "i64", "with open orders"),
+    ("equity", "i64", ""),
+    ("leverage_bps", "i64", "exposure / equity, bps; -1 when equity <= 0"),
+    ("initial_margin", "i64", ""),
+    ("maintenance_margin", "i64", ""),
+    ("margin_use_bps", "i64", "initial margin / equity, bps; -1 when equity <= 0"),
+    ("max_var", "i64", "the MAX_VAR in force (account scope and default); -1 = none"),
+    ("var_limit", "i64", "the VaR bound the pre-trade check uses now (the model's, plus charges since)"),
+    ("limit_use_bps", "i64", "var_limit / max_var, bps; -1 without max_var"),
+    ("var_parametric", "i64", "at the configured confidence and horizon, cash units; -1 = no model yet"),
+    ("es_parametric", "i64", ""),
+    ("var_historical", "i64", ""),
+    ("es_historical", "i64", ""),
+    ("var_montecarlo", "i64", ""),
+    ("es_montecarlo", "i64", ""),
+    ("model_ts_ns", "u64", "journal time of the figures above (the worker's model); 0 = none"),
+    ("limit_model_ts_ns", "u64", "journal time of the account's last VAR_UPDATE; 0 = none"),
+    ("confidence_ppm", "u32", "the configured confidence"),
+    ("horizon_ppm", "u32", "the configured horizon, millionths of a day"),
+    ("backtest_observations", "u32", "parametric one-period VaR backtest (RISK.md)"),
+    ("backtest_exceedances", "u32", ""),
+    ("kupiec_p_ppm", "u32", "p-value in millionths"),
+    ("christoffersen_p_ppm", "u32", "p-value in millionths"),
+    ("cash_decimals", "u8", "cash = units / 10**cash_decimals"),
+    ("_pad0", "u8", "zero"),
+    ("_pad1", "u16", "zero"),
+    ("_pad2", "u32", "zero"),
+], doc="RISK_METRICS (122) entry (one): the account's risk metrics (engine/RISK.md \"Risk queries\")")
+
+VAR_ENTRY = Layout("VarEntry", [
+    ("var", "i64", "cash units, rounded up"),
+    ("es", "i64", "expected shortfall at the same confidence, cash units, rounded up"),
+    ("model_ts_ns", "u64", "journal time of the model"),
+    ("confidence_ppm", "u32", "the confidence used (historical / Monte Carlo: the grid point at or above the asked)"),
+    ("horizon_ppm", "u32", "the horizon used, millionths of a day"),
+    ("model", "u8", "VarModel"),
+    ("cash_decimals", "u8", ""),
+    ("_pad0", "u16", "zero"),
+    ("_pad1", "u32", "zero"),
+], doc="VAR (123) entry (one, none before the worker's first model)")
+
+STRESS_ENTRY = Layout("StressEntry", [
+    ("name", "b32", "the scenario's name, UTF-8, NUL padded (an ad-hoc shock: \"ad-hoc\")"),
+    ("pnl", "i64", "the account's P&L under it, cash units, rounded down"),
+    ("equity", "i64", "equity after"),
+    ("maintenance_margin", "i64", "maintenance margin after"),
+    ("stressed_var", "i64", "with a volatility multiplier: the stressed parametric VaR; else -1"),
+    ("below_maintenance", "u8", "1 = would be liquidated"),
+    ("cash_decimals", "u8", ""),
+    ("_pad0", "u16", "zero"),
+    ("_pad1", "u32", "zero"),
+], doc="STRESS (124) entry: one per configured scenario (the worker's last figures), then the ad-hoc shock")
 
 SUBSCRIBE = Layout("Subscribe", [
     ("request_id", "u32", "echoed in the SUBSCRIPTIONS response"),
@@ -486,6 +565,8 @@ BODY = {
     MsgType.SYMBOL_DIRECTORY_REQUEST: QUERY, MsgType.ORDER_STATUS_REQUEST: QUERY,
     MsgType.OPEN_ORDERS_REQUEST: QUERY, MsgType.BOOK_DEPTH_REQUEST: QUERY,
     MsgType.POSITIONS_REQUEST: QUERY, MsgType.PORTFOLIO_REQUEST: QUERY,
+    MsgType.RISK_METRICS_REQUEST: RISK_QUERY, MsgType.VAR_REQUEST: RISK_QUERY, MsgType.STRESS_REQUEST: RISK_QUERY,
+    MsgType.RISK_METRICS: LIST_HEADER, MsgType.VAR: LIST_HEADER, MsgType.STRESS: LIST_HEADER,
     MsgType.LOGON_ACCEPTED: LOGON_ACCEPTED, MsgType.LOGON_REJECTED: LOGON_REJECTED,
     MsgType.END_OF_SESSION: END_OF_SESSION, MsgType.PROTOCOL_ERROR: PROTOCOL_ERROR,
     **{t: EXEC_REPORT for t in (MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL, MsgType.CANCELLED,
@@ -504,6 +585,7 @@ BODY = {
 ENTRY = {MsgType.SYMBOL_DIRECTORY: SYMBOL_ENTRY, MsgType.ORDER_STATUS: ORDER_ENTRY,
          MsgType.OPEN_ORDERS: ORDER_ENTRY, MsgType.BOOK_DEPTH: LEVEL_ENTRY,
          MsgType.POSITIONS: POSITION_ENTRY, MsgType.PORTFOLIO: PORTFOLIO_ENTRY,
+         MsgType.RISK_METRICS: RISK_METRICS_ENTRY, MsgType.VAR: VAR_ENTRY, MsgType.STRESS: STRESS_ENTRY,
          MsgType.SUBSCRIPTIONS: SUBSCRIPTION_ENTRY, MsgType.DEPTH: LEVEL_ENTRY, MsgType.TRADES: TRADE_ENTRY,
          MsgType.RECENT_TRADES: TRADE_ENTRY, MsgType.ALGOS: ALGO_ENTRY}
 # server -> client market-data pushes (not responses to a request_id)
@@ -513,8 +595,9 @@ MARKET_DATA_TYPES = frozenset({MsgType.TOP_OF_BOOK, MsgType.DEPTH, MsgType.TRADE
 CLIENT_TYPES = frozenset({MsgType.LOGON, MsgType.LOGOUT, MsgType.HEARTBEAT, MsgType.NEW_ORDER, MsgType.CANCEL,
                           MsgType.AMEND, MsgType.MASS_CANCEL, MsgType.SYMBOL_DIRECTORY_REQUEST,
                           MsgType.ORDER_STATUS_REQUEST, MsgType.OPEN_ORDERS_REQUEST, MsgType.BOOK_DEPTH_REQUEST,
-                          MsgType.POSITIONS_REQUEST, MsgType.PORTFOLIO_REQUEST,
-                          MsgType.SUBSCRIBE, MsgType.UNSUBSCRIBE, MsgType.RECENT_TRADES_REQUEST,
+                          MsgType.POSITIONS_REQUEST, MsgType.PORTFOLIO_REQUEST, MsgType.RISK_METRICS_REQUEST,
+                          MsgType.VAR_REQUEST, MsgType.STRESS_REQUEST, MsgType.SUBSCRIBE, MsgType.UNSUBSCRIBE,
+                          MsgType.RECENT_TRADES_REQUEST,
                           MsgType.ALGO_NEW, MsgType.ALGO_CANCEL, MsgType.ALGO_PAUSE, MsgType.ALGO_RESUME,
                           MsgType.ALGO_AMEND, MsgType.ALGOS_REQUEST})
 
