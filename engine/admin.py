@@ -89,6 +89,8 @@ ADDED_ACCOUNTS = "added_accounts.json"
 MIN_SECRET = cfgmod.MIN_SECRET         # an added account's secret: as a configured one
 MAX_EVENTS = 1000                      # listed in a reply (the journal has them all)
 MAX_VAR_ROWS = 1000                    # VAR_UPDATE rows in one var_update request (a line is at most 64 KiB)
+MAX_REQUEST_BYTES = 1 << 22             # one request line (a risk worker's var_update rows); longer is refused
+MAX_RESPONSE_BYTES = 1 << 28            # what the admin command reads of one answer (every account's limits)
 AUTH_FAILURE_DELAY_S = 0.5             # a failed authentication is answered after this
 
 
@@ -210,6 +212,17 @@ class AddedAccounts:
             self.drop(acct_id)
 
 
+class LineTooLong(Exception):
+    """An admin request line above MAX_REQUEST_BYTES: answered with an error, the connection closed."""
+
+
+async def _readline(reader):
+    try:
+        return await reader.readline()
+    except ValueError as e:                  # asyncio's LimitOverrunError, re-raised by readline as this
+        raise LineTooLong() from e
+
+
 class AdminListener:
     def __init__(self, server):
         self.server = server
@@ -239,7 +252,7 @@ class AdminListener:
         self.dummy_hash = f"scrypt${n}${r}${p}${'00' * 16}${'00' * 32}"
 
     async def start(self, host, port):
-        self.tcp = await asyncio.start_server(self.handle, host, port)
+        self.tcp = await asyncio.start_server(self.handle, host, port, limit=MAX_REQUEST_BYTES)
         return self.tcp.sockets[0].getsockname()[1]
 
     def close(self):
@@ -250,7 +263,7 @@ class AdminListener:
         authed = None                      # (user, password) this connection has proven
         peer = (writer.get_extra_info("peername") or ("?",))[0]
         try:
-            while line := await reader.readline():
+            while line := await _readline(reader):
                 try:
                     req = msgspec.json.decode(line, type=Request)
                 except msgspec.DecodeError as e:
@@ -269,6 +282,9 @@ class AdminListener:
                     continue
                 writer.write(msgspec.json.encode(self.act(admin, req)) + b"\n")
                 await writer.drain()
+        except LineTooLong:
+            writer.write(msgspec.json.encode(
+                {"ok": False, "error": f"request line above {MAX_REQUEST_BYTES} bytes"}) + b"\n")
         except ConnectionError:
             pass
         finally:
@@ -793,7 +809,7 @@ def run(args) -> int:
     req = request(args, password)
 
     async def call():
-        reader, writer = await asyncio.open_connection(args.host, args.port)
+        reader, writer = await asyncio.open_connection(args.host, args.port, limit=MAX_RESPONSE_BYTES)
         writer.write(msgspec.json.encode(req) + b"\n")
         line = await reader.readline()
         writer.close()

@@ -58,3 +58,36 @@ def test_admin_when_wrong_password_then_refused_and_trading_port_rejects_admin(s
     c.send(b'{"user": "ops", "password": "correct horse", "action": "halt", "symbol": "BTCUSDT"}\n')
     f = c.next()
     assert f is None or f[0] == MsgType.PROTOCOL_ERROR
+
+
+def test_admin_request_when_line_long_then_served_or_refused_with_an_error(server_factory):
+    """A request line above asyncio's 64 KiB default (a risk worker's var_update rows) is served; one
+    above MAX_REQUEST_BYTES gets an error line, not a reset connection."""
+    import socket
+    from engine.admin import MAX_REQUEST_BYTES
+    srv = server_factory(admins={"ops": HASH}).start()
+
+    def ask(line: bytes):
+        with socket.create_connection(("127.0.0.1", srv.admin_port), timeout=30) as s:
+            try:
+                s.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):   # the server closed on the over-long line
+                pass
+            buf = b""
+            while not buf.endswith(b"\n"):
+                try:
+                    chunk = s.recv(1 << 16)
+                except ConnectionResetError:
+                    return None
+                if not chunk:
+                    return None
+                buf += chunk
+            return json.loads(buf)
+
+    req = json.dumps({"user": "ops", "password": PASSWORD, "action": "status"})
+    resp = ask(req[:-1].encode() + b" " * 200_000 + b"}\n")
+    assert resp is not None and resp["ok"] and resp["status"]["halted_symbols"] == []
+    resp = ask(req[:-1].encode() + b" " * (MAX_REQUEST_BYTES + 10) + b"}\n")
+    # the error line, unless the close reset the connection before the client read it
+    assert resp in (None, {"ok": False, "error": f"request line above {MAX_REQUEST_BYTES} bytes"})
+    assert ask(req.encode() + b"\n")["ok"]                  # and the listener goes on serving
