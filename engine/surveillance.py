@@ -545,10 +545,20 @@ class Store:
         self.map_size = 1 << 30
         self.env = lmdb.open(path, map_size=self.map_size, max_dbs=3, subdir=True, readonly=readonly,
                              create=not readonly)
-        self.alerts = self.env.open_db(b"alerts", create=not readonly)
-        self.meta = self.env.open_db(b"meta", create=not readonly)
+        if not readonly:        # all three in one transaction: a reader sees none of them or all
+            with self.env.begin(write=True) as txn:
+                self.alerts = self.env.open_db(b"alerts", txn=txn)
+                self.meta = self.env.open_db(b"meta", txn=txn)
+                self.disp = self.env.open_db(b"dispositions", txn=txn)
+            return
+        try:
+            self.alerts = self.env.open_db(b"alerts", create=False)
+            self.meta = self.env.open_db(b"meta", create=False)
+        except lmdb.NotFoundError:
+            self.env.close()
+            raise SystemExit(f"trading-engine surveil: the alert store at {path} is still being created")
         try:        # (a store from before dispositions has none: opened read-only, it has no such database)
-            self.disp = self.env.open_db(b"dispositions", create=not readonly)
+            self.disp = self.env.open_db(b"dispositions", create=False)
         except lmdb.NotFoundError:
             self.disp = None
 

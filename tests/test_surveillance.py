@@ -136,11 +136,15 @@ def run(tmp_path_factory):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if os.path.exists(follow / "data.mdb"):
-                store = Store(str(follow), readonly=True)
-                cur = store.cursor()
-                store.close()
-                if cur is not None and cur.next_seq > end:
-                    break
+                try:
+                    store = Store(str(follow), readonly=True)
+                except SystemExit:        # data.mdb made, its databases not yet committed
+                    store = None
+                if store is not None:
+                    cur = store.cursor()
+                    store.close()
+                    if cur is not None and cur.next_seq > end:
+                        break
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
