@@ -12,6 +12,9 @@ Scenarios here:
   instructions  instructions per command of the core with risk off and every risk check on
            (callgrind: repeatable where wall time is not; --count-n commands, see perf/instructions.py)
   memory   RSS and preallocated array bytes holding 1,000,000 resting orders
+  scale    one engine, bigger: memory (RSS, arrays) and ops/s of the core mix over 10,000 symbols
+           with realistic books and on one symbol after 10,000,000 resting orders, beside the
+           shallow book in the same run, each case in a fresh process (see perf/scale.py)
   roundtrip  client-observed latency over loopback TCP, open loop at --rate, server
            pinned to --server-cpu, generator to --cpu, per journal durability, beside
            an echo server (the floor) in the same run; --scrape adds the server under
@@ -269,7 +272,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m perf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
-                                        "symbols", "tls", "admin", "throughput", "instructions", "noisy"])
+                                        "symbols", "tls", "admin", "throughput", "instructions", "noisy",
+                                        "scale"])
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256, 4096],
                    help="batch sizes (journal)")
@@ -314,6 +318,19 @@ def main(argv=None):
                         "with every risk check on (journal none), the same flow")
     p.add_argument("--max-orders", type=int, default=1 << 20)
     p.add_argument("--resting", type=int, default=1_000_000, help="resting orders (memory)")
+    p.add_argument("--cases", type=lambda s: s.split(","), default=["shallow", "symbols", "deep"],
+                   help="cases (scale)")
+    p.add_argument("--repeats", type=int, default=3, help="fresh processes per case, interleaved (scale)")
+    p.add_argument("--scale-symbols", type=int, default=10_000, help="symbols (scale)")
+    p.add_argument("--book-levels", type=int, default=25, help="price levels per side of each symbol's book (scale)")
+    p.add_argument("--book-orders", type=int, default=4, help="orders per book level (scale)")
+    p.add_argument("--scale-max-orders", type=int, default=0, help="max_orders of the symbols case (scale; 0 = "
+                   "the book + 2**20)")
+    p.add_argument("--scale-level-slots", type=int, default=0, help="max_level_slots of the symbols case (scale)")
+    p.add_argument("--deep", type=int, default=10_000_000, help="resting orders of the deep case (scale)")
+    p.add_argument("--deep-max-orders", type=int, default=0, help="max_orders of the deep case (scale; 0 = the "
+                   "book + 2**20)")
+    p.add_argument("--deep-level-slots", type=int, default=0, help="max_level_slots of the deep case (scale)")
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     p.add_argument("--no-plot", dest="plot", action="store_false")
     p.add_argument("--out", type=Path, default=OUT)
@@ -330,6 +347,9 @@ def main(argv=None):
     elif args.scenario == "throughput":
         from perf import throughput
         results = throughput.scenario(args)
+    elif args.scenario == "scale":
+        from perf import scale
+        results = scale.scenario(args)
     elif args.scenario == "instructions":
         from perf import instructions
         results = instructions.scenario(args)
@@ -367,6 +387,9 @@ def main(argv=None):
     elif args.scenario == "noisy":
         from perf import noisy
         noisy.print_table(results)
+    elif args.scenario == "scale":
+        from perf import scale
+        scale.print_table(results)
     else:
         print_table(args.scenario, results)
     print(f"\nmachine: {doc['machine']}\nwrote {path}")
