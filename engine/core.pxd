@@ -60,6 +60,14 @@ cdef packed struct Level:
     uint32_t ladder          # @40  ladder index: symbol * 4 + LADDER_*
     uint32_t _pad            # @44
 
+# One ladder's header: 32 bytes, so a symbol's bids and asks headers share a cache line.
+cdef packed struct Ladder:
+    int64_t* key             # @0   its chunk's keys ascending; best = last. key = price (bids, sell stops) or -price
+    int32_t* level           # @8   the level pool index beside each key
+    int32_t count            # @16  prices on the ladder
+    int32_t cap              # @20  its chunk's entries (a power of two; 0 = no chunk yet)
+    int64_t _pad             # @24
+
 
 cdef class Engine:
     # -- CAPACITY (readonly) --
@@ -73,7 +81,7 @@ cdef class Engine:
     """Price levels of all ladders together: the shared level pool (engine/CAPACITY.md)."""
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
-    cdef readonly object orders_arr, levels_arr, ladder_count_arr, ladder_cap_arr, ladder_ptr_arr
+    cdef readonly object orders_arr, levels_arr, ladders_arr
     cdef readonly object oid_table_arr, clid_table_arr, oid_disp_arr, clid_disp_arr, queue_arr, events_arr
     cdef readonly object sym_arr, acct_arr
     cdef readonly list ladder_segments  # the ladder pool: [(keys int64, levels int32)], chunks carved from them
@@ -81,10 +89,7 @@ cdef class Engine:
     cdef Level* levels
     # Ladders grow: each ladder's keys and level indices live in a chunk of the ladder pool (a power
     # of two of entries, from LADDER_MIN_CHUNK up), moved to a chunk twice as big when full.
-    cdef int64_t** ladder_key     # per ladder: its chunk's keys ascending; best = last. key = price (bids, sell stops) or -price
-    cdef int32_t** ladder_level   # per ladder: the level pool index beside each key
-    cdef int32_t* ladder_count
-    cdef int32_t* ladder_cap      # per ladder: its chunk's entries (0 = no chunk yet)
+    cdef Ladder* ladders          # per ladder (symbol * 4 + LADDER_*)
     cdef int64_t* chunk_free[32]  # per chunk size class (log2): free chunks, linked through their keys
     cdef int64_t* seg_key         # the newest segment: chunks are carved from [seg_used, seg_size)
     cdef int32_t* seg_level
@@ -137,6 +142,7 @@ cdef class Engine:
     cdef Event* ev_buf
     cdef readonly Py_ssize_t ev_count
     cdef Py_ssize_t ev_cap
+    cdef Py_ssize_t ev_dropped  # run(): events counted and dropped
     cdef const Command* cur     # the command being processed
 
     # -- SWEEP STATE --
@@ -145,6 +151,8 @@ cdef class Engine:
 
     # -- ENTRY POINTS --
     cdef int process_one(self, const Command* cmd) except -1
+    cdef void warm(self, const Command* cmd, bint deep) noexcept
+    cdef int process_many(self, const Command* cmds, Py_ssize_t n, bint collect) except -1
     cdef int grow_events(self) except -1
 
     # -- COMMANDS --

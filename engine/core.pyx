@@ -61,6 +61,10 @@ cdef inline int64_t stp_key(uint32_t account, int64_t stp_group) noexcept:
     return (stp_group + (<int64_t>1 << 32)) if stp_group else <int64_t>account
 
 
+cdef extern from *:
+    void prefetch "__builtin_prefetch"(const void* p) noexcept nogil
+
+
 cdef inline void* _data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
 
@@ -83,6 +87,7 @@ LEVEL_DTYPE = np.dtype([
     ("price", "<i8"), ("shown", "<i8"), ("total", "<i8"), ("head", "<i4"), ("tail", "<i4"),
     ("count", "<i4"), ("next_free", "<i4"), ("ladder", "<u4"), ("_pad", "<u4"),
 ])
+LADDER_DTYPE = np.dtype([("key", "<u8"), ("level", "<u8"), ("count", "<i4"), ("cap", "<i4"), ("_pad", "<i8")])
 SYMBOL_DTYPE = np.dtype([
     ("tick", "<i8"), ("lot", "<i8"), ("max_price", "<i8"), ("max_qty", "<i8"), ("last", "<i8"),
     ("has_last", "u1"), ("state", "u1"),
@@ -95,6 +100,7 @@ ACCOUNT_DTYPE = np.dtype([
 # The sizes the C structs must have (checked by tests against the dtypes).
 SIZEOF_ORDER = sizeof(Order)
 SIZEOF_LEVEL = sizeof(Level)
+SIZEOF_LADDER = sizeof(Ladder)
 SIZEOF_COMMAND = sizeof(Command)
 SIZEOF_EVENT = sizeof(Event)
 
@@ -175,9 +181,7 @@ cdef class Engine:
         # the arrays are never written above their high-water marks: untouched pages cost no memory.
         self.orders_arr = np.zeros(max_orders, dtype=ORDER_DTYPE)
         self.levels_arr = np.zeros(self.max_level_slots, dtype=LEVEL_DTYPE)
-        self.ladder_count_arr = np.zeros(nladders, dtype=np.int32)
-        self.ladder_cap_arr = np.zeros(nladders, dtype=np.int32)
-        self.ladder_ptr_arr = np.zeros((2, nladders), dtype=np.uintp)   # [0] keys, [1] level indices
+        self.ladders_arr = np.zeros(nladders, dtype=LADDER_DTYPE)
         self.ladder_segments = []
         cdef uint64_t tsize = 16
         while tsize < <uint64_t>max_orders * TABLE_FACTOR:
@@ -194,10 +198,7 @@ cdef class Engine:
 
         self.orders = <Order*>_data(self.orders_arr)
         self.levels = <Level*>_data(self.levels_arr)
-        self.ladder_count = <int32_t*>_data(self.ladder_count_arr)
-        self.ladder_cap = <int32_t*>_data(self.ladder_cap_arr)
-        self.ladder_key = <int64_t**>_data(self.ladder_ptr_arr)
-        self.ladder_level = <int32_t**>(<uintptr_t*>_data(self.ladder_ptr_arr) + nladders)
+        self.ladders = <Ladder*>_data(self.ladders_arr)
         self.oid_table = <int32_t*>_data(self.oid_table_arr)
         self.clid_table = <int32_t*>_data(self.clid_table_arr)
         self.oid_disp = <uint16_t*>_data(self.oid_disp_arr)
@@ -305,13 +306,61 @@ cdef class Engine:
         self.cur = NULL
         return 0
 
+    cdef void warm(self, const Command* c, bint deep) noexcept:
+        """Ask the CPU for what a later command will read first (prefetches only: nothing changes),
+        so that with many symbols or a deep book its cache misses overlap the commands before it:
+        two commands ahead the symbol's bids/asks headers or the id table's line, one command
+        ahead (deep) the ladders' best entries."""
+        cdef uint32_t sym = c.symbol
+        cdef Ladder* ld
+        if c.kind == CMD_NEW_ORDER:
+            if sym == 0 or sym >= <uint32_t>self.max_symbols:
+                return
+            ld = &self.ladders[sym * 4]
+            if not deep:
+                prefetch(ld)
+                prefetch(&self.sym_state[sym])
+                prefetch(&self.sym_tick[sym])
+                prefetch(&self.sym_lot[sym])
+                prefetch(&self.sym_max_qty[sym])
+                prefetch(&self.sym_max_price[sym])
+                return
+            if ld[LADDER_BIDS].count:
+                prefetch(&ld[LADDER_BIDS].key[ld[LADDER_BIDS].count - 1])
+                prefetch(&ld[LADDER_BIDS].level[ld[LADDER_BIDS].count - 1])
+            if ld[LADDER_ASKS].count:
+                prefetch(&ld[LADDER_ASKS].key[ld[LADDER_ASKS].count - 1])
+                prefetch(&ld[LADDER_ASKS].level[ld[LADDER_ASKS].count - 1])
+        elif (c.kind == CMD_CANCEL or c.kind == CMD_AMEND) and not deep:
+            if c.order_id:
+                prefetch(&self.oid_table[oid_hash(c.order_id) & self.table_mask])
+            else:
+                prefetch(&self.clid_table[clid_hash(c.account, c.client_order_id) & self.table_mask])
+
+    cdef int process_many(self, const Command* cmds, Py_ssize_t n, bint collect) except -1:
+        """process_one over cmds[0:n], warming each command's first reads ahead of it; without
+        collect, the events are dropped whenever more than 4096 are buffered (benchmarks)."""
+        cdef Py_ssize_t i
+        if n > 0:
+            self.warm(&cmds[0], 0)
+        if n > 1:
+            self.warm(&cmds[1], 0)
+        for i in range(n):
+            if i + 2 < n:
+                self.warm(&cmds[i + 2], 0)
+            if i + 1 < n:
+                self.warm(&cmds[i + 1], 1)
+            self.process_one(&cmds[i])
+            if not collect and self.ev_count > 4096:
+                self.ev_dropped += self.ev_count
+                self.ev_count = 0
+        return 0
+
     def process(self, cnp.ndarray commands not None):
         """Apply every command of a contiguous COMMAND-dtype array; return a copy of the events."""
         cdef const Command* cmds = _commands(commands)
-        cdef Py_ssize_t i, n = commands.shape[0]
         self.ev_count = 0
-        for i in range(n):
-            self.process_one(&cmds[i])
+        self.process_many(cmds, commands.shape[0], True)
         out = self.events_arr[:self.ev_count].copy()
         self.ev_count = 0
         return out
@@ -319,10 +368,7 @@ cdef class Engine:
     def feed(self, cnp.ndarray commands not None):
         """Apply the commands and leave their events in the buffer (events_view(), clear_events()):
         the server's path, which journals and encodes them without a copy. Returns the event count."""
-        cdef const Command* cmds = _commands(commands)
-        cdef Py_ssize_t i, n = commands.shape[0]
-        for i in range(n):
-            self.process_one(&cmds[i])
+        self.process_many(_commands(commands), commands.shape[0], True)
         return self.ev_count
 
     def events_view(self):
@@ -334,14 +380,9 @@ cdef class Engine:
 
     def run(self, cnp.ndarray commands not None):
         """Apply the commands and discard the events (benchmarks); returns the number of events."""
-        cdef const Command* cmds = _commands(commands)
-        cdef Py_ssize_t i, n = commands.shape[0], total = 0
-        for i in range(n):
-            self.process_one(&cmds[i])
-            if self.ev_count > 4096:
-                total += self.ev_count
-                self.ev_count = 0
-        total += self.ev_count
+        self.ev_dropped = 0
+        self.process_many(_commands(commands), commands.shape[0], False)
+        cdef Py_ssize_t total = self.ev_dropped + self.ev_count
         self.ev_count = 0
         return total
 
@@ -1080,11 +1121,11 @@ cdef class Engine:
     cdef bint crosses(self, uint32_t symbol, uint8_t side, int64_t price) noexcept:
         """Would a limit at `price` be marketable against the opposite best?"""
         cdef int32_t ladder = symbol * 4 + (LADDER_ASKS if side == SIDE_BUY else LADDER_BIDS)
-        cdef int32_t n = self.ladder_count[ladder]
+        cdef int32_t n = self.ladders[ladder].count
         if n == 0:
             return False
-        cdef int64_t best = self.levels[self.ladder_level[ladder][n - 1]].price
-        return price >= best if side == SIDE_BUY else price <= best
+        cdef int64_t key = self.ladders[ladder].key[n - 1]       # asks: -price
+        return price >= -key if side == SIDE_BUY else price <= key
 
     cdef bint fok_can_fill(self, slot_t s, int64_t bound) noexcept:
         """Dry run of the sweep of aggressor s: would it fill completely? (RULES.md 2 and 7)
@@ -1094,8 +1135,8 @@ cdef class Engine:
         cdef int64_t limit = bound if o.order_type == OT_MARKET else o.price
         cdef bint buy = o.side == SIDE_BUY
         cdef int32_t ladder = o.symbol * 4 + (LADDER_ASKS if buy else LADDER_BIDS)
-        cdef int32_t* lvls = self.ladder_level[ladder]     # (a dry run: the ladder does not change)
-        cdef int32_t pos = self.ladder_count[ladder] - 1
+        cdef int32_t* lvls = self.ladders[ladder].level     # (a dry run: the ladder does not change)
+        cdef int32_t pos = self.ladders[ladder].count - 1
         cdef int64_t need = o.leaves, avail = 0, ahead, level_leaves, own_key = self.acct_stp_key[o.account]
         cdef bint stp = o.stp != STP_NONE
         cdef Level* lv
@@ -1154,15 +1195,20 @@ cdef class Engine:
             return self.cancel_order(s, CXL_FOK_UNFILLED)
         # one resting order per iteration: the best level's head (matched orders leave the
         # head, refreshed icebergs go to the back, so the same aggressor may meet them again)
-        while o.leaves > 0 and self.ladder_count[ladder] > 0:
-            lvi = self.ladder_level[ladder][self.ladder_count[ladder] - 1]
-            lv = &self.levels[lvi]
+        # (the swept ladder only shrinks meanwhile: its header's pointers stay valid)
+        cdef Ladder* ld = &self.ladders[ladder]
+        cdef int64_t best
+        while o.leaves > 0 and ld.count > 0:
+            # the price from the ladder's key (asks: -price): a passive order reads no level
+            best = -ld.key[ld.count - 1] if buy else ld.key[ld.count - 1]
             if not market:
-                if (buy and lv.price > o.price) or (not buy and lv.price < o.price):
+                if (buy and best > o.price) or (not buy and best < o.price):
                     break
-            elif bound and ((buy and lv.price > bound) or (not buy and lv.price < bound)):
+            elif bound and ((buy and best > bound) or (not buy and best < bound)):
                 protected = True
                 break
+            lvi = ld.level[ld.count - 1]
+            lv = &self.levels[lvi]
             m = lv.head
             mo = &self.orders[m]
             if stp and self.acct_stp_key[mo.account] == own_key:
@@ -1250,8 +1296,8 @@ cdef class Engine:
         cdef int k
         for k in range(2):
             ladder = sym * 4 + LADDER_BUY_STOPS + k
-            while self.ladder_count[ladder] > 0:
-                lvi = self.ladder_level[ladder][self.ladder_count[ladder] - 1]
+            while self.ladders[ladder].count > 0:
+                lvi = self.ladders[ladder].level[self.ladders[ladder].count - 1]
                 lv = &self.levels[lvi]
                 if (ladder & 3) == LADDER_BUY_STOPS:
                     if lv.price > self.sw_hi:
@@ -1293,8 +1339,8 @@ cdef class Engine:
 
     cdef int32_t ladder_find(self, int32_t ladder, int64_t key, bint* found) noexcept:
         """Position of `key` in the ascending ladder (lower bound); found set if present."""
-        cdef int64_t* keys = self.ladder_key[ladder]
-        cdef int32_t n = self.ladder_count[ladder]
+        cdef int64_t* keys = self.ladders[ladder].key
+        cdef int32_t n = self.ladders[ladder].count
         cdef int32_t lo = 0, hi = n, mid, i
         # most activity is near the top of the book: look at the last few first
         i = n - 1
@@ -1317,10 +1363,10 @@ cdef class Engine:
         """Can `key` be on the ladder: it is there already, or the ladder holds fewer than
         max_levels prices and the shared level pool has a free level."""
         cdef bint found
-        if self.ladder_count[ladder] < self.max_levels and (
+        if self.ladders[ladder].count < self.max_levels and (
                 self.level_free_head >= 0 or self.level_hwm < self.max_level_slots):
             return True
-        if self.ladder_count[ladder] == 0:
+        if self.ladders[ladder].count == 0:
             return False
         self.ladder_find(ladder, key, &found)
         return found
@@ -1373,20 +1419,20 @@ cdef class Engine:
             keys = &self.seg_key[self.seg_used]
             lvls = &self.seg_level[self.seg_used]
             self.seg_used += cap
-        cdef int32_t n = self.ladder_count[ladder], old = self.ladder_cap[ladder]
-        cdef int64_t* okeys = self.ladder_key[ladder]
+        cdef int32_t n = self.ladders[ladder].count, old = self.ladders[ladder].cap
+        cdef int64_t* okeys = self.ladders[ladder].key
         if old:
             memcpy(keys, okeys, n * sizeof(int64_t))
-            memcpy(lvls, self.ladder_level[ladder], n * sizeof(int32_t))
+            memcpy(lvls, self.ladders[ladder].level, n * sizeof(int32_t))
             k = 0
             while (1 << k) < old:
                 k += 1
             okeys[0] = <int64_t><uintptr_t>self.chunk_free[k]
-            okeys[1] = <int64_t><uintptr_t>self.ladder_level[ladder]
+            okeys[1] = <int64_t><uintptr_t>self.ladders[ladder].level
             self.chunk_free[k] = okeys
-        self.ladder_key[ladder] = keys
-        self.ladder_level[ladder] = lvls
-        self.ladder_cap[ladder] = cap
+        self.ladders[ladder].key = keys
+        self.ladders[ladder].level = lvls
+        self.ladders[ladder].cap = cap
         return 0
 
     cdef int32_t level_get(self, int32_t ladder, int64_t price) except -1:
@@ -1395,9 +1441,9 @@ cdef class Engine:
         cdef bint found
         cdef int32_t pos = self.ladder_find(ladder, key, &found)
         if found:
-            return self.ladder_level[ladder][pos]
-        cdef int32_t n = self.ladder_count[ladder]
-        if n == self.ladder_cap[ladder]:
+            return self.ladders[ladder].level[pos]
+        cdef int32_t n = self.ladders[ladder].count
+        if n == self.ladders[ladder].cap:
             self.ladder_grow(ladder, 2 * n if n else LADDER_MIN_CHUNK)
         cdef int32_t lvi = self.level_free_head
         if lvi >= 0:
@@ -1411,23 +1457,23 @@ cdef class Engine:
         lv.head = lv.tail = -1
         lv.next_free = -1
         lv.ladder = ladder
-        cdef int64_t* keys = self.ladder_key[ladder]
-        cdef int32_t* lvls = self.ladder_level[ladder]
+        cdef int64_t* keys = self.ladders[ladder].key
+        cdef int32_t* lvls = self.ladders[ladder].level
         if pos < n:
             memmove(&keys[pos + 1], &keys[pos], (n - pos) * sizeof(int64_t))
             memmove(&lvls[pos + 1], &lvls[pos], (n - pos) * sizeof(int32_t))
         keys[pos] = key
         lvls[pos] = lvi
-        self.ladder_count[ladder] = n + 1
+        self.ladders[ladder].count = n + 1
         return lvi
 
     cdef void level_drop(self, int32_t lvi) noexcept:
         """Remove an empty level from its ladder and free it."""
         cdef Level* lv = &self.levels[lvi]
         cdef int32_t ladder = lv.ladder
-        cdef int64_t* keys = self.ladder_key[ladder]
-        cdef int32_t* lvls = self.ladder_level[ladder]
-        cdef int32_t n = self.ladder_count[ladder]
+        cdef int64_t* keys = self.ladders[ladder].key
+        cdef int32_t* lvls = self.ladders[ladder].level
+        cdef int32_t n = self.ladders[ladder].count
         cdef int64_t key = lv.price if ((ladder & 3) == LADDER_BIDS or (ladder & 3) == LADDER_SELL_STOPS) else -lv.price
         cdef bint found
         cdef int32_t pos
@@ -1435,7 +1481,7 @@ cdef class Engine:
             pos = self.ladder_find(ladder, key, &found)
             memmove(&keys[pos], &keys[pos + 1], (n - pos - 1) * sizeof(int64_t))
             memmove(&lvls[pos], &lvls[pos + 1], (n - pos - 1) * sizeof(int32_t))
-        self.ladder_count[ladder] = n - 1
+        self.ladders[ladder].count = n - 1
         lv.next_free = self.level_free_head
         lv.count = 0
         self.level_free_head = lvi
@@ -1746,10 +1792,10 @@ cdef class Engine:
         cdef Level* lv
         for ladder in (symbol * 4 + LADDER_BIDS, symbol * 4 + LADDER_ASKS):
             side = []
-            pos = self.ladder_count[ladder] - 1
+            pos = self.ladders[ladder].count - 1
             k = 0
             while pos >= 0 and k < levels:
-                lv = &self.levels[self.ladder_level[ladder][pos]]
+                lv = &self.levels[self.ladders[ladder].level[pos]]
                 side.append((lv.price, lv.shown, lv.count))
                 pos -= 1
                 k += 1
@@ -1804,8 +1850,7 @@ cdef class Engine:
         level slots above their high-water marks are allocated but never written: see
         touched_bytes()."""
         total = 0
-        for arr in (self.orders_arr, self.levels_arr, self.ladder_count_arr, self.ladder_cap_arr,
-                    self.ladder_ptr_arr, self.oid_table_arr, self.clid_table_arr, self.oid_disp_arr,
+        for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_table_arr, self.clid_table_arr, self.oid_disp_arr,
                     self.clid_disp_arr, self.queue_arr, self.events_arr):
             total += arr.nbytes
         for keys, lvls in self.ladder_segments:
@@ -1825,9 +1870,9 @@ cdef class Engine:
         cdef int64_t held = 0
         cdef int32_t i
         for i in range(self.max_symbols * 4):
-            held += self.ladder_cap[i]
+            held += self.ladders[i].cap
         return dict(segments=len(self.ladder_segments), entries=sum(len(k) for k, _ in self.ladder_segments),
-                    held=held, levels=sum(int(self.ladder_count[i]) for i in range(self.max_symbols * 4)))
+                    held=held, levels=sum(int(self.ladders[i].count) for i in range(self.max_symbols * 4)))
 
     def export_state(self):
         """The whole matching state as {name: numpy array (a view, not a copy) or int}.
@@ -1846,16 +1891,16 @@ cdef class Engine:
         state["levels_arr"] = self.levels_arr[:self.level_hwm]
         # the ladders: each one's entries, in ladder order (where its chunk lies is not state)
         cdef int32_t ladder, nladders = self.max_symbols * 4
-        cdef int64_t at = 0, total = int(self.ladder_count_arr.sum())
+        cdef int64_t at = 0, total = int(self.ladders_arr["count"].sum())
         keys = np.empty(total, dtype=np.int64)
         lvls = np.empty(total, dtype=np.int32)
         cdef int64_t* k = <int64_t*>_data(keys)
         cdef int32_t* v = <int32_t*>_data(lvls)
         for ladder in range(nladders):
-            memcpy(&k[at], self.ladder_key[ladder], self.ladder_count[ladder] * sizeof(int64_t))
-            memcpy(&v[at], self.ladder_level[ladder], self.ladder_count[ladder] * sizeof(int32_t))
-            at += self.ladder_count[ladder]
-        state["ladder_count_arr"] = self.ladder_count_arr
+            memcpy(&k[at], self.ladders[ladder].key, self.ladders[ladder].count * sizeof(int64_t))
+            memcpy(&v[at], self.ladders[ladder].level, self.ladders[ladder].count * sizeof(int32_t))
+            at += self.ladders[ladder].count
+        state["ladder_counts"] = self.ladders_arr["count"].copy()
         state["ladder_keys"] = keys
         state["ladder_levels"] = lvls
         for name in ("oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr"):
@@ -1874,7 +1919,7 @@ cdef class Engine:
         if cap != mine:
             raise ValueError(f"snapshot capacities {cap} differ from this engine's {mine}")
         targets = {name: getattr(self, name) for name in (
-            "orders_arr", "levels_arr", "ladder_count_arr",
+            "orders_arr", "levels_arr",
             "oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr")}
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
@@ -1885,10 +1930,11 @@ cdef class Engine:
             if src.dtype != dst.dtype or (src.shape != dst.shape and not (
                     name in prefix and src.ndim == 1 and src.shape[0] <= dst.shape[0])):
                 raise ValueError(f"snapshot array {name}: {src.dtype}{src.shape} != {dst.dtype}{dst.shape}")
-        counts = state["ladder_count_arr"]
+        counts = state["ladder_counts"]
         keys = np.ascontiguousarray(state["ladder_keys"], dtype=np.int64)
         lvls = np.ascontiguousarray(state["ladder_levels"], dtype=np.int32)
-        if counts.dtype != np.int32 or (counts < 0).any() or (counts > self.max_levels).any() or \
+        if counts.dtype != np.int32 or counts.shape != (self.max_symbols * 4,) or (counts < 0).any() or \
+                (counts > self.max_levels).any() or \
                 len(keys) != int(counts.sum()) or len(lvls) != len(keys):
             raise ValueError("snapshot ladders do not fit this engine")
         for name, dst in targets.items():
@@ -1903,25 +1949,25 @@ cdef class Engine:
         # the ladder pool anew (the engine may have been used): slots above the high-water marks
         # may be dirty, but only the free lists lead to slots, and new_slot/level_get clear them
         self.ladder_segments = []
-        self.ladder_cap_arr[:] = 0
-        self.ladder_ptr_arr[:] = 0
+        self.ladders_arr[:] = 0
+        self.ladders_arr["count"] = counts
         for c in range(32):
             self.chunk_free[c] = NULL
         self.seg_key = NULL
         self.seg_level = NULL
         self.seg_used = self.seg_size = 0
         for ladder in range(self.max_symbols * 4):          # each ladder in a chunk just big enough
-            n = self.ladder_count[ladder]
+            n = self.ladders[ladder].count
             if n == 0:
                 continue
             c = LADDER_MIN_CHUNK
             while c < n:
                 c *= 2
-            self.ladder_count[ladder] = 0
+            self.ladders[ladder].count = 0
             self.ladder_grow(ladder, c)
-            memcpy(self.ladder_key[ladder], &k[at], n * sizeof(int64_t))
-            memcpy(self.ladder_level[ladder], &v[at], n * sizeof(int32_t))
-            self.ladder_count[ladder] = n
+            memcpy(self.ladders[ladder].key, &k[at], n * sizeof(int64_t))
+            memcpy(self.ladders[ladder].level, &v[at], n * sizeof(int32_t))
+            self.ladders[ladder].count = n
             at += n
         self.next_order_id = sc[0]
         self.next_trade_id = sc[1]
@@ -1975,8 +2021,8 @@ cdef class Engine:
             _fnv(&h, self.sym_has_last[sym])
             _fnv(&h, <uint64_t>self.sym_last[sym])
             for ladder in range(sym * 4, sym * 4 + 4):
-                for pos in range(self.ladder_count[ladder] - 1, -1, -1):
-                    lv = &self.levels[self.ladder_level[ladder][pos]]
+                for pos in range(self.ladders[ladder].count - 1, -1, -1):
+                    lv = &self.levels[self.ladders[ladder].level[pos]]
                     _fnv(&h, <uint64_t>lv.price)
                     m = lv.head
                     while m >= 0:
@@ -2023,10 +2069,10 @@ cdef class Engine:
         on_book = 0
         for sym in range(self.max_symbols):
             for ladder in range(sym * 4, sym * 4 + 4):
-                n = self.ladder_count[ladder]
-                cap = self.ladder_cap[ladder]
-                keys = self.ladder_key[ladder]
-                lvls = self.ladder_level[ladder]
+                n = self.ladders[ladder].count
+                cap = self.ladders[ladder].cap
+                keys = self.ladders[ladder].key
+                lvls = self.ladders[ladder].level
                 assert 0 <= n <= self.max_levels, f"ladder {ladder}: count {n}"
                 assert n <= cap and (cap == 0 or (cap >= LADDER_MIN_CHUNK and cap & (cap - 1) == 0)), \
                     f"ladder {ladder}: count {n} in a chunk of {cap}"
@@ -2078,9 +2124,9 @@ cdef class Engine:
                     on_book += cnt
             bids = sym * 4 + LADDER_BIDS
             asks = sym * 4 + LADDER_ASKS
-            if self.ladder_count[bids] and self.ladder_count[asks]:
-                bb = self.levels[self.ladder_level[bids][self.ladder_count[bids] - 1]].price
-                ba = self.levels[self.ladder_level[asks][self.ladder_count[asks] - 1]].price
+            if self.ladders[bids].count and self.ladders[asks].count:
+                bb = self.levels[self.ladders[bids].level[self.ladders[bids].count - 1]].price
+                ba = self.levels[self.ladders[asks].level[self.ladders[asks].count - 1]].price
                 assert bb < ba, f"symbol {sym}: crossed book at rest (bid {bb} >= ask {ba})"
         assert on_book == self.live_orders, f"{on_book} orders on ladders, live_orders {self.live_orders}"
         listed = 0
@@ -2117,7 +2163,7 @@ cdef class Engine:
             assert m < self.level_hwm, f"level slot {m}: on the free list but never handed out"
             free += 1
             m = self.levels[m].next_free
-        on_ladders = int(self.ladder_count_arr.sum())
+        on_ladders = int(self.ladders_arr["count"].sum())
         assert free + on_ladders == self.level_hwm <= self.max_level_slots, \
             f"free levels {free} + on ladders {on_ladders} != level slots ever used {self.level_hwm}"
         assert self.used_slots == self.live_orders, f"used slots {self.used_slots} != live orders {self.live_orders}"

@@ -306,7 +306,7 @@ def main(argv=None):
     p.add_argument("--scrape", action="store_true", help="also run under a /metrics scrape every second (roundtrip)")
     p.add_argument("--probe-rate", type=float, default=300, help="quiet sessions' orders/s in all (noisy)")
     p.add_argument("--noisy-rate", type=float, default=1000, help="the noisy session's orders/s (noisy)")
-    p.add_argument("--compare-tree", default=None, help="also a server from this checkout, interleaved (noisy)")
+    p.add_argument("--compare-tree", default=None, help="also a server from this checkout, interleaved (noisy); the same cases from it (scale)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
     p.add_argument("--count-n", type=int, default=300_000, help="commands per counted run (instructions)")
     p.add_argument("--runs", type=int, default=5)
@@ -323,7 +323,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per case, interleaved (scale)")
     p.add_argument("--scale-symbols", type=int, default=10_000, help="symbols (scale)")
     p.add_argument("--book-levels", type=int, default=25, help="price levels per side of each symbol's book (scale)")
-    p.add_argument("--book-orders", type=int, default=4, help="orders per book level (scale)")
+    p.add_argument("--book-orders", type=int, default=2, help="orders per book level (scale)")
     p.add_argument("--scale-max-orders", type=int, default=0, help="max_orders of the symbols case (scale; 0 = "
                    "the book + 2**20)")
     p.add_argument("--scale-level-slots", type=int, default=0, help="max_level_slots of the symbols case (scale)")
