@@ -142,7 +142,6 @@ cdef class Engine:
     cdef Event* ev_buf
     cdef readonly Py_ssize_t ev_count
     cdef Py_ssize_t ev_cap
-    cdef Py_ssize_t ev_dropped  # run(): events counted and dropped
     cdef const Command* cur     # the command being processed
 
     # -- SWEEP STATE --
@@ -151,8 +150,6 @@ cdef class Engine:
 
     # -- ENTRY POINTS --
     cdef int process_one(self, const Command* cmd) except -1
-    cdef void warm(self, const Command* cmd, bint deep) noexcept
-    cdef int process_many(self, const Command* cmds, Py_ssize_t n, bint collect) except -1
     cdef int grow_events(self) except -1
 
     # -- COMMANDS --

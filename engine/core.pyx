@@ -306,61 +306,13 @@ cdef class Engine:
         self.cur = NULL
         return 0
 
-    cdef void warm(self, const Command* c, bint deep) noexcept:
-        """Ask the CPU for what a later command will read first (prefetches only: nothing changes),
-        so that with many symbols or a deep book its cache misses overlap the commands before it:
-        two commands ahead the symbol's bids/asks headers or the id table's line, one command
-        ahead (deep) the ladders' best entries."""
-        cdef uint32_t sym = c.symbol
-        cdef Ladder* ld
-        if c.kind == CMD_NEW_ORDER:
-            if sym == 0 or sym >= <uint32_t>self.max_symbols:
-                return
-            ld = &self.ladders[sym * 4]
-            if not deep:
-                prefetch(ld)
-                prefetch(&self.sym_state[sym])
-                prefetch(&self.sym_tick[sym])
-                prefetch(&self.sym_lot[sym])
-                prefetch(&self.sym_max_qty[sym])
-                prefetch(&self.sym_max_price[sym])
-                return
-            if ld[LADDER_BIDS].count:
-                prefetch(&ld[LADDER_BIDS].key[ld[LADDER_BIDS].count - 1])
-                prefetch(&ld[LADDER_BIDS].level[ld[LADDER_BIDS].count - 1])
-            if ld[LADDER_ASKS].count:
-                prefetch(&ld[LADDER_ASKS].key[ld[LADDER_ASKS].count - 1])
-                prefetch(&ld[LADDER_ASKS].level[ld[LADDER_ASKS].count - 1])
-        elif (c.kind == CMD_CANCEL or c.kind == CMD_AMEND) and not deep:
-            if c.order_id:
-                prefetch(&self.oid_table[oid_hash(c.order_id) & self.table_mask])
-            else:
-                prefetch(&self.clid_table[clid_hash(c.account, c.client_order_id) & self.table_mask])
-
-    cdef int process_many(self, const Command* cmds, Py_ssize_t n, bint collect) except -1:
-        """process_one over cmds[0:n], warming each command's first reads ahead of it; without
-        collect, the events are dropped whenever more than 4096 are buffered (benchmarks)."""
-        cdef Py_ssize_t i
-        if n > 0:
-            self.warm(&cmds[0], 0)
-        if n > 1:
-            self.warm(&cmds[1], 0)
-        for i in range(n):
-            if i + 2 < n:
-                self.warm(&cmds[i + 2], 0)
-            if i + 1 < n:
-                self.warm(&cmds[i + 1], 1)
-            self.process_one(&cmds[i])
-            if not collect and self.ev_count > 4096:
-                self.ev_dropped += self.ev_count
-                self.ev_count = 0
-        return 0
-
     def process(self, cnp.ndarray commands not None):
         """Apply every command of a contiguous COMMAND-dtype array; return a copy of the events."""
         cdef const Command* cmds = _commands(commands)
+        cdef Py_ssize_t i, n = commands.shape[0]
         self.ev_count = 0
-        self.process_many(cmds, commands.shape[0], True)
+        for i in range(n):
+            self.process_one(&cmds[i])
         out = self.events_arr[:self.ev_count].copy()
         self.ev_count = 0
         return out
@@ -368,7 +320,10 @@ cdef class Engine:
     def feed(self, cnp.ndarray commands not None):
         """Apply the commands and leave their events in the buffer (events_view(), clear_events()):
         the server's path, which journals and encodes them without a copy. Returns the event count."""
-        self.process_many(_commands(commands), commands.shape[0], True)
+        cdef const Command* cmds = _commands(commands)
+        cdef Py_ssize_t i, n = commands.shape[0]
+        for i in range(n):
+            self.process_one(&cmds[i])
         return self.ev_count
 
     def events_view(self):
@@ -380,9 +335,14 @@ cdef class Engine:
 
     def run(self, cnp.ndarray commands not None):
         """Apply the commands and discard the events (benchmarks); returns the number of events."""
-        self.ev_dropped = 0
-        self.process_many(_commands(commands), commands.shape[0], False)
-        cdef Py_ssize_t total = self.ev_dropped + self.ev_count
+        cdef const Command* cmds = _commands(commands)
+        cdef Py_ssize_t i, n = commands.shape[0], total = 0
+        for i in range(n):
+            self.process_one(&cmds[i])
+            if self.ev_count > 4096:
+                total += self.ev_count
+                self.ev_count = 0
+        total += self.ev_count
         self.ev_count = 0
         return total
 
@@ -1558,6 +1518,17 @@ cdef class Engine:
             ro_count(self.risk, a, o.symbol, o.side, 1)
         self.table_insert(self.oid_table, self.oid_disp, s, oid_hash(o.order_id))
         self.table_insert(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
+        cdef uint64_t nxt
+        if (o.order_id & 15) == 8:
+            # halfway through a block of 16 ids: ask for the next block's lines now (ids rise, so
+            # it is where the next orders go; a block is a random line, not the adjacent one)
+            nxt = oid_hash(o.order_id + 8) & self.table_mask
+            prefetch(&self.oid_table[nxt])
+            prefetch(&self.oid_disp[nxt])
+        if (o.client_order_id & 15) == 8:
+            nxt = clid_hash(a, o.client_order_id + 8) & self.table_mask
+            prefetch(&self.clid_table[nxt])
+            prefetch(&self.clid_disp[nxt])
         o.acct_prev = self.acct_tail[a]
         o.acct_next = -1
         if self.acct_tail[a] >= 0:
