@@ -1846,8 +1846,9 @@ cdef class Engine:
                     held=held, levels=sum(int(self.ladders[i].count) for i in range(self.max_symbols * 4)))
 
     def export_state(self):
-        """The whole matching state as {name: numpy array (a view, not a copy) or int}.
-        Only meaningful between commands (no event pending)."""
+        """The whole matching state as {name: numpy array (a view, not a copy, except the ladders'
+        entries, gathered here ladder by ladder) or int}. Only meaningful between commands (no event
+        pending)."""
         if self.ev_count:
             raise RuntimeError("drain events before exporting state")
         state = {"capacity": np.array([self.max_orders, self.max_accounts, self.max_symbols, self.max_levels,

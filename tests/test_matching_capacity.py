@@ -96,24 +96,25 @@ def test_level_pool_when_exhausted_then_new_prices_rejected_and_nothing_overwrit
 
 
 def test_level_pool_when_triggered_stop_limit_cannot_rest_then_remainder_cancelled():
-    e = _pool_engine(max_level_slots=3)
+    e = _pool_engine(max_level_slots=4)
     e.new_order(1, 1, 1, Side.SELL, 5, price=100)
-    e.new_order(1, 2, 1, Side.BUY, 5, price=100, order_type=OrderType.STOP_LIMIT, stop_price=100)  # stop level
-    e.new_order(1, 3, 1, Side.BUY, 5, price=90)
-    # the buy takes the ask (its level goes back) and prints 100: the stop leaves its level and
-    # enters at 95, which needs a level; the pool holds 90 and the new trigger's... check it all
+    e.new_order(1, 2, 1, Side.SELL, 5, price=100)                                  # level 1: ask 100
+    for cl, limit in ((3, 99), (4, 98)):                                           # level 2: buy stops at 100
+        (ev,) = e.new_order(1, cl, 1, Side.BUY, 5, price=limit, order_type=OrderType.STOP_LIMIT, stop_price=100)
+        assert ev.kind == EventKind.ACCEPTED
+    e.new_order(1, 5, 2, Side.BUY, 5, price=50)                                    # levels 3 and 4
+    e.new_order(1, 6, 2, Side.SELL, 5, price=60)
+    assert e.new_order(1, 7, 2, Side.SELL, 5, price=61)[0].reason == Reject.LEVEL_CAPACITY_EXHAUSTED
+    # a print at 100 (the ask level stays: one order left) triggers both stops; their level goes
+    # back, so the first rests at 99; the pool is full again for the second at 98
     evs = e.new_order(2, 1, 1, Side.BUY, 5, price=100, tif=TimeInForce.IOC)
-    assert [ev.kind for ev in evs][:3] == [EventKind.ACCEPTED, EventKind.FILL, EventKind.TRIGGERED]
+    assert [(ev.kind, ev.reason) for ev in evs] == [
+        (EventKind.ACCEPTED, 0), (EventKind.FILL, 0),
+        (EventKind.TRIGGERED, 0), (EventKind.TRIGGERED, 0),
+        (EventKind.CANCELLED, CancelReason.NO_LEVEL_CAPACITY)]
+    assert evs[-1].price == 98 and evs[-1].qty == 5
+    assert e.depth(1, 10) == ([(99, 5, 1)], [(100, 5, 1)])
     e.validate()
-    full = _pool_engine(max_level_slots=2)
-    full.new_order(1, 1, 1, Side.SELL, 5, price=100)
-    full.new_order(1, 2, 1, Side.SELL, 5, price=101)
-    full.new_order(1, 3, 1, Side.BUY, 5, price=99, order_type=OrderType.STOP_LIMIT, stop_price=100)
-    assert full.new_order(1, 4, 1, Side.BUY, 5, price=95)[0].reason == Reject.LEVEL_CAPACITY_EXHAUSTED
-    # the sweep frees 100's level, the stop frees its own, then 101 and the stop's 99 need two
-    evs = full.new_order(2, 1, 1, Side.BUY, 5, price=100, tif=TimeInForce.IOC)
-    assert evs[-1].kind == EventKind.TRIGGERED or evs[-1].kind in (EventKind.CANCELLED, EventKind.FILL)
-    full.validate()
 
 
 def test_ladders_when_grown_and_shrunk_in_random_order_then_sorted_and_snapshot_equal():
