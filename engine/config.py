@@ -87,10 +87,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Capacities (engine/CAPACITY.md: what each costs in memory and what a full one rejects)."""
     max_orders: int = 1 << 20
     max_accounts: int = 1024
     max_symbols: int = 256
-    max_levels: int = 4096
+    max_levels: int = 4096                 # price levels per ladder (a symbol has 4: bids, asks, stops)
+    max_level_slots: int = 0               # price levels of all ladders together; 0 = never below max_orders
 
 
 class RiskLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -376,6 +378,10 @@ def load(path: str | os.PathLike | None = None) -> Config:
 
 def validate(cfg: Config, where: str) -> None:
     e = cfg.engine
+    if not (0 < e.max_orders < 1 << 30 and 2 <= e.max_accounts and 2 <= e.max_symbols and 0 < e.max_levels < 1 << 30
+            and 0 <= e.max_level_slots < 1 << 31):
+        raise ConfigError(f"{where}: `engine`: max_orders and max_levels 1..2**30-1, max_accounts and max_symbols "
+                          f">= 2, max_level_slots 0..2**31-1")
     ids = [s.id for s in cfg.symbols]
     if len(set(ids)) != len(ids) or len({s.name for s in cfg.symbols}) != len(ids):
         raise ConfigError(f"{where}: `symbols`: ids and names must be unique")

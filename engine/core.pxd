@@ -68,6 +68,14 @@ cdef packed struct Level:
     uint32_t ladder          # @40  ladder index: symbol * 4 + LADDER_*
     uint32_t _pad            # @44
 
+# One ladder's header: 32 bytes, so a symbol's bids and asks headers share a cache line.
+cdef packed struct Ladder:
+    int64_t* key             # @0   its chunk's keys ascending; best = last. key = price (bids, sell stops) or -price
+    int32_t* level           # @8   the level pool index beside each key
+    int32_t count            # @16  prices on the ladder
+    int32_t cap              # @20  its chunk's entries (a power of two; 0 = no chunk yet)
+    int64_t _pad             # @24
+
 
 cdef class Engine:
     # -- CAPACITY (readonly) --
@@ -78,16 +86,22 @@ cdef class Engine:
     cdef readonly int32_t max_levels
     """Prices per ladder (each symbol has 4 ladders: bids, asks, buy stops, sell stops)."""
     cdef readonly int32_t max_level_slots
+    """Price levels of all ladders together: the shared level pool (engine/CAPACITY.md)."""
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
-    cdef readonly object orders_arr, levels_arr, ladder_key_arr, ladder_level_arr, ladder_count_arr
+    cdef readonly object orders_arr, levels_arr, ladders_arr
     cdef readonly object oid_table_arr, clid_table_arr, oid_disp_arr, clid_disp_arr, queue_arr, events_arr
     cdef readonly object sym_arr, acct_arr
+    cdef readonly list ladder_segments  # the ladder pool: [(keys int64, levels int32)], chunks carved from them
     cdef Order* orders
     cdef Level* levels
-    cdef int64_t* ladder_key      # per ladder, max_levels keys ascending; best = last. key = price (bids, sell stops) or -price
-    cdef int32_t* ladder_level    # level pool index beside each key
-    cdef int32_t* ladder_count
+    # Ladders grow: each ladder's keys and level indices live in a chunk of the ladder pool (a power
+    # of two of entries, from LADDER_MIN_CHUNK up), moved to a chunk twice as big when full.
+    cdef Ladder* ladders          # per ladder (symbol * 4 + LADDER_*)
+    cdef int64_t* chunk_free[32]  # per chunk size class (log2): free chunks, linked through their keys
+    cdef int64_t* seg_key         # the newest segment: chunks are carved from [seg_used, seg_size)
+    cdef int32_t* seg_level
+    cdef int64_t seg_used, seg_size
     cdef int32_t* oid_table       # order_id -> slot, Robin Hood linear probing, -1 empty
     cdef int32_t* clid_table      # (account, client_order_id) -> slot, likewise
     cdef uint16_t* oid_disp       # each entry's distance from its home position
@@ -134,8 +148,9 @@ cdef class Engine:
     cdef readonly int32_t slot_hwm
     """Order slots ever used: [0, slot_hwm) (taken lowest first)."""
     cdef readonly int32_t level_hwm
-    cdef int32_t free_head
-    cdef int32_t level_free_head
+    """Level slots ever used: [0, level_hwm) (taken lowest first)."""
+    cdef int32_t free_head        # released order slots (last released first); then slot_hwm, never used
+    cdef int32_t level_free_head  # released level slots; then level_hwm
     cdef int32_t day_head, day_tail, gtd_head, gtd_tail
 
     # -- EVENTS --
@@ -193,7 +208,9 @@ cdef class Engine:
     # -- BOOK MAINTENANCE --
     cdef int32_t ladder_find(self, int32_t ladder, int64_t key, bint* found) noexcept
     cdef bint ladder_has_room(self, int32_t ladder, int64_t key) noexcept
-    cdef int32_t level_get(self, int32_t ladder, int64_t price) noexcept
+    cdef int ladder_grow(self, int32_t ladder, int32_t cap) except -1
+    cdef int new_segment(self, int64_t size) except -1
+    cdef int32_t level_get(self, int32_t ladder, int64_t price) except -1
     cdef void level_drop(self, int32_t lv) noexcept
     cdef void fifo_append(self, int32_t lv, slot_t s) noexcept
     cdef void fifo_unlink(self, slot_t s) noexcept

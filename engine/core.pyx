@@ -15,7 +15,7 @@
 #   5. stop triggers, cascading through the trigger FIFO (run_triggers)
 cimport cython
 cimport numpy as cnp
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, uintptr_t
 from libc.string cimport memset, memmove, memcpy
 from libc.stdlib cimport qsort
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -31,6 +31,15 @@ from protocol.codes import OrderType, SelfTradePrevention, TimeInForce, CommandK
 cnp.import_array()
 
 # Ladder kinds (LADDER_*): core.pxd.
+
+# Sizes (engine/CAPACITY.md). The id tables have at least TABLE_FACTOR entries per order slot
+# (a power of two: load <= 1/3 with every slot live). A ladder's first chunk holds
+# LADDER_MIN_CHUNK levels; it doubles when full. Ladder pool segments hold at least
+# LADDER_SEGMENT entries (and at least the biggest chunk).
+cdef enum:
+    TABLE_FACTOR = 3
+    LADDER_MIN_CHUNK = 8
+    LADDER_SEGMENT = 1 << 16
 
 
 # Order.flags bit of an order the engine placed to liquidate an account (never on the wire:
@@ -50,6 +59,10 @@ cdef extern from "<stdint.h>":
 cdef inline int64_t stp_key(uint32_t account, int64_t stp_group) noexcept:
     """An account's self-trade key: its STP group's (above 2**32, so never a bare account's), or its own."""
     return (stp_group + (<int64_t>1 << 32)) if stp_group else <int64_t>account
+
+
+cdef extern from *:
+    void prefetch "__builtin_prefetch"(const void* p) noexcept nogil
 
 
 cdef inline void* _data(object arr) noexcept:
@@ -74,6 +87,7 @@ LEVEL_DTYPE = np.dtype([
     ("price", "<i8"), ("shown", "<i8"), ("total", "<i8"), ("head", "<i4"), ("tail", "<i4"),
     ("count", "<i4"), ("next_free", "<i4"), ("ladder", "<u4"), ("_pad", "<u4"),
 ])
+LADDER_DTYPE = np.dtype([("key", "<u8"), ("level", "<u8"), ("count", "<i4"), ("cap", "<i4"), ("_pad", "<i8")])
 SYMBOL_DTYPE = np.dtype([
     ("tick", "<i8"), ("lot", "<i8"), ("max_price", "<i8"), ("max_qty", "<i8"), ("last", "<i8"),
     ("has_last", "u1"), ("state", "u1"),
@@ -86,6 +100,7 @@ ACCOUNT_DTYPE = np.dtype([
 # The sizes the C structs must have (checked by tests against the dtypes).
 SIZEOF_ORDER = sizeof(Order)
 SIZEOF_LEVEL = sizeof(Level)
+SIZEOF_LADDER = sizeof(Ladder)
 SIZEOF_COMMAND = sizeof(Command)
 SIZEOF_EVENT = sizeof(Event)
 
@@ -98,6 +113,15 @@ cdef inline uint64_t mix64(uint64_t x) noexcept:
     x *= <uint64_t>0x94d049bb133111ebULL
     x ^= x >> 31
     return x
+
+
+cdef inline uint64_t oid_hash(uint64_t order_id) noexcept:
+    # Order ids are assigned 1, 2, 3, ...: sixteen consecutive ids share one 64-byte line of the
+    # table (inserts and the cancels of recent orders stay in few lines), and the blocks are
+    # placed by a mix. Not the identity: ids one table size apart would share a home, and once
+    # the ids wrap onto a dense block of long-resting orders every insert shifted the whole run
+    # (80x slower, perf/RESULTS.md 2026-12-04 "One engine, bigger").
+    return (mix64((order_id >> 4) ^ <uint64_t>0x9e3779b97f4a7c15ULL) << 4) | (order_id & 15)
 
 
 cdef inline uint64_t clid_hash(uint32_t account, uint64_t clid) noexcept:
@@ -138,26 +162,29 @@ cdef class Engine:
     """A multi-symbol price-time matching core. See engine/RULES.md."""
 
     def __cinit__(self, int32_t max_orders=1 << 16, int32_t max_accounts=1024, int32_t max_symbols=64,
-                  int32_t max_levels=4096, Py_ssize_t event_capacity=1 << 14):
-        if max_orders < 1 or max_accounts < 2 or max_symbols < 2 or max_levels < 1:
+                  int32_t max_levels=4096, Py_ssize_t event_capacity=1 << 14, int32_t max_level_slots=0):
+        if max_orders < 1 or max_accounts < 2 or max_symbols < 2 or max_levels < 1 or max_level_slots < 0:
             raise ValueError("capacities must be positive (accounts and symbols >= 2: id 0 is never valid)")
-        if max_orders >= (1 << 30):
-            raise ValueError("max_orders must be below 2**30")
+        if max_orders >= (1 << 30) or max_levels >= (1 << 30):
+            raise ValueError("max_orders and max_levels must be below 2**30")
         self.max_orders = max_orders
         self.max_accounts = max_accounts
         self.max_symbols = max_symbols
         self.max_levels = max_levels
         cdef int64_t nladders = <int64_t>max_symbols * 4
-        # Every level holds at least one order, and every ladder at most max_levels.
-        self.max_level_slots = <int32_t>min(<int64_t>max_orders, nladders * max_levels)
+        # Every level holds at least one order, and every ladder at most max_levels: a bigger pool is
+        # never used. 0: that bound (the pool never runs out before the order slots do).
+        cdef int64_t bound = min(<int64_t>max_orders, nladders * max_levels)
+        self.max_level_slots = <int32_t>(min(<int64_t>max_level_slots, bound) if max_level_slots else bound)
 
+        # Order and level slots are handed out lowest first (then the released ones are reused), so
+        # the arrays are never written above their high-water marks: untouched pages cost no memory.
         self.orders_arr = np.zeros(max_orders, dtype=ORDER_DTYPE)
         self.levels_arr = np.zeros(self.max_level_slots, dtype=LEVEL_DTYPE)
-        self.ladder_key_arr = np.zeros(nladders * max_levels, dtype=np.int64)
-        self.ladder_level_arr = np.zeros(nladders * max_levels, dtype=np.int32)
-        self.ladder_count_arr = np.zeros(nladders, dtype=np.int32)
+        self.ladders_arr = np.zeros(nladders, dtype=LADDER_DTYPE)
+        self.ladder_segments = []
         cdef uint64_t tsize = 16
-        while tsize < <uint64_t>max_orders * 2:
+        while tsize < <uint64_t>max_orders * TABLE_FACTOR:
             tsize <<= 1
         self.table_mask = tsize - 1
         self.oid_table_arr = np.full(tsize, -1, dtype=np.int32)
@@ -171,9 +198,7 @@ cdef class Engine:
 
         self.orders = <Order*>_data(self.orders_arr)
         self.levels = <Level*>_data(self.levels_arr)
-        self.ladder_key = <int64_t*>_data(self.ladder_key_arr)
-        self.ladder_level = <int32_t*>_data(self.ladder_level_arr)
-        self.ladder_count = <int32_t*>_data(self.ladder_count_arr)
+        self.ladders = <Ladder*>_data(self.ladders_arr)
         self.oid_table = <int32_t*>_data(self.oid_table_arr)
         self.clid_table = <int32_t*>_data(self.clid_table_arr)
         self.oid_disp = <uint16_t*>_data(self.oid_disp_arr)
@@ -185,13 +210,13 @@ cdef class Engine:
         self.ev_count = 0
 
         cdef int32_t i
-        for i in range(max_orders):
-            self.orders[i].acct_next = i + 1 if i + 1 < max_orders else -1
-            self.orders[i].level = -1
-        self.free_head = 0
-        for i in range(self.max_level_slots):
-            self.levels[i].next_free = i + 1 if i + 1 < self.max_level_slots else -1
-        self.level_free_head = 0
+        self.free_head = -1
+        self.level_free_head = -1
+        for i in range(32):
+            self.chunk_free[i] = NULL
+        self.seg_key = NULL
+        self.seg_level = NULL
+        self.seg_used = self.seg_size = 0
         for i in range(max_accounts):
             self.acct_head[i] = -1
             self.acct_tail[i] = -1
@@ -496,7 +521,7 @@ cdef class Engine:
                 return self.reject(REJ_INVALID_EXPIRY)
         elif c.expire_ts_ns != 0:
             return self.reject(REJ_INVALID_EXPIRY)
-        if self.free_head < 0:
+        if self.free_head < 0 and self.slot_hwm == self.max_orders:
             return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
         if is_stop and self.sym_has_last[sym]:
             if (c.side == SIDE_BUY and c.stop_price <= self.sym_last[sym]) or \
@@ -547,12 +572,16 @@ cdef class Engine:
     cdef slot_t new_slot(self, uint32_t account, uint32_t symbol, uint8_t side, uint8_t order_type, uint8_t tif,
                          uint8_t stp, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
                          int64_t display, int64_t expire_ts_ns, uint64_t client_order_id, uint32_t strategy) noexcept:
-        """Take the free slot (the caller checked there is one) for an accepted order, IN_FLIGHT."""
+        """Take a free slot (the caller checked there is one) for an accepted order, IN_FLIGHT:
+        the last released, else the lowest never used ([0, slot_hwm) is all ever used)."""
         cdef slot_t s = self.free_head
-        cdef Order* o = &self.orders[s]
-        self.free_head = o.acct_next
-        if s >= self.slot_hwm:          # slots are handed out lowest first: [0, hwm) is all ever used
+        cdef Order* o
+        if s >= 0:
+            self.free_head = self.orders[s].acct_next
+        else:
+            s = self.slot_hwm
             self.slot_hwm = s + 1
+        o = &self.orders[s]
         self.used_slots += 1
         memset(o, 0, sizeof(Order))
         o.price = price
@@ -947,7 +976,7 @@ cdef class Engine:
         """A reduce-only market IOC for the account (protected by the market band), placed by the
         engine: client order id 0, flagged LIQUIDATION in its events. Skipped when the symbol is
         halted or no order slot is free."""
-        if self.free_head < 0 or self.sym_state[sym] == SYM_HALTED:
+        if (self.free_head < 0 and self.slot_hwm == self.max_orders) or self.sym_state[sym] == SYM_HALTED:
             return 0
         cdef slot_t s = self.new_slot(a, sym, side, OT_MARKET, TIF_IOC, STP_CANCEL_OLDEST, OFLAG_LIQUIDATION,
                                       0, 0, qty, 0, 0, 0, 0)
@@ -1144,19 +1173,18 @@ cdef class Engine:
     cdef bint crosses(self, uint32_t symbol, uint8_t side, int64_t price) noexcept:
         """Would a limit at `price` be marketable against the opposite best?"""
         cdef int32_t ladder = symbol * 4 + (LADDER_ASKS if side == SIDE_BUY else LADDER_BIDS)
-        cdef int32_t n = self.ladder_count[ladder]
+        cdef int32_t n = self.ladders[ladder].count
         if n == 0:
             return False
-        cdef int64_t best = self.levels[self.ladder_level[<int64_t>ladder * self.max_levels + n - 1]].price
-        return price >= best if side == SIDE_BUY else price <= best
+        cdef int64_t key = self.ladders[ladder].key[n - 1]       # asks: -price
+        return price >= -key if side == SIDE_BUY else price <= key
 
     cdef int64_t best_price(self, uint32_t symbol, uint8_t side) noexcept:
         """The best bid (side BUY) or ask (SELL) of a defined symbol, 0 when that side is empty."""
-        cdef int32_t ladder = symbol * 4 + (LADDER_BIDS if side == SIDE_BUY else LADDER_ASKS)
-        cdef int32_t n = self.ladder_count[ladder]
-        if n == 0:
+        cdef Ladder* ld = &self.ladders[symbol * 4 + (LADDER_BIDS if side == SIDE_BUY else LADDER_ASKS)]
+        if ld.count == 0:
             return 0
-        return self.levels[self.ladder_level[<int64_t>ladder * self.max_levels + n - 1]].price
+        return ld.key[ld.count - 1] if side == SIDE_BUY else -ld.key[ld.count - 1]     # asks' keys: -price
 
     cdef bint fok_can_fill(self, slot_t s, int64_t bound) noexcept:
         """Dry run of the sweep of aggressor s: would it fill completely? (RULES.md 2 and 7)
@@ -1166,14 +1194,14 @@ cdef class Engine:
         cdef int64_t limit = bound if o.order_type == OT_MARKET else o.price
         cdef bint buy = o.side == SIDE_BUY
         cdef int32_t ladder = o.symbol * 4 + (LADDER_ASKS if buy else LADDER_BIDS)
-        cdef int64_t base = <int64_t>ladder * self.max_levels
-        cdef int32_t pos = self.ladder_count[ladder] - 1
+        cdef int32_t* lvls = self.ladders[ladder].level     # (a dry run: the ladder does not change)
+        cdef int32_t pos = self.ladders[ladder].count - 1
         cdef int64_t need = o.leaves, avail = 0, ahead, level_leaves, own_key = self.acct_stp_key[o.account]
         cdef bint stp = o.stp != STP_NONE
         cdef Level* lv
         cdef slot_t m
         while pos >= 0:
-            lv = &self.levels[self.ladder_level[base + pos]]
+            lv = &self.levels[lvls[pos]]
             if not market and ((buy and lv.price > limit) or (not buy and lv.price < limit)):
                 break
             if not stp:
@@ -1208,7 +1236,6 @@ cdef class Engine:
         cdef bint buy = o.side == SIDE_BUY
         cdef uint32_t sym = o.symbol
         cdef int32_t ladder = sym * 4 + (LADDER_ASKS if buy else LADDER_BIDS)
-        cdef int64_t base = <int64_t>ladder * self.max_levels
         cdef int64_t own_key = self.acct_stp_key[o.account]
         cdef bint stp = o.stp != STP_NONE
         cdef int32_t lvi
@@ -1227,15 +1254,20 @@ cdef class Engine:
             return self.cancel_order(s, CXL_FOK_UNFILLED)
         # one resting order per iteration: the best level's head (matched orders leave the
         # head, refreshed icebergs go to the back, so the same aggressor may meet them again)
-        while o.leaves > 0 and self.ladder_count[ladder] > 0:
-            lvi = self.ladder_level[base + self.ladder_count[ladder] - 1]
-            lv = &self.levels[lvi]
+        # (the swept ladder only shrinks meanwhile: its header's pointers stay valid)
+        cdef Ladder* ld = &self.ladders[ladder]
+        cdef int64_t best
+        while o.leaves > 0 and ld.count > 0:
+            # the price from the ladder's key (asks: -price): a passive order reads no level
+            best = -ld.key[ld.count - 1] if buy else ld.key[ld.count - 1]
             if not market:
-                if (buy and lv.price > o.price) or (not buy and lv.price < o.price):
+                if (buy and best > o.price) or (not buy and best < o.price):
                     break
-            elif bound and ((buy and lv.price > bound) or (not buy and lv.price < bound)):
+            elif bound and ((buy and best > bound) or (not buy and best < bound)):
                 protected = True
                 break
+            lvi = ld.level[ld.count - 1]
+            lv = &self.levels[lvi]
             m = lv.head
             mo = &self.orders[m]
             if stp and self.acct_stp_key[mo.account] == own_key:
@@ -1318,15 +1350,13 @@ cdef class Engine:
         """After a sweep that traded between sw_lo and sw_hi: queue the stops it reached."""
         cdef int32_t start = self.q_tail
         cdef int32_t ladder, lvi
-        cdef int64_t base
         cdef Level* lv
         cdef slot_t m
         cdef int k
         for k in range(2):
             ladder = sym * 4 + LADDER_BUY_STOPS + k
-            base = <int64_t>ladder * self.max_levels
-            while self.ladder_count[ladder] > 0:
-                lvi = self.ladder_level[base + self.ladder_count[ladder] - 1]
+            while self.ladders[ladder].count > 0:
+                lvi = self.ladders[ladder].level[self.ladders[ladder].count - 1]
                 lv = &self.levels[lvi]
                 if (ladder & 3) == LADDER_BUY_STOPS:
                     if lv.price > self.sw_hi:
@@ -1368,76 +1398,149 @@ cdef class Engine:
 
     cdef int32_t ladder_find(self, int32_t ladder, int64_t key, bint* found) noexcept:
         """Position of `key` in the ascending ladder (lower bound); found set if present."""
-        cdef int64_t base = <int64_t>ladder * self.max_levels
-        cdef int32_t n = self.ladder_count[ladder]
+        cdef int64_t* keys = self.ladders[ladder].key
+        cdef int32_t n = self.ladders[ladder].count
         cdef int32_t lo = 0, hi = n, mid, i
         # most activity is near the top of the book: look at the last few first
         i = n - 1
         while i >= 0 and i >= n - 4:
-            if self.ladder_key[base + i] <= key:
-                found[0] = self.ladder_key[base + i] == key
+            if keys[i] <= key:
+                found[0] = keys[i] == key
                 return i if found[0] else i + 1
             i -= 1
         hi = i + 1
         while lo < hi:
             mid = (lo + hi) >> 1
-            if self.ladder_key[base + mid] < key:
+            if keys[mid] < key:
                 lo = mid + 1
             else:
                 hi = mid
-        found[0] = lo < n and self.ladder_key[base + lo] == key
+        found[0] = lo < n and keys[lo] == key
         return lo
 
     cdef bint ladder_has_room(self, int32_t ladder, int64_t key) noexcept:
+        """Can `key` be on the ladder: it is there already, or the ladder holds fewer than
+        max_levels prices and the shared level pool has a free level."""
         cdef bint found
-        if self.ladder_count[ladder] < self.max_levels:
+        if self.ladders[ladder].count < self.max_levels and (
+                self.level_free_head >= 0 or self.level_hwm < self.max_level_slots):
             return True
+        if self.ladders[ladder].count == 0:
+            return False
         self.ladder_find(ladder, key, &found)
         return found
 
-    cdef int32_t level_get(self, int32_t ladder, int64_t price) noexcept:
+    # -- LADDER POOL --
+    # A ladder's keys and level indices live in a chunk of cap entries (a power of two) carved
+    # from a segment of the pool; a full ladder moves to a chunk twice as big (copying its
+    # entries) and its old chunk goes to the free list of its size. Chunks never shrink (a ladder
+    # keeps the room it once needed; a snapshot's restore packs them again). Segments are added
+    # when the free lists and the newest segment cannot serve a chunk: growth allocates memory,
+    # so it can raise MemoryError, but never rejects (what rejects is ladder_has_room's rule).
+    # Where a chunk lies is not state: snapshots hold each ladder's entries, not the pool.
+
+    cdef int new_segment(self, int64_t size) except -1:
+        """A new segment of the ladder pool (the rest of the current one goes to the free lists)."""
+        cdef int64_t rest = self.seg_size - self.seg_used, c
+        cdef int k
+        while rest >= LADDER_MIN_CHUNK:          # carve the rest into free chunks, biggest first
+            k = 31
+            while (<int64_t>1 << k) > rest:
+                k -= 1
+            c = <int64_t>1 << k
+            self.seg_key[self.seg_used] = <int64_t><uintptr_t>self.chunk_free[k]
+            self.seg_key[self.seg_used + 1] = <int64_t><uintptr_t>&self.seg_level[self.seg_used]
+            self.chunk_free[k] = &self.seg_key[self.seg_used]
+            self.seg_used += c
+            rest -= c
+        keys = np.zeros(size, dtype=np.int64)
+        lvls = np.zeros(size, dtype=np.int32)
+        self.ladder_segments.append((keys, lvls))
+        self.seg_key = <int64_t*>_data(keys)
+        self.seg_level = <int32_t*>_data(lvls)
+        self.seg_used = 0
+        self.seg_size = size
+        return 0
+
+    cdef int ladder_grow(self, int32_t ladder, int32_t cap) except -1:
+        """Move the ladder to a chunk of `cap` entries (a power of two >= its count)."""
+        cdef int k = 0
+        while (1 << k) < cap:
+            k += 1
+        cdef int64_t* keys = self.chunk_free[k]
+        cdef int32_t* lvls
+        if keys != NULL:                                  # a free chunk of that size
+            self.chunk_free[k] = <int64_t*><uintptr_t>keys[0]
+            lvls = <int32_t*><uintptr_t>keys[1]
+        else:
+            if self.seg_size - self.seg_used < cap:
+                self.new_segment(max(<int64_t>LADDER_SEGMENT, <int64_t>cap))
+            keys = &self.seg_key[self.seg_used]
+            lvls = &self.seg_level[self.seg_used]
+            self.seg_used += cap
+        cdef int32_t n = self.ladders[ladder].count, old = self.ladders[ladder].cap
+        cdef int64_t* okeys = self.ladders[ladder].key
+        if old:
+            memcpy(keys, okeys, n * sizeof(int64_t))
+            memcpy(lvls, self.ladders[ladder].level, n * sizeof(int32_t))
+            k = 0
+            while (1 << k) < old:
+                k += 1
+            okeys[0] = <int64_t><uintptr_t>self.chunk_free[k]
+            okeys[1] = <int64_t><uintptr_t>self.ladders[ladder].level
+            self.chunk_free[k] = okeys
+        self.ladders[ladder].key = keys
+        self.ladders[ladder].level = lvls
+        self.ladders[ladder].cap = cap
+        return 0
+
+    cdef int32_t level_get(self, int32_t ladder, int64_t price) except -1:
         """The level at `price` on `ladder`, created if absent (the caller checked room)."""
         cdef int64_t key = price if ((ladder & 3) == LADDER_BIDS or (ladder & 3) == LADDER_SELL_STOPS) else -price
         cdef bint found
         cdef int32_t pos = self.ladder_find(ladder, key, &found)
-        cdef int64_t base = <int64_t>ladder * self.max_levels
         if found:
-            return self.ladder_level[base + pos]
-        cdef int32_t n = self.ladder_count[ladder]
+            return self.ladders[ladder].level[pos]
+        cdef int32_t n = self.ladders[ladder].count
+        if n == self.ladders[ladder].cap:
+            self.ladder_grow(ladder, 2 * n if n else LADDER_MIN_CHUNK)
         cdef int32_t lvi = self.level_free_head
-        if lvi >= self.level_hwm:
+        if lvi >= 0:
+            self.level_free_head = self.levels[lvi].next_free
+        else:
+            lvi = self.level_hwm                          # never used: the lowest first
             self.level_hwm = lvi + 1
         cdef Level* lv = &self.levels[lvi]
-        self.level_free_head = lv.next_free
         memset(lv, 0, sizeof(Level))
         lv.price = price
         lv.head = lv.tail = -1
         lv.next_free = -1
         lv.ladder = ladder
+        cdef int64_t* keys = self.ladders[ladder].key
+        cdef int32_t* lvls = self.ladders[ladder].level
         if pos < n:
-            memmove(&self.ladder_key[base + pos + 1], &self.ladder_key[base + pos], (n - pos) * sizeof(int64_t))
-            memmove(&self.ladder_level[base + pos + 1], &self.ladder_level[base + pos], (n - pos) * sizeof(int32_t))
-        self.ladder_key[base + pos] = key
-        self.ladder_level[base + pos] = lvi
-        self.ladder_count[ladder] = n + 1
+            memmove(&keys[pos + 1], &keys[pos], (n - pos) * sizeof(int64_t))
+            memmove(&lvls[pos + 1], &lvls[pos], (n - pos) * sizeof(int32_t))
+        keys[pos] = key
+        lvls[pos] = lvi
+        self.ladders[ladder].count = n + 1
         return lvi
 
     cdef void level_drop(self, int32_t lvi) noexcept:
         """Remove an empty level from its ladder and free it."""
         cdef Level* lv = &self.levels[lvi]
         cdef int32_t ladder = lv.ladder
-        cdef int64_t base = <int64_t>ladder * self.max_levels
-        cdef int32_t n = self.ladder_count[ladder]
+        cdef int64_t* keys = self.ladders[ladder].key
+        cdef int32_t* lvls = self.ladders[ladder].level
+        cdef int32_t n = self.ladders[ladder].count
         cdef int64_t key = lv.price if ((ladder & 3) == LADDER_BIDS or (ladder & 3) == LADDER_SELL_STOPS) else -lv.price
         cdef bint found
         cdef int32_t pos
-        if self.ladder_level[base + n - 1] == lvi:
-            pos = n - 1
-        else:
+        if lvls[n - 1] != lvi:
             pos = self.ladder_find(ladder, key, &found)
-            memmove(&self.ladder_key[base + pos], &self.ladder_key[base + pos + 1], (n - pos - 1) * sizeof(int64_t))
-            memmove(&self.ladder_level[base + pos], &self.ladder_level[base + pos + 1], (n - pos - 1) * sizeof(int32_t))
-        self.ladder_count[ladder] = n - 1
+            memmove(&keys[pos], &keys[pos + 1], (n - pos - 1) * sizeof(int64_t))
+            memmove(&lvls[pos], &lvls[pos + 1], (n - pos - 1) * sizeof(int32_t))
+        self.ladders[ladder].count = n - 1
         lv.next_free = self.level_free_head
         lv.count = 0
         self.level_free_head = lvi
@@ -1512,8 +1615,19 @@ cdef class Engine:
         o.registered = 1
         if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:   # (the flag is refused without risk)
             ro_count(self.risk, a, o.symbol, o.side, 1)
-        self.table_insert(self.oid_table, self.oid_disp, s, o.order_id)
+        self.table_insert(self.oid_table, self.oid_disp, s, oid_hash(o.order_id))
         self.table_insert(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
+        cdef uint64_t nxt
+        if (o.order_id & 15) == 8:
+            # halfway through a block of 16 ids: ask for the next block's lines now (ids rise, so
+            # it is where the next orders go; a block is a random line, not the adjacent one)
+            nxt = oid_hash(o.order_id + 8) & self.table_mask
+            prefetch(&self.oid_table[nxt])
+            prefetch(&self.oid_disp[nxt])
+        if (o.client_order_id & 15) == 8:
+            nxt = clid_hash(a, o.client_order_id + 8) & self.table_mask
+            prefetch(&self.clid_table[nxt])
+            prefetch(&self.clid_disp[nxt])
         o.acct_prev = self.acct_tail[a]
         o.acct_next = -1
         if self.acct_tail[a] >= 0:
@@ -1546,7 +1660,7 @@ cdef class Engine:
         if o.registered:
             if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:
                 ro_count(self.risk, a, o.symbol, o.side, -1)
-            self.table_erase(self.oid_table, self.oid_disp, s, o.order_id)
+            self.table_erase(self.oid_table, self.oid_disp, s, oid_hash(o.order_id))
             self.table_erase(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
             if o.acct_prev >= 0:
                 self.orders[o.acct_prev].acct_next = o.acct_next
@@ -1611,7 +1725,7 @@ cdef class Engine:
 
     cdef slot_t find_by_id(self, uint64_t order_id) noexcept:
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = order_id & mask
+        cdef uint64_t i = oid_hash(order_id) & mask
         cdef uint16_t d = 0
         cdef slot_t s
         while True:
@@ -1626,10 +1740,10 @@ cdef class Engine:
     # -- ID TABLES --
     # Robin Hood linear probing over int32 slots, with each entry's displacement
     # from its home kept beside it (2 bytes), so inserts and deletes never read
-    # another order's key. Load <= 1/2. Order ids are assigned sequentially by
-    # the core, so they are their own hash: inserts walk the table in order.
-    # Client order ids are chosen by clients, so they are mixed (splitmix64)
-    # and no choice of ids can build long probe runs. Deletion shifts the run
+    # another order's key. At least TABLE_FACTOR entries per order slot: load
+    # <= 1/3. Both ids are hashed in blocks of 16 consecutive ids per line at
+    # mixed (splitmix64) positions (oid_hash, clid_hash), so no pattern of
+    # ids, engine-assigned or chosen by clients, builds long probe runs. Deletion shifts the run
     # after the hole back until an entry at its home (the Robin Hood invariant
     # keeps a run sorted by home, so nothing after that entry can move).
 
@@ -1748,15 +1862,13 @@ cdef class Engine:
             raise ValueError(f"unknown symbol {symbol}")
         out = []
         cdef int32_t ladder, pos, k
-        cdef int64_t base
         cdef Level* lv
         for ladder in (symbol * 4 + LADDER_BIDS, symbol * 4 + LADDER_ASKS):
             side = []
-            base = <int64_t>ladder * self.max_levels
-            pos = self.ladder_count[ladder] - 1
+            pos = self.ladders[ladder].count - 1
             k = 0
             while pos >= 0 and k < levels:
-                lv = &self.levels[self.ladder_level[base + pos]]
+                lv = &self.levels[self.ladders[ladder].level[pos]]
                 side.append((lv.price, lv.shown, lv.count))
                 pos -= 1
                 k += 1
@@ -1807,12 +1919,15 @@ cdef class Engine:
         return self.sym_state[symbol] if 0 < symbol < <uint32_t>self.max_symbols else 0
 
     def memory_bytes(self):
-        """Bytes held by the preallocated arrays."""
+        """Bytes held by the arrays (preallocated, and the ladder pool's segments so far). Order and
+        level slots above their high-water marks are allocated but never written: see
+        touched_bytes()."""
         total = 0
-        for arr in (self.orders_arr, self.levels_arr, self.ladder_key_arr, self.ladder_level_arr,
-                    self.ladder_count_arr, self.oid_table_arr, self.clid_table_arr, self.oid_disp_arr,
+        for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_table_arr, self.clid_table_arr, self.oid_disp_arr,
                     self.clid_disp_arr, self.queue_arr, self.events_arr):
             total += arr.nbytes
+        for keys, lvls in self.ladder_segments:
+            total += keys.nbytes + lvls.nbytes
         for cols in (self.sym_arr, self.acct_arr):
             total += sum(a.nbytes for a in cols.values())
         return total
@@ -1823,13 +1938,23 @@ cdef class Engine:
                "level_free_head", "day_head", "day_tail", "gtd_head", "gtd_tail", "table_mask", "slot_hwm",
                "level_hwm")
 
+    def ladder_pool(self):
+        """The ladder pool: segments, entries in them, and entries held by ladders' chunks."""
+        cdef int64_t held = 0
+        cdef int32_t i
+        for i in range(self.max_symbols * 4):
+            held += self.ladders[i].cap
+        return dict(segments=len(self.ladder_segments), entries=sum(len(k) for k, _ in self.ladder_segments),
+                    held=held, levels=sum(int(self.ladders[i].count) for i in range(self.max_symbols * 4)))
+
     def export_state(self):
-        """The whole matching state as {name: numpy array (a view, not a copy) or int}.
-        Only meaningful between commands (no event pending)."""
+        """The whole matching state as {name: numpy array (a view, not a copy, except the ladders'
+        entries, gathered here ladder by ladder) or int}. Only meaningful between commands (no event
+        pending)."""
         if self.ev_count:
             raise RuntimeError("drain events before exporting state")
-        state = {"capacity": np.array([self.max_orders, self.max_accounts, self.max_symbols, self.max_levels],
-                                      dtype=np.int64)}
+        state = {"capacity": np.array([self.max_orders, self.max_accounts, self.max_symbols, self.max_levels,
+                                       self.max_level_slots], dtype=np.int64)}
         state["scalars"] = np.array([      # the u64 counters as their int64 bit patterns (import casts back)
             <int64_t>self.next_order_id, <int64_t>self.next_trade_id, self.clock_ns, self.live_orders, self.used_slots,
             self.free_head, self.level_free_head, self.day_head, self.day_tail, self.gtd_head, self.gtd_tail,
@@ -1838,8 +1963,21 @@ cdef class Engine:
         # mark, so only the used prefix is state (a thin book's snapshot is small, whatever the capacity)
         state["orders_arr"] = self.orders_arr[:self.slot_hwm]
         state["levels_arr"] = self.levels_arr[:self.level_hwm]
-        for name in ("ladder_key_arr", "ladder_level_arr", "ladder_count_arr",
-                     "oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr"):
+        # the ladders: each one's entries, in ladder order (where its chunk lies is not state)
+        cdef int32_t ladder, nladders = self.max_symbols * 4
+        cdef int64_t at = 0, total = int(self.ladders_arr["count"].sum())
+        keys = np.empty(total, dtype=np.int64)
+        lvls = np.empty(total, dtype=np.int32)
+        cdef int64_t* k = <int64_t*>_data(keys)
+        cdef int32_t* v = <int32_t*>_data(lvls)
+        for ladder in range(nladders):
+            memcpy(&k[at], self.ladders[ladder].key, self.ladders[ladder].count * sizeof(int64_t))
+            memcpy(&v[at], self.ladders[ladder].level, self.ladders[ladder].count * sizeof(int32_t))
+            at += self.ladders[ladder].count
+        state["ladder_counts"] = self.ladders_arr["count"].copy()
+        state["ladder_keys"] = keys
+        state["ladder_levels"] = lvls
+        for name in ("oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr"):
             state[name] = getattr(self, name)
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
@@ -1853,11 +1991,11 @@ cdef class Engine:
     def import_state(self, state):
         """Load a state made by export_state() into this engine (same capacities)."""
         cap = [int(x) for x in state["capacity"]]
-        if cap != [self.max_orders, self.max_accounts, self.max_symbols, self.max_levels]:
-            raise ValueError(f"snapshot capacities {cap} differ from this engine's "
-                             f"{[self.max_orders, self.max_accounts, self.max_symbols, self.max_levels]}")
+        mine = [self.max_orders, self.max_accounts, self.max_symbols, self.max_levels, self.max_level_slots]
+        if cap != mine:
+            raise ValueError(f"snapshot capacities {cap} differ from this engine's {mine}")
         targets = {name: getattr(self, name) for name in (
-            "orders_arr", "levels_arr", "ladder_key_arr", "ladder_level_arr", "ladder_count_arr",
+            "orders_arr", "levels_arr",
             "oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr")}
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
@@ -1868,19 +2006,45 @@ cdef class Engine:
             if src.dtype != dst.dtype or (src.shape != dst.shape and not (
                     name in prefix and src.ndim == 1 and src.shape[0] <= dst.shape[0])):
                 raise ValueError(f"snapshot array {name}: {src.dtype}{src.shape} != {dst.dtype}{dst.shape}")
+        counts = state["ladder_counts"]
+        keys = np.ascontiguousarray(state["ladder_keys"], dtype=np.int64)
+        lvls = np.ascontiguousarray(state["ladder_levels"], dtype=np.int32)
+        if counts.dtype != np.int32 or counts.shape != (self.max_symbols * 4,) or (counts < 0).any() or \
+                (counts > self.max_levels).any() or \
+                len(keys) != int(counts.sum()) or len(lvls) != len(keys):
+            raise ValueError("snapshot ladders do not fit this engine")
         for name, dst in targets.items():
             dst[:len(state[name])] = state[name]
         cdef const int64_t[:] sc = np.ascontiguousarray(state["scalars"], dtype=np.int64)
-        cdef int32_t i
         self.slot_hwm = <int32_t>len(state["orders_arr"])
         self.level_hwm = <int32_t>len(state["levels_arr"])
-        for i in range(self.slot_hwm, self.max_orders):          # above the mark: as never used
-            memset(&self.orders[i], 0, sizeof(Order))
-            self.orders[i].acct_next = i + 1 if i + 1 < self.max_orders else -1
-            self.orders[i].level = -1
-        for i in range(self.level_hwm, self.max_level_slots):
-            memset(&self.levels[i], 0, sizeof(Level))
-            self.levels[i].next_free = i + 1 if i + 1 < self.max_level_slots else -1
+        cdef int32_t ladder, n, c
+        cdef int64_t at = 0
+        cdef int64_t* k = <int64_t*>_data(keys)
+        cdef int32_t* v = <int32_t*>_data(lvls)
+        # the ladder pool anew (the engine may have been used): slots above the high-water marks
+        # may be dirty, but only the free lists lead to slots, and new_slot/level_get clear them
+        self.ladder_segments = []
+        self.ladders_arr[:] = 0
+        self.ladders_arr["count"] = counts
+        for c in range(32):
+            self.chunk_free[c] = NULL
+        self.seg_key = NULL
+        self.seg_level = NULL
+        self.seg_used = self.seg_size = 0
+        for ladder in range(self.max_symbols * 4):          # each ladder in a chunk just big enough
+            n = self.ladders[ladder].count
+            if n == 0:
+                continue
+            c = LADDER_MIN_CHUNK
+            while c < n:
+                c *= 2
+            self.ladders[ladder].count = 0
+            self.ladder_grow(ladder, c)
+            memcpy(self.ladders[ladder].key, &k[at], n * sizeof(int64_t))
+            memcpy(self.ladders[ladder].level, &v[at], n * sizeof(int32_t))
+            self.ladders[ladder].count = n
+            at += n
         self.next_order_id = sc[0]
         self.next_trade_id = sc[1]
         self.clock_ns = sc[2]
@@ -1923,7 +2087,6 @@ cdef class Engine:
         """A 64-bit hash of the whole matching state: books in priority order, stops, counters."""
         cdef uint64_t h = <uint64_t>0xcbf29ce484222325ULL
         cdef int32_t sym, ladder, pos
-        cdef int64_t base
         cdef Level* lv
         cdef slot_t m
         cdef Order* o
@@ -1938,9 +2101,8 @@ cdef class Engine:
             _fnv(&h, self.sym_has_last[sym])
             _fnv(&h, <uint64_t>self.sym_last[sym])
             for ladder in range(sym * 4, sym * 4 + 4):
-                base = <int64_t>ladder * self.max_levels
-                for pos in range(self.ladder_count[ladder] - 1, -1, -1):
-                    lv = &self.levels[self.ladder_level[base + pos]]
+                for pos in range(self.ladders[ladder].count - 1, -1, -1):
+                    lv = &self.levels[self.ladders[ladder].level[pos]]
                     _fnv(&h, <uint64_t>lv.price)
                     m = lv.head
                     while m >= 0:
@@ -1980,27 +2142,33 @@ cdef class Engine:
 
     def validate(self):
         """Check every internal invariant; raise AssertionError naming the first broken one."""
-        cdef int32_t sym, ladder, pos, n, cnt
-        cdef int64_t base, shown, total
+        cdef int32_t sym, ladder, pos, n, cnt, cap
+        cdef int64_t shown, total
+        cdef int64_t* keys
+        cdef int32_t* lvls
         cdef Level* lv
         cdef slot_t m, prev
         cdef Order* o
         on_book = 0
         for sym in range(self.max_symbols):
             for ladder in range(sym * 4, sym * 4 + 4):
-                base = <int64_t>ladder * self.max_levels
-                n = self.ladder_count[ladder]
+                n = self.ladders[ladder].count
+                cap = self.ladders[ladder].cap
+                keys = self.ladders[ladder].key
+                lvls = self.ladders[ladder].level
                 assert 0 <= n <= self.max_levels, f"ladder {ladder}: count {n}"
+                assert n <= cap and (cap == 0 or (cap >= LADDER_MIN_CHUNK and cap & (cap - 1) == 0)), \
+                    f"ladder {ladder}: count {n} in a chunk of {cap}"
                 if n and self.sym_state[sym] == 0:
                     raise AssertionError(f"ladder {ladder} of undefined symbol {sym} holds levels")
                 for pos in range(n):
                     if pos:
-                        assert self.ladder_key[base + pos - 1] < self.ladder_key[base + pos], \
-                            f"ladder {ladder}: keys not strictly ascending at {pos}"
-                    lv = &self.levels[self.ladder_level[base + pos]]
+                        assert keys[pos - 1] < keys[pos], f"ladder {ladder}: keys not strictly ascending at {pos}"
+                    assert 0 <= lvls[pos] < self.level_hwm, f"ladder {ladder}: level {lvls[pos]} never handed out"
+                    lv = &self.levels[lvls[pos]]
                     assert lv.ladder == <uint32_t>ladder, f"level on ladder {ladder} says {lv.ladder}"
                     key = lv.price if (ladder & 3) in (LADDER_BIDS, LADDER_SELL_STOPS) else -lv.price
-                    assert key == self.ladder_key[base + pos], f"ladder {ladder}: key/price mismatch"
+                    assert key == keys[pos], f"ladder {ladder}: key/price mismatch"
                     assert lv.count > 0, f"ladder {ladder}: empty level at {lv.price}"
                     cnt = 0
                     shown = total = 0
@@ -2009,7 +2177,7 @@ cdef class Engine:
                     while m >= 0:
                         o = &self.orders[m]
                         assert o.prev == prev, f"order {o.order_id}: broken FIFO back link"
-                        assert o.level == self.ladder_level[base + pos], f"order {o.order_id}: wrong level"
+                        assert o.level == lvls[pos], f"order {o.order_id}: wrong level"
                         assert o.symbol == <uint32_t>sym, f"order {o.order_id}: on another symbol's ladder"
                         assert o.registered, f"order {o.order_id}: on a ladder but not registered"
                         assert o.leaves > 0, f"order {o.order_id}: on a ladder with no leaves"
@@ -2039,9 +2207,9 @@ cdef class Engine:
                     on_book += cnt
             bids = sym * 4 + LADDER_BIDS
             asks = sym * 4 + LADDER_ASKS
-            if self.ladder_count[bids] and self.ladder_count[asks]:
-                bb = self.levels[self.ladder_level[<int64_t>bids * self.max_levels + self.ladder_count[bids] - 1]].price
-                ba = self.levels[self.ladder_level[<int64_t>asks * self.max_levels + self.ladder_count[asks] - 1]].price
+            if self.ladders[bids].count and self.ladders[asks].count:
+                bb = self.levels[self.ladders[bids].level[self.ladders[bids].count - 1]].price
+                ba = self.levels[self.ladders[asks].level[self.ladders[asks].count - 1]].price
                 assert bb < ba, f"symbol {sym}: crossed book at rest (bid {bb} >= ask {ba})"
         assert on_book == self.live_orders, f"{on_book} orders on ladders, live_orders {self.live_orders}"
         listed = 0
@@ -2066,10 +2234,21 @@ cdef class Engine:
         free = 0
         m = self.free_head
         while m >= 0:
+            assert m < self.slot_hwm, f"slot {m}: on the free list but never handed out"
             assert self.orders[m].state == OS_FREE, f"slot {m}: on the free list but in use"
             free += 1
             m = self.orders[m].acct_next
-        assert free + self.used_slots == self.max_orders, f"free {free} + used {self.used_slots} != capacity"
+        assert free + self.used_slots == self.slot_hwm <= self.max_orders, \
+            f"free {free} + used {self.used_slots} != slots ever used {self.slot_hwm}"
+        free = 0
+        m = self.level_free_head
+        while m >= 0:
+            assert m < self.level_hwm, f"level slot {m}: on the free list but never handed out"
+            free += 1
+            m = self.levels[m].next_free
+        on_ladders = int(self.ladders_arr["count"].sum())
+        assert free + on_ladders == self.level_hwm <= self.max_level_slots, \
+            f"free levels {free} + on ladders {on_ladders} != level slots ever used {self.level_hwm}"
         assert self.used_slots == self.live_orders, f"used slots {self.used_slots} != live orders {self.live_orders}"
         tabled = int((self.oid_table_arr >= 0).sum())
         assert tabled == self.live_orders, f"order id table holds {tabled}, live {self.live_orders}"

@@ -59,20 +59,20 @@ cdef inline bint changes_book(uint8_t kind) noexcept:
 
 cdef inline void fill_top(Engine eng, uint32_t sym, TopOfBook* tb) noexcept:
     cdef int32_t ladder = <int32_t>sym * 4 + LADDER_BIDS
-    cdef int32_t n = eng.ladder_count[ladder]
+    cdef int32_t n = eng.ladders[ladder].count
     cdef Level* lv
     memset(tb, 0, sizeof(TopOfBook))
     tb.symbol = sym
     tb.state = eng.sym_state[sym]
     if n > 0:
-        lv = &eng.levels[eng.ladder_level[<int64_t>ladder * eng.max_levels + n - 1]]
+        lv = &eng.levels[eng.ladders[ladder].level[n - 1]]
         tb.bid_price = lv.price
         tb.bid_qty = lv.shown
         tb.bid_orders = <uint32_t>lv.count
     ladder = <int32_t>sym * 4 + LADDER_ASKS
-    n = eng.ladder_count[ladder]
+    n = eng.ladders[ladder].count
     if n > 0:
-        lv = &eng.levels[eng.ladder_level[<int64_t>ladder * eng.max_levels + n - 1]]
+        lv = &eng.levels[eng.ladders[ladder].level[n - 1]]
         tb.ask_price = lv.price
         tb.ask_qty = lv.shown
         tb.ask_orders = <uint32_t>lv.count
@@ -82,11 +82,11 @@ cdef inline void fill_top(Engine eng, uint32_t sym, TopOfBook* tb) noexcept:
 
 cdef inline int32_t put_levels(Engine eng, int32_t ladder, int32_t levels, uint8_t side, LevelEntry* out) noexcept:
     """The best `levels` levels of a ladder into out[], best first; returns how many."""
-    cdef int64_t base = <int64_t>ladder * eng.max_levels
-    cdef int32_t pos = eng.ladder_count[ladder] - 1, k = 0
+    cdef int32_t* lvls = eng.ladders[ladder].level
+    cdef int32_t pos = eng.ladders[ladder].count - 1, k = 0
     cdef Level* lv
     while pos >= 0 and k < levels:
-        lv = &eng.levels[eng.ladder_level[base + pos]]
+        lv = &eng.levels[lvls[pos]]
         memset(&out[k], 0, sizeof(LevelEntry))
         out[k].price = lv.price
         out[k].qty = lv.shown

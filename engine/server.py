@@ -155,7 +155,7 @@ def engine_from_config(cfg: cfgmod.Config) -> Engine:
     and the replay tool's: the journal holds commands, not this set-up)."""
     e = cfg.engine
     eng = Engine(max_orders=e.max_orders, max_accounts=e.max_accounts, max_symbols=e.max_symbols,
-                 max_levels=e.max_levels)
+                 max_levels=e.max_levels, max_level_slots=e.max_level_slots)
     for s in cfg.symbols:
         eng.add_symbol(s.id, tick_size=s.tick_size, lot_size=s.lot_size, max_price=s.max_price, max_qty=s.max_qty)
     for a in cfg.accounts:

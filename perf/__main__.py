@@ -12,6 +12,9 @@ Scenarios here:
   instructions  instructions per command of the core with risk off and every risk check on
            (callgrind: repeatable where wall time is not; --count-n commands, see perf/instructions.py)
   memory   RSS and preallocated array bytes holding 1,000,000 resting orders
+  scale    one engine, bigger: memory (RSS, arrays) and ops/s of the core mix over 10,000 symbols
+           with realistic books and on one symbol after 10,000,000 resting orders, beside the
+           shallow book in the same run, each case in a fresh process (see perf/scale.py)
   roundtrip  client-observed latency over loopback TCP, open loop at --rate, server
            pinned to --server-cpu, generator to --cpu, per journal durability, beside
            an echo server (the floor) in the same run; --scrape adds the server under
@@ -279,7 +282,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
                                         "symbols", "tls", "admin", "throughput", "instructions", "noisy",
-                                        "failover", "standbylag", "riskcycle", "varworker"])
+                                        "failover", "standbylag", "riskcycle", "varworker", "scale"])
     p.add_argument("--trials", type=int, default=20, help="kill -9 trials (failover)")
     p.add_argument("--lease-ms", type=int, default=1000, help="the leader lease (failover, standbylag)")
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
@@ -314,7 +317,7 @@ def main(argv=None):
     p.add_argument("--scrape", action="store_true", help="also run under a /metrics scrape every second (roundtrip)")
     p.add_argument("--probe-rate", type=float, default=300, help="quiet sessions' orders/s in all (noisy)")
     p.add_argument("--noisy-rate", type=float, default=1000, help="the noisy session's orders/s (noisy)")
-    p.add_argument("--compare-tree", default=None, help="also a server from this checkout, interleaved (noisy)")
+    p.add_argument("--compare-tree", default=None, help="also a server from this checkout, interleaved (noisy); the same cases from it (scale)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
     p.add_argument("--count-n", type=int, default=300_000, help="commands per counted run (instructions)")
     p.add_argument("--runs", type=int, default=5)
@@ -328,6 +331,19 @@ def main(argv=None):
                         "with every risk check on (journal none), the same flow")
     p.add_argument("--max-orders", type=int, default=1 << 20)
     p.add_argument("--resting", type=int, default=1_000_000, help="resting orders (memory)")
+    p.add_argument("--cases", type=lambda s: s.split(","), default=["shallow", "symbols", "deep"],
+                   help="cases (scale)")
+    p.add_argument("--repeats", type=int, default=3, help="fresh processes per case, interleaved (scale)")
+    p.add_argument("--scale-symbols", type=int, default=10_000, help="symbols (scale)")
+    p.add_argument("--book-levels", type=int, default=25, help="price levels per side of each symbol's book (scale)")
+    p.add_argument("--book-orders", type=int, default=2, help="orders per book level (scale)")
+    p.add_argument("--scale-max-orders", type=int, default=0, help="max_orders of the symbols case (scale; 0 = "
+                   "the book + 2**20)")
+    p.add_argument("--scale-level-slots", type=int, default=0, help="max_level_slots of the symbols case (scale)")
+    p.add_argument("--deep", type=int, default=10_000_000, help="resting orders of the deep case (scale)")
+    p.add_argument("--deep-max-orders", type=int, default=0, help="max_orders of the deep case (scale; 0 = the "
+                   "book + 2**20)")
+    p.add_argument("--deep-level-slots", type=int, default=0, help="max_level_slots of the deep case (scale)")
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     p.add_argument("--no-plot", dest="plot", action="store_false")
     p.add_argument("--out", type=Path, default=OUT)
@@ -350,6 +366,9 @@ def main(argv=None):
     elif args.scenario == "riskcycle":
         from perf import riskcycle
         results = riskcycle.scenario(args)
+    elif args.scenario == "scale":
+        from perf import scale
+        results = scale.scenario(args)
     elif args.scenario == "instructions":
         from perf import instructions
         results = instructions.scenario(args)
@@ -391,6 +410,9 @@ def main(argv=None):
     elif args.scenario == "noisy":
         from perf import noisy
         noisy.print_table(results)
+    elif args.scenario == "scale":
+        from perf import scale
+        scale.print_table(results)
     else:
         print_table(args.scenario, results)
     print(f"\nmachine: {doc['machine']}\nwrote {path}")

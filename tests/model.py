@@ -60,9 +60,12 @@ class Sym:
 
 
 class Model:
-    def __init__(self, max_orders=1 << 16, max_accounts=1024, max_symbols=64, max_levels=4096, **_ignored):
+    def __init__(self, max_orders=1 << 16, max_accounts=1024, max_symbols=64, max_levels=4096, max_level_slots=0,
+                 **_ignored):
         self.max_orders, self.max_accounts, self.max_symbols, self.max_levels = \
             max_orders, max_accounts, max_symbols, max_levels
+        # the shared level pool (0: never below max_orders, so it never runs out first)
+        self.max_level_slots = max_level_slots or max_orders
         self.syms: dict[int, Sym] = {}
         self.stp_key: dict[int, int] = {}
         self.last_clid: dict[int, int] = {}
@@ -120,7 +123,12 @@ class Model:
             prices = {o.stop_price for o in self._untriggered(symbol, side)}
         else:
             prices = {o.price for o in self._resting(symbol, side)}
-        return len(prices) < self.max_levels or price in prices
+        if price in prices:
+            return True
+        in_use = len({(o.symbol, o.side, o.price) for o in self.live.values() if o.state == OrderState.RESTING} |
+                     {(o.symbol, o.side, -o.stop_price) for o in self.live.values()
+                      if o.state == OrderState.UNTRIGGERED})
+        return len(prices) < self.max_levels and in_use < self.max_level_slots
 
     def _level_count(self, o):
         if o.state == OrderState.UNTRIGGERED:

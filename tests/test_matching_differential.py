@@ -21,6 +21,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 ACCOUNTS = (1, 2, 3, 4)           # 3 and 4 share an STP group
 SYMBOLS = {1: (1, 1), 2: (5, 10)}  # symbol -> (tick, lot)
 CAPS = dict(max_orders=24, max_accounts=8, max_symbols=4, max_levels=5)
+# Ladders that grow (chunks of 8, 16, 32, 64 levels) over wide prices, with the shared level pool
+# either never short (0) or smaller than the ladders allow (12: LEVEL_CAPACITY_EXHAUSTED from the pool).
+WIDE = {"pool": dict(max_orders=64, max_accounts=8, max_symbols=4, max_levels=40, max_level_slots=12),
+        "growth": dict(max_orders=96, max_accounts=8, max_symbols=4, max_levels=60, max_level_slots=0)}
 
 
 def configure(e):
@@ -32,14 +36,14 @@ def configure(e):
 
 
 @st.composite
-def command(draw):
+def command(draw, wide=False):
     kind = draw(st.sampled_from([CommandKind.NEW_ORDER] * 24 + [CommandKind.CANCEL] * 4 + [CommandKind.AMEND] * 6 +
                                 [CommandKind.MASS_CANCEL, CommandKind.END_OF_DAY, CommandKind.EXPIRE,
                                  CommandKind.EXPIRE, CommandKind.HALT, CommandKind.RESUME, CommandKind.RESUME]))
     sym = draw(st.sampled_from(sorted(SYMBOLS)))
     tick, lot = SYMBOLS[sym]
     c = dict(kind=kind, account=draw(st.sampled_from(ACCOUNTS)), symbol=sym)
-    price = st.integers(96, 104).map(lambda p: p * tick)
+    price = (st.integers(40, 160) if wide else st.integers(96, 104)).map(lambda p: p * tick)
     if kind == CommandKind.NEW_ORDER:
         ot = draw(st.sampled_from([OrderType.LIMIT] * 6 + [OrderType.MARKET, OrderType.STOP, OrderType.STOP_LIMIT]))
         tif = draw(st.sampled_from([TIF.GTC] * 4 + [TIF.DAY, TIF.IOC, TIF.FOK, TIF.GTD]))
@@ -90,7 +94,21 @@ def core_invariants(core):
 
 @given(st.lists(command(), min_size=20, max_size=150))
 def test_core_when_random_streams_then_equals_model(cmds):
-    core, model = configure(Engine(**CAPS)), configure(Model(**CAPS))
+    run_against_model(cmds, CAPS)
+
+
+@given(st.lists(command(wide=True), min_size=20, max_size=200))
+def test_core_when_level_pool_smaller_than_ladders_then_equals_model(cmds):
+    run_against_model(cmds, WIDE["pool"])
+
+
+@given(st.lists(command(wide=True), min_size=20, max_size=200))
+def test_core_when_ladders_grow_through_chunk_sizes_then_equals_model(cmds):
+    run_against_model(cmds, WIDE["growth"])
+
+
+def run_against_model(cmds, caps):
+    core, model = configure(Engine(**caps)), configure(Model(**caps))
     clid = dict.fromkeys(ACCOUNTS, 0)
     accepted = []          # (account, order_id, client_order_id)
     done = set()

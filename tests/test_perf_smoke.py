@@ -37,6 +37,7 @@ def test_baseline_when_same_flow_then_same_resting_orders_as_core():
     ["core", "--n", "3000", "--runs", "1", "--symbols", "1,4", "--prefill", "500", "--no-plot"],
     ["core", "--risk", "--n", "3000", "--runs", "1", "--symbols", "1", "--no-plot"],
     ["memory", "--resting", "20000"],
+    ["scale", "--n", "3000", "--runs", "2", "--repeats", "1", "--scale-symbols", "20", "--deep", "3000"],
     ["journal", "--journal-n", "2000", "--commits", "20", "--batches", "1,64", "--offered", "3000", "--seconds", "0.3",
      "--server-cpu", "0"],
     ["recovery", "--n", "20000", "--tail", "2000", "--runs", "1", "--seconds", "0.3", "--max-orders", "4096",

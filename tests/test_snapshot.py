@@ -145,3 +145,25 @@ def test_snapshot_when_book_thin_then_only_used_slots_stored_and_restore_into_us
     assert b.state_hash() == a.state_hash()
     assert a.process(cmds[3000:]).tobytes() == b.process(cmds[3000:]).tobytes()
     assert a.state_hash() == b.state_hash()
+
+
+def test_load_latest_when_file_of_an_older_layout_then_skipped_for_the_journal(tmp_path):
+    # TESNAP01 files held each ladder at max_levels entries and no level pool size: a server of
+    # this version reads none of them (it replays the journal instead of misreading one)
+    a = make_engine()
+    a.process(random_commands(7, 500))
+    path = snapshot.write(tmp_path, a.export_state(), last_seq=500)
+    data = bytearray(path.read_bytes())
+    data[:8] = b"TESNAP01"
+    path.write_bytes(bytes(data))
+    bad = []
+    assert snapshot.load_latest(tmp_path, on_bad=lambda p, e: bad.append(str(e))) is None
+    assert len(bad) == 1 and "not a snapshot" in bad[0]
+
+
+def test_import_when_level_pool_differs_then_refused(tmp_path):
+    a = make_engine()
+    a.process(random_commands(8, 500))
+    state = a.export_state()
+    with pytest.raises(ValueError, match="capacities"):
+        Engine(max_orders=4096, max_accounts=8, max_symbols=4, max_levels=64, max_level_slots=100).import_state(state)
