@@ -48,10 +48,11 @@ for run in range(runs + 1):
     cov = timed("covariance", lambda: rm.ewma_cov(r, 0.94))
     sig = timed("parametric", lambda: rm.portfolio_sigmas(e, cov))
     hist = r[-500:]
-    timed("historical_500", lambda: rm.tail_rows(e @ hist.T, rm.GRID))
+    new = hasattr(rm, "mc_tails")                        # else a riskmodels.py from before: what it did
+    timed("historical_500", lambda: rm.tail_rows(e @ hist.T, rm.GRID, sig if new else None))
     paths = timed("mc_paths_10000", lambda: rm.mc_returns(cov, 10_000, 0))
     def mc():
-        if hasattr(rm, "mc_tails"):
+        if new:
             return rm.mc_tails(e, paths, rm.GRID, sig)
         for i in range(0, accounts, 512):                # a riskmodels.py from before mc_tails: its loop
             rm.tail_rows(e[i:i + 512] @ paths.T, rm.GRID, sig[i:i + 512])

@@ -150,6 +150,11 @@ def test_mc_tails_when_float32_product_then_within_the_stated_error_of_float64_e
     assert np.all(f["mc_var"][:10] == 0) and np.all(f["mc_es"][:10] == 0)
     worst = np.max(np.abs(f["mc_var"][10:] - ev[10:]) / ev[10:])
     assert 0 < worst < 1e-5                                                  # float32: close, not equal
+    # historical (float64, the sigma guess only skips work): each account's historical() (the product
+    # summed in another order)
+    hist = [[rm.historical(row, r, c, window=250) for c in rm.GRID] for row in e]
+    assert np.allclose(f["hist_var"], np.array([[v for v, _ in h] for h in hist]), rtol=1e-12, atol=1e-9)
+    assert np.allclose(f["hist_es"], np.array([[s_ for _, s_ in h] for h in hist]), rtol=1e-12, atol=1e-9)
     # deterministic for a seed, float64 on request equals the straightforward computation
     g = rm.portfolio_figures(e, r, 0.95, 1.0, 0.94, 250, n, 4, chunk=64)
     assert np.array_equal(f["mc_var"], g["mc_var"]) and np.array_equal(f["mc_es"], g["mc_es"])
