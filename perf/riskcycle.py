@@ -10,7 +10,7 @@ open orders. Run in a child process pinned to one CPU with every BLAS/OpenMP poo
 cycles after one warm-up; the median and the spread, per stage (wall time) and the cycle's CPU time (on a
 shared, loaded machine the wall time includes waiting for the core: noisy, not a bound).
 --var-models FILE times another riskmodels.py instead (e.g. `git show BASE:engine/riskmodels.py > FILE`:
-a baseline on the same machine and load)."""
+a baseline on the same machine and load); --var-flat F: the first F of the accounts hold nothing."""
 from __future__ import annotations
 
 import json
@@ -22,6 +22,7 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 accounts, symbols, periods, runs, cpu = (int(x) for x in sys.argv[1:6])
+flat = float(sys.argv[7])
 if sys.argv[6]:                                          # --var-models: another riskmodels.py (a baseline)
     import importlib.util
     spec = importlib.util.spec_from_file_location("riskmodels_base", sys.argv[6])
@@ -33,6 +34,7 @@ rng = np.random.default_rng(1)
 load = rng.normal(0, 1, (symbols, 5))
 r = (rng.normal(0, 0.01, (periods, 5)) @ load.T) * 0.3 + rng.normal(0, 0.01, (periods, symbols))
 e = rng.normal(0, 1e5, (accounts, symbols))
+e[:int(accounts * flat)] = 0.0                           # --var-flat: accounts without positions
 ob = np.where(rng.random((accounts, symbols)) < 0.1, rng.random((accounts, symbols)) * 1e4, 0.0)
 os_ = np.where(rng.random((accounts, symbols)) < 0.1, rng.random((accounts, symbols)) * 1e4, 0.0)
 stages = {}
@@ -70,12 +72,13 @@ def scenario(args) -> dict:
     cpu = args.cpu if args.cpu is not None else 0
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = ["taskset", "-c", str(cpu), sys.executable, "-c", CHILD, str(accounts), str(symbols), "501", str(args.runs),
-           str(cpu), args.var_models or ""]
+           str(cpu), args.var_models or "", str(args.var_flat)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     stages = json.loads(out.strip().splitlines()[-1])
     import numpy as np
     res = {"accounts": accounts, "symbols": symbols, "historical_window": 500, "mc_paths": 10_000,
-           "runs": args.runs, "cpu": cpu, "models": args.var_models or "engine/riskmodels.py"}
+           "runs": args.runs, "cpu": cpu, "models": args.var_models or "engine/riskmodels.py",
+           "flat_accounts": args.var_flat}
     for name, xs in stages.items():
         res[f"{name}_median_s"] = round(float(np.median(xs)), 4)
         res[f"{name}_min_max_s"] = f"{min(xs):.4f} .. {max(xs):.4f}"
