@@ -323,6 +323,8 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--var-accounts", type=int, default=10_000, help="accounts (riskcycle)")
     p.add_argument("--var-symbols", type=int, default=100, help="symbols (riskcycle)")
+    p.add_argument("--var-models", default=None, help="time this riskmodels.py instead of engine's (riskcycle)")
+    p.add_argument("--var-flat", type=float, default=0.0, help="fraction of accounts without positions (riskcycle)")
     p.add_argument("--symbols", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--prefill", type=int, default=0, help="deep resting orders placed before the flow (core)")

@@ -108,6 +108,60 @@ def test_factor_when_covariance_not_positive_definite_then_eigenvalues_clipped()
     assert not clipped2 and np.allclose(a2, [[0.02, 0], [0, 0.03]])
 
 
+def _exact_tails(e: np.ndarray, paths_r: np.ndarray, grid) -> tuple[np.ndarray, np.ndarray]:
+    """The straightforward computation: per account, float64 P&L of every path, empirical() at each confidence."""
+    out = [[rm.empirical(paths_r @ row, c) for c in grid] for row in e]
+    return np.array([[v for v, _ in r] for r in out]), np.array([[s for _, s in r] for r in out])
+
+
+def test_tail_rows_when_sigma_guess_good_bad_or_absent_then_exactly_the_empirical_figures():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 4000)) * rng.uniform(1, 100, (40, 1))
+    x[:5] = rng.standard_t(2.5, (5, 4000)) * 10                  # fat tails
+    sd = x.std(axis=1)
+    exact = [[rm.empirical(row, c) for c in rm.GRID] for row in x]
+    ev, es = np.array([[a for a, _ in r] for r in exact]), np.array([[b for _, b in r] for r in exact])
+    # a guess 0.5x (rows done in full: too few outcomes below the cut), 3x (more kept), right, or none
+    for guess in (sd, sd * 0.5, sd * 3, np.where(np.arange(40) % 2, sd * 0.3, sd), None):
+        v, s_ = rm.tail_rows(x, rm.GRID, guess)
+        assert np.array_equal(v, ev)                             # order statistics: the same numbers
+        assert np.allclose(s_, es, rtol=1e-12, atol=0)           # means: summed in another order
+        v32, s32 = rm.tail_rows(x.astype(np.float32), rm.GRID, guess)
+        assert np.array_equal(v32, ev.astype(np.float32)) and np.allclose(s32, es, rtol=1e-6, atol=0)
+
+
+def test_mc_tails_when_float32_product_then_within_the_stated_error_of_float64_empirical():
+    rng = np.random.default_rng(9)
+    d, n = 30, 10_000
+    load = rng.normal(0, 1, (d, 3))
+    r = (rng.normal(0, 0.01, (300, 3)) @ load.T) * 0.3 + rng.normal(0, 0.01, (300, d))
+    e = rng.normal(0, 1e5, (200, d)) * (rng.random((200, d)) < 0.2)        # sparse holdings
+    e[:10] = 0.0                                                             # no positions
+    e[10] = 0.0
+    e[10, :2] = [1e6, -1e6]                                                  # a large long-short pair
+    e[11] = rng.normal(0, 1e5, d)                                            # dense
+    cov = rm.ewma_cov(r)
+    f = rm.portfolio_figures(e, r, 0.95, 1.0, 0.94, 250, n, 4, chunk=64)
+    ev, es = _exact_tails(e, rm.mc_returns(cov, n, 4), rm.GRID)
+    # the stated bound (engine/RISK.md): within 1e-5 of the undiversified sigma sum_s |e_s| sigma_s
+    scale = np.abs(e) @ np.sqrt(np.diag(cov))
+    assert np.all(np.abs(f["mc_var"] - ev) <= 1e-5 * scale[:, None])
+    assert np.all(np.abs(f["mc_es"] - es) <= 1e-5 * scale[:, None])
+    assert np.all(f["mc_var"][:10] == 0) and np.all(f["mc_es"][:10] == 0)
+    worst = np.max(np.abs(f["mc_var"][10:] - ev[10:]) / ev[10:])
+    assert 0 < worst < 1e-5                                                  # float32: close, not equal
+    # historical (float64, the sigma guess only skips work): each account's historical() (the product
+    # summed in another order)
+    hist = [[rm.historical(row, r, c, window=250) for c in rm.GRID] for row in e]
+    assert np.allclose(f["hist_var"], np.array([[v for v, _ in h] for h in hist]), rtol=1e-12, atol=1e-9)
+    assert np.allclose(f["hist_es"], np.array([[s_ for _, s_ in h] for h in hist]), rtol=1e-12, atol=1e-9)
+    # deterministic for a seed, float64 on request equals the straightforward computation
+    g = rm.portfolio_figures(e, r, 0.95, 1.0, 0.94, 250, n, 4, chunk=64)
+    assert np.array_equal(f["mc_var"], g["mc_var"]) and np.array_equal(f["mc_es"], g["mc_es"])
+    v64, s64 = rm.mc_tails(e, rm.mc_returns(cov, n, 4), rm.GRID, f["sigma"], 64, np.float64)
+    assert np.allclose(v64, ev, rtol=1e-9, atol=1e-6) and np.allclose(s64, es, rtol=1e-9, atol=1e-6)
+
+
 # -- historical --
 
 def test_historical_var_when_fixed_series_then_the_documented_order_statistic():

@@ -282,13 +282,14 @@ def test_risk_queries_when_the_worker_published_then_the_sdk_gets_the_analytics_
             return (await c1.risk_metrics(), await c1.var(), await c1.var(0.99, 0.5),
                     await c1.var(0.96, model="historical"), await c1.stress(-0.4, "BTCUSDT"))
     m, v, v99, hist, st = asyncio.run(queries())
-    # the same journal, the same models: the CLI's figures to the cent (Monte Carlo: the same paths, summed
-    # in another order)
+    # the same journal, the same models: the CLI's figures to the cent (Monte Carlo: the same paths, the
+    # worker's product in float32 (riskmodels.mc_tails): within 1e-6 of the CLI's float64 for one symbol)
     assert (m.exposure, m.equity, m.leverage) == (D("100000.00"), D(cli["equity"]), D("2.5"))
     assert m.models["parametric"].var == D(cli["models"]["parametric"]["var"]) == v.var
     assert m.models["parametric"].es == D(cli["models"]["parametric"]["es"])
     assert m.models["historical"].var == D(cli["models"]["historical"]["var"])
-    assert abs(m.models["montecarlo"].var - D(cli["models"]["montecarlo"]["var"])) <= D("0.02")
+    mc_cli = D(cli["models"]["montecarlo"]["var"])
+    assert abs(m.models["montecarlo"].var - mc_cli) <= D("0.02") + mc_cli * D("1e-6")
     assert m.backtest_observations == cli["backtest"]["observations"] == 4
     assert (m.max_var, m.limit_use) == (None, None) and m.model_ts_ns > 0 and m.limit_model_ts_ns > 0
     # the bound the check would use: this model's, for 2 BTC long with nothing open, is its parametric VaR
