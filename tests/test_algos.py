@@ -7,6 +7,7 @@ import math
 import random
 
 import numpy as np
+import pytest
 
 from engine.algos import Algos, is_schedule, pack_params
 from engine.core import Engine
@@ -161,6 +162,38 @@ def test_pov_when_market_trades_then_participation_never_above_the_rate_at_any_c
     assert d.parent()["filled"] > 0
 
 
+@pytest.mark.parametrize("kind", [AlgoKind.POV, AlgoKind.VWAP])
+def test_participation_when_market_volume_moves_between_intervals_then_cap_holds_in_every_interval(kind):
+    """Interval 1 trades 2,000 above the parent's limit (it cannot fill); interval 2 brings deep liquidity at
+    the limit but trades only 100; interval 3 trades 1,000. Each interval's children volume stays within
+    rate x that interval's market volume (its own fills left out), exactly (the cap is lot-floored). The
+    cumulative rule (rate x the volume since the start) would let interval 2 use interval 1's allowance."""
+    d = Desk()
+    rate, t0, ivl = 1000, 1 * S, S                  # 10%; slices=4 over [1 s, 5 s): 1 s intervals
+    ev = d.algo(BUYER, Side.BUY, 8_000, kind=kind, limit=100, participation_bps=rate, aggressiveness_bps=10_000,
+                slices=4, start=1, end=5)
+    assert kinds(ev) == [EK.ALGO_ACCEPTED]
+    market = {5: [(SELLER, Side.SELL, 2000, 105, 1), (OTHER, Side.BUY, 2000, 105, 3)],       # 1.5 s
+              15: [(SELLER, Side.SELL, 5000, 100, 1)],                                       # 2.5 s
+              17: [(OTHER, Side.BUY, 100, 100, 3)],                                           # 2.7 s
+              25: [(OTHER, Side.BUY, 1000, 100, 3)]}                                          # 3.5 s
+    per_iv = {}                                      # interval -> [children volume, market volume]
+    iv = -1
+    for n, t in enumerate(range(t0, 5 * S, S // 10)):
+        out = [d.clock(t)]
+        iv = (t - t0) // ivl                         # the clock's events and those after it, until the next
+        for a, side, qty, px, tif in market.get(n, []):
+            out.append(d.order(a, side, qty, px, tif=tif))
+        for evs in out:
+            for f in evs[evs["kind"] == EK.FILL]:
+                own = BUYER in (int(f["account"]), int(f["other_account"]))
+                per_iv.setdefault(iv, [0, 0])[0 if own else 1] += int(f["qty"])
+    assert per_iv[0] == [0, 2000] and per_iv[1][1] == 100 and per_iv[2][1] == 1000
+    for k, (children, volume) in per_iv.items():
+        assert children * 10_000 <= rate * volume, (k, children, volume)
+    assert per_iv[1][0] == 10 and per_iv[2][0] == 100      # it does participate, up to the cap
+
+
 def test_vwap_when_profile_configured_then_schedule_follows_it_and_cap_holds():
     d = Desk(profile=[1, 3, 0, 4])
     d.algo(BUYER, Side.BUY, 8_000, kind=AlgoKind.VWAP, slices=4, start=1, end=5)
@@ -313,7 +346,7 @@ def test_state_hash_when_parent_state_differs_then_hash_differs():
 
 def test_parent_layout_when_compiled_then_struct_and_dtype_agree():
     from engine.algos import PARENT_DTYPE, SIZEOF_PARENT
-    assert SIZEOF_PARENT == PARENT_DTYPE.itemsize == 184
+    assert SIZEOF_PARENT == PARENT_DTYPE.itemsize == 216
 
 
 def test_market_vwap_when_others_trade_then_parent_measured_against_it_without_its_own_fills():
