@@ -7,7 +7,7 @@ from protocol.cdefs cimport Command, Event
 from engine.core cimport Engine
 
 # -- LAYOUT --
-# One parent: 216 bytes, naturally aligned (algos.pyx PARENT_DTYPE mirrors it; a test compares sizes).
+# One parent: 232 bytes, naturally aligned (algos.pyx PARENT_DTYPE mirrors it; a test compares sizes).
 cdef packed struct Parent:
     uint64_t parent_id        # @0   engine-assigned 1, 2, ...; 0 = a free slot
     uint64_t client_order_id  # @8   the client's id of the parent; its children carry it too
@@ -52,6 +52,8 @@ cdef packed struct Parent:
     int64_t iv_filled         # @192 the parent's filled when the interval began
     uint64_t iv_notional_base # @200 the symbol's traded notional when the interval began (mod 2**64)
     int64_t iv_notional       # @208 the parent's notional when the interval began
+    int64_t bench_notional    # @216 the parent's notional of its fills in closed intervals with market volume
+    int64_t bench_market      # @224 those fills' quantity priced at their interval's market VWAP (floored)
 
 
 cdef class Algos:

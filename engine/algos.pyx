@@ -132,6 +132,7 @@ PARENT_DTYPE = np.dtype([
     ("volatility", "<u2"), ("impact", "<u2"), ("side", "u1"), ("algo", "u1"), ("state", "u1"),
     ("end_action", "u1"), ("kick", "u1"), ("_pad0", "u1"), ("_pad1", "<u4"), ("notional_base", "<u8"),
     ("iv_vol_base", "<i8"), ("iv_filled", "<i8"), ("iv_notional_base", "<u8"), ("iv_notional", "<i8"),
+    ("bench_notional", "<i8"), ("bench_market", "<i8"),
 ])
 SIZEOF_PARENT = sizeof(Parent)
 # The ALGO_DONE slippage histogram's bucket bounds (inclusive), 1/100 bp (/metrics: bp).
@@ -680,8 +681,16 @@ cdef class Algos:
         return 0
 
     cdef void interval(self, int32_t i) noexcept:
-        """Begin the parent's next interval (its participation cap and interval VWAP start from here)."""
+        """Close the parent's interval (its fills in it priced at the interval's market VWAP, for the
+        slippage against interval VWAP) and begin the next (the participation cap starts from here)."""
         cdef Parent* p = &self.P[i]
+        cdef int64_t own = p.filled - p.iv_filled
+        cdef int64_t mvol = self.sym_volume[p.symbol] - p.iv_vol_base - own
+        cdef int64_t mnot
+        if own > 0 and mvol > 0:
+            mnot = <int64_t>(self.sym_notional[p.symbol] - p.iv_notional_base) - (p.notional - p.iv_notional)
+            p.bench_market += ta_muldiv(own, mnot, mvol)
+            p.bench_notional += p.notional - p.iv_notional
         p.iv_vol_base = self.sym_volume[p.symbol]
         p.iv_notional_base = self.sym_notional[p.symbol]
         p.iv_filled = p.filled
@@ -950,6 +959,20 @@ cdef class Algos:
                 if row["market_vwap"] and f:
                     s = (row["notional"] * mvol - mnot * f) * 1_000_000 // (mnot * f)
                     row["slippage_vwap_cbps"] = s if row["side"] == SIDE_BUY else -s
+                # the current interval's market VWAP; the fills against their own intervals' VWAPs
+                own = f - row["iv_filled"]
+                ivol = int(self.sym_volume_arr[row["symbol"]]) - row["iv_vol_base"] - own
+                inot = (int(self.sym_notional_arr[row["symbol"]]) - row["iv_notional_base"]
+                        - (row["notional"] - row["iv_notional"])) % (1 << 64)
+                row["interval_vwap"] = (inot + ivol // 2) // ivol if ivol > 0 and row["state"] != AST_WAITING else 0
+                bn, bm = row["bench_notional"], row["bench_market"]
+                if own > 0 and ivol > 0 and row["state"] != AST_WAITING:
+                    bn += row["notional"] - row["iv_notional"]
+                    bm += own * inot // ivol
+                row["slippage_interval_cbps"] = 0
+                if bm > 0:
+                    s = abs(bn - bm) * 1_000_000 // bm * (1 if bn >= bm else -1)     # toward zero, as ta_slip
+                    row["slippage_interval_cbps"] = s if row["side"] == SIDE_BUY else -s
                 out.append(row)
         out.sort(key=lambda r: r["parent_id"])
         return out

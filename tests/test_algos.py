@@ -346,7 +346,7 @@ def test_state_hash_when_parent_state_differs_then_hash_differs():
 
 def test_parent_layout_when_compiled_then_struct_and_dtype_agree():
     from engine.algos import PARENT_DTYPE, SIZEOF_PARENT
-    assert SIZEOF_PARENT == PARENT_DTYPE.itemsize == 216
+    assert SIZEOF_PARENT == PARENT_DTYPE.itemsize == 232
 
 
 def test_market_vwap_when_others_trade_then_parent_measured_against_it_without_its_own_fills():
@@ -365,6 +365,33 @@ def test_market_vwap_when_others_trade_then_parent_measured_against_it_without_i
     p = d.parent(2)
     assert p["filled"] == 10 and p["market_vwap"] == 101
     assert p["slippage_vwap_cbps"] == (90 * 300 - 30400) * 10**6 // 30400 == -111843   # -1118.43 bp
+
+
+def test_interval_vwap_when_parent_fills_in_two_slices_then_each_fill_measured_against_its_own_interval():
+    """Slice 1 buys 100 at 101 while the rest of the market trades 100 at 99 and 100 at 100 (VWAP 99.5);
+    slice 2 buys 100 at 103 while the market trades 100 at 104. Against the interval VWAPs the benchmark is
+    100 x 99.5 + 100 x 104 = 20,350 for 20,400 paid: +24.57 bp (the VWAP since the start, 101, says +99 bp)."""
+    d = Desk()
+    d.clock(S // 2)
+    d.order(SELLER, Side.SELL, 100, 101)
+    d.order(SELLER, Side.SELL, 100, 103)
+    d.algo(BUYER, Side.BUY, 300, slices=3, aggressiveness_bps=10_000, start=1, end=4)
+    d.clock(S)                                           # slice 1: 100 at 101
+    for px in (99, 100):                                 # the rest of the market
+        d.order(SELLER, Side.SELL, 100, px)
+        d.order(OTHER, Side.BUY, 100, px, tif=3)
+    p = d.parent()
+    assert p["filled"] == 100 and p["notional"] == 10_100
+    assert p["interval_vwap"] == (19_900 + 100) // 200 == 100
+    assert p["slippage_interval_cbps"] == (10_100 - 9_950) * 10**6 // 9_950 == 15_075
+    d.clock(2 * S)                                       # slice 2: 100 at 103
+    assert d.parent()["interval_vwap"] == 0              # a new interval: no market volume yet
+    d.order(SELLER, Side.SELL, 100, 104)
+    d.order(OTHER, Side.BUY, 100, 104, tif=3)
+    p = d.parent()
+    assert p["filled"] == 200 and p["notional"] == 20_400 and p["interval_vwap"] == 104
+    assert p["slippage_interval_cbps"] == (20_400 - 20_350) * 10**6 // 20_350 == 2_457
+    assert p["market_vwap"] == 101 and p["slippage_vwap_cbps"] == 9_900       # 102 against 101 since the start
 
 
 def test_is_when_volatility_not_given_then_estimated_from_the_symbols_bucket_closes():
