@@ -258,6 +258,8 @@ class AlgoInfo(msgspec.Struct, frozen=True):
     pause_reason: str | None
     market_vwap: Decimal | None       # the market's VWAP since the start, its own fills left out
     slippage_vwap_bps: Decimal        # against market_vwap (positive = worse)
+    interval_vwap: Decimal | None     # the market's VWAP in the parent's current interval, its own fills left out
+    slippage_interval_bps: Decimal    # its fills against the VWAP of the interval each was filled in
 
 
 Report = ExecutionReport | BalanceReport | AccountStateReport | AlgoReport
@@ -1194,7 +1196,9 @@ class Client:
                 Decimal(int(e["slippage_cbps"])) / 100, int(e["child_order_id"]), int(e["children"]),
                 _reason_name(int(e["pause_reason"])) if int(e["pause_reason"]) else None,
                 sym.price(int(e["market_vwap"])) if int(e["market_vwap"]) else None,
-                Decimal(int(e["slippage_vwap_cbps"])) / 100))
+                Decimal(int(e["slippage_vwap_cbps"])) / 100,
+                sym.price(int(e["interval_vwap"])) if int(e["interval_vwap"]) else None,
+                Decimal(int(e["slippage_interval_cbps"])) / 100))
         return out
 
     async def _query(self, t: int, **fields: int) -> tuple[int, Any]:

@@ -7,7 +7,7 @@ from protocol.cdefs cimport Command, Event
 from engine.core cimport Engine
 
 # -- LAYOUT --
-# One parent: 184 bytes, naturally aligned (algos.pyx PARENT_DTYPE mirrors it; a test compares sizes).
+# One parent: 232 bytes, naturally aligned (algos.pyx PARENT_DTYPE mirrors it; a test compares sizes).
 cdef packed struct Parent:
     uint64_t parent_id        # @0   engine-assigned 1, 2, ...; 0 = a free slot
     uint64_t client_order_id  # @8   the client's id of the parent; its children carry it too
@@ -21,9 +21,9 @@ cdef packed struct Parent:
     int64_t arrival           # @72  mid (else last trade) at acceptance, 0 = none
     int64_t start_ns          # @80
     int64_t end_ns            # @88
-    int64_t next_ns           # @96  POV: the next time it resizes its child
+    int64_t next_ns           # @96  POV: the end of its current participation interval
     int64_t expected          # @104 what the schedule expected filled at the last clock
-    int64_t vol_base          # @112 the symbol's traded volume when the parent started (POV, VWAP cap)
+    int64_t vol_base          # @112 the symbol's traded volume when the parent started (market VWAP)
     int64_t last_target       # @120 the target of the slice before the last one due (catch-up line)
     uint32_t account          # @128
     uint32_t symbol           # @132
@@ -47,6 +47,13 @@ cdef packed struct Parent:
     uint8_t _pad0             # @171
     uint32_t _pad1            # @172
     uint64_t notional_base    # @176 the symbol's traded notional when the parent started (market VWAP)
+    # the current interval (POV: window / slices; VWAP: the slice): the participation cap and interval VWAP
+    int64_t iv_vol_base       # @184 the symbol's traded volume when the interval began
+    int64_t iv_filled         # @192 the parent's filled when the interval began
+    uint64_t iv_notional_base # @200 the symbol's traded notional when the interval began (mod 2**64)
+    int64_t iv_notional       # @208 the parent's notional when the interval began
+    int64_t bench_notional    # @216 the parent's notional of its fills in closed intervals with market volume
+    int64_t bench_market      # @224 those fills' quantity priced at their interval's market VWAP (floored)
 
 
 cdef class Algos:
@@ -109,6 +116,8 @@ cdef class Algos:
     # -- SCHEDULES --
     cdef int plan(self, Engine eng, int32_t i) except -1
     cdef int step(self, Engine eng, int32_t i, int64_t now) except -1
+    cdef void interval(self, int32_t i) noexcept
+    cdef int64_t allowance(self, int32_t i, int64_t lot) noexcept
     cdef int work(self, Engine eng, int32_t i, int64_t target, int64_t catchup) except -1
     cdef int finish(self, Engine eng, int32_t i) except -1
 

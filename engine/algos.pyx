@@ -131,6 +131,8 @@ PARENT_DTYPE = np.dtype([
     ("aggr_bps", "<u2"), ("part_bps", "<u2"), ("pause_reason", "<u2"), ("risk_aversion", "<u2"),
     ("volatility", "<u2"), ("impact", "<u2"), ("side", "u1"), ("algo", "u1"), ("state", "u1"),
     ("end_action", "u1"), ("kick", "u1"), ("_pad0", "u1"), ("_pad1", "<u4"), ("notional_base", "<u8"),
+    ("iv_vol_base", "<i8"), ("iv_filled", "<i8"), ("iv_notional_base", "<u8"), ("iv_notional", "<i8"),
+    ("bench_notional", "<i8"), ("bench_market", "<i8"),
 ])
 SIZEOF_PARENT = sizeof(Parent)
 # The ALGO_DONE slippage histogram's bucket bounds (inclusive), 1/100 bp (/metrics: bp).
@@ -607,52 +609,99 @@ cdef class Algos:
         return 0
 
     cdef int step(self, Engine eng, int32_t i, int64_t now) except -1:
-        """One parent at one clock: start, end, the slice due (or POV's resize)."""
+        """One parent at one clock: start, end, the slice due (or POV's interval and resize)."""
         cdef Parent* p = &self.P[i]
         cdef int32_t base = i * self.max_slices
-        cdef int64_t target, catchup, cap, lot
-        cdef bint due = False
+        cdef int64_t target, catchup, cap, lot, ivl
+        cdef uint64_t pid = p.parent_id
+        cdef bint due = False, capped
         if p.state == AST_WAITING:
             if now < p.start_ns:
                 return 0
             p.state = AST_ACTIVE
             p.vol_base = self.sym_volume[p.symbol]
             p.notional_base = self.sym_notional[p.symbol]
+            self.interval(i)
         if now >= p.end_ns:
             return self.finish(eng, i)
         if p.state == AST_PAUSED:
             return 0
         lot = eng.sym_lot[p.symbol]
         if p.algo == ALGO_POV:
-            cap = lot_floor(ta_muldiv(self.sym_volume[p.symbol] - p.vol_base - p.filled, p.part_bps, 10000), lot)
+            if now >= p.next_ns:
+                # a new interval (window / slices, from the start): its cap starts from nothing, so the
+                # working child (sized to the last interval's allowance) goes first
+                self.cancel_child(eng, i)
+                if p.parent_id != pid:
+                    return 0
+                self.interval(i)
+                ivl = (p.end_ns - p.start_ns) // p.slices
+                if ivl < 1:
+                    ivl = 1
+                p.next_ns = p.start_ns + ((now - p.start_ns) // ivl + 1) * ivl
+            cap = self.allowance(i, lot)
             if cap > p.qty:
                 cap = p.qty
             p.expected = cap
-            if p.kick or (now >= p.next_ns and cap - p.filled - p.child_leaves >= lot):
+            if p.kick or cap - p.filled - p.child_leaves >= lot:
                 p.kick = 0
-                p.next_ns = now + (p.end_ns - p.start_ns) // p.slices
                 self.work(eng, i, cap, 0)
             return 0
         while p.slice_idx < p.slices and self.sched_t[base + p.slice_idx] <= now:
             p.slice_idx += 1
             due = True
-        if not (due or p.kick) or p.slice_idx == 0:
+        if p.slice_idx == 0:
             return 0
-        p.kick = 0
+        capped = p.algo == ALGO_VWAP and p.part_bps != 0
+        if due:                                 # a new interval: the slice
+            if capped:
+                self.cancel_child(eng, i)
+                if p.parent_id != pid:
+                    return 0
+            self.interval(i)
+        elif not (p.kick or capped):
+            return 0
         target = self.sched_q[base + p.slice_idx - 1]
         catchup = self.sched_q[base + p.slice_idx - 2] if p.slice_idx >= 2 else 0
         p.expected = target
         p.last_target = catchup
-        if p.algo == ALGO_VWAP and p.part_bps:
-            cap = lot_floor(ta_muldiv(self.sym_volume[p.symbol] - p.vol_base - p.filled, p.part_bps, 10000), lot)
+        if capped:
+            # at most the allowance of this slice's market volume so far; topped up at every clock
+            cap = self.allowance(i, lot)
             target = target if target < cap else cap
             catchup = catchup if catchup < cap else cap
-        cdef uint64_t pid = p.parent_id
+            if not (due or p.kick) and target - p.filled - p.child_leaves < lot:
+                return 0
+        cdef bint report = due or p.kick
+        p.kick = 0
         cdef int64_t filled = p.filled
         self.work(eng, i, target, catchup)
-        if p.parent_id == pid and p.filled == filled and p.state != AST_PAUSED:   # (else reported already)
+        if report and p.parent_id == pid and p.filled == filled and p.state != AST_PAUSED:   # (else reported already)
             self.report(eng, EV_ALGO_PROGRESS, i, 0)
         return 0
+
+    cdef void interval(self, int32_t i) noexcept:
+        """Close the parent's interval (its fills in it priced at the interval's market VWAP, for the
+        slippage against interval VWAP) and begin the next (the participation cap starts from here)."""
+        cdef Parent* p = &self.P[i]
+        cdef int64_t own = p.filled - p.iv_filled
+        cdef int64_t mvol = self.sym_volume[p.symbol] - p.iv_vol_base - own
+        cdef int64_t mnot
+        if own > 0 and mvol > 0:
+            mnot = <int64_t>(self.sym_notional[p.symbol] - p.iv_notional_base) - (p.notional - p.iv_notional)
+            p.bench_market += ta_muldiv(own, mnot, mvol)
+            p.bench_notional += p.notional - p.iv_notional
+        p.iv_vol_base = self.sym_volume[p.symbol]
+        p.iv_notional_base = self.sym_notional[p.symbol]
+        p.iv_filled = p.filled
+        p.iv_notional = p.notional
+
+    cdef int64_t allowance(self, int32_t i, int64_t lot) noexcept:
+        """The participation cap as a filled total: filled when the interval began, plus the rate times
+        the market volume of the interval so far (its own fills left out), lot-floored."""
+        cdef Parent* p = &self.P[i]
+        return p.iv_filled + lot_floor(ta_muldiv(self.sym_volume[p.symbol] - p.iv_vol_base - (p.filled - p.iv_filled),
+                                                 p.part_bps, 10000), lot)
 
     cdef int work(self, Engine eng, int32_t i, int64_t target, int64_t catchup) except -1:
         """Bring the parent towards `target` filled: cancel its working child; send the aggressive
@@ -910,6 +959,20 @@ cdef class Algos:
                 if row["market_vwap"] and f:
                     s = (row["notional"] * mvol - mnot * f) * 1_000_000 // (mnot * f)
                     row["slippage_vwap_cbps"] = s if row["side"] == SIDE_BUY else -s
+                # the current interval's market VWAP; the fills against their own intervals' VWAPs
+                own = f - row["iv_filled"]
+                ivol = int(self.sym_volume_arr[row["symbol"]]) - row["iv_vol_base"] - own
+                inot = (int(self.sym_notional_arr[row["symbol"]]) - row["iv_notional_base"]
+                        - (row["notional"] - row["iv_notional"])) % (1 << 64)
+                row["interval_vwap"] = (inot + ivol // 2) // ivol if ivol > 0 and row["state"] != AST_WAITING else 0
+                bn, bm = row["bench_notional"], row["bench_market"]
+                if own > 0 and ivol > 0 and row["state"] != AST_WAITING:
+                    bn += row["notional"] - row["iv_notional"]
+                    bm += own * inot // ivol
+                row["slippage_interval_cbps"] = 0
+                if bm > 0:
+                    s = abs(bn - bm) * 1_000_000 // bm * (1 if bn >= bm else -1)     # toward zero, as ta_slip
+                    row["slippage_interval_cbps"] = s if row["side"] == SIDE_BUY else -s
                 out.append(row)
         out.sort(key=lambda r: r["parent_id"])
         return out

@@ -780,6 +780,8 @@ cdef packed struct AlgoEntry:
     uint32_t children  # @120 4B children sent so far
     uint16_t pause_reason  # @124 2B while PAUSED: the Reject code that refused a child, 0 = by its owner
     uint16_t _pad0  # @126 2B zero
+    int64_t interval_vwap  # @128 8B the market's VWAP in the parent's current interval (POV: window / slices; else its slice), its own fills left out, rounded (0 = none)
+    int64_t slippage_interval_cbps  # @136 8B its fills against the market VWAP of the interval each was filled in (intervals without market volume left out), 1/100 bp (positive = worse)
 
 # RISK_METRICS_REQUEST (32), VAR_REQUEST (33), STRESS_REQUEST (34), client -> server
 cdef packed struct RiskQuery:

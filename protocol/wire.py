@@ -405,6 +405,10 @@ ALGO_ENTRY = Layout("AlgoEntry", [
     ("children", "u32", "children sent so far"),
     ("pause_reason", "u16", "while PAUSED: the Reject code that refused a child, 0 = by its owner"),
     ("_pad0", "u16", "zero"),
+    ("interval_vwap", "i64", "the market's VWAP in the parent's current interval (POV: window / slices; else its "
+                             "slice), its own fills left out, rounded (0 = none)"),
+    ("slippage_interval_cbps", "i64", "its fills against the market VWAP of the interval each was filled in "
+                                      "(intervals without market volume left out), 1/100 bp (positive = worse)"),
 ], doc="ALGOS (125) entry: the account's live parents, ascending parent id")
 RISK_QUERY = Layout("RiskQuery", [
     ("request_id", "u32", "echoed in the response"),

@@ -7,6 +7,7 @@ import math
 import random
 
 import numpy as np
+import pytest
 
 from engine.algos import Algos, is_schedule, pack_params
 from engine.core import Engine
@@ -161,6 +162,38 @@ def test_pov_when_market_trades_then_participation_never_above_the_rate_at_any_c
     assert d.parent()["filled"] > 0
 
 
+@pytest.mark.parametrize("kind", [AlgoKind.POV, AlgoKind.VWAP])
+def test_participation_when_market_volume_moves_between_intervals_then_cap_holds_in_every_interval(kind):
+    """Interval 1 trades 2,000 above the parent's limit (it cannot fill); interval 2 brings deep liquidity at
+    the limit but trades only 100; interval 3 trades 1,000. Each interval's children volume stays within
+    rate x that interval's market volume (its own fills left out), exactly (the cap is lot-floored). The
+    cumulative rule (rate x the volume since the start) would let interval 2 use interval 1's allowance."""
+    d = Desk()
+    rate, t0, ivl = 1000, 1 * S, S                  # 10%; slices=4 over [1 s, 5 s): 1 s intervals
+    ev = d.algo(BUYER, Side.BUY, 8_000, kind=kind, limit=100, participation_bps=rate, aggressiveness_bps=10_000,
+                slices=4, start=1, end=5)
+    assert kinds(ev) == [EK.ALGO_ACCEPTED]
+    market = {5: [(SELLER, Side.SELL, 2000, 105, 1), (OTHER, Side.BUY, 2000, 105, 3)],       # 1.5 s
+              15: [(SELLER, Side.SELL, 5000, 100, 1)],                                       # 2.5 s
+              17: [(OTHER, Side.BUY, 100, 100, 3)],                                           # 2.7 s
+              25: [(OTHER, Side.BUY, 1000, 100, 3)]}                                          # 3.5 s
+    per_iv = {}                                      # interval -> [children volume, market volume]
+    iv = -1
+    for n, t in enumerate(range(t0, 5 * S, S // 10)):
+        out = [d.clock(t)]
+        iv = (t - t0) // ivl                         # the clock's events and those after it, until the next
+        for a, side, qty, px, tif in market.get(n, []):
+            out.append(d.order(a, side, qty, px, tif=tif))
+        for evs in out:
+            for f in evs[evs["kind"] == EK.FILL]:
+                own = BUYER in (int(f["account"]), int(f["other_account"]))
+                per_iv.setdefault(iv, [0, 0])[0 if own else 1] += int(f["qty"])
+    assert per_iv[0] == [0, 2000] and per_iv[1][1] == 100 and per_iv[2][1] == 1000
+    for k, (children, volume) in per_iv.items():
+        assert children * 10_000 <= rate * volume, (k, children, volume)
+    assert per_iv[1][0] == 10 and per_iv[2][0] == 100      # it does participate, up to the cap
+
+
 def test_vwap_when_profile_configured_then_schedule_follows_it_and_cap_holds():
     d = Desk(profile=[1, 3, 0, 4])
     d.algo(BUYER, Side.BUY, 8_000, kind=AlgoKind.VWAP, slices=4, start=1, end=5)
@@ -313,7 +346,7 @@ def test_state_hash_when_parent_state_differs_then_hash_differs():
 
 def test_parent_layout_when_compiled_then_struct_and_dtype_agree():
     from engine.algos import PARENT_DTYPE, SIZEOF_PARENT
-    assert SIZEOF_PARENT == PARENT_DTYPE.itemsize == 184
+    assert SIZEOF_PARENT == PARENT_DTYPE.itemsize == 232
 
 
 def test_market_vwap_when_others_trade_then_parent_measured_against_it_without_its_own_fills():
@@ -332,6 +365,33 @@ def test_market_vwap_when_others_trade_then_parent_measured_against_it_without_i
     p = d.parent(2)
     assert p["filled"] == 10 and p["market_vwap"] == 101
     assert p["slippage_vwap_cbps"] == (90 * 300 - 30400) * 10**6 // 30400 == -111843   # -1118.43 bp
+
+
+def test_interval_vwap_when_parent_fills_in_two_slices_then_each_fill_measured_against_its_own_interval():
+    """Slice 1 buys 100 at 101 while the rest of the market trades 100 at 99 and 100 at 100 (VWAP 99.5);
+    slice 2 buys 100 at 103 while the market trades 100 at 104. Against the interval VWAPs the benchmark is
+    100 x 99.5 + 100 x 104 = 20,350 for 20,400 paid: +24.57 bp (the VWAP since the start, 101, says +99 bp)."""
+    d = Desk()
+    d.clock(S // 2)
+    d.order(SELLER, Side.SELL, 100, 101)
+    d.order(SELLER, Side.SELL, 100, 103)
+    d.algo(BUYER, Side.BUY, 300, slices=3, aggressiveness_bps=10_000, start=1, end=4)
+    d.clock(S)                                           # slice 1: 100 at 101
+    for px in (99, 100):                                 # the rest of the market
+        d.order(SELLER, Side.SELL, 100, px)
+        d.order(OTHER, Side.BUY, 100, px, tif=3)
+    p = d.parent()
+    assert p["filled"] == 100 and p["notional"] == 10_100
+    assert p["interval_vwap"] == (19_900 + 100) // 200 == 100
+    assert p["slippage_interval_cbps"] == (10_100 - 9_950) * 10**6 // 9_950 == 15_075
+    d.clock(2 * S)                                       # slice 2: 100 at 103
+    assert d.parent()["interval_vwap"] == 0              # a new interval: no market volume yet
+    d.order(SELLER, Side.SELL, 100, 104)
+    d.order(OTHER, Side.BUY, 100, 104, tif=3)
+    p = d.parent()
+    assert p["filled"] == 200 and p["notional"] == 20_400 and p["interval_vwap"] == 104
+    assert p["slippage_interval_cbps"] == (20_400 - 20_350) * 10**6 // 20_350 == 2_457
+    assert p["market_vwap"] == 101 and p["slippage_vwap_cbps"] == 9_900       # 102 against 101 since the start
 
 
 def test_is_when_volatility_not_given_then_estimated_from_the_symbols_bucket_closes():

@@ -119,6 +119,7 @@ def test_sdk_and_cli_when_parent_placed_then_reports_typed_and_listed(server):
         r = c.place_algo("BTCUSDT", "buy", "1", "twap", duration_ms=600_000, limit_price="99.00")
         [info] = c.algos()
         assert (info.parent_id, info.algo, info.state, info.qty) == (r.parent_id, "twap", "waiting", Decimal("1"))
+        assert info.interval_vwap is None and info.slippage_interval_bps == 0     # (waiting: no interval yet)
     out = cli(server, "algo", "list")
     assert out.returncode == 0 and "twap" in out.stdout, out.stderr
     out = cli(server, "algo", "pause", str(r.parent_id))
