@@ -34,6 +34,7 @@ import time
 
 import lmdb
 import msgspec
+import numpy as np
 
 from engine import config as cfgmod
 from engine.journal import MARKER, JournalError, JournalRefused
@@ -43,6 +44,7 @@ from protocol.codes import (AlertType, CancelReason, CommandKind, Disposition, E
 MS = 1_000_000
 ORDER_ENTRY = frozenset(int(k) for k in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
                                          CommandKind.MASS_CANCEL))
+ORDER_ENTRY_CODES = np.array(sorted(ORDER_ENTRY), dtype=np.int64)
 USER_CANCEL = frozenset((int(CancelReason.USER), int(CancelReason.MASS_CANCEL)))
 # an order: [account, symbol, side, price, qty, leaves, filled, ts_ns, seq, on_book, away, order_type]
 ACCOUNT, SYMBOL, SIDE, PRICE, QTY, LEAVES, FILLED, TS, SEQ, ON_BOOK, AWAY, OTYPE = range(12)
@@ -125,6 +127,8 @@ class Detectors:
         self.found: list[Alert] = []
         self.dispositions: list[DispositionEntry] = []
         self.n_at_seq = (0, 0)
+        self.last_ts: int | None = None      # messaging's fast path (quiet_accounts): the latest time seen
+        self.lists_sorted = False
         self.wash_pending: dict[tuple[str, int], list] = {}
         self.fill_keep = max(sv.spoofing.max_lifetime_ms, sv.layering.window_ms + sv.layering.cancel_ms) * MS
         ct = sv.close.close_time
@@ -138,43 +142,67 @@ class Detectors:
 
     # -- the stream --
     def feed(self, cmds, events, next_seq: int, until_seq: int | None) -> int:
-        """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read."""
-        cseq = cmds["seq"].tolist()
+        """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read.
+
+        Only the commands something needs are visited (numpy picks them): those with events, the order-entry
+        messages of accounts whose messaging window could breach in this chunk (quiet_accounts), and, for
+        the close, END_OF_DAY (every command when close.close_time is set)."""
+        cseq_a = cmds["seq"]
+        lo = int(np.searchsorted(cseq_a, next_seq, "left"))
+        hi = len(cseq_a) if until_seq is None else int(np.searchsorted(cseq_a, until_seq, "right"))
+        if hi <= lo:
+            return next_seq
+        ckind_a, cacct_a, cts_a = cmds["kind"][lo:hi], cmds["account"][lo:hi], cmds["ts_ns"][lo:hi]
+        cseq = cseq_a.tolist()
         ckind, cacct, cts = cmds["kind"].tolist(), cmds["account"].tolist(), cmds["ts_ns"].tolist()
         ctype, ctif, csym = cmds["order_type"].tolist(), cmds["tif"].tolist(), cmds["symbol"].tolist()
         cop = cmds["operator"].tolist()
         cols = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id",
                 "price", "qty", "leaves", "other_leaves", "seq", "ts_ns", "flags")
         close_on = self.sv.close.enabled
+        eseq = events["seq"]
+        es = np.searchsorted(eseq, cseq_a[lo:hi], "left")
+        ee = np.searchsorted(eseq, cseq_a[lo:hi], "right")
+        visit = ee > es
+        entry = np.isin(ckind_a, ORDER_ENTRY_CODES)
+        quiet = ()
+        if self.sv.messaging.enabled:
+            quiet = self.quiet_accounts(cacct_a, cts_a, entry, events["ts_ns"], cseq_a[lo:hi], es, ee)
+            if quiet:
+                visit |= entry & ~np.isin(cacct_a, np.fromiter(quiet, dtype=np.int64, count=len(quiet)))
+            else:
+                visit |= entry
+        if close_on:
+            if self.close_tod is not None:
+                visit[:] = True
+            else:
+                visit |= ckind_a == CMD_END_OF_DAY
         ev = list(zip(*(events[c].tolist() for c in cols))) if len(events) else []
-        j = 0
-        for i, seq in enumerate(cseq):
-            while j < len(ev) and ev[j][12] < seq:
-                j += 1
-            if seq < next_seq:
-                continue
-            if until_seq is not None and seq > until_seq:
-                break
+        es, ee = es.tolist(), ee.tolist()
+        msg_on = self.sv.messaging.enabled
+        for k in np.flatnonzero(visit).tolist():
+            i = lo + k
+            seq = cseq[i]
             if close_on:
                 if ckind[i] == CMD_END_OF_DAY:
                     self.closes(csym[i], seq, cts[i], "end_of_day")
                 elif self.close_tod is not None:
                     self.close_clock(seq, cts[i])
-            if ckind[i] in ORDER_ENTRY and self.sv.messaging.enabled:
+            if msg_on and ckind[i] in ORDER_ENTRY and cacct[i] not in quiet:
                 self.message(cacct[i], seq, cts[i])
-            while j < len(ev) and ev[j][12] == seq:
-                if ev[j][0] == EV_ALERT_DISPOSITION:
-                    e = ev[j]
+            for j in range(es[k], ee[k]):
+                e = ev[j]
+                if e[0] == EV_ALERT_DISPOSITION:
                     self.dispositions.append(DispositionEntry(
                         alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
                         disposition=Disposition(e[1]).name.lower(), operator=cop[i], seq=seq, ts_ns=cts[i]))
                 else:
-                    self.event(ev[j], ctype[i], ctif[i])
-                j += 1
+                    self.event(e, ctype[i], ctif[i])
             if self.wash_pending:
                 self.flush_wash()
-            next_seq = seq + 1
-        return next_seq
+        if quiet:
+            self.quiet_messages(quiet, cacct_a[entry].tolist(), cts_a[entry].tolist())
+        return cseq[hi - 1] + 1
 
     def alert(self, type_, seq, ts, owner, accounts, symbol, start, severity, rule, evidence) -> None:
         n = self.n_at_seq[1] + 1 if self.n_at_seq[0] == seq else 0
@@ -509,6 +537,48 @@ class Detectors:
     # -- excessive messaging --
     MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "
                 "messaging.min_messages with more than messaging.max_order_to_trade per trade")
+
+    def quiet_accounts(self, acct, ts, entry, ets, cseq, es, ee) -> set:
+        """The accounts whose order-entry messages in this chunk (numpy columns) cannot breach a messaging
+        rule: no open episode and fewer than min(max_messages + 1, min_messages) messages in the window even
+        counting every one of this chunk's. Their windows are updated once after the chunk (quiet_messages),
+        which leaves them as message() would, given times that never go back: checked here (the chunk's
+        command times in order, from the last time seen on, each event at its command's time, the windows'
+        lists sorted); else none is quiet and every message goes through message()."""
+        s, p = self.s, self.sv.messaging
+        if self.last_ts is None:                 # a fresh or resumed state: the latest time it holds
+            self.last_ts = max((lst[-1] for d in (s.msgs, s.trades) for lst in d.values() if lst), default=0)
+        ok = bool(np.all(ts[1:] >= ts[:-1])) and int(ts[0]) >= self.last_ts \
+            and np.array_equal(ets[es[0]:ee[-1]], np.repeat(ts, ee - es))
+        self.last_ts = max(self.last_ts, int(ts.max()))
+        if not ok:
+            self.lists_sorted = False
+            return set()
+        if not self.lists_sorted:
+            self.lists_sorted = all(all(a <= b for a, b in zip(lst, lst[1:]))
+                                    for d in (s.msgs, s.trades) for lst in d.values())
+            if not self.lists_sorted:
+                return set()
+        a_e = acct[entry]
+        if not len(a_e):
+            return set()
+        lim = min(p.max_messages + 1, p.min_messages)
+        uniq, cnt = np.unique(a_e, return_counts=True)
+        return {a for a, c in zip(uniq.tolist(), cnt.tolist())
+                if a not in s.msg_episode and len(s.msgs.get(a, ())) + c < lim}
+
+    def quiet_messages(self, quiet, accts, tss) -> None:
+        """The quiet accounts' messages of a chunk into their windows (see quiet_accounts)."""
+        s, w = self.s, self.sv.messaging.window_ms * MS
+        for a, t in zip(accts, tss):
+            if a in quiet:
+                s.msgs.setdefault(a, []).append(t)
+        for a in quiet:
+            msgs = s.msgs[a]
+            start = msgs[-1] - w
+            del msgs[:bisect.bisect_left(msgs, start + 1)]
+            trades = s.trades.setdefault(a, [])
+            del trades[:bisect.bisect_left(trades, start + 1)]
 
     def message(self, acct, seq, ts) -> None:
         p, s = self.sv.messaging, self.s
