@@ -31,6 +31,7 @@ import signal
 import struct
 import sys
 import time
+from collections import Counter
 
 import lmdb
 import msgspec
@@ -44,7 +45,8 @@ from protocol.codes import (AlertType, CancelReason, CommandKind, Disposition, E
 MS = 1_000_000
 ORDER_ENTRY = frozenset(int(k) for k in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
                                          CommandKind.MASS_CANCEL))
-ORDER_ENTRY_CODES = np.array(sorted(ORDER_ENTRY), dtype=np.int64)
+ORDER_ENTRY_LUT = np.zeros(256, dtype=bool)      # CommandKind (uint8) -> an order-entry message
+ORDER_ENTRY_LUT[sorted(ORDER_ENTRY)] = True
 USER_CANCEL = frozenset((int(CancelReason.USER), int(CancelReason.MASS_CANCEL)))
 # an order: [account, symbol, side, price, qty, leaves, filled, ts_ns, seq, on_book, away, order_type]
 ACCOUNT, SYMBOL, SIDE, PRICE, QTY, LEAVES, FILLED, TS, SEQ, ON_BOOK, AWAY, OTYPE = range(12)
@@ -127,6 +129,9 @@ class Detectors:
         self.found: list[Alert] = []
         self.dispositions: list[DispositionEntry] = []
         self.n_at_seq = (0, 0)
+        self.large_on, self.wash_on, self.spoof_on = sv.large.enabled, sv.wash.enabled, sv.spoofing.enabled
+        self.layering_on, self.spoof_min_qty = sv.layering.enabled, sv.spoofing.min_qty
+        self.owner_sym: dict[int, str] = {}  # account * 2**32 + symbol -> "owner|symbol" (the detectors' keys)
         self.last_ts: int | None = None      # messaging's fast path (quiet_accounts): the latest time seen
         self.lists_sorted = False
         self.wash_pending: dict[tuple[str, int], list] = {}
@@ -139,6 +144,14 @@ class Detectors:
         if o is None:                      # an account in no group owns itself (cached: no string per call)
             o = self.owner_of[account] = f"account {account}"
         return o
+
+    def osym(self, account: int, symbol: int) -> str:
+        """The detectors' "owner|symbol" key (cached: no string per event)."""
+        k = account * 4294967296 + symbol
+        v = self.owner_sym.get(k)
+        if v is None:
+            v = self.owner_sym[k] = f"{self.owner(account)}|{symbol}"
+        return v
 
     # -- the stream --
     def feed(self, cmds, events, next_seq: int, until_seq: int | None) -> int:
@@ -163,36 +176,45 @@ class Detectors:
         eseq = events["seq"]
         es = np.searchsorted(eseq, cseq_a[lo:hi], "left")
         ee = np.searchsorted(eseq, cseq_a[lo:hi], "right")
-        visit = ee > es
-        entry = np.isin(ckind_a, ORDER_ENTRY_CODES)
-        quiet = ()
-        if self.sv.messaging.enabled:
-            quiet = self.quiet_accounts(cacct_a, cts_a, entry, events["ts_ns"], cseq_a[lo:hi], es, ee)
-            if quiet:
-                visit |= entry & ~np.isin(cacct_a, np.fromiter(quiet, dtype=np.int64, count=len(quiet)))
-            else:
-                visit |= entry
-        if close_on:
-            if self.close_tod is not None:
-                visit[:] = True
-            else:
-                visit |= ckind_a == CMD_END_OF_DAY
+        msg_on = self.sv.messaging.enabled
+        quiet = self.quiet_accounts(cacct_a, cts_a, ckind_a, events["ts_ns"], es, ee) if msg_on else {}
         ev = list(zip(*(events[c].tolist() for c in cols))) if len(events) else []
         es, ee = es.tolist(), ee.tolist()
-        msg_on = self.sv.messaging.enabled
-        for k in np.flatnonzero(visit).tolist():
-            i = lo + k
+        orders, levels = self.s.orders, self.s.levels
+        for k, i in enumerate(range(lo, hi)):
             seq = cseq[i]
             if close_on:
                 if ckind[i] == CMD_END_OF_DAY:
                     self.closes(csym[i], seq, cts[i], "end_of_day")
                 elif self.close_tod is not None:
                     self.close_clock(seq, cts[i])
-            if msg_on and ckind[i] in ORDER_ENTRY and cacct[i] not in quiet:
-                self.message(cacct[i], seq, cts[i])
+            if msg_on and ckind[i] in ORDER_ENTRY:
+                q = quiet.get(cacct[i])
+                if q is None:
+                    self.message(cacct[i], seq, cts[i])
+                else:                               # its window, pruned after the chunk (quiet_messages)
+                    q.append(cts[i])
             for j in range(es[k], ee[k]):
                 e = ev[j]
-                if e[0] == EV_ALERT_DISPOSITION:
+                if e[0] == EV_CANCELLED:            # the commonest event, here rather than in event()
+                    o = orders.pop(e[6], None)
+                    if o is None:
+                        continue
+                    if o[ON_BOOK]:                  # level_add, inlined
+                        lv = levels.get(e[3] * 4 + o[SIDE])
+                        if lv is None:
+                            lv = levels[e[3] * 4 + o[SIDE]] = {}
+                        lq = lv.get(o[PRICE], 0) - o[LEAVES]
+                        if lq > 0:
+                            lv[o[PRICE]] = lq
+                        else:
+                            lv.pop(o[PRICE], None)
+                    if e[2] in USER_CANCEL:
+                        if self.spoof_on and o[QTY] >= self.spoof_min_qty:    # (spoof's first test, hoisted)
+                            self.spoof(e[6], o, e[12], e[13])
+                        if self.layering_on:
+                            self.layering(e[6], o, e[12], e[13])
+                elif e[0] == EV_ALERT_DISPOSITION:
                     self.dispositions.append(DispositionEntry(
                         alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
                         disposition=Disposition(e[1]).name.lower(), operator=cop[i], seq=seq, ts_ns=cts[i]))
@@ -201,7 +223,7 @@ class Detectors:
             if self.wash_pending:
                 self.flush_wash()
         if quiet:
-            self.quiet_messages(quiet, cacct_a[entry].tolist(), cts_a[entry].tolist())
+            self.quiet_messages(quiet)
         return cseq[hi - 1] + 1
 
     def alert(self, type_, seq, ts, owner, accounts, symbol, start, severity, rule, evidence) -> None:
@@ -245,25 +267,33 @@ class Detectors:
 
     # -- events --
     def event(self, e, order_type, tif) -> None:
+        """One event (CANCELLED, the commonest, is handled in feed's loop)."""
         kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts, flags = e
         s = self.s
         if kind == EV_ACCEPTED:
-            if self.sv.large.enabled:
+            if self.large_on:
                 lim = s.large.get(sym)
                 if lim and lim[0] and qty > lim[0]:
                     self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
                                [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
                                  "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
             away = False
-            if qty >= self.sv.spoofing.min_qty:      # only a large order can be a spoof: judge "away" for it alone
+            if qty >= self.spoof_min_qty:      # only a large order can be a spoof: judge "away" for it alone
                 best = self.best(sym, side)
                 m = self.sv.spoofing.min_away
                 away = best is not None and (price <= best - m if side == SIDE_BUY else price >= best + m)
             rests = order_type == OT_LIMIT
             s.orders[oid] = [acct, sym, side, price, qty, qty, 0, ts, seq, int(rests), int(away), order_type]
-            if rests:
-                self.level_add(sym, side, price, qty)
-            if self.sv.wash.enabled and order_type in (OT_LIMIT, OT_STOP_LIMIT):
+            if rests:                           # level_add, inlined (the hottest path)
+                lv = s.levels.get(sym * 4 + side)
+                if lv is None:
+                    lv = s.levels[sym * 4 + side] = {}
+                q = lv.get(price, 0) + qty
+                if q > 0:
+                    lv[price] = q
+                else:
+                    lv.pop(price, None)
+            if self.wash_on and (order_type == OT_LIMIT or order_type == OT_STOP_LIMIT):
                 self.opposite_orders(oid, acct, sym, side, price, seq, ts)
         elif kind == EV_FILL:
             self.reduce(oid, qty, leaves)
@@ -275,7 +305,7 @@ class Detectors:
             if self.sv.spoofing.enabled or self.sv.layering.enabled:
                 keep = self.fill_keep
                 for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
-                    lst = s.fills.setdefault(f"{self.owner(a)}|{sym}", [])
+                    lst = s.fills.setdefault(self.osym(a, sym), [])
                     del lst[:bisect.bisect_left(lst, [ts - keep])]
                     lst.append([ts, sd, o, price, qty, seq])
             if self.sv.messaging.enabled:
@@ -287,16 +317,6 @@ class Detectors:
                 self.close_trade(sym, price, qty, acct, side, seq, ts)
             if self.sv.large.enabled and sym in s.large:
                 self.large_position(acct, other, sym, side, price, qty, seq, ts)
-        elif kind == EV_CANCELLED:
-            o = s.orders.pop(oid, None)
-            if o is None:
-                return
-            if o[ON_BOOK]:
-                self.level_add(sym, o[SIDE], o[PRICE], -o[LEAVES])
-            if reason in USER_CANCEL and self.sv.spoofing.enabled:
-                self.spoof(oid, o, seq, ts)
-            if reason in USER_CANCEL and self.sv.layering.enabled:
-                self.layering(oid, o, seq, ts)
         elif kind == EV_REPLACED:
             o = s.orders.get(oid)
             if o is not None:
@@ -344,7 +364,7 @@ class Detectors:
         self.wash_pending.clear()
 
     def opposite_orders(self, oid, acct, sym, side, price, seq, ts) -> None:
-        key = f"{self.owner(acct)}|{sym}"
+        key = self.osym(acct, sym)
         lst = self.s.recent.setdefault(key, [])
         del lst[:bisect.bisect_left(lst, [ts - self.sv.wash.window_ms * MS])]
         for t, sd, p, o, a, sq in lst:
@@ -385,10 +405,10 @@ class Detectors:
         p = self.sv.layering
         if o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
             return
-        owner, sym, side = self.owner(o[ACCOUNT]), o[SYMBOL], o[SIDE]
-        fills = self.s.fills.get(f"{owner}|{sym}")
+        fills = self.s.fills.get(self.osym(o[ACCOUNT], o[SYMBOL]))
         if not fills or ts - fills[-1][0] > p.cancel_ms * MS:
             return       # no trade of the owner within cancel_ms: this cancel can be in no layer, now or later
+        owner, sym, side = self.owner(o[ACCOUNT]), o[SYMBOL], o[SIDE]
         key = f"{owner}|{sym}|{side}"
         lst = self.s.layers.setdefault(key, [])
         horizon = ts - (p.window_ms + p.cancel_ms) * MS
@@ -538,43 +558,43 @@ class Detectors:
     MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "
                 "messaging.min_messages with more than messaging.max_order_to_trade per trade")
 
-    def quiet_accounts(self, acct, ts, entry, ets, cseq, es, ee) -> set:
+    def quiet_accounts(self, acct, ts, kind, ets, es, ee) -> dict[int, list[int]]:
         """The accounts whose order-entry messages in this chunk (numpy columns) cannot breach a messaging
-        rule: no open episode and fewer than min(max_messages + 1, min_messages) messages in the window even
-        counting every one of this chunk's. Their windows are updated once after the chunk (quiet_messages),
-        which leaves them as message() would, given times that never go back: checked here (the chunk's
-        command times in order, from the last time seen on, each event at its command's time, the windows'
-        lists sorted); else none is quiet and every message goes through message()."""
+        rule, with their message-time lists: no open episode and fewer than min(max_messages + 1,
+        min_messages) messages in the window even counting every one of this chunk's. feed appends their
+        messages' times and quiet_messages prunes their windows once after the chunk, which leaves them as
+        message() would, given times that never go back: checked here (the chunk's command times in order,
+        from the last time seen on, each event at its command's time, the windows' lists sorted); else none
+        is quiet and every message goes through message()."""
         s, p = self.s, self.sv.messaging
         if self.last_ts is None:                 # a fresh or resumed state: the latest time it holds
             self.last_ts = max((lst[-1] for d in (s.msgs, s.trades) for lst in d.values() if lst), default=0)
-        ok = bool(np.all(ts[1:] >= ts[:-1])) and int(ts[0]) >= self.last_ts \
+        ok = bool((ts[1:] >= ts[:-1]).all()) and int(ts[0]) >= self.last_ts \
             and np.array_equal(ets[es[0]:ee[-1]], np.repeat(ts, ee - es))
-        self.last_ts = max(self.last_ts, int(ts.max()))
+        self.last_ts = max(self.last_ts, int(ts[-1]) if ok else int(ts.max()))
         if not ok:
             self.lists_sorted = False
-            return set()
+            return {}
         if not self.lists_sorted:
             self.lists_sorted = all(all(a <= b for a, b in zip(lst, lst[1:]))
                                     for d in (s.msgs, s.trades) for lst in d.values())
             if not self.lists_sorted:
-                return set()
-        a_e = acct[entry]
-        if not len(a_e):
-            return set()
+                return {}
         lim = min(p.max_messages + 1, p.min_messages)
-        uniq, cnt = np.unique(a_e, return_counts=True)
-        return {a for a, c in zip(uniq.tolist(), cnt.tolist())
-                if a not in s.msg_episode and len(s.msgs.get(a, ())) + c < lim}
+        quiet = {}
+        for a, c in Counter(acct[ORDER_ENTRY_LUT[kind]].tolist()).items():
+            if a not in s.msg_episode:
+                msgs = s.msgs.setdefault(a, [])
+                if len(msgs) + c < lim:
+                    quiet[a] = msgs
+        return quiet
 
-    def quiet_messages(self, quiet, accts, tss) -> None:
-        """The quiet accounts' messages of a chunk into their windows (see quiet_accounts)."""
+    def quiet_messages(self, quiet) -> None:
+        """The quiet accounts' windows after a chunk (see quiet_accounts)."""
         s, w = self.s, self.sv.messaging.window_ms * MS
-        for a, t in zip(accts, tss):
-            if a in quiet:
-                s.msgs.setdefault(a, []).append(t)
-        for a in quiet:
-            msgs = s.msgs[a]
+        for a, msgs in quiet.items():
+            if not msgs:
+                continue
             start = msgs[-1] - w
             del msgs[:bisect.bisect_left(msgs, start + 1)]
             trades = s.trades.setdefault(a, [])
