@@ -131,6 +131,7 @@ class Detectors:
         self.n_at_seq = (0, 0)
         self.large_on, self.wash_on, self.spoof_on = sv.large.enabled, sv.wash.enabled, sv.spoofing.enabled
         self.layering_on, self.spoof_min_qty = sv.layering.enabled, sv.spoofing.min_qty
+        self.wash_window_ns = sv.wash.window_ms * MS
         self.owner_sym: dict[int, str] = {}  # account * 2**32 + symbol -> "owner|symbol" (the detectors' keys)
         self.last_ts: int | None = None      # messaging's fast path (quiet_accounts): the latest time seen
         self.lists_sorted = False
@@ -180,7 +181,8 @@ class Detectors:
         quiet = self.quiet_accounts(cacct_a, cts_a, ckind_a, events["ts_ns"], es, ee) if msg_on else {}
         ev = list(zip(*(events[c].tolist() for c in cols))) if len(events) else []
         es, ee = es.tolist(), ee.tolist()
-        orders, levels = self.s.orders, self.s.levels
+        orders, levels, fills = self.s.orders, self.s.levels, self.s.fills
+        osym_get, cancel_ns = self.owner_sym.get, self.sv.layering.cancel_ms * MS
         for k, i in enumerate(range(lo, hi)):
             seq = cseq[i]
             if close_on:
@@ -212,8 +214,13 @@ class Detectors:
                     if e[2] in USER_CANCEL:
                         if self.spoof_on and o[QTY] >= self.spoof_min_qty:    # (spoof's first test, hoisted)
                             self.spoof(e[6], o, e[12], e[13])
-                        if self.layering_on:
-                            self.layering(e[6], o, e[12], e[13])
+                        if self.layering_on:            # (layering's test of the owner's last trade, hoisted)
+                            f = fills.get(osym_get(o[ACCOUNT] * 4294967296 + o[SYMBOL])
+                                          or self.osym(o[ACCOUNT], o[SYMBOL]))
+                            if f and e[13] - f[-1][0] <= cancel_ns:
+                                self.layering(e[6], o, e[12], e[13])
+                elif e[0] == EV_ACCEPTED:
+                    self.accepted(e, ctype[i])
                 elif e[0] == EV_ALERT_DISPOSITION:
                     self.dispositions.append(DispositionEntry(
                         alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
@@ -266,36 +273,50 @@ class Detectors:
             del self.s.orders[oid]
 
     # -- events --
+    def accepted(self, e, order_type) -> None:
+        """An ACCEPTED event: the order, its level, large_order and wash's opposite orders."""
+        _, side, _, sym, acct, _, oid, _, price, qty, _, _, seq, ts, _ = e
+        s = self.s
+        if self.large_on:
+            lim = s.large.get(sym)
+            if lim and lim[0] and qty > lim[0]:
+                self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
+                           [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
+                             "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
+        away = False
+        if qty >= self.spoof_min_qty:      # only a large order can be a spoof: judge "away" for it alone
+            best = self.best(sym, side)
+            m = self.sv.spoofing.min_away
+            away = best is not None and (price <= best - m if side == SIDE_BUY else price >= best + m)
+        rests = order_type == OT_LIMIT
+        s.orders[oid] = [acct, sym, side, price, qty, qty, 0, ts, seq, int(rests), int(away), order_type]
+        if rests:                           # level_add, inlined (the hottest path)
+            lv = s.levels.get(sym * 4 + side)
+            if lv is None:
+                lv = s.levels[sym * 4 + side] = {}
+            q = lv.get(price, 0) + qty
+            if q > 0:
+                lv[price] = q
+            else:
+                lv.pop(price, None)
+        if self.wash_on and (order_type == OT_LIMIT or order_type == OT_STOP_LIMIT):
+            # wash: opposite orders of one owner at one price (inlined: once per accepted order)
+            lst = s.recent.setdefault(self.owner_sym.get(acct * 4294967296 + sym) or self.osym(acct, sym), [])
+            del lst[:bisect.bisect_left(lst, [ts - self.wash_window_ns])]
+            for t, sd, p, o, a, sq in lst:
+                if sd != side and p == price and o in s.orders:
+                    self.wash(seq, ts, a, acct, sym, "medium", {
+                        "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts,
+                        "first_order_id": o, "first_account": a, "first_seq": sq, "order_id": oid, "account": acct,
+                        "price": price, "window_ms": self.sv.wash.window_ms})
+                    break
+            lst.append([ts, side, price, oid, acct, seq])
+
     def event(self, e, order_type, tif) -> None:
-        """One event (CANCELLED, the commonest, is handled in feed's loop)."""
+        """One event (ACCEPTED and CANCELLED, the commonest, are handled in feed's loop)."""
         kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts, flags = e
         s = self.s
-        if kind == EV_ACCEPTED:
-            if self.large_on:
-                lim = s.large.get(sym)
-                if lim and lim[0] and qty > lim[0]:
-                    self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
-                               [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
-                                 "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
-            away = False
-            if qty >= self.spoof_min_qty:      # only a large order can be a spoof: judge "away" for it alone
-                best = self.best(sym, side)
-                m = self.sv.spoofing.min_away
-                away = best is not None and (price <= best - m if side == SIDE_BUY else price >= best + m)
-            rests = order_type == OT_LIMIT
-            s.orders[oid] = [acct, sym, side, price, qty, qty, 0, ts, seq, int(rests), int(away), order_type]
-            if rests:                           # level_add, inlined (the hottest path)
-                lv = s.levels.get(sym * 4 + side)
-                if lv is None:
-                    lv = s.levels[sym * 4 + side] = {}
-                q = lv.get(price, 0) + qty
-                if q > 0:
-                    lv[price] = q
-                else:
-                    lv.pop(price, None)
-            if self.wash_on and (order_type == OT_LIMIT or order_type == OT_STOP_LIMIT):
-                self.opposite_orders(oid, acct, sym, side, price, seq, ts)
-        elif kind == EV_FILL:
+        if kind == EV_FILL:
             self.reduce(oid, qty, leaves)
             self.reduce(other_oid, qty, other_leaves)
             if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
@@ -362,19 +383,6 @@ class Detectors:
                 self.alert("wash_trade", seq, ts, owner, list(accounts), sym, start, severity, self.WASH_RULE,
                            evidence)
         self.wash_pending.clear()
-
-    def opposite_orders(self, oid, acct, sym, side, price, seq, ts) -> None:
-        key = self.osym(acct, sym)
-        lst = self.s.recent.setdefault(key, [])
-        del lst[:bisect.bisect_left(lst, [ts - self.sv.wash.window_ms * MS])]
-        for t, sd, p, o, a, sq in lst:
-            if sd != side and p == price and o in self.s.orders:
-                self.wash(seq, ts, a, acct, sym, "medium", {
-                    "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts,
-                    "first_order_id": o, "first_account": a, "first_seq": sq, "order_id": oid, "account": acct,
-                    "price": price, "window_ms": self.sv.wash.window_ms})
-                break
-        lst.append([ts, side, price, oid, acct, seq])
 
     # -- spoofing --
     SPOOF_RULE = ("a large order behind its side's best price, cancelled soon after it was placed and mostly "
