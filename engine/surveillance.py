@@ -45,6 +45,8 @@ from protocol.codes import (AlertType, CancelReason, CommandKind, Disposition, E
 MS = 1_000_000
 ORDER_ENTRY = frozenset(int(k) for k in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
                                          CommandKind.MASS_CANCEL))
+EVENT_COLS = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id", "price",
+              "qty", "leaves", "other_leaves", "seq", "ts_ns", "flags")   # then the command's order type, operator
 ORDER_ENTRY_LUT = np.zeros(256, dtype=bool)      # CommandKind (uint8) -> an order-entry message
 ORDER_ENTRY_LUT[sorted(ORDER_ENTRY)] = True
 USER_CANCEL = frozenset((int(CancelReason.USER), int(CancelReason.MASS_CANCEL)))
@@ -158,80 +160,111 @@ class Detectors:
     def feed(self, cmds, events, next_seq: int, until_seq: int | None) -> int:
         """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read.
 
-        Only the commands something needs are visited (numpy picks them): those with events, the order-entry
-        messages of accounts whose messaging window could breach in this chunk (quiet_accounts), and, for
+        The loop walks the events (each with its command's order type and operator); a command is visited
+        on its own, before its events, only when something needs it: an order-entry message of an account
+        whose messaging window could breach in this chunk (the others are quiet: quiet_accounts), and, for
         the close, END_OF_DAY (every command when close.close_time is set)."""
         cseq_a = cmds["seq"]
         lo = int(np.searchsorted(cseq_a, next_seq, "left"))
         hi = len(cseq_a) if until_seq is None else int(np.searchsorted(cseq_a, until_seq, "right"))
         if hi <= lo:
             return next_seq
-        ckind_a, cacct_a, cts_a = cmds["kind"][lo:hi], cmds["account"][lo:hi], cmds["ts_ns"][lo:hi]
-        cseq = cseq_a.tolist()
-        ckind, cacct, cts = cmds["kind"].tolist(), cmds["account"].tolist(), cmds["ts_ns"].tolist()
-        ctype, ctif, csym = cmds["order_type"].tolist(), cmds["tif"].tolist(), cmds["symbol"].tolist()
-        cop = cmds["operator"].tolist()
-        cols = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id",
-                "price", "qty", "leaves", "other_leaves", "seq", "ts_ns", "flags")
-        close_on = self.sv.close.enabled
+        c = cmds[lo:hi]
+        cseq_r, ckind_a, cacct_a, cts_a = c["seq"], c["kind"], c["account"], c["ts_ns"]
         eseq = events["seq"]
-        es = np.searchsorted(eseq, cseq_a[lo:hi], "left")
-        ee = np.searchsorted(eseq, cseq_a[lo:hi], "right")
-        msg_on = self.sv.messaging.enabled
-        quiet = self.quiet_accounts(cacct_a, cts_a, ckind_a, events["ts_ns"], es, ee) if msg_on else {}
-        ev = list(zip(*(events[c].tolist() for c in cols))) if len(events) else []
-        es, ee = es.tolist(), ee.tolist()
+        es = np.searchsorted(eseq, cseq_r, "left")
+        ee = np.searchsorted(eseq, cseq_r, "right")
+        msg_on, close_on = self.sv.messaging.enabled, self.sv.close.enabled
+        quiet, loud = self.quiet_accounts(cacct_a, cts_a, ckind_a, events["ts_ns"], es, ee) if msg_on else ({}, [])
+        evs = events[int(es[0]):int(ee[-1])]               # the range's commands' events
+        at = np.minimum(np.searchsorted(cseq_r, evs["seq"]), len(cseq_r) - 1)
+        mine = cseq_r[at] == evs["seq"]
+        if not mine.all():                                   # (an event of no command: never acted on)
+            evs, at = evs[mine], at[mine]
+        ev = list(zip(*(evs[k].tolist() for k in EVENT_COLS), c["order_type"][at].tolist(),
+                      c["operator"][at].tolist()))
+        stop = np.zeros(hi - lo, dtype=bool)                 # the commands visited on their own
+        if close_on:
+            if self.close_tod is not None:
+                stop[:] = True
+            else:
+                stop |= ckind_a == CMD_END_OF_DAY
+        if msg_on:
+            entry = ORDER_ENTRY_LUT[ckind_a]
+            if not quiet:
+                stop |= entry
+            elif loud:
+                stop |= entry & np.isin(cacct_a, loud)
+        stops = np.flatnonzero(stop).tolist()
+        cseq, ckind, cacct, cts, csym = (c[k].tolist() for k in ("seq", "kind", "account", "ts_ns", "symbol"))
+        stop_seq = [cseq[k] for k in stops]
+        stop_seq.append(cseq[-1] + 1)
+        si, nxt, prev = 0, stop_seq[0], -1
         orders, levels, fills = self.s.orders, self.s.levels, self.s.fills
         osym_get, cancel_ns = self.owner_sym.get, self.sv.layering.cancel_ms * MS
-        for k, i in enumerate(range(lo, hi)):
-            seq = cseq[i]
-            if close_on:
-                if ckind[i] == CMD_END_OF_DAY:
-                    self.closes(csym[i], seq, cts[i], "end_of_day")
-                elif self.close_tod is not None:
-                    self.close_clock(seq, cts[i])
-            if msg_on and ckind[i] in ORDER_ENTRY:
-                q = quiet.get(cacct[i])
-                if q is None:
-                    self.message(cacct[i], seq, cts[i])
-                else:                               # its window, pruned after the chunk (quiet_messages)
-                    q.append(cts[i])
-            for j in range(es[k], ee[k]):
-                e = ev[j]
-                if e[0] == EV_CANCELLED:            # the commonest event, here rather than in event()
-                    o = orders.pop(e[6], None)
-                    if o is None:
-                        continue
-                    if o[ON_BOOK]:                  # level_add, inlined
-                        lv = levels.get(e[3] * 4 + o[SIDE])
-                        if lv is None:
-                            lv = levels[e[3] * 4 + o[SIDE]] = {}
-                        lq = lv.get(o[PRICE], 0) - o[LEAVES]
-                        if lq > 0:
-                            lv[o[PRICE]] = lq
-                        else:
-                            lv.pop(o[PRICE], None)
-                    if e[2] in USER_CANCEL:
-                        if self.spoof_on and o[QTY] >= self.spoof_min_qty:    # (spoof's first test, hoisted)
-                            self.spoof(e[6], o, e[12], e[13])
-                        if self.layering_on:            # (layering's test of the owner's last trade, hoisted)
-                            f = fills.get(osym_get(o[ACCOUNT] * 4294967296 + o[SYMBOL])
-                                          or self.osym(o[ACCOUNT], o[SYMBOL]))
-                            if f and e[13] - f[-1][0] <= cancel_ns:
-                                self.layering(e[6], o, e[12], e[13])
-                elif e[0] == EV_ACCEPTED:
-                    self.accepted(e, ctype[i])
-                elif e[0] == EV_ALERT_DISPOSITION:
-                    self.dispositions.append(DispositionEntry(
-                        alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
-                        disposition=Disposition(e[1]).name.lower(), operator=cop[i], seq=seq, ts_ns=cts[i]))
-                else:
-                    self.event(e, ctype[i], ctif[i])
-            if self.wash_pending:
-                self.flush_wash()
+        for e in ev:
+            seq = e[12]
+            if seq != prev:                         # a command's first event
+                if self.wash_pending:
+                    self.flush_wash()
+                while nxt <= seq:
+                    k = stops[si]
+                    self.command(ckind[k], cacct[k], csym[k], cseq[k], cts[k], quiet)
+                    si += 1
+                    nxt = stop_seq[si]
+                prev = seq
+            kind = e[0]
+            if kind == EV_CANCELLED:                # the commonest event, here rather than in event()
+                o = orders.pop(e[6], None)
+                if o is None:
+                    continue
+                if o[ON_BOOK]:                      # level_add, inlined
+                    lv = levels.get(e[3] * 4 + o[SIDE])
+                    if lv is None:
+                        lv = levels[e[3] * 4 + o[SIDE]] = {}
+                    lq = lv.get(o[PRICE], 0) - o[LEAVES]
+                    if lq > 0:
+                        lv[o[PRICE]] = lq
+                    else:
+                        lv.pop(o[PRICE], None)
+                if e[2] in USER_CANCEL:
+                    if self.spoof_on and o[QTY] >= self.spoof_min_qty:    # (spoof's first test, hoisted)
+                        self.spoof(e[6], o, e[12], e[13])
+                    if self.layering_on:            # (layering's test of the owner's last trade, hoisted)
+                        f = fills.get(osym_get(o[ACCOUNT] * 4294967296 + o[SYMBOL])
+                                      or self.osym(o[ACCOUNT], o[SYMBOL]))
+                        if f and e[13] - f[-1][0] <= cancel_ns:
+                            self.layering(e[6], o, e[12], e[13])
+            elif kind == EV_ACCEPTED:
+                self.accepted(e, e[15])
+            elif kind == EV_ALERT_DISPOSITION:
+                self.dispositions.append(DispositionEntry(
+                    alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
+                    disposition=Disposition(e[1]).name.lower(), operator=e[16], seq=seq,
+                    ts_ns=cts[bisect.bisect_left(cseq, seq)]))
+            else:
+                self.event(e, e[15])
+        if self.wash_pending:
+            self.flush_wash()
+        for k in stops[si:]:                            # commands after the last event
+            self.command(ckind[k], cacct[k], csym[k], cseq[k], cts[k], quiet)
         if quiet:
+            for a, t in zip(cacct_a[entry].tolist(), cts_a[entry].tolist()):
+                q = quiet.get(a)
+                if q is not None:
+                    q.append(t)
             self.quiet_messages(quiet)
-        return cseq[hi - 1] + 1
+        return cseq[-1] + 1
+
+    def command(self, kind, acct, sym, seq, ts, quiet) -> None:
+        """What a command itself (before its events) means to the close and to messaging."""
+        if self.sv.close.enabled:
+            if kind == CMD_END_OF_DAY:
+                self.closes(sym, seq, ts, "end_of_day")
+            elif self.close_tod is not None:
+                self.close_clock(seq, ts)
+        if self.sv.messaging.enabled and kind in ORDER_ENTRY and acct not in quiet:
+            self.message(acct, seq, ts)
 
     def alert(self, type_, seq, ts, owner, accounts, symbol, start, severity, rule, evidence) -> None:
         n = self.n_at_seq[1] + 1 if self.n_at_seq[0] == seq else 0
@@ -275,7 +308,7 @@ class Detectors:
     # -- events --
     def accepted(self, e, order_type) -> None:
         """An ACCEPTED event: the order, its level, large_order and wash's opposite orders."""
-        _, side, _, sym, acct, _, oid, _, price, qty, _, _, seq, ts, _ = e
+        _, side, _, sym, acct, _, oid, _, price, qty, _, _, seq, ts, _, _, _ = e
         s = self.s
         if self.large_on:
             lim = s.large.get(sym)
@@ -312,9 +345,9 @@ class Detectors:
                     break
             lst.append([ts, side, price, oid, acct, seq])
 
-    def event(self, e, order_type, tif) -> None:
+    def event(self, e, order_type) -> None:
         """One event (ACCEPTED and CANCELLED, the commonest, are handled in feed's loop)."""
-        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts, flags = e
+        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts, flags = e[:15]
         s = self.s
         if kind == EV_FILL:
             self.reduce(oid, qty, leaves)
@@ -566,9 +599,9 @@ class Detectors:
     MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "
                 "messaging.min_messages with more than messaging.max_order_to_trade per trade")
 
-    def quiet_accounts(self, acct, ts, kind, ets, es, ee) -> dict[int, list[int]]:
+    def quiet_accounts(self, acct, ts, kind, ets, es, ee) -> tuple[dict[int, list[int]], list[int]]:
         """The accounts whose order-entry messages in this chunk (numpy columns) cannot breach a messaging
-        rule, with their message-time lists: no open episode and fewer than min(max_messages + 1,
+        rule, with their message-time lists (and the other accounts with messages in it): no open episode and fewer than min(max_messages + 1,
         min_messages) messages in the window even counting every one of this chunk's. feed appends their
         messages' times and quiet_messages prunes their windows once after the chunk, which leaves them as
         message() would, given times that never go back: checked here (the chunk's command times in order,
@@ -582,20 +615,20 @@ class Detectors:
         self.last_ts = max(self.last_ts, int(ts[-1]) if ok else int(ts.max()))
         if not ok:
             self.lists_sorted = False
-            return {}
+            return {}, []
         if not self.lists_sorted:
             self.lists_sorted = all(all(a <= b for a, b in zip(lst, lst[1:]))
                                     for d in (s.msgs, s.trades) for lst in d.values())
             if not self.lists_sorted:
-                return {}
+                return {}, []
         lim = min(p.max_messages + 1, p.min_messages)
-        quiet = {}
+        quiet, loud = {}, []
         for a, c in Counter(acct[ORDER_ENTRY_LUT[kind]].tolist()).items():
-            if a not in s.msg_episode:
-                msgs = s.msgs.setdefault(a, [])
-                if len(msgs) + c < lim:
-                    quiet[a] = msgs
-        return quiet
+            if a not in s.msg_episode and len(s.msgs.get(a, ())) + c < lim:
+                quiet[a] = s.msgs.setdefault(a, [])
+            else:
+                loud.append(a)
+        return quiet, loud
 
     def quiet_messages(self, quiet) -> None:
         """The quiet accounts' windows after a chunk (see quiet_accounts)."""
