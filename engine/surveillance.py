@@ -124,7 +124,7 @@ class Cursor(msgspec.Struct, kw_only=True):
 class Detectors:
     """The three detectors over one stream of commands and their events (one State)."""
 
-    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None):
+    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None, quiet_path: bool = True):
         self.sv = sv
         self.s = state or State()
         self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
@@ -135,6 +135,8 @@ class Detectors:
         self.layering_on, self.spoof_min_qty = sv.layering.enabled, sv.spoofing.min_qty
         self.wash_window_ns = sv.wash.window_ms * MS
         self.owner_sym: dict[int, str] = {}  # account * 2**32 + symbol -> "owner|symbol" (the detectors' keys)
+        self.quiet_path = quiet_path         # False: every order-entry message through message() (tests compare)
+        self.quiet_chunks = 0                # chunks that had quiet accounts
         self.last_ts: int | None = None      # messaging's fast path (quiet_accounts): the latest time seen
         self.lists_sorted = False
         self.wash_pending: dict[tuple[str, int], list] = {}
@@ -175,7 +177,9 @@ class Detectors:
         es = np.searchsorted(eseq, cseq_r, "left")
         ee = np.searchsorted(eseq, cseq_r, "right")
         msg_on, close_on = self.sv.messaging.enabled, self.sv.close.enabled
-        quiet, loud = self.quiet_accounts(cacct_a, cts_a, ckind_a, events["ts_ns"], es, ee) if msg_on else ({}, [])
+        quiet, loud = {}, []
+        if msg_on and self.quiet_path:
+            quiet, loud = self.quiet_accounts(cacct_a, cts_a, ckind_a, events["ts_ns"], es, ee)
         evs = events[int(es[0]):int(ee[-1])]               # the range's commands' events
         at = np.minimum(np.searchsorted(cseq_r, evs["seq"]), len(cseq_r) - 1)
         mine = cseq_r[at] == evs["seq"]
@@ -249,6 +253,7 @@ class Detectors:
         for k in stops[si:]:                            # commands after the last event
             self.command(ckind[k], cacct[k], csym[k], cseq[k], cts[k], quiet)
         if quiet:
+            self.quiet_chunks += 1
             for a, t in zip(cacct_a[entry].tolist(), cts_a[entry].tolist()):
                 q = quiet.get(a)
                 if q is not None:

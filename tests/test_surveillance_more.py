@@ -137,3 +137,44 @@ def test_disposition_when_recorded_by_admin_then_journaled_with_operator_in_stor
     evs = e.command(kind=CommandKind.ALERT_DISPOSITION, order_id=5, qty=0, order_type=1, side=2)
     assert [(x.kind, x.order_id, x.side) for x in evs] == [(EventKind.ALERT_DISPOSITION, 5, 2)]
     assert os.path.exists(store / "data.mdb")
+
+
+@pytest.mark.skipif(not (shared_dir() / "data" / "lobster" / "AMZN_5_augmented.csv.gz").exists(),
+                    reason="LOBSTER sample not found in ../shared/data/lobster")
+def test_messaging_quiet_path_when_times_in_order_or_going_back_then_same_alerts_and_state_as_every_message(
+        tmp_path):
+    """The messaging fast path (quiet accounts' windows updated once per chunk) against every message through
+    message(), over the LOBSTER day with tight messaging limits (real accounts breach too), as journaled and
+    with every 40th chunk's times put 2 s back (the fast path must step aside there and after)."""
+    import msgspec
+
+    from engine import config as cfgmod
+    from engine import surveillance as sv
+    from engine.journal import Journal
+    from perf import surveillance as ps
+    ps.build(str(tmp_path / "journal"), episodes=2)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(ps.CONFIG.format(min_qty=500, max_messages=30, min_messages=12, momo_bps=5, momo_qty=1000,
+                                    close_bps=5))
+    conf = cfgmod.load(str(cfg)).surveillance
+    j = Journal(str(tmp_path / "journal"), readonly=True)
+    chunks = [(c.copy(), e.copy()) for c, e in j.read_from(1)]
+    j.env.close()
+    back = []
+    for n, (c, e) in enumerate(chunks):
+        c, e = c.copy(), e.copy()
+        if n % 40 == 39:
+            c["ts_ns"] -= 2 * 10**9
+            e["ts_ns"] -= 2 * 10**9
+        back.append((c, e))
+    for data, some_quiet in ((chunks, len(chunks) * 9 // 10), (back, len(chunks) // 2)):
+        runs = []
+        for quiet_path in (True, False):
+            det = sv.Detectors(conf, quiet_path=quiet_path)
+            nxt = 1
+            for c, e in data:
+                nxt = det.feed(c, e, nxt, None)
+            runs.append((msgspec.json.encode(det.found), msgspec.to_builtins(det.s), det.quiet_chunks))
+        assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+        assert b"excessive_messaging" in runs[0][0]
+        assert some_quiet <= runs[0][2] < len(chunks) and runs[1][2] == 0
