@@ -606,12 +606,12 @@ class Detectors:
 
     def quiet_accounts(self, acct, ts, kind, ets, es, ee) -> tuple[dict[int, list[int]], list[int]]:
         """The accounts whose order-entry messages in this chunk (numpy columns) cannot breach a messaging
-        rule, with their message-time lists (and the other accounts with messages in it): no open episode and fewer than min(max_messages + 1,
-        min_messages) messages in the window even counting every one of this chunk's. feed appends their
-        messages' times and quiet_messages prunes their windows once after the chunk, which leaves them as
-        message() would, given times that never go back: checked here (the chunk's command times in order,
-        from the last time seen on, each event at its command's time, the windows' lists sorted); else none
-        is quiet and every message goes through message()."""
+        rule, with their message-time lists (and the other accounts with messages in it): no open episode
+        and fewer than min(max_messages + 1, min_messages) messages in the window even counting every one of
+        this chunk's. feed appends their messages' times and quiet_messages prunes their windows once after
+        the chunk, which leaves them as message() would, given times that never go back: checked here (the
+        chunk's command times in order, from the last time seen on, each event at its command's time, the
+        windows' lists sorted); else none is quiet and every message goes through message()."""
         s, p = self.s, self.sv.messaging
         if self.last_ts is None:                 # a fresh or resumed state: the latest time it holds
             self.last_ts = max((lst[-1] for d in (s.msgs, s.trades) for lst in d.values() if lst), default=0)

@@ -1,6 +1,6 @@
 """Surveillance on a real day: recall and false alerts, and the reading rate.
 
-    python -m perf.surveillance [--episodes 10] [--keep DIR]
+    python -m perf.surveillance [--episodes 10] [--keep DIR] [--runs N] [--baseline OTHER/surveillance.py]
 
 Builds a journal (async durability, batches of 256 commands, outside the timing) of the AMZN LOBSTER
 day (../shared/data/lobster/AMZN_5_augmented.csv.gz, replayed as its README says: adds are GTC limits,
@@ -319,7 +319,8 @@ def main(argv=None):
         for x in false[:5]:
             print(f"  false: {x.id} {x.owner} {x.evidence[0]}")
     for name, ts in times.items():
-        print(f"surveil ({name}): {commands} commands, {events} events; {len(ts)} runs, median {statistics.median(ts):.3f} s: "
+        print(f"surveil ({name}): {commands} commands, {events} events; {len(ts)} runs, median "
+              f"{statistics.median(ts):.3f} s: "
               f"{events / statistics.median(ts):,.0f} events/s, {(commands + events) / statistics.median(ts):,.0f} "
               f"records/s (each: {', '.join(f'{events / t:,.0f}' for t in ts)}); per CPU second (the process's "
               f"own time, steadier on a shared machine): median {events / statistics.median(cpu[name]):,.0f} "

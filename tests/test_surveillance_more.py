@@ -143,10 +143,10 @@ def test_disposition_when_recorded_by_admin_then_journaled_with_operator_in_stor
                     reason="LOBSTER sample not found in ../shared/data/lobster")
 def test_messaging_quiet_path_when_times_in_order_or_going_back_then_same_alerts_and_state_as_every_message(
         tmp_path):
-    """The messaging fast path (quiet accounts' windows updated once per chunk) against every message through
-    message(), over the LOBSTER day with tight messaging limits over 60 s windows (real accounts breach too), as journaled and
-    with every 40th chunk and the second half of
-    every 40th other 15 s back (the fast path must step aside there and after)."""
+    """The messaging fast path (quiet accounts' windows updated once per chunk) against every message
+    through message(), over the LOBSTER day with tight messaging limits over 60 s windows (real accounts
+    breach too), as journaled and with every 40th chunk and the second half of every 40th other 15 s back
+    (the fast path must step aside there and after)."""
     import msgspec
 
     from engine import config as cfgmod
