@@ -31,9 +31,11 @@ import signal
 import struct
 import sys
 import time
+from collections import Counter
 
 import lmdb
 import msgspec
+import numpy as np
 
 from engine import config as cfgmod
 from engine.journal import MARKER, JournalError, JournalRefused
@@ -43,6 +45,10 @@ from protocol.codes import (AlertType, CancelReason, CommandKind, Disposition, E
 MS = 1_000_000
 ORDER_ENTRY = frozenset(int(k) for k in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND,
                                          CommandKind.MASS_CANCEL))
+EVENT_COLS = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id", "price",
+              "qty", "leaves", "other_leaves", "seq", "ts_ns", "flags")   # then the command's order type, operator
+ORDER_ENTRY_LUT = np.zeros(256, dtype=bool)      # CommandKind (uint8) -> an order-entry message
+ORDER_ENTRY_LUT[sorted(ORDER_ENTRY)] = True
 USER_CANCEL = frozenset((int(CancelReason.USER), int(CancelReason.MASS_CANCEL)))
 # an order: [account, symbol, side, price, qty, leaves, filled, ts_ns, seq, on_book, away, order_type]
 ACCOUNT, SYMBOL, SIDE, PRICE, QTY, LEAVES, FILLED, TS, SEQ, ON_BOOK, AWAY, OTYPE = range(12)
@@ -118,13 +124,21 @@ class Cursor(msgspec.Struct, kw_only=True):
 class Detectors:
     """The three detectors over one stream of commands and their events (one State)."""
 
-    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None):
+    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None, quiet_path: bool = True):
         self.sv = sv
         self.s = state or State()
         self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
         self.found: list[Alert] = []
         self.dispositions: list[DispositionEntry] = []
         self.n_at_seq = (0, 0)
+        self.large_on, self.wash_on, self.spoof_on = sv.large.enabled, sv.wash.enabled, sv.spoofing.enabled
+        self.layering_on, self.spoof_min_qty = sv.layering.enabled, sv.spoofing.min_qty
+        self.wash_window_ns = sv.wash.window_ms * MS
+        self.owner_sym: dict[int, str] = {}  # account * 2**32 + symbol -> "owner|symbol" (the detectors' keys)
+        self.quiet_path = quiet_path         # False: every order-entry message through message() (tests compare)
+        self.quiet_chunks = 0                # chunks that had quiet accounts
+        self.last_ts: int | None = None      # messaging's fast path (quiet_accounts): the latest time seen
+        self.lists_sorted = False
         self.wash_pending: dict[tuple[str, int], list] = {}
         self.fill_keep = max(sv.spoofing.max_lifetime_ms, sv.layering.window_ms + sv.layering.cancel_ms) * MS
         ct = sv.close.close_time
@@ -136,45 +150,126 @@ class Detectors:
             o = self.owner_of[account] = f"account {account}"
         return o
 
+    def osym(self, account: int, symbol: int) -> str:
+        """The detectors' "owner|symbol" key (cached: no string per event)."""
+        k = account * 4294967296 + symbol
+        v = self.owner_sym.get(k)
+        if v is None:
+            v = self.owner_sym[k] = f"{self.owner(account)}|{symbol}"
+        return v
+
     # -- the stream --
     def feed(self, cmds, events, next_seq: int, until_seq: int | None) -> int:
-        """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read."""
-        cseq = cmds["seq"].tolist()
-        ckind, cacct, cts = cmds["kind"].tolist(), cmds["account"].tolist(), cmds["ts_ns"].tolist()
-        ctype, ctif, csym = cmds["order_type"].tolist(), cmds["tif"].tolist(), cmds["symbol"].tolist()
-        cop = cmds["operator"].tolist()
-        cols = ("kind", "side", "reason", "symbol", "account", "other_account", "order_id", "other_order_id",
-                "price", "qty", "leaves", "other_leaves", "seq", "ts_ns", "flags")
-        close_on = self.sv.close.enabled
-        ev = list(zip(*(events[c].tolist() for c in cols))) if len(events) else []
-        j = 0
-        for i, seq in enumerate(cseq):
-            while j < len(ev) and ev[j][12] < seq:
-                j += 1
-            if seq < next_seq:
-                continue
-            if until_seq is not None and seq > until_seq:
-                break
-            if close_on:
-                if ckind[i] == CMD_END_OF_DAY:
-                    self.closes(csym[i], seq, cts[i], "end_of_day")
-                elif self.close_tod is not None:
-                    self.close_clock(seq, cts[i])
-            if ckind[i] in ORDER_ENTRY and self.sv.messaging.enabled:
-                self.message(cacct[i], seq, cts[i])
-            while j < len(ev) and ev[j][12] == seq:
-                if ev[j][0] == EV_ALERT_DISPOSITION:
-                    e = ev[j]
-                    self.dispositions.append(DispositionEntry(
-                        alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
-                        disposition=Disposition(e[1]).name.lower(), operator=cop[i], seq=seq, ts_ns=cts[i]))
-                else:
-                    self.event(ev[j], ctype[i], ctif[i])
-                j += 1
-            if self.wash_pending:
-                self.flush_wash()
-            next_seq = seq + 1
-        return next_seq
+        """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read.
+
+        The loop walks the events (each with its command's order type and operator); a command is visited
+        on its own, before its events, only when something needs it: an order-entry message of an account
+        whose messaging window could breach in this chunk (the others are quiet: quiet_accounts), and, for
+        the close, END_OF_DAY (every command when close.close_time is set)."""
+        cseq_a = cmds["seq"]
+        lo = int(np.searchsorted(cseq_a, next_seq, "left"))
+        hi = len(cseq_a) if until_seq is None else int(np.searchsorted(cseq_a, until_seq, "right"))
+        if hi <= lo:
+            return next_seq
+        c = cmds[lo:hi]
+        cseq_r, ckind_a, cacct_a, cts_a = c["seq"], c["kind"], c["account"], c["ts_ns"]
+        eseq = events["seq"]
+        es = np.searchsorted(eseq, cseq_r, "left")
+        ee = np.searchsorted(eseq, cseq_r, "right")
+        msg_on, close_on = self.sv.messaging.enabled, self.sv.close.enabled
+        quiet, loud = {}, []
+        if msg_on and self.quiet_path:
+            quiet, loud = self.quiet_accounts(cacct_a, cts_a, ckind_a, events["ts_ns"], es, ee)
+        evs = events[int(es[0]):int(ee[-1])]               # the range's commands' events
+        at = np.minimum(np.searchsorted(cseq_r, evs["seq"]), len(cseq_r) - 1)
+        mine = cseq_r[at] == evs["seq"]
+        if not mine.all():                                   # (an event of no command: never acted on)
+            evs, at = evs[mine], at[mine]
+        ev = list(zip(*(evs[k].tolist() for k in EVENT_COLS), c["order_type"][at].tolist(),
+                      c["operator"][at].tolist()))
+        stop = np.zeros(hi - lo, dtype=bool)                 # the commands visited on their own
+        if close_on:
+            if self.close_tod is not None:
+                stop[:] = True
+            else:
+                stop |= ckind_a == CMD_END_OF_DAY
+        if msg_on:
+            entry = ORDER_ENTRY_LUT[ckind_a]
+            if not quiet:
+                stop |= entry
+            elif loud:
+                stop |= entry & np.isin(cacct_a, loud)
+        stops = np.flatnonzero(stop).tolist()
+        cseq, ckind, cacct, cts, csym = (c[k].tolist() for k in ("seq", "kind", "account", "ts_ns", "symbol"))
+        stop_seq = [cseq[k] for k in stops]
+        stop_seq.append(cseq[-1] + 1)
+        si, nxt, prev = 0, stop_seq[0], -1
+        orders, levels, fills = self.s.orders, self.s.levels, self.s.fills
+        osym_get, cancel_ns = self.owner_sym.get, self.sv.layering.cancel_ms * MS
+        for e in ev:
+            seq = e[12]
+            if seq != prev:                         # a command's first event
+                if self.wash_pending:
+                    self.flush_wash()
+                while nxt <= seq:
+                    k = stops[si]
+                    self.command(ckind[k], cacct[k], csym[k], cseq[k], cts[k], quiet)
+                    si += 1
+                    nxt = stop_seq[si]
+                prev = seq
+            kind = e[0]
+            if kind == EV_CANCELLED:                # the commonest event, here rather than in event()
+                o = orders.pop(e[6], None)
+                if o is None:
+                    continue
+                if o[ON_BOOK]:                      # level_add, inlined
+                    lv = levels.get(e[3] * 4 + o[SIDE])
+                    if lv is None:
+                        lv = levels[e[3] * 4 + o[SIDE]] = {}
+                    lq = lv.get(o[PRICE], 0) - o[LEAVES]
+                    if lq > 0:
+                        lv[o[PRICE]] = lq
+                    else:
+                        lv.pop(o[PRICE], None)
+                if e[2] in USER_CANCEL:
+                    if self.spoof_on and o[QTY] >= self.spoof_min_qty:    # (spoof's first test, hoisted)
+                        self.spoof(e[6], o, e[12], e[13])
+                    if self.layering_on:            # (layering's test of the owner's last trade, hoisted)
+                        f = fills.get(osym_get(o[ACCOUNT] * 4294967296 + o[SYMBOL])
+                                      or self.osym(o[ACCOUNT], o[SYMBOL]))
+                        if f and e[13] - f[-1][0] <= cancel_ns:
+                            self.layering(e[6], o, e[12], e[13])
+            elif kind == EV_ACCEPTED:
+                self.accepted(e, e[15])
+            elif kind == EV_ALERT_DISPOSITION:
+                self.dispositions.append(DispositionEntry(
+                    alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
+                    disposition=Disposition(e[1]).name.lower(), operator=e[16], seq=seq,
+                    ts_ns=cts[bisect.bisect_left(cseq, seq)]))
+            else:
+                self.event(e, e[15])
+        if self.wash_pending:
+            self.flush_wash()
+        for k in stops[si:]:                            # commands after the last event
+            self.command(ckind[k], cacct[k], csym[k], cseq[k], cts[k], quiet)
+        if quiet:
+            self.quiet_chunks += 1
+            for a, t in zip(cacct_a[entry].tolist(), cts_a[entry].tolist()):
+                q = quiet.get(a)
+                if q is not None:
+                    q.append(t)
+            self.quiet_messages(quiet)
+        return cseq[-1] + 1
+
+    def command(self, kind, acct, sym, seq, ts, quiet) -> None:
+        """What a command itself (before its events) means to the close and to messaging."""
+        if self.sv.close.enabled:
+            if kind == CMD_END_OF_DAY:
+                self.closes(sym, seq, ts, "end_of_day")
+            elif self.close_tod is not None:
+                self.close_clock(seq, ts)
+        if self.sv.messaging.enabled and kind in ORDER_ENTRY and acct not in quiet:
+            self.message(acct, seq, ts)
 
     def alert(self, type_, seq, ts, owner, accounts, symbol, start, severity, rule, evidence) -> None:
         n = self.n_at_seq[1] + 1 if self.n_at_seq[0] == seq else 0
@@ -216,28 +311,50 @@ class Detectors:
             del self.s.orders[oid]
 
     # -- events --
-    def event(self, e, order_type, tif) -> None:
-        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts, flags = e
+    def accepted(self, e, order_type) -> None:
+        """An ACCEPTED event: the order, its level, large_order and wash's opposite orders."""
+        _, side, _, sym, acct, _, oid, _, price, qty, _, _, seq, ts, _, _, _ = e
         s = self.s
-        if kind == EV_ACCEPTED:
-            if self.sv.large.enabled:
-                lim = s.large.get(sym)
-                if lim and lim[0] and qty > lim[0]:
-                    self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
-                               [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
-                                 "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
-            away = False
-            if qty >= self.sv.spoofing.min_qty:      # only a large order can be a spoof: judge "away" for it alone
-                best = self.best(sym, side)
-                m = self.sv.spoofing.min_away
-                away = best is not None and (price <= best - m if side == SIDE_BUY else price >= best + m)
-            rests = order_type == OT_LIMIT
-            s.orders[oid] = [acct, sym, side, price, qty, qty, 0, ts, seq, int(rests), int(away), order_type]
-            if rests:
-                self.level_add(sym, side, price, qty)
-            if self.sv.wash.enabled and order_type in (OT_LIMIT, OT_STOP_LIMIT):
-                self.opposite_orders(oid, acct, sym, side, price, seq, ts)
-        elif kind == EV_FILL:
+        if self.large_on:
+            lim = s.large.get(sym)
+            if lim and lim[0] and qty > lim[0]:
+                self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
+                           [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
+                             "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
+        away = False
+        if qty >= self.spoof_min_qty:      # only a large order can be a spoof: judge "away" for it alone
+            best = self.best(sym, side)
+            m = self.sv.spoofing.min_away
+            away = best is not None and (price <= best - m if side == SIDE_BUY else price >= best + m)
+        rests = order_type == OT_LIMIT
+        s.orders[oid] = [acct, sym, side, price, qty, qty, 0, ts, seq, int(rests), int(away), order_type]
+        if rests:                           # level_add, inlined (the hottest path)
+            lv = s.levels.get(sym * 4 + side)
+            if lv is None:
+                lv = s.levels[sym * 4 + side] = {}
+            q = lv.get(price, 0) + qty
+            if q > 0:
+                lv[price] = q
+            else:
+                lv.pop(price, None)
+        if self.wash_on and (order_type == OT_LIMIT or order_type == OT_STOP_LIMIT):
+            # wash: opposite orders of one owner at one price (inlined: once per accepted order)
+            lst = s.recent.setdefault(self.owner_sym.get(acct * 4294967296 + sym) or self.osym(acct, sym), [])
+            del lst[:bisect.bisect_left(lst, [ts - self.wash_window_ns])]
+            for t, sd, p, o, a, sq in lst:
+                if sd != side and p == price and o in s.orders:
+                    self.wash(seq, ts, a, acct, sym, "medium", {
+                        "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts,
+                        "first_order_id": o, "first_account": a, "first_seq": sq, "order_id": oid, "account": acct,
+                        "price": price, "window_ms": self.sv.wash.window_ms})
+                    break
+            lst.append([ts, side, price, oid, acct, seq])
+
+    def event(self, e, order_type) -> None:
+        """One event (ACCEPTED and CANCELLED, the commonest, are handled in feed's loop)."""
+        kind, side, reason, sym, acct, other, oid, other_oid, price, qty, leaves, other_leaves, seq, ts, flags = e[:15]
+        s = self.s
+        if kind == EV_FILL:
             self.reduce(oid, qty, leaves)
             self.reduce(other_oid, qty, other_leaves)
             if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
@@ -247,7 +364,7 @@ class Detectors:
             if self.sv.spoofing.enabled or self.sv.layering.enabled:
                 keep = self.fill_keep
                 for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
-                    lst = s.fills.setdefault(f"{self.owner(a)}|{sym}", [])
+                    lst = s.fills.setdefault(self.osym(a, sym), [])
                     del lst[:bisect.bisect_left(lst, [ts - keep])]
                     lst.append([ts, sd, o, price, qty, seq])
             if self.sv.messaging.enabled:
@@ -259,16 +376,6 @@ class Detectors:
                 self.close_trade(sym, price, qty, acct, side, seq, ts)
             if self.sv.large.enabled and sym in s.large:
                 self.large_position(acct, other, sym, side, price, qty, seq, ts)
-        elif kind == EV_CANCELLED:
-            o = s.orders.pop(oid, None)
-            if o is None:
-                return
-            if o[ON_BOOK]:
-                self.level_add(sym, o[SIDE], o[PRICE], -o[LEAVES])
-            if reason in USER_CANCEL and self.sv.spoofing.enabled:
-                self.spoof(oid, o, seq, ts)
-            if reason in USER_CANCEL and self.sv.layering.enabled:
-                self.layering(oid, o, seq, ts)
         elif kind == EV_REPLACED:
             o = s.orders.get(oid)
             if o is not None:
@@ -315,19 +422,6 @@ class Detectors:
                            evidence)
         self.wash_pending.clear()
 
-    def opposite_orders(self, oid, acct, sym, side, price, seq, ts) -> None:
-        key = f"{self.owner(acct)}|{sym}"
-        lst = self.s.recent.setdefault(key, [])
-        del lst[:bisect.bisect_left(lst, [ts - self.sv.wash.window_ms * MS])]
-        for t, sd, p, o, a, sq in lst:
-            if sd != side and p == price and o in self.s.orders:
-                self.wash(seq, ts, a, acct, sym, "medium", {
-                    "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts,
-                    "first_order_id": o, "first_account": a, "first_seq": sq, "order_id": oid, "account": acct,
-                    "price": price, "window_ms": self.sv.wash.window_ms})
-                break
-        lst.append([ts, side, price, oid, acct, seq])
-
     # -- spoofing --
     SPOOF_RULE = ("a large order behind its side's best price, cancelled soon after it was placed and mostly "
                   "unfilled, while the same owner traded on the other side")
@@ -357,10 +451,10 @@ class Detectors:
         p = self.sv.layering
         if o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
             return
-        owner, sym, side = self.owner(o[ACCOUNT]), o[SYMBOL], o[SIDE]
-        fills = self.s.fills.get(f"{owner}|{sym}")
+        fills = self.s.fills.get(self.osym(o[ACCOUNT], o[SYMBOL]))
         if not fills or ts - fills[-1][0] > p.cancel_ms * MS:
             return       # no trade of the owner within cancel_ms: this cancel can be in no layer, now or later
+        owner, sym, side = self.owner(o[ACCOUNT]), o[SYMBOL], o[SIDE]
         key = f"{owner}|{sym}|{side}"
         lst = self.s.layers.setdefault(key, [])
         horizon = ts - (p.window_ms + p.cancel_ms) * MS
@@ -509,6 +603,48 @@ class Detectors:
     # -- excessive messaging --
     MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "
                 "messaging.min_messages with more than messaging.max_order_to_trade per trade")
+
+    def quiet_accounts(self, acct, ts, kind, ets, es, ee) -> tuple[dict[int, list[int]], list[int]]:
+        """The accounts whose order-entry messages in this chunk (numpy columns) cannot breach a messaging
+        rule, with their message-time lists (and the other accounts with messages in it): no open episode
+        and fewer than min(max_messages + 1, min_messages) messages in the window even counting every one of
+        this chunk's. feed appends their messages' times and quiet_messages prunes their windows once after
+        the chunk, which leaves them as message() would, given times that never go back: checked here (the
+        chunk's command times in order, from the last time seen on, each event at its command's time, the
+        windows' lists sorted); else none is quiet and every message goes through message()."""
+        s, p = self.s, self.sv.messaging
+        if self.last_ts is None:                 # a fresh or resumed state: the latest time it holds
+            self.last_ts = max((lst[-1] for d in (s.msgs, s.trades) for lst in d.values() if lst), default=0)
+        ok = bool((ts[1:] >= ts[:-1]).all()) and int(ts[0]) >= self.last_ts \
+            and np.array_equal(ets[es[0]:ee[-1]], np.repeat(ts, ee - es))
+        self.last_ts = max(self.last_ts, int(ts[-1]) if ok else int(ts.max()))
+        if not ok:
+            self.lists_sorted = False
+            return {}, []
+        if not self.lists_sorted:
+            self.lists_sorted = all(all(a <= b for a, b in zip(lst, lst[1:]))
+                                    for d in (s.msgs, s.trades) for lst in d.values())
+            if not self.lists_sorted:
+                return {}, []
+        lim = min(p.max_messages + 1, p.min_messages)
+        quiet, loud = {}, []
+        for a, c in Counter(acct[ORDER_ENTRY_LUT[kind]].tolist()).items():
+            if a not in s.msg_episode and len(s.msgs.get(a, ())) + c < lim:
+                quiet[a] = s.msgs.setdefault(a, [])
+            else:
+                loud.append(a)
+        return quiet, loud
+
+    def quiet_messages(self, quiet) -> None:
+        """The quiet accounts' windows after a chunk (see quiet_accounts)."""
+        s, w = self.s, self.sv.messaging.window_ms * MS
+        for a, msgs in quiet.items():
+            if not msgs:
+                continue
+            start = msgs[-1] - w
+            del msgs[:bisect.bisect_left(msgs, start + 1)]
+            trades = s.trades.setdefault(a, [])
+            del trades[:bisect.bisect_left(trades, start + 1)]
 
     def message(self, acct, seq, ts) -> None:
         p, s = self.sv.messaging, self.s

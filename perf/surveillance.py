@@ -1,6 +1,6 @@
 """Surveillance on a real day: recall and false alerts, and the reading rate.
 
-    python -m perf.surveillance [--episodes 10] [--keep DIR]
+    python -m perf.surveillance [--episodes 10] [--keep DIR] [--runs N] [--baseline OTHER/surveillance.py]
 
 Builds a journal (async durability, batches of 256 commands, outside the timing) of the AMZN LOBSTER
 day (../shared/data/lobster/AMZN_5_augmented.csv.gz, replayed as its README says: adds are GTC limits,
@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import importlib.util
 import io
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -265,6 +267,9 @@ def main(argv=None):
     p.add_argument("--momo-bps", type=int, default=5, help="momentum.min_move_bps")
     p.add_argument("--momo-qty", type=int, default=1000, help="momentum.min_qty (shares)")
     p.add_argument("--close-bps", type=int, default=5, help="close.min_move_bps")
+    p.add_argument("--runs", type=int, default=1, help="surveil runs over the journal (the median is reported)")
+    p.add_argument("--baseline", help="another engine/surveillance.py (e.g. main's, checked out to a temp dir): run "
+                   "alternately with the current one over the same journal, its alerts compared byte for byte")
     p.add_argument("--keep", help="build the journal and store here (default: a temp dir)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,13 +287,30 @@ def main(argv=None):
         j = Journal(os.path.join(root, "journal"), readonly=True)
         events = sum(len(e) for _, e in j.read_from(1))
         j.env.close()
-        a = argparse.Namespace(path=os.path.join(root, "journal"), config=cfg_path,
-                               store=os.path.join(root, "store"), from_seq=None, until_seq=None, follow=False)
-        t = time.perf_counter()
-        with redirect_stdout(io.TextIOWrapper(io.BytesIO())):
-            assert sv.surveil(a) == 0
-        dt = time.perf_counter() - t
-        store = sv.Store(a.store, readonly=True)
+        mods = [("now", sv)]
+        if args.baseline:           # the same journal through another engine/surveillance.py, runs alternated
+            spec = importlib.util.spec_from_file_location("surveillance_baseline", args.baseline)
+            mods.append(("baseline", importlib.util.module_from_spec(spec)))
+            spec.loader.exec_module(mods[-1][1])
+        times, cpu, outputs = {name: [] for name, _ in mods}, {name: [] for name, _ in mods}, {}
+        for r in range(args.runs):
+            for name, mod in mods:
+                store = os.path.join(root, f"store-{name}-{r}")
+                a = argparse.Namespace(path=os.path.join(root, "journal"), config=cfg_path, store=store,
+                                       from_seq=None, until_seq=None, follow=False)
+                out = io.BytesIO()
+                t, c = time.perf_counter(), time.process_time()
+                with redirect_stdout(io.TextIOWrapper(out)) as w:
+                    assert mod.surveil(a) == 0
+                    w.flush()
+                times[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
+                outputs.setdefault(name, out.getvalue())
+                assert out.getvalue() == outputs[name], "alerts differ between runs"
+        if args.baseline:
+            assert outputs["now"] == outputs["baseline"], "alerts differ from the baseline's"
+        dt = statistics.median(times["now"])
+        store = sv.Store(os.path.join(root, "store-now-0"), readonly=True)
         alerts = store.all()
         store.close()
     print(f"{'type':<20} {'injected':>8} {'found':>6} {'false':>6} {'false/100k orders':>18}")
@@ -296,8 +318,15 @@ def main(argv=None):
         print(f"{typ:<20} {n:>8} {found:>6} {len(false):>6} {len(false) * 100_000 / background:>18.2f}")
         for x in false[:5]:
             print(f"  false: {x.id} {x.owner} {x.evidence[0]}")
-    print(f"surveil: {commands} commands, {events} events in {dt:.2f} s: {events / dt:,.0f} events/s, "
-          f"{(commands + events) / dt:,.0f} records/s")
+    for name, ts in times.items():
+        print(f"surveil ({name}): {commands} commands, {events} events; {len(ts)} runs, median "
+              f"{statistics.median(ts):.3f} s: "
+              f"{events / statistics.median(ts):,.0f} events/s, {(commands + events) / statistics.median(ts):,.0f} "
+              f"records/s (each: {', '.join(f'{events / t:,.0f}' for t in ts)}); per CPU second (the process's "
+              f"own time, steadier on a shared machine): median {events / statistics.median(cpu[name]):,.0f} "
+              f"events/s")
+    if args.baseline:
+        print(f"alerts byte-identical to the baseline's ({len(alerts)} alerts)")
 
 
 if __name__ == "__main__":

@@ -137,3 +137,52 @@ def test_disposition_when_recorded_by_admin_then_journaled_with_operator_in_stor
     evs = e.command(kind=CommandKind.ALERT_DISPOSITION, order_id=5, qty=0, order_type=1, side=2)
     assert [(x.kind, x.order_id, x.side) for x in evs] == [(EventKind.ALERT_DISPOSITION, 5, 2)]
     assert os.path.exists(store / "data.mdb")
+
+
+@pytest.mark.skipif(not (shared_dir() / "data" / "lobster" / "AMZN_5_augmented.csv.gz").exists(),
+                    reason="LOBSTER sample not found in ../shared/data/lobster")
+def test_messaging_quiet_path_when_times_in_order_or_going_back_then_same_alerts_and_state_as_every_message(
+        tmp_path):
+    """The messaging fast path (quiet accounts' windows updated once per chunk) against every message
+    through message(), over the LOBSTER day with tight messaging limits over 60 s windows (real accounts
+    breach too), as journaled and with every 40th chunk and the second half of every 40th other 15 s back
+    (the fast path must step aside there and after)."""
+    import msgspec
+
+    from engine import config as cfgmod
+    from engine import surveillance as sv
+    from engine.journal import Journal
+    from perf import surveillance as ps
+    ps.build(str(tmp_path / "journal"), episodes=2)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(ps.CONFIG.format(min_qty=500, max_messages=60, min_messages=25, momo_bps=5, momo_qty=1000,
+                                    close_bps=5) + "window_ms = 60000\n")
+    conf = cfgmod.load(str(cfg)).surveillance
+    j = Journal(str(tmp_path / "journal"), readonly=True)
+    chunks = [(c.copy(), e.copy()) for c, e in j.read_from(1)]
+    j.env.close()
+    back = []
+    for n, (c, e) in enumerate(chunks):
+        c, e = c.copy(), e.copy()
+        if n % 40 == 19:                    # the whole chunk 15 s back
+            c["ts_ns"] -= 15 * 10**9
+            e["ts_ns"] -= 15 * 10**9
+        elif n % 40 == 39:                  # its second half 15 s back (events at their commands' times)
+            half = c["seq"][len(c) // 2]
+            c["ts_ns"][c["seq"] >= half] -= 15 * 10**9
+            e["ts_ns"][e["seq"] >= half] -= 15 * 10**9
+        back.append((c, e))
+    quiet_chunks = []
+    for data in (chunks, back):
+        fast, every = sv.Detectors(conf), sv.Detectors(conf, quiet_path=False)
+        nxt = 1
+        for c, e in data:                   # in step: the same alerts and state after each chunk
+            prev, nxt = nxt, fast.feed(c, e, nxt, None)
+            assert every.feed(c, e, prev, None) == nxt
+            assert msgspec.json.encode(fast.found) == msgspec.json.encode(every.found)
+            assert msgspec.to_builtins(fast.s) == msgspec.to_builtins(every.s)
+        assert any(a.type == "excessive_messaging" for a in fast.found) and every.quiet_chunks == 0
+        quiet_chunks.append(fast.quiet_chunks)
+    # the fast path ran in most chunks, and stepped aside where the times went back (and after, while unsorted)
+    assert len(chunks) * 9 // 10 <= quiet_chunks[0] < len(chunks) and len(chunks) // 4 <= quiet_chunks[1] < \
+        quiet_chunks[0] - len(chunks) // 20
