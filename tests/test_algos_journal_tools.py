@@ -6,12 +6,10 @@ import io
 import subprocess
 import sys
 
-from protocol import wire
-from protocol.codes import AlgoKind, Side
 from protocol.wire import MsgType
 from tests.server_proc import ROOT
+from tests.test_algos_server import asks_then_twap
 from tests.test_risk_server import HASH, RISK, Admin, fund
-from tests.test_server_session import Raw
 
 
 def test_tools_when_journal_holds_a_twap_then_each_reads_it_and_positions_match(server_factory, tmp_path):
@@ -19,16 +17,7 @@ def test_tools_when_journal_holds_a_twap_then_each_reads_it_and_positions_match(
     ad = Admin(srv)
     fund(ad, acct1="100000000", acct2="100000000")
     ad.ok("mark", symbol="BTCUSDT", price="100.00")
-    seller = Raw(srv.port)
-    seller.logon(2, next_seq=10**9)
-    for i in range(10):
-        seller.order(1 + i, Side.SELL, 1000, 10_000 + i)
-    for _ in range(10):
-        seller.until(MsgType.ACCEPTED)
-    buyer = Raw(srv.port)
-    buyer.logon(1, next_seq=10**9)
-    buyer.send(wire.encode(MsgType.ALGO_NEW, client_order_id=7, symbol=1, side=Side.BUY, algo=AlgoKind.TWAP,
-                           qty=600, limit_price=10_005, duration_ms=2000, slices=4, aggressiveness_bps=10_000))
+    buyer = asks_then_twap(srv.port, duration_ms=2000, slices=4)
     t, done, _ = buyer.until(MsgType.ALGO_DONE, timeout=30)
     assert int(done["qty"]) == 600
     srv.stop()

@@ -18,18 +18,26 @@ def algos(c, rid=1):
     return [{k: int(e[k]) for k in wire.ALGO_ENTRY.offsets if not k.startswith("_")} for e in entries]
 
 
-def test_twap_when_killed_mid_schedule_then_restart_continues_it_to_the_end(server_factory):
-    srv = server_factory().start()
-    seller = Raw(srv.port)
+def asks_then_twap(port, duration_ms, slices):
+    """Account 2 rests ten asks of 1000 at 10,000..10,009; account 1 sends a TWAP buying 600 with limit
+    10,005 (client order id 7). Returns account 1's connection."""
+    seller = Raw(port)
     seller.logon(2, next_seq=10**9)
     for i in range(10):
         seller.order(1 + i, Side.SELL, 1000, 10_000 + i)
     for _ in range(10):
         seller.until(MsgType.ACCEPTED)
-    buyer = Raw(srv.port)
+    buyer = Raw(port)
     buyer.logon(1, next_seq=10**9)
     buyer.send(wire.encode(MsgType.ALGO_NEW, client_order_id=7, symbol=1, side=Side.BUY, algo=AlgoKind.TWAP,
-                           qty=600, limit_price=10_005, duration_ms=3000, slices=6, aggressiveness_bps=10_000))
+                           qty=600, limit_price=10_005, duration_ms=duration_ms, slices=slices,
+                           aggressiveness_bps=10_000))
+    return buyer
+
+
+def test_twap_when_killed_mid_schedule_then_restart_continues_it_to_the_end(server_factory):
+    srv = server_factory().start()
+    buyer = asks_then_twap(srv.port, duration_ms=3000, slices=6)
     t, acc, _ = buyer.until_any(REPORTS)
     assert t == MsgType.ALGO_ACCEPTED and int(acc["leaves"]) == 600 and int(acc["client_order_id"]) == 7
     pid = int(acc["order_id"])
