@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from protocol.wire import MsgType
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -74,6 +76,26 @@ lot_size = 1
 SECRETS = {1: "secret-one-for-tests", 2: "secret-two-for-tests", 3: "secret-three-for-tests",
            4: "secret-four-for-tests"}       # at least config.MIN_SECRET bytes
 ENGINE = dict(max_orders=65536, max_accounts=16, max_symbols=8, max_levels=1024)
+
+# The per-account sequenced execution reports a crash or failover check keeps (protocol/SPEC.md).
+REPORT_TYPES = frozenset(int(t) for t in (MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL, MsgType.CANCELLED,
+                                           MsgType.REPLACED, MsgType.TRIGGERED, MsgType.RESTATED,
+                                           MsgType.MASS_CANCEL_DONE))
+
+
+def split_reports(buf: bytearray, into: dict) -> None:
+    """Move every complete frame out of buf; keep sequenced reports as {seq: frame bytes}."""
+    pos = 0
+    while len(buf) - pos >= 8:
+        n = int.from_bytes(buf[pos:pos + 2], "little")
+        if len(buf) - pos < n:
+            break
+        if buf[pos + 2] in REPORT_TYPES:
+            seq = int.from_bytes(buf[pos + 8:pos + 16], "little")
+            if seq:
+                into[seq] = bytes(buf[pos:pos + n])
+        pos += n
+    del buf[:pos]
 
 
 class ServerProc:

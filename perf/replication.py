@@ -13,6 +13,8 @@ standbylag   a primary (--durability, default sync) and a standby; open-loop ord
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import random
 import socket
@@ -24,14 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from clients import signing_key
+from engine.testing import SECRETS, split_reports
 from perf import roundtrip
 from protocol import wire
 from protocol.codes import Side
 from protocol.wire import MsgType
-
-REPORT_TYPES = {int(t) for t in (MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL, MsgType.CANCELLED,
-                                 MsgType.REPLACED, MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE)}
-SECRETS = {1: "secret-one-for-tests", 2: "secret-two-for-tests", 3: "secret-three-for-tests"}
 
 
 def _logon(port, account, next_seq):
@@ -40,10 +40,7 @@ def _logon(port, account, next_seq):
     f = bytearray(wire.encode(MsgType.LOGON, account=account, heartbeat_ms=10_000, next_seq=next_seq,
                               timestamp_ns=time.time_ns(), proto_version=wire.SCHEMA_VERSION,
                               nonce=random.getrandbits(32)))
-    import hashlib
-    import hmac
-    key = hmac.new(SECRETS[account].encode(), b"trading-engine signing key", hashlib.sha256).digest()
-    f[40:72] = hmac.new(key, bytes(f[8:40]), hashlib.sha256).digest()
+    f[40:72] = hmac.new(signing_key(SECRETS[account]), bytes(f[8:40]), hashlib.sha256).digest()
     sock.sendall(f)
     buf = b""
     while True:
@@ -59,20 +56,6 @@ def _logon(port, account, next_seq):
             sock.close()
             return None
         buf += data
-
-
-def _split(buf: bytearray, into: dict) -> None:
-    pos = 0
-    while len(buf) - pos >= 8:
-        n = int.from_bytes(buf[pos:pos + 2], "little")
-        if len(buf) - pos < n:
-            break
-        if buf[pos + 2] in REPORT_TYPES:
-            seq = int.from_bytes(buf[pos + 8:pos + 16], "little")
-            if seq:
-                into[seq] = bytes(buf[pos:pos + n])
-        pos += n
-    del buf[:pos]
 
 
 class Session(threading.Thread):
@@ -107,7 +90,7 @@ class Session(threading.Thread):
                     if not data:
                         return
                     buf += data
-                    _split(buf, self.reports)
+                    split_reports(buf, self.reports)
         except (OSError, TypeError):
             pass
 
@@ -124,7 +107,7 @@ def _lost(port, account, seen):
         if not data:
             break
         buf += data
-        _split(buf, have)
+        split_reports(buf, have)
     sock.close()
     return sum(1 for seq, frame in seen.items() if have.get(seq) != frame)
 

@@ -9,28 +9,11 @@ import socket
 import threading
 import time
 
+from engine.testing import split_reports
 from protocol import wire
 from protocol.codes import Side
 from protocol.wire import MsgType
 from tests.test_server_session import Raw
-
-REPORT_TYPES = {int(t) for t in (MsgType.ACCEPTED, MsgType.REJECTED, MsgType.FILL, MsgType.CANCELLED,
-                                 MsgType.REPLACED, MsgType.TRIGGERED, MsgType.RESTATED, MsgType.MASS_CANCEL_DONE)}
-
-
-def split_reports(buf: bytearray, into: dict) -> None:
-    """Move every complete frame out of buf; keep sequenced reports as {seq: frame bytes}."""
-    pos = 0
-    while len(buf) - pos >= 8:
-        n = int.from_bytes(buf[pos:pos + 2], "little")
-        if len(buf) - pos < n:
-            break
-        if buf[pos + 2] in REPORT_TYPES:
-            seq = int.from_bytes(buf[pos + 8:pos + 16], "little")
-            if seq:
-                into[seq] = bytes(buf[pos:pos + n])
-        pos += n
-    del buf[:pos]
 
 
 class Client(threading.Thread):
