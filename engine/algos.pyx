@@ -251,10 +251,7 @@ cdef class Algos:
 
     def attach(self, Engine eng not None):
         """Turn the execution algorithms on in `eng` (before any command; capacities must match)."""
-        if eng.max_accounts != self.max_accounts or eng.max_symbols != self.max_symbols:
-            raise ValueError("algos capacities (accounts, symbols) must equal the engine's")
-        if eng.next_order_id != 1 or eng.used_slots:
-            raise ValueError("attach the algorithms to a fresh engine")
+        eng.check_attach("algos", self.max_accounts, self.max_symbols)
         eng.algos = self
         eng.algo_command = _hook_command
         eng.algo_observe = _hook_observe

@@ -858,12 +858,17 @@ cdef class Engine:
     # the engine-wide breaker event, breaker halts, then margin checks of the accounts the
     # command touched (liquidation steps). All of it belongs to the command being processed.
 
+    def check_attach(self, what, max_accounts, max_symbols):
+        """Before `what` (risk, the algorithms) is attached: its capacities must equal the engine's,
+        and the engine must not have processed a command yet."""
+        if max_accounts != self.max_accounts or max_symbols != self.max_symbols:
+            raise ValueError(f"{what} capacities (accounts, symbols) must equal the engine's")
+        if self.next_order_id != 1 or self.used_slots:
+            raise ValueError(f"attach {what} to a fresh engine")
+
     def attach_risk(self, Risk risk not None):
         """Turn on pre-trade risk (before any command; the capacities must match the engine's)."""
-        if risk.max_accounts != self.max_accounts or risk.max_symbols != self.max_symbols:
-            raise ValueError("risk capacities (accounts, symbols) must equal the engine's")
-        if self.next_order_id != 1 or self.used_slots:
-            raise ValueError("attach risk to a fresh engine")
+        self.check_attach("risk", risk.max_accounts, risk.max_symbols)
         self.risk = risk
 
     cdef int risk_after(self, Py_ssize_t i) except -1:
