@@ -928,21 +928,15 @@ class Client:
             keys += [(rep.request, "oid", rep.order_id), (rep.request, "clid", rep.client_order_id)]
         elif rep.request == "mass_cancel" and rep.kind in ("mass_cancel_done", "rejected"):
             keys.append(("mass",))
-        for key in keys:
-            fs = self._waiters.get(key)
-            if fs:
-                f = fs.pop(0)
-                if not fs:
-                    del self._waiters[key]
-                if f.done():
-                    return
-                if rep.kind == "rejected" and rep.reason == Reject.THROTTLED.name:
-                    f.set_exception(RateLimitError(rep))
-                elif rep.kind == "rejected" and self.raise_on_reject:
-                    f.set_exception(OrderRejected(rep))
-                else:
-                    f.set_result(rep)
-                return
+        f = self._take_waiter(keys)
+        if f is None or f.done():
+            return
+        if rep.kind == "rejected" and rep.reason == Reject.THROTTLED.name:
+            f.set_exception(RateLimitError(rep))
+        elif rep.kind == "rejected" and self.raise_on_reject:
+            f.set_exception(OrderRejected(rep))
+        else:
+            f.set_result(rep)
 
     def _resolve_algo(self, rep: AlgoReport | ExecutionReport) -> None:
         """The answer to an algo request: ALGO_NEW's algo_accepted (or rejected); an action's
@@ -955,18 +949,24 @@ class Client:
         keys: list[tuple[Any, ...]] = [(rep.request, "clid", rep.client_order_id)]
         if rep.request != "algo_new":
             keys.insert(0, (rep.request, "oid", pid))
+        f = self._take_waiter(keys)
+        if f is None or f.done():
+            return
+        if isinstance(rep, ExecutionReport) and self.raise_on_reject:
+            f.set_exception(OrderRejected(rep))
+        else:
+            f.set_result(rep)
+
+    def _take_waiter(self, keys: list[tuple[Any, ...]]) -> asyncio.Future[Any] | None:
+        """The oldest request waiting under the first of `keys` that has one, taken off its list."""
         for key in keys:
             fs = self._waiters.get(key)
             if fs:
                 f = fs.pop(0)
                 if not fs:
                     del self._waiters[key]
-                if not f.done():
-                    if isinstance(rep, ExecutionReport) and self.raise_on_reject:
-                        f.set_exception(OrderRejected(rep))
-                    else:
-                        f.set_result(rep)
-                return
+                return f
+        return None
 
     async def _await(self, aw: Awaitable[T], what: str) -> T:
         """Wait for a reply for at most `timeout` seconds."""
