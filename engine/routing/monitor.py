@@ -20,7 +20,7 @@ from collections import deque
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from engine.routing.codec import R
-from protocol.codes import CommandKind
+from protocol.codes import CommandKind, TimeInForce
 from protocol.wire import MsgType
 
 log = logging.getLogger("trading-engine.route")
@@ -119,7 +119,7 @@ class Monitor:
                 st.rejects += 1
                 self.m_rejects.labels(name, str(r[R["reason"]])).inc()
             self.rerank()
-        if msg_type == MsgType.FILL and child.tif == 3:
+        if msg_type == MsgType.FILL and child.tif == TimeInForce.IOC:
             st.filled_qty += r[R["qty"]]
             self.m_filled.labels(name).inc(r[R["qty"]])
             self.m_fill.labels(name).set(st.fill_ratio())
