@@ -70,6 +70,7 @@ import asyncio
 import getpass
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -280,7 +281,7 @@ class AdminListener:
                     await asyncio.sleep(AUTH_FAILURE_DELAY_S)
                     writer.write(msgspec.json.encode({"ok": False, "error": "authentication failed"}) + b"\n")
                     continue
-                writer.write(msgspec.json.encode(self.act(admin, req)) + b"\n")
+                writer.write(msgspec.json.encode(await self.act(admin, req)) + b"\n")
                 await writer.drain()
         except LineTooLong:
             writer.write(msgspec.json.encode(
@@ -306,7 +307,7 @@ class AdminListener:
         auth.admin_failed(req.user, peer, locked=False)
         return False
 
-    def act(self, admin, req) -> dict:
+    async def act(self, admin, req) -> dict:
         what = {k: v for k, v in msgspec.structs.asdict(req).items()
                 if k not in ("user", "password", "action", "secret", "rows") and v not in (None, False)}
         if req.rows is not None:
@@ -317,7 +318,8 @@ class AdminListener:
         if handler is None:
             return {"ok": False, "error": f"unknown action {req.action!r}"}
         try:
-            return handler(admin, req)
+            out = handler(admin, req)
+            return await out if inspect.isawaitable(out) else out
         except AdminError as e:
             return {"ok": False, "error": str(e)}
 
@@ -357,16 +359,15 @@ class AdminListener:
             raise AdminError(str(e)) from None
 
     # -- commands: journaled before the reply --
-    def command(self, admin, **fields) -> dict:
-        """Submit one core command as this operator, flush (journal) it, and describe its events."""
+    async def command(self, admin, **fields) -> dict:
+        """Submit one core command as this operator into the open batch (after what the sessions
+        sent before it), wait for its commit without blocking the loop, and describe its events."""
         srv = self.server
         if not srv.journal_ok or srv.rebuilding:
             raise AdminError(f"journal unavailable: {srv.journal_error}")
-        srv.flush()                       # what the sessions queued before goes first, in its own batch
         seq = srv.next_cmd_seq
         srv.submit(dict(fields, operator=admin.id))
-        srv.flush()
-        if srv.next_cmd_seq <= seq:
+        if srv.next_cmd_seq <= seq or not await srv.after_commit():
             raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
         events = self._events(seq)
         out = {"ok": True, "seq": seq}
@@ -574,9 +575,10 @@ class AdminListener:
         self._risk()
         return self.command(admin, kind=CommandKind.RESET_BREAKER)
 
-    def var_update(self, admin, req):
-        """The risk worker's rows (RISK.md "Pre-trade VaR limit"), each a VAR_UPDATE command, journaled in
-        one flush; the reply counts them and lists the rejected ones (row index, reason)."""
+    async def var_update(self, admin, req):
+        """The risk worker's rows (RISK.md "Pre-trade VaR limit"), each a VAR_UPDATE command, journaled
+        with the sessions' commands (the loop never waits on the commit); the reply counts them and lists
+        the rejected ones (row index, reason)."""
         self._risk()
         rows = req.rows or []
         if len(rows) > MAX_VAR_ROWS:
@@ -589,13 +591,11 @@ class AdminListener:
         srv = self.server
         if not srv.journal_ok or srv.rebuilding:
             raise AdminError(f"journal unavailable: {srv.journal_error}")
-        srv.flush()
         seq = srv.next_cmd_seq
         for a, sym, value, charged, mseq, ts in rows:
             srv.submit(dict(kind=CommandKind.VAR_UPDATE, account=a, symbol=sym, qty=value, price=charged,
                             order_id=mseq, expire_ts_ns=ts, operator=admin.id))
-        srv.flush()
-        if srv.next_cmd_seq < seq + len(rows):
+        if srv.next_cmd_seq < seq + len(rows) or not await srv.after_commit():
             raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
         out = {"ok": True, "seq": seq, "applied": len(rows), "rejected": []}
         journal = srv.journal
@@ -610,7 +610,7 @@ class AdminListener:
         out["ok"] = not out["rejected"]
         return out
 
-    def add_account(self, admin, req):
+    async def add_account(self, admin, req):
         srv = self.server
         name = req.name or ""
         if not name or len(name) > 64 or not name.isprintable() or name == "all" or name.isdigit():
@@ -632,7 +632,7 @@ class AdminListener:
         store = srv.added_accounts
         store.put(acct_id, name, req.stp_group, cfgmod.signing_key(req.secret.encode()))   # fsynced first
         try:
-            out = self.command(admin, kind=CommandKind.ADD_ACCOUNT, account=acct_id, qty=req.stp_group)
+            out = await self.command(admin, kind=CommandKind.ADD_ACCOUNT, account=acct_id, qty=req.stp_group)
         except AdminError:
             store.drop(acct_id)
             raise
