@@ -7,8 +7,10 @@
     report audit JOURNAL_PATH --config FILE [--until SEQ] [--events] [--format csv|json] [--raw]
         every order's lifecycle rebuilt from the journal: one row per order (submitted, accepted or
         rejected, amends, fills, how it ended) or, with --events, one row per event of an order
-    report tca JOURNAL_PATH --config FILE [--until SEQ] [--format csv|json]
-        transaction cost analysis per account and strategy (engine/SURVEILLANCE.md "Reports")
+    report tca JOURNAL_PATH --config FILE [--until SEQ] [--format csv|json] [--html FILE]
+        transaction cost analysis per account, strategy and execution algorithm (engine/SURVEILLANCE.md
+        "Reports"); --html: one self-contained HTML file with the same figures and PNG plots (matplotlib,
+        the `reports` extra: engine/tcareport.py)
 
 Like `journal replay` and `risk`, it opens the journal read-only beside the server and replays it into a
 fresh engine (journal_tool.replayed checks every event against the journal); nothing reads the wall
@@ -28,10 +30,12 @@ import numpy as np
 
 from engine import config as cfgmod
 from engine.journal_tool import _name
-from protocol.codes import CancelReason, CommandKind, EventKind, LimitKind, OrderType, Reject, Side, TimeInForce
+from protocol.codes import (AlgoKind, CancelReason, CommandKind, EventFlag, EventKind, LimitKind, OrderType, Reject,
+                            Side, TimeInForce)
 from protocol.units import from_units
 
 HORIZONS_S = (1, 10, 60)          # markouts
+ARRIVAL_KINDS = (CommandKind.NEW_ORDER, CommandKind.ALGO_NEW)     # the book's mid is noted before these
 
 
 class Replay:
@@ -68,7 +72,7 @@ class Replay:
                 for i in range(k):
                     c = cmds[i:i + 1]
                     sym = int(c["symbol"][0])
-                    arrival = self.mid(sym) if int(c["kind"][0]) == CommandKind.NEW_ORDER and sym in self.symbols \
+                    arrival = self.mid(sym) if int(c["kind"][0]) in ARRIVAL_KINDS and sym in self.symbols \
                         else None
                     n0 = eng.events_view().shape[0]
                     eng.feed(np.ascontiguousarray(c))
@@ -130,6 +134,8 @@ class Audit:
         self.rp, self.raw = rp, raw
         self.orders: dict = {}
         self.events: list[dict] = []
+        self.parents: dict[int, dict] = {}              # execution algorithms' parent orders by parent id
+        self.parent_of: dict[tuple[int, int], dict] = {}    # (account, client order id) -> parent
 
     def px(self, sym, v):
         s = self.rp.symbols.get(sym)
@@ -144,6 +150,16 @@ class Audit:
         seq, ts = int(c["seq"]), int(c["ts_ns"])
         for e in events:
             ek = int(e["kind"])
+            if ek == EventKind.ALGO_ACCEPTED:          # a parent (engine/ALGOS.md): its children follow
+                pid, acct = int(e["order_id"]), int(e["account"])
+                self.parents[pid] = self.parent_of[(acct, int(e["client_order_id"]))] = dict(
+                    parent_id=pid, account=acct, strategy=int(c["strategy"]), algo=_name(AlgoKind, int(c["order_type"])),
+                    _sym=int(e["symbol"]), _side=int(e["side"]), _qty=int(e["leaves"]), submitted_ts_ns=ts,
+                    _arrival=arrival)
+                continue
+            if ek == EventKind.ALGO_AMENDED and int(e["order_id"]) in self.parents:
+                self.parents[int(e["order_id"])]["_qty"] = int(e["qty"]) + int(e["leaves"])   # the new total
+                continue
             if ek == EventKind.REJECTED and kind == CommandKind.NEW_ORDER:
                 self.orders[("rejected", seq)] = self.new_row(c, 0, seq, ts, arrival) | {
                     "status": "rejected", "end_reason": _name(Reject, int(e["reason"])), "last_seq": seq,
@@ -161,6 +177,10 @@ class Audit:
                 if ek == EventKind.ACCEPTED and o is None:
                     o = self.orders[oid] = self.new_row(c if kind == CommandKind.NEW_ORDER else None, oid, seq, ts,
                                                         arrival, e)
+                    if int(e["flags"]) & EventFlag.ALGO_CHILD:     # a child: its parent's strategy, and the id
+                        parent = self.parent_of.get((acct, int(e["client_order_id"])))
+                        if parent is not None:
+                            o["parent_id"], o["strategy"] = parent["parent_id"], parent["strategy"]
                 if o is None:
                     continue
                 o["last_seq"], o["last_ts_ns"] = seq, ts
@@ -197,7 +217,7 @@ class Audit:
                     symbol=s.name if s else sym, side=_name(Side, int(src["side"])),
                     order_type=_name(OrderType, int(c["order_type"])) if c is not None else "",
                     tif=_name(TimeInForce, int(c["tif"])) if c is not None else "",
-                    strategy=int(c["strategy"]) if c is not None else 0,
+                    strategy=int(c["strategy"]) if c is not None else 0, parent_id=0,
                     price=self.px(sym, int(src["price"])), qty=self.qt(sym, int(src["qty"])),
                     submitted_seq=seq, submitted_ts_ns=ts, status="open", end_reason="", amends=0, fills=0,
                     filled_qty=0, avg_fill_price="", fees=0, triggered_seq="", last_seq=seq, last_ts_ns=ts,
@@ -219,50 +239,83 @@ class Audit:
 
 # -- TCA --
 
-def tca_rows(rp: Replay, audit: Audit):
-    """Per account and strategy, over its orders that filled (executed qty weights):
-    - implementation shortfall vs arrival (bps): side x (average fill price - arrival mid) / arrival mid,
-      the arrival mid being the book's mid when the NEW_ORDER arrived (orders without a two-sided book at
-      arrival are left out of this figure);
-    - slippage vs interval VWAP (bps): side x (average fill - VWAP of every trade in the symbol from the
-      order's arrival to its last fill) / VWAP;
-    - markouts at 1 s / 10 s / 60 s (bps): side x (mid h after each fill - fill price) / fill price, the
-      mid in force then (positive: the price moved the order's way after it traded);
-    - fill ratios: filled qty / ordered qty, and orders with a fill / orders (rejected ones excluded)."""
-    groups: dict[tuple[int, int], dict] = {}
+def tca_units(rp: Replay, audit: Audit) -> list[dict]:
+    """The units TCA measures, each with its own figures: an order placed directly (not rejected), or an
+    execution algorithm's parent order with its children's fills (a child is measured in its parent only:
+    the parent's arrival, quantity and interval). Weighted sums (bps x executed qty) and their weights, so
+    groups add up exactly as tca_rows does."""
+    units = []
+    children: dict[int, list] = {}
     for o in audit.orders.values():
         if o["status"] == "rejected" or o["order_id"] == 0:
             continue
-        g = groups.setdefault((o["account"], o["strategy"]), dict(orders=0, with_fill=0, ordered=0, filled=0,
-                                                                    is_w=0.0, is_q=0, vw_w=0.0, vw_q=0,
-                                                                    mk={h: [0.0, 0] for h in HORIZONS_S}))
-        g["orders"] += 1
-        g["ordered"] += o["_qty"]
-        if not o["_filled"]:
+        if o["parent_id"]:
+            children.setdefault(o["parent_id"], []).append(o)
             continue
-        g["with_fill"] += 1
-        g["filled"] += o["_filled"]
-        sign = 1 if o["_side"] == Side.BUY else -1
-        avg = o["_notional"] / o["_filled"]
-        if o["_arrival"]:
-            g["is_w"] += sign * (avg - o["_arrival"]) / o["_arrival"] * 1e4 * o["_filled"]
-            g["is_q"] += o["_filled"]
-        start, end = o["submitted_ts_ns"], o["_fill_list"][-1][0]
-        ts_l, px_l, q_l = rp.tape[o["_sym"]]
+        units.append(dict(account=o["account"], strategy=o["strategy"], algo="", id=o["order_id"],
+                          sym=o["_sym"], side=o["_side"], ordered=o["_qty"], start=o["submitted_ts_ns"],
+                          arrival=o["_arrival"], fills=o["_fill_list"]))
+    for pid, p in audit.parents.items():
+        fills = sorted((f for ch in children.get(pid, ()) for f in ch["_fill_list"]), key=lambda f: f[0])
+        units.append(dict(account=p["account"], strategy=p["strategy"], algo=p["algo"], id=pid, sym=p["_sym"],
+                          side=p["_side"], ordered=p["_qty"], start=p["submitted_ts_ns"], arrival=p["_arrival"],
+                          fills=fills))
+    for u in units:
+        filled = sum(q for _, _, q in u["fills"])
+        u.update(filled=filled, is_w=0.0, is_q=0, vw_w=0.0, vw_q=0, mk={h: [0.0, 0] for h in HORIZONS_S},
+                 shortfall_bps=None)
+        if not filled:
+            continue
+        sign = 1 if u["side"] == Side.BUY else -1
+        avg = sum(p * q for _, p, q in u["fills"]) / filled
+        if u["arrival"]:
+            u["shortfall_bps"] = sign * (avg - u["arrival"]) / u["arrival"] * 1e4
+            u["is_w"], u["is_q"] = u["shortfall_bps"] * filled, filled
+        start, end = u["start"], u["fills"][-1][0]
+        ts_l, px_l, q_l = rp.tape[u["sym"]]
         lo, hi = bisect.bisect_left(ts_l, start), bisect.bisect_right(ts_l, end)
         vq = sum(q_l[lo:hi])
         if vq:
             vwap = sum(p * q for p, q in zip(px_l[lo:hi], q_l[lo:hi])) / vq
-            g["vw_w"] += sign * (avg - vwap) / vwap * 1e4 * o["_filled"]
-            g["vw_q"] += o["_filled"]
-        for ts, p, q in o["_fill_list"]:
+            u["vw_w"], u["vw_q"] = sign * (avg - vwap) / vwap * 1e4 * filled, filled
+        for ts, p, q in u["fills"]:
             for h in HORIZONS_S:
-                m = rp.mid_at(o["_sym"], ts + h * 10**9)
+                m = rp.mid_at(u["sym"], ts + h * 10**9)
                 if m is not None:
-                    g["mk"][h][0] += sign * (m - p) / p * 1e4 * q
-                    g["mk"][h][1] += q
-    for (acct, strat), g in sorted(groups.items()):
-        row = dict(account=acct, strategy=strat, orders=g["orders"], orders_with_fill=g["with_fill"],
+                    u["mk"][h][0] += sign * (m - p) / p * 1e4 * q
+                    u["mk"][h][1] += q
+    return units
+
+
+def tca_rows(units: list[dict]):
+    """Per account, strategy and algorithm ("" = orders placed directly; an algorithm's unit is its parent
+    order), over the units that filled (executed qty weights):
+    - implementation shortfall vs arrival (bps): side x (average fill price - arrival mid) / arrival mid,
+      the arrival mid being the book's mid when the NEW_ORDER (ALGO_NEW) arrived (units without a two-sided
+      book at arrival are left out of this figure);
+    - slippage vs interval VWAP (bps): side x (average fill - VWAP of every trade in the symbol from the
+      unit's arrival to its last fill) / VWAP;
+    - markouts at 1 s / 10 s / 60 s (bps): side x (mid h after each fill - fill price) / fill price, the
+      mid in force then (positive: the price moved the order's way after it traded);
+    - fill ratios: filled qty / ordered qty (a parent's total), and units with a fill / units."""
+    groups: dict[tuple[int, int, str], dict] = {}
+    for u in units:
+        g = groups.setdefault((u["account"], u["strategy"], u["algo"]),
+                              dict(orders=0, with_fill=0, ordered=0, filled=0, is_w=0.0, is_q=0, vw_w=0.0, vw_q=0,
+                                   mk={h: [0.0, 0] for h in HORIZONS_S}))
+        g["orders"] += 1
+        g["ordered"] += u["ordered"]
+        if not u["filled"]:
+            continue
+        g["with_fill"] += 1
+        g["filled"] += u["filled"]
+        for k in ("is_w", "is_q", "vw_w", "vw_q"):
+            g[k] += u[k]
+        for h in HORIZONS_S:
+            g["mk"][h][0] += u["mk"][h][0]
+            g["mk"][h][1] += u["mk"][h][1]
+    for (acct, strat, algo), g in sorted(groups.items()):
+        row = dict(account=acct, strategy=strat, algo=algo, orders=g["orders"], orders_with_fill=g["with_fill"],
                    fill_ratio_qty=round(g["filled"] / g["ordered"], 6) if g["ordered"] else None,
                    fill_ratio_orders=round(g["with_fill"] / g["orders"], 6),
                    shortfall_bps=round(g["is_w"] / g["is_q"], 4) if g["is_q"] else None,
@@ -290,6 +343,16 @@ def write(rows, fmt: str, out=None) -> int:
 
 
 def run(args) -> int:
+    if args.html is not None and args.report != "tca":
+        print("trading-engine report: --html is for `report tca`", file=sys.stderr)
+        return 2
+    if args.html is not None:
+        try:
+            from engine import tcareport            # matplotlib, here only (the `reports` extra)
+        except ImportError:
+            print("trading-engine report: --html needs matplotlib: pip install 'trading-engine[reports]'",
+                  file=sys.stderr)
+            return 2
     try:
         rp = Replay(args)
     except (cfgmod.ConfigError, OSError) as e:
@@ -314,8 +377,16 @@ def run(args) -> int:
         rp.tape = tape
         if args.report == "audit":
             n = write(audit.events if args.events else audit.order_rows(), args.format)
+        elif args.html is not None:
+            units = tca_units(rp, audit)
+            rows = list(tca_rows(units))
+            with open(args.html, "w") as f:
+                f.write(tcareport.render(rows, units, {a.id: a.name for a in rp.cfg.accounts},
+                                         f"Transaction cost analysis: {args.path}"
+                                         + (f" to seq {args.until}" if args.until else "")))
+            n = len(rows)
         else:
-            n = write(tca_rows(rp, audit), args.format)
+            n = write(tca_rows(tca_units(rp, audit)), args.format)
     print(f"report {args.report}: {n} rows", file=sys.stderr)
     return 0
 
@@ -328,5 +399,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--raw", action="store_true", help="the journal's integers instead of human units")
     p.add_argument("--events", action="store_true", help="audit: one row per order event")
+    p.add_argument("--html", metavar="FILE",
+                   help="tca: write one HTML file with the figures and PNG plots (needs the `reports` extra)")
     p.set_defaults(run=run)
     return p
