@@ -4,9 +4,10 @@
         end-of-day positions per account and symbol (the engine's own figures after replaying the journal
         to --until, default its end), each with the symbol's large-trader threshold (LARGE_POSITION_QTY in
         force for the account) and whether the position is above it
-    report audit JOURNAL_PATH --config FILE [--until SEQ] [--events] [--format csv|json] [--raw]
+    report audit JOURNAL_PATH --config FILE [--until SEQ] [--events|--dispositions] [--format csv|json] [--raw]
         every order's lifecycle rebuilt from the journal: one row per order (submitted, accepted or
-        rejected, amends, fills, how it ended) or, with --events, one row per event of an order
+        rejected, amends, fills, how it ended) or, with --events, one row per event of an order; with
+        --dispositions, one row per alert disposition (operator, decision, note: engine/notes.py)
     report tca JOURNAL_PATH --config FILE [--until SEQ] [--format csv|json] [--html FILE]
         transaction cost analysis per account, strategy and execution algorithm (engine/SURVEILLANCE.md
         "Reports"); --html: one self-contained HTML file with the same figures and PNG plots (matplotlib,
@@ -29,9 +30,10 @@ import msgspec
 import numpy as np
 
 from engine import config as cfgmod
+from engine import notes
 from engine.journal_tool import _name
-from protocol.codes import (AlgoKind, CancelReason, CommandKind, EventFlag, EventKind, LimitKind, OrderType, Reject,
-                            Side, TimeInForce)
+from protocol.codes import (AlertType, AlgoKind, CancelReason, CommandKind, Disposition, EventFlag, EventKind,
+                            LimitKind, OrderType, Reject, Side, TimeInForce)
 from protocol.units import from_units
 
 HORIZONS_S = (1, 10, 60)          # markouts
@@ -50,6 +52,7 @@ class Replay:
         self.symbols = {s.id: s for s in self.cfg.symbols}
         self.eng = engine_from_config(self.cfg)
         self.j = journal_tool.open_journal(args.path)
+        self.path = args.path
         self.until = args.until
         self.mids = {s: ([], []) for s in self.symbols}           # symbol -> (ts list, mid list)
 
@@ -134,6 +137,9 @@ class Audit:
         self.rp, self.raw = rp, raw
         self.orders: dict = {}
         self.events: list[dict] = []
+        self.dispositions: list[dict] = []              # ALERT_DISPOSITIONs (`audit --dispositions`)
+        self.admins = {a.id: a.name for a in rp.cfg.admins}
+        self.notes = notes.load(rp.path)
         self.parents: dict[int, dict] = {}              # execution algorithms' parent orders by parent id
         self.parent_of: dict[tuple[int, int], dict] = {}    # (account, client order id) -> parent
 
@@ -153,12 +159,21 @@ class Audit:
             if ek == EventKind.ALGO_ACCEPTED:          # a parent (engine/ALGOS.md): its children follow
                 pid, acct = int(e["order_id"]), int(e["account"])
                 self.parents[pid] = self.parent_of[(acct, int(e["client_order_id"]))] = dict(
-                    parent_id=pid, account=acct, strategy=int(c["strategy"]), algo=_name(AlgoKind, int(c["order_type"])),
-                    _sym=int(e["symbol"]), _side=int(e["side"]), _qty=int(e["leaves"]), submitted_ts_ns=ts,
-                    _arrival=arrival)
+                    parent_id=pid, account=acct, strategy=int(c["strategy"]),
+                    algo=_name(AlgoKind, int(c["order_type"])), _sym=int(e["symbol"]), _side=int(e["side"]),
+                    _qty=int(e["leaves"]), submitted_ts_ns=ts, _arrival=arrival)
                 continue
             if ek == EventKind.ALGO_AMENDED and int(e["order_id"]) in self.parents:
                 self.parents[int(e["order_id"])]["_qty"] = int(e["qty"]) + int(e["leaves"])   # the new total
+                continue
+            if ek == EventKind.ALERT_DISPOSITION:        # a compliance decision, with its note (engine/notes.py)
+                hexd = notes.hexdigest(int(e["price"]), int(e["leaves"]))
+                op = int(c["operator"])
+                self.dispositions.append(dict(
+                    seq=seq, ts_ns=ts, operator=op, operator_name=self.admins.get(op, ""),
+                    alert=f"{_name(AlertType, int(e['reason']))}:{int(e['order_id'])}:{int(e['qty'])}",
+                    disposition=_name(Disposition, int(e["side"])), note_digest=hexd,
+                    note=self.notes.get(hexd, "") if hexd else "", note_found=bool(hexd) and hexd in self.notes))
                 continue
             if ek == EventKind.REJECTED and kind == CommandKind.NEW_ORDER:
                 self.orders[("rejected", seq)] = self.new_row(c, 0, seq, ts, arrival) | {
@@ -376,7 +391,8 @@ def run(args) -> int:
         rp.run(on_command)
         rp.tape = tape
         if args.report == "audit":
-            n = write(audit.events if args.events else audit.order_rows(), args.format)
+            n = write(audit.dispositions if args.dispositions else audit.events if args.events else
+                      audit.order_rows(), args.format)
         elif args.html is not None:
             units = tca_units(rp, audit)
             rows = list(tca_rows(units))
@@ -399,6 +415,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--raw", action="store_true", help="the journal's integers instead of human units")
     p.add_argument("--events", action="store_true", help="audit: one row per order event")
+    p.add_argument("--dispositions", action="store_true",
+                   help="audit: one row per alert disposition (operator, decision, note)")
     p.add_argument("--html", metavar="FILE",
                    help="tca: write one HTML file with the figures and PNG plots (needs the `reports` extra)")
     p.set_defaults(run=run)

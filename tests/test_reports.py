@@ -133,7 +133,8 @@ def test_tca_when_twap_parent_and_direct_orders_then_per_algorithm_rows_and_html
 
     events = report(srv, "audit", "--events", "--raw", "--format", "json")
     orders = {o["order_id"]: o for o in report(srv, "audit", "--raw", "--format", "json")}
-    child_fills = [e for e in events if e["event"] == "fill" and e["account"] == 1 and orders[e["order_id"]]["parent_id"]]
+    child_fills = [e for e in events
+                   if e["event"] == "fill" and e["account"] == 1 and orders[e["order_id"]]["parent_id"]]
     assert sum(e["qty"] for e in child_fills) == 600
     assert {orders[e["order_id"]]["strategy"] for e in child_fills} == {5}      # the parent's strategy
     avg = sum(e["price"] * e["qty"] for e in child_fills) / 600
@@ -182,7 +183,7 @@ def test_report_html_when_matplotlib_missing_then_one_line_naming_the_extra_and_
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.strip() == \
         "trading-engine report: --html needs matplotlib: pip install 'trading-engine[reports]'"
-    r = subprocess.run([sys.executable, "-c", "import sys; from engine import cli, server, reports, surveillance; cli._tree(); "
-                        "print([m for m in sys.modules if m.startswith('matplotlib')])"],
+    r = subprocess.run([sys.executable, "-c", "import sys; from engine import cli, server, reports, surveillance; "
+                        "cli._tree(); print([m for m in sys.modules if m.startswith('matplotlib')])"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "[]", r.stderr
