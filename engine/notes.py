@@ -55,7 +55,7 @@ def append(journal_dir: str, text: str) -> bytes:
     if d.hex() in load(journal_dir):
         return d
     new = not os.path.exists(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)   # as readable as the journal
     try:
         line = msgspec.json.encode({"digest": d.hex(), "note": text}) + b"\n"
         if not new and os.fstat(fd).st_size and not _ends_with_newline(path):

@@ -239,13 +239,18 @@ class Audit:
                     _sym=sym, _qty=int(src["qty"]), _side=int(src["side"]), _filled=0, _notional=0, _fees=0,
                     _fill_list=[], _arrival=arrival)
 
-    def order_rows(self):
+    def order_rows(self, notional: bool = False):
+        """One row per order; notional: the exact filled notional (sum of price x qty, the journal's units)
+        instead of the average fill price (Parquet: a typed column rather than a ratio)."""
         cd = self.rp.cfg.risk.cash_decimals
         for o in self.orders.values():
             row = {k: v for k, v in o.items() if not k.startswith("_")}
             row["filled_qty"] = self.qt(o["_sym"], o["_filled"])
             row["fees"] = o["_fees"] if self.raw else from_units(o["_fees"], cd)
-            if o["_filled"]:
+            if notional:
+                row = {("filled_notional" if k == "avg_fill_price" else k): (o["_notional"] if k == "avg_fill_price"
+                                                                               else v) for k, v in row.items()}
+            elif o["_filled"]:
                 avg = o["_notional"] / o["_filled"]         # a report figure (exact in --raw as a ratio below)
                 row["avg_fill_price"] = f"{o['_notional']}/{o['_filled']}" if self.raw else \
                     round(avg / 10 ** self.rp.symbols[o["_sym"]].price_decimals, 10)
@@ -341,6 +346,42 @@ def tca_rows(units: list[dict]):
         yield row
 
 
+# Parquet (`report audit --format parquet --out FILE`): the journal's integers (as --raw) in typed columns,
+# one schema per row kind, kept in step with the rows (write_parquet refuses a row with other columns).
+# u64: ids and seqs as the journal holds them; i64: prices (ticks), quantities (lots), cash, times (ns
+# since the epoch); dec: an exact decimal128(38, 0) (a notional can pass int64).
+PARQUET = {
+    "orders": dict(order_id="u64", account="i64", client_order_id="u64", symbol="str", side="str",
+                   order_type="str", tif="str", strategy="i64", parent_id="u64", price="i64", qty="i64",
+                   submitted_seq="u64", submitted_ts_ns="i64", status="str", end_reason="str", amends="i64",
+                   fills="i64", filled_qty="i64", filled_notional="dec", fees="i64", triggered_seq="u64",
+                   last_seq="u64", last_ts_ns="i64"),
+    "events": dict(order_id="u64", account="i64", seq="u64", ts_ns="i64", event="str", symbol="str", side="str",
+                   price="i64", qty="i64", leaves="i64", reason="str", trade_id="u64", liquidity="str",
+                   counterparty="i64"),
+    "dispositions": dict(seq="u64", ts_ns="i64", operator="i64", operator_name="str", alert="str",
+                         disposition="str", note_digest="str", note="str", note_found="bool"),
+}
+
+
+def write_parquet(rows, kind: str, path: str) -> int:
+    import pyarrow as pa                  # here only: the `parquet` extra
+    import pyarrow.parquet as pq
+    types = {"u64": pa.uint64(), "i64": pa.int64(), "str": pa.string(), "bool": pa.bool_(),
+             "dec": pa.decimal128(38, 0)}
+    cols = PARQUET[kind]
+    data: dict[str, list] = {k: [] for k in cols}
+    for r in rows:
+        if r.keys() != cols.keys():
+            raise AssertionError(f"report audit: the {kind} row's columns differ from the Parquet schema")
+        for k, v in r.items():
+            data[k].append(None if v == "" and cols[k] != "str" else v)
+    schema = pa.schema([(k, types[t]) for k, t in cols.items()])
+    table = pa.table(data, schema=schema)
+    pq.write_table(table, path)
+    return table.num_rows
+
+
 def write(rows, fmt: str, out=None) -> int:
     out = out or sys.stdout
     n = 0
@@ -357,10 +398,28 @@ def write(rows, fmt: str, out=None) -> int:
     return n
 
 
+def emit(rows, args) -> int:
+    """CSV or JSON lines to --out, else stdout."""
+    if args.out is None:
+        return write(rows, args.format)
+    with open(args.out, "w", newline="") as f:
+        return write(rows, args.format, f)
+
+
 def run(args) -> int:
     if args.html is not None and args.report != "tca":
         print("trading-engine report: --html is for `report tca`", file=sys.stderr)
         return 2
+    if args.format == "parquet":
+        if args.report != "audit" or args.out is None:
+            print("trading-engine report: --format parquet is for `report audit ... --out FILE`", file=sys.stderr)
+            return 2
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            print("trading-engine report: --format parquet needs pyarrow: pip install 'trading-engine[parquet]'",
+                  file=sys.stderr)
+            return 2
     if args.html is not None:
         try:
             from engine import tcareport            # matplotlib, here only (the `reports` extra)
@@ -375,9 +434,9 @@ def run(args) -> int:
         return 2
     if args.report == "positions":
         rp.run()
-        n = write(positions_rows(rp, args.raw), args.format)
+        n = emit(positions_rows(rp, args.raw), args)
     else:
-        audit = Audit(rp, args.raw if args.report == "audit" else True)
+        audit = Audit(rp, args.raw or args.format == "parquet" if args.report == "audit" else True)
         tape: dict[int, tuple[list, list, list]] = {s: ([], [], []) for s in rp.symbols}
 
         def on_command(c, events, arrival):
@@ -391,8 +450,10 @@ def run(args) -> int:
         rp.run(on_command)
         rp.tape = tape
         if args.report == "audit":
-            n = write(audit.dispositions if args.dispositions else audit.events if args.events else
-                      audit.order_rows(), args.format)
+            kind = "dispositions" if args.dispositions else "events" if args.events else "orders"
+            rows = audit.dispositions if args.dispositions else audit.events if args.events else \
+                audit.order_rows(notional=args.format == "parquet")
+            n = write_parquet(rows, kind, args.out) if args.format == "parquet" else emit(rows, args)
         elif args.html is not None:
             units = tca_units(rp, audit)
             rows = list(tca_rows(units))
@@ -402,7 +463,7 @@ def run(args) -> int:
                                          + (f" to seq {args.until}" if args.until else "")))
             n = len(rows)
         else:
-            n = write(tca_rows(tca_units(rp, audit)), args.format)
+            n = emit(tca_rows(tca_units(rp, audit)), args)
     print(f"report {args.report}: {n} rows", file=sys.stderr)
     return 0
 
@@ -412,7 +473,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("path", metavar="JOURNAL_PATH")
     p.add_argument("--config", required=True, help="the server's config (symbols, accounts, risk, journal key)")
     p.add_argument("--until", type=int, help="replay up to this command seq (default: the journal's end)")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv",
+                   help="parquet: audit only, to --out, the journal's integers in typed columns (the `parquet` extra)")
+    p.add_argument("--out", metavar="FILE", help="write to FILE (parquet: required)")
     p.add_argument("--raw", action="store_true", help="the journal's integers instead of human units")
     p.add_argument("--events", action="store_true", help="audit: one row per order event")
     p.add_argument("--dispositions", action="store_true",

@@ -197,6 +197,9 @@ def test_disposition_note_when_recorded_then_killed_9_then_shown_by_surveil_and_
         (first, "escalated", "ops", note1, True), (second, "dismissed", "ops", note2, True),
         (third, "reviewed", "ops", "", False)]
     assert rows[0]["note_digest"] == digest1 and rows[0]["seq"] < rows[1]["seq"] < rows[2]["seq"]
+    import pyarrow.parquet as pq
+    report(srv, "audit", "--dispositions", "--format", "parquet", "--out", tmp_path / "d.parquet")
+    assert pq.read_table(tmp_path / "d.parquet").to_pylist() == rows
 
     path = srv.dir / "journal" / NOTES                  # edit the text after the fact: the journal disagrees
     path.write_text(path.read_text().replace("no pattern", "no problem"))

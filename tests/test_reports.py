@@ -27,7 +27,7 @@ def report(srv, *args):
 
 
 def test_reports_when_day_traded_then_positions_reconcile_with_engine_and_fills_and_lifecycles_rebuilt(
-        server_factory):
+        server_factory, tmp_path):
     srv = server_factory(risk=RISK, admins={"ops": HASH},
                          symbol_extra='[symbols.limits]\nlarge_position_qty = "1.000"\n').start()
     ad = Admin(srv)
@@ -101,6 +101,29 @@ def test_reports_when_day_traded_then_positions_reconcile_with_engine_and_fills_
     # acct3 too; the interval VWAP of its 1.2 is its own fill: 0 bps; 2 orders, 1 with a fill
     a3 = tca[(3, 0)]
     assert (a3["shortfall_bps"], a3["vwap_slippage_bps"], a3["fill_ratio_orders"]) == (1.0001, 0.0, 0.5)
+    parquet_equals_csv(srv, tmp_path)
+
+
+def parquet_equals_csv(srv, tmp_path):
+    """`report audit --format parquet`: typed columns (ticks, lots, cash, ns as int64; ids and seqs uint64),
+    read back equal to the --raw CSV, for the orders and for the events."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    for extra in ((), ("--events",)):
+        out = tmp_path / f"audit{len(extra)}.parquet"
+        want = report(srv, "audit", "--raw", *extra)
+        assert report(srv, "audit", *extra, "--format", "parquet", "--out", out) == []      # nothing on stdout
+        t = pq.read_table(out)
+        for col in ("price", "qty", "last_ts_ns" if not extra else "ts_ns"):
+            assert t.schema.field(col).type == pa.int64()
+        assert t.schema.field("order_id").type == pa.uint64()
+        got = t.to_pylist()
+        assert len(got) == len(want) > 5
+        for g, w in zip(got, want):
+            if not extra:                          # the exact notional in place of the ratio the CSV writes
+                n, avg = g.pop("filled_notional"), w.pop("avg_fill_price")
+                assert avg == (f"{n}/{g['filled_qty']}" if g["filled_qty"] else "")
+            assert {k: "" if v is None else str(v) for k, v in g.items()} == w
 
 
 def test_tca_when_twap_parent_and_direct_orders_then_per_algorithm_rows_and_html_plots_equal_csv(
@@ -174,16 +197,20 @@ def table_rows(page):
     return [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", tr)] for tr in re.findall(r"<tr>(.*?)</tr>", body)]
 
 
-def test_report_html_when_matplotlib_missing_then_one_line_naming_the_extra_and_engine_never_imports_it(tmp_path):
-    code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "from engine import cli, server, reports, surveillance\n"
-            "assert 'engine.tcareport' not in sys.modules\n"
-            "sys.argv = ['trading-engine', 'report', 'tca', 'J', '--config', 'C', '--html', 'x.html']\n"
-            "raise SystemExit(cli.main())")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.strip() == \
-        "trading-engine report: --html needs matplotlib: pip install 'trading-engine[reports]'"
+def test_report_when_matplotlib_or_pyarrow_missing_then_one_line_naming_the_extra_and_engine_never_imports_them():
+    for mod, args, want in (
+            ("matplotlib", "'tca', 'J', '--config', 'C', '--html', 'x.html'",
+             "trading-engine report: --html needs matplotlib: pip install 'trading-engine[reports]'"),
+            ("pyarrow", "'audit', 'J', '--config', 'C', '--format', 'parquet', '--out', 'x.parquet'",
+             "trading-engine report: --format parquet needs pyarrow: pip install 'trading-engine[parquet]'")):
+        code = (f"import sys; sys.modules['{mod}'] = None\n"
+                "from engine import cli, server, reports, surveillance\n"
+                "assert 'engine.tcareport' not in sys.modules\n"
+                f"sys.argv = ['trading-engine', 'report', {args}]\n"
+                "raise SystemExit(cli.main())")
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.strip() == want
     r = subprocess.run([sys.executable, "-c", "import sys; from engine import cli, server, reports, surveillance; "
-                        "cli._tree(); print([m for m in sys.modules if m.startswith('matplotlib')])"],
+                        "cli._tree(); print([m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'pyarrow')])"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "[]", r.stderr
