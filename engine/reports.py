@@ -5,9 +5,11 @@
         to --until, default its end), each with the symbol's large-trader threshold (LARGE_POSITION_QTY in
         force for the account) and whether the position is above it
     report audit JOURNAL_PATH --config FILE [--until SEQ] [--events|--dispositions] [--format csv|json] [--raw]
+                 [--format parquet --out FILE]
         every order's lifecycle rebuilt from the journal: one row per order (submitted, accepted or
         rejected, amends, fills, how it ended) or, with --events, one row per event of an order; with
-        --dispositions, one row per alert disposition (operator, decision, note: engine/notes.py)
+        --dispositions, one row per alert disposition (operator, decision, note: engine/notes.py); Parquet:
+        the same rows in typed columns (PARQUET below; pyarrow, the `parquet` extra)
     report tca JOURNAL_PATH --config FILE [--until SEQ] [--format csv|json] [--html FILE]
         transaction cost analysis per account, strategy and execution algorithm (engine/SURVEILLANCE.md
         "Reports"); --html: one self-contained HTML file with the same figures and PNG plots (matplotlib,
@@ -248,8 +250,8 @@ class Audit:
             row["filled_qty"] = self.qt(o["_sym"], o["_filled"])
             row["fees"] = o["_fees"] if self.raw else from_units(o["_fees"], cd)
             if notional:
-                row = {("filled_notional" if k == "avg_fill_price" else k): (o["_notional"] if k == "avg_fill_price"
-                                                                               else v) for k, v in row.items()}
+                del row["avg_fill_price"]
+                row["filled_notional"] = o["_notional"]
             elif o["_filled"]:
                 avg = o["_notional"] / o["_filled"]         # a report figure (exact in --raw as a ratio below)
                 row["avg_fill_price"] = f"{o['_notional']}/{o['_filled']}" if self.raw else \
