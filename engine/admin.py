@@ -34,8 +34,10 @@ set off); `ok` is false when the engine rejected the command. Actions:
                                     follows the default again; the default is the config's
                                     risk.kyc_default, re-applied at start-up)
   restrict / allow ACCOUNT SYMBOL   per-account symbol restriction
-  disposition ALERT STATE           a surveillance alert (its id, type:seq:n) reviewed | escalated |
-                                    dismissed: journaled with the operator (SURVEILLANCE.md)
+  disposition ALERT STATE [--note TEXT]
+                                    a surveillance alert (its id, type:seq:n) reviewed | escalated |
+                                    dismissed: journaled with the operator (SURVEILLANCE.md); the
+                                    note's text beside the journal, its digest in the command
   mark SYMBOL PRICE                 the mark price (core MARK_PRICE)
   reset_breaker                     the engine-wide error-rate circuit breaker and every account's lockout
   var_update ROWS                   the risk worker's cycle (engine/riskworker.py): one VAR_UPDATE per row
@@ -79,6 +81,8 @@ import stat
 import msgspec
 
 from engine import config as cfgmod
+from engine import notes
+from engine.snapshot import fsync_dir
 from protocol.codes import (AccountState, AlertType, CancelReason, CommandKind, Disposition, EventKind, KycState,
                             LimitScope, Reject, Side, SymbolState)
 from protocol.units import from_units, to_units
@@ -112,6 +116,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     state: str | None = None           # account_state
     price: str | None = None           # mark
     alert: str | None = None           # disposition: the alert's id (type:seq:n)
+    note: str | None = None            # disposition: free text (engine/notes.py: its digest is journaled)
     name: str | None = None            # add_account
     id: int | None = None
     stp_group: int = 0
@@ -184,11 +189,7 @@ class AddedAccounts:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(os.path.dirname(self.path) or ".")
 
     def put(self, acct_id: int, name: str, stp_group: int, key: bytes):
         self.entries[acct_id] = {"id": acct_id, "name": name, "stp_group": stp_group, "key": key.hex()}
@@ -447,6 +448,8 @@ class AdminListener:
         elif kind == EventKind.ALERT_DISPOSITION:
             out.update(alert=f"{_name(AlertType, int(e['reason']))}:{int(e['order_id'])}:{int(e['qty'])}",
                        disposition=_name(Disposition, int(e["side"])))
+            if hexd := notes.hexdigest(int(e["price"]), int(e["leaves"])):
+                out["note_digest"] = hexd
         elif kind == EventKind.KYC_STATE:
             out["account"] = out.get("account", "default")
             out["kyc"] = _name(KycState, int(e["reason"]))
@@ -557,8 +560,13 @@ class AdminListener:
             state = Disposition[(req.state or "").upper()]
         except KeyError:
             raise AdminError(f"state {req.state!r}: one of reviewed, escalated, dismissed") from None
+        a = b = 0
+        if req.note is not None:
+            if (why := notes.check(req.note)) is not None:
+                raise AdminError(why)
+            a, b = notes.to_fields(notes.append(self.server.cfg.journal.path, req.note))   # fsynced first
         return self.command(admin, kind=CommandKind.ALERT_DISPOSITION, order_id=seq, qty=n, order_type=kind,
-                            side=state)
+                            side=state, price=a, stop_price=b)
 
     def restrict(self, admin, req):
         self._risk()
@@ -746,7 +754,8 @@ def _parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser
     action("kill", "account", "switch", help="kill ACCOUNT|all on|off")
     action("account_state", "account", "state", help="active | reduce_only | suspended")
     action("kyc", "account", "state", help="kyc ACCOUNT|default pending|verified|blocked|clear")
-    action("disposition", "alert", "state", help="disposition ALERT_ID reviewed|escalated|dismissed")
+    action("disposition", "alert", "state", help="disposition ALERT_ID reviewed|escalated|dismissed [--note TEXT]"
+           ).add_argument("--note", help="free text, one line (kept beside the journal, its digest journaled)")
     action("restrict", "account", "symbol")
     action("allow", "account", "symbol")
     action("mark", "symbol", "price")

@@ -38,6 +38,7 @@ import msgspec
 import numpy as np
 
 from engine import config as cfgmod
+from engine import notes
 from engine.journal import MARKER, JournalError, JournalRefused
 from protocol.codes import (AlertType, CancelReason, CommandKind, Disposition, EventKind, LimitKind, LimitScope,
                             OrderType, Side, TimeInForce)
@@ -92,6 +93,8 @@ class DispositionEntry(msgspec.Struct, kw_only=True):
     operator: int               # [[admins]] id
     seq: int                    # the command that recorded it
     ts_ns: int
+    note_digest: str = ""       # the note's BLAKE2b digest as journaled ("" = no note; engine/notes.py)
+    note: str | None = None     # its text, from the notes file beside the journal (None: none, or not found)
 
 
 class State(msgspec.Struct, kw_only=True):
@@ -245,7 +248,7 @@ class Detectors:
                 self.dispositions.append(DispositionEntry(
                     alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
                     disposition=Disposition(e[1]).name.lower(), operator=e[16], seq=seq,
-                    ts_ns=cts[bisect.bisect_left(cseq, seq)]))
+                    ts_ns=cts[bisect.bisect_left(cseq, seq)], note_digest=notes.hexdigest(e[8], e[10])))
             else:
                 self.event(e, e[15])
         if self.wash_pending:
@@ -761,6 +764,7 @@ def surveil(args) -> int:
     if cur is None:
         cur = Cursor(next_seq=args.from_seq or 1, state=State())
     det = Detectors(cfg.surveillance, cur.state)
+    note_reader = notes.Reader(args.path)
     if getattr(args, "metrics_port", None) is not None:
         _serve_metrics(args.metrics_port, store)
     stop = []
@@ -776,10 +780,10 @@ def surveil(args) -> int:
                 n += 1
                 done = args.until_seq is not None and cur.next_seq > args.until_seq
                 if n % 256 == 0 or done or stop:
-                    total += _commit(store, det, cur)
+                    total += _commit(store, det, cur, note_reader)
                 if done or stop:
                     break
-            total += _commit(store, det, cur)
+            total += _commit(store, det, cur, note_reader)
             if done or not args.follow:
                 break
             time.sleep(cfg.surveillance.poll_ms / 1000)
@@ -818,9 +822,12 @@ def _count(alerts, dispositions) -> None:
             METRICS["dispositions"].labels(d.disposition).inc()
 
 
-def _commit(store: Store, det: Detectors, cur: Cursor) -> int:
+def _commit(store: Store, det: Detectors, cur: Cursor, note_reader: notes.Reader | None = None) -> int:
     alerts, det.found = det.found, []
     disps, det.dispositions = det.dispositions, []
+    for d in disps:
+        if d.note_digest and note_reader is not None:
+            d.note = note_reader.get(d.note_digest)
     store.commit(alerts, cur, disps)
     _count(alerts, disps)
     for a in alerts:
@@ -855,9 +862,12 @@ def show_alerts(args) -> int:
     print(f"{'id':<30} {'type':<20} {'sev':<6} {'time':<30} {'owner':<16} {'acct':<8} {'sym':>4} {'evid':>4} "
           f"disposition")
     for a in alerts:
-        last = history.get(a.id, [{}])[-1].get("disposition", "open")
+        last = history.get(a.id, [{}])[-1]
+        note = "" if not last.get("note_digest") else \
+            f"  ({last['note'] if last.get('note') is not None else 'note not found: ' + last['note_digest']})"
         print(f"{a.id:<30} {a.type:<20} {a.severity:<6} {format_time(a.ts_ns):<30} {a.owner:<16} "
-              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence):>4} {last}")
+              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence):>4} "
+              f"{last.get('disposition', 'open')}{note}")
     print(f"{len(alerts)} alerts; the store reads on from seq {cur.next_seq if cur else 1}", file=sys.stderr)
     return 0
 

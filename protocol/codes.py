@@ -82,7 +82,8 @@ class CommandKind(IntEnum):
     SET_KYC = 20           # compliance (RISK.md "KYC"): account's KYC state := side (KycState); account 0 = the
                            # default of accounts never set; flags 1 = clear (the account follows the default)
     ALERT_DISPOSITION = 21 # admin: a surveillance alert's disposition (SURVEILLANCE.md "Dispositions"): order_id =
-                           # the alert's seq, qty = its n, order_type = AlertType, side = Disposition; no state
+                           # the alert's seq, qty = its n, order_type = AlertType, side = Disposition; no state;
+                           # price, stop_price = the note's 128-bit BLAKE2b digest (0, 0 = none; engine/notes.py)
     # execution algorithms (engine/ALGOS.md): parent orders, 30-39
     ALGO_NEW = 30          # a parent order: order_type = AlgoKind, side, symbol, qty, price = limit (0 = none),
                            # stop_price = start ns, expire_ts_ns = end ns, display_qty and order_id = packed
@@ -117,7 +118,8 @@ class EventKind(IntEnum):
                         # in leaves)
     KYC_STATE = 18      # a SET_KYC took effect: account (0 = the default), reason = the KycState now in force,
                         # qty = 1 when the account's state is its own (0: it follows the default)
-    ALERT_DISPOSITION = 19  # an ALERT_DISPOSITION was recorded: order_id, qty, reason = AlertType, side = Disposition
+    ALERT_DISPOSITION = 19  # an ALERT_DISPOSITION was recorded: order_id, qty, reason = AlertType, side = Disposition,
+                            # price and leaves = the command's price and stop_price (the note's digest)
     # execution algorithms (engine/ALGOS.md): parent reports, order_id = parent id, client_order_id = its
     # client id; qty = filled, leaves = total - filled, price = average fill price rounded to a unit (0
     # before a fill), trade_id = the quantity the schedule expected by now, fee = slippage against the
