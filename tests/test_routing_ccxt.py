@@ -285,6 +285,63 @@ def test_reconcile_skips_the_fills_the_router_has():
     assert cv.new_to_fill(350, 350, [200]) == 1
 
 
+def _all_orders(ex, **kw):
+    """An entry of Binance GET /api/v3/allOrders (or openOrders), parsed by ccxt."""
+    raw = {"symbol": "BTCUSDT", "orderId": 28, "orderListId": -1, "clientOrderId": "te7", "price": "64250.01",
+           "origQty": "0.500", "executedQty": "0.000", "cummulativeQuoteQty": "0", "status": "NEW",
+           "timeInForce": "GTC", "type": "LIMIT", "side": "BUY", "stopPrice": "0.00", "icebergQty": "0.00",
+           "time": 1733300000000, "updateTime": 1733300000500, "isWorking": True, "workingTime": 1733300000000,
+           "origQuoteOrderQty": "0", "selfTradePreventionMode": "NONE"}
+    return ex.parse_order({**raw, **kw}, ex.market("BTC/USDT"))
+
+
+def _my_trade(ex, tid, order, price, qty, ms):
+    """An entry of Binance GET /api/v3/myTrades, parsed by ccxt."""
+    return ex.parse_trade({"symbol": "BTCUSDT", "id": tid, "orderId": order, "orderListId": -1, "price": price,
+                           "qty": qty, "quoteQty": "0", "commission": "0", "commissionAsset": "USDT", "time": ms,
+                           "isBuyer": True, "isMaker": True, "isBestMatch": True}, ex.market("BTC/USDT"))
+
+
+def test_reconcile_settles_the_routers_children_from_the_exchanges_orders_and_trades():
+    from engine.routing.router import DONE, LIVE, SENT
+    v = adapter()
+    ex = v.exchange
+    held = {5: (1, 1, 6425001, 100, 0, LIVE),       # acknowledged, not at the exchange any more: left in doubt
+            6: (1, 1, 6425001, 100, 100, DONE),     # over: not looked at
+            7: (1, 1, 6425001, 500, 100, LIVE),     # posted; the router has 100 of its fills
+            8: (1, 2, 6425000, 300, 0, SENT),       # written, no report journaled; open at the exchange
+            9: (1, 1, 6425001, 200, 0, SENT),       # written, never taken by the exchange
+            10: (1, 1, 6425001, 200, 0, SENT)}
+    orders = [_all_orders(ex, orderId=31, clientOrderId="te8", side="SELL", price="64250.00", origQty="0.300"),
+              _all_orders(ex, orderId=28, clientOrderId="te7", executedQty="0.300", status="CANCELED"),
+              _all_orders(ex, orderId=40, clientOrderId="web_1")]           # not the router's
+    trades = [_my_trade(ex, 58, 28, "64250.01", "0.200", 1733300000300),
+              _my_trade(ex, 56, 28, "64250.01", "0.100", 1733300000100),     # the one the router has
+              _my_trade(ex, 60, 40, "64250.01", "0.500", 1733300000100)]
+    assert v.reconciled(held, orders, {"31"}, trades) == 9                  # 9 and 10: unsent
+    got = [(MsgType(t).name, r[R["client_order_id"]], r[R["qty"]], r[R["leaves"]], r[R["trade_id"]])
+           for t, r, _ in v.events.got]
+    assert got == [("FILL", 7, 200, 200, 58), ("CANCELLED", 7, 200, 0, 0), ("ACCEPTED", 8, 300, 300, 0)]
+    assert v.open_at_connect == [(8, 300)]
+    # the same again (a second reconnect with nothing new): nothing reported twice
+    held[7] = (1, 1, 6425001, 500, 300, DONE)
+    held[8] = (1, 2, 6425000, 300, 0, LIVE)
+    v.events.got.clear()
+    assert v.reconciled(held, orders, {"31"}, trades) == 9
+    assert v.events.got == []
+
+
+def test_reconcile_without_a_trade_list_fills_the_difference_at_the_average_price():
+    from engine.routing.router import LIVE
+    v = adapter()
+    ex = v.exchange
+    order = _all_orders(ex, executedQty="0.300", cummulativeQuoteQty="19275.002", status="FILLED", origQty="0.300")
+    assert v.reconciled({7: (1, 1, 6425001, 300, 100, LIVE)}, [order], set(), []) == 8
+    (t, r, _), = v.events.got
+    # 19275.002 / 0.3 = 64250.00666..: the average, half-even to the router's unit
+    assert (t, r[R["qty"]], r[R["leaves"]], r[R["price"]]) == (MsgType.FILL, 200, 0, 6425001)
+
+
 def test_local_sequence_carries_the_last_report_time():
     v = adapter()
     a, b = v.next_seq(), v.next_seq()
@@ -357,4 +414,5 @@ def test_router_with_an_unreachable_ccxt_venue_routes_to_the_others(venues, rout
     assert sum(r.qty for r in reports if r.kind == "fill") == Decimal("0.010")
     st = {v["venue"]: v for v in router.status()["venues"]}
     assert st["A"]["up"] and not st["X"]["up"]
-    assert "venue_connect_failed" in router.output() and "X" in router.output()
+    assert any("venue_connect_failed" in line and '"venue":"X"' in line and "binance" in line
+               for line in router.output().splitlines())          # ccxt's binance tried, and failed

@@ -457,11 +457,18 @@ class CcxtVenue:
         return list(self.open_at_connect)
 
     async def close(self) -> None:
+        await self._close(self._stop())
+
+    def _stop(self):
+        """Down now: its loops cancelled, its exchange object taken away (returned, to be closed)."""
         self.up = False
         tasks, self.tasks = self.tasks, []
         for t in tasks:
             t.cancel()
         ex, self.exchange = self.exchange, None
+        return ex
+
+    async def _close(self, ex) -> None:
         if ex is not None:
             try:
                 await ex.close()
@@ -483,8 +490,7 @@ class CcxtVenue:
             return
         log.warning("venue %s (ccxt %s): session ended: %s", self.name, self.cfg.exchange, why,
                     extra={"event": "ccxt_session_ended", "venue": self.name})
-        self.up = False
-        asyncio.ensure_future(self.close())
+        asyncio.ensure_future(self._close(self._stop()))
         self.events.down(self.index)
 
     def spawn(self, coro) -> None:
@@ -686,63 +692,75 @@ class CcxtVenue:
 
     # -- reconciliation at connect --
     async def reconcile(self, next_seq: int) -> int:
-        """The exchange's view of the children the router holds, after a reconnect (module docstring);
-        returns the next client order id (1 + the highest of ours the exchange knows)."""
+        """Fetch the exchange's view after a (re)connect: every mapped market's open orders, its closed
+        orders (fetch_closed_orders, else fetch_orders) and the account's trades since the last journaled
+        report less reconcile_margin_s; then settle the router's children against it (reconciled)."""
         ex = self.exchange
-        held = self.held()
         last_ms = (next_seq - 1) >> SEQ_SHIFT
         since = max(0, last_ms - int(self.cfg.reconcile_margin_s * 1000)) if last_ms else None
-        found: dict[int, dict] = {}
-        trades: dict[str, list] = {}
-        self.open_at_connect = []
+        orders, open_ids, trades = [], set(), []
         for mm in self.maps.values():
-            listed = list(await ex.fetch_open_orders(mm.symbol))
-            open_ids = {str(r.get("id")) for r in listed}
+            live = await ex.fetch_open_orders(mm.symbol)
+            open_ids.update(str(r.get("id")) for r in live)
+            orders += live
             if self.has("fetchClosedOrders"):
-                listed += await ex.fetch_closed_orders(mm.symbol, since)
+                orders += await ex.fetch_closed_orders(mm.symbol, since)
             elif self.has("fetchOrders"):
-                listed += await ex.fetch_orders(mm.symbol, since)
-            for r in listed:
-                clid = self.clid_of(r.get("clientOrderId"))
-                if clid is None:
-                    continue
-                found.setdefault(clid, r)
-                if str(r.get("id")) in open_ids and clid in held:
-                    self.open_at_connect.append((clid, self.exact(mm, r.get("remaining"), "remaining", clid)))
+                orders += await ex.fetch_orders(mm.symbol, since)
             if self.has("fetchMyTrades"):
-                for t in await ex.fetch_my_trades(mm.symbol, since):
-                    trades.setdefault(str(t.get("order")), []).append(t)
-        for clid, (sid, side, price, qty, filled, state) in held.items():
+                trades += await ex.fetch_my_trades(mm.symbol, since)
+        return self.reconciled(self.held(), orders, open_ids, trades)
+
+    def reconciled(self, held: dict[int, tuple], orders: list[dict], open_ids: set[str], trades: list[dict]) -> int:
+        """The router's children at this venue (held_children) against the exchange's unified orders (those
+        open: their ids in open_ids) and trades. For each child not over that the exchange has: the fills
+        beyond what the router holds (new_to_fill; one FILL at the order's average price when the exchange
+        lists no trades), then ACCEPTED or its end, as live updates would have said. A child the exchange does
+        not have: never taken if the router had no report of it (it is answered by the returned client order
+        id: the smallest such one, so the router finds them unsent and routes their share again), else left
+        in doubt and logged. Returns the next client order id; sets open_at_connect (open_orders)."""
+        found: dict[int, dict] = {}
+        for r in orders:
+            clid = self.clid_of(r.get("clientOrderId"))
+            if clid is not None:
+                found.setdefault(clid, r)
+        by_order: dict[str, list] = {}
+        for t in trades:
+            by_order.setdefault(str(t.get("order")), []).append(t)
+        self.open_at_connect = []
+        unsent = []
+        for clid, (sid, side, price, qty, filled, state) in sorted(held.items()):
             if state == DONE:
                 continue
             r = found.get(clid)
             mm = self.maps.get(sid)
             if r is None or mm is None:
-                if state != SENT:
-                    log.warning("venue %s: child %d not found at the exchange since %s: left in doubt", self.name,
-                                clid, since, extra={"event": "reconcile_mismatch", "venue": self.name})
+                if state == SENT:
+                    unsent.append(clid)
+                else:
+                    log.warning("venue %s: child %d not found at the exchange: left in doubt", self.name, clid,
+                                extra={"event": "reconcile_mismatch", "venue": self.name})
                 continue
             o = self.orders[clid] = _Order(clid, sid, side, price, qty, filled, accepted=state == LIVE)
             o.xid = str(r.get("id"))
             self.by_xid[o.xid] = o
-            ts = sorted(trades.get(o.xid, []), key=_trade_key)
+            if o.xid in open_ids:
+                self.open_at_connect.append((clid, self.exact(mm, r.get("remaining"), "remaining", clid)))
+            ts = sorted(by_order.get(o.xid, []), key=_trade_key)
+            claimed = self.exact(mm, r.get("filled"), "filled", clid)
             if ts:
                 sizes = [self.exact(mm, t.get("amount"), "amount", clid) for t in ts]
-                claimed = self.exact(mm, r.get("filled"), "filled", clid)
                 skip = new_to_fill(filled, claimed, sizes)
                 o.trade_ids.update(str(t.get("id")) for t in ts[:skip])
                 for t in ts[skip:]:
                     self.on_trade(t, o)
-            elif r.get("filled"):             # no trade list: one FILL for what is missing, at the average price
-                claimed = self.exact(mm, r["filled"], "filled", clid)
-                if claimed > o.filled and r.get("average") is not None:
-                    o.trade_ids.add("")
-                    n = claimed - o.filled
-                    o.filled = claimed
-                    self.emit(MsgType.FILL, o, units(r["average"], mm.price_unit, ROUND_HALF_EVEN), n,
-                              max(0, qty - claimed), CommandKind.NEW_ORDER, r.get("lastUpdateTimestamp"))
+            elif claimed > o.filled and r.get("average") is not None:
+                n, o.filled = claimed - o.filled, claimed
+                self.emit(MsgType.FILL, o, units(r["average"], mm.price_unit, ROUND_HALF_EVEN), n,
+                          max(0, qty - claimed), CommandKind.NEW_ORDER, r.get("lastUpdateTimestamp"),
+                          liquidity=0)
             self.on_order({**r, "trades": None}, o)
-        return max(found, default=0) + 1
+        return min(unsent, default=max(found, default=0) + 1)
 
 
 def _trade_key(t: dict):
