@@ -121,6 +121,9 @@ def test_market_precision_checked_against_the_router_symbol():
     assert set(maps) == {1} and "not a multiple" in refused[2]
     maps, refused = cv.market_maps(ex, {1: spec(SYMBOLS[1])}, {"BTCUSDT": "DOGE/USDT"})
     assert not maps and "DOGE/USDT" in refused[1]                    # ccxt BadSymbol: not listed
+    ex.set_markets([{**BTC_USDT, "active": False}])
+    maps, refused = cv.market_maps(ex, {1: spec(SYMBOLS[1])}, {"BTCUSDT": "BTC/USDT"})
+    assert not maps and "inactive" in refused[1]
 
 
 def test_significant_digit_exchanges_are_refused():

@@ -5,13 +5,14 @@ library; REST through `ccxt.async_support`, websockets through `ccxt.pro`, both 
 package). A [[venues]] entry with kind = "ccxt" and a [venues.ccxt] table (engine/routing/config.py)
 selects it. It implements the interface of engine/routing/venues.py:
 
-    connect(next_seq)   a fresh ccxt exchange, load_markets, then the reconciliation (below);
-                        returns the next client order id: a journaled child at or above it was
-                        never found at the exchange (the router routes its share again)
-    subscribe(symbols)  each mapped market checked against the router symbol (ticks and lots
-                        must convert exactly, else refused: MarketMap), then watch_order_book
-                        (fetch_order_book every poll_s without a websocket) -> events.depth, and
-                        watch_orders + watch_my_trades (fetch_order polling without) -> reports
+    connect(next_seq)   a fresh ccxt exchange, load_markets, each mapped market checked against
+                        its router symbol (ticks and lots must convert exactly, else the symbol is
+                        refused at this venue: MarketMap), then the reconciliation (below); returns
+                        the next client order id: a journaled child at or above it was never
+                        found at the exchange (the router routes its share again)
+    subscribe(symbols)  watch_order_book (fetch_order_book every poll_s without a websocket) ->
+                        events.depth, and watch_orders + watch_my_trades (fetch_order polling
+                        without) -> reports
     raw(frame)          NEW_ORDER -> create_order(market, "limit", side, amount, price,
                         {"clientOrderId": prefix + clid, "timeInForce": "IOC" for an IOC child});
                         CANCEL -> cancel_order(exchange id, market); AMEND -> REJECTED 6059
@@ -42,9 +43,9 @@ reconnect settles it.
 Tested here (tests/test_routing_ccxt.py, against the real ccxt library, offline): market loading
 from a static markets dict, the precision checks and conversions, ccxt's own parsing of exchange
 payloads into unified orders, trades and books and from there into the router's units and report
-bodies, the exception mapping, the reconciliation arithmetic. NOT tested: anything on the network
-(load_markets, create_order, cancel_order, watch_*, fetch_*): there is no network here, and no
-exchange can be run locally.
+bodies, the exception mapping, the reconciliation. NOT tested: anything on the network
+(load_markets, create_order, cancel_order, watch_*, fetch_*): there is no network here, and ccxt
+has no exchange that runs locally.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ try:
     import ccxt.async_support as ccxt_async
     try:
         import ccxt.pro as ccxt_pro
-    except ImportError:                    # ccxt before 4.x shipped pro separately
+    except ImportError:                    # a ccxt without ccxt.pro: REST only
         ccxt_pro = None
 except ImportError:
     ccxt = ccxt_async = ccxt_pro = None
@@ -272,7 +273,10 @@ def market_maps(ex, symbols: dict[int, tuple], markets: dict[str, str]) -> tuple
     maps, refused = {}, {}
     for sid, (name, pd, qd, tick, lot) in symbols.items():
         try:
-            maps[sid] = MarketMap(sid, name, pd, qd, tick, lot, ex.market(markets[name]), ex.precisionMode)
+            market = ex.market(markets[name])
+            if market.get("active") is False:
+                raise Inexact("the exchange lists the market as inactive")
+            maps[sid] = MarketMap(sid, name, pd, qd, tick, lot, market, ex.precisionMode)
         except (Inexact, ccxt.BadSymbol) as e:
             refused[sid] = f"{markets[name]}: {e}"
     return maps, refused
@@ -436,8 +440,12 @@ class CcxtVenue:
         if not self.up:
             return False
         o = self.orders.get(clid)
-        if o is None or o.done:
-            return True                 # nothing open to cancel: the router is waiting for its end anyway
+        if o is None:
+            log.warning("venue %s: cancel of child %d, unknown here (in doubt since the reconnect): not sent",
+                        self.name, clid, extra={"event": "ccxt_cancel_unknown", "venue": self.name})
+            return True
+        if o.done:
+            return True                 # its end is reported already: the router ends the parent with it
         if o.xid is None:
             o.cancel_wanted = True      # create_order has not returned: cancelled when it does
         else:
@@ -575,6 +583,8 @@ class CcxtVenue:
             if o is None:
                 if any(x.xid is None and not x.done for x in self.orders.values()):
                     self.early.setdefault(xid, []).append(t)      # maybe a child whose create is in flight
+                else:
+                    self.early.clear()                            # none in flight: those were not ours
                 return
         tid = str(t.get("id"))
         if o.done or tid in o.trade_ids:
@@ -583,6 +593,9 @@ class CcxtVenue:
         mm = self.maps[o.sid]
         qty = self.exact(mm, t.get("amount"), "amount", o.clid)
         price = self.exact(mm, t.get("price"), "price", o.clid)
+        if qty <= 0 or price <= 0:
+            log.warning("venue %s: child %d: trade %s without amount or price: not reported", self.name, o.clid, tid)
+            return
         o.filled += qty
         self.emit(MsgType.FILL, o, price, qty, max(0, o.qty - o.filled), CommandKind.NEW_ORDER, t.get("timestamp"),
                   liquidity=liquidity(t), fee=self.fee(t, mm), trade_id=wire_id(tid))
