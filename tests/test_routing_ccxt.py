@@ -278,6 +278,77 @@ def test_amend_is_rejected_and_unmapped_symbol_not_written():
                                                      CommandKind.AMEND)
 
 
+def test_router_in_process_with_a_ccxt_venue_journals_its_reports_and_replays_them(tmp_path):
+    """The real router (decisions, journal) with the ccxt adapter as its one venue, no network needed: the
+    depth from a ccxt-parsed Binance book, a client's IOC buy routed to it, each child's create_order refused
+    by ccxt itself before any request (no credentials: AuthenticationError) -> REJECTED 6053, the next wave
+    routed, then the remainder cancelled to the client; the journal replayed gives the same state."""
+    from engine.journal import Journal
+    from engine.routing.config import RouterSection, VenueConfig
+    from engine.routing.router import DONE, Router
+    from protocol import wire
+    from protocol.codes import OrderType, Side, TimeInForce
+    from protocol.records import ROUTE_INPUT, ROUTE_OUTPUT
+
+    def router():
+        vc = VenueConfig(name="X", kind="ccxt", ccxt=msgspec.convert({"exchange": "binance", "symbols": MAPPING},
+                                                                      rconfig.CcxtConfig))
+        j = Journal(str(tmp_path / "journal"), "sync", layouts=(ROUTE_INPUT, ROUTE_OUTPUT))
+        return Router(RouterSection(), [vc], SYMBOLS, j)
+
+    from_venue = []
+
+    class App:                                              # the VenueEvents RouterApp implements, in short
+        def report(self, venue, msg_type, body, seq):
+            from_venue.append((msg_type, codec.EXEC_REPORT.unpack(body)))
+            r.venue_report(venue, msg_type, body, seq)
+
+        def depth(self, venue, symbol, bids, asks):
+            r.book.update(symbol, venue, bids, asks)
+
+        def down(self, venue):
+            r.venue_down(venue)
+
+    r = router()
+    v = adapter(App(), held=lambda: cv.held_children(r.state, 1))
+    v.index = 1
+    r.venues[1] = v
+    r.rank = {1: 0}
+    v.venue_symbol[1] = 1
+    ob = v.exchange.parse_order_book({"lastUpdateId": 1, "bids": [["64249.00", "1.000"]],
+                                      "asks": [["64250.01", "0.200"], ["64251.00", "1.000"]]}, "BTC/USDT")
+    App().depth(1, 1, *v.maps[1].book(ob, 10))
+
+    async def go():
+        r.loop = asyncio.get_running_loop()
+        body = codec.NEW_ORDER_FRAME.pack(1, 1, Side.BUY, OrderType.LIMIT, TimeInForce.IOC, 6425100, 500)
+        r.client_order(7, MsgType.NEW_ORDER, body[wire.HEADER.size:])
+        r.flush()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            r.flush()
+            if any(p.done for p in r.state.parents.values()):
+                break
+        await v.close()
+    asyncio.run(go())
+    got = [(MsgType(f[2]).name, codec.EXEC_REPORT.unpack(f[wire.HEADER.size:])) for f in r.state.reports[7]]
+    assert [k for k, _ in got] == ["ACCEPTED", "CANCELLED"]
+    assert (got[1][1][R["qty"]], got[1][1][R["reason"]]) == (500, CancelReason.IOC_REMAINDER)
+    kids = sorted(r.state.children.items())
+    assert [(clid, c.state, c.qty, c.price) for (_, clid), c in kids] == [(1, DONE, 500, 6425100),
+                                                                          (2, DONE, 500, 6425100)]
+    assert [(t, b[R["client_order_id"]], b[R["reason"]]) for t, b in from_venue] == \
+        [(MsgType.REJECTED, 1, Reject.VENUE_AUTH_FAILED), (MsgType.REJECTED, 2, Reject.VENUE_AUTH_FAILED)]
+    state = (r.state.venue_seq, r.state.report_seq, {k: (c.state, c.filled) for k, c in r.state.children.items()})
+    r.journal.close()
+    r2 = router()
+    r2.recover()
+    assert (r2.state.venue_seq, r2.state.report_seq,
+            {k: (c.state, c.filled) for k, c in r2.state.children.items()}) == state
+    assert r2.state.venue_seq[1] >> cv.SEQ_SHIFT > 1_700_000_000_000     # the adapter's time-carrying sequence
+    r2.journal.close()
+
+
 # -- reconciliation arithmetic and the sequence --
 def test_reconcile_skips_the_fills_the_router_has():
     # trades listed oldest first; the exchange says order_filled in all
