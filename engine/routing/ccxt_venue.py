@@ -11,7 +11,7 @@ selects it. It implements the interface of engine/routing/venues.py:
                         the next client order id: a journaled child at or above it was never
                         found at the exchange (the router routes its share again)
     subscribe(symbols)  watch_order_book (fetch_order_book every poll_s without a websocket) ->
-                        events.depth, and watch_orders + watch_my_trades (fetch_order polling
+                        events.depth, and watch_orders + watch_my_trades per market (fetch_order polling
                         without) -> reports
     raw(frame)          NEW_ORDER -> create_order(market, "limit", side, amount, price,
                         {"clientOrderId": prefix + clid, "timeInForce": "IOC" for an IOC child});
@@ -336,7 +336,6 @@ class CcxtVenue:
         self.seq = 0
         self.maps: dict[int, MarketMap] = {}            # router symbol id -> market
         self.refused: dict[int, str] = {}               # router symbol id -> why its market is not used
-        self.by_market: dict[str, MarketMap] = {}
         self.venue_symbol: dict[int, int] = {}          # router symbol id -> itself (the router packs it)
         self.orders: dict[int, _Order] = {}             # clid -> child
         self.by_xid: dict[str, _Order] = {}
@@ -392,7 +391,6 @@ class CcxtVenue:
         self.last_recv = time.monotonic()
         self.up = True
         self.maps, self.refused = market_maps(ex, self.symbols, self.cfg.symbols)
-        self.by_market = {m.symbol: m for m in self.maps.values()}
         try:
             return await self.reconcile(next_seq)
         except BaseException:
@@ -403,14 +401,16 @@ class CcxtVenue:
         skipped = {sid: "not mapped in [venues.ccxt] symbols" for sid in symbols if sid not in self.maps}
         for sid, why in self.refused.items():
             skipped[sid] = f"refused: {why}"
+        ws = self.has("watchOrders") and self.has("watchMyTrades")
         for sid, mm in self.maps.items():
             if sid in symbols:
                 self.venue_symbol[sid] = sid
                 self.tasks.append(asyncio.ensure_future(self.watch_book(mm, levels)))
-        if self.has("watchOrders") and self.has("watchMyTrades"):
-            self.tasks.append(asyncio.ensure_future(self.watch("watch_orders", self.on_order)))
-            self.tasks.append(asyncio.ensure_future(self.watch("watch_my_trades", self.on_trade)))
-        else:
+                if ws:
+                    self.tasks.append(asyncio.ensure_future(self.watch("watch_orders", mm.symbol, self.on_order)))
+                    self.tasks.append(asyncio.ensure_future(self.watch("watch_my_trades", mm.symbol,
+                                                                       self.on_trade)))
+        if not ws:
             self.tasks.append(asyncio.ensure_future(self.poll_orders()))
         return skipped
 
@@ -675,13 +675,13 @@ class CcxtVenue:
                 await asyncio.sleep(self.cfg.poll_s)
         await self.loop_guard(once, f"order book {mm.symbol}")
 
-    async def watch(self, method: str, handle) -> None:
-        """The account's order updates (watch_orders -> on_order) or trades (watch_my_trades -> on_trade)."""
+    async def watch(self, method: str, symbol: str, handle) -> None:
+        """The account's order updates (watch_orders -> on_order) or trades (watch_my_trades -> on_trade) in
+        one market (by market: some exchanges require the symbol)."""
         async def once():
-            for x in await getattr(self.exchange, method)():
-                if x.get("symbol") in self.by_market:
-                    handle(x)
-        await self.loop_guard(once, method)
+            for x in await getattr(self.exchange, method)(symbol):
+                handle(x)
+        await self.loop_guard(once, f"{method} {symbol}")
 
     async def poll_orders(self) -> None:
         """Without websockets: each open child's order every poll_s, and its trades when it filled more."""
