@@ -369,3 +369,14 @@ class Reject(IntEnum):
     ROUTE_UNSUPPORTED = 6001           # an order the router does not route (stop, FOK, GTD, iceberg, post-only,
                                        # reduce-only): send it to a venue directly
     NO_VENUE = 6002                    # no venue is up for the symbol (or none trades it)
+    # 6050-6099: an external exchange's refusal through the ccxt adapter (engine/routing/ccxt_venue.py)
+    VENUE_INSUFFICIENT_FUNDS = 6050    # ccxt InsufficientFunds: the router's exchange account cannot pay for it
+    VENUE_ORDER_NOT_FOUND = 6051       # ccxt OrderNotFound: a cancel of an order the exchange does not know (or over)
+    VENUE_INVALID_ORDER = 6052         # ccxt InvalidOrder (below the exchange's minimum, would cross a post-only ...)
+    VENUE_AUTH_FAILED = 6053           # ccxt AuthenticationError, PermissionDenied, AccountSuspended
+    VENUE_BAD_REQUEST = 6054           # ccxt BadRequest, BadSymbol, ArgumentsRequired, NotSupported
+    VENUE_REFUSED = 6055               # ccxt OperationRejected (market closed, restricted location ...)
+    VENUE_RATE_LIMITED = 6056          # ccxt RateLimitExceeded: refused before it was taken
+    VENUE_ERROR = 6057                 # any other ccxt ExchangeError: the exchange answered with an error
+    VENUE_ORDER_REJECTED = 6058        # the exchange reported the order's status as rejected after taking it
+    VENUE_AMEND_UNSUPPORTED = 6059     # an amend of a child at a ccxt venue (not mapped: cancel and re-send)
