@@ -99,6 +99,7 @@ class Raw:
 class NullVenue:
     """A venue adapter that takes every frame and sends nothing (the in-process measurement)."""
     up = True
+    raw_frames = True
     venue_symbol = {s: s for s in SYMBOLS}
 
     def raw(self, frame):
@@ -131,6 +132,9 @@ def in_process(n, tmp):
 
     async def go():
         r.loop = asyncio.get_running_loop()
+        for i in range(1, 4):
+            r.venue_up(i, 1)
+        r.flush()
         for k in range(n):
             body = NEW_ORDER_FRAME.pack(k + 1, SYMBOLS[k % len(SYMBOLS)], Side.BUY, OrderType.LIMIT,
                                         TimeInForce.IOC, BASE + 40, 3 * LEVEL_QTY)[wire.HEADER.size:]

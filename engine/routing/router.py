@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections import deque
 
@@ -31,6 +32,7 @@ import numpy as np
 from engine.journal import Journal
 from engine.routing import book as bookmod, codec
 from engine.routing.codec import R
+from engine.routing.decide import Split
 from protocol import wire
 from protocol.codes import CancelReason, CommandKind, OrderState, OrderType, Reject, Side, TimeInForce
 from protocol.records import ROUTE_INPUT, ROUTE_OUTPUT, RouteInput, RouteOutput
@@ -40,6 +42,8 @@ log = logging.getLogger("trading-engine.route")
 
 SENT, LIVE, DONE = 1, 2, 3           # a child's state: journaled (maybe not yet acknowledged), acknowledged, over
 N = codec.NEW_ORDER.fields           # NewOrder field -> index
+REPORT_HEAD = {t: struct.pack("<HBBI", *f.head) for t, f in codec.REPORT_FRAMES.items()}   # an ExecReport's header
+NEW_ORDER_SIZE = wire.frame_size(MsgType.NEW_ORDER)
 
 
 class Child:
@@ -89,7 +93,8 @@ class State:
         self.report_seq: dict[int, int] = {}                 # account -> last report seq sent
         self.reports: dict[int, list[bytes]] = {}            # account -> every report frame, seq order
         self.venue_seq = [0] * (n_venues + 1)                # venue -> last report seq taken
-        self.next_child_clid = [1] * (n_venues + 1)          # venue -> next child client order id
+        # venue -> next child client order id (uint64: decide.pyx Split reads it at each split)
+        self.next_child_clid = np.ones(n_venues + 1, dtype=np.uint64)
         self.last_seq = 0                                    # router sequence
 
     def open_parents(self, account: int | None = None) -> list[Parent]:
@@ -112,22 +117,41 @@ class Router:
             self.maker_bps[i] = fee_bps(v.name, v.maker_fee)
         self.journal = journal
         self.state = State(len(venues_cfg))
-        self.book = bookmod.ConsolidatedBook()
+        self.slot = {sid: i for i, sid in enumerate(symbols)}    # symbol -> its row in split's arrays
+        # the split, the children and the open batch's records and frames, in C
+        self.split = Split(len(venues_cfg), cfg.depth_levels, len(self.slot), self.taker_bps,
+                           self.state.next_child_clid)
+        self.book = bookmod.ConsolidatedBook(self.slot, self.split)
         self.venues: dict[int, object] = {}              # index -> adapter (set by the app)
         self.metrics = metrics
-        self.rank: dict[int, int] = {}                   # venue -> tie-break order among venues up
+        self._rank: dict[int, int] = {}                  # venue -> tie-break order among venues up
         self.degraded: set[int] = set()
         self.sessions: dict[int, set] = {}               # account -> sessions (ClientSession)
         self.on_book = None                              # callback(symbol): consolidated market data changed
-        # the open batch
-        self.inputs: list[bytes] = []
-        self.outputs: list[bytes] = []
-        self.effects: list = []
+        # the open batch: its records and venue frames are in self.split
+        self.inputs = 0                                  # inputs in it (0: no batch open)
+        self.batch_first = 0                             # its first router sequence number
+        self.effects: list = []                          # after the commit: (account, report frame), callables
         self.flush_scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.failed: Exception | None = None
         # client order received -> the last of its children written (ns; perf/routing.py reads them)
         self.decision_ns: deque[int] = deque(maxlen=1 << 16)
+
+    @property
+    def rank(self) -> dict[int, int]:
+        return self._rank
+
+    @rank.setter
+    def rank(self, rank: dict[int, int]) -> None:
+        """The monitor's tie-break order (venue -> rank, venues up only), mirrored into the split."""
+        self._rank = rank
+        self.split.set_rank(rank)
+
+    def sync_listing(self, venue: int) -> None:
+        """The symbols the venue's adapter trades (its venue_symbol, set when it subscribed), into the split."""
+        vs = getattr(self.venues.get(venue), "venue_symbol", {})
+        self.split.set_listing(venue, {self.slot[s]: v for s, v in vs.items() if s in self.slot})
 
     # -- recovery --
     def recover(self) -> int:
@@ -212,8 +236,7 @@ class Router:
         elif kind == RouteOutput.CLIENT_REPORT:
             r = codec.EXEC_REPORT.unpack(body)
             s.report_seq[account] = r[R["seq"]]
-            s.reports.setdefault(account, []).append(codec.REPORT_FRAMES[msg_type].pack(
-                *(r[R[f]] for f in codec.REPORT_FIELDS)))
+            s.reports.setdefault(account, []).append(REPORT_HEAD[msg_type] + body[:codec.EXEC_REPORT.size])
             p = s.parents.get(parent)
             if p is None:
                 return
@@ -231,14 +254,20 @@ class Router:
                     p.done = True
         elif kind == RouteOutput.CHILD_ORDER and msg_type == MsgType.NEW_ORDER:
             o = codec.NEW_ORDER.unpack(body)
-            p = s.parents[parent]
-            c = Child(venue, child, parent, o[N["price"]], o[N["qty"]], o[N["tif"]])
-            s.children[(venue, child)] = c
-            p.children.append(c)
-            s.next_child_clid[venue] = max(s.next_child_clid[venue], child + 1)
-            if o[N["tif"]] == TimeInForce.IOC and p.last_wave != s.last_seq:
-                p.waves += 1
-                p.last_wave = s.last_seq
+            self._apply_child(venue, child, s.parents[parent], o[N["price"]], o[N["qty"]], o[N["tif"]])
+
+    def _apply_child(self, venue, clid, p, price, qty, tif) -> None:
+        """A child order emitted (apply_output's CHILD_ORDER NEW_ORDER; the split's children enter here
+        with the values they were packed from)."""
+        s = self.state
+        c = Child(venue, clid, p.id, price, qty, tif)
+        s.children[(venue, clid)] = c
+        p.children.append(c)
+        if clid >= s.next_child_clid[venue]:
+            s.next_child_clid[venue] = clid + 1
+        if tif == TimeInForce.IOC and p.last_wave != s.last_seq:
+            p.waves += 1
+            p.last_wave = s.last_seq
 
     def _target(self, account, body) -> Parent | None:
         clid, oid = codec.CANCEL.unpack(body)
@@ -255,7 +284,10 @@ class Router:
         if self.failed is not None:
             raise self.failed
         seq = self.state.last_seq + 1
-        self.inputs.append(codec.ROUTE_INPUT.struct.pack(kind, msg_type, venue, account, seq, ts, body))
+        if not self.inputs:
+            self.batch_first = seq
+        self.split.add_input(kind, msg_type, venue, account, seq, ts, body)
+        self.inputs += 1
         self.apply_input(kind, msg_type, venue, account, seq, body)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -263,8 +295,7 @@ class Router:
         return seq
 
     def _output(self, kind, msg_type, venue, account, parent, child, body: bytes) -> None:
-        self.outputs.append(codec.ROUTE_OUTPUT.struct.pack(kind, msg_type, venue, account, self.state.last_seq,
-                                                           parent, child, body))
+        self.split.add_output(kind, msg_type, venue, account, self.state.last_seq, parent, child, body)
         self.apply_output(kind, msg_type, venue, account, parent, child, body)
 
     def report(self, p_account, msg_type, parent_id, clid, symbol, side, price, qty, leaves, cmd_kind, ts,
@@ -285,49 +316,55 @@ class Router:
         return True
 
     def flush(self) -> None:
-        """Commit the open batch, then carry out its effects in order."""
+        """Commit the open batch (one LMDB put of the records split packed), then write each venue's
+        frames (one write per venue), then carry out the other effects in order."""
         self.flush_scheduled = False
         if not self.inputs:
             return
-        cmds = np.frombuffer(b"".join(self.inputs), dtype=ROUTE_INPUT.dtype)
-        events = np.frombuffer(b"".join(self.outputs), dtype=ROUTE_OUTPUT.dtype)
-        effects = self.effects
-        self.inputs, self.outputs, self.effects = [], [], []
+        sp = self.split
+        n_in, n_out = sp.n_in, sp.n_out
+        records, frames, rows = sp.take()
+        effects, first = self.effects, self.batch_first
+        self.inputs, self.effects = 0, []
         try:
-            self.journal.append(cmds, events)
+            self.journal.append_packed(first, self.state.last_seq, n_in, n_out, records)
         except Exception as e:         # nothing of this batch is acknowledged; the router stops taking input
             self.failed = e
             log.error("router journal commit failed: %s; no further input is taken", e,
                       extra={"event": "journal_failed"})
             return
-        unsent, sent = [], []
-        decided: dict[int, int] = {}   # client order received (perf_counter ns) -> its last child written
         # the children first (the decision's point), then the client's reports and replies in their order
-        effects.sort(key=lambda fx: not (type(fx) is tuple and fx[0] == "child"))     # stable
+        written = [0] * len(frames)    # venue -> perf_counter ns after its frames were written, 0: not written
+        for v, data in enumerate(frames):
+            if data:
+                ad = self.venues.get(v)
+                if ad is not None and ad.up and (ad.raw(data) if getattr(ad, "raw_frames", False)
+                                                 else all(ad.raw(f) for f in _frames(data))):
+                    written[v] = time.perf_counter_ns()
         for fx in effects:
             if callable(fx):
                 fx()
-            elif fx[0] == "child":
-                _, venue, clid, frame, recv_ns = fx
-                ad = self.venues.get(venue)
-                c = self.state.children.get((venue, clid))
-                if ad is not None and ad.up and ad.raw(frame):
-                    if c is not None:
-                        c.sent_ns = time.perf_counter_ns()
-                        if recv_ns:
-                            decided[recv_ns] = c.sent_ns
-                    sent.append((venue, frame))
-                elif c is not None and frame[2] == MsgType.NEW_ORDER:
-                    unsent.append((venue, frame[wire.HEADER.size:]))
             else:
                 account, frame = fx
                 for sess in self.sessions.get(account, ()):
                     sess.write(frame)
+        unsent = []
+        decided: dict[int, int] = {}   # client order received (perf_counter ns) -> its last child written
+        children = self.state.children
+        for venue, clid, msg_type, _, offset, recv_ns in rows:
+            c = children.get((venue, clid))
+            sent_ns = written[venue]
+            if sent_ns:
+                if c is not None:
+                    c.sent_ns = sent_ns
+                    if recv_ns and sent_ns > decided.get(recv_ns, 0):
+                        decided[recv_ns] = sent_ns
+                if self.metrics and msg_type == MsgType.NEW_ORDER:
+                    self.metrics.child_sent(venue, frames[venue][offset:offset + NEW_ORDER_SIZE])
+            elif c is not None and msg_type == MsgType.NEW_ORDER:
+                unsent.append((venue, frames[venue][offset + wire.HEADER.size:offset + NEW_ORDER_SIZE]))
         for recv_ns, sent_ns in decided.items():
             self.decision_ns.append(sent_ns - recv_ns)
-        if self.metrics:
-            for venue, frame in sent:
-                self.metrics.child_sent(venue, frame)
         for venue, body in unsent:     # the venue was down: the child never left, route its share again
             self.child_unsent(venue, body)
 
@@ -429,7 +466,7 @@ class Router:
         reason = self._check_new(account, o)
         if reason:
             return self._reject(account, o, reason, ts)
-        if not self.venue_rank(o[N["symbol"]]) and (self.cfg.remainder == "ioc" or o[N["tif"]] == TimeInForce.IOC
+        if not self.split.usable(self.slot[o[N["symbol"]]]) and (self.cfg.remainder == "ioc" or o[N["tif"]] == TimeInForce.IOC
                                                      or o[N["order_type"]] == OrderType.MARKET):
             return self._reject(account, o, Reject.NO_VENUE, ts)    # nothing could fill it, nothing may wait
         s = self.state
@@ -485,13 +522,24 @@ class Router:
     def _child(self, venue, clid, p, frame, recv_ns=0):
         """A frame to a venue about child `clid` of p: journaled now, written after the commit."""
         self._output(RouteOutput.CHILD_ORDER, frame[2], venue, p.account, p.id, clid, frame[wire.HEADER.size:])
-        self.effects.append(("child", venue, clid, frame, recv_ns))
+        self.split.add_frame(venue, clid, frame, recv_ns)
 
     def audit(self, event, msg, **fields) -> None:
         """A routing decision logged with its reason, once its orders are written (formatting a JSON log
         line costs ~100 us here: not on the way to the venues)."""
         fields["event"] = event
         self.effects.append(lambda: log.info(msg, extra=fields))
+
+    def audit_route(self, p, qty, limit, rest, split) -> None:
+        wave = p.waves
+
+        def line():
+            names = [(self.venues_cfg[v - 1].name, q, worst, self.taker_bps[v]) for v, _, q, worst in split]
+            log.info("route", extra={"event": "route", "parent": p.id, "account": p.account, "symbol": p.symbol,
+                                     "side": p.side, "qty": qty, "limit": limit, "wave": wave, "unallocated": rest,
+                                     "children": names, "reason": "cheapest all-in price (price and taker fee) "
+                                     "first, then venue score"})
+        self.effects.append(line)
 
     def venue_rank(self, symbol) -> dict[int, int]:
         return {v: r for v, r in self.rank.items() if symbol in getattr(self.venues.get(v), "venue_symbol", {})}
@@ -514,23 +562,18 @@ class Router:
             self.audit("route_end", "posted child ended at its venue", parent=p.id, qty=left, reason=int(why))
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
                                CommandKind.NEW_ORDER, ts, reason=why)
-        rank = self.venue_rank(p.symbol)
-        if p.waves < self.cfg.waves and rank:
-            limit = p.price if p.order_type == OrderType.LIMIT else None
-            split, rest = bookmod.allocate(self.book.venue_books(p.symbol), p.side, left, limit, self.taker_bps,
-                                           rank)
+        slot = self.slot.get(p.symbol)
+        if p.waves < self.cfg.waves and slot is not None and self.split.usable(slot):
+            # the split and its children, packed in C (decide.pyx); each applied as apply_output would
+            market = p.order_type != OrderType.LIMIT
+            split = self.split.children(slot, p.side, left, p.price, not market, p.account, self.state.last_seq,
+                                        p.id, recv_ns)
             if split:
-                s = self.state
-                for v, q, worst in split:
-                    clid = s.next_child_clid[v]
-                    vs = self.venues[v].venue_symbol[p.symbol]
-                    self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT,
-                                                                       TimeInForce.IOC, worst, q), recv_ns)
-                names = [(self.venues_cfg[v - 1].name, q, worst, self.taker_bps[v]) for v, q, worst in split]
-                self.audit("route", "route", parent=p.id, account=p.account, symbol=p.symbol, side=p.side,
-                           qty=left, limit=limit, wave=p.waves, unallocated=rest, children=names,
-                           reason="cheapest all-in price (price and taker fee) first, then venue score")
+                for v, clid, q, worst in split:
+                    self._apply_child(v, clid, p, worst, q, TimeInForce.IOC)
+                self.audit_route(p, left, None if market else p.price, self.split.left, split)
                 return
+        rank = self.venue_rank(p.symbol)
         if p.order_type == OrderType.MARKET or p.tif == TimeInForce.IOC or self.cfg.remainder == "ioc":
             why = CancelReason.MARKET_REMAINDER if p.order_type == OrderType.MARKET else CancelReason.IOC_REMAINDER
             self.audit("route_remainder", "route remainder cancelled", parent=p.id, qty=left,
@@ -543,7 +586,7 @@ class Router:
                        reason="remainder post: no venue up")
             return
         v = min(rank, key=lambda x: (x in self.degraded, self.maker_bps[x], rank[x]))
-        clid = self.state.next_child_clid[v]
+        clid = int(self.state.next_child_clid[v])
         vs = self.venues[v].venue_symbol[p.symbol]
         self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT, TimeInForce.GTC,
                                                            p.price, left), recv_ns)
@@ -555,6 +598,7 @@ class Router:
     def venue_up(self, venue: int, next_clid: int) -> None:
         """A venue logged on (its replay taken): the children it never received are unsent (their
         client order id is at or above its next_client_order_id); parents waiting go on."""
+        self.sync_listing(venue)
         ts = time.time_ns()
         self._input(RouteInput.VENUE_UP, 0, venue, 0, next_clid.to_bytes(8, "little"), ts)
         s = self.state
@@ -576,6 +620,15 @@ class Router:
         return {"parents_open": len(s.open_parents()), "parents": len(s.parents), "children": len(s.children),
                 "children_in_doubt": sum(1 for c in s.children.values() if c.state == SENT),
                 "last_seq": s.last_seq}
+
+
+def _frames(data: bytes):
+    """The whole frames in data, one by one (for an adapter that takes one frame per raw())."""
+    pos = 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 2], "little")
+        yield data[pos:pos + n]
+        pos += n
 
 
 def order_entry(p: Parent) -> dict:
