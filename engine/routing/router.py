@@ -135,8 +135,11 @@ class Router:
         self.flush_scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.failed: Exception | None = None
-        # client order received -> the last of its children written (ns; perf/routing.py reads them)
+        # client order received -> the last of its children written (ns), and its parts: received ->
+        # the batch's commit begun (the decision), the commit, the commit's end -> that last write
+        # (perf/routing.py reads them through /decisions)
         self.decision_ns: deque[int] = deque(maxlen=1 << 16)
+        self.decision_parts: deque[tuple[int, int, int]] = deque(maxlen=1 << 16)
 
     @property
     def rank(self) -> dict[int, int]:
@@ -326,6 +329,7 @@ class Router:
         records, frames, rows = sp.take()
         effects, first = self.effects, self.batch_first
         self.inputs, self.effects = 0, []
+        commit_ns = time.perf_counter_ns()
         try:
             self.journal.append_packed(first, self.state.last_seq, n_in, n_out, records)
         except Exception as e:         # nothing of this batch is acknowledged; the router stops taking input
@@ -334,6 +338,7 @@ class Router:
                       extra={"event": "journal_failed"})
             return
         # the children first (the decision's point), then the client's reports and replies in their order
+        committed_ns = time.perf_counter_ns()
         written = [0] * len(frames)    # venue -> perf_counter ns after its frames were written, 0: not written
         for v, data in enumerate(frames):
             if data:
@@ -365,6 +370,7 @@ class Router:
                 unsent.append((venue, frames[venue][offset + wire.HEADER.size:offset + NEW_ORDER_SIZE]))
         for recv_ns, sent_ns in decided.items():
             self.decision_ns.append(sent_ns - recv_ns)
+            self.decision_parts.append((commit_ns - recv_ns, committed_ns - commit_ns, sent_ns - committed_ns))
         for venue, body in unsent:     # the venue was down: the child never left, route its share again
             self.child_unsent(venue, body)
 

@@ -430,8 +430,11 @@ class RouterApp:
                 self.monitor.snapshot()
                 body, ctype, code = generate_latest(self.monitor.registry), "text/plain; version=0.0.4", 200
             elif path == "/decisions":       # perf/routing.py: the decision-time samples, taken (emptied)
-                body, ctype, code = json.dumps(list(self.router.decision_ns)).encode(), "application/json", 200
-                self.router.decision_ns.clear()
+                r = self.router
+                body = json.dumps({"total": list(r.decision_ns), "parts": list(r.decision_parts)}).encode()
+                ctype, code = "application/json", 200
+                r.decision_ns.clear()
+                r.decision_parts.clear()
             elif path == "/status":
                 body, ctype, code = json.dumps(self.status()).encode(), "application/json", 200
             else:
