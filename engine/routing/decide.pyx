@@ -195,12 +195,16 @@ cdef class Split:
     @cython.wraparound(False)
     @cython.initializedcheck(False)
     def children(self, Py_ssize_t slot, int side, int64_t qty, int64_t limit, bint has_limit, uint32_t account,
-                 uint64_t seq, uint64_t parent, int64_t recv_ns):
-        """Split, then per venue taken one child, LIMIT IOC at the worst price taken there: its
-        NEW_ORDER frame queued for the venue and its CHILD_ORDER record in the batch. Returns
-        [[venue, client order id, qty, price]] (the router applies each, router.py _apply_child)."""
+                 uint64_t seq, uint64_t parent, int64_t recv_ns, uint8_t tif=TIF_IOC, bint all_or_none=False):
+        """Split, then per venue taken one child, LIMIT `tif` (IOC or FOK) at the worst price taken
+        there: its NEW_ORDER frame queued for the venue and its CHILD_ORDER record in the batch.
+        all_or_none: no child at all unless the shown books fill the whole qty within the limit.
+        Returns [[venue, client order id, qty, price]] (the router applies each, router.py
+        _apply_child)."""
         self._check(slot, 1)
         cdef int n = self._walk(slot, side, qty, limit, has_limit), k, v
+        if all_or_none and self.left:
+            n = 0
         self._room(0, n, n, NEW_ORDER_FRAME)
         cdef RouteOutput* rec
         cdef FrameHeader* h
@@ -220,7 +224,7 @@ cdef class Split:
             o.symbol = <uint32_t>self.vsym[slot, v]
             o.side = side
             o.order_type = OT_LIMIT
-            o.tif = TIF_IOC
+            o.tif = tif
             o.price = <int64_t>self.out[k, 3]
             o.qty = <int64_t>self.out[k, 2]
             rec = <RouteOutput*>(&self.obuf[0] + self.n_out * sizeof(RouteOutput))

@@ -77,7 +77,7 @@ class Monitor:
                              ["venue"], registry=r)
         self.m_score = Gauge("te_route_venue_score", "the venue's live score (engine/routing/monitor.py)", ["venue"],
                              registry=r)
-        self.m_fill = Gauge("te_route_venue_fill_ratio", "quantity filled / quantity sent in IOC children",
+        self.m_fill = Gauge("te_route_venue_fill_ratio", "quantity filled / quantity sent in IOC and FOK children",
                             ["venue"], registry=r)
         self.m_ack = Histogram("te_route_child_ack_seconds", "child order written -> its first report from the venue",
                                ["venue"], buckets=LATENCY_BUCKETS, registry=r)
@@ -119,7 +119,7 @@ class Monitor:
                 st.rejects += 1
                 self.m_rejects.labels(name, str(r[R["reason"]])).inc()
             self.rerank()
-        if msg_type == MsgType.FILL and child.tif == TimeInForce.IOC:
+        if msg_type == MsgType.FILL and child.tif in (TimeInForce.IOC, TimeInForce.FOK):
             st.filled_qty += r[R["qty"]]
             self.m_filled.labels(name).inc(r[R["qty"]])
             self.m_fill.labels(name).set(st.fill_ratio())

@@ -41,6 +41,7 @@ from protocol.wire import MsgType
 log = logging.getLogger("trading-engine.route")
 
 SENT, LIVE, DONE = 1, 2, 3           # a child's state: journaled (maybe not yet acknowledged), acknowledged, over
+TAKING = (TimeInForce.IOC, TimeInForce.FOK)    # the TIFs of wave children: over at once at their venue
 N = codec.NEW_ORDER.fields           # NewOrder field -> index
 REPORT_HEAD = {t: struct.pack("<HBBI", *f.head) for t, f in codec.REPORT_FRAMES.items()}   # an ExecReport's header
 NEW_ORDER_SIZE = wire.frame_size(MsgType.NEW_ORDER)
@@ -268,7 +269,7 @@ class Router:
         p.children.append(c)
         if clid >= s.next_child_clid[venue]:
             s.next_child_clid[venue] = clid + 1
-        if tif == TimeInForce.IOC and p.last_wave != s.last_seq:
+        if tif in TAKING and p.last_wave != s.last_seq:
             p.waves += 1
             p.last_wave = s.last_seq
 
@@ -446,12 +447,12 @@ class Router:
             return Reject.UNKNOWN_SYMBOL
         if side not in (Side.BUY, Side.SELL):
             return Reject.INVALID_SIDE
-        if ot in (OrderType.STOP, OrderType.STOP_LIMIT) or tif in (TimeInForce.FOK, TimeInForce.GTD) or \
+        if ot in (OrderType.STOP, OrderType.STOP_LIMIT) or tif == TimeInForce.GTD or \
                 o[N["flags"]] or o[N["display_qty"]] or o[N["stop_price"]] or o[N["expire_ts_ns"]]:
             return Reject.ROUTE_UNSUPPORTED
         if ot not in (OrderType.LIMIT, OrderType.MARKET):
             return Reject.INVALID_ORDER_TYPE
-        if tif not in (TimeInForce.GTC, TimeInForce.DAY, TimeInForce.IOC):
+        if tif not in (TimeInForce.GTC, TimeInForce.DAY, TimeInForce.IOC, TimeInForce.FOK):
             return Reject.INVALID_TIF
         if qty <= 0:
             return Reject.INVALID_QTY
@@ -472,8 +473,8 @@ class Router:
         reason = self._check_new(account, o)
         if reason:
             return self._reject(account, o, reason, ts)
-        if not self.split.usable(self.slot[o[N["symbol"]]]) and (self.cfg.remainder == "ioc" or o[N["tif"]] == TimeInForce.IOC
-                                                     or o[N["order_type"]] == OrderType.MARKET):
+        if not self.split.usable(self.slot[o[N["symbol"]]]) and (self.cfg.remainder == "ioc" or o[N["tif"]] in TAKING
+                                                                 or o[N["order_type"]] == OrderType.MARKET):
             return self._reject(account, o, Reject.NO_VENUE, ts)    # nothing could fill it, nothing may wait
         s = self.state
         pid = s.next_order_id
@@ -506,8 +507,8 @@ class Router:
             self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, p.qty - p.filled, 0,
                         CommandKind.CANCEL, ts, reason=reason)
             return
-        for c in live:                 # IOC children end on their own; resting ones are cancelled
-            if c.tif != TimeInForce.IOC:
+        for c in live:                 # IOC and FOK children end on their own; resting ones are cancelled
+            if c.tif not in TAKING:
                 self._child(c.venue, c.clid, p, codec.CANCEL_FRAME.pack(c.clid, 0))
 
     def decide_amend(self, account, body, ts):
@@ -518,7 +519,7 @@ class Router:
             return self.report(account, MsgType.REJECTED, oid, clid, 0, 0, price, qty, 0, CommandKind.AMEND, ts,
                                reason=Reject.UNKNOWN_ORDER)
         live = [c for c in p.children if c.state != DONE]
-        if stop or len(live) != 1 or live[0].tif == TimeInForce.IOC:
+        if stop or len(live) != 1 or live[0].tif in TAKING:
             # only a parent resting as one posted child can be amended (ROUTING.md)
             return self.report(account, MsgType.REJECTED, p.id, p.clid, p.symbol, p.side, price, qty, 0,
                                CommandKind.AMEND, ts, reason=Reject.ROUTE_UNSUPPORTED)
@@ -560,7 +561,7 @@ class Router:
         if p.cancel_requested:
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
                                CommandKind.CANCEL, ts, reason=CancelReason.USER)
-        posted = [c for c in p.children if c.tif != TimeInForce.IOC]
+        posted = [c for c in p.children if c.tif not in TAKING]
         if posted and not posted[-1].unsent:
             # its resting child ended at the venue (the venue's own cancel: end of day, self-trade, kill
             # switch; an amend to 0; or a reject): the parent ends with it, never posted again in a loop
@@ -571,17 +572,20 @@ class Router:
         slot = self.slot.get(p.symbol)
         if p.waves < self.cfg.waves and slot is not None and self.split.usable(slot):
             # the split and its children, packed in C (decide.pyx); each applied as apply_output would
-            market = p.order_type != OrderType.LIMIT
+            # a FOK parent: FOK children, and none unless the shown books fill all it has left
+            market, fok = p.order_type != OrderType.LIMIT, p.tif == TimeInForce.FOK
+            tif = TimeInForce.FOK if fok else TimeInForce.IOC
             split = self.split.children(slot, p.side, left, p.price, not market, p.account, self.state.last_seq,
-                                        p.id, recv_ns)
+                                        p.id, recv_ns, tif, fok)
             if split:
                 for v, clid, q, worst in split:
-                    self._apply_child(v, clid, p, worst, q, TimeInForce.IOC)
+                    self._apply_child(v, clid, p, worst, q, tif)
                 self.audit_route(p, left, None if market else p.price, self.split.left, split)
                 return
         rank = self.venue_rank(p.symbol)
-        if p.order_type == OrderType.MARKET or p.tif == TimeInForce.IOC or self.cfg.remainder == "ioc":
-            why = CancelReason.MARKET_REMAINDER if p.order_type == OrderType.MARKET else CancelReason.IOC_REMAINDER
+        if p.order_type == OrderType.MARKET or p.tif in TAKING or self.cfg.remainder == "ioc":
+            why = CancelReason.FOK_UNFILLED if p.tif == TimeInForce.FOK else \
+                CancelReason.MARKET_REMAINDER if p.order_type == OrderType.MARKET else CancelReason.IOC_REMAINDER
             self.audit("route_remainder", "route remainder cancelled", parent=p.id, qty=left,
                        reason="ioc" if rank else "no venue up")
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
