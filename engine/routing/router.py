@@ -6,10 +6,11 @@ One event loop, one batch open at a time (group commit, as the server):
      the next router sequence number and is applied to the state (apply_input);
   2. the decision for it (decide_*) emits outputs -- the parent accepted, reports to the client,
      child orders to venues -- each applied to the state as it is emitted (apply_output);
-  3. at the end of the loop iteration the batch's inputs and outputs are committed to the
-     router's LMDB journal (engine/journal.py, ROUTE_INPUT / ROUTE_OUTPUT records), and only then
-     are the effects carried out: reports written to the client sessions, child orders written
-     to the venues. Nothing leaves before the journal holds it.
+  3. at the end of the loop iteration (a client's read: at its end) the batch's inputs and
+     outputs are committed to the router's LMDB journal (engine/journal.py, ROUTE_INPUT /
+     ROUTE_OUTPUT records, packed in C as they are emitted: engine/routing/decide.pyx), and only
+     then are the effects carried out: child orders written to the venues (one write per venue),
+     then reports written to the client sessions. Nothing leaves before the journal holds it.
 Recovery replays the journal through the same apply_input / apply_output, so the state after a
 restart is the state before the kill; then each venue is reconnected asking for the reports
 after the last one journaled (gap replay), and a child the journal holds but whose venue never
@@ -35,7 +36,7 @@ from engine.routing.codec import R
 from engine.routing.decide import Split
 from protocol import wire
 from protocol.codes import CancelReason, CommandKind, OrderState, OrderType, Reject, Side, TimeInForce
-from protocol.records import ROUTE_INPUT, ROUTE_OUTPUT, RouteInput, RouteOutput
+from protocol.records import RouteInput, RouteOutput
 from protocol.wire import MsgType
 
 log = logging.getLogger("trading-engine.route")
@@ -340,13 +341,20 @@ class Router:
             return
         # the children first (the decision's point), then the client's reports and replies in their order
         committed_ns = time.perf_counter_ns()
-        written = [0] * len(frames)    # venue -> perf_counter ns after its frames were written, 0: not written
+        written = [0] * len(frames)    # venue -> perf_counter ns after its frames were written
+        upto = [0] * len(frames)       # venue -> bytes of its frames written (the rest could not be)
         for v, data in enumerate(frames):
-            if data:
-                ad = self.venues.get(v)
-                if ad is not None and ad.up and (ad.raw(data) if getattr(ad, "raw_frames", False)
-                                                 else all(ad.raw(f) for f in _frames(data))):
-                    written[v] = time.perf_counter_ns()
+            ad = self.venues.get(v) if data else None
+            if ad is None or not ad.up:
+                continue
+            if getattr(ad, "raw_frames", False):
+                upto[v] = len(data) if ad.raw(data) else 0
+            else:
+                for f in _frames(data):
+                    if not ad.raw(f):
+                        break
+                    upto[v] += len(f)
+            written[v] = time.perf_counter_ns()
         for fx in effects:
             if callable(fx):
                 fx()
@@ -359,7 +367,7 @@ class Router:
         children = self.state.children
         for venue, clid, msg_type, _, offset, recv_ns in rows:
             c = children.get((venue, clid))
-            sent_ns = written[venue]
+            sent_ns = written[venue] if offset < upto[venue] else 0
             if sent_ns:
                 if c is not None:
                     c.sent_ns = sent_ns
