@@ -231,35 +231,47 @@ class Router:
     def apply_output(self, kind, msg_type, venue, account, parent, child, body):
         s = self.state
         if kind == RouteOutput.PARENT:
-            o = codec.NEW_ORDER.unpack(body)
-            p = Parent(parent, account, o[N["client_order_id"]], o[N["symbol"]], o[N["side"]], o[N["order_type"]],
-                       o[N["tif"]], o[N["price"]], o[N["qty"]])
-            s.parents[parent] = p
-            s.by_clid[(account, p.clid)] = p
-            s.last_clid[account] = p.clid
-            s.next_order_id = max(s.next_order_id, parent + 1)
+            self._apply_parent(parent, account, codec.NEW_ORDER.unpack(body))
         elif kind == RouteOutput.CLIENT_REPORT:
             r = codec.EXEC_REPORT.unpack(body)
-            s.report_seq[account] = r[R["seq"]]
-            s.reports.setdefault(account, []).append(REPORT_HEAD[msg_type] + body[:codec.EXEC_REPORT.size])
-            p = s.parents.get(parent)
-            if p is None:
-                return
-            if msg_type == MsgType.FILL:
-                p.filled += r[R["qty"]]
-                s.next_trade_id = max(s.next_trade_id, r[R["trade_id"]] + 1)
-                if r[R["leaves"]] == 0:
-                    p.done = True
-            elif msg_type == MsgType.CANCELLED:
-                p.done = True
-            elif msg_type == MsgType.REPLACED:
-                p.price = r[R["price"]]
-                p.qty = p.filled + r[R["leaves"]]
-                if r[R["leaves"]] == 0:
-                    p.done = True
+            self._apply_report(account, msg_type, parent, r[R["seq"]], r[R["price"]], r[R["qty"]], r[R["leaves"]],
+                               r[R["trade_id"]], REPORT_HEAD[msg_type] + body[:codec.EXEC_REPORT.size])
         elif kind == RouteOutput.CHILD_ORDER and msg_type == MsgType.NEW_ORDER:
             o = codec.NEW_ORDER.unpack(body)
             self._apply_child(venue, child, s.parents[parent], o[N["price"]], o[N["qty"]], o[N["tif"]])
+
+    # apply_output's parts; the live path enters them with the values it packed the record from
+    def _apply_parent(self, pid, account, o) -> Parent:
+        """A parent accepted; o: its NEW_ORDER body unpacked."""
+        s = self.state
+        p = Parent(pid, account, o[N["client_order_id"]], o[N["symbol"]], o[N["side"]], o[N["order_type"]],
+                   o[N["tif"]], o[N["price"]], o[N["qty"]])
+        s.parents[pid] = p
+        s.by_clid[(account, p.clid)] = p
+        s.last_clid[account] = p.clid
+        s.next_order_id = max(s.next_order_id, pid + 1)
+        return p
+
+    def _apply_report(self, account, msg_type, parent, seq, price, qty, leaves, trade_id, frame) -> None:
+        """A report to the client's account: frame is the whole frame sent."""
+        s = self.state
+        s.report_seq[account] = seq
+        s.reports.setdefault(account, []).append(frame)
+        p = s.parents.get(parent)
+        if p is None:
+            return
+        if msg_type == MsgType.FILL:
+            p.filled += qty
+            s.next_trade_id = max(s.next_trade_id, trade_id + 1)
+            if leaves == 0:
+                p.done = True
+        elif msg_type == MsgType.CANCELLED:
+            p.done = True
+        elif msg_type == MsgType.REPLACED:
+            p.price = price
+            p.qty = p.filled + leaves
+            if leaves == 0:
+                p.done = True
 
     def _apply_child(self, venue, clid, p, price, qty, tif) -> None:
         """A child order emitted (apply_output's CHILD_ORDER NEW_ORDER; the split's children enter here
@@ -310,7 +322,9 @@ class Router:
         seq = s.report_seq.get(p_account, 0) + 1
         frame = codec.REPORT_FRAMES[msg_type].pack(seq, parent_id, clid, symbol, side, liquidity, reason, price, qty,
                                                    leaves, trade_id, 0, cmd_kind, 0, ts, fee)
-        self._output(RouteOutput.CLIENT_REPORT, msg_type, 0, p_account, parent_id, 0, frame[wire.HEADER.size:])
+        self.split.add_output(RouteOutput.CLIENT_REPORT, msg_type, 0, p_account, s.last_seq, parent_id, 0,
+                              frame[wire.HEADER.size:])
+        self._apply_report(p_account, msg_type, parent_id, seq, price, qty, leaves, trade_id, frame)
         self.effects.append((p_account, frame))
 
     def after_commit(self, fn) -> bool:
@@ -486,8 +500,8 @@ class Router:
             return self._reject(account, o, Reject.NO_VENUE, ts)    # nothing could fill it, nothing may wait
         s = self.state
         pid = s.next_order_id
-        self._output(RouteOutput.PARENT, MsgType.NEW_ORDER, 0, account, pid, 0, body)
-        p = s.parents[pid]
+        self.split.add_output(RouteOutput.PARENT, MsgType.NEW_ORDER, 0, account, s.last_seq, pid, 0, body)
+        p = self._apply_parent(pid, account, o)
         self.report(account, MsgType.ACCEPTED, pid, p.clid, p.symbol, p.side, p.price, p.qty, p.qty,
                     CommandKind.NEW_ORDER, ts)
         self.progress(p, ts, recv_ns)
