@@ -71,9 +71,9 @@ cdef class Split:
         self.vpos = np.zeros(n_venues + 1, dtype=np.int64)
 
     # -- BOOKS (from the venues' depth, the monitor's rank; not on the order path) --
-    def update(self, Py_ssize_t slot, int venue, list bids, list asks):
-        """A venue's depth snapshot: (price, qty, orders) per level, best first; levels beyond
-        n_levels are not kept (the router subscribes to n_levels)."""
+    def update(self, Py_ssize_t slot, int venue, bids, asks):
+        """A venue's depth snapshot: sequences of (price, qty, orders) per level, best first; levels
+        beyond n_levels are not kept (the router subscribes to n_levels)."""
         self._check(slot, venue)
         cdef int side, k
         for side, levels in ((0, bids), (1, asks)):
