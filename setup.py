@@ -38,6 +38,7 @@ MODULES = {
     "engine.gateway": (["engine/gateway.pyx"], True),
     "engine.marketdata": (["engine/marketdata.pyx"], True),
     "engine.algos": (["engine/algos.pyx"], True),
+    "engine.routing.decide": (["engine/routing/decide.pyx"], True),
 }
 # Per-module compile flags. engine.algos: no fused multiply-add contraction, so its floating-point
 # schedule (Almgren-Chriss, + - * / sqrt only) is bit-identical on every IEEE-754 machine (ALGOS.md).

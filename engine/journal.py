@@ -412,12 +412,18 @@ class Journal:
         n = len(cmds)
         if n == 0:
             return b""
-        first = int(cmds["seq"][0])
+        return self.append_packed(int(cmds["seq"][0]), int(cmds["seq"][-1]), n, len(events), cmds.tobytes(),
+                                  events.tobytes())
+
+    def append_packed(self, first: int, last: int, n_cmds: int, n_events: int, *packed: bytes) -> bytes:
+        """append() of a batch whose records are already packed: `packed` holds its n_cmds commands
+        (seqs first..last) then its n_events events, as bytes (the router packs its records in C:
+        engine/routing/decide.pyx, no numpy array per batch)."""
         if first != self.last_seq + 1:
             raise JournalError(f"batch starts at seq {first}, journal ends at {self.last_seq}", first)
-        body = b"".join((HEAD.pack(n, len(events)), self.last_digest, cmds.tobytes(), events.tobytes()))
+        body = b"".join((HEAD.pack(n_cmds, n_events), self.last_digest, *packed))
         value = body + hashlib.blake2b(body, digest_size=DIGEST, key=self.key).digest()
-        self.append_records(((first, int(cmds["seq"][-1]), value),))
+        self.append_records(((first, last, value),))
         return value
 
     def append_records(self, records) -> None:

@@ -13,12 +13,16 @@ Measured, in the same run:
 - decision time: inside the router, from the read that brought the order (perf_counter at
   data_received) to the write of its last child order to its venue's socket; it includes
   decoding, the split, the journal commit (durability async: LMDB commit, no fsync) and the
-  client's ACCEPTED write. Samples from the router's ops listener (/decisions).
+  three venue writes (the client's ACCEPTED is written after them), and is split into those
+  parts: read -> commit begun, the commit, commit end -> last child written. Samples from the
+  router's ops listener (/decisions). The same code path in process (venues that write nothing).
 - the router's round trip (send -> ACCEPTED; send -> the last FILL) for the 3-venue orders;
 - the router's added round trip: a buy of 1 lot of BTCUSDT (one child, one venue: A holds 10**6
   lots at the best all-in price) through the router, against the same IOC buy sent straight to
   venue A by another account, send -> ACCEPTED and send -> FILL;
-- the echo floor: a 72-byte frame to perf/echo.py's server and back (Python at both ends).
+- the echo floor: a 72-byte frame to perf/echo.py's server and back (Python at both ends); and
+  three back-to-back 72-byte sends to three echo connections (what three child writes cost at
+  the least from Python on this loopback, the receiver woken each time).
 Goals: decision p50 <= 50 us, p99 <= 200 us.
 """
 from __future__ import annotations
@@ -99,6 +103,7 @@ class Raw:
 class NullVenue:
     """A venue adapter that takes every frame and sends nothing (the in-process measurement)."""
     up = True
+    raw_frames = True
     venue_symbol = {s: s for s in SYMBOLS}
 
     def raw(self, frame):
@@ -131,6 +136,9 @@ def in_process(n, tmp):
 
     async def go():
         r.loop = asyncio.get_running_loop()
+        for i in range(1, 4):
+            r.venue_up(i, 1)
+        r.flush()
         for k in range(n):
             body = NEW_ORDER_FRAME.pack(k + 1, SYMBOLS[k % len(SYMBOLS)], Side.BUY, OrderType.LIMIT,
                                         TimeInForce.IOC, BASE + 40, 3 * LEVEL_QTY)[wire.HEADER.size:]
@@ -138,21 +146,27 @@ def in_process(n, tmp):
             r.client_order(1, MsgType.NEW_ORDER, body, t0)
             r.flush()
             out.append(r.decision_ns[-1])
+            parts.append(r.decision_parts[-1])
+    parts = []
     asyncio.run(go())
     j.close()
-    return out
+    return out, parts
 
 
 def echo_floor(n, tmp):
+    """(the echo round trip, three back-to-back 72-byte sends to three echo connections: the floor
+    of writing three children to three local venues from Python)."""
     port_file = str(Path(tmp) / "echo_port")
     proc = subprocess.Popen([sys.executable, "-m", "perf.echo", "--port-file", port_file])
     try:
         while not os.path.exists(port_file):
             time.sleep(0.02)
-        s = socket.create_connection(("127.0.0.1", int(open(port_file).read())))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks = [socket.create_connection(("127.0.0.1", int(open(port_file).read()))) for _ in range(3)]
+        for s in socks:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = socks[0]
         frame = bytes(72)
-        out = []
+        out, three = [], []
         for _ in range(n):
             t0 = time.perf_counter_ns()
             s.sendall(frame)
@@ -160,7 +174,16 @@ def echo_floor(n, tmp):
             while got < len(frame):
                 got += len(s.recv(4096))
             out.append(time.perf_counter_ns() - t0)
-        return out
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            for x in socks:
+                x.send(frame)
+            three.append(time.perf_counter_ns() - t0)
+            for x in socks:
+                got = 0
+                while got < len(frame):
+                    got += len(x.recv(4096))
+        return out, three
     finally:
         proc.kill()
 
@@ -185,6 +208,7 @@ def main(argv=None):
     p.add_argument("--nice-venues", type=int, default=0, help="run the venue servers at this nice value (on a "
                    "2-core machine a venue woken by a child preempts the router before its next child is written)")
     args = p.parse_args(argv)
+    load = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="perf-routing-")
     extra = config_extra(0, len(SYMBOLS))
     venues = {}
@@ -211,7 +235,8 @@ def main(argv=None):
             a, d = client.order(SYMBOLS[k % len(SYMBOLS)], 3 * LEVEL_QTY, BASE + 40)
             split_ack.append(a)
             split_done.append(d)
-        decisions = json.loads(urllib.request.urlopen(ops + "/decisions").read())
+        got = json.loads(urllib.request.urlopen(ops + "/decisions").read())
+        decisions, parts = got["total"], got["parts"]
         st = router.status()
         children = sum(v["children"] for v in st["venues"])
         r_ack, r_done, d_ack, d_done = [], [], [], []
@@ -223,24 +248,31 @@ def main(argv=None):
             a, d = direct.order(1, 1, 5_000_000)
             d_ack.append(a)
             d_done.append(d)
-        echo = echo_floor(args.direct, tmp)
-        inproc = in_process(args.orders, tmp)
+        echo, three_sends = echo_floor(args.direct, tmp)
+        inproc, inproc_parts = in_process(args.orders, tmp)
     finally:
         if router is not None:
             router.stop()
         for s in venues.values():
             s.stop()
     rows = {"decision (order read -> last child written)": decisions,
+            "  read -> commit begun (the decision)": [x[0] for x in parts],
+            "  journal commit (async)": [x[1] for x in parts],
+            "  commit end -> last child written": [x[2] for x in parts],
             "decision in process, no sockets (same code)": inproc,
+            "  in process: read -> commit begun": [x[0] for x in inproc_parts],
+            "  in process: journal commit (async)": [x[1] for x in inproc_parts],
             "router, 3 children: send -> ACCEPTED": split_ack,
             "router, 3 children: send -> last FILL": split_done,
             "router, 1 child: send -> ACCEPTED": r_ack,
             "router, 1 child: send -> FILL": r_done,
             "venue A direct: send -> ACCEPTED": d_ack,
             "venue A direct: send -> FILL": d_done,
-            "echo floor (72 bytes there and back)": echo}
+            "echo floor (72 bytes there and back)": echo,
+            "three 72-byte sends to three echo sockets": three_sends}
     print(f"{args.orders} orders over {len(SYMBOLS)} symbols, {children} children to 3 venues; "
-          f"{args.direct} 1-lot orders through the router and direct")
+          f"{args.direct} 1-lot orders through the router and direct; load average before "
+          f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f} ({os.cpu_count()} cpus)")
     print(f"{'us':<46}{'count':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'max':>9}")
     out = {}
     for name, xs in rows.items():

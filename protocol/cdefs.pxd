@@ -395,6 +395,19 @@ cdef enum:
     MD_DEPTH = 2
     MD_TRADES = 4
 
+# RouteInput
+cdef enum:
+    RIN_CLIENT_ORDER = 1
+    RIN_VENUE_REPORT = 2
+    RIN_CHILD_UNSENT = 3
+    RIN_VENUE_UP = 4
+
+# RouteOutput
+cdef enum:
+    ROUT_PARENT = 1
+    ROUT_CLIENT_REPORT = 2
+    ROUT_CHILD_ORDER = 3
+
 cdef enum:
     SCHEMA_VERSION = 2
     MAX_FRAME = 4096
@@ -858,3 +871,24 @@ cdef packed struct StressEntry:
     uint8_t cash_decimals  # @65 1B
     uint16_t _pad0  # @66 2B zero
     uint32_t _pad1  # @68 4B zero
+
+# 120-byte router input record
+cdef packed struct RouteInput:
+    uint8_t kind  # @0 1B RouteInput
+    uint8_t msg_type  # @1 1B MsgType of body
+    uint16_t venue  # @2 2B venue index (1-based, [[venues]] order); 0 = a client's
+    uint32_t account  # @4 4B client account (CLIENT_ORDER)
+    uint64_t seq  # @8 8B router command sequence number
+    uint64_t ts_ns  # @16 8B receive time, ns since the epoch
+    uint8_t body[96]  # @24 96B wire body as received, zero padded
+
+# 128-byte router output record
+cdef packed struct RouteOutput:
+    uint8_t kind  # @0 1B RouteOutput
+    uint8_t msg_type  # @1 1B MsgType of body
+    uint16_t venue  # @2 2B CHILD_ORDER: venue index (1-based)
+    uint32_t account  # @4 4B client account
+    uint64_t seq  # @8 8B router sequence number of the input that caused it
+    uint64_t parent  # @16 8B router order id of the parent order
+    uint64_t child  # @24 8B CHILD_ORDER: the child's client order id at its venue
+    uint8_t body[96]  # @32 96B wire body as sent, zero padded

@@ -366,7 +366,7 @@ class Reject(IntEnum):
     NO_REFERENCE_PRICE_FOR_ALGO = 5007 # IS needs an arrival price: no bid/ask mid and no last trade
     INVALID_ALGO_AMEND = 5008          # a new total below the filled quantity, or a bad limit or end
     # 6000-6999: routing (engine/routing, the `trading-engine route` process; engine/ROUTING.md)
-    ROUTE_UNSUPPORTED = 6001           # an order the router does not route (stop, FOK, GTD, iceberg, post-only,
+    ROUTE_UNSUPPORTED = 6001           # an order the router does not route (stop, GTD, iceberg, post-only,
                                        # reduce-only): send it to a venue directly
     NO_VENUE = 6002                    # no venue is up for the symbol (or none trades it)
     # 6050-6099: an external exchange's refusal through the ccxt adapter (engine/routing/ccxt_venue.py)

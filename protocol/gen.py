@@ -42,6 +42,8 @@ PREFIXES = {
     wire.LogonFlag: "LOGON_",
     wire.ReportFlag: "RFLAG_",
     wire.MdFlag: "MD_",
+    records.RouteInput: "RIN_",
+    records.RouteOutput: "ROUT_",
 }
 
 LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT, wire.HEARTBEAT, wire.NEW_ORDER,
@@ -51,6 +53,7 @@ LAYOUTS = [records.COMMAND, records.EVENT, wire.HEADER, wire.LOGON, wire.LOGOUT,
            wire.RECENT_TRADES_REQUEST, wire.SUBSCRIPTION_ENTRY, wire.TOP_OF_BOOK, wire.DEPTH_HEADER, wire.TRADES_HEADER,
            wire.TRADE_ENTRY, wire.TRADE_SUMMARY, wire.ALGO_NEW, wire.ALGO_ACTION, wire.ALGO_ENTRY,
            wire.RISK_QUERY, wire.RISK_METRICS_ENTRY, wire.VAR_ENTRY, wire.STRESS_ENTRY]
+RECORD_LAYOUTS = [records.ROUTE_INPUT, records.ROUTE_OUTPUT]   # the router's journal (engine/routing/decide.pyx)
 
 TARGET = Path(__file__).with_name("cdefs.pxd")
 SPEC = Path(__file__).with_name("SPEC.md")
@@ -72,7 +75,7 @@ def render() -> str:
         out.append("")
     out.append(f"cdef enum:\n    SCHEMA_VERSION = {wire.SCHEMA_VERSION}\n    MAX_FRAME = {wire.MAX_FRAME}\n"
                f"    MAX_DEPTH_LEVELS = {wire.MAX_DEPTH_LEVELS}\n")
-    for layout in LAYOUTS:
+    for layout in LAYOUTS + RECORD_LAYOUTS:
         out.append(f"# {layout.doc}")
         out.append(layout.cython_struct())
         out.append("")

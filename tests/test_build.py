@@ -46,7 +46,7 @@ def _c_returning_cdefs(text):
 
 def test_cdef_functions_when_linted_then_declare_exception_contract():
     offenders = []
-    for path in list(ROOT.glob("engine/*.pyx")) + list(ROOT.glob("engine/*.pxd")) + list(ROOT.glob("protocol/*.pyx")):
+    for path in [*ROOT.glob("engine/**/*.pyx"), *ROOT.glob("engine/**/*.pxd"), *ROOT.glob("protocol/*.pyx")]:
         for name, tail in _c_returning_cdefs(path.read_text()):
             if "noexcept" not in tail and "except" not in tail:
                 offenders.append(f"{path.name}:{name}")
@@ -58,7 +58,7 @@ def test_performance_hint_when_building_then_build_fails(tmp_path):
     (tmp_path / "bad.pyx").write_text("cdef void f(int x) nogil:\n    pass\n\ncdef void g() nogil:\n    f(1)\n")
     setup = (ROOT / "setup.py").read_text().replace(
         '"engine.core": (["engine/core.pyx"], True),', '"bad": (["bad.pyx"], True),')
-    setup = re.sub(r'\n    "engine\.\w+": \(\[[^\]]*\], \w+\),', "", setup)
+    setup = re.sub(r'\n    "engine\.[\w.]+": \(\[[^\]]*\], \w+\),', "", setup)
     (tmp_path / "setup.py").write_text(setup)
     r = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path,
                        capture_output=True, text=True)

@@ -307,3 +307,47 @@ def test_sdk_and_cli_when_pointed_at_router_then_consolidated_market_data_and_or
     assert "49980" in cli("book", "BTCUSDT", "--depth", "3")
     out = cli("order", "buy", "BTCUSDT", "0.002", "--price", "49980.00", "--tif", "ioc")
     assert "accepted" in out.lower()
+
+
+def test_fok_when_shown_books_short_then_nothing_sent_else_filled_whole_across_venues(venues, router_factory):
+    post_books(venues)
+    router = router_factory(venues).start()
+    fees = {n: bps(f[0]) for n, f in FEES.items()}
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        # 33 lots shown within 50040.00 over the three venues: a FOK for 40 is killed, nothing is sent
+        ack = c.place("BTCUSDT", "buy", "0.040", price="50040.00", tif="fok")
+        assert ack.kind == "accepted"
+        reports = until_done(c, ack.client_order_id)
+        assert [(r.kind, r.reason, r.qty) for r in reports[1:]] == [("cancelled", "fok_unfilled", Decimal("0.040"))]
+        assert sum(v["children"] for v in router.status()["venues"]) == 0
+        # 20 fit: filled whole, across the venues, at the brute-force optimum after fees
+        ack = c.place("BTCUSDT", "buy", "0.020", price="50040.00", tif="fok")
+        reports = until_done(c, ack.client_order_id)
+        assert sum(r.qty for r in reports if r.kind == "fill") == Decimal("0.020") and reports[-1].leaves == 0
+    got = {n: venue_fills(s) for n, s in venues.items()}
+    assert sum(len(fs) > 0 for fs in got.values()) >= 2
+    target, best = brute_force(ASKS, fees, 20, 5_004_000)
+    assert sum(p * q * (BPS + fees[n]) for n, fs in got.items() for p, q in fs) == best
+    check_no_trade_through(ASKS, got, fees)
+
+
+def test_fok_when_one_venue_kills_its_child_then_other_fills_stand_and_rest_cancelled_fok_unfilled(venues,
+                                                                                                  router_factory):
+    post_books(venues)
+    router = router_factory(venues).start()
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        # the router's own venue account rests 2 lots at C, the cheapest all-in after B's 49990.00: the
+        # child sent against it is killed by C's self-trade prevention (a FOK child: nothing at C)
+        with SyncClient.connect("127.0.0.1", venues["C"].port, account=1, secret=SECRETS[1]) as own:
+            assert own.place("BTCUSDT", "sell", "0.002", price="49970.00").kind == "accepted"
+        wait_book(c, n_asks=7, n_bids=4)
+        # within 50000.00: B 4 + 6, C 2 (own) + 3: the shown books fill 12; B's children fill 10, C's die
+        ack = c.place("BTCUSDT", "buy", "0.012", price="50000.00", tif="fok")
+        reports = until_done(c, ack.client_order_id)
+        fills = [r for r in reports if r.kind == "fill"]
+        assert sum(r.qty for r in fills) == Decimal("0.010")
+        assert (reports[-1].kind, reports[-1].reason, reports[-1].qty) == ("cancelled", "fok_unfilled",
+                                                                          Decimal("0.002"))
+        assert [r.seq for r in reports] == list(range(1, len(reports) + 1))
+    assert venue_fills(venues["B"]) and not [f for f in venue_fills(venues["C"])]

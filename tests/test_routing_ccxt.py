@@ -315,6 +315,7 @@ def test_router_in_process_with_a_ccxt_venue_journals_its_reports_and_replays_th
     r.venues[1] = v
     r.rank = {1: 0}
     v.venue_symbol[1] = 1
+    r.sync_listing(1)                                       # as venue_up does once the adapter subscribed
     ob = v.exchange.parse_order_book({"lastUpdateId": 1, "bids": [["64249.00", "1.000"]],
                                       "asks": [["64250.01", "0.200"], ["64251.00", "1.000"]]}, "BTC/USDT")
     App().depth(1, 1, *v.maps[1].book(ob, 10))

@@ -9,6 +9,7 @@ replays that journal, then asks each venue for the reports after the last one jo
 
     config.py   router.toml
     book.py     the consolidated book and the split of an order across venues
+    decide.pyx  the split in C over the books as arrays, the children and the journal batch packed
     router.py   parents, children, decisions, the journal batch and recovery
     venues.py   the venue adapter interface and the trading-engine adapter (the SDK)
     ccxt_venue.py  the ccxt adapter: external exchanges (the optional `ccxt` extra)

@@ -11,6 +11,10 @@ proceeds price x (10000 - taker fee bps), highest first; ties go to the venue ra
 independently of the others, so taking the cheapest units first is the optimum (the brute
 force in tests/test_routing.py checks it), and no unit is bought at an all-in price worse than
 one left on any venue's shown book. Integer arithmetic only.
+
+allocate is the reference: the router routes with engine/routing/decide.pyx (Split.children, the
+same walk over the same books kept as arrays), and tests/test_routing_split.py checks that the two
+agree over seeded random books.
 """
 from __future__ import annotations
 
@@ -22,19 +26,26 @@ BPS = 10_000
 class ConsolidatedBook:
     """Per symbol, per venue: the last depth snapshot (bids, asks best first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: dict[int, int] | None = None, split=None) -> None:
         self.books: dict[int, dict[int, tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]]] = {}
         self.seq = 0                        # bumped at every update (consolidated market data's seq)
+        self.slots = slots or {}            # symbol -> its slot in split (the router's symbols)
+        self.split = split                  # engine/routing/decide.pyx Split: the same books as arrays
 
     def update(self, symbol: int, venue: int, bids: list[tuple[int, int, int]],
                asks: list[tuple[int, int, int]]) -> None:
         """A venue's new snapshot: (price, qty, orders) per level, best first."""
         self.books.setdefault(symbol, {})[venue] = (bids, asks)
+        slot = self.slots.get(symbol)
+        if slot is not None and self.split is not None:
+            self.split.update(slot, venue, bids, asks)
         self.seq += 1
 
     def drop_venue(self, venue: int) -> list[int]:
         """A venue went down: forget its books; the symbols that changed."""
         touched = [s for s, per in self.books.items() if per.pop(venue, None) is not None]
+        if self.split is not None:
+            self.split.drop(venue)
         if touched:
             self.seq += 1
         return touched

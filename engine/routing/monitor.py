@@ -31,10 +31,11 @@ LATENCY_BUCKETS = (50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3
 
 class VenueStats:
     __slots__ = ("acks", "outcomes", "up_since", "up_s", "down_since", "down_s", "sent_qty", "filled_qty",
-                 "children", "rejects")
+                 "children", "rejects", "sorted_acks")
 
     def __init__(self) -> None:
         self.acks: deque[float] = deque(maxlen=WINDOW)          # seconds, child written -> first report
+        self.sorted_acks: list[float] | None = None             # acks sorted, until the next ack (pct)
         self.outcomes: deque[int] = deque(maxlen=WINDOW)        # 1 rejected, 0 not
         self.up_since: float | None = None
         self.down_since: float | None = time.monotonic()
@@ -50,7 +51,9 @@ class VenueStats:
     def pct(self, q: float) -> float:
         if not self.acks:
             return 0.0
-        xs = sorted(self.acks)
+        if self.sorted_acks is None:      # sorted once per ack, not at every rerank of every venue
+            self.sorted_acks = sorted(self.acks)
+        xs = self.sorted_acks
         return xs[min(len(xs) - 1, int(q * len(xs)))]
 
     def fill_ratio(self) -> float:
@@ -77,7 +80,7 @@ class Monitor:
                              ["venue"], registry=r)
         self.m_score = Gauge("te_route_venue_score", "the venue's live score (engine/routing/monitor.py)", ["venue"],
                              registry=r)
-        self.m_fill = Gauge("te_route_venue_fill_ratio", "quantity filled / quantity sent in IOC children",
+        self.m_fill = Gauge("te_route_venue_fill_ratio", "quantity filled / quantity sent in IOC and FOK children",
                             ["venue"], registry=r)
         self.m_ack = Histogram("te_route_child_ack_seconds", "child order written -> its first report from the venue",
                                ["venue"], buckets=LATENCY_BUCKETS, registry=r)
@@ -113,13 +116,14 @@ class Monitor:
                 msg_type in (MsgType.ACCEPTED, MsgType.REJECTED) and child.state == 1:
             dt = (time.perf_counter_ns() - child.sent_ns) / 1e9
             st.acks.append(dt)
+            st.sorted_acks = None
             self.m_ack.labels(name).observe(dt)
             st.outcomes.append(1 if msg_type == MsgType.REJECTED else 0)
             if msg_type == MsgType.REJECTED:
                 st.rejects += 1
                 self.m_rejects.labels(name, str(r[R["reason"]])).inc()
             self.rerank()
-        if msg_type == MsgType.FILL and child.tif == TimeInForce.IOC:
+        if msg_type == MsgType.FILL and child.tif in (TimeInForce.IOC, TimeInForce.FOK):
             st.filled_qty += r[R["qty"]]
             self.m_filled.labels(name).inc(r[R["qty"]])
             self.m_fill.labels(name).set(st.fill_ratio())

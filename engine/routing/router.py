@@ -6,10 +6,11 @@ One event loop, one batch open at a time (group commit, as the server):
      the next router sequence number and is applied to the state (apply_input);
   2. the decision for it (decide_*) emits outputs -- the parent accepted, reports to the client,
      child orders to venues -- each applied to the state as it is emitted (apply_output);
-  3. at the end of the loop iteration the batch's inputs and outputs are committed to the
-     router's LMDB journal (engine/journal.py, ROUTE_INPUT / ROUTE_OUTPUT records), and only then
-     are the effects carried out: reports written to the client sessions, child orders written
-     to the venues. Nothing leaves before the journal holds it.
+  3. at the end of the loop iteration (a client's read: at its end) the batch's inputs and
+     outputs are committed to the router's LMDB journal (engine/journal.py, ROUTE_INPUT /
+     ROUTE_OUTPUT records, packed in C as they are emitted: engine/routing/decide.pyx), and only
+     then are the effects carried out: child orders written to the venues (one write per venue),
+     then reports written to the client sessions. Nothing leaves before the journal holds it.
 Recovery replays the journal through the same apply_input / apply_output, so the state after a
 restart is the state before the kill; then each venue is reconnected asking for the reports
 after the last one journaled (gap replay), and a child the journal holds but whose venue never
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections import deque
 
@@ -31,15 +33,19 @@ import numpy as np
 from engine.journal import Journal
 from engine.routing import book as bookmod, codec
 from engine.routing.codec import R
+from engine.routing.decide import Split
 from protocol import wire
 from protocol.codes import CancelReason, CommandKind, OrderState, OrderType, Reject, Side, TimeInForce
-from protocol.records import ROUTE_INPUT, ROUTE_OUTPUT, RouteInput, RouteOutput
+from protocol.records import RouteInput, RouteOutput
 from protocol.wire import MsgType
 
 log = logging.getLogger("trading-engine.route")
 
 SENT, LIVE, DONE = 1, 2, 3           # a child's state: journaled (maybe not yet acknowledged), acknowledged, over
+TAKING = (TimeInForce.IOC, TimeInForce.FOK)    # the TIFs of wave children: over at once at their venue
 N = codec.NEW_ORDER.fields           # NewOrder field -> index
+REPORT_HEAD = {t: struct.pack("<HBBI", *f.head) for t, f in codec.REPORT_FRAMES.items()}   # an ExecReport's header
+NEW_ORDER_SIZE = wire.frame_size(MsgType.NEW_ORDER)
 
 
 class Child:
@@ -89,7 +95,8 @@ class State:
         self.report_seq: dict[int, int] = {}                 # account -> last report seq sent
         self.reports: dict[int, list[bytes]] = {}            # account -> every report frame, seq order
         self.venue_seq = [0] * (n_venues + 1)                # venue -> last report seq taken
-        self.next_child_clid = [1] * (n_venues + 1)          # venue -> next child client order id
+        # venue -> next child client order id (uint64: decide.pyx Split reads it at each split)
+        self.next_child_clid = np.ones(n_venues + 1, dtype=np.uint64)
         self.last_seq = 0                                    # router sequence
 
     def open_parents(self, account: int | None = None) -> list[Parent]:
@@ -112,22 +119,44 @@ class Router:
             self.maker_bps[i] = fee_bps(v.name, v.maker_fee)
         self.journal = journal
         self.state = State(len(venues_cfg))
-        self.book = bookmod.ConsolidatedBook()
+        self.slot = {sid: i for i, sid in enumerate(symbols)}    # symbol -> its row in split's arrays
+        # the split, the children and the open batch's records and frames, in C
+        self.split = Split(len(venues_cfg), cfg.depth_levels, len(self.slot), self.taker_bps,
+                           self.state.next_child_clid)
+        self.book = bookmod.ConsolidatedBook(self.slot, self.split)
         self.venues: dict[int, object] = {}              # index -> adapter (set by the app)
         self.metrics = metrics
-        self.rank: dict[int, int] = {}                   # venue -> tie-break order among venues up
+        self._rank: dict[int, int] = {}                  # venue -> tie-break order among venues up
         self.degraded: set[int] = set()
         self.sessions: dict[int, set] = {}               # account -> sessions (ClientSession)
         self.on_book = None                              # callback(symbol): consolidated market data changed
-        # the open batch
-        self.inputs: list[bytes] = []
-        self.outputs: list[bytes] = []
-        self.effects: list = []
+        # the open batch: its records and venue frames are in self.split
+        self.inputs = 0                                  # inputs in it (0: no batch open)
+        self.batch_first = 0                             # its first router sequence number
+        self.effects: list = []                          # after the commit: (account, report frame), callables
         self.flush_scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.failed: Exception | None = None
-        # client order received -> the last of its children written (ns; perf/routing.py reads them)
+        # client order received -> the last of its children written (ns), and its parts: received ->
+        # the batch's commit begun (the decision), the commit, the commit's end -> that last write
+        # (perf/routing.py reads them through /decisions)
         self.decision_ns: deque[int] = deque(maxlen=1 << 16)
+        self.decision_parts: deque[tuple[int, int, int]] = deque(maxlen=1 << 16)
+
+    @property
+    def rank(self) -> dict[int, int]:
+        return self._rank
+
+    @rank.setter
+    def rank(self, rank: dict[int, int]) -> None:
+        """The monitor's tie-break order (venue -> rank, venues up only), mirrored into the split."""
+        self._rank = rank
+        self.split.set_rank(rank)
+
+    def sync_listing(self, venue: int) -> None:
+        """The symbols the venue's adapter trades (its venue_symbol, set when it subscribed), into the split."""
+        vs = getattr(self.venues.get(venue), "venue_symbol", {})
+        self.split.set_listing(venue, {self.slot[s]: v for s, v in vs.items() if s in self.slot})
 
     # -- recovery --
     def recover(self) -> int:
@@ -202,43 +231,60 @@ class Router:
     def apply_output(self, kind, msg_type, venue, account, parent, child, body):
         s = self.state
         if kind == RouteOutput.PARENT:
-            o = codec.NEW_ORDER.unpack(body)
-            p = Parent(parent, account, o[N["client_order_id"]], o[N["symbol"]], o[N["side"]], o[N["order_type"]],
-                       o[N["tif"]], o[N["price"]], o[N["qty"]])
-            s.parents[parent] = p
-            s.by_clid[(account, p.clid)] = p
-            s.last_clid[account] = p.clid
-            s.next_order_id = max(s.next_order_id, parent + 1)
+            self._apply_parent(parent, account, codec.NEW_ORDER.unpack(body))
         elif kind == RouteOutput.CLIENT_REPORT:
             r = codec.EXEC_REPORT.unpack(body)
-            s.report_seq[account] = r[R["seq"]]
-            s.reports.setdefault(account, []).append(codec.REPORT_FRAMES[msg_type].pack(
-                *(r[R[f]] for f in codec.REPORT_FIELDS)))
-            p = s.parents.get(parent)
-            if p is None:
-                return
-            if msg_type == MsgType.FILL:
-                p.filled += r[R["qty"]]
-                s.next_trade_id = max(s.next_trade_id, r[R["trade_id"]] + 1)
-                if r[R["leaves"]] == 0:
-                    p.done = True
-            elif msg_type == MsgType.CANCELLED:
-                p.done = True
-            elif msg_type == MsgType.REPLACED:
-                p.price = r[R["price"]]
-                p.qty = p.filled + r[R["leaves"]]
-                if r[R["leaves"]] == 0:
-                    p.done = True
+            self._apply_report(account, msg_type, parent, r[R["seq"]], r[R["price"]], r[R["qty"]], r[R["leaves"]],
+                               r[R["trade_id"]], REPORT_HEAD[msg_type] + body[:codec.EXEC_REPORT.size])
         elif kind == RouteOutput.CHILD_ORDER and msg_type == MsgType.NEW_ORDER:
             o = codec.NEW_ORDER.unpack(body)
-            p = s.parents[parent]
-            c = Child(venue, child, parent, o[N["price"]], o[N["qty"]], o[N["tif"]])
-            s.children[(venue, child)] = c
-            p.children.append(c)
-            s.next_child_clid[venue] = max(s.next_child_clid[venue], child + 1)
-            if o[N["tif"]] == TimeInForce.IOC and p.last_wave != s.last_seq:
-                p.waves += 1
-                p.last_wave = s.last_seq
+            self._apply_child(venue, child, s.parents[parent], o[N["price"]], o[N["qty"]], o[N["tif"]])
+
+    # apply_output's parts; the live path enters them with the values it packed the record from
+    def _apply_parent(self, pid, account, o) -> Parent:
+        """A parent accepted; o: its NEW_ORDER body unpacked."""
+        s = self.state
+        p = Parent(pid, account, o[N["client_order_id"]], o[N["symbol"]], o[N["side"]], o[N["order_type"]],
+                   o[N["tif"]], o[N["price"]], o[N["qty"]])
+        s.parents[pid] = p
+        s.by_clid[(account, p.clid)] = p
+        s.last_clid[account] = p.clid
+        s.next_order_id = max(s.next_order_id, pid + 1)
+        return p
+
+    def _apply_report(self, account, msg_type, parent, seq, price, qty, leaves, trade_id, frame) -> None:
+        """A report to the client's account: frame is the whole frame sent."""
+        s = self.state
+        s.report_seq[account] = seq
+        s.reports.setdefault(account, []).append(frame)
+        p = s.parents.get(parent)
+        if p is None:
+            return
+        if msg_type == MsgType.FILL:
+            p.filled += qty
+            s.next_trade_id = max(s.next_trade_id, trade_id + 1)
+            if leaves == 0:
+                p.done = True
+        elif msg_type == MsgType.CANCELLED:
+            p.done = True
+        elif msg_type == MsgType.REPLACED:
+            p.price = price
+            p.qty = p.filled + leaves
+            if leaves == 0:
+                p.done = True
+
+    def _apply_child(self, venue, clid, p, price, qty, tif) -> None:
+        """A child order emitted (apply_output's CHILD_ORDER NEW_ORDER; the split's children enter here
+        with the values they were packed from)."""
+        s = self.state
+        c = Child(venue, clid, p.id, price, qty, tif)
+        s.children[(venue, clid)] = c
+        p.children.append(c)
+        if clid >= s.next_child_clid[venue]:
+            s.next_child_clid[venue] = clid + 1
+        if tif in TAKING and p.last_wave != s.last_seq:
+            p.waves += 1
+            p.last_wave = s.last_seq
 
     def _target(self, account, body) -> Parent | None:
         clid, oid = codec.CANCEL.unpack(body)
@@ -255,7 +301,10 @@ class Router:
         if self.failed is not None:
             raise self.failed
         seq = self.state.last_seq + 1
-        self.inputs.append(codec.ROUTE_INPUT.struct.pack(kind, msg_type, venue, account, seq, ts, body))
+        if not self.inputs:
+            self.batch_first = seq
+        self.split.add_input(kind, msg_type, venue, account, seq, ts, body)
+        self.inputs += 1
         self.apply_input(kind, msg_type, venue, account, seq, body)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -263,8 +312,7 @@ class Router:
         return seq
 
     def _output(self, kind, msg_type, venue, account, parent, child, body: bytes) -> None:
-        self.outputs.append(codec.ROUTE_OUTPUT.struct.pack(kind, msg_type, venue, account, self.state.last_seq,
-                                                           parent, child, body))
+        self.split.add_output(kind, msg_type, venue, account, self.state.last_seq, parent, child, body)
         self.apply_output(kind, msg_type, venue, account, parent, child, body)
 
     def report(self, p_account, msg_type, parent_id, clid, symbol, side, price, qty, leaves, cmd_kind, ts,
@@ -274,7 +322,9 @@ class Router:
         seq = s.report_seq.get(p_account, 0) + 1
         frame = codec.REPORT_FRAMES[msg_type].pack(seq, parent_id, clid, symbol, side, liquidity, reason, price, qty,
                                                    leaves, trade_id, 0, cmd_kind, 0, ts, fee)
-        self._output(RouteOutput.CLIENT_REPORT, msg_type, 0, p_account, parent_id, 0, frame[wire.HEADER.size:])
+        self.split.add_output(RouteOutput.CLIENT_REPORT, msg_type, 0, p_account, s.last_seq, parent_id, 0,
+                              frame[wire.HEADER.size:])
+        self._apply_report(p_account, msg_type, parent_id, seq, price, qty, leaves, trade_id, frame)
         self.effects.append((p_account, frame))
 
     def after_commit(self, fn) -> bool:
@@ -285,49 +335,65 @@ class Router:
         return True
 
     def flush(self) -> None:
-        """Commit the open batch, then carry out its effects in order."""
+        """Commit the open batch (one LMDB put of the records split packed), then write each venue's
+        frames (one write per venue), then carry out the other effects in order."""
         self.flush_scheduled = False
         if not self.inputs:
             return
-        cmds = np.frombuffer(b"".join(self.inputs), dtype=ROUTE_INPUT.dtype)
-        events = np.frombuffer(b"".join(self.outputs), dtype=ROUTE_OUTPUT.dtype)
-        effects = self.effects
-        self.inputs, self.outputs, self.effects = [], [], []
+        sp = self.split
+        n_in, n_out = sp.n_in, sp.n_out
+        records, frames, rows = sp.take()
+        effects, first = self.effects, self.batch_first
+        self.inputs, self.effects = 0, []
+        commit_ns = time.perf_counter_ns()
         try:
-            self.journal.append(cmds, events)
+            self.journal.append_packed(first, self.state.last_seq, n_in, n_out, records)
         except Exception as e:         # nothing of this batch is acknowledged; the router stops taking input
             self.failed = e
             log.error("router journal commit failed: %s; no further input is taken", e,
                       extra={"event": "journal_failed"})
             return
-        unsent, sent = [], []
-        decided: dict[int, int] = {}   # client order received (perf_counter ns) -> its last child written
         # the children first (the decision's point), then the client's reports and replies in their order
-        effects.sort(key=lambda fx: not (type(fx) is tuple and fx[0] == "child"))     # stable
+        committed_ns = time.perf_counter_ns()
+        written = [0] * len(frames)    # venue -> perf_counter ns after its frames were written
+        upto = [0] * len(frames)       # venue -> bytes of its frames written (the rest could not be)
+        for v, data in enumerate(frames):
+            ad = self.venues.get(v) if data else None
+            if ad is None or not ad.up:
+                continue
+            if getattr(ad, "raw_frames", False):
+                upto[v] = len(data) if ad.raw(data) else 0
+            else:
+                for f in _frames(data):
+                    if not ad.raw(f):
+                        break
+                    upto[v] += len(f)
+            written[v] = time.perf_counter_ns()
         for fx in effects:
             if callable(fx):
                 fx()
-            elif fx[0] == "child":
-                _, venue, clid, frame, recv_ns = fx
-                ad = self.venues.get(venue)
-                c = self.state.children.get((venue, clid))
-                if ad is not None and ad.up and ad.raw(frame):
-                    if c is not None:
-                        c.sent_ns = time.perf_counter_ns()
-                        if recv_ns:
-                            decided[recv_ns] = c.sent_ns
-                    sent.append((venue, frame))
-                elif c is not None and frame[2] == MsgType.NEW_ORDER:
-                    unsent.append((venue, frame[wire.HEADER.size:]))
             else:
                 account, frame = fx
                 for sess in self.sessions.get(account, ()):
                     sess.write(frame)
+        unsent = []
+        decided: dict[int, int] = {}   # client order received (perf_counter ns) -> its last child written
+        children = self.state.children
+        for venue, clid, msg_type, _, offset, recv_ns in rows:
+            c = children.get((venue, clid))
+            sent_ns = written[venue] if offset < upto[venue] else 0
+            if sent_ns:
+                if c is not None:
+                    c.sent_ns = sent_ns
+                    if recv_ns and sent_ns > decided.get(recv_ns, 0):
+                        decided[recv_ns] = sent_ns
+                if self.metrics and msg_type == MsgType.NEW_ORDER:
+                    self.metrics.child_sent(venue, frames[venue][offset:offset + NEW_ORDER_SIZE])
+            elif c is not None and msg_type == MsgType.NEW_ORDER:
+                unsent.append((venue, frames[venue][offset + wire.HEADER.size:offset + NEW_ORDER_SIZE]))
         for recv_ns, sent_ns in decided.items():
             self.decision_ns.append(sent_ns - recv_ns)
-        if self.metrics:
-            for venue, frame in sent:
-                self.metrics.child_sent(venue, frame)
+            self.decision_parts.append((commit_ns - recv_ns, committed_ns - commit_ns, sent_ns - committed_ns))
         for venue, body in unsent:     # the venue was down: the child never left, route its share again
             self.child_unsent(venue, body)
 
@@ -403,12 +469,12 @@ class Router:
             return Reject.UNKNOWN_SYMBOL
         if side not in (Side.BUY, Side.SELL):
             return Reject.INVALID_SIDE
-        if ot in (OrderType.STOP, OrderType.STOP_LIMIT) or tif in (TimeInForce.FOK, TimeInForce.GTD) or \
+        if ot in (OrderType.STOP, OrderType.STOP_LIMIT) or tif == TimeInForce.GTD or \
                 o[N["flags"]] or o[N["display_qty"]] or o[N["stop_price"]] or o[N["expire_ts_ns"]]:
             return Reject.ROUTE_UNSUPPORTED
         if ot not in (OrderType.LIMIT, OrderType.MARKET):
             return Reject.INVALID_ORDER_TYPE
-        if tif not in (TimeInForce.GTC, TimeInForce.DAY, TimeInForce.IOC):
+        if tif not in (TimeInForce.GTC, TimeInForce.DAY, TimeInForce.IOC, TimeInForce.FOK):
             return Reject.INVALID_TIF
         if qty <= 0:
             return Reject.INVALID_QTY
@@ -429,13 +495,13 @@ class Router:
         reason = self._check_new(account, o)
         if reason:
             return self._reject(account, o, reason, ts)
-        if not self.venue_rank(o[N["symbol"]]) and (self.cfg.remainder == "ioc" or o[N["tif"]] == TimeInForce.IOC
-                                                     or o[N["order_type"]] == OrderType.MARKET):
+        if not self.split.usable(self.slot[o[N["symbol"]]]) and (self.cfg.remainder == "ioc" or o[N["tif"]] in TAKING
+                                                                 or o[N["order_type"]] == OrderType.MARKET):
             return self._reject(account, o, Reject.NO_VENUE, ts)    # nothing could fill it, nothing may wait
         s = self.state
         pid = s.next_order_id
-        self._output(RouteOutput.PARENT, MsgType.NEW_ORDER, 0, account, pid, 0, body)
-        p = s.parents[pid]
+        self.split.add_output(RouteOutput.PARENT, MsgType.NEW_ORDER, 0, account, s.last_seq, pid, 0, body)
+        p = self._apply_parent(pid, account, o)
         self.report(account, MsgType.ACCEPTED, pid, p.clid, p.symbol, p.side, p.price, p.qty, p.qty,
                     CommandKind.NEW_ORDER, ts)
         self.progress(p, ts, recv_ns)
@@ -463,8 +529,8 @@ class Router:
             self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, p.qty - p.filled, 0,
                         CommandKind.CANCEL, ts, reason=reason)
             return
-        for c in live:                 # IOC children end on their own; resting ones are cancelled
-            if c.tif != TimeInForce.IOC:
+        for c in live:                 # IOC and FOK children end on their own; resting ones are cancelled
+            if c.tif not in TAKING:
                 self._child(c.venue, c.clid, p, codec.CANCEL_FRAME.pack(c.clid, 0))
 
     def decide_amend(self, account, body, ts):
@@ -475,7 +541,7 @@ class Router:
             return self.report(account, MsgType.REJECTED, oid, clid, 0, 0, price, qty, 0, CommandKind.AMEND, ts,
                                reason=Reject.UNKNOWN_ORDER)
         live = [c for c in p.children if c.state != DONE]
-        if stop or len(live) != 1 or live[0].tif == TimeInForce.IOC:
+        if stop or len(live) != 1 or live[0].tif in TAKING:
             # only a parent resting as one posted child can be amended (ROUTING.md)
             return self.report(account, MsgType.REJECTED, p.id, p.clid, p.symbol, p.side, price, qty, 0,
                                CommandKind.AMEND, ts, reason=Reject.ROUTE_UNSUPPORTED)
@@ -485,13 +551,24 @@ class Router:
     def _child(self, venue, clid, p, frame, recv_ns=0):
         """A frame to a venue about child `clid` of p: journaled now, written after the commit."""
         self._output(RouteOutput.CHILD_ORDER, frame[2], venue, p.account, p.id, clid, frame[wire.HEADER.size:])
-        self.effects.append(("child", venue, clid, frame, recv_ns))
+        self.split.add_frame(venue, clid, frame, recv_ns)
 
     def audit(self, event, msg, **fields) -> None:
         """A routing decision logged with its reason, once its orders are written (formatting a JSON log
         line costs ~100 us here: not on the way to the venues)."""
         fields["event"] = event
         self.effects.append(lambda: log.info(msg, extra=fields))
+
+    def audit_route(self, p, qty, limit, rest, split) -> None:
+        wave = p.waves
+
+        def line():
+            names = [(self.venues_cfg[v - 1].name, q, worst, self.taker_bps[v]) for v, _, q, worst in split]
+            log.info("route", extra={"event": "route", "parent": p.id, "account": p.account, "symbol": p.symbol,
+                                     "side": p.side, "qty": qty, "limit": limit, "wave": wave, "unallocated": rest,
+                                     "children": names, "reason": "cheapest all-in price (price and taker fee) "
+                                     "first, then venue score"})
+        self.effects.append(line)
 
     def venue_rank(self, symbol) -> dict[int, int]:
         return {v: r for v, r in self.rank.items() if symbol in getattr(self.venues.get(v), "venue_symbol", {})}
@@ -506,7 +583,7 @@ class Router:
         if p.cancel_requested:
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
                                CommandKind.CANCEL, ts, reason=CancelReason.USER)
-        posted = [c for c in p.children if c.tif != TimeInForce.IOC]
+        posted = [c for c in p.children if c.tif not in TAKING]
         if posted and not posted[-1].unsent:
             # its resting child ended at the venue (the venue's own cancel: end of day, self-trade, kill
             # switch; an amend to 0; or a reject): the parent ends with it, never posted again in a loop
@@ -514,25 +591,23 @@ class Router:
             self.audit("route_end", "posted child ended at its venue", parent=p.id, qty=left, reason=int(why))
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
                                CommandKind.NEW_ORDER, ts, reason=why)
-        rank = self.venue_rank(p.symbol)
-        if p.waves < self.cfg.waves and rank:
-            limit = p.price if p.order_type == OrderType.LIMIT else None
-            split, rest = bookmod.allocate(self.book.venue_books(p.symbol), p.side, left, limit, self.taker_bps,
-                                           rank)
+        slot = self.slot.get(p.symbol)
+        if p.waves < self.cfg.waves and slot is not None and self.split.usable(slot):
+            # the split and its children, packed in C (decide.pyx); each applied as apply_output would
+            # a FOK parent: FOK children, and none unless the shown books fill all it has left
+            market, fok = p.order_type != OrderType.LIMIT, p.tif == TimeInForce.FOK
+            tif = TimeInForce.FOK if fok else TimeInForce.IOC
+            split = self.split.children(slot, p.side, left, p.price, not market, p.account, self.state.last_seq,
+                                        p.id, recv_ns, tif, fok)
             if split:
-                s = self.state
-                for v, q, worst in split:
-                    clid = s.next_child_clid[v]
-                    vs = self.venues[v].venue_symbol[p.symbol]
-                    self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT,
-                                                                       TimeInForce.IOC, worst, q), recv_ns)
-                names = [(self.venues_cfg[v - 1].name, q, worst, self.taker_bps[v]) for v, q, worst in split]
-                self.audit("route", "route", parent=p.id, account=p.account, symbol=p.symbol, side=p.side,
-                           qty=left, limit=limit, wave=p.waves, unallocated=rest, children=names,
-                           reason="cheapest all-in price (price and taker fee) first, then venue score")
+                for v, clid, q, worst in split:
+                    self._apply_child(v, clid, p, worst, q, tif)
+                self.audit_route(p, left, None if market else p.price, self.split.left, split)
                 return
-        if p.order_type == OrderType.MARKET or p.tif == TimeInForce.IOC or self.cfg.remainder == "ioc":
-            why = CancelReason.MARKET_REMAINDER if p.order_type == OrderType.MARKET else CancelReason.IOC_REMAINDER
+        rank = self.venue_rank(p.symbol)
+        if p.order_type == OrderType.MARKET or p.tif in TAKING or self.cfg.remainder == "ioc":
+            why = CancelReason.FOK_UNFILLED if p.tif == TimeInForce.FOK else \
+                CancelReason.MARKET_REMAINDER if p.order_type == OrderType.MARKET else CancelReason.IOC_REMAINDER
             self.audit("route_remainder", "route remainder cancelled", parent=p.id, qty=left,
                        reason="ioc" if rank else "no venue up")
             return self.report(p.account, MsgType.CANCELLED, p.id, p.clid, p.symbol, p.side, p.price, left, 0,
@@ -543,7 +618,7 @@ class Router:
                        reason="remainder post: no venue up")
             return
         v = min(rank, key=lambda x: (x in self.degraded, self.maker_bps[x], rank[x]))
-        clid = self.state.next_child_clid[v]
+        clid = int(self.state.next_child_clid[v])
         vs = self.venues[v].venue_symbol[p.symbol]
         self._child(v, clid, p, codec.NEW_ORDER_FRAME.pack(clid, vs, p.side, OrderType.LIMIT, TimeInForce.GTC,
                                                            p.price, left), recv_ns)
@@ -555,6 +630,7 @@ class Router:
     def venue_up(self, venue: int, next_clid: int) -> None:
         """A venue logged on (its replay taken): the children it never received are unsent (their
         client order id is at or above its next_client_order_id); parents waiting go on."""
+        self.sync_listing(venue)
         ts = time.time_ns()
         self._input(RouteInput.VENUE_UP, 0, venue, 0, next_clid.to_bytes(8, "little"), ts)
         s = self.state
@@ -576,6 +652,15 @@ class Router:
         return {"parents_open": len(s.open_parents()), "parents": len(s.parents), "children": len(s.children),
                 "children_in_doubt": sum(1 for c in s.children.values() if c.state == SENT),
                 "last_seq": s.last_seq}
+
+
+def _frames(data: bytes):
+    """The whole frames in data, one by one (for an adapter that takes one frame per raw())."""
+    pos = 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 2], "little")
+        yield data[pos:pos + n]
+        pos += n
 
 
 def order_entry(p: Parent) -> dict:

@@ -36,7 +36,7 @@ from engine.config import ConfigError, account_secret, journal_key, signing_key
 from engine.journal import Journal, JournalError, JournalRefused
 from engine.routing import codec, config as rconfig
 from engine.routing.monitor import Monitor
-from engine.routing.router import Router, order_entry
+from engine.routing.router import TAKING, Router, order_entry
 from engine.routing.venues import TradingEngineVenue
 from protocol import wire
 from protocol.codes import Reject, Side, SymbolState
@@ -388,7 +388,7 @@ class RouterApp:
         logged (the venue's report stream, replayed, is what changes the state)."""
         st = self.router.state
         ours = {clid: c.leaves for (v, clid), c in st.children.items() if v == venue and c.state == 2
-                and c.tif != 3}
+                and c.tif not in TAKING}
         theirs = {clid: leaves for clid, leaves in live if (venue, clid) in st.children}
         if ours != theirs:
             log.warning("venue open orders differ from the router's children", extra={
@@ -436,8 +436,11 @@ class RouterApp:
                 self.monitor.snapshot()
                 body, ctype, code = generate_latest(self.monitor.registry), "text/plain; version=0.0.4", 200
             elif path == "/decisions":       # perf/routing.py: the decision-time samples, taken (emptied)
-                body, ctype, code = json.dumps(list(self.router.decision_ns)).encode(), "application/json", 200
-                self.router.decision_ns.clear()
+                r = self.router
+                body = json.dumps({"total": list(r.decision_ns), "parts": list(r.decision_parts)}).encode()
+                ctype, code = "application/json", 200
+                r.decision_ns.clear()
+                r.decision_parts.clear()
             elif path == "/status":
                 body, ctype, code = json.dumps(self.status()).encode(), "application/json", 200
             else:

@@ -8,6 +8,9 @@ symbols:
                              replay); returns the smallest client order id the venue accepts
     subscribe(symbols)       depth of each (router symbol id -> venue symbol name) -> events.depth
     new_order(clid, ...)     one child order; False if it could not be written (venue down)
+    raw(frame)               a whole wire frame as the router packed it; False if not written. An
+                             adapter with raw_frames = True takes several whole frames in one call
+                             (the router writes a batch's frames to it at once: one write per venue)
     cancel(clid) / amend(clid, qty, price)
     open_orders()            the account's live orders at the venue: [(clid, leaves)]
     close()
@@ -82,6 +85,8 @@ class _SessionClient(Client):
 
 
 class TradingEngineVenue:
+    raw_frames = True                  # raw() writes any number of whole frames as one socket write
+
     def __init__(self, index: int, name: str, host: str, port: int | None, port_file: str | None, account: int,
                  secret: bytes, events: VenueEvents, tls: bool = False):
         self.index, self.name = index, name
