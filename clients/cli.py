@@ -112,8 +112,27 @@ async def _placed(c: Client, first: ExecutionReport) -> list[ExecutionReport]:
                       if isinstance(r, ExecutionReport) and r.order_id == first.order_id and r.seq > first.seq]
 
 
+def _shard_address(args: argparse.Namespace) -> tuple[str, int]:
+    """--shards FILE: the address of the shard that owns the command's symbol (--host/--port otherwise)."""
+    if not args.shards:
+        return args.host, args.port
+    from engine import config as cfgmod
+    try:
+        d = cfgmod.load_directory(args.shards)
+    except cfgmod.ConfigError as e:
+        raise UsageError(str(e)) from None
+    symbol = getattr(args, "symbol", None)
+    if symbol is None:
+        raise UsageError(f"`{args.command}` with --shards needs a symbol (order ids are per shard: cancel --symbol S)")
+    for s in d.shards:
+        if symbol in s.symbols:
+            return cfgmod.shard_address(s.address)
+    raise UsageError(f"no shard of {args.shards} owns {symbol!r}")
+
+
 async def _run(args: argparse.Namespace) -> int:
-    async with Client.connect(args.host, args.port, account=args.account, secret=_secret(args),
+    host, port = _shard_address(args)
+    async with Client.connect(host, port, account=args.account, secret=_secret(args),
                               tls=_tls(args)) as c:
         if args.command == "symbols":
             syms = list(c.symbols_by_id.values())
@@ -260,6 +279,9 @@ def connection_options() -> argparse.ArgumentParser:
                         "else the secret itself from TRADING_ENGINE_SECRET)")
     g.add_argument("--tls", action="store_true", help="connect with TLS, verified against the system's CAs")
     g.add_argument("--cafile", help="connect with TLS, trusting this CA or self-signed certificate (PEM)")
+    g.add_argument("--shards", default=os.environ.get("TRADING_ENGINE_SHARDS"),
+                   help="a shard directory (TRADING_ENGINE_SHARDS; engine/SCALING.md): connect to the shard that "
+                        "owns the command's symbol instead of --host/--port")
     p.add_argument("--json", action="store_true", help="print JSON (watch: JSON lines) instead of tables")
     return p
 
@@ -286,6 +308,7 @@ def add_commands(sub: Any) -> None:
     o.add_argument("--reduce-only", action="store_true", help="may only reduce the account's position")
     c = command("cancel", "cancel an order by order id")
     c.add_argument("order_id", type=int)
+    c.add_argument("--symbol", help="the order's symbol (with --shards: picks its shard)")
     b = command("book", "show a book")
     b.add_argument("symbol")
     b.add_argument("--depth", type=int, default=10)
