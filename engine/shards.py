@@ -143,10 +143,9 @@ class Coordinator:
                 last.setdefault(a["id"], [None] * len(states))[i] = Leg(*a["transfer"]) if a["transfer"] else None
         done = 0
         for acct, legs in sorted(last.items()):
-            newest = max((leg.id for leg in legs if leg is not None), default=0)
-            self.next_id = max(self.next_id, newest + 1)
+            self.next_id = max(self.next_id, max((leg.id for leg in legs if leg is not None), default=0) + 1)
             for i, leg in enumerate(legs):
-                if leg is None or leg.id != newest or leg.amount >= 0:
+                if leg is None or leg.amount >= 0:
                     continue
                 peer = legs[leg.peer - 1]
                 if peer is None or peer.id < leg.id:
@@ -196,12 +195,13 @@ class Coordinator:
         c = self.directory.coordinator
         rows: dict[int, list[tuple[int, int]]] = {}
         for i, st in enumerate(states):
+            st["ids"] = {a["id"] for a in st["accounts"]}
             for a in st["accounts"]:
                 rows.setdefault(a["id"], [(0, 0)] * len(states))[i] = (a["available"], a["cash"])
         out = []
         for acct, figs in sorted(rows.items()):
-            if c.accounts and acct not in c.accounts:
-                continue
+            if (c.accounts and acct not in c.accounts) or sum(acct in st["ids"] for st in states) < len(states):
+                continue                  # (an account some shard does not know could never be paid in there)
             avail = [f[0] for f in figs]
             mean = Decimal(sum(avail)) / len(avail)
             lo, hi = avail.index(min(avail)), avail.index(max(avail))
@@ -220,9 +220,10 @@ class Coordinator:
         return n
 
     async def run(self, once: bool = False, stop: asyncio.Event | None = None) -> None:
-        await self.recover()
+        """Every interval_ms: complete what a crash or a failure left half done (recover), then rebalance."""
         while True:
             try:
+                await self.recover()
                 await self.cycle()
             except (OSError, RuntimeError) as e:
                 if once:
