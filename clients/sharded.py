@@ -42,7 +42,7 @@ class ShardedClient:
         self._pumps: list[asyncio.Future[None]] = []
 
     @classmethod
-    async def connect(cls, directory: str | os.PathLike | cfgmod.ShardDirectory, *, account: int,
+    async def connect(cls, directory: str | os.PathLike[str] | cfgmod.ShardDirectory, *, account: int,
                       secret: str | bytes, **kw: Any) -> ShardedClient:
         """Log on at every shard of `directory` (a file or a loaded ShardDirectory); the keyword
         arguments are Client.connect's (reconnect=True for gap replay per shard)."""
@@ -111,6 +111,7 @@ class ShardedClient:
 
     async def amend(self, symbol: str, order_id: int | None = None, client_order_id: int | None = None,
                     **kw: Any) -> ExecutionReport:
+        """Client.amend at the symbol's shard (the order's symbol names its shard)."""
         return await self.client(symbol).amend(symbol, order_id=order_id, client_order_id=client_order_id, **kw)
 
     async def mass_cancel(self, symbol: str | None = None, side: Any = None) -> list[ExecutionReport]:
@@ -120,10 +121,12 @@ class ShardedClient:
 
     # -- queries --
     async def book(self, symbol: str, depth: int = 10) -> Book:
+        """The symbol's book, from its shard."""
         return await self.client(symbol).book(symbol, depth)
 
     async def order(self, order_id: int | None = None, client_order_id: int | None = None,
                     symbol: str | None = None) -> OrderInfo | None:
+        """One order's status: by (symbol, order_id) or by a client order id this client sent."""
         return await self._route(symbol, client_order_id).order(order_id=order_id, client_order_id=client_order_id)
 
     async def open_orders(self) -> list[OrderInfo]:

@@ -220,3 +220,28 @@ def test_shard_when_one_is_killed_then_the_other_trades_and_the_sdk_replays_its_
             assert got == [(1, "balance"), (2, "accepted"), (3, "fill")]             # each report once, in sequence, after the gap
             assert c.shards["b"].reconnects >= 1 and c.shards["a"].reconnects == 0
     asyncio.run(go())
+
+
+def test_config_when_directory_wrong_then_start_up_refused_naming_it(tmp_path):
+    from engine import config as cfgmod
+    base = (ROOT / "engine" / "default_config.toml").read_text()
+    d = tmp_path / "shards.toml"
+    cfg = tmp_path / "c.toml"
+    cases = [
+        ('[[shards]]\nname = "a"\naddress = "h:1"\nsymbols = ["BTCUSDT", "ETHUSDT"]\n', "unowned: AAPL"),
+        ('[[shards]]\nname = "a"\naddress = "h:1"\nsymbols = ["BTCUSDT", "ETHUSDT", "AAPL", "XYZ"]\n', "unknown: XYZ"),
+        ('[[shards]]\nname = "b"\naddress = "h:1"\nsymbols = ["BTCUSDT", "ETHUSDT", "AAPL"]\n', "is not in"),
+        ('[[shards]]\nname = "a"\naddress = "h"\nsymbols = ["BTCUSDT", "ETHUSDT", "AAPL"]\n', "host:port"),
+        ('[[shards]]\nname = "a"\naddress = "h:1"\nsymbols = ["BTCUSDT", "ETHUSDT", "AAPL"]\ncolour = 1\n', "colour"),
+        ('[[shards]]\nname = "a"\naddress = "h:1"\nsymbols = ["BTCUSDT"]\n[[shards]]\nname = "c"\naddress = "h:2"\n'
+         'symbols = ["BTCUSDT", "ETHUSDT", "AAPL"]\n', "one shard only"),
+    ]
+    cfg.write_text(base + '\n[shards]\nname = "a"\ndirectory = "shards.toml"\n')
+    for text, message in cases:
+        d.write_text(text)
+        with pytest.raises(cfgmod.ConfigError, match=message):
+            cfgmod.load(cfg)
+    d.write_text('[[shards]]\nname = "a"\naddress = "h:1"\nsymbols = ["BTCUSDT", "AAPL"]\n'
+                 '[[shards]]\nname = "b"\naddress = "h:2"\nsymbols = ["ETHUSDT"]\n')
+    loaded = cfgmod.load(cfg)                        # the directory found beside the config, wherever run from
+    assert cfgmod.foreign_symbols(loaded) == [s.id for s in loaded.symbols if s.name == "ETHUSDT"]
