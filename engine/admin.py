@@ -368,14 +368,18 @@ class AdminListener:
             raise AdminError(str(e)) from None
 
     # -- commands: journaled before the reply --
-    async def command(self, admin, **fields) -> dict:
+    async def command(self, admin, on_applied=None, **fields) -> dict:
         """Submit one core command as this operator into the open batch (after what the sessions
-        sent before it), wait for its commit without blocking the loop, and describe its events."""
+        sent before it), wait for its commit without blocking the loop, and describe its events.
+        on_applied(seq): called once the engine applied it, before the commit (what another request
+        arriving meanwhile must see)."""
         srv = self.server
         if not srv.journal_ok or srv.rebuilding:
             raise AdminError(f"journal unavailable: {srv.journal_error}")
         seq = srv.next_cmd_seq
         srv.submit(dict(fields, operator=admin.id))
+        if on_applied is not None and srv.next_cmd_seq > seq:
+            on_applied(seq)
         if srv.next_cmd_seq <= seq or not await srv.after_commit():
             raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
         events = self._events(seq)
@@ -496,9 +500,11 @@ class AdminListener:
         return self.command(admin, kind=CommandKind.DEPOSIT if req.action == "deposit" else CommandKind.WITHDRAW,
                             account=a, qty=amount)
 
-    def transfer(self, admin, req):
+    async def transfer(self, admin, req):
         """One leg of a transfer between shards, applied once per (account, transfer id): a repeat with the
-        same terms is answered as a duplicate (nothing journaled), see engine/shards.py."""
+        same terms is answered as a duplicate (nothing journaled), see engine/shards.py. The leg is noted
+        as soon as the engine applied it, so a repeat arriving before its commit is a duplicate too, and
+        every answer waits for the leg's commit (a leg is never reported that a failed commit undoes)."""
         srv = self.server
         if not srv.cfg.shards.name:
             raise AdminError("not a shard ([shards] name is not set)")
@@ -514,23 +520,33 @@ class AdminListener:
         leg = shardsmod.Leg(req.transfer, amount if req.direction == "in" else -amount, names.index(req.peer) + 1, 0)
         last = srv.transfers.get(a)
         if last is not None and leg.id <= last.id:
+            if not await srv.after_commit():
+                raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
+            last = srv.transfers.get(a)       # (a failed commit's rebuild may have dropped it)
+        if last is not None and leg.id <= last.id:
             if leg.id == last.id and (leg.amount, leg.peer) == (last.amount, last.peer):
                 return {"ok": True, "duplicate": True, "seq": last.seq, "transfer": list(last)}
             return {"ok": False, "error": (Reject.TRANSFER_STALE if leg.id < last.id else Reject.TRANSFER_MISMATCH).name,
                     "transfer": list(last)}
-        out = self.command(admin, kind=CommandKind.DEPOSIT if req.direction == "in" else CommandKind.WITHDRAW,
-                           account=a, qty=amount, client_order_id=leg.id, order_id=leg.peer)
-        for cmds, events in srv.journal.read_from(out["seq"]):
-            shardsmod.note_transfers(srv.transfers, cmds[cmds["seq"] == out["seq"]], events)
-            break
+        before = int(r.portfolio(a)["cash"])
+
+        def applied(seq):                     # a refused leg (INSUFFICIENT_FUNDS) leaves the cash as it was
+            if int(r.portfolio(a)["cash"]) != before:
+                srv.transfers[a] = leg._replace(seq=seq)
+        out = await self.command(admin, on_applied=applied,
+                                 kind=CommandKind.DEPOSIT if req.direction == "in" else CommandKind.WITHDRAW,
+                                 account=a, qty=amount, client_order_id=leg.id, order_id=leg.peer)
         last = srv.transfers.get(a)
         out["transfer"] = list(last) if last is not None else None
         return out
 
-    def shard_state(self, admin, req):
-        """Per account: cash, available (cash units) and the last transfer leg applied here."""
+    async def shard_state(self, admin, req):
+        """Per account: cash, available (cash units) and the last transfer leg applied here, once what is
+        applied is committed (a leg in flight is never shown before its commit)."""
         r = self._risk()
         srv = self.server
+        if not await srv.after_commit():
+            raise AdminError(f"journal unavailable: {srv.journal_error}")
         rows = []
         for a in sorted(srv.accounts):
             pf = r.portfolio(a)

@@ -412,6 +412,9 @@ class Server:
         or None when the chain must be checked from the journal's start)."""
         found = snapshot.load_latest(self.snapshot_dir,
                                      on_bad=lambda path, e: log.error("skipping damaged snapshot %s: %s", path, e))
+        # transfer legs: as of the snapshot, the replay after it adds the rest (at start-up and in a rebuild,
+        # which must drop a leg noted before a commit that failed)
+        self.transfers = shardsmod.import_transfers(found[2] if found is not None else {})
         if found is None:
             if not restore_server:
                 self._reset_trade_rings({})
@@ -431,7 +434,6 @@ class Server:
             for acct in self.accounts.values():
                 acct.delivered = acct.next_seq
             self._load_config_limits(state)
-            self.transfers = shardsmod.import_transfers(state)
             if not self.seq_index.load(state):
                 self.seq_index.note(last_seq + 1, self.next_seq)
             log.info("loaded snapshot %s (seq %d)", os.path.basename(path), last_seq)

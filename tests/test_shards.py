@@ -245,3 +245,24 @@ def test_config_when_directory_wrong_then_start_up_refused_naming_it(tmp_path):
                  '[[shards]]\nname = "b"\naddress = "h:2"\nsymbols = ["ETHUSDT"]\n')
     loaded = cfgmod.load(cfg)                        # the directory found beside the config, wherever run from
     assert cfgmod.foreign_symbols(loaded) == [s.id for s in loaded.symbols if s.name == "ETHUSDT"]
+
+
+def test_transfer_when_the_same_leg_arrives_twice_at_once_then_applied_once(shards):
+    """A coordinator that lost its connection sends the leg again, maybe before the first one's commit."""
+    d, procs = shards
+    a = procs["a"]
+    one, two = Admin(a), Admin(a)
+    one.ok("status"), two.ok("status")                   # both authenticated: no scrypt delay in between
+    leg = dict(user="ops", password=PASSWORD, action="transfer", account="2", amount="1000", transfer=7,
+               direction="in", peer="b")
+    line = json.dumps(leg).encode() + b"\n"
+    for _ in range(5):                                   # the two requests meet before the first one's commit
+        one.sock.sendall(line)
+        two.sock.sendall(line)
+        answers = [json.loads(one.file.readline()), json.loads(two.file.readline())]
+        leg["transfer"] += 1
+        line = json.dumps(leg).encode() + b"\n"
+        assert all(x["ok"] for x in answers), answers
+        assert sorted(bool(x.get("duplicate")) for x in answers) == [False, True], answers
+    cash, _ = status(d)
+    assert cash["a"][2] == (10_000 + 5 * 1000) * CENTS
