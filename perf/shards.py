@@ -48,6 +48,7 @@ def _run(ports, n, window, pids, timeout=120.0):
     """Session i sends symbol SYMBOLS[shard i] to ports[i] (the same port twice: one shard)."""
     ss = [Session(port, 1 + i, n, sym) for i, (port, sym) in enumerate(zip(ports, SYMBOLS.values()))]
     cpu0 = {pid: rt.cpu_seconds(pid) for pid in pids}
+    gen0, busy0 = time.process_time(), rt.busy_seconds()
     live = list(ss)
     t0 = time.perf_counter()
     while live:
@@ -55,11 +56,13 @@ def _run(ports, n, window, pids, timeout=120.0):
         if time.perf_counter() - t0 > timeout:
             raise RuntimeError("shards run timed out")
     dt = time.perf_counter() - t0
+    gen, busy = (time.process_time() - gen0) / dt, (rt.busy_seconds() - busy0) / dt
     for s in ss:
         s.verify()
     total = n * len(ss)
-    return dict(orders=total, seconds=dt, orders_per_s=total / dt,
-                server_cpu=[(rt.cpu_seconds(pid) - cpu0[pid]) / dt for pid in pids])
+    server = [(rt.cpu_seconds(pid) - cpu0[pid]) / dt for pid in pids]
+    return dict(orders=total, seconds=dt, orders_per_s=total / dt, server_cpu=server, generator_cpu=gen,
+                other_cores=max(0.0, busy - sum(server) - gen))
 
 
 def scenario(args):
@@ -102,10 +105,14 @@ def scenario(args):
 
 def print_table(results):
     print("\n== shards (orders/s over the protocol, both sessions) ==")
-    print(f"{'variant':<18}{'orders/s median':>17}{'min':>12}{'max':>12}{'vs 1 shard':>12}{'server cpu':>16}")
+    print(f"{'variant':<18}{'orders/s median':>17}{'min':>12}{'max':>12}{'vs 1 shard':>12}{'server cpu':>16}"
+          f"{'gen cpu':>9}{'others, cores':>15}")
     for k, v in results.items():
         o = v["orders_per_s"]
         cpu = "+".join(f"{np.median([r['server_cpu'][i] for r in v['runs']]):.0%}"
                        for i in range(len(v["runs"][0]["server_cpu"])))
         ratio = f"{v['vs_1_shard']:.2f}x" if "vs_1_shard" in v else ""
-        print(f"{k:<18}{o['median']:>17,.0f}{o['min']:>12,.0f}{o['max']:>12,.0f}{ratio:>12}{cpu:>16}")
+        gen = np.median([r["generator_cpu"] for r in v["runs"]])
+        others = np.median([r["other_cores"] for r in v["runs"]])
+        print(f"{k:<18}{o['median']:>17,.0f}{o['min']:>12,.0f}{o['max']:>12,.0f}{ratio:>12}{cpu:>16}{gen:>9.0%}"
+              f"{others:>15.2f}")
