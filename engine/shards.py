@@ -123,9 +123,6 @@ class Coordinator:
         self.transfers = 0            # transfers completed by this process
         self.cash_decimals = 2
 
-    def number(self, name: str) -> int:
-        return [s.name for s in self.shards].index(name) + 1
-
     async def states(self) -> list[dict]:
         out = await asyncio.gather(*(s.call("shard_state") for s in self.shards))
         for s, st in zip(self.shards, out):
@@ -180,9 +177,9 @@ class Coordinator:
         if os.environ.get(CRASH_AFTER_FIRST_LEG):
             os.kill(os.getpid(), signal.SIGKILL)
         second = await self.leg(b, acct, tid, amount, "in", a.name)
-        if not second.get("ok"):      # a deposit is refused only if the shard broke the id order: stop here
+        if not second.get("ok"):      # e.g. its journal is down: the next cycle's recover() sends it again
             raise RuntimeError(f"transfer {tid} of account {acct}: deposit on {b.name} refused: {second.get('error')}"
-                               " (the withdrawal stands: restart the coordinator to complete it)")
+                               " (the withdrawal stands: the next cycle, or a restart, completes it)")
         self.transfers += 1
         log.info("shards: transfer %d: account %d, %s from %s to %s", tid, acct,
                  from_units(amount, self.cash_decimals), a.name, b.name)
@@ -285,5 +282,9 @@ def run(args) -> int:
             await co.run(once=args.once)
         finally:
             co.close()
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (OSError, RuntimeError) as e:       # --once: a shard unreachable, a leg refused
+        print(f"trading-engine: shards: {e}", file=sys.stderr)
+        return 1
     return 0
