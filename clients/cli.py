@@ -20,7 +20,8 @@ from typing import Any
 
 import msgspec
 
-from clients.client import Client, ExecutionReport, MarketUpdate, TopOfBook, Trade, TradeSummary
+from clients.client import (Client, ExecutionReport, MarketUpdate, OrderInfo, Position, TopOfBook, Trade,
+                            TradeSummary)
 
 
 class UsageError(Exception):
@@ -122,6 +123,8 @@ def _shard_address(args: argparse.Namespace) -> tuple[str, int]:
     except cfgmod.ConfigError as e:
         raise UsageError(str(e)) from None
     symbol = getattr(args, "symbol", None)
+    if args.command == "symbols":         # every shard has the whole symbol table
+        return cfgmod.shard_address(d.shards[0].address)
     if symbol is None:
         raise UsageError(f"`{args.command}` with --shards needs a symbol (order ids are per shard: cancel --symbol S)")
     for s in d.shards:
@@ -130,7 +133,33 @@ def _shard_address(args: argparse.Namespace) -> tuple[str, int]:
     raise UsageError(f"no shard of {args.shards} owns {symbol!r}")
 
 
+def _show_orders(orders: Sequence[OrderInfo], args: argparse.Namespace) -> int:
+    if args.json:
+        return _json(orders)
+    _table(["order id", "client id", "symbol", "side", "type", "tif", "price", "leaves", "filled", "state"],
+           [(o.order_id, o.client_order_id, o.symbol, o.side, o.type, o.tif, o.price, o.leaves, o.filled,
+             o.state) for o in orders])
+    return 0
+
+
+def _show_positions(positions: Sequence[Position], args: argparse.Namespace) -> int:
+    if args.json:
+        return _json(positions)
+    _table(["symbol", "position", "avg price", "mark", "open buy", "open sell", "unrealized", "realized",
+            "fees", "exposure", "init margin", "maint margin"],
+           [(p.symbol, p.position, p.avg_price, p.mark, p.open_buy, p.open_sell, p.unrealized, p.realized,
+             p.fees, p.exposure, p.initial_margin, p.maintenance_margin) for p in positions])
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
+    if args.shards and args.command in ("orders", "positions"):      # every shard's, together
+        from clients.sharded import ShardedClient
+        async with ShardedClient.connect(args.shards, account=args.account, secret=_secret(args),
+                                         tls=_tls(args)) as sc:
+            if args.command == "orders":
+                return _show_orders(await sc.open_orders(), args)
+            return _show_positions(await sc.positions(), args)
     host, port = _shard_address(args)
     async with Client.connect(host, port, account=args.account, secret=_secret(args),
                               tls=_tls(args)) as c:
@@ -153,12 +182,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(b.symbol)
             _table(["orders", "bid qty", "bid", "ask", "ask qty", "orders"], rows)
         elif args.command == "orders":
-            orders = await c.open_orders()
-            if args.json:
-                return _json(orders)
-            _table(["order id", "client id", "symbol", "side", "type", "tif", "price", "leaves", "filled", "state"],
-                   [(o.order_id, o.client_order_id, o.symbol, o.side, o.type, o.tif, o.price, o.leaves, o.filled,
-                     o.state) for o in orders])
+            return _show_orders(await c.open_orders(), args)
         elif args.command == "order":
             r = await c.place(args.symbol, args.side, args.qty, price=args.price, type=args.type, tif=args.tif,
                               stop_price=args.stop_price, display_qty=args.display_qty, post_only=args.post_only,
@@ -171,13 +195,7 @@ async def _run(args: argparse.Namespace) -> int:
                        _report_rows(reports))
             return 0 if r.kind == "accepted" else 1
         elif args.command == "positions":
-            positions = await c.positions()
-            if args.json:
-                return _json(positions)
-            _table(["symbol", "position", "avg price", "mark", "open buy", "open sell", "unrealized", "realized",
-                    "fees", "exposure", "init margin", "maint margin"],
-                   [(p.symbol, p.position, p.avg_price, p.mark, p.open_buy, p.open_sell, p.unrealized, p.realized,
-                     p.fees, p.exposure, p.initial_margin, p.maintenance_margin) for p in positions])
+            return _show_positions(await c.positions(), args)
         elif args.command == "portfolio":
             pf = await c.portfolio()
             if args.json:
@@ -281,7 +299,7 @@ def connection_options() -> argparse.ArgumentParser:
     g.add_argument("--cafile", help="connect with TLS, trusting this CA or self-signed certificate (PEM)")
     g.add_argument("--shards", default=os.environ.get("TRADING_ENGINE_SHARDS"),
                    help="a shard directory (TRADING_ENGINE_SHARDS; engine/SCALING.md): connect to the shard that "
-                        "owns the command's symbol instead of --host/--port")
+                        "owns the command's symbol instead of --host/--port (orders, positions: every shard)")
     p.add_argument("--json", action="store_true", help="print JSON (watch: JSON lines) instead of tables")
     return p
 

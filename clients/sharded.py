@@ -21,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 
-from clients.client import Book, Client, ExecutionReport, OrderInfo, Portfolio, Position, Report
+from clients.client import Book, Client, ExecutionReport, OrderInfo, Portfolio, Position, Report, _Connect
 from engine import config as cfgmod
 
 
 class ShardedClient:
-    """Sessions with every shard of a shard directory (`ShardedClient.connect(...)`, then `async with` or
-    close())."""
+    """Sessions with every shard of a shard directory: `ShardedClient.connect(...)` (awaitable or `async with`)."""
 
     def __init__(self, directory: cfgmod.ShardDirectory):
         self.directory = directory
@@ -42,12 +40,15 @@ class ShardedClient:
         self._pumps: list[asyncio.Future[None]] = []
 
     @classmethod
-    async def connect(cls, directory: str | os.PathLike[str] | cfgmod.ShardDirectory, *, account: int,
-                      secret: str | bytes, **kw: Any) -> ShardedClient:
-        """Log on at every shard of `directory` (a file or a loaded ShardDirectory); the keyword
-        arguments are Client.connect's (reconnect=True for gap replay per shard)."""
+    def connect(cls, directory: str | os.PathLike[str] | cfgmod.ShardDirectory, *, account: int,
+                secret: str | bytes, **kw: Any) -> _Connect[ShardedClient]:
+        """Log on at every shard of `directory` (a file or a loaded ShardDirectory): `await` it, or use it
+        with `async with`; the keyword arguments are Client.connect's (reconnect=True: gap replay per shard)."""
         d = directory if isinstance(directory, cfgmod.ShardDirectory) else cfgmod.load_directory(directory)
-        self = cls(d)
+        return _Connect(cls(d)._open(account, secret, kw))
+
+    async def _open(self, account: int, secret: str | bytes, kw: dict[str, Any]) -> ShardedClient:
+        d = self.directory
         try:
             for s in d.shards:
                 host, port = cfgmod.shard_address(s.address)
@@ -59,14 +60,8 @@ class ShardedClient:
         self._pumps = [asyncio.ensure_future(self._pump(name, c)) for name, c in self.shards.items()]
         return self
 
-    async def __aenter__(self) -> ShardedClient:
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
     async def close(self) -> None:
+        """Log out of every shard; reports() ends."""
         for c in self.shards.values():
             await c.close()
         if self._pumps:

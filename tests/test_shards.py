@@ -105,7 +105,7 @@ def test_sdk_when_two_shards_then_orders_routed_by_symbol_and_reports_merged(sha
     d, procs = shards
 
     async def go():
-        async with await ShardedClient.connect(d, account=1, secret=SECRETS[1]) as c:
+        async with ShardedClient.connect(d, account=1, secret=SECRETS[1]) as c:
             btc = await c.place("BTCUSDT", "buy", "1", price="100.00")
             aapl = await c.place("AAPL", "sell", "5", price="151.0000")
             assert btc.kind == aapl.kind == "accepted"
@@ -131,7 +131,7 @@ def test_sdk_when_two_shards_then_orders_routed_by_symbol_and_reports_merged(sha
     asyncio.run(go())
 
 
-def test_cli_when_shards_file_then_order_book_cancel_go_to_the_owner(shards):
+def test_cli_when_shards_file_then_order_book_cancel_go_to_the_owner_and_orders_gather_all(shards):
     d, procs = shards
     env = dict(os.environ, TRADING_ENGINE_SECRET=SECRETS[1], PYTHONPATH=str(ROOT), TRADING_ENGINE_ACCOUNT="1")
 
@@ -143,15 +143,18 @@ def test_cli_when_shards_file_then_order_book_cancel_go_to_the_owner(shards):
 
     placed = cli("order", "sell", "AAPL", "3", "--price", "152.0000")
     assert placed[0]["kind"] == "accepted"
+    assert cli("order", "buy", "BTCUSDT", "2", "--price", "99.00")[0]["kind"] == "accepted"
     assert cli("book", "AAPL")["asks"][0]["qty"] == "3"
+    assert sorted((o["symbol"], o["order_id"]) for o in cli("orders")) == [("AAPL", 1), ("BTCUSDT", 1)]
     assert cli("cancel", str(placed[0]["order_id"]), "--symbol", "AAPL")["kind"] == "cancelled"
+    assert [o["symbol"] for o in cli("orders")] == ["BTCUSDT"]
 
 
 def test_coordinator_when_a_shards_allocation_is_exhausted_then_cash_moves_and_the_order_passes(shards):
     d, procs = shards
 
     async def trade(after):
-        async with await ShardedClient.connect(d, account=1, secret=SECRETS[1]) as c:
+        async with ShardedClient.connect(d, account=1, secret=SECRETS[1]) as c:
             if after is None:
                 await exhaust(c)
                 return
@@ -170,7 +173,7 @@ def test_coordinator_when_killed_between_legs_then_restart_completes_the_transfe
     d, procs = shards
 
     async def go():
-        async with await ShardedClient.connect(d, account=1, secret=SECRETS[1]) as c:
+        async with ShardedClient.connect(d, account=1, secret=SECRETS[1]) as c:
             await exhaust(c)
     asyncio.run(go())
     r = run_shards(d, "coordinate", "--once", env={CRASH_AFTER_FIRST_LEG: "1"})
@@ -203,7 +206,7 @@ def test_shard_when_one_is_killed_then_the_other_trades_and_the_sdk_replays_its_
     pin_ports(b)
 
     async def go():
-        async with await ShardedClient.connect(d, account=1, secret=SECRETS[1], reconnect=True) as c:
+        async with ShardedClient.connect(d, account=1, secret=SECRETS[1], reconnect=True) as c:
             rest = await c.place("AAPL", "sell", "5", price="151.0000")
             assert rest.kind == "accepted"
             b.kill9()
