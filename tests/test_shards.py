@@ -201,9 +201,12 @@ def test_coordinator_when_killed_between_legs_then_restart_completes_the_transfe
 
 
 def test_shard_when_one_is_killed_then_the_other_trades_and_the_sdk_replays_its_gap(shards):
+    """b is killed; while the SDK cannot reach it (b comes back first on another port), account 2 fills
+    account 1's order there; when b is back at its address the SDK logs on again and gets the fill
+    by gap replay, each report once."""
     d, procs = shards
     b = procs["b"]
-    pin_ports(b)
+    ports = (b.port, b.admin_port)
 
     async def go():
         async with ShardedClient.connect(d, account=1, secret=SECRETS[1], reconnect=True) as c:
@@ -211,17 +214,22 @@ def test_shard_when_one_is_killed_then_the_other_trades_and_the_sdk_replays_its_
             assert rest.kind == "accepted"
             b.kill9()
             assert (await c.place("BTCUSDT", "buy", "1", price="100.00")).kind == "accepted"   # a trades on
-            await asyncio.to_thread(b.start)
+            await asyncio.to_thread(b.start)                     # (port 0: not where the SDK looks)
             async with Client.connect("127.0.0.1", b.port, account=2, secret=SECRETS[2]) as other:
                 assert (await other.place("AAPL", "buy", "5", price="151.0000")).kind == "accepted"
+            await asyncio.to_thread(b.terminate)
+            b.port, b.admin_port = ports
+            pin_ports(b)
+            await asyncio.to_thread(b.start)
             got = []
             async for shard, r in c.reports():
                 if shard == "b":
                     got.append((r.seq, r.kind))
                 if (shard, r.kind) == ("b", "fill"):
                     break
-            assert got == [(1, "balance"), (2, "accepted"), (3, "fill")]             # each report once, in sequence, after the gap
-            assert c.shards["b"].reconnects >= 1 and c.shards["a"].reconnects == 0
+            assert got == [(1, "balance"), (2, "accepted"), (3, "fill")]   # each once, the fill by replay
+            assert c.shards["b"].reconnects == 1 and c.shards["a"].reconnects == 0
+            assert c.shards["b"].gaps == []
     asyncio.run(go())
 
 
