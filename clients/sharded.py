@@ -87,6 +87,9 @@ class ShardedClient:
     async def place(self, symbol: str, side: Any, qty: Any, price: Any = None, **kw: Any) -> ExecutionReport:
         """Client.place at the symbol's shard, with a client order id unique across the shards."""
         name = self.shard_of(symbol)
+        # above every id any shard has seen (a shard's session logged on again may have learnt a higher one)
+        self.next_client_order_id = max(self.next_client_order_id,
+                                        *(c.next_client_order_id for c in self.shards.values()))
         clid = kw.pop("client_order_id", None) or self.next_client_order_id
         self.next_client_order_id = max(self.next_client_order_id, clid + 1)
         self._clid_shard[clid] = name
