@@ -5,10 +5,11 @@ from clients.client import (AccountStateReport, AlgoInfo, AlgoReport, Authentica
                             ServerError, StressResult, VaR,
                             Subscription, Symbol, SyncClient, SyncSubscription, TopOfBook, Trade, TradeSummary,
                             TradingEngineError, signing_key)
+from clients.sharded import ShardedClient
 
 __all__ = ["AccountStateReport", "AlgoInfo", "AlgoReport", "AuthenticationError", "BalanceReport", "Book", "Client",
            "ConnectionClosed", "Depth", "ExecutionReport", "Level", "ModelFigures", "OrderInfo", "OrderRejected",
            "Portfolio", "Position", "RateLimitError", "RequestTimeout", "RiskMetrics", "ServerError", "StressResult",
            "VaR",
-           "Subscription", "Symbol", "SyncClient", "SyncSubscription", "TopOfBook", "Trade", "TradeSummary",
+           "Subscription", "Symbol", "SyncClient", "SyncSubscription", "ShardedClient", "TopOfBook", "Trade", "TradeSummary",
            "TradingEngineError", "signing_key"]

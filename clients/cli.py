@@ -20,7 +20,8 @@ from typing import Any
 
 import msgspec
 
-from clients.client import Client, ExecutionReport, MarketUpdate, TopOfBook, Trade, TradeSummary
+from clients.client import (Client, ExecutionReport, MarketUpdate, OrderInfo, Position, TopOfBook, Trade,
+                            TradeSummary)
 
 
 class UsageError(Exception):
@@ -112,8 +113,55 @@ async def _placed(c: Client, first: ExecutionReport) -> list[ExecutionReport]:
                       if isinstance(r, ExecutionReport) and r.order_id == first.order_id and r.seq > first.seq]
 
 
+def _shard_address(args: argparse.Namespace) -> tuple[str, int]:
+    """--shards FILE: the address of the shard that owns the command's symbol (--host/--port otherwise)."""
+    if not args.shards:
+        return args.host, args.port
+    from engine import config as cfgmod
+    try:
+        d = cfgmod.load_directory(args.shards)
+    except cfgmod.ConfigError as e:
+        raise UsageError(str(e)) from None
+    symbol = getattr(args, "symbol", None)
+    if args.command == "symbols":         # every shard has the whole symbol table
+        return cfgmod.shard_address(d.shards[0].address)
+    if symbol is None:
+        raise UsageError(f"`{args.command}` with --shards needs a symbol (order ids are per shard: cancel --symbol S)")
+    for s in d.shards:
+        if symbol in s.symbols:
+            return cfgmod.shard_address(s.address)
+    raise UsageError(f"no shard of {args.shards} owns {symbol!r}")
+
+
+def _show_orders(orders: Sequence[OrderInfo], args: argparse.Namespace) -> int:
+    if args.json:
+        return _json(orders)
+    _table(["order id", "client id", "symbol", "side", "type", "tif", "price", "leaves", "filled", "state"],
+           [(o.order_id, o.client_order_id, o.symbol, o.side, o.type, o.tif, o.price, o.leaves, o.filled,
+             o.state) for o in orders])
+    return 0
+
+
+def _show_positions(positions: Sequence[Position], args: argparse.Namespace) -> int:
+    if args.json:
+        return _json(positions)
+    _table(["symbol", "position", "avg price", "mark", "open buy", "open sell", "unrealized", "realized",
+            "fees", "exposure", "init margin", "maint margin"],
+           [(p.symbol, p.position, p.avg_price, p.mark, p.open_buy, p.open_sell, p.unrealized, p.realized,
+             p.fees, p.exposure, p.initial_margin, p.maintenance_margin) for p in positions])
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
-    async with Client.connect(args.host, args.port, account=args.account, secret=_secret(args),
+    if args.shards and args.command in ("orders", "positions"):      # every shard's, together
+        from clients.sharded import ShardedClient
+        async with ShardedClient.connect(args.shards, account=args.account, secret=_secret(args),
+                                         tls=_tls(args)) as sc:
+            if args.command == "orders":
+                return _show_orders(await sc.open_orders(), args)
+            return _show_positions(await sc.positions(), args)
+    host, port = _shard_address(args)
+    async with Client.connect(host, port, account=args.account, secret=_secret(args),
                               tls=_tls(args)) as c:
         if args.command == "symbols":
             syms = list(c.symbols_by_id.values())
@@ -134,12 +182,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(b.symbol)
             _table(["orders", "bid qty", "bid", "ask", "ask qty", "orders"], rows)
         elif args.command == "orders":
-            orders = await c.open_orders()
-            if args.json:
-                return _json(orders)
-            _table(["order id", "client id", "symbol", "side", "type", "tif", "price", "leaves", "filled", "state"],
-                   [(o.order_id, o.client_order_id, o.symbol, o.side, o.type, o.tif, o.price, o.leaves, o.filled,
-                     o.state) for o in orders])
+            return _show_orders(await c.open_orders(), args)
         elif args.command == "order":
             r = await c.place(args.symbol, args.side, args.qty, price=args.price, type=args.type, tif=args.tif,
                               stop_price=args.stop_price, display_qty=args.display_qty, post_only=args.post_only,
@@ -152,13 +195,7 @@ async def _run(args: argparse.Namespace) -> int:
                        _report_rows(reports))
             return 0 if r.kind == "accepted" else 1
         elif args.command == "positions":
-            positions = await c.positions()
-            if args.json:
-                return _json(positions)
-            _table(["symbol", "position", "avg price", "mark", "open buy", "open sell", "unrealized", "realized",
-                    "fees", "exposure", "init margin", "maint margin"],
-                   [(p.symbol, p.position, p.avg_price, p.mark, p.open_buy, p.open_sell, p.unrealized, p.realized,
-                     p.fees, p.exposure, p.initial_margin, p.maintenance_margin) for p in positions])
+            return _show_positions(await c.positions(), args)
         elif args.command == "portfolio":
             pf = await c.portfolio()
             if args.json:
@@ -260,6 +297,9 @@ def connection_options() -> argparse.ArgumentParser:
                         "else the secret itself from TRADING_ENGINE_SECRET)")
     g.add_argument("--tls", action="store_true", help="connect with TLS, verified against the system's CAs")
     g.add_argument("--cafile", help="connect with TLS, trusting this CA or self-signed certificate (PEM)")
+    g.add_argument("--shards", default=os.environ.get("TRADING_ENGINE_SHARDS"),
+                   help="a shard directory (TRADING_ENGINE_SHARDS; engine/SCALING.md): connect to the shard that "
+                        "owns the command's symbol instead of --host/--port (orders, positions: every shard)")
     p.add_argument("--json", action="store_true", help="print JSON (watch: JSON lines) instead of tables")
     return p
 
@@ -286,6 +326,7 @@ def add_commands(sub: Any) -> None:
     o.add_argument("--reduce-only", action="store_true", help="may only reduce the account's position")
     c = command("cancel", "cancel an order by order id")
     c.add_argument("order_id", type=int)
+    c.add_argument("--symbol", help="the order's symbol (with --shards: picks its shard)")
     b = command("book", "show a book")
     b.add_argument("symbol")
     b.add_argument("--depth", type=int, default=10)

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Iter
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 import numpy as np
@@ -509,18 +509,25 @@ def signing_key(secret: str | bytes) -> bytes:
     return hmac.new(s, b"trading-engine signing key", hashlib.sha256).digest()
 
 
-class _Connect:
-    """What Client.connect returns: await it for a Client, or use it with `async with`
-    (closed at the end of the block)."""
+class _Closable(Protocol):
+    async def close(self) -> None: ...
 
-    def __init__(self, coro: Coroutine[Any, Any, Client]):
+
+C = TypeVar("C", bound=_Closable)
+
+
+class _Connect(Generic[C]):
+    """What Client.connect (and ShardedClient.connect) returns: await it for the client, or use it
+    with `async with` (closed at the end of the block)."""
+
+    def __init__(self, coro: Coroutine[Any, Any, C]):
         self._coro = coro
-        self._client: Client | None = None
+        self._client: C | None = None
 
-    def __await__(self) -> Generator[Any, None, Client]:
+    def __await__(self) -> Generator[Any, None, C]:
         return self._coro.__await__()
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> C:
         self._client = await self._coro
         return self._client
 
@@ -576,7 +583,7 @@ class Client:
                 cancel_on_disconnect: bool = False, next_seq: int = 1,
                 tls: bool | ssllib.SSLContext = False, timeout: float | None = DEFAULT_TIMEOUT,
                 reconnect: bool = False, raise_on_reject: bool = False,
-                failover: Sequence[tuple[str, int]] = ()) -> _Connect:
+                failover: Sequence[tuple[str, int]] = ()) -> _Connect[Client]:
         """Open a session: `await Client.connect(...)` or `async with Client.connect(...) as c`.
 
         next_seq: the first execution report wanted (the server replays from there; 1 = all, a

@@ -45,6 +45,9 @@ set off); `ok` is false when the engine rejected the command. Actions:
   positions / portfolio ACCOUNT     read-only: an account's risk figures
   limits                            read-only: every limit set, by scope
   add_account NAME [--id N] [--stp-group G]   a new trading account, at run time (below)
+  shard_state / transfer            symbol shards (engine/shards.py, the coordinator's): every account's
+                                    cash, available and last transfer leg here; one transfer leg
+                                    (account, amount, transfer id, direction out|in, peer shard), idempotent
   snapshot                          write a snapshot now
   log_level LEVEL                   change the log level
 
@@ -83,6 +86,7 @@ import msgspec
 from engine import config as cfgmod
 from engine import notes
 from engine.snapshot import fsync_dir
+from engine import shards as shardsmod
 from protocol.codes import (AccountState, AlertType, CancelReason, CommandKind, Disposition, EventKind, KycState,
                             LimitScope, Reject, Side, SymbolState)
 from protocol.units import from_units, to_units
@@ -122,6 +126,9 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     stp_group: int = 0
     secret: str | None = None          # add_account: never logged, never journaled
     rows: list[tuple[int, int, int, int, int, int]] | None = None    # var_update
+    transfer: int | None = None        # transfer: the transfer id (engine/shards.py)
+    direction: str | None = None       # transfer: out (withdraw here) | in (deposit here)
+    peer: str | None = None            # transfer: the other shard's name
 
 
 class AdminError(Exception):
@@ -243,6 +250,7 @@ class AdminListener:
             "mark": self.mark, "reset_breaker": self.reset_breaker, "positions": self.positions,
             "portfolio": self.portfolio, "limits": self.limits, "add_account": self.add_account,
             "snapshot": self.snapshot, "log_level": self.log_level, "var_update": self.var_update,
+            "shard_state": self.shard_state, "transfer": self.transfer,
         }
         # an unknown operator's password is checked against this: the cost of the first operator's
         # hash (`admin hash` gives every operator the same), a salt and hash that match no password
@@ -360,14 +368,18 @@ class AdminListener:
             raise AdminError(str(e)) from None
 
     # -- commands: journaled before the reply --
-    async def command(self, admin, **fields) -> dict:
+    async def command(self, admin, on_applied=None, **fields) -> dict:
         """Submit one core command as this operator into the open batch (after what the sessions
-        sent before it), wait for its commit without blocking the loop, and describe its events."""
+        sent before it), wait for its commit without blocking the loop, and describe its events.
+        on_applied(seq): called once the engine applied it, before the commit (what another request
+        arriving meanwhile must see)."""
         srv = self.server
         if not srv.journal_ok or srv.rebuilding:
             raise AdminError(f"journal unavailable: {srv.journal_error}")
         seq = srv.next_cmd_seq
         srv.submit(dict(fields, operator=admin.id))
+        if on_applied is not None and srv.next_cmd_seq > seq:
+            on_applied(seq)
         if srv.next_cmd_seq <= seq or not await srv.after_commit():
             raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
         events = self._events(seq)
@@ -487,6 +499,61 @@ class AdminListener:
         amount = self._units(req.amount, r.cash_decimals, what="amount")
         return self.command(admin, kind=CommandKind.DEPOSIT if req.action == "deposit" else CommandKind.WITHDRAW,
                             account=a, qty=amount)
+
+    async def transfer(self, admin, req):
+        """One leg of a transfer between shards, applied once per (account, transfer id): a repeat with the
+        same terms is answered as a duplicate (nothing journaled), see engine/shards.py. The leg is noted
+        as soon as the engine applied it, so a repeat arriving before its commit is a duplicate too, and
+        every answer waits for the leg's commit (a leg is never reported that a failed commit undoes)."""
+        srv = self.server
+        if not srv.cfg.shards.name:
+            raise AdminError("not a shard ([shards] name is not set)")
+        if srv.journal is None:
+            raise AdminError("transfers need a journal (journal.durability none)")
+        r = self._risk()
+        a = self._account(req.account)
+        amount = self._units(req.amount, r.cash_decimals, what="amount")
+        names = [s.name for s in cfgmod.load_directory(srv.cfg.shards.directory).shards]
+        if req.direction not in ("out", "in") or req.peer not in names or req.peer == srv.cfg.shards.name \
+                or not req.transfer or not 0 < req.transfer < 1 << 63:
+            raise AdminError("transfer: an id 1..2**63-1, direction out|in, peer another shard of the directory")
+        leg = shardsmod.Leg(req.transfer, amount if req.direction == "in" else -amount, names.index(req.peer) + 1, 0)
+        last = srv.transfers.get(a)
+        if last is not None and leg.id <= last.id:
+            if not await srv.after_commit():
+                raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
+            last = srv.transfers.get(a)       # (a failed commit's rebuild may have dropped it)
+        if last is not None and leg.id <= last.id:
+            if leg.id == last.id and (leg.amount, leg.peer) == (last.amount, last.peer):
+                return {"ok": True, "duplicate": True, "seq": last.seq, "transfer": list(last)}
+            return {"ok": False, "error": (Reject.TRANSFER_STALE if leg.id < last.id else Reject.TRANSFER_MISMATCH).name,
+                    "transfer": list(last)}
+        before = int(r.portfolio(a)["cash"])
+
+        def applied(seq):                     # a refused leg (INSUFFICIENT_FUNDS) leaves the cash as it was
+            if int(r.portfolio(a)["cash"]) != before:
+                srv.transfers[a] = leg._replace(seq=seq)
+        out = await self.command(admin, on_applied=applied,
+                                 kind=CommandKind.DEPOSIT if req.direction == "in" else CommandKind.WITHDRAW,
+                                 account=a, qty=amount, client_order_id=leg.id, order_id=leg.peer)
+        last = srv.transfers.get(a)
+        out["transfer"] = list(last) if last is not None else None
+        return out
+
+    async def shard_state(self, admin, req):
+        """Per account: cash, available (cash units) and the last transfer leg applied here, once what is
+        applied is committed (a leg in flight is never shown before its commit)."""
+        r = self._risk()
+        srv = self.server
+        if not await srv.after_commit():
+            raise AdminError(f"journal unavailable: {srv.journal_error}")
+        rows = []
+        for a in sorted(srv.accounts):
+            pf = r.portfolio(a)
+            last = srv.transfers.get(a)
+            rows.append({"id": a, "cash": int(pf["cash"]), "available": int(pf["available"]),
+                         "transfer": list(last) if last is not None else None})
+        return {"ok": True, "shard": srv.cfg.shards.name, "cash_decimals": r.cash_decimals, "accounts": rows}
 
     def set_limit(self, admin, req):
         r = self._risk()

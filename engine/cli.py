@@ -1,6 +1,7 @@
 """The `trading-engine` command: one argparse tree. Each part adds its own subcommand's
 arguments (engine.server.add_arguments, engine.journal_tool.add_arguments, engine.admin._parser,
-engine.analytics.add_arguments, engine.surveillance.add_arguments, clients.cli.add_commands) and a
+engine.analytics.add_arguments, engine.surveillance.add_arguments, engine.shards.add_arguments,
+clients.cli.add_commands) and a
 `run(args) -> exit code`.
 
 Exit codes: 0 done; 1 refused or failed (a reject, a connection refused or lost, a port in use, a
@@ -59,6 +60,10 @@ def _tree() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]
     routing.add_arguments(sub.add_parser(
         "route", help="the smart order router: route --config router.toml [status]", description=routing.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter))
+    from engine import shards
+    shards.add_arguments(sub.add_parser(
+        "shards", help="symbol shards: shards coordinate|status --directory FILE (cash between shards)",
+        description=shards.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     clientcli.add_commands(sub)
     return p, sub.choices
 

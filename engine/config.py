@@ -220,6 +220,85 @@ class ReplicationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     state_hash_every: int = 1000           # batches between state hashes shipped for the standby to check
 
 
+class ShardsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Symbol shards (engine/SCALING.md "Symbol shards"): which shard of a shard directory this server is.
+    It takes orders for that shard's symbols only (others: WRONG_SHARD); every shard keeps the one symbol
+    table of the config, so symbol ids mean the same everywhere."""
+    name: str = ""                         # this server's shard in the directory ("" = not sharded)
+    directory: str = ""                    # the shard directory file (TOML, ShardDirectory; relative to this config)
+
+
+class ShardEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    address: str                           # host:port of its trading port (the SDK's)
+    admin: str = ""                        # host:port of its admin listener (the coordinator's)
+    symbols: list[str]                     # the symbols it owns, by name (each symbol in one shard exactly)
+
+
+class CoordinatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`trading-engine shards coordinate` (engine/shards.py): moves each account's cash between shards."""
+    interval_ms: int = 1000                # one cycle (read every shard, transfer where due) this often
+    threshold: Decimal = Decimal("0.5")    # an account is rebalanced when a shard's available is below this
+                                           # fraction of its mean available over the shards (0..1)
+    accounts: list[int] = []               # accounts it rebalances (empty: every account the shards report)
+
+
+class ShardDirectory(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The shard directory, one file shared by the servers, the SDK (clients.ShardedClient) and the
+    coordinator: which shard owns which symbols, and where it listens."""
+    shards: list[ShardEntry]
+    coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
+
+
+def load_directory(path: str | os.PathLike) -> ShardDirectory:
+    """The shard directory at `path`; ConfigError names what is wrong (names unique, a symbol in one
+    shard at most, addresses host:port)."""
+    try:
+        d = msgspec.toml.decode(Path(path).read_bytes(), type=ShardDirectory)
+    except OSError as e:
+        raise ConfigError(f"shard directory {path}: {e.strerror or e}") from None
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise ConfigError(f"shard directory {path}: {e}") from None
+    names = [s.name for s in d.shards]
+    owned = [sym for s in d.shards for sym in s.symbols]
+    if not names or len(set(names)) != len(names) or any(not n for n in names):
+        raise ConfigError(f"shard directory {path}: at least one shard; names non-empty and unique")
+    if len(set(owned)) != len(owned):
+        raise ConfigError(f"shard directory {path}: a symbol is owned by one shard only")
+    for s in d.shards:
+        for what, addr in (("address", s.address), ("admin", s.admin)):
+            host, _, port = addr.rpartition(":")
+            if (addr or what == "address") and not (host and port.isdigit() and 0 < int(port) < 65536):
+                raise ConfigError(f"shard directory {path}: shard {s.name}: `{what}` must be host:port")
+    c = d.coordinator
+    if c.interval_ms < 1 or not 0 < c.threshold <= 1:
+        raise ConfigError(f"shard directory {path}: `coordinator`: interval_ms >= 1, threshold in (0, 1]")
+    return d
+
+
+def shard_address(addr: str) -> tuple[str, int]:
+    """A directory's "host:port" as (host, port)."""
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
+def foreign_symbols(cfg: Config) -> list[int]:
+    """The ids of the config's symbols this server's shard does not own (empty when not sharded)."""
+    if not cfg.shards.name:
+        return []
+    d = load_directory(cfg.shards.directory)
+    mine = next(s for s in d.shards if s.name == cfg.shards.name)
+    return [s.id for s in cfg.symbols if s.name not in mine.symbols]
+
+
+def shard_number(cfg: Config) -> tuple[int, int]:
+    """(this shard's position in the directory, the number of shards); (0, 1) when not sharded."""
+    if not cfg.shards.name:
+        return 0, 1
+    d = load_directory(cfg.shards.directory)
+    return [s.name for s in d.shards].index(cfg.shards.name), len(d.shards)
+
+
 class ScenarioConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A named stress scenario (engine/RISK.md "Analytics"): relative price moves by symbol name or
     [analytics.groups] name ("-0.30" is -30%; a symbol's own shock wins over its group's), and a
@@ -347,6 +426,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     surveillance: SurveillanceConfig = msgspec.field(default_factory=SurveillanceConfig)
     replication: ReplicationConfig = msgspec.field(default_factory=ReplicationConfig)
     algos: AlgosConfig = msgspec.field(default_factory=AlgosConfig)
+    shards: ShardsConfig = msgspec.field(default_factory=ShardsConfig)
 
 
 class ConfigError(Exception):
@@ -372,6 +452,8 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"{where}: {e}") from None
     except msgspec.DecodeError as e:
         raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    if path is not None and cfg.shards.directory:     # relative to the config file, wherever it is read from
+        cfg.shards.directory = str(Path(path).parent / cfg.shards.directory)
     validate(cfg, where)
     return cfg
 
@@ -454,6 +536,7 @@ def validate(cfg: Config, where: str) -> None:
     if r.lease_ms < 100 or r.publish_timeout_ms < 1 or r.replicas < 1 or r.state_hash_every < 0:
         raise ConfigError(f"{where}: `replication`: lease_ms >= 100, publish_timeout_ms and replicas >= 1, "
                           "state_hash_every >= 0")
+    validate_shards(cfg, where)
     sv = cfg.surveillance
     owned = [a for o in sv.owners for a in o.accounts]
     if len(set(owned)) != len(owned) or len({o.name for o in sv.owners}) != len(sv.owners):
@@ -471,6 +554,24 @@ def validate(cfg: Config, where: str) -> None:
             assert 0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60
         except (ValueError, AssertionError):
             raise ConfigError(f"{where}: `surveillance.close.close_time`: \"HH:MM:SS\"") from None
+
+
+def validate_shards(cfg: Config, where: str) -> None:
+    """[shards]: this shard is in the directory, which names config symbols only and owns each of them once."""
+    sh = cfg.shards
+    if not sh.name and not sh.directory:
+        return
+    if not sh.name or not sh.directory:
+        raise ConfigError(f"{where}: `shards`: name and directory go together")
+    d = load_directory(sh.directory)
+    if sh.name not in [s.name for s in d.shards]:
+        raise ConfigError(f"{where}: `shards.name` {sh.name!r} is not in {sh.directory}")
+    names = {s.name for s in cfg.symbols}
+    owned = {sym for s in d.shards for sym in s.symbols}
+    if owned != names:
+        raise ConfigError(f"{where}: shard directory {sh.directory}: every symbol of the config in one shard, "
+                          f"no other (unowned: {', '.join(sorted(names - owned)) or '-'}; unknown: "
+                          f"{', '.join(sorted(owned - names)) or '-'})")
 
 
 def validate_analytics(cfg: Config, where: str) -> None:

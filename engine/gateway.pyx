@@ -74,9 +74,12 @@ BUDGET_NEW, BUDGET_CANCEL, BUDGET_ALL = B_NEW, B_CANCEL, B_ALL
 
 cdef int walk_frames(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, Command* out, Py_ssize_t* n_io,
                      Py_ssize_t cap, uint32_t account, uint32_t session, bint logged_on, bint orders_allowed,
-                     int64_t* budgets, Py_ssize_t* consumed, uint8_t* msg_type, uint16_t* reason) noexcept:
+                     int64_t* budgets, Py_ssize_t* consumed, uint8_t* msg_type, uint16_t* reason,
+                     const uint8_t* foreign=NULL, uint32_t n_foreign=0) noexcept:
     """The walk itself (see walk()); the caller guarantees 0 <= start <= end <= len(buf) and
-    room for cap records in out. Returns the stop reason; *n_io is advanced per command."""
+    room for cap records in out. Returns the stop reason; *n_io is advanced per command.
+    foreign (symbol shards: n_foreign flags by symbol id, NULL when not sharded): the walk stops
+    (S_SESSION, reason WRONG_SHARD) in front of a NEW_ORDER for a symbol another shard owns."""
     cdef Py_ssize_t pos = start, length, n_cmds = n_io[0]
     cdef const uint8_t* p
     cdef const NewOrder* no
@@ -124,6 +127,12 @@ cdef int walk_frames(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, Comma
         if t < MSG_NEW_ORDER or t > MSG_MASS_CANCEL or not orders_allowed or n_cmds == cap:
             stop = S_SESSION
             break
+        if foreign != NULL and t == MSG_NEW_ORDER:
+            no = <const NewOrder*>(p + sizeof(FrameHeader))
+            if no.symbol < n_foreign and foreign[no.symbol]:
+                reason[0] = REJ_WRONG_SHARD
+                stop = S_SESSION
+                break
         klass = B_NEW if (t == MSG_NEW_ORDER or t == MSG_AMEND) else B_CANCEL
         if budgets[klass] <= 0 or budgets[<Py_ssize_t>B_ALL] <= 0:
             stop = S_SESSION
@@ -420,6 +429,8 @@ cdef class Hot:
     cdef public uint64_t bytes_in, bytes_out
     cdef readonly Histogram latency, commit, batch
     """receive -> acknowledgement written (ns); journal commit (ns); commands per batch."""
+    cdef object foreign_arr           # symbol shards: 1 per symbol id another shard owns (None: not sharded)
+    cdef const uint8_t* foreign
 
     def __cinit__(self, Engine eng not None, int64_t[::1] next_seq not None, Py_ssize_t capacity, bint journaled):
         self.eng = eng
@@ -452,6 +463,14 @@ cdef class Hot:
     def __dealloc__(self):
         free(self.counts)
         free(self.bases)
+
+    def set_foreign(self, symbols):
+        """Symbol shards: new orders for these symbol ids stop the walk (WRONG_SHARD, answered by Python)."""
+        arr = np.zeros(self.n_symbols, dtype=np.uint8)
+        for sym in symbols:
+            arr[sym] = 1
+        self.foreign_arr = arr if len(symbols) else None
+        self.foreign = <const uint8_t*>cnp.PyArray_DATA(arr) if len(symbols) else NULL
 
     def bind(self, Engine eng not None):
         """Apply to another engine from now on (one rebuilt from the journal, with the same
@@ -515,7 +534,7 @@ cdef class Hot:
         cdef int stop = S_END
         if end > start:
             stop = walk_frames(&buf[0], start, end, self.cmds, &n, self.cap, account, session, logged_on,
-                               orders_allowed, budgets, &consumed, &t, &reason)
+                               orders_allowed, budgets, &consumed, &t, &reason, self.foreign, self.n_symbols)
         throttle.tok[0] -= b0 - budgets[0]
         throttle.tok[1] -= b1 - budgets[1]
         throttle.tok[2] -= b2 - budgets[2]

@@ -58,6 +58,7 @@ from engine import config as cfgmod
 from engine import admin as adminmod, auth as authmod, feeds as feedsmod, gateway, ops as opsmod, riskqueries, \
     snapshot, tls as tlsmod
 from engine import replication as replmod
+from engine import shards as shardsmod
 from engine.core import Engine
 from engine import algos as algosmod
 from engine.algos import Algos
@@ -309,6 +310,9 @@ class Server:
         self.tls = None                            # the engine/tls.py Listener when TLS is configured
         self.recovery = {}
         self.hot = gateway.Hot(self.engine, self.next_seq, BATCH_CAP, self.journal is not None)
+        self.foreign = frozenset(cfgmod.foreign_symbols(cfg))    # symbol shards: symbols other shards own
+        self.hot.set_foreign(sorted(self.foreign))
+        self.transfers = {}               # symbol shards: account -> its last transfer leg here (engine/shards.py)
         # group commit off the loop: one thread, so commits run one at a time and in order
         self.committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-commit") \
             if self.journal is not None else None
@@ -408,6 +412,9 @@ class Server:
         or None when the chain must be checked from the journal's start)."""
         found = snapshot.load_latest(self.snapshot_dir,
                                      on_bad=lambda path, e: log.error("skipping damaged snapshot %s: %s", path, e))
+        # transfer legs: as of the snapshot, the replay after it adds the rest (at start-up and in a rebuild,
+        # which must drop a leg noted before a commit that failed)
+        self.transfers = shardsmod.import_transfers(found[2] if found is not None else {})
         if found is None:
             if not restore_server:
                 self._reset_trade_rings({})
@@ -454,6 +461,7 @@ class Server:
                 raise RuntimeError(f"replay diverged from the journal at seq {int(cmds['seq'][0])}")
             first = int(cmds["seq"][0])
             self._note_config_limits(cmds)
+            shardsmod.note_transfers(self.transfers, cmds, events)
             if known is None or first > known:
                 self.engine = eng                   # (Hot follows: see the engine property)
                 self.seq_index.note(first, self.next_seq)
@@ -511,9 +519,10 @@ class Server:
                 n += 1
         if first_start:
             for a in cfg.accounts:
-                if a.initial_deposit:
-                    self.submit(dict(kind=CommandKind.DEPOSIT, account=a.id,
-                                     qty=to_units(a.initial_deposit, cfg.risk.cash_decimals)))
+                # (a shard deposits its part of it: engine/SCALING.md "Symbol shards")
+                share = shardsmod.initial_share(to_units(a.initial_deposit or 0, cfg.risk.cash_decimals), cfg)
+                if share:
+                    self.submit(dict(kind=CommandKind.DEPOSIT, account=a.id, qty=share))
                     n += 1
         self.flush()
         if n:
@@ -595,6 +604,7 @@ class Server:
         if self.config_limits:        # (snapshot arrays are never empty)
             state["server.config_limits"] = np.array([(*k, v) for k, v in sorted(self.config_limits.items())],
                                                      dtype=np.int64)
+        shardsmod.export_transfers(self.transfers, state)
         state.update(self.feeds.md.export_state())
         j = self.cfg.journal
         if fork:
@@ -1074,6 +1084,7 @@ class Server:
                 if eng.events_view().tobytes() != events.tobytes():
                     raise replmod.Diverged(f"applying the stream diverged from the primary's events at seq {rec.first}")
                 self._note_config_limits(cmds)
+                shardsmod.note_transfers(self.transfers, cmds, events)
                 self.seq_index.note(rec.first, self.next_seq)
                 live = self.role == "replica"     # its sessions get their reports and market data
                 self.feeds.on_batch(cmds, live=live)
@@ -1325,6 +1336,10 @@ class Connection(asyncio.BufferedProtocol):
             # is answered now; the answer waits (Server.hold) for the commit of what came before it.
             srv.input_done()
             throttled = None
+            if reason == Reject.WRONG_SHARD:       # symbol shards: another shard owns the symbol; never journaled
+                frame = self.take_frame()
+                self.send(self._reject_report(MsgType(mtype), wire.decode(frame)[0][0][1], Reject.WRONG_SHARD))
+                continue
             if mtype in ORDER_TYPES and srv.journal_ok:
                 klass = gateway.BUDGET_NEW if mtype in (MsgType.NEW_ORDER, MsgType.AMEND) else gateway.BUDGET_CANCEL
                 if th.level(gateway.BUDGET_ALL) < 1:
@@ -1429,6 +1444,9 @@ class Connection(asyncio.BufferedProtocol):
         kind = ALGO_COMMANDS[t]
         if not srv.journal_ok:
             self.send(self.session_reject(kind, int(body["client_order_id"]), 0, Reject.JOURNAL_UNAVAILABLE))
+            return
+        if t == MsgType.ALGO_NEW and int(body["symbol"]) in srv.foreign:
+            self.send(self.session_reject(kind, int(body["client_order_id"]), 0, Reject.WRONG_SHARD))
             return
         cmd = dict(kind=kind, account=self.account.id, session=self.session_id,
                    client_order_id=int(body["client_order_id"]))

@@ -46,6 +46,8 @@ Scenarios here:
            alternating phases (see perf/varworker.py)
   admin    admin action latency (a journaled deposit, status; test and production scrypt cost)
            and the SDK's portfolio()/positions()/connect() round trips (see perf/admin.py)
+  shards   symbol shards: 2 shards against 1 in throughput, the same pipelined flow as throughput over
+           two symbols and two sessions, per journal durability (see perf/shards.py)
 Each prints a table and writes perf/out/<scenario>-<time>.json; latency scenarios
 also draw latency-by-percentile PNGs there when matplotlib is installed.
 """
@@ -282,7 +284,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=["core", "memory", "roundtrip", "replay", "journal", "recovery", "sessions",
                                         "symbols", "tls", "admin", "throughput", "instructions", "noisy",
-                                        "failover", "standbylag", "riskcycle", "varworker", "scale"])
+                                        "failover", "standbylag", "riskcycle", "varworker", "scale", "shards"])
     p.add_argument("--trials", type=int, default=20, help="kill -9 trials (failover)")
     p.add_argument("--lease-ms", type=int, default=1000, help="the leader lease (failover, standbylag)")
     p.add_argument("--journal-n", type=int, default=300_000, help="commands for the append rates (journal)")
@@ -365,6 +367,9 @@ def main(argv=None):
     elif args.scenario == "varworker":
         from perf import varworker
         results = varworker.scenario(args)
+    elif args.scenario == "shards":
+        from perf import shards
+        results = shards.scenario(args)
     elif args.scenario == "riskcycle":
         from perf import riskcycle
         results = riskcycle.scenario(args)
@@ -415,6 +420,9 @@ def main(argv=None):
     elif args.scenario == "scale":
         from perf import scale
         scale.print_table(results)
+    elif args.scenario == "shards":
+        from perf import shards
+        shards.print_table(results)
     else:
         print_table(args.scenario, results)
     print(f"\nmachine: {doc['machine']}\nwrote {path}")

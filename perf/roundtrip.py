@@ -73,10 +73,10 @@ def logon(sock, account, secret):
     return data[wire.frame_size(MsgType.LOGON_ACCEPTED):], int(body["next_client_order_id"])
 
 
-def stream(n, first_clid=1, cancels=True):
-    """The order flow as one byte string: order k (a NEW_ORDER) followed, from k = 200 on,
-    by the cancel of order k - 200 (by client order id). Returns (bytes, end offset of
-    each order's frames, end offset of each NEW_ORDER frame)."""
+def stream(n, first_clid=1, cancels=True, symbol=1):
+    """The order flow as one byte string: order k (a NEW_ORDER of `symbol`, BTCUSDT unless said)
+    followed, from k = 200 on, by the cancel of order k - 200 (by client order id). Returns
+    (bytes, end offset of each order's frames, end offset of each NEW_ORDER frame)."""
     i = np.arange(n)
     orders = np.zeros(n, dtype=ORDER)
     orders["h"]["length"] = ORDER.itemsize
@@ -84,7 +84,7 @@ def stream(n, first_clid=1, cancels=True):
     orders["h"]["version"] = wire.SCHEMA_VERSION
     b = orders["b"]
     b["client_order_id"] = i + first_clid
-    b["symbol"] = 1
+    b["symbol"] = symbol
     b["side"] = np.where(i % 2, Side.SELL, Side.BUY)
     b["order_type"], b["tif"], b["stp"] = 1, 1, 4
     b["price"] = np.where(i % 2, 200_000 + i % 500, 100_000 - i % 500)

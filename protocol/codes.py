@@ -9,6 +9,7 @@ Numbering rules:
 - Reject reasons are numbered in ranges per subsystem (as exchange-core does):
   1000-1999 matching core, 2000-2999 risk, 3000-3999 session/protocol,
   4000-4999 journal/operations, 5000-5999 execution algorithms, 6000-6999 routing.
+  7000-7999 sharding.
 - Execution algorithms (engine/ALGOS.md) use CommandKind and EventKind 30-39.
 """
 from enum import IntEnum
@@ -66,6 +67,8 @@ class CommandKind(IntEnum):
     # risk (engine/RISK.md): admin commands carry the operator's id in Command.operator
     DEPOSIT = 9            # account's cash += qty (cash units)
     WITHDRAW = 10          # account's cash -= qty, if available
+                           # (a shard transfer's leg, engine/SCALING.md: client_order_id = the transfer id,
+                           # order_id = the peer shard's number; both 0 otherwise)
     SET_LIMIT = 11         # side = LimitScope, order_type = LimitKind, qty = value; flags 1 = clear
     SET_ACCOUNT_STATE = 12 # side = AccountState (ACTIVE, REDUCE_ONLY, SUSPENDED)
     KILL_SWITCH = 13       # account (0 = every account); side 1 = on (cancel all, block), 2 = off
@@ -380,3 +383,8 @@ class Reject(IntEnum):
     VENUE_ERROR = 6057                 # any other ccxt ExchangeError: the exchange answered with an error
     VENUE_ORDER_REJECTED = 6058        # the exchange reported the order's status as rejected after taking it
     VENUE_AMEND_UNSUPPORTED = 6059     # an amend of a child at a ccxt venue (not mapped: cancel and re-send)
+    # 7000-7999: sharding (several engines, each owning a set of symbols; engine/SCALING.md "Symbol shards")
+    WRONG_SHARD = 7001                 # NEW_ORDER / ALGO_NEW for a symbol another shard owns (session-level: seq 0,
+                                       # nothing journaled); send it to the owner named in the shard directory
+    TRANSFER_STALE = 7002              # admin transfer leg: its id is below the account's last one on this shard
+    TRANSFER_MISMATCH = 7003           # admin transfer leg: the id was applied here with another amount/direction/peer

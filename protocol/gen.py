@@ -147,7 +147,8 @@ SESSION_RULES = """\
    cancels and mass cancels have a budget of their own, so a client can always
    pull its orders; any frame above the second tier logs the session out
    (LOGOUT with RATE_LIMIT_LOGOUT; cancel on disconnect applies). Session-level
-   rejects (THROTTLED, JOURNAL_UNAVAILABLE, NOT_PRIMARY) never reached the engine: they carry
+   rejects (THROTTLED, JOURNAL_UNAVAILABLE, NOT_PRIMARY, and WRONG_SHARD for a NEW_ORDER or
+   ALGO_NEW whose symbol another shard owns: engine/SCALING.md) never reached the engine: they carry
    seq 0 and are not replayed.
 6. **Cancel on disconnect.** With LogonFlag.CANCEL_ON_DISCONNECT, all the
    account's orders, and its parent orders (ALGO_CANCEL each), are cancelled when its

@@ -44,6 +44,7 @@ def test_baseline_when_same_flow_then_same_resting_orders_as_core():
      "--server-cpu", "0"],
     ["riskcycle", "--var-accounts", "300", "--var-symbols", "10", "--runs", "1"],
     ["varworker", "--runs", "1", "--orders", "50", "--server-cpu", "0"],
+    ["shards", "--runs", "1", "--orders-per-session", "2000", "--window", "500", "--durability", "none,sync"],
 ])
 def test_scenario_when_run_small_then_prints_and_writes_json(tmp_path, capsys, argv):
     assert bench.main(argv + ["--out", str(tmp_path)]) == 0
