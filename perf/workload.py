@@ -26,6 +26,7 @@ list of neutral tuples for the Python baselines:
 """
 from __future__ import annotations
 
+import bisect
 import random
 
 import numpy as np
@@ -38,8 +39,19 @@ ACCOUNTS = 8
 MID = 1_000_000          # price units
 
 
-def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
+def symbol_weights(symbols: int, zipf: float, seed: int = 1):
+    """Cumulative weights of symbols 1..symbols for a Zipf spread: the symbol of rank k takes a share
+    proportional to 1 / k**zipf; ranks are given to symbol ids in a seeded random order (the busy symbols
+    are not neighbours in the engine's arrays)."""
+    ranks = np.random.default_rng(seed).permutation(symbols) + 1     # symbol id i+1 has rank ranks[i]
+    return np.cumsum(1.0 / ranks.astype(np.float64) ** zipf).tolist()
+
+
+def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0, zipf: float = 0.0):
+    """zipf > 0: the symbols' shares follow a Zipf law with that exponent (symbol_weights) instead of
+    a uniform spread."""
     rng = random.Random(seed)
+    cum = symbol_weights(symbols, zipf, seed) if zipf > 0 and symbols > 1 else None
     cmds = np.zeros(n, dtype=COMMAND.dtype)
     ops = []
     mids = [MID] * (symbols + 1)
@@ -69,7 +81,7 @@ def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
     qty = np.zeros(n, np.int64)
     for i in range(n):
         r = rng.random()
-        s = rng.randint(1, symbols)
+        s = rng.randint(1, symbols) if cum is None else bisect.bisect_left(cum, rng.random() * cum[-1]) + 1
         if rng.random() < 0.02:
             mids[s] += rng.choice((-1, 1))
             lo, hi = min(lo, mids[1]), max(hi, mids[1])
