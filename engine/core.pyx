@@ -671,8 +671,8 @@ cdef class Engine:
                 code = self.risk.compliance(a, sym, o.side, qty, qty - o.leaves)
                 if code:
                     return self.reject(code)
-            code = check_order(self.risk, a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
-                               new_stop, qty, qty - o.leaves, -1, <int64_t>c.ts_ns, self.sym_tick[sym])
+            code = self.risk.check_amend(a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
+                                         new_stop, qty, qty - o.leaves, <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
                 return self.reject(code)
         if untriggered:

@@ -205,6 +205,8 @@ cdef class Risk:
     cdef readonly int64_t pool_hwm   # entries ever taken at once (the pool is written up to here)
     cdef readonly int64_t n_positions
     cdef int32_t free_head           # released entries (linked by anext), reused first; -1 = none
+    cdef object _last_arr
+    cdef int32_t* last_entry         # per account: the entry find() found last (a hint only, not state)
     cdef Position zero               # what an absent entry reads as (never written)
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
@@ -310,6 +312,7 @@ cdef class Risk:
     cdef int64_t im_rate_sym_max     # the largest INITIAL_MARGIN rate any symbol sets (eff_sym)
 
     # -- POSITIONS --
+    cdef Position* probe(self, uint32_t a, uint64_t key) noexcept
     cdef Position* create(self, uint32_t a, uint32_t s) noexcept
     cdef void release(self, Position* p) noexcept
     cdef bint pool_full(self) noexcept
@@ -325,6 +328,9 @@ cdef class Risk:
     # -- CHECKS --
     cdef bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
+    cdef int check_amend(self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
+                         uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty, int64_t added,
+                         int64_t now, int64_t tick) noexcept
     cdef int check_account(self, uint32_t a, uint32_t s, const Position* p, const int64_t* ra, const int64_t* rs,
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept
     cdef int compliance(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t added) noexcept
@@ -384,15 +390,10 @@ cdef inline Position* find(Risk r, uint32_t a, uint32_t s) noexcept:
     """The entry of (a, s), or NULL when it has none (its position, open quantities, P&L and
     restriction are all 0)."""
     cdef uint64_t key = (<uint64_t>a << 32) | s
-    cdef uint64_t i = (key * POS_HASH) >> r.tshift
-    cdef int32_t k
-    while True:
-        k = r.table[i]
-        if k == 0:
-            return NULL
-        if r.P[k - 1].key == key:
-            return &r.P[k - 1]
-        i = (i + 1) & r.tmask
+    cdef int32_t k = r.last_entry[a]
+    if r.P[k].key == key:              # the account's last entry found (a released one has key 0)
+        return &r.P[k]
+    return r.probe(a, key)             # out of line: keeps every caller small enough to inline
 
 
 cdef inline void mark_dirty(Risk r, uint32_t a, Position* p, uint8_t bits) noexcept:

@@ -112,6 +112,7 @@ cdef class Risk:
         self.tshift = 64 - bits
         self.free_head = -1
         self.sums_arr = np.zeros((2, max_accounts), dtype=np.int64)
+        self._last_arr = np.zeros(max_accounts, dtype=np.int32)
         self.acct_cols = {name: np.zeros(max_accounts, dtype=t) for name, t in ACCOUNT_COLUMNS}
         self.sym_cols = {name: np.zeros(max_symbols, dtype=t) for name, t in SYMBOL_COLUMNS}
         self.acct_cols["state"][:] = ACCT_ACTIVE
@@ -139,6 +140,7 @@ cdef class Risk:
     def _bind(self):
         self.P = <Position*>_data(self.pool_arr)
         self.table = <int32_t*>_data(self.table_arr)
+        self.last_entry = <int32_t*>_data(self._last_arr)
         self.realized_sum = <int64_t*>_data(self.sums_arr[0])
         self.fees_sum = <int64_t*>_data(self.sums_arr[1])
         self.lim_default = <int64_t*>_data(self.lim_default_arr)
@@ -221,6 +223,19 @@ cdef class Risk:
             if self.n_dirty[a]:
                 self.refresh(a)
 
+    cdef Position* probe(self, uint32_t a, uint64_t key) noexcept:
+        """find()'s table lookup: the entry of key (account a's), remembered as a's last; or NULL."""
+        cdef uint64_t i = (key * POS_HASH) >> self.tshift
+        cdef int32_t k
+        while True:
+            k = self.table[i]
+            if k == 0:
+                return NULL
+            if self.P[k - 1].key == key:
+                self.last_entry[a] = k - 1
+                return &self.P[k - 1]
+            i = (i + 1) & self.tmask
+
     cdef Position* create(self, uint32_t a, uint32_t s) noexcept:
         """A new all-zero entry for (a, s), which has none; NULL when the pool is full."""
         cdef int32_t idx
@@ -241,6 +256,7 @@ cdef class Risk:
             i = (i + 1) & self.tmask
         self.table[i] = idx + 1
         self.n_positions += 1
+        self.last_entry[a] = idx
         return p
 
     cdef void release(self, Position* p) noexcept:
@@ -547,6 +563,14 @@ cdef class Risk:
             return b * tick if b > 0 else tick
         b = te_muldiv(m, 10000 - band, 1, 1, 10000, tick, CEIL) if band < 10000 else 1
         return (b if b > 0 else 1) * tick
+
+    cdef int check_amend(self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
+                         uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty, int64_t added,
+                         int64_t now, int64_t tick) noexcept:
+        """check_order for an AMEND (no MAX_OPEN_ORDERS), out of line: the core then has one call of
+        check_order, which the compiler inlines into NEW_ORDER's path whatever its size."""
+        return check_order(self, a, s, strategy, side, order_type, tif, flags, price, stop_price, qty, added, -1, now,
+                           tick)
 
     cdef int check_account(self, uint32_t a, uint32_t s, const Position* p, const int64_t* ra, const int64_t* rs,
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept:
