@@ -159,13 +159,16 @@ def resting_adds(n: int, first_clid: int = 1, min_offset: int = 1, low: int = MI
 
 
 def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096, risk: bool = False,
-                var: bool = True):
+                var: bool = True, max_accounts: int = ACCOUNTS + 1, **sizes):
     """An engine for the workload; risk=True turns every risk check on (engine/RISK.md) with
     limits loose enough that the same workload passes unchanged (no rejects: the same events
     plus the risk ones), so the two runs differ only by the cost of risk. var=False leaves MAX_VAR
-    unset (the pre-trade VaR check stops at its limit lookup): the difference is that check's cost."""
+    unset (the pre-trade VaR check stops at its limit lookup): the difference is that check's cost.
+    max_accounts: the engine's (and risk's) capacity; the workload's ACCOUNTS trade. sizes: more
+    Engine sizes (max_level_slots)."""
     from engine.core import Engine
-    e = Engine(max_orders=max_orders, max_symbols=symbols + 1, max_levels=max_levels, max_accounts=ACCOUNTS + 1)
+    e = Engine(max_orders=max_orders, max_symbols=symbols + 1, max_levels=max_levels, max_accounts=max_accounts,
+               **sizes)
     for s in range(1, symbols + 1):
         e.add_symbol(s)
     for a in range(1, ACCOUNTS + 1):
@@ -173,7 +176,7 @@ def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096,
     if risk:
         from engine.risk import Risk
         from protocol.codes import LimitKind as K, LimitScope
-        r = Risk(ACCOUNTS + 1, symbols + 1, max_strategies=16, cash_decimals=2)
+        r = Risk(max_accounts, symbols + 1, max_strategies=16, cash_decimals=2)
         for s in range(1, symbols + 1):
             r.define_symbol(s, 2, 0)          # price units are cents, qty units are whole lots
         e.attach_risk(r)
