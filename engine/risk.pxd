@@ -153,7 +153,7 @@ cdef enum:
 
 # One (account, symbol) entry: 128 bytes, two cache lines; what an order's checks and its open
 # quantity fold read (key .. ro counts) is the first. Entries live in a pool of max_positions, made
-# on demand (engine/CAPACITY.md "Risk positions") and found through an open-addressed table.
+# on demand (engine/CAPACITY.md "Risk positions") and found through a 4-byte index per pair.
 cdef packed struct Position:
     uint64_t key             # @0  account << 32 | symbol
     int64_t pos              # @8  signed qty units (long > 0)
@@ -179,13 +179,6 @@ cdef packed struct Position:
     int64_t mm               # @120 cached: maintenance margin of expo
 
 
-cdef extern from *:
-    """
-    #define TE_POS_HASH 0x9E3779B97F4A7C15ULL
-    """
-    const uint64_t POS_HASH "TE_POS_HASH"    # multiply-shift hash of a position key
-
-
 cdef class Risk:
     # -- CAPACITY (readonly) --
     cdef readonly int32_t max_accounts
@@ -196,17 +189,14 @@ cdef class Risk:
     cdef readonly int64_t max_positions
     """(account, symbol) entries at most (the pool's size; engine/CAPACITY.md)."""
 
-    # -- POSITIONS: a pool of entries made on demand, found by key in an open-addressed table --
-    cdef readonly object pool_arr, table_arr
+    # -- POSITIONS: a pool of entries made on demand, found through an index --
+    cdef readonly object pool_arr, index_arr
     cdef Position* P                 # the pool: entries below pool_hwm are or were in use
-    cdef int32_t* table              # [tmask + 1]: pool index + 1 of an entry, 0 = empty (linear probing)
-    cdef uint64_t tmask
-    cdef int tshift                  # 64 - log2(table size)
+    cdef int32_t* index              # [account * max_symbols + symbol]: pool index + 1, 0 = no entry
+                                     # (zeroed memory: a page is written only when a pair in it is used)
     cdef readonly int64_t pool_hwm   # entries ever taken at once (the pool is written up to here)
     cdef readonly int64_t n_positions
     cdef int32_t free_head           # released entries (linked by anext), reused first; -1 = none
-    cdef object _last_arr
-    cdef int32_t* last_entry         # per account: the entry find() found last (a hint only, not state)
     cdef Position zero               # what an absent entry reads as (never written)
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
@@ -312,7 +302,6 @@ cdef class Risk:
     cdef int64_t im_rate_sym_max     # the largest INITIAL_MARGIN rate any symbol sets (eff_sym)
 
     # -- POSITIONS --
-    cdef Position* probe(self, uint32_t a, uint64_t key) noexcept
     cdef Position* create(self, uint32_t a, uint32_t s) noexcept
     cdef void release(self, Position* p) noexcept
     cdef bint pool_full(self) noexcept
@@ -389,11 +378,8 @@ cdef inline int64_t imax(int64_t a, int64_t b) noexcept:
 cdef inline Position* find(Risk r, uint32_t a, uint32_t s) noexcept:
     """The entry of (a, s), or NULL when it has none (its position, open quantities, P&L and
     restriction are all 0)."""
-    cdef uint64_t key = (<uint64_t>a << 32) | s
-    cdef int32_t k = r.last_entry[a]
-    if r.P[k].key == key:              # the account's last entry found (a released one has key 0)
-        return &r.P[k]
-    return r.probe(a, key)             # out of line: keeps every caller small enough to inline
+    cdef int32_t k = r.index[<int64_t>a * r.max_symbols + s]
+    return &r.P[k - 1] if k else NULL
 
 
 cdef inline void mark_dirty(Risk r, uint32_t a, Position* p, uint8_t bits) noexcept:

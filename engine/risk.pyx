@@ -102,17 +102,11 @@ cdef class Risk:
             max_positions = min(n, MAX_POSITIONS_DEFAULT)
         self.max_positions = max_positions
         # the pool is zeroed memory never written above pool_hwm, so only the entries in use cost
-        # pages; the table (load <= 1/2) holds pool index + 1, 0 = empty, so it too starts untouched
+        # pages; the index (pool index + 1 per pair, 0 = none) too starts untouched
         self.pool_arr = np.zeros(max_positions, dtype=POSITION_DTYPE)
-        cdef int bits = 4
-        while (<int64_t>1 << bits) < 2 * max_positions:
-            bits += 1
-        self.table_arr = np.zeros(<int64_t>1 << bits, dtype=np.int32)
-        self.tmask = (<uint64_t>1 << bits) - 1
-        self.tshift = 64 - bits
+        self.index_arr = np.zeros(n, dtype=np.int32)
         self.free_head = -1
         self.sums_arr = np.zeros((2, max_accounts), dtype=np.int64)
-        self._last_arr = np.zeros(max_accounts, dtype=np.int32)
         self.acct_cols = {name: np.zeros(max_accounts, dtype=t) for name, t in ACCOUNT_COLUMNS}
         self.sym_cols = {name: np.zeros(max_symbols, dtype=t) for name, t in SYMBOL_COLUMNS}
         self.acct_cols["state"][:] = ACCT_ACTIVE
@@ -139,8 +133,7 @@ cdef class Risk:
 
     def _bind(self):
         self.P = <Position*>_data(self.pool_arr)
-        self.table = <int32_t*>_data(self.table_arr)
-        self.last_entry = <int32_t*>_data(self._last_arr)
+        self.index = <int32_t*>_data(self.index_arr)
         self.realized_sum = <int64_t*>_data(self.sums_arr[0])
         self.fees_sum = <int64_t*>_data(self.sums_arr[1])
         self.lim_default = <int64_t*>_data(self.lim_default_arr)
@@ -223,19 +216,6 @@ cdef class Risk:
             if self.n_dirty[a]:
                 self.refresh(a)
 
-    cdef Position* probe(self, uint32_t a, uint64_t key) noexcept:
-        """find()'s table lookup: the entry of key (account a's), remembered as a's last; or NULL."""
-        cdef uint64_t i = (key * POS_HASH) >> self.tshift
-        cdef int32_t k
-        while True:
-            k = self.table[i]
-            if k == 0:
-                return NULL
-            if self.P[k - 1].key == key:
-                self.last_entry[a] = k - 1
-                return &self.P[k - 1]
-            i = (i + 1) & self.tmask
-
     cdef Position* create(self, uint32_t a, uint32_t s) noexcept:
         """A new all-zero entry for (a, s), which has none; NULL when the pool is full."""
         cdef int32_t idx
@@ -251,31 +231,14 @@ cdef class Risk:
         memset(p, 0, sizeof(Position))
         p.key = (<uint64_t>a << 32) | s
         p.anext = p.aprev = p.dnext = -1
-        cdef uint64_t i = (p.key * POS_HASH) >> self.tshift
-        while self.table[i]:
-            i = (i + 1) & self.tmask
-        self.table[i] = idx + 1
+        self.index[<int64_t>a * self.max_symbols + s] = idx + 1
         self.n_positions += 1
-        self.last_entry[a] = idx
         return p
 
     cdef void release(self, Position* p) noexcept:
-        """Return an empty entry (not listed, not dirty) to the pool: out of the table (backward-shift
-        deletion, so no probe run is broken), onto the free list."""
+        """Return an empty entry (not listed, not dirty) to the pool: out of the index, onto the free list."""
         cdef int32_t idx = <int32_t>(p - self.P)
-        cdef uint64_t j = (p.key * POS_HASH) >> self.tshift, k, h
-        while self.table[j] != idx + 1:
-            j = (j + 1) & self.tmask
-        k = j
-        while True:
-            k = (k + 1) & self.tmask
-            if self.table[k] == 0:
-                break
-            h = (self.P[self.table[k] - 1].key * POS_HASH) >> self.tshift
-            if ((k - h) & self.tmask) >= ((k - j) & self.tmask):
-                self.table[j] = self.table[k]
-                j = k
-        self.table[j] = 0
+        self.index[<int64_t>(p.key >> 32) * self.max_symbols + (p.key & 0xFFFFFFFF)] = 0
         memset(p, 0, sizeof(Position))
         p.anext = self.free_head
         self.free_head = idx
@@ -297,7 +260,7 @@ cdef class Risk:
         return 0
 
     def has_entry(self, uint32_t account, uint32_t symbol):
-        """Whether (account, symbol) has an entry (found through the table)."""
+        """Whether (account, symbol) has an entry (found through the index)."""
         return find(self, account, symbol) != NULL
 
     def position_count(self):
@@ -305,8 +268,8 @@ cdef class Risk:
         return self.n_positions, self.pool_hwm, self.max_positions
 
     def memory_bytes(self):
-        """Bytes of risk's arrays allocated, and of the position pool and table written so far."""
-        arrs = [self.pool_arr, self.table_arr, self.sums_arr, self.lim_default_arr, self.lim_acct_arr,
+        """Bytes of risk's arrays allocated, and of the position pool written so far."""
+        arrs = [self.pool_arr, self.index_arr, self.sums_arr, self.lim_default_arr, self.lim_acct_arr,
                 self.lim_sym_arr, self.lim_strat_arr, self.eff_acct_arr, self.eff_sym_arr, self.eff_strat_arr,
                 self._touch_arr, self.ro_total_arr, self._ro_q_arr, self._ro_queued_arr, self._trip_arr,
                 self._chg_arr, self._gate_arr, *self.acct_cols.values(), *self.sym_cols.values()]
@@ -1050,7 +1013,7 @@ cdef class Risk:
                                             self.cash_decimals, self.max_positions], dtype=np.int64),
                  "risk.scalars": self._scalars(),
                  # entries are taken lowest index first (released ones reused first): the used prefix
-                 # is the whole pool's state, links and free list included (the table is rebuilt)
+                 # is the whole pool's state, links and free list included (the index is rebuilt)
                  "risk.pool": self.pool_arr[:self.pool_hwm],
                  "risk.lim_default": self.lim_default_arr, "risk.lim_acct": self.lim_acct_arr,
                  "risk.lim_sym": self.lim_sym_arr, "risk.lim_strat": self.lim_strat_arr}
@@ -1112,7 +1075,7 @@ cdef class Risk:
         self.pool_arr["ro_buy"] = 0           # recounted by the core from its live orders
         self.pool_arr["ro_sell"] = 0
         self.pool_hwm, self.n_positions, self.free_head = sc[6:9]
-        self.rebuild_table()
+        self.rebuild_index()
         for s in range(1, self.max_symbols):
             self.set_wunit(s)
             self.var_derive(s)
@@ -1130,21 +1093,17 @@ cdef class Risk:
         return np.array([self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts,
                          self.pool_hwm, self.n_positions, self.free_head], dtype=np.int64)
 
-    def rebuild_table(self):
-        """The table and the per-account realized / fee sums from the pool's entries (after an import)."""
-        self.table_arr[:] = 0
+    def rebuild_index(self):
+        """The index and the per-account realized / fee sums from the pool's entries (after an import)."""
+        self.index_arr[np.flatnonzero(self.index_arr)] = 0    # (reads leave untouched pages unwritten)
         self.sums_arr[:] = 0
         cdef int64_t idx
-        cdef uint64_t i
         cdef uint32_t a
         for idx in range(self.pool_hwm):
             if self.P[idx].key == 0:
                 continue                   # a released entry (on the free list)
-            i = (self.P[idx].key * POS_HASH) >> self.tshift
-            while self.table[i]:
-                i = (i + 1) & self.tmask
-            self.table[i] = <int32_t>idx + 1
             a = <uint32_t>(self.P[idx].key >> 32)
+            self.index[<int64_t>a * self.max_symbols + (self.P[idx].key & 0xFFFFFFFF)] = <int32_t>idx + 1
             self.realized_sum[a] = <int64_t>(<uint64_t>self.realized_sum[a] + <uint64_t>self.P[idx].realized)
             self.fees_sum[a] = <int64_t>(<uint64_t>self.fees_sum[a] + <uint64_t>self.P[idx].fees)
 
