@@ -2266,8 +2266,7 @@ cdef class Engine:
 
     def _validate_risk(self):
         """Risk's open quantities equal the live orders' leaves, its reduce-only counts their
-        reduce-only orders; its cached sums equal its figures; its pool, table and lists agree."""
-        S = self.max_symbols
+        reduce-only orders; its cached sums equal its figures; its pool, index and lists agree."""
         want = {}
         for a in range(self.max_accounts):
             for o in self.open_orders(a):
@@ -2279,12 +2278,13 @@ cdef class Engine:
         ent, accts, syms = r.entries()
         n_used, hwm, cap = r.position_count()
         assert len(ent) == n_used <= hwm <= cap, f"risk pool counts {n_used, hwm, cap}, {len(ent)} entries in use"
+        assert np.count_nonzero(r.index_arr) == n_used, "risk index entries != the pool's entries in use"
         have = {}
         for k in range(len(ent)):
             key = (int(accts[k]), int(syms[k]))
             have[key] = [int(ent["open_buy"][k]), int(ent["open_sell"][k]), int(ent["ro_buy"][k]),
                          int(ent["ro_sell"][k])]
-            assert r.has_entry(*key), f"risk entry {key} not found through the table"
+            assert r.has_entry(*key), f"risk entry {key} not found through the index"
             e = ent[k]
             assert e["listed"] or (e["pos"] == 0 and e["open_buy"] == 0 and e["open_sell"] == 0), \
                 f"risk entry {key} holds a position or open orders but is not listed"
