@@ -145,6 +145,8 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     cash_decimals: int = 2                 # cash units: 10**-cash_decimals of the quote currency
     max_strategies: int = 256              # orders carry strategy ids 0 .. max_strategies-1
+    max_positions: int = 0                 # (account, symbol) position entries at most, made on demand; 0 =
+                                           # max_accounts x max_symbols up to 2**20 (engine/CAPACITY.md)
     mark_interval_ms: int = 100            # how often marks may follow last trades (a journaled RISK_TICK)
     defaults: RiskLimits = msgspec.field(default_factory=_prototype_defaults)
     kyc_default: Literal["pending", "verified", "blocked"] = "verified"   # KYC state of accounts without their
@@ -464,6 +466,8 @@ def validate(cfg: Config, where: str) -> None:
             and 0 <= e.max_level_slots < 1 << 31):
         raise ConfigError(f"{where}: `engine`: max_orders and max_levels 1..2**30-1, max_accounts and max_symbols "
                           f">= 2, max_level_slots 0..2**31-1")
+    if not 0 <= cfg.risk.max_positions < 1 << 30:
+        raise ConfigError(f"{where}: `risk.max_positions` 0..2**30-1 (0: max_accounts x max_symbols, at most 2**20)")
     ids = [s.id for s in cfg.symbols]
     if len(set(ids)) != len(ids) or len({s.name for s in cfg.symbols}) != len(ids):
         raise ConfigError(f"{where}: `symbols`: ids and names must be unique")

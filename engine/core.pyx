@@ -671,8 +671,8 @@ cdef class Engine:
                 code = self.risk.compliance(a, sym, o.side, qty, qty - o.leaves)
                 if code:
                     return self.reject(code)
-            code = check_order(self.risk, a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
-                               new_stop, qty, qty - o.leaves, -1, <int64_t>c.ts_ns, self.sym_tick[sym])
+            code = self.risk.check_amend(a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
+                                         new_stop, qty, qty - o.leaves, <int64_t>c.ts_ns, self.sym_tick[sym])
             if code:
                 return self.reject(code)
         if untriggered:
@@ -1089,7 +1089,9 @@ cdef class Engine:
                 return self.reject(REJ_UNKNOWN_SYMBOL)
             if c.side != 1 and c.side != 2:
                 return self.reject(REJ_INVALID_STATE)
-            r.P[<int64_t>a * self.max_symbols + sym].restricted = c.side == 1
+            code = r.set_restricted(a, sym, c.side == 1)
+            if code:
+                return self.reject(code)
             e = self.emit(EV_LIMIT_SET, -1)                 # kind 0: a symbol restriction
             e.account = a
             e.symbol = sym
@@ -2266,35 +2268,57 @@ cdef class Engine:
 
     def _validate_risk(self):
         """Risk's open quantities equal the live orders' leaves, its reduce-only counts their
-        reduce-only orders; its cached sums equal its figures."""
-        S = self.max_symbols
-        want = np.zeros((self.max_accounts * S, 2), dtype=np.int64)
-        ro = np.zeros((self.max_accounts * S, 2), dtype=np.int32)
+        reduce-only orders; its cached sums equal its figures; its pool, index and lists agree."""
+        want = {}
         for a in range(self.max_accounts):
             for o in self.open_orders(a):
-                want[a * S + o["symbol"], o["side"] - 1] += o["leaves"]
+                w = want.setdefault((a, int(o["symbol"])), [0, 0, 0, 0])
+                w[o["side"] - 1] += o["leaves"]
                 if o["flags"] & FLAG_REDUCE_ONLY:
-                    ro[a * S + o["symbol"], o["side"] - 1] += 1
-        pos = self.risk.pos_arr
-        got = np.stack([pos["open_buy"], pos["open_sell"]], axis=1)
-        bad = np.nonzero((got != want).any(axis=1))[0]
-        assert not len(bad), f"risk open qty of (account, symbol) {divmod(int(bad[0]), S)}: " \
-                             f"{got[bad[0]].tolist()} != live leaves {want[bad[0]].tolist()}"
-        positions = self.risk.pos_arr.reshape(self.max_accounts, S)
+                    w[o["side"] + 1] += 1
+        r = self.risk
+        ent, accts, syms = r.entries()
+        n_used, hwm, cap = r.position_count()
+        assert len(ent) == n_used <= hwm <= cap, f"risk pool counts {n_used, hwm, cap}, {len(ent)} entries in use"
+        assert np.count_nonzero(r.index_arr) == n_used, "risk index entries != the pool's entries in use"
+        have = {}
+        for k in range(len(ent)):
+            key = (int(accts[k]), int(syms[k]))
+            have[key] = [int(ent["open_buy"][k]), int(ent["open_sell"][k]), int(ent["ro_buy"][k]),
+                         int(ent["ro_sell"][k])]
+            assert r.has_entry(*key), f"risk entry {key} not found through the index"
+            e = ent[k]
+            assert e["listed"] or (e["pos"] == 0 and e["open_buy"] == 0 and e["open_sell"] == 0), \
+                f"risk entry {key} holds a position or open orders but is not listed"
+            assert e["listed"] or e["realized"] or e["fees"] or e["restricted"], \
+                f"risk entry {key} holds nothing and is not listed (it should have been released)"
+        for key, w in want.items():
+            assert have.get(key, [0, 0, 0, 0]) == w, f"risk open qty / reduce-only counts of {key}: " \
+                                                     f"{have.get(key)} != live orders' {w}"
+        for key, h in have.items():
+            assert key in want or h == [0, 0, 0, 0], f"risk open qty of {key}: {h} with no live order"
         for name, col in (("upnl_sum", "upnl"), ("expo_sum", "expo"), ("wexpo_sum", "wexpo"),
                           ("im_sum", "im"), ("mm_sum", "mm")):
-            sums = positions[col].sum(axis=1)
-            assert (sums == self.risk.acct_cols[name]).all(), f"risk {name} != the sum of its figures"
-        listed = (positions["slot"] >= 0).sum(axis=1)
-        assert (listed == self.risk.acct_cols["n_active"]).all(), "risk active lists out of step"
-        assert (ro.ravel() == self.risk.ro_arr).all(), "risk reduce-only counts != the live reduce-only orders"
-        assert (ro.reshape(self.max_accounts, -1).sum(axis=1) == self.risk.ro_total_arr).all()
+            sums = np.zeros(self.max_accounts, dtype=np.int64)
+            np.add.at(sums, accts, ent[col])
+            assert (sums == r.acct_cols[name]).all(), f"risk {name} != the sum of its figures"
+        for i, col in enumerate(("realized", "fees")):
+            sums = np.zeros(self.max_accounts, dtype=np.int64)
+            np.add.at(sums, accts, ent[col])
+            assert (sums == r.sums_arr[i]).all(), f"risk {col} sums != the sum of its entries"
+        listed = np.bincount(accts[ent["listed"] == 1], minlength=self.max_accounts)
+        assert (listed == r.acct_cols["n_active"]).all(), "risk active lists out of step"
+        dirty = np.bincount(accts[ent["dirty"] != 0], minlength=self.max_accounts)
+        assert (dirty == r.acct_cols["n_dirty"]).all(), "risk dirty lists out of step"
+        ro_total = np.zeros(self.max_accounts, dtype=np.int64)
+        np.add.at(ro_total, accts, ent["ro_buy"].astype(np.int64) + ent["ro_sell"])
+        assert (ro_total == r.ro_total_arr).all(), "risk reduce-only totals out of step"
         # between commands every resting reduce-only order is covered by its position (RISK.md)
-        pos = pos["pos"]
-        for k in np.nonzero(ro.any(axis=1))[0]:
-            p, ob, os_ = int(pos[k]), int(got[k, 0]), int(got[k, 1])
-            assert not ro[k, 0] or (p < 0 and ob <= -p), f"uncovered reduce-only buy at {divmod(int(k), S)}"
-            assert not ro[k, 1] or (p > 0 and os_ <= p), f"uncovered reduce-only sell at {divmod(int(k), S)}"
+        for k in np.nonzero((ent["ro_buy"] != 0) | (ent["ro_sell"] != 0))[0]:
+            p, ob, os_ = int(ent["pos"][k]), int(ent["open_buy"][k]), int(ent["open_sell"][k])
+            key = (int(accts[k]), int(syms[k]))
+            assert not ent["ro_buy"][k] or (p < 0 and ob <= -p), f"uncovered reduce-only buy at {key}"
+            assert not ent["ro_sell"][k] or (p > 0 and os_ <= p), f"uncovered reduce-only sell at {key}"
 
 
 # What a RISK_TICK acts on (cmd_risk) and what makes one due (risk_tick_due): one definition.

@@ -151,24 +151,32 @@ cdef enum:
     DIRTY_ALL = 3           # position, mark or margin rates changed: every cached figure stale
     WHI_UNKNOWN = -1        # Risk.whi: no bound known (overflowed, or a mark changed) until refresh()
 
-# One (account, symbol) entry: 104 bytes, naturally aligned.
+# One (account, symbol) entry: 128 bytes, two cache lines; what an order's checks and its open
+# quantity fold read (key .. ro counts) is the first. Entries live in a pool of max_positions, made
+# on demand (engine/CAPACITY.md "Risk positions") and found through a 4-byte index per pair.
 cdef packed struct Position:
-    int64_t pos              # @0  signed qty units (long > 0)
-    int64_t avg_price        # @8  average entry price, price units (0 when flat)
+    uint64_t key             # @0  account << 32 | symbol
+    int64_t pos              # @8  signed qty units (long > 0)
     int64_t open_buy         # @16 leaves of the account's live buy orders (resting, untriggered, in flight)
     int64_t open_sell        # @24 same, sell
-    int64_t realized         # @32 cumulative realized P&L, cash units (fees not included)
-    int64_t fees             # @40 cumulative fees, cash units (negative: rebates)
-    int64_t upnl             # @48 cached: unrealized P&L at the mark, rounded down
-    int64_t expo             # @56 cached: |pos| at the mark, rounded up
-    int64_t wexpo            # @64 cached: worst-case qty (with open orders) at the mark, rounded up
-    int64_t im               # @72 cached: initial margin of wexpo
-    int64_t mm               # @80 cached: maintenance margin of expo
-    int64_t worst            # @88 max(|pos + open_buy|, |pos - open_sell|), kept current on every change
-    int32_t slot             # @96 index in the account's active list, -1 = not listed
-    uint8_t dirty            # @100 DIRTY_* bits: cached figures stale
-    uint8_t restricted       # @101 1 = the account may not trade this symbol
-    uint16_t _pad            # @102
+    int64_t worst            # @32 max(|pos + open_buy|, |pos - open_sell|), kept current on every change
+    int32_t anext            # @40 the account's active list: next entry (pool index), -1 = end; free list link
+    int32_t aprev            # @44 the account's active list: previous entry, -1 = first
+    int32_t dnext            # @48 the account's dirty list: next entry, -1 = end
+    uint8_t dirty            # @52 DIRTY_* bits: cached figures stale (on the dirty list while nonzero)
+    uint8_t listed           # @53 1 = on the account's active list
+    uint8_t restricted       # @54 1 = the account may not trade this symbol
+    uint8_t _pad             # @55
+    int32_t ro_buy           # @56 the account's resting/waiting reduce-only buy orders here (derived, not state)
+    int32_t ro_sell          # @60 same, sell
+    int64_t avg_price        # @64 average entry price, price units (0 when flat)
+    int64_t realized         # @72 cumulative realized P&L, cash units (fees not included)
+    int64_t fees             # @80 cumulative fees, cash units (negative: rebates)
+    int64_t upnl             # @88 cached: unrealized P&L at the mark, rounded down
+    int64_t expo             # @96 cached: |pos| at the mark, rounded up
+    int64_t wexpo            # @104 cached: worst-case qty (with open orders) at the mark, rounded up
+    int64_t im               # @112 cached: initial margin of wexpo
+    int64_t mm               # @120 cached: maintenance margin of expo
 
 
 cdef class Risk:
@@ -178,14 +186,27 @@ cdef class Risk:
     cdef readonly int32_t max_strategies
     cdef readonly int32_t cash_decimals
     """Cash units are 10**-cash_decimals of the quote currency."""
+    cdef readonly int64_t max_positions
+    """(account, symbol) entries at most (the pool's size; engine/CAPACITY.md)."""
+
+    # -- POSITIONS: a pool of entries made on demand, found through an index --
+    cdef readonly object pool_arr, index_arr
+    cdef Position* P                 # the pool: entries below pool_hwm are or were in use
+    cdef int32_t* index              # [account * max_symbols + symbol]: pool index + 1, 0 = no entry
+                                     # (zeroed memory: a page is written only when a pair in it is used)
+    cdef readonly int64_t pool_hwm   # entries ever taken at once (the pool is written up to here)
+    cdef readonly int64_t n_positions
+    cdef int32_t free_head           # released entries (linked by anext), reused first; -1 = none
+    cdef Position zero               # what an absent entry reads as (never written)
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
-    cdef readonly object pos_arr, active_arr, dirty_arr, acct_cols, sym_cols
+    cdef readonly object acct_cols, sym_cols, sums_arr
     cdef readonly object lim_default_arr, lim_acct_arr, lim_sym_arr, lim_strat_arr
     cdef object eff_acct_arr, eff_sym_arr, eff_strat_arr
-    cdef Position* P                 # [account * max_symbols + symbol]
-    cdef int32_t* active             # per account: symbols with a position or open orders (max_symbols each)
-    cdef int32_t* dirty_list         # per account: symbols whose cached figures are stale
+    cdef int32_t* act_head           # per account: its active list (entries with a position or open orders)
+    cdef int32_t* dirty_head         # per account: its dirty list (entries whose cached figures are stale)
+    cdef int64_t* realized_sum       # per account: sum of its entries' realized and fees (wrapping, as
+    cdef int64_t* fees_sum           # numpy sums them; derived, recomputed on import, not state)
     cdef int64_t* lim_default        # [kind]
     cdef int64_t* lim_acct           # [account * N_LIMITS + kind]
     cdef int64_t* lim_sym            # [symbol * N_LIMITS + kind]
@@ -262,10 +283,10 @@ cdef class Risk:
     cdef int32_t ro_head, ro_n
 
     # -- REDUCE-ONLY ORDERS (derived from the core's live orders: counted by the core as they
-    # register and release, recounted after a snapshot import, never snapshotted) --
-    cdef readonly object ro_arr, ro_total_arr
+    # register and release, recounted after a snapshot import, never snapshotted; per entry:
+    # Position.ro_buy / ro_sell) --
+    cdef readonly object ro_total_arr
     cdef object _ro_q_arr, _ro_queued_arr
-    cdef int32_t* ro                 # [(account * max_symbols + symbol) * 2 + side - 1]: resting/waiting ones
     cdef int32_t* ro_total           # per account
     cdef uint8_t* ro_queued
 
@@ -280,6 +301,13 @@ cdef class Risk:
     cdef int64_t fig_max             # every cached figure is clamped to +-fig_max = 2**62 / max_symbols
     cdef int64_t im_rate_sym_max     # the largest INITIAL_MARGIN rate any symbol sets (eff_sym)
 
+    # -- POSITIONS --
+    cdef Position* create(self, uint32_t a, uint32_t s) noexcept
+    cdef void release(self, Position* p) noexcept
+    cdef bint pool_full(self) noexcept
+    cdef void reclaim(self) noexcept
+    cdef int set_restricted(self, uint32_t a, uint32_t s, bint on) noexcept
+
     # -- LIMITS --
     cdef int64_t notional(self, int64_t a, int64_t b, uint32_t s, int mode) noexcept
     cdef int64_t cap(self, int k, uint32_t a, uint32_t s, uint32_t t) noexcept
@@ -289,7 +317,10 @@ cdef class Risk:
     # -- CHECKS --
     cdef bint far_from_limits(self, uint32_t a, uint32_t s, const int64_t* ra, const int64_t* rs,
                               const int64_t* rt, int64_t worst, int64_t worst2) noexcept
-    cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
+    cdef int check_amend(self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
+                         uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty, int64_t added,
+                         int64_t now, int64_t tick) noexcept
+    cdef int check_account(self, uint32_t a, uint32_t s, const Position* p, const int64_t* ra, const int64_t* rs,
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept
     cdef int compliance(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t added) noexcept
     cdef int64_t market_bound(self, uint32_t a, uint32_t s, uint8_t side, int64_t tick, uint32_t t) noexcept
@@ -302,7 +333,7 @@ cdef class Risk:
     cdef void end_breaker(self, uint32_t s) noexcept
     cdef void touch(self, uint32_t a) noexcept
     cdef void refresh(self, uint32_t a) noexcept
-    cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept
+    cdef void refresh_one(self, uint32_t a, Position* p) noexcept
     cdef void figures(self, uint32_t a, uint32_t s, Position* q) noexcept
     cdef void set_wunit(self, uint32_t s) noexcept
     cdef int set_mark(self, uint32_t s, int64_t price) except -1
@@ -344,23 +375,36 @@ cdef inline int64_t imax(int64_t a, int64_t b) noexcept:
     return a if a > b else b
 
 
-cdef inline void mark_dirty(Risk r, uint32_t a, uint32_t s, uint8_t bits) noexcept:
-    """Entry (a, s) has stale cached figures (bits): listed as active and as dirty."""
-    cdef int64_t base = <int64_t>a * r.max_symbols
-    cdef Position* p = &r.P[base + s]
-    if p.slot < 0:
-        p.slot = r.n_active[a]
-        r.active[base + p.slot] = s
+cdef inline Position* find(Risk r, uint32_t a, uint32_t s) noexcept:
+    """The entry of (a, s), or NULL when it has none (its position, open quantities, P&L and
+    restriction are all 0)."""
+    cdef int32_t k = r.index[<int64_t>a * r.max_symbols + s]
+    return &r.P[k - 1] if k else NULL
+
+
+cdef inline void mark_dirty(Risk r, uint32_t a, Position* p, uint8_t bits) noexcept:
+    """Entry p of account a has stale cached figures (bits): listed as active and as dirty."""
+    cdef int32_t i = <int32_t>(p - r.P), h
+    if not p.listed:
+        p.listed = 1
+        h = r.act_head[a]
+        p.anext = h
+        p.aprev = -1
+        if h >= 0:
+            r.P[h].aprev = i
+        r.act_head[a] = i
         r.n_active[a] += 1
     if p.dirty == 0:
-        r.dirty_list[base + r.n_dirty[a]] = s
+        p.dnext = r.dirty_head[a]
+        r.dirty_head[a] = i
         r.n_dirty[a] += 1
     p.dirty |= bits
 
 
 cdef inline void open_change(Risk r, uint32_t a, uint32_t s, uint8_t side, int64_t delta) noexcept:
-    """The account's open qty on one side moves by delta (ACCEPTED +qty, CANCELLED -qty, REPLACED)."""
-    cdef Position* p = &r.P[<int64_t>a * r.max_symbols + s]
+    """The account's open qty on one side moves by delta (ACCEPTED +qty, CANCELLED -qty, REPLACED).
+    The entry exists: check_order made it before the order was accepted."""
+    cdef Position* p = find(r, a, s)
     if side == SIDE_BUY:
         p.open_buy += delta
     else:
@@ -369,14 +413,18 @@ cdef inline void open_change(Risk r, uint32_t a, uint32_t s, uint8_t side, int64
     if w != p.worst:              # an order on the side that is not the worst changes no figure
         whi_move(r, a, s, w - p.worst)
         p.worst = w
-        mark_dirty(r, a, s, DIRTY_OPEN)
+        mark_dirty(r, a, p, DIRTY_OPEN)
     if delta > 0 and r.ro_total[a]:
         ro_touch(r, a)            # more open on a side: the account's reduce-only orders may no longer fit
 
 
 cdef inline void ro_count(Risk r, uint32_t a, uint32_t s, uint8_t side, int32_t d) noexcept:
     """A reduce-only order of the account starts (d = 1) or stops (d = -1) resting or waiting."""
-    r.ro[(<int64_t>a * r.max_symbols + s) * 2 + (side - 1)] += d
+    cdef Position* p = find(r, a, s)
+    if side == SIDE_BUY:
+        p.ro_buy += d
+    else:
+        p.ro_sell += d
     r.ro_total[a] += d
 
 
@@ -433,12 +481,27 @@ cdef inline int64_t cap3(const int64_t* ra, const int64_t* rs, const int64_t* rt
 cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
                             uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
                             int64_t added, int32_t open_orders, int64_t now, int64_t tick) noexcept:
+    """check_order_ over the account's entry for s; an order that passes and has none gets one
+    (check_order_ made sure there is room), for the ACCEPTED event's fold."""
+    cdef Position* p = find(self, a, s)
+    cdef int code = check_order_(self, a, s, strategy, side, order_type, tif, flags, price, stop_price, qty, added,
+                                 open_orders, now, tick, p if p != NULL else &self.zero, p == NULL)
+    if code == 0 and p == NULL:
+        self.create(a, s)
+    return code
+
+
+cdef inline int check_order_(Risk self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
+                             uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty,
+                             int64_t added, int32_t open_orders, int64_t now, int64_t tick, const Position* p,
+                             bint absent) noexcept:
     """0, or the Reject code of the first failing check (RISK.md "Checks, in order").
     qty: the order's (new) remaining qty; added: what it adds to the account's open qty on
     its side (a new order: qty; an amend: new - old remaining); open_orders: the account's
     live orders, or -1 for an amend (MAX_OPEN_ORDERS applies to new resting orders only);
     now: the command's journaled receive time (the reject-rate lockout's clock); tick: the symbol's
-    (a market order is valued at its band bound, which is on a tick, as its sweep's)."""
+    (a market order is valued at its band bound, which is on a tick, as its sweep's); p: the
+    account's entry for s (absent: an all-zero one, and the order needs a new entry)."""
     if self.kill_all or self.kill[a]:
         return REJ_KILL_SWITCH
     if self.breaker:
@@ -450,9 +513,10 @@ cdef inline int check_order(Risk self, uint32_t a, uint32_t s, uint32_t strategy
         return REJ_ACCOUNT_SUSPENDED
     if st == ACCT_LIQUIDATING:
         return REJ_ACCOUNT_LIQUIDATING
-    cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
     if p.restricted:
         return REJ_SYMBOL_RESTRICTED
+    if absent and self.pool_full():
+        return REJ_POSITION_CAPACITY_EXHAUSTED
     if strategy >= <uint32_t>self.max_strategies:
         return REJ_INVALID_STRATEGY
     cdef int64_t m = self.mark[s]

@@ -34,10 +34,13 @@ KIND_CLASS[LIM_ERROR_THRESHOLD] = 4
 KIND_CLASS[LIM_ERROR_ACCOUNTS] = 4
 
 POSITION_DTYPE = np.dtype([
-    ("pos", "<i8"), ("avg_price", "<i8"), ("open_buy", "<i8"), ("open_sell", "<i8"), ("realized", "<i8"),
-    ("fees", "<i8"), ("upnl", "<i8"), ("expo", "<i8"), ("wexpo", "<i8"), ("im", "<i8"), ("mm", "<i8"),
-    ("worst", "<i8"), ("slot", "<i4"), ("dirty", "u1"), ("restricted", "u1"), ("_pad", "<u2"),
+    ("key", "<u8"), ("pos", "<i8"), ("open_buy", "<i8"), ("open_sell", "<i8"), ("worst", "<i8"),
+    ("anext", "<i4"), ("aprev", "<i4"), ("dnext", "<i4"), ("dirty", "u1"), ("listed", "u1"), ("restricted", "u1"),
+    ("_pad", "u1"), ("ro_buy", "<i4"), ("ro_sell", "<i4"),
+    ("avg_price", "<i8"), ("realized", "<i8"), ("fees", "<i8"), ("upnl", "<i8"), ("expo", "<i8"), ("wexpo", "<i8"),
+    ("im", "<i8"), ("mm", "<i8"),
 ])
+MAX_POSITIONS_DEFAULT = 1 << 20       # max_positions 0: max_accounts x max_symbols, at most this
 ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.int64), ("wexpo_sum", np.int64),
                    ("im_sum", np.int64), ("mm_sum", np.int64), ("day_base", np.int64), ("slack", np.int64),
                    ("whi", np.int64),
@@ -45,7 +48,8 @@ ACCOUNT_COLUMNS = (("cash", np.int64), ("upnl_sum", np.int64), ("expo_sum", np.i
                    ("n_dirty", np.int32), ("liq_cursor", np.uint32), ("state", np.uint8), ("prev_state", np.uint8),
                    ("kill", np.uint8), ("touched", np.uint8), ("kyc", np.uint8),
                    ("rej_ts", np.int64), ("rej_count", np.int64), ("lock_until", np.int64), ("err_seen", np.int64),
-                   ("var_charged", np.int64), ("var_off", np.int64), ("var_ts", np.int64))
+                   ("var_charged", np.int64), ("var_off", np.int64), ("var_ts", np.int64),
+                   ("act_head", np.int32), ("dirty_head", np.int32))
 SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64), ("mark", np.int64),
                   ("wunit", np.int64),
                   ("brk_ts", np.int64), ("brk_ref", np.int64), ("brk_resume", np.int64),
@@ -53,6 +57,7 @@ SYMBOL_COLUMNS = (("num", np.int64), ("den", np.int64), ("den_magic", np.uint64)
                   ("var_sens", np.int64), ("var_num", np.int64), ("var_den", np.int64), ("var_magic", np.uint64),
                   ("var_more", np.uint8))
 SIZEOF_POSITION = sizeof(Position)
+assert POSITION_DTYPE.itemsize == SIZEOF_POSITION
 
 
 cdef inline void* _data(object arr) noexcept:
@@ -82,24 +87,33 @@ cdef class Risk:
     """Per-account cash, positions, P&L and margin, limits per scope, circuit breakers."""
 
     def __cinit__(self, int32_t max_accounts, int32_t max_symbols, int32_t max_strategies=256,
-                  int32_t cash_decimals=2):
+                  int32_t cash_decimals=2, int64_t max_positions=0):
         if max_accounts < 2 or max_symbols < 2 or max_strategies < 1 or not 0 <= cash_decimals <= 12:
             raise ValueError("risk: max_accounts/max_symbols >= 2, max_strategies >= 1, cash_decimals 0..12")
+        if max_positions < 0 or max_positions >= (<int64_t>1 << 30):
+            raise ValueError("risk: max_positions 0 .. 2**30 - 1 (0: max_accounts x max_symbols, at most 2**20)")
         self.max_accounts = max_accounts
         self.max_symbols = max_symbols
         self.max_strategies = max_strategies
         self.cash_decimals = cash_decimals
         self.fig_max = (<int64_t>1 << 62) // max_symbols
         cdef int64_t n = <int64_t>max_accounts * max_symbols
-        self.pos_arr = np.zeros(n, dtype=POSITION_DTYPE)
-        self.pos_arr["slot"] = -1
-        self.active_arr = np.zeros(n, dtype=np.int32)
-        self.dirty_arr = np.zeros(n, dtype=np.int32)
+        if max_positions == 0:
+            max_positions = min(n, MAX_POSITIONS_DEFAULT)
+        self.max_positions = max_positions
+        # the pool is zeroed memory never written above pool_hwm, so only the entries in use cost
+        # pages; the index (pool index + 1 per pair, 0 = none) too starts untouched
+        self.pool_arr = np.zeros(max_positions, dtype=POSITION_DTYPE)
+        self.index_arr = np.zeros(n, dtype=np.int32)
+        self.free_head = -1
+        self.sums_arr = np.zeros((2, max_accounts), dtype=np.int64)
         self.acct_cols = {name: np.zeros(max_accounts, dtype=t) for name, t in ACCOUNT_COLUMNS}
         self.sym_cols = {name: np.zeros(max_symbols, dtype=t) for name, t in SYMBOL_COLUMNS}
         self.acct_cols["state"][:] = ACCT_ACTIVE
         self.acct_cols["prev_state"][:] = ACCT_ACTIVE
         self.acct_cols["kyc"][0] = KYC_VERIFIED     # the default KYC state (SET_KYC account 0 changes it)
+        self.acct_cols["act_head"][:] = -1
+        self.acct_cols["dirty_head"][:] = -1
         self._gate_arr = np.zeros(max_accounts, dtype=np.uint8)
         self.sym_cols["den"][:] = 1
         self.lim_default_arr = np.full(N_LIMITS, UNSET, dtype=np.int64)
@@ -110,7 +124,6 @@ cdef class Risk:
         self.eff_sym_arr = np.zeros(<int64_t>max_symbols * N_LIMITS, dtype=np.int64)
         self.eff_strat_arr = np.zeros(<int64_t>max_strategies * N_LIMITS, dtype=np.int64)
         self._touch_arr = np.zeros(max_accounts, dtype=np.int32)
-        self.ro_arr = np.zeros(n * 2, dtype=np.int32)
         self.ro_total_arr = np.zeros(max_accounts, dtype=np.int32)
         self._ro_q_arr = np.zeros(max_accounts, dtype=np.int32)
         self._ro_queued_arr = np.zeros(max_accounts, dtype=np.uint8)
@@ -119,9 +132,10 @@ cdef class Risk:
         self._bind()
 
     def _bind(self):
-        self.P = <Position*>_data(self.pos_arr)
-        self.active = <int32_t*>_data(self.active_arr)
-        self.dirty_list = <int32_t*>_data(self.dirty_arr)
+        self.P = <Position*>_data(self.pool_arr)
+        self.index = <int32_t*>_data(self.index_arr)
+        self.realized_sum = <int64_t*>_data(self.sums_arr[0])
+        self.fees_sum = <int64_t*>_data(self.sums_arr[1])
         self.lim_default = <int64_t*>_data(self.lim_default_arr)
         self.lim_acct = <int64_t*>_data(self.lim_acct_arr)
         self.lim_sym = <int64_t*>_data(self.lim_sym_arr)
@@ -143,6 +157,8 @@ cdef class Risk:
         self.slack = <int64_t*>_data(a["slack"])
         self.whi = <int64_t*>_data(a["whi"])
         self.n_active = <int32_t*>_data(a["n_active"])
+        self.act_head = <int32_t*>_data(a["act_head"])
+        self.dirty_head = <int32_t*>_data(a["dirty_head"])
         self.n_dirty = <int32_t*>_data(a["n_dirty"])
         self.liq_cursor = <uint32_t*>_data(a["liq_cursor"])
         self.state = <uint8_t*>_data(a["state"])
@@ -175,13 +191,89 @@ cdef class Risk:
         self.var_magic = <uint64_t*>_data(s["var_magic"])
         self.var_more = <uint8_t*>_data(s["var_more"])
         self.touch_q = <int32_t*>_data(self._touch_arr)
-        self.ro = <int32_t*>_data(self.ro_arr)
         self.ro_total = <int32_t*>_data(self.ro_total_arr)
         self.ro_q = <int32_t*>_data(self._ro_q_arr)
         self.ro_queued = <uint8_t*>_data(self._ro_queued_arr)
         self.trip_q = <int32_t*>_data(self._trip_arr)
         self.chg = <uint8_t*>_data(self._chg_arr)
         self.rebuild_gate()
+
+    # -- POSITIONS (engine/CAPACITY.md "Risk positions") --
+
+    cdef bint pool_full(self) noexcept:
+        """No entry is free, even after every account's flat entries are released (reclaim)."""
+        if self.free_head >= 0 or self.pool_hwm < self.max_positions:
+            return False
+        self.reclaim()
+        return self.free_head < 0
+
+    cdef void reclaim(self) noexcept:
+        """Bring every account's cached figures up to date: refresh_one releases each entry gone
+        empty (an entry that goes flat with nothing open is always on its account's dirty list), so
+        that capacity counts exactly the entries that hold something."""
+        cdef int32_t a
+        for a in range(1, self.max_accounts):
+            if self.n_dirty[a]:
+                self.refresh(a)
+
+    cdef Position* create(self, uint32_t a, uint32_t s) noexcept:
+        """A new all-zero entry for (a, s), which has none; NULL when the pool is full."""
+        cdef int32_t idx
+        if self.free_head >= 0:
+            idx = self.free_head
+            self.free_head = self.P[idx].anext
+        elif self.pool_hwm < self.max_positions:
+            idx = <int32_t>self.pool_hwm
+            self.pool_hwm += 1
+        else:
+            return NULL
+        cdef Position* p = &self.P[idx]
+        memset(p, 0, sizeof(Position))
+        p.key = (<uint64_t>a << 32) | s
+        p.anext = p.aprev = p.dnext = -1
+        self.index[<int64_t>a * self.max_symbols + s] = idx + 1
+        self.n_positions += 1
+        return p
+
+    cdef void release(self, Position* p) noexcept:
+        """Return an empty entry (not listed, not dirty) to the pool: out of the index, onto the free list."""
+        cdef int32_t idx = <int32_t>(p - self.P)
+        self.index[<int64_t>(p.key >> 32) * self.max_symbols + (p.key & 0xFFFFFFFF)] = 0
+        memset(p, 0, sizeof(Position))
+        p.anext = self.free_head
+        self.free_head = idx
+        self.n_positions -= 1
+
+    cdef int set_restricted(self, uint32_t a, uint32_t s, bint on) noexcept:
+        """RESTRICT_SYMBOL: 0, or POSITION_CAPACITY_EXHAUSTED (a restriction needs an entry)."""
+        cdef Position* p = find(self, a, s)
+        if on:
+            if p == NULL:
+                if self.pool_full():
+                    return REJ_POSITION_CAPACITY_EXHAUSTED
+                p = self.create(a, s)
+            p.restricted = 1
+        elif p != NULL:
+            p.restricted = 0
+            if not p.listed and p.realized == 0 and p.fees == 0:
+                self.release(p)           # holds nothing else (an entry with a position or open orders is listed)
+        return 0
+
+    def has_entry(self, uint32_t account, uint32_t symbol):
+        """Whether (account, symbol) has an entry (found through the index)."""
+        return find(self, account, symbol) != NULL
+
+    def position_count(self):
+        """(entries in use, the most ever in use at once, max_positions)."""
+        return self.n_positions, self.pool_hwm, self.max_positions
+
+    def memory_bytes(self):
+        """Bytes of risk's arrays allocated, and of the position pool written so far."""
+        arrs = [self.pool_arr, self.index_arr, self.sums_arr, self.lim_default_arr, self.lim_acct_arr,
+                self.lim_sym_arr, self.lim_strat_arr, self.eff_acct_arr, self.eff_sym_arr, self.eff_strat_arr,
+                self._touch_arr, self.ro_total_arr, self._ro_q_arr, self._ro_queued_arr, self._trip_arr,
+                self._chg_arr, self._gate_arr, *self.acct_cols.values(), *self.sym_cols.values()]
+        return dict(allocated=sum(x.nbytes for x in arrs), pool_written=self.pool_hwm * sizeof(Position))
 
     # -- CONFIGURATION --
 
@@ -312,8 +404,10 @@ cdef class Risk:
             return 0
         if added > 0 and qty > self.cap(LIM_LARGE_ORDER_QTY, a, s, NO_STRATEGY):
             return REJ_LARGE_ORDER
-        cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
+        cdef const Position* p = find(self, a, s)
         cdef int64_t worst2
+        if p == NULL:
+            p = &self.zero
         if side == SIDE_BUY:
             worst2 = imax(iabs(p.pos + p.open_buy + added), iabs(p.pos - p.open_sell))
         else:
@@ -366,9 +460,11 @@ cdef class Risk:
             for a in range(1, self.max_accounts):
                 if scope == SCOPE_ACCOUNT and <uint32_t>a != target:
                     continue
-                for i in range(self.n_active[a]):
-                    if scope != SCOPE_SYMBOL or <uint32_t>self.active[<int64_t>a * self.max_symbols + i] == target:
-                        mark_dirty(self, a, self.active[<int64_t>a * self.max_symbols + i], DIRTY_ALL)
+                i = self.act_head[a]
+                while i >= 0:
+                    if scope != SCOPE_SYMBOL or <uint32_t>(self.P[i].key & 0xFFFFFFFF) == target:
+                        mark_dirty(self, a, &self.P[i], DIRTY_ALL)
+                    i = self.P[i].anext
                 if self.n_active[a]:
                     self.touch(a)
         return 0
@@ -431,7 +527,15 @@ cdef class Risk:
         b = te_muldiv(m, 10000 - band, 1, 1, 10000, tick, CEIL) if band < 10000 else 1
         return (b if b > 0 else 1) * tick
 
-    cdef int check_account(self, uint32_t a, uint32_t s, Position* p, const int64_t* ra, const int64_t* rs,
+    cdef int check_amend(self, uint32_t a, uint32_t s, uint32_t strategy, uint8_t side, uint8_t order_type,
+                         uint8_t tif, uint8_t flags, int64_t price, int64_t stop_price, int64_t qty, int64_t added,
+                         int64_t now, int64_t tick) noexcept:
+        """check_order for an AMEND (no MAX_OPEN_ORDERS), out of line: the core then has one call of
+        check_order, which the compiler inlines into NEW_ORDER's path whatever its size."""
+        return check_order(self, a, s, strategy, side, order_type, tif, flags, price, stop_price, qty, added, -1, now,
+                           tick)
+
+    cdef int check_account(self, uint32_t a, uint32_t s, const Position* p, const int64_t* ra, const int64_t* rs,
                            const int64_t* rt, int64_t m, int64_t worst, int64_t worst2, int64_t added) noexcept:
         """Checks 14-18 (RISK.md "Checks, in order") of an order that raises entry p's worst-case
         qty from worst to worst2 and adds `added` on its side (the limit rows and the mark as
@@ -551,7 +655,7 @@ cdef class Risk:
     cdef int64_t fill(self, uint32_t a, uint32_t s, uint8_t side, int64_t qty, int64_t price, bint maker) noexcept:
         """One side of a trade: the order's open qty, position, average entry price, realized P&L,
         fee, cash. Returns the fee charged (cash units, negative = rebate)."""
-        cdef Position* p = &self.P[<int64_t>a * self.max_symbols + s]
+        cdef Position* p = find(self, a, s)      # (the order filled is open: its entry exists)
         if side == SIDE_BUY:
             p.open_buy -= qty
         else:
@@ -582,10 +686,14 @@ cdef class Risk:
                                CEIL), 10000, CEIL) if bps else 0
         realized = clamp(realized, self.fig_max)
         fee = clamp(fee, self.fig_max)
+        cdef int64_t was = p.realized
         p.realized = sat_add(p.realized, realized)
+        self.realized_sum[a] = <int64_t>(<uint64_t>self.realized_sum[a] + <uint64_t>p.realized - <uint64_t>was)
+        was = p.fees
         p.fees = sat_add(p.fees, fee)
+        self.fees_sum[a] = <int64_t>(<uint64_t>self.fees_sum[a] + <uint64_t>p.fees - <uint64_t>was)
         self.cash[a] = sat_add(self.cash[a], realized - fee)
-        mark_dirty(self, a, s, DIRTY_ALL)
+        mark_dirty(self, a, p, DIRTY_ALL)
         # Margin monitoring: queue the account for a full check (refresh and compare) unless its
         # slack covers the most this fill can take off equity - maintenance (RISK.md "Liquidation":
         # the skip never changes an outcome, it only avoids re-valuing an account far from it):
@@ -645,40 +753,45 @@ cdef class Risk:
         """The sides of entry (a, s) whose resting reduce-only orders the position no longer covers
         (1 = buy, 2 = sell; RISK.md "Reduce-only orders"): any on the side that would increase the
         position (both sides when flat), or, on the side that reduces it, open qty beyond it."""
-        cdef int64_t k = <int64_t>a * self.max_symbols + s
-        cdef Position* p = &self.P[k]
+        cdef const Position* p = find(self, a, s)
         cdef uint8_t v = 0
-        if self.ro[2 * k] and (p.pos >= 0 or p.open_buy > -p.pos):
+        if p == NULL:
+            return 0
+        if p.ro_buy and (p.pos >= 0 or p.open_buy > -p.pos):
             v |= 1
-        if self.ro[2 * k + 1] and (p.pos <= 0 or p.open_sell > p.pos):
+        if p.ro_sell and (p.pos <= 0 or p.open_sell > p.pos):
             v |= 2
         return v
 
     cdef bint ro_violated(self, uint32_t a) noexcept:
         """Some entry of the account has a reduce-only order its position no longer covers."""
-        cdef int32_t i
-        cdef int64_t base = <int64_t>a * self.max_symbols
-        for i in range(self.n_active[a]):
-            if self.ro_violation(a, self.active[base + i]):
+        cdef int32_t i = self.act_head[a]
+        while i >= 0:
+            if self.ro_violation(a, <uint32_t>(self.P[i].key & 0xFFFFFFFF)):
                 return True
+            i = self.P[i].anext
         return False
 
     cdef void refresh(self, uint32_t a) noexcept:
         """Bring the account's cached figures and sums up to date."""
-        cdef int32_t i, n = self.n_dirty[a]
-        cdef int64_t base = <int64_t>a * self.max_symbols
-        for i in range(n):
-            self.refresh_one(a, self.dirty_list[base + i])
+        cdef int32_t i = self.dirty_head[a], nxt
+        self.dirty_head[a] = -1
+        while i >= 0:
+            nxt = self.P[i].dnext
+            self.refresh_one(a, &self.P[i])      # (may release the entry: its link was read first)
+            i = nxt
         self.n_dirty[a] = 0
         cdef int64_t t = 0, x
         cdef uint32_t s
         if self.whi[a] < 0:            # the bound again: sum of worst x wunit over the active entries
-            for i in range(self.n_active[a]):
-                s = self.active[base + i]
-                if __builtin_mul_overflow(self.P[base + s].worst, self.wunit[s], &x) or \
+            i = self.act_head[a]
+            while i >= 0:
+                s = <uint32_t>(self.P[i].key & 0xFFFFFFFF)
+                if __builtin_mul_overflow(self.P[i].worst, self.wunit[s], &x) or \
                         __builtin_add_overflow(t, x, &t):
                     t = WHI_UNKNOWN
                     break
+                i = self.P[i].anext
             self.whi[a] = t
 
     cdef inline void figures(self, uint32_t a, uint32_t s, Position* q) noexcept:
@@ -694,11 +807,12 @@ cdef class Risk:
         q.im = clamp(te_div64(q.wexpo * self.floor_(LIM_INITIAL_MARGIN, a, s), 10000, CEIL), fm)
         q.dirty = 0
 
-    cdef void refresh_one(self, uint32_t a, uint32_t s) noexcept:
-        cdef int64_t base = <int64_t>a * self.max_symbols, last
-        cdef Position* p = &self.P[base + s]
+    cdef void refresh_one(self, uint32_t a, Position* p) noexcept:
+        """Entry p's cached figures and its account's sums up to date (p is off the dirty list: the
+        caller took the whole list); a flat entry with nothing open leaves the active list, and the
+        pool too when it holds no P&L, fee or restriction."""
         cdef Position q = p[0]
-        self.figures(a, s, &q)
+        self.figures(a, <uint32_t>(p.key & 0xFFFFFFFF), &q)
         if p.dirty & 2:
             p.upnl = moved(&self.upnl_sum[a], p.upnl, q.upnl)
             p.expo = moved(&self.expo_sum[a], p.expo, q.expo)
@@ -706,23 +820,30 @@ cdef class Risk:
         p.wexpo = moved(&self.wexpo_sum[a], p.wexpo, q.wexpo)
         p.im = moved(&self.im_sum[a], p.im, q.im)
         p.dirty = 0
-        if p.pos == 0 and p.open_buy == 0 and p.open_sell == 0 and p.slot >= 0:
+        if p.pos == 0 and p.open_buy == 0 and p.open_sell == 0 and p.listed:
             # flat with nothing open: every cached figure is 0; drop it from the active list
-            last = self.active[base + self.n_active[a] - 1]
-            self.active[base + p.slot] = <int32_t>last
-            self.P[base + last].slot = p.slot
+            if p.aprev >= 0:
+                self.P[p.aprev].anext = p.anext
+            else:
+                self.act_head[a] = p.anext
+            if p.anext >= 0:
+                self.P[p.anext].aprev = p.aprev
+            p.anext = p.aprev = -1
+            p.listed = 0
             self.n_active[a] -= 1
-            p.slot = -1
+            if p.realized == 0 and p.fees == 0 and not p.restricted:
+                self.release(p)
 
     cdef int set_mark(self, uint32_t s, int64_t price) except -1:
         """mark := price; every account holding s is re-valued and queued for a margin check."""
         self.mark[s] = price
         self.set_wunit(s)
         cdef int32_t a
-        cdef int64_t S = self.max_symbols
+        cdef Position* p
         for a in range(1, self.max_accounts):
-            if self.P[a * S + s].slot >= 0:
-                mark_dirty(self, a, s, DIRTY_ALL)
+            p = find(self, a, s)
+            if p != NULL and p.listed:
+                mark_dirty(self, a, p, DIRTY_ALL)
                 self.whi[a] = WHI_UNKNOWN
                 self.touch(a)
         return 0
@@ -731,19 +852,19 @@ cdef class Risk:
         """After marks changed (chg[s] set): re-value and queue every account holding such a symbol,
         in one pass over the active lists (O(positions), not O(accounts x symbols)); clears chg."""
         cdef int32_t a, i
-        cdef int64_t base
         cdef uint32_t s
         for i in range(1, self.max_symbols):
             if self.chg[i]:
                 self.set_wunit(i)
         for a in range(1, self.max_accounts):
-            base = <int64_t>a * self.max_symbols
-            for i in range(self.n_active[a]):
-                s = self.active[base + i]
+            i = self.act_head[a]
+            while i >= 0:
+                s = <uint32_t>(self.P[i].key & 0xFFFFFFFF)
                 if self.chg[s]:
-                    mark_dirty(self, a, s, DIRTY_ALL)
+                    mark_dirty(self, a, &self.P[i], DIRTY_ALL)
                     self.whi[a] = WHI_UNKNOWN
                     self.touch(a)
+                i = self.P[i].anext
         memset(self.chg, 0, self.max_symbols)
         return 0
 
@@ -764,17 +885,18 @@ cdef class Risk:
     cdef uint32_t next_liquidation(self, uint32_t a, int64_t* qty, uint8_t* side) noexcept:
         """The smallest symbol above the account's liquidation cursor with a position (0 = none);
         qty/side: the reduce-only order that closes it."""
-        cdef int32_t i
-        cdef int64_t base = <int64_t>a * self.max_symbols
+        cdef int32_t i = self.act_head[a], at = -1
         cdef uint32_t s, best = 0
-        for i in range(self.n_active[a]):
-            s = self.active[base + i]
-            if s > self.liq_cursor[a] and self.P[base + s].pos != 0 and (best == 0 or s < best):
+        while i >= 0:
+            s = <uint32_t>(self.P[i].key & 0xFFFFFFFF)
+            if s > self.liq_cursor[a] and self.P[i].pos != 0 and (best == 0 or s < best):
                 best = s
+                at = i
+            i = self.P[i].anext
         if best:
             self.liq_cursor[a] = best
-            qty[0] = iabs(self.P[base + best].pos)
-            side[0] = SIDE_SELL if self.P[base + best].pos > 0 else SIDE_BUY
+            qty[0] = iabs(self.P[at].pos)
+            side[0] = SIDE_SELL if self.P[at].pos > 0 else SIDE_BUY
         return best
 
     cdef void end_of_day(self) noexcept:
@@ -815,13 +937,16 @@ cdef class Risk:
         """The account's entries with a position or open orders, ascending symbol, as dicts."""
         if account == 0 or account >= <uint32_t>self.max_accounts:
             return []
-        cdef int64_t base = <int64_t>account * self.max_symbols
-        syms = sorted(self.active[base + i] for i in range(self.n_active[account]))
+        cdef int32_t i = self.act_head[account]
+        listed = []
+        while i >= 0:
+            listed.append((self.P[i].key & 0xFFFFFFFF, i))
+            i = self.P[i].anext
         out = []
         cdef Position q
         cdef Position* p = &q
-        for s in syms:
-            q = self.P[base + s]           # a copy: a query changes no state (RISK.md "Queries")
+        for s, i in sorted(listed):
+            q = self.P[i]                  # a copy: a query changes no state (RISK.md "Queries")
             self.figures(account, s, &q)
             if q.pos == 0 and q.open_buy == 0 and q.open_sell == 0:
                 continue                   # what refresh() would drop from the active list
@@ -837,21 +962,21 @@ cdef class Risk:
             raise ValueError(f"account {account} outside 1..{self.max_accounts - 1}")
         # the sums refresh() would make, computed on copies of the entries: a query changes no state
         # (RISK.md "Queries"); an entry not on the active list has every figure 0
-        cdef int64_t base = <int64_t>account * self.max_symbols, upnl = 0, expo = 0, wexpo = 0, im = 0, mm = 0
+        cdef int64_t upnl = 0, expo = 0, wexpo = 0, im = 0, mm = 0
         cdef Position q
-        cdef int32_t i
-        for i in range(self.n_active[account]):
-            q = self.P[base + self.active[base + i]]
-            self.figures(account, self.active[base + i], &q)
+        cdef int32_t i = self.act_head[account]
+        while i >= 0:
+            q = self.P[i]
+            i = q.anext
+            self.figures(account, <uint32_t>(q.key & 0xFFFFFFFF), &q)
             upnl += q.upnl
             expo += q.expo
             wexpo += q.wexpo
             im += q.im
             mm += q.mm
         cdef int64_t eq = self.cash[account] + upnl
-        col = self.pos_arr[base:base + self.max_symbols]
         return dict(cash=self.cash[account], equity=eq, unrealized=upnl,
-                    realized=int(col["realized"].sum()), fees=int(col["fees"].sum()), exposure=expo,
+                    realized=self.realized_sum[account], fees=self.fees_sum[account], exposure=expo,
                     worst_exposure=wexpo, initial_margin=im,
                     maintenance_margin=mm, available=eq - im,
                     # gross exposure over equity in bps, rounded up; None when equity <= 0
@@ -885,10 +1010,11 @@ cdef class Risk:
     def export_state(self):
         """Every array (views) and scalar, under names import_state() takes back."""
         state = {"risk.capacity": np.array([self.max_accounts, self.max_symbols, self.max_strategies,
-                                            self.cash_decimals], dtype=np.int64),
-                 "risk.scalars": np.array([self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch,
-                                           self.err_accts], dtype=np.int64),
-                 "risk.pos": self.pos_arr, "risk.active": self.active_arr, "risk.dirty": self.dirty_arr,
+                                            self.cash_decimals, self.max_positions], dtype=np.int64),
+                 "risk.scalars": self._scalars(),
+                 # entries are taken lowest index first (released ones reused first): the used prefix
+                 # is the whole pool's state, links and free list included (the index is rebuilt)
+                 "risk.pool": self.pool_arr[:self.pool_hwm],
                  "risk.lim_default": self.lim_default_arr, "risk.lim_acct": self.lim_acct_arr,
                  "risk.lim_sym": self.lim_sym_arr, "risk.lim_strat": self.lim_strat_arr}
         for name, arr in self.acct_cols.items():
@@ -899,11 +1025,14 @@ cdef class Risk:
 
     def import_state(self, state):
         cap = [int(x) for x in state["risk.capacity"]]
-        mine = [self.max_accounts, self.max_symbols, self.max_strategies, self.cash_decimals]
+        mine = [self.max_accounts, self.max_symbols, self.max_strategies, self.cash_decimals, self.max_positions]
         if cap != mine:
             raise ValueError(f"snapshot risk capacities {cap} differ from this engine's {mine}")
-        targets = {"risk.pos": self.pos_arr, "risk.active": self.active_arr, "risk.dirty": self.dirty_arr,
-                   "risk.lim_default": self.lim_default_arr, "risk.lim_acct": self.lim_acct_arr,
+        pool = state["risk.pool"]
+        if pool.dtype != POSITION_DTYPE or pool.ndim != 1 or len(pool) > self.max_positions:
+            raise ValueError(f"snapshot array risk.pool: {pool.dtype}{pool.shape} is not {self.max_positions} "
+                             f"entries at most of this layout")
+        targets = {"risk.lim_default": self.lim_default_arr, "risk.lim_acct": self.lim_acct_arr,
                    "risk.lim_sym": self.lim_sym_arr, "risk.lim_strat": self.lim_strat_arr}
         targets.update({"risk.acct." + n: a for n, a in self.acct_cols.items()})
         targets.update({"risk.sym." + n: a for n, a in self.sym_cols.items()})
@@ -934,11 +1063,22 @@ cdef class Risk:
                 raise ValueError(f"snapshot array {name}: {src.dtype}{src.shape} != {dst.dtype}{dst.shape}")
         for name, dst in targets.items():
             dst[...] = state[name]
+        sc = [int(x) for x in state["risk.scalars"]]
+        if len(sc) < 9:     # before the engine-wide error window (4), before the pool's (6): derived
+            free = np.nonzero(pool["key"] == 0)[0]
+            linked = set(pool["anext"][free].tolist())
+            heads = [int(i) for i in free if int(i) not in linked]
+            sc = (sc + [0, 0])[:6] + [len(pool), len(pool) - len(free), heads[0] if heads else -1]
+        self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts = sc[:6]
+        self.pool_arr[:] = 0
+        self.pool_arr[:len(pool)] = pool
+        self.pool_arr["ro_buy"] = 0           # recounted by the core from its live orders
+        self.pool_arr["ro_sell"] = 0
+        self.pool_hwm, self.n_positions, self.free_head = sc[6:9]
+        self.rebuild_index()
         for s in range(1, self.max_symbols):
             self.set_wunit(s)
             self.var_derive(s)
-        sc = [int(x) for x in state["risk.scalars"]] + [0, 0]
-        self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts = sc[:6]
         cdef int k
         for k in range(1, N_LIMITS):
             self.rebuild_eff(k)
@@ -946,16 +1086,42 @@ cdef class Risk:
         self.breaker_new = 0
         self.lock_new = 0
         self.touch_head = self.touch_n = self.n_trip = self.ro_head = self.ro_n = 0
-        self.ro_arr[:] = 0                 # recounted by the core from its live orders
-        self.ro_total_arr[:] = 0
+        self.ro_total_arr[:] = 0           # recounted by the core from its live orders
         self._ro_queued_arr[:] = 0
+
+    def _scalars(self):
+        return np.array([self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts,
+                         self.pool_hwm, self.n_positions, self.free_head], dtype=np.int64)
+
+    def rebuild_index(self):
+        """The index and the per-account realized / fee sums from the pool's entries (after an import)."""
+        self.index_arr[np.flatnonzero(self.index_arr)] = 0    # (reads leave untouched pages unwritten)
+        self.sums_arr[:] = 0
+        cdef int64_t idx
+        cdef uint32_t a
+        for idx in range(self.pool_hwm):
+            if self.P[idx].key == 0:
+                continue                   # a released entry (on the free list)
+            a = <uint32_t>(self.P[idx].key >> 32)
+            self.index[<int64_t>a * self.max_symbols + (self.P[idx].key & 0xFFFFFFFF)] = <int32_t>idx + 1
+            self.realized_sum[a] = <int64_t>(<uint64_t>self.realized_sum[a] + <uint64_t>self.P[idx].realized)
+            self.fees_sum[a] = <int64_t>(<uint64_t>self.fees_sum[a] + <uint64_t>self.P[idx].fees)
+
+    def entries(self):
+        """Every entry in use, ascending (account, symbol), as (entries: a structured array, a copy;
+        their accounts; their symbols) (tools, tests, the core's validate)."""
+        pool = self.pool_arr[:self.pool_hwm]
+        used = pool[pool["key"] != 0]
+        used = used[np.argsort(used["key"], kind="stable")]
+        return used, (used["key"] >> np.uint64(32)).astype(np.int64), (used["key"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
     def state_bytes(self):
         """Every byte of risk state, in a fixed order (for state hashes)."""
-        parts = [self.pos_arr.tobytes(), self.lim_default_arr.tobytes(), self.lim_acct_arr.tobytes(),
-                 self.lim_sym_arr.tobytes(), self.lim_strat_arr.tobytes(),
-                 np.array([self.kill_all, self.breaker, self.err_ts, self.err_count, self.err_epoch, self.err_accts],
-                          dtype=np.int64).tobytes()]
+        pool = self.pool_arr[:self.pool_hwm].copy()
+        pool["ro_buy"] = 0                 # derived from the core's orders (which the hash covers)
+        pool["ro_sell"] = 0
+        parts = [pool.tobytes(), self.lim_default_arr.tobytes(), self.lim_acct_arr.tobytes(),
+                 self.lim_sym_arr.tobytes(), self.lim_strat_arr.tobytes(), self._scalars().tobytes()]
         for name, _ in ACCOUNT_COLUMNS:
             parts.append(self.acct_cols[name].tobytes())
         for name, _ in SYMBOL_COLUMNS:

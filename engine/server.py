@@ -164,7 +164,7 @@ def engine_from_config(cfg: cfgmod.Config) -> Engine:
         eng.add_account(a.id, stp_group=a.stp_group)
     if cfg.risk.enabled:
         r = Risk(e.max_accounts, e.max_symbols, max_strategies=cfg.risk.max_strategies,
-                 cash_decimals=cfg.risk.cash_decimals)
+                 cash_decimals=cfg.risk.cash_decimals, max_positions=cfg.risk.max_positions)
         for s in cfg.symbols:
             r.define_symbol(s.id, s.price_decimals, s.qty_decimals, s.multiplier)
         eng.attach_risk(r)

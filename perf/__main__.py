@@ -339,6 +339,8 @@ def main(argv=None):
                    help="cases (scale)")
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per case, interleaved (scale)")
     p.add_argument("--scale-symbols", type=int, default=10_000, help="symbols (scale)")
+    p.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of the zipf case's symbol spread (scale)")
+    p.add_argument("--risk-accounts", type=int, default=1024, help="max_accounts of the risk case (scale)")
     p.add_argument("--book-levels", type=int, default=25, help="price levels per side of each symbol's book (scale)")
     p.add_argument("--book-orders", type=int, default=2, help="orders per book level (scale)")
     p.add_argument("--scale-max-orders", type=int, default=0, help="max_orders of the symbols case (scale; 0 = "

@@ -26,6 +26,7 @@ list of neutral tuples for the Python baselines:
 """
 from __future__ import annotations
 
+import bisect
 import random
 
 import numpy as np
@@ -38,8 +39,19 @@ ACCOUNTS = 8
 MID = 1_000_000          # price units
 
 
-def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
+def symbol_weights(symbols: int, zipf: float, seed: int = 1):
+    """Cumulative weights of symbols 1..symbols for a Zipf spread: the symbol of rank k takes a share
+    proportional to 1 / k**zipf; ranks are given to symbol ids in a seeded random order (the busy symbols
+    are not neighbours in the engine's arrays)."""
+    ranks = np.random.default_rng(seed).permutation(symbols) + 1     # symbol id i+1 has rank ranks[i]
+    return np.cumsum(1.0 / ranks.astype(np.float64) ** zipf).tolist()
+
+
+def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0, zipf: float = 0.0):
+    """zipf > 0: the symbols' shares follow a Zipf law with that exponent (symbol_weights) instead of
+    a uniform spread."""
     rng = random.Random(seed)
+    cum = symbol_weights(symbols, zipf, seed) if zipf > 0 and symbols > 1 else None
     cmds = np.zeros(n, dtype=COMMAND.dtype)
     ops = []
     mids = [MID] * (symbols + 1)
@@ -69,7 +81,7 @@ def generate(n: int, symbols: int = 1, seed: int = 1, prefill: int = 0):
     qty = np.zeros(n, np.int64)
     for i in range(n):
         r = rng.random()
-        s = rng.randint(1, symbols)
+        s = rng.randint(1, symbols) if cum is None else bisect.bisect_left(cum, rng.random() * cum[-1]) + 1
         if rng.random() < 0.02:
             mids[s] += rng.choice((-1, 1))
             lo, hi = min(lo, mids[1]), max(hi, mids[1])
@@ -147,13 +159,16 @@ def resting_adds(n: int, first_clid: int = 1, min_offset: int = 1, low: int = MI
 
 
 def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096, risk: bool = False,
-                var: bool = True):
+                var: bool = True, max_accounts: int = ACCOUNTS + 1, **sizes):
     """An engine for the workload; risk=True turns every risk check on (engine/RISK.md) with
     limits loose enough that the same workload passes unchanged (no rejects: the same events
     plus the risk ones), so the two runs differ only by the cost of risk. var=False leaves MAX_VAR
-    unset (the pre-trade VaR check stops at its limit lookup): the difference is that check's cost."""
+    unset (the pre-trade VaR check stops at its limit lookup): the difference is that check's cost.
+    max_accounts: the engine's (and risk's) capacity; the workload's ACCOUNTS trade. sizes: more
+    Engine sizes (max_level_slots)."""
     from engine.core import Engine
-    e = Engine(max_orders=max_orders, max_symbols=symbols + 1, max_levels=max_levels, max_accounts=ACCOUNTS + 1)
+    e = Engine(max_orders=max_orders, max_symbols=symbols + 1, max_levels=max_levels, max_accounts=max_accounts,
+               **sizes)
     for s in range(1, symbols + 1):
         e.add_symbol(s)
     for a in range(1, ACCOUNTS + 1):
@@ -161,7 +176,7 @@ def make_engine(symbols: int, max_orders: int = 1 << 20, max_levels: int = 4096,
     if risk:
         from engine.risk import Risk
         from protocol.codes import LimitKind as K, LimitScope
-        r = Risk(ACCOUNTS + 1, symbols + 1, max_strategies=16, cash_decimals=2)
+        r = Risk(max_accounts, symbols + 1, max_strategies=16, cash_decimals=2)
         for s in range(1, symbols + 1):
             r.define_symbol(s, 2, 0)          # price units are cents, qty units are whole lots
         e.attach_risk(r)

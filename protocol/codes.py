@@ -335,6 +335,8 @@ class Reject(IntEnum):
     LARGE_ORDER = 2027                 # qty above LARGE_ORDER_QTY where LARGE_REJECT = 1
     LARGE_POSITION = 2028              # worst-case position above LARGE_POSITION_QTY where LARGE_REJECT = 1
     INVALID_DISPOSITION = 2029         # ALERT_DISPOSITION: unknown AlertType or Disposition, or order_id 0
+    POSITION_CAPACITY_EXHAUSTED = 2030  # the order (or RESTRICT_SYMBOL) needs a position entry for a new
+                                       # (account, symbol) and risk.max_positions entries are in use (engine/CAPACITY.md)
     # 3000-3999: session and protocol (engine/server.py, protocol/wire.py)
     NOT_LOGGED_ON = 3001               # an application message before LOGON_ACCEPTED
     AUTH_FAILED = 3002                 # unknown account or bad signature: one reply for both

@@ -32,10 +32,13 @@ class Entry:
 
 
 class RiskModel:
-    def __init__(self, symbols: dict[int, tuple[int, int, int]], max_strategies=16, max_accounts=5):
+    def __init__(self, symbols: dict[int, tuple[int, int, int]], max_strategies=16, max_accounts=5,
+                 max_positions=None):
         """symbols: id -> (num, den, tick) as the engine derives them (notional = p*q*num/den);
-        account ids 1 .. max_accounts-1 are the engine's (a reject naming another id is no account's)."""
+        account ids 1 .. max_accounts-1 are the engine's (a reject naming another id is no account's);
+        max_positions: the engine's position pool (None: never full)."""
         self.sym = symbols
+        self.max_positions = max_positions
         self.known_accounts = range(1, max_accounts)
         self.max_strategies = max_strategies
         self.limits: dict[tuple[int, int, int], int] = {}        # (scope, target, kind) -> value
@@ -53,6 +56,19 @@ class RiskModel:
         self.restricted = set()
         self.window = {}                                         # symbol -> (start ts, first price)
         self.tripped = set()
+
+    # -- position capacity (engine/CAPACITY.md "Risk positions") --
+    def held(self, a, s):
+        """(a, s) holds something an entry must keep: a position, open orders, P&L, fees, a restriction."""
+        x = self.e.get((a, s))
+        return (a, s) in self.restricted or (x is not None and any((x.pos, x.ob, x.os, x.realized, x.fees)))
+
+    def pool_full(self, a, s):
+        """(a, s) needs a new entry and max_positions pairs hold something."""
+        if self.max_positions is None or self.held(a, s):
+            return False
+        pairs = set(self.e) | self.restricted
+        return sum(self.held(*k) for k in pairs) >= self.max_positions
 
     # -- limits --
     def _get(self, scope, target, kind):
@@ -133,6 +149,8 @@ class RiskModel:
             return Reject.ACCOUNT_LIQUIDATING
         if (a, s) in self.restricted:
             return Reject.SYMBOL_RESTRICTED
+        if self.pool_full(a, s):
+            return Reject.POSITION_CAPACITY_EXHAUSTED
         if strategy >= self.max_strategies:
             return Reject.INVALID_STRATEGY
         m = self.mark[s]

@@ -41,9 +41,9 @@ FLOORS = (K.INITIAL_MARGIN, K.MAINTENANCE_MARGIN)
 RISK_CODES = range(2000, 3000)
 
 
-def make():
+def make(max_positions=None):
     eng = Engine(max_orders=4096, max_accounts=5, max_symbols=4, max_levels=256)
-    risk = Risk(5, 4, max_strategies=N_STRATEGIES, cash_decimals=2)
+    risk = Risk(5, 4, max_strategies=N_STRATEGIES, cash_decimals=2, max_positions=max_positions or 0)
     spec = {}
     for s, (tick, lot, pd, qd, mult, _) in SYMBOLS.items():
         eng.add_symbol(s, tick_size=tick, lot_size=lot)
@@ -52,7 +52,7 @@ def make():
     for a in ACCOUNTS:
         eng.add_account(a, stp_group=9 if a >= 3 else 0)
     eng.attach_risk(risk)
-    return eng, risk, RiskModel(spec, max_strategies=N_STRATEGIES)
+    return eng, risk, RiskModel(spec, max_strategies=N_STRATEGIES, max_positions=max_positions)
 
 
 @st.composite
@@ -210,8 +210,8 @@ def compare_figures(risk, model, accounts=ACCOUNTS):
         assert have == want, f"account {a}: engine {have} != model {want}"
 
 
-def run_stream(ops, initial_cash, limits=()):
-    eng, risk, model = make()
+def run_stream(ops, initial_cash, limits=(), max_positions=None):
+    eng, risk, model = make(max_positions)
     clids = {a: 0 for a in ACCOUNTS}
     ts = 1_000_000_000
     setup = [dict(kind=CommandKind.MARK_PRICE, symbol=s, price=SYMBOLS[s][5]) for s in SYMBOLS]
@@ -310,6 +310,19 @@ def test_reject_lockout_when_random_streams_then_engine_equals_model(ops, lockou
     engine-wide rate (5/s from error_accounts accounts), engine and model alike, step by step."""
     run_stream(ops, (500_000,) * 4, limits=((K.ACCOUNT_REJECT_LIMIT, 3), (K.ACCOUNT_LOCKOUT_MS, lockout_ms),
                                             (K.ERROR_THRESHOLD, 5), (K.ERROR_ACCOUNTS, error_accounts)))
+
+
+@settings(max_examples=max(20, EXAMPLES // 3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(weighted, min_size=10, max_size=120), st.tuples(*[st.integers(0, 3_000_000) for _ in ACCOUNTS]),
+       st.sampled_from([1, 2, 3, 5]))
+def test_position_pool_when_small_then_engine_rejects_exactly_where_the_model_does(ops, cash, max_positions):
+    """A position pool smaller than the 8 (account, symbol) pairs: an order (or a restriction) that needs an
+    entry for a new pair is rejected POSITION_CAPACITY_EXHAUSTED exactly when max_positions pairs hold a
+    position, open orders, P&L, fees or a restriction (entries that hold nothing are released); nothing held
+    is ever overwritten (every figure still equals the model's)."""
+    eng = run_stream(ops, cash, max_positions=max_positions)
+    used, _, cap = eng.risk.position_count()
+    assert used <= cap == max_positions
 
 
 def test_market_band_when_set_at_strategy_scope_then_it_bounds_the_sweep_and_the_valuation():

@@ -148,17 +148,19 @@ def test_snapshot_when_book_thin_then_only_used_slots_stored_and_restore_into_us
 
 
 def test_load_latest_when_file_of_an_older_layout_then_skipped_for_the_journal(tmp_path):
-    # TESNAP01 files held each ladder at max_levels entries and no level pool size: a server of
-    # this version reads none of them (it replays the journal instead of misreading one)
+    # TESNAP01 files held each ladder at max_levels entries and no level pool size, TESNAP03 files
+    # risk positions as one dense row per (account, symbol): a server of this version reads none of
+    # them (it replays the journal instead of misreading one)
     a = make_engine()
     a.process(random_commands(7, 500))
     path = snapshot.write(tmp_path, a.export_state(), last_seq=500)
     data = bytearray(path.read_bytes())
-    data[:8] = b"TESNAP01"
-    path.write_bytes(bytes(data))
-    bad = []
-    assert snapshot.load_latest(tmp_path, on_bad=lambda p, e: bad.append(str(e))) is None
-    assert len(bad) == 1 and "not a snapshot" in bad[0]
+    for old in (b"TESNAP01", b"TESNAP03"):
+        data[:8] = old
+        path.write_bytes(bytes(data))
+        bad = []
+        assert snapshot.load_latest(tmp_path, on_bad=lambda p, e: bad.append(str(e))) is None
+        assert len(bad) == 1 and "not a snapshot" in bad[0]
 
 
 def test_import_when_level_pool_differs_then_refused(tmp_path):
