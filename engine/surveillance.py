@@ -114,6 +114,8 @@ class State(msgspec.Struct, kw_only=True):
     closed_day: dict[int, int] = {}              # symbol -> the day (ts // 86400 s) whose close_time was judged
     large: dict[int, list[int]] = {}             # symbol -> [LARGE_ORDER_QTY, LARGE_POSITION_QTY] (0: none)
     positions: dict[int, int] = {}               # account * 2**32 + symbol -> position (large_position)
+    owner_positions: dict[str, int] = {}         # owner|symbol -> its accounts' summed position (owners of 2+
+                                                 # accounts; large_position)
 
 
 class Cursor(msgspec.Struct, kw_only=True):
@@ -128,6 +130,7 @@ class Detectors:
         self.sv = sv
         self.s = state or State()
         self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
+        self.groups = {o.name: sorted(set(o.accounts)) for o in sv.owners if len(set(o.accounts)) > 1}
         self.found: list[Alert] = []
         self.dispositions: list[DispositionEntry] = []
         self.n_at_seq = (0, 0)
@@ -584,6 +587,8 @@ class Detectors:
     # -- large orders and positions (compliance flags; RISK.md "KYC") --
     LARGE_ORDER_RULE = "an order above its symbol's LARGE_ORDER_QTY (flagged, not rejected: LARGE_REJECT is 0)"
     LARGE_POSITION_RULE = "a position above its symbol's LARGE_POSITION_QTY (one alert each time it goes above)"
+    LARGE_OWNER_RULE = ("a beneficial owner's position (its accounts' summed) above its symbol's LARGE_POSITION_QTY "
+                        "(one alert each time it goes above)")
 
     def large_position(self, taker, maker, sym, side, price, qty, seq, ts) -> None:
         thr = self.s.large[sym][1]
@@ -599,6 +604,30 @@ class Detectors:
                 self.alert("large_position", seq, ts, self.owner(a), [a], sym, ts, "low", self.LARGE_POSITION_RULE,
                            [{"finding": "position", "account": a, "position": new, "before": old, "threshold": thr,
                              "price": price, "seq": seq, "ts_ns": ts}])
+        if not self.groups:
+            return
+        net: dict[str, int] = {}            # an owner of 2+ accounts: the fill's net change to its position
+        for a, sd in ((taker, side), (maker, 3 - side)):
+            o = self.owner_of.get(a)
+            if o in self.groups:
+                net[o] = net.get(o, 0) + (qty if sd == SIDE_BUY else -qty)
+        for o, d in net.items():            # (one owner on both sides: no change, no alert)
+            if not d:
+                continue
+            k = f"{o}|{sym}"
+            old = self.s.owner_positions.get(k, 0)
+            new = old + d
+            if new:
+                self.s.owner_positions[k] = new
+            else:
+                self.s.owner_positions.pop(k, None)
+            if thr and abs(new) > thr >= abs(old):
+                held = [(a, self.s.positions.get(a * (1 << 32) + sym, 0)) for a in self.groups[o]]
+                held = [(a, p) for a, p in held if p]
+                self.alert("large_position", seq, ts, o, [a for a, _ in held], sym, ts, "low", self.LARGE_OWNER_RULE,
+                           [{"finding": "owner_position", "owner": o, "position": new, "before": old,
+                             "threshold": thr, "price": price, "seq": seq, "ts_ns": ts},
+                            *({"finding": "account_position", "account": a, "position": p} for a, p in held)])
 
     # -- excessive messaging --
     MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "

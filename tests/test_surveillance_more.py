@@ -51,6 +51,44 @@ def test_large_when_flag_mode_then_orders_and_positions_above_thresholds_alerted
     assert [(p["position"], p["before"]) for p in pos] == [(1600, 800), (-1600, -800), (1600, 1100), (-1600, -1100)]
 
 
+
+def test_large_position_when_owner_accounts_together_above_threshold_then_owner_alerted_once_per_crossing(
+        server_factory, tmp_path):
+    """Accounts 1 and 2 of one owner each hold 1.0 (below 1.5): their owner holds 2.0, above it. A trade
+    between the two changes nothing for the owner; back to 1.0 re-arms it."""
+    srv = server_factory(risk=RISK, admins={"ops": HASH},
+                         symbol_extra='[symbols.limits]\nlarge_position_qty = "1.500"\n').start()
+    ad = Admin(srv)
+    fund(ad, acct1="1000000", acct2="1000000", acct3="1000000")
+    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
+
+    async def flow():
+        async with connect(srv, 1) as c1, connect(srv, 2) as c2, connect(srv, 3) as c3:
+            assert (await c3.place("BTCUSDT", "sell", "1.400", price="50000.00")).kind == "accepted"
+            assert (await c1.place("BTCUSDT", "buy", "1.000", price="50000.00")).kind == "accepted"   # owner 1.0
+            assert (await c2.place("BTCUSDT", "buy", "0.400", price="50000.00")).kind == "accepted"   # owner 1.4
+            assert (await c3.place("BTCUSDT", "sell", "1.000", price="50000.00")).kind == "accepted"
+            assert (await c2.place("BTCUSDT", "buy", "0.400", price="50000.00")).kind == "accepted"   # 1.8: alert
+            assert (await c1.place("BTCUSDT", "sell", "0.300", price="49990.00")).kind == "accepted"
+            assert (await c2.place("BTCUSDT", "buy", "0.300", price="49990.00")).kind == "accepted"   # 1 to 2: 1.8
+            assert (await c1.place("BTCUSDT", "sell", "0.500", price="49000.00")).kind == "accepted"
+            assert (await c3.place("BTCUSDT", "buy", "0.500", price="49000.00")).kind == "accepted"   # owner 1.3
+            assert (await c2.place("BTCUSDT", "buy", "0.300", price="50000.00")).kind == "accepted"   # 1.6: alert
+    asyncio.run(flow())
+    srv.stop()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(open(srv.config).read() + '\n[[surveillance.owners]]\nname = "fund-a"\naccounts = [1, 2]\n')
+    cli("surveil", srv.dir / "journal", "--config", cfg, "--store", tmp_path / "store")
+    got = [a for a in alerts(tmp_path / "store") if a["type"] == "large_position"]
+    assert [(a["owner"], a["accounts"]) for a in got] == [("account 3", [3]), ("fund-a", [1, 2]), ("account 3", [3]),
+                                                           ("fund-a", [1, 2])]
+    got = [a for a in got if a["owner"] == "fund-a"]
+    ev = [a["evidence"] for a in got]
+    assert [(e[0]["finding"], e[0]["position"], e[0]["before"], e[0]["threshold"]) for e in ev] == [
+        ("owner_position", 1800, 1400, 1500), ("owner_position", 1600, 1300, 1500)]
+    assert [[(x["account"], x["position"]) for x in e[1:]] for e in ev] == [[(1, 1000), (2, 800)], [(1, 200), (2, 1400)]]
+
+
 @pytest.mark.skipif(not (shared_dir() / "data" / "lobster" / "AMZN_5_augmented.csv.gz").exists(),
                     reason="LOBSTER sample not found in ../shared/data/lobster")
 def test_new_detectors_when_stopped_inside_episodes_and_resumed_then_same_alerts_as_one_run(tmp_path):
