@@ -126,7 +126,11 @@ class Cursor(msgspec.Struct, kw_only=True):
 class Detectors:
     """The three detectors over one stream of commands and their events (one State)."""
 
-    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None, quiet_path: bool = True):
+    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None, quiet_path: bool = True,
+                 native: bool = False):
+        """native: the per-event bookkeeping (orders, levels, wash's recent orders, messaging's windows) in
+        engine/surveil_core.pyx, its state exported into self.s by sync(); else all of it here (the plain
+        path, which tests compare it with)."""
         self.sv = sv
         self.s = state or State()
         self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
@@ -146,12 +150,35 @@ class Detectors:
         self.fill_keep = max(sv.spoofing.max_lifetime_ms, sv.layering.window_ms + sv.layering.cancel_ms) * MS
         ct = sv.close.close_time
         self.close_tod = None if ct is None else sum(int(x) * m for x, m in zip(ct.split(":"), (3600, 60, 1))) * 10**9
+        self.owner_names: list[str] = []     # the native core's owner indexes (owner_id)
+        self.owner_ids: dict[str, int] = {}
+        self.core = None
+        if native:
+            from engine.surveil_core import Core
+            self.core = Core(self)
 
     def owner(self, account: int) -> str:
         o = self.owner_of.get(account)
         if o is None:                      # an account in no group owns itself (cached: no string per call)
             o = self.owner_of[account] = f"account {account}"
         return o
+
+    def owner_id(self, name: str) -> int:
+        """The native core's index of an owner (its keys hold indexes, State's keys the names)."""
+        i = self.owner_ids.get(name)
+        if i is None:
+            i = self.owner_ids[name] = len(self.owner_names)
+            self.owner_names.append(name)
+        return i
+
+    def owner_index(self, account: int) -> int:
+        return self.owner_id(self.owner(account))
+
+    def sync(self) -> State:
+        """The whole state, as the cursor stores it (the native core's part exported into it)."""
+        if self.core is not None:
+            self.core.export(self.s)
+        return self.s
 
     def osym(self, account: int, symbol: int) -> str:
         """The detectors' "owner|symbol" key (cached: no string per event)."""
@@ -169,6 +196,8 @@ class Detectors:
         on its own, before its events, only when something needs it: an order-entry message of an account
         whose messaging window could breach in this chunk (the others are quiet: quiet_accounts), and, for
         the close, END_OF_DAY (every command when close.close_time is set)."""
+        if self.core is not None:
+            return self.core.feed(cmds, events, next_seq, until_seq)
         cseq_a = cmds["seq"]
         lo = int(np.searchsorted(cseq_a, next_seq, "left"))
         hi = len(cseq_a) if until_seq is None else int(np.searchsorted(cseq_a, until_seq, "right"))
@@ -245,10 +274,7 @@ class Detectors:
             elif kind == EV_ACCEPTED:
                 self.accepted(e, e[15])
             elif kind == EV_ALERT_DISPOSITION:
-                self.dispositions.append(DispositionEntry(
-                    alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
-                    disposition=Disposition(e[1]).name.lower(), operator=e[16], seq=seq,
-                    ts_ns=cts[bisect.bisect_left(cseq, seq)]))
+                self.disposition(e[2], e[6], e[9], e[1], e[16], seq, cts[bisect.bisect_left(cseq, seq)])
             else:
                 self.event(e, e[15])
         if self.wash_pending:
@@ -267,12 +293,21 @@ class Detectors:
     def command(self, kind, acct, sym, seq, ts, quiet) -> None:
         """What a command itself (before its events) means to the close and to messaging."""
         if self.sv.close.enabled:
-            if kind == CMD_END_OF_DAY:
-                self.closes(sym, seq, ts, "end_of_day")
-            elif self.close_tod is not None:
-                self.close_clock(seq, ts)
+            self.close_command(kind, sym, seq, ts)
         if self.sv.messaging.enabled and kind in ORDER_ENTRY and acct not in quiet:
             self.message(acct, seq, ts)
+
+    def close_command(self, kind, sym, seq, ts) -> None:
+        if kind == CMD_END_OF_DAY:
+            self.closes(sym, seq, ts, "end_of_day")
+        elif self.close_tod is not None:
+            self.close_clock(seq, ts)
+
+    def disposition(self, alert_type, alert_seq, alert_n, disposition, operator, seq, ts) -> None:
+        """An ALERT_DISPOSITION event (of the command seq at ts), for the store's trail."""
+        self.dispositions.append(DispositionEntry(
+            alert=f"{AlertType(alert_type).name.lower()}:{alert_seq}:{alert_n}",
+            disposition=Disposition(disposition).name.lower(), operator=operator, seq=seq, ts_ns=ts))
 
     def alert(self, type_, seq, ts, owner, accounts, symbol, start, severity, rule, evidence) -> None:
         n = self.n_at_seq[1] + 1 if self.n_at_seq[0] == seq else 0
@@ -321,9 +356,7 @@ class Detectors:
         if self.large_on:
             lim = s.large.get(sym)
             if lim and lim[0] and qty > lim[0]:
-                self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
-                           [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
-                             "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
+                self.large_order(acct, sym, side, oid, price, qty, lim[0], seq, ts)
         away = False
         if qty >= self.spoof_min_qty:      # only a large order can be a spoof: judge "away" for it alone
             best = self.best(sym, side)
@@ -346,12 +379,22 @@ class Detectors:
             del lst[:bisect.bisect_left(lst, [ts - self.wash_window_ns])]
             for t, sd, p, o, a, sq in lst:
                 if sd != side and p == price and o in s.orders:
-                    self.wash(seq, ts, a, acct, sym, "medium", {
-                        "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts,
-                        "first_order_id": o, "first_account": a, "first_seq": sq, "order_id": oid, "account": acct,
-                        "price": price, "window_ms": self.sv.wash.window_ms})
+                    self.wash_opposite(t, o, a, sq, oid, acct, sym, price, seq, ts)
                     break
             lst.append([ts, side, price, oid, acct, seq])
+
+    def large_order(self, acct, sym, side, oid, price, qty, thr, seq, ts) -> None:
+        self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
+                   [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
+                     "price": price, "qty": qty, "threshold": thr, "seq": seq, "ts_ns": ts}])
+
+    def wash_opposite(self, t, o, a, sq, oid, acct, sym, price, seq, ts) -> None:
+        """Wash's opposite-orders finding: order oid of acct at price, opposite to the owner's live order o
+        (of account a, placed at t by command sq)."""
+        self.wash(seq, ts, a, acct, sym, "medium", {
+            "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts, "first_order_id": o,
+            "first_account": a, "first_seq": sq, "order_id": oid, "account": acct, "price": price,
+            "window_ms": self.sv.wash.window_ms})
 
     def event(self, e, order_type) -> None:
         """One event (ACCEPTED and CANCELLED, the commonest, are handled in feed's loop)."""
@@ -360,25 +403,10 @@ class Detectors:
         if kind == EV_FILL:
             self.reduce(oid, qty, leaves)
             self.reduce(other_oid, qty, other_leaves)
-            if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
-                self.wash(seq, ts, acct, other, sym, "high", {
-                    "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
-                    "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
-            if self.sv.spoofing.enabled or self.sv.layering.enabled:
-                keep = self.fill_keep
-                for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
-                    lst = s.fills.setdefault(self.osym(a, sym), [])
-                    del lst[:bisect.bisect_left(lst, [ts - keep])]
-                    lst.append([ts, sd, o, price, qty, seq])
             if self.sv.messaging.enabled:
                 for a in {acct, other}:
                     s.trades.setdefault(a, []).append(ts)
-            if self.sv.momentum.enabled:
-                self.momentum(acct, other, sym, side, price, qty, oid, seq, ts)
-            if self.sv.close.enabled:
-                self.close_trade(sym, price, qty, acct, side, seq, ts)
-            if self.sv.large.enabled and sym in s.large:
-                self.large_position(acct, other, sym, side, price, qty, seq, ts)
+            self.fill(acct, other, sym, side, oid, other_oid, price, qty, seq, ts)
         elif kind == EV_REPLACED:
             o = s.orders.get(oid)
             if o is not None:
@@ -403,6 +431,27 @@ class Detectors:
                     "finding": "stp_prevented", "seq": seq, "ts_ns": ts, "taker_order_id": oid,
                     "maker_order_id": other_oid, "taker_account": acct, "maker_account": other, "price": price,
                     "qty": qty})
+
+    def fill(self, acct, other, sym, side, oid, other_oid, price, qty, seq, ts) -> None:
+        """A FILL, after its orders' bookkeeping (and messaging's trade times): wash, the owners' fills (spoofing,
+        layering), momentum, the close's trades, large positions."""
+        s = self.s
+        if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
+            self.wash(seq, ts, acct, other, sym, "high", {
+                "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
+                "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
+        if self.sv.spoofing.enabled or self.sv.layering.enabled:
+            keep = self.fill_keep
+            for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
+                lst = s.fills.setdefault(self.osym(a, sym), [])
+                del lst[:bisect.bisect_left(lst, [ts - keep])]
+                lst.append([ts, sd, o, price, qty, seq])
+        if self.sv.momentum.enabled:
+            self.momentum(acct, other, sym, side, price, qty, oid, seq, ts)
+        if self.sv.close.enabled:
+            self.close_trade(sym, price, qty, acct, side, seq, ts)
+        if self.sv.large.enabled and sym in s.large:
+            self.large_position(acct, other, sym, side, price, qty, seq, ts)
 
     # -- wash trades --
     WASH_RULE = ("the same beneficial owner on both sides: a fill, a match self-trade prevention stopped, or "
@@ -688,13 +737,18 @@ class Detectors:
         last = s.msg_episode.get(acct)
         if breach:
             if last is None:
-                self.alert("excessive_messaging", seq, ts, self.owner(acct), [acct], 0, msgs[0],
-                           "high" if n > 2 * p.max_messages else "medium", self.MSG_RULE,
-                           [{"finding": "window", "messages": n, "trades": t, "window_ms": p.window_ms,
-                             "first_ts_ns": msgs[0], "seq": seq, "ts_ns": ts}])
+                self.msg_alert(acct, n, t, msgs[0], seq, ts)
             s.msg_episode[acct] = ts
         elif last is not None and ts - last > p.window_ms * MS:
             del s.msg_episode[acct]
+
+    def msg_alert(self, acct, n, t, first, seq, ts) -> None:
+        """An excessive-messaging episode starts: n messages (t trades) in the window from first to ts."""
+        p = self.sv.messaging
+        self.alert("excessive_messaging", seq, ts, self.owner(acct), [acct], 0, first,
+                   "high" if n > 2 * p.max_messages else "medium", self.MSG_RULE,
+                   [{"finding": "window", "messages": n, "trades": t, "window_ms": p.window_ms,
+                     "first_ts_ns": first, "seq": seq, "ts_ns": ts}])
 
 
 # -- the alert store --
@@ -789,7 +843,7 @@ def surveil(args) -> int:
         return 2
     if cur is None:
         cur = Cursor(next_seq=args.from_seq or 1, state=State())
-    det = Detectors(cfg.surveillance, cur.state)
+    det = Detectors(cfg.surveillance, cur.state, native=True)
     if getattr(args, "metrics_port", None) is not None:
         _serve_metrics(args.metrics_port, store)
     stop = []
@@ -850,6 +904,7 @@ def _count(alerts, dispositions) -> None:
 def _commit(store: Store, det: Detectors, cur: Cursor) -> int:
     alerts, det.found = det.found, []
     disps, det.dispositions = det.dispositions, []
+    det.sync()
     store.commit(alerts, cur, disps)
     _count(alerts, disps)
     for a in alerts:

@@ -196,20 +196,7 @@ def test_messaging_quiet_path_when_times_in_order_or_going_back_then_same_alerts
     cfg.write_text(ps.CONFIG.format(min_qty=500, max_messages=60, min_messages=25, momo_bps=5, momo_qty=1000,
                                     close_bps=5) + "window_ms = 60000\n")
     conf = cfgmod.load(str(cfg)).surveillance
-    j = Journal(str(tmp_path / "journal"), readonly=True)
-    chunks = [(c.copy(), e.copy()) for c, e in j.read_from(1)]
-    j.env.close()
-    back = []
-    for n, (c, e) in enumerate(chunks):
-        c, e = c.copy(), e.copy()
-        if n % 40 == 19:                    # the whole chunk 15 s back
-            c["ts_ns"] -= 15 * 10**9
-            e["ts_ns"] -= 15 * 10**9
-        elif n % 40 == 39:                  # its second half 15 s back (events at their commands' times)
-            half = c["seq"][len(c) // 2]
-            c["ts_ns"][c["seq"] >= half] -= 15 * 10**9
-            e["ts_ns"][e["seq"] >= half] -= 15 * 10**9
-        back.append((c, e))
+    chunks, back = _chunks_as_journaled_and_back(tmp_path / "journal")
     quiet_chunks = []
     for data in (chunks, back):
         fast, every = sv.Detectors(conf), sv.Detectors(conf, quiet_path=False)
@@ -224,3 +211,63 @@ def test_messaging_quiet_path_when_times_in_order_or_going_back_then_same_alerts
     # the fast path ran in most chunks, and stepped aside where the times went back (and after, while unsorted)
     assert len(chunks) * 9 // 10 <= quiet_chunks[0] < len(chunks) and len(chunks) // 4 <= quiet_chunks[1] < \
         quiet_chunks[0] - len(chunks) // 20
+
+
+def _chunks_as_journaled_and_back(path):
+    """The journal's chunks (commands, events), and a copy with every 40th chunk and the second half of
+    every 40th other 15 s back."""
+    from engine.journal import Journal
+    j = Journal(str(path), readonly=True)
+    chunks = [(c.copy(), e.copy()) for c, e in j.read_from(1)]
+    j.env.close()
+    back = []
+    for n, (c, e) in enumerate(chunks):
+        c, e = c.copy(), e.copy()
+        if n % 40 == 19:                    # the whole chunk 15 s back
+            c["ts_ns"] -= 15 * 10**9
+            e["ts_ns"] -= 15 * 10**9
+        elif n % 40 == 39:                  # its second half 15 s back (events at their commands' times)
+            half = c["seq"][len(c) // 2]
+            c["ts_ns"][c["seq"] >= half] -= 15 * 10**9
+            e["ts_ns"][e["seq"] >= half] -= 15 * 10**9
+        back.append((c, e))
+    return chunks, back
+
+
+@pytest.mark.skipif(not (shared_dir() / "data" / "lobster" / "AMZN_5_augmented.csv.gz").exists(),
+                    reason="LOBSTER sample not found in ../shared/data/lobster")
+def test_native_core_when_fed_lobster_day_then_same_alerts_and_state_as_plain_path_after_every_chunk(tmp_path):
+    """engine/surveil_core.pyx (Detectors(native=True), what `surveil` runs) against the plain Python path, in
+    step over the LOBSTER day with loose thresholds (every detector fires on the background too: 1,500
+    alerts) and owners of two accounts, as journaled and with times going back: the same alerts, byte for
+    byte, and the same whole state (what the cursor stores) after every chunk; and a native run restarted
+    from its stored cursor every 97 chunks goes on exactly as the uninterrupted one."""
+    import msgspec
+
+    from engine import config as cfgmod
+    from engine import surveillance as sv
+    from perf import surveillance as ps
+    ps.build(str(tmp_path / "journal"), episodes=2)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(ps.CONFIG.format(min_qty=500, max_messages=60, min_messages=25, momo_bps=3, momo_qty=300,
+                                    close_bps=3) + "window_ms = 60000\n[surveillance.wash]\nwindow_ms = 5000\n"
+                   "[[surveillance.owners]]\nname = \"makers\"\naccounts = [1, 2, 3]\n"
+                   "[[surveillance.owners]]\nname = \"maker-taker\"\naccounts = [4, 21]\n")
+    conf = cfgmod.load(str(cfg)).surveillance
+    chunks, back = _chunks_as_journaled_and_back(tmp_path / "journal")
+    for data in (chunks, back):
+        native, plain, resumed = (sv.Detectors(conf, native=True), sv.Detectors(conf),
+                                  sv.Detectors(conf, native=True))
+        nxt = 1
+        for n, (c, e) in enumerate(data):
+            prev, nxt = nxt, native.feed(c, e, nxt, None)
+            assert plain.feed(c, e, prev, None) == nxt and resumed.feed(c, e, prev, None) == nxt
+            assert msgspec.json.encode(native.found) == msgspec.json.encode(plain.found)
+            assert msgspec.json.encode(resumed.found) == msgspec.json.encode(plain.found)
+            assert msgspec.to_builtins(native.sync()) == msgspec.to_builtins(plain.s)
+            if n % 97 == 96:                # a restart: the cursor as the store writes and reads it
+                raw = msgspec.msgpack.encode(sv.Cursor(next_seq=nxt, state=resumed.sync()))
+                resumed = sv.Detectors(conf, msgspec.msgpack.decode(raw, type=sv.Cursor).state, native=True)
+                resumed.found = list(plain.found)
+        assert {a.type for a in plain.found} >= {"wash_trade", "spoofing", "excessive_messaging", "layering",
+                                                 "momentum_ignition", "marking_the_close"}

@@ -1,0 +1,60 @@
+# The surveillance loop's per-event bookkeeping in C++ (engine/surveil_core.pyx; the rules: engine/SURVEILLANCE.md).
+from libc.stdint cimport int64_t
+from libcpp.deque cimport deque
+from libcpp.map cimport map as cmap
+from libcpp.unordered_map cimport unordered_map
+
+from protocol.cdefs cimport Event
+
+# -- STATE --
+# A live order, as surveillance.State.orders keeps it ([account, symbol, side, ...], the same order).
+cdef struct Order:
+    int64_t account
+    int64_t symbol
+    int64_t side
+    int64_t price          # price units
+    int64_t qty            # qty units, as accepted
+    int64_t leaves
+    int64_t filled
+    int64_t ts             # ns, when accepted
+    int64_t seq            # the command that placed it
+    int64_t on_book        # 1: rests in a level (a LIMIT, or a triggered STOP_LIMIT)
+    int64_t away           # 1: behind its side's best price when placed (spoofing)
+    int64_t otype          # OrderType
+
+# One of an owner's recent orders in a symbol (wash's opposite orders): State.recent's rows.
+cdef struct Recent:
+    int64_t ts
+    int64_t side
+    int64_t price
+    int64_t order_id
+    int64_t account
+    int64_t seq
+
+
+cdef class Core:
+    cdef object det                       # the surveillance.Detectors it serves (its Python detectors, its State)
+    cdef dict wash_pending                # det.wash_pending (flushed at each command boundary)
+    cdef unordered_map[int64_t, Order] orders                       # order id -> live order
+    cdef unordered_map[int64_t, cmap[int64_t, int64_t]] levels      # symbol*4+side -> price -> resting qty
+    cdef unordered_map[int64_t, deque[Recent]] recent               # owner index << 32 | symbol -> its orders
+    cdef unordered_map[int64_t, deque[int64_t]] msgs                # account -> order-entry message times
+    cdef unordered_map[int64_t, deque[int64_t]] trades              # account -> trade times
+    cdef unordered_map[int64_t, int64_t] msg_episode                # account -> ts of an open episode's last breach
+    cdef unordered_map[int64_t, int64_t] acct_owner                 # account -> owner index (det.owner_index)
+    cdef bint large_on, wash_on, spoof_on, layering_on, msg_on, close_on
+    cdef int64_t spoof_min_qty, min_away, wash_window_ns, cancel_ns
+    cdef int64_t msg_window_ns, max_messages, min_messages, max_order_to_trade
+    cdef int64_t close_tod                # ns into the day of close.close_time; -1: none
+
+    # -- EVENTS --
+    cdef int accepted(self, const Event* e, int64_t otype) except -1
+    cdef int cancelled(self, const Event* e) except -1
+    cdef int fill(self, const Event* e) except -1
+    cdef int reduce(self, int64_t oid, int64_t qty, int64_t leaves) except -1
+    cdef int level_add(self, int64_t symbol, int64_t side, int64_t price, int64_t qty) except -1
+    cdef int other_event(self, const Event* e, int64_t otype) except -1
+    # -- MESSAGING --
+    cdef int message(self, int64_t acct, int64_t seq, int64_t ts) except -1
+    # -- OWNERS --
+    cdef int64_t owner_key(self, int64_t acct, int64_t symbol) except -1

@@ -1,0 +1,398 @@
+"""The surveillance loop's per-event bookkeeping in C++: surveillance.Detectors(native=True) feeds it.
+
+It reads the journal's fixed-layout records (protocol.records COMMAND and EVENT, as the journal decodes
+them: numpy arrays over the record's bytes) and keeps in C++ containers what every event touches: the
+live orders, each side's resting quantity per price (the best price for spoofing's "away"), wash's
+recent orders per owner and symbol (the opposite-orders scan), and excessive messaging's windows (each
+account's message and trade times, its open episode). The rest stays in engine/surveillance.py's Python
+detectors and their State, called for what is rarer: each FILL's detectors (wash's same-owner fill, the
+owners' fills for spoofing and layering, momentum, the close, large positions), a cancel that can be a
+spoof or a layer, a finding (the alert is built by the same Python code as on the plain path), the close,
+LIMIT_SET, STP_PREVENTED and dispositions.
+
+The order of operations and of the alerts is the plain path's (engine/surveillance.py feed): per command
+in seq order, wash's pending findings of the previous command flushed, the command itself (the close,
+its message), then its events. The windows are pruned with the same binary search (bisect_left), so times
+that go back leave the same state as on the plain path. export() writes this state into the State in
+the cursor's msgspec form, and Core(det) reads it back from det.s: a restart resumes exactly
+(tests/test_surveillance_more.py compares both paths' alerts and whole state after every chunk).
+
+Hot directives (setup.py: no bounds/wraparound checks): the records are read through pointers within
+the arrays' lengths (the loop bounds); the deques are indexed below their sizes (the binary searches'
+bounds); Python lists are indexed only with non-negative indices known in range.
+"""
+from cython.operator cimport dereference as deref, preincrement as inc
+cimport numpy as cnp
+from libc.stdint cimport int64_t, uint64_t
+
+from protocol.cdefs cimport (Command, Event, CMD_NEW_ORDER, CMD_CANCEL, CMD_AMEND, CMD_MASS_CANCEL,
+                             CMD_END_OF_DAY, EV_ACCEPTED, EV_CANCELLED, EV_FILL, EV_REPLACED, EV_TRIGGERED,
+                             EV_LIMIT_SET, EV_STP_PREVENTED, EV_ALERT_DISPOSITION, CXL_USER, CXL_MASS_CANCEL,
+                             OT_LIMIT, OT_STOP_LIMIT, SIDE_BUY)
+
+from protocol.records import COMMAND, EVENT
+
+cnp.import_array()
+
+cdef int64_t MS = 1000000
+cdef int64_t DAY_NS = 86400 * 1000000000
+cdef int64_t NO_UNTIL = 0x7fffffffffffffff
+
+
+cdef const void* _records(cnp.ndarray arr, object dtype, str what) except NULL:
+    if arr.dtype != dtype or not arr.flags.c_contiguous or arr.ndim != 1:
+        raise TypeError(f"{what} must be a 1-D contiguous array of protocol.records.{what.upper()[:-1]}.dtype")
+    return <const void*>cnp.PyArray_DATA(arr)
+
+
+cdef inline Py_ssize_t _bisect_ts(deque[int64_t]& d, int64_t x) noexcept:
+    """bisect.bisect_left(d, x), the same probes (so an unsorted window is cut as the plain path cuts it)."""
+    cdef Py_ssize_t lo = 0, hi = <Py_ssize_t>d.size(), mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if d[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t _bisect_recent(deque[Recent]& d, int64_t x) noexcept:
+    """bisect.bisect_left(rows, [x]) over [ts, ...] rows: a row is below [x] when its ts is."""
+    cdef Py_ssize_t lo = 0, hi = <Py_ssize_t>d.size(), mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if d[mid].ts < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline void _pop_front_ts(deque[int64_t]& d, Py_ssize_t n) noexcept:
+    while n > 0:
+        d.pop_front()
+        n -= 1
+
+
+cdef inline list _order_list(int64_t oid, Order* o):
+    """The order as the plain path's State keeps it (its spoof and layering detectors read it)."""
+    return [o.account, o.symbol, o.side, o.price, o.qty, o.leaves, o.filled, o.ts, o.seq, o.on_book, o.away,
+            o.otype]
+
+
+cdef class Core:
+    def __init__(self, det):
+        """The detectors' C++ part for det (a surveillance.Detectors), from det.s (a new or a stored state)."""
+        cdef Order o
+        cdef Recent r
+        cdef cmap[int64_t, int64_t]* lv
+        cdef deque[Recent]* rows
+        cdef deque[int64_t]* times
+        self.det = det
+        self.wash_pending = det.wash_pending
+        sv = det.sv
+        self.large_on, self.wash_on, self.spoof_on = sv.large.enabled, sv.wash.enabled, sv.spoofing.enabled
+        self.layering_on, self.msg_on, self.close_on = sv.layering.enabled, sv.messaging.enabled, sv.close.enabled
+        self.spoof_min_qty, self.min_away = sv.spoofing.min_qty, sv.spoofing.min_away
+        self.wash_window_ns, self.cancel_ns = sv.wash.window_ms * MS, sv.layering.cancel_ms * MS
+        self.msg_window_ns, self.max_messages = sv.messaging.window_ms * MS, sv.messaging.max_messages
+        self.min_messages, self.max_order_to_trade = sv.messaging.min_messages, sv.messaging.max_order_to_trade
+        self.close_tod = -1 if det.close_tod is None else det.close_tod
+        s = det.s
+        for oid, x in s.orders.items():
+            (o.account, o.symbol, o.side, o.price, o.qty, o.leaves, o.filled, o.ts, o.seq, o.on_book, o.away,
+             o.otype) = x
+            self.orders[oid] = o
+        for key, prices in s.levels.items():
+            lv = &self.levels[key]                   # (an empty side is kept, as the plain path keeps it)
+            for p, q in prices.items():
+                deref(lv)[p] = q
+        for key, lst in s.recent.items():
+            name, sym = key.rsplit("|", 1)
+            rows = &self.recent[(<int64_t>det.owner_id(name) << 32) | int(sym)]
+            for r.ts, r.side, r.price, r.order_id, r.account, r.seq in lst:
+                rows.push_back(r)
+        for acct, lst in s.msgs.items():
+            times = &self.msgs[acct]
+            for t in lst:
+                times.push_back(t)
+        for acct, lst in s.trades.items():
+            times = &self.trades[acct]
+            for t in lst:
+                times.push_back(t)
+        for acct, t in s.msg_episode.items():
+            self.msg_episode[acct] = t
+
+    def export(self, state):
+        """This part of the detectors' state into state (surveillance.State), as the plain path keeps it."""
+        cdef unordered_map[int64_t, Order].iterator oi = self.orders.begin()
+        cdef unordered_map[int64_t, cmap[int64_t, int64_t]].iterator li = self.levels.begin()
+        cdef cmap[int64_t, int64_t].iterator pi
+        cdef unordered_map[int64_t, deque[Recent]].iterator ri = self.recent.begin()
+        cdef unordered_map[int64_t, deque[int64_t]].iterator ti
+        cdef unordered_map[int64_t, int64_t].iterator ei = self.msg_episode.begin()
+        cdef unordered_map[int64_t, deque[int64_t]]* times
+        cdef Recent* r
+        cdef Py_ssize_t i
+        orders = {}
+        while oi != self.orders.end():
+            orders[deref(oi).first] = _order_list(deref(oi).first, &deref(oi).second)
+            inc(oi)
+        levels = {}
+        while li != self.levels.end():
+            prices = levels[deref(li).first] = {}
+            pi = deref(li).second.begin()
+            while pi != deref(li).second.end():
+                prices[deref(pi).first] = deref(pi).second
+                inc(pi)
+            inc(li)
+        recent = {}
+        names = self.det.owner_names
+        while ri != self.recent.end():
+            rows = recent[f"{names[deref(ri).first >> 32]}|{deref(ri).first & 0xffffffff}"] = []
+            for i in range(<Py_ssize_t>deref(ri).second.size()):
+                r = &deref(ri).second[i]
+                rows.append([r.ts, r.side, r.price, r.order_id, r.account, r.seq])
+            inc(ri)
+        state.orders, state.levels, state.recent = orders, levels, recent
+        for name in ("msgs", "trades"):
+            times = &self.msgs if name == "msgs" else &self.trades
+            out = {}
+            ti = times.begin()
+            while ti != times.end():
+                out[deref(ti).first] = [deref(ti).second[i] for i in range(<Py_ssize_t>deref(ti).second.size())]
+                inc(ti)
+            setattr(state, name, out)
+        episodes = {}
+        while ei != self.msg_episode.end():
+            episodes[deref(ei).first] = deref(ei).second
+            inc(ei)
+        state.msg_episode = episodes
+
+    # -- the stream --
+    def feed(self, cnp.ndarray cmds not None, cnp.ndarray events not None, int64_t next_seq, until_seq):
+        """Commands (and their events) with next_seq <= seq <= until_seq; the next seq to read (as
+        surveillance.Detectors.feed)."""
+        cdef const Command* c = <const Command*>_records(cmds, COMMAND.dtype, "commands")
+        cdef const Event* ev = <const Event*>_records(events, EVENT.dtype, "events")
+        cdef Py_ssize_t nc = cmds.shape[0], ne = events.shape[0], lo = 0, hi, k, ei = 0
+        cdef int64_t until = NO_UNTIL if until_seq is None else until_seq
+        cdef int64_t seq, ts
+        cdef int kind
+        cdef const Command* cmd
+        while lo < nc and <int64_t>c[lo].seq < next_seq:
+            lo += 1
+        hi = lo
+        while hi < nc and <int64_t>c[hi].seq <= until:
+            hi += 1
+        if hi <= lo:
+            return next_seq
+        det = self.det
+        for k in range(lo, hi):
+            cmd = &c[k]
+            seq, ts, kind = <int64_t>cmd.seq, <int64_t>cmd.ts_ns, cmd.kind
+            if self.wash_pending:                   # the previous command's wash findings: one alert per owner
+                det.flush_wash()
+            if self.close_on and (kind == CMD_END_OF_DAY or (self.close_tod >= 0 and ts % DAY_NS >= self.close_tod)):
+                det.close_command(kind, cmd.symbol, seq, ts)
+            if self.msg_on and (kind == CMD_NEW_ORDER or kind == CMD_CANCEL or kind == CMD_AMEND
+                                or kind == CMD_MASS_CANCEL):
+                self.message(cmd.account, seq, ts)
+            while ei < ne and <int64_t>ev[ei].seq < seq:      # (an event of no command: never acted on)
+                ei += 1
+            while ei < ne and <int64_t>ev[ei].seq == seq:
+                kind = ev[ei].kind
+                if kind == EV_CANCELLED:
+                    self.cancelled(&ev[ei])
+                elif kind == EV_ACCEPTED:
+                    self.accepted(&ev[ei], cmd.order_type)
+                elif kind == EV_FILL:
+                    self.fill(&ev[ei])
+                elif kind == EV_ALERT_DISPOSITION:
+                    det.disposition(ev[ei].reason, ev[ei].order_id, ev[ei].qty, ev[ei].side, cmd.operator, seq, ts)
+                else:
+                    self.other_event(&ev[ei], cmd.order_type)
+                ei += 1
+        if self.wash_pending:
+            det.flush_wash()
+        return <int64_t>c[hi - 1].seq + 1
+
+    # -- events --
+    cdef int accepted(self, const Event* e, int64_t otype) except -1:
+        """An ACCEPTED event: large_order, the order and its level, wash's opposite orders."""
+        cdef int64_t sym = e.symbol, acct = e.account, side = e.side, oid = <int64_t>e.order_id
+        cdef int64_t price = e.price, qty = e.qty, seq = <int64_t>e.seq, ts = <int64_t>e.ts_ns, best, q
+        cdef int64_t away = 0
+        cdef cmap[int64_t, int64_t]* lv
+        cdef cmap[int64_t, int64_t].iterator pi
+        cdef unordered_map[int64_t, cmap[int64_t, int64_t]].iterator li
+        cdef deque[Recent]* rows
+        cdef Recent* r
+        cdef Py_ssize_t i, n
+        cdef Order o
+        if self.large_on:
+            large = self.det.s.large
+            if large:
+                lim = large.get(sym)
+                if lim and lim[0] and qty > lim[0]:
+                    self.det.large_order(acct, sym, side, oid, price, qty, lim[0], seq, ts)
+        if qty >= self.spoof_min_qty:           # only a large order can be a spoof: judge "away" for it alone
+            li = self.levels.find(sym * 4 + side)
+            if li != self.levels.end() and not deref(li).second.empty():
+                if side == SIDE_BUY:
+                    best = deref(deref(li).second.rbegin()).first
+                    away = price <= best - self.min_away
+                else:
+                    best = deref(deref(li).second.begin()).first
+                    away = price >= best + self.min_away
+        o.account, o.symbol, o.side, o.price, o.qty, o.leaves, o.filled = acct, sym, side, price, qty, qty, 0
+        o.ts, o.seq, o.on_book, o.away, o.otype = ts, seq, otype == OT_LIMIT, away, otype
+        self.orders[oid] = o
+        if otype == OT_LIMIT:
+            lv = &self.levels[sym * 4 + side]
+            pi = lv.find(price)
+            q = (deref(pi).second if pi != lv.end() else 0) + qty
+            if q > 0:
+                deref(lv)[price] = q
+            elif pi != lv.end():
+                lv.erase(pi)
+        if self.wash_on and (otype == OT_LIMIT or otype == OT_STOP_LIMIT):
+            rows = &self.recent[self.owner_key(acct, sym)]
+            n = _bisect_recent(deref(rows), ts - self.wash_window_ns)
+            while n > 0:
+                rows.pop_front()
+                n -= 1
+            for i in range(<Py_ssize_t>rows.size()):
+                r = &deref(rows)[i]
+                if r.side != side and r.price == price and self.orders.count(r.order_id):
+                    self.det.wash_opposite(r.ts, r.order_id, r.account, r.seq, oid, acct, sym, price, seq, ts)
+                    break
+            rows.push_back(Recent(ts, side, price, oid, acct, seq))
+        return 0
+
+    cdef int cancelled(self, const Event* e) except -1:
+        """A CANCELLED event: the order and its level; a cancel by its owner may end a spoof or a layer."""
+        cdef int64_t oid = <int64_t>e.order_id, ts = <int64_t>e.ts_ns, q
+        cdef unordered_map[int64_t, Order].iterator it = self.orders.find(oid)
+        cdef cmap[int64_t, int64_t]* lv
+        cdef cmap[int64_t, int64_t].iterator pi
+        cdef Order o
+        if it == self.orders.end():
+            return 0
+        o = deref(it).second
+        self.orders.erase(it)
+        if o.on_book:
+            lv = &self.levels[<int64_t>e.symbol * 4 + o.side]
+            pi = lv.find(o.price)
+            q = (deref(pi).second if pi != lv.end() else 0) - o.leaves
+            if q > 0:
+                deref(lv)[o.price] = q
+            elif pi != lv.end():
+                lv.erase(pi)
+        if e.reason == CXL_USER or e.reason == CXL_MASS_CANCEL:
+            if self.spoof_on and o.qty >= self.spoof_min_qty:
+                self.det.spoof(oid, _order_list(oid, &o), <int64_t>e.seq, ts)
+            if self.layering_on:                # only after a trade of the owner within cancel_ms
+                key = self.det.owner_sym.get(o.account * 4294967296 + o.symbol)
+                if key is None:
+                    key = self.det.osym(o.account, o.symbol)
+                f = self.det.s.fills.get(key)
+                if f and ts - f[len(f) - 1][0] <= self.cancel_ns:
+                    self.det.layering(oid, _order_list(oid, &o), <int64_t>e.seq, ts)
+        return 0
+
+    cdef int fill(self, const Event* e) except -1:
+        """A FILL: both orders and their levels, messaging's trade times, then the Python detectors."""
+        cdef int64_t acct = e.account, other = e.other_account, ts = <int64_t>e.ts_ns
+        self.reduce(<int64_t>e.order_id, e.qty, e.leaves)
+        self.reduce(<int64_t>e.other_order_id, e.qty, e.other_leaves)
+        if self.msg_on:
+            self.trades[acct].push_back(ts)
+            if other != acct:
+                self.trades[other].push_back(ts)
+        self.det.fill(acct, other, e.symbol, e.side, e.order_id, e.other_order_id, e.price, e.qty, e.seq, ts)
+        return 0
+
+    cdef int reduce(self, int64_t oid, int64_t qty, int64_t leaves) except -1:
+        cdef unordered_map[int64_t, Order].iterator it = self.orders.find(oid)
+        cdef Order* o
+        if it == self.orders.end():
+            return 0
+        o = &deref(it).second
+        o.filled += qty
+        o.leaves = leaves
+        if o.on_book:
+            self.level_add(o.symbol, o.side, o.price, -qty)
+        if leaves <= 0:
+            self.orders.erase(it)
+        return 0
+
+    cdef int level_add(self, int64_t symbol, int64_t side, int64_t price, int64_t qty) except -1:
+        cdef cmap[int64_t, int64_t]* lv = &self.levels[symbol * 4 + side]
+        cdef cmap[int64_t, int64_t].iterator pi = lv.find(price)
+        cdef int64_t q = (deref(pi).second if pi != lv.end() else 0) + qty
+        if q > 0:
+            deref(lv)[price] = q
+        elif pi != lv.end():
+            lv.erase(pi)
+        return 0
+
+    cdef int other_event(self, const Event* e, int64_t otype) except -1:
+        """REPLACED and TRIGGERED (the book); LIMIT_SET and STP_PREVENTED go to the Python detectors."""
+        cdef unordered_map[int64_t, Order].iterator it
+        cdef Order* o
+        cdef int kind = e.kind
+        if kind == EV_REPLACED or kind == EV_TRIGGERED:
+            it = self.orders.find(<int64_t>e.order_id)
+            if it == self.orders.end():
+                return 0
+            o = &deref(it).second
+            if kind == EV_REPLACED:
+                if o.on_book:
+                    self.level_add(e.symbol, o.side, o.price, -o.leaves)
+                    self.level_add(e.symbol, o.side, e.price, e.leaves)
+                o.price, o.leaves = e.price, e.leaves
+            elif o.otype == OT_STOP_LIMIT:
+                o.on_book = 1
+                self.level_add(e.symbol, o.side, o.price, o.leaves)
+        elif kind == EV_LIMIT_SET or kind == EV_STP_PREVENTED:
+            self.det.event((e.kind, e.side, e.reason, e.symbol, e.account, e.other_account, e.order_id,
+                            e.other_order_id, e.price, e.qty, e.leaves, e.other_leaves, e.seq, e.ts_ns, e.flags),
+                           otype)
+        return 0
+
+    # -- excessive messaging --
+    cdef int message(self, int64_t acct, int64_t seq, int64_t ts) except -1:
+        """One order-entry message of acct: its window (as surveillance.Detectors.message)."""
+        cdef int64_t start = ts - self.msg_window_ns, n, t
+        cdef deque[int64_t]* msgs = &self.msgs[acct]
+        cdef deque[int64_t]* trades
+        cdef unordered_map[int64_t, int64_t].iterator last
+        cdef bint breach
+        _pop_front_ts(deref(msgs), _bisect_ts(deref(msgs), start + 1))
+        msgs.push_back(ts)
+        trades = &self.trades[acct]
+        _pop_front_ts(deref(trades), _bisect_ts(deref(trades), start + 1))
+        n, t = <int64_t>msgs.size(), <int64_t>trades.size()
+        breach = n > self.max_messages or (n >= self.min_messages and n > self.max_order_to_trade * t)
+        last = self.msg_episode.find(acct)
+        if breach:
+            if last == self.msg_episode.end():
+                self.det.msg_alert(acct, n, t, deref(msgs)[0], seq, ts)
+            self.msg_episode[acct] = ts
+        elif last != self.msg_episode.end() and ts - deref(last).second > self.msg_window_ns:
+            self.msg_episode.erase(last)
+        return 0
+
+    # -- owners --
+    cdef int64_t owner_key(self, int64_t acct, int64_t symbol) except -1:
+        """owner index << 32 | symbol: wash's key (State.recent's "owner|symbol")."""
+        cdef unordered_map[int64_t, int64_t].iterator it = self.acct_owner.find(acct)
+        cdef int64_t i
+        if it == self.acct_owner.end():
+            i = self.det.owner_index(acct)
+            self.acct_owner[acct] = i
+        else:
+            i = deref(it).second
+        return (i << 32) | symbol
