@@ -38,6 +38,9 @@ cdef class Core:
     cdef unordered_map[int64_t, Order] orders                       # order id -> live order
     cdef unordered_map[int64_t, cmap[int64_t, int64_t]] levels      # symbol*4+side -> price -> resting qty
     cdef unordered_map[int64_t, deque[Recent]] recent               # owner index << 32 | symbol -> its orders
+    # the same rows by price and side (price*4+side), each in recent's order: wash's scan for an opposite
+    # order at one price reads only those (recent's rows leave from the front, so do these)
+    cdef unordered_map[int64_t, unordered_map[int64_t, deque[Recent]]] recent_at
     cdef unordered_map[int64_t, deque[int64_t]] msgs                # account -> order-entry message times
     cdef unordered_map[int64_t, deque[int64_t]] trades              # account -> trade times
     cdef unordered_map[int64_t, int64_t] msg_episode                # account -> ts of an open episode's last breach

@@ -110,9 +110,11 @@ cdef class Core:
                 deref(lv)[p] = q
         for key, lst in s.recent.items():
             name, sym = key.rsplit("|", 1)
-            rows = &self.recent[(<int64_t>det.owner_id(name) << 32) | int(sym)]
+            okey = (<int64_t>det.owner_id(name) << 32) | int(sym)
+            rows = &self.recent[okey]
             for r.ts, r.side, r.price, r.order_id, r.account, r.seq in lst:
                 rows.push_back(r)
+                self.recent_at[okey][r.price * 4 + r.side].push_back(r)
         for acct, lst in s.msgs.items():
             times = &self.msgs[acct]
             for t in lst:
@@ -228,8 +230,12 @@ cdef class Core:
         cdef cmap[int64_t, int64_t].iterator pi
         cdef unordered_map[int64_t, cmap[int64_t, int64_t]].iterator li
         cdef deque[Recent]* rows
+        cdef deque[Recent]* same
+        cdef unordered_map[int64_t, deque[Recent]]* at
+        cdef unordered_map[int64_t, deque[Recent]].iterator ai
         cdef Recent* r
         cdef Py_ssize_t i, n
+        cdef int64_t okey
         cdef Order o
         if self.large_on:
             large = self.det.s.large
@@ -258,17 +264,29 @@ cdef class Core:
             elif pi != lv.end():
                 lv.erase(pi)
         if self.wash_on and (otype == OT_LIMIT or otype == OT_STOP_LIMIT):
-            rows = &self.recent[self.owner_key(acct, sym)]
+            okey = self.owner_key(acct, sym)
+            rows, at = &self.recent[okey], &self.recent_at[okey]
             n = _bisect_recent(deref(rows), ts - self.wash_window_ns)
-            while n > 0:
+            while n > 0:                        # the window's start: the same rows leave recent_at
+                r = &rows.front()
+                ai = at.find(r.price * 4 + r.side)
+                deref(ai).second.pop_front()
+                if deref(ai).second.empty():
+                    at.erase(ai)
                 rows.pop_front()
                 n -= 1
-            for i in range(<Py_ssize_t>rows.size()):
-                r = &deref(rows)[i]
-                if r.side != side and r.price == price and self.orders.count(r.order_id):
-                    self.det.wash_opposite(r.ts, r.order_id, r.account, r.seq, oid, acct, sym, price, seq, ts)
-                    break
+            # the first (in recent's order) opposite order at this price still live: the plain path's scan of
+            # every row with side != this side (the sides are 1 and 2) and this price
+            ai = at.find(price * 4 + 3 - side)
+            if ai != at.end():
+                same = &deref(ai).second
+                for i in range(<Py_ssize_t>same.size()):
+                    r = &deref(same)[i]
+                    if self.orders.count(r.order_id):
+                        self.det.wash_opposite(r.ts, r.order_id, r.account, r.seq, oid, acct, sym, price, seq, ts)
+                        break
             rows.push_back(Recent(ts, side, price, oid, acct, seq))
+            deref(at)[price * 4 + side].push_back(Recent(ts, side, price, oid, acct, seq))
         return 0
 
     cdef int cancelled(self, const Event* e) except -1:
