@@ -57,7 +57,7 @@ cdef inline Py_ssize_t _bisect_ts(deque[int64_t]& d, int64_t x) noexcept:
     return lo
 
 
-cdef inline Py_ssize_t _bisect_recent(deque[Recent]& d, int64_t x) noexcept:
+cdef inline Py_ssize_t _bisect_rows(deque[Row]& d, int64_t x) noexcept:
     """bisect.bisect_left(rows, [x]) over [ts, ...] rows: a row is below [x] when its ts is."""
     cdef Py_ssize_t lo = 0, hi = <Py_ssize_t>d.size(), mid
     while lo < hi:
@@ -89,8 +89,13 @@ cdef class Core:
         cdef cmap[int64_t, int64_t]* lv
         cdef deque[Recent]* rows
         cdef deque[int64_t]* times
+        cdef FillRow f
+        cdef Aggr g
+        cdef Ignition ig
         self.det = det
         self.wash_pending = det.wash_pending
+        s = det.s
+        self.large, self.close_trades, self.close_ref = s.large, s.close_trades, s.close_ref
         sv = det.sv
         self.large_on, self.wash_on, self.spoof_on = sv.large.enabled, sv.wash.enabled, sv.spoofing.enabled
         self.layering_on, self.msg_on, self.close_on = sv.layering.enabled, sv.messaging.enabled, sv.close.enabled
@@ -99,7 +104,10 @@ cdef class Core:
         self.msg_window_ns, self.max_messages = sv.messaging.window_ms * MS, sv.messaging.max_messages
         self.min_messages, self.max_order_to_trade = sv.messaging.min_messages, sv.messaging.max_order_to_trade
         self.close_tod = -1 if det.close_tod is None else det.close_tod
-        s = det.s
+        self.momentum_on, self.fill_keep = sv.momentum.enabled, det.fill_keep
+        self.momo_window_ns, self.reversal_ns = sv.momentum.window_ms * MS, sv.momentum.reversal_ms * MS
+        self.min_trades, self.momo_min_qty = sv.momentum.min_trades, sv.momentum.min_qty
+        self.min_move_bps, self.close_window_ns = sv.momentum.min_move_bps, sv.close.window_ms * MS
         for oid, x in s.orders.items():
             (o.account, o.symbol, o.side, o.price, o.qty, o.leaves, o.filled, o.ts, o.seq, o.on_book, o.away,
              o.otype) = x
@@ -125,6 +133,21 @@ cdef class Core:
                 times.push_back(t)
         for acct, t in s.msg_episode.items():
             self.msg_episode[acct] = t
+        for key, lst in s.fills.items():
+            name, sym = key.rsplit("|", 1)
+            okey = (<int64_t>det.owner_id(name) << 32) | int(sym)
+            for f.ts, f.side, f.order_id, f.price, f.qty, f.seq in lst:
+                self.fills[okey].push_back(f)
+        for key, lst in s.aggr.items():
+            name, sym = key.rsplit("|", 1)
+            okey = (<int64_t>det.owner_id(name) << 32) | int(sym)
+            for g.ts, g.side, g.price, g.qty, g.order_id, g.seq in lst:
+                self.aggr[okey].push_back(g)
+        for key, x in s.ignition.items():
+            name, sym = key.rsplit("|", 1)
+            (ig.side, ig.start, ig.ts, ig.from_price, ig.to_price, ig.trades, ig.qty, ig.first_seq,
+             ig.seq) = x
+            self.ignition[(<int64_t>det.owner_id(name) << 32) | int(sym)] = ig
 
     def export(self, state):
         """This part of the detectors' state into state (surveillance.State), as the plain path keeps it."""
@@ -150,9 +173,8 @@ cdef class Core:
                 inc(pi)
             inc(li)
         recent = {}
-        names = self.det.owner_names
         while ri != self.recent.end():
-            rows = recent[f"{names[deref(ri).first >> 32]}|{deref(ri).first & 0xffffffff}"] = []
+            rows = recent[self.key_name(deref(ri).first)] = []
             for i in range(<Py_ssize_t>deref(ri).second.size()):
                 r = &deref(ri).second[i]
                 rows.append([r.ts, r.side, r.price, r.order_id, r.account, r.seq])
@@ -171,6 +193,47 @@ cdef class Core:
             episodes[deref(ei).first] = deref(ei).second
             inc(ei)
         state.msg_episode = episodes
+        cdef unordered_map[int64_t, deque[FillRow]].iterator fi = self.fills.begin()
+        cdef unordered_map[int64_t, deque[Aggr]].iterator gi = self.aggr.begin()
+        cdef unordered_map[int64_t, Ignition].iterator ii = self.ignition.begin()
+        cdef Aggr* g
+        cdef Ignition* ig
+        fills = {}
+        while fi != self.fills.end():
+            fills[self.key_name(deref(fi).first)] = self.fill_rows(deref(fi).second)
+            inc(fi)
+        aggr = {}
+        while gi != self.aggr.end():
+            rows = aggr[self.key_name(deref(gi).first)] = []
+            for i in range(<Py_ssize_t>deref(gi).second.size()):
+                g = &deref(gi).second[i]
+                rows.append([g.ts, g.side, g.price, g.qty, g.order_id, g.seq])
+            inc(gi)
+        ignition = {}
+        while ii != self.ignition.end():
+            ig = &deref(ii).second
+            ignition[self.key_name(deref(ii).first)] = [ig.side, ig.start, ig.ts, ig.from_price, ig.to_price,
+                                                        ig.trades, ig.qty, ig.first_seq, ig.seq]
+            inc(ii)
+        state.fills, state.aggr, state.ignition = fills, aggr, ignition
+
+    cdef str key_name(self, int64_t key):
+        """owner index << 32 | symbol as State's key, "owner|symbol"."""
+        return f"{self.det.owner_names[key >> 32]}|{key & 0xffffffff}"
+
+    cdef list fill_rows(self, deque[FillRow]& rows):
+        cdef FillRow* f
+        cdef Py_ssize_t i
+        out = []
+        for i in range(<Py_ssize_t>rows.size()):
+            f = &rows[i]
+            out.append([f.ts, f.side, f.order_id, f.price, f.qty, f.seq])
+        return out
+
+    def fills_of(self, int64_t owner, int64_t symbol):
+        """The owner's (owner index) fills in the symbol, as State.fills keeps them (spoofing, layering)."""
+        cdef unordered_map[int64_t, deque[FillRow]].iterator fi = self.fills.find((owner << 32) | symbol)
+        return [] if fi == self.fills.end() else self.fill_rows(deref(fi).second)
 
     # -- the stream --
     def feed(self, cnp.ndarray cmds not None, cnp.ndarray events not None, int64_t next_seq, until_seq):
@@ -266,7 +329,7 @@ cdef class Core:
         if self.wash_on and (otype == OT_LIMIT or otype == OT_STOP_LIMIT):
             okey = self.owner_key(acct, sym)
             rows, at = &self.recent[okey], &self.recent_at[okey]
-            n = _bisect_recent(deref(rows), ts - self.wash_window_ns)
+            n = _bisect_rows(deref(rows), ts - self.wash_window_ns)
             while n > 0:                        # the window's start: the same rows leave recent_at
                 r = &rows.front()
                 ai = at.find(r.price * 4 + r.side)
@@ -295,6 +358,7 @@ cdef class Core:
         cdef unordered_map[int64_t, Order].iterator it = self.orders.find(oid)
         cdef cmap[int64_t, int64_t]* lv
         cdef cmap[int64_t, int64_t].iterator pi
+        cdef unordered_map[int64_t, deque[FillRow]].iterator fi
         cdef Order o
         if it == self.orders.end():
             return 0
@@ -312,24 +376,127 @@ cdef class Core:
             if self.spoof_on and o.qty >= self.spoof_min_qty:
                 self.det.spoof(oid, _order_list(oid, &o), <int64_t>e.seq, ts)
             if self.layering_on:                # only after a trade of the owner within cancel_ms
-                key = self.det.owner_sym.get(o.account * 4294967296 + o.symbol)
-                if key is None:
-                    key = self.det.osym(o.account, o.symbol)
-                f = self.det.s.fills.get(key)
-                if f and ts - f[len(f) - 1][0] <= self.cancel_ns:
+                fi = self.fills.find(self.owner_key(o.account, o.symbol))
+                if fi != self.fills.end() and not deref(fi).second.empty() \
+                        and ts - deref(fi).second.back().ts <= self.cancel_ns:
                     self.det.layering(oid, _order_list(oid, &o), <int64_t>e.seq, ts)
         return 0
 
     cdef int fill(self, const Event* e) except -1:
-        """A FILL: both orders and their levels, messaging's trade times, then the Python detectors."""
-        cdef int64_t acct = e.account, other = e.other_account, ts = <int64_t>e.ts_ns
-        self.reduce(<int64_t>e.order_id, e.qty, e.leaves)
-        self.reduce(<int64_t>e.other_order_id, e.qty, e.other_leaves)
+        """A FILL: both orders and their levels, messaging's trade times, then (as the plain path's fill) wash's
+        same-owner fill, the owners' fills, momentum, the close's trades, large positions."""
+        cdef int64_t acct = e.account, other = e.other_account, ts = <int64_t>e.ts_ns, sym = e.symbol
+        cdef int64_t side = e.side, oid = <int64_t>e.order_id, other_oid = <int64_t>e.other_order_id
+        cdef int64_t price = e.price, qty = e.qty, seq = <int64_t>e.seq, mine, theirs, n, j
+        cdef deque[FillRow]* rows
+        self.reduce(oid, qty, e.leaves)
+        self.reduce(other_oid, qty, e.other_leaves)
         if self.msg_on:
             self.trades[acct].push_back(ts)
             if other != acct:
                 self.trades[other].push_back(ts)
-        self.det.fill(acct, other, e.symbol, e.side, e.order_id, e.other_order_id, e.price, e.qty, e.seq, ts)
+        mine, theirs = self.owner_of(acct), self.owner_of(other)
+        if self.wash_on and mine == theirs:
+            self.det.wash_fill(acct, other, sym, oid, other_oid, price, qty, seq, ts)
+        if self.spoof_on or self.layering_on:
+            for j in range(2):
+                rows = &self.fills[((mine if j == 0 else theirs) << 32) | sym]
+                n = _bisect_rows(deref(rows), ts - self.fill_keep)
+                while n > 0:
+                    rows.pop_front()
+                    n -= 1
+                if j == 0:
+                    rows.push_back(FillRow(ts, side, oid, price, qty, seq))
+                else:
+                    rows.push_back(FillRow(ts, 3 - side, other_oid, price, qty, seq))
+        if self.momentum_on:
+            self.momentum(acct, other, mine, theirs, sym, side, price, qty, oid, seq, ts)
+        if self.close_on:
+            self.close_trade(sym, price, qty, acct, side, seq, ts)
+        if self.large_on and self.large and sym in self.large:
+            self.det.large_position(acct, other, sym, side, price, qty, seq, ts)
+        return 0
+
+    cdef int momentum(self, int64_t taker, int64_t maker, int64_t taker_owner, int64_t maker_owner, int64_t sym,
+                      int64_t side, int64_t price, int64_t qty, int64_t oid, int64_t seq, int64_t ts) except -1:
+        """Momentum ignition at a fill (as surveillance.Detectors.momentum): a reversal of either party's owner's
+        run, then the taker's owner's aggressive fills in the window and its run."""
+        cdef unordered_map[int64_t, Ignition].iterator it
+        cdef unordered_map[int64_t, deque[Aggr]].iterator gi
+        cdef deque[Aggr]* rows
+        cdef Aggr* g
+        cdef Aggr* first = NULL
+        cdef Ignition ig
+        cdef Ignition* run
+        cdef int64_t k, a, sd, n, trades = 0, total = 0, move
+        cdef Py_ssize_t i, j
+        for j in range(2):                      # a reversal: any trade on the other side
+            a, sd = (taker, side) if j == 0 else (maker, 3 - side)
+            k = ((taker_owner if j == 0 else maker_owner) << 32) | sym
+            it = self.ignition.find(k)
+            if it == self.ignition.end():
+                continue
+            ig = deref(it).second
+            if ts - ig.ts > self.reversal_ns:
+                self.ignition.erase(it)
+            elif sd != ig.side:
+                self.ignition.erase(it)
+                order_ids = []
+                gi = self.aggr.find(k)
+                if gi != self.aggr.end():
+                    for i in range(<Py_ssize_t>deref(gi).second.size()):
+                        g = &deref(gi).second[i]
+                        if g.side == ig.side and g.ts >= ig.start:
+                            order_ids.append(g.order_id)
+                self.det.momentum_reversal(a, sym, [ig.side, ig.start, ig.ts, ig.from_price, ig.to_price, ig.trades,
+                                                    ig.qty, ig.first_seq, ig.seq], order_ids, sd, price, qty, seq, ts)
+        k = (taker_owner << 32) | sym
+        rows = &self.aggr[k]
+        n = _bisect_rows(deref(rows), ts - self.momo_window_ns)
+        while n > 0:
+            rows.pop_front()
+            n -= 1
+        rows.push_back(Aggr(ts, side, price, qty, oid, seq))
+        for i in range(<Py_ssize_t>rows.size()):       # the run: the window's fills on this side
+            g = &deref(rows)[i]
+            if g.side == side:
+                if first == NULL:
+                    first = g
+                trades += 1
+                total += g.qty
+        if trades < self.min_trades or total < self.momo_min_qty:
+            return 0
+        move = (price - first.price) if side == SIDE_BUY else (first.price - price)
+        if move * 10000 >= self.min_move_bps * first.price:
+            it = self.ignition.find(k)
+            if it == self.ignition.end() or deref(it).second.side != side:
+                self.ignition[k] = Ignition(side, first.ts, ts, first.price, price, trades, total, first.seq, seq)
+            else:                               # the run goes on (through a pointer: Cython compiles an
+                run = &deref(it).second         # augmented assignment to deref(it).x on a copy)
+                run.ts, run.to_price, run.seq = ts, price, seq
+                run.trades += 1
+                run.qty += qty
+        return 0
+
+    cdef int close_trade(self, int64_t sym, int64_t price, int64_t qty, int64_t taker, int64_t side, int64_t seq,
+                         int64_t ts) except -1:
+        """The symbol's trades in the closing window (State.close_trades, a Python list: the close reads it)."""
+        cdef list lst = self.close_trades.get(sym)
+        cdef Py_ssize_t lo = 0, hi, mid
+        cdef int64_t x = ts - self.close_window_ns
+        if lst is None:
+            lst = self.close_trades[sym] = []
+        hi = len(lst)
+        while lo < hi:                          # bisect.bisect_left(lst, [x])
+            mid = (lo + hi) >> 1
+            if <int64_t>(<list>lst[mid])[0] < x:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo:
+            self.close_ref[sym] = (<list>lst[lo - 1])[1]
+            del lst[:lo]
+        lst.append([ts, price, qty, taker, side, seq])
         return 0
 
     cdef int reduce(self, int64_t oid, int64_t qty, int64_t leaves) except -1:
@@ -405,12 +572,15 @@ cdef class Core:
 
     # -- owners --
     cdef int64_t owner_key(self, int64_t acct, int64_t symbol) except -1:
-        """owner index << 32 | symbol: wash's key (State.recent's "owner|symbol")."""
+        """owner index << 32 | symbol: the windows' key (State's "owner|symbol")."""
+        return (self.owner_of(acct) << 32) | symbol
+
+    cdef int64_t owner_of(self, int64_t acct) except -1:
+        """The account's owner index (det.owner_index, cached)."""
         cdef unordered_map[int64_t, int64_t].iterator it = self.acct_owner.find(acct)
         cdef int64_t i
         if it == self.acct_owner.end():
             i = self.det.owner_index(acct)
             self.acct_owner[acct] = i
-        else:
-            i = deref(it).second
-        return (i << 32) | symbol
+            return i
+        return deref(it).second

@@ -174,6 +174,12 @@ class Detectors:
     def owner_index(self, account: int) -> int:
         return self.owner_id(self.owner(account))
 
+    def fills_of(self, account: int, symbol: int) -> list:
+        """The fills of the account's owner in the symbol (spoofing's and layering's window)."""
+        if self.core is not None:
+            return self.core.fills_of(self.owner_index(account), symbol)
+        return self.s.fills.get(self.osym(account, symbol), ())
+
     def sync(self) -> State:
         """The whole state, as the cursor stores it (the native core's part exported into it)."""
         if self.core is not None:
@@ -437,9 +443,7 @@ class Detectors:
         layering), momentum, the close's trades, large positions."""
         s = self.s
         if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
-            self.wash(seq, ts, acct, other, sym, "high", {
-                "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
-                "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
+            self.wash_fill(acct, other, sym, oid, other_oid, price, qty, seq, ts)
         if self.sv.spoofing.enabled or self.sv.layering.enabled:
             keep = self.fill_keep
             for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
@@ -452,6 +456,11 @@ class Detectors:
             self.close_trade(sym, price, qty, acct, side, seq, ts)
         if self.sv.large.enabled and sym in s.large:
             self.large_position(acct, other, sym, side, price, qty, seq, ts)
+
+    def wash_fill(self, acct, other, sym, oid, other_oid, price, qty, seq, ts) -> None:
+        self.wash(seq, ts, acct, other, sym, "high", {
+            "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
+            "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
 
     # -- wash trades --
     WASH_RULE = ("the same beneficial owner on both sides: a fill, a match self-trade prevention stopped, or "
@@ -484,7 +493,7 @@ class Detectors:
                 or o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
             return
         owner, sym = self.owner(o[ACCOUNT]), o[SYMBOL]
-        trades = [f for f in self.s.fills.get(f"{owner}|{sym}", ()) if f[1] != o[SIDE] and o[TS] <= f[0] <= ts]
+        trades = [f for f in self.fills_of(o[ACCOUNT], sym) if f[1] != o[SIDE] and o[TS] <= f[0] <= ts]
         if not trades:
             return
         if self.new_episode(f"spoof|{owner}|{sym}|{o[SIDE]}", ts, p.episode_gap_ms):
@@ -503,7 +512,7 @@ class Detectors:
         p = self.sv.layering
         if o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
             return
-        fills = self.s.fills.get(self.osym(o[ACCOUNT], o[SYMBOL]))
+        fills = self.fills_of(o[ACCOUNT], o[SYMBOL])
         if not fills or ts - fills[-1][0] > p.cancel_ms * MS:
             return       # no trade of the owner within cancel_ms: this cancel can be in no layer, now or later
         owner, sym, side = self.owner(o[ACCOUNT]), o[SYMBOL], o[SIDE]
@@ -514,7 +523,7 @@ class Detectors:
         lst.append([ts, oid, o[PRICE], o[QTY], o[TS], o[SEQ], seq])
         # the owner's latest trade on the other side at most cancel_ms before this cancel
         trade = None
-        for f in reversed(self.s.fills.get(f"{owner}|{sym}", ())):
+        for f in reversed(fills):
             if f[0] > ts:
                 continue
             if ts - f[0] > p.cancel_ms * MS:
@@ -555,16 +564,8 @@ class Detectors:
                 del s.ignition[k]
             elif sd != ig[0]:
                 del s.ignition[k]
-                if self.new_episode(f"momentum|{k}", ts, p.episode_gap_ms):
-                    run = [f for f in s.aggr.get(k, ()) if f[1] == ig[0] and f[0] >= ig[1]]
-                    self.alert("momentum_ignition", seq, ts, self.owner(a), [a], sym, ig[1], "high",
-                               self.MOMENTUM_RULE, [
-                                   {"finding": "run", "side": Side(ig[0]).name.lower(), "from_price": ig[3],
-                                    "to_price": ig[4], "trades": ig[5], "qty": ig[6], "first_seq": ig[7],
-                                    "last_seq": ig[8], "start_ts_ns": ig[1], "end_ts_ns": ig[2],
-                                    "order_ids": sorted({f[4] for f in run})},
-                                   {"finding": "reversal", "side": Side(sd).name.lower(), "price": price, "qty": qty,
-                                    "seq": seq, "ts_ns": ts}])
+                self.momentum_reversal(a, sym, ig, [f[4] for f in s.aggr.get(k, ()) if f[1] == ig[0] and f[0] >= ig[1]],
+                                       sd, price, qty, seq, ts)
         k = f"{self.owner(taker)}|{sym}"
         lst = s.aggr.setdefault(k, [])
         del lst[:bisect.bisect_left(lst, [ts - p.window_ms * MS])]
@@ -580,6 +581,18 @@ class Detectors:
                 s.ignition[k] = [side, run[0][0], ts, first, price, len(run), sum(f[3] for f in run), run[0][5], seq]
             else:                                                  # the run goes on
                 ig[2], ig[4], ig[5], ig[6], ig[8] = ts, price, ig[5] + 1, ig[6] + qty, seq
+
+    def momentum_reversal(self, a, sym, ig, order_ids, sd, price, qty, seq, ts) -> None:
+        """Account a's trade on side sd ends the run ig (the ignition layout above; order_ids: the run's
+        aggressive fills' orders) of its owner in the symbol: an alert, unless the episode goes on."""
+        p = self.sv.momentum
+        if self.new_episode(f"momentum|{self.osym(a, sym)}", ts, p.episode_gap_ms):
+            self.alert("momentum_ignition", seq, ts, self.owner(a), [a], sym, ig[1], "high", self.MOMENTUM_RULE, [
+                {"finding": "run", "side": Side(ig[0]).name.lower(), "from_price": ig[3], "to_price": ig[4],
+                 "trades": ig[5], "qty": ig[6], "first_seq": ig[7], "last_seq": ig[8], "start_ts_ns": ig[1],
+                 "end_ts_ns": ig[2], "order_ids": sorted(set(order_ids))},
+                {"finding": "reversal", "side": Side(sd).name.lower(), "price": price, "qty": qty, "seq": seq,
+                 "ts_ns": ts}])
 
     # -- marking the close --
     CLOSE_RULE = ("in the closing window one owner's aggressive trades on one side make at least "
