@@ -108,4 +108,3 @@ cdef class Core:
     cdef int64_t owner_key(self, int64_t acct, int64_t symbol) except -1
     cdef int64_t owner_of(self, int64_t acct) except -1
     cdef str key_name(self, int64_t key)
-    cdef list fill_rows(self, deque[FillRow]& rows)

@@ -863,8 +863,8 @@ def surveil(args) -> int:
     if args.follow:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.append(1))
-    total = 0
-    try:
+    total, stored = 0, None          # stored: the cursor's seq last committed (a cycle that read nothing new
+    try:                             # commits nothing: the state is exported and written only when it moved)
         while not stop:
             n, done = 0, False
             for cmds, events in j.read_from(cur.next_seq):
@@ -873,9 +873,12 @@ def surveil(args) -> int:
                 done = args.until_seq is not None and cur.next_seq > args.until_seq
                 if n % 256 == 0 or done or stop:
                     total += _commit(store, det, cur)
+                    stored = cur.next_seq
                 if done or stop:
                     break
-            total += _commit(store, det, cur)
+            if cur.next_seq != stored:
+                total += _commit(store, det, cur)
+                stored = cur.next_seq
             if done or not args.follow:
                 break
             time.sleep(cfg.surveillance.poll_ms / 1000)
