@@ -20,7 +20,9 @@ detectors' state are committed in one store transaction; a restart (after a stop
 loads them and reads on from the cursor, so nothing is missed or found twice. Batch (a range) and
 live (--follow: poll for newly committed records every surveillance.poll_ms) are the same loop over
 the same records, so they find the same alerts. Every decision uses the journaled receive times
-(ts_ns), never the wall clock. The rules and their parameters: engine/SURVEILLANCE.md.
+(ts_ns), never the wall clock. The rules and their parameters: engine/SURVEILLANCE.md. `surveil` runs the
+per-event bookkeeping in C++ (engine/surveil_core.pyx, Detectors(native=True)); the detectors here build
+every alert, and the plain Python path is the reference the tests compare it with.
 """
 from __future__ import annotations
 
@@ -128,9 +130,9 @@ class Detectors:
 
     def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None, quiet_path: bool = True,
                  native: bool = False):
-        """native: the per-event bookkeeping (orders, levels, wash's recent orders, messaging's windows) in
-        engine/surveil_core.pyx, its state exported into self.s by sync(); else all of it here (the plain
-        path, which tests compare it with)."""
+        """native: the per-event bookkeeping (orders, levels, the owners' windows: wash's recent orders, fills,
+        momentum's runs; messaging's windows) in engine/surveil_core.pyx, its state exported into self.s by
+        sync(); else all of it here (the plain path, which tests compare it with)."""
         self.sv = sv
         self.s = state or State()
         self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
