@@ -42,10 +42,15 @@ cdef int64_t DAY_NS = 86400 * 1000000000
 cdef int64_t NO_UNTIL = 0x7fffffffffffffff
 
 
+cdef int64_t _NO_RECORD = 0
+
+
 cdef const void* _records(cnp.ndarray arr, object dtype, str what) except NULL:
+    """The records of a COMMAND or EVENT array, after checking it is one (an empty one: a pointer never read)."""
     if arr.dtype != dtype or not arr.flags.c_contiguous or arr.ndim != 1:
         raise TypeError(f"{what} must be a 1-D contiguous array of protocol.records.{what.upper()[:-1]}.dtype")
-    return <const void*>cnp.PyArray_DATA(arr)
+    cdef const void* data = cnp.PyArray_DATA(arr)
+    return data if data != NULL else <const void*>&_NO_RECORD
 
 
 cdef inline Py_ssize_t _bisect_ts(deque[int64_t]& d, int64_t x) noexcept:
@@ -101,7 +106,7 @@ cdef list _times_list(deque[int64_t]& times):
     return arr.tolist()
 
 
-cdef inline list _order_list(int64_t oid, Order* o):
+cdef inline list _order_list(Order* o):
     """The order as the plain path's State keeps it (its spoof and layering detectors read it)."""
     return [o.account, o.symbol, o.side, o.price, o.qty, o.leaves, o.filled, o.ts, o.seq, o.on_book, o.away,
             o.otype]
@@ -191,7 +196,7 @@ cdef class Core:
         cdef Ignition* ig
         orders = {}
         while oi != self.orders.end():
-            orders[deref(oi).first] = _order_list(deref(oi).first, &deref(oi).second)
+            orders[deref(oi).first] = _order_list(&deref(oi).second)
             inc(oi)
         levels = {}
         while li != self.levels.end():
@@ -383,12 +388,12 @@ cdef class Core:
                 lv.erase(pi)
         if e.reason == CXL_USER or e.reason == CXL_MASS_CANCEL:
             if self.spoof_on and o.qty >= self.spoof_min_qty:
-                self.det.spoof(oid, _order_list(oid, &o), <int64_t>e.seq, ts)
+                self.det.spoof(oid, _order_list(&o), <int64_t>e.seq, ts)
             if self.layering_on:                # only after a trade of the owner within cancel_ms
                 fi = self.fills.find(self.owner_key(o.account, o.symbol))
                 if fi != self.fills.end() and not deref(fi).second.empty() \
                         and ts - deref(fi).second.back().ts <= self.cancel_ns:
-                    self.det.layering(oid, _order_list(oid, &o), <int64_t>e.seq, ts)
+                    self.det.layering(oid, _order_list(&o), <int64_t>e.seq, ts)
         return 0
 
     cdef int fill(self, const Event* e) except -1:
