@@ -34,8 +34,10 @@ set off); `ok` is false when the engine rejected the command. Actions:
                                     follows the default again; the default is the config's
                                     risk.kyc_default, re-applied at start-up)
   restrict / allow ACCOUNT SYMBOL   per-account symbol restriction
-  disposition ALERT STATE           a surveillance alert (its id, type:seq:n) reviewed | escalated |
-                                    dismissed: journaled with the operator (SURVEILLANCE.md)
+  disposition ALERT STATE [--note TEXT]
+                                    a surveillance alert (its id, type:seq:n) reviewed | escalated |
+                                    dismissed: journaled with the operator (SURVEILLANCE.md); the
+                                    note's text beside the journal, its digest in the command
   mark SYMBOL PRICE                 the mark price (core MARK_PRICE)
   reset_breaker                     the engine-wide error-rate circuit breaker and every account's lockout
   var_update ROWS                   the risk worker's cycle (engine/riskworker.py): one VAR_UPDATE per row
@@ -70,6 +72,7 @@ import asyncio
 import getpass
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -78,6 +81,8 @@ import stat
 import msgspec
 
 from engine import config as cfgmod
+from engine import notes
+from engine.snapshot import fsync_dir
 from protocol.codes import (AccountState, AlertType, CancelReason, CommandKind, Disposition, EventKind, KycState,
                             LimitScope, Reject, Side, SymbolState)
 from protocol.units import from_units, to_units
@@ -111,6 +116,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     state: str | None = None           # account_state
     price: str | None = None           # mark
     alert: str | None = None           # disposition: the alert's id (type:seq:n)
+    note: str | None = None            # disposition: free text (engine/notes.py: its digest is journaled)
     name: str | None = None            # add_account
     id: int | None = None
     stp_group: int = 0
@@ -183,11 +189,7 @@ class AddedAccounts:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(os.path.dirname(self.path) or ".")
 
     def put(self, acct_id: int, name: str, stp_group: int, key: bytes):
         self.entries[acct_id] = {"id": acct_id, "name": name, "stp_group": stp_group, "key": key.hex()}
@@ -280,7 +282,7 @@ class AdminListener:
                     await asyncio.sleep(AUTH_FAILURE_DELAY_S)
                     writer.write(msgspec.json.encode({"ok": False, "error": "authentication failed"}) + b"\n")
                     continue
-                writer.write(msgspec.json.encode(self.act(admin, req)) + b"\n")
+                writer.write(msgspec.json.encode(await self.act(admin, req)) + b"\n")
                 await writer.drain()
         except LineTooLong:
             writer.write(msgspec.json.encode(
@@ -306,7 +308,7 @@ class AdminListener:
         auth.admin_failed(req.user, peer, locked=False)
         return False
 
-    def act(self, admin, req) -> dict:
+    async def act(self, admin, req) -> dict:
         what = {k: v for k, v in msgspec.structs.asdict(req).items()
                 if k not in ("user", "password", "action", "secret", "rows") and v not in (None, False)}
         if req.rows is not None:
@@ -317,7 +319,8 @@ class AdminListener:
         if handler is None:
             return {"ok": False, "error": f"unknown action {req.action!r}"}
         try:
-            return handler(admin, req)
+            out = handler(admin, req)
+            return await out if inspect.isawaitable(out) else out
         except AdminError as e:
             return {"ok": False, "error": str(e)}
 
@@ -357,16 +360,15 @@ class AdminListener:
             raise AdminError(str(e)) from None
 
     # -- commands: journaled before the reply --
-    def command(self, admin, **fields) -> dict:
-        """Submit one core command as this operator, flush (journal) it, and describe its events."""
+    async def command(self, admin, **fields) -> dict:
+        """Submit one core command as this operator into the open batch (after what the sessions
+        sent before it), wait for its commit without blocking the loop, and describe its events."""
         srv = self.server
         if not srv.journal_ok or srv.rebuilding:
             raise AdminError(f"journal unavailable: {srv.journal_error}")
-        srv.flush()                       # what the sessions queued before goes first, in its own batch
         seq = srv.next_cmd_seq
         srv.submit(dict(fields, operator=admin.id))
-        srv.flush()
-        if srv.next_cmd_seq <= seq:
+        if srv.next_cmd_seq <= seq or not await srv.after_commit():
             raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
         events = self._events(seq)
         out = {"ok": True, "seq": seq}
@@ -446,6 +448,8 @@ class AdminListener:
         elif kind == EventKind.ALERT_DISPOSITION:
             out.update(alert=f"{_name(AlertType, int(e['reason']))}:{int(e['order_id'])}:{int(e['qty'])}",
                        disposition=_name(Disposition, int(e["side"])))
+            if hexd := notes.hexdigest(int(e["price"]), int(e["leaves"])):
+                out["note_digest"] = hexd
         elif kind == EventKind.KYC_STATE:
             out["account"] = out.get("account", "default")
             out["kyc"] = _name(KycState, int(e["reason"]))
@@ -556,8 +560,13 @@ class AdminListener:
             state = Disposition[(req.state or "").upper()]
         except KeyError:
             raise AdminError(f"state {req.state!r}: one of reviewed, escalated, dismissed") from None
+        a = b = 0
+        if req.note is not None:
+            if (why := notes.check(req.note)) is not None:
+                raise AdminError(why)
+            a, b = notes.to_fields(notes.append(self.server.cfg.journal.path, req.note))   # fsynced first
         return self.command(admin, kind=CommandKind.ALERT_DISPOSITION, order_id=seq, qty=n, order_type=kind,
-                            side=state)
+                            side=state, price=a, stop_price=b)
 
     def restrict(self, admin, req):
         self._risk()
@@ -574,9 +583,10 @@ class AdminListener:
         self._risk()
         return self.command(admin, kind=CommandKind.RESET_BREAKER)
 
-    def var_update(self, admin, req):
-        """The risk worker's rows (RISK.md "Pre-trade VaR limit"), each a VAR_UPDATE command, journaled in
-        one flush; the reply counts them and lists the rejected ones (row index, reason)."""
+    async def var_update(self, admin, req):
+        """The risk worker's rows (RISK.md "Pre-trade VaR limit"), each a VAR_UPDATE command, journaled
+        with the sessions' commands (the loop never waits on the commit); the reply counts them and lists
+        the rejected ones (row index, reason)."""
         self._risk()
         rows = req.rows or []
         if len(rows) > MAX_VAR_ROWS:
@@ -589,13 +599,11 @@ class AdminListener:
         srv = self.server
         if not srv.journal_ok or srv.rebuilding:
             raise AdminError(f"journal unavailable: {srv.journal_error}")
-        srv.flush()
         seq = srv.next_cmd_seq
         for a, sym, value, charged, mseq, ts in rows:
             srv.submit(dict(kind=CommandKind.VAR_UPDATE, account=a, symbol=sym, qty=value, price=charged,
                             order_id=mseq, expire_ts_ns=ts, operator=admin.id))
-        srv.flush()
-        if srv.next_cmd_seq < seq + len(rows):
+        if srv.next_cmd_seq < seq + len(rows) or not await srv.after_commit():
             raise AdminError(f"not applied: journal unavailable: {srv.journal_error}")
         out = {"ok": True, "seq": seq, "applied": len(rows), "rejected": []}
         journal = srv.journal
@@ -610,7 +618,7 @@ class AdminListener:
         out["ok"] = not out["rejected"]
         return out
 
-    def add_account(self, admin, req):
+    async def add_account(self, admin, req):
         srv = self.server
         name = req.name or ""
         if not name or len(name) > 64 or not name.isprintable() or name == "all" or name.isdigit():
@@ -632,7 +640,7 @@ class AdminListener:
         store = srv.added_accounts
         store.put(acct_id, name, req.stp_group, cfgmod.signing_key(req.secret.encode()))   # fsynced first
         try:
-            out = self.command(admin, kind=CommandKind.ADD_ACCOUNT, account=acct_id, qty=req.stp_group)
+            out = await self.command(admin, kind=CommandKind.ADD_ACCOUNT, account=acct_id, qty=req.stp_group)
         except AdminError:
             store.drop(acct_id)
             raise
@@ -746,7 +754,8 @@ def _parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser
     action("kill", "account", "switch", help="kill ACCOUNT|all on|off")
     action("account_state", "account", "state", help="active | reduce_only | suspended")
     action("kyc", "account", "state", help="kyc ACCOUNT|default pending|verified|blocked|clear")
-    action("disposition", "alert", "state", help="disposition ALERT_ID reviewed|escalated|dismissed")
+    action("disposition", "alert", "state", help="disposition ALERT_ID reviewed|escalated|dismissed [--note TEXT]"
+           ).add_argument("--note", help="free text, one line (kept beside the journal, its digest journaled)")
     action("restrict", "account", "symbol")
     action("allow", "account", "symbol")
     action("mark", "symbol", "price")

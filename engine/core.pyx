@@ -842,6 +842,8 @@ cdef class Engine:
         e.qty = c.qty
         e.side = c.side
         e.reason = c.order_type
+        e.price = c.price               # the note's BLAKE2b digest, if any (engine/notes.py)
+        e.leaves = c.stop_price
         return 0
 
     cdef int set_symbol_state(self, uint32_t sym, uint8_t state) except -1:

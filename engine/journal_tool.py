@@ -41,7 +41,7 @@ import lmdb
 import msgspec
 import numpy as np
 
-from engine import config as cfgmod, snapshot
+from engine import config as cfgmod, notes, snapshot
 from engine.journal import MARKER, Journal, JournalError, JournalRefused, has_journal_files
 from protocol.codes import AccountState, AlertType, CancelReason, CommandKind, Disposition, EventKind, KycState, \
     LimitScope, OrderState, OrderType, Reject, Side, SymbolState, TimeInForce
@@ -180,6 +180,8 @@ class Human:
         elif k == CommandKind.ALERT_DISPOSITION:
             row["side"] = _name(Disposition, int(c["side"]))
             row["order_type"] = _name(AlertType, int(c["order_type"]))
+            if hexd := notes.hexdigest(int(c["price"]), int(c["stop_price"])):
+                row["note_digest"] = hexd          # the note's text: engine/notes.py
         elif k in self.SWITCH:
             row["side"] = self.SWITCH[k].get(int(c["side"]), str(int(c["side"])))
         elif k in (CommandKind.NEW_ORDER, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MARK_PRICE) and sym:

@@ -4,11 +4,16 @@
         end-of-day positions per account and symbol (the engine's own figures after replaying the journal
         to --until, default its end), each with the symbol's large-trader threshold (LARGE_POSITION_QTY in
         force for the account) and whether the position is above it
-    report audit JOURNAL_PATH --config FILE [--until SEQ] [--events] [--format csv|json] [--raw]
+    report audit JOURNAL_PATH --config FILE [--until SEQ] [--events|--dispositions] [--format csv|json] [--raw]
+                 [--format parquet --out FILE]
         every order's lifecycle rebuilt from the journal: one row per order (submitted, accepted or
-        rejected, amends, fills, how it ended) or, with --events, one row per event of an order
-    report tca JOURNAL_PATH --config FILE [--until SEQ] [--format csv|json]
-        transaction cost analysis per account and strategy (engine/SURVEILLANCE.md "Reports")
+        rejected, amends, fills, how it ended) or, with --events, one row per event of an order; with
+        --dispositions, one row per alert disposition (operator, decision, note: engine/notes.py); Parquet:
+        the same rows in typed columns (PARQUET below; pyarrow, the `parquet` extra)
+    report tca JOURNAL_PATH --config FILE [--until SEQ] [--format csv|json] [--html FILE]
+        transaction cost analysis per account, strategy and execution algorithm (engine/SURVEILLANCE.md
+        "Reports"); --html: one self-contained HTML file with the same figures and PNG plots (matplotlib,
+        the `reports` extra: engine/tcareport.py)
 
 Like `journal replay` and `risk`, it opens the journal read-only beside the server and replays it into a
 fresh engine (journal_tool.replayed checks every event against the journal); nothing reads the wall
@@ -27,11 +32,14 @@ import msgspec
 import numpy as np
 
 from engine import config as cfgmod
+from engine import notes
 from engine.journal_tool import _name
-from protocol.codes import CancelReason, CommandKind, EventKind, LimitKind, OrderType, Reject, Side, TimeInForce
+from protocol.codes import (AlertType, AlgoKind, CancelReason, CommandKind, Disposition, EventFlag, EventKind,
+                            LimitKind, OrderType, Reject, Side, TimeInForce)
 from protocol.units import from_units
 
 HORIZONS_S = (1, 10, 60)          # markouts
+ARRIVAL_KINDS = (CommandKind.NEW_ORDER, CommandKind.ALGO_NEW)     # the book's mid is noted before these
 
 
 class Replay:
@@ -46,6 +54,7 @@ class Replay:
         self.symbols = {s.id: s for s in self.cfg.symbols}
         self.eng = engine_from_config(self.cfg)
         self.j = journal_tool.open_journal(args.path)
+        self.path = args.path
         self.until = args.until
         self.mids = {s: ([], []) for s in self.symbols}           # symbol -> (ts list, mid list)
 
@@ -68,7 +77,7 @@ class Replay:
                 for i in range(k):
                     c = cmds[i:i + 1]
                     sym = int(c["symbol"][0])
-                    arrival = self.mid(sym) if int(c["kind"][0]) == CommandKind.NEW_ORDER and sym in self.symbols \
+                    arrival = self.mid(sym) if int(c["kind"][0]) in ARRIVAL_KINDS and sym in self.symbols \
                         else None
                     n0 = eng.events_view().shape[0]
                     eng.feed(np.ascontiguousarray(c))
@@ -130,6 +139,11 @@ class Audit:
         self.rp, self.raw = rp, raw
         self.orders: dict = {}
         self.events: list[dict] = []
+        self.dispositions: list[dict] = []              # ALERT_DISPOSITIONs (`audit --dispositions`)
+        self.admins = {a.id: a.name for a in rp.cfg.admins}
+        self.notes = notes.load(rp.path)
+        self.parents: dict[int, dict] = {}              # execution algorithms' parent orders by parent id
+        self.parent_of: dict[tuple[int, int], dict] = {}    # (account, client order id) -> parent
 
     def px(self, sym, v):
         s = self.rp.symbols.get(sym)
@@ -144,6 +158,25 @@ class Audit:
         seq, ts = int(c["seq"]), int(c["ts_ns"])
         for e in events:
             ek = int(e["kind"])
+            if ek == EventKind.ALGO_ACCEPTED:          # a parent (engine/ALGOS.md): its children follow
+                pid, acct = int(e["order_id"]), int(e["account"])
+                self.parents[pid] = self.parent_of[(acct, int(e["client_order_id"]))] = dict(
+                    parent_id=pid, account=acct, strategy=int(c["strategy"]),
+                    algo=_name(AlgoKind, int(c["order_type"])), _sym=int(e["symbol"]), _side=int(e["side"]),
+                    _qty=int(e["leaves"]), submitted_ts_ns=ts, _arrival=arrival)
+                continue
+            if ek == EventKind.ALGO_AMENDED and int(e["order_id"]) in self.parents:
+                self.parents[int(e["order_id"])]["_qty"] = int(e["qty"]) + int(e["leaves"])   # the new total
+                continue
+            if ek == EventKind.ALERT_DISPOSITION:        # a compliance decision, with its note (engine/notes.py)
+                hexd = notes.hexdigest(int(e["price"]), int(e["leaves"]))
+                op = int(c["operator"])
+                self.dispositions.append(dict(
+                    seq=seq, ts_ns=ts, operator=op, operator_name=self.admins.get(op, ""),
+                    alert=f"{_name(AlertType, int(e['reason']))}:{int(e['order_id'])}:{int(e['qty'])}",
+                    disposition=_name(Disposition, int(e["side"])), note_digest=hexd,
+                    note=self.notes.get(hexd, "") if hexd else "", note_found=bool(hexd) and hexd in self.notes))
+                continue
             if ek == EventKind.REJECTED and kind == CommandKind.NEW_ORDER:
                 self.orders[("rejected", seq)] = self.new_row(c, 0, seq, ts, arrival) | {
                     "status": "rejected", "end_reason": _name(Reject, int(e["reason"])), "last_seq": seq,
@@ -161,6 +194,10 @@ class Audit:
                 if ek == EventKind.ACCEPTED and o is None:
                     o = self.orders[oid] = self.new_row(c if kind == CommandKind.NEW_ORDER else None, oid, seq, ts,
                                                         arrival, e)
+                    if int(e["flags"]) & EventFlag.ALGO_CHILD:     # a child: its parent's strategy, and the id
+                        parent = self.parent_of.get((acct, int(e["client_order_id"])))
+                        if parent is not None:
+                            o["parent_id"], o["strategy"] = parent["parent_id"], parent["strategy"]
                 if o is None:
                     continue
                 o["last_seq"], o["last_ts_ns"] = seq, ts
@@ -197,20 +234,25 @@ class Audit:
                     symbol=s.name if s else sym, side=_name(Side, int(src["side"])),
                     order_type=_name(OrderType, int(c["order_type"])) if c is not None else "",
                     tif=_name(TimeInForce, int(c["tif"])) if c is not None else "",
-                    strategy=int(c["strategy"]) if c is not None else 0,
+                    strategy=int(c["strategy"]) if c is not None else 0, parent_id=0,
                     price=self.px(sym, int(src["price"])), qty=self.qt(sym, int(src["qty"])),
                     submitted_seq=seq, submitted_ts_ns=ts, status="open", end_reason="", amends=0, fills=0,
                     filled_qty=0, avg_fill_price="", fees=0, triggered_seq="", last_seq=seq, last_ts_ns=ts,
                     _sym=sym, _qty=int(src["qty"]), _side=int(src["side"]), _filled=0, _notional=0, _fees=0,
                     _fill_list=[], _arrival=arrival)
 
-    def order_rows(self):
+    def order_rows(self, notional: bool = False):
+        """One row per order; notional: the exact filled notional (sum of price x qty, the journal's units)
+        instead of the average fill price (Parquet: a typed column rather than a ratio)."""
         cd = self.rp.cfg.risk.cash_decimals
         for o in self.orders.values():
             row = {k: v for k, v in o.items() if not k.startswith("_")}
             row["filled_qty"] = self.qt(o["_sym"], o["_filled"])
             row["fees"] = o["_fees"] if self.raw else from_units(o["_fees"], cd)
-            if o["_filled"]:
+            if notional:
+                del row["avg_fill_price"]
+                row["filled_notional"] = o["_notional"]
+            elif o["_filled"]:
                 avg = o["_notional"] / o["_filled"]         # a report figure (exact in --raw as a ratio below)
                 row["avg_fill_price"] = f"{o['_notional']}/{o['_filled']}" if self.raw else \
                     round(avg / 10 ** self.rp.symbols[o["_sym"]].price_decimals, 10)
@@ -219,50 +261,83 @@ class Audit:
 
 # -- TCA --
 
-def tca_rows(rp: Replay, audit: Audit):
-    """Per account and strategy, over its orders that filled (executed qty weights):
-    - implementation shortfall vs arrival (bps): side x (average fill price - arrival mid) / arrival mid,
-      the arrival mid being the book's mid when the NEW_ORDER arrived (orders without a two-sided book at
-      arrival are left out of this figure);
-    - slippage vs interval VWAP (bps): side x (average fill - VWAP of every trade in the symbol from the
-      order's arrival to its last fill) / VWAP;
-    - markouts at 1 s / 10 s / 60 s (bps): side x (mid h after each fill - fill price) / fill price, the
-      mid in force then (positive: the price moved the order's way after it traded);
-    - fill ratios: filled qty / ordered qty, and orders with a fill / orders (rejected ones excluded)."""
-    groups: dict[tuple[int, int], dict] = {}
+def tca_units(rp: Replay, audit: Audit) -> list[dict]:
+    """The units TCA measures, each with its own figures: an order placed directly (not rejected), or an
+    execution algorithm's parent order with its children's fills (a child is measured in its parent only:
+    the parent's arrival, quantity and interval). Weighted sums (bps x executed qty) and their weights, so
+    groups add up exactly as tca_rows does."""
+    units = []
+    children: dict[int, list] = {}
     for o in audit.orders.values():
         if o["status"] == "rejected" or o["order_id"] == 0:
             continue
-        g = groups.setdefault((o["account"], o["strategy"]), dict(orders=0, with_fill=0, ordered=0, filled=0,
-                                                                    is_w=0.0, is_q=0, vw_w=0.0, vw_q=0,
-                                                                    mk={h: [0.0, 0] for h in HORIZONS_S}))
-        g["orders"] += 1
-        g["ordered"] += o["_qty"]
-        if not o["_filled"]:
+        if o["parent_id"]:
+            children.setdefault(o["parent_id"], []).append(o)
             continue
-        g["with_fill"] += 1
-        g["filled"] += o["_filled"]
-        sign = 1 if o["_side"] == Side.BUY else -1
-        avg = o["_notional"] / o["_filled"]
-        if o["_arrival"]:
-            g["is_w"] += sign * (avg - o["_arrival"]) / o["_arrival"] * 1e4 * o["_filled"]
-            g["is_q"] += o["_filled"]
-        start, end = o["submitted_ts_ns"], o["_fill_list"][-1][0]
-        ts_l, px_l, q_l = rp.tape[o["_sym"]]
+        units.append(dict(account=o["account"], strategy=o["strategy"], algo="", id=o["order_id"],
+                          sym=o["_sym"], side=o["_side"], ordered=o["_qty"], start=o["submitted_ts_ns"],
+                          arrival=o["_arrival"], fills=o["_fill_list"]))
+    for pid, p in audit.parents.items():
+        fills = sorted((f for ch in children.get(pid, ()) for f in ch["_fill_list"]), key=lambda f: f[0])
+        units.append(dict(account=p["account"], strategy=p["strategy"], algo=p["algo"], id=pid, sym=p["_sym"],
+                          side=p["_side"], ordered=p["_qty"], start=p["submitted_ts_ns"], arrival=p["_arrival"],
+                          fills=fills))
+    for u in units:
+        filled = sum(q for _, _, q in u["fills"])
+        u.update(filled=filled, is_w=0.0, is_q=0, vw_w=0.0, vw_q=0, mk={h: [0.0, 0] for h in HORIZONS_S},
+                 shortfall_bps=None)
+        if not filled:
+            continue
+        sign = 1 if u["side"] == Side.BUY else -1
+        avg = sum(p * q for _, p, q in u["fills"]) / filled
+        if u["arrival"]:
+            u["shortfall_bps"] = sign * (avg - u["arrival"]) / u["arrival"] * 1e4
+            u["is_w"], u["is_q"] = u["shortfall_bps"] * filled, filled
+        start, end = u["start"], u["fills"][-1][0]
+        ts_l, px_l, q_l = rp.tape[u["sym"]]
         lo, hi = bisect.bisect_left(ts_l, start), bisect.bisect_right(ts_l, end)
         vq = sum(q_l[lo:hi])
         if vq:
             vwap = sum(p * q for p, q in zip(px_l[lo:hi], q_l[lo:hi])) / vq
-            g["vw_w"] += sign * (avg - vwap) / vwap * 1e4 * o["_filled"]
-            g["vw_q"] += o["_filled"]
-        for ts, p, q in o["_fill_list"]:
+            u["vw_w"], u["vw_q"] = sign * (avg - vwap) / vwap * 1e4 * filled, filled
+        for ts, p, q in u["fills"]:
             for h in HORIZONS_S:
-                m = rp.mid_at(o["_sym"], ts + h * 10**9)
+                m = rp.mid_at(u["sym"], ts + h * 10**9)
                 if m is not None:
-                    g["mk"][h][0] += sign * (m - p) / p * 1e4 * q
-                    g["mk"][h][1] += q
-    for (acct, strat), g in sorted(groups.items()):
-        row = dict(account=acct, strategy=strat, orders=g["orders"], orders_with_fill=g["with_fill"],
+                    u["mk"][h][0] += sign * (m - p) / p * 1e4 * q
+                    u["mk"][h][1] += q
+    return units
+
+
+def tca_rows(units: list[dict]):
+    """Per account, strategy and algorithm ("" = orders placed directly; an algorithm's unit is its parent
+    order), over the units that filled (executed qty weights):
+    - implementation shortfall vs arrival (bps): side x (average fill price - arrival mid) / arrival mid,
+      the arrival mid being the book's mid when the NEW_ORDER (ALGO_NEW) arrived (units without a two-sided
+      book at arrival are left out of this figure);
+    - slippage vs interval VWAP (bps): side x (average fill - VWAP of every trade in the symbol from the
+      unit's arrival to its last fill) / VWAP;
+    - markouts at 1 s / 10 s / 60 s (bps): side x (mid h after each fill - fill price) / fill price, the
+      mid in force then (positive: the price moved the order's way after it traded);
+    - fill ratios: filled qty / ordered qty (a parent's total), and units with a fill / units."""
+    groups: dict[tuple[int, int, str], dict] = {}
+    for u in units:
+        g = groups.setdefault((u["account"], u["strategy"], u["algo"]),
+                              dict(orders=0, with_fill=0, ordered=0, filled=0, is_w=0.0, is_q=0, vw_w=0.0, vw_q=0,
+                                   mk={h: [0.0, 0] for h in HORIZONS_S}))
+        g["orders"] += 1
+        g["ordered"] += u["ordered"]
+        if not u["filled"]:
+            continue
+        g["with_fill"] += 1
+        g["filled"] += u["filled"]
+        for k in ("is_w", "is_q", "vw_w", "vw_q"):
+            g[k] += u[k]
+        for h in HORIZONS_S:
+            g["mk"][h][0] += u["mk"][h][0]
+            g["mk"][h][1] += u["mk"][h][1]
+    for (acct, strat, algo), g in sorted(groups.items()):
+        row = dict(account=acct, strategy=strat, algo=algo, orders=g["orders"], orders_with_fill=g["with_fill"],
                    fill_ratio_qty=round(g["filled"] / g["ordered"], 6) if g["ordered"] else None,
                    fill_ratio_orders=round(g["with_fill"] / g["orders"], 6),
                    shortfall_bps=round(g["is_w"] / g["is_q"], 4) if g["is_q"] else None,
@@ -271,6 +346,42 @@ def tca_rows(rp: Replay, audit: Audit):
             w, q = g["mk"][h]
             row[f"markout_{h}s_bps"] = round(w / q, 4) if q else None
         yield row
+
+
+# Parquet (`report audit --format parquet --out FILE`): the journal's integers (as --raw) in typed columns,
+# one schema per row kind, kept in step with the rows (write_parquet refuses a row with other columns).
+# u64: ids and seqs as the journal holds them; i64: prices (ticks), quantities (lots), cash, times (ns
+# since the epoch); dec: an exact decimal128(38, 0) (a notional can pass int64).
+PARQUET = {
+    "orders": dict(order_id="u64", account="i64", client_order_id="u64", symbol="str", side="str",
+                   order_type="str", tif="str", strategy="i64", parent_id="u64", price="i64", qty="i64",
+                   submitted_seq="u64", submitted_ts_ns="i64", status="str", end_reason="str", amends="i64",
+                   fills="i64", filled_qty="i64", filled_notional="dec", fees="i64", triggered_seq="u64",
+                   last_seq="u64", last_ts_ns="i64"),
+    "events": dict(order_id="u64", account="i64", seq="u64", ts_ns="i64", event="str", symbol="str", side="str",
+                   price="i64", qty="i64", leaves="i64", reason="str", trade_id="u64", liquidity="str",
+                   counterparty="i64"),
+    "dispositions": dict(seq="u64", ts_ns="i64", operator="i64", operator_name="str", alert="str",
+                         disposition="str", note_digest="str", note="str", note_found="bool"),
+}
+
+
+def write_parquet(rows, kind: str, path: str) -> int:
+    import pyarrow as pa                  # here only: the `parquet` extra
+    import pyarrow.parquet as pq
+    types = {"u64": pa.uint64(), "i64": pa.int64(), "str": pa.string(), "bool": pa.bool_(),
+             "dec": pa.decimal128(38, 0)}
+    cols = PARQUET[kind]
+    data: dict[str, list] = {k: [] for k in cols}
+    for r in rows:
+        if r.keys() != cols.keys():
+            raise AssertionError(f"report audit: the {kind} row's columns differ from the Parquet schema")
+        for k, v in r.items():
+            data[k].append(None if v == "" and cols[k] != "str" else v)
+    schema = pa.schema([(k, types[t]) for k, t in cols.items()])
+    table = pa.table(data, schema=schema)
+    pq.write_table(table, path)
+    return table.num_rows
 
 
 def write(rows, fmt: str, out=None) -> int:
@@ -289,7 +400,35 @@ def write(rows, fmt: str, out=None) -> int:
     return n
 
 
+def emit(rows, args) -> int:
+    """CSV or JSON lines to --out, else stdout."""
+    if args.out is None:
+        return write(rows, args.format)
+    with open(args.out, "w", newline="") as f:
+        return write(rows, args.format, f)
+
+
 def run(args) -> int:
+    if args.html is not None and args.report != "tca":
+        print("trading-engine report: --html is for `report tca`", file=sys.stderr)
+        return 2
+    if args.format == "parquet":
+        if args.report != "audit" or args.out is None:
+            print("trading-engine report: --format parquet is for `report audit ... --out FILE`", file=sys.stderr)
+            return 2
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            print("trading-engine report: --format parquet needs pyarrow: pip install 'trading-engine[parquet]'",
+                  file=sys.stderr)
+            return 2
+    if args.html is not None:
+        try:
+            from engine import tcareport            # matplotlib, here only (the `reports` extra)
+        except ImportError:
+            print("trading-engine report: --html needs matplotlib: pip install 'trading-engine[reports]'",
+                  file=sys.stderr)
+            return 2
     try:
         rp = Replay(args)
     except (cfgmod.ConfigError, OSError) as e:
@@ -297,9 +436,9 @@ def run(args) -> int:
         return 2
     if args.report == "positions":
         rp.run()
-        n = write(positions_rows(rp, args.raw), args.format)
+        n = emit(positions_rows(rp, args.raw), args)
     else:
-        audit = Audit(rp, args.raw if args.report == "audit" else True)
+        audit = Audit(rp, args.raw or args.format == "parquet" if args.report == "audit" else True)
         tape: dict[int, tuple[list, list, list]] = {s: ([], [], []) for s in rp.symbols}
 
         def on_command(c, events, arrival):
@@ -313,9 +452,20 @@ def run(args) -> int:
         rp.run(on_command)
         rp.tape = tape
         if args.report == "audit":
-            n = write(audit.events if args.events else audit.order_rows(), args.format)
+            kind = "dispositions" if args.dispositions else "events" if args.events else "orders"
+            rows = audit.dispositions if args.dispositions else audit.events if args.events else \
+                audit.order_rows(notional=args.format == "parquet")
+            n = write_parquet(rows, kind, args.out) if args.format == "parquet" else emit(rows, args)
+        elif args.html is not None:
+            units = tca_units(rp, audit)
+            rows = list(tca_rows(units))
+            with open(args.html, "w") as f:
+                f.write(tcareport.render(rows, units, {a.id: a.name for a in rp.cfg.accounts},
+                                         f"Transaction cost analysis: {args.path}"
+                                         + (f" to seq {args.until}" if args.until else "")))
+            n = len(rows)
         else:
-            n = write(tca_rows(rp, audit), args.format)
+            n = emit(tca_rows(tca_units(rp, audit)), args)
     print(f"report {args.report}: {n} rows", file=sys.stderr)
     return 0
 
@@ -325,8 +475,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("path", metavar="JOURNAL_PATH")
     p.add_argument("--config", required=True, help="the server's config (symbols, accounts, risk, journal key)")
     p.add_argument("--until", type=int, help="replay up to this command seq (default: the journal's end)")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv",
+                   help="parquet: audit only, to --out, the journal's integers in typed columns (the `parquet` extra)")
+    p.add_argument("--out", metavar="FILE", help="write to FILE (parquet: required)")
     p.add_argument("--raw", action="store_true", help="the journal's integers instead of human units")
     p.add_argument("--events", action="store_true", help="audit: one row per order event")
+    p.add_argument("--dispositions", action="store_true",
+                   help="audit: one row per alert disposition (operator, decision, note)")
+    p.add_argument("--html", metavar="FILE",
+                   help="tca: write one HTML file with the figures and PNG plots (needs the `reports` extra)")
     p.set_defaults(run=run)
     return p

@@ -95,7 +95,8 @@ SLOW_CONSUMER_DRAIN_S = 5.0          # a slow consumer's LOGOUT: how long it has
 # among the (account, first seq, reports) groups of a batch; kinds:
 HELD = -1
 REPLY, QUERY, CLOSE = 0, 1, 2        # bytes; (bytes, response type, request id); a close reason or None;
-MD_START = feedsmod.MD_START         # and a symbol whose new subscription starts (Feeds.started)
+MD_START = feedsmod.MD_START         # and a symbol whose new subscription starts (Feeds.started);
+DONE = 4                             # and a callable(ok) (Server.after_commit: an admin action waiting)
 
 
 HELPER_NICE = 19                     # see helper_setup
@@ -862,6 +863,20 @@ class Server:
         out.append((HELD, conn, (kind, payload, self.next_cmd_seq)))
         return True
 
+    def after_commit(self) -> asyncio.Future:
+        """A future that becomes True when every command applied so far is committed (its reports
+        delivered before it), False when that commit failed or this node was fenced: how an admin
+        action waits for its command without blocking the loop (flush() would: every session's
+        orders would wait out the fsync, and the risk worker sends one every cycle)."""
+        fut = self.loop.create_future()
+
+        def done(ok):
+            if not fut.done():
+                fut.set_result(ok)
+        if not self.hold(None, DONE, done):
+            done(True)                    # nothing outstanding (or no journal): already true
+        return fut
+
     @staticmethod
     def _release(conn, item, ok=True):
         """Write a held reply (ok=False: its batch's commit failed, so a query answer, which may
@@ -871,6 +886,8 @@ class Server:
             conn.close(payload)
         elif kind == MD_START:
             conn.server.feeds.started(conn, payload)
+        elif kind == DONE:
+            payload(ok)
         elif kind == QUERY:
             data, t, rid = payload
             conn.write(data if ok else Connection.list_frames(t, rid, [], Reject.JOURNAL_UNAVAILABLE))
@@ -1021,6 +1038,9 @@ class Server:
         if self.repl is not None:
             self.repl.lose(reason)
         log.error("fenced, closing every session: %s", reason, extra={"event": "fenced"})
+        for g in (self.inflight[1] if self.inflight is not None else []) + self.open_out:
+            if g[0] == HELD and g[2][0] == DONE:
+                g[2][1](False)            # an admin action waiting: not applied
         self.inflight = None
         self.open_out = []
         self.at_dispatch = []

@@ -112,12 +112,17 @@ def write(directory: str | os.PathLike, state: dict, last_seq: int, extra: dict[
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(directory)
+    return final
+
+
+def fsync_dir(directory) -> None:
+    """Make a file created or renamed in `directory` durable (its entry, not only its data)."""
     dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return final
 
 
 def _write_file(tmp: Path, header: bytes, arrays: list) -> None:

@@ -289,7 +289,8 @@ cdef class Core:
                 elif kind == EV_FILL:
                     self.fill(&ev[ei])
                 elif kind == EV_ALERT_DISPOSITION:
-                    det.disposition(ev[ei].reason, ev[ei].order_id, ev[ei].qty, ev[ei].side, cmd.operator, seq, ts)
+                    det.disposition(ev[ei].reason, ev[ei].order_id, ev[ei].qty, ev[ei].side, cmd.operator, seq, ts,
+                                    ev[ei].price, ev[ei].leaves)
                 else:
                     self.other_event(&ev[ei], cmd.order_type)
                 ei += 1

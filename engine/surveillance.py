@@ -40,6 +40,7 @@ import msgspec
 import numpy as np
 
 from engine import config as cfgmod
+from engine import notes
 from engine.journal import MARKER, JournalError, JournalRefused
 from protocol.codes import (AlertType, CancelReason, CommandKind, Disposition, EventKind, LimitKind, LimitScope,
                             OrderType, Side, TimeInForce)
@@ -94,6 +95,8 @@ class DispositionEntry(msgspec.Struct, kw_only=True):
     operator: int               # [[admins]] id
     seq: int                    # the command that recorded it
     ts_ns: int
+    note_digest: str = ""       # the note's BLAKE2b digest as journaled ("" = no note; engine/notes.py)
+    note: str | None = None     # its text, from the notes file beside the journal (None: none, or not found)
 
 
 class State(msgspec.Struct, kw_only=True):
@@ -282,7 +285,7 @@ class Detectors:
             elif kind == EV_ACCEPTED:
                 self.accepted(e, e[15])
             elif kind == EV_ALERT_DISPOSITION:
-                self.disposition(e[2], e[6], e[9], e[1], e[16], seq, cts[bisect.bisect_left(cseq, seq)])
+                self.disposition(e[2], e[6], e[9], e[1], e[16], seq, cts[bisect.bisect_left(cseq, seq)], e[8], e[10])
             else:
                 self.event(e, e[15])
         if self.wash_pending:
@@ -311,11 +314,14 @@ class Detectors:
         elif self.close_tod is not None:
             self.close_clock(seq, ts)
 
-    def disposition(self, alert_type, alert_seq, alert_n, disposition, operator, seq, ts) -> None:
-        """An ALERT_DISPOSITION event (of the command seq at ts), for the store's trail."""
+    def disposition(self, alert_type, alert_seq, alert_n, disposition, operator, seq, ts, note_price,
+                    note_leaves) -> None:
+        """An ALERT_DISPOSITION event (of the command seq at ts; its note's digest in price and leaves), for the
+        store's trail."""
         self.dispositions.append(DispositionEntry(
             alert=f"{AlertType(alert_type).name.lower()}:{alert_seq}:{alert_n}",
-            disposition=Disposition(disposition).name.lower(), operator=operator, seq=seq, ts_ns=ts))
+            disposition=Disposition(disposition).name.lower(), operator=operator, seq=seq, ts_ns=ts,
+            note_digest=notes.hexdigest(note_price, note_leaves)))
 
     def alert(self, type_, seq, ts, owner, accounts, symbol, start, severity, rule, evidence) -> None:
         n = self.n_at_seq[1] + 1 if self.n_at_seq[0] == seq else 0
@@ -566,8 +572,8 @@ class Detectors:
                 del s.ignition[k]
             elif sd != ig[0]:
                 del s.ignition[k]
-                self.momentum_reversal(a, sym, ig, [f[4] for f in s.aggr.get(k, ()) if f[1] == ig[0] and f[0] >= ig[1]],
-                                       sd, price, qty, seq, ts)
+                run = [f[4] for f in s.aggr.get(k, ()) if f[1] == ig[0] and f[0] >= ig[1]]
+                self.momentum_reversal(a, sym, ig, run, sd, price, qty, seq, ts)
         k = f"{self.owner(taker)}|{sym}"
         lst = s.aggr.setdefault(k, [])
         del lst[:bisect.bisect_left(lst, [ts - p.window_ms * MS])]
@@ -859,6 +865,7 @@ def surveil(args) -> int:
     if cur is None:
         cur = Cursor(next_seq=args.from_seq or 1, state=State())
     det = Detectors(cfg.surveillance, cur.state, native=True)
+    note_reader = notes.Reader(args.path)
     if getattr(args, "metrics_port", None) is not None:
         _serve_metrics(args.metrics_port, store)
     stop = []
@@ -874,12 +881,12 @@ def surveil(args) -> int:
                 n += 1
                 done = args.until_seq is not None and cur.next_seq > args.until_seq
                 if n % 256 == 0 or done or stop:
-                    total += _commit(store, det, cur)
+                    total += _commit(store, det, cur, note_reader)
                     stored = cur.next_seq
                 if done or stop:
                     break
             if cur.next_seq != stored:
-                total += _commit(store, det, cur)
+                total += _commit(store, det, cur, note_reader)
                 stored = cur.next_seq
             if done or not args.follow:
                 break
@@ -919,10 +926,13 @@ def _count(alerts, dispositions) -> None:
             METRICS["dispositions"].labels(d.disposition).inc()
 
 
-def _commit(store: Store, det: Detectors, cur: Cursor) -> int:
+def _commit(store: Store, det: Detectors, cur: Cursor, note_reader: notes.Reader | None = None) -> int:
     alerts, det.found = det.found, []
     disps, det.dispositions = det.dispositions, []
     det.sync()
+    for d in disps:
+        if d.note_digest and note_reader is not None:
+            d.note = note_reader.get(d.note_digest)
     store.commit(alerts, cur, disps)
     _count(alerts, disps)
     for a in alerts:
@@ -957,9 +967,12 @@ def show_alerts(args) -> int:
     print(f"{'id':<30} {'type':<20} {'sev':<6} {'time':<30} {'owner':<16} {'acct':<8} {'sym':>4} {'evid':>4} "
           f"disposition")
     for a in alerts:
-        last = history.get(a.id, [{}])[-1].get("disposition", "open")
+        last = history.get(a.id, [{}])[-1]
+        note = "" if not last.get("note_digest") else \
+            f"  ({last['note'] if last.get('note') is not None else 'note not found: ' + last['note_digest']})"
         print(f"{a.id:<30} {a.type:<20} {a.severity:<6} {format_time(a.ts_ns):<30} {a.owner:<16} "
-              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence):>4} {last}")
+              f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence):>4} "
+              f"{last.get('disposition', 'open')}{note}")
     print(f"{len(alerts)} alerts; the store reads on from seq {cur.next_seq if cur else 1}", file=sys.stderr)
     return 0
 

@@ -211,7 +211,8 @@ def main(argv=None):
               f"{pct(d, 50):>10.3f}/{pct(d, 99):.3f}/{d.max() if len(d) else float('nan'):.3f} "
               f"{pct(e, 50):>9.3f}/{pct(e, 99):.3f}/{e.max() if len(e) else float('nan'):.3f} "
               f"{r['poll_p99'] * 1000:>15.1f}"
-              f"{'' if r['caught_up'] else '  (not caught up)'}{'  (%d never processed)' % r['missing'] if r['missing'] else ''}")
+              f"{'' if r['caught_up'] else '  (not caught up)'}"
+              f"{'  (%d never processed)' % r['missing'] if r['missing'] else ''}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -82,7 +82,8 @@ class CommandKind(IntEnum):
     SET_KYC = 20           # compliance (RISK.md "KYC"): account's KYC state := side (KycState); account 0 = the
                            # default of accounts never set; flags 1 = clear (the account follows the default)
     ALERT_DISPOSITION = 21 # admin: a surveillance alert's disposition (SURVEILLANCE.md "Dispositions"): order_id =
-                           # the alert's seq, qty = its n, order_type = AlertType, side = Disposition; no state
+                           # the alert's seq, qty = its n, order_type = AlertType, side = Disposition; no state;
+                           # price, stop_price = the note's 128-bit BLAKE2b digest (0, 0 = none; engine/notes.py)
     # execution algorithms (engine/ALGOS.md): parent orders, 30-39
     ALGO_NEW = 30          # a parent order: order_type = AlgoKind, side, symbol, qty, price = limit (0 = none),
                            # stop_price = start ns, expire_ts_ns = end ns, display_qty and order_id = packed
@@ -117,7 +118,8 @@ class EventKind(IntEnum):
                         # in leaves)
     KYC_STATE = 18      # a SET_KYC took effect: account (0 = the default), reason = the KycState now in force,
                         # qty = 1 when the account's state is its own (0: it follows the default)
-    ALERT_DISPOSITION = 19  # an ALERT_DISPOSITION was recorded: order_id, qty, reason = AlertType, side = Disposition
+    ALERT_DISPOSITION = 19  # an ALERT_DISPOSITION was recorded: order_id, qty, reason = AlertType, side = Disposition,
+                            # price and leaves = the command's price and stop_price (the note's digest)
     # execution algorithms (engine/ALGOS.md): parent reports, order_id = parent id, client_order_id = its
     # client id; qty = filled, leaves = total - filled, price = average fill price rounded to a unit (0
     # before a fill), trade_id = the quantity the schedule expected by now, fee = slippage against the
@@ -367,3 +369,14 @@ class Reject(IntEnum):
     ROUTE_UNSUPPORTED = 6001           # an order the router does not route (stop, FOK, GTD, iceberg, post-only,
                                        # reduce-only): send it to a venue directly
     NO_VENUE = 6002                    # no venue is up for the symbol (or none trades it)
+    # 6050-6099: an external exchange's refusal through the ccxt adapter (engine/routing/ccxt_venue.py)
+    VENUE_INSUFFICIENT_FUNDS = 6050    # ccxt InsufficientFunds: the router's exchange account cannot pay for it
+    VENUE_ORDER_NOT_FOUND = 6051       # ccxt OrderNotFound: a cancel of an order the exchange does not know (or over)
+    VENUE_INVALID_ORDER = 6052         # ccxt InvalidOrder (below the exchange's minimum, would cross a post-only ...)
+    VENUE_AUTH_FAILED = 6053           # ccxt AuthenticationError, PermissionDenied, AccountSuspended
+    VENUE_BAD_REQUEST = 6054           # ccxt BadRequest, BadSymbol, ArgumentsRequired, NotSupported
+    VENUE_REFUSED = 6055               # ccxt OperationRejected (market closed, restricted location ...)
+    VENUE_RATE_LIMITED = 6056          # ccxt RateLimitExceeded: refused before it was taken
+    VENUE_ERROR = 6057                 # any other ccxt ExchangeError: the exchange answered with an error
+    VENUE_ORDER_REJECTED = 6058        # the exchange reported the order's status as rejected after taking it
+    VENUE_AMEND_UNSUPPORTED = 6059     # an amend of a child at a ccxt venue (not mapped: cancel and re-send)

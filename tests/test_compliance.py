@@ -147,3 +147,64 @@ def test_kyc_and_large_when_set_by_admin_then_enforced_over_protocol_across_rest
     replayed = subprocess.run([sys.executable, "-m", "engine.cli", "journal", "replay", str(srv.dir / "journal"),
                                "--config", str(srv.config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert replayed.returncode == 0, replayed.stderr                          # the same decisions, event for event
+
+
+def test_disposition_note_when_recorded_then_killed_9_then_shown_by_surveil_and_audit_and_journal_proves_text(
+        server_factory, tmp_path):
+    """A disposition's free-text note (engine/notes.py): the text beside the journal, its BLAKE2b digest in the
+    journaled command; after kill -9 and recovery, `surveil alerts` and `report audit --dispositions` show it;
+    a note whose text was edited afterwards no longer matches the journal and shows as not found."""
+    import hashlib
+    import json
+
+    from engine.notes import NOTES
+    from tests.test_reports import report
+    from tests.test_risk_server import Admin, admin_cli
+    from tests.test_surveillance_more import alerts, cli, large_orders
+
+    srv, ad = large_orders(server_factory, 3)
+    cli("surveil", srv.dir / "journal", "--config", srv.config, "--store", tmp_path / "s0")
+    first, second, third = [a["id"] for a in alerts(tmp_path / "s0")]
+    note1 = "Called the desk: hedge of a client's OTC trade, documents on file."
+    out = ad.ok("disposition", alert=first, state="escalated", note=note1)
+    digest1 = hashlib.blake2b(note1.encode(), digest_size=16).hexdigest()
+    assert out["events"] == [{"event": "alert_disposition", "alert": first, "disposition": "escalated",
+                              "note_digest": digest1}]
+    note2 = "Market maker's quote refresh; no pattern."
+    code, got = admin_cli(srv, "disposition", second, "dismissed", "--note", note2)
+    assert code == 0 and got["ok"], got
+    assert "printable" in ad("disposition", alert=first, state="reviewed", note="two\nlines")["error"]
+    srv.kill9()
+    srv.start()
+    assert "recovered" in srv.output()
+    Admin(srv).ok("disposition", alert=third, state="reviewed")                # no note
+    srv.stop()
+
+    store = tmp_path / "s1"
+    cli("surveil", srv.dir / "journal", "--config", srv.config, "--store", store)
+    got = {a["id"]: a for a in alerts(store)}
+    assert [(d["disposition"], d["note"], d["note_digest"]) for d in got[first]["dispositions"]] == \
+        [("escalated", note1, digest1)]
+    assert got[second]["dispositions"][0]["note"] == note2
+    assert (got[third]["dispositions"][0]["note"], got[third]["dispositions"][0]["note_digest"]) == (None, "")
+    table = cli("surveil", "alerts", "--store", store).splitlines()[1:]
+    assert table[0].endswith(f"escalated  ({note1})") and table[2].endswith("reviewed")
+    trail = [json.loads(line) for line in cli("surveil", "alerts", "--store", store, "--dispositions").splitlines()]
+    assert [d["note"] for d in trail] == [note1, note2, None]
+
+    rows = report(srv, "audit", "--dispositions", "--format", "json")
+    assert [(r["alert"], r["disposition"], r["operator_name"], r["note"], r["note_found"]) for r in rows] == [
+        (first, "escalated", "ops", note1, True), (second, "dismissed", "ops", note2, True),
+        (third, "reviewed", "ops", "", False)]
+    assert rows[0]["note_digest"] == digest1 and rows[0]["seq"] < rows[1]["seq"] < rows[2]["seq"]
+    import pyarrow.parquet as pq
+    report(srv, "audit", "--dispositions", "--format", "parquet", "--out", tmp_path / "d.parquet")
+    assert pq.read_table(tmp_path / "d.parquet").to_pylist() == rows
+
+    path = srv.dir / "journal" / NOTES                  # edit the text after the fact: the journal disagrees
+    path.write_text(path.read_text().replace("no pattern", "no problem"))
+    rows = report(srv, "audit", "--dispositions", "--format", "json")
+    assert [(r["note"], r["note_found"]) for r in rows[:2]] == [(note1, True), ("", False)]
+    cli("surveil", srv.dir / "journal", "--config", srv.config, "--store", tmp_path / "s2")
+    table = cli("surveil", "alerts", "--store", tmp_path / "s2").splitlines()[1:]
+    assert table[1].endswith(f"dismissed  (note not found: {rows[1]['note_digest']})")

@@ -120,3 +120,30 @@ def test_power_cut_when_async_negative_control_then_harness_sees_loss(server_fac
     found, reports = cut_rounds(srv, fs, 1, seed=2)
     assert sum(len(seen) for seen in reports.values()) > 20
     assert any(found), "the harness saw no loss with async durability: it could not see one with sync either"
+
+
+def test_admin_action_when_the_disk_stalls_then_the_loop_keeps_serving(server_factory, lossy):
+    """An admin action (the risk worker sends one every cycle) waits for its commit without blocking
+    the event loop: with the journal's filesystem stopped (SIGSTOP of lossyfs: every write and fsync
+    hangs) the action stays pending while another admin connection's `status` is answered; it completes once the disk
+    is back. Before, the action waited on the loop itself (Server.flush) and everything on the loop hung with it."""
+    import threading
+
+    from tests.test_admin import HASH, admin
+    srv = server_factory(durability="sync", admins={"ops": HASH})
+    fs = lossy(srv)
+    fs.power_on()
+    srv.start()
+    fs.proc.send_signal(signal.SIGSTOP)
+    try:
+        result = []
+        t = threading.Thread(target=lambda: result.append(admin(srv, "halt", "BTCUSDT")), daemon=True)
+        t.start()
+        time.sleep(0.5)                    # the action is submitted and its commit is stuck on the disk
+        assert not result
+        rc, status = admin(srv, "status")  # answered by the loop (no commit needed)
+        assert rc == 0 and status["ok"] and not result
+    finally:
+        fs.proc.send_signal(signal.SIGCONT)
+    t.join(60)
+    assert result and result[0][0] == 0 and result[0][1]["ok"], result

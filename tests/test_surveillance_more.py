@@ -86,7 +86,8 @@ def test_large_position_when_owner_accounts_together_above_threshold_then_owner_
     ev = [a["evidence"] for a in got]
     assert [(e[0]["finding"], e[0]["position"], e[0]["before"], e[0]["threshold"]) for e in ev] == [
         ("owner_position", 1800, 1400, 1500), ("owner_position", 1600, 1300, 1500)]
-    assert [[(x["account"], x["position"]) for x in e[1:]] for e in ev] == [[(1, 1000), (2, 800)], [(1, 200), (2, 1400)]]
+    assert [[(x["account"], x["position"]) for x in e[1:]] for e in ev] == [[(1, 1000), (2, 800)],
+                                                                          [(1, 200), (2, 1400)]]
 
 
 @pytest.mark.skipif(not (shared_dir() / "data" / "lobster" / "AMZN_5_augmented.csv.gz").exists(),
@@ -107,6 +108,22 @@ def test_new_detectors_when_stopped_inside_episodes_and_resumed_then_same_alerts
     assert alerts(tmp_path / "cut") == one
 
 
+def large_orders(server_factory, n):
+    """A server whose account 2 placed n large orders (n large_order alerts); its admin connection."""
+    srv = server_factory(risk=RISK, admins={"ops": HASH},
+                         symbol_extra='[symbols.limits]\nlarge_order_qty = "1.000"\n').start()
+    ad = Admin(srv)
+    fund(ad, acct2="1000000")
+    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
+
+    async def flow():
+        async with connect(srv, 2) as c2:
+            for _ in range(n):
+                assert (await c2.place("BTCUSDT", "sell", "2.000", price="60000.00")).kind == "accepted"
+    asyncio.run(flow())
+    return srv, ad
+
+
 def test_disposition_when_recorded_by_admin_then_journaled_with_operator_in_store_trail_and_counted(
         server_factory, tmp_path):
     import os
@@ -118,17 +135,7 @@ def test_disposition_when_recorded_by_admin_then_journaled_with_operator_in_stor
     from engine.core import Engine
     from protocol.codes import CommandKind, EventKind, Reject
 
-    srv = server_factory(risk=RISK, admins={"ops": HASH},
-                         symbol_extra='[symbols.limits]\nlarge_order_qty = "1.000"\n').start()
-    ad = Admin(srv)
-    fund(ad, acct2="1000000")
-    ad.ok("mark", symbol="BTCUSDT", price="50000.00")
-
-    async def flow():
-        async with connect(srv, 2) as c2:
-            for _ in range(2):
-                assert (await c2.place("BTCUSDT", "sell", "2.000", price="60000.00")).kind == "accepted"
-    asyncio.run(flow())
+    srv, ad = large_orders(server_factory, 2)
     store = tmp_path / "store"
     cli("surveil", srv.dir / "journal", "--config", srv.config, "--store", store)
     first, second = [a["id"] for a in alerts(store)]

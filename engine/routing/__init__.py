@@ -11,6 +11,7 @@ replays that journal, then asks each venue for the reports after the last one jo
     book.py     the consolidated book and the split of an order across venues
     router.py   parents, children, decisions, the journal batch and recovery
     venues.py   the venue adapter interface and the trading-engine adapter (the SDK)
+    ccxt_venue.py  the ccxt adapter: external exchanges (the optional `ccxt` extra)
     monitor.py  per-venue metrics, score and demotion
     codec.py    struct codecs of the frames sent and read per order
     server.py   client sessions, the ops listener, the command line

@@ -18,20 +18,42 @@ from engine.config import (AccountConfig, ConfigError, JournalConfig, ServerConf
                            read_secret)
 
 
+class CcxtConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """[venues.ccxt]: an external exchange through ccxt (engine/routing/ccxt_venue.py, the `ccxt`
+    extra; engine/ROUTING.md "Adapters"). Credentials from the environment or owner-only files only."""
+    exchange: str                          # the ccxt exchange id ("binance", "kraken", ...)
+    symbols: dict[str, str]                # router symbol name -> the exchange's market ("BTC-USD" = "BTC/USDT")
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
+    password_env: str | None = None        # the passphrase some exchanges add (ccxt `password`)
+    password_file: str | None = None
+    sandbox: bool = False                  # ccxt set_sandbox_mode: the exchange's testnet
+    client_order_id_prefix: str = "te"     # a child's clientOrderId is prefix + its client order id
+    reconcile_margin_s: float = 300.0      # trades and closed orders fetched from this long before the last
+                                           # journaled report at a reconnect
+    poll_s: float = 1.0                    # REST polling period where the exchange has no websocket for it
+    options: dict[str, str] = {}           # ccxt exchange options (e.g. defaultType = "spot")
+
+
 class VenueConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A venue the router trades on as a client: a trading-engine server (the only adapter
-    shipped; engine/ROUTING.md "Adapters" for the interface an exchange adapter implements)."""
+    """A venue the router trades on as a client: a trading-engine server (kind "trading-engine",
+    through the SDK) or an external exchange (kind "ccxt", the optional extra; engine/ROUTING.md
+    "Adapters")."""
     name: str
+    kind: Literal["trading-engine", "ccxt"] = "trading-engine"
     host: str = "127.0.0.1"
     port: int | None = None
     port_file: str | None = None           # read the port from this file at each connect (tests, tooling)
-    account: int                           # the router's account at the venue
+    account: int | None = None             # the router's account at the venue (trading-engine)
     secret_env: str | None = None          # its secret: environment variable, owner-only file, or demo
     secret_file: str | None = None
     demo_secret: str | None = None
     taker_fee: Decimal = Decimal(0)        # fraction of notional the venue charges a taker ("0.0005" = 5 bps)
     maker_fee: Decimal = Decimal(0)        # ... a maker (negative = rebate); whole basis points
     tls: bool = False
+    ccxt: CcxtConfig | None = None         # kind "ccxt": the exchange, its credentials and markets
 
 
 class RouterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -78,9 +100,24 @@ def load(path: str) -> RouterConfig:
         raise ConfigError(f"{where}: {e.strerror or e}") from None
     if not cfg.venues or len({v.name for v in cfg.venues}) != len(cfg.venues) or len(cfg.venues) > 64:
         raise ConfigError(f"{where}: `venues`: 1 to 64 venues with unique names")
+    names = {s.name for s in cfg.symbols}
     for v in cfg.venues:
-        if (v.port is None) == (v.port_file is None):
-            raise ConfigError(f"{where}: venue {v.name}: port or port_file, one of them")
+        if v.kind == "ccxt":
+            c = v.ccxt
+            if c is None or v.port is not None or v.port_file is not None or v.account is not None or \
+                    v.secret_env or v.secret_file or v.demo_secret:
+                raise ConfigError(f"{where}: venue {v.name}: kind ccxt takes a [venues.ccxt] table (exchange, "
+                                  "symbols, credentials), not port, account or secret")
+            unknown = sorted(set(c.symbols) - names)
+            if not c.symbols or unknown:
+                raise ConfigError(f"{where}: venue {v.name}: `ccxt.symbols` maps [[symbols]] names to markets"
+                                  + (f"; not in [[symbols]]: {unknown}" if unknown else ""))
+            if c.reconcile_margin_s < 0 or c.poll_s <= 0 or not c.client_order_id_prefix.isalnum():
+                raise ConfigError(f"{where}: venue {v.name}: ccxt reconcile_margin_s >= 0, poll_s > 0, "
+                                  "client_order_id_prefix letters and digits")
+        elif v.ccxt is not None or v.account is None or (v.port is None) == (v.port_file is None):
+            raise ConfigError(f"{where}: venue {v.name}: account, and port or port_file, one of them "
+                              "(a [venues.ccxt] table needs kind = \"ccxt\")")
         fee_bps(f"{where}: venue {v.name}", v.taker_fee)
         fee_bps(f"{where}: venue {v.name}", v.maker_fee)
     if len({s.id for s in cfg.symbols}) != len(cfg.symbols) or len({s.name for s in cfg.symbols}) != len(cfg.symbols):

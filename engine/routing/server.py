@@ -324,6 +324,12 @@ class RouterApp:
         self.venue_tasks: list[asyncio.Task] = []
         self.stopping = False
         for i, v in enumerate(cfg.venues, 1):
+            if v.kind == "ccxt":       # an external exchange (the ccxt extra): engine/routing/ccxt_venue.py
+                from engine.routing import ccxt_venue
+                self.router.venues[i] = ccxt_venue.CcxtVenue(
+                    i, v.name, v.ccxt, self, self.symbols,
+                    lambda i=i: ccxt_venue.held_children(self.router.state, i))
+                continue
             self.router.venues[i] = TradingEngineVenue(i, v.name, v.host, v.port, v.port_file, v.account,
                                                        rconfig.venue_secret(v), self, v.tls)
         self.router.on_book = self.publish

@@ -15,10 +15,10 @@ symbols:
     events.depth(venue, symbol, bids, asks)     a depth snapshot, best first
     events.down(venue)                          the session ended (the router reconnects)
 
-TradingEngineVenue is the one shipped: a trading-engine server through the SDK (clients/client.py;
-its logon, heartbeats, queries and sequence tracking), with reports and depth taken raw off
-the wire. An exchange adapter (ccxt) would map the same calls onto REST/websocket calls
-(engine/ROUTING.md "Adapters"); it is not shipped: there is no network here to test it against.
+TradingEngineVenue: a trading-engine server through the SDK (clients/client.py; its logon,
+heartbeats, queries and sequence tracking), with reports and depth taken raw off the wire.
+CcxtVenue (engine/routing/ccxt_venue.py, the optional `ccxt` extra): an external exchange, the
+same calls mapped onto ccxt's REST and websocket calls (engine/ROUTING.md "Adapters").
 """
 from __future__ import annotations
 
