@@ -39,10 +39,13 @@ MODULES = {
     "engine.marketdata": (["engine/marketdata.pyx"], True),
     "engine.algos": (["engine/algos.pyx"], True),
     "engine.routing.decide": (["engine/routing/decide.pyx"], True),
+    "engine.surveil_core": (["engine/surveil_core.pyx"], True),
 }
 # Per-module compile flags. engine.algos: no fused multiply-add contraction, so its floating-point
 # schedule (Almgren-Chriss, + - * / sqrt only) is bit-identical on every IEEE-754 machine (ALGOS.md).
 MODULE_CFLAGS = {"engine.algos": ["-ffp-contract=off"]}
+# engine.surveil_core keeps its maps and windows in C++ standard containers (unordered_map, map, deque).
+MODULE_LANGUAGE = {"engine.surveil_core": "c++"}
 
 HINTS: list[str] = []
 
@@ -85,6 +88,7 @@ def extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("TE_DEBUG", int(DEBUG))],
             extra_compile_args=cflags + MODULE_CFLAGS.get(name, []),
             extra_link_args=ldflags,
+            language=MODULE_LANGUAGE.get(name, "c"),
         )
         ext.cython_directives = directives
         exts.append(ext)

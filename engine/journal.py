@@ -506,8 +506,8 @@ class Journal:
         if from_seq > 1:        # the batch containing from_seq starts at or before it
             with self._txn() as txn:
                 cur = txn.cursor()
-                if cur.set_range(struct.pack(">Q", from_seq)):
-                    if struct.unpack(">Q", cur.key())[0] != from_seq and cur.prev():
+                if cur.set_range(struct.pack(">Q", from_seq)):   # a record starting at from_seq, or the one before
+                    if struct.unpack(">Q", cur.key())[0] == from_seq or cur.prev():
                         key = bytes(cur.key())
                 elif cur.last():
                     key = bytes(cur.key())

@@ -20,7 +20,9 @@ detectors' state are committed in one store transaction; a restart (after a stop
 loads them and reads on from the cursor, so nothing is missed or found twice. Batch (a range) and
 live (--follow: poll for newly committed records every surveillance.poll_ms) are the same loop over
 the same records, so they find the same alerts. Every decision uses the journaled receive times
-(ts_ns), never the wall clock. The rules and their parameters: engine/SURVEILLANCE.md.
+(ts_ns), never the wall clock. The rules and their parameters: engine/SURVEILLANCE.md. `surveil` runs the
+per-event bookkeeping in C++ (engine/surveil_core.pyx, Detectors(native=True)); the detectors here build
+every alert, and the plain Python path is the reference the tests compare it with.
 """
 from __future__ import annotations
 
@@ -117,6 +119,8 @@ class State(msgspec.Struct, kw_only=True):
     closed_day: dict[int, int] = {}              # symbol -> the day (ts // 86400 s) whose close_time was judged
     large: dict[int, list[int]] = {}             # symbol -> [LARGE_ORDER_QTY, LARGE_POSITION_QTY] (0: none)
     positions: dict[int, int] = {}               # account * 2**32 + symbol -> position (large_position)
+    owner_positions: dict[str, int] = {}         # owner|symbol -> its accounts' summed position (owners of 2+
+                                                 # accounts; large_position)
 
 
 class Cursor(msgspec.Struct, kw_only=True):
@@ -127,10 +131,15 @@ class Cursor(msgspec.Struct, kw_only=True):
 class Detectors:
     """The three detectors over one stream of commands and their events (one State)."""
 
-    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None, quiet_path: bool = True):
+    def __init__(self, sv: cfgmod.SurveillanceConfig, state: State | None = None, quiet_path: bool = True,
+                 native: bool = False):
+        """native: the per-event bookkeeping (orders, levels, the owners' windows: wash's recent orders, fills,
+        momentum's runs; messaging's windows) in engine/surveil_core.pyx, its state exported into self.s by
+        sync(); else all of it here (the plain path, which tests compare it with)."""
         self.sv = sv
         self.s = state or State()
         self.owner_of = {a: o.name for o in sv.owners for a in o.accounts}
+        self.groups = {o.name: sorted(set(o.accounts)) for o in sv.owners if len(set(o.accounts)) > 1}
         self.found: list[Alert] = []
         self.dispositions: list[DispositionEntry] = []
         self.n_at_seq = (0, 0)
@@ -146,12 +155,41 @@ class Detectors:
         self.fill_keep = max(sv.spoofing.max_lifetime_ms, sv.layering.window_ms + sv.layering.cancel_ms) * MS
         ct = sv.close.close_time
         self.close_tod = None if ct is None else sum(int(x) * m for x, m in zip(ct.split(":"), (3600, 60, 1))) * 10**9
+        self.owner_names: list[str] = []     # the native core's owner indexes (owner_id)
+        self.owner_ids: dict[str, int] = {}
+        self.core = None
+        if native:
+            from engine.surveil_core import Core
+            self.core = Core(self)
 
     def owner(self, account: int) -> str:
         o = self.owner_of.get(account)
         if o is None:                      # an account in no group owns itself (cached: no string per call)
             o = self.owner_of[account] = f"account {account}"
         return o
+
+    def owner_id(self, name: str) -> int:
+        """The native core's index of an owner (its keys hold indexes, State's keys the names)."""
+        i = self.owner_ids.get(name)
+        if i is None:
+            i = self.owner_ids[name] = len(self.owner_names)
+            self.owner_names.append(name)
+        return i
+
+    def owner_index(self, account: int) -> int:
+        return self.owner_id(self.owner(account))
+
+    def fills_of(self, account: int, symbol: int) -> list:
+        """The fills of the account's owner in the symbol (spoofing's and layering's window)."""
+        if self.core is not None:
+            return self.core.fills_of(self.owner_index(account), symbol)
+        return self.s.fills.get(self.osym(account, symbol), ())
+
+    def sync(self) -> State:
+        """The whole state, as the cursor stores it (the native core's part exported into it)."""
+        if self.core is not None:
+            self.core.export(self.s)
+        return self.s
 
     def osym(self, account: int, symbol: int) -> str:
         """The detectors' "owner|symbol" key (cached: no string per event)."""
@@ -169,6 +207,8 @@ class Detectors:
         on its own, before its events, only when something needs it: an order-entry message of an account
         whose messaging window could breach in this chunk (the others are quiet: quiet_accounts), and, for
         the close, END_OF_DAY (every command when close.close_time is set)."""
+        if self.core is not None:
+            return self.core.feed(cmds, events, next_seq, until_seq)
         cseq_a = cmds["seq"]
         lo = int(np.searchsorted(cseq_a, next_seq, "left"))
         hi = len(cseq_a) if until_seq is None else int(np.searchsorted(cseq_a, until_seq, "right"))
@@ -245,10 +285,7 @@ class Detectors:
             elif kind == EV_ACCEPTED:
                 self.accepted(e, e[15])
             elif kind == EV_ALERT_DISPOSITION:
-                self.dispositions.append(DispositionEntry(
-                    alert=f"{AlertType(e[2]).name.lower()}:{e[6]}:{e[9]}",
-                    disposition=Disposition(e[1]).name.lower(), operator=e[16], seq=seq,
-                    ts_ns=cts[bisect.bisect_left(cseq, seq)], note_digest=notes.hexdigest(e[8], e[10])))
+                self.disposition(e[2], e[6], e[9], e[1], e[16], seq, cts[bisect.bisect_left(cseq, seq)], e[8], e[10])
             else:
                 self.event(e, e[15])
         if self.wash_pending:
@@ -267,12 +304,24 @@ class Detectors:
     def command(self, kind, acct, sym, seq, ts, quiet) -> None:
         """What a command itself (before its events) means to the close and to messaging."""
         if self.sv.close.enabled:
-            if kind == CMD_END_OF_DAY:
-                self.closes(sym, seq, ts, "end_of_day")
-            elif self.close_tod is not None:
-                self.close_clock(seq, ts)
+            self.close_command(kind, sym, seq, ts)
         if self.sv.messaging.enabled and kind in ORDER_ENTRY and acct not in quiet:
             self.message(acct, seq, ts)
+
+    def close_command(self, kind, sym, seq, ts) -> None:
+        if kind == CMD_END_OF_DAY:
+            self.closes(sym, seq, ts, "end_of_day")
+        elif self.close_tod is not None:
+            self.close_clock(seq, ts)
+
+    def disposition(self, alert_type, alert_seq, alert_n, disposition, operator, seq, ts, note_price,
+                    note_leaves) -> None:
+        """An ALERT_DISPOSITION event (of the command seq at ts; its note's digest in price and leaves), for the
+        store's trail."""
+        self.dispositions.append(DispositionEntry(
+            alert=f"{AlertType(alert_type).name.lower()}:{alert_seq}:{alert_n}",
+            disposition=Disposition(disposition).name.lower(), operator=operator, seq=seq, ts_ns=ts,
+            note_digest=notes.hexdigest(note_price, note_leaves)))
 
     def alert(self, type_, seq, ts, owner, accounts, symbol, start, severity, rule, evidence) -> None:
         n = self.n_at_seq[1] + 1 if self.n_at_seq[0] == seq else 0
@@ -321,9 +370,7 @@ class Detectors:
         if self.large_on:
             lim = s.large.get(sym)
             if lim and lim[0] and qty > lim[0]:
-                self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
-                           [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
-                             "price": price, "qty": qty, "threshold": lim[0], "seq": seq, "ts_ns": ts}])
+                self.large_order(acct, sym, side, oid, price, qty, lim[0], seq, ts)
         away = False
         if qty >= self.spoof_min_qty:      # only a large order can be a spoof: judge "away" for it alone
             best = self.best(sym, side)
@@ -346,12 +393,22 @@ class Detectors:
             del lst[:bisect.bisect_left(lst, [ts - self.wash_window_ns])]
             for t, sd, p, o, a, sq in lst:
                 if sd != side and p == price and o in s.orders:
-                    self.wash(seq, ts, a, acct, sym, "medium", {
-                        "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts,
-                        "first_order_id": o, "first_account": a, "first_seq": sq, "order_id": oid, "account": acct,
-                        "price": price, "window_ms": self.sv.wash.window_ms})
+                    self.wash_opposite(t, o, a, sq, oid, acct, sym, price, seq, ts)
                     break
             lst.append([ts, side, price, oid, acct, seq])
+
+    def large_order(self, acct, sym, side, oid, price, qty, thr, seq, ts) -> None:
+        self.alert("large_order", seq, ts, self.owner(acct), [acct], sym, ts, "low", self.LARGE_ORDER_RULE,
+                   [{"finding": "order", "order_id": oid, "account": acct, "side": Side(side).name.lower(),
+                     "price": price, "qty": qty, "threshold": thr, "seq": seq, "ts_ns": ts}])
+
+    def wash_opposite(self, t, o, a, sq, oid, acct, sym, price, seq, ts) -> None:
+        """Wash's opposite-orders finding: order oid of acct at price, opposite to the owner's live order o
+        (of account a, placed at t by command sq)."""
+        self.wash(seq, ts, a, acct, sym, "medium", {
+            "finding": "opposite_orders", "first_ts_ns": t, "seq": seq, "ts_ns": ts, "first_order_id": o,
+            "first_account": a, "first_seq": sq, "order_id": oid, "account": acct, "price": price,
+            "window_ms": self.sv.wash.window_ms})
 
     def event(self, e, order_type) -> None:
         """One event (ACCEPTED and CANCELLED, the commonest, are handled in feed's loop)."""
@@ -360,25 +417,10 @@ class Detectors:
         if kind == EV_FILL:
             self.reduce(oid, qty, leaves)
             self.reduce(other_oid, qty, other_leaves)
-            if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
-                self.wash(seq, ts, acct, other, sym, "high", {
-                    "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
-                    "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
-            if self.sv.spoofing.enabled or self.sv.layering.enabled:
-                keep = self.fill_keep
-                for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
-                    lst = s.fills.setdefault(self.osym(a, sym), [])
-                    del lst[:bisect.bisect_left(lst, [ts - keep])]
-                    lst.append([ts, sd, o, price, qty, seq])
             if self.sv.messaging.enabled:
                 for a in {acct, other}:
                     s.trades.setdefault(a, []).append(ts)
-            if self.sv.momentum.enabled:
-                self.momentum(acct, other, sym, side, price, qty, oid, seq, ts)
-            if self.sv.close.enabled:
-                self.close_trade(sym, price, qty, acct, side, seq, ts)
-            if self.sv.large.enabled and sym in s.large:
-                self.large_position(acct, other, sym, side, price, qty, seq, ts)
+            self.fill(acct, other, sym, side, oid, other_oid, price, qty, seq, ts)
         elif kind == EV_REPLACED:
             o = s.orders.get(oid)
             if o is not None:
@@ -403,6 +445,30 @@ class Detectors:
                     "finding": "stp_prevented", "seq": seq, "ts_ns": ts, "taker_order_id": oid,
                     "maker_order_id": other_oid, "taker_account": acct, "maker_account": other, "price": price,
                     "qty": qty})
+
+    def fill(self, acct, other, sym, side, oid, other_oid, price, qty, seq, ts) -> None:
+        """A FILL, after its orders' bookkeeping (and messaging's trade times): wash, the owners' fills (spoofing,
+        layering), momentum, the close's trades, large positions."""
+        s = self.s
+        if self.sv.wash.enabled and self.owner(acct) == self.owner(other):
+            self.wash_fill(acct, other, sym, oid, other_oid, price, qty, seq, ts)
+        if self.sv.spoofing.enabled or self.sv.layering.enabled:
+            keep = self.fill_keep
+            for a, sd, o in ((acct, side, oid), (other, 3 - side, other_oid)):
+                lst = s.fills.setdefault(self.osym(a, sym), [])
+                del lst[:bisect.bisect_left(lst, [ts - keep])]
+                lst.append([ts, sd, o, price, qty, seq])
+        if self.sv.momentum.enabled:
+            self.momentum(acct, other, sym, side, price, qty, oid, seq, ts)
+        if self.sv.close.enabled:
+            self.close_trade(sym, price, qty, acct, side, seq, ts)
+        if self.sv.large.enabled and sym in s.large:
+            self.large_position(acct, other, sym, side, price, qty, seq, ts)
+
+    def wash_fill(self, acct, other, sym, oid, other_oid, price, qty, seq, ts) -> None:
+        self.wash(seq, ts, acct, other, sym, "high", {
+            "finding": "fill", "seq": seq, "ts_ns": ts, "taker_order_id": oid, "maker_order_id": other_oid,
+            "taker_account": acct, "maker_account": other, "price": price, "qty": qty})
 
     # -- wash trades --
     WASH_RULE = ("the same beneficial owner on both sides: a fill, a match self-trade prevention stopped, or "
@@ -435,7 +501,7 @@ class Detectors:
                 or o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
             return
         owner, sym = self.owner(o[ACCOUNT]), o[SYMBOL]
-        trades = [f for f in self.s.fills.get(f"{owner}|{sym}", ()) if f[1] != o[SIDE] and o[TS] <= f[0] <= ts]
+        trades = [f for f in self.fills_of(o[ACCOUNT], sym) if f[1] != o[SIDE] and o[TS] <= f[0] <= ts]
         if not trades:
             return
         if self.new_episode(f"spoof|{owner}|{sym}|{o[SIDE]}", ts, p.episode_gap_ms):
@@ -454,7 +520,7 @@ class Detectors:
         p = self.sv.layering
         if o[FILLED] * 100 > p.max_filled_pct * o[QTY]:
             return
-        fills = self.s.fills.get(self.osym(o[ACCOUNT], o[SYMBOL]))
+        fills = self.fills_of(o[ACCOUNT], o[SYMBOL])
         if not fills or ts - fills[-1][0] > p.cancel_ms * MS:
             return       # no trade of the owner within cancel_ms: this cancel can be in no layer, now or later
         owner, sym, side = self.owner(o[ACCOUNT]), o[SYMBOL], o[SIDE]
@@ -465,7 +531,7 @@ class Detectors:
         lst.append([ts, oid, o[PRICE], o[QTY], o[TS], o[SEQ], seq])
         # the owner's latest trade on the other side at most cancel_ms before this cancel
         trade = None
-        for f in reversed(self.s.fills.get(f"{owner}|{sym}", ())):
+        for f in reversed(fills):
             if f[0] > ts:
                 continue
             if ts - f[0] > p.cancel_ms * MS:
@@ -506,16 +572,8 @@ class Detectors:
                 del s.ignition[k]
             elif sd != ig[0]:
                 del s.ignition[k]
-                if self.new_episode(f"momentum|{k}", ts, p.episode_gap_ms):
-                    run = [f for f in s.aggr.get(k, ()) if f[1] == ig[0] and f[0] >= ig[1]]
-                    self.alert("momentum_ignition", seq, ts, self.owner(a), [a], sym, ig[1], "high",
-                               self.MOMENTUM_RULE, [
-                                   {"finding": "run", "side": Side(ig[0]).name.lower(), "from_price": ig[3],
-                                    "to_price": ig[4], "trades": ig[5], "qty": ig[6], "first_seq": ig[7],
-                                    "last_seq": ig[8], "start_ts_ns": ig[1], "end_ts_ns": ig[2],
-                                    "order_ids": sorted({f[4] for f in run})},
-                                   {"finding": "reversal", "side": Side(sd).name.lower(), "price": price, "qty": qty,
-                                    "seq": seq, "ts_ns": ts}])
+                run = [f[4] for f in s.aggr.get(k, ()) if f[1] == ig[0] and f[0] >= ig[1]]
+                self.momentum_reversal(a, sym, ig, run, sd, price, qty, seq, ts)
         k = f"{self.owner(taker)}|{sym}"
         lst = s.aggr.setdefault(k, [])
         del lst[:bisect.bisect_left(lst, [ts - p.window_ms * MS])]
@@ -531,6 +589,18 @@ class Detectors:
                 s.ignition[k] = [side, run[0][0], ts, first, price, len(run), sum(f[3] for f in run), run[0][5], seq]
             else:                                                  # the run goes on
                 ig[2], ig[4], ig[5], ig[6], ig[8] = ts, price, ig[5] + 1, ig[6] + qty, seq
+
+    def momentum_reversal(self, a, sym, ig, order_ids, sd, price, qty, seq, ts) -> None:
+        """Account a's trade on side sd ends the run ig (the ignition layout above; order_ids: the run's
+        aggressive fills' orders) of its owner in the symbol: an alert, unless the episode goes on."""
+        p = self.sv.momentum
+        if self.new_episode(f"momentum|{self.osym(a, sym)}", ts, p.episode_gap_ms):
+            self.alert("momentum_ignition", seq, ts, self.owner(a), [a], sym, ig[1], "high", self.MOMENTUM_RULE, [
+                {"finding": "run", "side": Side(ig[0]).name.lower(), "from_price": ig[3], "to_price": ig[4],
+                 "trades": ig[5], "qty": ig[6], "first_seq": ig[7], "last_seq": ig[8], "start_ts_ns": ig[1],
+                 "end_ts_ns": ig[2], "order_ids": sorted(set(order_ids))},
+                {"finding": "reversal", "side": Side(sd).name.lower(), "price": price, "qty": qty, "seq": seq,
+                 "ts_ns": ts}])
 
     # -- marking the close --
     CLOSE_RULE = ("in the closing window one owner's aggressive trades on one side make at least "
@@ -587,6 +657,8 @@ class Detectors:
     # -- large orders and positions (compliance flags; RISK.md "KYC") --
     LARGE_ORDER_RULE = "an order above its symbol's LARGE_ORDER_QTY (flagged, not rejected: LARGE_REJECT is 0)"
     LARGE_POSITION_RULE = "a position above its symbol's LARGE_POSITION_QTY (one alert each time it goes above)"
+    LARGE_OWNER_RULE = ("a beneficial owner's position (its accounts' summed) above its symbol's LARGE_POSITION_QTY "
+                        "(one alert each time it goes above)")
 
     def large_position(self, taker, maker, sym, side, price, qty, seq, ts) -> None:
         thr = self.s.large[sym][1]
@@ -602,6 +674,30 @@ class Detectors:
                 self.alert("large_position", seq, ts, self.owner(a), [a], sym, ts, "low", self.LARGE_POSITION_RULE,
                            [{"finding": "position", "account": a, "position": new, "before": old, "threshold": thr,
                              "price": price, "seq": seq, "ts_ns": ts}])
+        if not self.groups:
+            return
+        net: dict[str, int] = {}            # an owner of 2+ accounts: the fill's net change to its position
+        for a, sd in ((taker, side), (maker, 3 - side)):
+            o = self.owner_of.get(a)
+            if o in self.groups:
+                net[o] = net.get(o, 0) + (qty if sd == SIDE_BUY else -qty)
+        for o, d in net.items():            # (one owner on both sides: no change, no alert)
+            if not d:
+                continue
+            k = f"{o}|{sym}"
+            old = self.s.owner_positions.get(k, 0)
+            new = old + d
+            if new:
+                self.s.owner_positions[k] = new
+            else:
+                self.s.owner_positions.pop(k, None)
+            if thr and abs(new) > thr >= abs(old):
+                held = [(a, self.s.positions.get(a * (1 << 32) + sym, 0)) for a in self.groups[o]]
+                held = [(a, p) for a, p in held if p]
+                self.alert("large_position", seq, ts, o, [a for a, _ in held], sym, ts, "low", self.LARGE_OWNER_RULE,
+                           [{"finding": "owner_position", "owner": o, "position": new, "before": old,
+                             "threshold": thr, "price": price, "seq": seq, "ts_ns": ts},
+                            *({"finding": "account_position", "account": a, "position": p} for a, p in held)])
 
     # -- excessive messaging --
     MSG_RULE = ("more than messaging.max_messages order-entry messages in messaging.window_ms, or at least "
@@ -662,13 +758,18 @@ class Detectors:
         last = s.msg_episode.get(acct)
         if breach:
             if last is None:
-                self.alert("excessive_messaging", seq, ts, self.owner(acct), [acct], 0, msgs[0],
-                           "high" if n > 2 * p.max_messages else "medium", self.MSG_RULE,
-                           [{"finding": "window", "messages": n, "trades": t, "window_ms": p.window_ms,
-                             "first_ts_ns": msgs[0], "seq": seq, "ts_ns": ts}])
+                self.msg_alert(acct, n, t, msgs[0], seq, ts)
             s.msg_episode[acct] = ts
         elif last is not None and ts - last > p.window_ms * MS:
             del s.msg_episode[acct]
+
+    def msg_alert(self, acct, n, t, first, seq, ts) -> None:
+        """An excessive-messaging episode starts: n messages (t trades) in the window from first to ts."""
+        p = self.sv.messaging
+        self.alert("excessive_messaging", seq, ts, self.owner(acct), [acct], 0, first,
+                   "high" if n > 2 * p.max_messages else "medium", self.MSG_RULE,
+                   [{"finding": "window", "messages": n, "trades": t, "window_ms": p.window_ms,
+                     "first_ts_ns": first, "seq": seq, "ts_ns": ts}])
 
 
 # -- the alert store --
@@ -763,7 +864,7 @@ def surveil(args) -> int:
         return 2
     if cur is None:
         cur = Cursor(next_seq=args.from_seq or 1, state=State())
-    det = Detectors(cfg.surveillance, cur.state)
+    det = Detectors(cfg.surveillance, cur.state, native=True)
     note_reader = notes.Reader(args.path)
     if getattr(args, "metrics_port", None) is not None:
         _serve_metrics(args.metrics_port, store)
@@ -771,8 +872,8 @@ def surveil(args) -> int:
     if args.follow:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.append(1))
-    total = 0
-    try:
+    total, stored = 0, None          # stored: the cursor's seq last committed (a cycle that read nothing new
+    try:                             # commits nothing: the state is exported and written only when it moved)
         while not stop:
             n, done = 0, False
             for cmds, events in j.read_from(cur.next_seq):
@@ -781,9 +882,12 @@ def surveil(args) -> int:
                 done = args.until_seq is not None and cur.next_seq > args.until_seq
                 if n % 256 == 0 or done or stop:
                     total += _commit(store, det, cur, note_reader)
+                    stored = cur.next_seq
                 if done or stop:
                     break
-            total += _commit(store, det, cur, note_reader)
+            if cur.next_seq != stored:
+                total += _commit(store, det, cur, note_reader)
+                stored = cur.next_seq
             if done or not args.follow:
                 break
             time.sleep(cfg.surveillance.poll_ms / 1000)
@@ -825,6 +929,7 @@ def _count(alerts, dispositions) -> None:
 def _commit(store: Store, det: Detectors, cur: Cursor, note_reader: notes.Reader | None = None) -> int:
     alerts, det.found = det.found, []
     disps, det.dispositions = det.dispositions, []
+    det.sync()
     for d in disps:
         if d.note_digest and note_reader is not None:
             d.note = note_reader.get(d.note_digest)

@@ -66,6 +66,19 @@ def test_batches_when_record_damaged_then_error_names_its_seq(tmp_path, damage):
     assert e.value.seq == 4 and ("checksum" in str(e.value) or "chain" in str(e.value))
 
 
+
+def test_read_from_when_seq_starts_a_record_then_reads_from_that_record_not_the_journals_start(tmp_path):
+    """A reader resuming at a record's first seq (surveil --follow, every cycle) starts at that record: with
+    an earlier record damaged it reads on (it used to read, and check, the journal again from its start)."""
+    damaged_journal(tmp_path / "j", 1, "flip")
+    j = Journal(str(tmp_path / "j"), readonly=True)
+    assert [int(c["seq"][0]) for c, _ in j.read_from(4)] == [4, 7]
+    assert [int(c["seq"][0]) for c, _ in j.read_from(7)] == [7]
+    assert [int(c["seq"][0]) for c, _ in j.read_from(5)] == [4, 7]      # the record containing seq 5
+    with pytest.raises(JournalError) as e:
+        list(j.read_from(2))
+    assert e.value.seq == 1
+
 def test_append_when_map_full_then_grows_and_loses_nothing(tmp_path):
     j = Journal(str(tmp_path / "j"), map_size=64 << 10)
     first = 1

@@ -43,7 +43,7 @@ def test_sdist_when_listed_then_it_holds_tests_helpers_systemd_docs_and_license(
 
 
 def test_sdist_and_wheel_when_listed_then_no_generated_c(contents):
-    assert [f for f in contents["sdist"] if f.endswith((".c", ".so"))] == []
+    assert [f for f in contents["sdist"] if f.endswith((".c", ".cpp", ".so"))] == []
     wheel = set(contents["wheel_data"])
-    assert [f for f in wheel if f.endswith((".c", ".html"))] == []
+    assert [f for f in wheel if f.endswith((".c", ".cpp", ".html"))] == []
     assert {"engine/core.pyx", "engine/core.pxd", "protocol/cdefs.pxd", "engine/default_config.toml"} <= wheel
