@@ -90,10 +90,13 @@ def extensions():
             extra_link_args=ldflags,
             language=MODULE_LANGUAGE.get(name, "c"),
         )
-        ext.cython_directives = directives
-        exts.append(ext)
+        exts.append((ext, directives))
     _fail_on_performance_hints()
-    built = cythonize(exts, include_path=["."], annotate=os.environ.get("TE_ANNOTATE") == "1", nthreads=0)
+    # one cythonize per module: cythonize applies only its compiler_directives argument (an Extension's
+    # cython_directives attribute is read by nothing, so the hot modules were built with bounds checks)
+    built = [b for ext, directives in exts
+             for b in cythonize([ext], include_path=["."], compiler_directives=directives,
+                                annotate=os.environ.get("TE_ANNOTATE") == "1", nthreads=0)]
     if HINTS:
         sys.stderr.write("Cython performance hints are errors in this project:\n  " + "\n  ".join(HINTS) + "\n")
         raise SystemExit(1)
