@@ -138,6 +138,9 @@ def failover_scenario(args):
                 sessions = [Session(a.port, acct, rng.randrange(1 << 30)) for acct in (1, 2, 3)]
                 for s in sessions:
                     s.start()
+                deadline = time.monotonic() + 30      # a loaded machine: the kill comes after reports flow
+                while not all(s.reports for s in sessions) and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 time.sleep(rng.uniform(0.5, 1.5))
                 a.kill9()
                 t0 = time.monotonic()
