@@ -26,7 +26,9 @@ HOT_DIRECTIVES = {
     "boundscheck": DEBUG,
     "wraparound": DEBUG,
     "initializedcheck": DEBUG,
-    "cdivision": True,
+    # Python's floor division and modulo (a negative numerator rounds down): the risk and matching
+    # arithmetic is written and tested for it (ceilings as -((-a) // b)); C division would truncate.
+    "cdivision": False,
     "nonecheck": False,
 }
 BASE_DIRECTIVES = {"language_level": 3, "embedsignature": True}

@@ -48,7 +48,7 @@ cdef int64_t _NO_RECORD = 0
 cdef const void* _records(cnp.ndarray arr, object dtype, str what) except NULL:
     """The records of a COMMAND or EVENT array, after checking it is one (an empty one: a pointer never read)."""
     if arr.dtype != dtype or not arr.flags.c_contiguous or arr.ndim != 1:
-        raise TypeError(f"{what} must be a 1-D contiguous array of protocol.records.{what.upper()[:-1]}.dtype")
+        raise TypeError(f"{what} must be a 1-D contiguous array of protocol.records.{what.upper()[:len(what) - 1]}.dtype")
     cdef const void* data = cnp.PyArray_DATA(arr)
     return data if data != NULL else <const void*>&_NO_RECORD
 

@@ -17,16 +17,8 @@ import pytest
 from clients import Client, ShardedClient
 from engine.shards import CRASH_AFTER_FIRST_LEG
 from tests.server_proc import ROOT, SECRETS
-from tests.test_risk_server import HASH, PASSWORD, Admin
+from tests.test_risk_server import HASH, PASSWORD, RISK, Admin
 
-RISK = """enabled = true
-mark_interval_ms = 50
-
-[risk.defaults]
-initial_margin = "0.10"
-maintenance_margin = "0.05"
-max_leverage = "10"
-"""
 CENTS = 100
 
 
