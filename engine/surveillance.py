@@ -1001,7 +1001,7 @@ def show_alerts(args) -> int:
     try:
         alerts = [a for a in store.all() if args.type is None or a.type == args.type]
         log = store.disposition_log()
-        cur = store.cursor()
+        reach = store.reach()
     finally:
         store.close()
     if args.dispositions:                     # the audit trail, in journal order
@@ -1028,7 +1028,7 @@ def show_alerts(args) -> int:
         print(f"{a.id:<30} {a.type:<20} {a.severity:<6} {format_time(a.ts_ns):<30} {a.owner:<16} "
               f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence):>4} "
               f"{last.get('disposition', 'open')}{note}")
-    print(f"{len(alerts)} alerts; the store reads on from seq {cur.next_seq if cur else 1}", file=sys.stderr)
+    print(f"{len(alerts)} alerts; the commands before seq {reach or 1} read", file=sys.stderr)
     return 0
 
 
