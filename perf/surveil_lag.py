@@ -23,7 +23,7 @@ over the whole run (the load, then the catch-up), the load's rate, surveil's CPU
 
 --baseline FILE: each run is done twice, alternately, first with that copy of engine/surveillance.py (e.g.
 main's, copied out: `git show main:engine/surveillance.py > /tmp/base.py`; it runs with this tree's other
-modules), then with this tree's.
+modules), then with this tree's. --state-commit-ms N: the server config's surveillance.state_commit_ms.
 """
 from __future__ import annotations
 
@@ -129,7 +129,9 @@ BASE_RUNNER = ("import argparse, importlib.util, sys; "
 
 def run_once(root, args, baseline=None):
     srv = ServerProc(Path(root) / "srv", durability="sync", output_buffer_bytes=64 << 20,
-                     server_extra=f"cpu = 0{rt.server_limits()}").start()
+                     server_extra=f"cpu = 0{rt.server_limits()}",
+                     extra="" if args.state_commit_ms is None else
+                     f"\n[surveillance]\nstate_commit_ms = {args.state_commit_ms}\n").start()
     journal, store = str(srv.dir / "journal"), os.path.join(root, "store")
     err = open(os.path.join(root, "surveil.err"), "wb")
     cmd = ["-m", "engine.cli", "surveil"] if baseline is None else ["-c", BASE_RUNNER, baseline]
@@ -208,6 +210,7 @@ def main(argv=None):
     p.add_argument("--poll-ms", type=float, default=1.0, help="the poller's period")
     p.add_argument("--catch-up-timeout", type=float, default=120.0)
     p.add_argument("--keep", help="run in this directory and keep it (the journal, the store)")
+    p.add_argument("--state-commit-ms", type=int, help="surveillance.state_commit_ms (default: its default)")
     p.add_argument("--baseline", help="a copy of engine/surveillance.py to run alternately with this tree's")
     args = p.parse_args(argv)
     os.sched_setaffinity(0, {1})
