@@ -15,9 +15,11 @@ What it writes: only its alert store, an LMDB environment in its own directory (
 journal's): the alerts, and a cursor (the next command seq to read) with the detectors' state.
 Alerts are also printed as JSON lines on stdout once stored.
 
-How it resumes: the alerts a chunk of records produced, the cursor after that chunk and the
-detectors' state are committed in one store transaction; a restart (after a stop or a kill -9)
-loads them and reads on from the cursor, so nothing is missed or found twice. Batch (a range) and
+How it resumes: the alerts a cycle (or 50 ms of a backlog) produced are committed in one store
+transaction with their reach (the next seq after them); the cursor (a next seq with the detectors'
+state) every surveillance.state_commit_ms and at the end. A restart (after a stop or a kill -9) loads
+the cursor, reads on from it and drops what it finds again up to the reach (stored already), so
+nothing is missed or found twice. Batch (a range) and
 live (--follow: poll for newly committed records every surveillance.poll_ms) are the same loop over
 the same records, so they find the same alerts. Every decision uses the journaled receive times
 (ts_ns), never the wall clock. The rules and their parameters: engine/SURVEILLANCE.md. `surveil` runs the

@@ -17,7 +17,7 @@ command seq (a read-only reader, as surveil's) and the store's reach (the next s
 alerts are all stored, committed in one transaction with them: what "processed" means; a store without one,
 from before surveillance.state_commit_ms, has its cursor's next_seq). Each change of
 the journal's end seen at time t is one sample; its lag is the time from t to the first poll that sees
-the cursor past it. So a lag counts from when the commit became visible to a reader (within a poll) to
+the reach past it. So a lag counts from when the commit became visible to a reader (within a poll) to
 when its alerts were stored (within a poll). Reported per run: p50 / p99 / max lag during the load and
 over the whole run (the load, then the catch-up), the load's rate, surveil's CPU.
 
