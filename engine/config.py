@@ -400,7 +400,7 @@ class SurveillanceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     close: CloseConfig = msgspec.field(default_factory=CloseConfig)
     large: LargeConfig = msgspec.field(default_factory=LargeConfig)
     poll_ms: int = 100                     # --follow: how often the journal is read for new records
-    state_commit_ms: int = 2000            # --follow: the detectors' State stored at most this often (the alerts
+    state_commit_ms: int = 2000            # the detectors' State stored at most this often (the alerts
                                            # and how far they reach every cycle; a restart replays the rest)
 
 
