@@ -400,6 +400,8 @@ class SurveillanceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     close: CloseConfig = msgspec.field(default_factory=CloseConfig)
     large: LargeConfig = msgspec.field(default_factory=LargeConfig)
     poll_ms: int = 100                     # --follow: how often the journal is read for new records
+    state_commit_ms: int = 2000            # the detectors' State stored at most this often (the alerts
+                                           # and how far they reach every cycle; a restart replays the rest)
 
 
 class AlgosConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -547,11 +549,11 @@ def validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: `surveillance.owners`: names unique, an account in one owner at most")
     if min(sv.wash.window_ms, sv.spoofing.max_lifetime_ms, sv.messaging.window_ms, sv.poll_ms,
            sv.layering.window_ms, sv.layering.cancel_ms, sv.momentum.window_ms, sv.momentum.reversal_ms,
-           sv.close.window_ms) <= 0 \
+           sv.close.window_ms, sv.state_commit_ms) <= 0 \
             or min(sv.spoofing.min_qty, sv.messaging.max_messages, sv.messaging.max_order_to_trade,
                    sv.layering.min_orders, sv.layering.min_levels, sv.momentum.min_trades, sv.momentum.min_move_bps,
                    sv.close.min_share_pct, sv.close.min_trades) < 1:
-        raise ConfigError(f"{where}: `surveillance`: windows, poll_ms and thresholds must be > 0")
+        raise ConfigError(f"{where}: `surveillance`: windows, poll_ms, state_commit_ms and thresholds must be > 0")
     if sv.close.close_time is not None:
         try:
             h, m, s = (int(x) for x in sv.close.close_time.split(":"))

@@ -182,7 +182,7 @@ def decode_record(first: int, value: bytes, prev: bytes | None, key: bytes = b""
     size = HEAD.size + DIGEST + n_cmds * cmd_layout.size + n_events * event_layout.size + DIGEST
     if len(value) != size or n_cmds == 0:
         raise JournalError(f"journal record at seq {first}: {len(value)} bytes, expected {size}", first)
-    body, digest = value[:-DIGEST], value[-DIGEST:]
+    body, digest = memoryview(value)[:-DIGEST], bytes(value[-DIGEST:])     # (a view: no copy of the body)
     if hashlib.blake2b(body, digest_size=DIGEST, key=key).digest() != digest:
         raise JournalError(f"journal record at seq {first}: checksum mismatch"
                            f"{' (or not written with this key)' if key else ''}", first)

@@ -15,9 +15,11 @@ What it writes: only its alert store, an LMDB environment in its own directory (
 journal's): the alerts, and a cursor (the next command seq to read) with the detectors' state.
 Alerts are also printed as JSON lines on stdout once stored.
 
-How it resumes: the alerts a chunk of records produced, the cursor after that chunk and the
-detectors' state are committed in one store transaction; a restart (after a stop or a kill -9)
-loads them and reads on from the cursor, so nothing is missed or found twice. Batch (a range) and
+How it resumes: the alerts a cycle (or 50 ms of a backlog) produced are committed in one store
+transaction with their reach (the next seq after them); the cursor (a next seq with the detectors'
+state) every surveillance.state_commit_ms and at the end. A restart (after a stop or a kill -9) loads
+the cursor, reads on from it and drops what it finds again up to the reach (stored already), so
+nothing is missed or found twice. Batch (a range) and
 live (--follow: poll for newly committed records every surveillance.poll_ms) are the same loop over
 the same records, so they find the same alerts. Every decision uses the journaled receive times
 (ts_ns), never the wall clock. The rules and their parameters: engine/SURVEILLANCE.md. `surveil` runs the
@@ -807,18 +809,45 @@ class Store:
             raw = txn.get(b"cursor", db=self.meta)
         return None if raw is None else msgspec.msgpack.decode(raw, type=Cursor)
 
-    def commit(self, alerts: list[Alert], cursor: Cursor, dispositions: list[DispositionEntry] = ()) -> None:
-        """The alerts, the dispositions read and the cursor after them, in one transaction."""
+    def reach(self) -> int | None:
+        """The next seq after the commands whose alerts and dispositions are all stored (None: no store yet);
+        at or past the cursor's next_seq (the State is stored less often: surveillance.state_commit_ms)."""
+        with self.env.begin() as txn:
+            raw = txn.get(b"reach", db=self.meta)
+            if raw is None:
+                raw = txn.get(b"cursor", db=self.meta)
+                return None if raw is None else msgspec.msgpack.decode(raw, type=Cursor).next_seq
+        return struct.unpack(">Q", raw)[0]
+
+    def has(self, alert: Alert | None = None, disposition: DispositionEntry | None = None) -> bool:
+        """Whether this alert (or disposition) is stored already (a restart's replay finds it again)."""
+        with self.env.begin() as txn:
+            if alert is not None:
+                return txn.get(self.alert_key(alert), db=self.alerts) is not None
+            return txn.get(struct.pack(">Q", disposition.seq), db=self.disp) is not None
+
+    @staticmethod
+    def alert_key(a: Alert) -> bytes:
+        _, seq, n = a.id.rsplit(":", 2)
+        return struct.pack(">QH", int(seq), int(n))
+
+    def commit(self, alerts: list[Alert], cursor: Cursor | None, dispositions: list[DispositionEntry] = (),
+               reach: int | None = None) -> None:
+        """The alerts, the dispositions read and how far they reach (the next seq), in one transaction; with
+        the cursor (the State) when given (reach: its next_seq)."""
         enc = msgspec.json.encode
+        if reach is None:
+            reach = cursor.next_seq
         while True:
             try:
                 with self.env.begin(write=True) as txn:
                     for a in alerts:
-                        _, seq, n = a.id.rsplit(":", 2)
-                        txn.put(struct.pack(">QH", int(seq), int(n)), enc(a), db=self.alerts)
+                        txn.put(self.alert_key(a), enc(a), db=self.alerts)
                     for d in dispositions:          # keyed by the recording command's seq: an audit trail
                         txn.put(struct.pack(">Q", d.seq), enc(d), db=self.disp)
-                    txn.put(b"cursor", msgspec.msgpack.encode(cursor), db=self.meta)
+                    if cursor is not None:
+                        txn.put(b"cursor", msgspec.msgpack.encode(cursor), db=self.meta)
+                    txn.put(b"reach", struct.pack(">Q", reach), db=self.meta)
                 return
             except lmdb.MapFullError:
                 self.map_size *= 2
@@ -872,25 +901,49 @@ def surveil(args) -> int:
     if args.follow:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.append(1))
-    total, stored = 0, None          # stored: the cursor's seq last committed (a cycle that read nothing new
-    try:                             # commits nothing: the state is exported and written only when it moved)
+    # Each cycle stores the alerts and dispositions found and how far they reach (Store.reach): at its end, and
+    # every PROGRESS_S while it reads a backlog; the State (the cursor) every state_commit_ms and at the end. A
+    # restart resumes from the cursor and replays up to the reach, dropping what it finds again there (stored
+    # already), so nothing is missed or repeated.
+    replay_to = store.reach() or cur.next_seq
+    total, stored, state_seq = 0, max(replay_to, cur.next_seq), cur.next_seq
+    t_state = t_stored = time.monotonic()
+    state_s = cfg.surveillance.state_commit_ms / 1000
+
+    def commit(state: bool) -> None:
+        nonlocal total, stored, state_seq, t_state, t_stored
+        total += _commit(store, det, cur, note_reader, state=state, reach=max(replay_to, cur.next_seq))
+        stored, t_stored = max(stored, cur.next_seq), time.monotonic()
+        if state:
+            state_seq, t_state = cur.next_seq, t_stored
+
+    try:
         while not stop:
-            n, done = 0, False
+            n, done, t_cycle = 0, False, time.monotonic()
             for cmds, events in j.read_from(cur.next_seq):
+                before = cur.next_seq
                 cur.next_seq = det.feed(cmds, events, cur.next_seq, args.until_seq)
+                if before < replay_to:              # replayed: drop what is stored already
+                    det.found = [a for a in det.found if not store.has(alert=a)]
+                    det.dispositions = [d for d in det.dispositions if not store.has(disposition=d)]
                 n += 1
                 done = args.until_seq is not None and cur.next_seq > args.until_seq
-                if n % 256 == 0 or done or stop:
-                    total += _commit(store, det, cur, note_reader)
-                    stored = cur.next_seq
                 if done or stop:
                     break
-            if cur.next_seq != stored:
-                total += _commit(store, det, cur, note_reader)
-                stored = cur.next_seq
-            if done or not args.follow:
+                now = time.monotonic()
+                if now - t_state >= state_s:
+                    commit(state=True)
+                elif now - t_stored >= PROGRESS_S and cur.next_seq > stored:   # a long backlog
+                    commit(state=False)
+            final = done or stop or not args.follow
+            if cur.next_seq != state_seq and (final or time.monotonic() - t_state >= state_s):
+                commit(state=True)
+            elif cur.next_seq > stored:
+                commit(state=False)
+            if final:
                 break
-            time.sleep(cfg.surveillance.poll_ms / 1000)
+            # cycles start poll_ms apart, or at once after one that took longer (a backlog: no wait added)
+            time.sleep(max(0.0, cfg.surveillance.poll_ms / 1000 - (time.monotonic() - t_cycle)))
     except (JournalError, JournalRefused) as e:
         print(f"trading-engine surveil: {e}", file=sys.stderr)
         return 1
@@ -902,6 +955,7 @@ def surveil(args) -> int:
 
 
 METRICS = {}
+PROGRESS_S = 0.05      # a cycle reading a long backlog stores its alerts (and their reach) this often
 
 
 def _serve_metrics(port: int, store: Store) -> None:
@@ -926,14 +980,17 @@ def _count(alerts, dispositions) -> None:
             METRICS["dispositions"].labels(d.disposition).inc()
 
 
-def _commit(store: Store, det: Detectors, cur: Cursor, note_reader: notes.Reader | None = None) -> int:
+def _commit(store: Store, det: Detectors, cur: Cursor, note_reader: notes.Reader | None = None,
+            state: bool = True, reach: int | None = None) -> int:
+    """The alerts and dispositions found so far, reaching cur.next_seq; with the State (det.sync()) if state."""
     alerts, det.found = det.found, []
     disps, det.dispositions = det.dispositions, []
-    det.sync()
+    if state:
+        det.sync()
     for d in disps:
         if d.note_digest and note_reader is not None:
             d.note = note_reader.get(d.note_digest)
-    store.commit(alerts, cur, disps)
+    store.commit(alerts, cur if state else None, disps, reach=reach or cur.next_seq)
     _count(alerts, disps)
     for a in alerts:
         sys.stdout.buffer.write(msgspec.json.encode(a) + b"\n")
@@ -946,7 +1003,7 @@ def show_alerts(args) -> int:
     try:
         alerts = [a for a in store.all() if args.type is None or a.type == args.type]
         log = store.disposition_log()
-        cur = store.cursor()
+        reach = store.reach()
     finally:
         store.close()
     if args.dispositions:                     # the audit trail, in journal order
@@ -973,7 +1030,7 @@ def show_alerts(args) -> int:
         print(f"{a.id:<30} {a.type:<20} {a.severity:<6} {format_time(a.ts_ns):<30} {a.owner:<16} "
               f"{','.join(map(str, a.accounts)):<8} {a.symbol:>4} {len(a.evidence):>4} "
               f"{last.get('disposition', 'open')}{note}")
-    print(f"{len(alerts)} alerts; the store reads on from seq {cur.next_seq if cur else 1}", file=sys.stderr)
+    print(f"{len(alerts)} alerts; the commands before seq {reach or 1} read", file=sys.stderr)
     return 0
 
 

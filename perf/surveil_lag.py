@@ -13,12 +13,17 @@ the journal's start, not pinned (the machine has two cores: it takes what the ot
 the server's config (the default [surveillance] parameters; poll_ms 100).
 
 A poller process (pinned with the generator) reads every --poll-ms (1) the journal's last committed
-command seq (a read-only reader, as surveil's) and the store's cursor (the next seq surveil will read,
-committed in one transaction with the alerts found before it: what "processed" means). Each change of
+command seq (a read-only reader, as surveil's) and the store's reach (the next seq after the commands whose
+alerts are all stored, committed in one transaction with them: what "processed" means; a store without one,
+from before surveillance.state_commit_ms, has its cursor's next_seq). Each change of
 the journal's end seen at time t is one sample; its lag is the time from t to the first poll that sees
-the cursor past it. So a lag counts from when the commit became visible to a reader (within a poll) to
+the reach past it. So a lag counts from when the commit became visible to a reader (within a poll) to
 when its alerts were stored (within a poll). Reported per run: p50 / p99 / max lag during the load and
 over the whole run (the load, then the catch-up), the load's rate, surveil's CPU.
+
+--baseline FILE: each run is done twice, alternately, first with that copy of engine/surveillance.py (e.g.
+main's, copied out: `git show main:engine/surveillance.py > /tmp/base.py`; it runs with this tree's other
+modules), then with this tree's. --state-commit-ms N: the server config's surveillance.state_commit_ms.
 """
 from __future__ import annotations
 
@@ -57,6 +62,15 @@ def journal_end(env) -> int:
         return struct.unpack(">Q", cur.key())[0] + HEAD.unpack_from(cur.value())[0] - 1
 
 
+def reach(txn, meta) -> int:
+    """The store's reach (see above; 0: nothing stored yet)."""
+    raw = txn.get(b"reach", db=meta)
+    if raw is not None:
+        return struct.unpack(">Q", raw)[0]
+    raw = txn.get(b"cursor", db=meta)
+    return 0 if raw is None else msgspec.msgpack.decode(raw, type=_NextSeq).next_seq
+
+
 def poll(journal, store, poll_s, stop, out, cpu=None) -> None:
     """(time, journal end, cursor) at each change of either, until stop is set (a child process)."""
     if cpu is not None:
@@ -70,8 +84,7 @@ def poll(journal, store, poll_s, stop, out, cpu=None) -> None:
         time.sleep(poll_s)
     senv = lmdb.open(store, readonly=True, lock=True, subdir=True, max_dbs=3)
     meta = None
-    dec = msgspec.msgpack.Decoder(_NextSeq)
-    rows, last, head, gaps = [], None, None, []
+    rows, last, gaps = [], None, []
     while not stop.is_set():
         t = time.monotonic()
         gaps.append(t)
@@ -84,12 +97,8 @@ def poll(journal, store, poll_s, stop, out, cpu=None) -> None:
         try:
             if meta is None:
                 meta = senv.open_db(b"meta", create=False)
-            with senv.begin(buffers=True) as txn:
-                raw = txn.get(b"cursor", db=meta)
-                if raw is not None and bytes(raw[:24]) != head:     # (next_seq comes first: decode on a change)
-                    head, nxt = bytes(raw[:24]), dec.decode(raw).next_seq
-                else:
-                    nxt = last[1] if last else 0
+            with senv.begin() as txn:
+                nxt = reach(txn, meta)
         except (lmdb.NotFoundError, lmdb.MapResizedError):
             senv.set_mapsize(0)
         if (end, nxt) != last:
@@ -112,13 +121,22 @@ def lags(rows, until=None) -> np.ndarray:
     return np.maximum(t[np.minimum(done[ok], len(rows) - 1)] - t[new[ok]], 0.0), int((~ok).sum())
 
 
-def run_once(root, args):
+BASE_RUNNER = ("import argparse, importlib.util, sys; "
+               "spec = importlib.util.spec_from_file_location('surveillance_base', sys.argv.pop(1)); "
+               "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+               "a = m.add_arguments(argparse.ArgumentParser()).parse_args(sys.argv[1:]); sys.exit(a.run(a))")
+
+
+def run_once(root, args, baseline=None):
     srv = ServerProc(Path(root) / "srv", durability="sync", output_buffer_bytes=64 << 20,
-                     server_extra=f"cpu = 0{rt.server_limits()}").start()
+                     server_extra=f"cpu = 0{rt.server_limits()}",
+                     extra="" if args.state_commit_ms is None else
+                     f"\n[surveillance]\nstate_commit_ms = {args.state_commit_ms}\n").start()
     journal, store = str(srv.dir / "journal"), os.path.join(root, "store")
     err = open(os.path.join(root, "surveil.err"), "wb")
-    sv = subprocess.Popen([sys.executable, "-m", "engine.cli", "surveil", journal, "--config", str(srv.config),
-                           "--store", store, "--follow"], stdout=subprocess.DEVNULL, stderr=err)
+    cmd = ["-m", "engine.cli", "surveil"] if baseline is None else ["-c", BASE_RUNNER, baseline]
+    sv = subprocess.Popen([sys.executable, *cmd, journal, "--config", str(srv.config), "--store", store, "--follow"],
+                          stdout=subprocess.DEVNULL, stderr=err)
     if args.surveil_cpu is not None:
         os.sched_setaffinity(sv.pid, {args.surveil_cpu})
     stop = mp.Event()
@@ -148,8 +166,8 @@ def run_once(root, args):
         deadline = time.monotonic() + args.catch_up_timeout
         while True:                        # until surveil has stored everything the load journaled
             s_env.set_mapsize(0)
-            with s_env.begin(buffers=True) as txn:
-                nxt = msgspec.msgpack.decode(txn.get(b"cursor", db=meta), type=_NextSeq).next_seq
+            with s_env.begin() as txn:
+                nxt = reach(txn, meta)
             if nxt > end or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
@@ -192,21 +210,24 @@ def main(argv=None):
     p.add_argument("--poll-ms", type=float, default=1.0, help="the poller's period")
     p.add_argument("--catch-up-timeout", type=float, default=120.0)
     p.add_argument("--keep", help="run in this directory and keep it (the journal, the store)")
+    p.add_argument("--state-commit-ms", type=int, help="surveillance.state_commit_ms (default: its default)")
+    p.add_argument("--baseline", help="a copy of engine/surveillance.py to run alternately with this tree's")
     args = p.parse_args(argv)
     os.sched_setaffinity(0, {1})
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    print(f"{'run':>3} {'orders/s':>10} {'commands':>10} {'load s':>7} {'catch-up s':>10} {'surveil cpu':>11} "
+    print(f"{'run':>5} {'orders/s':>10} {'commands':>10} {'load s':>7} {'catch-up s':>10} {'surveil cpu':>11} "
           f"{'lag during load p50/p99/max s':>30} {'whole run p50/p99/max s':>25} {'poll gap p99 ms':>15}")
-    for i in range(args.runs):
+    for i, base in ((i, b) for i in range(args.runs) for b in ((args.baseline, None) if args.baseline else (None,))):
+        name = f"{i}{'' if not args.baseline else ' b' if base else ' a'}"
         if args.keep:
-            root = os.path.join(args.keep, f"run{i}")
+            root = os.path.join(args.keep, f"run{name.replace(' ', '')}")
             os.makedirs(root)
-            r = run_once(root, args)
+            r = run_once(root, args, base)
         else:
             with tempfile.TemporaryDirectory() as root:
-                r = run_once(root, args)
+                r = run_once(root, args, base)
         d, e = r["during"], r["every"]
-        print(f"{i:>3} {r['orders_per_s']:>10,.0f} {r['commands']:>10,} {r['load_s']:>7.2f} "
+        print(f"{name:>5} {r['orders_per_s']:>10,.0f} {r['commands']:>10,} {r['load_s']:>7.2f} "
               f"{r['catch_up_s']:>10.2f} {r['surveil_cpu']:>11.2f} "
               f"{pct(d, 50):>10.3f}/{pct(d, 99):.3f}/{d.max() if len(d) else float('nan'):.3f} "
               f"{pct(e, 50):>9.3f}/{pct(e, 99):.3f}/{e.max() if len(e) else float('nan'):.3f} "

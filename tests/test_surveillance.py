@@ -208,22 +208,52 @@ def test_surveil_when_stopped_at_any_seq_and_restarted_then_nothing_missed_or_re
     assert alerts(store) == batch
 
 
-def test_surveil_when_killed_midway_then_restart_misses_and_repeats_nothing(run, batch):
-    store = run["tmp"] / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "surveil", run["journal"], "--config",
-                             run["config"], "--store", store, "--follow"], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True)
+def follow_killed(journal, config, store, lines: int) -> list[str]:
+    """`surveil --follow` killed (-9) once it has printed that many alerts (each printed once stored)."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "surveil", journal, "--config", config,
+                             "--store", store, "--follow"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        first = proc.stdout.readline()            # printed once committed
-        assert first
+        printed = [proc.stdout.readline() for _ in range(lines)]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return [p for p in printed if p]
+
+
+def test_surveil_when_killed_midway_then_restart_misses_and_repeats_nothing(run, batch):
+    store = run["tmp"] / "killed"
+    assert follow_killed(run["journal"], run["config"], store, 1)       # one alert printed (once stored)
     cli("surveil", run["journal"], "--config", run["config"], "--store", store)
     assert alerts(store) == batch
+
+
+def test_surveil_when_killed_with_state_behind_stored_alerts_then_restart_replays_without_repeating(run, batch):
+    """surveil stores its alerts (and how far they reach) every cycle but its State only every
+    state_commit_ms: killed (-9) with every alert stored and printed but no State, the restart replays from
+    the start and must print and store each alert once: nothing missed, nothing repeated."""
+    config = run["tmp"] / "slow_state.toml"
+    text = open(run["config"]).read()
+    assert "poll_ms = 20\n" in text
+    config.write_text(text.replace("poll_ms = 20\n", "poll_ms = 20\nstate_commit_ms = 3600000\n", 1))
+    store = run["tmp"] / "state_behind"
+    printed = [json.loads(line) for line in follow_killed(run["journal"], config, store, len(batch))]
+    s = Store(str(store), readonly=True)
+    try:
+        cur, reach = s.cursor(), s.reach()
+    finally:
+        s.close()
+    assert cur is None and reach > run["end"]          # the alerts stored, the State not: a replay from seq 1
+    r = cli("surveil", run["journal"], "--config", config, "--store", store)
+    printed += [json.loads(line) for line in r.stdout.splitlines()]
+    assert printed == batch and alerts(store) == batch
+    s = Store(str(store), readonly=True)
+    try:
+        assert s.cursor().next_seq == s.reach() == reach
+    finally:
+        s.close()
 
 
 def test_surveil_when_store_resumes_elsewhere_or_is_the_journal_then_refused(run, batch):
