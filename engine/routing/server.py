@@ -568,7 +568,7 @@ def place(cfg) -> None:
     """The router's CPU placement: [server] cpu pins the process to one core; [router] nice sets its
     priority, e.g. above venues or other processes sharing the core (engine/ROUTING.md "Speed").
     Linux applies both per thread: every thread already running (numpy's, started at import) is
-    placed, and those started later (the journal's commit thread) inherit it. OSError: refused."""
+    placed, and those started later (the loop's executor) inherit it. OSError: refused."""
     cpu, nice = cfg.server.cpu, cfg.router.nice
     if cpu is None and nice is None:
         return
