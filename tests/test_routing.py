@@ -372,3 +372,5 @@ def test_router_placement_when_cpu_and_nice_configured_then_every_thread_pinned_
     bad = router_factory(venues, server_extra=f"cpu = {cpu + 4096}")
     with pytest.raises(RuntimeError, match=r"router exited 2: .*\[server\] cpu = \d+: cannot pin the router"):
         bad.start()
+    with pytest.raises(RuntimeError, match=r"router exited 2: .*`router.nice`: -20..19, not 20"):
+        router_factory(venues, router_extra="nice = 20").start()
