@@ -179,6 +179,7 @@ port = 0
 port_file = "{dir}/port"
 heartbeat_ms = {heartbeat_ms}
 logon_timeout_s = 2.0
+{server_extra}
 
 [journal]
 path = "{dir}/journal"
@@ -215,11 +216,11 @@ class RouterProc(ServerProc):
     Its log is server.log in its directory (output(), kill9(), stop() are ServerProc's)."""
 
     def __init__(self, tmp: Path, venues, fees=None, durability="sync", heartbeat_ms=1000, router_extra="",
-                 venue_account=1, extra=""):
+                 venue_account=1, extra="", server_extra=""):
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = ROUTER_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
-                                    router_extra=router_extra) + extra
+                                    router_extra=router_extra, server_extra=server_extra) + extra
         fees = fees or {}
         for name, srv in venues:
             taker, maker = fees.get(name, ("0", "0"))

@@ -207,6 +207,10 @@ def main(argv=None):
     p.add_argument("--direct", type=int, default=1000, help="1-lot orders, through the router and direct")
     p.add_argument("--nice-venues", type=int, default=0, help="run the venue servers at this nice value (on a "
                    "2-core machine a venue woken by a child preempts the router before its next child is written)")
+    p.add_argument("--router-cpu", type=int, help="the router's [server] cpu (its core; on this 2-core machine "
+                   "with --venue-cpu the other one)")
+    p.add_argument("--router-nice", type=int, help="the router's [router] nice (below 0: above the venues)")
+    p.add_argument("--venue-cpu", type=int, help="pin the venue servers (every thread) to this core")
     args = p.parse_args(argv)
     load = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="perf-routing-")
@@ -220,8 +224,12 @@ def main(argv=None):
             post(venues[name], name)
             if args.nice_venues:
                 os.setpriority(os.PRIO_PROCESS, venues[name].proc.pid, args.nice_venues)
-        router = RouterProc(Path(tmp) / "router", list(venues.items()), fees=FEES, durability="async",
-                            extra=extra).start()
+            if args.venue_cpu is not None:
+                for t in os.listdir(f"/proc/{venues[name].proc.pid}/task"):
+                    os.sched_setaffinity(int(t), {args.venue_cpu})
+        router = RouterProc(Path(tmp) / "router", list(venues.items()), fees=FEES, durability="async", extra=extra,
+                            server_extra="" if args.router_cpu is None else f"cpu = {args.router_cpu}",
+                            router_extra="" if args.router_nice is None else f"nice = {args.router_nice}").start()
         with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
             deadline = time.monotonic() + 30
             while len(c.book(SYMBOLS[-1], 50).asks) < 3 * LEVELS or len(c.book("BTCUSDT", 5).asks) < 2:
@@ -270,6 +278,8 @@ def main(argv=None):
             "venue A direct: send -> FILL": d_done,
             "echo floor (72 bytes there and back)": echo,
             "three 72-byte sends to three echo sockets": three_sends}
+    print(f"placement: router cpu {args.router_cpu} nice {args.router_nice}, venues cpu {args.venue_cpu} "
+          f"nice {args.nice_venues}")
     print(f"{args.orders} orders over {len(SYMBOLS)} symbols, {children} children to 3 venues; "
           f"{args.direct} 1-lot orders through the router and direct; load average before "
           f"{load[0]:.2f}, after {os.getloadavg()[0]:.2f} ({os.cpu_count()} cpus)")

@@ -6,8 +6,10 @@ the router unchanged; reports come in sequence."""
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -351,3 +353,24 @@ def test_fok_when_one_venue_kills_its_child_then_other_fills_stand_and_rest_canc
                                                                           Decimal("0.002"))
         assert [r.seq for r in reports] == list(range(1, len(reports) + 1))
     assert venue_fills(venues["B"]) and not [f for f in venue_fills(venues["C"])]
+
+
+def test_router_placement_when_cpu_and_nice_configured_then_every_thread_pinned_and_reniced(venues, router_factory):
+    cpu = max(os.sched_getaffinity(0))
+    post_books(venues)
+    router = router_factory(venues, server_extra=f"cpu = {cpu}", router_extra="nice = 3").start()
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        ack = c.place("BTCUSDT", "buy", "0.010", price="50040.00")
+        assert sum(r.qty for r in until_done(c, ack.client_order_id) if r.kind == "fill") == Decimal("0.010")
+    tasks = list(Path(f"/proc/{router.proc.pid}/task").iterdir())     # every thread (numpy's start at import)
+    for t in tasks:
+        status = (t / "status").read_text()
+        assert f"Cpus_allowed_list:\t{cpu}\n" in status, status
+        assert int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) == 3    # field 19: nice
+    # a core the router may not use: a clear error at start, exit 2
+    bad = router_factory(venues, server_extra=f"cpu = {cpu + 4096}")
+    with pytest.raises(RuntimeError, match=r"router exited 2: .*\[server\] cpu = \d+: cannot pin the router"):
+        bad.start()
+    with pytest.raises(RuntimeError, match=r"router exited 2: .*`router.nice`: -20..19, not 20"):
+        router_factory(venues, router_extra="nice = 20").start()

@@ -69,6 +69,9 @@ class RouterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ops_host: str = "127.0.0.1"            # HTTP /metrics and /status (0 = ephemeral port, None = off)
     ops_port: int | None = 7012
     ops_port_file: str | None = None
+    nice: int | None = None                # the router process's nice value at start (-20..19; below 0 needs
+                                           # CAP_SYS_NICE or systemd LimitNICE=); with [server] cpu, its placement
+                                           # (engine/ROUTING.md "Speed": a core of its own, or above co-located venues)
 
 
 class RouterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -127,6 +130,8 @@ def load(path: str) -> RouterConfig:
     r = cfg.router
     if r.waves < 1 or not 1 <= r.depth_levels <= 50 or r.reconnect_s <= 0 or r.venue_silence_s <= 0:
         raise ConfigError(f"{where}: `router`: waves >= 1, depth_levels 1..50, reconnect_s and venue_silence_s > 0")
+    if r.nice is not None and not -20 <= r.nice <= 19:
+        raise ConfigError(f"{where}: `router.nice`: -20..19, not {r.nice}")
     if cfg.journal.durability == "none":
         raise ConfigError(f"{where}: `journal.durability`: the router needs its journal (sync or async)")
     return cfg

@@ -18,7 +18,7 @@ array, shared). It changes no state: the router applies every record it emits th
 path (router.py apply_output and its helpers), live and in replay.
 
 Invariants that make the unchecked indexing below safe (bounds, wraparound and initialization checks
-are off in the functions so decorated: setup.py's HOT_DIRECTIVES do not reach cythonize): a slot is
+are off in the functions so decorated, as in the other hot modules by setup.py): a slot is
 < n_slots and a venue in 1..n_venues (the router maps symbols to slots and numbers its venues;
 Python-facing methods check both); a level index is < nlev <= n_levels; every write into a batch
 buffer follows _room, which grows the buffer first.

@@ -547,6 +547,11 @@ def run(args) -> int:
     from engine.server import configure_logging
     configure_logging(args.log_level)
     try:
+        place(cfg)
+    except OSError as e:
+        print(f"trading-engine route: {e}", file=sys.stderr)
+        return 2
+    try:
         app = RouterApp(cfg)
     except (ConfigError, JournalError, JournalRefused) as e:
         print(f"trading-engine route: {e}", file=sys.stderr)
@@ -557,6 +562,30 @@ def run(args) -> int:
     except ImportError:
         asyncio.run(app.run())
     return 0
+
+
+def place(cfg) -> None:
+    """The router's CPU placement: [server] cpu pins the process to one core; [router] nice sets its
+    priority, e.g. above venues or other processes sharing the core (engine/ROUTING.md "Speed").
+    Linux applies both per thread: every thread already running (numpy's, started at import) is
+    placed, and those started later (the loop's executor) inherit it. OSError: refused."""
+    cpu, nice = cfg.server.cpu, cfg.router.nice
+    if cpu is None and nice is None:
+        return
+    for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+        if cpu is not None:
+            try:
+                os.sched_setaffinity(tid, {cpu})
+            except OSError as e:
+                raise OSError(e.errno, f"[server] cpu = {cpu}: cannot pin the router there ({e.strerror}; "
+                              f"allowed: {sorted(os.sched_getaffinity(0))})") from None
+        if nice is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except OSError as e:
+                raise OSError(e.errno, f"[router] nice = {nice}: refused ({e.strerror}; below 0 needs "
+                              "CAP_SYS_NICE, under systemd LimitNICE=)") from None
+    log.info("router placed", extra={"event": "placed", "cpu": cpu, "nice": os.getpriority(os.PRIO_PROCESS, 0)})
 
 
 def print_status(cfg) -> int:
