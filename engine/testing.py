@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,27 @@ def shared_dir() -> Path:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     return ROOT.parent / "shared"
+
+# The test symbols, one table for the servers and the router in front of them ({symbol_extra}: the first
+# symbol's extra keys).
+SYMBOLS = """
+[[symbols]]
+id = 1
+name = "BTCUSDT"
+price_decimals = 2
+qty_decimals = 3
+tick_size = 1
+lot_size = 1
+{symbol_extra}
+
+[[symbols]]
+id = 2
+name = "AAPL"
+price_decimals = 4
+qty_decimals = 0
+tick_size = 100
+lot_size = 1
+"""
 
 BASE_CONFIG = """
 [server]
@@ -54,24 +76,7 @@ allow_none = true
 
 [risk]
 {risk}
-
-[[symbols]]
-id = 1
-name = "BTCUSDT"
-price_decimals = 2
-qty_decimals = 3
-tick_size = 1
-lot_size = 1
-{symbol_extra}
-
-[[symbols]]
-id = 2
-name = "AAPL"
-price_decimals = 4
-qty_decimals = 0
-tick_size = 100
-lot_size = 1
-"""
+""" + SYMBOLS
 
 SECRETS = {1: "secret-one-for-tests", 2: "secret-two-for-tests", 3: "secret-three-for-tests",
            4: "secret-four-for-tests"}       # at least config.MIN_SECRET bytes
@@ -96,6 +101,22 @@ def split_reports(buf: bytearray, into: dict) -> None:
                 into[seq] = bytes(buf[pos:pos + n])
         pos += n
     del buf[:pos]
+
+
+def read_reports(sock, buf: bytearray, into: dict, seconds: float = 0.005) -> bool:
+    """Read what a load client's socket (with a short timeout) brings within `seconds`, keeping the
+    sequenced reports in `into` (split_reports); False once the server closed the connection."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(1 << 16)
+        except socket.timeout:
+            break
+        if not data:
+            return False
+        buf += data
+        split_reports(buf, into)
+    return True
 
 
 class ServerProc:
@@ -190,23 +211,7 @@ ops_port = 0
 ops_port_file = "{dir}/ops_port"
 reconnect_s = 0.2
 {router_extra}
-
-[[symbols]]
-id = 1
-name = "BTCUSDT"
-price_decimals = 2
-qty_decimals = 3
-tick_size = 1
-lot_size = 1
-
-[[symbols]]
-id = 2
-name = "AAPL"
-price_decimals = 4
-qty_decimals = 0
-tick_size = 100
-lot_size = 1
-"""
+""" + SYMBOLS
 
 
 class RouterProc(ServerProc):
@@ -220,7 +225,8 @@ class RouterProc(ServerProc):
         self.dir = Path(tmp)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = ROUTER_CONFIG.format(dir=self.dir, durability=durability, heartbeat_ms=heartbeat_ms,
-                                    router_extra=router_extra, server_extra=server_extra) + extra
+                                    router_extra=router_extra, server_extra=server_extra,
+                                    symbol_extra="") + extra
         fees = fees or {}
         for name, srv in venues:
             taker, maker = fees.get(name, ("0", "0"))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from clients import signing_key
-from engine.testing import SECRETS, split_reports
+from engine.testing import SECRETS, read_reports, split_reports
 from perf import roundtrip
 from protocol import wire
 from protocol.codes import Side
@@ -81,16 +81,8 @@ class Session(threading.Thread):
                                               side=self.rng.choice((Side.BUY, Side.SELL)), order_type=1, tif=1,
                                               stp=4, qty=self.rng.randint(1, 5), price=self.rng.randint(95, 105)))
                 sock.sendall(b"".join(frames))
-                deadline = time.monotonic() + 0.005
-                while time.monotonic() < deadline:
-                    try:
-                        data = sock.recv(1 << 16)
-                    except socket.timeout:
-                        break
-                    if not data:
-                        return
-                    buf += data
-                    split_reports(buf, self.reports)
+                if not read_reports(sock, buf, self.reports):
+                    return
         except (OSError, TypeError):
             pass
 

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from engine.testing import split_reports
+from engine.testing import read_reports, split_reports
 from protocol import wire
 from protocol.codes import Side
 from protocol.wire import MsgType
@@ -47,16 +47,8 @@ class Client(threading.Thread):
                                               price=self.rng.randint(95, 105)))
                 sock.sendall(b"".join(frames))
                 self.sent += len(frames)
-                deadline = time.monotonic() + 0.005
-                while time.monotonic() < deadline:
-                    try:
-                        data = sock.recv(1 << 16)
-                    except socket.timeout:
-                        break
-                    if not data:
-                        return
-                    buf += data
-                    split_reports(buf, self.reports)
+                if not read_reports(sock, buf, self.reports):
+                    return
         except OSError:
             pass                                # the server was killed: what was received is kept
 
