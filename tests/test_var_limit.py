@@ -257,14 +257,22 @@ def test_max_var_when_the_worker_journals_its_model_then_orders_beyond_the_limit
     assert reasons.count(R.MAX_VAR) == 3
 
 
-def test_risk_queries_when_the_worker_published_then_the_sdk_gets_the_analytics_figures(server_factory):
-    from decimal import Decimal as D
-    from tests.test_analytics import ANALYTICS, MARKS as AMARKS, risk_cli
+def marked_server(server_factory):
+    """A server with the analytics config, accounts 1 and 2 funded and BTCUSDT's mark history (the risk
+    worker's input), and its Admin."""
+    from tests.test_analytics import ANALYTICS, MARKS
     srv = server_factory(risk=RISK, admins={"ops": HASH}, extra=ANALYTICS).start()
     ad = Admin(srv)
     fund(ad, acct1="40000", acct2="1000000")
-    for price in AMARKS:
+    for price in MARKS:
         ad.ok("mark", symbol="BTCUSDT", price=price)
+    return srv, ad
+
+
+def test_risk_queries_when_the_worker_published_then_the_sdk_gets_the_analytics_figures(server_factory):
+    from decimal import Decimal as D
+    from tests.test_analytics import risk_cli
+    srv, ad = marked_server(server_factory)
 
     async def trade():
         async with connect(srv, 1) as c1, connect(srv, 2) as c2:
@@ -361,12 +369,8 @@ def test_worker_when_it_follows_the_journal_then_each_cycle_journals_the_model_a
 
 def test_risk_report_when_written_then_html_with_well_formed_charts_of_each_account(server_factory, tmp_path):
     import xml.etree.ElementTree as ET
-    from tests.test_analytics import ANALYTICS, MARKS as AMARKS, risk_cli
-    srv = server_factory(risk=RISK, admins={"ops": HASH}, extra=ANALYTICS).start()
-    ad = Admin(srv)
-    fund(ad, acct1="40000", acct2="1000000")
-    for price in AMARKS:
-        ad.ok("mark", symbol="BTCUSDT", price=price)
+    from tests.test_analytics import risk_cli
+    srv, ad = marked_server(server_factory)
 
     async def trade():
         async with connect(srv, 1) as c1, connect(srv, 2) as c2:
