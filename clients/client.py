@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator, Iter
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
 import msgspec
 import numpy as np
@@ -1413,7 +1413,55 @@ class Client:
         return self._order_info(entries[0]) if len(entries) else None
 
 
-class SyncClient:
+class LoopThread:
+    """A private event loop in a daemon thread: what the blocking clients (SyncClient,
+    clients.sharded.SyncShardedClient) run their asyncio client on."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def _start(self, connect: Coroutine[Any, Any, T]) -> T:
+        """Run the logon coroutine; on failure stop the loop and raise."""
+        try:
+            return self._run(connect)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Log out and stop the private loop."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _iterate(self, stream: AsyncIterator[T]) -> Iterator[T]:
+        """An async iterator of the loop's, consumed blocking: each item waited for in turn."""
+        async def step() -> tuple[bool, T | None]:
+            try:
+                return True, await stream.__anext__()
+            except StopAsyncIteration:
+                return False, None
+        while True:
+            more, item = self._run(step())
+            if not more:
+                return
+            yield item  # type: ignore[misc]
+
+
+class SyncClient(LoopThread):
     """The same surface as Client, blocking: for scripts and notebooks.
 
         with SyncClient.connect("127.0.0.1", 7001, account=1, secret="...") as c:
@@ -1426,17 +1474,11 @@ class SyncClient:
 
     def __init__(self, host: str, port: int, *, account: int, secret: str | bytes, **kw: Any):
         """Connect and log on (the arguments of Client.connect)."""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
+        super().__init__()
 
         async def connect() -> Client:
             return await Client.connect(host, port, account=account, secret=secret, **kw)
-        try:
-            self.client: Client = self._run(connect())
-        except BaseException:
-            self._stop_loop()
-            raise
+        self.client: Client = self._start(connect())
 
     @classmethod
     def connect(cls, host: str, port: int, *, account: int, secret: str | bytes, heartbeat_ms: int = 1000,
@@ -1447,13 +1489,6 @@ class SyncClient:
         return cls(host, port, account=account, secret=secret, heartbeat_ms=heartbeat_ms,
                    cancel_on_disconnect=cancel_on_disconnect, next_seq=next_seq, tls=tls, timeout=timeout,
                    reconnect=reconnect, raise_on_reject=raise_on_reject, failover=failover)
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
 
     # -- the session --
     @property
@@ -1486,24 +1521,10 @@ class SyncClient:
             self._run(self.client.close())
             self._stop_loop()
 
-    def __enter__(self) -> SyncClient:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
     # -- reports --
     def reports(self) -> Iterator[Report]:
         """Every execution report of the account, blocking for each; ends with the session."""
-        stream = self.client.reports()
-
-        async def next_report() -> Report | None:
-            try:
-                return await stream.__anext__()
-            except StopAsyncIteration:
-                return None
-        while (report := self._run(next_report())) is not None:
-            yield report
+        return self._iterate(self.client.reports())
 
     def received_reports(self) -> list[Report]:
         """The reports received and not yet taken by reports(), without waiting."""

@@ -15,15 +15,23 @@ each went to. Each shard's session has its own report sequence and gap replay (`
 a shard that goes away is logged on again, and its missed reports replayed, while the others
 trade on). reports() yields (shard name, report) pairs in arrival order: in sequence order per
 shard, with no order between shards.
+
+SyncShardedClient is the same surface, blocking (as SyncClient is to Client):
+
+    with SyncShardedClient.connect("shards.toml", account=1, secret="...") as c:
+        ack = c.place("BTCUSDT", "buy", "1", price="45000.00")
+        for shard, report in c.reports():
+            ...
 """
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from clients.client import Book, Client, ExecutionReport, OrderInfo, Portfolio, Position, Report, _Connect
+from clients.client import (Book, Client, ExecutionReport, LoopThread, OrderInfo, Portfolio, Position, Report,
+                            _Connect)
 from engine import config as cfgmod
 
 
@@ -160,3 +168,87 @@ class ShardedClient:
             if item is not None:
                 out.append(item)
         return out
+
+
+class SyncShardedClient(LoopThread):
+    """ShardedClient's surface, blocking: `with SyncShardedClient.connect(directory, account=..., secret=...)`.
+    The asyncio ShardedClient, on a private loop in a daemon thread, is `sharded`."""
+
+    def __init__(self, directory: str | os.PathLike[str] | cfgmod.ShardDirectory, *, account: int,
+                 secret: str | bytes, **kw: Any):
+        """Log on at every shard (ShardedClient.connect's arguments)."""
+        super().__init__()
+
+        async def connect() -> ShardedClient:
+            return await ShardedClient.connect(directory, account=account, secret=secret, **kw)
+        self.sharded: ShardedClient = self._start(connect())
+
+    @classmethod
+    def connect(cls, directory: str | os.PathLike[str] | cfgmod.ShardDirectory, *, account: int,
+                secret: str | bytes, **kw: Any) -> SyncShardedClient:
+        """Log on at every shard of `directory`; use it as a context manager."""
+        return cls(directory, account=account, secret=secret, **kw)
+
+    def close(self) -> None:
+        """Log out of every shard and stop the private loop."""
+        if self._thread.is_alive():
+            self._run(self.sharded.close())
+            self._stop_loop()
+
+    @property
+    def shards(self) -> dict[str, Client]:
+        """The asyncio session with each shard, by name (their loop is this client's)."""
+        return self.sharded.shards
+
+    def shard_of(self, symbol: str) -> str:
+        """The name of the shard that owns `symbol` (ValueError when no shard does)."""
+        return self.sharded.shard_of(symbol)
+
+    def place(self, symbol: str, side: Any, qty: Any, price: Any = None, **kw: Any) -> ExecutionReport:
+        """ShardedClient.place: at the symbol's shard, client order ids unique across the shards."""
+        return self._run(self.sharded.place(symbol, side, qty, price, **kw))
+
+    def cancel(self, order_id: int | None = None, client_order_id: int | None = None,
+               symbol: str | None = None) -> ExecutionReport:
+        """ShardedClient.cancel: by (symbol, order_id) or a client order id this client sent."""
+        return self._run(self.sharded.cancel(order_id, client_order_id, symbol))
+
+    def amend(self, symbol: str, order_id: int | None = None, client_order_id: int | None = None,
+              **kw: Any) -> ExecutionReport:
+        """ShardedClient.amend at the symbol's shard."""
+        return self._run(self.sharded.amend(symbol, order_id, client_order_id, **kw))
+
+    def mass_cancel(self, symbol: str | None = None, side: Any = None) -> list[ExecutionReport]:
+        """Every shard's (or the symbol's shard's) mass_cancel_done report."""
+        return self._run(self.sharded.mass_cancel(symbol, side))
+
+    def book(self, symbol: str, depth: int = 10) -> Book:
+        """The symbol's book, from its shard."""
+        return self._run(self.sharded.book(symbol, depth))
+
+    def order(self, order_id: int | None = None, client_order_id: int | None = None,
+              symbol: str | None = None) -> OrderInfo | None:
+        """One order's status: by (symbol, order_id) or by a client order id this client sent."""
+        return self._run(self.sharded.order(order_id, client_order_id, symbol))
+
+    def open_orders(self) -> list[OrderInfo]:
+        """Every shard's live orders of the account."""
+        return self._run(self.sharded.open_orders())
+
+    def positions(self) -> list[Position]:
+        """The account's positions, each from its symbol's shard."""
+        return self._run(self.sharded.positions())
+
+    def portfolios(self) -> dict[str, Portfolio]:
+        """Each shard's figures of the account."""
+        return self._run(self.sharded.portfolios())
+
+    def reports(self) -> Iterator[tuple[str, Report]]:
+        """(shard name, report) for every report of every shard, blocking for each; ends with the sessions."""
+        return self._iterate(self.sharded.reports())
+
+    def received_reports(self) -> list[tuple[str, Report]]:
+        """The (shard, report) pairs received and not yet taken, without waiting."""
+        async def take() -> list[tuple[str, Report]]:
+            return self.sharded.received_reports()
+        return self._run(take())

@@ -14,7 +14,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from clients import Client, ShardedClient
+from clients import Client, ShardedClient, SyncClient, SyncShardedClient
 from engine.shards import CRASH_AFTER_FIRST_LEG
 from tests.server_proc import ROOT, SECRETS
 from tests.test_risk_server import HASH, PASSWORD, RISK, Admin
@@ -121,6 +121,29 @@ def test_sdk_when_two_shards_then_orders_routed_by_symbol_and_reports_merged(sha
             with pytest.raises(ValueError):
                 await c.cancel(order_id=1)                           # ambiguous across shards
     asyncio.run(go())
+
+
+def test_sync_sdk_when_two_shards_then_orders_routed_by_symbol_and_reports_merged(shards):
+    d, procs = shards
+    with SyncShardedClient.connect(d, account=1, secret=SECRETS[1]) as c:
+        assert (c.shard_of("BTCUSDT"), c.shard_of("AAPL")) == ("a", "b")
+        btc = c.place("BTCUSDT", "buy", "1", price="100.00")
+        aapl = c.place("AAPL", "sell", "5", price="151.0000")
+        assert btc.kind == aapl.kind == "accepted" and btc.client_order_id != aapl.client_order_id
+        assert c.book("AAPL").asks[0].qty == D("5") and c.book("BTCUSDT").bids[0].qty == D("1")
+        assert c.order(order_id=1, symbol="AAPL").symbol == "AAPL"
+        assert c.cancel(client_order_id=btc.client_order_id).symbol == "BTCUSDT"
+        assert [o.symbol for o in c.open_orders()] == ["AAPL"]
+        seen = []
+        for shard, r in c.reports():
+            if r.kind != "balance":
+                seen.append((shard, r.kind, r.symbol))
+            if len(seen) == 3:
+                break
+        assert sorted(seen) == [("a", "accepted", "BTCUSDT"), ("a", "cancelled", "BTCUSDT"),
+                                ("b", "accepted", "AAPL")]
+    with SyncClient.connect("127.0.0.1", procs["b"].port, account=1, secret=SECRETS[1]) as direct:   # b after it
+        assert [o.client_order_id for o in direct.open_orders()] == [aapl.client_order_id]
 
 
 def test_cli_when_shards_file_then_order_book_cancel_go_to_the_owner_and_orders_gather_all(shards):
