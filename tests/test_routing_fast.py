@@ -7,6 +7,7 @@ the same reports to the client in the same order, and the same state, in process
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from decimal import Decimal
 
@@ -144,18 +145,41 @@ def run(r, rds, fast):
     asyncio.run(go())
 
 
-def test_new_orders_in_c_when_random_reads_then_same_records_frames_reports_and_state_as_python(tmp_path):
+class Audit(logging.Handler):
+    """The router's audit lines (engine/ROUTING.md "Venue score, monitoring, audit"), their fields."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append((record.getMessage(), {k: v for k, v in vars(record).items() if k in AUDIT_FIELDS}))
+
+
+AUDIT_FIELDS = {"event", "parent", "account", "symbol", "side", "qty", "limit", "wave", "unallocated", "children",
+                "reason", "venue", "price"}
+
+
+def test_new_orders_in_c_when_random_reads_then_same_records_frames_reports_audit_and_state_as_python(tmp_path):
+    log = logging.getLogger("trading-engine.route")
     for seed in range(10):
         rds = reads(seed)
         got = {}
         for fast in (False, True):
             r, venues, sess = router(tmp_path / f"{seed}-{fast}")
-            run(r, rds, fast)
-            got[fast] = (journal_records(r.journal), [bytes(v.got) for v in venues], sess.got, state(r))
+            audit, level = Audit(), log.level
+            log.addHandler(audit)
+            log.setLevel(logging.INFO)
+            try:
+                run(r, rds, fast)
+            finally:
+                log.removeHandler(audit)
+                log.setLevel(level)
+            got[fast] = (journal_records(r.journal), [bytes(v.got) for v in venues], sess.got, audit.lines, state(r))
             r.journal.close()
         slow, fast = got[False], got[True]
-        assert len(slow[0]) == len(rds)
-        for name, a, b in zip(("records", "venue frames", "reports", "state"), slow, fast):
+        assert len(slow[0]) == len(rds) and any(m == "route" for m, _ in slow[3])
+        for name, a, b in zip(("records", "venue frames", "reports", "audit", "state"), slow, fast):
             assert a == b, (seed, name)
 
 
