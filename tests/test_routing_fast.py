@@ -216,3 +216,21 @@ def test_new_orders_when_not_all_taken_then_stops_at_the_first_left_to_python(tm
     p = r.state.parents[2]
     assert [(c.venue, c.qty, c.tif) for c in p.children] == [(v, 20, TimeInForce.FOK) for v in (1, 2, 3)]
     r.journal.close()
+
+
+def test_journal_when_killed_before_the_deferred_tail_write_then_reopens_with_every_record(tmp_path):
+    """The router writes the journal's tail after the children (Journal.append_records tail=False, then
+    write_tail): a kill in between leaves the journal ahead of its tail, which must open whole."""
+    j = Journal(str(tmp_path / "j"), "async", layouts=(ROUTE_INPUT, ROUTE_OUTPUT))
+    rec = bytes(ROUTE_INPUT.size)
+    for seq in (1, 2, 3):
+        j.append_packed(seq, seq, 1, 0, rec[:8] + seq.to_bytes(8, "little") + rec[16:], tail=False)
+        if seq == 1:
+            j.write_tail()
+    assert j.read_tail()[0] == 1
+    j.env.close()                 # no tail write, no sync: what a kill -9 leaves (the page cache holds the rest)
+    j.release()
+    again = Journal(str(tmp_path / "j"), "async", layouts=(ROUTE_INPUT, ROUTE_OUTPUT))
+    assert again.last_seq == 3 and [int(c["seq"][0]) for c, _ in again.batches()] == [1, 2, 3]
+    assert again.read_tail()[0] == 3
+    again.close()

@@ -11,11 +11,17 @@ What it holds:
   (tests/test_routing_split.py compares them over seeded random books);
 - the open journal batch: RouteInput / RouteOutput records (protocol/records.py, their structs
   generated into protocol/cdefs.pxd) packed into preallocated buffers, and per venue the frames to
-  write to it, so that a flush is one LMDB put of one bytes object and one write per venue.
+  write to it, so that a flush is one LMDB put of one bytes object and one write per venue;
+- a client's NEW_ORDER taken whole (new_orders): the frame read in place from the session's buffer,
+  router.py _check_new's checks (symbol rules by slot), the split, the children, the ACCEPTED
+  report and every record of the order, with no Python object per order, for the orders that are
+  accepted and routed at once (the common case); anything else stops it and goes to the Python path.
 
 What it reads of the router's state: the next child client order id per venue (State's numpy
-array, shared). It changes no state: the router applies every record it emits through its one
-path (router.py apply_output and its helpers), live and in replay.
+array, shared), and the counters new_orders is handed. It changes no state but that array, which
+new_orders advances past each child it emits (as _apply_child would): the router applies every
+record it emits through its one path (router.py apply_input / apply_output and their helpers), live
+and in replay; for new_orders' orders once their children are written (Router.settle).
 
 Invariants that make the unchecked indexing below safe (bounds, wraparound and initialization checks
 are off in the functions so decorated, as in the other hot modules by setup.py): a slot is
@@ -315,8 +321,8 @@ cdef class Split:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.initializedcheck(False)
-    def new_orders(self, bytearray buf, Py_ssize_t pos, uint32_t account, uint64_t last_seq, uint64_t next_order_id,
-                   uint64_t last_clid, uint64_t report_seq, int64_t recv_ns):
+    def new_orders(self, bytearray buf not None, Py_ssize_t pos, uint32_t account, uint64_t last_seq,
+                   uint64_t next_order_id, uint64_t last_clid, uint64_t report_seq, int64_t recv_ns):
         """A client's read from pos on: every whole NEW_ORDER frame in a row that is accepted and routed
         at once (it passes the checks and the walk places some of it: all of it for a FOK) is taken
         here, each packed as the Python path packs it (router.py decide_new, progress): its

@@ -11,6 +11,11 @@ One event loop, one batch open at a time (group commit, as the server):
      ROUTE_OUTPUT records, packed in C as they are emitted: engine/routing/decide.pyx), and only
      then are the effects carried out: child orders written to the venues (one write per venue),
      then reports written to the client sessions. Nothing leaves before the journal holds it.
+The client NEW_ORDERs that are accepted and routed at once (the common case) skip 1-2 in Python:
+new_orders takes them in one C call (decide.pyx Split.new_orders) that packs the same records and
+frames decide_new would; their state is applied from those records through apply_input /
+apply_output (settle) once their children are written, or before anything else reads the state or
+adds an effect (the next input, a query, after_commit), so the state is applied in sequence order.
 Recovery replays the journal through the same apply_input / apply_output, so the state after a
 restart is the state before the kill; then each venue is reconnected asking for the reports
 after the last one journaled (gap replay), and a child the journal holds but whose venue never
