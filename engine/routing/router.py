@@ -442,8 +442,8 @@ class Router:
         report and every journal record, packed into the open batch as decide_new would pack them);
         the offset of the first frame left to the Python path. Their state is applied by settle(), at
         the latest in flush() once the children are written; the caller flushes (a client's read: at
-        its end)."""
-        if self.failed is not None:
+        its end). With `waves` below 1 (no wave at all: a config refuses it) every order is Python's."""
+        if self.failed is not None or self.cfg.waves < 1:
             return pos
         sp, s = self.split, self.state
         if sp.n_fast:
