@@ -415,21 +415,25 @@ class Journal:
         return self.append_packed(int(cmds["seq"][0]), int(cmds["seq"][-1]), n, len(events), cmds.tobytes(),
                                   events.tobytes())
 
-    def append_packed(self, first: int, last: int, n_cmds: int, n_events: int, *packed: bytes) -> bytes:
+    def append_packed(self, first: int, last: int, n_cmds: int, n_events: int, *packed: bytes,
+                      tail: bool = True) -> bytes:
         """append() of a batch whose records are already packed: `packed` holds its n_cmds commands
         (seqs first..last) then its n_events events, as bytes (the router packs its records in C:
-        engine/routing/decide.pyx, no numpy array per batch)."""
+        engine/routing/decide.pyx, no numpy array per batch). tail: as append_records."""
         if first != self.last_seq + 1:
             raise JournalError(f"batch starts at seq {first}, journal ends at {self.last_seq}", first)
         body = b"".join((HEAD.pack(n_cmds, n_events), self.last_digest, *packed))
         value = body + hashlib.blake2b(body, digest_size=DIGEST, key=self.key).digest()
-        self.append_records(((first, last, value),))
+        self.append_records(((first, last, value),), tail)
         return value
 
-    def append_records(self, records) -> None:
+    def append_records(self, records, tail: bool = True) -> None:
         """Commit records in one transaction: (first seq, last seq, value) each, chained onto this
         journal's end (append's one; a standby's records off the stream, made by the primary's
-        journal with the same key and checked by decode_record against the previous digest)."""
+        journal with the same key and checked by decode_record against the previous digest).
+        tail=False: the tail is not written now; the caller calls write_tail() soon after, e.g. once
+        what the commit releases has left (the router: its children). A kill in between leaves the
+        journal ahead of its tail, which start-up accepts (the tail is never fsync'd per commit)."""
         if not records:
             return
         if records[0][0] != self.last_seq + 1:
@@ -449,10 +453,15 @@ class Journal:
         self.last_digest = bytes(records[-1][2][-DIGEST:])
         self.last_seq = records[-1][1]
         self.records += len(records)
+        if tail:
+            self.write_tail()
+
+    def write_tail(self) -> None:
+        """Record the journal's end in the tail (append_records does, unless told not to)."""
         try:
             self._write_tail()            # a pwrite into the page cache: ~1 us, no fsync (module docstring)
         except OSError as e:              # committed, but not recorded as the end: the server rebuilds
-            raise JournalUnavailable(f"journal tail write failed at seq {records[0][0]}: {e}") from e
+            raise JournalUnavailable(f"journal tail write failed at seq {self.last_seq}: {e}") from e
 
     def sync(self) -> None:
         """Flush to disk (async durability's timer and close), the tail too."""

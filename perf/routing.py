@@ -140,10 +140,11 @@ def in_process(n, tmp):
             r.venue_up(i, 1)
         r.flush()
         for k in range(n):
-            body = NEW_ORDER_FRAME.pack(k + 1, SYMBOLS[k % len(SYMBOLS)], Side.BUY, OrderType.LIMIT,
-                                        TimeInForce.IOC, BASE + 40, 3 * LEVEL_QTY)[wire.HEADER.size:]
+            buf = bytearray(NEW_ORDER_FRAME.pack(k + 1, SYMBOLS[k % len(SYMBOLS)], Side.BUY, OrderType.LIMIT,
+                                                 TimeInForce.IOC, BASE + 40, 3 * LEVEL_QTY))
             t0 = time.perf_counter_ns()
-            r.client_order(1, MsgType.NEW_ORDER, body, t0)
+            if not r.new_orders(1, buf, 0, t0):        # the client session's path: C, else Python
+                r.client_order(1, MsgType.NEW_ORDER, bytes(buf[wire.HEADER.size:]), t0)
             r.flush()
             out.append(r.decision_ns[-1])
             parts.append(r.decision_parts[-1])

@@ -11,6 +11,11 @@ One event loop, one batch open at a time (group commit, as the server):
      ROUTE_OUTPUT records, packed in C as they are emitted: engine/routing/decide.pyx), and only
      then are the effects carried out: child orders written to the venues (one write per venue),
      then reports written to the client sessions. Nothing leaves before the journal holds it.
+The client NEW_ORDERs that are accepted and routed at once (the common case) skip 1-2 in Python:
+new_orders takes them in one C call (decide.pyx Split.new_orders) that packs the same records and
+frames decide_new would; their state is applied from those records through apply_input /
+apply_output (settle) once their children are written, or before anything else reads the state or
+adds an effect (the next input, a query, after_commit), so the state is applied in sequence order.
 Recovery replays the journal through the same apply_input / apply_output, so the state after a
 restart is the state before the kill; then each venue is reconnected asking for the reports
 after the last one journaled (gap replay), and a child the journal holds but whose venue never
@@ -134,6 +139,8 @@ class Router:
         # the split, the children and the open batch's records and frames, in C
         self.split = Split(len(venues_cfg), cfg.depth_levels, len(self.slot), self.taker_bps,
                            self.state.next_child_clid)
+        self.split.set_symbols({self.slot[sid]: (sid, sym.lot_size, sym.tick_size, sym.max_qty, sym.max_price)
+                                for sid, sym in symbols.items()}, wire.MAX_CLIENT_ORDER_ID)
         self.book = bookmod.ConsolidatedBook(self.slot, self.split)
         self.venues: dict[int, object] = {}              # index -> adapter (set by the app)
         self.metrics = metrics
@@ -311,6 +318,8 @@ class Router:
     def _input(self, kind, msg_type, venue, account, body: bytes, ts: int) -> int:
         if self.failed is not None:
             raise self.failed
+        if self.split.n_fast:
+            self.settle()
         seq = self.state.last_seq + 1
         if not self.inputs:
             self.batch_first = seq
@@ -342,30 +351,38 @@ class Router:
         """Run fn once the open batch is committed (False: no batch is open, run it yourself)."""
         if not self.inputs:
             return False
+        if self.split.n_fast:
+            self.settle()              # their effects first
         self.effects.append(fn)
         return True
 
     def flush(self) -> None:
         """Commit the open batch (one LMDB put of the records split packed), then write each venue's
-        frames (one write per venue), then carry out the other effects in order."""
+        frames (one write per venue), then apply the orders taken in C to the state (settle), then
+        carry out the other effects in order."""
         self.flush_scheduled = False
         if not self.inputs:
             return
         sp = self.split
         n_in, n_out = sp.n_in, sp.n_out
-        records, frames, rows = sp.take()
-        effects, first = self.effects, self.batch_first
-        self.inputs, self.effects = 0, []
+        records, first = sp.batch_records(), self.batch_first
         commit_ns = time.perf_counter_ns()
         try:
-            self.journal.append_packed(first, self.state.last_seq, n_in, n_out, records)
+            # the tail is written after the children (Journal.append_records): off the way to the venues
+            # (the batch's inputs carry first .. first + inputs - 1; the state's last_seq lags for orders
+            # taken in C until settle)
+            self.journal.append_packed(first, first + self.inputs - 1, n_in, n_out, records, tail=False)
         except Exception as e:         # nothing of this batch is acknowledged; the router stops taking input
             self.failed = e
             log.error("router journal commit failed: %s; no further input is taken", e,
                       extra={"event": "journal_failed"})
+            self.settle(records, n_in)    # the state holds the batch, as it would had it been applied live
+            sp.clear()
+            self.inputs, self.effects = 0, []
             return
         # the children first (the decision's point), then the client's reports and replies in their order
         committed_ns = time.perf_counter_ns()
+        frames = sp.venue_frames()
         written = [0] * len(frames)    # venue -> perf_counter ns after its frames were written
         upto = [0] * len(frames)       # venue -> bytes of its frames written (the rest could not be)
         for v, data in enumerate(frames):
@@ -380,6 +397,16 @@ class Router:
                         break
                     upto[v] += len(f)
             written[v] = time.perf_counter_ns()
+        self.settle(records, n_in)     # the orders taken in C: their state, their ACCEPTED and audit effects
+        rows = sp.frame_rows()
+        sp.clear()
+        effects, self.effects, self.inputs = self.effects, [], 0
+        try:
+            self.journal.write_tail()
+        except Exception as e:         # committed and sent, but the end not recorded: stop taking input
+            self.failed = e
+            log.error("router journal tail write failed: %s; no further input is taken", e,
+                      extra={"event": "journal_failed"})
         for fx in effects:
             if callable(fx):
                 fx()
@@ -407,6 +434,54 @@ class Router:
             self.decision_parts.append((commit_ns - recv_ns, committed_ns - commit_ns, sent_ns - committed_ns))
         for venue, body in unsent:     # the venue was down: the child never left, route its share again
             self.child_unsent(venue, body)
+
+    # -- the client's NEW_ORDERs in C --
+    def new_orders(self, account: int, buf: bytearray, pos: int, recv_ns: int = 0) -> int:
+        """Take the NEW_ORDER frames in buf from pos on that are accepted and routed at once, in one C
+        call (decide.pyx Split.new_orders: the frame, the checks, the split, the children, the ACCEPTED
+        report and every journal record, packed into the open batch as decide_new would pack them);
+        the offset of the first frame left to the Python path. Their state is applied by settle(), at
+        the latest in flush() once the children are written; the caller flushes (a client's read: at
+        its end). With `waves` below 1 (no wave at all: a config refuses it) every order is Python's."""
+        if self.failed is not None or self.cfg.waves < 1:
+            return pos
+        sp, s = self.split, self.state
+        if sp.n_fast:
+            self.settle()
+        end = sp.new_orders(buf, pos, account, s.last_seq, s.next_order_id, s.last_clid.get(account, 0),
+                            s.report_seq.get(account, 0), recv_ns)
+        taken = sp.n_fast
+        if taken:
+            if not self.inputs:
+                self.batch_first = s.last_seq + 1
+            self.inputs += taken
+        return end
+
+    def settle(self, records: bytes | None = None, n_in: int = 0) -> None:
+        """Apply the orders Split.new_orders took (not yet applied) to the state, from their journal
+        records through apply_input / apply_output (the replay's path), and queue each one's ACCEPTED
+        report and its audit line as decide_new would have. records: the open batch's records and
+        n_in its inputs (read from the split when not given). Every other input settles first (_input),
+        so the state is always applied in sequence order."""
+        sp = self.split
+        taken = sp.taken()
+        if not taken:
+            return
+        if records is None:
+            records, n_in = sp.batch_records(), sp.n_in
+        s = self.state
+        outs = n_in * codec.ROUTE_INPUT.size
+        for i, first, n, left in taken:
+            kind, msg_type, venue, account, seq, _, body = codec.ROUTE_INPUT.unpack(records, i * codec.ROUTE_INPUT.size)
+            self.apply_input(kind, msg_type, venue, account, seq, body)
+            for k in range(first, first + n):
+                kind, msg_type, venue, account, _, parent, child, body = codec.ROUTE_OUTPUT.unpack(
+                    records, outs + k * codec.ROUTE_OUTPUT.size)
+                self.apply_output(kind, msg_type, venue, account, parent, child, body)
+            p = s.parents[parent]
+            self.effects.append((account, s.reports[account][-1]))
+            self.audit_route(p, p.qty, None if p.order_type != OrderType.LIMIT else p.price, left,
+                             [(c.venue, c.clid, c.qty, c.price) for c in p.children])
 
     # -- inputs --
     def client_order(self, account: int, msg_type: int, body: bytes, recv_ns: int = 0) -> None:

@@ -82,9 +82,23 @@ class ClientSession(asyncio.Protocol):
         self.process(recv_ns)
 
     def process(self, recv_ns=0):
-        buf, pos, n = self.buf, 0, len(self.buf)
         router = self.app.router
+        try:
+            self._frames(router, recv_ns)
+        finally:
+            if router.inputs:
+                router.flush()     # this read's orders committed and sent now, not behind other I/O callbacks
+
+    def _frames(self, router, recv_ns):
+        buf, pos, n = self.buf, 0, len(self.buf)
         while n - pos >= 8 and not self.closed and not self.storing:
+            if self.account:
+                # the NEW_ORDERs accepted and routed at once, in one C call (Router.new_orders)
+                pos = router.new_orders(self.account, buf, pos, recv_ns)
+                if n - pos < 8:
+                    break
+                if router.split.n_fast:
+                    router.settle()    # the state, and the effects' order, before anything else reads them
             length, t, version, _ = HEAD.unpack_from(buf, pos)
             if length < 8 or length > wire.MAX_FRAME:
                 return self.protocol_error(Reject.BAD_LENGTH, t, pos)
@@ -117,8 +131,6 @@ class ClientSession(asyncio.Protocol):
                 self.query(t, body)
         del buf[:pos]
         self.offset += pos
-        if router.inputs:
-            router.flush()         # this read's orders committed and sent now, not behind other I/O callbacks
 
     def session_reject(self, t, body, reason) -> bytes:
         vals = wire.decode(wire.encode(t) [:8] + body)[0][0][1]
