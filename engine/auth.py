@@ -8,8 +8,10 @@ state, the journal's records or a snapshot.
   at most `auth_failure_entries` keys per listener, the one that expires first dropped when
   full, and every key dropped when it expires (Auth.expire, on the server's timer).
 - LogonStore: the last accepted logon timestamp per account, in a small LMDB environment of
-  its own (`<journal.path>/logons/`, one 12-byte row per account), written (fsynced with
-  `sync` durability) on a thread of its own before LOGON_ACCEPTED is sent, read at start-up.
+  its own (`<journal.path>/logons/`, one 12-byte row per account), written and fsynced on a
+  thread of its own before LOGON_ACCEPTED is sent, read at start-up. Fsynced with `async`
+  durability too: logons are rare, and an LMDB environment written without fsyncs can be left
+  pointing past its file's end by a power cut (a restart then died of SIGBUS opening it).
   A logon's timestamp must exceed the account's last accepted one, so a captured LOGON cannot
   be replayed, neither before nor after a restart (protocol/SPEC.md, session rule 1).
 - RateLog: refused logons and admin authentications are logged (reason, account or operator,
@@ -121,16 +123,15 @@ class LogonStore:
     def __init__(self, journal_path: str, durability: str, max_accounts: int):
         path = os.path.join(journal_path, LOGONS_DIR)
         os.makedirs(path, exist_ok=True)
-        sync = durability in ("sync", "replicated")
-        self.env = lmdb.open(path, map_size=max(1 << 20, max_accounts * 256), subdir=True, sync=sync,
-                             metasync=sync, writemap=False, max_dbs=0)
+        self.env = lmdb.open(path, map_size=max(1 << 20, max_accounts * 256), subdir=True, sync=True,
+                             metasync=True, writemap=False, max_dbs=0)
         self.last: dict[int, int] = {}
         with self.env.begin() as txn:
             for k, v in txn.cursor():
                 self.last[LOGON_KEY.unpack(k)[0]] = LOGON_VALUE.unpack(v)[0]
 
     def put(self, account: int, ts: int) -> None:
-        """On the store's thread: one write transaction (an fsync with `sync` durability)."""
+        """On the store's thread: one write transaction and its fsync."""
         with self.env.begin(write=True) as txn:
             txn.put(LOGON_KEY.pack(account), LOGON_VALUE.pack(ts))
 

@@ -5,13 +5,16 @@ lost nor duplicated; a venue killed mid-order: the child it never received is fo
 is back and its share is routed again."""
 from __future__ import annotations
 
+import json
 import signal
 import time
+import urllib.request
 from collections import Counter
 from decimal import Decimal
 
 from clients.client import SyncClient
 from engine.testing import SECRETS
+from tests.test_power_loss import lossy  # noqa: F401 (fixture)
 from tests.test_routing import post_books, router_factory, until_done, venues, wait_book  # noqa: F401 (fixtures)
 
 
@@ -118,3 +121,36 @@ def test_venue_hung_when_silent_past_limit_then_dropped_its_book_out_and_back_wh
     st = router.status()["venues"][2]
     assert st["availability"] < 1
     assert '"event":"venue_silent"' in router.output()
+
+
+def test_router_async_when_power_cut_after_a_sync_then_its_acknowledged_orders_are_there(venues, router_factory,
+                                                                                       lossy):  # noqa: F811
+    """`async` durability: no fsync per commit, the journal flushed every sync_interval_ms off the loop. The
+    journal on lossyfs (unsynced writes kept in memory): once the router's status says the order's records are
+    synced, a power cut keeps them (before, nothing was flushed until shutdown: the cut lost the journal)."""
+    post_books(venues)
+    router = router_factory(venues, durability="async")
+    fs = lossy(router)
+    fs.power_on()
+    router.start()
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1]) as c:
+        wait_book(c, n_asks=6, n_bids=4)
+        ack = c.place("BTCUSDT", "buy", "0.020", price="50040.00")
+        assert ack.kind == "accepted"
+        reports = until_done(c, ack.client_order_id)
+
+        def journal():
+            with urllib.request.urlopen(f"http://127.0.0.1:{router.ops_port}/status", timeout=10) as r:
+                return json.load(r)["journal"]
+        deadline = time.monotonic() + 30
+        while (j := journal())["synced_seq"] < j["last_seq"]:
+            assert time.monotonic() < deadline, f"the async journal never synced: {j}"
+            time.sleep(0.05)
+    router.kill9()
+    fs.power_cut()
+    fs.power_on()
+    router.start()
+    with SyncClient.connect("127.0.0.1", router.port, account=1, secret=SECRETS[1], next_seq=1) as c2:
+        again = until_done(c2, ack.client_order_id)
+    mine = [r for r in again if getattr(r, "client_order_id", None) == ack.client_order_id]
+    assert mine == [r for r in reports if getattr(r, "client_order_id", None) == ack.client_order_id]

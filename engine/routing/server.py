@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -323,6 +324,11 @@ class RouterApp:
         j = cfg.journal
         self.journal = Journal(j.path, j.durability, j.map_size, key=journal_key(j),
                                layouts=(ROUTE_INPUT, ROUTE_OUTPUT))
+        # `async` durability: the journal flushed every sync_interval_ms on this thread, off the loop
+        # (the commits stay inline on the loop); synced_seq = the last seq known to be on disk
+        self.syncer = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
+                       if j.durability == "async" else None)
+        self.synced_seq = self.journal.last_seq
         self.router = Router(cfg.router, cfg.venues, self.symbols, self.journal)
         self.monitor = Monitor(self.router, [v.name for v in cfg.venues], cfg.router.degraded_p99_ms,
                                cfg.router.degraded_reject_ratio, cfg.router.degraded_min_samples)
@@ -434,7 +440,10 @@ class RouterApp:
 
     # -- ops: /metrics and /status --
     def status(self) -> dict:
+        j = self.journal
+        synced = j.last_seq if self.syncer is None else self.synced_seq
         return {"router": self.router.status(), "venues": self.monitor.snapshot(),
+                "journal": {"durability": self.cfg.journal.durability, "last_seq": j.last_seq, "synced_seq": synced},
                 "sessions": sum(1 for c in self.conns if c.account),
                 "decision_us": _pcts(self.router.decision_ns)}
 
@@ -479,6 +488,22 @@ class RouterApp:
                         "silent_s": round(time.monotonic() - ad.last_recv, 3)})
                     ad.drop()
 
+    async def journal_syncs(self):
+        """`async` durability: env.sync on the syncer thread every sync_interval_ms (engine/journal.py), as the
+        engine server's timer does; a failed flush is logged and tried again at the next interval."""
+        every = self.cfg.journal.sync_interval_ms / 1000
+        while not self.stopping:
+            await asyncio.sleep(every)
+            seq = self.journal.last_seq
+            if seq == self.synced_seq:
+                continue
+            try:
+                await self.loop.run_in_executor(self.syncer, self.journal.sync)
+            except Exception as e:       # lmdb.Error, OSError: not on disk yet; the next interval tries again
+                log.error("journal sync failed", extra={"event": "journal_sync_failed", "error": str(e)})
+                continue
+            self.synced_seq = seq
+
     async def run(self, ready: asyncio.Event | None = None):
         self.loop = asyncio.get_running_loop()
         self.router.loop = self.loop
@@ -502,12 +527,15 @@ class RouterApp:
             _write_port(s.port_file, port)
         log.info("router listening", extra={"event": "listening", "port": port})
         ticks = self.loop.create_task(self.ticks())
+        syncs = self.loop.create_task(self.journal_syncs()) if self.syncer is not None else None
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         self.stopping = True
         ticks.cancel()
+        if syncs is not None:
+            syncs.cancel()
         server.close()
         if ops is not None:
             ops.close()
@@ -521,6 +549,8 @@ class RouterApp:
         for ad in self.router.venues.values():
             await ad.close()
         self.auth.close()
+        if self.syncer is not None:
+            self.syncer.shutdown(wait=True)      # a flush under way finishes before the journal closes
         self.journal.close()
 
 
