@@ -193,6 +193,25 @@ def test_verify_and_server_when_data_mdb_truncated_then_refused_naming_file_and_
     assert "truncated" in srv.output() and str(data) in srv.output()
 
 
+def test_server_when_logon_store_truncated_then_refused_naming_it_not_sigbus(server_factory):
+    """The last-logon store (<journal>/logons, engine/auth.py) gets the journal's size check: a data.mdb
+    shorter than its meta page says stops the start with the file named (it died of SIGBUS before)."""
+    from clients import SyncClient
+    from tests.server_proc import SECRETS
+    srv = server_factory().start()
+    for account in SECRETS:                            # rows enough for a page beyond the two metas
+        with SyncClient.connect("127.0.0.1", srv.port, account=account, secret=SECRETS[account]):
+            pass
+    srv.stop()
+    data = srv.dir / "journal" / "logons" / "data.mdb"
+    assert os.path.getsize(data) > 8192
+    os.truncate(data, 8192)
+    with pytest.raises(RuntimeError, match="exited"):
+        srv.start(timeout=20)
+    assert srv.proc.returncode == 1, srv.output()
+    assert "truncated" in srv.output() and str(data) in srv.output()
+
+
 def test_verify_and_open_when_lmdb_meta_pages_garbage_then_damage_reported_not_raised(tmp_path):
     path = tmp_path / "j"
     big_journal(path, batches=20)
