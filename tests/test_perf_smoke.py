@@ -54,6 +54,23 @@ def test_scenario_when_run_small_then_prints_and_writes_json(tmp_path, capsys, a
     assert "==" in capsys.readouterr().out
 
 
+def test_varworker_when_compared_with_a_tree_then_both_servers_measured_with_their_counters(tmp_path):
+    # --compare-tree: a second server from that checkout (here this one again), phases interleaved; what each
+    # server did per order comes from /proc and /metrics: a closed-loop order is one journal commit of its own
+    from engine.testing import ROOT
+    argv = ["varworker", "--runs", "2", "--orders", "60", "--server-cpu", "0", "--compare-tree", str(ROOT),
+            "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    (path,) = tmp_path.glob("*.json")
+    r = json.loads(path.read_text())["results"]
+    for tree in ("this", "compared"):
+        for kind in ("without", "with"):
+            assert len(r[tree][kind]["p50_per_phase_us"]) == 2
+        c = r[tree]["without"]["per_order"]
+        assert c["commits"] == c["batches"] == 1.0 and c["voluntary_switches"] > 0 and c["commit_us"] > 0
+    assert [len(v) for v in r["this_minus_compared_p50_us"].values()] == [2, 2]
+
+
 def test_roundtrip_when_run_small_then_every_order_acknowledged(tmp_path, capsys):
     argv = ["roundtrip", "--rate", "2000", "--seconds", "0.5", "--runs", "1", "--durability", "none,sync",
             "--scrape", "--no-plot", "--out", str(tmp_path)]
