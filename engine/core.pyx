@@ -69,6 +69,18 @@ cdef inline void* _data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
 
 
+def _aligned(Py_ssize_t n, dtype, int fill=0, Py_ssize_t align=128):
+    """A 1-D array of n `dtype` items (every byte `fill`) starting on an `align`-byte boundary.
+    numpy's big arrays start 16 bytes into a page, so a 128-byte order slot spanned three cache
+    lines and a 64-byte id-table block two (perf/RESULTS.md, issue 17 "10M resting")."""
+    dtype = np.dtype(dtype)
+    # np.zeros: calloc'd pages, untouched (no memory) until written
+    buf = (np.zeros if fill == 0 else np.full)(n * dtype.itemsize + align, *([] if fill == 0 else [fill]),
+                                               dtype=np.uint8)
+    cdef Py_ssize_t off = (-<Py_ssize_t><uintptr_t>cnp.PyArray_DATA(buf)) % align
+    return buf[off:off + n * dtype.itemsize].view(dtype)
+
+
 cdef const Command* _commands(cnp.ndarray commands) except NULL:
     """The records of a command array, after checking it is one (every batch entry point)."""
     if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
@@ -179,7 +191,7 @@ cdef class Engine:
 
         # Order and level slots are handed out lowest first (then the released ones are reused), so
         # the arrays are never written above their high-water marks: untouched pages cost no memory.
-        self.orders_arr = np.zeros(max_orders, dtype=ORDER_DTYPE)
+        self.orders_arr = _aligned(max_orders, ORDER_DTYPE)
         self.levels_arr = np.zeros(self.max_level_slots, dtype=LEVEL_DTYPE)
         self.ladders_arr = np.zeros(nladders, dtype=LADDER_DTYPE)
         self.ladder_segments = []
@@ -187,10 +199,10 @@ cdef class Engine:
         while tsize < <uint64_t>max_orders * TABLE_FACTOR:
             tsize <<= 1
         self.table_mask = tsize - 1
-        self.oid_table_arr = np.full(tsize, -1, dtype=np.int32)
-        self.clid_table_arr = np.full(tsize, -1, dtype=np.int32)
-        self.oid_disp_arr = np.zeros(tsize, dtype=np.uint16)
-        self.clid_disp_arr = np.zeros(tsize, dtype=np.uint16)
+        self.oid_table_arr = _aligned(tsize, np.int32, 0xff)      # -1: empty
+        self.clid_table_arr = _aligned(tsize, np.int32, 0xff)
+        self.oid_disp_arr = _aligned(tsize, np.uint16)
+        self.clid_disp_arr = _aligned(tsize, np.uint16)
         self.queue_arr = np.zeros(max_orders, dtype=np.int32)
         self.sym_arr = np.zeros(max_symbols, dtype=SYMBOL_DTYPE)
         self.acct_arr = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
