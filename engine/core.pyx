@@ -99,6 +99,7 @@ LEVEL_DTYPE = np.dtype([
     ("price", "<i8"), ("shown", "<i8"), ("total", "<i8"), ("head", "<i4"), ("tail", "<i4"),
     ("count", "<i4"), ("next_free", "<i4"), ("ladder", "<u4"), ("_pad", "<u4"),
 ])
+ID_ENTRY_DTYPE = np.dtype([("slot", "<i4"), ("disp", "<u2"), ("tag", "<u2")])
 LADDER_DTYPE = np.dtype([("key", "<u8"), ("level", "<u8"), ("count", "<i4"), ("cap", "<i4"), ("_pad", "<i8")])
 SYMBOL_DTYPE = np.dtype([
     ("tick", "<i8"), ("lot", "<i8"), ("max_price", "<i8"), ("max_qty", "<i8"), ("last", "<i8"),
@@ -112,6 +113,7 @@ ACCOUNT_DTYPE = np.dtype([
 # The sizes the C structs must have (checked by tests against the dtypes).
 SIZEOF_ORDER = sizeof(Order)
 SIZEOF_LEVEL = sizeof(Level)
+SIZEOF_ID_ENTRY = sizeof(IdEntry)
 SIZEOF_LADDER = sizeof(Ladder)
 SIZEOF_COMMAND = sizeof(Command)
 SIZEOF_EVENT = sizeof(Event)
@@ -142,6 +144,13 @@ cdef inline uint64_t clid_hash(uint32_t account, uint64_t clid) noexcept:
     # account's add/cancel traffic stays in few cache lines; ids spaced apart
     # land in unrelated blocks, so no choice of ids builds long probe runs.
     return (mix64((clid >> 4) ^ mix64(<uint64_t>account + <uint64_t>0x9e3779b97f4a7c15ULL)) << 4) | (clid & 15)
+
+
+cdef inline uint16_t id_tag(uint64_t h) noexcept:
+    # A key's tag from its hash (oid_hash, clid_hash): the mix's bits 44-59 (above any table's home
+    # bits) xor its low bits (which hold the id's place in its block of 16, so the keys of one
+    # block, which share the mix, get distinct tags)
+    return <uint16_t>((h >> 48) ^ h)
 
 
 cdef inline int64_t min64(int64_t a, int64_t b) noexcept:
@@ -199,10 +208,10 @@ cdef class Engine:
         while tsize < <uint64_t>max_orders * TABLE_FACTOR:
             tsize <<= 1
         self.table_mask = tsize - 1
-        self.oid_table_arr = _aligned(tsize, np.int32, 0xff)      # -1: empty
-        self.clid_table_arr = _aligned(tsize, np.int32, 0xff)
-        self.oid_disp_arr = _aligned(tsize, np.uint16)
-        self.clid_disp_arr = _aligned(tsize, np.uint16)
+        self.oid_table_arr = _aligned(tsize, ID_ENTRY_DTYPE)
+        self.clid_table_arr = _aligned(tsize, ID_ENTRY_DTYPE)
+        self.oid_table_arr["slot"] = -1                              # empty
+        self.clid_table_arr["slot"] = -1
         self.queue_arr = np.zeros(max_orders, dtype=np.int32)
         self.sym_arr = np.zeros(max_symbols, dtype=SYMBOL_DTYPE)
         self.acct_arr = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
@@ -211,10 +220,8 @@ cdef class Engine:
         self.orders = <Order*>_data(self.orders_arr)
         self.levels = <Level*>_data(self.levels_arr)
         self.ladders = <Ladder*>_data(self.ladders_arr)
-        self.oid_table = <int32_t*>_data(self.oid_table_arr)
-        self.clid_table = <int32_t*>_data(self.clid_table_arr)
-        self.oid_disp = <uint16_t*>_data(self.oid_disp_arr)
-        self.clid_disp = <uint16_t*>_data(self.clid_disp_arr)
+        self.oid_table = <IdEntry*>_data(self.oid_table_arr)
+        self.clid_table = <IdEntry*>_data(self.clid_table_arr)
         self.queue = <int32_t*>_data(self.queue_arr)
         self._bind_columns()
         self.ev_buf = <Event*>_data(self.events_arr)
@@ -1636,19 +1643,19 @@ cdef class Engine:
         o.registered = 1
         if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:   # (the flag is refused without risk)
             ro_count(self.risk, a, o.symbol, o.side, 1)
-        self.table_insert(self.oid_table, self.oid_disp, s, oid_hash(o.order_id))
-        self.table_insert(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
+        self.table_insert(self.oid_table, s, oid_hash(o.order_id))
+        self.table_insert(self.clid_table, s, clid_hash(a, o.client_order_id))
         cdef uint64_t nxt
         if (o.order_id & 15) == 8:
-            # halfway through a block of 16 ids: ask for the next block's lines now (ids rise, so
-            # it is where the next orders go; a block is a random line, not the adjacent one)
+            # halfway through a block of 16 ids: ask for the next block's two lines now (ids rise,
+            # so it is where the next orders go; a block is a random place, not the adjacent one)
             nxt = oid_hash(o.order_id + 8) & self.table_mask
             prefetch(&self.oid_table[nxt])
-            prefetch(&self.oid_disp[nxt])
+            prefetch(&self.oid_table[nxt + 8])
         if (o.client_order_id & 15) == 8:
             nxt = clid_hash(a, o.client_order_id + 8) & self.table_mask
             prefetch(&self.clid_table[nxt])
-            prefetch(&self.clid_disp[nxt])
+            prefetch(&self.clid_table[nxt + 8])
         o.acct_prev = self.acct_tail[a]
         o.acct_next = -1
         if self.acct_tail[a] >= 0:
@@ -1681,8 +1688,8 @@ cdef class Engine:
         if o.registered:
             if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:
                 ro_count(self.risk, a, o.symbol, o.side, -1)
-            self.table_erase(self.oid_table, self.oid_disp, s, oid_hash(o.order_id))
-            self.table_erase(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
+            self.table_erase(self.oid_table, s, oid_hash(o.order_id))
+            self.table_erase(self.clid_table, s, clid_hash(a, o.client_order_id))
             if o.acct_prev >= 0:
                 self.orders[o.acct_prev].acct_next = o.acct_next
             else:
@@ -1733,72 +1740,79 @@ cdef class Engine:
             s = self.find_by_id(order_id)
             return s if s >= 0 and self.orders[s].account == account else -1
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = clid_hash(account, client_order_id) & mask
-        cdef uint16_t d = 0
+        cdef uint64_t h = clid_hash(account, client_order_id)
+        cdef uint64_t i = h & mask
+        cdef uint16_t d = 0, tag = id_tag(h)
+        cdef IdEntry* t
         while True:
-            s = self.clid_table[i]
-            if s < 0 or self.clid_disp[i] < d:
+            t = &self.clid_table[i]
+            s = t.slot
+            if s < 0 or t.disp < d:
                 return -1
-            if self.orders[s].client_order_id == client_order_id and self.orders[s].account == account:
+            if t.tag == tag and self.orders[s].client_order_id == client_order_id \
+                    and self.orders[s].account == account:
                 return s
             i = (i + 1) & mask
             d += 1
 
     cdef slot_t find_by_id(self, uint64_t order_id) noexcept:
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = oid_hash(order_id) & mask
-        cdef uint16_t d = 0
+        cdef uint64_t h = oid_hash(order_id)
+        cdef uint64_t i = h & mask
+        cdef uint16_t d = 0, tag = id_tag(h)
         cdef slot_t s
+        cdef IdEntry* t
         while True:
-            s = self.oid_table[i]
-            if s < 0 or self.oid_disp[i] < d:
+            t = &self.oid_table[i]
+            s = t.slot
+            if s < 0 or t.disp < d:
                 return -1
-            if self.orders[s].order_id == order_id:
+            if t.tag == tag and self.orders[s].order_id == order_id:
                 return s
             i = (i + 1) & mask
             d += 1
 
     # -- ID TABLES --
-    # Robin Hood linear probing over int32 slots, with each entry's displacement
-    # from its home kept beside it (2 bytes), so inserts and deletes never read
-    # another order's key. At least TABLE_FACTOR entries per order slot: load
-    # <= 1/3. Both ids are hashed in blocks of 16 consecutive ids per line at
+    # Robin Hood linear probing over 8-byte entries (IdEntry): the slot, its displacement
+    # from its home (so inserts and deletes never read another order's key) and a 16-bit
+    # tag of its key's hash (so a lookup reads no other order's slot but 1 in 65,536 times: with
+    # 10M resting orders those slots are cold lines, perf/RESULTS.md issue 17 "10M resting"). At
+    # least TABLE_FACTOR entries per order slot: load <= 1/3. Both ids are hashed in blocks of 16 consecutive ids per line at
     # mixed (splitmix64) positions (oid_hash, clid_hash), so no pattern of
     # ids, engine-assigned or chosen by clients, builds long probe runs. Deletion shifts the run
     # after the hole back until an entry at its home (the Robin Hood invariant
     # keeps a run sorted by home, so nothing after that entry can move).
 
-    cdef void table_insert(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept:
+    cdef void table_insert(self, IdEntry* table, slot_t s, uint64_t h) noexcept:
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = home & mask
-        cdef uint16_t d = 0, td
-        cdef slot_t ts
-        while table[i] >= 0:
-            if disp[i] < d:
-                ts = table[i]
-                td = disp[i]
-                table[i] = s
-                disp[i] = d
-                s = ts
-                d = td
+        cdef uint64_t i = h & mask
+        cdef IdEntry e, t
+        e.slot = s
+        e.disp = 0
+        e.tag = id_tag(h)
+        while table[i].slot >= 0:
+            if table[i].disp < e.disp:
+                t = table[i]
+                table[i] = e
+                e = t
             i = (i + 1) & mask
-            d += 1
-        table[i] = s
-        disp[i] = d
+            e.disp += 1
+        table[i] = e
 
-    cdef void table_erase(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept:
+    cdef void table_erase(self, IdEntry* table, slot_t s, uint64_t h) noexcept:
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = home & mask, j
-        while table[i] != s:
+        cdef uint64_t i = h & mask, j
+        while table[i].slot != s:
             i = (i + 1) & mask
         j = (i + 1) & mask
-        while table[j] >= 0 and disp[j] > 0:
+        while table[j].slot >= 0 and table[j].disp > 0:
             table[i] = table[j]
-            disp[i] = disp[j] - 1
+            table[i].disp -= 1
             i = j
             j = (j + 1) & mask
-        table[i] = -1
-        disp[i] = 0
+        table[i].slot = -1
+        table[i].disp = 0
+        table[i].tag = 0
 
     # -- PYTHON-FRIENDLY WRAPPER (tests and tools; not the hot path) --
 
@@ -1944,8 +1958,8 @@ cdef class Engine:
         level slots above their high-water marks are allocated but never written: see
         touched_bytes()."""
         total = 0
-        for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_table_arr, self.clid_table_arr, self.oid_disp_arr,
-                    self.clid_disp_arr, self.queue_arr, self.events_arr):
+        for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_table_arr, self.clid_table_arr,
+                    self.queue_arr, self.events_arr):
             total += arr.nbytes
         for keys, lvls in self.ladder_segments:
             total += keys.nbytes + lvls.nbytes
@@ -1998,7 +2012,7 @@ cdef class Engine:
         state["ladder_counts"] = self.ladders_arr["count"].copy()
         state["ladder_keys"] = keys
         state["ladder_levels"] = lvls
-        for name in ("oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr"):
+        for name in ("oid_table_arr", "clid_table_arr"):
             state[name] = getattr(self, name)
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
@@ -2017,7 +2031,7 @@ cdef class Engine:
             raise ValueError(f"snapshot capacities {cap} differ from this engine's {mine}")
         targets = {name: getattr(self, name) for name in (
             "orders_arr", "levels_arr",
-            "oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr")}
+            "oid_table_arr", "clid_table_arr")}
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
                 targets[prefix + col] = arr
@@ -2271,12 +2285,31 @@ cdef class Engine:
         assert free + on_ladders == self.level_hwm <= self.max_level_slots, \
             f"free levels {free} + on ladders {on_ladders} != level slots ever used {self.level_hwm}"
         assert self.used_slots == self.live_orders, f"used slots {self.used_slots} != live orders {self.live_orders}"
-        tabled = int((self.oid_table_arr >= 0).sum())
+        tabled = int((self.oid_table_arr["slot"] >= 0).sum())
         assert tabled == self.live_orders, f"order id table holds {tabled}, live {self.live_orders}"
-        tabled = int((self.clid_table_arr >= 0).sum())
+        tabled = int((self.clid_table_arr["slot"] >= 0).sum())
         assert tabled == self.live_orders, f"client id table holds {tabled}, live {self.live_orders}"
+        self._validate_table(True)
+        self._validate_table(False)
         if self.risk is not None:
             self._validate_risk()
+
+    def _validate_table(self, bint oid):
+        """Every id-table entry is a registered order's, at its displacement from its key's home, with
+        its key's tag; a run never has an entry further from home than its predecessor plus one."""
+        cdef IdEntry* t = self.oid_table if oid else self.clid_table
+        cdef uint64_t i, h, n = self.table_mask + 1
+        cdef Order* o
+        for i in range(n):
+            if t[i].slot < 0:
+                assert t[i].disp == 0, f"empty entry {i} with a displacement"
+                continue
+            assert t[i].slot < self.slot_hwm and self.orders[t[i].slot].registered, f"entry {i}: slot {t[i].slot}"
+            o = &self.orders[t[i].slot]
+            h = oid_hash(o.order_id) if oid else clid_hash(o.account, o.client_order_id)
+            assert ((h + t[i].disp) & self.table_mask) == i, f"entry {i}: displacement {t[i].disp} off its home"
+            assert t[i].tag == id_tag(h), f"entry {i}: tag"
+            assert t[i].disp <= t[(i - 1) & self.table_mask].disp + 1, f"entry {i}: Robin Hood order"
 
     def _validate_risk(self):
         """Risk's open quantities equal the live orders' leaves, its reduce-only counts their

@@ -188,7 +188,7 @@ def test_order_id_table_when_ids_wrap_onto_long_resting_orders_then_probe_runs_s
     worst = 0
     for k in range(0, 2 * n, 2000):
         e.process(cmds[k:k + 2000])
-        worst = max(worst, int(e.oid_disp_arr.max()))
+        worst = max(worst, int(e.oid_table_arr["disp"].max()))
     assert e.next_order_id > 2 * len(e.oid_table_arr)      # the ids wrapped around the table twice
     assert e.live_orders == 3500
     assert worst <= 80, worst
