@@ -99,7 +99,7 @@ LEVEL_DTYPE = np.dtype([
     ("price", "<i8"), ("shown", "<i8"), ("total", "<i8"), ("head", "<i4"), ("tail", "<i4"),
     ("count", "<i4"), ("next_free", "<i4"), ("ladder", "<u4"), ("_pad", "<u4"),
 ])
-ID_ENTRY_DTYPE = np.dtype([("slot", "<i4"), ("disp", "<u2"), ("tag", "<u2")])
+ID_ENTRY_DTYPE = np.dtype([("ref", "<i4"), ("disp", "<u2"), ("tag", "<u2")])
 LADDER_DTYPE = np.dtype([("key", "<u8"), ("level", "<u8"), ("count", "<i4"), ("cap", "<i4"), ("_pad", "<i8")])
 SYMBOL_DTYPE = np.dtype([
     ("tick", "<i8"), ("lot", "<i8"), ("max_price", "<i8"), ("max_qty", "<i8"), ("last", "<i8"),
@@ -130,8 +130,8 @@ cdef inline uint64_t mix64(uint64_t x) noexcept:
 
 
 cdef inline uint64_t oid_hash(uint64_t order_id) noexcept:
-    # Order ids are assigned 1, 2, 3, ...: sixteen consecutive ids share one 64-byte line of the
-    # table (inserts and the cancels of recent orders stay in few lines), and the blocks are
+    # The spill table's (the direct map, oid_direct, holds the others). Order ids are assigned
+    # 1, 2, 3, ...: sixteen consecutive ids share one block of the table, and the blocks are
     # placed by a mix. Not the identity: ids one table size apart would share a home, and once
     # the ids wrap onto a dense block of long-resting orders every insert shifted the whole run
     # (80x slower, perf/RESULTS.md 2026-12-04 "One engine, bigger").
@@ -210,8 +210,11 @@ cdef class Engine:
         self.table_mask = tsize - 1
         self.oid_table_arr = _aligned(tsize, ID_ENTRY_DTYPE)
         self.clid_table_arr = _aligned(tsize, ID_ENTRY_DTYPE)
-        self.oid_table_arr["slot"] = -1                              # empty
-        self.clid_table_arr["slot"] = -1
+        tsize = 16
+        while tsize < <uint64_t>max_orders:
+            tsize <<= 1
+        self.oid_direct_mask = tsize - 1
+        self.oid_direct_arr = _aligned(tsize, np.int32)
         self.queue_arr = np.zeros(max_orders, dtype=np.int32)
         self.sym_arr = np.zeros(max_symbols, dtype=SYMBOL_DTYPE)
         self.acct_arr = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
@@ -220,6 +223,7 @@ cdef class Engine:
         self.orders = <Order*>_data(self.orders_arr)
         self.levels = <Level*>_data(self.levels_arr)
         self.ladders = <Ladder*>_data(self.ladders_arr)
+        self.oid_direct = <int32_t*>_data(self.oid_direct_arr)
         self.oid_table = <IdEntry*>_data(self.oid_table_arr)
         self.clid_table = <IdEntry*>_data(self.clid_table_arr)
         self.queue = <int32_t*>_data(self.queue_arr)
@@ -1643,16 +1647,15 @@ cdef class Engine:
         o.registered = 1
         if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:   # (the flag is refused without risk)
             ro_count(self.risk, a, o.symbol, o.side, 1)
-        self.table_insert(self.oid_table, s, oid_hash(o.order_id))
+        cdef uint64_t nxt = o.order_id & self.oid_direct_mask
+        cdef int32_t old = self.oid_direct[nxt]
+        if old:     # a live order one map size (or more) older: it moves to the spill table
+            self.table_insert(self.oid_table, old - 1, oid_hash(self.orders[old - 1].order_id))
+        self.oid_direct[nxt] = s + 1
         self.table_insert(self.clid_table, s, clid_hash(a, o.client_order_id))
-        cdef uint64_t nxt
-        if (o.order_id & 15) == 8:
+        if (o.client_order_id & 15) == 8:
             # halfway through a block of 16 ids: ask for the next block's two lines now (ids rise,
             # so it is where the next orders go; a block is a random place, not the adjacent one)
-            nxt = oid_hash(o.order_id + 8) & self.table_mask
-            prefetch(&self.oid_table[nxt])
-            prefetch(&self.oid_table[nxt + 8])
-        if (o.client_order_id & 15) == 8:
             nxt = clid_hash(a, o.client_order_id + 8) & self.table_mask
             prefetch(&self.clid_table[nxt])
             prefetch(&self.clid_table[nxt + 8])
@@ -1688,7 +1691,10 @@ cdef class Engine:
         if o.registered:
             if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:
                 ro_count(self.risk, a, o.symbol, o.side, -1)
-            self.table_erase(self.oid_table, s, oid_hash(o.order_id))
+            if self.oid_direct[o.order_id & self.oid_direct_mask] == s + 1:
+                self.oid_direct[o.order_id & self.oid_direct_mask] = 0
+            else:
+                self.table_erase(self.oid_table, s, oid_hash(o.order_id))
             self.table_erase(self.clid_table, s, clid_hash(a, o.client_order_id))
             if o.acct_prev >= 0:
                 self.orders[o.acct_prev].acct_next = o.acct_next
@@ -1746,7 +1752,7 @@ cdef class Engine:
         cdef IdEntry* t
         while True:
             t = &self.clid_table[i]
-            s = t.slot
+            s = t.ref - 1
             if s < 0 or t.disp < d:
                 return -1
             if t.tag == tag and self.orders[s].client_order_id == client_order_id \
@@ -1756,15 +1762,17 @@ cdef class Engine:
             d += 1
 
     cdef slot_t find_by_id(self, uint64_t order_id) noexcept:
+        cdef slot_t s = self.oid_direct[order_id & self.oid_direct_mask] - 1
+        if s >= 0 and self.orders[s].order_id == order_id:
+            return s
         cdef uint64_t mask = self.table_mask
         cdef uint64_t h = oid_hash(order_id)
         cdef uint64_t i = h & mask
         cdef uint16_t d = 0, tag = id_tag(h)
-        cdef slot_t s
         cdef IdEntry* t
-        while True:
+        while True:                 # the spill table
             t = &self.oid_table[i]
-            s = t.slot
+            s = t.ref - 1
             if s < 0 or t.disp < d:
                 return -1
             if t.tag == tag and self.orders[s].order_id == order_id:
@@ -1773,24 +1781,27 @@ cdef class Engine:
             d += 1
 
     # -- ID TABLES --
-    # Robin Hood linear probing over 8-byte entries (IdEntry): the slot, its displacement
-    # from its home (so inserts and deletes never read another order's key) and a 16-bit
-    # tag of its key's hash (so a lookup reads no other order's slot but 1 in 65,536 times: with
-    # 10M resting orders those slots are cold lines, perf/RESULTS.md issue 17 "10M resting"). At
-    # least TABLE_FACTOR entries per order slot: load <= 1/3. Both ids are hashed in blocks of 16 consecutive ids per line at
-    # mixed (splitmix64) positions (oid_hash, clid_hash), so no pattern of
-    # ids, engine-assigned or chosen by clients, builds long probe runs. Deletion shifts the run
-    # after the hole back until an entry at its home (the Robin Hood invariant
-    # keeps a run sorted by home, so nothing after that entry can move).
+    # Order ids: the direct map (oid_direct, see register/release/find_by_id), and the spill
+    # table for the live orders whose direct entry a newer id took. Client order ids, and the
+    # spill table: Robin Hood linear probing over 8-byte entries (IdEntry): the slot + 1, its
+    # displacement from its home (so inserts and deletes never read another order's key) and a
+    # 16-bit tag of its key's hash (so a lookup reads no other order's slot but 1 in 65,536 times:
+    # with 10M resting orders those slots are cold lines, perf/RESULTS.md issue 17 "10M resting").
+    # At least TABLE_FACTOR entries per order slot: load <= 1/3, so never full (a table holds
+    # live orders only; the order slots run out first: ORDER_CAPACITY_EXHAUSTED). Both ids are
+    # hashed in blocks of 16 consecutive ids at mixed (splitmix64) positions (oid_hash,
+    # clid_hash), so no pattern of ids, engine-assigned or chosen by clients, builds long probe
+    # runs. Deletion shifts the run after the hole back until an entry at its home (the Robin
+    # Hood invariant keeps a run sorted by home, so nothing after that entry can move).
 
     cdef void table_insert(self, IdEntry* table, slot_t s, uint64_t h) noexcept:
         cdef uint64_t mask = self.table_mask
         cdef uint64_t i = h & mask
         cdef IdEntry e, t
-        e.slot = s
+        e.ref = s + 1
         e.disp = 0
         e.tag = id_tag(h)
-        while table[i].slot >= 0:
+        while table[i].ref:
             if table[i].disp < e.disp:
                 t = table[i]
                 table[i] = e
@@ -1802,15 +1813,16 @@ cdef class Engine:
     cdef void table_erase(self, IdEntry* table, slot_t s, uint64_t h) noexcept:
         cdef uint64_t mask = self.table_mask
         cdef uint64_t i = h & mask, j
-        while table[i].slot != s:
+        s += 1
+        while table[i].ref != s:
             i = (i + 1) & mask
         j = (i + 1) & mask
-        while table[j].slot >= 0 and table[j].disp > 0:
+        while table[j].ref and table[j].disp > 0:
             table[i] = table[j]
             table[i].disp -= 1
             i = j
             j = (j + 1) & mask
-        table[i].slot = -1
+        table[i].ref = 0
         table[i].disp = 0
         table[i].tag = 0
 
@@ -1958,7 +1970,8 @@ cdef class Engine:
         level slots above their high-water marks are allocated but never written: see
         touched_bytes()."""
         total = 0
-        for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_table_arr, self.clid_table_arr,
+        for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_direct_arr, self.oid_table_arr,
+                    self.clid_table_arr,
                     self.queue_arr, self.events_arr):
             total += arr.nbytes
         for keys, lvls in self.ladder_segments:
@@ -2012,7 +2025,7 @@ cdef class Engine:
         state["ladder_counts"] = self.ladders_arr["count"].copy()
         state["ladder_keys"] = keys
         state["ladder_levels"] = lvls
-        for name in ("oid_table_arr", "clid_table_arr"):
+        for name in ("oid_direct_arr", "oid_table_arr", "clid_table_arr"):
             state[name] = getattr(self, name)
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
@@ -2031,7 +2044,7 @@ cdef class Engine:
             raise ValueError(f"snapshot capacities {cap} differ from this engine's {mine}")
         targets = {name: getattr(self, name) for name in (
             "orders_arr", "levels_arr",
-            "oid_table_arr", "clid_table_arr")}
+            "oid_direct_arr", "oid_table_arr", "clid_table_arr")}
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
                 targets[prefix + col] = arr
@@ -2285,9 +2298,9 @@ cdef class Engine:
         assert free + on_ladders == self.level_hwm <= self.max_level_slots, \
             f"free levels {free} + on ladders {on_ladders} != level slots ever used {self.level_hwm}"
         assert self.used_slots == self.live_orders, f"used slots {self.used_slots} != live orders {self.live_orders}"
-        tabled = int((self.oid_table_arr["slot"] >= 0).sum())
+        tabled = int((self.oid_direct_arr != 0).sum()) + int((self.oid_table_arr["ref"] != 0).sum())
         assert tabled == self.live_orders, f"order id table holds {tabled}, live {self.live_orders}"
-        tabled = int((self.clid_table_arr["slot"] >= 0).sum())
+        tabled = int((self.clid_table_arr["ref"] != 0).sum())
         assert tabled == self.live_orders, f"client id table holds {tabled}, live {self.live_orders}"
         self._validate_table(True)
         self._validate_table(False)
@@ -2300,12 +2313,19 @@ cdef class Engine:
         cdef IdEntry* t = self.oid_table if oid else self.clid_table
         cdef uint64_t i, h, n = self.table_mask + 1
         cdef Order* o
+        cdef int32_t r
+        if oid:
+            for i in range(self.oid_direct_mask + 1):
+                r = self.oid_direct[i]
+                if r:
+                    assert 0 < r <= self.slot_hwm and self.orders[r - 1].registered, f"direct entry {i}: slot {r - 1}"
+                    assert (self.orders[r - 1].order_id & self.oid_direct_mask) == i, f"direct entry {i}: order id"
         for i in range(n):
-            if t[i].slot < 0:
+            if t[i].ref == 0:
                 assert t[i].disp == 0, f"empty entry {i} with a displacement"
                 continue
-            assert t[i].slot < self.slot_hwm and self.orders[t[i].slot].registered, f"entry {i}: slot {t[i].slot}"
-            o = &self.orders[t[i].slot]
+            assert 0 < t[i].ref <= self.slot_hwm and self.orders[t[i].ref - 1].registered, f"entry {i}: ref {t[i].ref}"
+            o = &self.orders[t[i].ref - 1]
             h = oid_hash(o.order_id) if oid else clid_hash(o.account, o.client_order_id)
             assert ((h + t[i].disp) & self.table_mask) == i, f"entry {i}: displacement {t[i].disp} off its home"
             assert t[i].tag == id_tag(h), f"entry {i}: tag"

@@ -192,4 +192,35 @@ def test_order_id_table_when_ids_wrap_onto_long_resting_orders_then_probe_runs_s
     assert e.next_order_id > 2 * len(e.oid_table_arr)      # the ids wrapped around the table twice
     assert e.live_orders == 3500
     assert worst <= 80, worst
+    # the long-resting orders left the direct order-id map for the spill table as the ids came round
+    assert int((e.oid_table_arr["ref"] != 0).sum()) == 3000
+    assert all(e.order(i + 1)["client_order_id"] == i + 1 for i in range(0, 3000, 7))
+    e.validate()
+
+
+def test_order_id_map_when_ids_come_round_onto_live_orders_then_they_spill_never_overwritten():
+    # The direct order-id map holds order_id & mask -> slot. Every live order here rests all along
+    # while the ids come round the map many times: each time an id's entry is held by a live older
+    # order, that order moves to the spill table (an overwrite would lose it: cancel by order id
+    # would answer UNKNOWN_ORDER, the client id table would outlive it).
+    e = Engine(max_orders=16, max_symbols=2, max_levels=64, max_accounts=4)
+    e.add_symbol(1)
+    e.add_account(1)
+    size = len(e.oid_direct_arr)
+    for i in range(15):
+        e.new_order(1, i + 1, 1, Side.BUY, 1, price=100 - i)          # ids 1..15 rest all along
+    cl = 15
+    for _ in range(5 * size):                                          # one slot left: add, cancel, ...
+        cl += 1
+        (acc,) = e.new_order(1, cl, 1, Side.SELL, 1, price=200)
+        assert acc.kind == EventKind.ACCEPTED
+        (cxl,) = e.cancel(1, order_id=acc.order_id)
+        assert cxl.kind == EventKind.CANCELLED and cxl.order_id == acc.order_id
+    assert e.next_order_id > 5 * size
+    e.validate()
+    for i in range(15):                                                # every old order still found
+        assert e.order(i + 1)["client_order_id"] == i + 1
+        (cxl,) = e.cancel(1, order_id=i + 1)
+        assert cxl.kind == EventKind.CANCELLED and cxl.order_id == i + 1
+    assert e.live_orders == 0
     e.validate()
