@@ -118,6 +118,7 @@ cdef class Engine:
     cdef uint64_t oid_direct_mask
     cdef IdEntry* oid_table       # the spill table: order_id -> slot, Robin Hood linear probing
     cdef IdEntry* clid_table      # (account, client_order_id) -> slot, likewise
+    cdef bint long_runs           # an entry was placed DISP_MAX - 1 from home: NEW_ORDER asks ids_fit
     cdef uint64_t table_mask
     cdef int32_t* queue           # stop trigger FIFO (slots)
     cdef int32_t q_head, q_tail
@@ -238,6 +239,8 @@ cdef class Engine:
     # -- ID TABLES --
     cdef void table_insert(self, IdEntry* table, slot_t s, uint64_t h) noexcept
     cdef void table_erase(self, IdEntry* table, slot_t s, uint64_t h) noexcept
+    cdef bint table_fits(self, IdEntry* table, uint64_t h) noexcept
+    cdef bint ids_fit(self, uint32_t account, uint64_t client_order_id) noexcept
     cdef slot_t find_by_id(self, uint64_t order_id) noexcept
 
     # -- EVENTS --

@@ -38,6 +38,7 @@ cnp.import_array()
 # LADDER_SEGMENT entries (and at least the biggest chunk).
 cdef enum:
     TABLE_FACTOR = 3
+    DISP_MAX = 0xFFFE       # the largest displacement an id-table entry is given (IdEntry.disp is a uint16)
     LADDER_MIN_CHUNK = 8
     LADDER_SEGMENT = 1 << 16
 
@@ -545,6 +546,8 @@ cdef class Engine:
         elif c.expire_ts_ns != 0:
             return self.reject(REJ_INVALID_EXPIRY)
         if self.free_head < 0 and self.slot_hwm == self.max_orders:
+            return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
+        if self.long_runs and not self.ids_fit(a, c.client_order_id):
             return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
         if is_stop and self.sym_has_last[sym]:
             if (c.side == SIDE_BUY and c.stop_price <= self.sym_last[sym]) or \
@@ -1803,11 +1806,15 @@ cdef class Engine:
         e.tag = id_tag(h)
         while table[i].ref:
             if table[i].disp < e.disp:
+                if e.disp >= DISP_MAX - 1:
+                    self.long_runs = True
                 t = table[i]
                 table[i] = e
                 e = t
             i = (i + 1) & mask
             e.disp += 1
+        if e.disp >= DISP_MAX - 1:
+            self.long_runs = True
         table[i] = e
 
     cdef void table_erase(self, IdEntry* table, slot_t s, uint64_t h) noexcept:
@@ -1825,6 +1832,36 @@ cdef class Engine:
         table[i].ref = 0
         table[i].disp = 0
         table[i].tag = 0
+
+    # Bounded displacements. An insert raises the largest displacement in a table by at most one
+    # (each entry it moves lands right after the last entry of its own home, the new one after the
+    # last of its home or before), so while none was ever placed DISP_MAX - 1 from home the next
+    # insert places none above DISP_MAX. Past that (long_runs: only client ids chosen so that
+    # thousands of blocks share a home build such a run; mixed homes never do) NEW_ORDER first
+    # walks the inserts it will make (its client id; the spill of the order holding its order id's
+    # direct entry) and is rejected ORDER_CAPACITY_EXHAUSTED if one would go above DISP_MAX: a
+    # displacement never wraps. Between the check and the inserts only entries leave the tables
+    # (fills, cancels), which moves nothing further from home.
+
+    cdef bint table_fits(self, IdEntry* table, uint64_t h) noexcept:
+        """Would inserting a key of hash h place every entry it moves at most DISP_MAX from home?"""
+        cdef uint64_t mask = self.table_mask
+        cdef uint64_t i = h & mask
+        cdef uint32_t d = 0         # the carried entry's displacement (table_insert's e.disp)
+        while table[i].ref:
+            if table[i].disp < d:
+                if d > DISP_MAX:
+                    return False
+                d = table[i].disp
+            i = (i + 1) & mask
+            d += 1
+        return d <= DISP_MAX
+
+    cdef bint ids_fit(self, uint32_t account, uint64_t client_order_id) noexcept:
+        cdef int32_t old = self.oid_direct[self.next_order_id & self.oid_direct_mask]
+        if old and not self.table_fits(self.oid_table, oid_hash(self.orders[old - 1].order_id)):
+            return False
+        return self.table_fits(self.clid_table, clid_hash(account, client_order_id))
 
     # -- PYTHON-FRIENDLY WRAPPER (tests and tools; not the hot path) --
 
@@ -2104,6 +2141,9 @@ cdef class Engine:
         self.day_tail = <int32_t>sc[8]
         self.gtd_head = <int32_t>sc[9]
         self.gtd_tail = <int32_t>sc[10]
+        # (not state: whether NEW_ORDER walks its inserts first changes no outcome below DISP_MAX - 1)
+        self.long_runs = max(int(self.oid_table_arr["disp"].max()),
+                             int(self.clid_table_arr["disp"].max())) >= DISP_MAX - 1
         if <uint64_t>sc[11] != self.table_mask:
             raise ValueError("snapshot table size differs")
         if (self.risk is not None) != ("risk.capacity" in state):

@@ -224,3 +224,64 @@ def test_order_id_map_when_ids_come_round_onto_live_orders_then_they_spill_never
         assert cxl.kind == EventKind.CANCELLED and cxl.order_id == i + 1
     assert e.live_orders == 0
     e.validate()
+
+
+def _mix64(x):
+    # engine/core.pyx mix64 (splitmix64's finalizer) over a uint64 array
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xbf58476d1ce4e5b9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94d049bb133111eb)
+        return x ^ (x >> np.uint64(31))
+
+
+def _clid_homes(account, clids, mask):
+    # engine/core.pyx clid_hash & table_mask
+    key = _mix64(np.array([account + 0x9e3779b97f4a7c15], dtype=np.uint64))[0]
+    h = (_mix64((clids >> np.uint64(4)) ^ key) << np.uint64(4)) | (clids & np.uint64(15))
+    return h & np.uint64(mask)
+
+
+def test_client_id_table_when_chosen_ids_build_a_run_near_the_displacement_limit_then_rejected_never_wrapped():
+    # A client who picks client ids whose blocks of 16 all home within 16 lines of the table builds one
+    # Robin Hood run whose entries' displacements (uint16) would pass 65,535 before the order slots run
+    # out: from DISP_MAX on, its new orders are rejected ORDER_CAPACITY_EXHAUSTED (a wrapped displacement
+    # would lose orders from the table: lookups stop early, validate() finds entries off their home).
+    e = Engine(max_orders=70_000, max_symbols=2, max_levels=16, max_accounts=4)
+    e.add_symbol(1)
+    e.add_account(1)
+    e.add_account(2)
+    mask = len(e.clid_table_arr) - 1
+    blocks = np.arange(1, 8_000_000, dtype=np.uint64)
+    homes = _clid_homes(1, blocks * np.uint64(16), mask)
+    blocks = blocks[homes < 16 * 16][:4_300]                 # 68,800 client ids homed in 256 entries
+    assert len(blocks) == 4_300
+    clids = (blocks[:, None] * np.uint64(16) + np.arange(16, dtype=np.uint64)).ravel()
+    cmds = np.zeros(len(clids), dtype=COMMAND.dtype)
+    cmds["kind"] = CommandKind.NEW_ORDER
+    cmds["account"] = 1
+    cmds["client_order_id"] = clids
+    cmds["symbol"] = 1
+    cmds["side"] = Side.BUY
+    cmds["order_type"] = OrderType.LIMIT
+    cmds["tif"] = TimeInForce.GTC
+    cmds["qty"] = 1
+    cmds["price"] = 100
+    events = e.process(cmds)
+    rejected = events[events["kind"] == EventKind.REJECTED]
+    assert len(rejected) > 0 and set(rejected["reason"]) == {Reject.ORDER_CAPACITY_EXHAUSTED}
+    assert e.live_orders == len(clids) - len(rejected) < e.max_orders   # the slots did not run out
+    assert int(e.clid_table_arr["disp"].max()) >= 0xFFFD                 # the run reached the limit
+    assert int(e.clid_table_arr["disp"].max()) <= 0xFFFE
+    e.validate()                                            # every entry at its displacement from home
+    # the longest-displaced order is still found and cancelled by its client id
+    far = e.orders_arr[int(e.clid_table_arr["ref"][int(e.clid_table_arr["disp"].argmax())]) - 1]
+    (cxl,) = e.cancel(1, client_order_id=int(far["client_order_id"]))
+    assert cxl.kind == EventKind.CANCELLED and cxl.order_id == far["order_id"]
+    # another account's order homed outside the run is accepted
+    other = np.arange(1, 10_000, dtype=np.uint64)
+    other = other[(_clid_homes(2, other, mask) > 200_000)][:1]
+    (acc,) = e.new_order(2, int(other[0]), 1, Side.SELL, 1, price=200)
+    assert acc.kind == EventKind.ACCEPTED
+    e.validate()
