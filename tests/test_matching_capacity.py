@@ -159,6 +159,19 @@ def test_fresh_engine_when_built_then_touches_no_slot_and_holds_no_ladder_memory
     assert e.memory_bytes() < 400 << 20
 
 
+def _gtc_limits(recs, account, clids, side, price):
+    """Fill COMMAND records as GTC limit orders of qty 1 on symbol 1."""
+    recs["kind"] = CommandKind.NEW_ORDER
+    recs["account"] = account
+    recs["client_order_id"] = clids
+    recs["symbol"] = 1
+    recs["side"] = side
+    recs["order_type"] = OrderType.LIMIT
+    recs["tif"] = TimeInForce.GTC
+    recs["qty"] = 1
+    recs["price"] = price
+
+
 def test_order_id_table_when_ids_wrap_onto_long_resting_orders_then_probe_runs_stay_short():
     # Order ids one table size apart used to share a home (identity hash): once the ids wrapped
     # onto a dense block of long-resting orders, every insert shifted the whole block's run, and
@@ -173,15 +186,7 @@ def test_order_id_table_when_ids_wrap_onto_long_resting_orders_then_probe_runs_s
     cmds = np.zeros(2 * n, dtype=COMMAND.dtype)
     adds, cancels = cmds[0::2], cmds[1::2]
     ids = np.arange(1, n + 1, dtype=np.uint64)
-    adds["kind"] = CommandKind.NEW_ORDER
-    adds["account"] = 2
-    adds["client_order_id"] = ids
-    adds["symbol"] = 1
-    adds["side"] = Side.SELL
-    adds["order_type"] = OrderType.LIMIT
-    adds["tif"] = TimeInForce.GTC
-    adds["qty"] = 1
-    adds["price"] = 1000 + (ids % 30).astype(np.int64)
+    _gtc_limits(adds, 2, ids, Side.SELL, 1000 + (ids % 30).astype(np.int64))
     cancels["kind"] = CommandKind.CANCEL
     cancels["account"] = 2
     cancels["client_order_id"] = np.maximum(ids.astype(np.int64) - 500, 0).astype(np.uint64)
@@ -259,15 +264,7 @@ def test_client_id_table_when_chosen_ids_build_a_run_near_the_displacement_limit
     assert len(blocks) == 4_300
     clids = (blocks[:, None] * np.uint64(16) + np.arange(16, dtype=np.uint64)).ravel()
     cmds = np.zeros(len(clids), dtype=COMMAND.dtype)
-    cmds["kind"] = CommandKind.NEW_ORDER
-    cmds["account"] = 1
-    cmds["client_order_id"] = clids
-    cmds["symbol"] = 1
-    cmds["side"] = Side.BUY
-    cmds["order_type"] = OrderType.LIMIT
-    cmds["tif"] = TimeInForce.GTC
-    cmds["qty"] = 1
-    cmds["price"] = 100
+    _gtc_limits(cmds, 1, clids, Side.BUY, 100)
     events = e.process(cmds)
     rejected = events[events["kind"] == EventKind.REJECTED]
     assert len(rejected) > 0 and set(rejected["reason"]) == {Reject.ORDER_CAPACITY_EXHAUSTED}
