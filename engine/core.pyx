@@ -70,14 +70,12 @@ cdef inline void* _data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
 
 
-def _aligned(Py_ssize_t n, dtype, int fill=0, Py_ssize_t align=128):
-    """A 1-D array of n `dtype` items (every byte `fill`) starting on an `align`-byte boundary.
-    numpy's big arrays start 16 bytes into a page, so a 128-byte order slot spanned three cache
-    lines and a 64-byte id-table block two (perf/RESULTS.md, issue 17 "10M resting")."""
+def _aligned(Py_ssize_t n, dtype, Py_ssize_t align=128):
+    """A 1-D zeroed array of n `dtype` items starting on an `align`-byte boundary. numpy's big
+    arrays start 16 bytes into a page, so a 128-byte order slot spanned three cache lines and a
+    64-byte id-table block two (perf/RESULTS.md, issue 17 "10M resting")."""
     dtype = np.dtype(dtype)
-    # np.zeros: calloc'd pages, untouched (no memory) until written
-    buf = (np.zeros if fill == 0 else np.full)(n * dtype.itemsize + align, *([] if fill == 0 else [fill]),
-                                               dtype=np.uint8)
+    buf = np.zeros(n * dtype.itemsize + align, dtype=np.uint8)     # calloc'd: pages cost nothing until written
     cdef Py_ssize_t off = (-<Py_ssize_t><uintptr_t>cnp.PyArray_DATA(buf)) % align
     return buf[off:off + n * dtype.itemsize].view(dtype)
 
@@ -2008,8 +2006,7 @@ cdef class Engine:
         touched_bytes()."""
         total = 0
         for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_direct_arr, self.oid_table_arr,
-                    self.clid_table_arr,
-                    self.queue_arr, self.events_arr):
+                    self.clid_table_arr, self.queue_arr, self.events_arr):
             total += arr.nbytes
         for keys, lvls in self.ladder_segments:
             total += keys.nbytes + lvls.nbytes
