@@ -56,6 +56,14 @@ cdef packed struct Order:
     uint8_t registered       # @126 1 while in the id tables and the account/TIF lists
     uint8_t _pad             # @127
 
+# One id-table entry: 8 bytes, so a block of 16 entries is one 128-byte pair of cache lines and a
+# probe reads one array (the slot and its displacement used to be in two arrays, two lines).
+cdef packed struct IdEntry:
+    int32_t ref              # @0   order slot + 1, 0 = empty (zeroed memory: pages cost nothing until used)
+    uint16_t disp            # @4   distance from its home position
+    uint16_t tag             # @6   16 bits of the key's hash (id_tag): a lookup reads the order slot
+                             #      only when they match, never for the other keys of the run
+
 # One price level: 48 bytes. A FIFO of orders linked through Order.next/prev.
 cdef packed struct Level:
     int64_t price            # @0
@@ -90,7 +98,7 @@ cdef class Engine:
 
     # -- ARRAYS (numpy-owned; raw pointers below) --
     cdef readonly object orders_arr, levels_arr, ladders_arr
-    cdef readonly object oid_table_arr, clid_table_arr, oid_disp_arr, clid_disp_arr, queue_arr, events_arr
+    cdef readonly object oid_direct_arr, oid_table_arr, clid_table_arr, queue_arr, events_arr
     cdef readonly object sym_arr, acct_arr
     cdef readonly list ladder_segments  # the ladder pool: [(keys int64, levels int32)], chunks carved from them
     cdef Order* orders
@@ -102,10 +110,15 @@ cdef class Engine:
     cdef int64_t* seg_key         # the newest segment: chunks are carved from [seg_used, seg_size)
     cdef int32_t* seg_level
     cdef int64_t seg_used, seg_size
-    cdef int32_t* oid_table       # order_id -> slot, Robin Hood linear probing, -1 empty
-    cdef int32_t* clid_table      # (account, client_order_id) -> slot, likewise
-    cdef uint16_t* oid_disp       # each entry's distance from its home position
-    cdef uint16_t* clid_disp
+    # Order ids are assigned 1, 2, 3, ...: the order-id map is direct, order_id & oid_direct_mask ->
+    # slot + 1 (0 = none), so the recent orders' entries are neighbours; an entry still held by a live
+    # order one map size (or more) older when its id comes round again moves that order to the
+    # spill table, oid_table (engine/CAPACITY.md "Id tables").
+    cdef int32_t* oid_direct
+    cdef uint64_t oid_direct_mask
+    cdef IdEntry* oid_table       # the spill table: order_id -> slot, Robin Hood linear probing
+    cdef IdEntry* clid_table      # (account, client_order_id) -> slot, likewise
+    cdef bint long_runs           # an entry was placed DISP_MAX - 1 from home: NEW_ORDER asks ids_fit
     cdef uint64_t table_mask
     cdef int32_t* queue           # stop trigger FIFO (slots)
     cdef int32_t q_head, q_tail
@@ -224,8 +237,10 @@ cdef class Engine:
     cdef slot_t find_order(self, uint32_t account, uint64_t order_id, uint64_t client_order_id) noexcept
 
     # -- ID TABLES --
-    cdef void table_insert(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept
-    cdef void table_erase(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept
+    cdef void table_insert(self, IdEntry* table, slot_t s, uint64_t h) noexcept
+    cdef void table_erase(self, IdEntry* table, slot_t s, uint64_t h) noexcept
+    cdef bint table_fits(self, IdEntry* table, uint64_t h) noexcept
+    cdef bint ids_fit(self, uint32_t account, uint64_t client_order_id) noexcept
     cdef slot_t find_by_id(self, uint64_t order_id) noexcept
 
     # -- EVENTS --

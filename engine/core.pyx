@@ -38,6 +38,7 @@ cnp.import_array()
 # LADDER_SEGMENT entries (and at least the biggest chunk).
 cdef enum:
     TABLE_FACTOR = 3
+    DISP_MAX = 0xFFFE       # the largest displacement an id-table entry is given (IdEntry.disp is a uint16)
     LADDER_MIN_CHUNK = 8
     LADDER_SEGMENT = 1 << 16
 
@@ -69,6 +70,16 @@ cdef inline void* _data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
 
 
+def _aligned(Py_ssize_t n, dtype, Py_ssize_t align=128):
+    """A 1-D zeroed array of n `dtype` items starting on an `align`-byte boundary. numpy's big
+    arrays start 16 bytes into a page, so a 128-byte order slot spanned three cache lines and a
+    64-byte id-table block two (perf/RESULTS.md, issue 17 "10M resting")."""
+    dtype = np.dtype(dtype)
+    buf = np.zeros(n * dtype.itemsize + align, dtype=np.uint8)     # calloc'd: pages cost nothing until written
+    cdef Py_ssize_t off = (-<Py_ssize_t><uintptr_t>cnp.PyArray_DATA(buf)) % align
+    return buf[off:off + n * dtype.itemsize].view(dtype)
+
+
 cdef const Command* _commands(cnp.ndarray commands) except NULL:
     """The records of a command array, after checking it is one (every batch entry point)."""
     if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
@@ -87,6 +98,7 @@ LEVEL_DTYPE = np.dtype([
     ("price", "<i8"), ("shown", "<i8"), ("total", "<i8"), ("head", "<i4"), ("tail", "<i4"),
     ("count", "<i4"), ("next_free", "<i4"), ("ladder", "<u4"), ("_pad", "<u4"),
 ])
+ID_ENTRY_DTYPE = np.dtype([("ref", "<i4"), ("disp", "<u2"), ("tag", "<u2")])
 LADDER_DTYPE = np.dtype([("key", "<u8"), ("level", "<u8"), ("count", "<i4"), ("cap", "<i4"), ("_pad", "<i8")])
 SYMBOL_DTYPE = np.dtype([
     ("tick", "<i8"), ("lot", "<i8"), ("max_price", "<i8"), ("max_qty", "<i8"), ("last", "<i8"),
@@ -100,6 +112,7 @@ ACCOUNT_DTYPE = np.dtype([
 # The sizes the C structs must have (checked by tests against the dtypes).
 SIZEOF_ORDER = sizeof(Order)
 SIZEOF_LEVEL = sizeof(Level)
+SIZEOF_ID_ENTRY = sizeof(IdEntry)
 SIZEOF_LADDER = sizeof(Ladder)
 SIZEOF_COMMAND = sizeof(Command)
 SIZEOF_EVENT = sizeof(Event)
@@ -116,8 +129,8 @@ cdef inline uint64_t mix64(uint64_t x) noexcept:
 
 
 cdef inline uint64_t oid_hash(uint64_t order_id) noexcept:
-    # Order ids are assigned 1, 2, 3, ...: sixteen consecutive ids share one 64-byte line of the
-    # table (inserts and the cancels of recent orders stay in few lines), and the blocks are
+    # The spill table's (the direct map, oid_direct, holds the others). Order ids are assigned
+    # 1, 2, 3, ...: sixteen consecutive ids share one block of the table, and the blocks are
     # placed by a mix. Not the identity: ids one table size apart would share a home, and once
     # the ids wrap onto a dense block of long-resting orders every insert shifted the whole run
     # (80x slower, perf/RESULTS.md 2026-12-04 "One engine, bigger").
@@ -130,6 +143,13 @@ cdef inline uint64_t clid_hash(uint32_t account, uint64_t clid) noexcept:
     # account's add/cancel traffic stays in few cache lines; ids spaced apart
     # land in unrelated blocks, so no choice of ids builds long probe runs.
     return (mix64((clid >> 4) ^ mix64(<uint64_t>account + <uint64_t>0x9e3779b97f4a7c15ULL)) << 4) | (clid & 15)
+
+
+cdef inline uint16_t id_tag(uint64_t h) noexcept:
+    # A key's tag from its hash (oid_hash, clid_hash): the mix's bits 44-59 (above any table's home
+    # bits) xor its low bits (which hold the id's place in its block of 16, so the keys of one
+    # block, which share the mix, get distinct tags)
+    return <uint16_t>((h >> 48) ^ h)
 
 
 cdef inline int64_t min64(int64_t a, int64_t b) noexcept:
@@ -179,7 +199,7 @@ cdef class Engine:
 
         # Order and level slots are handed out lowest first (then the released ones are reused), so
         # the arrays are never written above their high-water marks: untouched pages cost no memory.
-        self.orders_arr = np.zeros(max_orders, dtype=ORDER_DTYPE)
+        self.orders_arr = _aligned(max_orders, ORDER_DTYPE)
         self.levels_arr = np.zeros(self.max_level_slots, dtype=LEVEL_DTYPE)
         self.ladders_arr = np.zeros(nladders, dtype=LADDER_DTYPE)
         self.ladder_segments = []
@@ -187,10 +207,13 @@ cdef class Engine:
         while tsize < <uint64_t>max_orders * TABLE_FACTOR:
             tsize <<= 1
         self.table_mask = tsize - 1
-        self.oid_table_arr = np.full(tsize, -1, dtype=np.int32)
-        self.clid_table_arr = np.full(tsize, -1, dtype=np.int32)
-        self.oid_disp_arr = np.zeros(tsize, dtype=np.uint16)
-        self.clid_disp_arr = np.zeros(tsize, dtype=np.uint16)
+        self.oid_table_arr = _aligned(tsize, ID_ENTRY_DTYPE)
+        self.clid_table_arr = _aligned(tsize, ID_ENTRY_DTYPE)
+        tsize = 16
+        while tsize < <uint64_t>max_orders:
+            tsize <<= 1
+        self.oid_direct_mask = tsize - 1
+        self.oid_direct_arr = _aligned(tsize, np.int32)
         self.queue_arr = np.zeros(max_orders, dtype=np.int32)
         self.sym_arr = np.zeros(max_symbols, dtype=SYMBOL_DTYPE)
         self.acct_arr = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
@@ -199,10 +222,9 @@ cdef class Engine:
         self.orders = <Order*>_data(self.orders_arr)
         self.levels = <Level*>_data(self.levels_arr)
         self.ladders = <Ladder*>_data(self.ladders_arr)
-        self.oid_table = <int32_t*>_data(self.oid_table_arr)
-        self.clid_table = <int32_t*>_data(self.clid_table_arr)
-        self.oid_disp = <uint16_t*>_data(self.oid_disp_arr)
-        self.clid_disp = <uint16_t*>_data(self.clid_disp_arr)
+        self.oid_direct = <int32_t*>_data(self.oid_direct_arr)
+        self.oid_table = <IdEntry*>_data(self.oid_table_arr)
+        self.clid_table = <IdEntry*>_data(self.clid_table_arr)
         self.queue = <int32_t*>_data(self.queue_arr)
         self._bind_columns()
         self.ev_buf = <Event*>_data(self.events_arr)
@@ -522,6 +544,8 @@ cdef class Engine:
         elif c.expire_ts_ns != 0:
             return self.reject(REJ_INVALID_EXPIRY)
         if self.free_head < 0 and self.slot_hwm == self.max_orders:
+            return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
+        if self.long_runs and not self.ids_fit(a, c.client_order_id):
             return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
         if is_stop and self.sym_has_last[sym]:
             if (c.side == SIDE_BUY and c.stop_price <= self.sym_last[sym]) or \
@@ -1624,19 +1648,18 @@ cdef class Engine:
         o.registered = 1
         if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:   # (the flag is refused without risk)
             ro_count(self.risk, a, o.symbol, o.side, 1)
-        self.table_insert(self.oid_table, self.oid_disp, s, oid_hash(o.order_id))
-        self.table_insert(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
-        cdef uint64_t nxt
-        if (o.order_id & 15) == 8:
-            # halfway through a block of 16 ids: ask for the next block's lines now (ids rise, so
-            # it is where the next orders go; a block is a random line, not the adjacent one)
-            nxt = oid_hash(o.order_id + 8) & self.table_mask
-            prefetch(&self.oid_table[nxt])
-            prefetch(&self.oid_disp[nxt])
+        cdef uint64_t nxt = o.order_id & self.oid_direct_mask
+        cdef int32_t old = self.oid_direct[nxt]
+        if old:     # a live order one map size (or more) older: it moves to the spill table
+            self.table_insert(self.oid_table, old - 1, oid_hash(self.orders[old - 1].order_id))
+        self.oid_direct[nxt] = s + 1
+        self.table_insert(self.clid_table, s, clid_hash(a, o.client_order_id))
         if (o.client_order_id & 15) == 8:
+            # halfway through a block of 16 ids: ask for the next block's two lines now (ids rise,
+            # so it is where the next orders go; a block is a random place, not the adjacent one)
             nxt = clid_hash(a, o.client_order_id + 8) & self.table_mask
             prefetch(&self.clid_table[nxt])
-            prefetch(&self.clid_disp[nxt])
+            prefetch(&self.clid_table[nxt + 8])
         o.acct_prev = self.acct_tail[a]
         o.acct_next = -1
         if self.acct_tail[a] >= 0:
@@ -1669,8 +1692,11 @@ cdef class Engine:
         if o.registered:
             if o.flags & FLAG_REDUCE_ONLY and self.risk is not None:
                 ro_count(self.risk, a, o.symbol, o.side, -1)
-            self.table_erase(self.oid_table, self.oid_disp, s, oid_hash(o.order_id))
-            self.table_erase(self.clid_table, self.clid_disp, s, clid_hash(a, o.client_order_id))
+            if self.oid_direct[o.order_id & self.oid_direct_mask] == s + 1:
+                self.oid_direct[o.order_id & self.oid_direct_mask] = 0
+            else:
+                self.table_erase(self.oid_table, s, oid_hash(o.order_id))
+            self.table_erase(self.clid_table, s, clid_hash(a, o.client_order_id))
             if o.acct_prev >= 0:
                 self.orders[o.acct_prev].acct_next = o.acct_next
             else:
@@ -1721,72 +1747,119 @@ cdef class Engine:
             s = self.find_by_id(order_id)
             return s if s >= 0 and self.orders[s].account == account else -1
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = clid_hash(account, client_order_id) & mask
-        cdef uint16_t d = 0
+        cdef uint64_t h = clid_hash(account, client_order_id)
+        cdef uint64_t i = h & mask
+        cdef uint16_t d = 0, tag = id_tag(h)
+        cdef IdEntry* t
         while True:
-            s = self.clid_table[i]
-            if s < 0 or self.clid_disp[i] < d:
+            t = &self.clid_table[i]
+            s = t.ref - 1
+            if s < 0 or t.disp < d:
                 return -1
-            if self.orders[s].client_order_id == client_order_id and self.orders[s].account == account:
+            if t.tag == tag and self.orders[s].client_order_id == client_order_id \
+                    and self.orders[s].account == account:
                 return s
             i = (i + 1) & mask
             d += 1
 
     cdef slot_t find_by_id(self, uint64_t order_id) noexcept:
+        cdef slot_t s = self.oid_direct[order_id & self.oid_direct_mask] - 1
+        if s >= 0 and self.orders[s].order_id == order_id:
+            return s
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = oid_hash(order_id) & mask
-        cdef uint16_t d = 0
-        cdef slot_t s
-        while True:
-            s = self.oid_table[i]
-            if s < 0 or self.oid_disp[i] < d:
+        cdef uint64_t h = oid_hash(order_id)
+        cdef uint64_t i = h & mask
+        cdef uint16_t d = 0, tag = id_tag(h)
+        cdef IdEntry* t
+        while True:                 # the spill table
+            t = &self.oid_table[i]
+            s = t.ref - 1
+            if s < 0 or t.disp < d:
                 return -1
-            if self.orders[s].order_id == order_id:
+            if t.tag == tag and self.orders[s].order_id == order_id:
                 return s
             i = (i + 1) & mask
             d += 1
 
     # -- ID TABLES --
-    # Robin Hood linear probing over int32 slots, with each entry's displacement
-    # from its home kept beside it (2 bytes), so inserts and deletes never read
-    # another order's key. At least TABLE_FACTOR entries per order slot: load
-    # <= 1/3. Both ids are hashed in blocks of 16 consecutive ids per line at
-    # mixed (splitmix64) positions (oid_hash, clid_hash), so no pattern of
-    # ids, engine-assigned or chosen by clients, builds long probe runs. Deletion shifts the run
-    # after the hole back until an entry at its home (the Robin Hood invariant
-    # keeps a run sorted by home, so nothing after that entry can move).
+    # Order ids: the direct map (oid_direct, see register/release/find_by_id), and the spill
+    # table for the live orders whose direct entry a newer id took. Client order ids, and the
+    # spill table: Robin Hood linear probing over 8-byte entries (IdEntry): the slot + 1, its
+    # displacement from its home (so inserts and deletes never read another order's key) and a
+    # 16-bit tag of its key's hash (so a lookup reads no other order's slot but 1 in 65,536 times:
+    # with 10M resting orders those slots are cold lines, perf/RESULTS.md issue 17 "10M resting").
+    # At least TABLE_FACTOR entries per order slot: load <= 1/3, so never full (a table holds
+    # live orders only; the order slots run out first: ORDER_CAPACITY_EXHAUSTED). Both ids are
+    # hashed in blocks of 16 consecutive ids at mixed (splitmix64) positions (oid_hash,
+    # clid_hash), so no pattern of ids, engine-assigned or chosen by clients, builds long probe
+    # runs. Deletion shifts the run after the hole back until an entry at its home (the Robin
+    # Hood invariant keeps a run sorted by home, so nothing after that entry can move).
 
-    cdef void table_insert(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept:
+    cdef void table_insert(self, IdEntry* table, slot_t s, uint64_t h) noexcept:
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = home & mask
-        cdef uint16_t d = 0, td
-        cdef slot_t ts
-        while table[i] >= 0:
-            if disp[i] < d:
-                ts = table[i]
-                td = disp[i]
-                table[i] = s
-                disp[i] = d
-                s = ts
-                d = td
+        cdef uint64_t i = h & mask
+        cdef IdEntry e, t
+        e.ref = s + 1
+        e.disp = 0
+        e.tag = id_tag(h)
+        while table[i].ref:
+            if table[i].disp < e.disp:
+                if e.disp >= DISP_MAX - 1:
+                    self.long_runs = True
+                t = table[i]
+                table[i] = e
+                e = t
             i = (i + 1) & mask
-            d += 1
-        table[i] = s
-        disp[i] = d
+            e.disp += 1
+        if e.disp >= DISP_MAX - 1:
+            self.long_runs = True
+        table[i] = e
 
-    cdef void table_erase(self, int32_t* table, uint16_t* disp, slot_t s, uint64_t home) noexcept:
+    cdef void table_erase(self, IdEntry* table, slot_t s, uint64_t h) noexcept:
         cdef uint64_t mask = self.table_mask
-        cdef uint64_t i = home & mask, j
-        while table[i] != s:
+        cdef uint64_t i = h & mask, j
+        s += 1
+        while table[i].ref != s:
             i = (i + 1) & mask
         j = (i + 1) & mask
-        while table[j] >= 0 and disp[j] > 0:
+        while table[j].ref and table[j].disp > 0:
             table[i] = table[j]
-            disp[i] = disp[j] - 1
+            table[i].disp -= 1
             i = j
             j = (j + 1) & mask
-        table[i] = -1
-        disp[i] = 0
+        table[i].ref = 0
+        table[i].disp = 0
+        table[i].tag = 0
+
+    # Bounded displacements. An insert raises the largest displacement in a table by at most one
+    # (each entry it moves lands right after the last entry of its own home, the new one after the
+    # last of its home or before), so while none was ever placed DISP_MAX - 1 from home the next
+    # insert places none above DISP_MAX. Past that (long_runs: only client ids chosen so that
+    # thousands of blocks share a home build such a run; mixed homes never do) NEW_ORDER first
+    # walks the inserts it will make (its client id; the spill of the order holding its order id's
+    # direct entry) and is rejected ORDER_CAPACITY_EXHAUSTED if one would go above DISP_MAX: a
+    # displacement never wraps. Between the check and the inserts only entries leave the tables
+    # (fills, cancels), which moves nothing further from home.
+
+    cdef bint table_fits(self, IdEntry* table, uint64_t h) noexcept:
+        """Would inserting a key of hash h place every entry it moves at most DISP_MAX from home?"""
+        cdef uint64_t mask = self.table_mask
+        cdef uint64_t i = h & mask
+        cdef uint32_t d = 0         # the carried entry's displacement (table_insert's e.disp)
+        while table[i].ref:
+            if table[i].disp < d:
+                if d > DISP_MAX:
+                    return False
+                d = table[i].disp
+            i = (i + 1) & mask
+            d += 1
+        return d <= DISP_MAX
+
+    cdef bint ids_fit(self, uint32_t account, uint64_t client_order_id) noexcept:
+        cdef int32_t old = self.oid_direct[self.next_order_id & self.oid_direct_mask]
+        if old and not self.table_fits(self.oid_table, oid_hash(self.orders[old - 1].order_id)):
+            return False
+        return self.table_fits(self.clid_table, clid_hash(account, client_order_id))
 
     # -- PYTHON-FRIENDLY WRAPPER (tests and tools; not the hot path) --
 
@@ -1932,8 +2005,8 @@ cdef class Engine:
         level slots above their high-water marks are allocated but never written: see
         touched_bytes()."""
         total = 0
-        for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_table_arr, self.clid_table_arr, self.oid_disp_arr,
-                    self.clid_disp_arr, self.queue_arr, self.events_arr):
+        for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_direct_arr, self.oid_table_arr,
+                    self.clid_table_arr, self.queue_arr, self.events_arr):
             total += arr.nbytes
         for keys, lvls in self.ladder_segments:
             total += keys.nbytes + lvls.nbytes
@@ -1986,7 +2059,7 @@ cdef class Engine:
         state["ladder_counts"] = self.ladders_arr["count"].copy()
         state["ladder_keys"] = keys
         state["ladder_levels"] = lvls
-        for name in ("oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr"):
+        for name in ("oid_direct_arr", "oid_table_arr", "clid_table_arr"):
             state[name] = getattr(self, name)
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
@@ -2005,7 +2078,7 @@ cdef class Engine:
             raise ValueError(f"snapshot capacities {cap} differ from this engine's {mine}")
         targets = {name: getattr(self, name) for name in (
             "orders_arr", "levels_arr",
-            "oid_table_arr", "clid_table_arr", "oid_disp_arr", "clid_disp_arr")}
+            "oid_direct_arr", "oid_table_arr", "clid_table_arr")}
         for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
             for col, arr in cols.items():
                 targets[prefix + col] = arr
@@ -2065,6 +2138,9 @@ cdef class Engine:
         self.day_tail = <int32_t>sc[8]
         self.gtd_head = <int32_t>sc[9]
         self.gtd_tail = <int32_t>sc[10]
+        # (not state: whether NEW_ORDER walks its inserts first changes no outcome below DISP_MAX - 1)
+        self.long_runs = max(int(self.oid_table_arr["disp"].max()),
+                             int(self.clid_table_arr["disp"].max())) >= DISP_MAX - 1
         if <uint64_t>sc[11] != self.table_mask:
             raise ValueError("snapshot table size differs")
         if (self.risk is not None) != ("risk.capacity" in state):
@@ -2259,12 +2335,38 @@ cdef class Engine:
         assert free + on_ladders == self.level_hwm <= self.max_level_slots, \
             f"free levels {free} + on ladders {on_ladders} != level slots ever used {self.level_hwm}"
         assert self.used_slots == self.live_orders, f"used slots {self.used_slots} != live orders {self.live_orders}"
-        tabled = int((self.oid_table_arr >= 0).sum())
+        tabled = int((self.oid_direct_arr != 0).sum()) + int((self.oid_table_arr["ref"] != 0).sum())
         assert tabled == self.live_orders, f"order id table holds {tabled}, live {self.live_orders}"
-        tabled = int((self.clid_table_arr >= 0).sum())
+        tabled = int((self.clid_table_arr["ref"] != 0).sum())
         assert tabled == self.live_orders, f"client id table holds {tabled}, live {self.live_orders}"
+        self._validate_table(True)
+        self._validate_table(False)
         if self.risk is not None:
             self._validate_risk()
+
+    def _validate_table(self, bint oid):
+        """Every id-table entry is a registered order's, at its displacement from its key's home, with
+        its key's tag; a run never has an entry further from home than its predecessor plus one."""
+        cdef IdEntry* t = self.oid_table if oid else self.clid_table
+        cdef uint64_t i, h, n = self.table_mask + 1
+        cdef Order* o
+        cdef int32_t r
+        if oid:
+            for i in range(self.oid_direct_mask + 1):
+                r = self.oid_direct[i]
+                if r:
+                    assert 0 < r <= self.slot_hwm and self.orders[r - 1].registered, f"direct entry {i}: slot {r - 1}"
+                    assert (self.orders[r - 1].order_id & self.oid_direct_mask) == i, f"direct entry {i}: order id"
+        for i in range(n):
+            if t[i].ref == 0:
+                assert t[i].disp == 0, f"empty entry {i} with a displacement"
+                continue
+            assert 0 < t[i].ref <= self.slot_hwm and self.orders[t[i].ref - 1].registered, f"entry {i}: ref {t[i].ref}"
+            o = &self.orders[t[i].ref - 1]
+            h = oid_hash(o.order_id) if oid else clid_hash(o.account, o.client_order_id)
+            assert ((h + t[i].disp) & self.table_mask) == i, f"entry {i}: displacement {t[i].disp} off its home"
+            assert t[i].tag == id_tag(h), f"entry {i}: tag"
+            assert t[i].disp <= t[(i - 1) & self.table_mask].disp + 1, f"entry {i}: Robin Hood order"
 
     def _validate_risk(self):
         """Risk's open quantities equal the live orders' leaves, its reduce-only counts their

@@ -289,7 +289,7 @@ class Reject(IntEnum):
     INVALID_DISPLAY_QTY = 1016         # display not in (0, qty), off lot, or on a non-limit / IOC / FOK order
     INVALID_POST_ONLY = 1017           # post-only on anything but a resting-capable LIMIT
     INVALID_EXPIRY = 1018              # GTD without expiry, expiry already passed, or expiry on non-GTD
-    ORDER_CAPACITY_EXHAUSTED = 1019    # no free order slot
+    ORDER_CAPACITY_EXHAUSTED = 1019    # no free order slot (or an id-table run at its limit: engine/CAPACITY.md)
     LEVEL_CAPACITY_EXHAUSTED = 1020    # the order would open a price level on a full ladder
     STOP_ALREADY_TRIGGERED = 1021      # the stop price is already reached by the last trade price
     POST_ONLY_WOULD_CROSS = 1022

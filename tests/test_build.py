@@ -23,6 +23,7 @@ def test_struct_sizes_when_compiled_then_equal_dtypes():
     assert core.SIZEOF_EVENT == EVENT.size == EVENT.dtype.itemsize == 128
     assert core.SIZEOF_ORDER == core.ORDER_DTYPE.itemsize == 128
     assert core.SIZEOF_LEVEL == core.LEVEL_DTYPE.itemsize == 48
+    assert core.SIZEOF_ID_ENTRY == core.ID_ENTRY_DTYPE.itemsize == 8
 
 
 def test_order_dtype_when_compared_then_offsets_match_struct_comments():

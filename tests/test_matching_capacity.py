@@ -159,6 +159,19 @@ def test_fresh_engine_when_built_then_touches_no_slot_and_holds_no_ladder_memory
     assert e.memory_bytes() < 400 << 20
 
 
+def _gtc_limits(recs, account, clids, side, price):
+    """Fill COMMAND records as GTC limit orders of qty 1 on symbol 1."""
+    recs["kind"] = CommandKind.NEW_ORDER
+    recs["account"] = account
+    recs["client_order_id"] = clids
+    recs["symbol"] = 1
+    recs["side"] = side
+    recs["order_type"] = OrderType.LIMIT
+    recs["tif"] = TimeInForce.GTC
+    recs["qty"] = 1
+    recs["price"] = price
+
+
 def test_order_id_table_when_ids_wrap_onto_long_resting_orders_then_probe_runs_stay_short():
     # Order ids one table size apart used to share a home (identity hash): once the ids wrapped
     # onto a dense block of long-resting orders, every insert shifted the whole block's run, and
@@ -173,23 +186,99 @@ def test_order_id_table_when_ids_wrap_onto_long_resting_orders_then_probe_runs_s
     cmds = np.zeros(2 * n, dtype=COMMAND.dtype)
     adds, cancels = cmds[0::2], cmds[1::2]
     ids = np.arange(1, n + 1, dtype=np.uint64)
-    adds["kind"] = CommandKind.NEW_ORDER
-    adds["account"] = 2
-    adds["client_order_id"] = ids
-    adds["symbol"] = 1
-    adds["side"] = Side.SELL
-    adds["order_type"] = OrderType.LIMIT
-    adds["tif"] = TimeInForce.GTC
-    adds["qty"] = 1
-    adds["price"] = 1000 + (ids % 30).astype(np.int64)
+    _gtc_limits(adds, 2, ids, Side.SELL, 1000 + (ids % 30).astype(np.int64))
     cancels["kind"] = CommandKind.CANCEL
     cancels["account"] = 2
     cancels["client_order_id"] = np.maximum(ids.astype(np.int64) - 500, 0).astype(np.uint64)
     worst = 0
     for k in range(0, 2 * n, 2000):
         e.process(cmds[k:k + 2000])
-        worst = max(worst, int(e.oid_disp_arr.max()))
+        worst = max(worst, int(e.oid_table_arr["disp"].max()))
     assert e.next_order_id > 2 * len(e.oid_table_arr)      # the ids wrapped around the table twice
     assert e.live_orders == 3500
     assert worst <= 80, worst
+    # the long-resting orders left the direct order-id map for the spill table as the ids came round
+    assert int((e.oid_table_arr["ref"] != 0).sum()) == 3000
+    assert all(e.order(i + 1)["client_order_id"] == i + 1 for i in range(0, 3000, 7))
+    e.validate()
+
+
+def test_order_id_map_when_ids_come_round_onto_live_orders_then_they_spill_never_overwritten():
+    # The direct order-id map holds order_id & mask -> slot. Every live order here rests all along
+    # while the ids come round the map many times: each time an id's entry is held by a live older
+    # order, that order moves to the spill table (an overwrite would lose it: cancel by order id
+    # would answer UNKNOWN_ORDER, the client id table would outlive it).
+    e = Engine(max_orders=16, max_symbols=2, max_levels=64, max_accounts=4)
+    e.add_symbol(1)
+    e.add_account(1)
+    size = len(e.oid_direct_arr)
+    for i in range(15):
+        e.new_order(1, i + 1, 1, Side.BUY, 1, price=100 - i)          # ids 1..15 rest all along
+    cl = 15
+    for _ in range(5 * size):                                          # one slot left: add, cancel, ...
+        cl += 1
+        (acc,) = e.new_order(1, cl, 1, Side.SELL, 1, price=200)
+        assert acc.kind == EventKind.ACCEPTED
+        (cxl,) = e.cancel(1, order_id=acc.order_id)
+        assert cxl.kind == EventKind.CANCELLED and cxl.order_id == acc.order_id
+    assert e.next_order_id > 5 * size
+    e.validate()
+    for i in range(15):                                                # every old order still found
+        assert e.order(i + 1)["client_order_id"] == i + 1
+        (cxl,) = e.cancel(1, order_id=i + 1)
+        assert cxl.kind == EventKind.CANCELLED and cxl.order_id == i + 1
+    assert e.live_orders == 0
+    e.validate()
+
+
+def _mix64(x):
+    # engine/core.pyx mix64 (splitmix64's finalizer) over a uint64 array
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xbf58476d1ce4e5b9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94d049bb133111eb)
+        return x ^ (x >> np.uint64(31))
+
+
+def _clid_homes(account, clids, mask):
+    # engine/core.pyx clid_hash & table_mask
+    key = _mix64(np.array([account + 0x9e3779b97f4a7c15], dtype=np.uint64))[0]
+    h = (_mix64((clids >> np.uint64(4)) ^ key) << np.uint64(4)) | (clids & np.uint64(15))
+    return h & np.uint64(mask)
+
+
+def test_client_id_table_when_chosen_ids_build_a_run_near_the_displacement_limit_then_rejected_never_wrapped():
+    # A client who picks client ids whose blocks of 16 all home within 16 lines of the table builds one
+    # Robin Hood run whose entries' displacements (uint16) would pass 65,535 before the order slots run
+    # out: from DISP_MAX on, its new orders are rejected ORDER_CAPACITY_EXHAUSTED (a wrapped displacement
+    # would lose orders from the table: lookups stop early, validate() finds entries off their home).
+    e = Engine(max_orders=70_000, max_symbols=2, max_levels=16, max_accounts=4)
+    e.add_symbol(1)
+    e.add_account(1)
+    e.add_account(2)
+    mask = len(e.clid_table_arr) - 1
+    blocks = np.arange(1, 8_000_000, dtype=np.uint64)
+    homes = _clid_homes(1, blocks * np.uint64(16), mask)
+    blocks = blocks[homes < 16 * 16][:4_300]                 # 68,800 client ids homed in 256 entries
+    assert len(blocks) == 4_300
+    clids = (blocks[:, None] * np.uint64(16) + np.arange(16, dtype=np.uint64)).ravel()
+    cmds = np.zeros(len(clids), dtype=COMMAND.dtype)
+    _gtc_limits(cmds, 1, clids, Side.BUY, 100)
+    events = e.process(cmds)
+    rejected = events[events["kind"] == EventKind.REJECTED]
+    assert len(rejected) > 0 and set(rejected["reason"]) == {Reject.ORDER_CAPACITY_EXHAUSTED}
+    assert e.live_orders == len(clids) - len(rejected) < e.max_orders   # the slots did not run out
+    assert int(e.clid_table_arr["disp"].max()) >= 0xFFFD                 # the run reached the limit
+    assert int(e.clid_table_arr["disp"].max()) <= 0xFFFE
+    e.validate()                                            # every entry at its displacement from home
+    # the longest-displaced order is still found and cancelled by its client id
+    far = e.orders_arr[int(e.clid_table_arr["ref"][int(e.clid_table_arr["disp"].argmax())]) - 1]
+    (cxl,) = e.cancel(1, client_order_id=int(far["client_order_id"]))
+    assert cxl.kind == EventKind.CANCELLED and cxl.order_id == far["order_id"]
+    # another account's order homed outside the run is accepted
+    other = np.arange(1, 10_000, dtype=np.uint64)
+    other = other[(_clid_homes(2, other, mask) > 200_000)][:1]
+    (acc,) = e.new_order(2, int(other[0]), 1, Side.SELL, 1, price=200)
+    assert acc.kind == EventKind.ACCEPTED
     e.validate()
