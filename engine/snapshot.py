@@ -1,12 +1,13 @@
 """Snapshots of the matching state: a checksummed file per snapshot, written by a fork.
 
 File layout (little-endian):
-    magic        8 bytes   b"TESNAP04" (the layout of the engine's state: a change bumps it; a file with
+    magic        8 bytes   b"TESNAP05" (the layout of the engine's state: a change bumps it; a file with
                            another magic is not read, and recovery replays the journal instead.
                            02: ladders as each one's entries, order-id hash by blocks, level pool
                            size in the capacities; engine/CAPACITY.md)
                            03: algos parent rows of 232 bytes (participation intervals; engine/ALGOS.md)
                            04: risk positions as a pool of 128-byte entries made on demand (engine/CAPACITY.md)
+                           05: price levels of 64 bytes, one cache line each (engine/core.pxd Level)
     header_len   8 bytes   u64, length of the header
     header       JSON (msgspec): last_seq, the state's arrays (name, dtype, shape,
                  offset, nbytes) and any extra sections the caller adds
@@ -37,7 +38,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-MAGIC = b"TESNAP04"
+MAGIC = b"TESNAP05"
 DIGEST_SIZE = 32
 PREFIX = "snapshot-"
 SUFFIX = ".snap"

@@ -149,13 +149,13 @@ def test_snapshot_when_book_thin_then_only_used_slots_stored_and_restore_into_us
 
 def test_load_latest_when_file_of_an_older_layout_then_skipped_for_the_journal(tmp_path):
     # TESNAP01 files held each ladder at max_levels entries and no level pool size, TESNAP03 files
-    # risk positions as one dense row per (account, symbol): a server of this version reads none of
-    # them (it replays the journal instead of misreading one)
+    # risk positions as one dense row per (account, symbol), TESNAP04 files 48-byte levels: a server
+    # of this version reads none of them (it replays the journal instead of misreading one)
     a = make_engine()
     a.process(random_commands(7, 500))
     path = snapshot.write(tmp_path, a.export_state(), last_seq=500)
     data = bytearray(path.read_bytes())
-    for old in (b"TESNAP01", b"TESNAP03"):
+    for old in (b"TESNAP01", b"TESNAP03", b"TESNAP04"):
         data[:8] = old
         path.write_bytes(bytes(data))
         bad = []
