@@ -541,6 +541,7 @@ cdef class Engine:
                (c.side == SIDE_SELL and c.stop_price >= self.syms[sym].last):
                 return self.reject(REJ_STOP_ALREADY_TRIGGERED)
         cdef int32_t ladder
+        cdef Ladder* ld
         if is_stop:
             if c.side == SIDE_BUY:
                 ladder = sym * 4 + LADDER_BUY_STOPS
@@ -556,8 +557,16 @@ cdef class Engine:
                     return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
             elif not self.ladder_has_room(sym * 4 + LADDER_ASKS, -c.price):
                 return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
-        if post_only and self.crosses(sym, c.side, c.price):
-            return self.reject(REJ_POST_ONLY_WOULD_CROSS)
+        cdef bint crossing = False
+        if ot == OT_LIMIT:
+            crossing = self.crosses(sym, c.side, c.price)
+            if post_only and crossing:
+                return self.reject(REJ_POST_ONLY_WOULD_CROSS)
+            # the ladder entry this order meets first (the opposite best if it crosses, else where it
+            # rests, near its own best): asked for now, so taking a slot and registering overlap the miss
+            ld = &self.ladders[sym * 4 + ((LADDER_BIDS if c.side == SIDE_BUY else LADDER_ASKS) ^ crossing)]
+            if ld.count > 0:
+                prefetch(&ld.ent[ld.count - 1])
         cdef int code
         if self.risk is not None:
             if self.risk.gate[a]:              # compliance first (RISK.md "KYC"): one byte test per order
@@ -1421,15 +1430,19 @@ cdef class Engine:
         """Position of `key` in the ascending ladder (lower bound); found set if present."""
         cdef LadderEntry* ent = self.ladders[ladder].ent
         cdef int32_t n = self.ladders[ladder].count
-        cdef int32_t lo = 0, hi = n, mid, i
-        # most activity is near the top of the book: look at the last few first
-        i = n - 1
-        while i >= 0 and i >= n - 4:
-            if ent[i].key <= key:
-                found[0] = ent[i].key == key
-                return i if found[0] else i + 1
-            i -= 1
-        hi = i + 1
+        cdef int32_t lo = 0, hi = n, mid, i = n - 1, step = 1
+        # most activity is near the top of the book: gallop down from the best (entries at 0, 1, 3, 7,
+        # 15, ... below it), so the lines read are the top ones (which a new level's memmove moves
+        # anyway), not the middle of a deep book's chunk
+        while i >= 0 and ent[i].key > key:
+            hi = i
+            i -= step
+            step <<= 1
+        if i >= 0:
+            if ent[i].key == key:
+                found[0] = True
+                return i
+            lo = i + 1
         while lo < hi:
             mid = (lo + hi) >> 1
             if ent[mid].key < key:
@@ -1610,6 +1623,9 @@ cdef class Engine:
         cdef Order* o = &self.orders[s]
         cdef int32_t lvi = o.level
         cdef Level* lv = &self.levels[lvi]
+        # the symbol's ladder headers (one line), read by level_drop if the level empties: asked for
+        # beside the level, not after it
+        prefetch(&self.ladders[o.symbol * 4])
         lv.shown -= o.shown
         lv.total -= o.leaves
         self.fifo_unlink(s)
