@@ -69,6 +69,18 @@ cdef inline void* _data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
 
 
+def _aligned(Py_ssize_t n, dtype, int fill=0, Py_ssize_t align=128):
+    """A 1-D array of n `dtype` items (every byte `fill`) starting on an `align`-byte boundary.
+    numpy's big arrays start 16 bytes into a page, so a 128-byte order slot spanned three cache
+    lines and a 64-byte id-table block two (perf/RESULTS.md, issue 17 "10M resting")."""
+    dtype = np.dtype(dtype)
+    # np.zeros: calloc'd pages, untouched (no memory) until written
+    buf = (np.zeros if fill == 0 else np.full)(n * dtype.itemsize + align, *([] if fill == 0 else [fill]),
+                                               dtype=np.uint8)
+    cdef Py_ssize_t off = (-<Py_ssize_t><uintptr_t>cnp.PyArray_DATA(buf)) % align
+    return buf[off:off + n * dtype.itemsize].view(dtype)
+
+
 cdef const Command* _commands(cnp.ndarray commands) except NULL:
     """The records of a command array, after checking it is one (every batch entry point)."""
     if commands.dtype != COMMAND.dtype or not commands.flags.c_contiguous or commands.ndim != 1:
@@ -95,15 +107,6 @@ SYMBOL_DTYPE = np.dtype([
 ])
 # the symbol columns a snapshot holds (as "sym.<name>"); best_bid/best_ask_key are derived from the ladders
 SYMBOL_STATE_COLUMNS = ("tick", "lot", "max_price", "max_qty", "last", "has_last", "state")
-
-
-def aligned_zeros(n, dtype, align=64):
-    """np.zeros(n, dtype) whose data starts on an `align`-byte boundary (a cache line). numpy's big
-    arrays come from mmap by malloc, 16 bytes past a page start: a 64-byte record there spans 2 lines."""
-    dtype = np.dtype(dtype)
-    buf = np.zeros(n * dtype.itemsize + align, dtype=np.uint8)
-    off = (-buf.ctypes.data) % align
-    return buf[off:off + n * dtype.itemsize].view(dtype)
 ACCOUNT_DTYPE = np.dtype([
     ("last_clid", "<u8"), ("stp_key", "<i8"), ("head", "<i4"), ("tail", "<i4"), ("open", "<i4"),
     ("defined", "u1"),
@@ -201,20 +204,20 @@ cdef class Engine:
 
         # Order and level slots are handed out lowest first (then the released ones are reused), so
         # the arrays are never written above their high-water marks: untouched pages cost no memory.
-        self.orders_arr = np.zeros(max_orders, dtype=ORDER_DTYPE)
-        self.levels_arr = aligned_zeros(self.max_level_slots, LEVEL_DTYPE)
-        self.ladders_arr = aligned_zeros(nladders, LADDER_DTYPE)
+        self.orders_arr = _aligned(max_orders, ORDER_DTYPE)
+        self.levels_arr = _aligned(self.max_level_slots, LEVEL_DTYPE)
+        self.ladders_arr = _aligned(nladders, LADDER_DTYPE)
         self.ladder_segments = []
         cdef uint64_t tsize = 16
         while tsize < <uint64_t>max_orders * TABLE_FACTOR:
             tsize <<= 1
         self.table_mask = tsize - 1
-        self.oid_table_arr = np.full(tsize, -1, dtype=np.int32)
-        self.clid_table_arr = np.full(tsize, -1, dtype=np.int32)
-        self.oid_disp_arr = np.zeros(tsize, dtype=np.uint16)
-        self.clid_disp_arr = np.zeros(tsize, dtype=np.uint16)
+        self.oid_table_arr = _aligned(tsize, np.int32, 0xff)      # -1: empty
+        self.clid_table_arr = _aligned(tsize, np.int32, 0xff)
+        self.oid_disp_arr = _aligned(tsize, np.uint16)
+        self.clid_disp_arr = _aligned(tsize, np.uint16)
         self.queue_arr = np.zeros(max_orders, dtype=np.int32)
-        self.sym_arr = aligned_zeros(max_symbols, SYMBOL_DTYPE)
+        self.sym_arr = _aligned(max_symbols, SYMBOL_DTYPE)
         self.acct_arr = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
         self.events_arr = np.zeros(max(event_capacity, 64), dtype=EVENT.dtype)
 
@@ -1486,8 +1489,8 @@ cdef class Engine:
             self.chunk_free[k] = &self.seg_ent[self.seg_used]
             self.seg_used += c
             rest -= c
-        # 64-byte aligned, and chunks are multiples of LADDER_MIN_CHUNK entries: every chunk starts a line
-        ents = aligned_zeros(size, LADDER_ENTRY_DTYPE)
+        # aligned, and chunks are multiples of LADDER_MIN_CHUNK entries (128 bytes): every chunk starts a line
+        ents = _aligned(size, LADDER_ENTRY_DTYPE)
         self.ladder_segments.append(ents)
         self.seg_ent = <LadderEntry*>_data(ents)
         self.seg_used = 0
