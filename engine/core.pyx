@@ -488,7 +488,8 @@ cdef class Engine:
             self.acct_last_clid[a] = c.client_order_id
         if not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
-        if self.syms[sym].state == SYM_HALTED:
+        cdef Symbol* sy = &self.syms[sym]      # its checks' fields: one line
+        if sy.state == SYM_HALTED:
             return self.reject(REJ_SYMBOL_HALTED)
         if c.side != SIDE_BUY and c.side != SIDE_SELL:
             return self.reject(REJ_INVALID_SIDE)
@@ -505,29 +506,29 @@ cdef class Engine:
             return self.reject(REJ_INVALID_FLAGS)
         if c.qty <= 0:
             return self.reject(REJ_INVALID_QTY)
-        if c.qty % self.syms[sym].lot:
+        if c.qty % sy.lot:
             return self.reject(REJ_QTY_NOT_LOT_MULTIPLE)
-        if c.qty > self.syms[sym].max_qty:
+        if c.qty > sy.max_qty:
             return self.reject(REJ_QTY_ABOVE_MAX)
         cdef bint has_limit = ot == OT_LIMIT or ot == OT_STOP_LIMIT
         cdef bint is_stop = ot == OT_STOP or ot == OT_STOP_LIMIT
         if has_limit:
             if c.price <= 0:
                 return self.reject(REJ_INVALID_PRICE)
-            if c.price % self.syms[sym].tick:
+            if c.price % sy.tick:
                 return self.reject(REJ_PRICE_NOT_TICK_MULTIPLE)
-            if c.price > self.syms[sym].max_price:
+            if c.price > sy.max_price:
                 return self.reject(REJ_PRICE_ABOVE_MAX)
         elif c.price != 0:
             return self.reject(REJ_INVALID_PRICE)
         if is_stop:
-            if c.stop_price <= 0 or c.stop_price % self.syms[sym].tick or c.stop_price > self.syms[sym].max_price:
+            if c.stop_price <= 0 or c.stop_price % sy.tick or c.stop_price > sy.max_price:
                 return self.reject(REJ_INVALID_STOP_PRICE)
         elif c.stop_price != 0:
             return self.reject(REJ_INVALID_STOP_PRICE)
         if c.display_qty != 0:
             if (not has_limit or not can_rest(c.tif) or c.display_qty < 0 or c.display_qty >= c.qty
-                    or c.display_qty % self.syms[sym].lot):
+                    or c.display_qty % sy.lot):
                 return self.reject(REJ_INVALID_DISPLAY_QTY)
         cdef bint post_only = (c.flags & FLAG_POST_ONLY) != 0
         if post_only and (ot != OT_LIMIT or not can_rest(c.tif)):
@@ -539,9 +540,9 @@ cdef class Engine:
             return self.reject(REJ_INVALID_EXPIRY)
         if self.free_head < 0 and self.slot_hwm == self.max_orders:
             return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
-        if is_stop and self.syms[sym].has_last:
-            if (c.side == SIDE_BUY and c.stop_price <= self.syms[sym].last) or \
-               (c.side == SIDE_SELL and c.stop_price >= self.syms[sym].last):
+        if is_stop and sy.has_last:
+            if (c.side == SIDE_BUY and c.stop_price <= sy.last) or \
+               (c.side == SIDE_SELL and c.stop_price >= sy.last):
                 return self.reject(REJ_STOP_ALREADY_TRIGGERED)
         cdef int32_t ladder
         cdef Ladder* ld
@@ -556,20 +557,20 @@ cdef class Engine:
                     return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
         elif ot == OT_LIMIT and can_rest(c.tif):
             if c.side == SIDE_BUY:
-                if not self.ladder_has_room(sym * 4 + LADDER_BIDS, c.price):
+                ladder = sym * 4 + LADDER_BIDS
+                if not self.ladder_has_room(ladder, c.price):
                     return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
-            elif not self.ladder_has_room(sym * 4 + LADDER_ASKS, -c.price):
-                return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
-        cdef bint crossing = False
-        if ot == OT_LIMIT:
-            crossing = self.crosses(sym, c.side, c.price)
-            if post_only and crossing:
-                return self.reject(REJ_POST_ONLY_WOULD_CROSS)
-            # the ladder entry this order meets first (the opposite best if it crosses, else where it
-            # rests, near its own best): asked for now, so taking a slot and registering overlap the miss
-            ld = &self.ladders[sym * 4 + ((LADDER_BIDS if c.side == SIDE_BUY else LADDER_ASKS) ^ crossing)]
+            else:
+                ladder = sym * 4 + LADDER_ASKS
+                if not self.ladder_has_room(ladder, -c.price):
+                    return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+            # where it will rest, near its ladder's top: asked for now, so that taking a slot,
+            # registering it (and a sweep, if it crosses) overlap the miss
+            ld = &self.ladders[ladder]
             if ld.count > 0:
                 prefetch(&ld.ent[ld.count - 1])
+        if post_only and self.crosses(sym, c.side, c.price):
+            return self.reject(REJ_POST_ONLY_WOULD_CROSS)
         cdef int code
         if self.risk is not None:
             if self.risk.gate[a]:              # compliance first (RISK.md "KYC"): one byte test per order
@@ -577,7 +578,7 @@ cdef class Engine:
                 if code:
                     return self.reject(code)
             code = check_order(self.risk, a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
-                               c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns, self.syms[sym].tick)
+                               c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns, sy.tick)
             if code:
                 return self.reject(code)
 
@@ -1433,10 +1434,16 @@ cdef class Engine:
         """Position of `key` in the ascending ladder (lower bound); found set if present."""
         cdef LadderEntry* ent = self.ladders[ladder].ent
         cdef int32_t n = self.ladders[ladder].count
-        cdef int32_t lo = 0, hi = n, mid, i = n - 1, step = 1
-        # most activity is near the top of the book: gallop down from the best (entries at 0, 1, 3, 7,
-        # 15, ... below it), so the lines read are the top ones (which a new level's memmove moves
-        # anyway), not the middle of a deep book's chunk
+        cdef int32_t lo = 0, hi = n, mid, i = n - 1, step = 4
+        # most activity is near the top of the book: look at the last few first
+        while i >= 0 and i >= n - 4:
+            if ent[i].key <= key:
+                found[0] = ent[i].key == key
+                return i if found[0] else i + 1
+            i -= 1
+        # then gallop down (entries 4, 8, 16, ... further), so the lines read are the ones near the
+        # top (which a new level's memmove moves anyway), not the middle of a deep book's chunk
+        hi = i + 1
         while i >= 0 and ent[i].key > key:
             hi = i
             i -= step
