@@ -323,7 +323,7 @@ cdef class Algos:
         eng.acct_last_clid[a] = c.client_order_id          # one id space with NEW_ORDER
         if not eng.symbol_ok(sym):
             return _reject(eng, REJ_UNKNOWN_SYMBOL)
-        if eng.sym_state[sym] == SYM_HALTED:
+        if eng.syms[sym].state == SYM_HALTED:
             return _reject(eng, REJ_SYMBOL_HALTED)
         if c.side != SIDE_BUY and c.side != SIDE_SELL:
             return _reject(eng, REJ_INVALID_SIDE)
@@ -332,15 +332,15 @@ cdef class Algos:
             return _reject(eng, REJ_INVALID_ALGO)
         if c.qty <= 0:
             return _reject(eng, REJ_INVALID_QTY)
-        if c.qty % eng.sym_lot[sym]:
+        if c.qty % eng.syms[sym].lot:
             return _reject(eng, REJ_QTY_NOT_LOT_MULTIPLE)
-        if c.qty > eng.sym_max_qty[sym]:
+        if c.qty > eng.syms[sym].max_qty:
             return _reject(eng, REJ_QTY_ABOVE_MAX)
         if c.price < 0:
             return _reject(eng, REJ_INVALID_PRICE)
-        if c.price and c.price % eng.sym_tick[sym]:
+        if c.price and c.price % eng.syms[sym].tick:
             return _reject(eng, REJ_PRICE_NOT_TICK_MULTIPLE)
-        if c.price > eng.sym_max_price[sym]:
+        if c.price > eng.syms[sym].max_price:
             return _reject(eng, REJ_PRICE_ABOVE_MAX)
         cdef uint64_t pa = <uint64_t>c.display_qty, pb = c.order_id
         cdef int32_t slices = <int32_t>(pa & 0xFFFF)
@@ -366,8 +366,8 @@ cdef class Algos:
         cdef int64_t bid = eng.best_price(sym, SIDE_BUY), ask = eng.best_price(sym, SIDE_SELL), arrival = 0
         if bid and ask:
             arrival = bid + (ask - bid) // 2
-        elif eng.sym_has_last[sym]:
-            arrival = eng.sym_last[sym]
+        elif eng.syms[sym].has_last:
+            arrival = eng.syms[sym].last
         if algo == ALGO_IS and arrival == 0:
             return _reject(eng, REJ_NO_REFERENCE_PRICE_FOR_ALGO)
         if algo == ALGO_IS and vol == 0:
@@ -377,7 +377,7 @@ cdef class Algos:
         cdef int code
         if eng.risk is not None:              # the parent's total, up front (the children are checked again)
             code = check_order(eng.risk, a, sym, c.strategy, c.side, OT_LIMIT if c.price else OT_MARKET, TIF_GTC,
-                               0, c.price, 0, c.qty, c.qty, eng.acct_open[a], <int64_t>c.ts_ns, eng.sym_tick[sym])
+                               0, c.price, 0, c.qty, c.qty, eng.acct_open[a], <int64_t>c.ts_ns, eng.syms[sym].tick)
             if code:
                 return _reject(eng, code)
         cdef Parent* p = &self.P[i]
@@ -429,7 +429,7 @@ cdef class Algos:
             for k in range(<int32_t>(behind if behind < N_BUCKETS else N_BUCKETS)):
                 for i in range(self.max_symbols):
                     self.bucket_px[<int64_t>i * N_BUCKETS + self.bucket_head] = \
-                        eng.sym_last[i] if eng.sym_has_last[i] else 0
+                        eng.syms[i].last if eng.syms[i].has_last else 0
                 self.bucket_head = (self.bucket_head + 1) % N_BUCKETS
                 for i in range(self.max_symbols):
                     self.bucket[<int64_t>i * N_BUCKETS + self.bucket_head] = 0
@@ -453,7 +453,7 @@ cdef class Algos:
             return _reject(eng, REJ_UNKNOWN_ALGO, False)
         cdef Parent* p = &self.P[i]
         cdef uint64_t pid = p.parent_id
-        cdef int64_t qty, lot = eng.sym_lot[p.symbol], t0, old_qty, old_end
+        cdef int64_t qty, lot = eng.syms[p.symbol].lot, t0, old_qty, old_end
         cdef int32_t j, base = i * self.max_slices
         if k == CMD_ALGO_CANCEL:
             self.cancel_child(eng, i)
@@ -477,9 +477,9 @@ cdef class Algos:
                 return _reject(eng, REJ_INVALID_ALGO_AMEND, False)
             if qty % lot:
                 return _reject(eng, REJ_QTY_NOT_LOT_MULTIPLE, False)
-            if qty > eng.sym_max_qty[p.symbol]:
+            if qty > eng.syms[p.symbol].max_qty:
                 return _reject(eng, REJ_QTY_ABOVE_MAX, False)
-            if c.price < 0 or (c.price and c.price % eng.sym_tick[p.symbol]) or c.price > eng.sym_max_price[p.symbol]:
+            if c.price < 0 or (c.price and c.price % eng.syms[p.symbol].tick) or c.price > eng.syms[p.symbol].max_price:
                 return _reject(eng, REJ_INVALID_ALGO_AMEND, False)
             if c.expire_ts_ns and (c.expire_ts_ns <= self.clock_ns or c.expire_ts_ns <= p.start_ns or
                                    c.expire_ts_ns - p.start_ns > self.max_duration_ns):
@@ -549,7 +549,7 @@ cdef class Algos:
         quantity due by it (sched_q, lot multiples, the last = the total). POV has none."""
         cdef Parent* p = &self.P[i]
         cdef int32_t n = p.slices, j, base = i * self.max_slices, k, lo, hi
-        cdef int64_t lot = eng.sym_lot[p.symbol], dur = p.end_ns - p.start_ns, step = dur // n, q, prev = 0, jit
+        cdef int64_t lot = eng.syms[p.symbol].lot, dur = p.end_ns - p.start_ns, step = dur // n, q, prev = 0, jit
         cdef int64_t total, acc, w
         cdef uint64_t r, rng = p.rng          # (a local: the packed field's address may be unaligned)
         cdef uint32_t sym = p.symbol
@@ -623,7 +623,7 @@ cdef class Algos:
             return self.finish(eng, i)
         if p.state == AST_PAUSED:
             return 0
-        lot = eng.sym_lot[p.symbol]
+        lot = eng.syms[p.symbol].lot
         if p.algo == ALGO_POV:
             if now >= p.next_ns:
                 # a new interval (window / slices, from the start): its cap starts from nothing, so the
@@ -708,7 +708,7 @@ cdef class Algos:
         cdef Parent* p = &self.P[i]
         cdef uint64_t pid = p.parent_id
         cdef uint32_t sym = p.symbol
-        cdef int64_t lot = eng.sym_lot[sym], tick = eng.sym_tick[sym], need, aggr, px
+        cdef int64_t lot = eng.syms[sym].lot, tick = eng.syms[sym].tick, need, aggr, px
         cdef bint buy = p.side == SIDE_BUY
         if p.child_oid:
             self.cancel_child(eng, i)
@@ -739,8 +739,8 @@ cdef class Algos:
             px = eng.best_price(sym, SIDE_SELL if buy else SIDE_BUY)
             if px:
                 px = px - tick if buy else px + tick            # inside an empty side: one tick off the far touch
-            elif eng.sym_has_last[sym]:
-                px = eng.sym_last[sym]
+            elif eng.syms[sym].has_last:
+                px = eng.syms[sym].last
             else:
                 px = p.limit
         if px <= 0:
@@ -748,8 +748,8 @@ cdef class Algos:
                 return 0                # no price to rest at: the next slice tries again
             px = tick if buy else p.limit
         px = _clamp(p, px)
-        if px > eng.sym_max_price[sym]:
-            px = eng.sym_max_price[sym] - eng.sym_max_price[sym] % tick
+        if px > eng.syms[sym].max_price:
+            px = eng.syms[sym].max_price - eng.syms[sym].max_price % tick
         self.send_child(eng, i, px, need, TIF_GTC)
         return 0
 

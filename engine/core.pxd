@@ -64,7 +64,8 @@ cdef packed struct IdEntry:
     uint16_t tag             # @6   16 bits of the key's hash (id_tag): a lookup reads the order slot
                              #      only when they match, never for the other keys of the run
 
-# One price level: 48 bytes. A FIFO of orders linked through Order.next/prev.
+# One price level: 64 bytes, one cache line (the pool is 64-byte aligned). A FIFO of orders linked
+# through Order.next/prev.
 cdef packed struct Level:
     int64_t price            # @0
     int64_t shown            # @8   sum of the orders' shown qty (what depth publishes)
@@ -75,14 +76,36 @@ cdef packed struct Level:
     int32_t next_free        # @36  free-list link while unused
     uint32_t ladder          # @40  ladder index: symbol * 4 + LADDER_*
     uint32_t _pad            # @44
+    int64_t _pad2            # @48
+    int64_t _pad3            # @56
 
-# One ladder's header: 32 bytes, so a symbol's bids and asks headers share a cache line.
+# One entry of a ladder: a price key and its level, 16 bytes (4 to a cache line: the best entry's key
+# and level are read together).
+cdef packed struct LadderEntry:
+    int64_t key              # @0   price (bids, sell stops) or -price (asks, buy stops)
+    int32_t level            # @8   its level pool index
+    int32_t _pad             # @12
+
+# One ladder's header: 16 bytes, so a symbol's 4 ladders share one cache line (the array is aligned).
 cdef packed struct Ladder:
-    int64_t* key             # @0   its chunk's keys ascending; best = last. key = price (bids, sell stops) or -price
-    int32_t* level           # @8   the level pool index beside each key
-    int32_t count            # @16  prices on the ladder
-    int32_t cap              # @20  its chunk's entries (a power of two; 0 = no chunk yet)
-    int64_t _pad             # @24
+    LadderEntry* ent         # @0   its chunk's entries, keys ascending; best = last
+    int32_t count            # @8   prices on the ladder
+    int32_t cap              # @12  its chunk's entries (a power of two; 0 = no chunk yet)
+
+# One symbol's checks and best prices: 64 bytes, one cache line (the array is aligned): what a new
+# order's checks read, and the best bid and ask (so an order that does not cross reads nothing of the
+# opposite ladder but its count).
+cdef packed struct Symbol:
+    int64_t tick             # @0
+    int64_t lot              # @8
+    int64_t max_price        # @16
+    int64_t max_qty          # @24
+    int64_t best_bid         # @32  the bids' last key (the best bid) while they hold a price
+    int64_t best_ask_key     # @40  the asks' last key (-the best ask) likewise
+    int64_t last             # @48  last trade price (valid if has_last)
+    uint8_t has_last         # @56
+    uint8_t state            # @57  0 = not defined, else SymbolState
+    uint8_t _pad[6]          # @58
 
 
 cdef class Engine:
@@ -100,15 +123,14 @@ cdef class Engine:
     cdef readonly object orders_arr, levels_arr, ladders_arr
     cdef readonly object oid_direct_arr, oid_table_arr, clid_table_arr, queue_arr, events_arr
     cdef readonly object sym_arr, acct_arr
-    cdef readonly list ladder_segments  # the ladder pool: [(keys int64, levels int32)], chunks carved from them
+    cdef readonly list ladder_segments  # the ladder pool: [LadderEntry arrays], chunks carved from them
     cdef Order* orders
     cdef Level* levels
-    # Ladders grow: each ladder's keys and level indices live in a chunk of the ladder pool (a power
-    # of two of entries, from LADDER_MIN_CHUNK up), moved to a chunk twice as big when full.
+    # Ladders grow: each ladder's entries live in a chunk of the ladder pool (a power of two of
+    # entries, from LADDER_MIN_CHUNK up), moved to a chunk twice as big when full.
     cdef Ladder* ladders          # per ladder (symbol * 4 + LADDER_*)
-    cdef int64_t* chunk_free[32]  # per chunk size class (log2): free chunks, linked through their keys
-    cdef int64_t* seg_key         # the newest segment: chunks are carved from [seg_used, seg_size)
-    cdef int32_t* seg_level
+    cdef LadderEntry* chunk_free[32]  # per chunk size class (log2): free chunks, linked through their first key
+    cdef LadderEntry* seg_ent     # the newest segment: chunks are carved from [seg_used, seg_size)
     cdef int64_t seg_used, seg_size
     # Order ids are assigned 1, 2, 3, ...: the order-id map is direct, order_id & oid_direct_mask ->
     # slot + 1 (0 = none), so the recent orders' entries are neighbours; an entry still held by a live
@@ -123,14 +145,8 @@ cdef class Engine:
     cdef int32_t* queue           # stop trigger FIFO (slots)
     cdef int32_t q_head, q_tail
 
-    # per symbol (structured numpy array, see core.pyx SYMBOL_DTYPE)
-    cdef int64_t* sym_tick
-    cdef int64_t* sym_lot
-    cdef int64_t* sym_max_price
-    cdef int64_t* sym_max_qty
-    cdef int64_t* sym_last
-    cdef uint8_t* sym_has_last
-    cdef uint8_t* sym_state       # 0 = not defined, else SymbolState
+    # per symbol: one 64-byte record (sym_arr, SYMBOL_DTYPE)
+    cdef Symbol* syms
     # per account
     cdef uint64_t* acct_last_clid
     cdef int64_t* acct_stp_key

@@ -96,14 +96,17 @@ ORDER_DTYPE = np.dtype([
 ])
 LEVEL_DTYPE = np.dtype([
     ("price", "<i8"), ("shown", "<i8"), ("total", "<i8"), ("head", "<i4"), ("tail", "<i4"),
-    ("count", "<i4"), ("next_free", "<i4"), ("ladder", "<u4"), ("_pad", "<u4"),
+    ("count", "<i4"), ("next_free", "<i4"), ("ladder", "<u4"), ("_pad", "<u4"), ("_pad2", "<i8"), ("_pad3", "<i8"),
 ])
 ID_ENTRY_DTYPE = np.dtype([("ref", "<i4"), ("disp", "<u2"), ("tag", "<u2")])
-LADDER_DTYPE = np.dtype([("key", "<u8"), ("level", "<u8"), ("count", "<i4"), ("cap", "<i4"), ("_pad", "<i8")])
+LADDER_ENTRY_DTYPE = np.dtype([("key", "<i8"), ("level", "<i4"), ("_pad", "<i4")])
+LADDER_DTYPE = np.dtype([("ent", "<u8"), ("count", "<i4"), ("cap", "<i4")])
 SYMBOL_DTYPE = np.dtype([
-    ("tick", "<i8"), ("lot", "<i8"), ("max_price", "<i8"), ("max_qty", "<i8"), ("last", "<i8"),
-    ("has_last", "u1"), ("state", "u1"),
+    ("tick", "<i8"), ("lot", "<i8"), ("max_price", "<i8"), ("max_qty", "<i8"), ("best_bid", "<i8"),
+    ("best_ask_key", "<i8"), ("last", "<i8"), ("has_last", "u1"), ("state", "u1"), ("_pad", "u1", (6,)),
 ])
+# the symbol columns a snapshot holds (as "sym.<name>"); best_bid/best_ask_key are derived from the ladders
+SYMBOL_STATE_COLUMNS = ("tick", "lot", "max_price", "max_qty", "last", "has_last", "state")
 ACCOUNT_DTYPE = np.dtype([
     ("last_clid", "<u8"), ("stp_key", "<i8"), ("head", "<i4"), ("tail", "<i4"), ("open", "<i4"),
     ("defined", "u1"),
@@ -114,6 +117,8 @@ SIZEOF_ORDER = sizeof(Order)
 SIZEOF_LEVEL = sizeof(Level)
 SIZEOF_ID_ENTRY = sizeof(IdEntry)
 SIZEOF_LADDER = sizeof(Ladder)
+SIZEOF_LADDER_ENTRY = sizeof(LadderEntry)
+SIZEOF_SYMBOL = sizeof(Symbol)
 SIZEOF_COMMAND = sizeof(Command)
 SIZEOF_EVENT = sizeof(Event)
 
@@ -173,6 +178,14 @@ cdef int _cmp_by_order_id(const void* a, const void* b) noexcept nogil:
     return (x > y) - (x < y)
 
 
+cdef inline void set_best(Symbol* sy, int32_t kind, int64_t key) noexcept:
+    """The symbol record's copy of a book ladder's best (last) key (LADDER_BIDS or LADDER_ASKS)."""
+    if kind == LADDER_BIDS:
+        sy.best_bid = key
+    else:
+        sy.best_ask_key = key
+
+
 cdef inline void _fnv(uint64_t* h, uint64_t v) noexcept:
     h[0] = (h[0] ^ mix64(v)) * <uint64_t>0x100000001b3ULL
 
@@ -200,8 +213,8 @@ cdef class Engine:
         # Order and level slots are handed out lowest first (then the released ones are reused), so
         # the arrays are never written above their high-water marks: untouched pages cost no memory.
         self.orders_arr = _aligned(max_orders, ORDER_DTYPE)
-        self.levels_arr = np.zeros(self.max_level_slots, dtype=LEVEL_DTYPE)
-        self.ladders_arr = np.zeros(nladders, dtype=LADDER_DTYPE)
+        self.levels_arr = _aligned(self.max_level_slots, LEVEL_DTYPE)
+        self.ladders_arr = _aligned(nladders, LADDER_DTYPE)
         self.ladder_segments = []
         cdef uint64_t tsize = 16
         while tsize < <uint64_t>max_orders * TABLE_FACTOR:
@@ -215,7 +228,7 @@ cdef class Engine:
         self.oid_direct_mask = tsize - 1
         self.oid_direct_arr = _aligned(tsize, np.int32)
         self.queue_arr = np.zeros(max_orders, dtype=np.int32)
-        self.sym_arr = np.zeros(max_symbols, dtype=SYMBOL_DTYPE)
+        self.sym_arr = _aligned(max_symbols, SYMBOL_DTYPE)
         self.acct_arr = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
         self.events_arr = np.zeros(max(event_capacity, 64), dtype=EVENT.dtype)
 
@@ -226,6 +239,7 @@ cdef class Engine:
         self.oid_table = <IdEntry*>_data(self.oid_table_arr)
         self.clid_table = <IdEntry*>_data(self.clid_table_arr)
         self.queue = <int32_t*>_data(self.queue_arr)
+        self.syms = <Symbol*>_data(self.sym_arr)
         self._bind_columns()
         self.ev_buf = <Event*>_data(self.events_arr)
         self.ev_cap = len(self.events_arr)
@@ -236,8 +250,7 @@ cdef class Engine:
         self.level_free_head = -1
         for i in range(32):
             self.chunk_free[i] = NULL
-        self.seg_key = NULL
-        self.seg_level = NULL
+        self.seg_ent = NULL
         self.seg_used = self.seg_size = 0
         for i in range(max_accounts):
             self.acct_head[i] = -1
@@ -247,19 +260,10 @@ cdef class Engine:
         self.next_trade_id = 1
 
     def _bind_columns(self):
-        # Per-symbol and per-account columns are strided views of structured arrays;
-        # copy them into contiguous column arrays so C sees plain vectors.
-        self.sym_arr = {name: np.zeros(self.max_symbols, dtype=self.sym_arr.dtype[name])
-                        for name in self.sym_arr.dtype.names}
+        # Per-account columns are strided views of a structured array; copy them into contiguous
+        # column arrays so C sees plain vectors. (Per-symbol state stays one record a symbol.)
         self.acct_arr = {name: np.zeros(self.max_accounts, dtype=self.acct_arr.dtype[name])
                          for name in self.acct_arr.dtype.names}
-        self.sym_tick = <int64_t*>_data(self.sym_arr["tick"])
-        self.sym_lot = <int64_t*>_data(self.sym_arr["lot"])
-        self.sym_max_price = <int64_t*>_data(self.sym_arr["max_price"])
-        self.sym_max_qty = <int64_t*>_data(self.sym_arr["max_qty"])
-        self.sym_last = <int64_t*>_data(self.sym_arr["last"])
-        self.sym_has_last = <uint8_t*>_data(self.sym_arr["has_last"])
-        self.sym_state = <uint8_t*>_data(self.sym_arr["state"])
         self.acct_last_clid = <uint64_t*>_data(self.acct_arr["last_clid"])
         self.acct_stp_key = <int64_t*>_data(self.acct_arr["stp_key"])
         self.acct_head = <int32_t*>_data(self.acct_arr["head"])
@@ -276,12 +280,12 @@ cdef class Engine:
             raise ValueError(f"symbol id {symbol} outside 1..{self.max_symbols - 1}")
         if tick_size <= 0 or lot_size <= 0 or max_price <= 0 or max_qty <= 0:
             raise ValueError("tick_size, lot_size, max_price and max_qty must be positive")
-        self.sym_tick[symbol] = tick_size
-        self.sym_lot[symbol] = lot_size
-        self.sym_max_price[symbol] = max_price
-        self.sym_max_qty[symbol] = max_qty
-        if self.sym_state[symbol] == 0:
-            self.sym_state[symbol] = SYM_TRADING
+        self.syms[symbol].tick = tick_size
+        self.syms[symbol].lot = lot_size
+        self.syms[symbol].max_price = max_price
+        self.syms[symbol].max_qty = max_qty
+        if self.syms[symbol].state == 0:
+            self.syms[symbol].state = SYM_TRADING
 
     def add_account(self, uint32_t account, uint32_t stp_group=0):
         """Define an account (ids 1 .. max_accounts-1); accounts sharing a non-zero STP group never self-trade."""
@@ -477,7 +481,7 @@ cdef class Engine:
         return 0 < a < <uint32_t>self.max_accounts and self.acct_defined[a]
 
     cdef inline bint symbol_ok(self, uint32_t sym) noexcept:
-        return 0 < sym < <uint32_t>self.max_symbols and self.sym_state[sym] != 0
+        return 0 < sym < <uint32_t>self.max_symbols and self.syms[sym].state != 0
 
     cdef int cmd_new(self) except -1:
         cdef const Command* c = self.cur
@@ -494,7 +498,8 @@ cdef class Engine:
             self.acct_last_clid[a] = c.client_order_id
         if not self.symbol_ok(sym):
             return self.reject(REJ_UNKNOWN_SYMBOL)
-        if self.sym_state[sym] == SYM_HALTED:
+        cdef Symbol* sy = &self.syms[sym]      # its checks' fields: one line
+        if sy.state == SYM_HALTED:
             return self.reject(REJ_SYMBOL_HALTED)
         if c.side != SIDE_BUY and c.side != SIDE_SELL:
             return self.reject(REJ_INVALID_SIDE)
@@ -511,29 +516,29 @@ cdef class Engine:
             return self.reject(REJ_INVALID_FLAGS)
         if c.qty <= 0:
             return self.reject(REJ_INVALID_QTY)
-        if c.qty % self.sym_lot[sym]:
+        if c.qty % sy.lot:
             return self.reject(REJ_QTY_NOT_LOT_MULTIPLE)
-        if c.qty > self.sym_max_qty[sym]:
+        if c.qty > sy.max_qty:
             return self.reject(REJ_QTY_ABOVE_MAX)
         cdef bint has_limit = ot == OT_LIMIT or ot == OT_STOP_LIMIT
         cdef bint is_stop = ot == OT_STOP or ot == OT_STOP_LIMIT
         if has_limit:
             if c.price <= 0:
                 return self.reject(REJ_INVALID_PRICE)
-            if c.price % self.sym_tick[sym]:
+            if c.price % sy.tick:
                 return self.reject(REJ_PRICE_NOT_TICK_MULTIPLE)
-            if c.price > self.sym_max_price[sym]:
+            if c.price > sy.max_price:
                 return self.reject(REJ_PRICE_ABOVE_MAX)
         elif c.price != 0:
             return self.reject(REJ_INVALID_PRICE)
         if is_stop:
-            if c.stop_price <= 0 or c.stop_price % self.sym_tick[sym] or c.stop_price > self.sym_max_price[sym]:
+            if c.stop_price <= 0 or c.stop_price % sy.tick or c.stop_price > sy.max_price:
                 return self.reject(REJ_INVALID_STOP_PRICE)
         elif c.stop_price != 0:
             return self.reject(REJ_INVALID_STOP_PRICE)
         if c.display_qty != 0:
             if (not has_limit or not can_rest(c.tif) or c.display_qty < 0 or c.display_qty >= c.qty
-                    or c.display_qty % self.sym_lot[sym]):
+                    or c.display_qty % sy.lot):
                 return self.reject(REJ_INVALID_DISPLAY_QTY)
         cdef bint post_only = (c.flags & FLAG_POST_ONLY) != 0
         if post_only and (ot != OT_LIMIT or not can_rest(c.tif)):
@@ -547,11 +552,12 @@ cdef class Engine:
             return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
         if self.long_runs and not self.ids_fit(a, c.client_order_id):
             return self.reject(REJ_ORDER_CAPACITY_EXHAUSTED)
-        if is_stop and self.sym_has_last[sym]:
-            if (c.side == SIDE_BUY and c.stop_price <= self.sym_last[sym]) or \
-               (c.side == SIDE_SELL and c.stop_price >= self.sym_last[sym]):
+        if is_stop and sy.has_last:
+            if (c.side == SIDE_BUY and c.stop_price <= sy.last) or \
+               (c.side == SIDE_SELL and c.stop_price >= sy.last):
                 return self.reject(REJ_STOP_ALREADY_TRIGGERED)
         cdef int32_t ladder
+        cdef Ladder* ld
         if is_stop:
             if c.side == SIDE_BUY:
                 ladder = sym * 4 + LADDER_BUY_STOPS
@@ -563,10 +569,18 @@ cdef class Engine:
                     return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
         elif ot == OT_LIMIT and can_rest(c.tif):
             if c.side == SIDE_BUY:
-                if not self.ladder_has_room(sym * 4 + LADDER_BIDS, c.price):
+                ladder = sym * 4 + LADDER_BIDS
+                if not self.ladder_has_room(ladder, c.price):
                     return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
-            elif not self.ladder_has_room(sym * 4 + LADDER_ASKS, -c.price):
-                return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+            else:
+                ladder = sym * 4 + LADDER_ASKS
+                if not self.ladder_has_room(ladder, -c.price):
+                    return self.reject(REJ_LEVEL_CAPACITY_EXHAUSTED)
+            # where it will rest, near its ladder's top: asked for now, so that taking a slot,
+            # registering it (and a sweep, if it crosses) overlap the miss
+            ld = &self.ladders[ladder]
+            if ld.count > 0:
+                prefetch(&ld.ent[ld.count - 1])
         if post_only and self.crosses(sym, c.side, c.price):
             return self.reject(REJ_POST_ONLY_WOULD_CROSS)
         cdef int code
@@ -576,7 +590,7 @@ cdef class Engine:
                 if code:
                     return self.reject(code)
             code = check_order(self.risk, a, sym, c.strategy, c.side, ot, c.tif, c.flags, c.price, c.stop_price,
-                               c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns, self.sym_tick[sym])
+                               c.qty, c.qty, self.acct_open[a], <int64_t>c.ts_ns, sy.tick)
             if code:
                 return self.reject(code)
 
@@ -650,16 +664,16 @@ cdef class Engine:
             return self.reject(REJ_UNKNOWN_ORDER)
         cdef Order* o = &self.orders[s]
         cdef uint32_t sym = o.symbol
-        if self.sym_state[sym] == SYM_HALTED:
+        if self.syms[sym].state == SYM_HALTED:
             return self.reject(REJ_SYMBOL_HALTED)
         cdef int64_t qty = o.leaves if c.qty == AMEND_QTY_UNCHANGED else c.qty
         if qty < 0:
             return self.reject(REJ_INVALID_QTY)
         if qty == 0:
             return self.cancel_order(s, CXL_USER)
-        if qty % self.sym_lot[sym]:
+        if qty % self.syms[sym].lot:
             return self.reject(REJ_QTY_NOT_LOT_MULTIPLE)
-        if qty > self.sym_max_qty[sym]:
+        if qty > self.syms[sym].max_qty:
             return self.reject(REJ_QTY_ABOVE_MAX)
         cdef bint untriggered = o.state == OS_UNTRIGGERED
         cdef int64_t new_price = o.price
@@ -668,20 +682,20 @@ cdef class Engine:
                 return self.reject(REJ_INVALID_AMEND)
             if c.price < 0:
                 return self.reject(REJ_INVALID_PRICE)
-            if c.price % self.sym_tick[sym]:
+            if c.price % self.syms[sym].tick:
                 return self.reject(REJ_PRICE_NOT_TICK_MULTIPLE)
-            if c.price > self.sym_max_price[sym]:
+            if c.price > self.syms[sym].max_price:
                 return self.reject(REJ_PRICE_ABOVE_MAX)
             new_price = c.price
         cdef int64_t new_stop = o.stop_price
         if c.stop_price != 0:
             if not untriggered:
                 return self.reject(REJ_INVALID_AMEND)
-            if c.stop_price < 0 or c.stop_price % self.sym_tick[sym] or c.stop_price > self.sym_max_price[sym]:
+            if c.stop_price < 0 or c.stop_price % self.syms[sym].tick or c.stop_price > self.syms[sym].max_price:
                 return self.reject(REJ_INVALID_STOP_PRICE)
-            if self.sym_has_last[sym] and (
-                    (o.side == SIDE_BUY and c.stop_price <= self.sym_last[sym]) or
-                    (o.side == SIDE_SELL and c.stop_price >= self.sym_last[sym])):
+            if self.syms[sym].has_last and (
+                    (o.side == SIDE_BUY and c.stop_price <= self.syms[sym].last) or
+                    (o.side == SIDE_SELL and c.stop_price >= self.syms[sym].last)):
                 return self.reject(REJ_STOP_ALREADY_TRIGGERED)
             new_stop = c.stop_price
         cdef int32_t ladder
@@ -696,7 +710,7 @@ cdef class Engine:
                 if code:
                     return self.reject(code)
             code = self.risk.check_amend(a, sym, o.strategy, o.side, o.order_type, o.tif, o.flags, new_price,
-                                         new_stop, qty, qty - o.leaves, <int64_t>c.ts_ns, self.sym_tick[sym])
+                                         new_stop, qty, qty - o.leaves, <int64_t>c.ts_ns, self.syms[sym].tick)
             if code:
                 return self.reject(code)
         if untriggered:
@@ -871,7 +885,7 @@ cdef class Engine:
         return 0
 
     cdef int set_symbol_state(self, uint32_t sym, uint8_t state) except -1:
-        self.sym_state[sym] = state
+        self.syms[sym].state = state
         cdef Event* e = self.emit(EV_SYMBOL_STATE, -1)
         e.symbol = sym
         e.reason = state
@@ -946,7 +960,7 @@ cdef class Engine:
                 e.symbol = sym
                 e.price = r.brk_ref[sym]
                 e.reason = 1
-                if self.sym_state[sym] != SYM_HALTED:
+                if self.syms[sym].state != SYM_HALTED:
                     self.set_symbol_state(sym, SYM_HALTED)
             return 0
         a = r.pop_touched()
@@ -1007,7 +1021,7 @@ cdef class Engine:
         """A reduce-only market IOC for the account (protected by the market band), placed by the
         engine: client order id 0, flagged LIQUIDATION in its events. Skipped when the symbol is
         halted or no order slot is free."""
-        if (self.free_head < 0 and self.slot_hwm == self.max_orders) or self.sym_state[sym] == SYM_HALTED:
+        if (self.free_head < 0 and self.slot_hwm == self.max_orders) or self.syms[sym].state == SYM_HALTED:
             return 0
         cdef slot_t s = self.new_slot(a, sym, side, OT_MARKET, TIF_IOC, STP_CANCEL_OLDEST, OFLAG_LIQUIDATION,
                                       0, 0, qty, 0, 0, 0, 0)
@@ -1123,7 +1137,7 @@ cdef class Engine:
         elif k == CMD_MARK_PRICE:
             if not self.symbol_ok(sym):
                 return self.reject(REJ_UNKNOWN_SYMBOL)
-            if c.price <= 0 or c.price % self.sym_tick[sym] or c.price > self.sym_max_price[sym]:
+            if c.price <= 0 or c.price % self.syms[sym].tick or c.price > self.syms[sym].max_price:
                 return self.reject(REJ_INVALID_PRICE)
             r.set_mark(sym, c.price)
             e = self.emit(EV_MARK, -1)
@@ -1140,17 +1154,17 @@ cdef class Engine:
         else:                                               # RISK_TICK
             now = c.expire_ts_ns
             for i in range(1, self.max_symbols):
-                if self.sym_state[i] == 0:
+                if self.syms[i].state == 0:
                     continue
                 if cooloff_over(r, i, now):
                     r.end_breaker(i)
                     e = self.emit(EV_BREAKER, -1)
                     e.symbol = i
                     e.reason = 2
-                    if self.sym_state[i] == SYM_HALTED:
+                    if self.syms[i].state == SYM_HALTED:
                         self.set_symbol_state(i, SYM_TRADING)
                 if mark_behind(self, r, i):
-                    r.mark[i] = self.sym_last[i]
+                    r.mark[i] = self.syms[i].last
                     r.chg[i] = 1
                     e = self.emit(EV_MARK, -1)
                     e.symbol = i
@@ -1194,7 +1208,7 @@ cdef class Engine:
         cdef Risk r = self.risk
         cdef int32_t i
         for i in range(1, self.max_symbols):
-            if self.sym_state[i] and (mark_behind(self, r, i) or cooloff_over(r, i, now_ns)):
+            if self.syms[i].state and (mark_behind(self, r, i) or cooloff_over(r, i, now_ns)):
                 return True
         for i in range(1, self.max_accounts):
             if r.state[i] == ACCT_LIQUIDATING:
@@ -1206,18 +1220,15 @@ cdef class Engine:
     cdef bint crosses(self, uint32_t symbol, uint8_t side, int64_t price) noexcept:
         """Would a limit at `price` be marketable against the opposite best?"""
         cdef int32_t ladder = symbol * 4 + (LADDER_ASKS if side == SIDE_BUY else LADDER_BIDS)
-        cdef int32_t n = self.ladders[ladder].count
-        if n == 0:
+        if self.ladders[ladder].count == 0:
             return False
-        cdef int64_t key = self.ladders[ladder].key[n - 1]       # asks: -price
-        return price >= -key if side == SIDE_BUY else price <= key
+        return price >= -self.syms[symbol].best_ask_key if side == SIDE_BUY else price <= self.syms[symbol].best_bid
 
     cdef int64_t best_price(self, uint32_t symbol, uint8_t side) noexcept:
         """The best bid (side BUY) or ask (SELL) of a defined symbol, 0 when that side is empty."""
-        cdef Ladder* ld = &self.ladders[symbol * 4 + (LADDER_BIDS if side == SIDE_BUY else LADDER_ASKS)]
-        if ld.count == 0:
+        if self.ladders[symbol * 4 + (LADDER_BIDS if side == SIDE_BUY else LADDER_ASKS)].count == 0:
             return 0
-        return ld.key[ld.count - 1] if side == SIDE_BUY else -ld.key[ld.count - 1]     # asks' keys: -price
+        return self.syms[symbol].best_bid if side == SIDE_BUY else -self.syms[symbol].best_ask_key
 
     cdef bint fok_can_fill(self, slot_t s, int64_t bound) noexcept:
         """Dry run of the sweep of aggressor s: would it fill completely? (RULES.md 2 and 7)
@@ -1227,14 +1238,14 @@ cdef class Engine:
         cdef int64_t limit = bound if o.order_type == OT_MARKET else o.price
         cdef bint buy = o.side == SIDE_BUY
         cdef int32_t ladder = o.symbol * 4 + (LADDER_ASKS if buy else LADDER_BIDS)
-        cdef int32_t* lvls = self.ladders[ladder].level     # (a dry run: the ladder does not change)
+        cdef LadderEntry* ent = self.ladders[ladder].ent     # (a dry run: the ladder does not change)
         cdef int32_t pos = self.ladders[ladder].count - 1
         cdef int64_t need = o.leaves, avail = 0, ahead, level_leaves, own_key = self.acct_stp_key[o.account]
         cdef bint stp = o.stp != STP_NONE
         cdef Level* lv
         cdef slot_t m
         while pos >= 0:
-            lv = &self.levels[lvls[pos]]
+            lv = &self.levels[ent[pos].level]
             if not market and ((buy and lv.price > limit) or (not buy and lv.price < limit)):
                 break
             if not stp:
@@ -1280,7 +1291,7 @@ cdef class Engine:
         cdef int64_t bound = 0            # a market order's protection price (risk's market band)
         if market and self.risk is not None:
             # the order's strategy caps the band too; an engine liquidation order has none
-            bound = self.risk.market_bound(o.account, sym, o.side, self.sym_tick[sym],
+            bound = self.risk.market_bound(o.account, sym, o.side, self.syms[sym].tick,
                                            NO_STRATEGY if o.flags & OFLAG_LIQUIDATION else o.strategy)
         self.sw_traded = False
         if o.tif == TIF_FOK and not self.fok_can_fill(s, bound):
@@ -1289,17 +1300,19 @@ cdef class Engine:
         # head, refreshed icebergs go to the back, so the same aggressor may meet them again)
         # (the swept ladder only shrinks meanwhile: its header's pointers stay valid)
         cdef Ladder* ld = &self.ladders[ladder]
+        cdef Symbol* sy = &self.syms[sym]
         cdef int64_t best
         while o.leaves > 0 and ld.count > 0:
-            # the price from the ladder's key (asks: -price): a passive order reads no level
-            best = -ld.key[ld.count - 1] if buy else ld.key[ld.count - 1]
+            # the best price from the symbol's record (asks: -key): an order that does not cross
+            # reads nothing of the opposite ladder but its count
+            best = -sy.best_ask_key if buy else sy.best_bid
             if not market:
                 if (buy and best > o.price) or (not buy and best < o.price):
                     break
             elif bound and ((buy and best > bound) or (not buy and best < bound)):
                 protected = True
                 break
-            lvi = ld.level[ld.count - 1]
+            lvi = ld.ent[ld.count - 1].level
             lv = &self.levels[lvi]
             m = lv.head
             mo = &self.orders[m]
@@ -1359,8 +1372,8 @@ cdef class Engine:
                 e.qty = mo.shown
         if self.sw_traded:
             # buy sweeps print upwards, sell sweeps downwards: the last print is the extreme
-            self.sym_last[sym] = self.sw_hi if buy else self.sw_lo
-            self.sym_has_last[sym] = 1
+            sy.last = self.sw_hi if buy else self.sw_lo
+            sy.has_last = 1
         if stopped:
             self.cancel_order(s, CXL_SELF_TRADE)
         elif o.leaves == 0:
@@ -1389,7 +1402,7 @@ cdef class Engine:
         for k in range(2):
             ladder = sym * 4 + LADDER_BUY_STOPS + k
             while self.ladders[ladder].count > 0:
-                lvi = self.ladders[ladder].level[self.ladders[ladder].count - 1]
+                lvi = self.ladders[ladder].ent[self.ladders[ladder].count - 1].level
                 lv = &self.levels[lvi]
                 if (ladder & 3) == LADDER_BUY_STOPS:
                     if lv.price > self.sw_hi:
@@ -1431,24 +1444,34 @@ cdef class Engine:
 
     cdef int32_t ladder_find(self, int32_t ladder, int64_t key, bint* found) noexcept:
         """Position of `key` in the ascending ladder (lower bound); found set if present."""
-        cdef int64_t* keys = self.ladders[ladder].key
+        cdef LadderEntry* ent = self.ladders[ladder].ent
         cdef int32_t n = self.ladders[ladder].count
-        cdef int32_t lo = 0, hi = n, mid, i
+        cdef int32_t lo = 0, hi = n, mid, i = n - 1, step = 4
         # most activity is near the top of the book: look at the last few first
-        i = n - 1
         while i >= 0 and i >= n - 4:
-            if keys[i] <= key:
-                found[0] = keys[i] == key
+            if ent[i].key <= key:
+                found[0] = ent[i].key == key
                 return i if found[0] else i + 1
             i -= 1
+        # then gallop down (entries 4, 8, 16, ... further), so the lines read are the ones near the
+        # top (which a new level's memmove moves anyway), not the middle of a deep book's chunk
         hi = i + 1
+        while i >= 0 and ent[i].key > key:
+            hi = i
+            i -= step
+            step <<= 1
+        if i >= 0:
+            if ent[i].key == key:
+                found[0] = True
+                return i
+            lo = i + 1
         while lo < hi:
             mid = (lo + hi) >> 1
-            if keys[mid] < key:
+            if ent[mid].key < key:
                 lo = mid + 1
             else:
                 hi = mid
-        found[0] = lo < n and keys[lo] == key
+        found[0] = lo < n and ent[lo].key == key
         return lo
 
     cdef bint ladder_has_room(self, int32_t ladder, int64_t key) noexcept:
@@ -1464,7 +1487,7 @@ cdef class Engine:
         return found
 
     # -- LADDER POOL --
-    # A ladder's keys and level indices live in a chunk of cap entries (a power of two) carved
+    # A ladder's entries (key and level index) live in a chunk of cap entries (a power of two) carved
     # from a segment of the pool; a full ladder moves to a chunk twice as big (copying its
     # entries) and its old chunk goes to the free list of its size. Chunks never shrink (a ladder
     # keeps the room it once needed; a snapshot's restore packs them again). Segments are added
@@ -1481,16 +1504,14 @@ cdef class Engine:
             while (<int64_t>1 << k) > rest:
                 k -= 1
             c = <int64_t>1 << k
-            self.seg_key[self.seg_used] = <int64_t><uintptr_t>self.chunk_free[k]
-            self.seg_key[self.seg_used + 1] = <int64_t><uintptr_t>&self.seg_level[self.seg_used]
-            self.chunk_free[k] = &self.seg_key[self.seg_used]
+            self.seg_ent[self.seg_used].key = <int64_t><uintptr_t>self.chunk_free[k]
+            self.chunk_free[k] = &self.seg_ent[self.seg_used]
             self.seg_used += c
             rest -= c
-        keys = np.zeros(size, dtype=np.int64)
-        lvls = np.zeros(size, dtype=np.int32)
-        self.ladder_segments.append((keys, lvls))
-        self.seg_key = <int64_t*>_data(keys)
-        self.seg_level = <int32_t*>_data(lvls)
+        # aligned, and chunks are multiples of LADDER_MIN_CHUNK entries (128 bytes): every chunk starts a line
+        ents = _aligned(size, LADDER_ENTRY_DTYPE)
+        self.ladder_segments.append(ents)
+        self.seg_ent = <LadderEntry*>_data(ents)
         self.seg_used = 0
         self.seg_size = size
         return 0
@@ -1500,30 +1521,24 @@ cdef class Engine:
         cdef int k = 0
         while (1 << k) < cap:
             k += 1
-        cdef int64_t* keys = self.chunk_free[k]
-        cdef int32_t* lvls
-        if keys != NULL:                                  # a free chunk of that size
-            self.chunk_free[k] = <int64_t*><uintptr_t>keys[0]
-            lvls = <int32_t*><uintptr_t>keys[1]
+        cdef LadderEntry* ent = self.chunk_free[k]
+        if ent != NULL:                                   # a free chunk of that size
+            self.chunk_free[k] = <LadderEntry*><uintptr_t>ent[0].key
         else:
             if self.seg_size - self.seg_used < cap:
                 self.new_segment(max(<int64_t>LADDER_SEGMENT, <int64_t>cap))
-            keys = &self.seg_key[self.seg_used]
-            lvls = &self.seg_level[self.seg_used]
+            ent = &self.seg_ent[self.seg_used]
             self.seg_used += cap
         cdef int32_t n = self.ladders[ladder].count, old = self.ladders[ladder].cap
-        cdef int64_t* okeys = self.ladders[ladder].key
+        cdef LadderEntry* oent = self.ladders[ladder].ent
         if old:
-            memcpy(keys, okeys, n * sizeof(int64_t))
-            memcpy(lvls, self.ladders[ladder].level, n * sizeof(int32_t))
+            memcpy(ent, oent, n * sizeof(LadderEntry))
             k = 0
             while (1 << k) < old:
                 k += 1
-            okeys[0] = <int64_t><uintptr_t>self.chunk_free[k]
-            okeys[1] = <int64_t><uintptr_t>self.ladders[ladder].level
-            self.chunk_free[k] = okeys
-        self.ladders[ladder].key = keys
-        self.ladders[ladder].level = lvls
+            oent[0].key = <int64_t><uintptr_t>self.chunk_free[k]
+            self.chunk_free[k] = oent
+        self.ladders[ladder].ent = ent
         self.ladders[ladder].cap = cap
         return 0
 
@@ -1533,7 +1548,7 @@ cdef class Engine:
         cdef bint found
         cdef int32_t pos = self.ladder_find(ladder, key, &found)
         if found:
-            return self.ladders[ladder].level[pos]
+            return self.ladders[ladder].ent[pos].level
         cdef int32_t n = self.ladders[ladder].count
         if n == self.ladders[ladder].cap:
             self.ladder_grow(ladder, 2 * n if n else LADDER_MIN_CHUNK)
@@ -1549,13 +1564,13 @@ cdef class Engine:
         lv.head = lv.tail = -1
         lv.next_free = -1
         lv.ladder = ladder
-        cdef int64_t* keys = self.ladders[ladder].key
-        cdef int32_t* lvls = self.ladders[ladder].level
+        cdef LadderEntry* ent = self.ladders[ladder].ent
         if pos < n:
-            memmove(&keys[pos + 1], &keys[pos], (n - pos) * sizeof(int64_t))
-            memmove(&lvls[pos + 1], &lvls[pos], (n - pos) * sizeof(int32_t))
-        keys[pos] = key
-        lvls[pos] = lvi
+            memmove(&ent[pos + 1], &ent[pos], (n - pos) * sizeof(LadderEntry))
+        elif (ladder & 3) <= LADDER_ASKS:                 # a new best: the symbol's record keeps it
+            set_best(&self.syms[ladder >> 2], ladder & 3, key)
+        ent[pos].key = key
+        ent[pos].level = lvi
         self.ladders[ladder].count = n + 1
         return lvi
 
@@ -1563,16 +1578,16 @@ cdef class Engine:
         """Remove an empty level from its ladder and free it."""
         cdef Level* lv = &self.levels[lvi]
         cdef int32_t ladder = lv.ladder
-        cdef int64_t* keys = self.ladders[ladder].key
-        cdef int32_t* lvls = self.ladders[ladder].level
+        cdef LadderEntry* ent = self.ladders[ladder].ent
         cdef int32_t n = self.ladders[ladder].count
         cdef int64_t key = lv.price if ((ladder & 3) == LADDER_BIDS or (ladder & 3) == LADDER_SELL_STOPS) else -lv.price
         cdef bint found
         cdef int32_t pos
-        if lvls[n - 1] != lvi:
+        if ent[n - 1].level != lvi:
             pos = self.ladder_find(ladder, key, &found)
-            memmove(&keys[pos], &keys[pos + 1], (n - pos - 1) * sizeof(int64_t))
-            memmove(&lvls[pos], &lvls[pos + 1], (n - pos - 1) * sizeof(int32_t))
+            memmove(&ent[pos], &ent[pos + 1], (n - pos - 1) * sizeof(LadderEntry))
+        elif n > 1 and (ladder & 3) <= LADDER_ASKS:       # the best went: the next one is
+            set_best(&self.syms[ladder >> 2], ladder & 3, ent[n - 2].key)
         self.ladders[ladder].count = n - 1
         lv.next_free = self.level_free_head
         lv.count = 0
@@ -1630,6 +1645,9 @@ cdef class Engine:
         cdef Order* o = &self.orders[s]
         cdef int32_t lvi = o.level
         cdef Level* lv = &self.levels[lvi]
+        # the symbol's ladder headers (one line), read by level_drop if the level empties: asked for
+        # beside the level, not after it
+        prefetch(&self.ladders[o.symbol * 4])
         lv.shown -= o.shown
         lv.total -= o.leaves
         self.fifo_unlink(s)
@@ -1950,7 +1968,7 @@ cdef class Engine:
             pos = self.ladders[ladder].count - 1
             k = 0
             while pos >= 0 and k < levels:
-                lv = &self.levels[self.ladders[ladder].level[pos]]
+                lv = &self.levels[self.ladders[ladder].ent[pos].level]
                 side.append((lv.price, lv.shown, lv.count))
                 pos -= 1
                 k += 1
@@ -1993,12 +2011,12 @@ cdef class Engine:
         return best
 
     def last_price(self, uint32_t symbol):
-        if symbol == 0 or symbol >= <uint32_t>self.max_symbols or not self.sym_has_last[symbol]:
+        if symbol == 0 or symbol >= <uint32_t>self.max_symbols or not self.syms[symbol].has_last:
             return None
-        return self.sym_last[symbol]
+        return self.syms[symbol].last
 
     def symbol_state(self, uint32_t symbol):
-        return self.sym_state[symbol] if 0 < symbol < <uint32_t>self.max_symbols else 0
+        return self.syms[symbol].state if 0 < symbol < <uint32_t>self.max_symbols else 0
 
     def memory_bytes(self):
         """Bytes held by the arrays (preallocated, and the ladder pool's segments so far). Order and
@@ -2008,10 +2026,9 @@ cdef class Engine:
         for arr in (self.orders_arr, self.levels_arr, self.ladders_arr, self.oid_direct_arr, self.oid_table_arr,
                     self.clid_table_arr, self.queue_arr, self.events_arr):
             total += arr.nbytes
-        for keys, lvls in self.ladder_segments:
-            total += keys.nbytes + lvls.nbytes
-        for cols in (self.sym_arr, self.acct_arr):
-            total += sum(a.nbytes for a in cols.values())
+        for ents in self.ladder_segments:
+            total += ents.nbytes
+        total += self.sym_arr.nbytes + sum(a.nbytes for a in self.acct_arr.values())
         return total
 
     # -- SNAPSHOT STATE --
@@ -2026,7 +2043,7 @@ cdef class Engine:
         cdef int32_t i
         for i in range(self.max_symbols * 4):
             held += self.ladders[i].cap
-        return dict(segments=len(self.ladder_segments), entries=sum(len(k) for k, _ in self.ladder_segments),
+        return dict(segments=len(self.ladder_segments), entries=sum(len(k) for k in self.ladder_segments),
                     held=held, levels=sum(int(self.ladders[i].count) for i in range(self.max_symbols * 4)))
 
     def export_state(self):
@@ -2052,18 +2069,21 @@ cdef class Engine:
         lvls = np.empty(total, dtype=np.int32)
         cdef int64_t* k = <int64_t*>_data(keys)
         cdef int32_t* v = <int32_t*>_data(lvls)
+        cdef int32_t pos
         for ladder in range(nladders):
-            memcpy(&k[at], self.ladders[ladder].key, self.ladders[ladder].count * sizeof(int64_t))
-            memcpy(&v[at], self.ladders[ladder].level, self.ladders[ladder].count * sizeof(int32_t))
-            at += self.ladders[ladder].count
+            for pos in range(self.ladders[ladder].count):
+                k[at] = self.ladders[ladder].ent[pos].key
+                v[at] = self.ladders[ladder].ent[pos].level
+                at += 1
         state["ladder_counts"] = self.ladders_arr["count"].copy()
         state["ladder_keys"] = keys
         state["ladder_levels"] = lvls
         for name in ("oid_direct_arr", "oid_table_arr", "clid_table_arr"):
             state[name] = getattr(self, name)
-        for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
-            for col, arr in cols.items():
-                state[prefix + col] = arr
+        for col in SYMBOL_STATE_COLUMNS:
+            state["sym." + col] = self.sym_arr[col]         # (a strided view of the records)
+        for col, arr in self.acct_arr.items():
+            state["acct." + col] = arr
         if self.risk is not None:
             state.update(self.risk.export_state())
         if self.algos is not None:
@@ -2079,9 +2099,10 @@ cdef class Engine:
         targets = {name: getattr(self, name) for name in (
             "orders_arr", "levels_arr",
             "oid_direct_arr", "oid_table_arr", "clid_table_arr")}
-        for prefix, cols in (("sym.", self.sym_arr), ("acct.", self.acct_arr)):
-            for col, arr in cols.items():
-                targets[prefix + col] = arr
+        for col in SYMBOL_STATE_COLUMNS:
+            targets["sym." + col] = self.sym_arr[col]
+        for col, arr in self.acct_arr.items():
+            targets["acct." + col] = arr
         prefix = ("orders_arr", "levels_arr")      # may hold only the used prefix (export_state)
         for name, dst in targets.items():
             src = state[name]
@@ -2111,8 +2132,7 @@ cdef class Engine:
         self.ladders_arr["count"] = counts
         for c in range(32):
             self.chunk_free[c] = NULL
-        self.seg_key = NULL
-        self.seg_level = NULL
+        self.seg_ent = NULL
         self.seg_used = self.seg_size = 0
         for ladder in range(self.max_symbols * 4):          # each ladder in a chunk just big enough
             n = self.ladders[ladder].count
@@ -2123,9 +2143,12 @@ cdef class Engine:
                 c *= 2
             self.ladders[ladder].count = 0
             self.ladder_grow(ladder, c)
-            memcpy(self.ladders[ladder].key, &k[at], n * sizeof(int64_t))
-            memcpy(self.ladders[ladder].level, &v[at], n * sizeof(int32_t))
+            for c in range(n):
+                self.ladders[ladder].ent[c].key = k[at + c]
+                self.ladders[ladder].ent[c].level = v[at + c]
             self.ladders[ladder].count = n
+            if (ladder & 3) <= LADDER_ASKS:
+                set_best(&self.syms[ladder >> 2], ladder & 3, k[at + n - 1])
             at += n
         self.next_order_id = sc[0]
         self.next_trade_id = sc[1]
@@ -2179,15 +2202,15 @@ cdef class Engine:
         _fnv(&h, self.next_trade_id)
         _fnv(&h, <uint64_t>self.clock_ns)
         for sym in range(self.max_symbols):
-            if self.sym_state[sym] == 0:
+            if self.syms[sym].state == 0:
                 continue
             _fnv(&h, sym)
-            _fnv(&h, self.sym_state[sym])
-            _fnv(&h, self.sym_has_last[sym])
-            _fnv(&h, <uint64_t>self.sym_last[sym])
+            _fnv(&h, self.syms[sym].state)
+            _fnv(&h, self.syms[sym].has_last)
+            _fnv(&h, <uint64_t>self.syms[sym].last)
             for ladder in range(sym * 4, sym * 4 + 4):
                 for pos in range(self.ladders[ladder].count - 1, -1, -1):
-                    lv = &self.levels[self.ladders[ladder].level[pos]]
+                    lv = &self.levels[self.ladders[ladder].ent[pos].level]
                     _fnv(&h, <uint64_t>lv.price)
                     m = lv.head
                     while m >= 0:
@@ -2229,8 +2252,7 @@ cdef class Engine:
         """Check every internal invariant; raise AssertionError naming the first broken one."""
         cdef int32_t sym, ladder, pos, n, cnt, cap
         cdef int64_t shown, total
-        cdef int64_t* keys
-        cdef int32_t* lvls
+        cdef LadderEntry* ent
         cdef Level* lv
         cdef slot_t m, prev
         cdef Order* o
@@ -2239,21 +2261,21 @@ cdef class Engine:
             for ladder in range(sym * 4, sym * 4 + 4):
                 n = self.ladders[ladder].count
                 cap = self.ladders[ladder].cap
-                keys = self.ladders[ladder].key
-                lvls = self.ladders[ladder].level
+                ent = self.ladders[ladder].ent
                 assert 0 <= n <= self.max_levels, f"ladder {ladder}: count {n}"
                 assert n <= cap and (cap == 0 or (cap >= LADDER_MIN_CHUNK and cap & (cap - 1) == 0)), \
                     f"ladder {ladder}: count {n} in a chunk of {cap}"
-                if n and self.sym_state[sym] == 0:
+                if n and self.syms[sym].state == 0:
                     raise AssertionError(f"ladder {ladder} of undefined symbol {sym} holds levels")
                 for pos in range(n):
                     if pos:
-                        assert keys[pos - 1] < keys[pos], f"ladder {ladder}: keys not strictly ascending at {pos}"
-                    assert 0 <= lvls[pos] < self.level_hwm, f"ladder {ladder}: level {lvls[pos]} never handed out"
-                    lv = &self.levels[lvls[pos]]
+                        assert ent[pos - 1].key < ent[pos].key, f"ladder {ladder}: keys not strictly ascending at {pos}"
+                    assert 0 <= ent[pos].level < self.level_hwm, \
+                        f"ladder {ladder}: level {ent[pos].level} never handed out"
+                    lv = &self.levels[ent[pos].level]
                     assert lv.ladder == <uint32_t>ladder, f"level on ladder {ladder} says {lv.ladder}"
                     key = lv.price if (ladder & 3) in (LADDER_BIDS, LADDER_SELL_STOPS) else -lv.price
-                    assert key == keys[pos], f"ladder {ladder}: key/price mismatch"
+                    assert key == ent[pos].key, f"ladder {ladder}: key/price mismatch"
                     assert lv.count > 0, f"ladder {ladder}: empty level at {lv.price}"
                     cnt = 0
                     shown = total = 0
@@ -2262,7 +2284,7 @@ cdef class Engine:
                     while m >= 0:
                         o = &self.orders[m]
                         assert o.prev == prev, f"order {o.order_id}: broken FIFO back link"
-                        assert o.level == lvls[pos], f"order {o.order_id}: wrong level"
+                        assert o.level == ent[pos].level, f"order {o.order_id}: wrong level"
                         assert o.symbol == <uint32_t>sym, f"order {o.order_id}: on another symbol's ladder"
                         assert o.registered, f"order {o.order_id}: on a ladder but not registered"
                         assert o.leaves > 0, f"order {o.order_id}: on a ladder with no leaves"
@@ -2290,11 +2312,14 @@ cdef class Engine:
                     assert shown == lv.shown, f"level {lv.price}: shown {lv.shown} != {shown}"
                     assert total == lv.total, f"level {lv.price}: total {lv.total} != {total}"
                     on_book += cnt
+                if n and (ladder & 3) <= LADDER_ASKS:
+                    assert ent[n - 1].key == (self.syms[sym].best_bid if (ladder & 3) == LADDER_BIDS else
+                                              self.syms[sym].best_ask_key), f"symbol {sym}: cached best != ladder {ladder}'s"
             bids = sym * 4 + LADDER_BIDS
             asks = sym * 4 + LADDER_ASKS
             if self.ladders[bids].count and self.ladders[asks].count:
-                bb = self.levels[self.ladders[bids].level[self.ladders[bids].count - 1]].price
-                ba = self.levels[self.ladders[asks].level[self.ladders[asks].count - 1]].price
+                bb = self.levels[self.ladders[bids].ent[self.ladders[bids].count - 1].level].price
+                ba = self.levels[self.ladders[asks].ent[self.ladders[asks].count - 1].level].price
                 assert bb < ba, f"symbol {sym}: crossed book at rest (bid {bb} >= ask {ba})"
         assert on_book == self.live_orders, f"{on_book} orders on ladders, live_orders {self.live_orders}"
         listed = 0
@@ -2426,7 +2451,7 @@ cdef class Engine:
 # What a RISK_TICK acts on (cmd_risk) and what makes one due (risk_tick_due): one definition.
 cdef inline bint mark_behind(Engine e, Risk r, int32_t s) noexcept:
     """The symbol's mark lags its last trade, and marks follow trades (no EXTERNAL_MARK)."""
-    return e.sym_has_last[s] and e.sym_last[s] != r.mark[s] and not r.override(LIM_EXTERNAL_MARK, 0, s)
+    return e.syms[s].has_last and e.syms[s].last != r.mark[s] and not r.override(LIM_EXTERNAL_MARK, 0, s)
 
 
 cdef inline bint cooloff_over(Risk r, int32_t s, int64_t now) noexcept:

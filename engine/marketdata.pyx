@@ -14,7 +14,7 @@ from libc.string cimport memset, memcmp
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
 from protocol.cdefs cimport *
-from engine.core cimport Engine, Level, LADDER_BIDS, LADDER_ASKS
+from engine.core cimport Engine, Level, LadderEntry, LADDER_BIDS, LADDER_ASKS
 
 cimport numpy as cnp
 import numpy as np
@@ -63,30 +63,30 @@ cdef inline void fill_top(Engine eng, uint32_t sym, TopOfBook* tb) noexcept:
     cdef Level* lv
     memset(tb, 0, sizeof(TopOfBook))
     tb.symbol = sym
-    tb.state = eng.sym_state[sym]
+    tb.state = eng.syms[sym].state
     if n > 0:
-        lv = &eng.levels[eng.ladders[ladder].level[n - 1]]
+        lv = &eng.levels[eng.ladders[ladder].ent[n - 1].level]
         tb.bid_price = lv.price
         tb.bid_qty = lv.shown
         tb.bid_orders = <uint32_t>lv.count
     ladder = <int32_t>sym * 4 + LADDER_ASKS
     n = eng.ladders[ladder].count
     if n > 0:
-        lv = &eng.levels[eng.ladders[ladder].level[n - 1]]
+        lv = &eng.levels[eng.ladders[ladder].ent[n - 1].level]
         tb.ask_price = lv.price
         tb.ask_qty = lv.shown
         tb.ask_orders = <uint32_t>lv.count
-    if eng.sym_has_last[sym]:
-        tb.last_price = eng.sym_last[sym]
+    if eng.syms[sym].has_last:
+        tb.last_price = eng.syms[sym].last
 
 
 cdef inline int32_t put_levels(Engine eng, int32_t ladder, int32_t levels, uint8_t side, LevelEntry* out) noexcept:
     """The best `levels` levels of a ladder into out[], best first; returns how many."""
-    cdef int32_t* lvls = eng.ladders[ladder].level
+    cdef LadderEntry* ent = eng.ladders[ladder].ent
     cdef int32_t pos = eng.ladders[ladder].count - 1, k = 0
     cdef Level* lv
     while pos >= 0 and k < levels:
-        lv = &eng.levels[lvls[pos]]
+        lv = &eng.levels[ent[pos].level]
         memset(&out[k], 0, sizeof(LevelEntry))
         out[k].price = lv.price
         out[k].qty = lv.shown
@@ -245,7 +245,7 @@ cdef class MarketData:
         memset(dh, 0, sizeof(DepthHeader))
         dh.symbol = sym
         dh.levels = <uint16_t>levels
-        dh.state = eng.sym_state[sym]
+        dh.state = eng.syms[sym].state
         dh.seq = seq
         dh.bid_count = <uint16_t>put_levels(eng, <int32_t>sym * 4 + LADDER_BIDS, levels, SIDE_BUY, ent)
         dh.ask_count = <uint16_t>put_levels(eng, <int32_t>sym * 4 + LADDER_ASKS, levels, SIDE_SELL,

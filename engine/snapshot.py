@@ -7,7 +7,8 @@ File layout (little-endian):
                            size in the capacities; engine/CAPACITY.md)
                            03: algos parent rows of 232 bytes (participation intervals; engine/ALGOS.md)
                            04: risk positions as a pool of 128-byte entries made on demand (engine/CAPACITY.md)
-                           05: id tables of 8-byte entries (slot, displacement, tag; no disp arrays)
+                           05: id tables of 8-byte entries (slot, displacement, tag; no disp arrays); price levels of 64 bytes,
+                               one cache line each (engine/core.pxd Level)
     header_len   8 bytes   u64, length of the header
     header       JSON (msgspec): last_seq, the state's arrays (name, dtype, shape,
                  offset, nbytes) and any extra sections the caller adds

@@ -22,14 +22,28 @@ def test_struct_sizes_when_compiled_then_equal_dtypes():
     assert core.SIZEOF_COMMAND == COMMAND.size == COMMAND.dtype.itemsize == 96
     assert core.SIZEOF_EVENT == EVENT.size == EVENT.dtype.itemsize == 128
     assert core.SIZEOF_ORDER == core.ORDER_DTYPE.itemsize == 128
-    assert core.SIZEOF_LEVEL == core.LEVEL_DTYPE.itemsize == 48
+    assert core.SIZEOF_LEVEL == core.LEVEL_DTYPE.itemsize == 64
     assert core.SIZEOF_ID_ENTRY == core.ID_ENTRY_DTYPE.itemsize == 8
+    assert core.SIZEOF_SYMBOL == core.SYMBOL_DTYPE.itemsize == 64
+    assert core.SIZEOF_LADDER == core.LADDER_DTYPE.itemsize == 16
+    assert core.SIZEOF_LADDER_ENTRY == core.LADDER_ENTRY_DTYPE.itemsize == 16
+
+
+def test_per_symbol_arrays_when_allocated_then_records_start_cache_lines():
+    # a 64-byte record 16 bytes past a line (where malloc puts numpy's big arrays) spans two lines
+    e = core.Engine(max_orders=1 << 16, max_symbols=1000)
+    e.add_symbol(1)
+    e.add_account(1)
+    e.new_order(1, 1, 1, 1, 100, price=10)          # the ladder pool's first segment
+    for arr in (e.levels_arr, e.ladders_arr, e.sym_arr, *e.ladder_segments):
+        assert arr.ctypes.data % 64 == 0
 
 
 def test_order_dtype_when_compared_then_offsets_match_struct_comments():
     # core.pxd writes each field's offset as "@N"; the dtype must agree.
     text = (ROOT / "engine" / "core.pxd").read_text()
-    for struct, dtype in (("Order", core.ORDER_DTYPE), ("Level", core.LEVEL_DTYPE)):
+    for struct, dtype in (("Order", core.ORDER_DTYPE), ("Level", core.LEVEL_DTYPE), ("Symbol", core.SYMBOL_DTYPE),
+                          ("Ladder", core.LADDER_DTYPE), ("LadderEntry", core.LADDER_ENTRY_DTYPE)):
         block = text.split(f"cdef packed struct {struct}:")[1].split("\n\n")[0]
         for name, off in re.findall(r"^\s+\w+ (\w+)\s+# @(\d+)", block, re.M):
             assert dtype.fields[name][1] == int(off), f"{struct}.{name}"

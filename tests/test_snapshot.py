@@ -150,8 +150,8 @@ def test_snapshot_when_book_thin_then_only_used_slots_stored_and_restore_into_us
 def test_load_latest_when_file_of_an_older_layout_then_skipped_for_the_journal(tmp_path):
     # TESNAP01 files held each ladder at max_levels entries and no level pool size, TESNAP03 files
     # risk positions as one dense row per (account, symbol), TESNAP04 files the id tables as slot and
-    # displacement arrays: a server of this version reads none of them (it replays the journal
-    # instead of misreading one)
+    # displacement arrays and 48-byte levels: a server of this version reads none of them (it replays
+    # the journal instead of misreading one)
     a = make_engine()
     a.process(random_commands(7, 500))
     path = snapshot.write(tmp_path, a.export_state(), last_seq=500)
