@@ -319,7 +319,7 @@ def main(argv=None):
     p.add_argument("--scrape", action="store_true", help="also run under a /metrics scrape every second (roundtrip)")
     p.add_argument("--probe-rate", type=float, default=300, help="quiet sessions' orders/s in all (noisy)")
     p.add_argument("--noisy-rate", type=float, default=1000, help="the noisy session's orders/s (noisy)")
-    p.add_argument("--compare-tree", default=None, help="also a server from this checkout, interleaved (noisy); the same cases from it (scale)")
+    p.add_argument("--compare-tree", default=None, help="another checkout, built in place, measured interleaved beside this one: a server from it (noisy, varworker), the same cases from it (scale)")
     p.add_argument("--n", type=int, default=2_000_000, help="commands per run (core)")
     p.add_argument("--count-n", type=int, default=300_000, help="commands per counted run (instructions)")
     p.add_argument("--runs", type=int, default=5)
