@@ -264,6 +264,16 @@ def test_surveil_when_store_resumes_elsewhere_or_is_the_journal_then_refused(run
     assert r.returncode == 2 and "journal" in r.stderr
 
 
+def test_surveil_when_store_truncated_then_refused_naming_it_not_sigbus(run, batch):
+    data = run["tmp"] / "batch" / "data.mdb"
+    assert os.path.getsize(data) > 8192
+    os.truncate(data, 8192)
+    for args in (("surveil", "alerts", "--store", data.parent),
+                 ("surveil", run["journal"], "--config", run["config"], "--store", data.parent)):
+        r = cli(*args, check=False)
+        assert r.returncode == 1 and "truncated" in r.stderr and str(data) in r.stderr, (r.returncode, r.stderr)
+
+
 def test_config_when_surveillance_key_unknown_then_error(tmp_path):
     from engine import config as cfgmod
     p = tmp_path / "c.toml"
