@@ -124,9 +124,7 @@ class LogonStore:
     def __init__(self, journal_path: str, durability: str, max_accounts: int):
         path = os.path.join(journal_path, LOGONS_DIR)
         os.makedirs(path, exist_ok=True)
-        data = os.path.join(path, "data.mdb")
-        if os.path.exists(data) and os.path.getsize(data):
-            check_data_size(path)       # a store cut short is refused by name, before LMDB maps it (no SIGBUS)
+        check_data_size(path, empty_ok=True)    # a store cut short is refused by name, before LMDB maps it (no SIGBUS)
         self.env = lmdb.open(path, map_size=max(1 << 20, max_accounts * 256), subdir=True, sync=True,
                              metasync=True, writemap=False, max_dbs=0)
         self.last: dict[int, int] = {}

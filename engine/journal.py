@@ -139,12 +139,15 @@ def has_journal_files(path: str) -> bool:
     return os.path.isdir(snaps) and any(n.endswith((".snap", ".tmp")) for n in os.listdir(snaps))
 
 
-def check_data_size(path: str) -> None:
+def check_data_size(path: str, empty_ok: bool = False) -> None:
     """JournalError unless data.mdb is at least as long as its newer LMDB meta page says it
     is in use ((last page + 1) * page size); mapping a shorter file dies with SIGBUS on the
     first read past its end. The metas are read before the size is taken: a live writer grows
-    the file before it writes the meta that covers the growth."""
+    the file before it writes the meta that covers the growth. empty_ok: a missing or empty
+    data.mdb passes (LMDB makes it afresh): the stores beside the journal (logons, alerts)."""
     data = os.path.join(path, "data.mdb")
+    if empty_ok and (not os.path.exists(data) or os.path.getsize(data) == 0):
+        return
     with open(data, "rb") as f:
         head = f.read(2 * 65536)
         size = os.fstat(f.fileno()).st_size

@@ -784,12 +784,10 @@ class Store:
             raise SystemExit(f"trading-engine surveil: {path} is a journal; the alert store needs its own directory")
         if readonly and not os.path.exists(os.path.join(path, "data.mdb")):
             raise SystemExit(f"trading-engine surveil: no alert store at {path}")
-        data = os.path.join(path, "data.mdb")
-        if os.path.exists(data) and os.path.getsize(data):
-            try:                  # a store cut short is refused by name before LMDB maps it (no SIGBUS)
-                check_data_size(path)
-            except JournalError as e:
-                raise SystemExit(f"trading-engine surveil: the alert store: {e}") from None
+        try:                      # a store cut short is refused by name before LMDB maps it (no SIGBUS)
+            check_data_size(path, empty_ok=True)
+        except JournalError as e:
+            raise SystemExit(f"trading-engine surveil: the alert store: {e}") from None
         self.map_size = 1 << 30
         self.env = lmdb.open(path, map_size=self.map_size, max_dbs=3, subdir=True, readonly=readonly,
                              create=not readonly)
