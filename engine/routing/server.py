@@ -325,10 +325,11 @@ class RouterApp:
         self.journal = Journal(j.path, j.durability, j.map_size, key=journal_key(j),
                                layouts=(ROUTE_INPUT, ROUTE_OUTPUT))
         # `async` durability: the journal flushed every sync_interval_ms on this thread, off the loop
-        # (the commits stay inline on the loop); synced_seq = the last seq known to be on disk
+        # (the commits stay inline on the loop); synced_seq = the last seq known to be on disk: none yet
+        # (what a killed router committed may still be only in the page cache: the first interval flushes it)
         self.syncer = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
                        if j.durability == "async" else None)
-        self.synced_seq = self.journal.last_seq
+        self.synced_seq = 0
         self.router = Router(cfg.router, cfg.venues, self.symbols, self.journal)
         self.monitor = Monitor(self.router, [v.name for v in cfg.venues], cfg.router.degraded_p99_ms,
                                cfg.router.degraded_reject_ratio, cfg.router.degraded_min_samples)
